@@ -1,0 +1,234 @@
+//! The command line, turned into a checked `ScanConfig`.
+
+use crate::config::{
+    parse_mac, parse_source_ports, parse_wait, ConfigError, OutputFormat, ScanConfig, TransportChoice, Verbosity,
+    MAX_RETRIES,
+};
+use crate::net::PathOverrides;
+use crate::target::ports::parse_ports;
+use crate::target::ranges::RangeSet;
+use crate::target::spec::{parse_target, split_list, to_hosts, TargetSpec};
+use crate::target::TargetError;
+use clap::{Parser, ValueEnum};
+use std::ffi::OsString;
+use std::net::{IpAddr, Ipv4Addr, ToSocketAddrs};
+use std::path::{Path, PathBuf};
+
+pub const DEFAULT_PORTS: &str = "1-1000";
+pub const DEFAULT_SOURCE_PORTS: &str = "61000-61063";
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "prtip",
+    version,
+    about = "Stateless TCP SYN port scanner",
+    after_help = "Examples:\n  prtip -s syn -p 1-10000 127.0.0.1\n  prtip -sS -p 22 -iL targets.txt --exclude 10.0.3.0/24\n  prtip -p 80,443 10.0.0.0/16 --rate 200000 -o ndjson --open"
+)]
+pub struct Cli {
+    /// Hosts, networks (10.0.0.0/24), ranges (10.0.0.1-10.0.3.7) or hostnames
+    #[arg(value_name = "TARGET")]
+    pub targets: Vec<String>,
+
+    /// Scan type: syn (also written -sS)
+    #[arg(short = 's', long = "scan-type", value_name = "TYPE", default_value = "syn", help_heading = "Scan")]
+    pub scan_type: String,
+
+    /// Ports: 22, 1-1024, 80,443,8000-8100, or - for all (-p-) [default: 1-1000]
+    #[arg(short = 'p', long, value_name = "PORTS", allow_hyphen_values = true, help_heading = "Scan")]
+    pub ports: Option<String>,
+
+    /// Read targets from FILE (also written -iL); - reads standard input
+    #[arg(long = "input-list", value_name = "FILE", help_heading = "Targets")]
+    pub input_list: Option<PathBuf>,
+
+    /// Exclude hosts, networks or ranges (comma-separated; may repeat)
+    #[arg(long, value_name = "LIST", help_heading = "Targets")]
+    pub exclude: Vec<String>,
+
+    /// Exclude the targets listed in FILE
+    #[arg(long, value_name = "FILE", help_heading = "Targets")]
+    pub exclude_file: Option<PathBuf>,
+
+    /// How probes are sent and replies received
+    #[arg(long, value_enum, default_value = "auto", help_heading = "Network")]
+    pub transport: TransportArg,
+
+    /// Interface to send on [default: from the routing table]
+    #[arg(short = 'i', long, value_name = "IF", help_heading = "Network")]
+    pub interface: Option<String>,
+
+    /// Source address [default: the route's preferred source]
+    #[arg(long, value_name = "ADDR", help_heading = "Network")]
+    pub source_ip: Option<String>,
+
+    /// Source port or range that replies come back to
+    #[arg(long, value_name = "RANGE", default_value = DEFAULT_SOURCE_PORTS, help_heading = "Network")]
+    pub source_port: String,
+
+    /// Next-hop MAC address [default: from the neighbour table, or ARP]
+    #[arg(long, value_name = "MAC", help_heading = "Network")]
+    pub gateway_mac: Option<String>,
+
+    /// Packets per second; 0 sends as fast as the transport allows
+    #[arg(long, value_name = "PPS", default_value_t = 0, help_heading = "Timing")]
+    pub rate: u64,
+
+    /// Extra attempts for probes that got no answer
+    #[arg(long, value_name = "N", default_value_t = 1, help_heading = "Timing")]
+    pub retries: u32,
+
+    /// Longest wait for late replies, in seconds (the wait adapts to round trips seen)
+    #[arg(long, value_name = "SECS", default_value = "2", help_heading = "Timing")]
+    pub wait: String,
+
+    /// Seed of the probe order (the same seed gives the same order)
+    #[arg(long, value_name = "N", help_heading = "Timing")]
+    pub seed: Option<String>,
+
+    /// Print the probes that would be sent, and send nothing
+    #[arg(long, help_heading = "Output")]
+    pub dry_run: bool,
+
+    /// Format of the results on standard output
+    #[arg(short = 'o', long = "output-format", value_enum, value_name = "FORMAT", default_value = "text", help_heading = "Output")]
+    pub output_format: FormatArg,
+
+    /// Show only open ports
+    #[arg(long, help_heading = "Output")]
+    pub open: bool,
+
+    /// No banner or summary on standard error
+    #[arg(short, long, conflicts_with = "verbose", help_heading = "Output")]
+    pub quiet: bool,
+
+    /// More detail on standard error
+    #[arg(short, long, help_heading = "Output")]
+    pub verbose: bool,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum TransportArg {
+    Auto,
+    Raw,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum FormatArg {
+    Text,
+    Ndjson,
+}
+
+/// Rewrites nmap's two-letter options that clap cannot express (`-iL`) into long ones.
+pub fn normalize_args(args: impl IntoIterator<Item = OsString>) -> Vec<OsString> {
+    args.into_iter()
+        .map(|a| if a == "-iL" { OsString::from("--input-list") } else { a })
+        .collect()
+}
+
+impl Cli {
+    /// Checks everything and resolves hostnames; fails on the first bad input.
+    pub fn into_config(self) -> Result<ScanConfig, ConfigError> {
+        if !matches!(self.scan_type.as_str(), "syn" | "S") {
+            return Err(ConfigError::ScanType(self.scan_type));
+        }
+        let ports = parse_ports(self.ports.as_deref().unwrap_or(DEFAULT_PORTS))?;
+
+        let mut target_text: Vec<String> = self.targets.clone();
+        if let Some(file) = &self.input_list {
+            target_text.extend(split_list(&read_list(file, "target list")?).map(str::to_string));
+        }
+        if target_text.is_empty() {
+            return Err(TargetError::NoTargets.into());
+        }
+        let named = hosts_of(target_text.iter().map(String::as_str))?;
+
+        let mut exclude_text: Vec<String> = self.exclude.iter().flat_map(|e| split_list(e)).map(str::to_string).collect();
+        if let Some(file) = &self.exclude_file {
+            exclude_text.extend(split_list(&read_list(file, "exclude file")?).map(str::to_string));
+        }
+        let excluded_set = hosts_of(exclude_text.iter().map(String::as_str))?;
+        let hosts = named.subtract(&excluded_set);
+        if hosts.is_empty() {
+            return Err(TargetError::AllExcluded.into());
+        }
+
+        let source_ip = match &self.source_ip {
+            Some(s) => Some(parse_source_ip(s)?),
+            None => None,
+        };
+        let gateway_mac = self.gateway_mac.as_deref().map(parse_mac).transpose()?;
+        if self.retries > MAX_RETRIES {
+            return Err(ConfigError::Retries {
+                got: self.retries,
+                max: MAX_RETRIES,
+            });
+        }
+        let seed = match &self.seed {
+            Some(s) => s.parse().map_err(|_| ConfigError::Seed(s.clone()))?,
+            None => crate::random::u64(),
+        };
+        Ok(ScanConfig {
+            excluded: named.len() - hosts.len(),
+            hosts,
+            ports,
+            transport: match self.transport {
+                TransportArg::Auto => TransportChoice::Auto,
+                TransportArg::Raw => TransportChoice::Raw,
+            },
+            path: PathOverrides {
+                interface: self.interface,
+                source_ip,
+                gateway_mac,
+            },
+            src_ports: parse_source_ports(&self.source_port)?,
+            rate: self.rate,
+            retries: self.retries,
+            max_wait: parse_wait(&self.wait)?,
+            seed,
+            dry_run: self.dry_run,
+            format: match self.output_format {
+                FormatArg::Text => OutputFormat::Text,
+                FormatArg::Ndjson => OutputFormat::Ndjson,
+            },
+            open_only: self.open,
+            verbosity: if self.quiet {
+                Verbosity::Quiet
+            } else if self.verbose {
+                Verbosity::Verbose
+            } else {
+                Verbosity::Normal
+            },
+        })
+    }
+}
+
+fn parse_source_ip(s: &str) -> Result<Ipv4Addr, ConfigError> {
+    match parse_target(s)? {
+        TargetSpec::Range(r) if r.first == r.last => Ok(Ipv4Addr::from(r.first)),
+        _ => Err(TargetError::Invalid {
+            target: s.to_string(),
+            why: "--source-ip takes one IPv4 address".into(),
+        }
+        .into()),
+    }
+}
+
+fn hosts_of<'a>(exprs: impl Iterator<Item = &'a str>) -> Result<RangeSet, TargetError> {
+    let specs = exprs.map(parse_target).collect::<Result<Vec<_>, _>>()?;
+    to_hosts(&specs, |name| {
+        (name, 0).to_socket_addrs().map(|addrs| addrs.map(|a| a.ip()).collect::<Vec<IpAddr>>())
+    })
+}
+
+fn read_list(path: &Path, what: &'static str) -> Result<String, TargetError> {
+    let result = if path == Path::new("-") {
+        std::io::read_to_string(std::io::stdin())
+    } else {
+        std::fs::read_to_string(path)
+    };
+    result.map_err(|e| TargetError::File {
+        what,
+        path: path.display().to_string(),
+        why: e.to_string(),
+    })
+}

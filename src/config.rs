@@ -1,0 +1,133 @@
+//! ScanConfig: everything a scan needs, checked once before anything is sent.
+
+use crate::net::PathOverrides;
+use crate::target::ranges::RangeSet;
+use crate::target::TargetError;
+use std::time::Duration;
+use thiserror::Error;
+
+#[derive(Debug, Error)]
+pub enum ConfigError {
+    #[error(transparent)]
+    Target(#[from] TargetError),
+    #[error("scan type '{0}' is not supported: prtip does TCP SYN scans (-sS, -s syn)")]
+    ScanType(String),
+    #[error("invalid source port '{0}': give a port or a range such as 61000-61063 (1-65535)")]
+    SourcePort(String),
+    #[error("invalid MAC address '{0}': expected six hex bytes such as 02:00:5e:10:00:01")]
+    Mac(String),
+    #[error("--wait must be between 0 and 3600 seconds, not '{0}'")]
+    Wait(String),
+    #[error("--retries must be at most {max}, not {got}")]
+    Retries { got: u32, max: u32 },
+    #[error("--seed must be a number, not '{0}'")]
+    Seed(String),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TransportChoice {
+    /// The best transport available; raw sockets until AF_XDP lands.
+    Auto,
+    Raw,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OutputFormat {
+    Text,
+    Ndjson,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Verbosity {
+    Quiet,
+    Normal,
+    Verbose,
+}
+
+#[derive(Debug, Clone)]
+pub struct ScanConfig {
+    pub hosts: RangeSet,
+    pub ports: RangeSet,
+    /// Addresses named as targets but removed by exclusions.
+    pub excluded: u64,
+    pub transport: TransportChoice,
+    pub path: PathOverrides,
+    pub src_ports: (u16, u16),
+    pub rate: u64,
+    pub retries: u32,
+    pub max_wait: Duration,
+    pub seed: u64,
+    pub dry_run: bool,
+    pub format: OutputFormat,
+    pub open_only: bool,
+    pub verbosity: Verbosity,
+}
+
+pub const MAX_RETRIES: u32 = 20;
+
+pub fn parse_source_ports(text: &str) -> Result<(u16, u16), ConfigError> {
+    let bad = || ConfigError::SourcePort(text.to_string());
+    let port = |s: &str| s.trim().parse::<u16>().ok().filter(|p| *p > 0).ok_or_else(bad);
+    let (a, b) = match text.split_once('-') {
+        Some((a, b)) => (port(a)?, port(b)?),
+        None => (port(text)?, port(text)?),
+    };
+    if b < a {
+        return Err(bad());
+    }
+    Ok((a, b))
+}
+
+pub fn parse_mac(text: &str) -> Result<[u8; 6], ConfigError> {
+    let parts: Vec<&str> = text.split([':', '-']).collect();
+    if parts.len() != 6 {
+        return Err(ConfigError::Mac(text.to_string()));
+    }
+    let mut mac = [0u8; 6];
+    for (byte, part) in mac.iter_mut().zip(parts) {
+        if part.len() != 2 {
+            return Err(ConfigError::Mac(text.to_string()));
+        }
+        *byte = u8::from_str_radix(part, 16).map_err(|_| ConfigError::Mac(text.to_string()))?;
+    }
+    Ok(mac)
+}
+
+pub fn parse_wait(text: &str) -> Result<Duration, ConfigError> {
+    text.parse::<f64>()
+        .ok()
+        .filter(|s| (0.0..=3600.0).contains(s))
+        .map(Duration::from_secs_f64)
+        .ok_or_else(|| ConfigError::Wait(text.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn source_ports() {
+        assert_eq!(parse_source_ports("40000").unwrap(), (40000, 40000));
+        assert_eq!(parse_source_ports("61000-61063").unwrap(), (61000, 61063));
+        for bad in ["0", "70000", "5-4", "a", "", "1-"] {
+            assert!(parse_source_ports(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn macs() {
+        assert_eq!(parse_mac("02:00:5e:10:00:0A").unwrap(), [2, 0, 0x5e, 0x10, 0, 10]);
+        assert_eq!(parse_mac("02-00-5e-10-00-0a").unwrap(), [2, 0, 0x5e, 0x10, 0, 10]);
+        for bad in ["02:00:5e:10:00", "02:00:5e:10:00:0g", "2:0:5e:10:0:a", ""] {
+            assert!(parse_mac(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn waits() {
+        assert_eq!(parse_wait("0.25").unwrap(), Duration::from_millis(250));
+        for bad in ["-1", "nan", "inf", "3601", "x"] {
+            assert!(parse_wait(bad).is_err(), "{bad}");
+        }
+    }
+}

@@ -1,0 +1,75 @@
+//! The probe sequence of a scan: which (address, port) comes at each position
+//! of each pass, and from which source port. Pure.
+
+use crate::permute::Permutation;
+use crate::target::space::TargetSpace;
+use std::net::Ipv4Addr;
+use std::time::Duration;
+
+#[derive(Debug, Clone)]
+pub struct ScanPlan {
+    pub space: TargetSpace,
+    pub order: Permutation,
+    /// Inclusive range of source ports; replies must come back to one of them.
+    pub src_ports: (u16, u16),
+    /// Extra passes over the probes that got no answer.
+    pub retries: u32,
+    /// Packets per second; 0 is no limit.
+    pub rate: u64,
+    /// The longest wait for late replies after the last probe of a pass.
+    pub max_wait: Duration,
+}
+
+impl ScanPlan {
+    pub fn new(space: TargetSpace, seed: u64, src_ports: (u16, u16), retries: u32, rate: u64, max_wait: Duration) -> Self {
+        let order = Permutation::new(space.len(), seed);
+        ScanPlan {
+            space,
+            order,
+            src_ports,
+            retries,
+            rate,
+            max_wait,
+        }
+    }
+
+    pub fn probes_per_pass(&self) -> u64 {
+        self.space.len()
+    }
+
+    /// The probe at position `pos` of every pass: its space index, address and port.
+    pub fn target(&self, pos: u64) -> (u64, Ipv4Addr, u16) {
+        let index = self.order.get(pos);
+        let (ip, port) = self.space.get(index);
+        (index, ip, port)
+    }
+
+    /// The source port of probe `index` in pass `pass`. Retries use another port,
+    /// so that a target sees a new connection attempt rather than a duplicate SYN.
+    pub fn source_port(&self, index: u64, pass: u32) -> u16 {
+        let count = u64::from(self.src_ports.1 - self.src_ports.0) + 1;
+        self.src_ports.0 + (index.wrapping_add(u64::from(pass)) % count) as u16
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::target::ranges::{Range, RangeSet};
+
+    #[test]
+    fn source_ports_stay_in_range_and_change_between_passes() {
+        let space = TargetSpace::new(
+            RangeSet::from_ranges(vec![Range::new(1, 100)]),
+            RangeSet::from_ranges(vec![Range::new(80, 80)]),
+        );
+        let plan = ScanPlan::new(space, 1, (61000, 61003), 2, 0, Duration::from_secs(1));
+        for i in 0..100 {
+            let p0 = plan.source_port(i, 0);
+            assert!((61000..=61003).contains(&p0));
+            assert_ne!(p0, plan.source_port(i, 1));
+        }
+        let single = ScanPlan { src_ports: (40000, 40000), ..plan };
+        assert_eq!(single.source_port(7, 3), 40000);
+    }
+}

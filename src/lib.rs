@@ -1,0 +1,19 @@
+//! prtip: a stateless TCP SYN scanner.
+//!
+//! The path of a probe: `target` (what to scan) -> `engine::plan` (in which
+//! order) -> `wire::template` (the frame) -> `transport` (out). The path of a
+//! reply: `transport` (in) -> `wire::reply` (validated by its cookie) ->
+//! `engine::run` (deduplicated) -> `output`.
+
+pub mod cli;
+pub mod config;
+pub mod engine;
+pub mod net;
+pub mod output;
+pub mod permute;
+pub mod random;
+pub mod result;
+pub mod scan;
+pub mod target;
+pub mod transport;
+pub mod wire;

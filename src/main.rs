@@ -1,0 +1,51 @@
+use clap::Parser;
+use prtip::cli::{normalize_args, Cli};
+use prtip::engine::run::StopSignal;
+use prtip::scan::{execute, Outcome};
+use std::process::ExitCode;
+
+static STOP: StopSignal = StopSignal::new();
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse_from(normalize_args(std::env::args_os())) {
+        Ok(cli) => cli,
+        Err(e) if !e.use_stderr() => {
+            // --help and --version
+            let _ = e.print();
+            return ExitCode::SUCCESS;
+        }
+        Err(e) => {
+            let text = e.render().to_string();
+            eprintln!("prtip: {}", text.lines().next().unwrap_or("invalid arguments"));
+            return ExitCode::from(2);
+        }
+    };
+    let config = match cli.into_config() {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("prtip: error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    if let Err(e) = install_signal_handlers() {
+        eprintln!("prtip: error: installing signal handlers: {e}");
+        return ExitCode::from(1);
+    }
+    match execute(&config, &STOP) {
+        Ok(Outcome::Completed) => ExitCode::SUCCESS,
+        Ok(Outcome::Interrupted) => ExitCode::from(130),
+        Err(e) => {
+            eprintln!("prtip: error: {}", anyhow::Error::from(e).chain().map(|c| c.to_string()).collect::<Vec<_>>().join(": "));
+            ExitCode::from(1)
+        }
+    }
+}
+
+/// Ctrl-C or SIGTERM stops sending; a second one also stops waiting for replies.
+fn install_signal_handlers() -> std::io::Result<()> {
+    for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        // SAFETY: the handler only increments an atomic counter, which is async-signal-safe.
+        unsafe { signal_hook::low_level::register(signal, || STOP.request()) }?;
+    }
+    Ok(())
+}

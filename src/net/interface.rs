@@ -1,0 +1,52 @@
+//! Interface names, indexes and hardware addresses.
+
+use super::NetError;
+use std::ffi::{CStr, CString};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+
+pub fn index(name: &str) -> Result<u32, NetError> {
+    let c = CString::new(name).map_err(|_| NetError::NoInterface(name.to_string()))?;
+    // SAFETY: c is a valid NUL-terminated string.
+    let i = unsafe { libc::if_nametoindex(c.as_ptr()) };
+    if i == 0 {
+        return Err(NetError::NoInterface(name.to_string()));
+    }
+    Ok(i)
+}
+
+pub fn name(index: u32) -> Result<String, NetError> {
+    let mut buf = [0 as libc::c_char; libc::IF_NAMESIZE];
+    // SAFETY: buf holds IF_NAMESIZE bytes, as if_indextoname requires.
+    let p = unsafe { libc::if_indextoname(index, buf.as_mut_ptr()) };
+    if p.is_null() {
+        return Err(NetError::NoInterface(format!("#{index}")));
+    }
+    // SAFETY: on success buf holds a NUL-terminated name.
+    Ok(unsafe { CStr::from_ptr(buf.as_ptr()) }.to_string_lossy().into_owned())
+}
+
+pub fn hardware_address(name: &str) -> Result<[u8; 6], NetError> {
+    let fail = |source| NetError::HardwareAddress {
+        name: name.to_string(),
+        source,
+    };
+    // SAFETY: plain socket(2) call; owned right below.
+    let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
+    if fd < 0 {
+        return Err(fail(std::io::Error::last_os_error()));
+    }
+    // SAFETY: fd is fresh and owned by nobody else.
+    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+    // SAFETY: ifreq is plain data; all-zero is valid.
+    let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
+    for (dst, src) in req.ifr_name.iter_mut().zip(name.bytes().take(libc::IF_NAMESIZE - 1)) {
+        *dst = src as libc::c_char;
+    }
+    // SAFETY: req is a valid ifreq naming the interface.
+    if unsafe { libc::ioctl(fd.as_raw_fd(), libc::SIOCGIFHWADDR, &mut req) } < 0 {
+        return Err(fail(std::io::Error::last_os_error()));
+    }
+    // SAFETY: SIOCGIFHWADDR filled the hardware-address member of the union.
+    let data = unsafe { req.ifr_ifru.ifru_hwaddr.sa_data };
+    Ok(std::array::from_fn(|i| data[i] as u8))
+}

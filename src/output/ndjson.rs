@@ -1,0 +1,85 @@
+//! One JSON object per line and per result, streamed as results arrive.
+
+use super::time::rfc3339_us;
+use super::ResultWriter;
+use crate::result::ScanResult;
+use std::io::{self, Write};
+
+pub struct NdjsonWriter<W: Write> {
+    out: W,
+}
+
+impl<W: Write> NdjsonWriter<W> {
+    pub fn new(out: W) -> Self {
+        NdjsonWriter { out }
+    }
+}
+
+fn opt<T: std::fmt::Display>(v: Option<T>) -> String {
+    v.map_or_else(|| "null".to_string(), |v| v.to_string())
+}
+
+pub fn line(r: &ScanResult) -> String {
+    format!(
+        r#"{{"ip":"{}","port":{},"proto":"tcp","state":"{}","reason":"{}","ttl":{},"rtt_us":{},"time":"{}"}}"#,
+        r.ip,
+        r.port,
+        r.state.as_str(),
+        r.reason.as_str(),
+        opt(r.ttl),
+        opt(r.rtt_us),
+        rfc3339_us(r.time_us)
+    )
+}
+
+impl<W: Write> ResultWriter for NdjsonWriter<W> {
+    fn write(&mut self, r: &ScanResult) -> io::Result<()> {
+        writeln!(self.out, "{}", line(r))
+    }
+
+    fn finish(&mut self) -> io::Result<()> {
+        self.out.flush()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::result::{PortState, Reason};
+
+    #[test]
+    fn writes_one_object_per_line() {
+        let mut buf = Vec::new();
+        let mut w = NdjsonWriter::new(&mut buf);
+        w.write(&ScanResult {
+            ip: "10.0.0.1".parse().unwrap(),
+            port: 22,
+            state: PortState::Open,
+            reason: Reason::SynAck,
+            ttl: Some(64),
+            rtt_us: Some(153),
+            time_us: 1_000_000,
+        })
+        .unwrap();
+        w.write(&ScanResult {
+            ip: "10.0.0.2".parse().unwrap(),
+            port: 443,
+            state: PortState::Filtered,
+            reason: Reason::NoResponse,
+            ttl: None,
+            rtt_us: None,
+            time_us: 0,
+        })
+        .unwrap();
+        w.finish().unwrap();
+        assert_eq!(
+            String::from_utf8(buf).unwrap(),
+            concat!(
+                r#"{"ip":"10.0.0.1","port":22,"proto":"tcp","state":"open","reason":"syn-ack","ttl":64,"rtt_us":153,"time":"1970-01-01T00:00:01.000000Z"}"#,
+                "\n",
+                r#"{"ip":"10.0.0.2","port":443,"proto":"tcp","state":"filtered","reason":"no-response","ttl":null,"rtt_us":null,"time":"1970-01-01T00:00:00.000000Z"}"#,
+                "\n"
+            )
+        );
+    }
+}

@@ -1,0 +1,54 @@
+//! What a scan learns about one (address, port).
+
+use std::net::Ipv4Addr;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum PortState {
+    Open,
+    Closed,
+    Filtered,
+}
+
+impl PortState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PortState::Open => "open",
+            PortState::Closed => "closed",
+            PortState::Filtered => "filtered",
+        }
+    }
+}
+
+/// Why a port got its state, in nmap's words.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reason {
+    SynAck,
+    Reset,
+    Unreachable { code: u8 },
+    NoResponse,
+}
+
+impl Reason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Reason::SynAck => "syn-ack",
+            Reason::Reset => "reset",
+            Reason::Unreachable { .. } => "host-unreach",
+            Reason::NoResponse => "no-response",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ScanResult {
+    pub ip: Ipv4Addr,
+    pub port: u16,
+    pub state: PortState,
+    pub reason: Reason,
+    /// TTL of the reply, if there was one.
+    pub ttl: Option<u8>,
+    /// Round-trip time in microseconds, where the reply carried our send time back.
+    pub rtt_us: Option<u64>,
+    /// When the reply arrived (or the scan gave up), in microseconds since the Unix epoch.
+    pub time_us: u64,
+}

@@ -1,0 +1,46 @@
+//! How frames leave and arrive. Each backend implements the two small traits
+//! below; the engine knows nothing else about it.
+
+pub mod filter;
+pub mod raw;
+
+use std::time::Duration;
+use thiserror::Error;
+
+#[derive(Debug, Error)]
+pub enum TransportError {
+    #[error("{what} needs the CAP_NET_RAW capability: run prtip as root, or grant it with `setcap cap_net_raw,cap_net_admin+ep prtip`")]
+    NoPrivilege { what: &'static str },
+    #[error("{what}: {source}")]
+    Io {
+        what: &'static str,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+impl TransportError {
+    /// Wraps the last OS error, turning EPERM/EACCES into the capability message.
+    pub(crate) fn last_os(what: &'static str) -> Self {
+        let source = std::io::Error::last_os_error();
+        match source.raw_os_error() {
+            Some(libc::EPERM | libc::EACCES) => TransportError::NoPrivilege { what },
+            _ => TransportError::Io { what, source },
+        }
+    }
+}
+
+/// The sending half: puts whole Ethernet frames on the wire.
+pub trait Transmit: Send {
+    /// Sends every frame, in order; returns only when all are handed to the kernel.
+    fn transmit(&mut self, frames: &[&[u8]]) -> Result<(), TransportError>;
+}
+
+/// The receiving half: yields frames that may be replies (already narrowed by a kernel filter).
+pub trait Receive: Send {
+    /// Waits up to `timeout` for frames and passes each to `on_frame`.
+    fn receive(&mut self, timeout: Duration, on_frame: &mut dyn FnMut(&[u8])) -> Result<(), TransportError>;
+
+    /// Frames the kernel dropped before we could read them, since the last call.
+    fn take_drops(&mut self) -> u64;
+}

@@ -1,0 +1,245 @@
+//! AF_PACKET transport: `sendmmsg` batches out, `recvmmsg` batches in, with a
+//! classic BPF filter so that only possible replies are copied to userspace.
+//!
+//! Sending and receiving use two sockets. The sending one is bound with
+//! protocol 0, so the kernel never queues received frames on it.
+
+use super::filter::{reply_filter, Insn, SNAP_LEN};
+use super::{Receive, Transmit, TransportError};
+use std::mem::{size_of, zeroed};
+use std::net::Ipv4Addr;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::time::Duration;
+
+const RX_BATCH: usize = 64;
+const RX_BUFFER_BYTES: libc::c_int = 64 << 20;
+const PACKET_IGNORE_OUTGOING: libc::c_int = 23;
+
+pub struct RawTx {
+    fd: OwnedFd,
+    dest: libc::sockaddr_ll,
+}
+
+pub struct RawRx {
+    fd: OwnedFd,
+    bufs: Vec<[u8; SNAP_LEN as usize]>,
+}
+
+/// Opens both halves on interface `ifindex`. `next_hop` is the frames' destination MAC.
+pub fn open(
+    ifindex: u32,
+    next_hop: [u8; 6],
+    src_ip: Ipv4Addr,
+    src_ports: (u16, u16),
+) -> Result<(RawTx, RawRx), TransportError> {
+    let tx = packet_socket()?;
+    let mut dest = sockaddr_ll(ifindex, 0);
+    bind(&tx, &dest)?;
+    dest.sll_protocol = (libc::ETH_P_IP as u16).to_be();
+    dest.sll_halen = 6;
+    dest.sll_addr[..6].copy_from_slice(&next_hop);
+
+    let rx = packet_socket()?;
+    let prog = reply_filter(src_ip, src_ports);
+    let fprog = libc::sock_fprog {
+        len: prog.len() as u16,
+        filter: prog.as_ptr() as *mut libc::sock_filter,
+    };
+    const _: () = assert!(size_of::<Insn>() == size_of::<libc::sock_filter>());
+    setsockopt(&rx, libc::SOL_SOCKET, libc::SO_ATTACH_FILTER, &fprog, "attaching the reply filter")?;
+    // Our own SYNs would otherwise be copied back to us on every interface.
+    setsockopt(&rx, libc::SOL_PACKET, PACKET_IGNORE_OUTGOING, &1i32, "ignoring outgoing frames")?;
+    // A burst of replies must not overflow the socket: FORCE needs CAP_NET_ADMIN, so fall back.
+    if setsockopt(&rx, libc::SOL_SOCKET, libc::SO_RCVBUFFORCE, &RX_BUFFER_BYTES, "").is_err() {
+        setsockopt(&rx, libc::SOL_SOCKET, libc::SO_RCVBUF, &RX_BUFFER_BYTES, "sizing the receive buffer")?;
+    }
+    // Bound last: frames only start arriving once the filter is in place.
+    bind(&rx, &sockaddr_ll(ifindex, libc::ETH_P_IP as u16))?;
+
+    Ok((
+        RawTx { fd: tx, dest },
+        RawRx {
+            fd: rx,
+            bufs: vec![[0u8; SNAP_LEN as usize]; RX_BATCH],
+        },
+    ))
+}
+
+fn packet_socket() -> Result<OwnedFd, TransportError> {
+    // SAFETY: plain socket(2) call; the returned descriptor is owned below.
+    let fd = unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_RAW | libc::SOCK_CLOEXEC, 0) };
+    if fd < 0 {
+        return Err(TransportError::last_os("opening a raw packet socket"));
+    }
+    // SAFETY: fd is a fresh, valid descriptor that nothing else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+fn sockaddr_ll(ifindex: u32, protocol: u16) -> libc::sockaddr_ll {
+    // SAFETY: sockaddr_ll is plain data; all-zero is a valid value.
+    let mut sa: libc::sockaddr_ll = unsafe { zeroed() };
+    sa.sll_family = libc::AF_PACKET as u16;
+    sa.sll_protocol = protocol.to_be();
+    sa.sll_ifindex = ifindex as i32;
+    sa
+}
+
+fn bind(fd: &OwnedFd, sa: &libc::sockaddr_ll) -> Result<(), TransportError> {
+    // SAFETY: sa points to a valid sockaddr_ll of the length given.
+    let rc = unsafe {
+        libc::bind(
+            fd.as_raw_fd(),
+            (sa as *const libc::sockaddr_ll).cast(),
+            size_of::<libc::sockaddr_ll>() as u32,
+        )
+    };
+    if rc < 0 {
+        return Err(TransportError::last_os("binding the packet socket to the interface"));
+    }
+    Ok(())
+}
+
+fn setsockopt<T>(fd: &OwnedFd, level: i32, name: i32, value: &T, what: &'static str) -> Result<(), TransportError> {
+    // SAFETY: value is a valid T of the length given.
+    let rc = unsafe {
+        libc::setsockopt(
+            fd.as_raw_fd(),
+            level,
+            name,
+            (value as *const T).cast(),
+            size_of::<T>() as u32,
+        )
+    };
+    if rc < 0 {
+        return Err(TransportError::last_os(what));
+    }
+    Ok(())
+}
+
+impl Transmit for RawTx {
+    fn transmit(&mut self, frames: &[&[u8]]) -> Result<(), TransportError> {
+        let mut iovs: Vec<libc::iovec> = frames
+            .iter()
+            .map(|f| libc::iovec {
+                iov_base: f.as_ptr() as *mut libc::c_void,
+                iov_len: f.len(),
+            })
+            .collect();
+        // SAFETY: mmsghdr is plain data; all-zero is valid and the fields are set below.
+        let mut msgs: Vec<libc::mmsghdr> = (0..frames.len()).map(|_| unsafe { zeroed() }).collect();
+        for (m, iov) in msgs.iter_mut().zip(iovs.iter_mut()) {
+            m.msg_hdr.msg_name = (&mut self.dest as *mut libc::sockaddr_ll).cast();
+            m.msg_hdr.msg_namelen = size_of::<libc::sockaddr_ll>() as u32;
+            m.msg_hdr.msg_iov = iov;
+            m.msg_hdr.msg_iovlen = 1;
+        }
+        let mut done = 0;
+        while done < msgs.len() {
+            let rest = &mut msgs[done..];
+            // SAFETY: every header points at live iovecs, frames and self.dest.
+            let n = unsafe { libc::sendmmsg(self.fd.as_raw_fd(), rest.as_mut_ptr(), rest.len() as u32, 0) };
+            if n < 0 {
+                let err = std::io::Error::last_os_error();
+                match err.raw_os_error() {
+                    Some(libc::EINTR) => continue,
+                    // The device queue is full: give the driver a moment rather than drop probes.
+                    Some(libc::ENOBUFS | libc::EAGAIN) => std::thread::sleep(Duration::from_micros(50)),
+                    _ => {
+                        return Err(TransportError::Io {
+                            what: "sending probes",
+                            source: err,
+                        })
+                    }
+                }
+                continue;
+            }
+            done += n as usize;
+        }
+        Ok(())
+    }
+}
+
+impl Receive for RawRx {
+    fn receive(&mut self, timeout: Duration, on_frame: &mut dyn FnMut(&[u8])) -> Result<(), TransportError> {
+        let mut pfd = libc::pollfd {
+            fd: self.fd.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        let ms = timeout.as_millis().clamp(0, i32::MAX as u128) as i32;
+        // SAFETY: one valid pollfd.
+        let rc = unsafe { libc::poll(&mut pfd, 1, ms) };
+        if rc < 0 {
+            let err = std::io::Error::last_os_error();
+            if err.raw_os_error() == Some(libc::EINTR) {
+                return Ok(());
+            }
+            return Err(TransportError::Io {
+                what: "waiting for replies",
+                source: err,
+            });
+        }
+        if rc == 0 {
+            return Ok(());
+        }
+        loop {
+            let mut iovs: Vec<libc::iovec> = self
+                .bufs
+                .iter_mut()
+                .map(|b| libc::iovec {
+                    iov_base: b.as_mut_ptr().cast(),
+                    iov_len: b.len(),
+                })
+                .collect();
+            // SAFETY: as in transmit; each header points at one live buffer.
+            let mut msgs: Vec<libc::mmsghdr> = (0..RX_BATCH).map(|_| unsafe { zeroed() }).collect();
+            for (m, iov) in msgs.iter_mut().zip(iovs.iter_mut()) {
+                m.msg_hdr.msg_iov = iov;
+                m.msg_hdr.msg_iovlen = 1;
+            }
+            // SAFETY: RX_BATCH valid headers, non-blocking.
+            let n = unsafe {
+                libc::recvmmsg(
+                    self.fd.as_raw_fd(),
+                    msgs.as_mut_ptr(),
+                    RX_BATCH as u32,
+                    libc::MSG_DONTWAIT,
+                    std::ptr::null_mut(),
+                )
+            };
+            if n < 0 {
+                let err = std::io::Error::last_os_error();
+                return match err.raw_os_error() {
+                    Some(libc::EAGAIN | libc::EINTR) => Ok(()),
+                    _ => Err(TransportError::Io {
+                        what: "receiving replies",
+                        source: err,
+                    }),
+                };
+            }
+            let n = n as usize;
+            for (m, buf) in msgs[..n].iter().zip(&self.bufs) {
+                on_frame(&buf[..(m.msg_len as usize).min(buf.len())]);
+            }
+            if n < RX_BATCH {
+                return Ok(());
+            }
+        }
+    }
+
+    fn take_drops(&mut self) -> u64 {
+        let mut stats = libc::tpacket_stats { tp_packets: 0, tp_drops: 0 };
+        let mut len = size_of::<libc::tpacket_stats>() as u32;
+        // SAFETY: stats and len are valid for writing; reading resets the kernel's counters.
+        let rc = unsafe {
+            libc::getsockopt(
+                self.fd.as_raw_fd(),
+                libc::SOL_PACKET,
+                libc::PACKET_STATISTICS,
+                (&mut stats as *mut libc::tpacket_stats).cast(),
+                &mut len,
+            )
+        };
+        if rc < 0 { 0 } else { u64::from(stats.tp_drops) }
+    }
+}

@@ -1,0 +1,7 @@
+//! Bytes on the wire: pure functions from values to frames and back.
+
+pub mod arp;
+pub mod checksum;
+pub mod cookie;
+pub mod reply;
+pub mod template;
