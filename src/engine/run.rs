@@ -17,6 +17,7 @@ use thiserror::Error;
 
 const TX_BATCH: u32 = 64;
 const RX_POLL: Duration = Duration::from_millis(5);
+const DROP_CHECK: Duration = Duration::from_millis(100);
 /// Round trips above this are not believed: the echo was mangled or forged.
 const MAX_RTT: Duration = Duration::from_secs(60);
 
@@ -133,6 +134,11 @@ impl Clock {
     fn wall_us(&self, mono_ns: u64) -> u64 {
         self.wall_start_us + mono_ns / 1000
     }
+
+    /// A wall-clock time (ns since the epoch) on this clock's scale.
+    fn since_start_ns(&self, wall_ns: u64) -> u64 {
+        wall_ns.saturating_sub(self.wall_start_us * 1000)
+    }
 }
 
 /// Runs a scan to its end and calls `on_result` on the caller's thread for every
@@ -150,7 +156,7 @@ pub fn run<T: Transmit, R: Receive>(
     let clock = Clock::new();
     let shared = Shared::default();
     let total = plan.probes_per_pass();
-    let (results_tx, results_rx) = mpsc::channel::<ScanResult>();
+    let (results_tx, results_rx) = mpsc::channel::<Vec<ScanResult>>();
 
     let (tx_outcome, rx_outcome) = std::thread::scope(|s| {
         let tx_thread = s.spawn(|| {
@@ -169,8 +175,8 @@ pub fn run<T: Transmit, R: Receive>(
             r
         });
         // The channel closes when the receive thread ends, so this loop cannot miss the end.
-        for result in results_rx {
-            on_result(result);
+        for batch in results_rx {
+            batch.into_iter().for_each(&mut on_result);
         }
         (
             tx_thread.join().expect("transmit thread panicked"),
@@ -273,15 +279,17 @@ fn receive<R: Receive>(
     stop: &StopSignal,
     answered: &Answered,
     total: u64,
-    results: mpsc::Sender<ScanResult>,
+    results: mpsc::Sender<Vec<ScanResult>>,
 ) -> Result<(), EngineError> {
     let matcher = ReplyMatcher {
         src_ip: wire.src_ip,
         src_ports: plan.src_ports,
         key: wire.key,
     };
+    let mut batch = Vec::new();
+    let mut last_drop_check = Instant::now();
     loop {
-        rx.receive(RX_POLL, &mut |frame| {
+        rx.receive(RX_POLL, &mut |frame, rx_wall_ns| {
             let Some(reply) = matcher.classify(frame) else {
                 shared.invalid.fetch_add(1, Relaxed);
                 return;
@@ -294,7 +302,7 @@ fn receive<R: Receive>(
                 shared.duplicates.fetch_add(1, Relaxed);
                 return;
             }
-            let now = clock.now_ns();
+            let now = clock.since_start_ns(rx_wall_ns);
             let rtt = reply.ts_echo.and_then(|echo| {
                 let us = u64::from(((now / 1000) as u32).wrapping_sub(echo));
                 (us <= now / 1000 && Duration::from_micros(us) <= MAX_RTT).then_some(us)
@@ -309,8 +317,7 @@ fn receive<R: Receive>(
             };
             counter.fetch_add(1, Relaxed);
             shared.answered.fetch_add(1, Relaxed);
-            // The receiver lives until this thread ends; a send cannot fail before that.
-            let _ = results.send(ScanResult {
+            batch.push(ScanResult {
                 ip: reply.ip,
                 port: reply.port,
                 state,
@@ -320,13 +327,24 @@ fn receive<R: Receive>(
                 time_us: clock.wall_us(now),
             });
         })?;
-        shared.rx_drops.fetch_add(rx.take_drops(), Relaxed);
+        if !batch.is_empty() {
+            // One hand-over per receive call, not per result: waking the
+            // caller's thread for every reply costs more than handling it.
+            // The receiver lives until this thread ends, so the send cannot fail.
+            let _ = results.send(std::mem::take(&mut batch));
+        }
+        if last_drop_check.elapsed() >= DROP_CHECK {
+            shared.rx_drops.fetch_add(rx.take_drops(), Relaxed);
+            last_drop_check = Instant::now();
+        }
         if stop.stop_waiting() || shared.failed.load(Relaxed) {
+            shared.rx_drops.fetch_add(rx.take_drops(), Relaxed);
             return Ok(());
         }
         if shared.tx_done.load(Relaxed)
             && (shared.answered.load(Relaxed) >= total || shared.replies_due_by(clock, plan))
         {
+            shared.rx_drops.fetch_add(rx.take_drops(), Relaxed);
             return Ok(());
         }
     }

@@ -38,8 +38,10 @@ pub trait Transmit: Send {
 
 /// The receiving half: yields frames that may be replies (already narrowed by a kernel filter).
 pub trait Receive: Send {
-    /// Waits up to `timeout` for frames and passes each to `on_frame`.
-    fn receive(&mut self, timeout: Duration, on_frame: &mut dyn FnMut(&[u8])) -> Result<(), TransportError>;
+    /// Waits up to `timeout` for frames and passes each to `on_frame`, with the
+    /// time it arrived in nanoseconds since the Unix epoch (the kernel's receive
+    /// timestamp where there is one).
+    fn receive(&mut self, timeout: Duration, on_frame: &mut dyn FnMut(&[u8], u64)) -> Result<(), TransportError>;
 
     /// Frames the kernel dropped before we could read them, since the last call.
     fn take_drops(&mut self) -> u64;

@@ -14,6 +14,11 @@ use std::time::Duration;
 const RX_BATCH: usize = 64;
 const RX_BUFFER_BYTES: libc::c_int = 64 << 20;
 const PACKET_IGNORE_OUTGOING: libc::c_int = 23;
+/// SO_TIMESTAMPNS (the 64-bit timespec form on x86_64 and arm64).
+const SO_TIMESTAMPNS: libc::c_int = 35;
+/// Room for one timestamp control message per received frame.
+const CONTROL_WORDS: usize = 8;
+const COALESCE: Duration = Duration::from_micros(200);
 
 pub struct RawTx {
     fd: OwnedFd,
@@ -49,6 +54,7 @@ pub fn open(
     setsockopt(&rx, libc::SOL_SOCKET, libc::SO_ATTACH_FILTER, &fprog, "attaching the reply filter")?;
     // Our own SYNs would otherwise be copied back to us on every interface.
     setsockopt(&rx, libc::SOL_PACKET, PACKET_IGNORE_OUTGOING, &1i32, "ignoring outgoing frames")?;
+    setsockopt(&rx, libc::SOL_SOCKET, SO_TIMESTAMPNS, &1i32, "enabling receive timestamps")?;
     // A burst of replies must not overflow the socket: FORCE needs CAP_NET_ADMIN, so fall back.
     if setsockopt(&rx, libc::SOL_SOCKET, libc::SO_RCVBUFFORCE, &RX_BUFFER_BYTES, "").is_err() {
         setsockopt(&rx, libc::SOL_SOCKET, libc::SO_RCVBUF, &RX_BUFFER_BYTES, "sizing the receive buffer")?;
@@ -159,8 +165,88 @@ impl Transmit for RawTx {
     }
 }
 
+impl RawRx {
+    /// Reads every queued frame without blocking; returns how many there were.
+    fn drain(&mut self, on_frame: &mut dyn FnMut(&[u8], u64)) -> Result<usize, TransportError> {
+        let mut total = 0;
+        loop {
+            let mut iovs: Vec<libc::iovec> = self
+                .bufs
+                .iter_mut()
+                .map(|b| libc::iovec {
+                    iov_base: b.as_mut_ptr().cast(),
+                    iov_len: b.len(),
+                })
+                .collect();
+            let mut control = [[0u64; CONTROL_WORDS]; RX_BATCH];
+            // SAFETY: mmsghdr is plain data; each header is pointed at one live buffer below.
+            let mut msgs: Vec<libc::mmsghdr> = (0..RX_BATCH).map(|_| unsafe { zeroed() }).collect();
+            for ((m, iov), c) in msgs.iter_mut().zip(iovs.iter_mut()).zip(control.iter_mut()) {
+                m.msg_hdr.msg_iov = iov;
+                m.msg_hdr.msg_iovlen = 1;
+                m.msg_hdr.msg_control = c.as_mut_ptr().cast();
+                m.msg_hdr.msg_controllen = size_of::<[u64; CONTROL_WORDS]>();
+            }
+            // SAFETY: RX_BATCH valid headers, non-blocking.
+            let n = unsafe {
+                libc::recvmmsg(
+                    self.fd.as_raw_fd(),
+                    msgs.as_mut_ptr(),
+                    RX_BATCH as u32,
+                    libc::MSG_DONTWAIT,
+                    std::ptr::null_mut(),
+                )
+            };
+            if n < 0 {
+                let err = std::io::Error::last_os_error();
+                return match err.raw_os_error() {
+                    Some(libc::EAGAIN | libc::EINTR) => Ok(total),
+                    _ => Err(TransportError::Io {
+                        what: "receiving replies",
+                        source: err,
+                    }),
+                };
+            }
+            let n = n as usize;
+            for (m, buf) in msgs[..n].iter().zip(&self.bufs) {
+                on_frame(&buf[..(m.msg_len as usize).min(buf.len())], receive_time_ns(&m.msg_hdr));
+            }
+            total += n;
+            if n < RX_BATCH {
+                return Ok(total);
+            }
+        }
+    }
+}
+
+/// The kernel's receive timestamp of a message, or now if it carries none.
+fn receive_time_ns(hdr: &libc::msghdr) -> u64 {
+    // SAFETY: hdr came back from recvmmsg with its control buffer filled in and
+    // msg_controllen set to the bytes used; CMSG_* stay inside that buffer.
+    unsafe {
+        let mut c = libc::CMSG_FIRSTHDR(hdr);
+        while !c.is_null() {
+            if (*c).cmsg_level == libc::SOL_SOCKET && (*c).cmsg_type == SO_TIMESTAMPNS {
+                let ts = std::ptr::read_unaligned(libc::CMSG_DATA(c) as *const libc::timespec);
+                return ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64;
+            }
+            c = libc::CMSG_NXTHDR(hdr, c);
+        }
+    }
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64)
+}
+
 impl Receive for RawRx {
-    fn receive(&mut self, timeout: Duration, on_frame: &mut dyn FnMut(&[u8])) -> Result<(), TransportError> {
+    fn receive(&mut self, timeout: Duration, on_frame: &mut dyn FnMut(&[u8], u64)) -> Result<(), TransportError> {
+        if self.drain(on_frame)? > 0 {
+            // Replies are flowing: let a batch build up rather than waking for
+            // every frame. The socket buffer holds them and each frame keeps
+            // its kernel timestamp, so round-trip times lose nothing.
+            std::thread::sleep(COALESCE);
+            return Ok(());
+        }
         let mut pfd = libc::pollfd {
             fd: self.fd.as_raw_fd(),
             events: libc::POLLIN,
@@ -179,52 +265,10 @@ impl Receive for RawRx {
                 source: err,
             });
         }
-        if rc == 0 {
-            return Ok(());
+        if rc > 0 {
+            self.drain(on_frame)?;
         }
-        loop {
-            let mut iovs: Vec<libc::iovec> = self
-                .bufs
-                .iter_mut()
-                .map(|b| libc::iovec {
-                    iov_base: b.as_mut_ptr().cast(),
-                    iov_len: b.len(),
-                })
-                .collect();
-            // SAFETY: as in transmit; each header points at one live buffer.
-            let mut msgs: Vec<libc::mmsghdr> = (0..RX_BATCH).map(|_| unsafe { zeroed() }).collect();
-            for (m, iov) in msgs.iter_mut().zip(iovs.iter_mut()) {
-                m.msg_hdr.msg_iov = iov;
-                m.msg_hdr.msg_iovlen = 1;
-            }
-            // SAFETY: RX_BATCH valid headers, non-blocking.
-            let n = unsafe {
-                libc::recvmmsg(
-                    self.fd.as_raw_fd(),
-                    msgs.as_mut_ptr(),
-                    RX_BATCH as u32,
-                    libc::MSG_DONTWAIT,
-                    std::ptr::null_mut(),
-                )
-            };
-            if n < 0 {
-                let err = std::io::Error::last_os_error();
-                return match err.raw_os_error() {
-                    Some(libc::EAGAIN | libc::EINTR) => Ok(()),
-                    _ => Err(TransportError::Io {
-                        what: "receiving replies",
-                        source: err,
-                    }),
-                };
-            }
-            let n = n as usize;
-            for (m, buf) in msgs[..n].iter().zip(&self.bufs) {
-                on_frame(&buf[..(m.msg_len as usize).min(buf.len())]);
-            }
-            if n < RX_BATCH {
-                return Ok(());
-            }
-        }
+        Ok(())
     }
 
     fn take_drops(&mut self) -> u64 {
