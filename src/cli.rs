@@ -1,14 +1,14 @@
 //! The command line, turned into a checked `ScanConfig`.
 
 use crate::config::{
-    parse_mac, parse_source_ports, parse_wait, ConfigError, OutputFormat, ScanConfig, TransportChoice, Verbosity,
-    MAX_RETRIES,
+    ConfigError, MAX_RETRIES, OutputFormat, ScanConfig, TransportChoice, Verbosity, parse_mac, parse_source_ports,
+    parse_wait,
 };
 use crate::net::PathOverrides;
+use crate::target::TargetError;
 use crate::target::ports::parse_ports;
 use crate::target::ranges::RangeSet;
-use crate::target::spec::{parse_target, split_list, to_hosts, TargetSpec};
-use crate::target::TargetError;
+use crate::target::spec::{TargetSpec, parse_target, split_list, to_hosts};
 use clap::{Parser, ValueEnum};
 use std::ffi::OsString;
 use std::net::{IpAddr, Ipv4Addr, ToSocketAddrs};
@@ -90,7 +90,14 @@ pub struct Cli {
     pub dry_run: bool,
 
     /// Format of the results on standard output
-    #[arg(short = 'o', long = "output-format", value_enum, value_name = "FORMAT", default_value = "text", help_heading = "Output")]
+    #[arg(
+        short = 'o',
+        long = "output-format",
+        value_enum,
+        value_name = "FORMAT",
+        default_value = "text",
+        help_heading = "Output"
+    )]
     pub output_format: FormatArg,
 
     /// Show only open ports
@@ -120,9 +127,7 @@ pub enum FormatArg {
 
 /// Rewrites nmap's two-letter options that clap cannot express (`-iL`) into long ones.
 pub fn normalize_args(args: impl IntoIterator<Item = OsString>) -> Vec<OsString> {
-    args.into_iter()
-        .map(|a| if a == "-iL" { OsString::from("--input-list") } else { a })
-        .collect()
+    args.into_iter().map(|a| if a == "-iL" { OsString::from("--input-list") } else { a }).collect()
 }
 
 impl Cli {
@@ -142,7 +147,8 @@ impl Cli {
         }
         let named = hosts_of(target_text.iter().map(String::as_str))?;
 
-        let mut exclude_text: Vec<String> = self.exclude.iter().flat_map(|e| split_list(e)).map(str::to_string).collect();
+        let mut exclude_text: Vec<String> =
+            self.exclude.iter().flat_map(|e| split_list(e)).map(str::to_string).collect();
         if let Some(file) = &self.exclude_file {
             exclude_text.extend(split_list(&read_list(file, "exclude file")?).map(str::to_string));
         }
@@ -158,10 +164,7 @@ impl Cli {
         };
         let gateway_mac = self.gateway_mac.as_deref().map(parse_mac).transpose()?;
         if self.retries > MAX_RETRIES {
-            return Err(ConfigError::Retries {
-                got: self.retries,
-                max: MAX_RETRIES,
-            });
+            return Err(ConfigError::Retries { got: self.retries, max: MAX_RETRIES });
         }
         let seed = match &self.seed {
             Some(s) => s.parse().map_err(|_| ConfigError::Seed(s.clone()))?,
@@ -175,11 +178,7 @@ impl Cli {
                 TransportArg::Auto => TransportChoice::Auto,
                 TransportArg::Raw => TransportChoice::Raw,
             },
-            path: PathOverrides {
-                interface: self.interface,
-                source_ip,
-                gateway_mac,
-            },
+            path: PathOverrides { interface: self.interface, source_ip, gateway_mac },
             src_ports: parse_source_ports(&self.source_port)?,
             rate: self.rate,
             retries: self.retries,
@@ -205,30 +204,19 @@ impl Cli {
 fn parse_source_ip(s: &str) -> Result<Ipv4Addr, ConfigError> {
     match parse_target(s)? {
         TargetSpec::Range(r) if r.first == r.last => Ok(Ipv4Addr::from(r.first)),
-        _ => Err(TargetError::Invalid {
-            target: s.to_string(),
-            why: "--source-ip takes one IPv4 address".into(),
+        _ => {
+            Err(TargetError::Invalid { target: s.to_string(), why: "--source-ip takes one IPv4 address".into() }.into())
         }
-        .into()),
     }
 }
 
 fn hosts_of<'a>(exprs: impl Iterator<Item = &'a str>) -> Result<RangeSet, TargetError> {
     let specs = exprs.map(parse_target).collect::<Result<Vec<_>, _>>()?;
-    to_hosts(&specs, |name| {
-        (name, 0).to_socket_addrs().map(|addrs| addrs.map(|a| a.ip()).collect::<Vec<IpAddr>>())
-    })
+    to_hosts(&specs, |name| (name, 0).to_socket_addrs().map(|addrs| addrs.map(|a| a.ip()).collect::<Vec<IpAddr>>()))
 }
 
 fn read_list(path: &Path, what: &'static str) -> Result<String, TargetError> {
-    let result = if path == Path::new("-") {
-        std::io::read_to_string(std::io::stdin())
-    } else {
-        std::fs::read_to_string(path)
-    };
-    result.map_err(|e| TargetError::File {
-        what,
-        path: path.display().to_string(),
-        why: e.to_string(),
-    })
+    let result =
+        if path == Path::new("-") { std::io::read_to_string(std::io::stdin()) } else { std::fs::read_to_string(path) };
+    result.map_err(|e| TargetError::File { what, path: path.display().to_string(), why: e.to_string() })
 }

@@ -1,8 +1,8 @@
 //! ScanConfig: everything a scan needs, checked once before anything is sent.
 
 use crate::net::PathOverrides;
-use crate::target::ranges::RangeSet;
 use crate::target::TargetError;
+use crate::target::ranges::RangeSet;
 use std::time::Duration;
 use thiserror::Error;
 

@@ -1,7 +1,7 @@
 use clap::Parser;
-use prtip::cli::{normalize_args, Cli};
+use prtip::cli::{Cli, normalize_args};
 use prtip::engine::run::StopSignal;
-use prtip::scan::{execute, Outcome};
+use prtip::scan::{Outcome, execute};
 use std::process::ExitCode;
 
 static STOP: StopSignal = StopSignal::new();
@@ -35,7 +35,10 @@ fn main() -> ExitCode {
         Ok(Outcome::Completed) => ExitCode::SUCCESS,
         Ok(Outcome::Interrupted) => ExitCode::from(130),
         Err(e) => {
-            eprintln!("prtip: error: {}", anyhow::Error::from(e).chain().map(|c| c.to_string()).collect::<Vec<_>>().join(": "));
+            eprintln!(
+                "prtip: error: {}",
+                anyhow::Error::from(e).chain().map(|c| c.to_string()).collect::<Vec<_>>().join(": ")
+            );
             ExitCode::from(1)
         }
     }

@@ -23,12 +23,7 @@ impl Permutation {
         let half_bits = bits.div_ceil(2).max(1);
         let mut state = seed;
         let keys = std::array::from_fn(|_| splitmix64(&mut state));
-        Permutation {
-            n,
-            half_bits,
-            half_mask: (1u64 << half_bits) - 1,
-            keys,
-        }
+        Permutation { n, half_bits, half_mask: (1u64 << half_bits) - 1, keys }
     }
 
     pub fn len(&self) -> u64 {
@@ -90,9 +85,7 @@ mod tests {
 
     #[test]
     fn is_a_bijection_for_many_sizes() {
-        for n in (0..300).chain([
-            1021, 1024, 1025, 4093, 4096, 65521, 65535, 65536, 65537, 100_003, 131_072,
-        ]) {
+        for n in (0..300).chain([1021, 1024, 1025, 4093, 4096, 65521, 65535, 65536, 65537, 100_003, 131_072]) {
             assert_bijection(n, 0x5eed ^ n);
         }
     }

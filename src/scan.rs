@@ -6,13 +6,13 @@ use crate::engine::plan::ScanPlan;
 use crate::engine::run::{self, EngineError, ScanStats, StopSignal, Wire};
 use crate::engine::state::Answered;
 use crate::net::{self, NetError, Path};
+use crate::output::ResultWriter;
 use crate::output::ndjson::NdjsonWriter;
 use crate::output::text::TextWriter;
-use crate::output::ResultWriter;
 use crate::result::{PortState, Reason, ScanResult};
 use crate::target::ranges::RangeSet;
 use crate::target::space::TargetSpace;
-use crate::transport::{raw, TransportError};
+use crate::transport::{TransportError, raw};
 use crate::wire::cookie::CookieKey;
 use crate::wire::template::SynTemplate;
 use std::io::{self, BufWriter, Write};
@@ -52,7 +52,7 @@ pub fn execute(cfg: &ScanConfig, stop: &StopSignal) -> Result<Outcome, ScanError
     }
 
     let path = net::resolve_path(&route_samples(&cfg.hosts), &cfg.path)?;
-    let (tx, rx) = raw::open(path.ifindex, path.next_hop_mac, path.src_ip, cfg.src_ports)?;
+    let (tx, rx) = raw::open(path.ifindex, path.next_hop_mac, path.local, path.src_ip, cfg.src_ports)?;
     let wire = Wire {
         template: SynTemplate::new(path.src_mac, path.next_hop_mac, path.src_ip),
         src_ip: path.src_ip,

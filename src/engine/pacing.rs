@@ -23,11 +23,7 @@ impl Pacer {
         // About half a millisecond of packets, so that a batch can go in one call
         // without letting a stall turn into a flood.
         let burst = (u128::from(rate) / 2000).clamp(4, 256);
-        Pacer {
-            interval_ps,
-            burst,
-            next_ps: u128::from(now_ns) * PS_PER_NS,
-        }
+        Pacer { interval_ps, burst, next_ps: u128::from(now_ns) * PS_PER_NS }
     }
 
     /// How many of `want` packets may be sent at `now_ns`; the caller must send that many.

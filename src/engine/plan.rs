@@ -21,16 +21,16 @@ pub struct ScanPlan {
 }
 
 impl ScanPlan {
-    pub fn new(space: TargetSpace, seed: u64, src_ports: (u16, u16), retries: u32, rate: u64, max_wait: Duration) -> Self {
+    pub fn new(
+        space: TargetSpace,
+        seed: u64,
+        src_ports: (u16, u16),
+        retries: u32,
+        rate: u64,
+        max_wait: Duration,
+    ) -> Self {
         let order = Permutation::new(space.len(), seed);
-        ScanPlan {
-            space,
-            order,
-            src_ports,
-            retries,
-            rate,
-            max_wait,
-        }
+        ScanPlan { space, order, src_ports, retries, rate, max_wait }
     }
 
     pub fn probes_per_pass(&self) -> u64 {

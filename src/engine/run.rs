@@ -3,12 +3,12 @@
 
 use super::pacing::Pacer;
 use super::plan::ScanPlan;
-use super::state::{reply_timeout, Answered};
+use super::state::{Answered, reply_timeout};
 use crate::result::{PortState, Reason, ScanResult};
 use crate::transport::{Receive, Transmit, TransportError};
 use crate::wire::cookie::CookieKey;
 use crate::wire::reply::{ReplyKind, ReplyMatcher};
-use crate::wire::template::{Probe, SynTemplate, SYN_FRAME_LEN};
+use crate::wire::template::{Probe, SYN_FRAME_LEN, SynTemplate};
 use std::net::Ipv4Addr;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering::Relaxed};
 use std::sync::mpsc;
@@ -121,10 +121,7 @@ struct Clock {
 impl Clock {
     fn new() -> Self {
         let wall = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
-        Clock {
-            start: Instant::now(),
-            wall_start_us: wall.as_micros() as u64,
-        }
+        Clock { start: Instant::now(), wall_start_us: wall.as_micros() as u64 }
     }
 
     fn now_ns(&self) -> u64 {
@@ -178,10 +175,7 @@ pub fn run<T: Transmit, R: Receive>(
         for batch in results_rx {
             batch.into_iter().for_each(&mut on_result);
         }
-        (
-            tx_thread.join().expect("transmit thread panicked"),
-            rx_thread.join().expect("receive thread panicked"),
-        )
+        (tx_thread.join().expect("transmit thread panicked"), rx_thread.join().expect("receive thread panicked"))
     });
     tx_outcome?;
     rx_outcome?;
@@ -247,14 +241,7 @@ fn transmit<T: Transmit>(
                 }
                 let sport = plan.source_port(index, pass);
                 let seq = wire.key.seq(wire.src_ip, ip, sport, port);
-                let probe = Probe {
-                    dst: ip,
-                    sport,
-                    dport: port,
-                    seq,
-                    ip_id: (seq >> 16) as u16,
-                    tsval,
-                };
+                let probe = Probe { dst: ip, sport, dport: port, seq, ip_id: (seq >> 16) as u16, tsval };
                 wire.template.write(&probe, &mut frames[count]);
                 count += 1;
             }
@@ -281,11 +268,7 @@ fn receive<R: Receive>(
     total: u64,
     results: mpsc::Sender<Vec<ScanResult>>,
 ) -> Result<(), EngineError> {
-    let matcher = ReplyMatcher {
-        src_ip: wire.src_ip,
-        src_ports: plan.src_ports,
-        key: wire.key,
-    };
+    let matcher = ReplyMatcher { src_ip: wire.src_ip, src_ports: plan.src_ports, key: wire.key };
     let mut batch = Vec::new();
     let mut last_drop_check = Instant::now();
     loop {
@@ -313,7 +296,9 @@ fn receive<R: Receive>(
             let (state, reason, counter) = match reply.kind {
                 ReplyKind::SynAck => (PortState::Open, Reason::SynAck, &shared.open),
                 ReplyKind::Rst => (PortState::Closed, Reason::Reset, &shared.closed),
-                ReplyKind::Unreachable { code } => (PortState::Filtered, Reason::Unreachable { code }, &shared.unreachable),
+                ReplyKind::Unreachable { code } => {
+                    (PortState::Filtered, Reason::Unreachable { code }, &shared.unreachable)
+                }
             };
             counter.fetch_add(1, Relaxed);
             shared.answered.fetch_add(1, Relaxed);
@@ -366,4 +351,182 @@ fn pause(d: Duration) {
 fn reduce_timer_slack() {
     // SAFETY: PR_SET_TIMERSLACK only changes this thread's timer rounding.
     unsafe { libc::prctl(libc::PR_SET_TIMERSLACK, 1 as libc::c_ulong) };
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::target::ranges::{Range, RangeSet};
+    use crate::target::space::TargetSpace;
+    use etherparse::{PacketBuilder, SlicedPacket, TcpOptionElement, TransportSlice};
+    use std::collections::{HashMap, HashSet, VecDeque};
+    use std::sync::{Arc, Mutex};
+
+    const ME: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 100);
+
+    /// A simulated network: open ports answer SYN-ACK, closed ones RST,
+    /// filtered ones nothing. "Lossy" probes lose their first SYN; "noisy" ones
+    /// are answered twice, and every SYN to a filtered port draws a forged SYN-ACK.
+    #[derive(Default)]
+    struct Net {
+        inbox: VecDeque<Vec<u8>>,
+        attempts: HashMap<(Ipv4Addr, u16), u32>,
+    }
+
+    struct Truth {
+        open: HashSet<u16>,
+        filtered: HashSet<u16>,
+        lossy: HashSet<u16>,
+        noisy: HashSet<u16>,
+    }
+
+    struct FakeTx(Arc<Mutex<Net>>, Arc<Truth>);
+    struct FakeRx(Arc<Mutex<Net>>);
+
+    impl Transmit for FakeTx {
+        fn transmit(&mut self, frames: &[&[u8]]) -> Result<(), TransportError> {
+            let mut net = self.0.lock().unwrap();
+            for f in frames {
+                let p = SlicedPacket::from_ethernet(f).unwrap();
+                let Some(etherparse::NetSlice::Ipv4(ip)) = p.net else { panic!("not IPv4") };
+                let Some(TransportSlice::Tcp(syn)) = p.transport else { panic!("not TCP") };
+                assert!(syn.syn() && !syn.ack());
+                let dst = ip.header().destination_addr();
+                let port = syn.destination_port();
+                let attempt = net.attempts.entry((dst, port)).or_default();
+                *attempt += 1;
+                if self.1.lossy.contains(&port) && *attempt == 1 {
+                    continue;
+                }
+                let tsval = syn.options_iterator().find_map(|o| match o {
+                    Ok(TcpOptionElement::Timestamp(v, _)) => Some(v),
+                    _ => None,
+                });
+                let reply = |ack: u32, open: bool| {
+                    let mut b = PacketBuilder::ethernet2([2; 6], [1; 6])
+                        .ipv4(dst.octets(), ME.octets(), 61)
+                        .tcp(port, syn.source_port(), 777, 1024)
+                        .ack(ack);
+                    b = if open {
+                        b.syn().options(&[TcpOptionElement::Timestamp(5, tsval.unwrap())]).unwrap()
+                    } else {
+                        b.rst()
+                    };
+                    let mut out = Vec::new();
+                    b.write(&mut out, &[]).unwrap();
+                    out
+                };
+                let good = syn.sequence_number().wrapping_add(1);
+                if self.1.filtered.contains(&port) {
+                    net.inbox.push_back(reply(good ^ 0x55, true));
+                    continue;
+                }
+                let frame = reply(good, self.1.open.contains(&port));
+                if self.1.noisy.contains(&port) {
+                    net.inbox.push_back(frame.clone());
+                }
+                net.inbox.push_back(frame);
+            }
+            Ok(())
+        }
+    }
+
+    impl Receive for FakeRx {
+        fn receive(&mut self, timeout: Duration, on_frame: &mut dyn FnMut(&[u8], u64)) -> Result<(), TransportError> {
+            let frames: Vec<Vec<u8>> = self.0.lock().unwrap().inbox.drain(..).collect();
+            if frames.is_empty() {
+                std::thread::sleep(timeout.min(Duration::from_millis(1)));
+            }
+            let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_nanos() as u64;
+            for f in frames {
+                on_frame(&f, now);
+            }
+            Ok(())
+        }
+
+        fn take_drops(&mut self) -> u64 {
+            0
+        }
+    }
+
+    fn scan(truth: Truth, retries: u32, ports: (u32, u32)) -> (ScanStats, Vec<ScanResult>, Answered, ScanPlan) {
+        let space = TargetSpace::new(
+            RangeSet::from_ranges(vec![Range::new(
+                u32::from(Ipv4Addr::new(10, 0, 0, 1)),
+                u32::from(Ipv4Addr::new(10, 0, 0, 4)),
+            )]),
+            RangeSet::from_ranges(vec![Range::new(ports.0, ports.1)]),
+        );
+        let plan = ScanPlan::new(space, 9, (61000, 61003), retries, 0, Duration::from_millis(300));
+        let wire = Wire { template: SynTemplate::new([1; 6], [2; 6], ME), src_ip: ME, key: CookieKey::new(3, 4) };
+        let net = Arc::new(Mutex::new(Net::default()));
+        let answered = Answered::default();
+        let mut results = Vec::new();
+        let stats =
+            run(&plan, &wire, FakeTx(net.clone(), Arc::new(truth)), FakeRx(net), &StopSignal::new(), &answered, |r| {
+                results.push(r)
+            })
+            .unwrap();
+        (stats, results, answered, plan)
+    }
+
+    fn set(v: &[u16]) -> HashSet<u16> {
+        v.iter().copied().collect()
+    }
+
+    #[test]
+    fn classifies_retries_and_deduplicates() {
+        let truth =
+            Truth { open: set(&[22, 49, 31]), filtered: set(&[7, 8]), lossy: set(&[31, 40]), noisy: set(&[22, 45]) };
+        let (stats, results, answered, plan) = scan(truth, 1, (1, 50));
+        let hosts = 4u64;
+        let by = |state: PortState| {
+            let mut v: Vec<(Ipv4Addr, u16)> =
+                results.iter().filter(|r| r.state == state).map(|r| (r.ip, r.port)).collect();
+            v.sort();
+            v
+        };
+        let expect = |ports: &[u16]| {
+            let mut v: Vec<(Ipv4Addr, u16)> =
+                (1..=4).flat_map(|h| ports.iter().map(move |&p| (Ipv4Addr::new(10, 0, 0, h), p))).collect();
+            v.sort();
+            v
+        };
+        assert_eq!(by(PortState::Open), expect(&[22, 31, 49]));
+        assert_eq!(by(PortState::Closed).len() as u64, hosts * 45);
+        assert!(by(PortState::Filtered).is_empty(), "silence is left to the caller");
+        for h in 1..=4 {
+            for p in [7u16, 8] {
+                assert!(!answered.contains(Ipv4Addr::new(10, 0, 0, h), p));
+            }
+        }
+        assert_eq!(stats.open, hosts * 3);
+        assert_eq!(stats.closed, hosts * 45);
+        // One pass of 200 probes, then retries for the lossy and the filtered ones.
+        assert_eq!(stats.sent, plan.probes_per_pass() + hosts * 4);
+        assert_eq!(stats.duplicates, hosts * 2);
+        // Every SYN to a filtered port drew a forged SYN-ACK; none became a result.
+        assert_eq!(stats.invalid, hosts * 2 * 2);
+        assert!(results.iter().filter(|r| r.state == PortState::Open).all(|r| r.rtt_us.is_some() && r.ttl == Some(61)));
+        assert!(stats.max_rtt.is_some());
+        assert!(!stats.interrupted);
+    }
+
+    #[test]
+    fn ends_as_soon_as_everything_answered() {
+        let truth = Truth { open: set(&[5]), filtered: HashSet::new(), lossy: HashSet::new(), noisy: HashSet::new() };
+        let (stats, results, _, plan) = scan(truth, 3, (1, 10));
+        assert_eq!(results.len() as u64, plan.probes_per_pass());
+        assert_eq!(stats.sent, plan.probes_per_pass(), "no retry when all answered");
+        // max_wait is 300 ms: finishing well before it shows the scan did not wait it out.
+        assert!(stats.duration < Duration::from_millis(250), "took {:?}", stats.duration);
+    }
+
+    #[test]
+    fn without_retries_silence_costs_one_adaptive_wait() {
+        let truth = Truth { open: set(&[1]), filtered: set(&[2]), lossy: HashSet::new(), noisy: HashSet::new() };
+        let (stats, _, _, plan) = scan(truth, 0, (1, 3));
+        assert_eq!(stats.sent, plan.probes_per_pass());
+        assert_eq!(stats.open + stats.closed, 8);
+    }
 }

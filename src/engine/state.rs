@@ -19,9 +19,7 @@ pub struct Answered {
 
 impl Default for Answered {
     fn default() -> Self {
-        Answered {
-            shards: (0..SHARDS).map(|_| Mutex::new(HashSet::new())).collect(),
-        }
+        Answered { shards: (0..SHARDS).map(|_| Mutex::new(HashSet::new())).collect() }
     }
 }
 

@@ -44,26 +44,19 @@ pub fn resolve(
         }
         let deadline = Instant::now() + ATTEMPT_WAIT;
         while let Some(left) = deadline.checked_duration_since(Instant::now()) {
-            let mut pfd = libc::pollfd {
-                fd: fd.as_raw_fd(),
-                events: libc::POLLIN,
-                revents: 0,
-            };
+            let mut pfd = libc::pollfd { fd: fd.as_raw_fd(), events: libc::POLLIN, revents: 0 };
             // SAFETY: one valid pollfd.
             if unsafe { libc::poll(&mut pfd, 1, left.as_millis() as i32 + 1) } <= 0 {
                 continue;
             }
             // SAFETY: buf is valid for writing its length.
             let n = unsafe { libc::recv(fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), libc::MSG_DONTWAIT) };
-            if n > 0 {
-                if let Some(mac) = arp::reply_from(&buf[..n as usize], hop) {
-                    return Ok(mac);
-                }
+            if n > 0
+                && let Some(mac) = arp::reply_from(&buf[..n as usize], hop)
+            {
+                return Ok(mac);
             }
         }
     }
-    Err(NetError::NextHopSilent {
-        hop,
-        ifname: ifname.to_string(),
-    })
+    Err(NetError::NextHopSilent { hop, ifname: ifname.to_string() })
 }

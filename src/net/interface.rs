@@ -26,10 +26,7 @@ pub fn name(index: u32) -> Result<String, NetError> {
 }
 
 pub fn hardware_address(name: &str) -> Result<[u8; 6], NetError> {
-    let fail = |source| NetError::HardwareAddress {
-        name: name.to_string(),
-        source,
-    };
+    let fail = |source| NetError::HardwareAddress { name: name.to_string(), source };
     // SAFETY: plain socket(2) call; owned right below.
     let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
     if fd < 0 {

@@ -28,13 +28,10 @@ pub enum NetError {
     NoSourceAddress(String),
     #[error("no ARP reply from next hop {hop} on {ifname}: give its MAC with --gateway-mac")]
     NextHopSilent { hop: Ipv4Addr, ifname: String },
-    #[error("targets {a} and {b} are reached through different interfaces ({ifa} and {ifb}): scan them separately or name one with --interface")]
-    MixedInterfaces {
-        a: Ipv4Addr,
-        b: Ipv4Addr,
-        ifa: String,
-        ifb: String,
-    },
+    #[error(
+        "targets {a} and {b} are reached through different interfaces ({ifa} and {ifb}): scan them separately or name one with --interface"
+    )]
+    MixedInterfaces { a: Ipv4Addr, b: Ipv4Addr, ifa: String, ifb: String },
     #[error(transparent)]
     Transport(#[from] crate::transport::TransportError),
 }
@@ -47,6 +44,8 @@ pub struct Path {
     pub src_ip: Ipv4Addr,
     pub src_mac: [u8; 6],
     pub next_hop_mac: [u8; 6],
+    /// The targets are this host's own addresses.
+    pub local: bool,
 }
 
 /// User overrides for path discovery.
@@ -77,10 +76,7 @@ pub fn resolve_path(targets: &[Ipv4Addr], overrides: &PathOverrides) -> Result<P
         }
     }
     let ifname = interface::name(route.ifindex)?;
-    let src_ip = overrides
-        .source_ip
-        .or(route.prefsrc)
-        .ok_or_else(|| NetError::NoSourceAddress(ifname.clone()))?;
+    let src_ip = overrides.source_ip.or(route.prefsrc).ok_or_else(|| NetError::NoSourceAddress(ifname.clone()))?;
     let src_mac = interface::hardware_address(&ifname)?;
     let next_hop_mac = match overrides.gateway_mac {
         Some(mac) => mac,
@@ -94,13 +90,7 @@ pub fn resolve_path(targets: &[Ipv4Addr], overrides: &PathOverrides) -> Result<P
             }
         }
     };
-    Ok(Path {
-        ifindex: route.ifindex,
-        ifname,
-        src_ip,
-        src_mac,
-        next_hop_mac,
-    })
+    Ok(Path { ifindex: route.ifindex, ifname, src_ip, src_mac, next_hop_mac, local: route.local })
 }
 
 fn query_route(dst: Ipv4Addr, oif: Option<u32>) -> Result<netlink::Route, NetError> {

@@ -124,12 +124,7 @@ pub fn parse_route(buf: &[u8], dst: Ipv4Addr) -> Result<Route, NetError> {
         if rtype != RTN_UNICAST && rtype != RTN_LOCAL {
             return Err(NetError::NoRoute(dst));
         }
-        let mut route = Route {
-            ifindex: 0,
-            gateway: None,
-            prefsrc: None,
-            local: rtype == RTN_LOCAL,
-        };
+        let mut route = Route { ifindex: 0, gateway: None, prefsrc: None, local: rtype == RTN_LOCAL };
         for (kind, data) in attrs(&body[12..]) {
             match kind {
                 RTA_OIF => route.ifindex = data.try_into().map(u32::from_ne_bytes).unwrap_or(0),
@@ -240,18 +235,24 @@ mod tests {
 
     #[test]
     fn parses_a_gatewayed_route() {
-        let buf = route_reply(RTN_UNICAST, &[
-            (RTA_DST, &[10, 201, 0, 1]),
-            (RTA_OIF, &3u32.to_ne_bytes()),
-            (RTA_GATEWAY, &[10, 200, 0, 2]),
-            (RTA_PREFSRC, &[10, 200, 0, 1]),
-        ]);
-        assert_eq!(parse_route(&buf, DST).unwrap(), Route {
-            ifindex: 3,
-            gateway: Some(Ipv4Addr::new(10, 200, 0, 2)),
-            prefsrc: Some(Ipv4Addr::new(10, 200, 0, 1)),
-            local: false,
-        });
+        let buf = route_reply(
+            RTN_UNICAST,
+            &[
+                (RTA_DST, &[10, 201, 0, 1]),
+                (RTA_OIF, &3u32.to_ne_bytes()),
+                (RTA_GATEWAY, &[10, 200, 0, 2]),
+                (RTA_PREFSRC, &[10, 200, 0, 1]),
+            ],
+        );
+        assert_eq!(
+            parse_route(&buf, DST).unwrap(),
+            Route {
+                ifindex: 3,
+                gateway: Some(Ipv4Addr::new(10, 200, 0, 2)),
+                prefsrc: Some(Ipv4Addr::new(10, 200, 0, 1)),
+                local: false,
+            }
+        );
     }
 
     #[test]

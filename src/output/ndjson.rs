@@ -1,7 +1,7 @@
 //! One JSON object per line and per result, streamed as results arrive.
 
-use super::time::rfc3339_us;
 use super::ResultWriter;
+use super::time::rfc3339_us;
 use crate::result::ScanResult;
 use std::io::{self, Write};
 

@@ -16,10 +16,7 @@ pub struct TextWriter<W: Write> {
 
 impl<W: Write> TextWriter<W> {
     pub fn new(out: W) -> Self {
-        TextWriter {
-            out,
-            hosts: BTreeMap::new(),
-        }
+        TextWriter { out, hosts: BTreeMap::new() }
     }
 }
 
@@ -59,15 +56,7 @@ mod tests {
     use super::*;
 
     fn result(ip: &str, port: u16, state: PortState, reason: Reason) -> ScanResult {
-        ScanResult {
-            ip: ip.parse().unwrap(),
-            port,
-            state,
-            reason,
-            ttl: Some(64),
-            rtt_us: None,
-            time_us: 0,
-        }
+        ScanResult { ip: ip.parse().unwrap(), port, state, reason, ttl: Some(64), rtt_us: None, time_us: 0 }
     }
 
     #[test]

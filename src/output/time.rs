@@ -5,13 +5,7 @@ pub fn rfc3339_us(us: u64) -> String {
     let secs = us / 1_000_000;
     let (days, rem) = (secs / 86_400, secs % 86_400);
     let (y, m, d) = civil_from_days(days as i64);
-    format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{:06}Z",
-        rem / 3600,
-        rem / 60 % 60,
-        rem % 60,
-        us % 1_000_000
-    )
+    format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{:06}Z", rem / 3600, rem / 60 % 60, rem % 60, us % 1_000_000)
 }
 
 /// Howard Hinnant's days-to-civil algorithm (proleptic Gregorian calendar).

@@ -18,11 +18,7 @@ pub enum TargetError {
     #[error("invalid port specification '{spec}': {why}")]
     Ports { spec: String, why: String },
     #[error("cannot read {what} '{path}': {why}")]
-    File {
-        what: &'static str,
-        path: String,
-        why: String,
-    },
+    File { what: &'static str, path: String, why: String },
     #[error("no targets given: name hosts, networks or ranges, or a file with -iL")]
     NoTargets,
     #[error("every target is excluded: nothing left to scan")]

@@ -1,13 +1,10 @@
 //! Port specifications: `22`, `1-1000`, `80,443,8000-8100`, `-` (all), `-1024`, `60000-`.
 
-use super::ranges::{Range, RangeSet};
 use super::TargetError;
+use super::ranges::{Range, RangeSet};
 
 pub fn parse_ports(text: &str) -> Result<RangeSet, TargetError> {
-    let bad = |why: String| TargetError::Ports {
-        spec: text.to_string(),
-        why,
-    };
+    let bad = |why: String| TargetError::Ports { spec: text.to_string(), why };
     let mut ranges = Vec::new();
     for item in text.split(',') {
         let item = item.trim();

@@ -16,7 +16,8 @@ impl Range {
         Range { first, last }
     }
 
-    pub fn len(&self) -> u64 {
+    /// Number of values: never zero, so not `len` (which would ask for an `is_empty`).
+    pub fn count(&self) -> u64 {
         u64::from(self.last - self.first) + 1
     }
 
@@ -51,13 +52,9 @@ impl RangeSet {
         let mut len = 0u64;
         for r in &merged {
             starts.push(len);
-            len += r.len();
+            len += r.count();
         }
-        RangeSet {
-            ranges: merged,
-            starts,
-            len,
-        }
+        RangeSet { ranges: merged, starts, len }
     }
 
     pub fn ranges(&self) -> &[Range] {
@@ -159,12 +156,7 @@ mod tests {
         let cut = set(&[(0, 9), (50, 59), (100, 250), (u32::MAX, u32::MAX)]);
         assert_eq!(
             s.subtract(&cut).ranges(),
-            &[
-                Range::new(10, 49),
-                Range::new(60, 99),
-                Range::new(251, 300),
-                Range::new(u32::MAX - 2, u32::MAX - 1)
-            ]
+            &[Range::new(10, 49), Range::new(60, 99), Range::new(251, 300), Range::new(u32::MAX - 2, u32::MAX - 1)]
         );
         assert!(s.subtract(&set(&[(0, u32::MAX)])).is_empty());
     }

@@ -1,7 +1,7 @@
 //! Target expressions: addresses, CIDR blocks, dash ranges, hostnames, files.
 
-use super::ranges::{Range, RangeSet};
 use super::TargetError;
+use super::ranges::{Range, RangeSet};
 use std::net::{IpAddr, Ipv4Addr};
 
 /// One parsed target expression, before hostnames are resolved.
@@ -16,10 +16,7 @@ pub enum TargetSpec {
 /// Accepted forms: `10.0.0.1`, `10.0.0.0/8` (host bits are ignored, as nmap
 /// does), `10.0.0.1-10.0.3.7`, `10.0.0.1-20` (last-octet range) and hostnames.
 pub fn parse_target(text: &str) -> Result<TargetSpec, TargetError> {
-    let bad = |why: &str| TargetError::Invalid {
-        target: text.to_string(),
-        why: why.to_string(),
-    };
+    let bad = |why: &str| TargetError::Invalid { target: text.to_string(), why: why.to_string() };
     let t = text.trim();
     if t.is_empty() {
         return Err(bad("empty target"));
@@ -29,11 +26,7 @@ pub fn parse_target(text: &str) -> Result<TargetSpec, TargetError> {
     }
     if let Some((addr, prefix)) = t.split_once('/') {
         let base = parse_v4(addr).ok_or_else(|| bad("not an IPv4 address before '/'"))?;
-        let bits: u32 = prefix
-            .parse()
-            .ok()
-            .filter(|b| *b <= 32)
-            .ok_or_else(|| bad("prefix length must be 0 to 32"))?;
+        let bits: u32 = prefix.parse().ok().filter(|b| *b <= 32).ok_or_else(|| bad("prefix length must be 0 to 32"))?;
         let mask = if bits == 0 { 0 } else { u32::MAX << (32 - bits) };
         let first = u32::from(base) & mask;
         return Ok(TargetSpec::Range(Range::new(first, first | !mask)));
@@ -43,9 +36,7 @@ pub fn parse_target(text: &str) -> Result<TargetSpec, TargetError> {
         let last = match parse_v4(to) {
             Some(a) => a,
             None => {
-                let octet: u8 = to
-                    .parse()
-                    .map_err(|_| bad("range end is neither an IPv4 address nor a last octet"))?;
+                let octet: u8 = to.parse().map_err(|_| bad("range end is neither an IPv4 address nor a last octet"))?;
                 let o = first.octets();
                 Ipv4Addr::new(o[0], o[1], o[2], octet)
             }
@@ -102,10 +93,8 @@ where
         match spec {
             TargetSpec::Range(r) => ranges.push(*r),
             TargetSpec::Hostname(name) => {
-                let addrs = resolve(name).map_err(|e| TargetError::Resolve {
-                    host: name.clone(),
-                    why: e.to_string(),
-                })?;
+                let addrs =
+                    resolve(name).map_err(|e| TargetError::Resolve { host: name.clone(), why: e.to_string() })?;
                 let v4: Vec<u32> = addrs
                     .iter()
                     .filter_map(|a| match a {
@@ -115,10 +104,7 @@ where
                     .collect();
                 if v4.is_empty() {
                     return Err(if addrs.is_empty() {
-                        TargetError::Resolve {
-                            host: name.clone(),
-                            why: "no addresses".into(),
-                        }
+                        TargetError::Resolve { host: name.clone(), why: "no addresses".into() }
                     } else {
                         TargetError::Ipv6Unsupported(name.clone())
                     });
@@ -150,22 +136,27 @@ mod tests {
         assert_eq!(range("10.0.0.9/32"), (a("10.0.0.9"), a("10.0.0.9")));
         assert_eq!(range("10.0.0.1-10.0.3.7"), (a("10.0.0.1"), a("10.0.3.7")));
         assert_eq!(range("10.0.0.1-20"), (a("10.0.0.1"), a("10.0.0.20")));
-        assert_eq!(
-            parse_target("scanme.example").unwrap(),
-            TargetSpec::Hostname("scanme.example".into())
-        );
+        assert_eq!(parse_target("scanme.example").unwrap(), TargetSpec::Hostname("scanme.example".into()));
     }
 
     #[test]
     fn rejects_malformed_targets() {
         for bad in [
-            "", "10.0.0.256", "10.0.0", "10.0.0.1/33", "10.0.0.1/", "10.0.0.1/x", "10.0.0.5-10.0.0.1",
-            "10.0.0.1-300", "a..b", "-host", "host_name", "1.2.3.4.5", "010.0.0.1",
+            "",
+            "10.0.0.256",
+            "10.0.0",
+            "10.0.0.1/33",
+            "10.0.0.1/",
+            "10.0.0.1/x",
+            "10.0.0.5-10.0.0.1",
+            "10.0.0.1-300",
+            "a..b",
+            "-host",
+            "host_name",
+            "1.2.3.4.5",
+            "010.0.0.1",
         ] {
-            assert!(
-                matches!(parse_target(bad), Err(TargetError::Invalid { .. })),
-                "{bad:?} was accepted"
-            );
+            assert!(matches!(parse_target(bad), Err(TargetError::Invalid { .. })), "{bad:?} was accepted");
         }
         assert!(matches!(parse_target("::1"), Err(TargetError::Ipv6Unsupported(_))));
         assert!(matches!(parse_target("2001:db8::/64"), Err(TargetError::Ipv6Unsupported(_))));
@@ -184,10 +175,10 @@ mod tests {
             Ok(vec!["10.0.0.7".parse().unwrap(), "::1".parse().unwrap(), "10.0.0.3".parse().unwrap()])
         })
         .unwrap();
-        assert_eq!(hosts.iter().map(Ipv4Addr::from).collect::<Vec<_>>(), [
-            Ipv4Addr::new(10, 0, 0, 3),
-            Ipv4Addr::new(10, 0, 0, 7)
-        ]);
+        assert_eq!(
+            hosts.iter().map(Ipv4Addr::from).collect::<Vec<_>>(),
+            [Ipv4Addr::new(10, 0, 0, 3), Ipv4Addr::new(10, 0, 0, 7)]
+        );
         let v6_only = to_hosts(&specs, |_| Ok(vec!["::1".parse().unwrap()]));
         assert!(matches!(v6_only, Err(TargetError::Ipv6Unsupported(_))));
     }

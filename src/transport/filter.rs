@@ -37,21 +37,21 @@ pub fn reply_filter(src_ip: Ipv4Addr, ports: (u16, u16)) -> Vec<Insn> {
     let j = |code, k, jt: u8, jf: u8| Insn { code, jt, jf, k };
     let next = |pc: u8| pc + 1;
     let mut prog = vec![
-        i(LDH_ABS, 12),                            // 0: ethertype
-        j(JEQ, 0x0800, next(1), DROP),             // 1
-        i(LDW_ABS, 30),                            // 2: IPv4 destination
-        j(JEQ, u32::from(src_ip), next(3), DROP),  // 3
-        i(LDB_ABS, 23),                            // 4: protocol
-        j(JEQ, 1, ACCEPT, next(5)),                // 5: ICMP
-        j(JEQ, 6, next(6), DROP),                  // 6: TCP
-        i(LDH_ABS, 20),                            // 7: flags and fragment offset
-        j(JSET, 0x1fff, DROP, next(8)),            // 8: not a first fragment
-        i(LDX_MSH, 14),                            // 9: X = IPv4 header length
-        i(LDH_IND, 16),                            // 10: TCP destination port
+        i(LDH_ABS, 12),                             // 0: ethertype
+        j(JEQ, 0x0800, next(1), DROP),              // 1
+        i(LDW_ABS, 30),                             // 2: IPv4 destination
+        j(JEQ, u32::from(src_ip), next(3), DROP),   // 3
+        i(LDB_ABS, 23),                             // 4: protocol
+        j(JEQ, 1, ACCEPT, next(5)),                 // 5: ICMP
+        j(JEQ, 6, next(6), DROP),                   // 6: TCP
+        i(LDH_ABS, 20),                             // 7: flags and fragment offset
+        j(JSET, 0x1fff, DROP, next(8)),             // 8: not a first fragment
+        i(LDX_MSH, 14),                             // 9: X = IPv4 header length
+        i(LDH_IND, 16),                             // 10: TCP destination port
         j(JGE, u32::from(ports.0), next(11), DROP), // 11
-        j(JGT, u32::from(ports.1), DROP, ACCEPT),  // 12
-        i(RET, SNAP_LEN),                          // 13: accept
-        i(RET, 0),                                 // 14: drop
+        j(JGT, u32::from(ports.1), DROP, ACCEPT),   // 12
+        i(RET, SNAP_LEN),                           // 13: accept
+        i(RET, 0),                                  // 14: drop
     ];
     for (pc, insn) in prog.iter_mut().enumerate() {
         if insn.code & 0x07 == 0x05 {
@@ -78,11 +78,36 @@ mod tests {
             pc += 1;
             let jump = |cond: bool| if cond { usize::from(jt) } else { usize::from(jf) };
             match code {
-                LDH_ABS => a = match load(k as usize, 2) { Some(v) => v, None => return 0 },
-                LDW_ABS => a = match load(k as usize, 4) { Some(v) => v, None => return 0 },
-                LDB_ABS => a = match load(k as usize, 1) { Some(v) => v, None => return 0 },
-                LDX_MSH => x = match load(k as usize, 1) { Some(v) => (v & 0xf) * 4, None => return 0 },
-                LDH_IND => a = match load((x + k) as usize, 2) { Some(v) => v, None => return 0 },
+                LDH_ABS => {
+                    a = match load(k as usize, 2) {
+                        Some(v) => v,
+                        None => return 0,
+                    }
+                }
+                LDW_ABS => {
+                    a = match load(k as usize, 4) {
+                        Some(v) => v,
+                        None => return 0,
+                    }
+                }
+                LDB_ABS => {
+                    a = match load(k as usize, 1) {
+                        Some(v) => v,
+                        None => return 0,
+                    }
+                }
+                LDX_MSH => {
+                    x = match load(k as usize, 1) {
+                        Some(v) => (v & 0xf) * 4,
+                        None => return 0,
+                    }
+                }
+                LDH_IND => {
+                    a = match load((x + k) as usize, 2) {
+                        Some(v) => v,
+                        None => return 0,
+                    }
+                }
                 JEQ => pc += jump(a == k),
                 JGT => pc += jump(a > k),
                 JGE => pc += jump(a >= k),

@@ -9,7 +9,9 @@ use thiserror::Error;
 
 #[derive(Debug, Error)]
 pub enum TransportError {
-    #[error("{what} needs the CAP_NET_RAW capability: run prtip as root, or grant it with `setcap cap_net_raw,cap_net_admin+ep prtip`")]
+    #[error(
+        "{what} needs the CAP_NET_RAW capability: run prtip as root, or grant it with `setcap cap_net_raw,cap_net_admin+ep prtip`"
+    )]
     NoPrivilege { what: &'static str },
     #[error("{what}: {source}")]
     Io {

@@ -3,8 +3,14 @@
 //!
 //! Sending and receiving use two sockets. The sending one is bound with
 //! protocol 0, so the kernel never queues received frames on it.
+//!
+//! Probes to this host's own addresses cannot go out as link-layer frames:
+//! a frame injected on `lo` has no route attached, and the kernel drops it as
+//! a martian (drop reason IP_LOCALNET). Those probes are sent through a raw
+//! IP socket instead, which routes them like any local packet; replies are
+//! still read from the packet socket.
 
-use super::filter::{reply_filter, Insn, SNAP_LEN};
+use super::filter::{Insn, SNAP_LEN, reply_filter};
 use super::{Receive, Transmit, TransportError};
 use std::mem::{size_of, zeroed};
 use std::net::Ipv4Addr;
@@ -12,6 +18,7 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::time::Duration;
 
 const RX_BATCH: usize = 64;
+const ETH_HEADER: usize = 14;
 const RX_BUFFER_BYTES: libc::c_int = 64 << 20;
 const PACKET_IGNORE_OUTGOING: libc::c_int = 23;
 /// SO_TIMESTAMPNS (the 64-bit timespec form on x86_64 and arm64).
@@ -22,7 +29,14 @@ const COALESCE: Duration = Duration::from_micros(200);
 
 pub struct RawTx {
     fd: OwnedFd,
-    dest: libc::sockaddr_ll,
+    route: TxRoute,
+}
+
+enum TxRoute {
+    /// Whole Ethernet frames to the next hop.
+    Link(libc::sockaddr_ll),
+    /// The IPv4 packet inside each frame, through the local IP stack.
+    Local,
 }
 
 pub struct RawRx {
@@ -30,26 +44,30 @@ pub struct RawRx {
     bufs: Vec<[u8; SNAP_LEN as usize]>,
 }
 
-/// Opens both halves on interface `ifindex`. `next_hop` is the frames' destination MAC.
+/// Opens both halves on interface `ifindex`. `next_hop` is the frames' destination
+/// MAC; `local` says the targets are this host's own addresses.
 pub fn open(
     ifindex: u32,
     next_hop: [u8; 6],
+    local: bool,
     src_ip: Ipv4Addr,
     src_ports: (u16, u16),
 ) -> Result<(RawTx, RawRx), TransportError> {
-    let tx = packet_socket()?;
-    let mut dest = sockaddr_ll(ifindex, 0);
-    bind(&tx, &dest)?;
-    dest.sll_protocol = (libc::ETH_P_IP as u16).to_be();
-    dest.sll_halen = 6;
-    dest.sll_addr[..6].copy_from_slice(&next_hop);
-
-    let rx = packet_socket()?;
-    let prog = reply_filter(src_ip, src_ports);
-    let fprog = libc::sock_fprog {
-        len: prog.len() as u16,
-        filter: prog.as_ptr() as *mut libc::sock_filter,
+    let tx = if local {
+        RawTx { fd: new_socket(libc::AF_INET, libc::IPPROTO_RAW)?, route: TxRoute::Local }
+    } else {
+        let fd = new_socket(libc::AF_PACKET, 0)?;
+        let mut dest = sockaddr_ll(ifindex, 0);
+        bind(&fd, &dest)?;
+        dest.sll_protocol = (libc::ETH_P_IP as u16).to_be();
+        dest.sll_halen = 6;
+        dest.sll_addr[..6].copy_from_slice(&next_hop);
+        RawTx { fd, route: TxRoute::Link(dest) }
     };
+
+    let rx = new_socket(libc::AF_PACKET, 0)?;
+    let prog = reply_filter(src_ip, src_ports);
+    let fprog = libc::sock_fprog { len: prog.len() as u16, filter: prog.as_ptr() as *mut libc::sock_filter };
     const _: () = assert!(size_of::<Insn>() == size_of::<libc::sock_filter>());
     setsockopt(&rx, libc::SOL_SOCKET, libc::SO_ATTACH_FILTER, &fprog, "attaching the reply filter")?;
     // Our own SYNs would otherwise be copied back to us on every interface.
@@ -62,23 +80,25 @@ pub fn open(
     // Bound last: frames only start arriving once the filter is in place.
     bind(&rx, &sockaddr_ll(ifindex, libc::ETH_P_IP as u16))?;
 
-    Ok((
-        RawTx { fd: tx, dest },
-        RawRx {
-            fd: rx,
-            bufs: vec![[0u8; SNAP_LEN as usize]; RX_BATCH],
-        },
-    ))
+    Ok((tx, RawRx { fd: rx, bufs: vec![[0u8; SNAP_LEN as usize]; RX_BATCH] }))
 }
 
-fn packet_socket() -> Result<OwnedFd, TransportError> {
+fn new_socket(family: i32, protocol: i32) -> Result<OwnedFd, TransportError> {
     // SAFETY: plain socket(2) call; the returned descriptor is owned below.
-    let fd = unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_RAW | libc::SOCK_CLOEXEC, 0) };
+    let fd = unsafe { libc::socket(family, libc::SOCK_RAW | libc::SOCK_CLOEXEC, protocol) };
     if fd < 0 {
         return Err(TransportError::last_os("opening a raw packet socket"));
     }
     // SAFETY: fd is a fresh, valid descriptor that nothing else owns.
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+fn sockaddr_in(addr: &[u8]) -> libc::sockaddr_in {
+    // SAFETY: sockaddr_in is plain data; all-zero is a valid value.
+    let mut sa: libc::sockaddr_in = unsafe { zeroed() };
+    sa.sin_family = libc::AF_INET as u16;
+    sa.sin_addr.s_addr = u32::from_ne_bytes([addr[0], addr[1], addr[2], addr[3]]);
+    sa
 }
 
 fn sockaddr_ll(ifindex: u32, protocol: u16) -> libc::sockaddr_ll {
@@ -93,11 +113,7 @@ fn sockaddr_ll(ifindex: u32, protocol: u16) -> libc::sockaddr_ll {
 fn bind(fd: &OwnedFd, sa: &libc::sockaddr_ll) -> Result<(), TransportError> {
     // SAFETY: sa points to a valid sockaddr_ll of the length given.
     let rc = unsafe {
-        libc::bind(
-            fd.as_raw_fd(),
-            (sa as *const libc::sockaddr_ll).cast(),
-            size_of::<libc::sockaddr_ll>() as u32,
-        )
+        libc::bind(fd.as_raw_fd(), (sa as *const libc::sockaddr_ll).cast(), size_of::<libc::sockaddr_ll>() as u32)
     };
     if rc < 0 {
         return Err(TransportError::last_os("binding the packet socket to the interface"));
@@ -107,15 +123,8 @@ fn bind(fd: &OwnedFd, sa: &libc::sockaddr_ll) -> Result<(), TransportError> {
 
 fn setsockopt<T>(fd: &OwnedFd, level: i32, name: i32, value: &T, what: &'static str) -> Result<(), TransportError> {
     // SAFETY: value is a valid T of the length given.
-    let rc = unsafe {
-        libc::setsockopt(
-            fd.as_raw_fd(),
-            level,
-            name,
-            (value as *const T).cast(),
-            size_of::<T>() as u32,
-        )
-    };
+    let rc =
+        unsafe { libc::setsockopt(fd.as_raw_fd(), level, name, (value as *const T).cast(), size_of::<T>() as u32) };
     if rc < 0 {
         return Err(TransportError::last_os(what));
     }
@@ -124,25 +133,36 @@ fn setsockopt<T>(fd: &OwnedFd, level: i32, name: i32, value: &T, what: &'static 
 
 impl Transmit for RawTx {
     fn transmit(&mut self, frames: &[&[u8]]) -> Result<(), TransportError> {
+        // The IP route sends the packet without its Ethernet header, to the address inside it.
+        let skip = if matches!(self.route, TxRoute::Local) { ETH_HEADER } else { 0 };
         let mut iovs: Vec<libc::iovec> = frames
             .iter()
-            .map(|f| libc::iovec {
-                iov_base: f.as_ptr() as *mut libc::c_void,
-                iov_len: f.len(),
-            })
+            .map(|f| libc::iovec { iov_base: f[skip..].as_ptr() as *mut libc::c_void, iov_len: f.len() - skip })
             .collect();
+        let mut local_dests: Vec<libc::sockaddr_in> = match self.route {
+            TxRoute::Local => frames.iter().map(|f| sockaddr_in(&f[ETH_HEADER + 16..ETH_HEADER + 20])).collect(),
+            TxRoute::Link(_) => Vec::new(),
+        };
         // SAFETY: mmsghdr is plain data; all-zero is valid and the fields are set below.
         let mut msgs: Vec<libc::mmsghdr> = (0..frames.len()).map(|_| unsafe { zeroed() }).collect();
-        for (m, iov) in msgs.iter_mut().zip(iovs.iter_mut()) {
-            m.msg_hdr.msg_name = (&mut self.dest as *mut libc::sockaddr_ll).cast();
-            m.msg_hdr.msg_namelen = size_of::<libc::sockaddr_ll>() as u32;
+        for (i, (m, iov)) in msgs.iter_mut().zip(iovs.iter_mut()).enumerate() {
+            match &mut self.route {
+                TxRoute::Link(dest) => {
+                    m.msg_hdr.msg_name = (dest as *mut libc::sockaddr_ll).cast();
+                    m.msg_hdr.msg_namelen = size_of::<libc::sockaddr_ll>() as u32;
+                }
+                TxRoute::Local => {
+                    m.msg_hdr.msg_name = (&mut local_dests[i] as *mut libc::sockaddr_in).cast();
+                    m.msg_hdr.msg_namelen = size_of::<libc::sockaddr_in>() as u32;
+                }
+            }
             m.msg_hdr.msg_iov = iov;
             m.msg_hdr.msg_iovlen = 1;
         }
         let mut done = 0;
         while done < msgs.len() {
             let rest = &mut msgs[done..];
-            // SAFETY: every header points at live iovecs, frames and self.dest.
+            // SAFETY: every header points at live iovecs, frames and destination addresses.
             let n = unsafe { libc::sendmmsg(self.fd.as_raw_fd(), rest.as_mut_ptr(), rest.len() as u32, 0) };
             if n < 0 {
                 let err = std::io::Error::last_os_error();
@@ -150,12 +170,7 @@ impl Transmit for RawTx {
                     Some(libc::EINTR) => continue,
                     // The device queue is full: give the driver a moment rather than drop probes.
                     Some(libc::ENOBUFS | libc::EAGAIN) => std::thread::sleep(Duration::from_micros(50)),
-                    _ => {
-                        return Err(TransportError::Io {
-                            what: "sending probes",
-                            source: err,
-                        })
-                    }
+                    _ => return Err(TransportError::Io { what: "sending probes", source: err }),
                 }
                 continue;
             }
@@ -173,10 +188,7 @@ impl RawRx {
             let mut iovs: Vec<libc::iovec> = self
                 .bufs
                 .iter_mut()
-                .map(|b| libc::iovec {
-                    iov_base: b.as_mut_ptr().cast(),
-                    iov_len: b.len(),
-                })
+                .map(|b| libc::iovec { iov_base: b.as_mut_ptr().cast(), iov_len: b.len() })
                 .collect();
             let mut control = [[0u64; CONTROL_WORDS]; RX_BATCH];
             // SAFETY: mmsghdr is plain data; each header is pointed at one live buffer below.
@@ -201,10 +213,7 @@ impl RawRx {
                 let err = std::io::Error::last_os_error();
                 return match err.raw_os_error() {
                     Some(libc::EAGAIN | libc::EINTR) => Ok(total),
-                    _ => Err(TransportError::Io {
-                        what: "receiving replies",
-                        source: err,
-                    }),
+                    _ => Err(TransportError::Io { what: "receiving replies", source: err }),
                 };
             }
             let n = n as usize;
@@ -233,9 +242,7 @@ fn receive_time_ns(hdr: &libc::msghdr) -> u64 {
             c = libc::CMSG_NXTHDR(hdr, c);
         }
     }
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos() as u64)
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64)
 }
 
 impl Receive for RawRx {
@@ -247,11 +254,7 @@ impl Receive for RawRx {
             std::thread::sleep(COALESCE);
             return Ok(());
         }
-        let mut pfd = libc::pollfd {
-            fd: self.fd.as_raw_fd(),
-            events: libc::POLLIN,
-            revents: 0,
-        };
+        let mut pfd = libc::pollfd { fd: self.fd.as_raw_fd(), events: libc::POLLIN, revents: 0 };
         let ms = timeout.as_millis().clamp(0, i32::MAX as u128) as i32;
         // SAFETY: one valid pollfd.
         let rc = unsafe { libc::poll(&mut pfd, 1, ms) };
@@ -260,10 +263,7 @@ impl Receive for RawRx {
             if err.raw_os_error() == Some(libc::EINTR) {
                 return Ok(());
             }
-            return Err(TransportError::Io {
-                what: "waiting for replies",
-                source: err,
-            });
+            return Err(TransportError::Io { what: "waiting for replies", source: err });
         }
         if rc > 0 {
             self.drain(on_frame)?;

@@ -71,13 +71,7 @@ impl ReplyMatcher {
                 } else {
                     return None;
                 };
-                Some(Reply {
-                    ip: target,
-                    port: dport,
-                    kind,
-                    ttl: header.ttl(),
-                    ts_echo,
-                })
+                Some(Reply { ip: target, port: dport, kind, ttl: header.ttl(), ts_echo })
             }
             TransportSlice::Icmpv4(icmp) => {
                 let Icmpv4Type::DestinationUnreachable(_) = icmp.icmp_type() else { return None };
@@ -113,7 +107,7 @@ impl ReplyMatcher {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::wire::template::{Probe, SynTemplate, SYN_FRAME_LEN};
+    use crate::wire::template::{Probe, SYN_FRAME_LEN, SynTemplate};
     use etherparse::PacketBuilder;
     use proptest::prelude::*;
 
@@ -121,11 +115,7 @@ mod tests {
     const TARGET: Ipv4Addr = Ipv4Addr::new(10, 201, 0, 9);
 
     fn matcher() -> ReplyMatcher {
-        ReplyMatcher {
-            src_ip: ME,
-            src_ports: (61000, 61063),
-            key: CookieKey::new(7, 11),
-        }
+        ReplyMatcher { src_ip: ME, src_ports: (61000, 61063), key: CookieKey::new(7, 11) }
     }
 
     fn tcp_reply(ack: u32, dport: u16, syn: bool, rst: bool, ts: Option<u32>) -> Vec<u8> {
@@ -187,11 +177,11 @@ mod tests {
 
     fn icmp_unreachable(quoted_syn: &[u8], code: u8) -> Vec<u8> {
         let ip_and_more = &quoted_syn[14..14 + 20 + 8];
-        let b = PacketBuilder::ethernet2([2; 6], [3; 6])
-            .ipv4([10, 200, 0, 2], ME.octets(), 63)
-            .icmpv4(Icmpv4Type::DestinationUnreachable(
+        let b = PacketBuilder::ethernet2([2; 6], [3; 6]).ipv4([10, 200, 0, 2], ME.octets(), 63).icmpv4(
+            Icmpv4Type::DestinationUnreachable(
                 etherparse::icmpv4::DestUnreachableHeader::from_values(code, 0).unwrap(),
-            ));
+            ),
+        );
         let mut out = Vec::new();
         b.write(&mut out, ip_and_more).unwrap();
         out

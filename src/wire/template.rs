@@ -57,11 +57,7 @@ impl SynTemplate {
         let mut tcp_sum = checksum::add(0, &src.octets());
         tcp_sum += 6 + u64::from(TCP_LEN);
         tcp_sum = checksum::add(tcp_sum, &f[TCP..]);
-        SynTemplate {
-            frame: f,
-            ip_sum,
-            tcp_sum,
-        }
+        SynTemplate { frame: f, ip_sum, tcp_sum }
     }
 
     /// Writes the complete SYN for `probe` into `out`, which must hold `SYN_FRAME_LEN` bytes.

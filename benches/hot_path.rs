@@ -1,0 +1,94 @@
+//! Per-probe and per-reply costs of the pure hot path: what one core can do
+//! before any system call.
+
+use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use etherparse::{PacketBuilder, TcpOptionElement};
+use prtip::engine::plan::ScanPlan;
+use prtip::permute::Permutation;
+use prtip::target::ranges::{Range, RangeSet};
+use prtip::target::space::TargetSpace;
+use prtip::wire::cookie::CookieKey;
+use prtip::wire::reply::ReplyMatcher;
+use prtip::wire::template::{Probe, SYN_FRAME_LEN, SynTemplate};
+use std::hint::black_box;
+use std::net::Ipv4Addr;
+use std::time::Duration;
+
+const ME: Ipv4Addr = Ipv4Addr::new(10, 200, 0, 1);
+
+fn per_probe(c: &mut Criterion) {
+    let mut g = c.benchmark_group("probe");
+    g.throughput(Throughput::Elements(1));
+    let key = CookieKey::new(1, 2);
+    g.bench_function("cookie", |b| {
+        let mut i = 0u32;
+        b.iter(|| {
+            i = i.wrapping_add(1);
+            key.seq(ME, Ipv4Addr::from(black_box(i)), 61000, 80)
+        })
+    });
+    let perm = Permutation::new(65536 * 16, 7);
+    g.bench_function("permutation step", |b| {
+        let mut i = 0u64;
+        b.iter(|| {
+            i = (i + 1) % (65536 * 16);
+            perm.get(black_box(i))
+        })
+    });
+    let template = SynTemplate::new([2; 6], [3; 6], ME);
+    let mut frame = [0u8; SYN_FRAME_LEN];
+    g.bench_function("frame patch", |b| {
+        let mut i = 0u32;
+        b.iter(|| {
+            i = i.wrapping_add(1);
+            let probe = Probe { dst: Ipv4Addr::from(i), sport: 61000, dport: 80, seq: i, ip_id: i as u16, tsval: i };
+            template.write(black_box(&probe), &mut frame);
+        })
+    });
+    let space = TargetSpace::new(
+        RangeSet::from_ranges(vec![Range::new(0x0ac9_0000, 0x0ac9_ffff)]),
+        RangeSet::from_ranges(vec![Range::new(1, 12), Range::new(22, 22), Range::new(80, 80), Range::new(443, 443)]),
+    );
+    let plan = ScanPlan::new(space, 7, (61000, 61063), 0, 0, Duration::from_secs(1));
+    g.bench_function("whole probe (order, target, cookie, frame)", |b| {
+        let mut pos = 0u64;
+        b.iter(|| {
+            pos = (pos + 1) % plan.probes_per_pass();
+            let (index, ip, port) = plan.target(pos);
+            let sport = plan.source_port(index, 0);
+            let seq = key.seq(ME, ip, sport, port);
+            template.write(&Probe { dst: ip, sport, dport: port, seq, ip_id: 0, tsval: 0 }, &mut frame);
+        })
+    });
+    g.finish();
+}
+
+fn per_reply(c: &mut Criterion) {
+    let mut g = c.benchmark_group("reply");
+    g.throughput(Throughput::Elements(1));
+    let key = CookieKey::new(1, 2);
+    let target = Ipv4Addr::new(10, 201, 0, 1);
+    let matcher = ReplyMatcher { src_ip: ME, src_ports: (61000, 61063), key };
+    let mut syn_ack = Vec::new();
+    PacketBuilder::ethernet2([3; 6], [2; 6])
+        .ipv4(target.octets(), ME.octets(), 64)
+        .tcp(443, 61000, 5, 64000)
+        .syn()
+        .ack(key.seq(ME, target, 61000, 443).wrapping_add(1))
+        .options(&[TcpOptionElement::Timestamp(1, 2)])
+        .unwrap()
+        .write(&mut syn_ack, &[])
+        .unwrap();
+    g.bench_function("classify valid syn-ack", |b| b.iter(|| matcher.classify(black_box(&syn_ack)).unwrap()));
+    let mut forged = syn_ack.clone();
+    forged[14 + 20 + 8] ^= 1;
+    g.bench_function("reject forged syn-ack", |b| b.iter(|| assert!(matcher.classify(black_box(&forged)).is_none())));
+    g.finish();
+}
+
+criterion_group! {
+    name = benches;
+    config = Criterion::default().measurement_time(Duration::from_secs(2)).warm_up_time(Duration::from_millis(500));
+    targets = per_probe, per_reply
+}
+criterion_main!(benches);

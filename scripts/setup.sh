@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# Installs the system packages that building, testing and the demo need.
+# Idempotent: does nothing when they are all present already.
+set -euo pipefail
+PACKAGES=(
+  iproute2     # ip netns / ip link: the tests' and the demo's network namespaces
+  nftables     # nft: filtered ports on test targets
+  util-linux   # setpriv: the missing-privilege test
+  python3      # the demo target's listeners
+  gcc          # linker for cargo
+)
+missing=()
+for p in "${PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ "${#missing[@]}" -gt 0 ] || [ "${PRTIP_APT_UPDATE:-0}" = 1 ]; then
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  [ "${#missing[@]}" -gt 0 ] && apt-get install -y -qq --no-install-recommends "${missing[@]}"
+fi
+command -v cargo >/dev/null || { echo "setup: cargo (Rust 1.85 or newer) is required" >&2; exit 1; }

@@ -1,0 +1,177 @@
+//! The command line: bad input is refused with one line and status 2, and
+//! dry runs list exactly the probes a scan would send. No network is touched.
+
+use std::collections::BTreeSet;
+use std::process::{Command, Output};
+
+fn prtip(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_prtip")).args(args).output().unwrap()
+}
+
+fn temp_file(name: &str, contents: &str) -> String {
+    let path = std::env::temp_dir().join(format!("prtip-cli-{}-{name}", std::process::id()));
+    std::fs::write(&path, contents).unwrap();
+    path.to_str().unwrap().to_string()
+}
+
+#[test]
+fn bad_input_gets_one_line_and_status_2() {
+    let bad_targets = temp_file("bad-targets", "10.0.0.1\n10.0.0.300\n");
+    let cases: Vec<Vec<&str>> = vec![
+        // targets
+        vec!["10.0.0.256"],
+        vec!["10.0.0.0/33"],
+        vec!["10.0.0.5-10.0.0.1"],
+        vec!["10.0.0.1/x"],
+        vec!["1.2.3"],
+        vec![""],
+        vec!["host_name"],
+        vec!["::1"],
+        vec!["2001:db8::/64"],
+        vec!["-p", "80"],
+        vec!["--exclude", "10.0.0.0/8", "10.1.2.3"],
+        vec!["--exclude", "10.0.0.999", "10.1.2.3"],
+        // ports
+        vec!["-p", "0", "10.0.0.1"],
+        vec!["-p", "65536", "10.0.0.1"],
+        vec!["-p", "10-5", "10.0.0.1"],
+        vec!["-p", "abc", "10.0.0.1"],
+        vec!["-p", "80,", "10.0.0.1"],
+        vec!["-p", "U:53", "10.0.0.1"],
+        // flags
+        vec!["--bogus", "10.0.0.1"],
+        vec!["-sU", "10.0.0.1"],
+        vec!["-s", "connect", "10.0.0.1"],
+        vec!["--rate", "fast", "10.0.0.1"],
+        vec!["--retries", "99", "10.0.0.1"],
+        vec!["--wait", "-1", "10.0.0.1"],
+        vec!["--source-port", "0", "10.0.0.1"],
+        vec!["--source-port", "5-1", "10.0.0.1"],
+        vec!["--gateway-mac", "zz:zz", "10.0.0.1"],
+        vec!["--source-ip", "10.0.0.0/24", "10.0.0.1"],
+        vec!["--transport", "xdp", "10.0.0.1"],
+        vec!["-o", "xml", "10.0.0.1"],
+        vec!["--seed", "x", "10.0.0.1"],
+        vec!["-q", "-v", "10.0.0.1"],
+        vec!["--with-db", "10.0.0.1"],
+        // files
+        vec!["-iL", "/nonexistent/prtip-targets"],
+        vec!["--exclude-file", "/nonexistent/prtip-exclude", "10.0.0.1"],
+        vec!["-iL", &bad_targets],
+    ];
+    assert!(cases.len() >= 20);
+    for args in &cases {
+        let out = prtip(args);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
+        assert_eq!(err.lines().count(), 1, "{args:?} printed more than one line: {err}");
+        assert!(err.starts_with("prtip: "), "{args:?}: {err}");
+        assert!(!err.contains("panicked"), "{args:?}: {err}");
+        assert!(out.stdout.is_empty(), "{args:?} wrote to stdout");
+    }
+    std::fs::remove_file(bad_targets).unwrap();
+}
+
+#[test]
+fn help_and_version_succeed() {
+    let help = prtip(&["--help"]);
+    assert!(help.status.success());
+    let text = String::from_utf8(help.stdout).unwrap();
+    for opt in ["--ports", "--scan-type", "--input-list", "--exclude-file", "--rate", "--dry-run", "--open"] {
+        assert!(text.contains(opt), "--help lacks {opt}");
+    }
+    assert!(prtip(&["--version"]).status.success());
+}
+
+#[test]
+fn dry_run_lists_every_probe_once_and_no_excluded_one() {
+    let out = prtip(&[
+        "--dry-run",
+        "-o",
+        "ndjson",
+        "-p",
+        "22,80-81",
+        "10.9.0.0/30",
+        "10.9.0.9",
+        "--exclude",
+        "10.9.0.1",
+        "--seed",
+        "5",
+    ]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let text = String::from_utf8(out.stdout).unwrap();
+    let probes: Vec<(String, u64)> = text
+        .lines()
+        .map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).unwrap();
+            let sport = v["sport"].as_u64().unwrap();
+            assert!((61000..=61063).contains(&sport));
+            (v["ip"].as_str().unwrap().to_string(), v["port"].as_u64().unwrap())
+        })
+        .collect();
+    let unique: BTreeSet<_> = probes.iter().cloned().collect();
+    assert_eq!(probes.len(), 12, "4 hosts x 3 ports");
+    assert_eq!(unique.len(), 12);
+    let hosts: BTreeSet<&str> = probes.iter().map(|p| p.0.as_str()).collect();
+    assert_eq!(hosts, BTreeSet::from(["10.9.0.0", "10.9.0.2", "10.9.0.3", "10.9.0.9"]));
+    // The same seed gives the same order; another seed another.
+    let again = prtip(&[
+        "--dry-run",
+        "-o",
+        "ndjson",
+        "-p",
+        "22,80-81",
+        "10.9.0.0/30",
+        "10.9.0.9",
+        "--exclude",
+        "10.9.0.1",
+        "--seed",
+        "5",
+    ]);
+    assert_eq!(String::from_utf8(again.stdout).unwrap(), text);
+    let other = prtip(&[
+        "--dry-run",
+        "-o",
+        "ndjson",
+        "-p",
+        "22,80-81",
+        "10.9.0.0/30",
+        "10.9.0.9",
+        "--exclude",
+        "10.9.0.1",
+        "--seed",
+        "6",
+    ]);
+    assert_ne!(String::from_utf8(other.stdout).unwrap(), text);
+}
+
+#[test]
+fn dry_run_of_a_large_space_streams_and_stops_at_a_closed_pipe() {
+    // 16.7 M probes: the output is cut after a few lines and prtip must end at once, cleanly.
+    let mut child = Command::new(env!("CARGO_BIN_EXE_prtip"))
+        .args(["--dry-run", "-p", "80", "10.0.0.0/8", "-q"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut first = String::new();
+    use std::io::BufRead;
+    std::io::BufReader::new(child.stdout.take().unwrap()).read_line(&mut first).unwrap();
+    assert!(first.starts_with("SYN 10."), "{first}");
+    let status = child.wait().unwrap();
+    assert!(status.success(), "{status:?}");
+}
+
+#[test]
+fn missing_privileges_name_the_capability() {
+    // Run as nobody without capabilities: opening the raw socket must fail with a clear line.
+    let out = Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--inh-caps=-all", "--bounding-set=-all"])
+        .arg(env!("CARGO_BIN_EXE_prtip"))
+        .args(["-p", "80", "127.0.0.1"])
+        .output()
+        .expect("setpriv (util-linux) must be installed");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("CAP_NET_RAW"), "{err}");
+    assert_eq!(err.lines().filter(|l| l.contains("error")).count(), 1, "{err}");
+}

@@ -1,0 +1,199 @@
+//! A closed two-namespace network for integration tests, in the spirit of
+//! ../shared/lab/lab.sh but owned by the test that builds it:
+//!
+//!   scanner ns: <p>0 10.200.0.1/24 --veth-- <p>1 10.200.0.2/24 :target ns
+//!
+//! The target namespace owns 10.201.0.0/17 (an AnyIP local route), so its
+//! own kernel answers there; 10.201.128.0/17 is routed to it but not local,
+//! and with forwarding off it drops those probes silently. Listeners and
+//! nftables rules set which ports are open, closed or filtered.
+//!
+//! Everything is removed when the `Lab` is dropped, also when a test fails.
+
+#![allow(dead_code)] // each test binary uses its own part of this module
+
+use std::net::TcpListener;
+use std::process::{Command, Output, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+
+pub const SCANNER_IP: &str = "10.200.0.1";
+
+pub struct Lab {
+    pub scan_ns: String,
+    pub target_ns: String,
+    pub scan_if: String,
+    listeners: Vec<TcpListener>,
+}
+
+/// Integration tests need root for namespaces and raw sockets. They fail
+/// loudly without it rather than pass without having run.
+pub fn require_root() {
+    // SAFETY: geteuid has no preconditions.
+    let euid = unsafe { libc::geteuid() };
+    assert_eq!(euid, 0, "integration tests must run as root (they build network namespaces); run them with sudo");
+}
+
+fn run(cmd: &mut Command) -> Output {
+    let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
+    assert!(out.status.success(), "{cmd:?} failed: {}", String::from_utf8_lossy(&out.stderr));
+    out
+}
+
+fn ip(args: &[&str]) {
+    run(Command::new("ip").args(args));
+}
+
+/// Runs `f` on a thread that has joined network namespace `ns`: sockets it
+/// opens belong to that namespace, whichever thread uses them later.
+pub fn in_netns<T: Send + 'static>(ns: &str, f: impl FnOnce() -> T + Send + 'static) -> T {
+    let path = format!("/run/netns/{ns}");
+    std::thread::spawn(move || {
+        let file = std::fs::File::open(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
+        use std::os::fd::AsRawFd;
+        // SAFETY: setns on a valid namespace descriptor changes only this thread.
+        let rc = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
+        assert_eq!(rc, 0, "setns {path}: {}", std::io::Error::last_os_error());
+        f()
+    })
+    .join()
+    .expect("namespace thread panicked")
+}
+
+impl Lab {
+    /// Builds the two namespaces. `neighbour` adds a permanent neighbour entry
+    /// for the target side; without it prtip has to resolve the next hop by ARP.
+    pub fn new(neighbour: bool) -> Lab {
+        require_root();
+        static NEXT: AtomicU32 = AtomicU32::new(0);
+        let p = format!("pt{}{}", std::process::id() % 100_000, NEXT.fetch_add(1, Ordering::Relaxed));
+        let lab = Lab {
+            scan_ns: format!("{p}s"),
+            target_ns: format!("{p}t"),
+            scan_if: format!("{p}0"),
+            listeners: Vec::new(),
+        };
+        let tif = format!("{p}1");
+        let (s, t) = (lab.scan_ns.as_str(), lab.target_ns.as_str());
+        ip(&["netns", "add", s]);
+        ip(&["netns", "add", t]);
+        ip(&["link", "add", &lab.scan_if, "netns", s, "type", "veth", "peer", "name", &tif, "netns", t]);
+        for ns in [s, t] {
+            ip(&["-n", ns, "link", "set", "lo", "up"]);
+        }
+        ip(&["-n", s, "addr", "add", "10.200.0.1/24", "dev", &lab.scan_if]);
+        ip(&["-n", t, "addr", "add", "10.200.0.2/24", "dev", &tif]);
+        ip(&["-n", s, "link", "set", &lab.scan_if, "up"]);
+        ip(&["-n", t, "link", "set", &tif, "up"]);
+        ip(&["-n", s, "route", "add", "10.201.0.0/16", "via", "10.200.0.2"]);
+        ip(&["-n", t, "route", "add", "local", "10.201.0.0/17", "dev", "lo"]);
+        if neighbour {
+            let show = run(Command::new("ip").args(["-n", t, "link", "show", "dev", &tif]));
+            let show = String::from_utf8_lossy(&show.stdout).into_owned();
+            let mac = show
+                .split_whitespace()
+                .skip_while(|w| *w != "link/ether")
+                .nth(1)
+                .unwrap_or_else(|| panic!("no MAC in {show}"));
+            ip(&["-n", s, "neigh", "replace", "10.200.0.2", "lladdr", mac, "dev", &lab.scan_if, "nud", "permanent"]);
+        }
+        in_netns(t, || {
+            // ICMP errors must not be rate limited, or "filtered" would depend on timing.
+            for (k, v) in [("icmp_ratelimit", "0"), ("icmp_msgs_per_sec", "1000000"), ("icmp_msgs_burst", "1000000")] {
+                std::fs::write(format!("/proc/sys/net/ipv4/{k}"), v).unwrap();
+            }
+        });
+        lab
+    }
+
+    /// Opens listening sockets on `ports` in the target namespace, answering on every local address.
+    pub fn listen(&mut self, ports: &[u16]) {
+        self.listen_in_target(ports, "0.0.0.0");
+    }
+
+    pub fn listen_in_target(&mut self, ports: &[u16], addr: &str) {
+        let (ports, addr) = (ports.to_vec(), addr.to_string());
+        let ls = in_netns(&self.target_ns, move || {
+            ports.iter().map(|p| TcpListener::bind((addr.as_str(), *p)).unwrap()).collect::<Vec<_>>()
+        });
+        self.listeners.extend(ls);
+    }
+
+    /// Opens listening sockets in the scanner namespace (for loopback scans).
+    pub fn listen_in_scanner(&mut self, ports: &[u16], addr: &str) {
+        let (ports, addr) = (ports.to_vec(), addr.to_string());
+        let ls = in_netns(&self.scan_ns, move || {
+            ports.iter().map(|p| TcpListener::bind((addr.as_str(), *p)).unwrap()).collect::<Vec<_>>()
+        });
+        self.listeners.extend(ls);
+    }
+
+    /// Loads nftables rules (the body of an `input` filter chain) into the target namespace.
+    pub fn target_rules(&self, rules: &str) {
+        let ruleset = format!(
+            "table inet prtiptest {{\n chain input {{\n  type filter hook input priority 0; policy accept;\n{rules}\n }}\n}}\n"
+        );
+        let mut child = Command::new("ip")
+            .args(["netns", "exec", &self.target_ns, "nft", "-f", "-"])
+            .stdin(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("nft (package nftables) must be installed");
+        use std::io::Write;
+        child.stdin.take().unwrap().write_all(ruleset.as_bytes()).unwrap();
+        let out = child.wait_with_output().unwrap();
+        assert!(out.status.success(), "nft: {}", String::from_utf8_lossy(&out.stderr));
+    }
+
+    /// A prtip command that runs inside the scanner namespace.
+    pub fn prtip(&self, args: &[&str]) -> Command {
+        let mut c = Command::new("ip");
+        c.args(["netns", "exec", &self.scan_ns, env!("CARGO_BIN_EXE_prtip")]).args(args);
+        c
+    }
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        self.listeners.clear();
+        for ns in [&self.scan_ns, &self.target_ns] {
+            let _ = Command::new("ip").args(["netns", "del", ns]).status();
+        }
+    }
+}
+
+/// One parsed ndjson result line.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Row {
+    pub ip: String,
+    pub port: u16,
+    pub state: String,
+    pub reason: String,
+    pub ttl: Option<u8>,
+    pub rtt_us: Option<u64>,
+}
+
+/// Parses prtip's ndjson output with a JSON parser, so a malformed line fails the test.
+pub fn rows(stdout: &[u8]) -> Vec<Row> {
+    let text = std::str::from_utf8(stdout).expect("utf-8 output");
+    text.lines()
+        .map(|line| {
+            let v: serde_json::Value = serde_json::from_str(line).unwrap_or_else(|e| panic!("bad json {line:?}: {e}"));
+            assert_eq!(v["proto"], "tcp");
+            assert!(v["time"].as_str().is_some_and(|t| t.ends_with('Z')), "{line}");
+            Row {
+                ip: v["ip"].as_str().unwrap().to_string(),
+                port: v["port"].as_u64().unwrap() as u16,
+                state: v["state"].as_str().unwrap().to_string(),
+                reason: v["reason"].as_str().unwrap().to_string(),
+                ttl: v["ttl"].as_u64().map(|t| t as u8),
+                rtt_us: v["rtt_us"].as_u64(),
+            }
+        })
+        .collect()
+}
+
+pub fn ports_in(rows: &[Row], state: &str) -> Vec<u16> {
+    let mut v: Vec<u16> = rows.iter().filter(|r| r.state == state).map(|r| r.port).collect();
+    v.sort();
+    v
+}

@@ -1,0 +1,262 @@
+//! End-to-end scans in network namespaces against targets whose truth is known.
+//! Run as root (CI does); each test builds and removes its own namespaces.
+
+mod common;
+
+use common::{Lab, SCANNER_IP, in_netns, ports_in, rows};
+use std::collections::BTreeSet;
+use std::net::Ipv4Addr;
+use std::process::Stdio;
+use std::time::Duration;
+
+fn stderr_of(out: &std::process::Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+#[test]
+fn full_port_scan_of_one_host_finds_exact_truth() {
+    let mut lab = Lab::new(true);
+    let open = [1u16, 22, 443, 8080, 31337, 65535];
+    lab.listen(&open);
+    lab.target_rules(
+        "ip daddr 10.201.0.1 tcp dport 7000 drop\n\
+         ip daddr 10.201.0.1 tcp dport 7001 reject with icmp type admin-prohibited",
+    );
+    let out = lab
+        .prtip(&["-s", "syn", "-p-", "10.201.0.1", "--transport", "raw", "-o", "ndjson", "--wait", "1"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr_of(&out));
+    let rows = rows(&out.stdout);
+    assert_eq!(ports_in(&rows, "open"), open);
+    assert_eq!(ports_in(&rows, "filtered"), [7000, 7001]);
+    assert_eq!(ports_in(&rows, "closed").len(), 65535 - open.len() - 2);
+    assert_eq!(rows.len(), 65535, "one row per port");
+    let unique: BTreeSet<u16> = rows.iter().map(|r| r.port).collect();
+    assert_eq!(unique.len(), 65535, "no port reported twice");
+    assert!(rows.iter().all(|r| r.ip == "10.201.0.1"));
+    let reason = |p: u16| rows.iter().find(|r| r.port == p).unwrap().reason.clone();
+    assert_eq!(reason(7000), "no-response");
+    assert_eq!(reason(7001), "host-unreach");
+    assert_eq!(reason(22), "syn-ack");
+    assert_eq!(reason(80), "reset");
+    // Linux echoes our timestamp in its SYN-ACK, so every open port has a round-trip time.
+    assert!(rows.iter().filter(|r| r.state == "open").all(|r| r.rtt_us.is_some() && r.ttl == Some(64)));
+    let err = stderr_of(&out);
+    assert!(err.contains("6 open, 65527 closed, 2 filtered"), "{err}");
+}
+
+#[test]
+fn sweep_of_a_16_finds_exact_open_closed_and_filtered_hosts() {
+    // No neighbour entry: the next hop is resolved by prtip's own ARP request.
+    let mut lab = Lab::new(false);
+    lab.listen(&[80]);
+    lab.target_rules("tcp dport 80 ip daddr & 0.0.0.15 != 0.0.0.0 reject with tcp reset");
+    let out = lab
+        .prtip(&["-sS", "-p", "80", "10.201.0.0/16", "-o", "ndjson", "--retries", "1", "--wait", "1"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr_of(&out));
+    let rows = rows(&out.stdout);
+    assert_eq!(rows.len(), 65536);
+    let hosts = |state: &str| -> BTreeSet<Ipv4Addr> {
+        rows.iter().filter(|r| r.state == state).map(|r| r.ip.parse().unwrap()).collect()
+    };
+    let local = |a: &Ipv4Addr| a.octets()[2] < 128;
+    let expected_open: BTreeSet<Ipv4Addr> =
+        (0..32768u32).map(|i| Ipv4Addr::from(0x0ac9_0000 + i)).filter(|a| a.octets()[3] % 16 == 0).collect();
+    assert_eq!(hosts("open"), expected_open);
+    let closed = hosts("closed");
+    assert_eq!(closed.len(), 32768 - 2048);
+    assert!(closed.iter().all(|a| local(a) && a.octets()[3] % 16 != 0));
+    let filtered = hosts("filtered");
+    assert_eq!(filtered.len(), 32768);
+    assert!(filtered.iter().all(|a| !local(a)));
+}
+
+#[test]
+fn target_files_exclusions_and_open_only() {
+    let mut lab = Lab::new(true);
+    lab.listen(&[22]);
+    let dir = std::env::temp_dir().join(format!("prtip-targets-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let list = dir.join("targets.txt");
+    std::fs::write(&list, "# lab hosts\n10.201.3.0/24\n10.201.4.1-10.201.4.10, 10.201.9.9\n").unwrap();
+    let out = lab
+        .prtip(&[
+            "-sS",
+            "-p",
+            "22,23",
+            "-iL",
+            list.to_str().unwrap(),
+            "--exclude",
+            "10.201.3.0/25,10.201.4.5",
+            "-o",
+            "ndjson",
+            "--open",
+        ])
+        .output()
+        .unwrap();
+    std::fs::remove_dir_all(&dir).unwrap();
+    assert!(out.status.success(), "{}", stderr_of(&out));
+    let rows = rows(&out.stdout);
+    let got: BTreeSet<(String, u16)> = rows.iter().map(|r| (r.ip.clone(), r.port)).collect();
+    let mut want = BTreeSet::new();
+    for i in 128..256 {
+        want.insert((format!("10.201.3.{i}"), 22));
+    }
+    for i in (1..=10).filter(|i| *i != 5) {
+        want.insert((format!("10.201.4.{i}"), 22));
+    }
+    want.insert(("10.201.9.9".to_string(), 22));
+    assert_eq!(got, want);
+    assert!(rows.iter().all(|r| r.state == "open"));
+    assert!(stderr_of(&out).contains("129 addresses excluded"), "{}", stderr_of(&out));
+}
+
+#[test]
+fn loopback_scan_finds_exact_open_ports() {
+    let mut lab = Lab::new(true);
+    let open = [22u16, 80, 631, 5432, 9999];
+    lab.listen_in_scanner(&open, "127.0.0.1");
+    let out = lab.prtip(&["-s", "syn", "-p", "1-10000", "127.0.0.1", "-o", "ndjson"]).output().unwrap();
+    assert!(out.status.success(), "{}", stderr_of(&out));
+    let rows = rows(&out.stdout);
+    assert_eq!(ports_in(&rows, "open"), open);
+    assert_eq!(ports_in(&rows, "closed").len(), 10000 - open.len());
+    assert!(ports_in(&rows, "filtered").is_empty());
+
+    // The default text output: one host block listing exactly the open ports.
+    let out = lab.prtip(&["-s", "syn", "-p", "1-10000", "127.0.0.1"]).output().unwrap();
+    assert!(out.status.success(), "{}", stderr_of(&out));
+    let text = String::from_utf8(out.stdout).unwrap();
+    let listed: Vec<&str> = text.lines().filter(|l| l.contains("/tcp")).collect();
+    assert_eq!(
+        listed,
+        [
+            "22/tcp    open      syn-ack",
+            "80/tcp    open      syn-ack",
+            "631/tcp   open      syn-ack",
+            "5432/tcp  open      syn-ack",
+            "9999/tcp  open      syn-ack"
+        ]
+    );
+    assert!(text.starts_with("prtip scan report for 127.0.0.1\n"));
+    assert!(text.contains("Not shown: 9995 closed tcp ports (reset)"));
+}
+
+/// Sends `count` SYN-ACKs from 10.201.0.1:7000 to the scanner's port 40000 with
+/// acknowledgement numbers that cannot match the scan's cookie key except by a
+/// 2^-32 chance each, from inside the target namespace.
+fn forge_syn_acks(ns: &str, count: u32) {
+    in_netns(ns, move || {
+        // SAFETY: plain socket(2); closed at the end of the closure.
+        let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_RAW, libc::IPPROTO_RAW) };
+        assert!(fd >= 0, "raw socket: {}", std::io::Error::last_os_error());
+        for i in 0..count {
+            let mut pkt = Vec::new();
+            etherparse::PacketBuilder::ipv4([10, 201, 0, 1], [10, 200, 0, 1], 64)
+                .tcp(7000, 40000, 1000 + i, 1024)
+                .syn()
+                .ack(0x5eed_0000 ^ i.wrapping_mul(2_654_435_761))
+                .write(&mut pkt, &[])
+                .unwrap();
+            let mut sa: libc::sockaddr_in = unsafe { std::mem::zeroed() };
+            sa.sin_family = libc::AF_INET as u16;
+            sa.sin_addr.s_addr = u32::from_ne_bytes([10, 200, 0, 1]);
+            // SAFETY: pkt and sa are valid for the lengths given.
+            let n = unsafe {
+                libc::sendto(
+                    fd,
+                    pkt.as_ptr().cast(),
+                    pkt.len(),
+                    0,
+                    (&sa as *const libc::sockaddr_in).cast(),
+                    std::mem::size_of::<libc::sockaddr_in>() as u32,
+                )
+            };
+            assert_eq!(n as usize, pkt.len(), "sendto: {}", std::io::Error::last_os_error());
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        // SAFETY: fd is ours.
+        unsafe { libc::close(fd) };
+    });
+}
+
+#[test]
+fn forged_syn_acks_never_become_results() {
+    let lab = Lab::new(true);
+    // Port 7000 never answers, so only forged replies can arrive for it.
+    lab.target_rules("tcp dport 7000 drop");
+    let child = lab
+        .prtip(&[
+            "-p",
+            "7000",
+            "10.201.0.1",
+            "--source-port",
+            "40000",
+            "--retries",
+            "0",
+            "--wait",
+            "2",
+            "-o",
+            "ndjson",
+            "-v",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(400));
+    forge_syn_acks(&lab.target_ns, 20);
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", stderr_of(&out));
+    let rows = rows(&out.stdout);
+    assert_eq!(rows.len(), 1);
+    assert_eq!((rows[0].port, rows[0].state.as_str(), rows[0].reason.as_str()), (7000, "filtered", "no-response"));
+    // The forged frames did reach prtip, and were counted as invalid.
+    let err = stderr_of(&out);
+    let invalid: u64 = err
+        .split("; ")
+        .find_map(|part| part.strip_suffix(" frames failed validation"))
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no validation count in {err}"));
+    assert!(invalid >= 15, "only {invalid} of 20 forged frames seen: {err}");
+}
+
+#[test]
+fn interrupt_stops_sending_and_keeps_what_was_received() {
+    let mut lab = Lab::new(true);
+    lab.listen(&[80]);
+    let child = lab
+        .prtip(&["-p", "80", "10.201.0.0/17", "--rate", "2000", "-o", "ndjson", "--open"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(1500));
+    // `ip netns exec` runs prtip in place of itself, so the child is prtip.
+    // SAFETY: plain kill(2) on our own child.
+    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    let started = std::time::Instant::now();
+    let out = child.wait_with_output().unwrap();
+    assert!(started.elapsed() < Duration::from_secs(3), "did not stop promptly");
+    assert_eq!(out.status.code(), Some(130), "{}", stderr_of(&out));
+    let rows = rows(&out.stdout);
+    // About 3000 probes went out in 1.5 s, all to open ports; far fewer than 32768.
+    assert!(rows.len() > 500 && rows.len() < 10_000, "{} results", rows.len());
+    assert!(rows.iter().all(|r| r.state == "open"));
+    assert!(stderr_of(&out).contains("interrupted"), "{}", stderr_of(&out));
+}
+
+#[test]
+fn scanner_address_is_used_as_source() {
+    let mut lab = Lab::new(true);
+    lab.listen(&[22]);
+    let out = lab
+        .prtip(&["-p", "22", "10.201.0.7", "-o", "ndjson", "--source-ip", SCANNER_IP, "-i", &lab.scan_if.clone()])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr_of(&out));
+    assert_eq!(ports_in(&rows(&out.stdout), "open"), [22]);
+}
