@@ -175,3 +175,12 @@ fn missing_privileges_name_the_capability() {
     assert!(err.contains("CAP_NET_RAW"), "{err}");
     assert_eq!(err.lines().filter(|l| l.contains("error")).count(), 1, "{err}");
 }
+
+#[test]
+fn hostnames_resolve_to_their_ipv4_addresses() {
+    let out = prtip(&["--dry-run", "-o", "ndjson", "-p", "80", "localhost"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert_eq!(text.lines().count(), 1);
+    assert!(text.contains(r#""ip":"127.0.0.1","port":80"#), "{text}");
+}
