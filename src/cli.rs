@@ -5,6 +5,7 @@ use crate::config::{
     parse_wait,
 };
 use crate::net::PathOverrides;
+use crate::output::{Format, OutputFile};
 use crate::target::TargetError;
 use crate::target::ports::parse_ports;
 use crate::target::ranges::RangeSet;
@@ -16,6 +17,7 @@ use std::path::{Path, PathBuf};
 
 pub const DEFAULT_PORTS: &str = "1-1000";
 pub const DEFAULT_SOURCE_PORTS: &str = "61000-61063";
+pub const DEFAULT_DATABASE: &str = "prtip.db";
 
 #[derive(Debug, Parser)]
 #[command(
@@ -89,6 +91,42 @@ pub struct Cli {
     #[arg(long, help_heading = "Output")]
     pub dry_run: bool,
 
+    /// Store results in a SQLite database (see --database)
+    #[arg(long, help_heading = "Storage")]
+    pub with_db: bool,
+
+    /// The database file; implies --with-db [default: ./prtip.db]
+    #[arg(long, value_name = "PATH", help_heading = "Storage")]
+    pub database: Option<PathBuf>,
+
+    /// Also store probes that got no answer as rows (they are always counted on the scan)
+    #[arg(long, help_heading = "Storage")]
+    pub store_silent: bool,
+
+    /// Write nmap-like text to FILE (also written -oN)
+    #[arg(long = "output-normal", value_name = "FILE", help_heading = "Output files")]
+    pub output_normal: Option<PathBuf>,
+
+    /// Write one JSON object per result to FILE (also written -oJ)
+    #[arg(long = "output-json", value_name = "FILE", help_heading = "Output files")]
+    pub output_json: Option<PathBuf>,
+
+    /// Write nmap XML to FILE (also written -oX)
+    #[arg(long = "output-xml", value_name = "FILE", help_heading = "Output files")]
+    pub output_xml: Option<PathBuf>,
+
+    /// Write nmap grepable output to FILE (also written -oG)
+    #[arg(long = "output-grepable", value_name = "FILE", help_heading = "Output files")]
+    pub output_grepable: Option<PathBuf>,
+
+    /// Write CSV with a header to FILE (also written -oC)
+    #[arg(long = "output-csv", value_name = "FILE", help_heading = "Output files")]
+    pub output_csv: Option<PathBuf>,
+
+    /// Write every file format to BASE.nmap, .xml, .gnmap, .json and .csv (also written -oA)
+    #[arg(long = "output-all", value_name = "BASE", help_heading = "Output files")]
+    pub output_all: Option<PathBuf>,
+
     /// Format of the results on standard output
     #[arg(
         short = 'o',
@@ -132,11 +170,37 @@ pub fn normalize_args(args: impl IntoIterator<Item = OsString>) -> Vec<OsString>
 
 impl Cli {
     /// Checks everything and resolves hostnames; fails on the first bad input.
-    pub fn into_config(self) -> Result<ScanConfig, ConfigError> {
+    /// `command_line` is what the user typed, kept for the records.
+    pub fn into_config(self, command_line: String) -> Result<ScanConfig, ConfigError> {
         if !matches!(self.scan_type.as_str(), "syn" | "S") {
             return Err(ConfigError::ScanType(self.scan_type));
         }
-        let ports = parse_ports(self.ports.as_deref().unwrap_or(DEFAULT_PORTS))?;
+        let ports_spec = self.ports.clone().unwrap_or_else(|| DEFAULT_PORTS.to_string());
+        let ports = parse_ports(&ports_spec)?;
+        let database = match (&self.database, self.with_db) {
+            (Some(p), _) => Some(p.clone()),
+            (None, true) => Some(PathBuf::from(DEFAULT_DATABASE)),
+            (None, false) => None,
+        };
+        if self.store_silent && database.is_none() {
+            return Err(ConfigError::StoreSilentWithoutDb);
+        }
+        let mut files: Vec<OutputFile> = [
+            (Format::Text, &self.output_normal),
+            (Format::Ndjson, &self.output_json),
+            (Format::Xml, &self.output_xml),
+            (Format::Grepable, &self.output_grepable),
+            (Format::Csv, &self.output_csv),
+        ]
+        .into_iter()
+        .filter_map(|(format, path)| path.clone().map(|path| OutputFile { format, path }))
+        .collect();
+        if let Some(base) = &self.output_all {
+            files.extend(OutputFile::all(base));
+        }
+        if self.dry_run && (database.is_some() || !files.is_empty()) {
+            return Err(ConfigError::DryRunWithStorage);
+        }
 
         let mut target_text: Vec<String> = self.targets.clone();
         if let Some(file) = &self.input_list {
@@ -171,6 +235,11 @@ impl Cli {
             None => crate::random::u64(),
         };
         Ok(ScanConfig {
+            command_line,
+            ports_spec,
+            database,
+            store_silent: self.store_silent,
+            files,
             excluded: named.len() - hosts.len(),
             hosts,
             ports,

@@ -22,6 +22,12 @@ pub enum ConfigError {
     Retries { got: u32, max: u32 },
     #[error("--seed must be a number, not '{0}'")]
     Seed(String),
+    #[error("--store-silent stores into a database: add --with-db")]
+    StoreSilentWithoutDb,
+    #[error(
+        "--dry-run sends nothing, so there is nothing to store or write: drop --with-db, --database and -o FILE options"
+    )]
+    DryRunWithStorage,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -46,6 +52,16 @@ pub enum Verbosity {
 
 #[derive(Debug, Clone)]
 pub struct ScanConfig {
+    /// The command line as given, for the database and report headers.
+    pub command_line: String,
+    /// The port list as given (or the default), for reports.
+    pub ports_spec: String,
+    /// SQLite database to store results in.
+    pub database: Option<std::path::PathBuf>,
+    /// Store probes that got no answer as rows too.
+    pub store_silent: bool,
+    /// Output files, written by the storage task.
+    pub files: Vec<crate::output::OutputFile>,
     pub hosts: RangeSet,
     pub ports: RangeSet,
     /// Addresses named as targets but removed by exclusions.

@@ -3,10 +3,12 @@
 //! The path of a probe: `target` (what to scan) -> `engine::plan` (in which
 //! order) -> `wire::template` (the frame) -> `transport` (out). The path of a
 //! reply: `transport` (in) -> `wire::reply` (validated by its cookie) ->
-//! `engine::run` (deduplicated) -> `output`.
+//! `engine::run` (deduplicated) -> `output` on standard output, and the
+//! `store` task (journal, SQLite, output files) on a thread of its own.
 
 pub mod cli;
 pub mod config;
+pub mod db_command;
 pub mod engine;
 pub mod net;
 pub mod output;
@@ -14,6 +16,7 @@ pub mod permute;
 pub mod random;
 pub mod result;
 pub mod scan;
+pub mod store;
 pub mod target;
 pub mod transport;
 pub mod wire;

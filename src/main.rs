@@ -7,7 +7,12 @@ use std::process::ExitCode;
 static STOP: StopSignal = StopSignal::new();
 
 fn main() -> ExitCode {
-    let cli = match Cli::try_parse_from(normalize_args(std::env::args_os())) {
+    let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    if args.get(1).is_some_and(|a| a == "db") {
+        return prtip::db_command::main(&args[2..]);
+    }
+    let command_line = args.iter().map(|a| a.to_string_lossy()).collect::<Vec<_>>().join(" ");
+    let cli = match Cli::try_parse_from(normalize_args(args)) {
         Ok(cli) => cli,
         Err(e) if !e.use_stderr() => {
             // --help and --version
@@ -20,7 +25,7 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let config = match cli.into_config() {
+    let config = match cli.into_config(command_line) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("prtip: error: {e}");

@@ -6,10 +6,10 @@ use crate::engine::plan::ScanPlan;
 use crate::engine::run::{self, EngineError, ScanStats, StopSignal, Wire};
 use crate::engine::state::Answered;
 use crate::net::{self, NetError, Path};
-use crate::output::ResultWriter;
-use crate::output::ndjson::NdjsonWriter;
-use crate::output::text::TextWriter;
+use crate::output::{self, Format, ResultWriter, RunEnd, RunInfo};
 use crate::result::{PortState, Reason, ScanResult};
+use crate::store::db::{ScanEnd, ScanStart};
+use crate::store::{Finish, Store, StoreConfig, StoreError, StoreReport};
 use crate::target::ranges::RangeSet;
 use crate::target::space::TargetSpace;
 use crate::transport::{TransportError, raw};
@@ -30,6 +30,8 @@ pub enum ScanError {
     Engine(#[from] EngineError),
     #[error("writing results: {0}")]
     Output(#[from] io::Error),
+    #[error("storing results: {0}")]
+    Store(#[from] StoreError),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -58,44 +60,63 @@ pub fn execute(cfg: &ScanConfig, stop: &StopSignal) -> Result<Outcome, ScanError
         src_ip: path.src_ip,
         key: CookieKey::new(crate::random::u64(), crate::random::u64()),
     };
+    let info = RunInfo {
+        command_line: cfg.command_line.clone(),
+        start_us: now_us(),
+        ports: cfg.ports_spec.clone(),
+        port_count: cfg.ports.len(),
+        hosts_total: cfg.hosts.len(),
+    };
+    let mut store = start_store(cfg, &info)?;
     if cfg.verbosity >= Verbosity::Normal {
         eprintln!("prtip: {}", banner(cfg, &plan, &path));
     }
 
-    let mut writer = writer_for(cfg.format, out);
-    let mut write_error = None;
-    let mut last_flush = Instant::now();
+    let mut writer = output::writer(stdout_format(cfg.format), TimedFlush::new(out), &info, false);
+    let mut output_open = true;
+    let mut output_error = None;
     let answered = Answered::default();
-    let stats = run::run(&plan, &wire, tx, rx, stop, &answered, |r| {
-        if write_error.is_some() || (cfg.open_only && r.state != PortState::Open) {
-            return;
-        }
-        let mut step = || -> io::Result<()> {
-            writer.write(&r)?;
-            if last_flush.elapsed() >= FLUSH_EVERY {
-                writer.flush()?;
-                last_flush = Instant::now();
+    let outcome = run::run(&plan, &wire, tx, rx, stop, &answered, |batch| {
+        if output_open {
+            for r in batch.iter().filter(|r| !cfg.open_only || r.state == PortState::Open) {
+                if let Err(e) = writer.write(r) {
+                    output_open = false;
+                    output_error = Some(e);
+                    break;
+                }
             }
-            Ok(())
-        };
-        write_error = step().err();
-    })?;
-    // A closed pipe ends the output but not the scan's summary.
-    let output_open = match write_error {
-        Some(e) => finish_output(Err(e)).map(|()| false)?,
-        None => true,
+        }
+        if let Some(s) = &mut store {
+            s.send(batch);
+        }
+    });
+    let stats = match outcome {
+        Ok(stats) => stats,
+        Err(e) => {
+            // Keep what was received: the stored scan ends as interrupted.
+            if let Some(s) = store {
+                let _ = s.finish(finish(&ScanStats { interrupted: true, ..ScanStats::default() }, 0));
+            }
+            return Err(e.into());
+        }
     };
+    if let Some(e) = output_error {
+        finish_output(Err(e))?;
+    }
 
     // Probes never answered are filtered. After an interrupted scan some were
     // never sent, so none are reported as filtered then.
     let silent = if stats.interrupted {
         0
     } else {
-        report_silent(&plan.space, &answered, cfg.open_only || !output_open, writer.as_mut())?
+        let stdout_writer = if output_open { Some(writer.as_mut()) } else { None };
+        report_silent(&plan.space, &answered, cfg.open_only, stdout_writer, &mut store)?
     };
+    let end = finish(&stats, silent);
     if output_open {
-        finish_output(writer.finish())?;
+        finish_output(writer.finish(&end.run))?;
     }
+    let stored = store.map(|s| s.finish(end)).transpose()?;
     if cfg.verbosity >= Verbosity::Normal {
         eprintln!("prtip: {}", summary(&plan, &stats, silent));
         if stats.rx_drops > 0 {
@@ -104,37 +125,123 @@ pub fn execute(cfg: &ScanConfig, stop: &StopSignal) -> Result<Outcome, ScanError
                 stats.rx_drops
             );
         }
+        if let Some(report) = &stored {
+            eprintln!("prtip: {}", stored_note(cfg, report));
+        }
     }
     if cfg.verbosity >= Verbosity::Verbose {
-        eprintln!("prtip: {}", details(&path, &stats));
+        eprintln!("prtip: {}", details(&path, &stats, stored.as_ref()));
     }
     Ok(if stats.interrupted { Outcome::Interrupted } else { Outcome::Completed })
 }
 
-type Writer<'a> = Box<dyn FlushingWriter + 'a>;
-
-/// A result writer that can also be flushed mid-scan.
-trait FlushingWriter: ResultWriter {
-    fn flush(&mut self) -> io::Result<()>;
+fn now_us() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_micros() as u64
 }
 
-impl<W: Write> FlushingWriter for NdjsonWriter<W> {
-    fn flush(&mut self) -> io::Result<()> {
-        ResultWriter::finish(self)
-    }
-}
-
-impl<W: Write> FlushingWriter for TextWriter<W> {
-    fn flush(&mut self) -> io::Result<()> {
-        // Text is written per host at the end; nothing to flush before.
-        Ok(())
-    }
-}
-
-fn writer_for<'a, W: Write + 'a>(format: OutputFormat, out: W) -> Writer<'a> {
+fn stdout_format(format: OutputFormat) -> Format {
     match format {
-        OutputFormat::Text => Box::new(TextWriter::new(out)),
-        OutputFormat::Ndjson => Box::new(NdjsonWriter::new(out)),
+        OutputFormat::Text => Format::Text,
+        OutputFormat::Ndjson => Format::Ndjson,
+    }
+}
+
+fn start_store(cfg: &ScanConfig, info: &RunInfo) -> Result<Option<Store>, ScanError> {
+    if cfg.database.is_none() && cfg.files.is_empty() {
+        return Ok(None);
+    }
+    let targets: Vec<String> = cfg
+        .hosts
+        .ranges()
+        .iter()
+        .map(|r| match r.first == r.last {
+            true => Ipv4Addr::from(r.first).to_string(),
+            false => format!("{}-{}", Ipv4Addr::from(r.first), Ipv4Addr::from(r.last)),
+        })
+        .collect();
+    let config_json = serde_json::json!({
+        "targets": targets,
+        "hosts": cfg.hosts.len(),
+        "excluded": cfg.excluded,
+        "ports": cfg.ports_spec,
+        "port_count": cfg.ports.len(),
+        "source_ports": format!("{}-{}", cfg.src_ports.0, cfg.src_ports.1),
+        "rate": cfg.rate,
+        "retries": cfg.retries,
+        "wait_s": cfg.max_wait.as_secs_f64(),
+        "seed": cfg.seed,
+        "open_only": cfg.open_only,
+        "store_silent": cfg.store_silent,
+    });
+    let store = Store::start(StoreConfig {
+        database: cfg.database.clone(),
+        store_silent: cfg.store_silent,
+        open_only: cfg.open_only,
+        files: cfg.files.clone(),
+        start: ScanStart {
+            started_us: info.start_us,
+            command_line: cfg.command_line.clone(),
+            config_json: config_json.to_string(),
+            transport: "raw".into(),
+            seed: cfg.seed,
+        },
+        info: info.clone(),
+    })?;
+    Ok(Some(store))
+}
+
+fn finish(stats: &ScanStats, silent: u64) -> Finish {
+    let end_us = now_us();
+    Finish {
+        scan: ScanEnd {
+            ended_us: end_us,
+            probes_sent: stats.sent,
+            open: stats.open,
+            closed: stats.closed,
+            filtered: stats.unreachable + silent,
+            interrupted: stats.interrupted,
+        },
+        run: RunEnd { end_us, interrupted: stats.interrupted },
+    }
+}
+
+fn stored_note(cfg: &ScanConfig, r: &StoreReport) -> String {
+    let mut parts = Vec::new();
+    if let (Some(db), Some(id)) = (&cfg.database, r.scan_id) {
+        parts.push(format!("stored {} results as scan {id} in {}", r.rows_stored, db.display()));
+    }
+    if !cfg.files.is_empty() {
+        let names: Vec<String> = cfg.files.iter().map(|f| f.path.display().to_string()).collect();
+        parts.push(format!("wrote {}", names.join(", ")));
+    }
+    parts.join("; ")
+}
+
+/// Flushes a buffered standard output at most every `FLUSH_EVERY`, so that
+/// streamed results show up promptly without a system call per line.
+struct TimedFlush<W: Write> {
+    inner: W,
+    last: Instant,
+}
+
+impl<W: Write> TimedFlush<W> {
+    fn new(inner: W) -> Self {
+        TimedFlush { inner, last: Instant::now() }
+    }
+}
+
+impl<W: Write> Write for TimedFlush<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        if self.last.elapsed() >= FLUSH_EVERY {
+            self.inner.flush()?;
+            self.last = Instant::now();
+        }
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
     }
 }
 
@@ -150,31 +257,44 @@ fn report_silent(
     space: &TargetSpace,
     answered: &Answered,
     open_only: bool,
-    writer: &mut dyn FlushingWriter,
+    mut writer: Option<&mut (dyn ResultWriter + '_)>,
+    store: &mut Option<Store>,
 ) -> Result<u64, ScanError> {
-    let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_micros() as u64;
+    const BATCH: usize = 4096;
+    let now = now_us();
     let mut silent = 0u64;
+    let mut batch = Vec::new();
     for index in 0..space.len() {
         let (ip, port) = space.get(index);
         if answered.contains(ip, port) {
             continue;
         }
         silent += 1;
-        if !open_only {
-            let r = ScanResult {
-                ip,
-                port,
-                state: PortState::Filtered,
-                reason: Reason::NoResponse,
-                ttl: None,
-                rtt_us: None,
-                time_us: now,
-            };
-            if let Err(e) = writer.write(&r) {
-                finish_output(Err(e))?;
-                break;
+        let r = ScanResult {
+            ip,
+            port,
+            state: PortState::Filtered,
+            reason: Reason::NoResponse,
+            ttl: None,
+            rtt_us: None,
+            time_us: now,
+        };
+        if !open_only
+            && let Some(w) = &mut writer
+            && let Err(e) = w.write(&r)
+        {
+            finish_output(Err(e))?;
+            writer = None;
+        }
+        if let Some(s) = store {
+            batch.push(r);
+            if batch.len() == BATCH {
+                s.send(std::mem::take(&mut batch));
             }
         }
+    }
+    if let Some(s) = store {
+        s.send(batch);
     }
     Ok(silent)
 }
@@ -254,11 +374,15 @@ fn summary(plan: &ScanPlan, s: &ScanStats, silent: u64) -> String {
     line
 }
 
-fn details(path: &Path, s: &ScanStats) -> String {
+fn details(path: &Path, s: &ScanStats, stored: Option<&StoreReport>) -> String {
     let mac = path.next_hop_mac.map(|b| format!("{b:02x}")).join(":");
     let rtt = s.max_rtt.map_or("none measured".to_string(), |d| format!("{} us", d.as_micros()));
-    format!(
+    let mut line = format!(
         "next hop {mac}; slowest round trip {rtt}; {} duplicate replies; {} frames failed validation; {} receive drops",
         s.duplicates, s.invalid, s.rx_drops
-    )
+    );
+    if let Some(r) = stored {
+        line.push_str(&format!("; storage backpressure {} times", r.backpressure));
+    }
+    line
 }

@@ -138,8 +138,8 @@ impl Clock {
     }
 }
 
-/// Runs a scan to its end and calls `on_result` on the caller's thread for every
-/// validated reply. Probes that never got an answer are left to the caller
+/// Runs a scan to its end and calls `on_results` on the caller's thread with
+/// every batch of validated replies. Probes that never got an answer are left to the caller
 /// (see `Answered`), so that reporting them costs nothing when nobody asks.
 pub fn run<T: Transmit, R: Receive>(
     plan: &ScanPlan,
@@ -148,7 +148,7 @@ pub fn run<T: Transmit, R: Receive>(
     mut rx: R,
     stop: &StopSignal,
     answered: &Answered,
-    mut on_result: impl FnMut(ScanResult),
+    mut on_results: impl FnMut(Vec<ScanResult>),
 ) -> Result<ScanStats, EngineError> {
     let clock = Clock::new();
     let shared = Shared::default();
@@ -173,7 +173,7 @@ pub fn run<T: Transmit, R: Receive>(
         });
         // The channel closes when the receive thread ends, so this loop cannot miss the end.
         for batch in results_rx {
-            batch.into_iter().for_each(&mut on_result);
+            on_results(batch);
         }
         (tx_thread.join().expect("transmit thread panicked"), rx_thread.join().expect("receive thread panicked"))
     });
@@ -464,7 +464,7 @@ mod tests {
         let mut results = Vec::new();
         let stats =
             run(&plan, &wire, FakeTx(net.clone(), Arc::new(truth)), FakeRx(net), &StopSignal::new(), &answered, |r| {
-                results.push(r)
+                results.extend(r)
             })
             .unwrap();
         (stats, results, answered, plan)

@@ -1,14 +1,94 @@
-//! Result formats for standard output.
+//! Result formats, for standard output and for files.
 
+pub mod csv;
+pub mod grepable;
+pub mod hosts;
 pub mod ndjson;
 pub mod text;
 pub mod time;
+pub mod xml;
 
 use crate::result::ScanResult;
-use std::io;
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+
+/// What a report says about the run besides its results.
+#[derive(Debug, Clone, Default)]
+pub struct RunInfo {
+    pub command_line: String,
+    pub start_us: u64,
+    /// The port list as given to the scan, e.g. `1-1000` (nmap's `services`).
+    pub ports: String,
+    pub port_count: u64,
+    pub hosts_total: u64,
+}
+
+/// How the run ended, for report footers.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RunEnd {
+    pub end_us: u64,
+    pub interrupted: bool,
+}
 
 /// A sink for results, fed as they arrive and finished once at the end.
 pub trait ResultWriter {
     fn write(&mut self, result: &ScanResult) -> io::Result<()>;
-    fn finish(&mut self) -> io::Result<()>;
+    /// Writes whatever is held back (per-host reports, footers) and flushes.
+    fn finish(&mut self, end: &RunEnd) -> io::Result<()>;
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    /// nmap-like text (`-oN`, `-o text`)
+    Text,
+    /// one JSON object per line (`-oJ`, `-o ndjson`)
+    Ndjson,
+    /// nmap XML (`-oX`)
+    Xml,
+    /// nmap grepable (`-oG`)
+    Grepable,
+    /// CSV with a header (`-oC`)
+    Csv,
+}
+
+impl Format {
+    /// File extensions for `-oA BASE`.
+    pub const ALL: [(Format, &'static str); 5] = [
+        (Format::Text, "nmap"),
+        (Format::Xml, "xml"),
+        (Format::Grepable, "gnmap"),
+        (Format::Ndjson, "json"),
+        (Format::Csv, "csv"),
+    ];
+}
+
+/// A requested output file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutputFile {
+    pub format: Format,
+    pub path: PathBuf,
+}
+
+impl OutputFile {
+    pub fn all(base: &Path) -> Vec<OutputFile> {
+        Format::ALL
+            .iter()
+            .map(|(format, ext)| {
+                let mut p = base.as_os_str().to_owned();
+                p.push(format!(".{ext}"));
+                OutputFile { format: *format, path: PathBuf::from(p) }
+            })
+            .collect()
+    }
+}
+
+/// The writer for `format`. `header` adds the run's preamble that files carry.
+pub fn writer<'a, W: Write + 'a>(format: Format, out: W, info: &RunInfo, header: bool) -> Box<dyn ResultWriter + 'a> {
+    match format {
+        Format::Text => Box::new(text::TextWriter::new(out, header.then(|| info.clone()))),
+        Format::Ndjson => Box::new(ndjson::NdjsonWriter::new(out)),
+        Format::Xml => Box::new(xml::XmlWriter::new(out, info.clone())),
+        Format::Grepable => Box::new(grepable::GrepableWriter::new(out, info.clone())),
+        Format::Csv => Box::new(csv::CsvWriter::new(out)),
+    }
 }

@@ -1,7 +1,7 @@
 //! One JSON object per line and per result, streamed as results arrive.
 
-use super::ResultWriter;
 use super::time::rfc3339_us;
+use super::{ResultWriter, RunEnd};
 use crate::result::ScanResult;
 use std::io::{self, Write};
 
@@ -37,7 +37,7 @@ impl<W: Write> ResultWriter for NdjsonWriter<W> {
         writeln!(self.out, "{}", line(r))
     }
 
-    fn finish(&mut self) -> io::Result<()> {
+    fn finish(&mut self, _end: &RunEnd) -> io::Result<()> {
         self.out.flush()
     }
 }
@@ -71,7 +71,7 @@ mod tests {
             time_us: 0,
         })
         .unwrap();
-        w.finish().unwrap();
+        w.finish(&RunEnd::default()).unwrap();
         assert_eq!(
             String::from_utf8(buf).unwrap(),
             concat!(

@@ -1,0 +1,83 @@
+//! Storage ingest: results per second through the whole storage task
+//! (channel, io_uring journal, SQLite commits), from the first batch sent
+//! to the moment `finish` returns with everything committed.
+
+use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
+use prtip::output::RunInfo;
+use prtip::result::{PortState, Reason, ScanResult};
+use prtip::store::db::ScanStart;
+use prtip::store::{Finish, Store, StoreConfig};
+use std::net::Ipv4Addr;
+use std::path::Path;
+use std::time::Duration;
+
+const ROWS: u32 = 1_000_000;
+
+fn results() -> Vec<ScanResult> {
+    (0..ROWS)
+        .map(|i| ScanResult {
+            ip: Ipv4Addr::from(0x0ac9_0000 + (i >> 4)),
+            port: (i & 15) as u16 + 1,
+            state: if i % 6 == 0 { PortState::Open } else { PortState::Closed },
+            reason: if i % 6 == 0 { Reason::SynAck } else { Reason::Reset },
+            ttl: Some(64),
+            rtt_us: (i % 6 == 0).then_some(150),
+            time_us: 1_795_912_496_000_000 + u64::from(i),
+        })
+        .collect()
+}
+
+fn config(dir: &Path) -> StoreConfig {
+    StoreConfig {
+        database: Some(dir.join("bench.db")),
+        store_silent: false,
+        open_only: false,
+        files: vec![],
+        start: ScanStart {
+            started_us: 0,
+            command_line: "bench".into(),
+            config_json: "{}".into(),
+            transport: "raw".into(),
+            seed: 0,
+        },
+        info: RunInfo::default(),
+    }
+}
+
+fn ingest(c: &mut Criterion) {
+    let all = results();
+    let mut g = c.benchmark_group("storage");
+    g.throughput(Throughput::Elements(u64::from(ROWS)));
+    g.sample_size(10);
+    let base = std::env::temp_dir().join(format!("prtip-bench-{}", std::process::id()));
+    let mut n = 0;
+    g.bench_function("ingest into SQLite through the storage task", |b| {
+        b.iter_batched(
+            || {
+                n += 1;
+                let dir = base.join(n.to_string());
+                std::fs::create_dir_all(&dir).unwrap();
+                (dir, all.chunks(1024).map(<[ScanResult]>::to_vec).collect::<Vec<_>>())
+            },
+            |(dir, batches)| {
+                let mut store = Store::start(config(&dir)).unwrap();
+                for batch in batches {
+                    store.send(batch);
+                }
+                let report = store.finish(Finish::default()).unwrap();
+                assert_eq!(report.rows_stored, u64::from(ROWS));
+                std::fs::remove_dir_all(&dir).unwrap();
+            },
+            BatchSize::PerIteration,
+        )
+    });
+    g.finish();
+    let _ = std::fs::remove_dir_all(&base);
+}
+
+criterion_group! {
+    name = benches;
+    config = Criterion::default().measurement_time(Duration::from_secs(5)).warm_up_time(Duration::from_secs(1));
+    targets = ingest
+}
+criterion_main!(benches);

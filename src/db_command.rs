@@ -1,0 +1,176 @@
+//! `prtip db`: reads a database a user already has, with the same writers as a scan.
+
+use crate::output::time::parse_rfc3339_us;
+use crate::output::{self, Format, RunEnd, RunInfo};
+use crate::store::StoreError;
+use crate::store::db::{Db, ScanRow};
+use clap::{Parser, Subcommand, ValueEnum};
+use std::ffi::OsString;
+use std::io::{self, BufWriter, Write};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+#[derive(Debug, Parser)]
+#[command(name = "prtip db", about = "Read scans stored with --with-db")]
+struct DbCli {
+    /// The database file
+    #[arg(long, global = true, value_name = "PATH", default_value = crate::cli::DEFAULT_DATABASE)]
+    database: PathBuf,
+
+    #[command(subcommand)]
+    command: DbCommand,
+}
+
+#[derive(Debug, Subcommand)]
+enum DbCommand {
+    /// List the stored scans
+    List,
+    /// Show one scan's results as text
+    Show {
+        scan_id: i64,
+        /// Only open ports
+        #[arg(long)]
+        open: bool,
+    },
+    /// Write one scan's results to standard output in a format
+    Export {
+        scan_id: i64,
+        #[arg(short = 'o', long = "output-format", value_enum, value_name = "FORMAT")]
+        format: ExportFormat,
+        /// Only open ports
+        #[arg(long)]
+        open: bool,
+    },
+    /// Replay the journal a killed scan left, and check the database
+    Recover,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum ExportFormat {
+    Text,
+    Ndjson,
+    Xml,
+    Grepable,
+    Csv,
+}
+
+#[derive(Debug, thiserror::Error)]
+enum DbCommandError {
+    #[error("no database at {0}")]
+    Missing(PathBuf),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("writing: {0}")]
+    Output(#[from] io::Error),
+}
+
+/// Runs `prtip db ARGS`; `args` excludes the program name and `db`.
+pub fn main(args: &[OsString]) -> ExitCode {
+    let argv = std::iter::once(OsString::from("prtip db")).chain(args.iter().cloned());
+    let cli = match DbCli::try_parse_from(argv) {
+        Ok(cli) => cli,
+        Err(e) if !e.use_stderr() => {
+            let _ = e.print();
+            return ExitCode::SUCCESS;
+        }
+        Err(e) => {
+            let text = e.render().to_string();
+            eprintln!("prtip: {}", text.lines().next().unwrap_or("invalid arguments"));
+            return ExitCode::from(2);
+        }
+    };
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(DbCommandError::Output(e)) if e.kind() == io::ErrorKind::BrokenPipe => ExitCode::SUCCESS,
+        Err(e @ (DbCommandError::Missing(_) | DbCommandError::Store(StoreError::NoScan(_)))) => {
+            eprintln!("prtip: error: {e}");
+            ExitCode::from(2)
+        }
+        Err(e) => {
+            eprintln!("prtip: error: {e}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn run(cli: DbCli) -> Result<(), DbCommandError> {
+    if !cli.database.exists() {
+        return Err(DbCommandError::Missing(cli.database));
+    }
+    let db = Db::open(&cli.database)?;
+    let mut out = BufWriter::new(io::stdout().lock());
+    match cli.command {
+        DbCommand::List => {
+            writeln!(
+                out,
+                "{:>5}  {:<27}  {:<11}  {:>10}  {:>8}  {:>8}  {:>8}  COMMAND",
+                "ID", "STARTED", "STATUS", "PROBES", "OPEN", "CLOSED", "FILTERED"
+            )?;
+            for s in db.scans()? {
+                writeln!(
+                    out,
+                    "{:>5}  {:<27}  {:<11}  {:>10}  {:>8}  {:>8}  {:>8}  {}",
+                    s.id, s.started_at, s.status, s.probes_sent, s.open, s.closed, s.filtered, s.command_line
+                )?;
+            }
+        }
+        DbCommand::Show { scan_id, open } => export(&db, scan_id, Format::Text, open, false, &mut out)?,
+        DbCommand::Export { scan_id, format, open } => {
+            let format = match format {
+                ExportFormat::Text => Format::Text,
+                ExportFormat::Ndjson => Format::Ndjson,
+                ExportFormat::Xml => Format::Xml,
+                ExportFormat::Grepable => Format::Grepable,
+                ExportFormat::Csv => Format::Csv,
+            };
+            export(&db, scan_id, format, open, true, &mut out)?
+        }
+        DbCommand::Recover => {
+            let ok = db.integrity_ok()?;
+            writeln!(
+                out,
+                "{}: {} results restored from the journal; integrity check {}",
+                cli.database.display(),
+                db.recovered(),
+                if ok { "ok" } else { "FAILED" }
+            )?;
+        }
+    }
+    out.flush()?;
+    Ok(())
+}
+
+fn export(
+    db: &Db,
+    id: i64,
+    format: Format,
+    open_only: bool,
+    header: bool,
+    out: &mut impl Write,
+) -> Result<(), DbCommandError> {
+    let scan = db.scan(id)?.ok_or(StoreError::NoScan(id))?;
+    let (info, end) = run_info(&scan, db.config(id)?);
+    let mut writer = output::writer(format, out, &info, header);
+    for r in db.results(id, open_only)? {
+        writer.write(&r)?;
+    }
+    writer.finish(&end)?;
+    Ok(())
+}
+
+fn run_info(scan: &ScanRow, config: Option<serde_json::Value>) -> (RunInfo, RunEnd) {
+    let start_us = parse_rfc3339_us(&scan.started_at).unwrap_or(0);
+    let config = config.unwrap_or_default();
+    let info = RunInfo {
+        command_line: scan.command_line.clone(),
+        start_us,
+        ports: config["ports"].as_str().unwrap_or("").to_string(),
+        port_count: config["port_count"].as_u64().unwrap_or(0),
+        hosts_total: config["hosts"].as_u64().unwrap_or(0),
+    };
+    let end = RunEnd {
+        end_us: scan.ended_at.as_deref().and_then(parse_rfc3339_us).unwrap_or(start_us),
+        interrupted: scan.status != "completed",
+    };
+    (info, end)
+}

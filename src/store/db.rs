@@ -1,0 +1,478 @@
+//! The SQLite database: a versioned schema that accumulates scans, batched
+//! inserts, and the reads behind `prtip db`.
+
+use super::StoreError;
+use super::journal;
+use crate::output::time::{rfc3339_us, write_rfc3339_us};
+use crate::result::{PortState, Reason, ScanResult};
+use rusqlite::{Connection, params};
+use std::fmt::Write as _;
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+
+/// Each entry takes the schema from the previous version to the next;
+/// `PRAGMA user_version` records how many have been applied.
+const MIGRATIONS: &[&str] = &[r#"
+CREATE TABLE scans (
+    id             INTEGER PRIMARY KEY,
+    started_at     TEXT NOT NULL,
+    ended_at       TEXT,
+    command_line   TEXT NOT NULL,
+    config         TEXT NOT NULL,
+    transport      TEXT NOT NULL,
+    seed           INTEGER NOT NULL,
+    probes_sent    INTEGER NOT NULL DEFAULT 0,
+    open_count     INTEGER NOT NULL DEFAULT 0,
+    closed_count   INTEGER NOT NULL DEFAULT 0,
+    filtered_count INTEGER NOT NULL DEFAULT 0,
+    status         TEXT NOT NULL CHECK (status IN ('running', 'completed', 'interrupted'))
+);
+CREATE TABLE scan_results (
+    scan_id INTEGER NOT NULL REFERENCES scans(id),
+    ip      TEXT NOT NULL,
+    port    INTEGER NOT NULL,
+    proto   TEXT NOT NULL,
+    state   TEXT NOT NULL,
+    reason  TEXT NOT NULL,
+    ttl     INTEGER,
+    rtt_us  INTEGER,
+    time    TEXT NOT NULL,
+    PRIMARY KEY (scan_id, ip, port, proto)
+) WITHOUT ROWID;
+CREATE INDEX scan_results_state ON scan_results (scan_id, state, port);
+CREATE TABLE pending_results (
+    scan_id INTEGER NOT NULL,
+    ip      TEXT NOT NULL,
+    port    INTEGER NOT NULL,
+    proto   TEXT NOT NULL,
+    state   TEXT NOT NULL,
+    reason  TEXT NOT NULL,
+    ttl     INTEGER,
+    rtt_us  INTEGER,
+    time    TEXT NOT NULL
+);
+"#];
+
+/// Results arrive in the scan's random order. Inserted straight into the
+/// keyed table, each commit would rewrite most of its pages; appended to an
+/// unindexed table and merged in key order when the scan ends, they cost an
+/// append each and one sorted insert. New scan ids are the largest, so the
+/// merge appends at the end of both B-trees.
+const INSERT_PENDING: &str = "INSERT INTO pending_results (scan_id, ip, port, proto, state, reason, ttl, rtt_us, time) \
+                              VALUES (?1, ?2, ?3, 'tcp', ?4, ?5, ?6, ?7, ?8)";
+const MERGE: &str = "INSERT OR IGNORE INTO scan_results \
+                     SELECT scan_id, ip, port, proto, state, reason, ttl, rtt_us, time FROM pending_results \
+                     WHERE scan_id = ?1 ORDER BY ip, port, proto";
+
+/// What is known of a scan when it starts.
+#[derive(Debug, Clone)]
+pub struct ScanStart {
+    pub started_us: u64,
+    pub command_line: String,
+    pub config_json: String,
+    pub transport: String,
+    pub seed: u64,
+}
+
+/// What is known of a scan when it ends.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ScanEnd {
+    pub ended_us: u64,
+    pub probes_sent: u64,
+    pub open: u64,
+    pub closed: u64,
+    pub filtered: u64,
+    pub interrupted: bool,
+}
+
+/// One row of `scans`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ScanRow {
+    pub id: i64,
+    pub started_at: String,
+    pub ended_at: Option<String>,
+    pub command_line: String,
+    pub transport: String,
+    pub probes_sent: i64,
+    pub open: i64,
+    pub closed: i64,
+    pub filtered: i64,
+    pub status: String,
+}
+
+/// Dotted-quad text without the formatting machinery: this runs per stored row.
+fn write_ip(out: &mut String, ip: Ipv4Addr) {
+    for (i, o) in ip.octets().iter().enumerate() {
+        if i > 0 {
+            out.push('.');
+        }
+        let _ = write!(out, "{o}");
+    }
+}
+
+pub struct Db {
+    conn: Connection,
+    path: PathBuf,
+    recovered: u64,
+}
+
+/// Where a database's journal lives: beside it, with a name SQLite does not use.
+pub fn journal_path(db: &Path) -> PathBuf {
+    let mut p = db.as_os_str().to_owned();
+    p.push(".prtip-journal");
+    PathBuf::from(p)
+}
+
+impl Db {
+    /// Opens (creating if needed) and migrates the database, then replays a
+    /// journal left by a scan that did not finish.
+    pub fn open(path: &Path) -> Result<Db, StoreError> {
+        let err = |e| StoreError::Database { path: path.to_path_buf(), source: e };
+        let conn = Connection::open(path).map_err(err)?;
+        conn.execute_batch("PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON; PRAGMA cache_size = -65536;")
+            .map_err(err)?;
+        conn.busy_timeout(std::time::Duration::from_secs(5)).map_err(err)?;
+        let mut db = Db { conn, path: path.to_path_buf(), recovered: 0 };
+        db.migrate()?;
+        db.recovered = db.recover()?;
+        Ok(db)
+    }
+
+    fn fail(&self, source: rusqlite::Error) -> StoreError {
+        StoreError::Database { path: self.path.clone(), source }
+    }
+
+    fn migrate(&mut self) -> Result<(), StoreError> {
+        let version: i64 = self.conn.query_row("PRAGMA user_version", [], |r| r.get(0)).map_err(|e| self.fail(e))?;
+        let version = usize::try_from(version).unwrap_or(usize::MAX);
+        if version > MIGRATIONS.len() {
+            return Err(StoreError::NewerSchema { path: self.path.clone(), version });
+        }
+        for (i, sql) in MIGRATIONS.iter().enumerate().skip(version) {
+            let path = self.path.clone();
+            let fail = |e| StoreError::Database { path: path.clone(), source: e };
+            let tx = self.conn.transaction().map_err(fail)?;
+            tx.execute_batch(sql).map_err(fail)?;
+            tx.pragma_update(None, "user_version", (i + 1) as i64).map_err(fail)?;
+            tx.commit().map_err(fail)?;
+        }
+        Ok(())
+    }
+
+    /// Results that opening the database recovered for scans that never finished.
+    pub fn recovered(&self) -> u64 {
+        self.recovered
+    }
+
+    /// Finishes the books of scans that never finished (killed, or the
+    /// machine died): replays their journal (the unique key drops what was
+    /// already committed), merges their pending results, and marks them
+    /// interrupted with the counts of what they hold. Returns the number of
+    /// results recovered.
+    fn recover(&mut self) -> Result<u64, StoreError> {
+        let jpath = journal_path(&self.path);
+        let journal = match std::fs::read(&jpath) {
+            Ok(bytes) => journal::decode(&bytes),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+            Err(e) => return Err(StoreError::Journal { path: jpath, source: e }),
+        };
+        for (scan_id, rows) in &journal {
+            self.insert(*scan_id, rows)?;
+        }
+        let path = self.path.clone();
+        let fail = |e| StoreError::Database { path: path.clone(), source: e };
+        let tx = self.conn.transaction().map_err(fail)?;
+        let running: Vec<i64> = {
+            let mut stmt = tx.prepare("SELECT id FROM scans WHERE status = 'running'").map_err(fail)?;
+            stmt.query_map([], |r| r.get(0)).and_then(|rows| rows.collect()).map_err(fail)?
+        };
+        let mut recovered = 0;
+        for id in running {
+            recovered += Self::merge(&tx, id).map_err(fail)?;
+            tx.execute(
+                "UPDATE scans SET status = 'interrupted', \
+                 open_count = (SELECT COUNT(*) FROM scan_results WHERE scan_id = ?1 AND state = 'open'), \
+                 closed_count = (SELECT COUNT(*) FROM scan_results WHERE scan_id = ?1 AND state = 'closed'), \
+                 filtered_count = (SELECT COUNT(*) FROM scan_results WHERE scan_id = ?1 AND state = 'filtered') \
+                 WHERE id = ?1",
+                [id],
+            )
+            .map_err(fail)?;
+        }
+        tx.commit().map_err(fail)?;
+        match std::fs::remove_file(&jpath) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(StoreError::Journal { path: jpath, source: e }),
+            _ => Ok(recovered),
+        }
+    }
+
+    pub fn begin_scan(&self, s: &ScanStart) -> Result<i64, StoreError> {
+        self.conn
+            .execute(
+                "INSERT INTO scans (started_at, command_line, config, transport, seed, status) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, 'running')",
+                params![rfc3339_us(s.started_us), s.command_line, s.config_json, s.transport, s.seed as i64],
+            )
+            .map_err(|e| self.fail(e))?;
+        Ok(self.conn.last_insert_rowid())
+    }
+
+    /// Appends rows to the scan's pending results in one transaction.
+    pub fn insert(&mut self, scan_id: i64, rows: &[ScanResult]) -> Result<(), StoreError> {
+        let path = self.path.clone();
+        let fail = |e| StoreError::Database { path: path.clone(), source: e };
+        let tx = self.conn.transaction().map_err(fail)?;
+        {
+            let mut stmt = tx.prepare_cached(INSERT_PENDING).map_err(fail)?;
+            let mut ip = String::with_capacity(15);
+            let mut time = String::with_capacity(27);
+            for r in rows {
+                ip.clear();
+                time.clear();
+                write_ip(&mut ip, r.ip);
+                write_rfc3339_us(&mut time, r.time_us);
+                stmt.execute(params![
+                    scan_id,
+                    ip,
+                    r.port,
+                    r.state.as_str(),
+                    r.reason.as_str(),
+                    r.ttl,
+                    r.rtt_us.map(|v| v as i64),
+                    time
+                ])
+                .map_err(fail)?;
+            }
+        }
+        tx.commit().map_err(fail)
+    }
+
+    /// Moves a scan's pending results into `scan_results`, dropping
+    /// duplicates; returns how many rows it added.
+    fn merge(tx: &rusqlite::Transaction, scan_id: i64) -> rusqlite::Result<u64> {
+        let added = tx.execute(MERGE, [scan_id])?;
+        tx.execute("DELETE FROM pending_results WHERE scan_id = ?1", [scan_id])?;
+        Ok(added as u64)
+    }
+
+    /// Merges the scan's results and records how it ended, in one
+    /// transaction; returns the number of result rows it holds.
+    pub fn finish_scan(&mut self, id: i64, e: &ScanEnd) -> Result<u64, StoreError> {
+        let path = self.path.clone();
+        let fail = |e| StoreError::Database { path: path.clone(), source: e };
+        let tx = self.conn.transaction().map_err(fail)?;
+        let added = Self::merge(&tx, id).map_err(fail)?;
+        tx.execute(
+            "UPDATE scans SET ended_at = ?2, probes_sent = ?3, open_count = ?4, closed_count = ?5, \
+             filtered_count = ?6, status = ?7 WHERE id = ?1",
+            params![
+                id,
+                rfc3339_us(e.ended_us),
+                e.probes_sent as i64,
+                e.open as i64,
+                e.closed as i64,
+                e.filtered as i64,
+                if e.interrupted { "interrupted" } else { "completed" }
+            ],
+        )
+        .map_err(fail)?;
+        tx.commit().map_err(fail)?;
+        Ok(added)
+    }
+
+    pub fn scans(&self) -> Result<Vec<ScanRow>, StoreError> {
+        self.scan_rows(
+            "SELECT id, started_at, ended_at, command_line, transport, probes_sent, open_count, \
+                        closed_count, filtered_count, status FROM scans ORDER BY id",
+            None,
+        )
+    }
+
+    pub fn scan(&self, id: i64) -> Result<Option<ScanRow>, StoreError> {
+        Ok(self
+            .scan_rows(
+                "SELECT id, started_at, ended_at, command_line, transport, probes_sent, open_count, \
+                 closed_count, filtered_count, status FROM scans WHERE id = ?1",
+                Some(id),
+            )?
+            .pop())
+    }
+
+    fn scan_rows(&self, sql: &str, id: Option<i64>) -> Result<Vec<ScanRow>, StoreError> {
+        let mut stmt = self.conn.prepare(sql).map_err(|e| self.fail(e))?;
+        let map = |r: &rusqlite::Row| {
+            Ok(ScanRow {
+                id: r.get(0)?,
+                started_at: r.get(1)?,
+                ended_at: r.get(2)?,
+                command_line: r.get(3)?,
+                transport: r.get(4)?,
+                probes_sent: r.get(5)?,
+                open: r.get(6)?,
+                closed: r.get(7)?,
+                filtered: r.get(8)?,
+                status: r.get(9)?,
+            })
+        };
+        let rows = match id {
+            Some(id) => stmt.query_map([id], map),
+            None => stmt.query_map([], map),
+        };
+        rows.and_then(|rows| rows.collect()).map_err(|e| self.fail(e))
+    }
+
+    /// The configuration a scan was started with, as stored.
+    pub fn config(&self, id: i64) -> Result<Option<serde_json::Value>, StoreError> {
+        let text: Option<String> =
+            match self.conn.query_row("SELECT config FROM scans WHERE id = ?1", [id], |r| r.get(0)) {
+                Ok(t) => Some(t),
+                Err(rusqlite::Error::QueryReturnedNoRows) => None,
+                Err(e) => return Err(self.fail(e)),
+            };
+        Ok(text.and_then(|t| serde_json::from_str(&t).ok()))
+    }
+
+    /// The stored results of a scan, ordered by address and port.
+    pub fn results(&self, id: i64, open_only: bool) -> Result<Vec<ScanResult>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare(
+                "SELECT ip, port, state, reason, ttl, rtt_us, time FROM scan_results \
+                 WHERE scan_id = ?1 AND (?2 = 0 OR state = 'open')",
+            )
+            .map_err(|e| self.fail(e))?;
+        let rows = stmt
+            .query_map(params![id, open_only as i64], |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, u16>(1)?,
+                    r.get::<_, String>(2)?,
+                    r.get::<_, String>(3)?,
+                    r.get::<_, Option<u8>>(4)?,
+                    r.get::<_, Option<i64>>(5)?,
+                    r.get::<_, String>(6)?,
+                ))
+            })
+            .and_then(|rows| rows.collect::<Result<Vec<_>, _>>())
+            .map_err(|e| self.fail(e))?;
+        let mut out: Vec<ScanResult> = rows
+            .into_iter()
+            .filter_map(|(ip, port, state, reason, ttl, rtt, time)| {
+                Some(ScanResult {
+                    ip: ip.parse::<Ipv4Addr>().ok()?,
+                    port,
+                    state: match state.as_str() {
+                        "open" => PortState::Open,
+                        "closed" => PortState::Closed,
+                        "filtered" => PortState::Filtered,
+                        _ => return None,
+                    },
+                    reason: match reason.as_str() {
+                        "syn-ack" => Reason::SynAck,
+                        "reset" => Reason::Reset,
+                        "host-unreach" => Reason::Unreachable { code: 1 },
+                        _ => Reason::NoResponse,
+                    },
+                    ttl,
+                    rtt_us: rtt.map(|v| v as u64),
+                    time_us: crate::output::time::parse_rfc3339_us(&time).unwrap_or(0),
+                })
+            })
+            .collect();
+        out.sort_by_key(|r| (r.ip, r.port));
+        Ok(out)
+    }
+
+    pub fn integrity_ok(&self) -> Result<bool, StoreError> {
+        let s: String = self.conn.query_row("PRAGMA integrity_check", [], |r| r.get(0)).map_err(|e| self.fail(e))?;
+        Ok(s == "ok")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::journal;
+
+    fn temp_db(name: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("prtip-db-{}-{name}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        dir.join("t.db")
+    }
+
+    fn start() -> ScanStart {
+        ScanStart {
+            started_us: 1_000_000,
+            command_line: "prtip -p 22 10.0.0.1".into(),
+            config_json: "{}".into(),
+            transport: "raw".into(),
+            seed: 5,
+        }
+    }
+
+    fn result(i: u8, state: PortState) -> ScanResult {
+        ScanResult {
+            ip: Ipv4Addr::new(10, 0, 0, i),
+            port: 22,
+            state,
+            reason: if state == PortState::Open { Reason::SynAck } else { Reason::Reset },
+            ttl: Some(64),
+            rtt_us: Some(100),
+            time_us: 2_000_000,
+        }
+    }
+
+    #[test]
+    fn scans_accumulate_and_rows_are_unique_per_scan() {
+        let path = temp_db("accumulate");
+        let mut db = Db::open(&path).unwrap();
+        let a = db.begin_scan(&start()).unwrap();
+        db.insert(a, &[result(1, PortState::Open), result(2, PortState::Closed)]).unwrap();
+        db.insert(a, &[result(1, PortState::Open)]).unwrap();
+        let end = ScanEnd { ended_us: 3_000_000, probes_sent: 2, open: 1, closed: 1, ..Default::default() };
+        assert_eq!(db.finish_scan(a, &end).unwrap(), 2, "the duplicate is dropped");
+        drop(db);
+        let mut db = Db::open(&path).unwrap();
+        let b = db.begin_scan(&start()).unwrap();
+        db.insert(b, &[result(1, PortState::Open)]).unwrap();
+        let scans = db.scans().unwrap();
+        assert_eq!(scans.len(), 2);
+        assert_eq!(scans[0].status, "completed");
+        assert_eq!((scans[0].open, scans[0].closed), (1, 1));
+        assert_eq!(db.results(a, false).unwrap().len(), 2);
+        assert_eq!(db.results(a, true).unwrap(), vec![result(1, PortState::Open)]);
+        assert!(db.integrity_ok().unwrap());
+    }
+
+    #[test]
+    fn journal_replay_restores_rows_and_marks_the_scan_interrupted() {
+        let path = temp_db("replay");
+        let mut db = Db::open(&path).unwrap();
+        let id = db.begin_scan(&start()).unwrap();
+        // Committed before the crash, and journaled too.
+        db.insert(id, &[result(1, PortState::Open)]).unwrap();
+        drop(db);
+        // A crash after the journal write and before the SQLite commit.
+        let mut buf = Vec::new();
+        journal::encode(id, &[result(1, PortState::Open), result(2, PortState::Closed)], &mut buf);
+        journal::encode(id, &[result(3, PortState::Open)], &mut buf);
+        buf.extend_from_slice(&[1, 2, 3]); // a torn tail
+        std::fs::write(journal_path(&path), &buf).unwrap();
+        let db = Db::open(&path).unwrap();
+        assert_eq!(db.recovered(), 3);
+        assert!(!journal_path(&path).exists(), "journal removed after replay");
+        let scan = db.scan(id).unwrap().unwrap();
+        assert_eq!(scan.status, "interrupted");
+        assert_eq!((scan.open, scan.closed), (2, 1));
+        assert_eq!(db.results(id, false).unwrap().len(), 3);
+        assert!(db.integrity_ok().unwrap());
+    }
+
+    #[test]
+    fn a_newer_schema_is_refused() {
+        let path = temp_db("newer");
+        Connection::open(&path).unwrap().pragma_update(None, "user_version", 99).unwrap();
+        assert!(matches!(Db::open(&path), Err(StoreError::NewerSchema { version: 99, .. })));
+    }
+}

@@ -1,0 +1,233 @@
+//! The storage task: a thread of its own running a tokio-uring runtime, fed
+//! result batches through a bounded channel. It appends each batch to a
+//! journal (io_uring), stores it in SQLite in batched transactions, and
+//! streams the output files (io_uring). It drains everything it was sent
+//! before it reports back, whatever way the scan ended.
+
+pub mod db;
+pub mod journal;
+mod task;
+
+use crate::output::{OutputFile, RunEnd, RunInfo};
+use crate::result::ScanResult;
+use db::{ScanEnd, ScanStart};
+use std::path::PathBuf;
+use std::thread::JoinHandle;
+use thiserror::Error;
+use tokio::sync::mpsc;
+
+/// Batches in flight between the engine and the task before the engine waits.
+const CHANNEL_BATCHES: usize = 256;
+
+#[derive(Debug, Error)]
+pub enum StoreError {
+    #[error("database {}: {source}", path.display())]
+    Database {
+        path: PathBuf,
+        #[source]
+        source: rusqlite::Error,
+    },
+    #[error("database {} has schema version {version}, newer than this prtip understands", path.display())]
+    NewerSchema { path: PathBuf, version: usize },
+    #[error("journal {}: {source}", path.display())]
+    Journal {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("output file {}: {source}", path.display())]
+    Output {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("io_uring is not available ({0}): storage and output files need it (is kernel.io_uring_disabled set?)")]
+    NoUring(#[source] std::io::Error),
+    #[error("no scan {0} in the database")]
+    NoScan(i64),
+    #[error("the storage task stopped unexpectedly")]
+    TaskDied,
+}
+
+/// What the task is asked to do.
+#[derive(Debug, Clone)]
+pub struct StoreConfig {
+    /// SQLite database, if results are to be stored.
+    pub database: Option<PathBuf>,
+    /// Also store probes that got no answer (otherwise only counted on the scan).
+    pub store_silent: bool,
+    /// Output files show open ports only.
+    pub open_only: bool,
+    pub files: Vec<OutputFile>,
+    pub start: ScanStart,
+    pub info: RunInfo,
+}
+
+/// How a scan ended, for the database and the files.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Finish {
+    pub scan: ScanEnd,
+    pub run: RunEnd,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct StoreReport {
+    pub scan_id: Option<i64>,
+    pub rows_stored: u64,
+    /// Times the engine found the channel full and had to wait.
+    pub backpressure: u64,
+}
+
+enum Msg {
+    Results(Vec<ScanResult>),
+    Finish(Finish),
+}
+
+/// The engine's side of the storage task.
+pub struct Store {
+    tx: mpsc::Sender<Msg>,
+    thread: JoinHandle<Result<StoreReport, StoreError>>,
+    scan_id: Option<i64>,
+    backpressure: u64,
+}
+
+impl Store {
+    /// Starts the task and waits until the database and every file are open,
+    /// so that a bad path fails before the first probe is sent.
+    pub fn start(config: StoreConfig) -> Result<Store, StoreError> {
+        io_uring::IoUring::new(8).map_err(StoreError::NoUring)?;
+        let (tx, rx) = mpsc::channel(CHANNEL_BATCHES);
+        let (ready_tx, ready_rx) = std::sync::mpsc::sync_channel(1);
+        let thread = std::thread::Builder::new()
+            .name("prtip-store".into())
+            .spawn(move || tokio_uring::start(task::run(config, rx, ready_tx)))
+            .map_err(|e| StoreError::Output { path: "storage thread".into(), source: e })?;
+        match ready_rx.recv() {
+            Ok(Ok(scan_id)) => Ok(Store { tx, thread, scan_id, backpressure: 0 }),
+            Ok(Err(e)) => Err(e),
+            Err(_) => Err(thread.join().map_or(StoreError::TaskDied, |r| r.err().unwrap_or(StoreError::TaskDied))),
+        }
+    }
+
+    pub fn scan_id(&self) -> Option<i64> {
+        self.scan_id
+    }
+
+    /// Hands a batch to the task; waits (and counts it) when the channel is full.
+    pub fn send(&mut self, batch: Vec<ScanResult>) {
+        if batch.is_empty() {
+            return;
+        }
+        match self.tx.try_send(Msg::Results(batch)) {
+            Ok(()) => {}
+            Err(mpsc::error::TrySendError::Full(msg)) => {
+                self.backpressure += 1;
+                // A closed channel means the task died; finish() reports why.
+                let _ = self.tx.blocking_send(msg);
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => {}
+        }
+    }
+
+    /// Tells the task how the scan ended, closes the channel and waits until
+    /// everything sent was stored and written.
+    pub fn finish(self, end: Finish) -> Result<StoreReport, StoreError> {
+        let _ = self.tx.blocking_send(Msg::Finish(end));
+        drop(self.tx);
+        let mut report = self.thread.join().map_err(|_| StoreError::TaskDied)??;
+        report.backpressure = self.backpressure;
+        Ok(report)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::result::{PortState, Reason};
+    use std::net::Ipv4Addr;
+
+    fn dir(name: &str) -> PathBuf {
+        let d = std::env::temp_dir().join(format!("prtip-store-{}-{name}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(&d).unwrap();
+        d
+    }
+
+    fn config(d: &std::path::Path, files: bool) -> StoreConfig {
+        StoreConfig {
+            database: Some(d.join("s.db")),
+            store_silent: false,
+            open_only: false,
+            files: if files { OutputFile::all(&d.join("out")) } else { vec![] },
+            start: ScanStart {
+                started_us: 1,
+                command_line: "prtip test".into(),
+                config_json: "{}".into(),
+                transport: "raw".into(),
+                seed: 1,
+            },
+            info: RunInfo {
+                command_line: "prtip test".into(),
+                start_us: 1,
+                ports: "1-65535".into(),
+                port_count: 65535,
+                hosts_total: 16,
+            },
+        }
+    }
+
+    fn results(n: u32) -> Vec<ScanResult> {
+        (0..n)
+            .map(|i| ScanResult {
+                ip: Ipv4Addr::from(0x0a00_0000 + (i >> 16)),
+                port: (i & 0xffff) as u16,
+                state: if i % 7 == 0 { PortState::Open } else { PortState::Closed },
+                reason: if i % 7 == 0 { Reason::SynAck } else { Reason::Reset },
+                ttl: Some(64),
+                rtt_us: Some(10),
+                time_us: 1_000_000,
+            })
+            .collect()
+    }
+
+    fn count(d: &std::path::Path) -> i64 {
+        rusqlite::Connection::open(d.join("s.db"))
+            .unwrap()
+            .query_row("SELECT COUNT(*) FROM scan_results", [], |r| r.get(0))
+            .unwrap()
+    }
+
+    /// Every queued result is stored, for 0, 1 and a million of them, with the
+    /// channel closed while batches are still queued and flushes under way.
+    #[test]
+    fn drains_everything_it_was_sent() {
+        for n in [0u32, 1, 1_000_000] {
+            let d = dir(&format!("drain{n}"));
+            let mut store = Store::start(config(&d, n == 1)).unwrap();
+            let all = results(n);
+            for chunk in all.chunks(4096) {
+                store.send(chunk.to_vec());
+            }
+            // finish() immediately: the task is still behind.
+            let report = store.finish(Finish::default()).unwrap();
+            assert_eq!(report.rows_stored, u64::from(n), "n={n}");
+            assert_eq!(count(&d), i64::from(n), "n={n}");
+            assert!(!db::journal_path(&d.join("s.db")).exists(), "journal left behind");
+            if n == 1 {
+                let csv = std::fs::read_to_string(d.join("out.csv")).unwrap();
+                assert_eq!(csv.lines().count(), 2);
+                let xml = std::fs::read_to_string(d.join("out.xml")).unwrap();
+                assert!(xml.trim_end().ends_with("</nmaprun>"));
+            }
+            std::fs::remove_dir_all(&d).unwrap();
+        }
+    }
+
+    #[test]
+    fn an_unwritable_database_fails_before_the_scan() {
+        let d = dir("unwritable");
+        let mut c = config(&d, false);
+        c.database = Some(d.join("no/such/dir/s.db"));
+        assert!(matches!(Store::start(c), Err(StoreError::Database { .. })));
+    }
+}
