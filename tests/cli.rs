@@ -1,11 +1,22 @@
 //! The command line: bad input is refused with one line and status 2, and
-//! dry runs list exactly the probes a scan would send. No network is touched.
+//! dry runs list exactly the probes a scan would send.
+//!
+//! Every prtip here runs in a network namespace of its own with no interface
+//! up and no route (`unshare --net`): should a case wrongly pass validation,
+//! its probes still cannot leave this machine.
 
 use std::collections::BTreeSet;
 use std::process::{Command, Output};
 
+/// prtip in a fresh, empty network namespace.
+fn isolated() -> Command {
+    let mut c = Command::new("unshare");
+    c.args(["--net", "--", env!("CARGO_BIN_EXE_prtip")]);
+    c
+}
+
 fn prtip(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_prtip")).args(args).output().unwrap()
+    isolated().args(args).output().expect("unshare (util-linux) must be installed; the tests run as root")
 }
 
 fn temp_file(name: &str, contents: &str) -> String {
@@ -53,7 +64,9 @@ fn bad_input_gets_one_line_and_status_2() {
         vec!["-o", "xml", "10.0.0.1"],
         vec!["--seed", "x", "10.0.0.1"],
         vec!["-q", "-v", "10.0.0.1"],
-        vec!["--with-db", "10.0.0.1"],
+        vec!["--store-silent", "10.0.0.1"],
+        vec!["--dry-run", "--with-db", "10.0.0.1"],
+        vec!["--dry-run", "-oX", "/tmp/prtip-never.xml", "10.0.0.1"],
         // files
         vec!["-iL", "/nonexistent/prtip-targets"],
         vec!["--exclude-file", "/nonexistent/prtip-exclude", "10.0.0.1"],
@@ -148,7 +161,7 @@ fn dry_run_lists_every_probe_once_and_no_excluded_one() {
 #[test]
 fn dry_run_of_a_large_space_streams_and_stops_at_a_closed_pipe() {
     // 16.7 M probes: the output is cut after a few lines and prtip must end at once, cleanly.
-    let mut child = Command::new(env!("CARGO_BIN_EXE_prtip"))
+    let mut child = isolated()
         .args(["--dry-run", "-p", "80", "10.0.0.0/8", "-q"])
         .stdout(std::process::Stdio::piped())
         .spawn()
@@ -164,12 +177,16 @@ fn dry_run_of_a_large_space_streams_and_stops_at_a_closed_pipe() {
 #[test]
 fn missing_privileges_name_the_capability() {
     // Run as nobody without capabilities: opening the raw socket must fail with a clear line.
-    let out = Command::new("setpriv")
-        .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--inh-caps=-all", "--bounding-set=-all"])
-        .arg(env!("CARGO_BIN_EXE_prtip"))
-        .args(["-p", "80", "127.0.0.1"])
+    // Its own namespace with only loopback up: the route look-up succeeds, the socket does not.
+    let script = format!(
+        "ip link set lo up && exec setpriv --reuid=65534 --regid=65534 --clear-groups --inh-caps=-all \
+         --bounding-set=-all {} -p 80 127.0.0.1",
+        env!("CARGO_BIN_EXE_prtip")
+    );
+    let out = Command::new("unshare")
+        .args(["--net", "--", "sh", "-c", &script])
         .output()
-        .expect("setpriv (util-linux) must be installed");
+        .expect("unshare and setpriv (util-linux) must be installed");
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{err}");
     assert!(err.contains("CAP_NET_RAW"), "{err}");
