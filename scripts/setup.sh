@@ -7,6 +7,10 @@ PACKAGES=(
   nftables     # nft: filtered ports on test targets
   util-linux   # setpriv: the missing-privilege test
   python3      # the demo target's listeners
+  sqlite3      # the tests query stored scans as a user would
+  libxml2-utils  # xmllint: -oX output is validated against nmap's DTD
+  nmap         # nmap.dtd, and the lab benchmark's comparison
+  ndiff        # nmap's own XML differ reads -oX output
   gcc          # linker for cargo
 )
 missing=()
@@ -16,6 +20,6 @@ done
 if [ "${#missing[@]}" -gt 0 ] || [ "${PRTIP_APT_UPDATE:-0}" = 1 ]; then
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq
-  [ "${#missing[@]}" -gt 0 ] && apt-get install -y -qq --no-install-recommends "${missing[@]}"
+  [ "${#missing[@]}" -gt 0 ] && apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 command -v cargo >/dev/null || { echo "setup: cargo (Rust 1.85 or newer) is required" >&2; exit 1; }

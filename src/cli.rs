@@ -163,9 +163,25 @@ pub enum FormatArg {
     Ndjson,
 }
 
-/// Rewrites nmap's two-letter options that clap cannot express (`-iL`) into long ones.
+/// nmap's two-letter options, which clap cannot express, and their long forms.
+const TWO_LETTER: [(&str, &str); 7] = [
+    ("-iL", "--input-list"),
+    ("-oN", "--output-normal"),
+    ("-oJ", "--output-json"),
+    ("-oX", "--output-xml"),
+    ("-oG", "--output-grepable"),
+    ("-oC", "--output-csv"),
+    ("-oA", "--output-all"),
+];
+
+/// Rewrites nmap's two-letter options into their long forms.
 pub fn normalize_args(args: impl IntoIterator<Item = OsString>) -> Vec<OsString> {
-    args.into_iter().map(|a| if a == "-iL" { OsString::from("--input-list") } else { a }).collect()
+    args.into_iter()
+        .map(|a| match TWO_LETTER.iter().find(|(short, _)| a == *short) {
+            Some((_, long)) => OsString::from(*long),
+            None => a,
+        })
+        .collect()
 }
 
 impl Cli {

@@ -129,7 +129,7 @@ fn run(cli: DbCli) -> Result<(), DbCommandError> {
             let ok = db.integrity_ok()?;
             writeln!(
                 out,
-                "{}: {} results restored from the journal; integrity check {}",
+                "{}: {} results restored for scans that never finished; integrity check {}",
                 cli.database.display(),
                 db.recovered(),
                 if ok { "ok" } else { "FAILED" }

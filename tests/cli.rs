@@ -201,3 +201,20 @@ fn hostnames_resolve_to_their_ipv4_addresses() {
     assert_eq!(text.lines().count(), 1);
     assert!(text.contains(r#""ip":"127.0.0.1","port":80"#), "{text}");
 }
+
+#[test]
+fn db_commands_refuse_what_is_not_there() {
+    let dir = std::env::temp_dir().join(format!("prtip-cli-db-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let missing = dir.join("missing.db");
+    for args in
+        [vec!["db", "list", "--database", missing.to_str().unwrap()], vec!["db", "frobnicate"], vec!["db", "show", "x"]]
+    {
+        let out = prtip(&args);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
+        assert_eq!(err.lines().count(), 1, "{args:?}: {err}");
+    }
+    assert!(!missing.exists(), "a read command created a database");
+    std::fs::remove_dir_all(&dir).unwrap();
+}

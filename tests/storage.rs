@@ -1,0 +1,251 @@
+//! Storage end to end: every received result reaches the database and every
+//! output file, for completed, interrupted (SIGINT) and killed (SIGKILL)
+//! scans, and a full disk gives a clear error and a consistent database.
+
+mod common;
+
+use common::{Lab, rows};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::Duration;
+
+fn stderr_of(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new(name: &str) -> TempDir {
+        let p = std::env::temp_dir().join(format!("prtip-storage-{}-{name}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&p);
+        std::fs::create_dir_all(&p).unwrap();
+        TempDir(p)
+    }
+
+    fn path(&self, name: &str) -> String {
+        self.0.join(name).to_str().unwrap().to_string()
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn sql(db: &str, query: &str) -> String {
+    let out = Command::new("sqlite3").args([db, query]).output().expect("sqlite3 must be installed");
+    assert!(out.status.success(), "sqlite3 {query}: {}", stderr_of(&out));
+    String::from_utf8(out.stdout).unwrap().trim().to_string()
+}
+
+fn count(db: &str, query: &str) -> usize {
+    sql(db, query).parse().unwrap()
+}
+
+fn assert_valid_nmap_xml(path: &str) {
+    let out = Command::new("xmllint")
+        .args(["--noout", "--dtdvalid", "/usr/share/nmap/nmap.dtd", path])
+        .output()
+        .expect("xmllint (libxml2-utils) and nmap's DTD must be installed");
+    assert!(out.status.success(), "{path} is not valid nmap XML: {}", stderr_of(&out));
+}
+
+fn prtip_db(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_prtip")).arg("db").args(args).output().unwrap()
+}
+
+#[test]
+fn the_documented_database_command_counts_every_answering_port() {
+    let mut lab = Lab::new(true);
+    lab.listen_in_scanner(&[22, 80, 443], "127.0.0.1");
+    let dir = TempDir::new("verbatim");
+    let db = dir.path("test.db");
+    let database = format!("--database={db}");
+    for run in 1..=2 {
+        let out = lab.prtip(&["-s", "syn", "-p", "1-10000", "--with-db", &database, "127.0.0.1"]).output().unwrap();
+        assert!(out.status.success(), "{}", stderr_of(&out));
+        assert_eq!(sql(&db, "SELECT COUNT(*) FROM scan_results;"), (10_000 * run).to_string());
+    }
+    assert_eq!(
+        sql(&db, "SELECT id, status, open_count, closed_count FROM scans"),
+        "1|completed|3|9997\n2|completed|3|9997"
+    );
+    assert_eq!(
+        sql(&db, "SELECT port FROM scan_results WHERE scan_id = 2 AND state = 'open' ORDER BY port"),
+        "22\n80\n443"
+    );
+    let list = prtip_db(&["list", "--database", &db]);
+    assert!(list.status.success());
+    assert_eq!(String::from_utf8(list.stdout).unwrap().lines().count(), 3, "header and two scans");
+}
+
+#[test]
+fn a_completed_scan_is_in_the_database_and_in_every_file() {
+    let mut lab = Lab::new(true);
+    lab.listen(&[22, 443]);
+    lab.target_rules("tcp dport 7000 drop");
+    let dir = TempDir::new("complete");
+    let (db, base) = (dir.path("scan.db"), dir.path("out"));
+    let args = ["-p", "1-2000,7000", "10.201.0.1-10.201.0.4", "-o", "ndjson", "--wait", "0.5", "--with-db"];
+    let out = lab.prtip(&[&args[..], &["--database", &db, "--store-silent", "-oA", &base]].concat()).output().unwrap();
+    assert!(out.status.success(), "{}", stderr_of(&out));
+    let stdout = rows(&out.stdout);
+    assert_eq!(stdout.len(), 4 * 2001);
+
+    // Database: every result, the silent ones too with --store-silent.
+    assert_eq!(count(&db, "SELECT COUNT(*) FROM scan_results"), 4 * 2001);
+    assert_eq!(count(&db, "SELECT COUNT(*) FROM scan_results WHERE state = 'open'"), 8);
+    assert_eq!(count(&db, "SELECT COUNT(*) FROM scan_results WHERE state = 'filtered' AND port = 7000"), 4);
+    assert_eq!(sql(&db, "SELECT status, open_count, closed_count, filtered_count FROM scans"), "completed|8|7992|4");
+    assert!(sql(&db, "SELECT config FROM scans").contains(r#""ports":"1-2000,7000""#));
+
+    // Files: the same results in each format.
+    let json = std::fs::read(format!("{base}.json")).unwrap();
+    assert_eq!(rows(&json).len(), 4 * 2001);
+    let csv = std::fs::read_to_string(format!("{base}.csv")).unwrap();
+    assert_eq!(csv.lines().count(), 1 + 4 * 2001);
+    assert!(csv.starts_with("ip,port,proto,state,reason,ttl,rtt_us,time\n"));
+    let gnmap = std::fs::read_to_string(format!("{base}.gnmap")).unwrap();
+    assert_eq!(gnmap.lines().filter(|l| l.starts_with("Host: ")).count(), 4);
+    assert!(gnmap.contains("22/open/tcp//////, 443/open/tcp//////, 7000/filtered/tcp//////"), "{gnmap}");
+    let text = std::fs::read_to_string(format!("{base}.nmap")).unwrap();
+    assert_eq!(text.matches("Not shown: 1998 closed tcp ports (reset)").count(), 4);
+    let xml_path = format!("{base}.xml");
+    assert_valid_nmap_xml(&xml_path);
+    let xml = std::fs::read_to_string(&xml_path).unwrap();
+    assert_eq!(xml.matches(r#"<state state="open""#).count(), 8);
+    assert_eq!(xml.matches(r#"<extraports state="closed" count="1998">"#).count(), 4);
+    // nmap's own ndiff reads it: a scan compared with itself has no differences.
+    let diff = Command::new("ndiff").args([&xml_path, &xml_path]).output().expect("ndiff must be installed");
+    assert_eq!(diff.status.code(), Some(0), "ndiff: {}{}", String::from_utf8_lossy(&diff.stdout), stderr_of(&diff));
+
+    // prtip db export writes the same rows back out.
+    let export = prtip_db(&["export", "1", "-o", "csv", "--database", &db]);
+    assert!(export.status.success(), "{}", stderr_of(&export));
+    assert_eq!(String::from_utf8(export.stdout).unwrap().lines().count(), 1 + 4 * 2001);
+    let export_xml = dir.path("export.xml");
+    let export = prtip_db(&["export", "1", "-o", "xml", "--database", &db]);
+    std::fs::write(&export_xml, export.stdout).unwrap();
+    assert_valid_nmap_xml(&export_xml);
+
+    // Without --store-silent the silent probes are counted, not stored.
+    let out = lab.prtip(&[&args[..], &["--database", &db, "-q"]].concat()).output().unwrap();
+    assert!(out.status.success(), "{}", stderr_of(&out));
+    assert_eq!(count(&db, "SELECT COUNT(*) FROM scan_results WHERE scan_id = 2"), 4 * 2000);
+    assert_eq!(sql(&db, "SELECT filtered_count FROM scans WHERE id = 2"), "4");
+}
+
+/// Starts a slow scan of 32768 open hosts and stops it with `signal` after 1.5 s.
+fn stopped_scan(lab: &Lab, dir: &TempDir, signal: i32) -> (Output, String, String) {
+    let (db, base) = (dir.path("scan.db"), dir.path("out"));
+    let child = lab
+        .prtip(&[
+            "-p",
+            "80",
+            "10.201.0.0/17",
+            "--rate",
+            "3000",
+            "-o",
+            "ndjson",
+            "--with-db",
+            "--database",
+            &db,
+            "-oA",
+            &base,
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(1500));
+    // SAFETY: plain kill(2) on our own child (ip netns exec runs prtip in its place).
+    unsafe { libc::kill(child.id() as i32, signal) };
+    (child.wait_with_output().unwrap(), db, base)
+}
+
+#[test]
+fn sigint_mid_scan_loses_nothing() {
+    let mut lab = Lab::new(true);
+    lab.listen(&[80]);
+    let dir = TempDir::new("sigint");
+    let (out, db, base) = stopped_scan(&lab, &dir, libc::SIGINT);
+    assert_eq!(out.status.code(), Some(130), "{}", stderr_of(&out));
+    let received = rows(&out.stdout).len();
+    assert!(received > 1000 && received < 32768, "{received} results");
+    // Every result printed is in the database and in every file.
+    assert_eq!(count(&db, "SELECT COUNT(*) FROM scan_results"), received);
+    assert_eq!(sql(&db, "SELECT status FROM scans"), "interrupted");
+    assert_eq!(sql(&db, "SELECT open_count FROM scans"), received.to_string());
+    assert_eq!(rows(&std::fs::read(format!("{base}.json")).unwrap()).len(), received);
+    assert_eq!(std::fs::read_to_string(format!("{base}.csv")).unwrap().lines().count(), received + 1);
+    assert_valid_nmap_xml(&format!("{base}.xml"));
+    assert!(std::fs::read_to_string(format!("{base}.nmap")).unwrap().contains("(interrupted)"));
+    assert!(!Path::new(&format!("{db}.prtip-journal")).exists(), "journal left after a clean stop");
+}
+
+#[test]
+fn sigkill_leaves_a_database_that_recovers_from_its_journal() {
+    let mut lab = Lab::new(true);
+    lab.listen(&[80]);
+    let dir = TempDir::new("sigkill");
+    let (out, db, _) = stopped_scan(&lab, &dir, libc::SIGKILL);
+    assert_eq!(out.status.code(), None, "killed by a signal");
+    // The kill may cut the last line short: count the complete ones.
+    let printed = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| serde_json::from_str::<serde_json::Value>(l).is_ok())
+        .count();
+    assert!(printed > 100, "{printed} results printed before the kill");
+    assert_eq!(sql(&db, "SELECT status FROM scans"), "running", "nobody closed the books");
+    let recover = prtip_db(&["recover", "--database", &db]);
+    let report = String::from_utf8_lossy(&recover.stdout);
+    assert!(recover.status.success(), "{}", stderr_of(&recover));
+    assert!(report.contains("integrity check ok"), "{report}");
+    assert_eq!(sql(&db, "PRAGMA integrity_check"), "ok");
+    assert_eq!(sql(&db, "SELECT status FROM scans"), "interrupted");
+    // What was printed had been handed to the storage task with it; only the
+    // last moments before the kill (at 3000 results/s) can be missing.
+    let stored = count(&db, "SELECT COUNT(*) FROM scan_results");
+    assert!(stored + 300 >= printed && stored <= 32768, "stored {stored}, printed {printed}");
+    assert_eq!(sql(&db, "SELECT open_count FROM scans"), stored.to_string());
+    assert!(report.contains(&format!("{stored} results restored")), "{report}");
+    assert!(!Path::new(&format!("{db}.prtip-journal")).exists());
+}
+
+struct Tmpfs(TempDir);
+
+impl Tmpfs {
+    fn mount(name: &str, size: &str) -> Tmpfs {
+        let dir = TempDir::new(name);
+        let st =
+            Command::new("mount").args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"]).arg(&dir.0).status();
+        assert!(st.unwrap().success(), "mount tmpfs");
+        Tmpfs(dir)
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.0.0).status();
+    }
+}
+
+#[test]
+fn a_full_disk_gives_a_clear_error_and_a_consistent_database() {
+    let mut lab = Lab::new(true);
+    lab.listen(&[80]);
+    let disk = Tmpfs::mount("full", "400k");
+    let db = disk.0.path("scan.db");
+    let out =
+        lab.prtip(&["-p", "80-83", "10.201.0.0/18", "--with-db", "--database", &db, "-q", "--open"]).output().unwrap();
+    let err = stderr_of(&out);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.starts_with("prtip: error: storing results: "), "{err}");
+    assert!(err.contains("full") || err.contains("No space left"), "{err}");
+    // Every open result still reached standard output.
+    assert_eq!(String::from_utf8_lossy(&out.stdout).lines().filter(|l| l.contains("/tcp")).count(), 16384);
+    assert_eq!(sql(&db, "PRAGMA integrity_check"), "ok");
+}
