@@ -129,7 +129,7 @@ impl Db {
     pub fn open(path: &Path) -> Result<Db, StoreError> {
         let err = |e| StoreError::Database { path: path.to_path_buf(), source: e };
         let conn = Connection::open(path).map_err(err)?;
-        conn.execute_batch("PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON; PRAGMA cache_size = -65536;")
+        conn.execute_batch("PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON; PRAGMA cache_size = -16384;")
             .map_err(err)?;
         conn.busy_timeout(std::time::Duration::from_secs(5)).map_err(err)?;
         let mut db = Db { conn, path: path.to_path_buf(), recovered: 0 };
