@@ -14,6 +14,7 @@ use clap::{Parser, ValueEnum};
 use std::ffi::OsString;
 use std::net::{IpAddr, Ipv4Addr, ToSocketAddrs};
 use std::path::{Path, PathBuf};
+use std::process::ExitCode;
 
 pub const DEFAULT_PORTS: &str = "1-1000";
 pub const DEFAULT_SOURCE_PORTS: &str = "61000-61063";
@@ -161,6 +162,20 @@ pub enum TransportArg {
 pub enum FormatArg {
     Text,
     Ndjson,
+}
+
+/// Parses `argv` with clap, or says why not in one line: `Err` holds the exit
+/// status (0 after --help and --version, 2 for bad usage).
+pub fn parse_or_exit<T: Parser>(argv: impl IntoIterator<Item = OsString>) -> Result<T, ExitCode> {
+    T::try_parse_from(argv).map_err(|e| {
+        if !e.use_stderr() {
+            let _ = e.print();
+            return ExitCode::SUCCESS;
+        }
+        let text = e.render().to_string();
+        eprintln!("prtip: {}", text.lines().next().unwrap_or("invalid arguments"));
+        ExitCode::from(2)
+    })
 }
 
 /// nmap's two-letter options, which clap cannot express, and their long forms.

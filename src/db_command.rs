@@ -67,17 +67,9 @@ enum DbCommandError {
 /// Runs `prtip db ARGS`; `args` excludes the program name and `db`.
 pub fn main(args: &[OsString]) -> ExitCode {
     let argv = std::iter::once(OsString::from("prtip db")).chain(args.iter().cloned());
-    let cli = match DbCli::try_parse_from(argv) {
+    let cli: DbCli = match crate::cli::parse_or_exit(argv) {
         Ok(cli) => cli,
-        Err(e) if !e.use_stderr() => {
-            let _ = e.print();
-            return ExitCode::SUCCESS;
-        }
-        Err(e) => {
-            let text = e.render().to_string();
-            eprintln!("prtip: {}", text.lines().next().unwrap_or("invalid arguments"));
-            return ExitCode::from(2);
-        }
+        Err(code) => return code,
     };
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,

@@ -1,5 +1,4 @@
-use clap::Parser;
-use prtip::cli::{Cli, normalize_args};
+use prtip::cli::{Cli, normalize_args, parse_or_exit};
 use prtip::engine::run::StopSignal;
 use prtip::scan::{Outcome, execute};
 use std::process::ExitCode;
@@ -12,18 +11,9 @@ fn main() -> ExitCode {
         return prtip::db_command::main(&args[2..]);
     }
     let command_line = args.iter().map(|a| a.to_string_lossy()).collect::<Vec<_>>().join(" ");
-    let cli = match Cli::try_parse_from(normalize_args(args)) {
+    let cli: Cli = match parse_or_exit(normalize_args(args)) {
         Ok(cli) => cli,
-        Err(e) if !e.use_stderr() => {
-            // --help and --version
-            let _ = e.print();
-            return ExitCode::SUCCESS;
-        }
-        Err(e) => {
-            let text = e.render().to_string();
-            eprintln!("prtip: {}", text.lines().next().unwrap_or("invalid arguments"));
-            return ExitCode::from(2);
-        }
+        Err(code) => return code,
     };
     let config = match cli.into_config(command_line) {
         Ok(c) => c,

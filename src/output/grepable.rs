@@ -1,8 +1,7 @@
 //! nmap's grepable format (`-oG`): one line per host.
 
 use super::hosts::HostTable;
-use super::time::rfc3339_us;
-use super::{ResultWriter, RunEnd, RunInfo};
+use super::{ResultWriter, RunEnd, RunInfo, done_summary, preamble};
 use crate::result::ScanResult;
 use std::io::{self, Write};
 
@@ -20,13 +19,7 @@ impl<W: Write> GrepableWriter<W> {
 
     fn preamble(&mut self) -> io::Result<()> {
         if !self.started {
-            writeln!(
-                self.out,
-                "# prtip {} scan initiated {} as: {}",
-                env!("CARGO_PKG_VERSION"),
-                rfc3339_us(self.info.start_us),
-                self.info.command_line
-            )?;
+            writeln!(self.out, "{}", preamble(&self.info))?;
             writeln!(self.out, "# Ports scanned: TCP({};{})", self.info.port_count, self.info.ports)?;
             self.started = true;
         }
@@ -52,15 +45,7 @@ impl<W: Write> ResultWriter for GrepableWriter<W> {
             }
             writeln!(self.out, "{line}")?;
         }
-        writeln!(
-            self.out,
-            "# prtip done at {}{} -- {} IP addresses ({} hosts up) scanned in {:.2} seconds",
-            rfc3339_us(end.end_us),
-            if end.interrupted { " (interrupted)" } else { "" },
-            self.info.hosts_total,
-            self.hosts.up(),
-            end.end_us.saturating_sub(self.info.start_us) as f64 / 1e6
-        )?;
+        writeln!(self.out, "# {}", done_summary(&self.info, end, self.hosts.up()))?;
         self.out.flush()
     }
 }

@@ -30,6 +30,27 @@ pub struct RunEnd {
     pub interrupted: bool,
 }
 
+/// The first line of a text or grepable report file, as nmap writes its own.
+pub fn preamble(info: &RunInfo) -> String {
+    format!(
+        "# prtip {} scan initiated {} as: {}",
+        env!("CARGO_PKG_VERSION"),
+        time::rfc3339_us(info.start_us),
+        info.command_line
+    )
+}
+
+/// The summary that closes a report: when, how many hosts, how long.
+pub fn done_summary(info: &RunInfo, end: &RunEnd, hosts_up: usize) -> String {
+    format!(
+        "prtip done at {}{} -- {} IP addresses ({hosts_up} hosts up) scanned in {:.2} seconds",
+        time::rfc3339_us(end.end_us),
+        if end.interrupted { " (interrupted)" } else { "" },
+        info.hosts_total,
+        end.end_us.saturating_sub(info.start_us) as f64 / 1e6
+    )
+}
+
 /// A sink for results, fed as they arrive and finished once at the end.
 pub trait ResultWriter {
     fn write(&mut self, result: &ScanResult) -> io::Result<()>;

@@ -2,8 +2,7 @@
 //! scan in random order finishes every host at once).
 
 use super::hosts::HostTable;
-use super::time::rfc3339_us;
-use super::{ResultWriter, RunEnd, RunInfo};
+use super::{ResultWriter, RunEnd, RunInfo, done_summary, preamble};
 use crate::result::ScanResult;
 use std::io::{self, Write};
 
@@ -22,13 +21,7 @@ impl<W: Write> TextWriter<W> {
 
     fn preamble(&mut self) -> io::Result<()> {
         if let (Some(info), false) = (&self.header, self.started) {
-            writeln!(
-                self.out,
-                "# prtip {} scan initiated {} as: {}",
-                env!("CARGO_PKG_VERSION"),
-                rfc3339_us(info.start_us),
-                info.command_line
-            )?;
+            writeln!(self.out, "{}", preamble(info))?;
         }
         self.started = true;
         Ok(())
@@ -64,15 +57,7 @@ impl<W: Write> ResultWriter for TextWriter<W> {
             writeln!(self.out)?;
         }
         if let Some(info) = &self.header {
-            writeln!(
-                self.out,
-                "# prtip done at {}{} -- {} IP addresses ({} hosts up) scanned in {:.2} seconds",
-                rfc3339_us(end.end_us),
-                if end.interrupted { " (interrupted)" } else { "" },
-                info.hosts_total,
-                self.hosts.up(),
-                end.end_us.saturating_sub(info.start_us) as f64 / 1e6
-            )?;
+            writeln!(self.out, "# {}", done_summary(info, end, self.hosts.up()))?;
         }
         self.out.flush()
     }

@@ -4,7 +4,7 @@
 
 use super::hosts::HostTable;
 use super::time::rfc3339_us;
-use super::{ResultWriter, RunEnd, RunInfo};
+use super::{ResultWriter, RunEnd, RunInfo, done_summary};
 use crate::result::ScanResult;
 use std::io::{self, Write};
 
@@ -103,11 +103,7 @@ impl<W: Write> ResultWriter for XmlWriter<W> {
         }
         let elapsed = end.end_us.saturating_sub(self.info.start_us) as f64 / 1e6;
         let up = self.hosts.up();
-        let summary = format!(
-            "prtip done at {}; {} IP addresses ({up} hosts up) scanned in {elapsed:.2} seconds",
-            rfc3339_us(end.end_us),
-            self.info.hosts_total
-        );
+        let summary = done_summary(&self.info, end, up);
         let exit = if end.interrupted { r#"exit="error" errormsg="interrupted""# } else { r#"exit="success""# };
         writeln!(self.out, "<runstats>")?;
         writeln!(
