@@ -1,15 +1,17 @@
 //! The command line, turned into a checked `ScanConfig`.
 
 use crate::config::{
-    ConfigError, MAX_RETRIES, OutputFormat, ScanConfig, TransportChoice, Verbosity, parse_mac, parse_source_ports,
-    parse_wait,
+    ConfigError, MAX_RETRIES, OutputFormat, ScanConfig, TransportChoice, Verbosity, parse_mac, parse_shard,
+    parse_source_ports, parse_wait,
 };
+use crate::engine::plan::Shard;
 use crate::net::PathOverrides;
 use crate::output::{Format, OutputFile};
 use crate::target::TargetError;
+use crate::target::exclude::{Excluded, without_special};
 use crate::target::ports::parse_ports;
-use crate::target::ranges::RangeSet;
-use crate::target::spec::{TargetSpec, parse_target, split_list, to_hosts};
+use crate::target::ranges::{Range, RangeSet};
+use crate::target::spec::{TargetSpec, parse_target, split_list, to_ranges};
 use clap::{Parser, ValueEnum};
 use std::ffi::OsString;
 use std::net::{IpAddr, Ipv4Addr, ToSocketAddrs};
@@ -52,6 +54,10 @@ pub struct Cli {
     #[arg(long, value_name = "FILE", help_heading = "Targets")]
     pub exclude_file: Option<PathBuf>,
 
+    /// Also probe special-purpose ranges (private, loopback, multicast, ...) that a wider target overlaps
+    #[arg(long, help_heading = "Targets")]
+    pub no_default_excludes: bool,
+
     /// How probes are sent and replies received
     #[arg(long, value_enum, default_value = "auto", help_heading = "Network")]
     pub transport: TransportArg,
@@ -87,6 +93,14 @@ pub struct Cli {
     /// Seed of the probe order (the same seed gives the same order)
     #[arg(long, value_name = "N", help_heading = "Timing")]
     pub seed: Option<String>,
+
+    /// Send only part I of N of the scan; shards with the same --seed split it exactly
+    #[arg(long, value_name = "I/N", help_heading = "Timing")]
+    pub shard: Option<String>,
+
+    /// Refuse to start if the scan (this shard) would send more than N probes
+    #[arg(long, value_name = "N", help_heading = "Timing")]
+    pub max_probes: Option<u64>,
 
     /// Print the probes that would be sent, and send nothing
     #[arg(long, help_heading = "Output")]
@@ -240,15 +254,21 @@ impl Cli {
         if target_text.is_empty() {
             return Err(TargetError::NoTargets.into());
         }
-        let named = hosts_of(target_text.iter().map(String::as_str))?;
+        let named_ranges = ranges_of(target_text.iter().map(String::as_str))?;
+        let named = RangeSet::from_ranges(named_ranges.clone());
+        let (allowed, special) = if self.no_default_excludes {
+            (named.clone(), Excluded::default())
+        } else {
+            without_special(&named_ranges)
+        };
 
         let mut exclude_text: Vec<String> =
             self.exclude.iter().flat_map(|e| split_list(e)).map(str::to_string).collect();
         if let Some(file) = &self.exclude_file {
             exclude_text.extend(split_list(&read_list(file, "exclude file")?).map(str::to_string));
         }
-        let excluded_set = hosts_of(exclude_text.iter().map(String::as_str))?;
-        let hosts = named.subtract(&excluded_set);
+        let excluded_set = RangeSet::from_ranges(ranges_of(exclude_text.iter().map(String::as_str))?);
+        let hosts = allowed.subtract(&excluded_set);
         if hosts.is_empty() {
             return Err(TargetError::AllExcluded.into());
         }
@@ -261,6 +281,13 @@ impl Cli {
         if self.retries > MAX_RETRIES {
             return Err(ConfigError::Retries { got: self.retries, max: MAX_RETRIES });
         }
+        let shard = self.shard.as_deref().map(parse_shard).transpose()?.unwrap_or(Shard::WHOLE);
+        let per_pass = shard.probes_of(hosts.len() * ports.len());
+        if let Some(max) = self.max_probes
+            && per_pass > max
+        {
+            return Err(ConfigError::TooManyProbes { probes: per_pass, max });
+        }
         let seed = match &self.seed {
             Some(s) => s.parse().map_err(|_| ConfigError::Seed(s.clone()))?,
             None => crate::random::u64(),
@@ -271,7 +298,8 @@ impl Cli {
             database,
             store_silent: self.store_silent,
             files,
-            excluded: named.len() - hosts.len(),
+            excluded: allowed.len() - hosts.len(),
+            special,
             hosts,
             ports,
             transport: match self.transport {
@@ -284,6 +312,8 @@ impl Cli {
             retries: self.retries,
             max_wait: parse_wait(&self.wait)?,
             seed,
+            shard,
+            max_probes: self.max_probes,
             dry_run: self.dry_run,
             format: match self.output_format {
                 FormatArg::Text => OutputFormat::Text,
@@ -310,9 +340,9 @@ fn parse_source_ip(s: &str) -> Result<Ipv4Addr, ConfigError> {
     }
 }
 
-fn hosts_of<'a>(exprs: impl Iterator<Item = &'a str>) -> Result<RangeSet, TargetError> {
+fn ranges_of<'a>(exprs: impl Iterator<Item = &'a str>) -> Result<Vec<Range>, TargetError> {
     let specs = exprs.map(parse_target).collect::<Result<Vec<_>, _>>()?;
-    to_hosts(&specs, |name| (name, 0).to_socket_addrs().map(|addrs| addrs.map(|a| a.ip()).collect::<Vec<IpAddr>>()))
+    to_ranges(&specs, |name| (name, 0).to_socket_addrs().map(|addrs| addrs.map(|a| a.ip()).collect::<Vec<IpAddr>>()))
 }
 
 fn read_list(path: &Path, what: &'static str) -> Result<String, TargetError> {

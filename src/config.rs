@@ -22,6 +22,10 @@ pub enum ConfigError {
     Retries { got: u32, max: u32 },
     #[error("--seed must be a number, not '{0}'")]
     Seed(String),
+    #[error("invalid shard '{0}': give I/N with 1 <= I <= N, such as 1/4")]
+    Shard(String),
+    #[error("this scan would send {probes} probes, more than --max-probes {max}")]
+    TooManyProbes { probes: u64, max: u64 },
     #[error("--store-silent stores into a database: add --with-db")]
     StoreSilentWithoutDb,
     #[error(
@@ -64,8 +68,10 @@ pub struct ScanConfig {
     pub files: Vec<crate::output::OutputFile>,
     pub hosts: RangeSet,
     pub ports: RangeSet,
-    /// Addresses named as targets but removed by exclusions.
+    /// Addresses named as targets but removed by --exclude and --exclude-file.
     pub excluded: u64,
+    /// Addresses skipped as special-purpose (see `target::exclude`).
+    pub special: crate::target::exclude::Excluded,
     pub transport: TransportChoice,
     pub path: PathOverrides,
     pub src_ports: (u16, u16),
@@ -73,6 +79,9 @@ pub struct ScanConfig {
     pub retries: u32,
     pub max_wait: Duration,
     pub seed: u64,
+    pub shard: crate::engine::plan::Shard,
+    /// Refuse to start a scan of more probes than this.
+    pub max_probes: Option<u64>,
     pub dry_run: bool,
     pub format: OutputFormat,
     pub open_only: bool,
@@ -92,6 +101,17 @@ pub fn parse_source_ports(text: &str) -> Result<(u16, u16), ConfigError> {
         return Err(bad());
     }
     Ok((a, b))
+}
+
+/// `I/N`, 1-based as masscan writes it, into a 0-based shard.
+pub fn parse_shard(text: &str) -> Result<crate::engine::plan::Shard, ConfigError> {
+    let bad = || ConfigError::Shard(text.to_string());
+    let (i, n) = text.split_once('/').ok_or_else(bad)?;
+    let (i, n): (u64, u64) = (i.trim().parse().map_err(|_| bad())?, n.trim().parse().map_err(|_| bad())?);
+    if i == 0 || n == 0 || i > n || n > 1 << 20 {
+        return Err(bad());
+    }
+    Ok(crate::engine::plan::Shard { index: i - 1, count: n })
 }
 
 pub fn parse_mac(text: &str) -> Result<[u8; 6], ConfigError> {
@@ -127,6 +147,16 @@ mod tests {
         assert_eq!(parse_source_ports("61000-61063").unwrap(), (61000, 61063));
         for bad in ["0", "70000", "5-4", "a", "", "1-"] {
             assert!(parse_source_ports(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn shards() {
+        use crate::engine::plan::Shard;
+        assert_eq!(parse_shard("1/1").unwrap(), Shard { index: 0, count: 1 });
+        assert_eq!(parse_shard("3/4").unwrap(), Shard { index: 2, count: 4 });
+        for bad in ["0/4", "5/4", "1/0", "1", "a/b", "1/2/3", ""] {
+            assert!(parse_shard(bad).is_err(), "{bad}");
         }
     }
 

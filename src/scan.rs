@@ -47,7 +47,7 @@ const ROUTE_SAMPLES: usize = 16;
 
 pub fn execute(cfg: &ScanConfig, stop: &StopSignal) -> Result<Outcome, ScanError> {
     let space = TargetSpace::new(cfg.hosts.clone(), cfg.ports.clone());
-    let plan = ScanPlan::new(space, cfg.seed, cfg.src_ports, cfg.retries, cfg.rate, cfg.max_wait);
+    let plan = ScanPlan::new(space, cfg.seed, cfg.src_ports, cfg.retries, cfg.rate, cfg.max_wait).with_shard(cfg.shard);
     let out = BufWriter::with_capacity(1 << 16, io::stdout().lock());
     if cfg.dry_run {
         return dry_run(&plan, cfg, out).map(|()| Outcome::Completed);
@@ -69,6 +69,9 @@ pub fn execute(cfg: &ScanConfig, stop: &StopSignal) -> Result<Outcome, ScanError
     };
     let mut store = start_store(cfg, &info)?;
     if cfg.verbosity >= Verbosity::Normal {
+        if let Some(note) = special_note(cfg) {
+            eprintln!("prtip: {note}");
+        }
         eprintln!("prtip: {}", banner(cfg, &plan, &path));
     }
 
@@ -110,7 +113,7 @@ pub fn execute(cfg: &ScanConfig, stop: &StopSignal) -> Result<Outcome, ScanError
         0
     } else {
         let stdout_writer = if output_open { Some(writer.as_mut()) } else { None };
-        report_silent(&plan.space, &answered, cfg.open_only, stdout_writer, &mut store)?
+        report_silent(&plan, &answered, cfg.open_only, stdout_writer, &mut store)?
     };
     let end = finish(&stats, silent);
     if output_open {
@@ -254,7 +257,7 @@ fn finish_output(r: io::Result<()>) -> Result<(), ScanError> {
 }
 
 fn report_silent(
-    space: &TargetSpace,
+    plan: &ScanPlan,
     answered: &Answered,
     open_only: bool,
     mut writer: Option<&mut (dyn ResultWriter + '_)>,
@@ -264,8 +267,8 @@ fn report_silent(
     let now = now_us();
     let mut silent = 0u64;
     let mut batch = Vec::new();
-    for index in 0..space.len() {
-        let (ip, port) = space.get(index);
+    for pos in plan.positions() {
+        let (_, ip, port) = plan.target(pos);
         if answered.contains(ip, port) {
             continue;
         }
@@ -301,7 +304,7 @@ fn report_silent(
 
 fn dry_run(plan: &ScanPlan, cfg: &ScanConfig, mut out: impl Write) -> Result<(), ScanError> {
     let mut write_all = || -> io::Result<()> {
-        for pos in 0..plan.probes_per_pass() {
+        for pos in plan.positions() {
             let (index, ip, port) = plan.target(pos);
             let sport = plan.source_port(index, 0);
             match cfg.format {
@@ -315,12 +318,16 @@ fn dry_run(plan: &ScanPlan, cfg: &ScanConfig, mut out: impl Write) -> Result<(),
     };
     finish_output(write_all())?;
     if cfg.verbosity >= Verbosity::Normal {
+        if let Some(note) = special_note(cfg) {
+            eprintln!("prtip: {note}");
+        }
         eprintln!(
-            "prtip: dry run: {} probes ({} hosts x {} ports{}), nothing sent",
+            "prtip: dry run: {} probes ({} hosts x {} ports{}), {}; nothing sent",
             plan.probes_per_pass(),
             plan.space.hosts().len(),
             plan.space.ports().len(),
-            excluded_note(cfg.excluded)
+            excluded_note(cfg.excluded),
+            rate_note(cfg.rate, plan.probes_per_pass())
         );
     }
     Ok(())
@@ -337,17 +344,42 @@ fn route_samples(hosts: &RangeSet) -> Vec<Ipv4Addr> {
     v
 }
 
+/// The rate, and at a set rate how long one pass takes: the budget a user
+/// reads before anything is sent.
+fn rate_note(rate: u64, probes: u64) -> String {
+    match rate {
+        0 => "rate unlimited".to_string(),
+        r => {
+            let secs = probes.div_ceil(r);
+            format!("rate {r} pps, about {}h{:02}m{:02}s per pass", secs / 3600, secs / 60 % 60, secs % 60)
+        }
+    }
+}
+
 fn excluded_note(excluded: u64) -> String {
-    if excluded == 0 { String::new() } else { format!("; {excluded} addresses excluded") }
+    if excluded == 0 { String::new() } else { format!("; {excluded} addresses excluded by --exclude") }
+}
+
+/// Says which special-purpose addresses a wide target lost, and how to keep them.
+fn special_note(cfg: &ScanConfig) -> Option<String> {
+    let s = &cfg.special;
+    (s.total() > 0).then(|| {
+        let parts: Vec<String> = s.by_range.iter().map(|(name, n)| format!("{name}: {n}")).collect();
+        format!(
+            "skipped {} addresses in special-purpose ranges ({}); --no-default-excludes probes them",
+            s.total(),
+            parts.join(", ")
+        )
+    })
 }
 
 fn banner(cfg: &ScanConfig, plan: &ScanPlan, path: &Path) -> String {
     let transport = match cfg.transport {
         TransportChoice::Auto | TransportChoice::Raw => "raw",
     };
-    let rate = if cfg.rate == 0 { "unlimited".to_string() } else { format!("{} pps", cfg.rate) };
+    let rate = rate_note(cfg.rate, plan.probes_per_pass());
     format!(
-        "SYN scan of {} hosts x {} ports = {} probes{}, from {} on {} ({transport} socket), rate {rate}",
+        "SYN scan of {} hosts x {} ports = {} probes{}, from {} on {} ({transport} socket), {rate}",
         plan.space.hosts().len(),
         plan.space.ports().len(),
         plan.probes_per_pass(),

@@ -64,6 +64,10 @@ fn bad_input_gets_one_line_and_status_2() {
         vec!["-o", "xml", "10.0.0.1"],
         vec!["--seed", "x", "10.0.0.1"],
         vec!["-q", "-v", "10.0.0.1"],
+        vec!["--shard", "0/4", "10.0.0.1"],
+        vec!["--shard", "5/4", "10.0.0.1"],
+        vec!["--shard", "1-4", "10.0.0.1"],
+        vec!["--max-probes", "99", "-p", "1-100", "10.0.0.1"],
         vec!["--store-silent", "10.0.0.1"],
         vec!["--dry-run", "--with-db", "10.0.0.1"],
         vec!["--dry-run", "-oX", "/tmp/prtip-never.xml", "10.0.0.1"],
@@ -197,4 +201,52 @@ fn db_commands_refuse_what_is_not_there() {
     }
     assert!(!missing.exists(), "a read command created a database");
     std::fs::remove_dir_all(&dir).unwrap();
+}
+
+fn dry_run_probes(args: &[&str]) -> Vec<(String, u64)> {
+    let out = prtip(&[&["--dry-run", "-o", "ndjson", "-q"], args].concat());
+    assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).unwrap();
+            (v["ip"].as_str().unwrap().to_string(), v["port"].as_u64().unwrap())
+        })
+        .collect()
+}
+
+#[test]
+fn shards_split_a_scan_exactly() {
+    let scan = ["-p", "20-30,443", "10.20.0.0/26", "10.20.1.7", "--seed", "99"];
+    let whole: BTreeSet<_> = dry_run_probes(&scan).into_iter().collect();
+    assert_eq!(whole.len(), 65 * 12);
+    for n in [2, 3, 7] {
+        let mut union = BTreeSet::new();
+        for i in 1..=n {
+            let shard = format!("{i}/{n}");
+            let part = dry_run_probes(&[&scan[..], &["--shard", &shard]].concat());
+            for probe in part {
+                assert!(union.insert(probe.clone()), "{probe:?} in two of {n} shards");
+            }
+        }
+        assert_eq!(union, whole, "{n} shards");
+    }
+}
+
+#[test]
+fn special_purpose_ranges_are_skipped_unless_named() {
+    // Crossing into loopback: only the ordinary half is probed.
+    let probes = dry_run_probes(&["-p", "80", "126.255.255.0-127.0.0.255"]);
+    assert_eq!(probes.len(), 256);
+    assert!(probes.iter().all(|(ip, _)| ip.starts_with("126.255.255.")));
+    // Named inside a special range: scanned as named.
+    assert_eq!(dry_run_probes(&["-p", "80", "10.201.0.0/24"]).len(), 256);
+    // Turned off: everything named.
+    assert_eq!(dry_run_probes(&["-p", "80", "126.255.255.0-127.0.0.255", "--no-default-excludes"]).len(), 512);
+    // The count for the whole space is computed, not enumerated.
+    let out = prtip(&["--dry-run", "-p", "80", "0.0.0.0/0", "--max-probes", "1"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(err.contains("would send 3702258432 probes"), "{err}");
 }

@@ -260,3 +260,30 @@ fn scanner_address_is_used_as_source() {
     assert!(out.status.success(), "{}", stderr_of(&out));
     assert_eq!(ports_in(&rows(&out.stdout), "open"), [22]);
 }
+
+#[test]
+fn shards_together_find_exactly_what_one_scan_finds() {
+    let mut lab = Lab::new(true);
+    lab.listen(&[80, 443]);
+    lab.target_rules(
+        "ip daddr 10.201.0.0/25 tcp dport 443 drop\ntcp dport 80 ip daddr & 0.0.0.3 != 0.0.0.0 reject with tcp reset",
+    );
+    let scan = |extra: &[&str]| {
+        let args = [&["-p", "80,443", "10.201.0.0/24", "-o", "ndjson", "--seed", "4242", "--wait", "0.3", "-q"], extra]
+            .concat();
+        let out = lab.prtip(&args).output().unwrap();
+        assert!(out.status.success(), "{}", stderr_of(&out));
+        rows(&out.stdout).into_iter().map(|r| (r.ip, r.port, r.state)).collect::<Vec<_>>()
+    };
+    let whole: BTreeSet<_> = scan(&[]).into_iter().collect();
+    assert_eq!(whole.len(), 512);
+    assert_eq!(whole.iter().filter(|r| r.2 == "filtered").count(), 128);
+    assert_eq!(whole.iter().filter(|r| r.2 == "open").count(), 64 + 128);
+    let mut union = BTreeSet::new();
+    for shard in ["1/3", "2/3", "3/3"] {
+        for r in scan(&["--shard", shard]) {
+            assert!(union.insert(r.clone()), "{r:?} reported by two shards");
+        }
+    }
+    assert_eq!(union, whole);
+}

@@ -6,6 +6,24 @@ use crate::target::space::TargetSpace;
 use std::net::Ipv4Addr;
 use std::time::Duration;
 
+/// One of `count` disjoint parts of a scan (`--shard index+1/count`): the
+/// positions `index`, `index + count`, ... of the shared, seeded order.
+/// Shards on machines that use the same seed together send every probe once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Shard {
+    pub index: u64,
+    pub count: u64,
+}
+
+impl Shard {
+    pub const WHOLE: Shard = Shard { index: 0, count: 1 };
+
+    /// How many of `n` positions fall to this shard.
+    pub fn probes_of(&self, n: u64) -> u64 {
+        if n > self.index { (n - self.index - 1) / self.count + 1 } else { 0 }
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct ScanPlan {
     pub space: TargetSpace,
@@ -18,6 +36,7 @@ pub struct ScanPlan {
     pub rate: u64,
     /// The longest wait for late replies after the last probe of a pass.
     pub max_wait: Duration,
+    pub shard: Shard,
 }
 
 impl ScanPlan {
@@ -30,11 +49,21 @@ impl ScanPlan {
         max_wait: Duration,
     ) -> Self {
         let order = Permutation::new(space.len(), seed);
-        ScanPlan { space, order, src_ports, retries, rate, max_wait }
+        ScanPlan { space, order, src_ports, retries, rate, max_wait, shard: Shard::WHOLE }
     }
 
+    pub fn with_shard(self, shard: Shard) -> Self {
+        ScanPlan { shard, ..self }
+    }
+
+    /// Probes this shard sends in one pass.
     pub fn probes_per_pass(&self) -> u64 {
-        self.space.len()
+        self.shard.probes_of(self.space.len())
+    }
+
+    /// This shard's positions in the order, each once.
+    pub fn positions(&self) -> impl Iterator<Item = u64> + use<> {
+        (self.shard.index..self.space.len()).step_by(self.shard.count as usize)
     }
 
     /// The probe at position `pos` of every pass: its space index, address and port.
@@ -71,5 +100,30 @@ mod tests {
         }
         let single = ScanPlan { src_ports: (40000, 40000), ..plan };
         assert_eq!(single.source_port(7, 3), 40000);
+    }
+
+    #[test]
+    fn shards_are_disjoint_and_cover_every_probe_once() {
+        for (hosts, ports) in [(1u32, 1u32), (7, 3), (256, 1), (100, 13), (1, 1000)] {
+            let space = TargetSpace::new(
+                RangeSet::from_ranges(vec![Range::new(1000, 1000 + hosts - 1)]),
+                RangeSet::from_ranges(vec![Range::new(1, ports)]),
+            );
+            let whole = ScanPlan::new(space, 77, (61000, 61063), 1, 0, Duration::from_secs(1));
+            for count in [1u64, 2, 3, 5, 8, 64] {
+                let mut seen = std::collections::HashSet::new();
+                let mut total = 0;
+                for index in 0..count {
+                    let plan = whole.clone().with_shard(Shard { index, count });
+                    let probes: Vec<_> = plan.positions().map(|p| plan.target(p)).collect();
+                    assert_eq!(probes.len() as u64, plan.probes_per_pass(), "{hosts}x{ports} {index}/{count}");
+                    total += probes.len();
+                    for (_, ip, port) in probes {
+                        assert!(seen.insert((ip, port)), "{ip}:{port} in two shards");
+                    }
+                }
+                assert_eq!(total as u64, whole.space.len(), "{hosts}x{ports} over {count} shards");
+            }
+        }
     }
 }

@@ -220,8 +220,8 @@ fn transmit<T: Transmit>(
                 return Ok(());
             }
         }
-        let mut pos = 0u64;
-        while pos < total {
+        let mut positions = plan.positions().peekable();
+        while positions.peek().is_some() {
             if stop.stop_sending() || shared.failed.load(Relaxed) {
                 return Ok(());
             }
@@ -233,9 +233,10 @@ fn transmit<T: Transmit>(
             }
             let tsval = (now / 1000) as u32;
             let mut count = 0usize;
-            while count < grant as usize && pos < total {
+            while count < grant as usize
+                && let Some(pos) = positions.next()
+            {
                 let (index, ip, port) = plan.target(pos);
-                pos += 1;
                 if pass > 0 && answered.contains(ip, port) {
                     continue;
                 }

@@ -1,5 +1,6 @@
 //! What to scan: target expressions, ports, and the probe space they span.
 
+pub mod exclude;
 pub mod ports;
 pub mod ranges;
 pub mod space;

@@ -83,6 +83,16 @@ impl RangeSet {
         self.ranges[k].first + (i - self.starts[k]) as u32
     }
 
+    /// How many values of `self` lie in `r`.
+    pub fn intersection_len(&self, r: Range) -> u64 {
+        let start = self.ranges.partition_point(|x| x.last < r.first);
+        self.ranges[start..]
+            .iter()
+            .take_while(|x| x.first <= r.last)
+            .map(|x| Range::new(x.first.max(r.first), x.last.min(r.last)).count())
+            .sum()
+    }
+
     /// The values of `self` that are not in `other`.
     pub fn subtract(&self, other: &RangeSet) -> RangeSet {
         let mut out = Vec::new();
@@ -172,6 +182,10 @@ mod tests {
             let diff = sa.subtract(&sb);
             for v in 0..400 {
                 prop_assert_eq!(diff.contains(v), sa.contains(v) && !sb.contains(v));
+            }
+            for (a, l) in &b {
+                let r = Range::new(*a, a + l);
+                prop_assert_eq!(sa.intersection_len(r), (r.first..=r.last).filter(|v| sa.contains(*v)).count() as u64);
             }
             let listed: Vec<u32> = diff.iter().collect();
             prop_assert_eq!(listed.len() as u64, diff.len());

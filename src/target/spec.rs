@@ -1,7 +1,7 @@
 //! Target expressions: addresses, CIDR blocks, dash ranges, hostnames, files.
 
 use super::TargetError;
-use super::ranges::{Range, RangeSet};
+use super::ranges::Range;
 use std::net::{IpAddr, Ipv4Addr};
 
 /// One parsed target expression, before hostnames are resolved.
@@ -82,9 +82,10 @@ pub fn split_list(text: &str) -> impl Iterator<Item = &str> {
         .filter(|t| !t.is_empty())
 }
 
-/// Turns parsed expressions into a host set, resolving hostnames with `resolve`
-/// (injected so that parsing stays free of I/O in tests).
-pub fn to_hosts<F>(specs: &[TargetSpec], mut resolve: F) -> Result<RangeSet, TargetError>
+/// Turns parsed expressions into address ranges, one or more per expression,
+/// resolving hostnames with `resolve` (injected so that parsing stays free of
+/// I/O in tests).
+pub fn to_ranges<F>(specs: &[TargetSpec], mut resolve: F) -> Result<Vec<Range>, TargetError>
 where
     F: FnMut(&str) -> std::io::Result<Vec<IpAddr>>,
 {
@@ -113,7 +114,7 @@ where
             }
         }
     }
-    Ok(RangeSet::from_ranges(ranges))
+    Ok(ranges)
 }
 
 #[cfg(test)]
@@ -171,15 +172,16 @@ mod tests {
     #[test]
     fn hostnames_resolve_to_all_their_ipv4_addresses() {
         let specs = [TargetSpec::Hostname("multi".into())];
-        let hosts = to_hosts(&specs, |_| {
+        let hosts = to_ranges(&specs, |_| {
             Ok(vec!["10.0.0.7".parse().unwrap(), "::1".parse().unwrap(), "10.0.0.3".parse().unwrap()])
         })
         .unwrap();
+        let hosts = crate::target::ranges::RangeSet::from_ranges(hosts);
         assert_eq!(
             hosts.iter().map(Ipv4Addr::from).collect::<Vec<_>>(),
             [Ipv4Addr::new(10, 0, 0, 3), Ipv4Addr::new(10, 0, 0, 7)]
         );
-        let v6_only = to_hosts(&specs, |_| Ok(vec!["::1".parse().unwrap()]));
+        let v6_only = to_ranges(&specs, |_| Ok(vec!["::1".parse().unwrap()]));
         assert!(matches!(v6_only, Err(TargetError::Ipv6Unsupported(_))));
     }
 }
