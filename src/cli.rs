@@ -157,7 +157,11 @@ pub struct Cli {
     #[arg(long, help_heading = "Output")]
     pub open: bool,
 
-    /// No banner or summary on standard error
+    /// Progress as JSON lines on standard error, once a second
+    #[arg(long, help_heading = "Output")]
+    pub status_json: bool,
+
+    /// No banner, progress or summary on standard error
     #[arg(short, long, conflicts_with = "verbose", help_heading = "Output")]
     pub quiet: bool,
 
@@ -320,6 +324,7 @@ impl Cli {
                 FormatArg::Ndjson => OutputFormat::Ndjson,
             },
             open_only: self.open,
+            status_json: self.status_json,
             verbosity: if self.quiet {
                 Verbosity::Quiet
             } else if self.verbose {

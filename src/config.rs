@@ -86,6 +86,8 @@ pub struct ScanConfig {
     pub format: OutputFormat,
     pub open_only: bool,
     pub verbosity: Verbosity,
+    /// Machine-readable progress lines on standard error.
+    pub status_json: bool,
 }
 
 pub const MAX_RETRIES: u32 = 20;

@@ -13,6 +13,7 @@ pub mod engine;
 pub mod net;
 pub mod output;
 pub mod permute;
+pub mod progress;
 pub mod random;
 pub mod result;
 pub mod scan;

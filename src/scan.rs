@@ -3,10 +3,11 @@
 
 use crate::config::{OutputFormat, ScanConfig, TransportChoice, Verbosity};
 use crate::engine::plan::ScanPlan;
-use crate::engine::run::{self, EngineError, ScanStats, StopSignal, Wire};
+use crate::engine::run::{self, EngineError, Observer, Progress, ScanStats, StopSignal, Wire};
 use crate::engine::state::Answered;
 use crate::net::{self, NetError, Path};
 use crate::output::{self, Format, ResultWriter, RunEnd, RunInfo};
+use crate::progress;
 use crate::result::{PortState, Reason, ScanResult};
 use crate::store::db::{ScanEnd, ScanStart};
 use crate::store::{Finish, Store, StoreConfig, StoreError, StoreReport};
@@ -67,32 +68,23 @@ pub fn execute(cfg: &ScanConfig, stop: &StopSignal) -> Result<Outcome, ScanError
         port_count: cfg.ports.len(),
         hosts_total: cfg.hosts.len(),
     };
-    let mut store = start_store(cfg, &info)?;
+    let mut sinks = Sinks {
+        open_only: cfg.open_only,
+        writer: output::writer(stdout_format(cfg.format), TimedFlush::new(out), &info, false),
+        output_error: None,
+        store: start_store(cfg, &info)?,
+        reporter: progress::Reporter::new(progress_mode(cfg)),
+    };
     if cfg.verbosity >= Verbosity::Normal {
         if let Some(note) = special_note(cfg) {
             eprintln!("prtip: {note}");
         }
         eprintln!("prtip: {}", banner(cfg, &plan, &path));
     }
-
-    let mut writer = output::writer(stdout_format(cfg.format), TimedFlush::new(out), &info, false);
-    let mut output_open = true;
-    let mut output_error = None;
     let answered = Answered::default();
-    let outcome = run::run(&plan, &wire, tx, rx, stop, &answered, |batch| {
-        if output_open {
-            for r in batch.iter().filter(|r| !cfg.open_only || r.state == PortState::Open) {
-                if let Err(e) = writer.write(r) {
-                    output_open = false;
-                    output_error = Some(e);
-                    break;
-                }
-            }
-        }
-        if let Some(s) = &mut store {
-            s.send(batch);
-        }
-    });
+    let outcome = run::run(&plan, &wire, tx, rx, stop, &answered, &mut sinks);
+    sinks.reporter.finish();
+    let Sinks { mut writer, output_error, mut store, .. } = sinks;
     let stats = match outcome {
         Ok(stats) => stats,
         Err(e) => {
@@ -103,6 +95,7 @@ pub fn execute(cfg: &ScanConfig, stop: &StopSignal) -> Result<Outcome, ScanError
             return Err(e.into());
         }
     };
+    let output_open = output_error.is_none();
     if let Some(e) = output_error {
         finish_output(Err(e))?;
     }
@@ -136,6 +129,50 @@ pub fn execute(cfg: &ScanConfig, stop: &StopSignal) -> Result<Outcome, ScanError
         eprintln!("prtip: {}", details(&path, &stats, stored.as_ref()));
     }
     Ok(if stats.interrupted { Outcome::Interrupted } else { Outcome::Completed })
+}
+
+/// Where a scan's results go while it runs: standard output, the storage
+/// task, and the status line.
+struct Sinks<'a> {
+    open_only: bool,
+    writer: Box<dyn ResultWriter + 'a>,
+    /// Set when standard output failed (a closed pipe); writing stops there.
+    output_error: Option<io::Error>,
+    store: Option<Store>,
+    reporter: progress::Reporter,
+}
+
+impl Observer for Sinks<'_> {
+    fn results(&mut self, batch: Vec<ScanResult>) {
+        if self.output_error.is_none() {
+            for r in batch.iter().filter(|r| !self.open_only || r.state == PortState::Open) {
+                if let Err(e) = self.writer.write(r) {
+                    self.output_error = Some(e);
+                    break;
+                }
+            }
+        }
+        if let Some(s) = &mut self.store {
+            s.send(batch);
+        }
+    }
+
+    fn progress(&mut self, p: &Progress) {
+        self.reporter.update(p, self.store.as_ref().map_or(0, Store::backpressure));
+    }
+}
+
+fn progress_mode(cfg: &ScanConfig) -> progress::Mode {
+    use std::io::IsTerminal;
+    if cfg.verbosity == Verbosity::Quiet {
+        progress::Mode::Off
+    } else if cfg.status_json {
+        progress::Mode::Json
+    } else if io::stderr().is_terminal() {
+        progress::Mode::Terminal
+    } else {
+        progress::Mode::Lines
+    }
 }
 
 fn now_us() -> u64 {

@@ -229,7 +229,7 @@ fn interrupt_stops_sending_and_keeps_what_was_received() {
     let mut lab = Lab::new(true);
     lab.listen(&[80]);
     let child = lab
-        .prtip(&["-p", "80", "10.201.0.0/17", "--rate", "2000", "-o", "ndjson", "--open"])
+        .prtip(&["-p", "80", "10.201.0.0/17", "--rate", "2000", "-o", "ndjson", "--open", "--status-json"])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -246,7 +246,12 @@ fn interrupt_stops_sending_and_keeps_what_was_received() {
     // About 3000 probes went out in 1.5 s, all to open ports; far fewer than 32768.
     assert!(rows.len() > 500 && rows.len() < 10_000, "{} results", rows.len());
     assert!(rows.iter().all(|r| r.state == "open"));
-    assert!(stderr_of(&out).contains("interrupted"), "{}", stderr_of(&out));
+    let err = stderr_of(&out);
+    assert!(err.contains("interrupted"), "{err}");
+    // Progress came once a second while it ran, as JSON lines.
+    let status: Vec<serde_json::Value> = err.lines().filter_map(|l| serde_json::from_str(l).ok()).collect();
+    assert!(!status.is_empty(), "no status lines in {err}");
+    assert!(status.iter().all(|v| v["planned"] == 32768 && v["sent"].as_u64().unwrap() <= 32768));
 }
 
 #[test]

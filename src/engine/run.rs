@@ -18,6 +18,7 @@ use thiserror::Error;
 const TX_BATCH: u32 = 64;
 const RX_POLL: Duration = Duration::from_millis(5);
 const DROP_CHECK: Duration = Duration::from_millis(100);
+const PROGRESS_EVERY: Duration = Duration::from_millis(250);
 /// Round trips above this are not believed: the echo was mangled or forged.
 const MAX_RTT: Duration = Duration::from_secs(60);
 
@@ -56,6 +57,26 @@ pub struct Wire {
     pub template: SynTemplate,
     pub src_ip: Ipv4Addr,
     pub key: CookieKey,
+}
+
+/// Where a running scan reports, on the caller's thread.
+pub trait Observer {
+    /// A batch of validated, deduplicated results.
+    fn results(&mut self, batch: Vec<ScanResult>);
+    /// The counters, a few times a second.
+    fn progress(&mut self, _progress: &Progress) {}
+}
+
+/// A running scan's counters, handed to the caller a few times a second.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Progress {
+    pub elapsed: Duration,
+    /// Probes in one pass (retries come on top).
+    pub planned: u64,
+    pub sent: u64,
+    pub answered: u64,
+    pub open: u64,
+    pub rx_drops: u64,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -138,8 +159,8 @@ impl Clock {
     }
 }
 
-/// Runs a scan to its end and calls `on_results` on the caller's thread with
-/// every batch of validated replies. Probes that never got an answer are left to the caller
+/// Runs a scan to its end and hands `observer`, on the caller's thread, every
+/// batch of validated replies and the progress. Probes that never got an answer are left to the caller
 /// (see `Answered`), so that reporting them costs nothing when nobody asks.
 pub fn run<T: Transmit, R: Receive>(
     plan: &ScanPlan,
@@ -148,7 +169,7 @@ pub fn run<T: Transmit, R: Receive>(
     mut rx: R,
     stop: &StopSignal,
     answered: &Answered,
-    mut on_results: impl FnMut(Vec<ScanResult>),
+    observer: &mut impl Observer,
 ) -> Result<ScanStats, EngineError> {
     let clock = Clock::new();
     let shared = Shared::default();
@@ -172,8 +193,24 @@ pub fn run<T: Transmit, R: Receive>(
             r
         });
         // The channel closes when the receive thread ends, so this loop cannot miss the end.
-        for batch in results_rx {
-            on_results(batch);
+        let mut last_tick = Instant::now();
+        loop {
+            match results_rx.recv_timeout(PROGRESS_EVERY) {
+                Ok(batch) => observer.results(batch),
+                Err(mpsc::RecvTimeoutError::Timeout) => {}
+                Err(mpsc::RecvTimeoutError::Disconnected) => break,
+            }
+            if last_tick.elapsed() >= PROGRESS_EVERY {
+                last_tick = Instant::now();
+                observer.progress(&Progress {
+                    elapsed: Duration::from_nanos(clock.now_ns()),
+                    planned: total,
+                    sent: shared.sent.load(Relaxed),
+                    answered: shared.answered.load(Relaxed),
+                    open: shared.open.load(Relaxed),
+                    rx_drops: shared.rx_drops.load(Relaxed),
+                });
+            }
         }
         (tx_thread.join().expect("transmit thread panicked"), rx_thread.join().expect("receive thread panicked"))
     });
@@ -462,13 +499,37 @@ mod tests {
         let wire = Wire { template: SynTemplate::new([1; 6], [2; 6], ME), src_ip: ME, key: CookieKey::new(3, 4) };
         let net = Arc::new(Mutex::new(Net::default()));
         let answered = Answered::default();
-        let mut results = Vec::new();
-        let stats =
-            run(&plan, &wire, FakeTx(net.clone(), Arc::new(truth)), FakeRx(net), &StopSignal::new(), &answered, |r| {
-                results.extend(r)
-            })
-            .unwrap();
+        let mut seen = Seen { results: Vec::new(), ticks: 0, passes: plan.retries + 1 };
+        let stats = run(
+            &plan,
+            &wire,
+            FakeTx(net.clone(), Arc::new(truth)),
+            FakeRx(net),
+            &StopSignal::new(),
+            &answered,
+            &mut seen,
+        )
+        .unwrap();
+        assert!(seen.ticks <= 1 + stats.duration.as_millis() / 250, "progress at most four times a second");
+        let results = seen.results;
         (stats, results, answered, plan)
+    }
+
+    struct Seen {
+        results: Vec<ScanResult>,
+        ticks: u128,
+        passes: u32,
+    }
+
+    impl Observer for Seen {
+        fn results(&mut self, batch: Vec<ScanResult>) {
+            self.results.extend(batch);
+        }
+
+        fn progress(&mut self, p: &Progress) {
+            assert!(p.sent <= p.planned * u64::from(self.passes) && p.answered <= p.planned);
+            self.ticks += 1;
+        }
     }
 
     fn set(v: &[u16]) -> HashSet<u16> {

@@ -87,7 +87,6 @@ enum Msg {
 pub struct Store {
     tx: mpsc::Sender<Msg>,
     thread: JoinHandle<Result<StoreReport, StoreError>>,
-    scan_id: Option<i64>,
     backpressure: u64,
 }
 
@@ -103,14 +102,15 @@ impl Store {
             .spawn(move || tokio_uring::start(task::run(config, rx, ready_tx)))
             .map_err(|e| StoreError::Output { path: "storage thread".into(), source: e })?;
         match ready_rx.recv() {
-            Ok(Ok(scan_id)) => Ok(Store { tx, thread, scan_id, backpressure: 0 }),
+            Ok(Ok(())) => Ok(Store { tx, thread, backpressure: 0 }),
             Ok(Err(e)) => Err(e),
             Err(_) => Err(thread.join().map_or(StoreError::TaskDied, |r| r.err().unwrap_or(StoreError::TaskDied))),
         }
     }
 
-    pub fn scan_id(&self) -> Option<i64> {
-        self.scan_id
+    /// Times `send` found the channel full so far.
+    pub fn backpressure(&self) -> u64 {
+        self.backpressure
     }
 
     /// Hands a batch to the task; waits (and counts it) when the channel is full.

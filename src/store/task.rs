@@ -155,7 +155,7 @@ async fn open(config: &StoreConfig) -> Result<(Option<DbSink>, Vec<FileSink>), S
 pub(super) async fn run(
     config: StoreConfig,
     mut rx: mpsc::Receiver<Msg>,
-    ready: std::sync::mpsc::SyncSender<Result<Option<i64>, StoreError>>,
+    ready: std::sync::mpsc::SyncSender<Result<(), StoreError>>,
 ) -> Result<StoreReport, StoreError> {
     let (mut db, mut files) = match open(&config).await {
         Ok(sinks) => sinks,
@@ -165,7 +165,7 @@ pub(super) async fn run(
         }
     };
     let scan_id = db.as_ref().map(|d| d.scan_id);
-    let _ = ready.send(Ok(scan_id));
+    let _ = ready.send(Ok(()));
 
     let mut report = StoreReport { scan_id, ..StoreReport::default() };
     // The first failure is reported at the end; the failed sink is dropped and
