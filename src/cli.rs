@@ -157,6 +157,14 @@ pub struct Cli {
     #[arg(long, help_heading = "Output")]
     pub open: bool,
 
+    /// Print the round-trip percentile distribution (HdrHistogram .hgrm format) on standard error
+    #[arg(long, help_heading = "Output")]
+    pub latency: bool,
+
+    /// Write the round-trip percentile distribution (.hgrm) to FILE
+    #[arg(long, value_name = "FILE", help_heading = "Output")]
+    pub latency_file: Option<PathBuf>,
+
     /// Progress as JSON lines on standard error, once a second
     #[arg(long, help_heading = "Output")]
     pub status_json: bool,
@@ -325,6 +333,8 @@ impl Cli {
             },
             open_only: self.open,
             status_json: self.status_json,
+            latency_table: self.latency,
+            latency_file: self.latency_file,
             verbosity: if self.quiet {
                 Verbosity::Quiet
             } else if self.verbose {

@@ -88,6 +88,10 @@ pub struct ScanConfig {
     pub verbosity: Verbosity,
     /// Machine-readable progress lines on standard error.
     pub status_json: bool,
+    /// Print the round-trip percentile table on standard error.
+    pub latency_table: bool,
+    /// Write the round-trip percentile table to this file.
+    pub latency_file: Option<std::path::PathBuf>,
 }
 
 pub const MAX_RETRIES: u32 = 20;

@@ -10,6 +10,7 @@ pub mod cli;
 pub mod config;
 pub mod db_command;
 pub mod engine;
+pub mod latency;
 pub mod net;
 pub mod output;
 pub mod permute;

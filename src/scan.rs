@@ -5,6 +5,7 @@ use crate::config::{OutputFormat, ScanConfig, TransportChoice, Verbosity};
 use crate::engine::plan::ScanPlan;
 use crate::engine::run::{self, EngineError, Observer, Progress, ScanStats, StopSignal, Wire};
 use crate::engine::state::Answered;
+use crate::latency::{self, Latency};
 use crate::net::{self, NetError, Path};
 use crate::output::{self, Format, ResultWriter, RunEnd, RunInfo};
 use crate::progress;
@@ -33,6 +34,12 @@ pub enum ScanError {
     Output(#[from] io::Error),
     #[error("storing results: {0}")]
     Store(#[from] StoreError),
+    #[error("writing {}: {source}", path.display())]
+    LatencyFile {
+        path: std::path::PathBuf,
+        #[source]
+        source: io::Error,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -74,6 +81,7 @@ pub fn execute(cfg: &ScanConfig, stop: &StopSignal) -> Result<Outcome, ScanError
         output_error: None,
         store: start_store(cfg, &info)?,
         reporter: progress::Reporter::new(progress_mode(cfg)),
+        latency: Latency::default(),
     };
     if cfg.verbosity >= Verbosity::Normal {
         if let Some(note) = special_note(cfg) {
@@ -84,7 +92,7 @@ pub fn execute(cfg: &ScanConfig, stop: &StopSignal) -> Result<Outcome, ScanError
     let answered = Answered::default();
     let outcome = run::run(&plan, &wire, tx, rx, stop, &answered, &mut sinks);
     sinks.reporter.finish();
-    let Sinks { mut writer, output_error, mut store, .. } = sinks;
+    let Sinks { mut writer, output_error, mut store, latency, .. } = sinks;
     let stats = match outcome {
         Ok(stats) => stats,
         Err(e) => {
@@ -124,6 +132,18 @@ pub fn execute(cfg: &ScanConfig, stop: &StopSignal) -> Result<Outcome, ScanError
         if let Some(report) = &stored {
             eprintln!("prtip: {}", stored_note(cfg, report));
         }
+        if let Some(line) = latency.summary() {
+            eprintln!("prtip: {line}");
+        }
+    }
+    if cfg.latency_table || cfg.latency_file.is_some() {
+        let table = latency::percentile_distribution(&latency.all);
+        if cfg.latency_table {
+            eprint!("{table}");
+        }
+        if let Some(path) = &cfg.latency_file {
+            std::fs::write(path, table).map_err(|e| ScanError::LatencyFile { path: path.clone(), source: e })?;
+        }
     }
     if cfg.verbosity >= Verbosity::Verbose {
         eprintln!("prtip: {}", details(&path, &stats, stored.as_ref()));
@@ -140,10 +160,14 @@ struct Sinks<'a> {
     output_error: Option<io::Error>,
     store: Option<Store>,
     reporter: progress::Reporter,
+    latency: Latency,
 }
 
 impl Observer for Sinks<'_> {
     fn results(&mut self, batch: Vec<ScanResult>) {
+        for r in &batch {
+            self.latency.record(r);
+        }
         if self.output_error.is_none() {
             for r in batch.iter().filter(|r| !self.open_only || r.state == PortState::Open) {
                 if let Err(e) = self.writer.write(r) {

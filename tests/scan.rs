@@ -22,8 +22,22 @@ fn full_port_scan_of_one_host_finds_exact_truth() {
         "ip daddr 10.201.0.1 tcp dport 7000 drop\n\
          ip daddr 10.201.0.1 tcp dport 7001 reject with icmp type admin-prohibited",
     );
+    let hgrm = std::env::temp_dir().join(format!("prtip-latency-{}.hgrm", std::process::id()));
     let out = lab
-        .prtip(&["-s", "syn", "-p-", "10.201.0.1", "--transport", "raw", "-o", "ndjson", "--wait", "1"])
+        .prtip(&[
+            "-s",
+            "syn",
+            "-p-",
+            "10.201.0.1",
+            "--transport",
+            "raw",
+            "-o",
+            "ndjson",
+            "--wait",
+            "1",
+            "--latency-file",
+            hgrm.to_str().unwrap(),
+        ])
         .output()
         .unwrap();
     assert!(out.status.success(), "{}", stderr_of(&out));
@@ -44,6 +58,11 @@ fn full_port_scan_of_one_host_finds_exact_truth() {
     assert!(rows.iter().filter(|r| r.state == "open").all(|r| r.rtt_us.is_some() && r.ttl == Some(64)));
     let err = stderr_of(&out);
     assert!(err.contains("6 open, 65527 closed, 2 filtered"), "{err}");
+    // The six SYN-ACKs' round trips, as a percentile line and an .hgrm table.
+    assert!(err.contains("round trip (us): p50 ") && err.contains(" over 6 replies"), "{err}");
+    let table = std::fs::read_to_string(&hgrm).unwrap();
+    std::fs::remove_file(&hgrm).unwrap();
+    assert!(table.contains(&format!("Total count    = {:12}", 6)), "{table}");
 }
 
 #[test]
