@@ -1,7 +1,7 @@
 //! The command line, turned into a checked `ScanConfig`.
 
 use crate::config::{
-    ConfigError, MAX_RETRIES, OutputFormat, ScanConfig, TransportChoice, Verbosity, parse_mac, parse_shard,
+    ConfigError, MAX_RATE, MAX_RETRIES, OutputFormat, ScanConfig, TransportChoice, Verbosity, parse_mac, parse_shard,
     parse_source_ports, parse_wait,
 };
 use crate::engine::plan::Shard;
@@ -290,6 +290,9 @@ impl Cli {
             None => None,
         };
         let gateway_mac = self.gateway_mac.as_deref().map(parse_mac).transpose()?;
+        if self.rate > MAX_RATE {
+            return Err(ConfigError::Rate { got: self.rate, max: MAX_RATE });
+        }
         if self.retries > MAX_RETRIES {
             return Err(ConfigError::Retries { got: self.retries, max: MAX_RETRIES });
         }

@@ -18,6 +18,8 @@ pub enum ConfigError {
     Mac(String),
     #[error("--wait must be between 0 and 3600 seconds, not '{0}'")]
     Wait(String),
+    #[error("--rate must be at most {max} packets per second, not {got}")]
+    Rate { got: u64, max: u64 },
     #[error("--retries must be at most {max}, not {got}")]
     Retries { got: u32, max: u32 },
     #[error("--seed must be a number, not '{0}'")]
@@ -95,6 +97,8 @@ pub struct ScanConfig {
 }
 
 pub const MAX_RETRIES: u32 = 20;
+/// Far above any NIC's packet rate, and low enough that pacing arithmetic stays exact.
+pub const MAX_RATE: u64 = 100_000_000;
 
 pub fn parse_source_ports(text: &str) -> Result<(u16, u16), ConfigError> {
     let bad = || ConfigError::SourcePort(text.to_string());

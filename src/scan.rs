@@ -62,7 +62,7 @@ pub fn execute(cfg: &ScanConfig, stop: &StopSignal) -> Result<Outcome, ScanError
     }
 
     let path = net::resolve_path(&route_samples(&cfg.hosts), &cfg.path)?;
-    let (tx, rx) = raw::open(path.ifindex, path.next_hop_mac, path.local, path.src_ip, cfg.src_ports)?;
+    let (tx, rx) = raw::open(path.ifindex, path.next_hop_mac, path.via_ip_stack, path.src_ip, cfg.src_ports)?;
     let wire = Wire {
         template: SynTemplate::new(path.src_mac, path.next_hop_mac, path.src_ip),
         src_ip: path.src_ip,
@@ -123,6 +123,12 @@ pub fn execute(cfg: &ScanConfig, stop: &StopSignal) -> Result<Outcome, ScanError
     let stored = store.map(|s| s.finish(end)).transpose()?;
     if cfg.verbosity >= Verbosity::Normal {
         eprintln!("prtip: {}", summary(&plan, &stats, silent));
+        if stats.refused > 0 {
+            eprintln!(
+                "prtip: warning: the kernel refused to send {} probes (broadcast addresses, firewall rules or no route); they are reported as filtered",
+                stats.refused
+            );
+        }
         if stats.rx_drops > 0 {
             eprintln!(
                 "prtip: warning: the kernel dropped {} received frames; replies may be missing (lower --rate)",

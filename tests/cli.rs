@@ -54,6 +54,7 @@ fn bad_input_gets_one_line_and_status_2() {
         vec!["-sU", "10.0.0.1"],
         vec!["-s", "connect", "10.0.0.1"],
         vec!["--rate", "fast", "10.0.0.1"],
+        vec!["--rate", "18446744073709551615", "10.0.0.1"],
         vec!["--retries", "99", "10.0.0.1"],
         vec!["--wait", "-1", "10.0.0.1"],
         vec!["--source-port", "0", "10.0.0.1"],

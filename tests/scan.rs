@@ -311,3 +311,22 @@ fn shards_together_find_exactly_what_one_scan_finds() {
     }
     assert_eq!(union, whole);
 }
+
+#[test]
+fn hosts_on_the_link_itself_are_each_reached_directly() {
+    // 10.200.0.0/29 is the veth's own subnet: .1 is the scanner itself, .2 the
+    // target namespace, the rest nobody (ARP fails, so they stay silent).
+    let mut lab = Lab::new(false);
+    lab.listen_in_target(&[22], "10.200.0.2");
+    lab.listen_in_scanner(&[80], "10.200.0.1");
+    let out = lab.prtip(&["-p", "22,80", "10.200.0.0/29", "-o", "ndjson", "--wait", "0.5"]).output().unwrap();
+    assert!(out.status.success(), "{}", stderr_of(&out));
+    let rows = rows(&out.stdout);
+    let of = |state: &str| -> BTreeSet<(String, u16)> {
+        rows.iter().filter(|r| r.state == state).map(|r| (r.ip.clone(), r.port)).collect()
+    };
+    let pairs = |v: &[(&str, u16)]| v.iter().map(|(a, p)| (a.to_string(), *p)).collect::<BTreeSet<_>>();
+    assert_eq!(of("open"), pairs(&[("10.200.0.1", 80), ("10.200.0.2", 22)]));
+    assert_eq!(of("closed"), pairs(&[("10.200.0.1", 22), ("10.200.0.2", 80)]));
+    assert_eq!(of("filtered").len(), 12);
+}

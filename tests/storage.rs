@@ -159,7 +159,12 @@ fn stopped_scan(lab: &Lab, dir: &TempDir, signal: i32) -> (Output, String, Strin
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    std::thread::sleep(Duration::from_millis(1500));
+    std::thread::sleep(Duration::from_millis(750));
+    // Reading the database while the scan writes it must not disturb the scan.
+    let list = prtip_db(&["list", "--database", &db]);
+    assert!(list.status.success(), "{}", stderr_of(&list));
+    assert!(String::from_utf8_lossy(&list.stdout).contains("running"), "{}", String::from_utf8_lossy(&list.stdout));
+    std::thread::sleep(Duration::from_millis(750));
     // SAFETY: plain kill(2) on our own child (ip netns exec runs prtip in its place).
     unsafe { libc::kill(child.id() as i32, signal) };
     (child.wait_with_output().unwrap(), db, base)
@@ -182,7 +187,7 @@ fn sigint_mid_scan_loses_nothing() {
     assert_eq!(std::fs::read_to_string(format!("{base}.csv")).unwrap().lines().count(), received + 1);
     assert_valid_nmap_xml(&format!("{base}.xml"));
     assert!(std::fs::read_to_string(format!("{base}.nmap")).unwrap().contains("(interrupted)"));
-    assert!(!Path::new(&format!("{db}.prtip-journal")).exists(), "journal left after a clean stop");
+    assert!(!Path::new(&format!("{db}.1.prtip-journal")).exists(), "journal left after a clean stop");
 }
 
 #[test]
@@ -211,7 +216,7 @@ fn sigkill_leaves_a_database_that_recovers_from_its_journal() {
     assert!(stored + 300 >= printed && stored <= 32768, "stored {stored}, printed {printed}");
     assert_eq!(sql(&db, "SELECT open_count FROM scans"), stored.to_string());
     assert!(report.contains(&format!("{stored} results restored")), "{report}");
-    assert!(!Path::new(&format!("{db}.prtip-journal")).exists());
+    assert!(!Path::new(&format!("{db}.1.prtip-journal")).exists());
 }
 
 struct Tmpfs(TempDir);

@@ -19,7 +19,8 @@ pub struct Pacer {
 impl Pacer {
     /// `rate` in packets per second, 0 for no limit. `now_ns` is the caller's clock.
     pub fn new(rate: u64, now_ns: u64) -> Self {
-        let interval_ps = (rate > 0).then(|| 1_000_000_000_000u128 / u128::from(rate));
+        // At least 1 ps: a rate beyond 10^12 cannot divide by zero.
+        let interval_ps = (rate > 0).then(|| (1_000_000_000_000u128 / u128::from(rate)).max(1));
         // About half a millisecond of packets, so that a batch can go in one call
         // without letting a stall turn into a flood.
         let burst = (u128::from(rate) / 2000).clamp(4, 256);

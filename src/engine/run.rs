@@ -10,7 +10,10 @@ use crate::wire::cookie::CookieKey;
 use crate::wire::reply::{ReplyKind, ReplyMatcher};
 use crate::wire::template::{Probe, SYN_FRAME_LEN, SynTemplate};
 use std::net::Ipv4Addr;
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{
+    AtomicBool, AtomicU32, AtomicU64,
+    Ordering::{Acquire, Relaxed, Release},
+};
 use std::sync::mpsc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use thiserror::Error;
@@ -26,6 +29,8 @@ const MAX_RTT: Duration = Duration::from_secs(60);
 pub enum EngineError {
     #[error(transparent)]
     Transport(#[from] TransportError),
+    #[error("the {0} thread panicked (a bug: please report it)")]
+    Panicked(&'static str),
 }
 
 /// Asks a running scan to stop: the first request stops transmission (replies
@@ -82,6 +87,8 @@ pub struct Progress {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ScanStats {
     pub sent: u64,
+    /// Probes the kernel refused to send (a broadcast address, a firewall rule).
+    pub refused: u64,
     pub open: u64,
     pub closed: u64,
     /// Answered with ICMP unreachable.
@@ -102,10 +109,30 @@ impl ScanStats {
     }
 }
 
+/// Marks a thread's end in `Shared` when dropped: on return, on error and on panic.
+struct EndGuard<'a> {
+    shared: &'a Shared,
+    transmit: bool,
+}
+
+impl Drop for EndGuard<'_> {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            self.shared.failed.store(true, Relaxed);
+        }
+        if self.transmit {
+            // Release: whoever sees tx_done also sees the last send time stored before it.
+            self.shared.tx_done.store(true, Release);
+        }
+    }
+}
+
 /// Shared between the two threads; every field is a counter or a flag.
 #[derive(Default)]
 struct Shared {
     sent: AtomicU64,
+    /// Probes the kernel would not send (see `Transmit::transmit`).
+    refused: AtomicU64,
     answered: AtomicU64,
     open: AtomicU64,
     closed: AtomicU64,
@@ -178,18 +205,17 @@ pub fn run<T: Transmit, R: Receive>(
 
     let (tx_outcome, rx_outcome) = std::thread::scope(|s| {
         let tx_thread = s.spawn(|| {
+            // Whatever way transmission ends, a panic included, the receive
+            // thread must learn it, or it would wait for replies forever.
+            let _done = EndGuard { shared: &shared, transmit: true };
             let r = transmit(plan, wire, &mut tx, &shared, &clock, stop, answered);
-            if r.is_err() {
-                shared.failed.store(true, Relaxed);
-            }
-            shared.tx_done.store(true, Relaxed);
+            shared.failed.fetch_or(r.is_err(), Relaxed);
             r
         });
         let rx_thread = s.spawn(|| {
+            let _done = EndGuard { shared: &shared, transmit: false };
             let r = receive(plan, wire, &mut rx, &shared, &clock, stop, answered, total, results_tx);
-            if r.is_err() {
-                shared.failed.store(true, Relaxed);
-            }
+            shared.failed.fetch_or(r.is_err(), Relaxed);
             r
         });
         // The channel closes when the receive thread ends, so this loop cannot miss the end.
@@ -212,13 +238,16 @@ pub fn run<T: Transmit, R: Receive>(
                 });
             }
         }
-        (tx_thread.join().expect("transmit thread panicked"), rx_thread.join().expect("receive thread panicked"))
+        let joined =
+            |r: std::thread::Result<Result<(), EngineError>>, which| r.unwrap_or(Err(EngineError::Panicked(which)));
+        (joined(tx_thread.join(), "transmit"), joined(rx_thread.join(), "receive"))
     });
     tx_outcome?;
     rx_outcome?;
 
     Ok(ScanStats {
         sent: shared.sent.load(Relaxed),
+        refused: shared.refused.load(Relaxed),
         open: shared.open.load(Relaxed),
         closed: shared.closed.load(Relaxed),
         unreachable: shared.unreachable.load(Relaxed),
@@ -285,8 +314,9 @@ fn transmit<T: Transmit>(
             }
             if count > 0 {
                 let batch: Vec<&[u8]> = frames[..count].iter().map(|f| &f[..]).collect();
-                tx.transmit(&batch)?;
-                shared.sent.fetch_add(count as u64, Relaxed);
+                let accepted = tx.transmit(&batch)?;
+                shared.sent.fetch_add(accepted as u64, Relaxed);
+                shared.refused.fetch_add((count - accepted) as u64, Relaxed);
                 shared.last_send_ns.store(clock.now_ns(), Relaxed);
             }
         }
@@ -364,7 +394,7 @@ fn receive<R: Receive>(
             shared.rx_drops.fetch_add(rx.take_drops(), Relaxed);
             return Ok(());
         }
-        if shared.tx_done.load(Relaxed)
+        if shared.tx_done.load(Acquire)
             && (shared.answered.load(Relaxed) >= total || shared.replies_due_by(clock, plan))
         {
             shared.rx_drops.fetch_add(rx.take_drops(), Relaxed);
@@ -422,7 +452,7 @@ mod tests {
     struct FakeRx(Arc<Mutex<Net>>);
 
     impl Transmit for FakeTx {
-        fn transmit(&mut self, frames: &[&[u8]]) -> Result<(), TransportError> {
+        fn transmit(&mut self, frames: &[&[u8]]) -> Result<usize, TransportError> {
             let mut net = self.0.lock().unwrap();
             for f in frames {
                 let p = SlicedPacket::from_ethernet(f).unwrap();
@@ -465,7 +495,7 @@ mod tests {
                 }
                 net.inbox.push_back(frame);
             }
-            Ok(())
+            Ok(frames.len())
         }
     }
 
@@ -590,5 +620,29 @@ mod tests {
         let (stats, _, _, plan) = scan(truth, 0, (1, 3));
         assert_eq!(stats.sent, plan.probes_per_pass());
         assert_eq!(stats.open + stats.closed, 8);
+    }
+
+    struct PanickingTx;
+
+    impl Transmit for PanickingTx {
+        fn transmit(&mut self, _frames: &[&[u8]]) -> Result<usize, TransportError> {
+            panic!("transport bug");
+        }
+    }
+
+    #[test]
+    fn a_panicking_transport_ends_the_scan_with_an_error_not_a_hang() {
+        let space = TargetSpace::new(
+            RangeSet::from_ranges(vec![Range::new(1, 10)]),
+            RangeSet::from_ranges(vec![Range::new(80, 80)]),
+        );
+        let plan = ScanPlan::new(space, 1, (61000, 61003), 0, 0, Duration::from_secs(30));
+        let wire = Wire { template: SynTemplate::new([1; 6], [2; 6], ME), src_ip: ME, key: CookieKey::new(3, 4) };
+        let mut seen = Seen { results: Vec::new(), ticks: 0, passes: 1 };
+        let started = Instant::now();
+        let r =
+            run(&plan, &wire, PanickingTx, FakeRx(Arc::default()), &StopSignal::new(), &Answered::default(), &mut seen);
+        assert!(matches!(r, Err(EngineError::Panicked("transmit"))), "{r:?}");
+        assert!(started.elapsed() < Duration::from_secs(5), "waited {:?} with --wait 30", started.elapsed());
     }
 }

@@ -45,12 +45,17 @@ impl Answered {
     }
 }
 
+/// The shortest wait for late replies, whatever the round trips seen: a
+/// scan of a near and a far host may have measured only the near one.
+const MIN_WAIT: Duration = Duration::from_millis(250);
+
 /// How long after the last probe a reply may still arrive: a few times the
-/// slowest round trip seen (queueing under load included), never more than
-/// `max_wait`, and all of `max_wait` when no round trip has been measured.
+/// slowest round trip seen (queueing under load included) and at least
+/// `MIN_WAIT`, never more than `max_wait`, and all of `max_wait` when no
+/// round trip has been measured.
 pub fn reply_timeout(max_rtt: Option<Duration>, max_wait: Duration) -> Duration {
     match max_rtt {
-        Some(rtt) => (rtt * 3 + Duration::from_millis(20)).min(max_wait),
+        Some(rtt) => (rtt * 3 + Duration::from_millis(20)).max(MIN_WAIT).min(max_wait),
         None => max_wait,
     }
 }
@@ -75,7 +80,12 @@ mod tests {
     fn timeout_follows_the_slowest_reply_within_the_bound() {
         let max = Duration::from_secs(2);
         assert_eq!(reply_timeout(None, max), max);
-        assert_eq!(reply_timeout(Some(Duration::from_micros(100)), max), Duration::from_micros(20_300));
+        assert_eq!(reply_timeout(Some(Duration::from_micros(100)), max), MIN_WAIT);
+        assert_eq!(reply_timeout(Some(Duration::from_millis(100)), max), Duration::from_millis(320));
         assert_eq!(reply_timeout(Some(Duration::from_secs(1)), max), max);
+        assert_eq!(
+            reply_timeout(Some(Duration::from_micros(100)), Duration::from_millis(100)),
+            Duration::from_millis(100)
+        );
     }
 }

@@ -25,7 +25,8 @@ pub fn name(index: u32) -> Result<String, NetError> {
     Ok(unsafe { CStr::from_ptr(buf.as_ptr()) }.to_string_lossy().into_owned())
 }
 
-pub fn hardware_address(name: &str) -> Result<[u8; 6], NetError> {
+/// The link type (`ARPHRD_*`) and hardware address of an interface.
+pub fn hardware_address(name: &str) -> Result<(u16, [u8; 6]), NetError> {
     let fail = |source| NetError::HardwareAddress { name: name.to_string(), source };
     // SAFETY: plain socket(2) call; owned right below.
     let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
@@ -44,6 +45,6 @@ pub fn hardware_address(name: &str) -> Result<[u8; 6], NetError> {
         return Err(fail(std::io::Error::last_os_error()));
     }
     // SAFETY: SIOCGIFHWADDR filled the hardware-address member of the union.
-    let data = unsafe { req.ifr_ifru.ifru_hwaddr.sa_data };
-    Ok(std::array::from_fn(|i| data[i] as u8))
+    let addr = unsafe { req.ifr_ifru.ifru_hwaddr };
+    Ok((addr.sa_family, std::array::from_fn(|i| addr.sa_data[i] as u8)))
 }

@@ -26,6 +26,10 @@ pub enum NetError {
     },
     #[error("interface {0} has no IPv4 address to send from: give one with --source-ip")]
     NoSourceAddress(String),
+    #[error(
+        "interface {ifname} is not Ethernet (link type {link_type}): prtip sends Ethernet frames; scan through an Ethernet interface or loopback"
+    )]
+    NotEthernet { ifname: String, link_type: u16 },
     #[error("no ARP reply from next hop {hop} on {ifname}: give its MAC with --gateway-mac")]
     NextHopSilent { hop: Ipv4Addr, ifname: String },
     #[error(
@@ -44,8 +48,9 @@ pub struct Path {
     pub src_ip: Ipv4Addr,
     pub src_mac: [u8; 6],
     pub next_hop_mac: [u8; 6],
-    /// The targets are this host's own addresses.
-    pub local: bool,
+    /// Probes go through the kernel's IP stack, which picks each next hop:
+    /// for this host's own addresses and for hosts on the link itself.
+    pub via_ip_stack: bool,
 }
 
 /// User overrides for path discovery.
@@ -64,6 +69,7 @@ pub fn resolve_path(targets: &[Ipv4Addr], overrides: &PathOverrides) -> Result<P
     };
     let first = targets[0];
     let route = query_route(first, oif)?;
+    let mut on_link = !route.local && route.gateway.is_none();
     for &other in &targets[1..] {
         let r = query_route(other, oif)?;
         if r.ifindex != route.ifindex {
@@ -74,23 +80,27 @@ pub fn resolve_path(targets: &[Ipv4Addr], overrides: &PathOverrides) -> Result<P
                 ifb: interface::name(r.ifindex)?,
             });
         }
+        on_link |= !r.local && r.gateway.is_none();
     }
     let ifname = interface::name(route.ifindex)?;
     let src_ip = overrides.source_ip.or(route.prefsrc).ok_or_else(|| NetError::NoSourceAddress(ifname.clone()))?;
-    let src_mac = interface::hardware_address(&ifname)?;
-    let next_hop_mac = match overrides.gateway_mac {
-        Some(mac) => mac,
-        // Loopback and other link types without addresses take any destination MAC.
-        None if route.local || src_mac == [0; 6] => [0; 6],
-        None => {
-            let hop = route.gateway.unwrap_or(first);
-            match neighbour(route.ifindex, hop)? {
-                Some(mac) => mac,
-                None => arp::resolve(route.ifindex, &ifname, src_mac, src_ip, hop)?,
-            }
-        }
+    let (link_type, src_mac) = interface::hardware_address(&ifname)?;
+    if link_type != libc::ARPHRD_ETHER && link_type != libc::ARPHRD_LOOPBACK {
+        return Err(NetError::NotEthernet { ifname, link_type });
+    }
+    // Our own addresses, and hosts on the link itself, each need a next hop
+    // of their own: the kernel's IP stack picks it (and ARPs) per probe.
+    let via_ip_stack = overrides.gateway_mac.is_none() && (route.local || on_link);
+    let next_hop_mac = match (overrides.gateway_mac, route.gateway) {
+        (Some(mac), _) => mac,
+        (None, Some(gateway)) if !via_ip_stack => match neighbour(route.ifindex, gateway)? {
+            Some(mac) => mac,
+            None => arp::resolve(route.ifindex, &ifname, src_mac, src_ip, gateway)?,
+        },
+        // The IP stack builds its own link header; this MAC is never used.
+        (None, _) => [0; 6],
     };
-    Ok(Path { ifindex: route.ifindex, ifname, src_ip, src_mac, next_hop_mac, local: route.local })
+    Ok(Path { ifindex: route.ifindex, ifname, src_ip, src_mac, next_hop_mac, via_ip_stack })
 }
 
 fn query_route(dst: Ipv4Addr, oif: Option<u32>) -> Result<netlink::Route, NetError> {
@@ -105,7 +115,7 @@ fn query_route(dst: Ipv4Addr, oif: Option<u32>) -> Result<netlink::Route, NetErr
 fn neighbour(ifindex: u32, ip: Ipv4Addr) -> Result<Option<[u8; 6]>, NetError> {
     let mut found = None;
     netlink::query(&netlink::neighbour_dump_request(ifindex), |buf| {
-        let (mac, done) = netlink::parse_neighbours(buf, ip)?;
+        let (mac, done) = netlink::parse_neighbours(buf, ip, ifindex)?;
         found = found.or(mac);
         Ok(done)
     })?;

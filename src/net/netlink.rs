@@ -23,6 +23,8 @@ const NDA_DST: u16 = 1;
 const NDA_LLADDR: u16 = 2;
 const RTN_UNICAST: u8 = 1;
 const RTN_LOCAL: u8 = 2;
+/// A subnet's broadcast address: on the link, like a unicast route without a gateway.
+const RTN_BROADCAST: u8 = 3;
 /// Neighbour states whose link-layer address can be used (reachable, stale, delay, probe, noarp, permanent).
 const NUD_USABLE: u16 = 0x02 | 0x04 | 0x08 | 0x10 | 0x40 | 0x80;
 
@@ -121,7 +123,7 @@ pub fn parse_route(buf: &[u8], dst: Ipv4Addr) -> Result<Route, NetError> {
             continue;
         }
         let rtype = body[7];
-        if rtype != RTN_UNICAST && rtype != RTN_LOCAL {
+        if rtype != RTN_UNICAST && rtype != RTN_LOCAL && rtype != RTN_BROADCAST {
             return Err(NetError::NoRoute(dst));
         }
         let mut route = Route { ifindex: 0, gateway: None, prefsrc: None, local: rtype == RTN_LOCAL };
@@ -141,9 +143,10 @@ pub fn parse_route(buf: &[u8], dst: Ipv4Addr) -> Result<Route, NetError> {
     Err(NetError::NoRoute(dst))
 }
 
-/// Looks for a usable entry for `ip` in one datagram of a neighbour dump.
+/// Looks for a usable entry for `ip` on interface `ifindex` in one datagram
+/// of a neighbour dump (which may list every interface's entries).
 /// Returns `(found, done)`: done is true once the dump's last message was seen.
-pub fn parse_neighbours(buf: &[u8], ip: Ipv4Addr) -> Result<(Option<[u8; 6]>, bool), NetError> {
+pub fn parse_neighbours(buf: &[u8], ip: Ipv4Addr, ifindex: u32) -> Result<(Option<[u8; 6]>, bool), NetError> {
     let mut found = None;
     for msg in messages(buf) {
         let (kind, body) = msg?;
@@ -154,7 +157,8 @@ pub fn parse_neighbours(buf: &[u8], ip: Ipv4Addr) -> Result<(Option<[u8; 6]>, bo
             continue;
         }
         let state = u16::from_ne_bytes([body[8], body[9]]);
-        if state & NUD_USABLE == 0 {
+        let on = u32::from_ne_bytes([body[4], body[5], body[6], body[7]]);
+        if state & NUD_USABLE == 0 || on != ifindex {
             continue;
         }
         let (mut dst, mut mac) = (None, None);
@@ -272,7 +276,7 @@ mod tests {
         for n in 0..64 {
             let junk: Vec<u8> = (0..n).map(|i| (i * 37 + n) as u8).collect();
             let _ = parse_route(&junk, DST);
-            let _ = parse_neighbours(&junk, DST);
+            let _ = parse_neighbours(&junk, DST, 3);
         }
     }
 
@@ -289,9 +293,10 @@ mod tests {
         let gw = Ipv4Addr::new(10, 200, 0, 2);
         let mut buf = neigh(0x20, [10, 200, 0, 2], [9; 6]); // failed
         buf.extend(neigh(0x02, [10, 200, 0, 3], [8; 6])); // another host
-        assert_eq!(parse_neighbours(&buf, gw).unwrap(), (None, false));
+        assert_eq!(parse_neighbours(&buf, gw, 3).unwrap(), (None, false));
         buf.extend(neigh(0x80, [10, 200, 0, 2], [7; 6]));
         buf.extend(message(NLMSG_DONE, 2, &[0; 4]));
-        assert_eq!(parse_neighbours(&buf, gw).unwrap(), (Some([7; 6]), true));
+        assert_eq!(parse_neighbours(&buf, gw, 3).unwrap(), (Some([7; 6]), true));
+        assert_eq!(parse_neighbours(&buf, gw, 4).unwrap(), (None, true), "another interface's entry");
     }
 }

@@ -116,11 +116,22 @@ pub struct Db {
     recovered: u64,
 }
 
-/// Where a database's journal lives: beside it, with a name SQLite does not use.
-pub fn journal_path(db: &Path) -> PathBuf {
+/// Where a scan's journal lives: beside its database, with a name SQLite does not use.
+pub fn journal_path(db: &Path, scan_id: i64) -> PathBuf {
     let mut p = db.as_os_str().to_owned();
-    p.push(".prtip-journal");
+    p.push(format!(".{scan_id}.prtip-journal"));
     PathBuf::from(p)
+}
+
+/// Takes the exclusive lock a running scan holds on its journal; false if a
+/// live process holds it. The kernel drops the lock when its holder dies.
+pub fn try_lock(fd: std::os::fd::RawFd) -> std::io::Result<bool> {
+    // SAFETY: flock on a descriptor the caller keeps open.
+    if unsafe { libc::flock(fd, libc::LOCK_EX | libc::LOCK_NB) } == 0 {
+        return Ok(true);
+    }
+    let e = std::io::Error::last_os_error();
+    if e.raw_os_error() == Some(libc::EWOULDBLOCK) { Ok(false) } else { Err(e) }
 }
 
 impl Db {
@@ -165,29 +176,43 @@ impl Db {
     }
 
     /// Finishes the books of scans that never finished (killed, or the
-    /// machine died): replays their journal (the unique key drops what was
-    /// already committed), merges their pending results, and marks them
-    /// interrupted with the counts of what they hold. Returns the number of
-    /// results recovered.
+    /// machine died): replays each one's journal (the unique key drops what
+    /// was already committed), merges its pending results, and marks it
+    /// interrupted with the counts of what it holds. A scan whose journal is
+    /// locked is alive in another process and is left alone. Returns the
+    /// number of results recovered.
     fn recover(&mut self) -> Result<u64, StoreError> {
-        let jpath = journal_path(&self.path);
-        let journal = match std::fs::read(&jpath) {
-            Ok(bytes) => journal::decode(&bytes),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
-            Err(e) => return Err(StoreError::Journal { path: jpath, source: e }),
-        };
-        for (scan_id, rows) in &journal {
-            self.insert(*scan_id, rows)?;
-        }
         let path = self.path.clone();
         let fail = |e| StoreError::Database { path: path.clone(), source: e };
-        let tx = self.conn.transaction().map_err(fail)?;
         let running: Vec<i64> = {
-            let mut stmt = tx.prepare("SELECT id FROM scans WHERE status = 'running'").map_err(fail)?;
+            let mut stmt = self.conn.prepare("SELECT id FROM scans WHERE status = 'running'").map_err(fail)?;
             stmt.query_map([], |r| r.get(0)).and_then(|rows| rows.collect()).map_err(fail)?
         };
         let mut recovered = 0;
         for id in running {
+            let jpath = journal_path(&self.path, id);
+            let jfail = |e| StoreError::Journal { path: jpath.clone(), source: e };
+            let journal = match std::fs::OpenOptions::new().read(true).write(true).open(&jpath) {
+                Ok(f) => {
+                    use std::os::fd::AsRawFd;
+                    if !try_lock(f.as_raw_fd()).map_err(jfail)? {
+                        continue;
+                    }
+                    Some(f)
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+                Err(e) => return Err(jfail(e)),
+            };
+            if let Some(mut f) = journal.as_ref() {
+                let mut bytes = Vec::new();
+                std::io::Read::read_to_end(&mut f, &mut bytes).map_err(jfail)?;
+                for (scan_id, rows) in journal::decode(&bytes) {
+                    if scan_id == id {
+                        self.insert(id, &rows)?;
+                    }
+                }
+            }
+            let tx = self.conn.transaction().map_err(fail)?;
             recovered += Self::merge(&tx, id).map_err(fail)?;
             tx.execute(
                 "UPDATE scans SET status = 'interrupted', \
@@ -198,12 +223,20 @@ impl Db {
                 [id],
             )
             .map_err(fail)?;
+            tx.commit().map_err(fail)?;
+            if journal.is_some() {
+                std::fs::remove_file(&jpath).map_err(jfail)?;
+            }
         }
-        tx.commit().map_err(fail)?;
-        match std::fs::remove_file(&jpath) {
-            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(StoreError::Journal { path: jpath, source: e }),
-            _ => Ok(recovered),
-        }
+        // Pending rows of a scan that finished belong to no one (a crash
+        // between its last commit and removing its journal).
+        self.conn
+            .execute(
+                "DELETE FROM pending_results WHERE scan_id IN (SELECT id FROM scans WHERE status != 'running')",
+                [],
+            )
+            .map_err(fail)?;
+        Ok(recovered)
     }
 
     pub fn begin_scan(&self, s: &ScanStart) -> Result<i64, StoreError> {
@@ -458,15 +491,37 @@ mod tests {
         journal::encode(id, &[result(1, PortState::Open), result(2, PortState::Closed)], &mut buf);
         journal::encode(id, &[result(3, PortState::Open)], &mut buf);
         buf.extend_from_slice(&[1, 2, 3]); // a torn tail
-        std::fs::write(journal_path(&path), &buf).unwrap();
+        std::fs::write(journal_path(&path, id), &buf).unwrap();
         let db = Db::open(&path).unwrap();
         assert_eq!(db.recovered(), 3);
-        assert!(!journal_path(&path).exists(), "journal removed after replay");
+        assert!(!journal_path(&path, id).exists(), "journal removed after replay");
         let scan = db.scan(id).unwrap().unwrap();
         assert_eq!(scan.status, "interrupted");
         assert_eq!((scan.open, scan.closed), (2, 1));
         assert_eq!(db.results(id, false).unwrap().len(), 3);
         assert!(db.integrity_ok().unwrap());
+    }
+
+    #[test]
+    fn a_live_scan_is_left_alone() {
+        use std::os::fd::AsRawFd;
+        let path = temp_db("live");
+        let mut db = Db::open(&path).unwrap();
+        let id = db.begin_scan(&start()).unwrap();
+        db.insert(id, &[result(1, PortState::Open)]).unwrap();
+        let journal = std::fs::File::create(journal_path(&path, id)).unwrap();
+        assert!(try_lock(journal.as_raw_fd()).unwrap());
+        // Another open of the database, while the scan runs: nothing changes under it.
+        let other = Db::open(&path).unwrap();
+        assert_eq!(other.recovered(), 0);
+        assert_eq!(other.scan(id).unwrap().unwrap().status, "running");
+        assert!(journal_path(&path, id).exists());
+        drop(journal);
+        // Its process gone, the lock goes with it and the scan is recovered.
+        let after = Db::open(&path).unwrap();
+        assert_eq!(after.recovered(), 1);
+        assert_eq!(after.scan(id).unwrap().unwrap().status, "interrupted");
+        drop(db);
     }
 
     #[test]

@@ -212,7 +212,7 @@ mod tests {
             let report = store.finish(Finish::default()).unwrap();
             assert_eq!(report.rows_stored, u64::from(n), "n={n}");
             assert_eq!(count(&d), i64::from(n), "n={n}");
-            assert!(!db::journal_path(&d.join("s.db")).exists(), "journal left behind");
+            assert!(!db::journal_path(&d.join("s.db"), 1).exists(), "journal left behind");
             if n == 1 {
                 let csv = std::fs::read_to_string(d.join("out.csv")).unwrap();
                 assert_eq!(csv.lines().count(), 2);

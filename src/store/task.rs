@@ -134,9 +134,14 @@ async fn open(config: &StoreConfig) -> Result<(Option<DbSink>, Vec<FileSink>), S
         Some(path) => {
             let db = Db::open(path)?;
             let scan_id = db.begin_scan(&config.start)?;
-            let jpath = db::journal_path(path);
-            let journal =
-                UringFile::create(jpath.clone()).await.map_err(|e| StoreError::Journal { path: jpath, source: e })?;
+            let jpath = db::journal_path(path, scan_id);
+            let jfail = |e| StoreError::Journal { path: jpath.clone(), source: e };
+            let journal = UringFile::create(jpath.clone()).await.map_err(jfail)?;
+            // Held until this process ends: it tells any other open of the database that we are alive.
+            {
+                use std::os::fd::AsRawFd;
+                db::try_lock(journal.file.as_raw_fd()).map_err(jfail)?;
+            }
             Some(DbSink { db, scan_id, journal, pending: Vec::new(), oldest: None, last_sync: Instant::now() })
         }
         None => None,

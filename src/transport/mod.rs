@@ -34,8 +34,9 @@ impl TransportError {
 
 /// The sending half: puts whole Ethernet frames on the wire.
 pub trait Transmit: Send {
-    /// Sends every frame, in order; returns only when all are handed to the kernel.
-    fn transmit(&mut self, frames: &[&[u8]]) -> Result<(), TransportError>;
+    /// Sends every frame, in order; returns once each was handed to the kernel
+    /// or refused by it, with the number handed over.
+    fn transmit(&mut self, frames: &[&[u8]]) -> Result<usize, TransportError>;
 }
 
 /// The receiving half: yields frames that may be replies (already narrowed by a kernel filter).

@@ -4,11 +4,12 @@
 //! Sending and receiving use two sockets. The sending one is bound with
 //! protocol 0, so the kernel never queues received frames on it.
 //!
-//! Probes to this host's own addresses cannot go out as link-layer frames:
-//! a frame injected on `lo` has no route attached, and the kernel drops it as
-//! a martian (drop reason IP_LOCALNET). Those probes are sent through a raw
-//! IP socket instead, which routes them like any local packet; replies are
-//! still read from the packet socket.
+//! Some probes cannot go out as link-layer frames to one next hop: a frame
+//! injected on `lo` has no route attached, and the kernel drops it as a
+//! martian (drop reason IP_LOCALNET); and hosts on the link itself each have
+//! a MAC of their own. Those probes go through a raw IP socket instead, and
+//! the kernel routes (and ARPs for) each one; replies are still read from
+//! the packet socket.
 
 use super::filter::{Insn, SNAP_LEN, reply_filter};
 use super::{Receive, Transmit, TransportError};
@@ -35,8 +36,8 @@ pub struct RawTx {
 enum TxRoute {
     /// Whole Ethernet frames to the next hop.
     Link(libc::sockaddr_ll),
-    /// The IPv4 packet inside each frame, through the local IP stack.
-    Local,
+    /// The IPv4 packet inside each frame, through the kernel's IP stack.
+    IpStack,
 }
 
 pub struct RawRx {
@@ -45,16 +46,16 @@ pub struct RawRx {
 }
 
 /// Opens both halves on interface `ifindex`. `next_hop` is the frames' destination
-/// MAC; `local` says the targets are this host's own addresses.
+/// MAC, unless `via_ip_stack` sends the probes through the kernel's IP stack.
 pub fn open(
     ifindex: u32,
     next_hop: [u8; 6],
-    local: bool,
+    via_ip_stack: bool,
     src_ip: Ipv4Addr,
     src_ports: (u16, u16),
 ) -> Result<(RawTx, RawRx), TransportError> {
-    let tx = if local {
-        RawTx { fd: new_socket(libc::AF_INET, libc::IPPROTO_RAW)?, route: TxRoute::Local }
+    let tx = if via_ip_stack {
+        RawTx { fd: new_socket(libc::AF_INET, libc::IPPROTO_RAW)?, route: TxRoute::IpStack }
     } else {
         let fd = new_socket(libc::AF_PACKET, 0)?;
         let mut dest = sockaddr_ll(ifindex, 0);
@@ -78,7 +79,12 @@ pub fn open(
         setsockopt(&rx, libc::SOL_SOCKET, libc::SO_RCVBUF, &RX_BUFFER_BYTES, "sizing the receive buffer")?;
     }
     // Bound last: frames only start arriving once the filter is in place.
-    bind(&rx, &sockaddr_ll(ifindex, libc::ETH_P_IP as u16))?;
+    // Through the IP stack a probe may leave by another interface than the
+    // route's (to this host's own address on a scanned subnet: by `lo`), so
+    // replies are read from every interface; the filter still admits only
+    // those to our address and ports.
+    let rx_ifindex = if via_ip_stack { 0 } else { ifindex };
+    bind(&rx, &sockaddr_ll(rx_ifindex, libc::ETH_P_IP as u16))?;
 
     Ok((tx, RawRx { fd: rx, bufs: vec![[0u8; SNAP_LEN as usize]; RX_BATCH] }))
 }
@@ -132,15 +138,15 @@ fn setsockopt<T>(fd: &OwnedFd, level: i32, name: i32, value: &T, what: &'static 
 }
 
 impl Transmit for RawTx {
-    fn transmit(&mut self, frames: &[&[u8]]) -> Result<(), TransportError> {
+    fn transmit(&mut self, frames: &[&[u8]]) -> Result<usize, TransportError> {
         // The IP route sends the packet without its Ethernet header, to the address inside it.
-        let skip = if matches!(self.route, TxRoute::Local) { ETH_HEADER } else { 0 };
+        let skip = if matches!(self.route, TxRoute::IpStack) { ETH_HEADER } else { 0 };
         let mut iovs: Vec<libc::iovec> = frames
             .iter()
             .map(|f| libc::iovec { iov_base: f[skip..].as_ptr() as *mut libc::c_void, iov_len: f.len() - skip })
             .collect();
         let mut local_dests: Vec<libc::sockaddr_in> = match self.route {
-            TxRoute::Local => frames.iter().map(|f| sockaddr_in(&f[ETH_HEADER + 16..ETH_HEADER + 20])).collect(),
+            TxRoute::IpStack => frames.iter().map(|f| sockaddr_in(&f[ETH_HEADER + 16..ETH_HEADER + 20])).collect(),
             TxRoute::Link(_) => Vec::new(),
         };
         // SAFETY: mmsghdr is plain data; all-zero is valid and the fields are set below.
@@ -151,7 +157,7 @@ impl Transmit for RawTx {
                     m.msg_hdr.msg_name = (dest as *mut libc::sockaddr_ll).cast();
                     m.msg_hdr.msg_namelen = size_of::<libc::sockaddr_ll>() as u32;
                 }
-                TxRoute::Local => {
+                TxRoute::IpStack => {
                     m.msg_hdr.msg_name = (&mut local_dests[i] as *mut libc::sockaddr_in).cast();
                     m.msg_hdr.msg_namelen = size_of::<libc::sockaddr_in>() as u32;
                 }
@@ -159,24 +165,33 @@ impl Transmit for RawTx {
             m.msg_hdr.msg_iov = iov;
             m.msg_hdr.msg_iovlen = 1;
         }
-        let mut done = 0;
+        let (mut done, mut refused) = (0, 0);
         while done < msgs.len() {
             let rest = &mut msgs[done..];
             // SAFETY: every header points at live iovecs, frames and destination addresses.
             let n = unsafe { libc::sendmmsg(self.fd.as_raw_fd(), rest.as_mut_ptr(), rest.len() as u32, 0) };
-            if n < 0 {
-                let err = std::io::Error::last_os_error();
-                match err.raw_os_error() {
-                    Some(libc::EINTR) => continue,
-                    // The device queue is full: give the driver a moment rather than drop probes.
-                    Some(libc::ENOBUFS | libc::EAGAIN) => std::thread::sleep(Duration::from_micros(50)),
-                    _ => return Err(TransportError::Io { what: "sending probes", source: err }),
-                }
+            if n >= 0 {
+                done += n as usize;
                 continue;
             }
-            done += n as usize;
+            let err = std::io::Error::last_os_error();
+            match (err.raw_os_error(), &self.route) {
+                (Some(libc::EINTR), _) => {}
+                // The device queue is full: give the driver a moment rather than drop probes.
+                (Some(libc::ENOBUFS | libc::EAGAIN), _) => std::thread::sleep(Duration::from_micros(50)),
+                // The IP stack refuses one destination (a broadcast address, a
+                // firewall rule, no route): skip that probe, not the scan.
+                (
+                    Some(libc::EACCES | libc::EPERM | libc::ENETUNREACH | libc::EHOSTUNREACH | libc::EINVAL),
+                    TxRoute::IpStack,
+                ) => {
+                    done += 1;
+                    refused += 1;
+                }
+                _ => return Err(TransportError::Io { what: "sending probes", source: err }),
+            }
         }
-        Ok(())
+        Ok(done - refused)
     }
 }
 
