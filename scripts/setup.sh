@@ -11,7 +11,13 @@ PACKAGES=(
   libxml2-utils  # xmllint: -oX output is validated against nmap's DTD
   nmap         # nmap.dtd, and the lab benchmark's comparison
   ndiff        # nmap's own XML differ reads -oX output
+  iputils-ping # the XDP test pings through a running scan
   gcc          # linker for cargo
+  clang        # compiles the XDP program in bpf/ (build.rs)
+  libelf-dev   # libbpf, built by libbpf-sys
+  zlib1g-dev   # libbpf
+  m4           # libbpf's build
+  pkg-config   # libbpf-sys and libxdp-sys find their libraries
 )
 missing=()
 for p in "${PACKAGES[@]}"; do

@@ -181,6 +181,7 @@ pub struct Cli {
 #[derive(Debug, Clone, Copy, ValueEnum)]
 pub enum TransportArg {
     Auto,
+    Xdp,
     Raw,
 }
 
@@ -319,6 +320,7 @@ impl Cli {
             ports,
             transport: match self.transport {
                 TransportArg::Auto => TransportChoice::Auto,
+                TransportArg::Xdp => TransportChoice::Xdp,
                 TransportArg::Raw => TransportChoice::Raw,
             },
             path: PathOverrides { interface: self.interface, source_ip, gateway_mac },

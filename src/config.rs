@@ -38,8 +38,9 @@ pub enum ConfigError {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TransportChoice {
-    /// The best transport available; raw sockets until AF_XDP lands.
+    /// AF_XDP where it can be used, raw sockets (with a notice) where not.
     Auto,
+    Xdp,
     Raw,
 }
 

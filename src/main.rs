@@ -30,10 +30,8 @@ fn main() -> ExitCode {
         Ok(Outcome::Completed) => ExitCode::SUCCESS,
         Ok(Outcome::Interrupted) => ExitCode::from(130),
         Err(e) => {
-            eprintln!(
-                "prtip: error: {}",
-                anyhow::Error::from(e).chain().map(|c| c.to_string()).collect::<Vec<_>>().join(": ")
-            );
+            // Every error's message already names its cause.
+            eprintln!("prtip: error: {e}");
             ExitCode::from(1)
         }
     }

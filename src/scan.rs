@@ -14,7 +14,8 @@ use crate::store::db::{ScanEnd, ScanStart};
 use crate::store::{Finish, Store, StoreConfig, StoreError, StoreReport};
 use crate::target::ranges::RangeSet;
 use crate::target::space::TargetSpace;
-use crate::transport::{TransportError, raw};
+use crate::transport::xdp::{self, XdpAttachment};
+use crate::transport::{Receive, Transmit, TransportError, raw};
 use crate::wire::cookie::CookieKey;
 use crate::wire::template::SynTemplate;
 use std::io::{self, BufWriter, Write};
@@ -62,7 +63,7 @@ pub fn execute(cfg: &ScanConfig, stop: &StopSignal) -> Result<Outcome, ScanError
     }
 
     let path = net::resolve_path(&route_samples(&cfg.hosts), &cfg.path)?;
-    let (tx, rx) = raw::open(path.ifindex, path.next_hop_mac, path.via_ip_stack, path.src_ip, cfg.src_ports)?;
+    let Opened { tx, rx, _attachment, kind } = open_transport(cfg, &path)?;
     let wire = Wire {
         template: SynTemplate::new(path.src_mac, path.next_hop_mac, path.src_ip),
         src_ip: path.src_ip,
@@ -87,7 +88,7 @@ pub fn execute(cfg: &ScanConfig, stop: &StopSignal) -> Result<Outcome, ScanError
         if let Some(note) = special_note(cfg) {
             eprintln!("prtip: {note}");
         }
-        eprintln!("prtip: {}", banner(cfg, &plan, &path));
+        eprintln!("prtip: {}", banner(cfg, &plan, &path, kind));
     }
     let answered = Answered::default();
     let outcome = run::run(&plan, &wire, tx, rx, stop, &answered, &mut sinks);
@@ -202,6 +203,44 @@ fn progress_mode(cfg: &ScanConfig) -> progress::Mode {
         progress::Mode::Terminal
     } else {
         progress::Mode::Lines
+    }
+}
+
+/// The transport halves, and the XDP program's attachment while it is in use.
+struct Opened {
+    tx: Box<dyn Transmit>,
+    rx: Box<dyn Receive>,
+    _attachment: Option<XdpAttachment>,
+    kind: &'static str,
+}
+
+fn open_transport(cfg: &ScanConfig, path: &Path) -> Result<Opened, ScanError> {
+    let raw = || -> Result<Opened, ScanError> {
+        let (tx, rx) = raw::open(path.ifindex, path.next_hop_mac, path.via_ip_stack, path.src_ip, cfg.src_ports)?;
+        Ok(Opened { tx: Box::new(tx), rx: Box::new(rx), _attachment: None, kind: "raw sockets" })
+    };
+    let xdp = || -> Result<Opened, TransportError> {
+        if path.via_ip_stack {
+            return Err(TransportError::Xdp {
+                what: "choosing the transport",
+                why: format!(
+                    "targets on {}'s own subnet or this host's own addresses need the kernel's IP stack",
+                    path.ifname
+                ),
+            });
+        }
+        let (tx, rx, attachment) = xdp::open(&path.ifname, path.ifindex, path.src_ip, cfg.src_ports)?;
+        Ok(Opened { tx: Box::new(tx), rx: Box::new(rx), _attachment: Some(attachment), kind: "AF_XDP" })
+    };
+    match cfg.transport {
+        TransportChoice::Raw => raw(),
+        TransportChoice::Xdp => Ok(xdp()?),
+        TransportChoice::Auto => xdp().or_else(|e| {
+            if cfg.verbosity >= Verbosity::Normal {
+                eprintln!("prtip: notice: using raw sockets: {e}");
+            }
+            raw()
+        }),
     }
 }
 
@@ -440,13 +479,10 @@ fn special_note(cfg: &ScanConfig) -> Option<String> {
     })
 }
 
-fn banner(cfg: &ScanConfig, plan: &ScanPlan, path: &Path) -> String {
-    let transport = match cfg.transport {
-        TransportChoice::Auto | TransportChoice::Raw => "raw",
-    };
+fn banner(cfg: &ScanConfig, plan: &ScanPlan, path: &Path, transport: &str) -> String {
     let rate = rate_note(cfg.rate, plan.probes_per_pass());
     format!(
-        "SYN scan of {} hosts x {} ports = {} probes{}, from {} on {} ({transport} socket), {rate}",
+        "SYN scan of {} hosts x {} ports = {} probes{}, from {} on {} ({transport}), {rate}",
         plan.space.hosts().len(),
         plan.space.ports().len(),
         plan.probes_per_pass(),

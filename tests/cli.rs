@@ -61,7 +61,7 @@ fn bad_input_gets_one_line_and_status_2() {
         vec!["--source-port", "5-1", "10.0.0.1"],
         vec!["--gateway-mac", "zz:zz", "10.0.0.1"],
         vec!["--source-ip", "10.0.0.0/24", "10.0.0.1"],
-        vec!["--transport", "xdp", "10.0.0.1"],
+        vec!["--transport", "dpdk", "10.0.0.1"],
         vec!["-o", "xml", "10.0.0.1"],
         vec!["--seed", "x", "10.0.0.1"],
         vec!["-q", "-v", "10.0.0.1"],

@@ -72,7 +72,20 @@ fn sweep_of_a_16_finds_exact_open_closed_and_filtered_hosts() {
     lab.listen(&[80]);
     lab.target_rules("tcp dport 80 ip daddr & 0.0.0.15 != 0.0.0.0 reject with tcp reset");
     let out = lab
-        .prtip(&["-sS", "-p", "80", "10.201.0.0/16", "-o", "ndjson", "--retries", "1", "--wait", "1"])
+        .prtip(&[
+            "-sS",
+            "-p",
+            "80",
+            "10.201.0.0/16",
+            "-o",
+            "ndjson",
+            "--retries",
+            "1",
+            "--wait",
+            "1",
+            "--transport",
+            "raw",
+        ])
         .output()
         .unwrap();
     assert!(out.status.success(), "{}", stderr_of(&out));

@@ -3,6 +3,7 @@
 
 pub mod filter;
 pub mod raw;
+pub mod xdp;
 
 use std::time::Duration;
 use thiserror::Error;
@@ -13,6 +14,10 @@ pub enum TransportError {
         "{what} needs the CAP_NET_RAW capability: run prtip as root, or grant it with `setcap cap_net_raw,cap_net_admin+ep prtip`"
     )]
     NoPrivilege { what: &'static str },
+    #[error("AF_XDP: {what}: {why}")]
+    Xdp { what: &'static str, why: String },
+    #[error("{ifname} already has an XDP program attached; prtip does not replace it (use --transport raw)")]
+    XdpBusy { ifname: String },
     #[error("{what}: {source}")]
     Io {
         what: &'static str,
@@ -48,4 +53,20 @@ pub trait Receive: Send {
 
     /// Frames the kernel dropped before we could read them, since the last call.
     fn take_drops(&mut self) -> u64;
+}
+
+impl<T: Transmit + ?Sized> Transmit for Box<T> {
+    fn transmit(&mut self, frames: &[&[u8]]) -> Result<usize, TransportError> {
+        (**self).transmit(frames)
+    }
+}
+
+impl<R: Receive + ?Sized> Receive for Box<R> {
+    fn receive(&mut self, timeout: Duration, on_frame: &mut dyn FnMut(&[u8], u64)) -> Result<(), TransportError> {
+        (**self).receive(timeout, on_frame)
+    }
+
+    fn take_drops(&mut self) -> u64 {
+        (**self).take_drops()
+    }
 }

@@ -1,0 +1,104 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * prtip's XDP program: steer replies to this scan into prtip's AF_XDP socket,
+ * pass every other frame to the kernel untouched.
+ *
+ * A reply is IPv4 to the scanner's address that is either TCP to one of the
+ * scan's source ports, or an ICMP destination-unreachable quoting a TCP
+ * packet from the scanner's address and one of those ports. Pings, ARP, the
+ * host's own connections and everything else go on to the kernel (XDP_PASS).
+ * The parameters live in a one-entry array map set by prtip after loading.
+ */
+#include <linux/bpf.h>
+#include <linux/if_ether.h>
+#include <linux/in.h>
+#include <linux/ip.h>
+#include <linux/tcp.h>
+
+#define SEC(name) __attribute__((section(name), used))
+#define __uint(name, val) int (*name)[val]
+#define __type(name, val) typeof(val) *name
+
+/* Helper calls by number (include/uapi/linux/bpf.h), so no libbpf headers are needed. */
+static void *(*bpf_map_lookup_elem)(void *map, const void *key) = (void *)1;
+static long (*bpf_redirect_map)(void *map, __u64 key, __u64 flags) = (void *)51;
+
+#define htons(x) ((__u16)__builtin_bswap16(x))
+
+/* linux/icmp.h drags in libc headers that do not build for BPF; this is all we read. */
+#define ICMP_DEST_UNREACH 3
+struct icmp_head {
+	__u8 type;
+	__u8 code;
+	__u16 checksum;
+	__u32 unused;
+};
+
+struct prtip_config {
+	__u32 src_ip;	/* network byte order */
+	__u16 port_lo;	/* host byte order */
+	__u16 port_hi;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct prtip_config);
+} prtip_config SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_XSKMAP);
+	__uint(max_entries, 64);
+	__type(key, __u32);
+	__type(value, __u32);
+} prtip_xsks SEC(".maps");
+
+static int our_port(const struct prtip_config *cfg, __u16 port_be)
+{
+	__u16 port = htons(port_be);
+	return port >= cfg->port_lo && port <= cfg->port_hi;
+}
+
+SEC("xdp")
+int prtip_steer(struct xdp_md *ctx)
+{
+	void *data = (void *)(long)ctx->data;
+	void *end = (void *)(long)ctx->data_end;
+	__u32 zero = 0;
+	struct prtip_config *cfg = bpf_map_lookup_elem(&prtip_config, &zero);
+	if (!cfg)
+		return XDP_PASS;
+
+	struct ethhdr *eth = data;
+	if ((void *)(eth + 1) > end || eth->h_proto != htons(ETH_P_IP))
+		return XDP_PASS;
+	struct iphdr *ip = (void *)(eth + 1);
+	if ((void *)(ip + 1) > end || ip->daddr != cfg->src_ip || ip->ihl < 5)
+		return XDP_PASS;
+	if (ip->frag_off & htons(0x1fff))
+		return XDP_PASS;
+	void *l4 = (void *)ip + ip->ihl * 4;
+
+	if (ip->protocol == IPPROTO_TCP) {
+		struct tcphdr *tcp = l4;
+		if ((void *)(tcp + 1) > end || !our_port(cfg, tcp->dest))
+			return XDP_PASS;
+	} else if (ip->protocol == IPPROTO_ICMP) {
+		struct icmp_head *icmp = l4;
+		if ((void *)(icmp + 1) > end || icmp->type != ICMP_DEST_UNREACH)
+			return XDP_PASS;
+		struct iphdr *quoted = (void *)(icmp + 1);
+		if ((void *)(quoted + 1) > end || quoted->saddr != cfg->src_ip ||
+		    quoted->protocol != IPPROTO_TCP || quoted->ihl != 5)
+			return XDP_PASS;
+		__u16 *ports = (void *)(quoted + 1);
+		if ((void *)(ports + 2) > end || !our_port(cfg, ports[0]))
+			return XDP_PASS;
+	} else {
+		return XDP_PASS;
+	}
+	return bpf_redirect_map(&prtip_xsks, ctx->rx_queue_index, XDP_PASS);
+}
+
+char LICENSE[] SEC("license") = "GPL";

@@ -1,0 +1,243 @@
+//! AF_XDP transport: probes leave through an XSK TX ring, and our XDP program
+//! (bpf/prtip.bpf.c) steers the replies to this scan into the XSK RX ring,
+//! passing every other frame to the kernel.
+//!
+//! The program is attached through a BPF link: the kernel detaches it when
+//! the link's last descriptor closes, so it never outlives prtip, whatever
+//! way prtip ends (kill -9 included). An interface that already has an XDP
+//! program refuses the link with EBUSY, and prtip leaves that program alone.
+//!
+//! One UMEM of `FRAMES` frames: the first half is lent to the fill ring for
+//! replies, the second half carries probes. The fill ring holds all its half
+//! at once (xsk-rs produces all or nothing), so no reply is dropped for want
+//! of a frame while prtip keeps up.
+
+use super::{Receive, Transmit, TransportError};
+use libbpf_rs::{Link, MapCore, MapFlags, Object, ObjectBuilder};
+use std::ffi::CString;
+use std::io::Write;
+use std::net::Ipv4Addr;
+use std::os::fd::AsRawFd;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use xsk_rs::config::{Interface, LibxdpFlags, QueueSize, SocketConfig, UmemConfig};
+use xsk_rs::{CompQueue, FillQueue, FrameDesc, RxQueue, Socket, TxQueue, Umem};
+
+static PROGRAM: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/prtip.bpf.o"));
+
+const FRAMES: u32 = 4096;
+const RING: u32 = FRAMES / 2;
+const RX_BATCH: usize = 64;
+const QUEUE: u32 = 0;
+
+/// Keeps the XDP program attached; dropping it (or dying) detaches it.
+pub struct XdpAttachment {
+    _link: Link,
+    _object: Object,
+}
+
+pub struct XdpTx {
+    umem: Umem,
+    tx: TxQueue,
+    completions: CompQueue,
+    free: Vec<FrameDesc>,
+    done: Vec<FrameDesc>,
+}
+
+pub struct XdpRx {
+    umem: Umem,
+    rx: RxQueue,
+    fill: FillQueue,
+    descs: Vec<FrameDesc>,
+    /// Frames the kernel reported dropped so far (rx_dropped + rx_ring_full).
+    lost: u64,
+}
+
+const SOL_XDP: libc::c_int = 283;
+const XDP_STATISTICS: libc::c_int = 7;
+
+fn fail(what: &'static str, e: impl std::fmt::Display) -> TransportError {
+    let text = e.to_string();
+    xdp_error(what, text)
+}
+
+/// An error with its causes, for the crates whose Display leaves them out.
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        text.push_str(&format!(": {s}"));
+        source = s.source();
+    }
+    text
+}
+
+fn fail_chain(what: &'static str, e: &dyn std::error::Error) -> TransportError {
+    xdp_error(what, chain(e))
+}
+
+fn xdp_error(what: &'static str, text: String) -> TransportError {
+    if text.contains("Operation not permitted") || text.contains("EPERM") {
+        return TransportError::NoPrivilege { what };
+    }
+    TransportError::Xdp { what, why: text }
+}
+
+/// Loads and attaches the XDP program on `ifindex` and binds an AF_XDP socket
+/// to queue 0 of `ifname`; replies to `src_ip` on `src_ports` come to it.
+pub fn open(
+    ifname: &str,
+    ifindex: u32,
+    src_ip: Ipv4Addr,
+    src_ports: (u16, u16),
+) -> Result<(XdpTx, XdpRx, XdpAttachment), TransportError> {
+    // Failures are reported once, as prtip's own one-line errors.
+    libbpf_rs::set_print(None);
+    let object = ObjectBuilder::default()
+        .open_memory(PROGRAM)
+        .and_then(|o| o.load())
+        .map_err(|e| fail_chain("loading the XDP program", &e))?;
+    let mut config = Vec::with_capacity(8);
+    config.extend_from_slice(&src_ip.octets());
+    config.extend_from_slice(&src_ports.0.to_ne_bytes());
+    config.extend_from_slice(&src_ports.1.to_ne_bytes());
+    let map = |name: &str| object.maps().find(|m| m.name() == name);
+    map("prtip_config")
+        .ok_or_else(|| fail("configuring the XDP program", "no prtip_config map"))?
+        .update(&0u32.to_ne_bytes(), &config, MapFlags::ANY)
+        .map_err(|e| fail("configuring the XDP program", e))?;
+
+    // Attached first: a program already on the interface makes this fail with
+    // EBUSY before anything of ours is bound. Until our socket is in the map,
+    // the redirect falls back to XDP_PASS, and no probe has left yet.
+    let link = object
+        .progs_mut()
+        .find(|p| p.name() == "prtip_steer")
+        .ok_or_else(|| fail("attaching the XDP program", "no prtip_steer program"))?
+        .attach_xdp(ifindex as i32)
+        .map_err(|e| {
+            let text = chain(&e);
+            if text.contains("busy") {
+                TransportError::XdpBusy { ifname: ifname.to_string() }
+            } else {
+                xdp_error("attaching the XDP program", text)
+            }
+        })?;
+    let umem_config = UmemConfig::builder()
+        .fill_queue_size(QueueSize::new(RING).expect("power of two"))
+        .comp_queue_size(QueueSize::new(RING).expect("power of two"))
+        .build()
+        .map_err(|e| fail("configuring the UMEM", e))?;
+    let (umem, descs) = Umem::new(umem_config, FRAMES.try_into().expect("non-zero"), false)
+        .map_err(|e| fail_chain("creating the AF_XDP UMEM", &e))?;
+    let socket_config = SocketConfig::builder()
+        .rx_queue_size(QueueSize::new(RING).expect("power of two"))
+        .tx_queue_size(QueueSize::new(RING).expect("power of two"))
+        // Our own program steers; libxdp must not load its default one.
+        .libxdp_flags(LibxdpFlags::XSK_LIBXDP_FLAGS_INHIBIT_PROG_LOAD)
+        .build();
+    let name = CString::new(ifname).map_err(|e| fail("naming the interface", e))?;
+    // SAFETY: the UMEM is not shared with another socket on this interface and queue.
+    let (tx, rx, rings) = unsafe { Socket::new(socket_config, &umem, &Interface::new(name), QUEUE) }
+        .map_err(|e| fail_chain("binding the AF_XDP socket", &e))?;
+    let (mut fill, completions) = rings.ok_or_else(|| fail("binding the AF_XDP socket", "no fill ring"))?;
+    map("prtip_xsks")
+        .ok_or_else(|| fail("configuring the XDP program", "no prtip_xsks map"))?
+        .update(&QUEUE.to_ne_bytes(), &tx.fd().as_raw_fd().to_ne_bytes(), MapFlags::ANY)
+        .map_err(|e| fail("registering the AF_XDP socket", e))?;
+    let (rx_frames, tx_frames) = descs.split_at(RING as usize);
+    // SAFETY: these frames belong to this UMEM and are in no other ring.
+    if unsafe { fill.produce(rx_frames) } != rx_frames.len() {
+        return Err(fail("priming the fill ring", "the ring took fewer frames than it holds"));
+    }
+    Ok((
+        XdpTx { umem: umem.clone(), tx, completions, free: tx_frames.to_vec(), done: tx_frames.to_vec() },
+        XdpRx { umem, rx, fill, descs: rx_frames[..RX_BATCH].to_vec(), lost: 0 },
+        XdpAttachment { _link: link, _object: object },
+    ))
+}
+
+impl XdpTx {
+    /// Takes back the frames the kernel has finished sending.
+    fn reap(&mut self) {
+        // SAFETY: completed frames belong to this UMEM's TX half.
+        let n = unsafe { self.completions.consume(&mut self.done) };
+        self.free.extend_from_slice(&self.done[..n]);
+    }
+}
+
+impl Transmit for XdpTx {
+    fn transmit(&mut self, frames: &[&[u8]]) -> Result<usize, TransportError> {
+        let mut sent = 0;
+        while sent < frames.len() {
+            self.reap();
+            let n = (frames.len() - sent).min(self.free.len());
+            if n == 0 {
+                // Every TX frame is in flight: kick the kernel and wait for completions.
+                self.tx.wakeup().map_err(|e| TransportError::Io { what: "waking AF_XDP TX", source: e })?;
+                std::thread::yield_now();
+                continue;
+            }
+            let start = self.free.len() - n;
+            for (desc, frame) in self.free[start..].iter_mut().zip(&frames[sent..sent + n]) {
+                // SAFETY: the frame is free: in no ring, and owned by this UMEM.
+                let mut data = unsafe { self.umem.data_mut(desc) };
+                let mut cursor = data.cursor();
+                // Completions reset a descriptor's length: write it anew each time.
+                cursor.set_pos(0);
+                cursor.write_all(frame).map_err(|e| TransportError::Io { what: "writing a probe frame", source: e })?;
+            }
+            // SAFETY: the descriptors are free frames of this UMEM, written above.
+            let produced = unsafe { self.tx.produce_and_wakeup(&self.free[start..]) }
+                .map_err(|e| TransportError::Io { what: "sending probes through AF_XDP", source: e })?;
+            if produced == n {
+                self.free.truncate(start);
+                sent += n;
+            } else {
+                std::thread::yield_now();
+            }
+        }
+        Ok(sent)
+    }
+}
+
+impl Receive for XdpRx {
+    fn receive(&mut self, timeout: Duration, on_frame: &mut dyn FnMut(&[u8], u64)) -> Result<(), TransportError> {
+        let ms = timeout.as_millis().min(i32::MAX as u128) as i32;
+        // SAFETY: `descs` receive frames of this UMEM, returned to the fill ring below.
+        let n = unsafe { self.rx.poll_and_consume(&mut self.descs, ms) }
+            .map_err(|e| TransportError::Io { what: "receiving replies through AF_XDP", source: e })?;
+        if n == 0 {
+            return Ok(());
+        }
+        let now = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64);
+        for desc in &self.descs[..n] {
+            // SAFETY: the kernel handed this frame to us and it is in no ring until refilled.
+            let data = unsafe { self.umem.data(desc) };
+            on_frame(data.contents(), now);
+        }
+        // SAFETY: the frames just read go back to the fill ring, which has room for all of them.
+        while unsafe { self.fill.produce(&self.descs[..n]) } != n {
+            std::thread::yield_now();
+        }
+        Ok(())
+    }
+
+    fn take_drops(&mut self) -> u64 {
+        // struct xdp_statistics: rx_dropped, rx_invalid_descs, tx_invalid_descs,
+        // rx_ring_full, rx_fill_ring_empty_descs, tx_ring_empty_descs.
+        let mut stats = [0u64; 6];
+        let mut len = std::mem::size_of_val(&stats) as libc::socklen_t;
+        // SAFETY: stats is valid for writing len bytes.
+        let rc = unsafe {
+            libc::getsockopt(self.rx.fd().as_raw_fd(), SOL_XDP, XDP_STATISTICS, stats.as_mut_ptr().cast(), &mut len)
+        };
+        if rc < 0 {
+            return 0;
+        }
+        // The kernel's counters only grow; report what is new since the last call.
+        let lost = stats[0] + stats[3];
+        let new = lost.saturating_sub(self.lost);
+        self.lost = lost;
+        new
+    }
+}

@@ -1,0 +1,141 @@
+//! The AF_XDP transport: exact truth, the XDP program's lifetime on every way
+//! prtip can end, and frames that are not replies still reaching the kernel.
+
+mod common;
+
+use common::{Lab, in_netns, ports_in, rows};
+use std::collections::BTreeSet;
+use std::net::{Ipv4Addr, TcpStream};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+fn stderr_of(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// Whether an XDP program is attached to the scanner's interface.
+fn xdp_attached(lab: &Lab) -> bool {
+    let out =
+        Command::new("ip").args(["-n", &lab.scan_ns, "-d", "link", "show", "dev", &lab.scan_if]).output().unwrap();
+    assert!(out.status.success());
+    String::from_utf8_lossy(&out.stdout).contains("prog/xdp")
+}
+
+#[test]
+fn full_port_scan_through_af_xdp_finds_exact_truth() {
+    let mut lab = Lab::new(true);
+    let open = [1u16, 22, 443, 8080, 31337, 65535];
+    lab.listen(&open);
+    lab.target_rules(
+        "ip daddr 10.201.0.1 tcp dport 7000 drop\n\
+         ip daddr 10.201.0.1 tcp dport 7001 reject with icmp type admin-prohibited",
+    );
+    let out = lab.prtip(&["-p-", "10.201.0.1", "--transport", "xdp", "-o", "ndjson", "--wait", "1"]).output().unwrap();
+    assert!(out.status.success(), "{}", stderr_of(&out));
+    assert!(stderr_of(&out).contains("(AF_XDP)"), "{}", stderr_of(&out));
+    let rows = rows(&out.stdout);
+    assert_eq!(ports_in(&rows, "open"), open);
+    assert_eq!(ports_in(&rows, "filtered"), [7000, 7001]);
+    assert_eq!(ports_in(&rows, "closed").len(), 65535 - open.len() - 2);
+    assert_eq!(rows.iter().map(|r| r.port).collect::<BTreeSet<_>>().len(), 65535);
+    assert!(!xdp_attached(&lab), "XDP program left behind");
+}
+
+#[test]
+fn sweep_of_a_16_through_af_xdp_finds_exact_truth() {
+    let mut lab = Lab::new(false);
+    lab.listen(&[80]);
+    lab.target_rules("tcp dport 80 ip daddr & 0.0.0.15 != 0.0.0.0 reject with tcp reset");
+    let out = lab
+        .prtip(&["-p", "80", "10.201.0.0/16", "--transport", "xdp", "-o", "ndjson", "--wait", "1"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr_of(&out));
+    let rows = rows(&out.stdout);
+    let hosts = |state: &str| rows.iter().filter(|r| r.state == state).count();
+    assert_eq!((hosts("open"), hosts("closed"), hosts("filtered")), (2048, 30720, 32768));
+    assert!(rows.iter().filter(|r| r.state == "open").all(|r| r.ip.parse::<Ipv4Addr>().unwrap().octets()[3] % 16 == 0
+        && r.ip.parse::<Ipv4Addr>().unwrap().octets()[2] < 128));
+}
+
+/// A slow AF_XDP scan (about 16 s), started and seen attached.
+fn slow_scan(lab: &Lab) -> Child {
+    let child = lab
+        .prtip(&["-p", "80", "10.201.0.0/17", "--transport", "xdp", "--rate", "2000", "-o", "ndjson", "--open", "-q"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let started = Instant::now();
+    while !xdp_attached(lab) {
+        assert!(started.elapsed() < Duration::from_secs(5), "the XDP program never appeared");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child
+}
+
+#[test]
+fn the_xdp_program_never_outlives_prtip() {
+    let mut lab = Lab::new(true);
+    lab.listen(&[80]);
+    // A normal end.
+    let out = lab.prtip(&["-p", "80", "10.201.0.0/24", "--transport", "xdp", "-q"]).output().unwrap();
+    assert!(out.status.success(), "{}", stderr_of(&out));
+    assert!(!xdp_attached(&lab), "after a normal end");
+    // SIGINT, SIGTERM and SIGKILL in the middle of a scan.
+    for (signal, status) in [(libc::SIGINT, Some(130)), (libc::SIGTERM, Some(130)), (libc::SIGKILL, None)] {
+        let child = slow_scan(&lab);
+        std::thread::sleep(Duration::from_millis(300));
+        // SAFETY: kill(2) on our own child (ip netns exec runs prtip in its place).
+        unsafe { libc::kill(child.id() as i32, signal) };
+        let out = child.wait_with_output().unwrap();
+        assert_eq!(out.status.code(), status, "signal {signal}: {}", stderr_of(&out));
+        assert!(!xdp_attached(&lab), "after signal {signal}");
+    }
+}
+
+#[test]
+fn an_interface_with_an_xdp_program_is_left_alone() {
+    let mut lab = Lab::new(true);
+    lab.listen(&[80]);
+    let first = slow_scan(&lab);
+    // --transport xdp refuses; auto falls back to raw sockets and says why.
+    let out = lab.prtip(&["-p", "80", "10.201.0.1", "--transport", "xdp"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", stderr_of(&out));
+    assert!(stderr_of(&out).contains("already has an XDP program"), "{}", stderr_of(&out));
+    // Its own source ports: the first scan's program steers replies to the default ones.
+    let out = lab.prtip(&["-p", "80", "10.201.0.16", "-o", "ndjson", "--source-port", "50000-50063"]).output().unwrap();
+    assert!(out.status.success(), "{}", stderr_of(&out));
+    assert!(stderr_of(&out).contains("notice: using raw sockets"), "{}", stderr_of(&out));
+    assert_eq!(ports_in(&rows(&out.stdout), "open"), [80]);
+    // The first scan's program is still attached and still working.
+    assert!(xdp_attached(&lab));
+    // SAFETY: kill(2) on our own child.
+    unsafe { libc::kill(first.id() as i32, libc::SIGINT) };
+    first.wait_with_output().unwrap();
+    assert!(!xdp_attached(&lab));
+}
+
+#[test]
+fn frames_that_are_not_replies_still_reach_the_kernel() {
+    // No neighbour entry: the kernel's own ARP must get through too.
+    let mut lab = Lab::new(false);
+    lab.listen(&[22, 80]);
+    let scan = slow_scan(&lab);
+    // The scanner host's own TCP connection, to a port and from a port that are not the scan's.
+    let connected = in_netns(&lab.scan_ns, || {
+        TcpStream::connect_timeout(&"10.201.0.9:22".parse().unwrap(), Duration::from_secs(3)).is_ok()
+    });
+    // And a ping.
+    let ping = Command::new("ip")
+        .args(["netns", "exec", &lab.scan_ns, "ping", "-c", "2", "-W", "2", "10.200.0.2"])
+        .output()
+        .expect("ping (iputils-ping) must be installed");
+    assert!(xdp_attached(&lab), "the scan's program was not attached during the checks");
+    // SAFETY: kill(2) on our own child.
+    unsafe { libc::kill(scan.id() as i32, libc::SIGINT) };
+    let out = scan.wait_with_output().unwrap();
+    assert!(connected, "a TCP connection from the scanner host failed while the scan ran");
+    assert!(ping.status.success(), "ping failed while the scan ran: {}", String::from_utf8_lossy(&ping.stdout));
+    assert!(!rows(&out.stdout).is_empty(), "the scan itself found nothing");
+}
