@@ -230,7 +230,8 @@ fn open_transport(cfg: &ScanConfig, path: &Path) -> Result<Opened, ScanError> {
             });
         }
         let (tx, rx, attachment) = xdp::open(&path.ifname, path.ifindex, path.src_ip, cfg.src_ports)?;
-        Ok(Opened { tx: Box::new(tx), rx: Box::new(rx), _attachment: Some(attachment), kind: "AF_XDP" })
+        let kind = if attachment.zero_copy { "AF_XDP, zero-copy" } else { "AF_XDP, copy mode" };
+        Ok(Opened { tx: Box::new(tx), rx: Box::new(rx), _attachment: Some(attachment), kind })
     };
     match cfg.transport {
         TransportChoice::Raw => raw(),

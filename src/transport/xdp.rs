@@ -28,11 +28,27 @@ const FRAMES: u32 = 4096;
 const RING: u32 = FRAMES / 2;
 const RX_BATCH: usize = 64;
 const QUEUE: u32 = 0;
+const KICK_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Keeps the XDP program attached; dropping it (or dying) detaches it.
 pub struct XdpAttachment {
     _link: Link,
     _object: Object,
+    /// The kernel granted zero-copy (drivers with support do; veth never does).
+    pub zero_copy: bool,
+}
+
+const XDP_OPTIONS: libc::c_int = 8;
+const XDP_OPTIONS_ZEROCOPY: u32 = 1;
+
+/// Whether a bound AF_XDP socket runs in zero-copy mode. Binding without a
+/// mode flag lets the kernel take zero-copy where the driver offers it.
+fn zero_copy(fd: std::os::fd::RawFd) -> bool {
+    let mut flags = 0u32;
+    let mut len = std::mem::size_of::<u32>() as libc::socklen_t;
+    // SAFETY: flags is valid for writing len bytes.
+    let rc = unsafe { libc::getsockopt(fd, SOL_XDP, XDP_OPTIONS, (&mut flags as *mut u32).cast(), &mut len) };
+    rc == 0 && flags & XDP_OPTIONS_ZEROCOPY != 0
 }
 
 pub struct XdpTx {
@@ -144,6 +160,7 @@ pub fn open(
         .ok_or_else(|| fail("configuring the XDP program", "no prtip_xsks map"))?
         .update(&QUEUE.to_ne_bytes(), &tx.fd().as_raw_fd().to_ne_bytes(), MapFlags::ANY)
         .map_err(|e| fail("registering the AF_XDP socket", e))?;
+    let zero_copy = zero_copy(tx.fd().as_raw_fd());
     let (rx_frames, tx_frames) = descs.split_at(RING as usize);
     // SAFETY: these frames belong to this UMEM and are in no other ring.
     if unsafe { fill.produce(rx_frames) } != rx_frames.len() {
@@ -152,11 +169,31 @@ pub fn open(
     Ok((
         XdpTx { umem: umem.clone(), tx, completions, free: tx_frames.to_vec(), done: tx_frames.to_vec() },
         XdpRx { umem, rx, fill, descs: rx_frames[..RX_BATCH].to_vec(), lost: 0 },
-        XdpAttachment { _link: link, _object: object },
+        XdpAttachment { _link: link, _object: object, zero_copy },
     ))
 }
 
 impl XdpTx {
+    /// Makes the kernel take every descriptor in the TX ring. In copy mode
+    /// each kick sends at most 32 frames, and a frame left in the ring is
+    /// never sent: kick until the ring is empty, or the last probes of a
+    /// pass would silently stay behind.
+    fn kick(&mut self) -> Result<(), TransportError> {
+        let started = std::time::Instant::now();
+        while self.tx.nb_free_exact() < RING {
+            self.tx.wakeup().map_err(|e| TransportError::Io { what: "sending probes through AF_XDP", source: e })?;
+            self.reap();
+            // A link that is down takes nothing (the kick reports no error for it).
+            if started.elapsed() > KICK_TIMEOUT {
+                return Err(TransportError::Xdp {
+                    what: "sending probes",
+                    why: "the interface takes no frames (is it down?)".into(),
+                });
+            }
+        }
+        Ok(())
+    }
+
     /// Takes back the frames the kernel has finished sending.
     fn reap(&mut self) {
         // SAFETY: completed frames belong to this UMEM's TX half.
@@ -172,9 +209,8 @@ impl Transmit for XdpTx {
             self.reap();
             let n = (frames.len() - sent).min(self.free.len());
             if n == 0 {
-                // Every TX frame is in flight: kick the kernel and wait for completions.
-                self.tx.wakeup().map_err(|e| TransportError::Io { what: "waking AF_XDP TX", source: e })?;
-                std::thread::yield_now();
+                // Every TX frame is in flight: have the kernel send them, then reap.
+                self.kick()?;
                 continue;
             }
             let start = self.free.len() - n;
@@ -187,8 +223,7 @@ impl Transmit for XdpTx {
                 cursor.write_all(frame).map_err(|e| TransportError::Io { what: "writing a probe frame", source: e })?;
             }
             // SAFETY: the descriptors are free frames of this UMEM, written above.
-            let produced = unsafe { self.tx.produce_and_wakeup(&self.free[start..]) }
-                .map_err(|e| TransportError::Io { what: "sending probes through AF_XDP", source: e })?;
+            let produced = unsafe { self.tx.produce(&self.free[start..]) };
             if produced == n {
                 self.free.truncate(start);
                 sent += n;
@@ -196,6 +231,7 @@ impl Transmit for XdpTx {
                 std::thread::yield_now();
             }
         }
+        self.kick()?;
         Ok(sent)
     }
 }
