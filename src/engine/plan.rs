@@ -37,6 +37,10 @@ pub struct ScanPlan {
     /// The longest wait for late replies after the last probe of a pass.
     pub max_wait: Duration,
     pub shard: Shard,
+    /// Shifts every source port by a per-seed amount. A target may still hold
+    /// half-open connections from an earlier scan (AF_XDP sends no RST); a
+    /// SYN on the same 4-tuple would only draw that old SYN-ACK again.
+    port_salt: u64,
 }
 
 impl ScanPlan {
@@ -49,7 +53,8 @@ impl ScanPlan {
         max_wait: Duration,
     ) -> Self {
         let order = Permutation::new(space.len(), seed);
-        ScanPlan { space, order, src_ports, retries, rate, max_wait, shard: Shard::WHOLE }
+        let port_salt = seed.rotate_left(17) ^ 0x9e37_79b9_7f4a_7c15;
+        ScanPlan { space, order, src_ports, retries, rate, max_wait, shard: Shard::WHOLE, port_salt }
     }
 
     pub fn with_shard(self, shard: Shard) -> Self {
@@ -77,7 +82,7 @@ impl ScanPlan {
     /// so that a target sees a new connection attempt rather than a duplicate SYN.
     pub fn source_port(&self, index: u64, pass: u32) -> u16 {
         let count = u64::from(self.src_ports.1 - self.src_ports.0) + 1;
-        self.src_ports.0 + (index.wrapping_add(u64::from(pass)) % count) as u16
+        self.src_ports.0 + (index.wrapping_add(u64::from(pass)).wrapping_add(self.port_salt) % count) as u16
     }
 }
 

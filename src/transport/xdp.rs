@@ -26,7 +26,7 @@ static PROGRAM: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/prtip.bpf.o"))
 
 const FRAMES: u32 = 4096;
 const RING: u32 = FRAMES / 2;
-const RX_BATCH: usize = 64;
+const RX_BATCH: usize = 256;
 const QUEUE: u32 = 0;
 const KICK_TIMEOUT: Duration = Duration::from_secs(2);
 
