@@ -3,15 +3,11 @@
 
 mod common;
 
-use common::{Lab, SCANNER_IP, in_netns, ports_in, rows};
+use common::{Lab, SCANNER_IP, in_netns, ports_in, rows, stderr_of};
 use std::collections::BTreeSet;
 use std::net::Ipv4Addr;
 use std::process::Stdio;
 use std::time::Duration;
-
-fn stderr_of(out: &std::process::Output) -> String {
-    String::from_utf8_lossy(&out.stderr).into_owned()
-}
 
 #[test]
 fn full_port_scan_of_one_host_finds_exact_truth() {

@@ -4,14 +4,10 @@
 
 mod common;
 
-use common::{Lab, rows};
+use common::{Lab, rows, stderr_of};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
-
-fn stderr_of(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stderr).into_owned()
-}
 
 struct TempDir(PathBuf);
 

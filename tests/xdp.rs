@@ -3,15 +3,11 @@
 
 mod common;
 
-use common::{Lab, in_netns, ports_in, rows};
+use common::{Lab, in_netns, ports_in, rows, stderr_of};
 use std::collections::BTreeSet;
 use std::net::{Ipv4Addr, TcpStream};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
-
-fn stderr_of(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stderr).into_owned()
-}
 
 /// Whether an XDP program is attached to the scanner's interface.
 fn xdp_attached(lab: &Lab) -> bool {
