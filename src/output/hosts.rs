@@ -2,8 +2,10 @@
 //! every open port, and the ports of any other state unless that state
 //! covers more than 25 ports of the host, which is summarised instead.
 
+use super::{ResultWriter, RunEnd};
 use crate::result::{PortState, ScanResult};
 use std::collections::BTreeMap;
+use std::io::{self, Write};
 use std::net::Ipv4Addr;
 
 const COLLAPSE_ABOVE: usize = 25;
@@ -59,5 +61,50 @@ impl HostTable {
     /// Hosts that answered at all (any reply but silence): nmap's "up".
     pub fn up(&self) -> usize {
         self.hosts.values().filter(|v| v.iter().any(|r| r.ttl.is_some())).count()
+    }
+}
+
+/// A report written per host when the scan ends (a SYN scan in random order
+/// finishes every host at once): text, grepable, XML. It says how it opens
+/// and how it writes the hosts; `PerHostWriter` does the rest.
+pub trait HostReport {
+    /// Written before the first result, or at the end if there was none.
+    fn preamble(&self, out: &mut dyn Write) -> io::Result<()>;
+    /// The hosts and whatever closes the report.
+    fn body(&self, out: &mut dyn Write, hosts: &mut HostTable, end: &RunEnd) -> io::Result<()>;
+}
+
+pub struct PerHostWriter<W: Write, R: HostReport> {
+    out: W,
+    report: R,
+    hosts: HostTable,
+    started: bool,
+}
+
+impl<W: Write, R: HostReport> PerHostWriter<W, R> {
+    pub fn new(out: W, report: R) -> Self {
+        PerHostWriter { out, report, hosts: HostTable::default(), started: false }
+    }
+
+    fn start(&mut self) -> io::Result<()> {
+        if !self.started {
+            self.started = true;
+            self.report.preamble(&mut self.out)?;
+        }
+        Ok(())
+    }
+}
+
+impl<W: Write, R: HostReport> ResultWriter for PerHostWriter<W, R> {
+    fn write(&mut self, r: &ScanResult) -> io::Result<()> {
+        self.start()?;
+        self.hosts.add(r);
+        Ok(())
+    }
+
+    fn finish(&mut self, end: &RunEnd) -> io::Result<()> {
+        self.start()?;
+        self.report.body(&mut self.out, &mut self.hosts, end)?;
+        self.out.flush()
     }
 }

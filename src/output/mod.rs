@@ -9,6 +9,7 @@ pub mod time;
 pub mod xml;
 
 use crate::result::ScanResult;
+use hosts::PerHostWriter;
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 
@@ -106,10 +107,10 @@ impl OutputFile {
 /// The writer for `format`. `header` adds the run's preamble that files carry.
 pub fn writer<'a, W: Write + 'a>(format: Format, out: W, info: &RunInfo, header: bool) -> Box<dyn ResultWriter + 'a> {
     match format {
-        Format::Text => Box::new(text::TextWriter::new(out, header.then(|| info.clone()))),
+        Format::Text => Box::new(PerHostWriter::new(out, text::Text { header: header.then(|| info.clone()) })),
         Format::Ndjson => Box::new(ndjson::NdjsonWriter::new(out)),
-        Format::Xml => Box::new(xml::XmlWriter::new(out, info.clone())),
-        Format::Grepable => Box::new(grepable::GrepableWriter::new(out, info.clone())),
+        Format::Xml => Box::new(PerHostWriter::new(out, xml::Xml { info: info.clone() })),
+        Format::Grepable => Box::new(PerHostWriter::new(out, grepable::Grepable { info: info.clone() })),
         Format::Csv => Box::new(csv::CsvWriter::new(out)),
     }
 }

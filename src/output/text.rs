@@ -1,72 +1,50 @@
 //! nmap-like text: one block per host, written when the scan ends (a SYN
 //! scan in random order finishes every host at once).
 
-use super::hosts::HostTable;
-use super::{ResultWriter, RunEnd, RunInfo, done_summary, preamble};
-use crate::result::ScanResult;
+use super::hosts::{HostReport, HostTable};
+use super::{RunEnd, RunInfo, done_summary, preamble};
 use std::io::{self, Write};
 
-pub struct TextWriter<W: Write> {
-    out: W,
-    hosts: HostTable,
+pub struct Text {
     /// Files carry a preamble and a footer like nmap's; standard output does not.
-    header: Option<RunInfo>,
-    started: bool,
+    pub header: Option<RunInfo>,
 }
 
-impl<W: Write> TextWriter<W> {
-    pub fn new(out: W, header: Option<RunInfo>) -> Self {
-        TextWriter { out, hosts: HostTable::default(), header, started: false }
-    }
-
-    fn preamble(&mut self) -> io::Result<()> {
-        if let (Some(info), false) = (&self.header, self.started) {
-            writeln!(self.out, "{}", preamble(info))?;
+impl HostReport for Text {
+    fn preamble(&self, out: &mut dyn Write) -> io::Result<()> {
+        match &self.header {
+            Some(info) => writeln!(out, "{}", preamble(info)),
+            None => Ok(()),
         }
-        self.started = true;
-        Ok(())
-    }
-}
-
-impl<W: Write> ResultWriter for TextWriter<W> {
-    fn write(&mut self, r: &ScanResult) -> io::Result<()> {
-        self.preamble()?;
-        self.hosts.add(r);
-        Ok(())
     }
 
-    fn finish(&mut self, end: &RunEnd) -> io::Result<()> {
-        self.preamble()?;
-        for host in self.hosts.views() {
-            writeln!(self.out, "prtip scan report for {}", host.ip)?;
+    fn body(&self, out: &mut dyn Write, hosts: &mut HostTable, end: &RunEnd) -> io::Result<()> {
+        for host in hosts.views() {
+            writeln!(out, "prtip scan report for {}", host.ip)?;
             if !host.shown.is_empty() {
-                writeln!(self.out, "PORT      STATE     REASON")?;
+                writeln!(out, "PORT      STATE     REASON")?;
                 for r in &host.shown {
-                    writeln!(
-                        self.out,
-                        "{:<9} {:<9} {}",
-                        format!("{}/tcp", r.port),
-                        r.state.as_str(),
-                        r.reason.as_str()
-                    )?;
+                    writeln!(out, "{:<9} {:<9} {}", format!("{}/tcp", r.port), r.state.as_str(), r.reason.as_str())?;
                 }
             }
             for (state, count, reason) in &host.hidden {
-                writeln!(self.out, "Not shown: {count} {} tcp ports ({reason})", state.as_str())?;
+                writeln!(out, "Not shown: {count} {} tcp ports ({reason})", state.as_str())?;
             }
-            writeln!(self.out)?;
+            writeln!(out)?;
         }
         if let Some(info) = &self.header {
-            writeln!(self.out, "# {}", done_summary(info, end, self.hosts.up()))?;
+            writeln!(out, "# {}", done_summary(info, end, hosts.up()))?;
         }
-        self.out.flush()
+        Ok(())
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::result::{PortState, Reason};
+    use crate::output::ResultWriter;
+    use crate::output::hosts::PerHostWriter;
+    use crate::result::{PortState, Reason, ScanResult};
 
     fn result(ip: &str, port: u16, state: PortState, reason: Reason) -> ScanResult {
         ScanResult { ip: ip.parse().unwrap(), port, state, reason, ttl: Some(64), rtt_us: None, time_us: 0 }
@@ -75,7 +53,7 @@ mod tests {
     #[test]
     fn groups_by_host_sorts_ports_and_collapses_large_states() {
         let mut buf = Vec::new();
-        let mut w = TextWriter::new(&mut buf, None);
+        let mut w = PerHostWriter::new(&mut buf, Text { header: None });
         for port in 100..130 {
             w.write(&result("10.0.0.2", port, PortState::Closed, Reason::Reset)).unwrap();
         }
@@ -105,7 +83,7 @@ mod tests {
         let mut buf = Vec::new();
         let info =
             RunInfo { command_line: "prtip -p 22 10.0.0.1".into(), start_us: 0, hosts_total: 1, ..Default::default() };
-        let mut w = TextWriter::new(&mut buf, Some(info));
+        let mut w = PerHostWriter::new(&mut buf, Text { header: Some(info) });
         w.write(&result("10.0.0.1", 22, PortState::Open, Reason::SynAck)).unwrap();
         w.finish(&RunEnd { end_us: 1_500_000, interrupted: true }).unwrap();
         let text = String::from_utf8(buf).unwrap();
