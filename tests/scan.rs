@@ -3,21 +3,18 @@
 
 mod common;
 
-use common::{Lab, SCANNER_IP, in_netns, ports_in, rows, stderr_of};
+use common::{
+    Lab, SCANNER_IP, assert_one_host_truth, assert_sweep_truth, in_netns, one_host_target, ports_in, rows, stderr_of,
+    sweep_target,
+};
 use std::collections::BTreeSet;
-use std::net::Ipv4Addr;
 use std::process::Stdio;
 use std::time::Duration;
 
 #[test]
 fn full_port_scan_of_one_host_finds_exact_truth() {
     let mut lab = Lab::new(true);
-    let open = [1u16, 22, 443, 8080, 31337, 65535];
-    lab.listen(&open);
-    lab.target_rules(
-        "ip daddr 10.201.0.1 tcp dport 7000 drop\n\
-         ip daddr 10.201.0.1 tcp dport 7001 reject with icmp type admin-prohibited",
-    );
+    one_host_target(&mut lab);
     let hgrm = std::env::temp_dir().join(format!("prtip-latency-{}.hgrm", std::process::id()));
     let out = lab
         .prtip(&[
@@ -38,18 +35,7 @@ fn full_port_scan_of_one_host_finds_exact_truth() {
         .unwrap();
     assert!(out.status.success(), "{}", stderr_of(&out));
     let rows = rows(&out.stdout);
-    assert_eq!(ports_in(&rows, "open"), open);
-    assert_eq!(ports_in(&rows, "filtered"), [7000, 7001]);
-    assert_eq!(ports_in(&rows, "closed").len(), 65535 - open.len() - 2);
-    assert_eq!(rows.len(), 65535, "one row per port");
-    let unique: BTreeSet<u16> = rows.iter().map(|r| r.port).collect();
-    assert_eq!(unique.len(), 65535, "no port reported twice");
-    assert!(rows.iter().all(|r| r.ip == "10.201.0.1"));
-    let reason = |p: u16| rows.iter().find(|r| r.port == p).unwrap().reason.clone();
-    assert_eq!(reason(7000), "no-response");
-    assert_eq!(reason(7001), "host-unreach");
-    assert_eq!(reason(22), "syn-ack");
-    assert_eq!(reason(80), "reset");
+    assert_one_host_truth(&rows);
     // Linux echoes our timestamp in its SYN-ACK, so every open port has a round-trip time.
     assert!(rows.iter().filter(|r| r.state == "open").all(|r| r.rtt_us.is_some() && r.ttl == Some(64)));
     let err = stderr_of(&out);
@@ -65,8 +51,7 @@ fn full_port_scan_of_one_host_finds_exact_truth() {
 fn sweep_of_a_16_finds_exact_open_closed_and_filtered_hosts() {
     // No neighbour entry: the next hop is resolved by prtip's own ARP request.
     let mut lab = Lab::new(false);
-    lab.listen(&[80]);
-    lab.target_rules("tcp dport 80 ip daddr & 0.0.0.15 != 0.0.0.0 reject with tcp reset");
+    sweep_target(&mut lab);
     let out = lab
         .prtip(&[
             "-sS",
@@ -85,21 +70,7 @@ fn sweep_of_a_16_finds_exact_open_closed_and_filtered_hosts() {
         .output()
         .unwrap();
     assert!(out.status.success(), "{}", stderr_of(&out));
-    let rows = rows(&out.stdout);
-    assert_eq!(rows.len(), 65536);
-    let hosts = |state: &str| -> BTreeSet<Ipv4Addr> {
-        rows.iter().filter(|r| r.state == state).map(|r| r.ip.parse().unwrap()).collect()
-    };
-    let local = |a: &Ipv4Addr| a.octets()[2] < 128;
-    let expected_open: BTreeSet<Ipv4Addr> =
-        (0..32768u32).map(|i| Ipv4Addr::from(0x0ac9_0000 + i)).filter(|a| a.octets()[3] % 16 == 0).collect();
-    assert_eq!(hosts("open"), expected_open);
-    let closed = hosts("closed");
-    assert_eq!(closed.len(), 32768 - 2048);
-    assert!(closed.iter().all(|a| local(a) && a.octets()[3] % 16 != 0));
-    let filtered = hosts("filtered");
-    assert_eq!(filtered.len(), 32768);
-    assert!(filtered.iter().all(|a| !local(a)));
+    assert_sweep_truth(&rows(&out.stdout));
 }
 
 #[test]

@@ -3,9 +3,10 @@
 
 mod common;
 
-use common::{Lab, in_netns, ports_in, rows, stderr_of};
-use std::collections::BTreeSet;
-use std::net::{Ipv4Addr, TcpStream};
+use common::{
+    Lab, assert_one_host_truth, assert_sweep_truth, in_netns, one_host_target, ports_in, rows, stderr_of, sweep_target,
+};
+use std::net::TcpStream;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -20,39 +21,25 @@ fn xdp_attached(lab: &Lab) -> bool {
 #[test]
 fn full_port_scan_through_af_xdp_finds_exact_truth() {
     let mut lab = Lab::new(true);
-    let open = [1u16, 22, 443, 8080, 31337, 65535];
-    lab.listen(&open);
-    lab.target_rules(
-        "ip daddr 10.201.0.1 tcp dport 7000 drop\n\
-         ip daddr 10.201.0.1 tcp dport 7001 reject with icmp type admin-prohibited",
-    );
+    one_host_target(&mut lab);
     let out = lab.prtip(&["-p-", "10.201.0.1", "--transport", "xdp", "-o", "ndjson", "--wait", "1"]).output().unwrap();
     assert!(out.status.success(), "{}", stderr_of(&out));
     // veth never grants zero-copy; the banner says which mode the kernel chose.
     assert!(stderr_of(&out).contains("(AF_XDP, copy mode)"), "{}", stderr_of(&out));
-    let rows = rows(&out.stdout);
-    assert_eq!(ports_in(&rows, "open"), open);
-    assert_eq!(ports_in(&rows, "filtered"), [7000, 7001]);
-    assert_eq!(ports_in(&rows, "closed").len(), 65535 - open.len() - 2);
-    assert_eq!(rows.iter().map(|r| r.port).collect::<BTreeSet<_>>().len(), 65535);
+    assert_one_host_truth(&rows(&out.stdout));
     assert!(!xdp_attached(&lab), "XDP program left behind");
 }
 
 #[test]
 fn sweep_of_a_16_through_af_xdp_finds_exact_truth() {
     let mut lab = Lab::new(false);
-    lab.listen(&[80]);
-    lab.target_rules("tcp dport 80 ip daddr & 0.0.0.15 != 0.0.0.0 reject with tcp reset");
+    sweep_target(&mut lab);
     let out = lab
         .prtip(&["-p", "80", "10.201.0.0/16", "--transport", "xdp", "-o", "ndjson", "--wait", "1"])
         .output()
         .unwrap();
     assert!(out.status.success(), "{}", stderr_of(&out));
-    let rows = rows(&out.stdout);
-    let hosts = |state: &str| rows.iter().filter(|r| r.state == state).count();
-    assert_eq!((hosts("open"), hosts("closed"), hosts("filtered")), (2048, 30720, 32768));
-    assert!(rows.iter().filter(|r| r.state == "open").all(|r| r.ip.parse::<Ipv4Addr>().unwrap().octets()[3] % 16 == 0
-        && r.ip.parse::<Ipv4Addr>().unwrap().octets()[2] < 128));
+    assert_sweep_truth(&rows(&out.stdout));
 }
 
 /// A slow AF_XDP scan (about 16 s), started and seen attached.

@@ -201,3 +201,60 @@ pub fn ports_in(rows: &[Row], state: &str) -> Vec<u16> {
     v.sort();
     v
 }
+
+/// The open ports of the one-host target (10.201.0.1) that `one_host_target` sets up.
+pub const ONE_HOST_OPEN: [u16; 6] = [1, 22, 443, 8080, 31337, 65535];
+
+/// 10.201.0.1: `ONE_HOST_OPEN` open, 7000 silently dropped, 7001 answered with
+/// ICMP admin-prohibited, every other port closed.
+pub fn one_host_target(lab: &mut Lab) {
+    lab.listen(&ONE_HOST_OPEN);
+    lab.target_rules(
+        "ip daddr 10.201.0.1 tcp dport 7000 drop\n\
+         ip daddr 10.201.0.1 tcp dport 7001 reject with icmp type admin-prohibited",
+    );
+}
+
+/// A full port scan of `one_host_target` found exactly its truth, once per port.
+pub fn assert_one_host_truth(rows: &[Row]) {
+    assert_eq!(ports_in(rows, "open"), ONE_HOST_OPEN);
+    assert_eq!(ports_in(rows, "filtered"), [7000, 7001]);
+    assert_eq!(ports_in(rows, "closed").len(), 65535 - ONE_HOST_OPEN.len() - 2);
+    assert_eq!(rows.len(), 65535, "one row per port");
+    let unique: std::collections::BTreeSet<u16> = rows.iter().map(|r| r.port).collect();
+    assert_eq!(unique.len(), 65535, "no port reported twice");
+    assert!(rows.iter().all(|r| r.ip == "10.201.0.1"));
+    let reason = |p: u16| rows.iter().find(|r| r.port == p).unwrap().reason.clone();
+    assert_eq!(reason(7000), "no-response");
+    assert_eq!(reason(7001), "host-unreach");
+    assert_eq!(reason(22), "syn-ack");
+    assert_eq!(reason(80), "reset");
+}
+
+/// 10.201.0.0/16 port 80: in the target's own 10.201.0.0/17, open where the
+/// last octet is a multiple of 16 and closed elsewhere; the upper /17 is
+/// routed to the target but not local, so its probes are dropped silently.
+pub fn sweep_target(lab: &mut Lab) {
+    lab.listen(&[80]);
+    lab.target_rules("tcp dport 80 ip daddr & 0.0.0.15 != 0.0.0.0 reject with tcp reset");
+}
+
+/// A port-80 sweep of `sweep_target` found exactly its open, closed and filtered hosts.
+pub fn assert_sweep_truth(rows: &[Row]) {
+    use std::collections::BTreeSet;
+    use std::net::Ipv4Addr;
+    assert_eq!(rows.len(), 65536);
+    let hosts = |state: &str| -> BTreeSet<Ipv4Addr> {
+        rows.iter().filter(|r| r.state == state).map(|r| r.ip.parse().unwrap()).collect()
+    };
+    let local = |a: &Ipv4Addr| a.octets()[2] < 128;
+    let expected_open: BTreeSet<Ipv4Addr> =
+        (0..32768u32).map(|i| Ipv4Addr::from(0x0ac9_0000 + i)).filter(|a| a.octets()[3] % 16 == 0).collect();
+    assert_eq!(hosts("open"), expected_open);
+    let closed = hosts("closed");
+    assert_eq!(closed.len(), 32768 - 2048);
+    assert!(closed.iter().all(|a| local(a) && a.octets()[3] % 16 != 0));
+    let filtered = hosts("filtered");
+    assert_eq!(filtered.len(), 32768);
+    assert!(filtered.iter().all(|a| !local(a)));
+}
