@@ -24,7 +24,7 @@ fn per_probe(c: &mut Criterion) {
         let mut i = 0u32;
         b.iter(|| {
             i = i.wrapping_add(1);
-            key.seq(ME, Ipv4Addr::from(black_box(i)), 61000, 80)
+            key.seq(ME, Ipv4Addr::from(black_box(i)), 61000, 80, u64::from(i))
         })
     });
     let perm = Permutation::new(65536 * 16, 7);
@@ -56,7 +56,7 @@ fn per_probe(c: &mut Criterion) {
             pos = (pos + 1) % plan.probes_per_pass();
             let (index, ip, port) = plan.target(pos);
             let sport = plan.source_port(index, 0);
-            let seq = key.seq(ME, ip, sport, port);
+            let seq = key.seq(ME, ip, sport, port, pos);
             template.write(&Probe { dst: ip, sport, dport: port, seq, ip_id: 0, tsval: 0 }, &mut frame);
         })
     });
@@ -74,8 +74,8 @@ fn per_reply(c: &mut Criterion) {
         .ipv4(target.octets(), ME.octets(), 64)
         .tcp(443, 61000, 5, 64000)
         .syn()
-        .ack(key.seq(ME, target, 61000, 443).wrapping_add(1))
-        .options(&[TcpOptionElement::Timestamp(1, 2)])
+        .ack(key.seq(ME, target, 61000, 443, 1_000_000).wrapping_add(1))
+        .options(&[TcpOptionElement::Timestamp(1, key.tsval(1_000_000))])
         .unwrap()
         .write(&mut syn_ack, &[])
         .unwrap();

@@ -84,6 +84,18 @@ impl ScanPlan {
         let count = u64::from(self.src_ports.1 - self.src_ports.0) + 1;
         self.src_ports.0 + (index.wrapping_add(u64::from(pass)).wrapping_add(self.port_salt) % count) as u16
     }
+
+    /// Whether some pass sent probe `index` from `sport`: a reply to any
+    /// other port of the range is not to one of our probes.
+    pub fn sent_from(&self, index: u64, sport: u16) -> bool {
+        let count = u64::from(self.src_ports.1 - self.src_ports.0) + 1;
+        if !(self.src_ports.0..=self.src_ports.1).contains(&sport) {
+            return false;
+        }
+        let first = u64::from(self.source_port(index, 0) - self.src_ports.0);
+        let offset = (u64::from(sport - self.src_ports.0) + count - first) % count;
+        offset <= u64::from(self.retries)
+    }
 }
 
 #[cfg(test)]
@@ -103,8 +115,15 @@ mod tests {
             assert!((61000..=61003).contains(&p0));
             assert_ne!(p0, plan.source_port(i, 1));
         }
+        for i in 0..1000u64 {
+            let used: Vec<u16> = (0..=plan.retries).map(|pass| plan.source_port(i, pass)).collect();
+            for sport in 60990..=61100u16 {
+                assert_eq!(plan.sent_from(i, sport), used.contains(&sport), "probe {i} port {sport}");
+            }
+        }
         let single = ScanPlan { src_ports: (40000, 40000), ..plan };
         assert_eq!(single.source_port(7, 3), 40000);
+        assert!(single.sent_from(7, 40000) && !single.sent_from(7, 40001));
     }
 
     #[test]

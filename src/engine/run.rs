@@ -297,7 +297,8 @@ fn transmit<T: Transmit>(
                 pause(Duration::from_nanos(pacer.wait_ns(now)));
                 continue;
             }
-            let tsval = (now / 1000) as u32;
+            let send_us = now / 1000;
+            let tsval = wire.key.tsval(send_us);
             let mut count = 0usize;
             while count < grant as usize
                 && let Some(pos) = positions.next()
@@ -307,8 +308,8 @@ fn transmit<T: Transmit>(
                     continue;
                 }
                 let sport = plan.source_port(index, pass);
-                let seq = wire.key.seq(wire.src_ip, ip, sport, port);
-                let probe = Probe { dst: ip, sport, dport: port, seq, ip_id: (seq >> 16) as u16, tsval };
+                let seq = wire.key.seq(wire.src_ip, ip, sport, port, send_us);
+                let probe = Probe { dst: ip, sport, dport: port, seq, ip_id: seq as u16, tsval };
                 wire.template.write(&probe, &mut frames[count]);
                 count += 1;
             }
@@ -345,7 +346,7 @@ fn receive<R: Receive>(
                 shared.invalid.fetch_add(1, Relaxed);
                 return;
             };
-            if !plan.space.contains(reply.ip, reply.port) {
+            if !plan.space.index_of(reply.ip, reply.port).is_some_and(|i| plan.sent_from(i, reply.from_port)) {
                 shared.invalid.fetch_add(1, Relaxed);
                 return;
             }
@@ -354,10 +355,12 @@ fn receive<R: Receive>(
                 return;
             }
             let now = clock.since_start_ns(rx_wall_ns);
-            let rtt = reply.ts_echo.and_then(|echo| {
-                let us = u64::from(((now / 1000) as u32).wrapping_sub(echo));
-                (us <= now / 1000 && Duration::from_micros(us) <= MAX_RTT).then_some(us)
-            });
+            let now_us = now / 1000;
+            let rtt = match reply.sent_us {
+                Some(sent_us) => u64::from((now_us as u32).wrapping_sub(sent_us)),
+                None => reply.sent.rtt_us(now_us),
+            };
+            let rtt = (rtt <= now_us && Duration::from_micros(rtt) <= MAX_RTT).then_some(rtt);
             if let Some(us) = rtt {
                 shared.max_rtt_us.fetch_max(us.max(1), Relaxed);
             }

@@ -83,6 +83,13 @@ impl RangeSet {
         self.ranges[k].first + (i - self.starts[k]) as u32
     }
 
+    /// The position of `v` among the values, the inverse of `nth`.
+    pub fn rank(&self, v: u32) -> Option<u64> {
+        let k = self.ranges.partition_point(|r| r.last < v);
+        let r = self.ranges.get(k).filter(|r| r.contains(v))?;
+        Some(self.starts[k] + u64::from(v - r.first))
+    }
+
     /// How many values of `self` lie in `r`.
     pub fn intersection_len(&self, r: Range) -> u64 {
         let start = self.ranges.partition_point(|x| x.last < r.first);

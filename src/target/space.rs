@@ -43,6 +43,13 @@ impl TargetSpace {
     pub fn contains(&self, ip: Ipv4Addr, port: u16) -> bool {
         self.hosts.contains(ip.into()) && self.ports.contains(port.into())
     }
+
+    /// The index of a probe, the inverse of `get`.
+    pub fn index_of(&self, ip: Ipv4Addr, port: u16) -> Option<u64> {
+        let host = self.hosts.rank(ip.into())?;
+        let port = self.ports.rank(port.into())?;
+        Some(port * self.hosts.len() + host)
+    }
 }
 
 #[cfg(test)]
@@ -61,6 +68,12 @@ mod tests {
         assert_eq!(space.get(1), (Ipv4Addr::from(11), 22));
         assert_eq!(space.get(11), (Ipv4Addr::from(100), 80));
         assert!(seen.iter().all(|&(ip, p)| space.contains(ip, p)));
+        assert!((0..space.len()).all(|i| {
+            let (ip, p) = space.get(i);
+            space.index_of(ip, p) == Some(i)
+        }));
+        assert_eq!(space.index_of(Ipv4Addr::from(13), 22), None);
+        assert_eq!(space.index_of(Ipv4Addr::from(10), 24), None);
         seen.sort();
         seen.dedup();
         assert_eq!(seen.len(), 12);

@@ -1,18 +1,35 @@
 //! Keyed sequence-number cookies: the whole of prtip's per-probe state.
 //!
-//! A SYN's sequence number is SipHash-1-3 of its 4-tuple under a random
-//! per-scan key. A reply is ours only if it acknowledges that number plus one
-//! (or, in an ICMP error, quotes it), which a sender that never saw the probe
-//! can only guess with probability 2^-32.
+//! A SYN's sequence number carries two things back to us, since a SYN-ACK
+//! acknowledges it, an RST acknowledges it and an ICMP error quotes it:
+//!
+//! - the high 16 bits: the send time in 16 us ticks (it wraps every 1.048576 s);
+//! - the low 16 bits: SipHash-1-3 of the 4-tuple and that tick under a
+//!   random per-scan key.
+//!
+//! So every reply type brings its own send time, and a sender that never saw
+//! the probe cannot forge a reply, or move its send time, except by guessing
+//! the 16-bit MAC. The SYN's TCP timestamp (TSval) carries the same send time
+//! to the microsecond, shifted by a keyed offset: a SYN-ACK echoes it in
+//! TSecr, and an echo that disagrees with the tick in the sequence number is
+//! a forgery (another 16 bits to guess).
 
 use siphasher::sip::SipHasher13;
 use std::hash::Hasher;
 use std::net::Ipv4Addr;
 
+/// Send times in the sequence number count ticks of 2^4 us.
+const TICK_SHIFT: u32 = 4;
+const TICK_BITS: u32 = 16;
+/// How far apart two send ticks may be before they look the same: 2^20 us.
+pub const TICK_WRAP_US: u64 = 1 << (TICK_SHIFT + TICK_BITS);
+
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub struct CookieKey {
     k0: u64,
     k1: u64,
+    /// Added to every TSval, so that a TSecr cannot be made up from the clock alone.
+    ts_offset: u32,
 }
 
 impl std::fmt::Debug for CookieKey {
@@ -22,21 +39,68 @@ impl std::fmt::Debug for CookieKey {
     }
 }
 
-impl CookieKey {
-    pub fn new(k0: u64, k1: u64) -> Self {
-        CookieKey { k0, k1 }
+/// The send time a valid reply brought back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SendTick(u16);
+
+impl SendTick {
+    pub fn of(send_us: u64) -> Self {
+        SendTick((send_us >> TICK_SHIFT) as u16)
     }
 
-    /// The sequence number of the SYN from `src:sport` to `dst:dport`.
-    pub fn seq(&self, src: Ipv4Addr, dst: Ipv4Addr, sport: u16, dport: u16) -> u32 {
-        let mut b = [0u8; 12];
+    /// The round trip to `now_us` (microseconds on the clock the send time
+    /// came from), modulo `TICK_WRAP_US`. The middle of the tick is the best
+    /// guess for a send time known only to 16 us.
+    pub fn rtt_us(self, now_us: u64) -> u64 {
+        let since_tick = now_us.wrapping_sub(u64::from(self.0) << TICK_SHIFT) % TICK_WRAP_US;
+        since_tick.saturating_sub(1 << (TICK_SHIFT - 1)).max(1)
+    }
+}
+
+impl CookieKey {
+    pub fn new(k0: u64, k1: u64) -> Self {
+        let mut key = CookieKey { k0, k1, ts_offset: 0 };
+        key.ts_offset = key.mac(&[0xff; 14]) as u32;
+        key
+    }
+
+    fn mac(&self, bytes: &[u8]) -> u64 {
+        let mut h = SipHasher13::new_with_keys(self.k0, self.k1);
+        h.write(bytes);
+        h.finish()
+    }
+
+    fn tagged(&self, src: Ipv4Addr, dst: Ipv4Addr, sport: u16, dport: u16, tick: SendTick) -> u32 {
+        let mut b = [0u8; 14];
         b[..4].copy_from_slice(&src.octets());
         b[4..8].copy_from_slice(&dst.octets());
         b[8..10].copy_from_slice(&sport.to_be_bytes());
-        b[10..].copy_from_slice(&dport.to_be_bytes());
-        let mut h = SipHasher13::new_with_keys(self.k0, self.k1);
-        h.write(&b);
-        h.finish() as u32
+        b[10..12].copy_from_slice(&dport.to_be_bytes());
+        b[12..].copy_from_slice(&tick.0.to_be_bytes());
+        (u32::from(tick.0) << 16) | (self.mac(&b) as u32 & 0xffff)
+    }
+
+    /// The sequence number of the SYN from `src:sport` to `dst:dport` sent at `send_us`.
+    pub fn seq(&self, src: Ipv4Addr, dst: Ipv4Addr, sport: u16, dport: u16, send_us: u64) -> u32 {
+        self.tagged(src, dst, sport, dport, SendTick::of(send_us))
+    }
+
+    /// The send tick in `seq`, if `seq` is one of ours for this 4-tuple.
+    pub fn check(&self, src: Ipv4Addr, dst: Ipv4Addr, sport: u16, dport: u16, seq: u32) -> Option<SendTick> {
+        let tick = SendTick((seq >> 16) as u16);
+        (self.tagged(src, dst, sport, dport, tick) == seq).then_some(tick)
+    }
+
+    /// The TSval of a SYN sent at `send_us`.
+    pub fn tsval(&self, send_us: u64) -> u32 {
+        (send_us as u32).wrapping_add(self.ts_offset)
+    }
+
+    /// The send time (microseconds, modulo 2^32) a TSecr echoes, if it agrees
+    /// with the tick the same reply's acknowledgement number carried.
+    pub fn echoed_send_us(&self, tsecr: u32, tick: SendTick) -> Option<u32> {
+        let send_us = tsecr.wrapping_sub(self.ts_offset);
+        (SendTick::of(u64::from(send_us)) == tick).then_some(send_us)
     }
 }
 
@@ -44,16 +108,60 @@ impl CookieKey {
 mod tests {
     use super::*;
 
+    const A: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 1);
+    const B: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 2);
+
     #[test]
-    fn depends_on_every_field_and_the_key() {
+    fn depends_on_every_field_the_time_and_the_key() {
         let k = CookieKey::new(1, 2);
-        let (a, b) = (Ipv4Addr::new(10, 0, 0, 1), Ipv4Addr::new(10, 0, 0, 2));
-        let base = k.seq(a, b, 40000, 80);
-        assert_eq!(base, k.seq(a, b, 40000, 80));
-        assert_ne!(base, k.seq(b, a, 40000, 80));
-        assert_ne!(base, k.seq(a, Ipv4Addr::new(10, 0, 0, 3), 40000, 80));
-        assert_ne!(base, k.seq(a, b, 40001, 80));
-        assert_ne!(base, k.seq(a, b, 40000, 81));
-        assert_ne!(base, CookieKey::new(1, 3).seq(a, b, 40000, 80));
+        let base = k.seq(A, B, 40000, 80, 5_000_000);
+        assert_eq!(base, k.seq(A, B, 40000, 80, 5_000_000));
+        // Within one tick the sequence number is the same.
+        assert_eq!(base, k.seq(A, B, 40000, 80, 5_000_015));
+        assert_ne!(base, k.seq(A, B, 40000, 80, 5_000_016));
+        assert_ne!(base, k.seq(B, A, 40000, 80, 5_000_000));
+        assert_ne!(base, k.seq(A, Ipv4Addr::new(10, 0, 0, 3), 40000, 80, 5_000_000));
+        assert_ne!(base, k.seq(A, B, 40001, 80, 5_000_000));
+        assert_ne!(base, k.seq(A, B, 40000, 81, 5_000_000));
+        assert_ne!(base, CookieKey::new(1, 3).seq(A, B, 40000, 80, 5_000_000));
+    }
+
+    #[test]
+    fn check_returns_the_tick_of_our_own_numbers_only() {
+        let k = CookieKey::new(1, 2);
+        let seq = k.seq(A, B, 40000, 80, 123_456);
+        assert_eq!(k.check(A, B, 40000, 80, seq), Some(SendTick::of(123_456)));
+        assert_eq!(k.check(A, B, 40001, 80, seq), None);
+        // Moving the send time (the high half) breaks the MAC.
+        assert_eq!(k.check(A, B, 40000, 80, seq.wrapping_add(1 << 16)), None);
+        assert_eq!(k.check(A, B, 40000, 80, seq ^ 1), None);
+        // Of all 2^16 numbers with this tick, exactly one is ours.
+        let hi = seq & 0xffff_0000;
+        let ours = (0..=0xffffu32).filter(|lo| k.check(A, B, 40000, 80, hi | lo).is_some()).count();
+        assert_eq!(ours, 1);
+    }
+
+    #[test]
+    fn round_trips_from_ticks_are_within_half_a_tick_and_wrap() {
+        let sent = 7_000_003u64;
+        for rtt in [1u64, 20, 1000, 20_000, 999_999] {
+            let got = SendTick::of(sent).rtt_us(sent + rtt);
+            assert!(got.abs_diff(rtt) <= 8, "{rtt} measured as {got}");
+        }
+        // Past the wrap the time is ambiguous: 1.2 s reads as 0.15 s.
+        let got = SendTick::of(sent).rtt_us(sent + 1_200_000);
+        assert!(got.abs_diff(1_200_000 - TICK_WRAP_US) <= 8);
+    }
+
+    #[test]
+    fn a_tsecr_must_agree_with_the_tick() {
+        let k = CookieKey::new(1, 2);
+        let send_us = 4_000_123u64;
+        let tick = SendTick::of(send_us);
+        assert_eq!(k.echoed_send_us(k.tsval(send_us), tick), Some(send_us as u32));
+        // The plain clock value, or a shifted one, is not an echo of ours.
+        assert_eq!(k.echoed_send_us(send_us as u32, tick), None);
+        assert_eq!(k.echoed_send_us(k.tsval(send_us - 1000), tick), None);
+        assert_eq!(k.echoed_send_us(k.tsval(send_us + 1000), tick), None);
     }
 }

@@ -1,10 +1,13 @@
 //! A received frame becomes a validated `Reply`, or nothing.
 //!
-//! Everything off the wire is hostile until its cookie matches. The TCP
+//! Everything off the wire is hostile until its cookie matches, and a
+//! timestamp echo that disagrees with the cookie makes the whole reply a
+//! forgery, so a made-up send time can neither add a result nor skew the
+//! round-trip times. The TCP
 //! checksum is deliberately not checked: veth delivers CHECKSUM_PARTIAL
 //! frames whose checksum field holds only the pseudo-header sum.
 
-use super::cookie::CookieKey;
+use super::cookie::{CookieKey, SendTick};
 use etherparse::{Icmpv4Type, Ipv4HeaderSlice, NetSlice, SlicedPacket, TcpOptionElement, TransportSlice};
 use std::net::Ipv4Addr;
 
@@ -23,10 +26,14 @@ pub struct Reply {
     /// The probed address and port (the reply's source, or the quoted destination).
     pub ip: Ipv4Addr,
     pub port: u16,
+    /// Our source port that the probe left from.
+    pub from_port: u16,
     pub kind: ReplyKind,
     pub ttl: u8,
-    /// The TSecr of a SYN-ACK: our TSval echoed back.
-    pub ts_echo: Option<u32>,
+    /// The send time the acknowledged (or quoted) sequence number carried.
+    pub sent: SendTick,
+    /// The send time, to the microsecond (modulo 2^32), that a SYN-ACK's TSecr echoed.
+    pub sent_us: Option<u32>,
 }
 
 /// What a frame must match to be a reply to this scan.
@@ -56,32 +63,35 @@ impl ReplyMatcher {
                     return None;
                 }
                 let target = header.source_addr();
-                let seq = self.key.seq(self.src_ip, target, sport, dport);
-                if tcp.acknowledgment_number() != seq.wrapping_add(1) {
-                    return None;
-                }
-                let (kind, ts_echo) = if tcp.rst() {
+                let seq = tcp.acknowledgment_number().wrapping_sub(1);
+                let sent = self.key.check(self.src_ip, target, sport, dport, seq)?;
+                let (kind, sent_us) = if tcp.rst() {
                     (ReplyKind::Rst, None)
                 } else if tcp.syn() {
                     let echo = tcp.options_iterator().find_map(|o| match o {
                         Ok(TcpOptionElement::Timestamp(_, echo)) => Some(echo),
                         _ => None,
                     });
-                    (ReplyKind::SynAck, echo)
+                    match echo {
+                        Some(echo) => (ReplyKind::SynAck, Some(self.key.echoed_send_us(echo, sent)?)),
+                        None => (ReplyKind::SynAck, None),
+                    }
                 } else {
                     return None;
                 };
-                Some(Reply { ip: target, port: dport, kind, ttl: header.ttl(), ts_echo })
+                Some(Reply { ip: target, port: dport, from_port: sport, kind, ttl: header.ttl(), sent, sent_us })
             }
             TransportSlice::Icmpv4(icmp) => {
                 let Icmpv4Type::DestinationUnreachable(_) = icmp.icmp_type() else { return None };
-                let (target, dport) = self.quoted_probe(icmp.payload())?;
+                let (target, dport, sport, sent) = self.quoted_probe(icmp.payload())?;
                 Some(Reply {
                     ip: target,
                     port: dport,
+                    from_port: sport,
                     kind: ReplyKind::Unreachable { code: icmp.code_u8() },
                     ttl: header.ttl(),
-                    ts_echo: None,
+                    sent,
+                    sent_us: None,
                 })
             }
             _ => None,
@@ -89,7 +99,7 @@ impl ReplyMatcher {
     }
 
     /// The destination of the SYN quoted in an ICMP error, if that SYN is ours.
-    fn quoted_probe(&self, quoted: &[u8]) -> Option<(Ipv4Addr, u16)> {
+    fn quoted_probe(&self, quoted: &[u8]) -> Option<(Ipv4Addr, u16, u16, SendTick)> {
         let ip = Ipv4HeaderSlice::from_slice(quoted).ok()?;
         if ip.source_addr() != self.src_ip || ip.protocol() != etherparse::IpNumber::TCP {
             return None;
@@ -100,7 +110,11 @@ impl ReplyMatcher {
         let dport = u16::from_be_bytes([tcp[2], tcp[3]]);
         let seq = u32::from_be_bytes([tcp[4], tcp[5], tcp[6], tcp[7]]);
         let target = ip.destination_addr();
-        (self.ours(sport) && seq == self.key.seq(self.src_ip, target, sport, dport)).then_some((target, dport))
+        if !self.ours(sport) {
+            return None;
+        }
+        let sent = self.key.check(self.src_ip, target, sport, dport, seq)?;
+        Some((target, dport, sport, sent))
     }
 }
 
@@ -137,28 +151,55 @@ mod tests {
         out
     }
 
+    const SENT_US: u64 = 3_000_042;
+
     fn good_ack(sport: u16) -> u32 {
-        matcher().key.seq(ME, TARGET, sport, 443).wrapping_add(1)
+        matcher().key.seq(ME, TARGET, sport, 443, SENT_US).wrapping_add(1)
+    }
+
+    fn good_echo() -> u32 {
+        matcher().key.tsval(SENT_US)
     }
 
     #[test]
-    fn syn_ack_with_our_cookie_is_open_and_carries_the_echo() {
-        let r = matcher().classify(&tcp_reply(good_ack(61001), 61001, true, false, Some(4242))).unwrap();
-        assert_eq!(r, Reply { ip: TARGET, port: 443, kind: ReplyKind::SynAck, ttl: 57, ts_echo: Some(4242) });
+    fn syn_ack_with_our_cookie_is_open_and_carries_the_send_time() {
+        let r = matcher().classify(&tcp_reply(good_ack(61001), 61001, true, false, Some(good_echo()))).unwrap();
+        let sent = SendTick::of(SENT_US);
+        let want = Reply {
+            ip: TARGET,
+            port: 443,
+            from_port: 61001,
+            kind: ReplyKind::SynAck,
+            ttl: 57,
+            sent,
+            sent_us: Some(3_000_042),
+        };
+        assert_eq!(r, want);
+        // A stack that does not echo timestamps still gives the tick.
+        let r = matcher().classify(&tcp_reply(good_ack(61001), 61001, true, false, None)).unwrap();
+        assert_eq!((r.sent, r.sent_us), (sent, None));
+    }
+
+    #[test]
+    fn a_tampered_timestamp_echo_makes_the_reply_a_forgery() {
+        for echo in [good_echo().wrapping_sub(500), good_echo().wrapping_add(100), 0, SENT_US as u32] {
+            assert_eq!(matcher().classify(&tcp_reply(good_ack(61001), 61001, true, false, Some(echo))), None);
+        }
     }
 
     #[test]
     fn rst_with_our_cookie_is_closed() {
         let r = matcher().classify(&tcp_reply(good_ack(61063), 61063, false, true, None)).unwrap();
         assert_eq!(r.kind, ReplyKind::Rst);
-        assert_eq!((r.ip, r.port), (TARGET, 443));
+        assert_eq!((r.ip, r.port, r.sent, r.sent_us), (TARGET, 443, SendTick::of(SENT_US), None));
     }
 
     #[test]
     fn forged_or_foreign_replies_are_nothing() {
         let m = matcher();
-        // wrong acknowledgement (off by one, and plain guesses)
-        for ack in [good_ack(61001).wrapping_sub(1), good_ack(61001).wrapping_add(1), 0, 1] {
+        // wrong acknowledgement (off by one, another send time, and plain guesses)
+        let moved = good_ack(61001).wrapping_add(1 << 16);
+        for ack in [good_ack(61001).wrapping_sub(1), good_ack(61001).wrapping_add(1), moved, 0, 1] {
             assert_eq!(m.classify(&tcp_reply(ack, 61001, true, false, None)), None);
         }
         // right cookie for another port pair
@@ -192,10 +233,11 @@ mod tests {
         let m = matcher();
         let t = SynTemplate::new([3; 6], [2; 6], ME);
         let mut syn = [0u8; SYN_FRAME_LEN];
-        let seq = m.key.seq(ME, TARGET, 61005, 8443);
+        let seq = m.key.seq(ME, TARGET, 61005, 8443, SENT_US);
         t.write(&Probe { dst: TARGET, sport: 61005, dport: 8443, seq, ip_id: 1, tsval: 2 }, &mut syn);
         let r = m.classify(&icmp_unreachable(&syn, 13)).unwrap();
-        assert_eq!((r.ip, r.port, r.kind, r.ttl), (TARGET, 8443, ReplyKind::Unreachable { code: 13 }, 63));
+        let want = (TARGET, 8443, ReplyKind::Unreachable { code: 13 }, 63, SendTick::of(SENT_US));
+        assert_eq!((r.ip, r.port, r.kind, r.ttl, r.sent), want);
         // quoting a SYN whose cookie is wrong
         t.write(&Probe { dst: TARGET, sport: 61005, dport: 8443, seq: seq ^ 1, ip_id: 1, tsval: 2 }, &mut syn);
         assert_eq!(m.classify(&icmp_unreachable(&syn, 13)), None);
@@ -209,7 +251,7 @@ mod tests {
 
         #[test]
         fn mutated_replies_never_panic(pos in 0usize..80, byte in any::<u8>(), cut in 0usize..80) {
-            let mut f = tcp_reply(good_ack(61001), 61001, true, false, Some(1));
+            let mut f = tcp_reply(good_ack(61001), 61001, true, false, Some(good_echo()));
             if pos < f.len() { f[pos] = byte; }
             f.truncate(f.len().saturating_sub(cut));
             if let Some(r) = matcher().classify(&f) {
