@@ -1,10 +1,12 @@
-//! Round-trip times in HDR histograms: one for every reply that carried our
-//! send time back, one per reply type. Values are microseconds, 1 us to 60 s,
+//! Round-trip times in HDR histograms: one for every reply, one per state
+//! (which is one per reply type). Values are microseconds, 1 us to 60 s,
 //! three significant digits.
 
-use crate::result::{Reason, ScanResult};
+use crate::result::{PortState, ScanResult};
 use hdrhistogram::Histogram;
+use hdrhistogram::serialization::{Deserializer, Serializer, V2DeflateSerializer};
 use std::fmt::Write as _;
+use thiserror::Error;
 
 const LOWEST_US: u64 = 1;
 const HIGHEST_US: u64 = 60_000_000;
@@ -12,48 +14,117 @@ const SIGFIG: u8 = 3;
 /// Percentile steps per halving of the distance to 100%, as HdrHistogram's own tools use.
 const TICKS_PER_HALF_DISTANCE: u32 = 5;
 
+#[derive(Debug, Error)]
+pub enum LatencyError {
+    #[error("unknown latency series `{0}` (expected all, open, closed or filtered)")]
+    UnknownSeries(String),
+    #[error("a stored {series} histogram is damaged: {reason}")]
+    Damaged { series: &'static str, reason: String },
+}
+
+/// Which replies a histogram holds. Each state has one reply type, so a
+/// series per state is also a series per reply type.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Series {
+    All,
+    /// SYN-ACKs.
+    Open,
+    /// RSTs.
+    Closed,
+    /// ICMP destination unreachable.
+    Filtered,
+}
+
+impl Series {
+    pub const EVERY: [Series; 4] = [Series::All, Series::Open, Series::Closed, Series::Filtered];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Series::All => "all",
+            Series::Open => "open",
+            Series::Closed => "closed",
+            Series::Filtered => "filtered",
+        }
+    }
+
+    pub fn parse(name: &str) -> Result<Series, LatencyError> {
+        Series::EVERY.into_iter().find(|s| s.name() == name).ok_or_else(|| LatencyError::UnknownSeries(name.into()))
+    }
+
+    fn of(state: PortState) -> Series {
+        match state {
+            PortState::Open => Series::Open,
+            PortState::Closed => Series::Closed,
+            PortState::Filtered => Series::Filtered,
+        }
+    }
+}
+
+pub fn new_histogram() -> Histogram<u64> {
+    Histogram::new_with_bounds(LOWEST_US, HIGHEST_US, SIGFIG).expect("valid histogram bounds")
+}
+
+/// One histogram per `Series`, indexed by its position in `Series::EVERY`.
 pub struct Latency {
-    pub all: Histogram<u64>,
-    pub syn_ack: Histogram<u64>,
-    pub reset: Histogram<u64>,
+    histograms: [Histogram<u64>; 4],
 }
 
 impl Default for Latency {
     fn default() -> Self {
-        let new = || Histogram::new_with_bounds(LOWEST_US, HIGHEST_US, SIGFIG).expect("valid histogram bounds");
-        Latency { all: new(), syn_ack: new(), reset: new() }
+        Latency { histograms: std::array::from_fn(|_| new_histogram()) }
     }
 }
 
 impl Latency {
     pub fn record(&mut self, r: &ScanResult) {
-        let Some(us) = r.rtt_us else { return };
+        if let Some(us) = r.rtt_us {
+            self.record_us(r.state, us);
+        }
+    }
+
+    pub fn record_us(&mut self, state: PortState, us: u64) {
         // Bounded above by the engine's own plausibility check; clamp, never fail.
         let us = us.clamp(LOWEST_US, HIGHEST_US);
-        self.all.saturating_record(us);
-        match r.reason {
-            Reason::SynAck => self.syn_ack.saturating_record(us),
-            Reason::Reset => self.reset.saturating_record(us),
-            Reason::Unreachable { .. } | Reason::NoResponse => {}
-        }
+        self.histograms[Series::All as usize].saturating_record(us);
+        self.histograms[Series::of(state) as usize].saturating_record(us);
+    }
+
+    pub fn get(&self, series: Series) -> &Histogram<u64> {
+        &self.histograms[series as usize]
+    }
+
+    /// Every series that holds a sample, in HdrHistogram's V2 deflate encoding.
+    pub fn encode(&self) -> Vec<(Series, Vec<u8>)> {
+        Series::EVERY
+            .into_iter()
+            .filter(|&s| !self.get(s).is_empty())
+            .map(|s| {
+                let mut bytes = Vec::new();
+                V2DeflateSerializer::new()
+                    .serialize(self.get(s), &mut bytes)
+                    .expect("a histogram within its bounds always encodes into memory");
+                (s, bytes)
+            })
+            .collect()
     }
 
     /// One line for the end of a scan, or nothing when no reply carried a time.
     pub fn summary(&self) -> Option<String> {
-        let h = &self.all;
-        (!h.is_empty()).then(|| {
-            let q = |p: f64| h.value_at_quantile(p);
-            format!(
-                "round trip (us): p50 {} p90 {} p99 {} p99.9 {} max {} over {} replies",
-                q(0.50),
-                q(0.90),
-                q(0.99),
-                q(0.999),
-                h.max(),
-                h.len()
-            )
-        })
+        let h = self.get(Series::All);
+        (!h.is_empty()).then(|| format!("round trip (us): {}", percentiles(h)))
     }
+}
+
+pub fn decode(series: Series, bytes: &[u8]) -> Result<Histogram<u64>, LatencyError> {
+    Deserializer::new()
+        .deserialize(&mut &bytes[..])
+        .map_err(|e| LatencyError::Damaged { series: series.name(), reason: format!("{e:?}") })
+}
+
+/// The compact percentile line: p50, p90, p99, p99.9, max and the count.
+pub fn percentiles(h: &Histogram<u64>) -> String {
+    let q = |p: f64| h.value_at_quantile(p);
+    format!("p50 {} p90 {} p99 {} p99.9 {} max {} over {} replies", q(0.50), q(0.90), q(0.99), q(0.999), h.max(), h.len())
 }
 
 /// The percentile distribution in HdrHistogram's text format (`.hgrm`), in
@@ -85,13 +156,18 @@ pub fn percentile_distribution(h: &Histogram<u64>) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::result::PortState;
+    use crate::result::Reason;
 
     fn reply(reason: Reason, rtt: Option<u64>) -> ScanResult {
+        let state = match reason {
+            Reason::SynAck => PortState::Open,
+            Reason::Reset => PortState::Closed,
+            Reason::Unreachable { .. } | Reason::NoResponse => PortState::Filtered,
+        };
         ScanResult {
             ip: "10.0.0.1".parse().unwrap(),
             port: 22,
-            state: PortState::Open,
+            state,
             reason,
             ttl: Some(64),
             rtt_us: rtt,
@@ -109,11 +185,32 @@ mod tests {
         l.record(&reply(Reason::Reset, Some(5000)));
         l.record(&reply(Reason::Reset, None));
         l.record(&reply(Reason::SynAck, Some(u64::MAX)));
-        assert_eq!((l.all.len(), l.syn_ack.len(), l.reset.len()), (1002, 1001, 1));
+        l.record(&reply(Reason::Unreachable { code: 13 }, Some(70)));
+        let lens = Series::EVERY.map(|s| l.get(s).len());
+        assert_eq!(lens, [1003, 1001, 1, 1]);
         assert_eq!(
             l.summary().unwrap(),
-            "round trip (us): p50 501 p90 902 p99 992 p99.9 5003 max 60030975 over 1002 replies"
+            "round trip (us): p50 501 p90 902 p99 992 p99.9 5003 max 60030975 over 1003 replies"
         );
+    }
+
+    #[test]
+    fn the_stored_encoding_reads_back_as_the_same_histograms() {
+        let mut l = Latency::default();
+        for us in [3u64, 150, 20_000, 20_001, 999_999] {
+            l.record(&reply(Reason::SynAck, Some(us)));
+        }
+        l.record(&reply(Reason::Reset, Some(42)));
+        let encoded = l.encode();
+        let series: Vec<Series> = encoded.iter().map(|(s, _)| *s).collect();
+        assert_eq!(series, [Series::All, Series::Open, Series::Closed], "empty series are not stored");
+        for (s, bytes) in &encoded {
+            assert_eq!(&decode(*s, bytes).unwrap(), l.get(*s));
+        }
+        assert!(decode(Series::All, &encoded[0].1[..10]).is_err());
+        assert!(decode(Series::All, b"garbage").is_err());
+        assert_eq!(Series::parse("closed").unwrap(), Series::Closed);
+        assert!(Series::parse("rst").is_err());
     }
 
     /// Parses the table back and checks it against the histogram it came from.
@@ -123,7 +220,7 @@ mod tests {
         for us in [120u64, 150, 150, 200, 950, 20_000, 20_100, 20_250] {
             l.record(&reply(Reason::SynAck, Some(us)));
         }
-        let text = percentile_distribution(&l.all);
+        let text = percentile_distribution(&l.get(Series::All));
         let rows: Vec<(f64, f64, u64)> = text
             .lines()
             .filter(|line| !line.starts_with('#') && !line.trim().is_empty() && !line.contains("Value"))
@@ -134,14 +231,14 @@ mod tests {
             .collect();
         assert!(!rows.is_empty());
         assert!(rows.windows(2).all(|w| w[0].2 <= w[1].2), "TotalCount is cumulative");
-        assert_eq!(rows.last().unwrap().2, l.all.len(), "the last row counts every sample");
+        assert_eq!(rows.last().unwrap().2, l.get(Series::All).len(), "the last row counts every sample");
         for (value_ms, p, total) in &rows {
             let value_us = (value_ms * 1000.0).round() as u64;
-            assert_eq!(l.all.count_between(0, value_us), *total, "at {value_ms} ms");
-            assert!(*total as f64 >= p * l.all.len() as f64, "p{p}: only {total} samples at or below {value_ms} ms");
+            assert_eq!(l.get(Series::All).count_between(0, value_us), *total, "at {value_ms} ms");
+            assert!(*total as f64 >= p * l.get(Series::All).len() as f64, "p{p}: only {total} samples at or below {value_ms} ms");
         }
         assert_eq!(rows.last().unwrap().1, 1.0);
         assert!(text.contains(&format!("Total count    = {:12}", 8)));
-        assert!(text.contains(&format!("Max     = {:12.3}", l.all.max() as f64 / 1000.0)));
+        assert!(text.contains(&format!("Max     = {:12.3}", l.get(Series::All).max() as f64 / 1000.0)));
     }
 }

@@ -5,7 +5,7 @@ use crate::config::{OutputFormat, ScanConfig, TransportChoice, Verbosity};
 use crate::engine::plan::ScanPlan;
 use crate::engine::run::{self, EngineError, Observer, Progress, ScanStats, StopSignal, Wire};
 use crate::engine::state::Answered;
-use crate::latency::{self, Latency};
+use crate::latency::{self, Latency, Series};
 use crate::net::{self, NetError, Path};
 use crate::output::{self, Format, ResultWriter, RunEnd, RunInfo};
 use crate::progress;
@@ -144,7 +144,7 @@ pub fn execute(cfg: &ScanConfig, stop: &StopSignal) -> Result<Outcome, ScanError
         }
     }
     if cfg.latency_table || cfg.latency_file.is_some() {
-        let table = latency::percentile_distribution(&latency.all);
+        let table = latency::percentile_distribution(latency.get(Series::All));
         if cfg.latency_table {
             eprint!("{table}");
         }

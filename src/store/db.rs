@@ -4,7 +4,9 @@
 use super::StoreError;
 use super::journal;
 use crate::output::time::{rfc3339_us, write_rfc3339_us};
+use crate::latency::{self, Latency, Series};
 use crate::result::{PortState, Reason, ScanResult};
+use hdrhistogram::Histogram;
 use rusqlite::{Connection, params};
 use std::fmt::Write as _;
 use std::net::Ipv4Addr;
@@ -51,6 +53,13 @@ CREATE TABLE pending_results (
     rtt_us  INTEGER,
     time    TEXT NOT NULL
 );
+"#, r#"
+CREATE TABLE scan_latency (
+    scan_id   INTEGER NOT NULL REFERENCES scans(id),
+    series    TEXT NOT NULL,
+    histogram BLOB NOT NULL,
+    PRIMARY KEY (scan_id, series)
+) WITHOUT ROWID;
 "#];
 
 /// Results arrive in the scan's random order. Inserted straight into the
@@ -63,6 +72,15 @@ const INSERT_PENDING: &str = "INSERT INTO pending_results (scan_id, ip, port, pr
 const MERGE: &str = "INSERT OR IGNORE INTO scan_results \
                      SELECT scan_id, ip, port, proto, state, reason, ttl, rtt_us, time FROM pending_results \
                      WHERE scan_id = ?1 ORDER BY ip, port, proto";
+
+fn parse_state(text: &str) -> Option<PortState> {
+    match text {
+        "open" => Some(PortState::Open),
+        "closed" => Some(PortState::Closed),
+        "filtered" => Some(PortState::Filtered),
+        _ => None,
+    }
+}
 
 /// What is known of a scan when it starts.
 #[derive(Debug, Clone)]
@@ -214,6 +232,8 @@ impl Db {
             }
             let tx = self.conn.transaction().map_err(fail)?;
             recovered += Self::merge(&tx, id).map_err(fail)?;
+            let latency = Self::latency_of_rows(&tx, id).map_err(fail)?;
+            Self::store_latency(&tx, id, &latency).map_err(fail)?;
             tx.execute(
                 "UPDATE scans SET status = 'interrupted', \
                  open_count = (SELECT COUNT(*) FROM scan_results WHERE scan_id = ?1 AND state = 'open'), \
@@ -290,11 +310,12 @@ impl Db {
 
     /// Merges the scan's results and records how it ended, in one
     /// transaction; returns the number of result rows it holds.
-    pub fn finish_scan(&mut self, id: i64, e: &ScanEnd) -> Result<u64, StoreError> {
+    pub fn finish_scan(&mut self, id: i64, e: &ScanEnd, latency: &Latency) -> Result<u64, StoreError> {
         let path = self.path.clone();
         let fail = |e| StoreError::Database { path: path.clone(), source: e };
         let tx = self.conn.transaction().map_err(fail)?;
         let added = Self::merge(&tx, id).map_err(fail)?;
+        Self::store_latency(&tx, id, latency).map_err(fail)?;
         tx.execute(
             "UPDATE scans SET ended_at = ?2, probes_sent = ?3, open_count = ?4, closed_count = ?5, \
              filtered_count = ?6, status = ?7 WHERE id = ?1",
@@ -311,6 +332,48 @@ impl Db {
         .map_err(fail)?;
         tx.commit().map_err(fail)?;
         Ok(added)
+    }
+
+    fn store_latency(tx: &rusqlite::Transaction, scan_id: i64, latency: &Latency) -> rusqlite::Result<()> {
+        let mut stmt = tx.prepare("INSERT OR REPLACE INTO scan_latency (scan_id, series, histogram) VALUES (?1, ?2, ?3)")?;
+        for (series, bytes) in latency.encode() {
+            stmt.execute(params![scan_id, series.name(), bytes])?;
+        }
+        Ok(())
+    }
+
+    /// The round-trip times of a scan's stored rows: what a scan that never
+    /// finished gets in place of the histograms it would have stored.
+    fn latency_of_rows(tx: &rusqlite::Transaction, scan_id: i64) -> rusqlite::Result<Latency> {
+        let mut latency = Latency::default();
+        let mut stmt =
+            tx.prepare("SELECT state, rtt_us FROM scan_results WHERE scan_id = ?1 AND rtt_us IS NOT NULL")?;
+        let mut rows = stmt.query([scan_id])?;
+        while let Some(row) = rows.next()? {
+            let state: String = row.get(0)?;
+            if let (Some(state), Ok(us)) = (parse_state(&state), row.get::<_, i64>(1)) {
+                latency.record_us(state, us.max(0) as u64);
+            }
+        }
+        Ok(latency)
+    }
+
+    /// The stored round-trip histograms of a scan, in `Series::EVERY` order.
+    pub fn latency(&self, id: i64) -> Result<Vec<(Series, Histogram<u64>)>, StoreError> {
+        let mut stmt =
+            self.conn.prepare("SELECT series, histogram FROM scan_latency WHERE scan_id = ?1").map_err(|e| self.fail(e))?;
+        let stored: Vec<(String, Vec<u8>)> = stmt
+            .query_map([id], |r| Ok((r.get(0)?, r.get(1)?)))
+            .and_then(|rows| rows.collect())
+            .map_err(|e| self.fail(e))?;
+        let latency_fail = |source| StoreError::Latency { path: self.path.clone(), source };
+        let mut out = Vec::new();
+        for (name, bytes) in stored {
+            let series = Series::parse(&name).map_err(latency_fail)?;
+            out.push((series, latency::decode(series, &bytes).map_err(latency_fail)?));
+        }
+        out.sort_by_key(|(s, _)| *s);
+        Ok(out)
     }
 
     pub fn scans(&self) -> Result<Vec<ScanRow>, StoreError> {
@@ -394,12 +457,7 @@ impl Db {
                 Some(ScanResult {
                     ip: ip.parse::<Ipv4Addr>().ok()?,
                     port,
-                    state: match state.as_str() {
-                        "open" => PortState::Open,
-                        "closed" => PortState::Closed,
-                        "filtered" => PortState::Filtered,
-                        _ => return None,
-                    },
+                    state: parse_state(&state)?,
                     reason: match reason.as_str() {
                         "syn-ack" => Reason::SynAck,
                         "reset" => Reason::Reset,
@@ -464,7 +522,10 @@ mod tests {
         db.insert(a, &[result(1, PortState::Open), result(2, PortState::Closed)]).unwrap();
         db.insert(a, &[result(1, PortState::Open)]).unwrap();
         let end = ScanEnd { ended_us: 3_000_000, probes_sent: 2, open: 1, closed: 1, ..Default::default() };
-        assert_eq!(db.finish_scan(a, &end).unwrap(), 2, "the duplicate is dropped");
+        let mut latency = Latency::default();
+        latency.record(&result(1, PortState::Open));
+        latency.record(&result(2, PortState::Closed));
+        assert_eq!(db.finish_scan(a, &end, &latency).unwrap(), 2, "the duplicate is dropped");
         drop(db);
         let mut db = Db::open(&path).unwrap();
         let b = db.begin_scan(&start()).unwrap();
@@ -475,6 +536,14 @@ mod tests {
         assert_eq!((scans[0].open, scans[0].closed), (1, 1));
         assert_eq!(db.results(a, false).unwrap().len(), 2);
         assert_eq!(db.results(a, true).unwrap(), vec![result(1, PortState::Open)]);
+        let stored = db.latency(a).unwrap();
+        assert_eq!(stored.iter().map(|(s, h)| (*s, h.len())).collect::<Vec<_>>(), [
+            (Series::All, 2),
+            (Series::Open, 1),
+            (Series::Closed, 1)
+        ]);
+        assert!(stored.iter().all(|(s, h)| h == latency.get(*s)));
+        assert!(db.latency(b).unwrap().is_empty(), "a running scan has no histograms yet");
         assert!(db.integrity_ok().unwrap());
     }
 
@@ -499,6 +568,8 @@ mod tests {
         assert_eq!(scan.status, "interrupted");
         assert_eq!((scan.open, scan.closed), (2, 1));
         assert_eq!(db.results(id, false).unwrap().len(), 3);
+        let counts: Vec<(Series, u64)> = db.latency(id).unwrap().iter().map(|(s, h)| (*s, h.len())).collect();
+        assert_eq!(counts, [(Series::All, 3), (Series::Open, 2), (Series::Closed, 1)], "rebuilt from the rows");
         assert!(db.integrity_ok().unwrap());
     }
 

@@ -45,6 +45,12 @@ pub enum StoreError {
     NoUring(#[source] std::io::Error),
     #[error("no scan {0} in the database")]
     NoScan(i64),
+    #[error("database {}: {source}", path.display())]
+    Latency {
+        path: PathBuf,
+        #[source]
+        source: crate::latency::LatencyError,
+    },
     #[error("the storage task stopped unexpectedly")]
     TaskDied,
 }

@@ -8,6 +8,7 @@
 
 use super::db::{self, Db};
 use super::{Finish, Msg, StoreConfig, StoreError, StoreReport, journal};
+use crate::latency::Latency;
 use crate::output::{self, OutputFile, ResultWriter};
 use crate::result::{PortState, Reason, ScanResult};
 use std::cell::RefCell;
@@ -91,6 +92,8 @@ struct DbSink {
     pending: Vec<ScanResult>,
     oldest: Option<Instant>,
     last_sync: Instant,
+    /// Round trips of every stored reply, stored with the scan at its end.
+    latency: Latency,
 }
 
 impl DbSink {
@@ -106,6 +109,9 @@ impl DbSink {
             .await
             .map_err(|e| StoreError::Journal { path: self.journal.path.clone(), source: e })?;
         self.pending.extend_from_slice(rows);
+        for r in rows {
+            self.latency.record(r);
+        }
         self.oldest.get_or_insert_with(Instant::now);
         Ok(())
     }
@@ -142,7 +148,7 @@ async fn open(config: &StoreConfig) -> Result<(Option<DbSink>, Vec<FileSink>), S
                 use std::os::fd::AsRawFd;
                 db::try_lock(journal.file.as_raw_fd()).map_err(jfail)?;
             }
-            Some(DbSink { db, scan_id, journal, pending: Vec::new(), oldest: None, last_sync: Instant::now() })
+            Some(DbSink { db, scan_id, journal, pending: Vec::new(), oldest: None, last_sync: Instant::now(), latency: Latency::default() })
         }
         None => None,
     };
@@ -241,7 +247,7 @@ pub(super) async fn run(
     });
     commit(&mut db, &mut error).await;
     if let Some(mut d) = db {
-        match d.db.finish_scan(d.scan_id, &finish.scan) {
+        match d.db.finish_scan(d.scan_id, &finish.scan, &d.latency) {
             Ok(rows) => {
                 report.rows_stored = rows;
                 let _ = d.journal.file.close().await;
