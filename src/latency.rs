@@ -5,7 +5,9 @@
 use crate::result::{PortState, ScanResult};
 use hdrhistogram::Histogram;
 use hdrhistogram::serialization::{Deserializer, Serializer, V2DeflateSerializer};
+use std::collections::BTreeMap;
 use std::fmt::Write as _;
+use std::net::Ipv4Addr;
 use thiserror::Error;
 
 const LOWEST_US: u64 = 1;
@@ -24,7 +26,7 @@ pub enum LatencyError {
 
 /// Which replies a histogram holds. Each state has one reply type, so a
 /// series per state is also a series per reply type.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, clap::ValueEnum)]
 pub enum Series {
     All,
     /// SYN-ACKs.
@@ -51,7 +53,7 @@ impl Series {
         Series::EVERY.into_iter().find(|s| s.name() == name).ok_or_else(|| LatencyError::UnknownSeries(name.into()))
     }
 
-    fn of(state: PortState) -> Series {
+    pub fn of(state: PortState) -> Series {
         match state {
             PortState::Open => Series::Open,
             PortState::Closed => Series::Closed,
@@ -124,7 +126,68 @@ pub fn decode(series: Series, bytes: &[u8]) -> Result<Histogram<u64>, LatencyErr
 /// The compact percentile line: p50, p90, p99, p99.9, max and the count.
 pub fn percentiles(h: &Histogram<u64>) -> String {
     let q = |p: f64| h.value_at_quantile(p);
-    format!("p50 {} p90 {} p99 {} p99.9 {} max {} over {} replies", q(0.50), q(0.90), q(0.99), q(0.999), h.max(), h.len())
+    format!(
+        "p50 {} p90 {} p99 {} p99.9 {} max {} over {} replies",
+        q(0.50),
+        q(0.90),
+        q(0.99),
+        q(0.999),
+        h.max(),
+        h.len()
+    )
+}
+
+/// How `slowest` groups targets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum GroupBy {
+    Host,
+    /// The /24 network around each address.
+    Net24,
+}
+
+/// The round trips of one host or network.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GroupLatency {
+    pub group: String,
+    pub count: usize,
+    pub p50: u64,
+    pub p90: u64,
+    pub max: u64,
+}
+
+/// The `top` groups with the highest median round trip, slowest first.
+/// Percentiles are exact (nearest rank), since a group's samples are few.
+pub fn slowest(samples: impl IntoIterator<Item = (Ipv4Addr, u64)>, by: GroupBy, top: usize) -> Vec<GroupLatency> {
+    let mut groups: BTreeMap<u32, Vec<u64>> = BTreeMap::new();
+    for (ip, us) in samples {
+        let key = match by {
+            GroupBy::Host => u32::from(ip),
+            GroupBy::Net24 => u32::from(ip) & 0xffff_ff00,
+        };
+        groups.entry(key).or_default().push(us);
+    }
+    let mut out: Vec<GroupLatency> = groups
+        .into_iter()
+        .map(|(key, mut v)| {
+            v.sort_unstable();
+            let rank = |p: f64| v[((p * v.len() as f64).ceil() as usize).clamp(1, v.len()) - 1];
+            let ip = Ipv4Addr::from(key);
+            GroupLatency {
+                group: match by {
+                    GroupBy::Host => ip.to_string(),
+                    GroupBy::Net24 => format!("{ip}/24"),
+                },
+                count: v.len(),
+                p50: rank(0.5),
+                p90: rank(0.9),
+                max: v[v.len() - 1],
+            }
+        })
+        .collect();
+    // Stable on ties: the earlier address first.
+    out.sort_by(|a, b| b.p50.cmp(&a.p50).then(b.max.cmp(&a.max)));
+    out.truncate(top);
+    out
 }
 
 /// The percentile distribution in HdrHistogram's text format (`.hgrm`), in
@@ -164,15 +227,7 @@ mod tests {
             Reason::Reset => PortState::Closed,
             Reason::Unreachable { .. } | Reason::NoResponse => PortState::Filtered,
         };
-        ScanResult {
-            ip: "10.0.0.1".parse().unwrap(),
-            port: 22,
-            state,
-            reason,
-            ttl: Some(64),
-            rtt_us: rtt,
-            time_us: 0,
-        }
+        ScanResult { ip: "10.0.0.1".parse().unwrap(), port: 22, state, reason, ttl: Some(64), rtt_us: rtt, time_us: 0 }
     }
 
     #[test]
@@ -213,6 +268,36 @@ mod tests {
         assert!(Series::parse("rst").is_err());
     }
 
+    #[test]
+    fn the_slowest_hosts_and_networks_come_first() {
+        let ip = |s: &str| s.parse::<Ipv4Addr>().unwrap();
+        let samples = [
+            (ip("10.0.0.1"), 100),
+            (ip("10.0.0.1"), 300),
+            (ip("10.0.0.2"), 5000),
+            (ip("10.0.1.7"), 200),
+            (ip("10.0.1.7"), 200),
+            (ip("10.0.1.7"), 900),
+        ];
+        let hosts = slowest(samples, GroupBy::Host, 2);
+        assert_eq!(
+            hosts,
+            [
+                GroupLatency { group: "10.0.0.2".into(), count: 1, p50: 5000, p90: 5000, max: 5000 },
+                GroupLatency { group: "10.0.1.7".into(), count: 3, p50: 200, p90: 900, max: 900 },
+            ]
+        );
+        let nets = slowest(samples, GroupBy::Net24, 10);
+        assert_eq!(
+            nets,
+            [
+                GroupLatency { group: "10.0.0.0/24".into(), count: 3, p50: 300, p90: 5000, max: 5000 },
+                GroupLatency { group: "10.0.1.0/24".into(), count: 3, p50: 200, p90: 900, max: 900 },
+            ]
+        );
+        assert!(slowest([], GroupBy::Host, 5).is_empty());
+    }
+
     /// Parses the table back and checks it against the histogram it came from.
     #[test]
     fn the_percentile_table_reads_back_as_the_histogram() {
@@ -235,7 +320,10 @@ mod tests {
         for (value_ms, p, total) in &rows {
             let value_us = (value_ms * 1000.0).round() as u64;
             assert_eq!(l.get(Series::All).count_between(0, value_us), *total, "at {value_ms} ms");
-            assert!(*total as f64 >= p * l.get(Series::All).len() as f64, "p{p}: only {total} samples at or below {value_ms} ms");
+            assert!(
+                *total as f64 >= p * l.get(Series::All).len() as f64,
+                "p{p}: only {total} samples at or below {value_ms} ms"
+            );
         }
         assert_eq!(rows.last().unwrap().1, 1.0);
         assert!(text.contains(&format!("Total count    = {:12}", 8)));

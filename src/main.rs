@@ -10,6 +10,9 @@ fn main() -> ExitCode {
     if args.get(1).is_some_and(|a| a == "db") {
         return prtip::db_command::main(&args[2..]);
     }
+    if args.get(1).is_some_and(|a| a == "report") {
+        return prtip::report_command::main(&args[2..]);
+    }
     let command_line = args.iter().map(|a| a.to_string_lossy()).collect::<Vec<_>>().join(" ");
     let cli: Cli = match parse_or_exit(normalize_args(args)) {
         Ok(cli) => cli,

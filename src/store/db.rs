@@ -3,8 +3,8 @@
 
 use super::StoreError;
 use super::journal;
-use crate::output::time::{rfc3339_us, write_rfc3339_us};
 use crate::latency::{self, Latency, Series};
+use crate::output::time::{rfc3339_us, write_rfc3339_us};
 use crate::result::{PortState, Reason, ScanResult};
 use hdrhistogram::Histogram;
 use rusqlite::{Connection, params};
@@ -14,7 +14,8 @@ use std::path::{Path, PathBuf};
 
 /// Each entry takes the schema from the previous version to the next;
 /// `PRAGMA user_version` records how many have been applied.
-const MIGRATIONS: &[&str] = &[r#"
+const MIGRATIONS: &[&str] = &[
+    r#"
 CREATE TABLE scans (
     id             INTEGER PRIMARY KEY,
     started_at     TEXT NOT NULL,
@@ -53,14 +54,16 @@ CREATE TABLE pending_results (
     rtt_us  INTEGER,
     time    TEXT NOT NULL
 );
-"#, r#"
+"#,
+    r#"
 CREATE TABLE scan_latency (
     scan_id   INTEGER NOT NULL REFERENCES scans(id),
     series    TEXT NOT NULL,
     histogram BLOB NOT NULL,
     PRIMARY KEY (scan_id, series)
 ) WITHOUT ROWID;
-"#];
+"#,
+];
 
 /// Results arrive in the scan's random order. Inserted straight into the
 /// keyed table, each commit would rewrite most of its pages; appended to an
@@ -335,7 +338,8 @@ impl Db {
     }
 
     fn store_latency(tx: &rusqlite::Transaction, scan_id: i64, latency: &Latency) -> rusqlite::Result<()> {
-        let mut stmt = tx.prepare("INSERT OR REPLACE INTO scan_latency (scan_id, series, histogram) VALUES (?1, ?2, ?3)")?;
+        let mut stmt =
+            tx.prepare("INSERT OR REPLACE INTO scan_latency (scan_id, series, histogram) VALUES (?1, ?2, ?3)")?;
         for (series, bytes) in latency.encode() {
             stmt.execute(params![scan_id, series.name(), bytes])?;
         }
@@ -360,8 +364,10 @@ impl Db {
 
     /// The stored round-trip histograms of a scan, in `Series::EVERY` order.
     pub fn latency(&self, id: i64) -> Result<Vec<(Series, Histogram<u64>)>, StoreError> {
-        let mut stmt =
-            self.conn.prepare("SELECT series, histogram FROM scan_latency WHERE scan_id = ?1").map_err(|e| self.fail(e))?;
+        let mut stmt = self
+            .conn
+            .prepare("SELECT series, histogram FROM scan_latency WHERE scan_id = ?1")
+            .map_err(|e| self.fail(e))?;
         let stored: Vec<(String, Vec<u8>)> = stmt
             .query_map([id], |r| Ok((r.get(0)?, r.get(1)?)))
             .and_then(|rows| rows.collect())
@@ -537,11 +543,10 @@ mod tests {
         assert_eq!(db.results(a, false).unwrap().len(), 2);
         assert_eq!(db.results(a, true).unwrap(), vec![result(1, PortState::Open)]);
         let stored = db.latency(a).unwrap();
-        assert_eq!(stored.iter().map(|(s, h)| (*s, h.len())).collect::<Vec<_>>(), [
-            (Series::All, 2),
-            (Series::Open, 1),
-            (Series::Closed, 1)
-        ]);
+        assert_eq!(
+            stored.iter().map(|(s, h)| (*s, h.len())).collect::<Vec<_>>(),
+            [(Series::All, 2), (Series::Open, 1), (Series::Closed, 1)]
+        );
         assert!(stored.iter().all(|(s, h)| h == latency.get(*s)));
         assert!(db.latency(b).unwrap().is_empty(), "a running scan has no histograms yet");
         assert!(db.integrity_ok().unwrap());

@@ -148,7 +148,15 @@ async fn open(config: &StoreConfig) -> Result<(Option<DbSink>, Vec<FileSink>), S
                 use std::os::fd::AsRawFd;
                 db::try_lock(journal.file.as_raw_fd()).map_err(jfail)?;
             }
-            Some(DbSink { db, scan_id, journal, pending: Vec::new(), oldest: None, last_sync: Instant::now(), latency: Latency::default() })
+            Some(DbSink {
+                db,
+                scan_id,
+                journal,
+                pending: Vec::new(),
+                oldest: None,
+                last_sync: Instant::now(),
+                latency: Latency::default(),
+            })
         }
         None => None,
     };

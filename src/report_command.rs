@@ -1,0 +1,211 @@
+//! `prtip report`: the round-trip histograms stored with scans, as tables,
+//! side-by-side comparisons, SVG plots and the slowest hosts or networks.
+
+use crate::latency::{self, GroupBy, Series};
+use crate::plot::{PlotSeries, percentile_svg};
+use crate::store::StoreError;
+use crate::store::db::Db;
+use clap::Parser;
+use hdrhistogram::Histogram;
+use std::ffi::OsString;
+use std::io::{self, BufWriter, Write};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "prtip report",
+    about = "Round-trip time reports of scans stored with --with-db",
+    after_help = "One scan: percentiles per state, then the percentile distribution (.hgrm) of --series.\n\
+                  Several scans: their percentiles side by side."
+)]
+struct ReportCli {
+    /// The database file
+    #[arg(long, value_name = "PATH", default_value = crate::cli::DEFAULT_DATABASE)]
+    database: PathBuf,
+
+    /// The scans to report; two or more are compared
+    #[arg(required = true, value_name = "SCAN_ID")]
+    scans: Vec<i64>,
+
+    /// Which replies: all, open (SYN-ACKs), closed (RSTs) or filtered (ICMP errors)
+    #[arg(long, value_enum, default_value = "all")]
+    series: Series,
+
+    /// Also draw the percentile plot as SVG: one line per state for one scan, one per scan for several
+    #[arg(long, value_name = "FILE.svg")]
+    plot: Option<PathBuf>,
+
+    /// List the slowest hosts or /24 networks by median round trip
+    #[arg(long, value_enum, value_name = "GROUP")]
+    by: Option<GroupBy>,
+
+    /// How many of the slowest to list with --by
+    #[arg(long, value_name = "N", default_value_t = 10, requires = "by")]
+    top: usize,
+}
+
+#[derive(Debug, thiserror::Error)]
+enum ReportError {
+    #[error("no database at {0}")]
+    Missing(PathBuf),
+    #[error("scan {0} has no round-trip times stored (it is still running, or no reply carried one)")]
+    NoLatency(i64),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("plot {}: {source}", path.display())]
+    Plot { path: PathBuf, source: io::Error },
+    #[error("writing: {0}")]
+    Output(#[from] io::Error),
+}
+
+/// Runs `prtip report ARGS`; `args` excludes the program name and `report`.
+pub fn main(args: &[OsString]) -> ExitCode {
+    let argv = std::iter::once(OsString::from("prtip report")).chain(args.iter().cloned());
+    let cli: ReportCli = match crate::cli::parse_or_exit(argv) {
+        Ok(cli) => cli,
+        Err(code) => return code,
+    };
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(ReportError::Output(e)) if e.kind() == io::ErrorKind::BrokenPipe => ExitCode::SUCCESS,
+        Err(e @ (ReportError::Missing(_) | ReportError::Store(StoreError::NoScan(_)))) => {
+            eprintln!("prtip: error: {e}");
+            ExitCode::from(2)
+        }
+        Err(e) => {
+            eprintln!("prtip: error: {e}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+struct Scan {
+    id: i64,
+    histograms: Vec<(Series, Histogram<u64>)>,
+}
+
+impl Scan {
+    fn get(&self, series: Series) -> Option<&Histogram<u64>> {
+        self.histograms.iter().find(|(s, _)| *s == series).map(|(_, h)| h)
+    }
+}
+
+fn run(cli: ReportCli) -> Result<(), ReportError> {
+    if !cli.database.exists() {
+        return Err(ReportError::Missing(cli.database));
+    }
+    let db = Db::open(&cli.database)?;
+    let mut scans = Vec::new();
+    for &id in &cli.scans {
+        db.scan(id)?.ok_or(StoreError::NoScan(id))?;
+        let histograms = db.latency(id)?;
+        if histograms.is_empty() {
+            return Err(ReportError::NoLatency(id));
+        }
+        scans.push(Scan { id, histograms });
+    }
+    let mut out = BufWriter::new(io::stdout().lock());
+    if let [scan] = &scans[..] {
+        writeln!(out, "scan {}: round trip (us)", scan.id)?;
+        writeln!(
+            out,
+            "{:<9} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9}",
+            "series", "count", "p50", "p90", "p99", "p99.9", "max"
+        )?;
+        for (series, h) in &scan.histograms {
+            let q = |p| h.value_at_quantile(p);
+            writeln!(
+                out,
+                "{:<9} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9}",
+                series.name(),
+                h.len(),
+                q(0.5),
+                q(0.9),
+                q(0.99),
+                q(0.999),
+                h.max()
+            )?;
+        }
+        writeln!(out)?;
+        match scan.get(cli.series) {
+            Some(h) => write!(out, "{}", latency::percentile_distribution(h))?,
+            None => writeln!(out, "no {} replies carried a round trip", cli.series.name())?,
+        }
+    } else {
+        compare(&scans, cli.series, &mut out)?;
+    }
+    if let Some(by) = cli.by {
+        for scan in &scans {
+            let rows = db.results(scan.id, false)?;
+            let samples = rows
+                .iter()
+                .filter(|r| cli.series == Series::All || Series::of(r.state) == cli.series)
+                .filter_map(|r| Some((r.ip, r.rtt_us?)));
+            let groups = latency::slowest(samples, by, cli.top);
+            let noun = match by {
+                GroupBy::Host => "hosts",
+                GroupBy::Net24 => "/24 networks",
+            };
+            writeln!(out, "\nscan {}: the slowest {} {noun} by median round trip (us)", scan.id, groups.len())?;
+            writeln!(out, "{:<18} {:>9} {:>9} {:>9} {:>9}", "target", "replies", "p50", "p90", "max")?;
+            for g in groups {
+                writeln!(out, "{:<18} {:>9} {:>9} {:>9} {:>9}", g.group, g.count, g.p50, g.p90, g.max)?;
+            }
+        }
+    }
+    out.flush()?;
+    if let Some(path) = &cli.plot {
+        let svg = plot(&scans, cli.series);
+        std::fs::write(path, svg).map_err(|source| ReportError::Plot { path: path.clone(), source })?;
+    }
+    Ok(())
+}
+
+fn compare(scans: &[Scan], series: Series, out: &mut impl Write) -> io::Result<()> {
+    writeln!(out, "round trip (us) of {} replies", series.name())?;
+    write!(out, "{:<8}", "")?;
+    for scan in scans {
+        write!(out, " {:>12}", format!("scan {}", scan.id))?;
+    }
+    writeln!(out)?;
+    type Row = (&'static str, fn(&Histogram<u64>) -> u64);
+    let rows: [Row; 7] = [
+        ("count", |h| h.len()),
+        ("p50", |h| h.value_at_quantile(0.5)),
+        ("p90", |h| h.value_at_quantile(0.9)),
+        ("p99", |h| h.value_at_quantile(0.99)),
+        ("p99.9", |h| h.value_at_quantile(0.999)),
+        ("p99.99", |h| h.value_at_quantile(0.9999)),
+        ("max", |h| h.max()),
+    ];
+    for (name, value) in rows {
+        write!(out, "{name:<8}")?;
+        for scan in scans {
+            match scan.get(series) {
+                Some(h) => write!(out, " {:>12}", value(h))?,
+                None => write!(out, " {:>12}", "-")?,
+            }
+        }
+        writeln!(out)?;
+    }
+    Ok(())
+}
+
+fn plot(scans: &[Scan], series: Series) -> String {
+    if let [scan] = scans {
+        let lines: Vec<PlotSeries> = scan
+            .histograms
+            .iter()
+            .filter(|(s, _)| *s != Series::All)
+            .map(|(s, h)| PlotSeries { label: s.name().into(), histogram: h })
+            .collect();
+        percentile_svg(&format!("prtip scan {}: round trip by state", scan.id), &lines)
+    } else {
+        let lines: Vec<PlotSeries> = scans
+            .iter()
+            .filter_map(|scan| Some(PlotSeries { label: format!("scan {}", scan.id), histogram: scan.get(series)? }))
+            .collect();
+        percentile_svg(&format!("prtip: round trip of {} replies", series.name()), &lines)
+    }
+}
