@@ -12,6 +12,8 @@ PACKAGES=(
   nmap         # nmap.dtd, and the lab benchmark's comparison
   ndiff        # nmap's own XML differ reads -oX output
   iputils-ping # the XDP test pings through a running scan
+  ethtool      # the latency test's delay line turns checksum offload off
+  chromium     # the latency test renders the SVG plot headless
   gcc          # linker for cargo
   clang        # compiles the XDP program in bpf/ (build.rs)
   libelf-dev   # libbpf, built by libbpf-sys

@@ -305,7 +305,7 @@ mod tests {
         for us in [120u64, 150, 150, 200, 950, 20_000, 20_100, 20_250] {
             l.record(&reply(Reason::SynAck, Some(us)));
         }
-        let text = percentile_distribution(&l.get(Series::All));
+        let text = percentile_distribution(l.get(Series::All));
         let rows: Vec<(f64, f64, u64)> = text
             .lines()
             .filter(|line| !line.starts_with('#') && !line.trim().is_empty() && !line.contains("Value"))

@@ -12,6 +12,8 @@
 
 #![allow(dead_code)] // each test binary uses its own part of this module
 
+pub mod delay;
+
 use std::net::TcpListener;
 use std::process::{Command, Output, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};

@@ -1,0 +1,190 @@
+//! Round-trip times: measured against a known injected delay through both
+//! transports, then stored, reported, compared and plotted.
+
+mod common;
+
+use common::delay::DelayLab;
+use common::{Lab, Row, one_host_target, rows, stderr_of};
+use std::process::Command;
+use std::time::Duration;
+
+/// Timing is measured on two shared cores: the tests of this file take turns.
+static ALONE: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+/// Every tenth port of 1-2000 is open on the delay lab's target; the rest are closed.
+fn delay_lab_open() -> Vec<u16> {
+    (1..=200).map(|i| i * 10).collect()
+}
+
+/// The nearest-rank median of the round trips of `state`'s replies.
+fn median(rows: &[Row], state: &str) -> u64 {
+    let mut v: Vec<u64> =
+        rows.iter().filter(|r| r.state == state).map(|r| r.rtt_us.expect("every reply is timed")).collect();
+    assert!(!v.is_empty(), "no {state} replies");
+    v.sort_unstable();
+    v[v.len().div_ceil(2) - 1]
+}
+
+/// Scans the delay lab's target once; returns the median round trip of SYN-ACKs and of RSTs.
+fn medians(lab: &DelayLab, transport: &str, delay: Duration) -> (u64, u64) {
+    lab.set_delay(delay);
+    let out = lab
+        .prtip(&["-s", "syn", "-p", "1-2000", "--rate", "2000", "--transport", transport, "-o", "ndjson", "10.201.0.1"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{transport}: {}", stderr_of(&out));
+    let rows = rows(&out.stdout);
+    assert_eq!(rows.len(), 2000, "{transport}, {delay:?}: {}", stderr_of(&out));
+    assert_eq!(common::ports_in(&rows, "open"), delay_lab_open());
+    (median(&rows, "open"), median(&rows, "closed"))
+}
+
+/// The delay line adds a little of its own, so each delay is measured
+/// against a run through the same line with no delay: the medians must grow
+/// by the injected delay, within 5% or 50 us, for SYN-ACKs (timed by the TCP
+/// timestamp echo) and RSTs (timed by the tick in the sequence number).
+#[test]
+fn injected_delays_are_measured_for_syn_acks_and_resets_through_both_transports() {
+    let _alone = ALONE.lock().unwrap_or_else(|e| e.into_inner());
+    let lab = DelayLab::new(&delay_lab_open());
+    for transport in ["raw", "xdp"] {
+        for delay_us in [1_000i64, 20_000] {
+            let (open0, closed0) = medians(&lab, transport, Duration::ZERO);
+            let (open, closed) = medians(&lab, transport, Duration::from_micros(delay_us as u64));
+            let tolerance = (delay_us / 20).max(50);
+            for (kind, base, got) in [("SYN-ACK", open0, open), ("RST", closed0, closed)] {
+                let added = got as i64 - base as i64;
+                assert!(
+                    (added - delay_us).abs() <= tolerance,
+                    "{transport} {kind}: median {got} us with {delay_us} us injected, {base} us without: added {added} us"
+                );
+            }
+        }
+    }
+}
+
+fn report(db: &str, args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_prtip")).args(["report", "--database", db]).args(args).output().unwrap()
+}
+
+/// The rows of an `.hgrm` table: (value in ms, percentile, total count).
+fn hgrm_rows(text: &str) -> Vec<(f64, f64, u64)> {
+    text.lines()
+        .skip_while(|l| !l.contains("Percentile"))
+        .skip(1)
+        .filter(|l| !l.trim().is_empty() && !l.starts_with('#'))
+        .map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            (f[0].parse().unwrap(), f[1].parse().unwrap(), f[2].parse().unwrap())
+        })
+        .collect()
+}
+
+/// Renders `svg` in headless Chromium and returns how many pixels of the
+/// plot area are neither white, grey nor black: the drawn series.
+fn coloured_pixels_in_chromium(svg: &std::path::Path) -> usize {
+    let png = svg.with_extension("png");
+    let out = Command::new("chromium")
+        .args(["--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars", "--window-size=800,480"])
+        .arg(format!("--screenshot={}", png.display()))
+        .arg(format!("file://{}", svg.display()))
+        .output()
+        .expect("chromium (Debian package chromium) must be installed");
+    assert!(out.status.success(), "chromium: {}", stderr_of(&out));
+    let decoder = png::Decoder::new(std::io::BufReader::new(std::fs::File::open(&png).unwrap()));
+    let mut reader = decoder.read_info().unwrap();
+    let mut buf = vec![0; reader.output_buffer_size().unwrap()];
+    let info = reader.next_frame(&mut buf).unwrap();
+    let channels = info.color_type.samples();
+    assert!(channels >= 3 && info.bit_depth == png::BitDepth::Eight, "{info:?}");
+    let mut count = 0;
+    // The plot area of plot.rs: x 80..620, y 50..420.
+    for y in 55..415 {
+        for x in 85..615 {
+            let i = (y * info.width as usize + x) * channels;
+            let (r, g, b) = (buf[i] as i32, buf[i + 1] as i32, buf[i + 2] as i32);
+            if (r - g).abs().max((g - b).abs()).max((r - b).abs()) > 60 {
+                count += 1;
+            }
+        }
+    }
+    count
+}
+
+#[test]
+fn stored_histograms_are_reported_compared_and_plotted() {
+    let _alone = ALONE.lock().unwrap_or_else(|e| e.into_inner());
+    let mut lab = Lab::new(true);
+    one_host_target(&mut lab);
+    let dir = std::env::temp_dir().join(format!("prtip-latency-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let db = dir.join("scans.db");
+    let db = db.to_str().unwrap();
+    let _ = std::fs::remove_file(db);
+    let mut timed = Vec::new();
+    for _ in 0..2 {
+        let out = lab
+            .prtip(&["-s", "syn", "-p", "1-5000,7001", "--with-db", "--database", db, "-o", "ndjson", "10.201.0.1"])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", stderr_of(&out));
+        let rows = rows(&out.stdout);
+        assert_eq!(rows.len(), 5001);
+        timed.push(rows.iter().filter(|r| r.rtt_us.is_some()).count() as u64);
+    }
+    // 7001 is refused by ICMP, so every reply is timed: 3 open, 4997 closed, 1 filtered.
+    assert_eq!(timed, [5001, 5001]);
+
+    let out = report(db, &["1"]);
+    assert!(out.status.success(), "{}", stderr_of(&out));
+    let text = String::from_utf8(out.stdout).unwrap();
+    let counts: Vec<(String, u64)> = text
+        .lines()
+        .skip(2)
+        .take_while(|l| !l.is_empty())
+        .map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            (f[0].to_string(), f[1].parse().unwrap())
+        })
+        .collect();
+    let want = [("all", 5001), ("open", 3), ("closed", 4997), ("filtered", 1)].map(|(s, n)| (s.to_string(), n));
+    assert_eq!(counts, want, "{text}");
+    let table = hgrm_rows(&text);
+    assert!(table.windows(2).all(|w| w[0].2 <= w[1].2 && w[0].1 <= w[1].1), "{text}");
+    assert_eq!(table.last().unwrap().2, 5001);
+    assert!(text.contains(&format!("Total count    = {:12}", 5001)));
+
+    let out = report(db, &["1", "2", "--series", "closed"]);
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(text.contains("round trip (us) of closed replies"), "{text}");
+    let count_line: Vec<&str> = text.lines().find(|l| l.starts_with("count")).unwrap().split_whitespace().collect();
+    assert_eq!(count_line, ["count", "4997", "4997"]);
+
+    let out = report(db, &["2", "--by", "host", "--top", "5"]);
+    let text = String::from_utf8(out.stdout).unwrap();
+    let host_line = text.lines().find(|l| l.starts_with("10.201.0.1 ")).expect(&text);
+    assert_eq!(host_line.split_whitespace().nth(1), Some("5001"));
+
+    for (args, paths) in [(vec!["1"], 3), (vec!["1", "2"], 2)] {
+        let svg = dir.join(format!("plot{}.svg", args.len()));
+        let svg_arg = svg.to_str().unwrap();
+        let mut all = args.clone();
+        all.extend(["--plot", svg_arg]);
+        let out = report(db, &all);
+        assert!(out.status.success(), "{}", stderr_of(&out));
+        let xmllint = Command::new("xmllint").args(["--noout", svg_arg]).output().unwrap();
+        assert!(xmllint.status.success(), "not well-formed XML: {}", stderr_of(&xmllint));
+        let text = std::fs::read_to_string(&svg).unwrap();
+        assert_eq!(text.matches("<path ").count(), paths, "{text}");
+        let drawn = coloured_pixels_in_chromium(&svg);
+        assert!(drawn > 500, "the plot area is blank in Chromium ({drawn} coloured pixels)");
+    }
+
+    // Bad requests: a scan that does not exist, an unknown series, no scan at all.
+    for (args, code) in [(vec!["9"], 2), (vec!["1", "--series", "rst"], 2), (vec![], 2)] {
+        let out = report(db, &args);
+        assert_eq!(out.status.code(), Some(code), "{args:?}: {}", stderr_of(&out));
+        assert_eq!(stderr_of(&out).lines().filter(|l| l.contains("error")).count(), 1, "{args:?}");
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}
