@@ -4,7 +4,9 @@
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use etherparse::{PacketBuilder, TcpOptionElement};
 use prtip::engine::plan::ScanPlan;
+use prtip::latency::Latency;
 use prtip::permute::Permutation;
+use prtip::result::{PortState, Reason, ScanResult};
 use prtip::target::ranges::{Range, RangeSet};
 use prtip::target::space::TargetSpace;
 use prtip::wire::cookie::CookieKey;
@@ -83,6 +85,24 @@ fn per_reply(c: &mut Criterion) {
     let mut forged = syn_ack.clone();
     forged[14 + 20 + 8] ^= 1;
     g.bench_function("reject forged syn-ack", |b| b.iter(|| assert!(matcher.classify(black_box(&forged)).is_none())));
+    let mut latency = Latency::default();
+    let mut result = ScanResult {
+        ip: target,
+        port: 443,
+        state: PortState::Open,
+        reason: Reason::SynAck,
+        ttl: Some(64),
+        rtt_us: None,
+        time_us: 0,
+    };
+    g.bench_function("record round trip", |b| {
+        let mut us = 0u64;
+        b.iter(|| {
+            us = (us + 7919) & 0xf_ffff;
+            result.rtt_us = Some(us);
+            latency.record(black_box(&result));
+        })
+    });
     g.finish();
 }
 

@@ -66,14 +66,15 @@ pub fn new_histogram() -> Histogram<u64> {
     Histogram::new_with_bounds(LOWEST_US, HIGHEST_US, SIGFIG).expect("valid histogram bounds")
 }
 
-/// One histogram per `Series`, indexed by its position in `Series::EVERY`.
+/// One histogram per state; the whole scan's is their sum, made when asked
+/// for, so that a reply costs one record.
 pub struct Latency {
-    histograms: [Histogram<u64>; 4],
+    states: [Histogram<u64>; 3],
 }
 
 impl Default for Latency {
     fn default() -> Self {
-        Latency { histograms: std::array::from_fn(|_| new_histogram()) }
+        Latency { states: std::array::from_fn(|_| new_histogram()) }
     }
 }
 
@@ -86,24 +87,32 @@ impl Latency {
 
     pub fn record_us(&mut self, state: PortState, us: u64) {
         // Bounded above by the engine's own plausibility check; clamp, never fail.
-        let us = us.clamp(LOWEST_US, HIGHEST_US);
-        self.histograms[Series::All as usize].saturating_record(us);
-        self.histograms[Series::of(state) as usize].saturating_record(us);
+        self.states[Series::of(state) as usize - 1].saturating_record(us.clamp(LOWEST_US, HIGHEST_US));
     }
 
-    pub fn get(&self, series: Series) -> &Histogram<u64> {
-        &self.histograms[series as usize]
+    pub fn get(&self, series: Series) -> Histogram<u64> {
+        match series {
+            Series::All => {
+                let mut all = new_histogram();
+                for h in &self.states {
+                    all.add(h).expect("histograms of the same bounds add");
+                }
+                all
+            }
+            state => self.states[state as usize - 1].clone(),
+        }
     }
 
     /// Every series that holds a sample, in HdrHistogram's V2 deflate encoding.
     pub fn encode(&self) -> Vec<(Series, Vec<u8>)> {
         Series::EVERY
             .into_iter()
-            .filter(|&s| !self.get(s).is_empty())
-            .map(|s| {
+            .map(|s| (s, self.get(s)))
+            .filter(|(_, h)| !h.is_empty())
+            .map(|(s, h)| {
                 let mut bytes = Vec::new();
                 V2DeflateSerializer::new()
-                    .serialize(self.get(s), &mut bytes)
+                    .serialize(&h, &mut bytes)
                     .expect("a histogram within its bounds always encodes into memory");
                 (s, bytes)
             })
@@ -113,7 +122,7 @@ impl Latency {
     /// One line for the end of a scan, or nothing when no reply carried a time.
     pub fn summary(&self) -> Option<String> {
         let h = self.get(Series::All);
-        (!h.is_empty()).then(|| format!("round trip (us): {}", percentiles(h)))
+        (!h.is_empty()).then(|| format!("round trip (us): {}", percentiles(&h)))
     }
 }
 
@@ -260,7 +269,7 @@ mod tests {
         let series: Vec<Series> = encoded.iter().map(|(s, _)| *s).collect();
         assert_eq!(series, [Series::All, Series::Open, Series::Closed], "empty series are not stored");
         for (s, bytes) in &encoded {
-            assert_eq!(&decode(*s, bytes).unwrap(), l.get(*s));
+            assert_eq!(decode(*s, bytes).unwrap(), l.get(*s));
         }
         assert!(decode(Series::All, &encoded[0].1[..10]).is_err());
         assert!(decode(Series::All, b"garbage").is_err());
@@ -305,7 +314,8 @@ mod tests {
         for us in [120u64, 150, 150, 200, 950, 20_000, 20_100, 20_250] {
             l.record(&reply(Reason::SynAck, Some(us)));
         }
-        let text = percentile_distribution(l.get(Series::All));
+        let all = l.get(Series::All);
+        let text = percentile_distribution(&all);
         let rows: Vec<(f64, f64, u64)> = text
             .lines()
             .filter(|line| !line.starts_with('#') && !line.trim().is_empty() && !line.contains("Value"))
@@ -316,17 +326,17 @@ mod tests {
             .collect();
         assert!(!rows.is_empty());
         assert!(rows.windows(2).all(|w| w[0].2 <= w[1].2), "TotalCount is cumulative");
-        assert_eq!(rows.last().unwrap().2, l.get(Series::All).len(), "the last row counts every sample");
+        assert_eq!(rows.last().unwrap().2, all.len(), "the last row counts every sample");
         for (value_ms, p, total) in &rows {
             let value_us = (value_ms * 1000.0).round() as u64;
-            assert_eq!(l.get(Series::All).count_between(0, value_us), *total, "at {value_ms} ms");
+            assert_eq!(all.count_between(0, value_us), *total, "at {value_ms} ms");
             assert!(
-                *total as f64 >= p * l.get(Series::All).len() as f64,
+                *total as f64 >= p * all.len() as f64,
                 "p{p}: only {total} samples at or below {value_ms} ms"
             );
         }
         assert_eq!(rows.last().unwrap().1, 1.0);
         assert!(text.contains(&format!("Total count    = {:12}", 8)));
-        assert!(text.contains(&format!("Max     = {:12.3}", l.get(Series::All).max() as f64 / 1000.0)));
+        assert!(text.contains(&format!("Max     = {:12.3}", all.max() as f64 / 1000.0)));
     }
 }

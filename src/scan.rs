@@ -144,7 +144,7 @@ pub fn execute(cfg: &ScanConfig, stop: &StopSignal) -> Result<Outcome, ScanError
         }
     }
     if cfg.latency_table || cfg.latency_file.is_some() {
-        let table = latency::percentile_distribution(latency.get(Series::All));
+        let table = latency::percentile_distribution(&latency.get(Series::All));
         if cfg.latency_table {
             eprint!("{table}");
         }

@@ -547,7 +547,7 @@ mod tests {
             stored.iter().map(|(s, h)| (*s, h.len())).collect::<Vec<_>>(),
             [(Series::All, 2), (Series::Open, 1), (Series::Closed, 1)]
         );
-        assert!(stored.iter().all(|(s, h)| h == latency.get(*s)));
+        assert!(stored.iter().all(|(s, h)| *h == latency.get(*s)));
         assert!(db.latency(b).unwrap().is_empty(), "a running scan has no histograms yet");
         assert!(db.integrity_ok().unwrap());
     }
