@@ -330,10 +330,7 @@ mod tests {
         for (value_ms, p, total) in &rows {
             let value_us = (value_ms * 1000.0).round() as u64;
             assert_eq!(all.count_between(0, value_us), *total, "at {value_ms} ms");
-            assert!(
-                *total as f64 >= p * all.len() as f64,
-                "p{p}: only {total} samples at or below {value_ms} ms"
-            );
+            assert!(*total as f64 >= p * all.len() as f64, "p{p}: only {total} samples at or below {value_ms} ms");
         }
         assert_eq!(rows.last().unwrap().1, 1.0);
         assert!(text.contains(&format!("Total count    = {:12}", 8)));

@@ -473,26 +473,29 @@ mod tests {
                     Ok(TcpOptionElement::Timestamp(v, _)) => Some(v),
                     _ => None,
                 });
-                let reply = |ack: u32, open: bool| {
+                let reply = |ack: u32, open: bool, echo: u32| {
                     let mut b = PacketBuilder::ethernet2([2; 6], [1; 6])
                         .ipv4(dst.octets(), ME.octets(), 61)
                         .tcp(port, syn.source_port(), 777, 1024)
                         .ack(ack);
-                    b = if open {
-                        b.syn().options(&[TcpOptionElement::Timestamp(5, tsval.unwrap())]).unwrap()
-                    } else {
-                        b.rst()
-                    };
+                    b = if open { b.syn().options(&[TcpOptionElement::Timestamp(5, echo)]).unwrap() } else { b.rst() };
                     let mut out = Vec::new();
                     b.write(&mut out, &[]).unwrap();
                     out
                 };
                 let good = syn.sequence_number().wrapping_add(1);
+                let tsval = tsval.unwrap();
                 if self.1.filtered.contains(&port) {
-                    net.inbox.push_back(reply(good ^ 0x55, true));
+                    // Forgeries: a wrong acknowledgement, or the right one with a made-up send time.
+                    let forged = if port % 2 == 0 {
+                        reply(good, true, tsval.wrapping_sub(1000))
+                    } else {
+                        reply(good ^ 0x55, true, tsval)
+                    };
+                    net.inbox.push_back(forged);
                     continue;
                 }
-                let frame = reply(good, self.1.open.contains(&port));
+                let frame = reply(good, self.1.open.contains(&port), tsval);
                 if self.1.noisy.contains(&port) {
                     net.inbox.push_back(frame.clone());
                 }
@@ -600,7 +603,8 @@ mod tests {
         // One pass of 200 probes, then retries for the lossy and the filtered ones.
         assert_eq!(stats.sent, plan.probes_per_pass() + hosts * 4);
         assert_eq!(stats.duplicates, hosts * 2);
-        // Every SYN to a filtered port drew a forged SYN-ACK; none became a result.
+        // Every SYN to a filtered port drew a forged SYN-ACK (port 8's with the
+        // right acknowledgement but a tampered timestamp); none became a result.
         assert_eq!(stats.invalid, hosts * 2 * 2);
         assert!(results.iter().filter(|r| r.state == PortState::Open).all(|r| r.rtt_us.is_some() && r.ttl == Some(61)));
         assert!(stats.max_rtt.is_some());
