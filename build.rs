@@ -1,4 +1,5 @@
-//! Compiles the XDP program in bpf/ with clang; the binary embeds the object.
+//! Compiles the XDP program in bpf/ with clang (the binary embeds the
+//! object), and records the git revision for `prtip --version`.
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -16,4 +17,19 @@ fn main() {
         .status()
         .unwrap_or_else(|e| panic!("running clang to build {src}: {e} (install clang: scripts/setup.sh)"));
     assert!(status.success(), "clang failed to compile {src}");
+
+    // A source tarball has no .git: the version then says so rather than failing the build.
+    let rev = Command::new("git")
+        .args(["rev-parse", "--short=12", "HEAD"])
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_else(|| "unknown".into());
+    println!("cargo:rustc-env=PRTIP_GIT_REV={rev}");
+    for git in [".git/HEAD", ".git/refs/heads"] {
+        if std::path::Path::new(git).exists() {
+            println!("cargo:rerun-if-changed={git}");
+        }
+    }
 }

@@ -4,15 +4,18 @@ use crate::config::{
     ConfigError, MAX_RATE, MAX_RETRIES, OutputFormat, ScanConfig, TransportChoice, Verbosity, parse_mac, parse_shard,
     parse_source_ports, parse_wait,
 };
+use crate::db_command::DbArgs;
+use crate::doctor::DoctorArgs;
 use crate::engine::plan::Shard;
 use crate::net::PathOverrides;
 use crate::output::{Format, OutputFile};
+use crate::report_command::ReportArgs;
 use crate::target::TargetError;
 use crate::target::exclude::{Excluded, without_special};
 use crate::target::ports::parse_ports;
 use crate::target::ranges::{Range, RangeSet};
 use crate::target::spec::{TargetSpec, parse_target, split_list, to_ranges};
-use clap::{Parser, ValueEnum};
+use clap::{Parser, Subcommand, ValueEnum};
 use std::ffi::OsString;
 use std::net::{IpAddr, Ipv4Addr, ToSocketAddrs};
 use std::path::{Path, PathBuf};
@@ -22,14 +25,27 @@ pub const DEFAULT_PORTS: &str = "1-1000";
 pub const DEFAULT_SOURCE_PORTS: &str = "61000-61063";
 pub const DEFAULT_DATABASE: &str = "prtip.db";
 
+/// `prtip --version`: the release, the commit it was built from, and what the build can do.
+pub const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (git ",
+    env!("PRTIP_GIT_REV"),
+    "); transports: af_xdp (XDP program built in), raw"
+);
+
 #[derive(Debug, Parser)]
 #[command(
     name = "prtip",
-    version,
+    version = VERSION,
     about = "Stateless TCP SYN port scanner",
-    after_help = "Examples:\n  prtip -s syn -p 1-10000 127.0.0.1\n  prtip -sS -p 22 -iL targets.txt --exclude 10.0.3.0/24\n  prtip -p 80,443 10.0.0.0/16 --rate 200000 -o ndjson --open"
+    max_term_width = 80,
+    args_conflicts_with_subcommands = true,
+    after_help = "Examples:\n  prtip -s syn -p 1-10000 127.0.0.1\n  prtip -sS -p 22 -iL targets.txt --exclude 10.201.3.0/24 --rate 10000\n  prtip -p 80,443 10.201.0.0/16 -o ndjson --open\n  prtip report 1 --plot rtt.svg\n\nExit status: 0 done, 1 runtime error, 2 bad usage, 130 interrupted."
 )]
 pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+
     /// Hosts, networks (10.0.0.0/24), ranges (10.0.0.1-10.0.3.7) or hostnames
     #[arg(value_name = "TARGET")]
     pub targets: Vec<String>,
@@ -173,9 +189,26 @@ pub struct Cli {
     #[arg(short, long, conflicts_with = "verbose", help_heading = "Output")]
     pub quiet: bool,
 
-    /// More detail on standard error
-    #[arg(short, long, help_heading = "Output")]
-    pub verbose: bool,
+    /// More detail on standard error; -vv adds debug logs (RUST_LOG overrides)
+    #[arg(short, long, action = clap::ArgAction::Count, help_heading = "Output")]
+    pub verbose: u8,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Read scans stored with --with-db: list, show, export, recover
+    Db(DbArgs),
+    /// Round-trip reports of stored scans: percentiles, comparisons, plots
+    Report(ReportArgs),
+    /// Check what this machine supports: capabilities, XDP, AF_XDP, io_uring
+    Doctor(DoctorArgs),
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell)
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print the manual page (roff; view with `prtip man | man -l -`)
+    Man,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -342,7 +375,7 @@ impl Cli {
             latency_file: self.latency_file,
             verbosity: if self.quiet {
                 Verbosity::Quiet
-            } else if self.verbose {
+            } else if self.verbose > 0 {
                 Verbosity::Verbose
             } else {
                 Verbosity::Normal

@@ -4,15 +4,14 @@ use crate::output::time::parse_rfc3339_us;
 use crate::output::{self, Format, RunEnd, RunInfo};
 use crate::store::StoreError;
 use crate::store::db::{Db, ScanRow};
-use clap::{Parser, Subcommand, ValueEnum};
-use std::ffi::OsString;
+use clap::{Args, Subcommand, ValueEnum};
 use std::io::{self, BufWriter, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-#[derive(Debug, Parser)]
-#[command(name = "prtip db", about = "Read scans stored with --with-db")]
-struct DbCli {
+/// `prtip db`: read scans stored with --with-db.
+#[derive(Debug, Args)]
+pub struct DbArgs {
     /// The database file
     #[arg(long, global = true, value_name = "PATH", default_value = crate::cli::DEFAULT_DATABASE)]
     database: PathBuf,
@@ -22,7 +21,7 @@ struct DbCli {
 }
 
 #[derive(Debug, Subcommand)]
-enum DbCommand {
+pub enum DbCommand {
     /// List the stored scans
     List,
     /// Show one scan's results as text
@@ -46,7 +45,7 @@ enum DbCommand {
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
-enum ExportFormat {
+pub enum ExportFormat {
     Text,
     Ndjson,
     Xml,
@@ -64,14 +63,9 @@ enum DbCommandError {
     Output(#[from] io::Error),
 }
 
-/// Runs `prtip db ARGS`; `args` excludes the program name and `db`.
-pub fn main(args: &[OsString]) -> ExitCode {
-    let argv = std::iter::once(OsString::from("prtip db")).chain(args.iter().cloned());
-    let cli: DbCli = match crate::cli::parse_or_exit(argv) {
-        Ok(cli) => cli,
-        Err(code) => return code,
-    };
-    match run(cli) {
+/// Runs `prtip db`.
+pub fn main(args: DbArgs) -> ExitCode {
+    match run(args) {
         Ok(()) => ExitCode::SUCCESS,
         Err(DbCommandError::Output(e)) if e.kind() == io::ErrorKind::BrokenPipe => ExitCode::SUCCESS,
         Err(e @ (DbCommandError::Missing(_) | DbCommandError::Store(StoreError::NoScan(_)))) => {
@@ -85,7 +79,7 @@ pub fn main(args: &[OsString]) -> ExitCode {
     }
 }
 
-fn run(cli: DbCli) -> Result<(), DbCommandError> {
+fn run(cli: DbArgs) -> Result<(), DbCommandError> {
     if !cli.database.exists() {
         return Err(DbCommandError::Missing(cli.database));
     }

@@ -9,6 +9,7 @@
 pub mod cli;
 pub mod config;
 pub mod db_command;
+pub mod doctor;
 pub mod engine;
 pub mod latency;
 pub mod net;

@@ -1,23 +1,33 @@
-use prtip::cli::{Cli, normalize_args, parse_or_exit};
+use clap::CommandFactory;
+use prtip::cli::{Cli, Command, normalize_args, parse_or_exit};
 use prtip::engine::run::StopSignal;
 use prtip::scan::{Outcome, execute};
+use std::io::Write;
 use std::process::ExitCode;
 
 static STOP: StopSignal = StopSignal::new();
 
 fn main() -> ExitCode {
     let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
-    if args.get(1).is_some_and(|a| a == "db") {
-        return prtip::db_command::main(&args[2..]);
-    }
-    if args.get(1).is_some_and(|a| a == "report") {
-        return prtip::report_command::main(&args[2..]);
-    }
     let command_line = args.iter().map(|a| a.to_string_lossy()).collect::<Vec<_>>().join(" ");
-    let cli: Cli = match parse_or_exit(normalize_args(args)) {
+    let mut cli: Cli = match parse_or_exit(normalize_args(args)) {
         Ok(cli) => cli,
         Err(code) => return code,
     };
+    init_logging(cli.verbose);
+    match cli.command.take() {
+        Some(Command::Db(args)) => return prtip::db_command::main(args),
+        Some(Command::Report(args)) => return prtip::report_command::main(args),
+        Some(Command::Doctor(args)) => return prtip::doctor::main(args),
+        Some(Command::Completions { shell }) => {
+            let mut cmd = Cli::command();
+            cmd.set_bin_name("prtip");
+            cmd.build();
+            return print_with(|out| clap_complete::Generator::try_generate(&shell, &cmd, out));
+        }
+        Some(Command::Man) => return print_with(|out| clap_mangen::Man::new(Cli::command()).render(out)),
+        None => {}
+    }
     let config = match cli.into_config(command_line) {
         Ok(c) => c,
         Err(e) => {
@@ -38,6 +48,38 @@ fn main() -> ExitCode {
             ExitCode::from(1)
         }
     }
+}
+
+/// Writes generated text to standard output; a closed pipe (`| head`) is not an error.
+fn print_with(write: impl FnOnce(&mut dyn Write) -> std::io::Result<()>) -> ExitCode {
+    let mut out = std::io::stdout().lock();
+    match write(&mut out).and_then(|()| out.flush()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("prtip: error: writing to standard output: {e}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+/// Diagnostic logs on standard error: none by default (prtip's own lines say
+/// what a user needs), `info` with -v, `debug` with -vv, `trace` with -vvv;
+/// RUST_LOG, when set, decides instead.
+fn init_logging(verbose: u8) {
+    let default = match verbose {
+        0 => "off",
+        1 => "prtip=info",
+        2 => "prtip=debug",
+        _ => "prtip=trace",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
 }
 
 /// Ctrl-C or SIGTERM stops sending; a second one also stops waiting for replies.

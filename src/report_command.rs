@@ -5,21 +5,17 @@ use crate::latency::{self, GroupBy, Series};
 use crate::plot::{PlotSeries, percentile_svg};
 use crate::store::StoreError;
 use crate::store::db::Db;
-use clap::Parser;
+use clap::Args;
 use hdrhistogram::Histogram;
-use std::ffi::OsString;
 use std::io::{self, BufWriter, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-#[derive(Debug, Parser)]
-#[command(
-    name = "prtip report",
-    about = "Round-trip time reports of scans stored with --with-db",
-    after_help = "One scan: percentiles per state, then the percentile distribution (.hgrm) of --series.\n\
-                  Several scans: their percentiles side by side."
-)]
-struct ReportCli {
+/// `prtip report`: round-trip time reports of scans stored with --with-db.
+#[derive(Debug, Args)]
+#[command(after_help = "One scan: percentiles per state, then the percentile distribution (.hgrm) of --series.\n\
+                  Several scans: their percentiles side by side.")]
+pub struct ReportArgs {
     /// The database file
     #[arg(long, value_name = "PATH", default_value = crate::cli::DEFAULT_DATABASE)]
     database: PathBuf,
@@ -59,14 +55,9 @@ enum ReportError {
     Output(#[from] io::Error),
 }
 
-/// Runs `prtip report ARGS`; `args` excludes the program name and `report`.
-pub fn main(args: &[OsString]) -> ExitCode {
-    let argv = std::iter::once(OsString::from("prtip report")).chain(args.iter().cloned());
-    let cli: ReportCli = match crate::cli::parse_or_exit(argv) {
-        Ok(cli) => cli,
-        Err(code) => return code,
-    };
-    match run(cli) {
+/// Runs `prtip report`.
+pub fn main(args: ReportArgs) -> ExitCode {
+    match run(args) {
         Ok(()) => ExitCode::SUCCESS,
         Err(ReportError::Output(e)) if e.kind() == io::ErrorKind::BrokenPipe => ExitCode::SUCCESS,
         Err(e @ (ReportError::Missing(_) | ReportError::Store(StoreError::NoScan(_)))) => {
@@ -91,7 +82,7 @@ impl Scan {
     }
 }
 
-fn run(cli: ReportCli) -> Result<(), ReportError> {
+fn run(cli: ReportArgs) -> Result<(), ReportError> {
     if !cli.database.exists() {
         return Err(ReportError::Missing(cli.database));
     }

@@ -63,7 +63,15 @@ pub fn execute(cfg: &ScanConfig, stop: &StopSignal) -> Result<Outcome, ScanError
     }
 
     let path = net::resolve_path(&route_samples(&cfg.hosts), &cfg.path)?;
+    tracing::info!(
+        ifname = %path.ifname,
+        src = %path.src_ip,
+        next_hop_mac = ?path.next_hop_mac,
+        via_ip_stack = path.via_ip_stack,
+        "path resolved"
+    );
     let Opened { tx, rx, _attachment, kind } = open_transport(cfg, &path)?;
+    tracing::info!(transport = kind, probes_per_pass = plan.probes_per_pass(), seed = cfg.seed, "transport open");
     let wire = Wire {
         template: SynTemplate::new(path.src_mac, path.next_hop_mac, path.src_ip),
         src_ip: path.src_ip,
@@ -237,6 +245,7 @@ fn open_transport(cfg: &ScanConfig, path: &Path) -> Result<Opened, ScanError> {
         TransportChoice::Raw => raw(),
         TransportChoice::Xdp => Ok(xdp()?),
         TransportChoice::Auto => xdp().or_else(|e| {
+            tracing::debug!(error = %e, "AF_XDP unavailable, falling back to raw sockets");
             if cfg.verbosity >= Verbosity::Normal {
                 eprintln!("prtip: notice: using raw sockets: {e}");
             }

@@ -251,3 +251,113 @@ fn special_purpose_ranges_are_skipped_unless_named() {
     assert_eq!(out.status.code(), Some(2));
     assert!(err.contains("would send 3702258432 probes"), "{err}");
 }
+
+#[test]
+fn version_names_the_commit_and_the_transports() {
+    let out = prtip(&["--version"]);
+    assert!(out.status.success());
+    let text = String::from_utf8(out.stdout).unwrap();
+    let rev = text.split("(git ").nth(1).and_then(|r| r.split(')').next()).expect(&text);
+    assert!(rev.len() == 12 && rev.chars().all(|c| c.is_ascii_hexdigit()), "{text}");
+    assert!(text.contains("transports: af_xdp (XDP program built in), raw"), "{text}");
+}
+
+#[test]
+fn help_fits_80_columns_with_nmap_style_groups() {
+    for args in [vec!["--help"], vec!["db", "--help"], vec!["report", "--help"], vec!["doctor", "--help"]] {
+        let out = prtip(&args);
+        assert!(out.status.success(), "{args:?}");
+        let text = String::from_utf8(out.stdout).unwrap();
+        for line in text.lines() {
+            assert!(line.chars().count() <= 80, "{args:?}: {} columns: {line}", line.chars().count());
+        }
+    }
+    let help = String::from_utf8(prtip(&["--help"]).stdout).unwrap();
+    let headings: Vec<&str> = help.lines().filter(|l| l.ends_with(':') && !l.starts_with(' ')).collect();
+    assert_eq!(
+        headings,
+        [
+            "Commands:",
+            "Arguments:",
+            "Options:",
+            "Scan:",
+            "Targets:",
+            "Network:",
+            "Timing:",
+            "Output:",
+            "Storage:",
+            "Output files:",
+            "Examples:"
+        ]
+    );
+}
+
+/// Every long option of `prtip --help`.
+fn long_options() -> BTreeSet<String> {
+    let help = String::from_utf8(prtip(&["--help"]).stdout).unwrap();
+    help.split_whitespace()
+        .filter(|w| w.starts_with("--") && w.len() > 2)
+        .map(|w| w.trim_end_matches(|c: char| !c.is_ascii_alphanumeric()).to_string())
+        .filter(|w| w.chars().skip(2).all(|c| c.is_ascii_lowercase() || c == '-'))
+        .collect()
+}
+
+#[test]
+fn the_manual_page_and_completions_cover_every_option() {
+    let options = long_options();
+    assert!(options.len() > 30 && options.contains("--rate") && options.contains("--output-all"), "{options:?}");
+    let man = prtip(&["man"]);
+    assert!(man.status.success());
+    let man = String::from_utf8(man.stdout).unwrap();
+    assert!(man.contains(".TH prtip 1"), "not roff");
+    // roff escapes the dashes of an option as \-.
+    for o in &options {
+        assert!(man.contains(&o.replace('-', "\\-")), "the manual page lacks {o}");
+    }
+    for sub in ["db", "report", "doctor", "completions", "man"] {
+        assert!(man.contains(&format!("prtip\\-{sub}")) || man.contains(&format!("\n{sub}")), "no {sub} in the manual");
+    }
+    for shell in ["bash", "zsh", "fish", "elvish", "powershell"] {
+        let out = prtip(&["completions", shell]);
+        assert!(out.status.success(), "{shell}");
+        let script = String::from_utf8(out.stdout).unwrap();
+        // fish writes options as `-l rate`; the others as `--rate`.
+        for o in ["rate", "output-format", "database", "report", "doctor"] {
+            assert!(script.contains(o), "{shell} completion lacks {o}");
+        }
+    }
+    let out = prtip(&["completions", "tcsh"]);
+    assert_eq!(out.status.code(), Some(2));
+    // bash accepts what it is given.
+    let path = temp_file("completion.bash", &String::from_utf8(prtip(&["completions", "bash"]).stdout).unwrap());
+    let check = Command::new("bash").args(["-n", &path]).output().unwrap();
+    assert!(check.status.success(), "{}", String::from_utf8_lossy(&check.stderr));
+}
+
+/// A short loopback scan in an empty namespace, with `-v` flags and RUST_LOG as given.
+fn logged_scan(flags: &str, rust_log: Option<&str>) -> String {
+    let script = format!("ip link set lo up && exec {} -p 1-20 127.0.0.1 {flags}", env!("CARGO_BIN_EXE_prtip"));
+    let mut c = Command::new("unshare");
+    c.args(["--net", "--", "sh", "-c", &script]).env_remove("RUST_LOG");
+    if let Some(filter) = rust_log {
+        c.env("RUST_LOG", filter);
+    }
+    let out = c.output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stderr).unwrap()
+}
+
+#[test]
+fn logs_follow_v_and_rust_log() {
+    let count = |text: &str, level: &str| text.lines().filter(|l| l.contains(level)).count();
+    let quiet = logged_scan("", None);
+    assert_eq!(count(&quiet, " INFO ") + count(&quiet, " DEBUG "), 0, "{quiet}");
+    let info = logged_scan("-v", None);
+    assert!(count(&info, " INFO prtip::scan: path resolved") == 1 && count(&info, " DEBUG ") == 0, "{info}");
+    let debug = logged_scan("-vv", None);
+    assert!(count(&debug, " DEBUG prtip::engine::run: transmit pass") >= 1, "{debug}");
+    let overridden = logged_scan("-vv", Some("off"));
+    assert_eq!(count(&overridden, " DEBUG ") + count(&overridden, " INFO "), 0, "{overridden}");
+    let chosen = logged_scan("", Some("prtip::store=debug,prtip::scan=info"));
+    assert!(count(&chosen, " INFO prtip::scan") >= 1 && count(&chosen, "prtip::engine") == 0, "{chosen}");
+}

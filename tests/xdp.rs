@@ -92,8 +92,16 @@ fn an_interface_with_an_xdp_program_is_left_alone() {
     assert!(out.status.success(), "{}", stderr_of(&out));
     assert!(stderr_of(&out).contains("notice: using raw sockets"), "{}", stderr_of(&out));
     assert_eq!(ports_in(&rows(&out.stdout), "open"), [80]);
-    // The first scan's program is still attached and still working.
+    // The first scan's program is still attached and still working, and doctor says so.
     assert!(xdp_attached(&lab));
+    let doctor = lab.prtip(&["doctor", "--interface", &lab.scan_if]).output().unwrap();
+    let text = String::from_utf8_lossy(&doctor.stdout).into_owned();
+    assert_eq!(doctor.status.code(), Some(1), "{text}");
+    let line = text.lines().find(|l| l.contains("xdp program")).expect(&text);
+    assert!(
+        line.starts_with("FAIL") && line.contains("(native); prtip does not replace it -> use --transport raw"),
+        "{line}"
+    );
     // SAFETY: kill(2) on our own child.
     unsafe { libc::kill(first.id() as i32, libc::SIGINT) };
     first.wait_with_output().unwrap();
@@ -122,4 +130,58 @@ fn frames_that_are_not_replies_still_reach_the_kernel() {
     assert!(connected, "a TCP connection from the scanner host failed while the scan ran");
     assert!(ping.status.success(), "ping failed while the scan ran: {}", String::from_utf8_lossy(&ping.stdout));
     assert!(!rows(&out.stdout).is_empty(), "the scan itself found nothing");
+}
+
+/// Field 1 (the status) and 2 (the check) of each line of `prtip doctor`.
+fn doctor_verdicts(text: &str) -> Vec<(String, String)> {
+    text.lines()
+        .map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            let name = if f[1] == "xdp" { format!("xdp {}", f[2]) } else { f[1].to_string() };
+            (f[0].to_string(), name)
+        })
+        .collect()
+}
+
+#[test]
+fn doctor_reports_what_the_interface_supports_and_attaches_nothing() {
+    let lab = Lab::new(true);
+    let out = lab.prtip(&["doctor", "--interface", &lab.scan_if]).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(out.status.success(), "{text}{}", stderr_of(&out));
+    let want = [
+        ("ok", "kernel"),
+        ("ok", "capabilities"),
+        ("ok", "interface"),
+        ("ok", "xdp program"),
+        ("ok", "xdp mode"),
+        ("warn", "af_xdp"),
+        ("ok", "io_uring"),
+    ]
+    .map(|(s, n)| (s.to_string(), n.to_string()));
+    assert_eq!(doctor_verdicts(&text), want, "{text}");
+    // veth runs XDP natively but never offers zero-copy.
+    assert!(text.contains(&format!("{}: up, 1 receive and 1 transmit queues", lab.scan_if)), "{text}");
+    assert!(text.contains("native: the driver runs XDP itself"), "{text}");
+    assert!(text.contains("copy mode only"), "{text}");
+    assert!(!xdp_attached(&lab));
+
+    // No default route in the scanner namespace: doctor says how to name an interface.
+    let out = lab.prtip(&["doctor"]).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(text.contains("FAIL  interface     no default route") && text.contains("-> name one with --interface"));
+
+    // Without capabilities every transport is out, and the line says what to do.
+    let script = format!(
+        "exec setpriv --reuid=65534 --regid=65534 --clear-groups --inh-caps=-all --bounding-set=-all {} doctor -i {}",
+        env!("CARGO_BIN_EXE_prtip"),
+        lab.scan_if
+    );
+    let out = Command::new("ip").args(["netns", "exec", &lab.scan_ns, "sh", "-c", &script]).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert_eq!(out.status.code(), Some(1), "{text}{}", stderr_of(&out));
+    let caps = text.lines().find(|l| l.contains("capabilities")).expect(&text);
+    assert!(caps.starts_with("FAIL  capabilities  missing CAP_NET_RAW, CAP_NET_ADMIN, CAP_BPF"), "{caps}");
+    assert!(caps.contains("-> run prtip as root, or `setcap"), "{caps}");
 }

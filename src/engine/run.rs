@@ -286,6 +286,7 @@ fn transmit<T: Transmit>(
                 return Ok(());
             }
         }
+        tracing::debug!(pass, answered = shared.answered.load(Relaxed), "transmit pass");
         let mut positions = plan.positions().peekable();
         while positions.peek().is_some() {
             if stop.stop_sending() || shared.failed.load(Relaxed) {

@@ -17,6 +17,7 @@ pub fn resolve(
     src_ip: Ipv4Addr,
     hop: Ipv4Addr,
 ) -> Result<[u8; 6], NetError> {
+    tracing::debug!(%hop, ifname, "next hop not in the neighbour table: resolving it with ARP");
     let proto = (libc::ETH_P_ARP as u16).to_be();
     // SAFETY: plain socket(2) call; owned right below.
     let fd = unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_RAW | libc::SOCK_CLOEXEC, i32::from(proto)) };

@@ -103,6 +103,12 @@ pub fn resolve_path(targets: &[Ipv4Addr], overrides: &PathOverrides) -> Result<P
     Ok(Path { ifindex: route.ifindex, ifname, src_ip, src_mac, next_hop_mac, via_ip_stack })
 }
 
+/// The interface of the default route: where a scan of the internet would go.
+/// A routing-table lookup of a documentation address (RFC 5737): nothing is sent.
+pub fn default_interface() -> Result<String, NetError> {
+    interface::name(query_route(Ipv4Addr::new(198, 51, 100, 1), None)?.ifindex)
+}
+
 fn query_route(dst: Ipv4Addr, oif: Option<u32>) -> Result<netlink::Route, NetError> {
     let mut route = None;
     netlink::query(&netlink::route_request(dst, oif), |buf| {

@@ -121,9 +121,12 @@ impl DbSink {
         if self.pending.is_empty() {
             return Ok(());
         }
+        let started = Instant::now();
         self.db.insert(self.scan_id, &self.pending)?;
+        tracing::debug!(rows = self.pending.len(), took = ?started.elapsed(), "committed");
         self.pending.clear();
         if self.last_sync.elapsed() >= SYNC_EVERY {
+            tracing::trace!("journal synced");
             self.journal
                 .file
                 .sync_data()
@@ -255,8 +258,10 @@ pub(super) async fn run(
     });
     commit(&mut db, &mut error).await;
     if let Some(mut d) = db {
+        let started = Instant::now();
         match d.db.finish_scan(d.scan_id, &finish.scan, &d.latency) {
             Ok(rows) => {
+                tracing::info!(scan_id = d.scan_id, rows, took = ?started.elapsed(), "scan merged and closed");
                 report.rows_stored = rows;
                 let _ = d.journal.file.close().await;
                 if let Err(e) = std::fs::remove_file(&d.journal.path) {

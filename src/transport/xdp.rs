@@ -98,6 +98,58 @@ fn xdp_error(what: &'static str, text: String) -> TransportError {
     TransportError::Xdp { what, why: text }
 }
 
+/// How an XDP program is attached to an interface.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AttachMode {
+    /// In the driver: the fast path.
+    Native,
+    /// In the kernel's generic hook, after the driver allocated an skb: slower.
+    Generic,
+    Offloaded,
+    /// Several programs at once.
+    Multi,
+}
+
+/// What the kernel reports about XDP on an interface (netlink; kernel 6.3 or
+/// later reports the driver's features).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct XdpSupport {
+    /// The program already attached, if any: its id and mode.
+    pub attached: Option<(u32, AttachMode)>,
+    /// The driver runs XDP programs itself (otherwise only the generic hook).
+    pub native: bool,
+    /// The driver offers AF_XDP zero-copy.
+    pub zero_copy: bool,
+}
+
+const NETDEV_XDP_ACT_BASIC: u64 = 1;
+const NETDEV_XDP_ACT_XSK_ZEROCOPY: u64 = 1 << 3;
+
+pub fn support(ifindex: u32) -> Result<XdpSupport, TransportError> {
+    let mut opts = libbpf_rs::libbpf_sys::bpf_xdp_query_opts {
+        sz: std::mem::size_of::<libbpf_rs::libbpf_sys::bpf_xdp_query_opts>() as _,
+        ..Default::default()
+    };
+    // SAFETY: opts is a valid, sized bpf_xdp_query_opts that the call fills in.
+    let rc = unsafe { libbpf_rs::libbpf_sys::bpf_xdp_query(ifindex as i32, 0, &mut opts) };
+    if rc != 0 {
+        return Err(xdp_error("querying the interface", std::io::Error::from_raw_os_error(-rc).to_string()));
+    }
+    let mode = match opts.attach_mode as u32 {
+        libbpf_rs::libbpf_sys::XDP_ATTACHED_DRV => Some(AttachMode::Native),
+        libbpf_rs::libbpf_sys::XDP_ATTACHED_SKB => Some(AttachMode::Generic),
+        libbpf_rs::libbpf_sys::XDP_ATTACHED_HW => Some(AttachMode::Offloaded),
+        libbpf_rs::libbpf_sys::XDP_ATTACHED_MULTI => Some(AttachMode::Multi),
+        _ => None,
+    };
+    let id = [opts.prog_id, opts.drv_prog_id, opts.skb_prog_id, opts.hw_prog_id].into_iter().find(|&id| id != 0);
+    Ok(XdpSupport {
+        attached: mode.map(|m| (id.unwrap_or(0), m)),
+        native: opts.feature_flags & NETDEV_XDP_ACT_BASIC != 0,
+        zero_copy: opts.feature_flags & NETDEV_XDP_ACT_XSK_ZEROCOPY != 0,
+    })
+}
+
 /// Loads and attaches the XDP program on `ifindex` and binds an AF_XDP socket
 /// to queue 0 of `ifname`; replies to `src_ip` on `src_ports` come to it.
 pub fn open(
@@ -161,6 +213,14 @@ pub fn open(
         .update(&QUEUE.to_ne_bytes(), &tx.fd().as_raw_fd().to_ne_bytes(), MapFlags::ANY)
         .map_err(|e| fail("registering the AF_XDP socket", e))?;
     let zero_copy = zero_copy(tx.fd().as_raw_fd());
+    tracing::info!(
+        ifname,
+        ifindex,
+        queue = QUEUE,
+        zero_copy,
+        frames = FRAMES,
+        "XDP program attached, AF_XDP socket bound"
+    );
     let (rx_frames, tx_frames) = descs.split_at(RING as usize);
     // SAFETY: these frames belong to this UMEM and are in no other ring.
     if unsafe { fill.produce(rx_frames) } != rx_frames.len() {
