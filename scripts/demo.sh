@@ -7,11 +7,15 @@
 # kernel: ports 22, 80 and 443 are open everywhere, 8443 is filtered (dropped)
 # on 10.77.1.128/25, everything else is closed. Nothing leaves the machine.
 # Extra arguments go to prtip, e.g. scripts/demo.sh -o ndjson --open
+# PRTIP_BIN=path uses that binary instead of building one (the docs test does).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 [ "$(id -u)" -eq 0 ] || { echo "demo.sh: run as root (sudo scripts/demo.sh): it builds network namespaces" >&2; exit 1; }
 scripts/setup.sh
-cargo build --release --quiet
+if [ -z "${PRTIP_BIN:-}" ]; then
+  cargo build --release --quiet
+  PRTIP_BIN=./target/release/prtip
+fi
 
 S=prtipdemo-s T=prtipdemo-t
 cleanup() {
@@ -52,4 +56,4 @@ LISTENER=$!
 for _ in $(seq 50); do ip netns exec "$T" ss -ltnH | grep -q ':443 ' && break; sleep 0.1; done
 
 echo "+ prtip -s syn -p 1-1024,8443 10.77.1.0/24 $*" >&2
-ip netns exec "$S" ./target/release/prtip -s syn -p 1-1024,8443 10.77.1.0/24 "$@"
+ip netns exec "$S" "$PRTIP_BIN" -s syn -p 1-1024,8443 10.77.1.0/24 "$@"

@@ -293,7 +293,9 @@ impl Cli {
             return Err(ConfigError::DryRunWithStorage);
         }
 
-        let mut target_text: Vec<String> = self.targets.clone();
+        // Commas separate targets on the command line as in files (masscan's style).
+        let mut target_text: Vec<String> =
+            self.targets.iter().flat_map(|t| split_list(t)).map(str::to_string).collect();
         if let Some(file) = &self.input_list {
             target_text.extend(split_list(&read_list(file, "target list")?).map(str::to_string));
         }

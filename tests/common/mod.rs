@@ -65,13 +65,23 @@ impl Lab {
     /// Builds the two namespaces. `neighbour` adds a permanent neighbour entry
     /// for the target side; without it prtip has to resolve the next hop by ARP.
     pub fn new(neighbour: bool) -> Lab {
+        Lab::build(neighbour, None, None)
+    }
+
+    /// A lab whose scanner interface is `scan_if` (interface names are per
+    /// namespace, so `eth0` is fine) and whose router side has MAC `router_mac`.
+    pub fn named(scan_if: &str, router_mac: &str) -> Lab {
+        Lab::build(true, Some(scan_if), Some(router_mac))
+    }
+
+    fn build(neighbour: bool, scan_if: Option<&str>, router_mac: Option<&str>) -> Lab {
         require_root();
         static NEXT: AtomicU32 = AtomicU32::new(0);
         let p = format!("pt{}{}", std::process::id() % 100_000, NEXT.fetch_add(1, Ordering::Relaxed));
         let lab = Lab {
             scan_ns: format!("{p}s"),
             target_ns: format!("{p}t"),
-            scan_if: format!("{p}0"),
+            scan_if: scan_if.map_or_else(|| format!("{p}0"), str::to_string),
             listeners: Vec::new(),
         };
         let tif = format!("{p}1");
@@ -79,6 +89,9 @@ impl Lab {
         ip(&["netns", "add", s]);
         ip(&["netns", "add", t]);
         ip(&["link", "add", &lab.scan_if, "netns", s, "type", "veth", "peer", "name", &tif, "netns", t]);
+        if let Some(mac) = router_mac {
+            ip(&["-n", t, "link", "set", "dev", &tif, "address", mac]);
+        }
         for ns in [s, t] {
             ip(&["-n", ns, "link", "set", "lo", "up"]);
         }
