@@ -43,7 +43,17 @@ impl HostTable {
             .iter_mut()
             .map(|(ip, ports)| {
                 ports.sort_unstable_by_key(|r| r.port);
-                let count = |s: PortState| ports.iter().filter(|r| r.state == s).count();
+                // Counted once: a full port scan of a host is 65535 entries.
+                let (closed, filtered) = ports.iter().fold((0, 0), |(c, f), r| match r.state {
+                    PortState::Closed => (c + 1, f),
+                    PortState::Filtered => (c, f + 1),
+                    PortState::Open => (c, f),
+                });
+                let count = |s: PortState| match s {
+                    PortState::Closed => closed,
+                    PortState::Filtered => filtered,
+                    PortState::Open => 0,
+                };
                 let hidden_state = |s: PortState| s != PortState::Open && count(s) > COLLAPSE_ABOVE;
                 let hidden = [PortState::Closed, PortState::Filtered]
                     .into_iter()
