@@ -29,6 +29,10 @@ fn per_probe(c: &mut Criterion) {
             key.seq(ME, Ipv4Addr::from(black_box(i)), 61000, 80, u64::from(i))
         })
     });
+    let seq = key.seq(ME, Ipv4Addr::new(10, 201, 0, 1), 61000, 80, 1_000_000);
+    g.bench_function("cookie check", |b| {
+        b.iter(|| key.check(ME, Ipv4Addr::new(10, 201, 0, 1), 61000, black_box(80), black_box(seq)).unwrap())
+    });
     let perm = Permutation::new(65536 * 16, 7);
     g.bench_function("permutation step", |b| {
         let mut i = 0u64;
