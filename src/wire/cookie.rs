@@ -3,7 +3,8 @@
 //! A SYN's sequence number carries two things back to us, since a SYN-ACK
 //! acknowledges it, an RST acknowledges it and an ICMP error quotes it:
 //!
-//! - the high 16 bits: the send time in 16 us ticks (it wraps every 1.048576 s);
+//! - the high 16 bits: the send time in 16 us ticks (it wraps every 1.048576 s),
+//!   shifted by a keyed per-scan offset;
 //! - the low 16 bits: SipHash-1-3 of the 4-tuple and that tick under a
 //!   random per-scan key.
 //!
@@ -30,6 +31,12 @@ pub struct CookieKey {
     k1: u64,
     /// Added to every TSval, so that a TSecr cannot be made up from the clock alone.
     ts_offset: u32,
+    /// Added to the tick on the wire. Every scan's clock starts at zero, so
+    /// without it two scans would send nearly the same sequence numbers, and
+    /// a target still holding a half-open connection from the first (AF_XDP
+    /// sends no RST) would find the second's SYN in its window and answer
+    /// it with an RST: an open port reported closed.
+    tick_offset: u16,
 }
 
 impl std::fmt::Debug for CookieKey {
@@ -59,8 +66,10 @@ impl SendTick {
 
 impl CookieKey {
     pub fn new(k0: u64, k1: u64) -> Self {
-        let mut key = CookieKey { k0, k1, ts_offset: 0 };
-        key.ts_offset = key.mac(&[0xff; 14]) as u32;
+        let mut key = CookieKey { k0, k1, ts_offset: 0, tick_offset: 0 };
+        let offsets = key.mac(&[0xff; 14]);
+        key.ts_offset = offsets as u32;
+        key.tick_offset = (offsets >> 32) as u16;
         key
     }
 
@@ -77,7 +86,7 @@ impl CookieKey {
         b[8..10].copy_from_slice(&sport.to_be_bytes());
         b[10..12].copy_from_slice(&dport.to_be_bytes());
         b[12..].copy_from_slice(&tick.0.to_be_bytes());
-        (u32::from(tick.0) << 16) | (self.mac(&b) as u32 & 0xffff)
+        (u32::from(tick.0.wrapping_add(self.tick_offset)) << 16) | (self.mac(&b) as u32 & 0xffff)
     }
 
     /// The sequence number of the SYN from `src:sport` to `dst:dport` sent at `send_us`.
@@ -87,7 +96,7 @@ impl CookieKey {
 
     /// The send tick in `seq`, if `seq` is one of ours for this 4-tuple.
     pub fn check(&self, src: Ipv4Addr, dst: Ipv4Addr, sport: u16, dport: u16, seq: u32) -> Option<SendTick> {
-        let tick = SendTick((seq >> 16) as u16);
+        let tick = SendTick(((seq >> 16) as u16).wrapping_sub(self.tick_offset));
         (self.tagged(src, dst, sport, dport, tick) == seq).then_some(tick)
     }
 
@@ -124,6 +133,12 @@ mod tests {
         assert_ne!(base, k.seq(A, B, 40001, 80, 5_000_000));
         assert_ne!(base, k.seq(A, B, 40000, 81, 5_000_000));
         assert_ne!(base, CookieKey::new(1, 3).seq(A, B, 40000, 80, 5_000_000));
+        // Another scan's numbers for the same probe at the same time are far
+        // apart: not within a target's receive window of each other.
+        for (k0, k1) in [(1, 3), (9, 9), (123, 456)] {
+            let other = CookieKey::new(k0, k1).seq(A, B, 40000, 80, 5_000_000);
+            assert!(base.wrapping_sub(other).min(other.wrapping_sub(base)) > 1 << 20, "{base:#x} {other:#x}");
+        }
     }
 
     #[test]
