@@ -238,6 +238,24 @@ pub fn parse_or_exit<T: Parser>(argv: impl IntoIterator<Item = OsString>) -> Res
     })
 }
 
+/// How a command that reads or prints ends: 0; 2 when the user named
+/// something wrong (`usage`); 1 otherwise, with the error on one line. A
+/// closed standard output (`| head`) is not an error.
+pub fn exit_status<E: std::fmt::Display>(
+    result: Result<(), E>,
+    usage: impl Fn(&E) -> bool,
+    broken_pipe: impl Fn(&E) -> bool,
+) -> ExitCode {
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) if broken_pipe(&e) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("prtip: error: {e}");
+            ExitCode::from(if usage(&e) { 2 } else { 1 })
+        }
+    }
+}
+
 /// nmap's two-letter options, which clap cannot express, and their long forms.
 const TWO_LETTER: [(&str, &str); 7] = [
     ("-iL", "--input-list"),

@@ -55,8 +55,6 @@ pub enum ExportFormat {
 
 #[derive(Debug, thiserror::Error)]
 enum DbCommandError {
-    #[error("no database at {0}")]
-    Missing(PathBuf),
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error("writing: {0}")]
@@ -65,25 +63,15 @@ enum DbCommandError {
 
 /// Runs `prtip db`.
 pub fn main(args: DbArgs) -> ExitCode {
-    match run(args) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(DbCommandError::Output(e)) if e.kind() == io::ErrorKind::BrokenPipe => ExitCode::SUCCESS,
-        Err(e @ (DbCommandError::Missing(_) | DbCommandError::Store(StoreError::NoScan(_)))) => {
-            eprintln!("prtip: error: {e}");
-            ExitCode::from(2)
-        }
-        Err(e) => {
-            eprintln!("prtip: error: {e}");
-            ExitCode::from(1)
-        }
-    }
+    crate::cli::exit_status(
+        run(args),
+        |e| matches!(e, DbCommandError::Store(StoreError::NoDatabase(_) | StoreError::NoScan(_))),
+        |e| matches!(e, DbCommandError::Output(e) if e.kind() == io::ErrorKind::BrokenPipe),
+    )
 }
 
 fn run(cli: DbArgs) -> Result<(), DbCommandError> {
-    if !cli.database.exists() {
-        return Err(DbCommandError::Missing(cli.database));
-    }
-    let db = Db::open(&cli.database)?;
+    let db = Db::open_existing(&cli.database)?;
     let mut out = BufWriter::new(io::stdout().lock());
     match cli.command {
         DbCommand::List => {

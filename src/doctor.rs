@@ -42,6 +42,10 @@ impl Check {
         Check { status: Status::Warn, name, detail: detail.into(), advice: Some(advice.into()) }
     }
 
+    fn ok_or_warn(ok: bool, name: &'static str, if_ok: &str, if_not: &str, advice: &str) -> Check {
+        if ok { Check::ok(name, if_ok) } else { Check::warn(name, if_not, advice) }
+    }
+
     fn fail(name: &'static str, detail: impl Into<String>, advice: impl Into<String>) -> Check {
         Check { status: Status::Fail, name, detail: detail.into(), advice: Some(advice.into()) }
     }
@@ -160,24 +164,20 @@ fn interface_checks(ifname: &str) -> Vec<Check> {
                     format!("use --transport raw, or detach it if it is stale: ip link set {ifname} xdp off"),
                 ),
             });
-            checks.push(if s.native {
-                Check::ok("xdp mode", "native: the driver runs XDP itself")
-            } else {
-                Check::warn(
-                    "xdp mode",
-                    "generic only: the driver has no native XDP",
-                    "AF_XDP works but slower; --transport raw may be as fast here",
-                )
-            });
-            checks.push(if s.zero_copy {
-                Check::ok("af_xdp", "zero-copy offered by the driver")
-            } else {
-                Check::warn(
-                    "af_xdp",
-                    "copy mode only: the driver offers no zero-copy",
-                    "expected for veth and many virtual NICs; a NIC with zero-copy support is faster",
-                )
-            });
+            checks.push(Check::ok_or_warn(
+                s.native,
+                "xdp mode",
+                "native: the driver runs XDP itself",
+                "generic only: the driver has no native XDP",
+                "AF_XDP works but slower; --transport raw may be as fast here",
+            ));
+            checks.push(Check::ok_or_warn(
+                s.zero_copy,
+                "af_xdp",
+                "zero-copy offered by the driver",
+                "copy mode only: the driver offers no zero-copy",
+                "expected for veth and many virtual NICs; a NIC with zero-copy support is faster",
+            ));
         }
         Err(e) => checks.push(Check::fail("xdp", e.to_string(), "use --transport raw")),
     }

@@ -43,8 +43,6 @@ pub struct ReportArgs {
 
 #[derive(Debug, thiserror::Error)]
 enum ReportError {
-    #[error("no database at {0}")]
-    Missing(PathBuf),
     #[error("scan {0} has no round-trip times stored (it is still running, or no reply carried one)")]
     NoLatency(i64),
     #[error(transparent)]
@@ -57,18 +55,11 @@ enum ReportError {
 
 /// Runs `prtip report`.
 pub fn main(args: ReportArgs) -> ExitCode {
-    match run(args) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(ReportError::Output(e)) if e.kind() == io::ErrorKind::BrokenPipe => ExitCode::SUCCESS,
-        Err(e @ (ReportError::Missing(_) | ReportError::Store(StoreError::NoScan(_)))) => {
-            eprintln!("prtip: error: {e}");
-            ExitCode::from(2)
-        }
-        Err(e) => {
-            eprintln!("prtip: error: {e}");
-            ExitCode::from(1)
-        }
-    }
+    crate::cli::exit_status(
+        run(args),
+        |e| matches!(e, ReportError::Store(StoreError::NoDatabase(_) | StoreError::NoScan(_))),
+        |e| matches!(e, ReportError::Output(e) if e.kind() == io::ErrorKind::BrokenPipe),
+    )
 }
 
 struct Scan {
@@ -83,10 +74,7 @@ impl Scan {
 }
 
 fn run(cli: ReportArgs) -> Result<(), ReportError> {
-    if !cli.database.exists() {
-        return Err(ReportError::Missing(cli.database));
-    }
-    let db = Db::open(&cli.database)?;
+    let db = Db::open_existing(&cli.database)?;
     let mut scans = Vec::new();
     for &id in &cli.scans {
         db.scan(id)?.ok_or(StoreError::NoScan(id))?;

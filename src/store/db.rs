@@ -158,6 +158,15 @@ pub fn try_lock(fd: std::os::fd::RawFd) -> std::io::Result<bool> {
 impl Db {
     /// Opens (creating if needed) and migrates the database, then replays a
     /// journal left by a scan that did not finish.
+    /// Opens a database a user named for reading: one that is not there is
+    /// their mistake, not a new file to create.
+    pub fn open_existing(path: &Path) -> Result<Db, StoreError> {
+        if !path.exists() {
+            return Err(StoreError::NoDatabase(path.to_path_buf()));
+        }
+        Db::open(path)
+    }
+
     pub fn open(path: &Path) -> Result<Db, StoreError> {
         let err = |e| StoreError::Database { path: path.to_path_buf(), source: e };
         let conn = Connection::open(path).map_err(err)?;

@@ -45,6 +45,8 @@ pub enum StoreError {
     NoUring(#[source] std::io::Error),
     #[error("no scan {0} in the database")]
     NoScan(i64),
+    #[error("no database at {}", .0.display())]
+    NoDatabase(PathBuf),
     #[error("database {}: {source}", path.display())]
     Latency {
         path: PathBuf,
