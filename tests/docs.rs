@@ -122,8 +122,11 @@ impl DocsLab {
     /// directory, with prtip on the PATH and a /tmp of its own.
     fn sh(&self, script: &str) -> std::process::Output {
         let bin = Path::new(env!("CARGO_BIN_EXE_prtip")).parent().unwrap();
+        // The clone may itself live under /tmp: enter the working directory and
+        // put prtip's directory on /mnt (this namespace's own) before /tmp is
+        // covered; the shell keeps its directory whatever is mounted over it.
         let wrapped = format!(
-            "mount -t tmpfs prtip-docs /tmp && cd '{}' && export PATH='{}':\"$PATH\" && {script}",
+            "cd '{}' && mount --bind '{}' /mnt && mount -t tmpfs prtip-docs /tmp && export PATH=/mnt:\"$PATH\" && {script}",
             self.work.display(),
             bin.display()
         );
