@@ -122,11 +122,12 @@ impl DocsLab {
     /// directory, with prtip on the PATH and a /tmp of its own.
     fn sh(&self, script: &str) -> std::process::Output {
         let bin = Path::new(env!("CARGO_BIN_EXE_prtip")).parent().unwrap();
-        // The clone may itself live under /tmp: enter the working directory and
-        // put prtip's directory on /mnt (this namespace's own) before /tmp is
-        // covered; the shell keeps its directory whatever is mounted over it.
+        // The clone may itself live under /tmp: the working directory and
+        // prtip's directory are bound to /mnt and /srv (in this namespace
+        // only) before /tmp is covered.
         let wrapped = format!(
-            "cd '{}' && mount --bind '{}' /mnt && mount -t tmpfs prtip-docs /tmp && export PATH=/mnt:\"$PATH\" && {script}",
+            "mount --bind '{}' /mnt && mount --bind '{}' /srv && mount -t tmpfs prtip-docs /tmp && cd /mnt \
+             && export PATH=/srv:\"$PATH\" && {script}",
             self.work.display(),
             bin.display()
         );
