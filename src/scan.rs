@@ -59,7 +59,7 @@ pub fn execute(cfg: &ScanConfig, stop: &StopSignal) -> Result<Outcome, ScanError
     let plan = ScanPlan::new(space, cfg.seed, cfg.src_ports, cfg.retries, cfg.rate, cfg.max_wait).with_shard(cfg.shard);
     let out = BufWriter::with_capacity(1 << 16, io::stdout().lock());
     if cfg.dry_run {
-        return dry_run(&plan, cfg, out).map(|()| Outcome::Completed);
+        return dry_run(&plan, cfg, out, stop);
     }
 
     let path = net::resolve_path(&route_samples(&cfg.hosts), &cfg.path)?;
@@ -418,9 +418,15 @@ fn report_silent(
     Ok(silent)
 }
 
-fn dry_run(plan: &ScanPlan, cfg: &ScanConfig, mut out: impl Write) -> Result<(), ScanError> {
+fn dry_run(plan: &ScanPlan, cfg: &ScanConfig, mut out: impl Write, stop: &StopSignal) -> Result<Outcome, ScanError> {
+    let mut interrupted = false;
     let mut write_all = || -> io::Result<()> {
-        for pos in plan.positions() {
+        for (n, pos) in plan.positions().enumerate() {
+            // A dry run of the whole internet prints billions of lines: Ctrl-C ends it like a scan.
+            if n % 65536 == 0 && stop.stop_sending() {
+                interrupted = true;
+                break;
+            }
             let (index, ip, port) = plan.target(pos);
             let sport = plan.source_port(index, 0);
             match cfg.format {
@@ -446,7 +452,7 @@ fn dry_run(plan: &ScanPlan, cfg: &ScanConfig, mut out: impl Write) -> Result<(),
             rate_note(cfg.rate, plan.probes_per_pass())
         );
     }
-    Ok(())
+    Ok(if interrupted { Outcome::Interrupted } else { Outcome::Completed })
 }
 
 /// A few addresses spread over the targets, to check that one route serves them all.

@@ -361,3 +361,27 @@ fn logs_follow_v_and_rust_log() {
     let chosen = logged_scan("", Some("prtip::store=debug,prtip::scan=info"));
     assert!(count(&chosen, " INFO prtip::scan") >= 1 && count(&chosen, "prtip::engine") == 0, "{chosen}");
 }
+
+#[test]
+fn ctrl_c_ends_a_dry_run_of_the_whole_internet() {
+    let mut child = isolated()
+        .args(["--dry-run", "-q", "-p", "80", "0.0.0.0/0"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdout = child.stdout.take().unwrap();
+    let reader = std::thread::spawn(move || std::io::copy(&mut stdout, &mut std::io::sink()).unwrap());
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    // SAFETY: kill(2) on our own child (unshare execs prtip in its place).
+    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    let started = std::time::Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(started.elapsed() < std::time::Duration::from_secs(10), "the dry run ignored Ctrl-C");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    assert_eq!(status.code(), Some(130));
+    assert!(reader.join().unwrap() > 1000, "it was printing probes");
+}

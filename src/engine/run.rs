@@ -47,7 +47,7 @@ impl StopSignal {
         self.0.fetch_add(1, Relaxed);
     }
 
-    fn stop_sending(&self) -> bool {
+    pub fn stop_sending(&self) -> bool {
         self.0.load(Relaxed) >= 1
     }
 
