@@ -7,7 +7,7 @@ use crate::engine::run::{self, EngineError, Observer, Progress, ScanStats, StopS
 use crate::engine::state::Answered;
 use crate::latency::{self, Latency, Series};
 use crate::net::{self, NetError, Path};
-use crate::output::{self, Format, ResultWriter, RunEnd, RunInfo};
+use crate::output::{self, Format, ResultWriter, RunEnd, RunInfo, decimal};
 use crate::progress;
 use crate::result::{PortState, Reason, ScanResult};
 use crate::store::db::{ScanEnd, ScanStart};
@@ -419,8 +419,10 @@ fn report_silent(
 }
 
 fn dry_run(plan: &ScanPlan, cfg: &ScanConfig, mut out: impl Write, stop: &StopSignal) -> Result<Outcome, ScanError> {
+    const CHUNK: usize = 1 << 16;
     let mut interrupted = false;
     let mut write_all = || -> io::Result<()> {
+        let mut line = Vec::with_capacity(CHUNK + 128);
         for (n, pos) in plan.positions().enumerate() {
             // A dry run of the whole internet prints billions of lines: Ctrl-C ends it like a scan.
             if n % 65536 == 0 && stop.stop_sending() {
@@ -431,11 +433,30 @@ fn dry_run(plan: &ScanPlan, cfg: &ScanConfig, mut out: impl Write, stop: &StopSi
             let sport = plan.source_port(index, 0);
             match cfg.format {
                 OutputFormat::Ndjson => {
-                    writeln!(out, r#"{{"ip":"{ip}","port":{port},"proto":"tcp","sport":{sport}}}"#)?
+                    line.extend_from_slice(br#"{"ip":""#);
+                    decimal::push_ipv4(&mut line, ip);
+                    line.extend_from_slice(br#"","port":"#);
+                    decimal::push_u16(&mut line, port);
+                    line.extend_from_slice(br#","proto":"tcp","sport":"#);
+                    decimal::push_u16(&mut line, sport);
+                    line.extend_from_slice(b"}\n");
                 }
-                OutputFormat::Text => writeln!(out, "SYN {ip}:{port} from port {sport}")?,
+                OutputFormat::Text => {
+                    line.extend_from_slice(b"SYN ");
+                    decimal::push_ipv4(&mut line, ip);
+                    line.push(b':');
+                    decimal::push_u16(&mut line, port);
+                    line.extend_from_slice(b" from port ");
+                    decimal::push_u16(&mut line, sport);
+                    line.push(b'\n');
+                }
+            }
+            if line.len() >= CHUNK {
+                out.write_all(&line)?;
+                line.clear();
             }
         }
+        out.write_all(&line)?;
         out.flush()
     };
     finish_output(write_all())?;

@@ -1,6 +1,7 @@
 //! Result formats, for standard output and for files.
 
 pub mod csv;
+pub mod decimal;
 pub mod grepable;
 pub mod hosts;
 pub mod ndjson;

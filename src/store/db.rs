@@ -4,11 +4,11 @@
 use super::StoreError;
 use super::journal;
 use crate::latency::{self, Latency, Series};
+use crate::output::decimal;
 use crate::output::time::{rfc3339_us, write_rfc3339_us};
 use crate::result::{PortState, Reason, ScanResult};
 use hdrhistogram::Histogram;
 use rusqlite::{Connection, params};
-use std::fmt::Write as _;
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 
@@ -119,16 +119,6 @@ pub struct ScanRow {
     pub closed: i64,
     pub filtered: i64,
     pub status: String,
-}
-
-/// Dotted-quad text without the formatting machinery: this runs per stored row.
-fn write_ip(out: &mut String, ip: Ipv4Addr) {
-    for (i, o) in ip.octets().iter().enumerate() {
-        if i > 0 {
-            out.push('.');
-        }
-        let _ = write!(out, "{o}");
-    }
 }
 
 pub struct Db {
@@ -294,7 +284,7 @@ impl Db {
             for r in rows {
                 ip.clear();
                 time.clear();
-                write_ip(&mut ip, r.ip);
+                decimal::push_ipv4(&mut ip, r.ip);
                 write_rfc3339_us(&mut time, r.time_us);
                 stmt.execute(params![
                     scan_id,

@@ -1,0 +1,108 @@
+//! Decimal text for addresses and ports without `core::fmt`, whose
+//! per-argument dispatch costs more than the rest of a dry-run line: a dry run
+//! prints tens of millions of lines a second, and the store writes an address
+//! per row.
+
+use std::net::Ipv4Addr;
+
+/// Somewhere ASCII text can be appended.
+pub trait Ascii {
+    fn push_ascii(&mut self, bytes: &[u8]);
+}
+
+impl Ascii for Vec<u8> {
+    fn push_ascii(&mut self, bytes: &[u8]) {
+        self.extend_from_slice(bytes);
+    }
+}
+
+impl Ascii for String {
+    fn push_ascii(&mut self, bytes: &[u8]) {
+        self.extend(bytes.iter().map(|&b| char::from(b)));
+    }
+}
+
+/// The text of every octet value: three bytes, of which the first `len` are used.
+struct Octet {
+    digits: [u8; 3],
+    len: usize,
+}
+
+const OCTETS: [Octet; 256] = {
+    let mut table = [const { Octet { digits: [0; 3], len: 0 } }; 256];
+    let mut v = 0;
+    while v < 256 {
+        let (h, t, o) = ((v / 100) as u8, (v / 10 % 10) as u8, (v % 10) as u8);
+        table[v] = if v >= 100 {
+            Octet { digits: [b'0' + h, b'0' + t, b'0' + o], len: 3 }
+        } else if v >= 10 {
+            Octet { digits: [b'0' + t, b'0' + o, 0], len: 2 }
+        } else {
+            Octet { digits: [b'0' + o, 0, 0], len: 1 }
+        };
+        v += 1;
+    }
+    table
+};
+
+/// Appends the address in dotted-quad form, as `Ipv4Addr`'s `Display` writes it.
+pub fn push_ipv4(out: &mut impl Ascii, ip: Ipv4Addr) {
+    let mut text = [0u8; 15];
+    let mut len = 0;
+    for (i, o) in ip.octets().into_iter().enumerate() {
+        if i > 0 {
+            text[len] = b'.';
+            len += 1;
+        }
+        let octet = &OCTETS[usize::from(o)];
+        text[len..len + 3].copy_from_slice(&octet.digits);
+        len += octet.len;
+    }
+    out.push_ascii(&text[..len]);
+}
+
+/// Appends the number in decimal, without leading zeros.
+pub fn push_u16(out: &mut impl Ascii, v: u16) {
+    let mut text = [0u8; 5];
+    let mut start = text.len();
+    let mut v = v;
+    loop {
+        start -= 1;
+        text[start] = b'0' + (v % 10) as u8;
+        v /= 10;
+        if v == 0 {
+            break;
+        }
+    }
+    out.push_ascii(&text[start..]);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn addresses_read_as_display_writes_them() {
+        let mut v = Vec::new();
+        let mut s = String::new();
+        for raw in (0..=u32::MAX).step_by(9_973).chain([0, u32::MAX, 0x0a00_0001, 0x6400_0a09]) {
+            let ip = Ipv4Addr::from(raw);
+            v.clear();
+            s.clear();
+            push_ipv4(&mut v, ip);
+            push_ipv4(&mut s, ip);
+            assert_eq!(v, ip.to_string().as_bytes());
+            assert_eq!(s, ip.to_string());
+        }
+    }
+
+    #[test]
+    fn ports_read_as_display_writes_them() {
+        let mut v = Vec::new();
+        for port in 0..=u16::MAX {
+            v.clear();
+            push_u16(&mut v, port);
+            assert_eq!(v, port.to_string().as_bytes());
+        }
+    }
+}
