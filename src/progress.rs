@@ -122,6 +122,7 @@ mod tests {
             answered: 200_000,
             open: 1234,
             rx_drops: 0,
+            checkpoint: Default::default(),
         }
     }
 

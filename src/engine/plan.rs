@@ -24,6 +24,14 @@ impl Shard {
     }
 }
 
+/// How far a scan got: in pass `pass`, this shard's first `position`
+/// positions were sent. A resumed scan starts there.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Cursor {
+    pub pass: u32,
+    pub position: u64,
+}
+
 #[derive(Debug, Clone)]
 pub struct ScanPlan {
     pub space: TargetSpace,
@@ -37,6 +45,8 @@ pub struct ScanPlan {
     /// The longest wait for late replies after the last probe of a pass.
     pub max_wait: Duration,
     pub shard: Shard,
+    /// Where transmission starts: the beginning, or where an interrupted scan stopped.
+    pub start: Cursor,
     /// Shifts every source port by a per-seed amount. A target may still hold
     /// half-open connections from an earlier scan (AF_XDP sends no RST); a
     /// SYN on the same 4-tuple would only draw that old SYN-ACK again.
@@ -54,11 +64,25 @@ impl ScanPlan {
     ) -> Self {
         let order = Permutation::new(space.len(), seed);
         let port_salt = seed.rotate_left(17) ^ 0x9e37_79b9_7f4a_7c15;
-        ScanPlan { space, order, src_ports, retries, rate, max_wait, shard: Shard::WHOLE, port_salt }
+        ScanPlan {
+            space,
+            order,
+            src_ports,
+            retries,
+            rate,
+            max_wait,
+            shard: Shard::WHOLE,
+            start: Cursor::default(),
+            port_salt,
+        }
     }
 
     pub fn with_shard(self, shard: Shard) -> Self {
         ScanPlan { shard, ..self }
+    }
+
+    pub fn starting_at(self, start: Cursor) -> Self {
+        ScanPlan { start, ..self }
     }
 
     /// Probes this shard sends in one pass.
@@ -68,7 +92,31 @@ impl ScanPlan {
 
     /// This shard's positions in the order, each once.
     pub fn positions(&self) -> impl Iterator<Item = u64> + use<> {
-        (self.shard.index..self.space.len()).step_by(self.shard.count as usize)
+        self.positions_from(0)
+    }
+
+    /// This shard's positions after its first `skip`.
+    pub fn positions_from(&self, skip: u64) -> impl Iterator<Item = u64> + use<> {
+        let first = skip.saturating_mul(self.shard.count).saturating_add(self.shard.index);
+        (first..self.space.len()).step_by(self.shard.count as usize)
+    }
+
+    /// A cursor as one number that grows as the scan goes on, so that one
+    /// atomic can hold it.
+    pub fn linear(&self, c: Cursor) -> u64 {
+        u64::from(c.pass) * self.probes_per_pass() + c.position
+    }
+
+    pub fn cursor_at(&self, linear: u64) -> Cursor {
+        match self.probes_per_pass() {
+            0 => Cursor::default(),
+            n => Cursor { pass: (linear / n) as u32, position: linear % n },
+        }
+    }
+
+    /// The cursor after the last probe of the last pass.
+    pub fn end(&self) -> Cursor {
+        Cursor { pass: self.retries, position: self.probes_per_pass() }
     }
 
     /// The probe at position `pos` of every pass: its space index, address and port.
@@ -124,6 +172,28 @@ mod tests {
         let single = ScanPlan { src_ports: (40000, 40000), ..plan };
         assert_eq!(single.source_port(7, 3), 40000);
         assert!(single.sent_from(7, 40000) && !single.sent_from(7, 40001));
+    }
+
+    #[test]
+    fn positions_from_a_cursor_continue_the_shard() {
+        let space = TargetSpace::new(
+            RangeSet::from_ranges(vec![Range::new(1, 50)]),
+            RangeSet::from_ranges(vec![Range::new(1, 3)]),
+        );
+        let whole = ScanPlan::new(space, 5, (61000, 61000), 2, 0, Duration::from_secs(1));
+        for count in [1u64, 3, 7] {
+            for index in 0..count {
+                let plan = whole.clone().with_shard(Shard { index, count });
+                let all: Vec<u64> = plan.positions().collect();
+                for skip in [0, 1, 5, all.len() as u64, all.len() as u64 + 3] {
+                    let rest: Vec<u64> = plan.positions_from(skip).collect();
+                    assert_eq!(rest, all[(skip as usize).min(all.len())..], "{index}/{count} skip {skip}");
+                }
+                for linear in 0..=plan.linear(plan.end()) {
+                    assert_eq!(plan.linear(plan.cursor_at(linear)), linear);
+                }
+            }
+        }
     }
 
     #[test]

@@ -2,13 +2,14 @@
 //! with results handed to the caller's thread as they are validated.
 
 use super::pacing::Pacer;
-use super::plan::ScanPlan;
+use super::plan::{Cursor, ScanPlan};
 use super::state::{Answered, reply_timeout};
 use crate::result::{PortState, Reason, ScanResult};
 use crate::transport::{Receive, Transmit, TransportError};
 use crate::wire::cookie::CookieKey;
 use crate::wire::reply::{ReplyKind, ReplyMatcher};
 use crate::wire::template::{Probe, SYN_FRAME_LEN, SynTemplate};
+use std::collections::VecDeque;
 use std::net::Ipv4Addr;
 use std::sync::atomic::{
     AtomicBool, AtomicU32, AtomicU64,
@@ -82,6 +83,9 @@ pub struct Progress {
     pub answered: u64,
     pub open: u64,
     pub rx_drops: u64,
+    /// How far the scan got with every reply due in: where a resumed scan
+    /// would start if this one ended now.
+    pub checkpoint: Cursor,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -101,6 +105,9 @@ pub struct ScanStats {
     pub max_rtt: Option<Duration>,
     pub duration: Duration,
     pub interrupted: bool,
+    /// Where a resumed scan starts: the end of the last pass when the scan
+    /// completed, otherwise as far as transmission got with its replies in.
+    pub cursor: Cursor,
 }
 
 impl ScanStats {
@@ -142,6 +149,8 @@ struct Shared {
     rx_drops: AtomicU64,
     max_rtt_us: AtomicU64,
     last_send_ns: AtomicU64,
+    /// `ScanPlan::linear` of the transmit cursor.
+    cursor: AtomicU64,
     tx_done: AtomicBool,
     failed: AtomicBool,
 }
@@ -200,8 +209,12 @@ pub fn run<T: Transmit, R: Receive>(
 ) -> Result<ScanStats, EngineError> {
     let clock = Clock::new();
     let shared = Shared::default();
+    // A resumed scan starts with its earlier answers.
+    shared.answered.store(answered.count(), Relaxed);
+    shared.cursor.store(plan.linear(plan.start), Relaxed);
     let total = plan.probes_per_pass();
     let (results_tx, results_rx) = mpsc::channel::<Vec<ScanResult>>();
+    let mut checkpoints = Checkpoints::new(plan.linear(plan.start));
 
     let (tx_outcome, rx_outcome) = std::thread::scope(|s| {
         let tx_thread = s.spawn(|| {
@@ -228,6 +241,13 @@ pub fn run<T: Transmit, R: Receive>(
             }
             if last_tick.elapsed() >= PROGRESS_EVERY {
                 last_tick = Instant::now();
+                // Every reply already handed over is delivered before the checkpoint that counts on it.
+                while let Ok(batch) = results_rx.try_recv() {
+                    observer.results(batch);
+                }
+                let now = clock.now_ns();
+                checkpoints.sample(now, shared.cursor.load(Acquire));
+                let due = reply_timeout(shared.max_rtt(), plan.max_wait).as_nanos() as u64;
                 observer.progress(&Progress {
                     elapsed: Duration::from_nanos(clock.now_ns()),
                     planned: total,
@@ -235,6 +255,7 @@ pub fn run<T: Transmit, R: Receive>(
                     answered: shared.answered.load(Relaxed),
                     open: shared.open.load(Relaxed),
                     rx_drops: shared.rx_drops.load(Relaxed),
+                    checkpoint: plan.cursor_at(checkpoints.safe(now.saturating_sub(due))),
                 });
             }
         }
@@ -244,6 +265,18 @@ pub fn run<T: Transmit, R: Receive>(
     });
     tx_outcome?;
     rx_outcome?;
+    let interrupted = stop.stop_sending();
+    let cursor = if !interrupted {
+        plan.end()
+    } else if stop.stop_waiting() {
+        // Replies to the last probes may never have been read.
+        plan.cursor_at(
+            checkpoints
+                .safe(clock.now_ns().saturating_sub(reply_timeout(shared.max_rtt(), plan.max_wait).as_nanos() as u64)),
+        )
+    } else {
+        plan.cursor_at(shared.cursor.load(Acquire))
+    };
 
     Ok(ScanStats {
         sent: shared.sent.load(Relaxed),
@@ -256,8 +289,38 @@ pub fn run<T: Transmit, R: Receive>(
         rx_drops: shared.rx_drops.load(Relaxed),
         max_rtt: shared.max_rtt(),
         duration: Duration::from_nanos(clock.now_ns()),
-        interrupted: stop.stop_sending(),
+        interrupted,
+        cursor,
     })
+}
+
+/// Transmit cursors sampled over time, to find the last one whose replies
+/// are all due: probes sent before it can no longer be answered.
+struct Checkpoints {
+    /// (time sampled, linear cursor), oldest first.
+    samples: VecDeque<(u64, u64)>,
+    start: u64,
+}
+
+impl Checkpoints {
+    fn new(start: u64) -> Self {
+        Checkpoints { samples: VecDeque::new(), start }
+    }
+
+    fn sample(&mut self, now_ns: u64, linear: u64) {
+        self.samples.push_back((now_ns, linear));
+    }
+
+    /// The last cursor sampled at or before `cutoff_ns`; older samples are dropped.
+    fn safe(&mut self, cutoff_ns: u64) -> u64 {
+        while self.samples.get(1).is_some_and(|&(t, _)| t <= cutoff_ns) {
+            self.samples.pop_front();
+        }
+        match self.samples.front() {
+            Some(&(t, linear)) if t <= cutoff_ns => linear,
+            _ => self.start,
+        }
+    }
 }
 
 fn transmit<T: Transmit>(
@@ -273,8 +336,9 @@ fn transmit<T: Transmit>(
     let total = plan.probes_per_pass();
     let mut pacer = Pacer::new(plan.rate, clock.now_ns());
     let mut frames = vec![[0u8; SYN_FRAME_LEN]; TX_BATCH as usize];
-    for pass in 0..=plan.retries {
-        if pass > 0 {
+    for pass in plan.start.pass..=plan.retries {
+        let resumed_here = pass == plan.start.pass && plan.start.position > 0;
+        if pass > 0 && !resumed_here {
             // Retry only what is still unanswered once its replies were due.
             while !shared.replies_due_by(clock, plan) && shared.answered.load(Relaxed) < total {
                 if stop.stop_sending() || shared.failed.load(Relaxed) {
@@ -287,7 +351,8 @@ fn transmit<T: Transmit>(
             }
         }
         tracing::debug!(pass, answered = shared.answered.load(Relaxed), "transmit pass");
-        let mut positions = plan.positions().peekable();
+        let mut done = if pass == plan.start.pass { plan.start.position } else { 0 };
+        let mut positions = plan.positions_from(done).peekable();
         while positions.peek().is_some() {
             if stop.stop_sending() || shared.failed.load(Relaxed) {
                 return Ok(());
@@ -304,6 +369,7 @@ fn transmit<T: Transmit>(
             while count < grant as usize
                 && let Some(pos) = positions.next()
             {
+                done += 1;
                 let (index, ip, port) = plan.target(pos);
                 if pass > 0 && answered.contains(ip, port) {
                     continue;
@@ -321,6 +387,7 @@ fn transmit<T: Transmit>(
                 shared.refused.fetch_add((count - accepted) as u64, Relaxed);
                 shared.last_send_ns.store(clock.now_ns(), Relaxed);
             }
+            shared.cursor.store(plan.linear(Cursor { pass, position: done }), Release);
         }
     }
     Ok(())
@@ -525,6 +592,17 @@ mod tests {
     }
 
     fn scan(truth: Truth, retries: u32, ports: (u32, u32)) -> (ScanStats, Vec<ScanResult>, Answered, ScanPlan) {
+        scan_from(truth, retries, ports, Cursor::default(), |_| false)
+    }
+
+    /// A scan that resumes at `start`, after an earlier run whose answers `answered_before` tells.
+    fn scan_from(
+        truth: Truth,
+        retries: u32,
+        ports: (u32, u32),
+        start: Cursor,
+        answered_before: impl Fn(u64) -> bool,
+    ) -> (ScanStats, Vec<ScanResult>, Answered, ScanPlan) {
         let space = TargetSpace::new(
             RangeSet::from_ranges(vec![Range::new(
                 u32::from(Ipv4Addr::new(10, 0, 0, 1)),
@@ -532,10 +610,14 @@ mod tests {
             )]),
             RangeSet::from_ranges(vec![Range::new(ports.0, ports.1)]),
         );
-        let plan = ScanPlan::new(space, 9, (61000, 61003), retries, 0, Duration::from_millis(300));
+        let plan = ScanPlan::new(space, 9, (61000, 61003), retries, 0, Duration::from_millis(300)).starting_at(start);
         let wire = Wire { template: SynTemplate::new([1; 6], [2; 6], ME), src_ip: ME, key: CookieKey::new(3, 4) };
         let net = Arc::new(Mutex::new(Net::default()));
         let answered = Answered::default();
+        for pos in plan.positions().filter(|&pos| answered_before(pos)) {
+            let (_, ip, port) = plan.target(pos);
+            answered.insert(ip, port);
+        }
         let mut seen = Seen { results: Vec::new(), ticks: 0, passes: plan.retries + 1 };
         let stats = run(
             &plan,
@@ -610,6 +692,32 @@ mod tests {
         assert!(results.iter().filter(|r| r.state == PortState::Open).all(|r| r.rtt_us.is_some() && r.ttl == Some(61)));
         assert!(stats.max_rtt.is_some());
         assert!(!stats.interrupted);
+    }
+
+    #[test]
+    fn a_resumed_scan_sends_what_was_left_and_retries_only_the_unanswered() {
+        let (k, filtered) = (37u64, 7u16);
+        let truth = || Truth { open: set(&[22]), filtered: set(&[filtered]), lossy: set(&[]), noisy: set(&[]) };
+        let (_, _, _, whole) = scan(truth(), 1, (1, 30));
+        // The interrupted run sent the first k positions of pass 0; all but the filtered answered.
+        let answered_before = |pos: u64| pos < k && whole.target(pos).2 != filtered;
+        let (stats, results, answered, plan) =
+            scan_from(truth(), 1, (1, 30), Cursor { pass: 0, position: k }, answered_before);
+        let mut got: Vec<(Ipv4Addr, u16)> = results.iter().map(|r| (r.ip, r.port)).collect();
+        got.sort();
+        let mut expect: Vec<(Ipv4Addr, u16)> = plan
+            .positions()
+            .skip(k as usize)
+            .map(|p| plan.target(p))
+            .filter(|t| t.2 != filtered)
+            .map(|t| (t.1, t.2))
+            .collect();
+        expect.sort();
+        assert_eq!(got, expect, "the rest of pass 0, nothing answered before");
+        // The rest of pass 0, then one retry of the filtered port on every host, the interrupted run's included.
+        assert_eq!(stats.sent, plan.probes_per_pass() - k + 4);
+        assert_eq!(answered.count(), plan.probes_per_pass() - 4);
+        assert_eq!(stats.cursor, plan.end());
     }
 
     #[test]

@@ -39,6 +39,11 @@ impl Answered {
         self.shard(key).lock().expect("answered set lock").insert(key)
     }
 
+    /// How many pairs answered.
+    pub fn count(&self) -> u64 {
+        self.shards.iter().map(|s| s.lock().expect("answered set lock").len() as u64).sum()
+    }
+
     pub fn contains(&self, ip: Ipv4Addr, port: u16) -> bool {
         let key = Self::key(ip, port);
         self.shard(key).lock().expect("answered set lock").contains(&key)
