@@ -41,6 +41,9 @@ fn config(dir: &Path) -> StoreConfig {
             seed: 0,
         },
         info: RunInfo::default(),
+        checkpoint: None,
+        checkpoint_file: None,
+        resume_scan: None,
     }
 }
 

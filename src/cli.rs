@@ -122,6 +122,10 @@ pub struct Cli {
     #[arg(long, help_heading = "Output")]
     pub dry_run: bool,
 
+    /// Finish an interrupted scan; FROM is its checkpoint file or its scan id in --database [default: the newest checkpoint]
+    #[arg(long, value_name = "FROM", num_args = 0..=1, default_missing_value = "", conflicts_with = "dry_run", help_heading = "Scan")]
+    pub resume: Option<String>,
+
     /// Store results in a SQLite database (see --database)
     #[arg(long, help_heading = "Storage")]
     pub with_db: bool,
@@ -279,8 +283,12 @@ pub fn normalize_args(args: impl IntoIterator<Item = OsString>) -> Vec<OsString>
 
 impl Cli {
     /// Checks everything and resolves hostnames; fails on the first bad input.
-    /// `command_line` is what the user typed, kept for the records.
-    pub fn into_config(self, command_line: String) -> Result<ScanConfig, ConfigError> {
+    /// `arguments` are what the user typed after the program name, kept for
+    /// the records and for `--resume`; `resolved` are the hosts of a scan
+    /// being resumed, which are not resolved again.
+    pub fn into_config(self, arguments: Vec<String>, resolved: Option<RangeSet>) -> Result<ScanConfig, ConfigError> {
+        let command_line =
+            std::iter::once("prtip").chain(arguments.iter().map(String::as_str)).collect::<Vec<_>>().join(" ");
         if !matches!(self.scan_type.as_str(), "syn" | "S") {
             return Err(ConfigError::ScanType(self.scan_type));
         }
@@ -311,33 +319,10 @@ impl Cli {
             return Err(ConfigError::DryRunWithStorage);
         }
 
-        // Commas separate targets on the command line as in files (masscan's style).
-        let mut target_text: Vec<String> =
-            self.targets.iter().flat_map(|t| split_list(t)).map(str::to_string).collect();
-        if let Some(file) = &self.input_list {
-            target_text.extend(split_list(&read_list(file, "target list")?).map(str::to_string));
-        }
-        if target_text.is_empty() {
-            return Err(TargetError::NoTargets.into());
-        }
-        let named_ranges = ranges_of(target_text.iter().map(String::as_str))?;
-        let named = RangeSet::from_ranges(named_ranges.clone());
-        let (allowed, special) = if self.no_default_excludes {
-            (named.clone(), Excluded::default())
-        } else {
-            without_special(&named_ranges)
+        let (hosts, excluded, special) = match resolved {
+            Some(hosts) => (hosts, 0, Excluded::default()),
+            None => self.resolve_hosts()?,
         };
-
-        let mut exclude_text: Vec<String> =
-            self.exclude.iter().flat_map(|e| split_list(e)).map(str::to_string).collect();
-        if let Some(file) = &self.exclude_file {
-            exclude_text.extend(split_list(&read_list(file, "exclude file")?).map(str::to_string));
-        }
-        let excluded_set = RangeSet::from_ranges(ranges_of(exclude_text.iter().map(String::as_str))?);
-        let hosts = allowed.subtract(&excluded_set);
-        if hosts.is_empty() {
-            return Err(TargetError::AllExcluded.into());
-        }
 
         let source_ip = match &self.source_ip {
             Some(s) => Some(parse_source_ip(s)?),
@@ -367,8 +352,10 @@ impl Cli {
             database,
             store_silent: self.store_silent,
             files,
-            excluded: allowed.len() - hosts.len(),
+            excluded,
             special,
+            arguments,
+            resume: None,
             hosts,
             ports,
             transport: match self.transport {
@@ -401,6 +388,42 @@ impl Cli {
                 Verbosity::Normal
             },
         })
+    }
+}
+
+impl Cli {
+    /// The targets, with special-purpose ranges and exclusions taken out;
+    /// also how many were excluded, and which special ranges were skipped.
+    fn resolve_hosts(&self) -> Result<(RangeSet, u64, Excluded), ConfigError> {
+        // Commas separate targets on the command line as in files (masscan's style).
+        let mut target_text: Vec<String> =
+            self.targets.iter().flat_map(|t| split_list(t)).map(str::to_string).collect();
+        if let Some(file) = &self.input_list {
+            target_text.extend(split_list(&read_list(file, "target list")?).map(str::to_string));
+        }
+        if target_text.is_empty() {
+            return Err(TargetError::NoTargets.into());
+        }
+        let named_ranges = ranges_of(target_text.iter().map(String::as_str))?;
+        let named = RangeSet::from_ranges(named_ranges.clone());
+        let (allowed, special) = if self.no_default_excludes {
+            (named.clone(), Excluded::default())
+        } else {
+            without_special(&named_ranges)
+        };
+
+        let mut exclude_text: Vec<String> =
+            self.exclude.iter().flat_map(|e| split_list(e)).map(str::to_string).collect();
+        if let Some(file) = &self.exclude_file {
+            exclude_text.extend(split_list(&read_list(file, "exclude file")?).map(str::to_string));
+        }
+        let excluded_set = RangeSet::from_ranges(ranges_of(exclude_text.iter().map(String::as_str))?);
+        let hosts = allowed.subtract(&excluded_set);
+        if hosts.is_empty() {
+            return Err(TargetError::AllExcluded.into());
+        }
+        let excluded = allowed.len() - hosts.len();
+        Ok((hosts, excluded, special))
     }
 }
 

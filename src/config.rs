@@ -57,10 +57,28 @@ pub enum Verbosity {
     Verbose,
 }
 
+/// What a resumed scan takes over from the run it finishes.
+#[derive(Debug, Clone)]
+pub struct Resume {
+    pub cursor: crate::engine::plan::Cursor,
+    /// Probes the earlier runs sent.
+    pub sent: u64,
+    /// The results the earlier runs received.
+    pub prior: Vec<crate::result::ScanResult>,
+    /// The interrupted scan in the database, when it was stored in one.
+    pub scan_id: Option<i64>,
+    /// Its checkpoint file, when it was not.
+    pub file: Option<std::path::PathBuf>,
+}
+
 #[derive(Debug, Clone)]
 pub struct ScanConfig {
     /// The command line as given, for the database and report headers.
     pub command_line: String,
+    /// The arguments after the program name, as given: what `--resume` parses again.
+    pub arguments: Vec<String>,
+    /// Set when this run finishes an interrupted scan.
+    pub resume: Option<Resume>,
     /// The port list as given (or the default), for reports.
     pub ports_spec: String,
     /// SQLite database to store results in.

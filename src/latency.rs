@@ -68,6 +68,7 @@ pub fn new_histogram() -> Histogram<u64> {
 
 /// One histogram per state; the whole scan's is their sum, made when asked
 /// for, so that a reply costs one record.
+#[derive(Clone)]
 pub struct Latency {
     states: [Histogram<u64>; 3],
 }

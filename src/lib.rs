@@ -6,6 +6,7 @@
 //! `engine::run` (deduplicated) -> `output` on standard output, and the
 //! `store` task (journal, SQLite, output files) on a thread of its own.
 
+pub mod checkpoint;
 pub mod cli;
 pub mod config;
 pub mod db_command;
@@ -20,6 +21,7 @@ pub mod progress;
 pub mod random;
 pub mod report_command;
 pub mod result;
+pub mod resume;
 pub mod scan;
 pub mod store;
 pub mod target;

@@ -8,9 +8,9 @@ use std::process::ExitCode;
 static STOP: StopSignal = StopSignal::new();
 
 fn main() -> ExitCode {
-    let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
-    let command_line = args.iter().map(|a| a.to_string_lossy()).collect::<Vec<_>>().join(" ");
-    let mut cli: Cli = match parse_or_exit(normalize_args(args)) {
+    let typed: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    let argv = normalize_args(typed.clone());
+    let mut cli: Cli = match parse_or_exit(argv.clone()) {
         Ok(cli) => cli,
         Err(code) => return code,
     };
@@ -28,7 +28,13 @@ fn main() -> ExitCode {
         Some(Command::Man) => return print_with(|out| clap_mangen::Man::new(Cli::command()).render(out)),
         None => {}
     }
-    let config = match cli.into_config(command_line) {
+    let config = if cli.resume.is_some() {
+        prtip::resume::config(cli, &argv).map_err(|e| e.to_string())
+    } else {
+        let arguments = typed.iter().skip(1).map(|a| a.to_string_lossy().into_owned()).collect();
+        cli.into_config(arguments, None).map_err(|e| e.to_string())
+    };
+    let config = match config {
         Ok(c) => c,
         Err(e) => {
             eprintln!("prtip: error: {e}");

@@ -1,8 +1,9 @@
 //! One scan from a checked configuration to results on standard output and a
 //! summary on standard error.
 
+use crate::checkpoint::{self, Checkpoint};
 use crate::config::{OutputFormat, ScanConfig, TransportChoice, Verbosity};
-use crate::engine::plan::ScanPlan;
+use crate::engine::plan::{Cursor, ScanPlan};
 use crate::engine::run::{self, EngineError, Observer, Progress, ScanStats, StopSignal, Wire};
 use crate::engine::state::Answered;
 use crate::latency::{self, Latency, Series};
@@ -20,6 +21,7 @@ use crate::wire::cookie::CookieKey;
 use crate::wire::template::SynTemplate;
 use std::io::{self, BufWriter, Write};
 use std::net::Ipv4Addr;
+use std::path::PathBuf;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use thiserror::Error;
 
@@ -56,7 +58,10 @@ const ROUTE_SAMPLES: usize = 16;
 
 pub fn execute(cfg: &ScanConfig, stop: &StopSignal) -> Result<Outcome, ScanError> {
     let space = TargetSpace::new(cfg.hosts.clone(), cfg.ports.clone());
-    let plan = ScanPlan::new(space, cfg.seed, cfg.src_ports, cfg.retries, cfg.rate, cfg.max_wait).with_shard(cfg.shard);
+    let start = cfg.resume.as_ref().map_or(Cursor::default(), |r| r.cursor);
+    let plan = ScanPlan::new(space, cfg.seed, cfg.src_ports, cfg.retries, cfg.rate, cfg.max_wait)
+        .with_shard(cfg.shard)
+        .starting_at(start);
     let out = BufWriter::with_capacity(1 << 16, io::stdout().lock());
     if cfg.dry_run {
         return dry_run(&plan, cfg, out, stop);
@@ -84,13 +89,17 @@ pub fn execute(cfg: &ScanConfig, stop: &StopSignal) -> Result<Outcome, ScanError
         port_count: cfg.ports.len(),
         hosts_total: cfg.hosts.len(),
     };
+    let (store, checkpoint_file) = start_store(cfg, &plan, &info)?;
+    let prior_sent = cfg.resume.as_ref().map_or(0, |r| r.sent);
     let mut sinks = Sinks {
         open_only: cfg.open_only,
         writer: output::writer(stdout_format(cfg.format), TimedFlush::new(out), &info, false),
         output_error: None,
-        store: start_store(cfg, &info)?,
+        store,
         reporter: progress::Reporter::new(progress_mode(cfg)),
         latency: Latency::default(),
+        checkpoint: start,
+        prior_sent,
     };
     if cfg.verbosity >= Verbosity::Normal {
         if let Some(note) = special_note(cfg) {
@@ -99,19 +108,25 @@ pub fn execute(cfg: &ScanConfig, stop: &StopSignal) -> Result<Outcome, ScanError
         eprintln!("prtip: {}", banner(cfg, &plan, &path, kind));
     }
     let answered = Answered::default();
+    let prior = take_over(cfg, &answered, &mut sinks);
     let outcome = run::run(&plan, &wire, tx, rx, stop, &answered, &mut sinks);
     sinks.reporter.finish();
     let Sinks { mut writer, output_error, mut store, latency, .. } = sinks;
-    let stats = match outcome {
+    let mut stats = match outcome {
         Ok(stats) => stats,
         Err(e) => {
-            // Keep what was received: the stored scan ends as interrupted.
+            // Keep what was received: the stored scan ends as interrupted, where it started.
             if let Some(s) = store {
-                let _ = s.finish(finish(&ScanStats { interrupted: true, ..ScanStats::default() }, 0));
+                let failed = ScanStats { interrupted: true, cursor: start, ..prior.clone() };
+                let _ = s.finish(finish(&failed, 0, prior_sent, latency));
             }
             return Err(e.into());
         }
     };
+    // The scan's counts are the union of its runs'.
+    stats.open += prior.open;
+    stats.closed += prior.closed;
+    stats.unreachable += prior.unreachable;
     let output_open = output_error.is_none();
     if let Some(e) = output_error {
         finish_output(Err(e))?;
@@ -125,11 +140,12 @@ pub fn execute(cfg: &ScanConfig, stop: &StopSignal) -> Result<Outcome, ScanError
         let stdout_writer = if output_open { Some(writer.as_mut()) } else { None };
         report_silent(&plan, &answered, cfg.open_only, stdout_writer, &mut store)?
     };
-    let end = finish(&stats, silent);
+    let end = finish(&stats, silent, prior_sent, latency.clone());
     if output_open {
         finish_output(writer.finish(&end.run))?;
     }
     let stored = store.map(|s| s.finish(end)).transpose()?;
+
     if cfg.verbosity >= Verbosity::Normal {
         eprintln!("prtip: {}", summary(&plan, &stats, silent));
         if stats.refused > 0 {
@@ -163,6 +179,15 @@ pub fn execute(cfg: &ScanConfig, stop: &StopSignal) -> Result<Outcome, ScanError
     if cfg.verbosity >= Verbosity::Verbose {
         eprintln!("prtip: {}", details(&path, &stats, stored.as_ref()));
     }
+    if stats.interrupted && cfg.verbosity >= Verbosity::Normal {
+        match (&cfg.database, stored.as_ref().and_then(|r| r.scan_id), &checkpoint_file) {
+            (Some(db), Some(id), _) => {
+                eprintln!("prtip: resume with: prtip --resume {id} --database {}", db.display())
+            }
+            (None, _, Some(file)) => eprintln!("prtip: resume with: prtip --resume {}", file.display()),
+            _ => {}
+        }
+    }
     Ok(if stats.interrupted { Outcome::Interrupted } else { Outcome::Completed })
 }
 
@@ -176,6 +201,10 @@ struct Sinks<'a> {
     store: Option<Store>,
     reporter: progress::Reporter,
     latency: Latency,
+    /// The last checkpoint handed to the store.
+    checkpoint: Cursor,
+    /// Probes sent by the runs this one resumes.
+    prior_sent: u64,
 }
 
 impl Observer for Sinks<'_> {
@@ -198,6 +227,12 @@ impl Observer for Sinks<'_> {
 
     fn progress(&mut self, p: &Progress) {
         self.reporter.update(p, self.store.as_ref().map_or(0, Store::backpressure));
+        if let Some(s) = &mut self.store
+            && p.checkpoint != self.checkpoint
+        {
+            self.checkpoint = p.checkpoint;
+            s.checkpoint(p.checkpoint, self.prior_sent + p.sent);
+        }
     }
 }
 
@@ -265,10 +300,41 @@ fn stdout_format(format: OutputFormat) -> Format {
     }
 }
 
-fn start_store(cfg: &ScanConfig, info: &RunInfo) -> Result<Option<Store>, ScanError> {
-    if cfg.database.is_none() && cfg.files.is_empty() {
-        return Ok(None);
+/// What the earlier runs of a resumed scan received: their answers are not
+/// asked for again, count in the scan's totals and its round trips, and go
+/// into the output files, which are written anew. Standard output carries
+/// on from where the last run's stopped, so they are not printed again.
+fn take_over(cfg: &ScanConfig, answered: &Answered, sinks: &mut Sinks) -> ScanStats {
+    let mut counts = ScanStats::default();
+    let Some(resume) = &cfg.resume else { return counts };
+    for r in resume.prior.iter().filter(|r| r.reason != Reason::NoResponse) {
+        if !answered.insert(r.ip, r.port) {
+            continue;
+        }
+        sinks.latency.record(r);
+        match r.state {
+            PortState::Open => counts.open += 1,
+            PortState::Closed => counts.closed += 1,
+            PortState::Filtered => counts.unreachable += 1,
+        }
     }
+    if let Some(s) = &mut sinks.store {
+        for chunk in resume.prior.chunks(4096) {
+            s.replay(chunk.to_vec());
+        }
+    }
+    counts
+}
+
+/// Starts the storage task, which also keeps the scan's checkpoint; returns
+/// it with the checkpoint file it keeps when there is no database. A scan
+/// that asked for no database and no files still runs when its checkpoint
+/// cannot be kept, with a warning.
+fn start_store(
+    cfg: &ScanConfig,
+    plan: &ScanPlan,
+    info: &RunInfo,
+) -> Result<(Option<Store>, Option<PathBuf>), ScanError> {
     let targets: Vec<String> = cfg
         .hosts
         .ranges()
@@ -292,7 +358,15 @@ fn start_store(cfg: &ScanConfig, info: &RunInfo) -> Result<Option<Store>, ScanEr
         "open_only": cfg.open_only,
         "store_silent": cfg.store_silent,
     });
-    let store = Store::start(StoreConfig {
+    let resume = cfg.resume.as_ref();
+    let checkpoint_file = match (&cfg.database, resume.and_then(|r| r.file.clone())) {
+        (Some(_), _) => None,
+        (None, Some(file)) => Some(file),
+        (None, None) => {
+            Some(checkpoint::dir().join(format!("{}-{}.json", info.start_us / 1_000_000, std::process::id())))
+        }
+    };
+    let started = Store::start(StoreConfig {
         database: cfg.database.clone(),
         store_silent: cfg.store_silent,
         open_only: cfg.open_only,
@@ -305,22 +379,43 @@ fn start_store(cfg: &ScanConfig, info: &RunInfo) -> Result<Option<Store>, ScanEr
             seed: cfg.seed,
         },
         info: info.clone(),
-    })?;
-    Ok(Some(store))
+        checkpoint: Some(Checkpoint {
+            arguments: cfg.arguments.clone(),
+            seed: cfg.seed,
+            hosts: cfg.hosts.clone(),
+            cursor: plan.start,
+            sent: resume.map_or(0, |r| r.sent),
+        }),
+        checkpoint_file: checkpoint_file.clone(),
+        resume_scan: resume.and_then(|r| r.scan_id),
+    });
+    match started {
+        Ok(store) => Ok((Some(store), checkpoint_file)),
+        Err(e) if cfg.database.is_none() && cfg.files.is_empty() && resume.is_none() => {
+            if cfg.verbosity >= Verbosity::Normal {
+                eprintln!("prtip: warning: no checkpoint, so this scan cannot be resumed: {e}");
+            }
+            Ok((None, None))
+        }
+        Err(e) => Err(e.into()),
+    }
 }
 
-fn finish(stats: &ScanStats, silent: u64) -> Finish {
+/// How the scan ended; `prior_sent` counts the probes of the runs it resumes.
+fn finish(stats: &ScanStats, silent: u64, prior_sent: u64, latency: Latency) -> Finish {
     let end_us = now_us();
     Finish {
         scan: ScanEnd {
             ended_us: end_us,
-            probes_sent: stats.sent,
+            probes_sent: prior_sent + stats.sent,
             open: stats.open,
             closed: stats.closed,
             filtered: stats.unreachable + silent,
             interrupted: stats.interrupted,
+            cursor: stats.cursor,
         },
         run: RunEnd { end_us, interrupted: stats.interrupted },
+        latency,
     }
 }
 

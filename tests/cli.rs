@@ -8,11 +8,17 @@
 use std::collections::BTreeSet;
 use std::process::{Command, Output};
 
-/// prtip in a fresh, empty network namespace.
+/// prtip in a fresh, empty network namespace, with checkpoints kept out of the user's home.
 fn isolated() -> Command {
     let mut c = Command::new("unshare");
     c.args(["--net", "--", env!("CARGO_BIN_EXE_prtip")]);
+    c.env("XDG_STATE_HOME", state_dir());
     c
+}
+
+/// Where these tests' scans keep checkpoints, out of the user's home.
+fn state_dir() -> std::path::PathBuf {
+    std::env::temp_dir().join(format!("prtip-cli-state-{}", std::process::id()))
 }
 
 fn prtip(args: &[&str]) -> Output {
@@ -28,6 +34,11 @@ fn temp_file(name: &str, contents: &str) -> String {
 #[test]
 fn bad_input_gets_one_line_and_status_2() {
     let bad_targets = temp_file("bad-targets", "10.0.0.1\n10.0.0.300\n");
+    let junk_checkpoint = temp_file("junk.json", "{\"prtip_checkpoint\":1,\"arguments\":[\"-p\"]}");
+    let stale_checkpoint = temp_file(
+        "stale.json",
+        r#"{"prtip_checkpoint":1,"arguments":["-p","80","--bogus","10.0.0.1"],"seed":1,"hosts":[[1,1]],"pass":0,"position":0,"sent":0}"#,
+    );
     let cases: Vec<Vec<&str>> = vec![
         // targets
         vec!["10.0.0.256"],
@@ -76,6 +87,12 @@ fn bad_input_gets_one_line_and_status_2() {
         vec!["-iL", "/nonexistent/prtip-targets"],
         vec!["--exclude-file", "/nonexistent/prtip-exclude", "10.0.0.1"],
         vec!["-iL", &bad_targets],
+        // checkpoints
+        vec!["--resume", "/nonexistent/prtip.json"],
+        vec!["--resume", &junk_checkpoint],
+        vec!["--resume", &stale_checkpoint],
+        vec!["--resume", "7", "--database", "/nonexistent/prtip.db"],
+        vec!["--resume", "--dry-run"],
     ];
     assert!(cases.len() >= 20);
     for args in &cases {
@@ -87,7 +104,9 @@ fn bad_input_gets_one_line_and_status_2() {
         assert!(!err.contains("panicked"), "{args:?}: {err}");
         assert!(out.stdout.is_empty(), "{args:?} wrote to stdout");
     }
-    std::fs::remove_file(bad_targets).unwrap();
+    for file in [bad_targets, junk_checkpoint, stale_checkpoint] {
+        std::fs::remove_file(file).unwrap();
+    }
 }
 
 #[test]
@@ -338,7 +357,7 @@ fn the_manual_page_and_completions_cover_every_option() {
 fn logged_scan(flags: &str, rust_log: Option<&str>) -> String {
     let script = format!("ip link set lo up && exec {} -p 1-20 127.0.0.1 {flags}", env!("CARGO_BIN_EXE_prtip"));
     let mut c = Command::new("unshare");
-    c.args(["--net", "--", "sh", "-c", &script]).env_remove("RUST_LOG");
+    c.args(["--net", "--", "sh", "-c", &script]).env_remove("RUST_LOG").env("XDG_STATE_HOME", state_dir());
     if let Some(filter) = rust_log {
         c.env("RUST_LOG", filter);
     }

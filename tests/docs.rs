@@ -135,6 +135,7 @@ impl DocsLab {
             .args(["netns", "exec", &self.lab.scan_ns, "unshare", "--mount", "--propagation", "private"])
             .args(["sh", "-c", &wrapped])
             .env_remove("RUST_LOG")
+            .env("XDG_STATE_HOME", "/tmp/state")
             .output()
             .unwrap()
     }
@@ -263,6 +264,7 @@ fn run_demo() {
     let out = Command::new(root.join("scripts/demo.sh"))
         .current_dir(root)
         .env("PRTIP_BIN", env!("CARGO_BIN_EXE_prtip"))
+        .env("XDG_STATE_HOME", Path::new(env!("CARGO_TARGET_TMPDIR")).join("demo-state"))
         .output()
         .unwrap();
     assert!(out.status.success(), "scripts/demo.sh: {}", stderr_of(&out));

@@ -721,6 +721,34 @@ mod tests {
     }
 
     #[test]
+    fn a_scan_resumed_in_its_retry_pass_retries_only_the_rest_of_it() {
+        let filtered = 7u16;
+        let truth = || Truth { open: set(&[22]), filtered: set(&[filtered]), lossy: set(&[]), noisy: set(&[]) };
+        let (_, _, _, whole) = scan(truth(), 1, (1, 30));
+        // Interrupted in pass 1 just after retrying the second of the four silent probes.
+        let silent: Vec<u64> = whole.positions().filter(|&p| whole.target(p).2 == filtered).collect();
+        let k = silent[1] + 1;
+        let answered_before = |pos: u64| whole.target(pos).2 != filtered;
+        let (stats, results, _, _) = scan_from(truth(), 1, (1, 30), Cursor { pass: 1, position: k }, answered_before);
+        assert!(results.is_empty());
+        assert_eq!(stats.sent, 2, "only the last two silent probes are retried");
+    }
+
+    #[test]
+    fn the_checkpoint_is_the_last_cursor_whose_replies_are_due() {
+        let mut c = Checkpoints::new(5);
+        assert_eq!(c.safe(1000), 5, "nothing sampled: where the run started");
+        for (t, linear) in [(100, 10), (200, 20), (300, 30)] {
+            c.sample(t, linear);
+        }
+        assert_eq!(c.safe(50), 5);
+        assert_eq!(c.safe(150), 10);
+        assert_eq!(c.safe(299), 20);
+        assert_eq!(c.safe(10_000), 30);
+        assert_eq!(c.samples.len(), 1, "samples older than the checkpoint are dropped");
+    }
+
+    #[test]
     fn ends_as_soon_as_everything_answered() {
         let truth = Truth { open: set(&[5]), filtered: HashSet::new(), lossy: HashSet::new(), noisy: HashSet::new() };
         let (stats, results, _, plan) = scan(truth, 3, (1, 10));

@@ -3,12 +3,14 @@
 
 use super::StoreError;
 use super::journal;
+use crate::checkpoint::{self, Checkpoint};
+use crate::engine::plan::Cursor;
 use crate::latency::{self, Latency, Series};
 use crate::output::decimal;
 use crate::output::time::{rfc3339_us, write_rfc3339_us};
 use crate::result::{PortState, Reason, ScanResult};
 use hdrhistogram::Histogram;
-use rusqlite::{Connection, params};
+use rusqlite::{Connection, OptionalExtension, params};
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 
@@ -63,6 +65,13 @@ CREATE TABLE scan_latency (
     PRIMARY KEY (scan_id, series)
 ) WITHOUT ROWID;
 "#,
+    // What `--resume` needs: the arguments, the resolved targets, how far the scan got.
+    r#"
+ALTER TABLE scans ADD COLUMN arguments TEXT;
+ALTER TABLE scans ADD COLUMN hosts TEXT;
+ALTER TABLE scans ADD COLUMN resume_pass INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE scans ADD COLUMN resume_position INTEGER NOT NULL DEFAULT 0;
+"#,
 ];
 
 /// Results arrive in the scan's random order. Inserted straight into the
@@ -104,6 +113,8 @@ pub struct ScanEnd {
     pub closed: u64,
     pub filtered: u64,
     pub interrupted: bool,
+    /// Where a resumed scan would start.
+    pub cursor: Cursor,
 }
 
 /// One row of `scans`.
@@ -261,15 +272,87 @@ impl Db {
         Ok(recovered)
     }
 
-    pub fn begin_scan(&self, s: &ScanStart) -> Result<i64, StoreError> {
+    pub fn begin_scan(&self, s: &ScanStart, resume: Option<&Checkpoint>) -> Result<i64, StoreError> {
+        let arguments = resume.map(|c| serde_json::Value::from(c.arguments.clone()).to_string());
+        let hosts = resume.map(|c| checkpoint::hosts_json(&c.hosts).to_string());
         self.conn
             .execute(
-                "INSERT INTO scans (started_at, command_line, config, transport, seed, status) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, 'running')",
-                params![rfc3339_us(s.started_us), s.command_line, s.config_json, s.transport, s.seed as i64],
+                "INSERT INTO scans (started_at, command_line, config, transport, seed, status, arguments, hosts) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, 'running', ?6, ?7)",
+                params![
+                    rfc3339_us(s.started_us),
+                    s.command_line,
+                    s.config_json,
+                    s.transport,
+                    s.seed as i64,
+                    arguments,
+                    hosts
+                ],
             )
             .map_err(|e| self.fail(e))?;
         Ok(self.conn.last_insert_rowid())
+    }
+
+    /// Marks an interrupted scan running again, for the run that resumes it.
+    pub fn reopen_scan(&self, id: i64) -> Result<(), StoreError> {
+        let changed = self
+            .conn
+            .execute(
+                "UPDATE scans SET status = 'running', ended_at = NULL WHERE id = ?1 AND status = 'interrupted'",
+                [id],
+            )
+            .map_err(|e| self.fail(e))?;
+        if changed == 1 { Ok(()) } else { Err(StoreError::NotResumable(id)) }
+    }
+
+    /// Records how far a running scan got.
+    pub fn save_cursor(&self, id: i64, cursor: Cursor, sent: u64) -> Result<(), StoreError> {
+        self.conn
+            .execute(
+                "UPDATE scans SET resume_pass = ?2, resume_position = ?3, probes_sent = ?4 WHERE id = ?1",
+                params![id, cursor.pass, cursor.position as i64, sent as i64],
+            )
+            .map_err(|e| self.fail(e))?;
+        Ok(())
+    }
+
+    /// What `--resume ID` needs of an interrupted scan.
+    pub fn checkpoint(&self, id: i64) -> Result<Checkpoint, StoreError> {
+        let row = self
+            .conn
+            .query_row(
+                "SELECT status, arguments, seed, hosts, resume_pass, resume_position, probes_sent FROM scans WHERE id = ?1",
+                [id],
+                |r| {
+                    Ok((
+                        r.get::<_, String>(0)?,
+                        r.get::<_, Option<String>>(1)?,
+                        r.get::<_, i64>(2)?,
+                        r.get::<_, Option<String>>(3)?,
+                        r.get::<_, i64>(4)?,
+                        r.get::<_, i64>(5)?,
+                        r.get::<_, i64>(6)?,
+                    ))
+                },
+            )
+            .optional()
+            .map_err(|e| self.fail(e))?
+            .ok_or(StoreError::NoScan(id))?;
+        let (status, arguments, seed, hosts, pass, position, sent) = row;
+        let arguments: Option<Vec<String>> = arguments.and_then(|a| serde_json::from_str(&a).ok());
+        let hosts = hosts
+            .and_then(|h| serde_json::from_str::<serde_json::Value>(&h).ok())
+            .and_then(|v| checkpoint::hosts_from_json(&v).ok());
+        match (status.as_str(), arguments, hosts) {
+            ("interrupted", Some(arguments), Some(hosts)) => Ok(Checkpoint {
+                arguments,
+                seed: seed as u64,
+                hosts,
+                cursor: Cursor { pass: u32::try_from(pass).unwrap_or(u32::MAX), position: position.max(0) as u64 },
+                sent: sent.max(0) as u64,
+            }),
+            _ => Err(StoreError::NotResumable(id)),
+        }
     }
 
     /// Appends rows to the scan's pending results in one transaction.
@@ -320,7 +403,7 @@ impl Db {
         Self::store_latency(&tx, id, latency).map_err(fail)?;
         tx.execute(
             "UPDATE scans SET ended_at = ?2, probes_sent = ?3, open_count = ?4, closed_count = ?5, \
-             filtered_count = ?6, status = ?7 WHERE id = ?1",
+             filtered_count = ?6, status = ?7, resume_pass = ?8, resume_position = ?9 WHERE id = ?1",
             params![
                 id,
                 rfc3339_us(e.ended_us),
@@ -328,7 +411,9 @@ impl Db {
                 e.open as i64,
                 e.closed as i64,
                 e.filtered as i64,
-                if e.interrupted { "interrupted" } else { "completed" }
+                if e.interrupted { "interrupted" } else { "completed" },
+                e.cursor.pass,
+                e.cursor.position as i64
             ],
         )
         .map_err(fail)?;
@@ -523,7 +608,7 @@ mod tests {
     fn scans_accumulate_and_rows_are_unique_per_scan() {
         let path = temp_db("accumulate");
         let mut db = Db::open(&path).unwrap();
-        let a = db.begin_scan(&start()).unwrap();
+        let a = db.begin_scan(&start(), None).unwrap();
         db.insert(a, &[result(1, PortState::Open), result(2, PortState::Closed)]).unwrap();
         db.insert(a, &[result(1, PortState::Open)]).unwrap();
         let end = ScanEnd { ended_us: 3_000_000, probes_sent: 2, open: 1, closed: 1, ..Default::default() };
@@ -533,7 +618,7 @@ mod tests {
         assert_eq!(db.finish_scan(a, &end, &latency).unwrap(), 2, "the duplicate is dropped");
         drop(db);
         let mut db = Db::open(&path).unwrap();
-        let b = db.begin_scan(&start()).unwrap();
+        let b = db.begin_scan(&start(), None).unwrap();
         db.insert(b, &[result(1, PortState::Open)]).unwrap();
         let scans = db.scans().unwrap();
         assert_eq!(scans.len(), 2);
@@ -555,7 +640,7 @@ mod tests {
     fn journal_replay_restores_rows_and_marks_the_scan_interrupted() {
         let path = temp_db("replay");
         let mut db = Db::open(&path).unwrap();
-        let id = db.begin_scan(&start()).unwrap();
+        let id = db.begin_scan(&start(), None).unwrap();
         // Committed before the crash, and journaled too.
         db.insert(id, &[result(1, PortState::Open)]).unwrap();
         drop(db);
@@ -582,7 +667,7 @@ mod tests {
         use std::os::fd::AsRawFd;
         let path = temp_db("live");
         let mut db = Db::open(&path).unwrap();
-        let id = db.begin_scan(&start()).unwrap();
+        let id = db.begin_scan(&start(), None).unwrap();
         db.insert(id, &[result(1, PortState::Open)]).unwrap();
         let journal = std::fs::File::create(journal_path(&path, id)).unwrap();
         assert!(try_lock(journal.as_raw_fd()).unwrap());

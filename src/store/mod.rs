@@ -8,6 +8,9 @@ pub mod db;
 pub mod journal;
 mod task;
 
+use crate::checkpoint::Checkpoint;
+use crate::engine::plan::Cursor;
+use crate::latency::Latency;
 use crate::output::{OutputFile, RunEnd, RunInfo};
 use crate::result::ScanResult;
 use db::{ScanEnd, ScanStart};
@@ -53,6 +56,14 @@ pub enum StoreError {
         #[source]
         source: crate::latency::LatencyError,
     },
+    #[error("checkpoint {}: {source}", path.display())]
+    Checkpoint {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("scan {0} is not an interrupted scan: only those can be resumed")]
+    NotResumable(i64),
     #[error("the storage task stopped unexpectedly")]
     TaskDied,
 }
@@ -69,13 +80,21 @@ pub struct StoreConfig {
     pub files: Vec<OutputFile>,
     pub start: ScanStart,
     pub info: RunInfo,
+    /// What `--resume` needs, kept up to date while the scan runs: in the
+    /// scan's row with a database, otherwise in `checkpoint_file`.
+    pub checkpoint: Option<Checkpoint>,
+    pub checkpoint_file: Option<PathBuf>,
+    /// The interrupted scan in the database that this run finishes.
+    pub resume_scan: Option<i64>,
 }
 
 /// How a scan ended, for the database and the files.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Default)]
 pub struct Finish {
     pub scan: ScanEnd,
     pub run: RunEnd,
+    /// The whole scan's round trips, stored with it.
+    pub latency: Latency,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -88,7 +107,14 @@ pub struct StoreReport {
 
 enum Msg {
     Results(Vec<ScanResult>),
-    Finish(Finish),
+    /// Results an interrupted run already stored, for the output files of the run that resumes it.
+    Replay(Vec<ScanResult>),
+    /// Every result up to this point was sent; a resumed scan may start at `cursor`.
+    Checkpoint {
+        cursor: Cursor,
+        sent: u64,
+    },
+    Finish(Box<Finish>),
 }
 
 /// The engine's side of the storage task.
@@ -123,10 +149,25 @@ impl Store {
 
     /// Hands a batch to the task; waits (and counts it) when the channel is full.
     pub fn send(&mut self, batch: Vec<ScanResult>) {
-        if batch.is_empty() {
-            return;
+        if !batch.is_empty() {
+            self.push(Msg::Results(batch));
         }
-        match self.tx.try_send(Msg::Results(batch)) {
+    }
+
+    /// Hands the output files results that an interrupted run already stored.
+    pub fn replay(&mut self, batch: Vec<ScanResult>) {
+        if !batch.is_empty() {
+            self.push(Msg::Replay(batch));
+        }
+    }
+
+    /// Records how far the scan got; everything sent before is stored first.
+    pub fn checkpoint(&mut self, cursor: Cursor, sent: u64) {
+        self.push(Msg::Checkpoint { cursor, sent });
+    }
+
+    fn push(&mut self, msg: Msg) {
+        match self.tx.try_send(msg) {
             Ok(()) => {}
             Err(mpsc::error::TrySendError::Full(msg)) => {
                 self.backpressure += 1;
@@ -140,7 +181,7 @@ impl Store {
     /// Tells the task how the scan ended, closes the channel and waits until
     /// everything sent was stored and written.
     pub fn finish(self, end: Finish) -> Result<StoreReport, StoreError> {
-        let _ = self.tx.blocking_send(Msg::Finish(end));
+        let _ = self.tx.blocking_send(Msg::Finish(Box::new(end)));
         drop(self.tx);
         let mut report = self.thread.join().map_err(|_| StoreError::TaskDied)??;
         report.backpressure = self.backpressure;
@@ -181,6 +222,9 @@ mod tests {
                 port_count: 65535,
                 hosts_total: 16,
             },
+            checkpoint: None,
+            checkpoint_file: None,
+            resume_scan: None,
         }
     }
 

@@ -8,7 +8,8 @@
 
 use super::db::{self, Db};
 use super::{Finish, Msg, StoreConfig, StoreError, StoreReport, journal};
-use crate::latency::Latency;
+use crate::checkpoint::{self, Checkpoint};
+use crate::engine::plan::Cursor;
 use crate::output::{self, OutputFile, ResultWriter};
 use crate::result::{PortState, Reason, ScanResult};
 use std::cell::RefCell;
@@ -57,6 +58,13 @@ impl UringFile {
         Ok(UringFile { path, file, offset: 0 })
     }
 
+    /// Opens a file to append to, creating it if needed.
+    async fn append_to(path: PathBuf) -> std::io::Result<UringFile> {
+        let file = tokio_uring::fs::OpenOptions::new().write(true).create(true).open(&path).await?;
+        let offset = std::fs::metadata(&path)?.len();
+        Ok(UringFile { path, file, offset })
+    }
+
     async fn append(&mut self, bytes: Vec<u8>) -> std::io::Result<()> {
         if bytes.is_empty() {
             return Ok(());
@@ -92,8 +100,6 @@ struct DbSink {
     pending: Vec<ScanResult>,
     oldest: Option<Instant>,
     last_sync: Instant,
-    /// Round trips of every stored reply, stored with the scan at its end.
-    latency: Latency,
 }
 
 impl DbSink {
@@ -109,9 +115,6 @@ impl DbSink {
             .await
             .map_err(|e| StoreError::Journal { path: self.journal.path.clone(), source: e })?;
         self.pending.extend_from_slice(rows);
-        for r in rows {
-            self.latency.record(r);
-        }
         self.oldest.get_or_insert_with(Instant::now);
         Ok(())
     }
@@ -138,11 +141,84 @@ impl DbSink {
     }
 }
 
-async fn open(config: &StoreConfig) -> Result<(Option<DbSink>, Vec<FileSink>), StoreError> {
+/// Without a database: the checkpoint as a small JSON file, rewritten whole,
+/// and the results received so far appended to a journal beside it. The
+/// results always reach the journal before the cursor that counts on them.
+struct CheckpointFile {
+    path: PathBuf,
+    checkpoint: Checkpoint,
+    results: UringFile,
+}
+
+impl CheckpointFile {
+    async fn open(path: PathBuf, checkpoint: Checkpoint) -> Result<CheckpointFile, StoreError> {
+        let fail = |e| StoreError::Checkpoint { path: path.clone(), source: e };
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir).map_err(fail)?;
+        }
+        let results = UringFile::append_to(checkpoint::results_path(&path)).await.map_err(fail)?;
+        let mut file = CheckpointFile { path, checkpoint, results };
+        file.save()?;
+        Ok(file)
+    }
+
+    fn fail(&self, source: std::io::Error) -> StoreError {
+        StoreError::Checkpoint { path: self.path.clone(), source }
+    }
+
+    async fn add(&mut self, rows: &[ScanResult]) -> Result<(), StoreError> {
+        if rows.is_empty() {
+            return Ok(());
+        }
+        let mut buf = Vec::with_capacity(16 + rows.len() * 24);
+        journal::encode(0, rows, &mut buf);
+        self.results
+            .append(buf)
+            .await
+            .map_err(|e| StoreError::Checkpoint { path: self.results.path.clone(), source: e })
+    }
+
+    /// Replaces the file whole, so that a crash leaves the old one or the new one.
+    fn save(&mut self) -> Result<(), StoreError> {
+        let mut tmp = self.path.clone().into_os_string();
+        tmp.push(".tmp");
+        std::fs::write(&tmp, self.checkpoint.to_json()).map_err(|e| self.fail(e))?;
+        std::fs::rename(&tmp, &self.path).map_err(|e| self.fail(e))
+    }
+
+    fn advance(&mut self, cursor: Cursor, sent: u64) -> Result<(), StoreError> {
+        self.checkpoint.cursor = cursor;
+        self.checkpoint.sent = sent;
+        self.save()
+    }
+
+    /// A completed scan has nothing to resume: both files go.
+    async fn remove(self) -> Result<(), StoreError> {
+        let _ = self.results.file.close().await;
+        for p in [&self.path, &self.results.path] {
+            std::fs::remove_file(p).map_err(|e| StoreError::Checkpoint { path: p.clone(), source: e })?;
+        }
+        Ok(())
+    }
+}
+
+struct Sinks {
+    db: Option<DbSink>,
+    files: Vec<FileSink>,
+    checkpoint: Option<CheckpointFile>,
+}
+
+async fn open(config: &StoreConfig) -> Result<Sinks, StoreError> {
     let db = match &config.database {
         Some(path) => {
             let db = Db::open(path)?;
-            let scan_id = db.begin_scan(&config.start)?;
+            let scan_id = match config.resume_scan {
+                Some(id) => {
+                    db.reopen_scan(id)?;
+                    id
+                }
+                None => db.begin_scan(&config.start, config.checkpoint.as_ref())?,
+            };
             let jpath = db::journal_path(path, scan_id);
             let jfail = |e| StoreError::Journal { path: jpath.clone(), source: e };
             let journal = UringFile::create(jpath.clone()).await.map_err(jfail)?;
@@ -151,15 +227,7 @@ async fn open(config: &StoreConfig) -> Result<(Option<DbSink>, Vec<FileSink>), S
                 use std::os::fd::AsRawFd;
                 db::try_lock(journal.file.as_raw_fd()).map_err(jfail)?;
             }
-            Some(DbSink {
-                db,
-                scan_id,
-                journal,
-                pending: Vec::new(),
-                oldest: None,
-                last_sync: Instant::now(),
-                latency: Latency::default(),
-            })
+            Some(DbSink { db, scan_id, journal, pending: Vec::new(), oldest: None, last_sync: Instant::now() })
         }
         None => None,
     };
@@ -171,7 +239,11 @@ async fn open(config: &StoreConfig) -> Result<(Option<DbSink>, Vec<FileSink>), S
         let writer = output::writer(*format, spool.clone(), &config.info, true);
         files.push(FileSink { out, spool, writer });
     }
-    Ok((db, files))
+    let checkpoint = match (&db, &config.checkpoint, &config.checkpoint_file) {
+        (None, Some(c), Some(path)) => Some(CheckpointFile::open(path.clone(), c.clone()).await?),
+        _ => None,
+    };
+    Ok(Sinks { db, files, checkpoint })
 }
 
 pub(super) async fn run(
@@ -179,7 +251,7 @@ pub(super) async fn run(
     mut rx: mpsc::Receiver<Msg>,
     ready: std::sync::mpsc::SyncSender<Result<(), StoreError>>,
 ) -> Result<StoreReport, StoreError> {
-    let (mut db, mut files) = match open(&config).await {
+    let Sinks { mut db, mut files, mut checkpoint } = match open(&config).await {
         Ok(sinks) => sinks,
         Err(e) => {
             let _ = ready.send(Err(e));
@@ -209,12 +281,9 @@ pub(super) async fn run(
         let Some(msg) = msg else { break };
         match msg {
             Msg::Results(batch) => {
+                let answered = || batch.iter().filter(|r| r.reason != Reason::NoResponse).copied().collect::<Vec<_>>();
                 if let Some(d) = &mut db {
-                    let keep: Vec<ScanResult> = if config.store_silent {
-                        batch.clone()
-                    } else {
-                        batch.iter().filter(|r| r.reason != Reason::NoResponse).copied().collect()
-                    };
+                    let keep: Vec<ScanResult> = if config.store_silent { batch.clone() } else { answered() };
                     if let Err(e) = d.add(&keep).await {
                         error.get_or_insert(e);
                         db = None;
@@ -222,29 +291,31 @@ pub(super) async fn run(
                         commit(&mut db, &mut error).await;
                     }
                 }
-                let mut i = 0;
-                while i < files.len() {
-                    let sink = &mut files[i];
-                    let mut result = Ok(());
-                    for r in batch.iter().filter(|r| !config.open_only || r.state == PortState::Open) {
-                        if let Err(e) = sink.writer.write(r) {
-                            result = Err(StoreError::Output { path: sink.out.path.clone(), source: e });
-                            break;
-                        }
-                    }
-                    if result.is_ok() {
-                        result = sink.drain_spool(FILE_CHUNK).await;
-                    }
-                    match result {
-                        Ok(()) => i += 1,
-                        Err(e) => {
-                            error.get_or_insert(e);
-                            files.remove(i);
-                        }
-                    }
+                if let Some(c) = &mut checkpoint
+                    && let Err(e) = c.add(&answered()).await
+                {
+                    error.get_or_insert(e);
+                    checkpoint = None;
+                }
+                write_files(&mut files, &batch, config.open_only, &mut error).await;
+            }
+            Msg::Replay(batch) => write_files(&mut files, &batch, config.open_only, &mut error).await,
+            Msg::Checkpoint { cursor, sent } => {
+                commit(&mut db, &mut error).await;
+                if let Some(d) = &db
+                    && let Err(e) = d.db.save_cursor(d.scan_id, cursor, sent)
+                {
+                    error.get_or_insert(e);
+                    db = None;
+                }
+                if let Some(c) = &mut checkpoint
+                    && let Err(e) = c.advance(cursor, sent)
+                {
+                    error.get_or_insert(e);
+                    checkpoint = None;
                 }
             }
-            Msg::Finish(f) => finish = Some(f),
+            Msg::Finish(f) => finish = Some(*f),
         }
     }
 
@@ -259,7 +330,7 @@ pub(super) async fn run(
     commit(&mut db, &mut error).await;
     if let Some(mut d) = db {
         let started = Instant::now();
-        match d.db.finish_scan(d.scan_id, &finish.scan, &d.latency) {
+        match d.db.finish_scan(d.scan_id, &finish.scan, &finish.latency) {
             Ok(rows) => {
                 tracing::info!(scan_id = d.scan_id, rows, took = ?started.elapsed(), "scan merged and closed");
                 report.rows_stored = rows;
@@ -271,6 +342,17 @@ pub(super) async fn run(
             Err(e) => {
                 error.get_or_insert(e);
             }
+        }
+    }
+    if let Some(c) = checkpoint {
+        let done = if finish.scan.interrupted {
+            let mut c = c;
+            c.advance(finish.scan.cursor, finish.scan.probes_sent)
+        } else {
+            c.remove().await
+        };
+        if let Err(e) = done {
+            error.get_or_insert(e);
         }
     }
     for mut sink in files {
@@ -295,6 +377,31 @@ pub(super) async fn run(
     match error {
         Some(e) => Err(e),
         None => Ok(report),
+    }
+}
+
+/// Writes a batch to every output file; a file that fails is dropped and its error kept.
+async fn write_files(files: &mut Vec<FileSink>, batch: &[ScanResult], open_only: bool, error: &mut Option<StoreError>) {
+    let mut i = 0;
+    while i < files.len() {
+        let sink = &mut files[i];
+        let mut result = Ok(());
+        for r in batch.iter().filter(|r| !open_only || r.state == PortState::Open) {
+            if let Err(e) = sink.writer.write(r) {
+                result = Err(StoreError::Output { path: sink.out.path.clone(), source: e });
+                break;
+            }
+        }
+        if result.is_ok() {
+            result = sink.drain_spool(FILE_CHUNK).await;
+        }
+        match result {
+            Ok(()) => i += 1,
+            Err(e) => {
+                error.get_or_insert(e);
+                files.remove(i);
+            }
+        }
     }
 }
 

@@ -165,9 +165,7 @@ impl DelayLab {
 
     /// A prtip command that runs inside the scanner namespace.
     pub fn prtip(&self, args: &[&str]) -> Command {
-        let mut c = Command::new("ip");
-        c.args(["netns", "exec", &self.scan_ns, env!("CARGO_BIN_EXE_prtip")]).args(args);
-        c
+        super::prtip_in(&self.scan_ns, &super::state_dir_of(&self.scan_ns), args)
     }
 }
 
@@ -185,5 +183,6 @@ impl Drop for DelayLab {
         for ns in [&self.scan_ns, &self.middle_ns, &self.target_ns] {
             let _ = Command::new("ip").args(["netns", "del", ns]).status();
         }
+        let _ = std::fs::remove_dir_all(super::state_dir_of(&self.scan_ns));
     }
 }

@@ -24,6 +24,8 @@ pub struct Lab {
     pub scan_ns: String,
     pub target_ns: String,
     pub scan_if: String,
+    /// prtip's XDG_STATE_HOME, where checkpoints go: the lab's own, removed with it.
+    pub state_dir: std::path::PathBuf,
     listeners: Vec<TcpListener>,
 }
 
@@ -82,6 +84,7 @@ impl Lab {
             scan_ns: format!("{p}s"),
             target_ns: format!("{p}t"),
             scan_if: scan_if.map_or_else(|| format!("{p}0"), str::to_string),
+            state_dir: state_dir_of(&format!("{p}s")),
             listeners: Vec::new(),
         };
         let tif = format!("{p}1");
@@ -161,19 +164,40 @@ impl Lab {
 
     /// A prtip command that runs inside the scanner namespace.
     pub fn prtip(&self, args: &[&str]) -> Command {
-        let mut c = Command::new("ip");
-        c.args(["netns", "exec", &self.scan_ns, env!("CARGO_BIN_EXE_prtip")]).args(args);
-        c
+        prtip_in(&self.scan_ns, &self.state_dir, args)
+    }
+
+    /// The checkpoint files prtip left in the lab's state directory.
+    pub fn checkpoints(&self) -> Vec<std::path::PathBuf> {
+        let dir = self.state_dir.join("prtip");
+        let mut v: Vec<_> =
+            std::fs::read_dir(&dir).map_or_else(|_| Vec::new(), |d| d.map(|e| e.unwrap().path()).collect());
+        v.sort();
+        v
     }
 }
 
 impl Drop for Lab {
     fn drop(&mut self) {
         self.listeners.clear();
+        let _ = std::fs::remove_dir_all(&self.state_dir);
         for ns in [&self.scan_ns, &self.target_ns] {
             let _ = Command::new("ip").args(["netns", "del", ns]).status();
         }
     }
+}
+
+/// Where prtip run in namespace `ns` keeps its checkpoints (its XDG_STATE_HOME).
+pub fn state_dir_of(ns: &str) -> std::path::PathBuf {
+    std::env::temp_dir().join(format!("prtip-state-{ns}"))
+}
+
+/// A prtip command that runs in namespace `ns`, keeping its checkpoints in `state_dir`.
+pub fn prtip_in(ns: &str, state_dir: &std::path::Path, args: &[&str]) -> Command {
+    let mut c = Command::new("ip");
+    c.args(["netns", "exec", ns, env!("CARGO_BIN_EXE_prtip")]).args(args);
+    c.env("XDG_STATE_HOME", state_dir);
+    c
 }
 
 pub fn stderr_of(out: &Output) -> String {

@@ -1,0 +1,180 @@
+//! What an interrupted scan leaves behind so that `--resume` can finish it:
+//! the arguments it was started with, its seed, its targets as they were
+//! resolved (a target file or a hostname may have changed since), and how far
+//! it got. With `--with-db` this lives in the scan's row; without, in a small
+//! JSON file whose results are appended, in the journal's record format, to a
+//! second file beside it.
+
+use crate::engine::plan::Cursor;
+use crate::result::ScanResult;
+use crate::store::journal;
+use crate::target::ranges::{Range, RangeSet};
+use serde_json::{Value, json};
+use std::path::{Path, PathBuf};
+use thiserror::Error;
+
+const FORMAT: u64 = 1;
+
+#[derive(Debug, Error)]
+pub enum CheckpointError {
+    #[error("reading checkpoint {}: {source}", path.display())]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{} is not a prtip checkpoint ({why})", path.display())]
+    Invalid { path: PathBuf, why: String },
+    #[error("no checkpoint to resume in {}: give a checkpoint file or a scan id", .0.display())]
+    NoneLeft(PathBuf),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Checkpoint {
+    /// The command line after the program name, as typed.
+    pub arguments: Vec<String>,
+    pub seed: u64,
+    /// The targets as resolved, exclusions applied.
+    pub hosts: RangeSet,
+    pub cursor: Cursor,
+    /// Probes sent so far, retries included.
+    pub sent: u64,
+}
+
+impl Checkpoint {
+    pub fn to_json(&self) -> String {
+        json!({
+            "prtip_checkpoint": FORMAT,
+            "arguments": self.arguments,
+            "seed": self.seed,
+            "hosts": hosts_json(&self.hosts),
+            "pass": self.cursor.pass,
+            "position": self.cursor.position,
+            "sent": self.sent,
+        })
+        .to_string()
+    }
+
+    /// Reads what `to_json` wrote; `Err` says what is wrong.
+    pub fn from_json(text: &str) -> Result<Checkpoint, String> {
+        let v: Value = serde_json::from_str(text).map_err(|e| e.to_string())?;
+        if v["prtip_checkpoint"].as_u64() != Some(FORMAT) {
+            return Err(format!("format version {} is not {FORMAT}", v["prtip_checkpoint"]));
+        }
+        let number = |key: &str| v[key].as_u64().ok_or_else(|| format!("'{key}' is missing"));
+        let arguments = v["arguments"]
+            .as_array()
+            .and_then(|a| a.iter().map(|s| s.as_str().map(str::to_string)).collect::<Option<Vec<_>>>())
+            .ok_or("'arguments' is not a list of strings")?;
+        Ok(Checkpoint {
+            arguments,
+            seed: number("seed")?,
+            hosts: hosts_from_json(&v["hosts"])?,
+            cursor: Cursor {
+                pass: u32::try_from(number("pass")?).map_err(|e| e.to_string())?,
+                position: number("position")?,
+            },
+            sent: number("sent")?,
+        })
+    }
+}
+
+/// The hosts as `[[first, last], ...]`, addresses as numbers.
+pub fn hosts_json(hosts: &RangeSet) -> Value {
+    Value::from(hosts.ranges().iter().map(|r| json!([r.first, r.last])).collect::<Vec<_>>())
+}
+
+pub fn hosts_from_json(v: &Value) -> Result<RangeSet, String> {
+    let bad = || "'hosts' is not a list of [first, last] addresses".to_string();
+    let ranges = v
+        .as_array()
+        .ok_or_else(bad)?
+        .iter()
+        .map(|pair| {
+            let n = |i: usize| pair.get(i).and_then(Value::as_u64).and_then(|n| u32::try_from(n).ok());
+            match (n(0), n(1)) {
+                (Some(first), Some(last)) if first <= last => Ok(Range::new(first, last)),
+                _ => Err(bad()),
+            }
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    if ranges.is_empty() {
+        return Err(bad());
+    }
+    Ok(RangeSet::from_ranges(ranges))
+}
+
+/// Where checkpoints of scans without a database go:
+/// `$XDG_STATE_HOME/prtip`, else `~/.local/state/prtip`.
+pub fn dir() -> PathBuf {
+    match std::env::var_os("XDG_STATE_HOME").filter(|v| !v.is_empty()) {
+        Some(state) => PathBuf::from(state).join("prtip"),
+        None => PathBuf::from(std::env::var_os("HOME").unwrap_or_else(|| "/root".into())).join(".local/state/prtip"),
+    }
+}
+
+/// The results journal that belongs to a checkpoint file.
+pub fn results_path(path: &Path) -> PathBuf {
+    let mut p = path.as_os_str().to_owned();
+    p.push(".results");
+    PathBuf::from(p)
+}
+
+/// The most recently written checkpoint in `dir`.
+pub fn newest(dir: &Path) -> Result<PathBuf, CheckpointError> {
+    let none = || CheckpointError::NoneLeft(dir.to_path_buf());
+    let entries = std::fs::read_dir(dir).map_err(|_| none())?;
+    entries
+        .filter_map(Result::ok)
+        .filter(|e| e.path().extension().is_some_and(|x| x == "json"))
+        .filter_map(|e| Some((e.metadata().ok()?.modified().ok()?, e.path())))
+        .max()
+        .map(|(_, path)| path)
+        .ok_or_else(none)
+}
+
+/// A checkpoint file and the results its scan had received.
+pub fn load(path: &Path) -> Result<(Checkpoint, Vec<ScanResult>), CheckpointError> {
+    let read = |p: &Path| std::fs::read(p).map_err(|e| CheckpointError::Read { path: p.to_path_buf(), source: e });
+    let text = String::from_utf8(read(path)?)
+        .map_err(|_| CheckpointError::Invalid { path: path.to_path_buf(), why: "not UTF-8 text".into() })?;
+    let checkpoint =
+        Checkpoint::from_json(&text).map_err(|why| CheckpointError::Invalid { path: path.to_path_buf(), why })?;
+    let rpath = results_path(path);
+    let bytes = match std::fs::read(&rpath) {
+        Ok(b) => b,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+        Err(e) => return Err(CheckpointError::Read { path: rpath, source: e }),
+    };
+    let results = journal::decode(&bytes).into_iter().flat_map(|(_, rows)| rows).collect();
+    Ok((checkpoint, results))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trips_and_refuses_what_it_did_not_write() {
+        let c = Checkpoint {
+            arguments: vec!["-p".into(), "1-1000".into(), "10.201.0.0/16".into()],
+            seed: u64::MAX,
+            hosts: RangeSet::from_ranges(vec![Range::new(1, 5), Range::new(u32::MAX, u32::MAX)]),
+            cursor: Cursor { pass: 2, position: 1 << 40 },
+            sent: 12345,
+        };
+        assert_eq!(Checkpoint::from_json(&c.to_json()), Ok(c.clone()));
+        for bad in [
+            "",
+            "{}",
+            "[1]",
+            r#"{"prtip_checkpoint":2}"#,
+            &c.to_json().replace("\"seed\"", "\"sead\""),
+            &c.to_json().replace("[4294967295,4294967295]", "[5,4]"),
+            &c.to_json().replace("[4294967295,4294967295]", "[4294967296,4294967296]"),
+            &c.to_json().replace("\"-p\"", "7"),
+        ] {
+            assert!(Checkpoint::from_json(bad).is_err(), "{bad}");
+        }
+    }
+}
