@@ -82,6 +82,10 @@ pub struct Cli {
     #[arg(short = 'i', long, value_name = "IF", help_heading = "Network")]
     pub interface: Option<String>,
 
+    /// AF_XDP: send on this many queues, a thread each [default: the interface's queues, at most one per core]
+    #[arg(long, value_name = "N", help_heading = "Network")]
+    pub queues: Option<u32>,
+
     /// Source address [default: the route's preferred source]
     #[arg(long, value_name = "ADDR", help_heading = "Network")]
     pub source_ip: Option<String>,
@@ -215,7 +219,7 @@ pub enum Command {
     Man,
 }
 
-#[derive(Debug, Clone, Copy, ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum TransportArg {
     Auto,
     Xdp,
@@ -335,6 +339,14 @@ impl Cli {
         if self.retries > MAX_RETRIES {
             return Err(ConfigError::Retries { got: self.retries, max: MAX_RETRIES });
         }
+        if let Some(n) = self.queues {
+            if !(1..=crate::transport::xdp::MAX_QUEUES).contains(&n) {
+                return Err(ConfigError::Queues(n));
+            }
+            if self.transport == TransportArg::Raw && n > 1 {
+                return Err(ConfigError::QueuesNeedXdp);
+            }
+        }
         let shard = self.shard.as_deref().map(parse_shard).transpose()?.unwrap_or(Shard::WHOLE);
         let per_pass = shard.probes_of(hosts.len() * ports.len());
         if let Some(max) = self.max_probes
@@ -364,6 +376,7 @@ impl Cli {
                 TransportArg::Raw => TransportChoice::Raw,
             },
             path: PathOverrides { interface: self.interface, source_ip, gateway_mac },
+            queues: self.queues,
             src_ports: parse_source_ports(&self.source_port)?,
             rate: self.rate,
             retries: self.retries,

@@ -28,6 +28,10 @@ pub enum ConfigError {
     Shard(String),
     #[error("this scan would send {probes} probes, more than --max-probes {max}")]
     TooManyProbes { probes: u64, max: u64 },
+    #[error("--queues must be between 1 and 64, not {0}")]
+    Queues(u32),
+    #[error("--queues uses AF_XDP queues; raw sockets send from one thread (drop --queues or --transport raw)")]
+    QueuesNeedXdp,
     #[error("--store-silent stores into a database: add --with-db")]
     StoreSilentWithoutDb,
     #[error(
@@ -95,6 +99,8 @@ pub struct ScanConfig {
     pub special: crate::target::exclude::Excluded,
     pub transport: TransportChoice,
     pub path: PathOverrides,
+    /// AF_XDP queues to send on (one thread each); None: as many as the interface has, up to the cores.
+    pub queues: Option<u32>,
     pub src_ports: (u16, u16),
     pub rate: u64,
     pub retries: u32,

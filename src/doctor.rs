@@ -143,12 +143,8 @@ fn interface_checks(ifname: &str) -> Vec<Check> {
     };
     let sys = format!("/sys/class/net/{ifname}");
     let up = std::fs::read_to_string(format!("{sys}/operstate")).map(|s| s.trim().to_string()).unwrap_or_default();
-    let queues = |prefix: &str| {
-        std::fs::read_dir(format!("{sys}/queues"))
-            .map(|d| d.filter_map(|e| e.ok()).filter(|e| e.file_name().to_string_lossy().starts_with(prefix)).count())
-            .unwrap_or(0)
-    };
-    let detail = format!("{ifname}: {up}, {} receive and {} transmit queues", queues("rx-"), queues("tx-"));
+    let (rx_queues, tx_queues) = net::interface::queues(ifname);
+    let detail = format!("{ifname}: {up}, {rx_queues} receive and {tx_queues} transmit queues");
     let mut checks = vec![if up == "up" || up == "unknown" {
         Check::ok("interface", detail)
     } else {

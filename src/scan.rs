@@ -75,8 +75,8 @@ pub fn execute(cfg: &ScanConfig, stop: &StopSignal) -> Result<Outcome, ScanError
         via_ip_stack = path.via_ip_stack,
         "path resolved"
     );
-    let Opened { tx, rx, _attachment, kind } = open_transport(cfg, &path)?;
-    tracing::info!(transport = kind, probes_per_pass = plan.probes_per_pass(), seed = cfg.seed, "transport open");
+    let Opened { txs, rx, _attachment, kind } = open_transport(cfg, &path)?;
+    tracing::info!(transport = %kind, probes_per_pass = plan.probes_per_pass(), seed = cfg.seed, "transport open");
     let wire = Wire {
         template: SynTemplate::new(path.src_mac, path.next_hop_mac, path.src_ip),
         src_ip: path.src_ip,
@@ -105,11 +105,11 @@ pub fn execute(cfg: &ScanConfig, stop: &StopSignal) -> Result<Outcome, ScanError
         if let Some(note) = special_note(cfg) {
             eprintln!("prtip: {note}");
         }
-        eprintln!("prtip: {}", banner(cfg, &plan, &path, kind));
+        eprintln!("prtip: {}", banner(cfg, &plan, &path, &kind));
     }
     let answered = Answered::default();
     let prior = take_over(cfg, &answered, &mut sinks);
-    let outcome = run::run(&plan, &wire, tx, rx, stop, &answered, &mut sinks);
+    let outcome = run::run(&plan, &wire, txs, rx, stop, &answered, &mut sinks);
     sinks.reporter.finish();
     let Sinks { mut writer, output_error, mut store, latency, .. } = sinks;
     let mut stats = match outcome {
@@ -160,8 +160,8 @@ pub fn execute(cfg: &ScanConfig, stop: &StopSignal) -> Result<Outcome, ScanError
                 stats.rx_drops
             );
         }
-        if let Some(report) = &stored {
-            eprintln!("prtip: {}", stored_note(cfg, report));
+        if let Some(note) = stored.as_ref().map(|r| stored_note(cfg, r)).filter(|n| !n.is_empty()) {
+            eprintln!("prtip: {note}");
         }
         if let Some(line) = latency.summary() {
             eprintln!("prtip: {line}");
@@ -249,18 +249,19 @@ fn progress_mode(cfg: &ScanConfig) -> progress::Mode {
     }
 }
 
-/// The transport halves, and the XDP program's attachment while it is in use.
+/// The transport halves (a sending half per queue used), and the XDP
+/// program's attachment while it is in use.
 struct Opened {
-    tx: Box<dyn Transmit>,
+    txs: Vec<Box<dyn Transmit>>,
     rx: Box<dyn Receive>,
     _attachment: Option<XdpAttachment>,
-    kind: &'static str,
+    kind: String,
 }
 
 fn open_transport(cfg: &ScanConfig, path: &Path) -> Result<Opened, ScanError> {
     let raw = || -> Result<Opened, ScanError> {
         let (tx, rx) = raw::open(path.ifindex, path.next_hop_mac, path.via_ip_stack, path.src_ip, cfg.src_ports)?;
-        Ok(Opened { tx: Box::new(tx), rx: Box::new(rx), _attachment: None, kind: "raw sockets" })
+        Ok(Opened { txs: vec![Box::new(tx)], rx: Box::new(rx), _attachment: None, kind: "raw sockets".into() })
     };
     let xdp = || -> Result<Opened, TransportError> {
         if path.via_ip_stack {
@@ -272,9 +273,12 @@ fn open_transport(cfg: &ScanConfig, path: &Path) -> Result<Opened, ScanError> {
                 ),
             });
         }
-        let (tx, rx, attachment) = xdp::open(&path.ifname, path.ifindex, path.src_ip, cfg.src_ports)?;
-        let kind = if attachment.zero_copy { "AF_XDP, zero-copy" } else { "AF_XDP, copy mode" };
-        Ok(Opened { tx: Box::new(tx), rx: Box::new(rx), _attachment: Some(attachment), kind })
+        let queues = cfg.queues.unwrap_or_else(|| default_queues(&path.ifname));
+        let (txs, rx, attachment) = xdp::open(&path.ifname, path.ifindex, path.src_ip, cfg.src_ports, queues)?;
+        let mode = if attachment.zero_copy { "zero-copy" } else { "copy mode" };
+        let kind = format!("AF_XDP, {mode}, {queues} {}", if queues == 1 { "queue" } else { "queues" });
+        let txs = txs.into_iter().map(|t| Box::new(t) as Box<dyn Transmit>).collect();
+        Ok(Opened { txs, rx: Box::new(rx), _attachment: Some(attachment), kind })
     };
     match cfg.transport {
         TransportChoice::Raw => raw(),
@@ -287,6 +291,13 @@ fn open_transport(cfg: &ScanConfig, path: &Path) -> Result<Opened, ScanError> {
             raw()
         }),
     }
+}
+
+/// One transmit queue per core, as many as the interface has (its combined queues).
+fn default_queues(ifname: &str) -> u32 {
+    let (rx, tx) = net::interface::queues(ifname);
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get() as u32);
+    rx.min(tx).min(cores).min(xdp::MAX_QUEUES)
 }
 
 fn now_us() -> u64 {

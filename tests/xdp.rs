@@ -25,9 +25,44 @@ fn full_port_scan_through_af_xdp_finds_exact_truth() {
     let out = lab.prtip(&["-p-", "10.201.0.1", "--transport", "xdp", "-o", "ndjson", "--wait", "1"]).output().unwrap();
     assert!(out.status.success(), "{}", stderr_of(&out));
     // veth never grants zero-copy; the banner says which mode the kernel chose.
-    assert!(stderr_of(&out).contains("(AF_XDP, copy mode)"), "{}", stderr_of(&out));
+    assert!(stderr_of(&out).contains("(AF_XDP, copy mode, 1 queue)"), "{}", stderr_of(&out));
     assert_one_host_truth(&rows(&out.stdout));
     assert!(!xdp_attached(&lab), "XDP program left behind");
+}
+
+#[test]
+fn two_queues_send_a_lane_each_and_receive_on_both() {
+    let mut lab = Lab::with_queues(2);
+    one_host_target(&mut lab);
+    for queues in [&["--queues", "2"][..], &[]] {
+        let args = [&["-p-", "10.201.0.1", "--transport", "xdp", "-o", "ndjson", "--wait", "1"][..], queues].concat();
+        let out = lab.prtip(&args).output().unwrap();
+        assert!(out.status.success(), "{}", stderr_of(&out));
+        // Without --queues: the interface's two queues, this machine having at least two cores.
+        let cores = std::thread::available_parallelism().unwrap().get();
+        let expected = if queues.is_empty() && cores < 2 { "1 queue" } else { "2 queues" };
+        assert!(stderr_of(&out).contains(&format!("(AF_XDP, copy mode, {expected})")), "{}", stderr_of(&out));
+        assert_one_host_truth(&rows(&out.stdout));
+        assert!(!xdp_attached(&lab), "XDP program left behind");
+    }
+    // The target's replies came in on both queues, and the program steered them all to prtip.
+    let stats =
+        Command::new("ip").args(["netns", "exec", &lab.scan_ns, "ethtool", "-S", &lab.scan_if]).output().unwrap();
+    let stats = String::from_utf8_lossy(&stats.stdout).into_owned();
+    let redirected = |queue: u32| -> u64 {
+        let name = format!("rx_queue_{queue}_xdp_redirect:");
+        let line = stats.lines().find(|l| l.trim_start().starts_with(&name)).unwrap_or_else(|| panic!("{stats}"));
+        line.split_whitespace().last().unwrap().parse().unwrap()
+    };
+    assert!(redirected(0) > 0 && redirected(1) > 0, "{stats}");
+    assert!(redirected(0) + redirected(1) >= 2 * 65534, "{stats}");
+    let out = lab.prtip(&["-p", "80", "10.201.0.1", "--transport", "xdp", "--queues", "3"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr_of(&out).contains("has 2 receive and 2 transmit queues: --queues must be 1 to 2"),
+        "{}",
+        stderr_of(&out)
+    );
 }
 
 #[test]

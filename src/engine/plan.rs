@@ -92,13 +92,19 @@ impl ScanPlan {
 
     /// This shard's positions in the order, each once.
     pub fn positions(&self) -> impl Iterator<Item = u64> + use<> {
-        self.positions_from(0)
+        (self.shard.index..self.space.len()).step_by(self.shard.count as usize)
     }
 
-    /// This shard's positions after its first `skip`.
-    pub fn positions_from(&self, skip: u64) -> impl Iterator<Item = u64> + use<> {
-        let first = skip.saturating_mul(self.shard.count).saturating_add(self.shard.index);
-        (first..self.space.len()).step_by(self.shard.count as usize)
+    /// What transmit lane `lane` of `lanes` sends in one pass: the `j`-th
+    /// positions of this shard with `j = lane (mod lanes)` and `j >= from`,
+    /// as `(j, position)`. The lanes together send the shard's positions once.
+    pub fn lane_positions(&self, lane: u64, lanes: u64, from: u64) -> impl Iterator<Item = (u64, u64)> + use<> {
+        let first = from + (lane + lanes - from % lanes) % lanes;
+        let (index, count, len) = (self.shard.index, self.shard.count, self.space.len());
+        (first..)
+            .step_by(lanes as usize)
+            .map(move |j| (j, j.saturating_mul(count).saturating_add(index)))
+            .take_while(move |&(_, pos)| pos < len)
     }
 
     /// A cursor as one number that grows as the scan goes on, so that one
@@ -175,7 +181,7 @@ mod tests {
     }
 
     #[test]
-    fn positions_from_a_cursor_continue_the_shard() {
+    fn lanes_from_a_cursor_continue_the_shard_between_them() {
         let space = TargetSpace::new(
             RangeSet::from_ranges(vec![Range::new(1, 50)]),
             RangeSet::from_ranges(vec![Range::new(1, 3)]),
@@ -185,9 +191,15 @@ mod tests {
             for index in 0..count {
                 let plan = whole.clone().with_shard(Shard { index, count });
                 let all: Vec<u64> = plan.positions().collect();
-                for skip in [0, 1, 5, all.len() as u64, all.len() as u64 + 3] {
-                    let rest: Vec<u64> = plan.positions_from(skip).collect();
-                    assert_eq!(rest, all[(skip as usize).min(all.len())..], "{index}/{count} skip {skip}");
+                for lanes in [1u64, 2, 3, 8] {
+                    for from in [0, 1, 5, all.len() as u64, all.len() as u64 + 3] {
+                        let mut got: Vec<(u64, u64)> =
+                            (0..lanes).flat_map(|lane| plan.lane_positions(lane, lanes, from)).collect();
+                        got.sort();
+                        let expect: Vec<(u64, u64)> =
+                            all.iter().enumerate().map(|(j, &p)| (j as u64, p)).skip(from as usize).collect();
+                        assert_eq!(got, expect, "{index}/{count}, {lanes} lanes from {from}");
+                    }
                 }
                 for linear in 0..=plan.linear(plan.end()) {
                     assert_eq!(plan.linear(plan.cursor_at(linear)), linear);

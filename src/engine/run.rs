@@ -12,8 +12,8 @@ use crate::wire::template::{Probe, SYN_FRAME_LEN, SynTemplate};
 use std::collections::VecDeque;
 use std::net::Ipv4Addr;
 use std::sync::atomic::{
-    AtomicBool, AtomicU32, AtomicU64,
-    Ordering::{Acquire, Relaxed, Release},
+    AtomicBool, AtomicU32, AtomicU64, AtomicUsize,
+    Ordering::{AcqRel, Acquire, Relaxed, Release},
 };
 use std::sync::mpsc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -127,14 +127,15 @@ impl Drop for EndGuard<'_> {
         if std::thread::panicking() {
             self.shared.failed.store(true, Relaxed);
         }
-        if self.transmit {
+        // The last transmit lane to end ends transmission.
+        if self.transmit && self.shared.tx_running.fetch_sub(1, AcqRel) == 1 {
             // Release: whoever sees tx_done also sees the last send time stored before it.
             self.shared.tx_done.store(true, Release);
         }
     }
 }
 
-/// Shared between the two threads; every field is a counter or a flag.
+/// Shared between the threads; every field is a counter or a flag.
 #[derive(Default)]
 struct Shared {
     sent: AtomicU64,
@@ -149,13 +150,20 @@ struct Shared {
     rx_drops: AtomicU64,
     max_rtt_us: AtomicU64,
     last_send_ns: AtomicU64,
-    /// `ScanPlan::linear` of the transmit cursor.
-    cursor: AtomicU64,
+    /// Per transmit lane, `ScanPlan::linear` of the cursor below which the
+    /// lane has sent all its positions.
+    cursors: Vec<AtomicU64>,
+    tx_running: AtomicUsize,
     tx_done: AtomicBool,
     failed: AtomicBool,
 }
 
 impl Shared {
+    /// Every position below the returned cursor was sent: the lanes' lowest.
+    fn cursor(&self) -> u64 {
+        self.cursors.iter().map(|c| c.load(Acquire)).min().unwrap_or(0)
+    }
+
     fn max_rtt(&self) -> Option<Duration> {
         match self.max_rtt_us.load(Relaxed) {
             0 => None,
@@ -196,35 +204,49 @@ impl Clock {
 }
 
 /// Runs a scan to its end and hands `observer`, on the caller's thread, every
-/// batch of validated replies and the progress. Probes that never got an answer are left to the caller
+/// batch of validated replies and the progress. Each of `txs` (one per NIC
+/// queue) sends on a thread of its own, a lane of the plan's positions. Probes that never got an answer are left to the caller
 /// (see `Answered`), so that reporting them costs nothing when nobody asks.
 pub fn run<T: Transmit, R: Receive>(
     plan: &ScanPlan,
     wire: &Wire,
-    mut tx: T,
+    txs: Vec<T>,
     mut rx: R,
     stop: &StopSignal,
     answered: &Answered,
     observer: &mut impl Observer,
 ) -> Result<ScanStats, EngineError> {
     let clock = Clock::new();
-    let shared = Shared::default();
-    // A resumed scan starts with its earlier answers.
-    shared.answered.store(answered.count(), Relaxed);
-    shared.cursor.store(plan.linear(plan.start), Relaxed);
+    let lanes = txs.len() as u64;
+    let shared = Shared {
+        cursors: (0..lanes).map(|_| AtomicU64::new(plan.linear(plan.start))).collect(),
+        tx_running: AtomicUsize::new(txs.len()),
+        tx_done: AtomicBool::new(txs.is_empty()),
+        // A resumed scan starts with its earlier answers.
+        answered: AtomicU64::new(answered.count()),
+        ..Shared::default()
+    };
     let total = plan.probes_per_pass();
     let (results_tx, results_rx) = mpsc::channel::<Vec<ScanResult>>();
     let mut checkpoints = Checkpoints::new(plan.linear(plan.start));
 
     let (tx_outcome, rx_outcome) = std::thread::scope(|s| {
-        let tx_thread = s.spawn(|| {
-            // Whatever way transmission ends, a panic included, the receive
-            // thread must learn it, or it would wait for replies forever.
-            let _done = EndGuard { shared: &shared, transmit: true };
-            let r = transmit(plan, wire, &mut tx, &shared, &clock, stop, answered);
-            shared.failed.fetch_or(r.is_err(), Relaxed);
-            r
-        });
+        let tx_threads: Vec<_> = txs
+            .into_iter()
+            .enumerate()
+            .map(|(lane, mut tx)| {
+                let (shared, clock) = (&shared, &clock);
+                s.spawn(move || {
+                    // Whatever way transmission ends, a panic included, the receive
+                    // thread must learn it, or it would wait for replies forever.
+                    let _done = EndGuard { shared, transmit: true };
+                    let lane = Lane { index: lane as u64, of: lanes };
+                    let r = transmit(plan, lane, wire, &mut tx, shared, clock, stop, answered);
+                    shared.failed.fetch_or(r.is_err(), Relaxed);
+                    r
+                })
+            })
+            .collect();
         let rx_thread = s.spawn(|| {
             let _done = EndGuard { shared: &shared, transmit: false };
             let r = receive(plan, wire, &mut rx, &shared, &clock, stop, answered, total, results_tx);
@@ -246,7 +268,7 @@ pub fn run<T: Transmit, R: Receive>(
                     observer.results(batch);
                 }
                 let now = clock.now_ns();
-                checkpoints.sample(now, shared.cursor.load(Acquire));
+                checkpoints.sample(now, shared.cursor());
                 let due = reply_timeout(shared.max_rtt(), plan.max_wait).as_nanos() as u64;
                 observer.progress(&Progress {
                     elapsed: Duration::from_nanos(clock.now_ns()),
@@ -261,7 +283,15 @@ pub fn run<T: Transmit, R: Receive>(
         }
         let joined =
             |r: std::thread::Result<Result<(), EngineError>>, which| r.unwrap_or(Err(EngineError::Panicked(which)));
-        (joined(tx_thread.join(), "transmit"), joined(rx_thread.join(), "receive"))
+        // Every lane is joined, the first failure kept.
+        let mut tx_outcome = Ok(());
+        for t in tx_threads {
+            let r = joined(t.join(), "transmit");
+            if tx_outcome.is_ok() {
+                tx_outcome = r;
+            }
+        }
+        (tx_outcome, joined(rx_thread.join(), "receive"))
     });
     tx_outcome?;
     rx_outcome?;
@@ -275,7 +305,7 @@ pub fn run<T: Transmit, R: Receive>(
                 .safe(clock.now_ns().saturating_sub(reply_timeout(shared.max_rtt(), plan.max_wait).as_nanos() as u64)),
         )
     } else {
-        plan.cursor_at(shared.cursor.load(Acquire))
+        plan.cursor_at(shared.cursor())
     };
 
     Ok(ScanStats {
@@ -323,8 +353,17 @@ impl Checkpoints {
     }
 }
 
+/// One of the transmit threads.
+#[derive(Debug, Clone, Copy)]
+struct Lane {
+    index: u64,
+    of: u64,
+}
+
+#[allow(clippy::too_many_arguments)]
 fn transmit<T: Transmit>(
     plan: &ScanPlan,
+    lane: Lane,
     wire: &Wire,
     tx: &mut T,
     shared: &Shared,
@@ -334,11 +373,17 @@ fn transmit<T: Transmit>(
 ) -> Result<(), EngineError> {
     reduce_timer_slack();
     let total = plan.probes_per_pass();
-    let mut pacer = Pacer::new(plan.rate, clock.now_ns());
+    // Each lane paces its share of the rate.
+    let rate = match plan.rate {
+        0 => 0,
+        r => (r / lane.of + u64::from(lane.index < r % lane.of)).max(1),
+    };
+    let mut pacer = Pacer::new(rate, clock.now_ns());
     let mut frames = vec![[0u8; SYN_FRAME_LEN]; TX_BATCH as usize];
+    let cursor = &shared.cursors[lane.index as usize];
     for pass in plan.start.pass..=plan.retries {
-        let resumed_here = pass == plan.start.pass && plan.start.position > 0;
-        if pass > 0 && !resumed_here {
+        let from = if pass == plan.start.pass { plan.start.position } else { 0 };
+        if pass > 0 && from == 0 {
             // Retry only what is still unanswered once its replies were due.
             while !shared.replies_due_by(clock, plan) && shared.answered.load(Relaxed) < total {
                 if stop.stop_sending() || shared.failed.load(Relaxed) {
@@ -350,9 +395,8 @@ fn transmit<T: Transmit>(
                 return Ok(());
             }
         }
-        tracing::debug!(pass, answered = shared.answered.load(Relaxed), "transmit pass");
-        let mut done = if pass == plan.start.pass { plan.start.position } else { 0 };
-        let mut positions = plan.positions_from(done).peekable();
+        tracing::debug!(pass, lane = lane.index, answered = shared.answered.load(Relaxed), "transmit pass");
+        let mut positions = plan.lane_positions(lane.index, lane.of, from).peekable();
         while positions.peek().is_some() {
             if stop.stop_sending() || shared.failed.load(Relaxed) {
                 return Ok(());
@@ -366,10 +410,11 @@ fn transmit<T: Transmit>(
             let send_us = now / 1000;
             let tsval = wire.key.tsval(send_us);
             let mut count = 0usize;
+            let mut next = from;
             while count < grant as usize
-                && let Some(pos) = positions.next()
+                && let Some((j, pos)) = positions.next()
             {
-                done += 1;
+                next = j + lane.of;
                 let (index, ip, port) = plan.target(pos);
                 if pass > 0 && answered.contains(ip, port) {
                     continue;
@@ -387,8 +432,11 @@ fn transmit<T: Transmit>(
                 shared.refused.fetch_add((count - accepted) as u64, Relaxed);
                 shared.last_send_ns.store(clock.now_ns(), Relaxed);
             }
-            shared.cursor.store(plan.linear(Cursor { pass, position: done }), Release);
+            let position = next.min(total);
+            cursor.store(plan.linear(Cursor { pass, position }), Release);
         }
+        // Every position of this pass is done, the last ones maybe skipped as answered.
+        cursor.store(plan.linear(Cursor { pass, position: total }), Release);
     }
     Ok(())
 }
@@ -592,12 +640,13 @@ mod tests {
     }
 
     fn scan(truth: Truth, retries: u32, ports: (u32, u32)) -> (ScanStats, Vec<ScanResult>, Answered, ScanPlan) {
-        scan_from(truth, retries, ports, Cursor::default(), |_| false)
+        scan_from(truth, 1, retries, ports, Cursor::default(), |_| false)
     }
 
     /// A scan that resumes at `start`, after an earlier run whose answers `answered_before` tells.
     fn scan_from(
         truth: Truth,
+        lanes: usize,
         retries: u32,
         ports: (u32, u32),
         start: Cursor,
@@ -613,6 +662,7 @@ mod tests {
         let plan = ScanPlan::new(space, 9, (61000, 61003), retries, 0, Duration::from_millis(300)).starting_at(start);
         let wire = Wire { template: SynTemplate::new([1; 6], [2; 6], ME), src_ip: ME, key: CookieKey::new(3, 4) };
         let net = Arc::new(Mutex::new(Net::default()));
+        let truth = Arc::new(truth);
         let answered = Answered::default();
         for pos in plan.positions().filter(|&pos| answered_before(pos)) {
             let (_, ip, port) = plan.target(pos);
@@ -622,7 +672,7 @@ mod tests {
         let stats = run(
             &plan,
             &wire,
-            FakeTx(net.clone(), Arc::new(truth)),
+            (0..lanes).map(|_| FakeTx(net.clone(), truth.clone())).collect(),
             FakeRx(net),
             &StopSignal::new(),
             &answered,
@@ -695,6 +745,32 @@ mod tests {
     }
 
     #[test]
+    fn several_transmit_lanes_send_every_probe_once() {
+        let truth = || Truth { open: set(&[22]), filtered: set(&[7]), lossy: set(&[31]), noisy: set(&[]) };
+        let (one, results, _, plan) = scan(truth(), 1, (1, 50));
+        let (three, results3, _, _) = scan_from(truth(), 3, 1, (1, 50), Cursor::default(), |_| false);
+        let key = |r: &Vec<ScanResult>| {
+            let mut v: Vec<(Ipv4Addr, u16, PortState)> = r.iter().map(|r| (r.ip, r.port, r.state)).collect();
+            v.sort();
+            v
+        };
+        assert_eq!(key(&results3), key(&results));
+        // One pass, then retries of the lossy and the filtered port on each of 4 hosts.
+        assert_eq!(one.sent, plan.probes_per_pass() + 8);
+        assert_eq!(three.sent, one.sent);
+        assert_eq!((three.duplicates, three.cursor), (0, plan.end()));
+        // A lane resumed in the middle continues its share only.
+        let k = 101;
+        let answered_before = |pos: u64| plan.positions().position(|p| p == pos).is_some_and(|j| (j as u64) < k);
+        let (resumed, results, _, _) =
+            scan_from(truth(), 3, 0, (1, 50), Cursor { pass: 0, position: k }, answered_before);
+        assert_eq!(resumed.sent, plan.probes_per_pass() - k);
+        // Without retries the filtered port and the lossy one's first SYN stay unanswered.
+        let answering = plan.positions().skip(k as usize).filter(|&p| ![7, 31].contains(&plan.target(p).2)).count();
+        assert_eq!(results.len(), answering);
+    }
+
+    #[test]
     fn a_resumed_scan_sends_what_was_left_and_retries_only_the_unanswered() {
         let (k, filtered) = (37u64, 7u16);
         let truth = || Truth { open: set(&[22]), filtered: set(&[filtered]), lossy: set(&[]), noisy: set(&[]) };
@@ -702,7 +778,7 @@ mod tests {
         // The interrupted run sent the first k positions of pass 0; all but the filtered answered.
         let answered_before = |pos: u64| pos < k && whole.target(pos).2 != filtered;
         let (stats, results, answered, plan) =
-            scan_from(truth(), 1, (1, 30), Cursor { pass: 0, position: k }, answered_before);
+            scan_from(truth(), 1, 1, (1, 30), Cursor { pass: 0, position: k }, answered_before);
         let mut got: Vec<(Ipv4Addr, u16)> = results.iter().map(|r| (r.ip, r.port)).collect();
         got.sort();
         let mut expect: Vec<(Ipv4Addr, u16)> = plan
@@ -729,7 +805,8 @@ mod tests {
         let silent: Vec<u64> = whole.positions().filter(|&p| whole.target(p).2 == filtered).collect();
         let k = silent[1] + 1;
         let answered_before = |pos: u64| whole.target(pos).2 != filtered;
-        let (stats, results, _, _) = scan_from(truth(), 1, (1, 30), Cursor { pass: 1, position: k }, answered_before);
+        let (stats, results, _, _) =
+            scan_from(truth(), 1, 1, (1, 30), Cursor { pass: 1, position: k }, answered_before);
         assert!(results.is_empty());
         assert_eq!(stats.sent, 2, "only the last two silent probes are retried");
     }
@@ -784,8 +861,15 @@ mod tests {
         let wire = Wire { template: SynTemplate::new([1; 6], [2; 6], ME), src_ip: ME, key: CookieKey::new(3, 4) };
         let mut seen = Seen { results: Vec::new(), ticks: 0, passes: 1 };
         let started = Instant::now();
-        let r =
-            run(&plan, &wire, PanickingTx, FakeRx(Arc::default()), &StopSignal::new(), &Answered::default(), &mut seen);
+        let r = run(
+            &plan,
+            &wire,
+            vec![PanickingTx],
+            FakeRx(Arc::default()),
+            &StopSignal::new(),
+            &Answered::default(),
+            &mut seen,
+        );
         assert!(matches!(r, Err(EngineError::Panicked("transmit"))), "{r:?}");
         assert!(started.elapsed() < Duration::from_secs(5), "waited {:?} with --wait 30", started.elapsed());
     }

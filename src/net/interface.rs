@@ -25,6 +25,17 @@ pub fn name(index: u32) -> Result<String, NetError> {
     Ok(unsafe { CStr::from_ptr(buf.as_ptr()) }.to_string_lossy().into_owned())
 }
 
+/// How many receive and transmit queues the interface has, as sysfs lists
+/// them (`ip netns exec` mounts the namespace's own); 1 each where it cannot tell.
+pub fn queues(name: &str) -> (u32, u32) {
+    let count = |prefix: &str| {
+        std::fs::read_dir(format!("/sys/class/net/{name}/queues"))
+            .map(|d| d.filter_map(Result::ok).filter(|e| e.file_name().to_string_lossy().starts_with(prefix)).count())
+            .map_or(1, |n| n.max(1) as u32)
+    };
+    (count("rx-"), count("tx-"))
+}
+
 /// The link type (`ARPHRD_*`) and hardware address of an interface.
 pub fn hardware_address(name: &str) -> Result<(u16, [u8; 6]), NetError> {
     let fail = |source| NetError::HardwareAddress { name: name.to_string(), source };

@@ -7,10 +7,14 @@
 //! way prtip ends (kill -9 included). An interface that already has an XDP
 //! program refuses the link with EBUSY, and prtip leaves that program alone.
 //!
-//! One UMEM of `FRAMES` frames: the first half is lent to the fill ring for
-//! replies, the second half carries probes. The fill ring holds all its half
-//! at once (xsk-rs produces all or nothing), so no reply is dropped for want
-//! of a frame while prtip keeps up.
+//! One AF_XDP socket per receive queue of the interface, since a reply may
+//! arrive on any of them; the first `--queues` of them also send, one
+//! transmit thread each. Each socket has a UMEM of its own: of a sending
+//! socket's `FRAMES` frames the first half is lent to the fill ring for
+//! replies and the second half carries probes; a receive-only socket lends
+//! all of its `RX_ONLY_FRAMES`. The fill ring holds all of its frames at once
+//! (xsk-rs produces all or nothing), so no reply is dropped for want of a
+//! frame while prtip keeps up.
 
 use super::{Receive, Transmit, TransportError};
 use libbpf_rs::{Link, MapCore, MapFlags, Object, ObjectBuilder};
@@ -26,8 +30,10 @@ static PROGRAM: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/prtip.bpf.o"))
 
 const FRAMES: u32 = 4096;
 const RING: u32 = FRAMES / 2;
+const RX_ONLY_FRAMES: u32 = 1024;
 const RX_BATCH: usize = 256;
-const QUEUE: u32 = 0;
+/// The size of the program's XSKMAP: queues beyond it are not served.
+pub const MAX_QUEUES: u32 = 64;
 const KICK_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Keeps the XDP program attached; dropping it (or dying) detaches it.
@@ -59,7 +65,12 @@ pub struct XdpTx {
     done: Vec<FrameDesc>,
 }
 
+/// The receiving halves of every queue's socket, read by one thread.
 pub struct XdpRx {
+    queues: Vec<QueueRx>,
+}
+
+struct QueueRx {
     umem: Umem,
     rx: RxQueue,
     fill: FillQueue,
@@ -151,13 +162,27 @@ pub fn support(ifindex: u32) -> Result<XdpSupport, TransportError> {
 }
 
 /// Loads and attaches the XDP program on `ifindex` and binds an AF_XDP socket
-/// to queue 0 of `ifname`; replies to `src_ip` on `src_ports` come to it.
+/// to every receive queue of `ifname`, so that replies to `src_ip` on
+/// `src_ports` come to prtip whichever queue they arrive on; the first
+/// `tx_queues` sockets also send.
 pub fn open(
     ifname: &str,
     ifindex: u32,
     src_ip: Ipv4Addr,
     src_ports: (u16, u16),
-) -> Result<(XdpTx, XdpRx, XdpAttachment), TransportError> {
+    tx_queues: u32,
+) -> Result<(Vec<XdpTx>, XdpRx, XdpAttachment), TransportError> {
+    let (rx_count, tx_count) = crate::net::interface::queues(ifname);
+    let rx_count = rx_count.min(MAX_QUEUES);
+    if tx_queues == 0 || tx_queues > rx_count.min(tx_count) {
+        return Err(xdp_error(
+            "choosing queues",
+            format!(
+                "{ifname} has {rx_count} receive and {tx_count} transmit queues: --queues must be 1 to {}",
+                rx_count.min(tx_count)
+            ),
+        ));
+    }
     // Failures are reported once, as prtip's own one-line errors.
     libbpf_rs::set_print(None);
     let object = ObjectBuilder::default()
@@ -175,8 +200,8 @@ pub fn open(
         .map_err(|e| fail("configuring the XDP program", e))?;
 
     // Attached first: a program already on the interface makes this fail with
-    // EBUSY before anything of ours is bound. Until our socket is in the map,
-    // the redirect falls back to XDP_PASS, and no probe has left yet.
+    // EBUSY before anything of ours is bound. Until a queue's socket is in the
+    // map, the redirect falls back to XDP_PASS, and no probe has left yet.
     let link = object
         .progs_mut()
         .find(|p| p.name() == "prtip_steer")
@@ -190,47 +215,65 @@ pub fn open(
                 xdp_error("attaching the XDP program", text)
             }
         })?;
+    let xsks = map("prtip_xsks").ok_or_else(|| fail("configuring the XDP program", "no prtip_xsks map"))?;
+    let mut txs = Vec::new();
+    let mut rxs = Vec::new();
+    let mut zero_copy = true;
+    for queue in 0..rx_count {
+        let (tx, rx, fd) = open_queue(ifname, queue, queue < tx_queues)?;
+        xsks.update(&queue.to_ne_bytes(), &fd.to_ne_bytes(), MapFlags::ANY)
+            .map_err(|e| fail("registering the AF_XDP socket", e))?;
+        zero_copy &= self::zero_copy(fd);
+        txs.extend(tx);
+        rxs.push(rx);
+    }
+    tracing::info!(
+        ifname,
+        ifindex,
+        rx_queues = rx_count,
+        tx_queues,
+        zero_copy,
+        "XDP program attached, AF_XDP sockets bound"
+    );
+    Ok((txs, XdpRx { queues: rxs }, XdpAttachment { _link: link, _object: object, zero_copy }))
+}
+
+/// Binds a socket with a UMEM of its own to `queue`; with `send`, half of
+/// its frames carry probes. Returns its halves and its descriptor.
+fn open_queue(
+    ifname: &str,
+    queue: u32,
+    send: bool,
+) -> Result<(Option<XdpTx>, QueueRx, std::os::fd::RawFd), TransportError> {
+    let (frames, rx_frames) = if send { (FRAMES, RING) } else { (RX_ONLY_FRAMES, RX_ONLY_FRAMES) };
+    let size = |n: u32| QueueSize::new(n).map_err(|e| fail("sizing the AF_XDP rings", e));
     let umem_config = UmemConfig::builder()
-        .fill_queue_size(QueueSize::new(RING).expect("power of two"))
-        .comp_queue_size(QueueSize::new(RING).expect("power of two"))
+        .fill_queue_size(size(rx_frames)?)
+        .comp_queue_size(size(RING)?)
         .build()
         .map_err(|e| fail("configuring the UMEM", e))?;
-    let (umem, descs) = Umem::new(umem_config, FRAMES.try_into().expect("non-zero"), false)
+    let (umem, descs) = Umem::new(umem_config, frames.try_into().expect("non-zero"), false)
         .map_err(|e| fail_chain("creating the AF_XDP UMEM", &e))?;
     let socket_config = SocketConfig::builder()
-        .rx_queue_size(QueueSize::new(RING).expect("power of two"))
-        .tx_queue_size(QueueSize::new(RING).expect("power of two"))
+        .rx_queue_size(size(rx_frames)?)
+        .tx_queue_size(size(RING)?)
         // Our own program steers; libxdp must not load its default one.
         .libxdp_flags(LibxdpFlags::XSK_LIBXDP_FLAGS_INHIBIT_PROG_LOAD)
         .build();
     let name = CString::new(ifname).map_err(|e| fail("naming the interface", e))?;
     // SAFETY: the UMEM is not shared with another socket on this interface and queue.
-    let (tx, rx, rings) = unsafe { Socket::new(socket_config, &umem, &Interface::new(name), QUEUE) }
+    let (tx, rx, rings) = unsafe { Socket::new(socket_config, &umem, &Interface::new(name), queue) }
         .map_err(|e| fail_chain("binding the AF_XDP socket", &e))?;
     let (mut fill, completions) = rings.ok_or_else(|| fail("binding the AF_XDP socket", "no fill ring"))?;
-    map("prtip_xsks")
-        .ok_or_else(|| fail("configuring the XDP program", "no prtip_xsks map"))?
-        .update(&QUEUE.to_ne_bytes(), &tx.fd().as_raw_fd().to_ne_bytes(), MapFlags::ANY)
-        .map_err(|e| fail("registering the AF_XDP socket", e))?;
-    let zero_copy = zero_copy(tx.fd().as_raw_fd());
-    tracing::info!(
-        ifname,
-        ifindex,
-        queue = QUEUE,
-        zero_copy,
-        frames = FRAMES,
-        "XDP program attached, AF_XDP socket bound"
-    );
-    let (rx_frames, tx_frames) = descs.split_at(RING as usize);
+    let fd = tx.fd().as_raw_fd();
+    let (rx_descs, tx_descs) = descs.split_at(rx_frames as usize);
     // SAFETY: these frames belong to this UMEM and are in no other ring.
-    if unsafe { fill.produce(rx_frames) } != rx_frames.len() {
+    if unsafe { fill.produce(rx_descs) } != rx_descs.len() {
         return Err(fail("priming the fill ring", "the ring took fewer frames than it holds"));
     }
-    Ok((
-        XdpTx { umem: umem.clone(), tx, completions, free: tx_frames.to_vec(), done: tx_frames.to_vec() },
-        XdpRx { umem, rx, fill, descs: rx_frames[..RX_BATCH].to_vec(), lost: 0 },
-        XdpAttachment { _link: link, _object: object, zero_copy },
-    ))
+    let sender =
+        send.then(|| XdpTx { umem: umem.clone(), tx, completions, free: tx_descs.to_vec(), done: tx_descs.to_vec() });
+    Ok((sender, QueueRx { umem, rx, fill, descs: rx_descs[..RX_BATCH].to_vec(), lost: 0 }, fd))
 }
 
 impl XdpTx {
@@ -296,14 +339,11 @@ impl Transmit for XdpTx {
     }
 }
 
-impl Receive for XdpRx {
-    fn receive(&mut self, timeout: Duration, on_frame: &mut dyn FnMut(&[u8], u64)) -> Result<(), TransportError> {
-        let ms = timeout.as_millis().min(i32::MAX as u128) as i32;
-        // SAFETY: `descs` receive frames of this UMEM, returned to the fill ring below.
-        let n = unsafe { self.rx.poll_and_consume(&mut self.descs, ms) }
-            .map_err(|e| TransportError::Io { what: "receiving replies through AF_XDP", source: e })?;
+impl QueueRx {
+    /// Hands every frame waiting in the RX ring to `on_frame` and refills.
+    fn drain(&mut self, n: usize, on_frame: &mut dyn FnMut(&[u8], u64)) {
         if n == 0 {
-            return Ok(());
+            return;
         }
         let now = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64);
         for desc in &self.descs[..n] {
@@ -315,7 +355,6 @@ impl Receive for XdpRx {
         while unsafe { self.fill.produce(&self.descs[..n]) } != n {
             std::thread::yield_now();
         }
-        Ok(())
     }
 
     fn take_drops(&mut self) -> u64 {
@@ -335,5 +374,40 @@ impl Receive for XdpRx {
         let new = lost.saturating_sub(self.lost);
         self.lost = lost;
         new
+    }
+}
+
+impl Receive for XdpRx {
+    fn receive(&mut self, timeout: Duration, on_frame: &mut dyn FnMut(&[u8], u64)) -> Result<(), TransportError> {
+        let ms = timeout.as_millis().min(i32::MAX as u128) as i32;
+        let fail = |e| TransportError::Io { what: "receiving replies through AF_XDP", source: e };
+        if let [q] = &mut self.queues[..] {
+            // SAFETY: `descs` receive frames of this UMEM, returned to the fill ring by drain.
+            let n = unsafe { q.rx.poll_and_consume(&mut q.descs, ms) }.map_err(fail)?;
+            q.drain(n, on_frame);
+            return Ok(());
+        }
+        let mut fds: Vec<libc::pollfd> = self
+            .queues
+            .iter()
+            .map(|q| libc::pollfd { fd: q.rx.fd().as_raw_fd(), events: libc::POLLIN, revents: 0 })
+            .collect();
+        // SAFETY: fds is a valid array of fds.len() pollfd structures.
+        if unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, ms) } < 0 {
+            let e = std::io::Error::last_os_error();
+            return if e.kind() == std::io::ErrorKind::Interrupted { Ok(()) } else { Err(fail(e)) };
+        }
+        for (q, fd) in self.queues.iter_mut().zip(&fds) {
+            if fd.revents & libc::POLLIN != 0 {
+                // SAFETY: as above.
+                let n = unsafe { q.rx.consume(&mut q.descs) };
+                q.drain(n, on_frame);
+            }
+        }
+        Ok(())
+    }
+
+    fn take_drops(&mut self) -> u64 {
+        self.queues.iter_mut().map(QueueRx::take_drops).sum()
     }
 }

@@ -67,16 +67,21 @@ impl Lab {
     /// Builds the two namespaces. `neighbour` adds a permanent neighbour entry
     /// for the target side; without it prtip has to resolve the next hop by ARP.
     pub fn new(neighbour: bool) -> Lab {
-        Lab::build(neighbour, None, None)
+        Lab::build(neighbour, None, None, 1)
+    }
+
+    /// A lab whose veth pair has `queues` receive and transmit queues on each end.
+    pub fn with_queues(queues: u32) -> Lab {
+        Lab::build(true, None, None, queues)
     }
 
     /// A lab whose scanner interface is `scan_if` (interface names are per
     /// namespace, so `eth0` is fine) and whose router side has MAC `router_mac`.
     pub fn named(scan_if: &str, router_mac: &str) -> Lab {
-        Lab::build(true, Some(scan_if), Some(router_mac))
+        Lab::build(true, Some(scan_if), Some(router_mac), 1)
     }
 
-    fn build(neighbour: bool, scan_if: Option<&str>, router_mac: Option<&str>) -> Lab {
+    fn build(neighbour: bool, scan_if: Option<&str>, router_mac: Option<&str>, queues: u32) -> Lab {
         require_root();
         static NEXT: AtomicU32 = AtomicU32::new(0);
         let p = format!("pt{}{}", std::process::id() % 100_000, NEXT.fetch_add(1, Ordering::Relaxed));
@@ -91,7 +96,16 @@ impl Lab {
         let (s, t) = (lab.scan_ns.as_str(), lab.target_ns.as_str());
         ip(&["netns", "add", s]);
         ip(&["netns", "add", t]);
-        ip(&["link", "add", &lab.scan_if, "netns", s, "type", "veth", "peer", "name", &tif, "netns", t]);
+        let q = queues.to_string();
+        let qs = ["numtxqueues", &q, "numrxqueues", &q];
+        let veth = [
+            &["link", "add", &lab.scan_if][..],
+            &qs,
+            &["netns", s, "type", "veth", "peer", "name", &tif],
+            &qs,
+            &["netns", t],
+        ];
+        ip(&veth.concat());
         if let Some(mac) = router_mac {
             ip(&["-n", t, "link", "set", "dev", &tif, "address", mac]);
         }
