@@ -27,6 +27,8 @@ pub enum CheckpointError {
     Invalid { path: PathBuf, why: String },
     #[error("no checkpoint to resume in {}: give a checkpoint file or a scan id", .0.display())]
     NoneLeft(PathBuf),
+    #[error("checkpoint {} belongs to a prtip that is still running", .0.display())]
+    InUse(PathBuf),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -120,13 +122,22 @@ pub fn results_path(path: &Path) -> PathBuf {
     PathBuf::from(p)
 }
 
-/// The most recently written checkpoint in `dir`.
+/// Whether a running prtip holds the checkpoint (it locks the results journal).
+pub fn in_use(path: &Path) -> bool {
+    use std::os::fd::AsRawFd;
+    std::fs::OpenOptions::new()
+        .read(true)
+        .open(results_path(path))
+        .is_ok_and(|f| matches!(crate::store::db::try_lock(f.as_raw_fd()), Ok(false)))
+}
+
+/// The most recently written checkpoint in `dir` that no running prtip holds.
 pub fn newest(dir: &Path) -> Result<PathBuf, CheckpointError> {
     let none = || CheckpointError::NoneLeft(dir.to_path_buf());
     let entries = std::fs::read_dir(dir).map_err(|_| none())?;
     entries
         .filter_map(Result::ok)
-        .filter(|e| e.path().extension().is_some_and(|x| x == "json"))
+        .filter(|e| e.path().extension().is_some_and(|x| x == "json") && !in_use(&e.path()))
         .filter_map(|e| Some((e.metadata().ok()?.modified().ok()?, e.path())))
         .max()
         .map(|(_, path)| path)

@@ -13,9 +13,10 @@ use std::path::PathBuf;
 use thiserror::Error;
 
 /// Options that may differ from the interrupted run's: they change what is
-/// printed on standard error, not what is scanned or stored. The database is
-/// the one the checkpoint was found in.
-const FREE: [&str; 6] = ["resume", "verbose", "quiet", "status_json", "database", "with_db"];
+/// printed on standard error, not what is scanned or stored.
+const FREE: [&str; 4] = ["resume", "verbose", "quiet", "status_json"];
+/// Also free when the checkpoint is in a database: they name it.
+const FREE_WITH_DB: [&str; 2] = ["database", "with_db"];
 
 #[derive(Debug, Error)]
 pub enum ResumeError {
@@ -31,6 +32,10 @@ pub enum ResumeError {
     FlagContradicts { option: String },
     #[error(transparent)]
     Config(#[from] ConfigError),
+    #[error(
+        "the checkpoint's position (pass {pass}, probe {position}) lies outside its scan ({passes} passes of {per_pass} probes)"
+    )]
+    Cursor { pass: u32, position: u64, passes: u32, per_pass: u64 },
 }
 
 /// The configuration that finishes the scan `given` names with `--resume`.
@@ -45,6 +50,9 @@ pub fn config(given: Cli, argv: &[OsString]) -> Result<ScanConfig, ResumeError> 
         }
         Err(_) => {
             let path = if which.is_empty() { checkpoint::newest(&checkpoint::dir())? } else { PathBuf::from(which) };
+            if checkpoint::in_use(&path) {
+                return Err(CheckpointError::InUse(path).into());
+            }
             let (checkpoint, prior) = checkpoint::load(&path)?;
             (checkpoint, prior, None, Some(path), None)
         }
@@ -55,7 +63,7 @@ pub fn config(given: Cli, argv: &[OsString]) -> Result<ScanConfig, ResumeError> 
         Cli::command().try_get_matches_from(&stored_argv).map_err(|e| ResumeError::Arguments(first_line(&e)))?;
     let given_matches =
         Cli::command().try_get_matches_from(argv).map_err(|e| ResumeError::Arguments(first_line(&e)))?;
-    refuse_contradictions(&given_matches, &stored_matches)?;
+    refuse_contradictions(&given_matches, &stored_matches, database.is_some())?;
 
     let mut stored = Cli::from_arg_matches(&stored_matches).map_err(|e| ResumeError::Arguments(first_line(&e)))?;
     stored.quiet = given.quiet;
@@ -64,6 +72,18 @@ pub fn config(given: Cli, argv: &[OsString]) -> Result<ScanConfig, ResumeError> 
     let Checkpoint { arguments, seed, hosts, cursor, sent } = checkpoint;
     let mut config = stored.into_config(arguments, Some(hosts))?;
     config.seed = seed;
+    // A cursor outside the scan would skip probes or overflow the plan's arithmetic.
+    let per_pass = config.shard.probes_of(config.hosts.len().saturating_mul(config.ports.len()));
+    let inside = cursor.position <= per_pass
+        && (cursor.pass <= config.retries || (cursor.pass == config.retries + 1 && cursor.position == 0));
+    if !inside {
+        return Err(ResumeError::Cursor {
+            pass: cursor.pass,
+            position: cursor.position,
+            passes: config.retries + 1,
+            per_pass,
+        });
+    }
     if database.is_some() {
         config.database = database;
     }
@@ -72,7 +92,7 @@ pub fn config(given: Cli, argv: &[OsString]) -> Result<ScanConfig, ResumeError> 
 }
 
 /// Every option given with `--resume` must say what the interrupted run said.
-fn refuse_contradictions(given: &clap::ArgMatches, stored: &clap::ArgMatches) -> Result<(), ResumeError> {
+fn refuse_contradictions(given: &clap::ArgMatches, stored: &clap::ArgMatches, in_db: bool) -> Result<(), ResumeError> {
     let raw = |m: &clap::ArgMatches, id: &str| -> Vec<OsString> {
         m.try_get_raw(id).ok().flatten().map(|v| v.map(OsString::from).collect()).unwrap_or_default()
     };
@@ -80,7 +100,8 @@ fn refuse_contradictions(given: &clap::ArgMatches, stored: &clap::ArgMatches) ->
     // Groups are skipped: their values are their members'.
     for arg in given.ids().filter_map(|id| cmd.get_arguments().find(|a| a.get_id() == id)) {
         let id = arg.get_id().as_str();
-        if FREE.contains(&id) || given.value_source(id) != Some(ValueSource::CommandLine) {
+        let free = FREE.contains(&id) || (in_db && FREE_WITH_DB.contains(&id));
+        if free || given.value_source(id) != Some(ValueSource::CommandLine) {
             continue;
         }
         let (g, s) = (raw(given, id), raw(stored, id));

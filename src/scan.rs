@@ -99,6 +99,7 @@ pub fn execute(cfg: &ScanConfig, stop: &StopSignal) -> Result<Outcome, ScanError
         reporter: progress::Reporter::new(progress_mode(cfg)),
         latency: Latency::default(),
         checkpoint: start,
+        checkpoint_sent: prior_sent,
         prior_sent,
     };
     if cfg.verbosity >= Verbosity::Normal {
@@ -111,14 +112,14 @@ pub fn execute(cfg: &ScanConfig, stop: &StopSignal) -> Result<Outcome, ScanError
     let prior = take_over(cfg, &answered, &mut sinks);
     let outcome = run::run(&plan, &wire, txs, rx, stop, &answered, &mut sinks);
     sinks.reporter.finish();
-    let Sinks { mut writer, output_error, mut store, latency, .. } = sinks;
+    let Sinks { mut writer, output_error, mut store, latency, checkpoint, checkpoint_sent, .. } = sinks;
     let mut stats = match outcome {
         Ok(stats) => stats,
         Err(e) => {
-            // Keep what was received: the stored scan ends as interrupted, where it started.
+            // Keep what was received: the stored scan ends as interrupted, at its last checkpoint.
             if let Some(s) = store {
-                let failed = ScanStats { interrupted: true, cursor: start, ..prior.clone() };
-                let _ = s.finish(finish(&failed, 0, prior_sent, latency));
+                let failed = ScanStats { interrupted: true, cursor: checkpoint, ..prior.clone() };
+                let _ = s.finish(finish(&failed, 0, checkpoint_sent, latency));
             }
             return Err(e.into());
         }
@@ -138,7 +139,9 @@ pub fn execute(cfg: &ScanConfig, stop: &StopSignal) -> Result<Outcome, ScanError
         0
     } else {
         let stdout_writer = if output_open { Some(writer.as_mut()) } else { None };
-        report_silent(&plan, &answered, cfg.open_only, stdout_writer, &mut store)?
+        // Silent probes reach the store only to be stored or written.
+        let stored = if cfg.database.is_some() || !cfg.files.is_empty() { store.as_mut() } else { None };
+        report_silent(&plan, &answered, cfg.open_only, stdout_writer, stored)?
     };
     let end = finish(&stats, silent, prior_sent, latency.clone());
     if output_open {
@@ -163,6 +166,9 @@ pub fn execute(cfg: &ScanConfig, stop: &StopSignal) -> Result<Outcome, ScanError
         if let Some(note) = stored.as_ref().map(|r| stored_note(cfg, r)).filter(|n| !n.is_empty()) {
             eprintln!("prtip: {note}");
         }
+        if let Some(why) = stored.as_ref().and_then(|r| r.checkpoint_lost.as_ref()) {
+            eprintln!("prtip: warning: no checkpoint was kept, so this scan cannot be resumed: {why}");
+        }
         if let Some(line) = latency.summary() {
             eprintln!("prtip: {line}");
         }
@@ -180,7 +186,8 @@ pub fn execute(cfg: &ScanConfig, stop: &StopSignal) -> Result<Outcome, ScanError
         eprintln!("prtip: {}", details(&path, &stats, stored.as_ref()));
     }
     if stats.interrupted && cfg.verbosity >= Verbosity::Normal {
-        match (&cfg.database, stored.as_ref().and_then(|r| r.scan_id), &checkpoint_file) {
+        let kept = stored.as_ref().is_some_and(|r| r.checkpoint_lost.is_none());
+        match (&cfg.database, stored.as_ref().and_then(|r| r.scan_id), checkpoint_file.as_ref().filter(|_| kept)) {
             (Some(db), Some(id), _) => {
                 eprintln!("prtip: resume with: prtip --resume {id} --database {}", db.display())
             }
@@ -201,8 +208,9 @@ struct Sinks<'a> {
     store: Option<Store>,
     reporter: progress::Reporter,
     latency: Latency,
-    /// The last checkpoint handed to the store.
+    /// The last checkpoint handed to the store, and the probes sent by then.
     checkpoint: Cursor,
+    checkpoint_sent: u64,
     /// Probes sent by the runs this one resumes.
     prior_sent: u64,
 }
@@ -231,7 +239,8 @@ impl Observer for Sinks<'_> {
             && p.checkpoint != self.checkpoint
         {
             self.checkpoint = p.checkpoint;
-            s.checkpoint(p.checkpoint, self.prior_sent + p.sent);
+            self.checkpoint_sent = self.prior_sent.saturating_add(p.sent);
+            s.checkpoint(p.checkpoint, self.checkpoint_sent);
         }
     }
 }
@@ -318,7 +327,10 @@ fn stdout_format(format: OutputFormat) -> Format {
 fn take_over(cfg: &ScanConfig, answered: &Answered, sinks: &mut Sinks) -> ScanStats {
     let mut counts = ScanStats::default();
     let Some(resume) = &cfg.resume else { return counts };
-    for r in resume.prior.iter().filter(|r| r.reason != Reason::NoResponse) {
+    // What a hostile or stale checkpoint holds outside the scan is not taken.
+    let in_scan = |r: &&ScanResult| cfg.hosts.contains(u32::from(r.ip)) && cfg.ports.contains(u32::from(r.port));
+    let mut taken = Vec::new();
+    for r in resume.prior.iter().filter(|r| r.reason != Reason::NoResponse).filter(in_scan) {
         if !answered.insert(r.ip, r.port) {
             continue;
         }
@@ -328,9 +340,10 @@ fn take_over(cfg: &ScanConfig, answered: &Answered, sinks: &mut Sinks) -> ScanSt
             PortState::Closed => counts.closed += 1,
             PortState::Filtered => counts.unreachable += 1,
         }
+        taken.push(*r);
     }
     if let Some(s) = &mut sinks.store {
-        for chunk in resume.prior.chunks(4096) {
+        for chunk in taken.chunks(4096) {
             s.replay(chunk.to_vec());
         }
     }
@@ -418,7 +431,7 @@ fn finish(stats: &ScanStats, silent: u64, prior_sent: u64, latency: Latency) -> 
     Finish {
         scan: ScanEnd {
             ended_us: end_us,
-            probes_sent: prior_sent + stats.sent,
+            probes_sent: prior_sent.saturating_add(stats.sent),
             open: stats.open,
             closed: stats.closed,
             filtered: stats.unreachable + silent,
@@ -483,7 +496,7 @@ fn report_silent(
     answered: &Answered,
     open_only: bool,
     mut writer: Option<&mut (dyn ResultWriter + '_)>,
-    store: &mut Option<Store>,
+    mut store: Option<&mut Store>,
 ) -> Result<u64, ScanError> {
     const BATCH: usize = 4096;
     let now = now_us();
@@ -511,7 +524,7 @@ fn report_silent(
             finish_output(Err(e))?;
             writer = None;
         }
-        if let Some(s) = store {
+        if let Some(s) = &mut store {
             batch.push(r);
             if batch.len() == BATCH {
                 s.send(std::mem::take(&mut batch));

@@ -35,6 +35,14 @@ fn temp_file(name: &str, contents: &str) -> String {
 fn bad_input_gets_one_line_and_status_2() {
     let bad_targets = temp_file("bad-targets", "10.0.0.1\n10.0.0.300\n");
     let junk_checkpoint = temp_file("junk.json", "{\"prtip_checkpoint\":1,\"arguments\":[\"-p\"]}");
+    let outside = temp_file(
+        "outside.json",
+        r#"{"prtip_checkpoint":1,"arguments":["-p","80","10.0.0.1"],"seed":1,"hosts":[[167772161,167772161]],"pass":0,"position":5,"sent":0}"#,
+    );
+    let late = temp_file(
+        "late.json",
+        r#"{"prtip_checkpoint":1,"arguments":["-p","80","10.0.0.1"],"seed":1,"hosts":[[167772161,167772161]],"pass":7,"position":0,"sent":0}"#,
+    );
     let stale_checkpoint = temp_file(
         "stale.json",
         r#"{"prtip_checkpoint":1,"arguments":["-p","80","--bogus","10.0.0.1"],"seed":1,"hosts":[[1,1]],"pass":0,"position":0,"sent":0}"#,
@@ -94,6 +102,8 @@ fn bad_input_gets_one_line_and_status_2() {
         vec!["--resume", "/nonexistent/prtip.json"],
         vec!["--resume", &junk_checkpoint],
         vec!["--resume", &stale_checkpoint],
+        vec!["--resume", &outside],
+        vec!["--resume", &late],
         vec!["--resume", "7", "--database", "/nonexistent/prtip.db"],
         vec!["--resume", "--dry-run"],
     ];
@@ -107,7 +117,7 @@ fn bad_input_gets_one_line_and_status_2() {
         assert!(!err.contains("panicked"), "{args:?}: {err}");
         assert!(out.stdout.is_empty(), "{args:?} wrote to stdout");
     }
-    for file in [bad_targets, junk_checkpoint, stale_checkpoint] {
+    for file in [bad_targets, junk_checkpoint, stale_checkpoint, outside, late] {
         std::fs::remove_file(file).unwrap();
     }
 }
@@ -406,4 +416,21 @@ fn ctrl_c_ends_a_dry_run_of_the_whole_internet() {
     };
     assert_eq!(status.code(), Some(130));
     assert!(reader.join().unwrap() > 1000, "it was printing probes");
+}
+
+#[test]
+fn a_scan_without_a_place_for_its_checkpoint_still_runs_and_says_so() {
+    let xml = std::env::temp_dir().join(format!("prtip-cli-{}-nockpt.xml", std::process::id()));
+    let script =
+        format!("ip link set lo up && exec {} -p 1-20 127.0.0.1 -oX {}", env!("CARGO_BIN_EXE_prtip"), xml.display());
+    let out = Command::new("unshare")
+        .args(["--net", "--", "sh", "-c", &script])
+        .env("XDG_STATE_HOME", "/proc/prtip-cannot-be-here")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(err.contains("warning: no checkpoint was kept, so this scan cannot be resumed"), "{err}");
+    assert!(std::fs::read_to_string(&xml).unwrap().contains("</nmaprun>"));
+    std::fs::remove_file(xml).unwrap();
 }

@@ -27,10 +27,14 @@ fn run(lab: &Lab, args: &[&str], after: Option<Duration>) -> Output {
 
 /// Interrupts the scan twice (in pass 0, then, in the first resumed run,
 /// usually in the retry pass) and lets the second resumed run finish.
-/// Returns every run's standard output rows, in order.
-fn interrupted_twice(lab: &Lab, first: &[&str], resume: &[&str]) -> Vec<Row> {
+/// `between` runs after the first interruption. Returns every run's standard
+/// output rows, in order.
+fn interrupted_twice(lab: &Lab, first: &[&str], resume: &[&str], between: impl Fn()) -> Vec<Row> {
     let mut all = Vec::new();
     for (i, (args, after)) in [(first, Some(1000)), (resume, Some(2800)), (resume, None)].into_iter().enumerate() {
+        if i == 1 {
+            between();
+        }
         let out = run(lab, args, after.map(Duration::from_millis));
         let expected = if after.is_some() { 130 } else { 0 };
         assert_eq!(out.status.code(), Some(expected), "run {i}: {}", stderr_of(&out));
@@ -50,8 +54,15 @@ fn resumed_runs_without_a_database_add_up_to_one_uninterrupted_scan() {
     std::fs::create_dir_all(&lab.state_dir).unwrap();
     let json = lab.state_dir.join("sweep.json");
     let first = [&SWEEP[..], &["-oJ", json.to_str().unwrap()]].concat();
+    // A crash in the middle of an append leaves a torn record: what is appended
+    // after it must still be read back.
+    let torn = || {
+        let results = lab.checkpoints().into_iter().find(|p| p.to_string_lossy().ends_with(".results")).unwrap();
+        let mut f = std::fs::OpenOptions::new().append(true).open(results).unwrap();
+        std::io::Write::write_all(&mut f, &[40, 0, 0, 0, 1, 2]).unwrap();
+    };
     // The interrupted run says how to resume; a bare --resume takes the newest checkpoint.
-    let union = interrupted_twice(&lab, &first, &["--resume", "-q"]);
+    let union = interrupted_twice(&lab, &first, &["--resume", "-q"], torn);
     assert_sweep_truth(&union);
     // The output file is written anew by each run, the earlier runs' results first.
     assert_sweep_truth(&rows(&std::fs::read(&json).unwrap()));
@@ -96,16 +107,29 @@ fn resumed_runs_with_a_database_finish_the_same_scan() {
 fn settings_that_contradict_the_checkpoint_are_refused() {
     let mut lab = Lab::new(true);
     sweep_target(&mut lab);
-    let out = run(&lab, &SWEEP, Some(Duration::from_millis(500)));
-    assert_eq!(out.status.code(), Some(130), "{}", stderr_of(&out));
+    let child = lab.prtip(&SWEEP).stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap();
+    std::thread::sleep(Duration::from_millis(500));
     let checkpoint = lab.checkpoints().into_iter().find(|p| p.extension().is_some_and(|e| e == "json")).unwrap();
     let checkpoint = checkpoint.to_str().unwrap();
+    // A running scan's checkpoint is not taken over.
+    for resume in [&["--resume", checkpoint][..], &["--resume"]] {
+        let out = run(&lab, resume, None);
+        assert_eq!(out.status.code(), Some(2), "{}", stderr_of(&out));
+        let err = stderr_of(&out);
+        assert!(err.contains("still running") || err.contains("no checkpoint to resume"), "{err}");
+    }
+    // SAFETY: plain kill(2) on our own child.
+    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(130), "{}", stderr_of(&out));
     assert!(stderr_of(&out).contains(&format!("resume with: prtip --resume {checkpoint}")), "{}", stderr_of(&out));
     for (extra, message) in [
         (&["--rate", "1000"][..], "--rate 1000 contradicts the interrupted scan's 20000"),
         (&["-p", "81"][..], "--ports 81 contradicts the interrupted scan's 80"),
         (&["10.201.0.0/24"][..], "TARGETS 10.201.0.0/24 contradicts the interrupted scan's 10.201.0.0/16"),
-        (&["--with-db", "--open"][..], "--open contradicts the interrupted scan, which ran without it"),
+        (&["--open"][..], "--open contradicts the interrupted scan, which ran without it"),
+        // Its results are in a checkpoint file, not a database.
+        (&["--with-db"][..], "--with-db contradicts the interrupted scan, which ran without it"),
     ] {
         let out = run(&lab, &[&["--resume", checkpoint][..], extra].concat(), None);
         assert_eq!(out.status.code(), Some(2), "{extra:?}: {}", stderr_of(&out));

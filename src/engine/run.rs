@@ -329,6 +329,7 @@ pub fn run<T: Transmit, R: Receive>(
 struct Checkpoints {
     /// (time sampled, linear cursor), oldest first.
     samples: VecDeque<(u64, u64)>,
+    /// The last cursor found safe, or where the run started.
     start: u64,
 }
 
@@ -341,15 +342,21 @@ impl Checkpoints {
         self.samples.push_back((now_ns, linear));
     }
 
-    /// The last cursor sampled at or before `cutoff_ns`; older samples are dropped.
+    /// The last cursor sampled at or before `cutoff_ns`; older samples are
+    /// dropped. Never goes back, even when the cutoff does (the reply
+    /// timeout grew with a slower round trip).
     fn safe(&mut self, cutoff_ns: u64) -> u64 {
         while self.samples.get(1).is_some_and(|&(t, _)| t <= cutoff_ns) {
-            self.samples.pop_front();
+            if let Some((_, linear)) = self.samples.pop_front() {
+                self.start = linear;
+            }
         }
-        match self.samples.front() {
-            Some(&(t, linear)) if t <= cutoff_ns => linear,
-            _ => self.start,
+        if let Some(&(t, linear)) = self.samples.front()
+            && t <= cutoff_ns
+        {
+            self.start = linear;
         }
+        self.start
     }
 }
 
@@ -823,6 +830,8 @@ mod tests {
         assert_eq!(c.safe(299), 20);
         assert_eq!(c.safe(10_000), 30);
         assert_eq!(c.samples.len(), 1, "samples older than the checkpoint are dropped");
+        c.sample(400, 40);
+        assert_eq!(c.safe(250), 30, "a later cutoff earlier in time does not go back");
     }
 
     #[test]

@@ -46,23 +46,38 @@ pub fn encode(scan_id: i64, rows: &[ScanResult], out: &mut Vec<u8>) {
 /// Every intact record of a journal, in order.
 pub fn decode(mut buf: &[u8]) -> Vec<(i64, Vec<ScanResult>)> {
     let mut records = Vec::new();
-    while buf.len() >= 8 {
-        let len = u32::from_le_bytes(buf[0..4].try_into().expect("4 bytes")) as usize;
-        let crc = u32::from_le_bytes(buf[4..8].try_into().expect("4 bytes"));
-        let Some(payload) = buf.get(8..8 + len) else { break };
-        if len < 12 || crc32fast::hash(payload) != crc {
-            break;
-        }
-        let scan_id = i64::from_le_bytes(payload[0..8].try_into().expect("8 bytes"));
-        let count = u32::from_le_bytes(payload[8..12].try_into().expect("4 bytes")) as usize;
-        if 12 + count * ROW != len {
-            break;
-        }
-        let rows = payload[12..].chunks_exact(ROW).filter_map(decode_row).collect();
-        records.push((scan_id, rows));
-        buf = &buf[8 + len..];
+    while let Some((record, used)) = next_record(buf) {
+        records.push(record);
+        buf = &buf[used..];
     }
     records
+}
+
+/// How many leading bytes of a journal are intact records: what appending
+/// must start after, or a torn tail would hide everything appended later.
+pub fn intact_len(buf: &[u8]) -> usize {
+    let mut at = 0;
+    while let Some((_, used)) = next_record(&buf[at..]) {
+        at += used;
+    }
+    at
+}
+
+/// The first record of `buf` and the bytes it takes, if it is whole and its checksum holds.
+fn next_record(buf: &[u8]) -> Option<((i64, Vec<ScanResult>), usize)> {
+    let len = u32::from_le_bytes(buf.get(0..4)?.try_into().expect("4 bytes")) as usize;
+    let crc = u32::from_le_bytes(buf.get(4..8)?.try_into().expect("4 bytes"));
+    let payload = buf.get(8..8 + len)?;
+    if len < 12 || crc32fast::hash(payload) != crc {
+        return None;
+    }
+    let scan_id = i64::from_le_bytes(payload[0..8].try_into().expect("8 bytes"));
+    let count = u32::from_le_bytes(payload[8..12].try_into().expect("4 bytes")) as usize;
+    if 12 + count * ROW != len {
+        return None;
+    }
+    let rows = payload[12..].chunks_exact(ROW).filter_map(decode_row).collect();
+    Some(((scan_id, rows), 8 + len))
 }
 
 fn decode_row(b: &[u8]) -> Option<ScanResult> {
@@ -128,13 +143,17 @@ mod tests {
         encode(2, &sample(10), &mut buf);
         for cut in first..buf.len() {
             assert_eq!(decode(&buf[..cut]), vec![(1, sample(10))], "cut at {cut}");
+            assert_eq!(intact_len(&buf[..cut]), first, "cut at {cut}");
         }
+        assert_eq!(intact_len(&buf), buf.len());
         let mut corrupt = buf.clone();
         corrupt[first + 20] ^= 0xff;
         assert_eq!(decode(&corrupt).len(), 1);
+        assert_eq!(intact_len(&corrupt), first);
         for n in 0..64 {
             let junk: Vec<u8> = (0..n).map(|i| (i * 31 + 7) as u8).collect();
             assert!(decode(&junk).is_empty());
+            assert_eq!(intact_len(&junk), 0);
         }
     }
 }

@@ -103,6 +103,8 @@ pub struct StoreReport {
     pub rows_stored: u64,
     /// Times the engine found the channel full and had to wait.
     pub backpressure: u64,
+    /// Why the scan's checkpoint file could not be kept, if it could not.
+    pub checkpoint_lost: Option<String>,
 }
 
 enum Msg {

@@ -27,6 +27,8 @@ const COMMIT_AFTER: Duration = Duration::from_millis(100);
 /// The journal is fsynced at most this often: a sync costs milliseconds, and a
 /// killed process loses nothing already written; the sync is for power loss.
 const SYNC_EVERY: Duration = Duration::from_secs(1);
+/// The checkpoint file is rewritten at most this often while the scan runs.
+const SAVE_EVERY: Duration = Duration::from_secs(1);
 /// Output files are written in chunks of about this size.
 const FILE_CHUNK: usize = 256 * 1024;
 
@@ -144,10 +146,13 @@ impl DbSink {
 /// Without a database: the checkpoint as a small JSON file, rewritten whole,
 /// and the results received so far appended to a journal beside it. The
 /// results always reach the journal before the cursor that counts on them.
+/// The journal is locked while the scan runs, so that `--resume` never takes
+/// over a live scan's checkpoint.
 struct CheckpointFile {
     path: PathBuf,
     checkpoint: Checkpoint,
     results: UringFile,
+    saved: Instant,
 }
 
 impl CheckpointFile {
@@ -156,8 +161,31 @@ impl CheckpointFile {
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir).map_err(fail)?;
         }
-        let results = UringFile::append_to(checkpoint::results_path(&path)).await.map_err(fail)?;
-        let mut file = CheckpointFile { path, checkpoint, results };
+        let rpath = checkpoint::results_path(&path);
+        let rfail = |e| StoreError::Checkpoint { path: rpath.clone(), source: e };
+        // A tail torn by a crash is cut off: appended after it, later records could not be read.
+        match std::fs::read(&rpath) {
+            Ok(bytes) => {
+                let intact = journal::intact_len(&bytes);
+                if intact < bytes.len() {
+                    std::fs::OpenOptions::new()
+                        .write(true)
+                        .open(&rpath)
+                        .and_then(|f| f.set_len(intact as u64))
+                        .map_err(rfail)?;
+                }
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(rfail(e)),
+        }
+        let results = UringFile::append_to(rpath.clone()).await.map_err(rfail)?;
+        {
+            use std::os::fd::AsRawFd;
+            if !db::try_lock(results.file.as_raw_fd()).map_err(rfail)? {
+                return Err(rfail(std::io::Error::other("in use by a running prtip")));
+            }
+        }
+        let mut file = CheckpointFile { path, checkpoint, results, saved: Instant::now() };
         file.save()?;
         Ok(file)
     }
@@ -186,10 +214,16 @@ impl CheckpointFile {
         std::fs::rename(&tmp, &self.path).map_err(|e| self.fail(e))
     }
 
-    fn advance(&mut self, cursor: Cursor, sent: u64) -> Result<(), StoreError> {
+    /// Records the cursor; written at most every `SAVE_EVERY` unless `now`
+    /// (an older cursor on disk is only more work for a resume, never less).
+    fn advance(&mut self, cursor: Cursor, sent: u64, now: bool) -> Result<(), StoreError> {
         self.checkpoint.cursor = cursor;
         self.checkpoint.sent = sent;
-        self.save()
+        if now || self.saved.elapsed() >= SAVE_EVERY {
+            self.saved = Instant::now();
+            self.save()?;
+        }
+        Ok(())
     }
 
     /// A completed scan has nothing to resume: both files go.
@@ -206,6 +240,8 @@ struct Sinks {
     db: Option<DbSink>,
     files: Vec<FileSink>,
     checkpoint: Option<CheckpointFile>,
+    /// Why there is no checkpoint file: the scan goes on, but cannot be resumed.
+    checkpoint_lost: Option<StoreError>,
 }
 
 async fn open(config: &StoreConfig) -> Result<Sinks, StoreError> {
@@ -239,11 +275,14 @@ async fn open(config: &StoreConfig) -> Result<Sinks, StoreError> {
         let writer = output::writer(*format, spool.clone(), &config.info, true);
         files.push(FileSink { out, spool, writer });
     }
-    let checkpoint = match (&db, &config.checkpoint, &config.checkpoint_file) {
-        (None, Some(c), Some(path)) => Some(CheckpointFile::open(path.clone(), c.clone()).await?),
-        _ => None,
+    let (checkpoint, checkpoint_lost) = match (&db, &config.checkpoint, &config.checkpoint_file) {
+        (None, Some(c), Some(path)) => match CheckpointFile::open(path.clone(), c.clone()).await {
+            Ok(file) => (Some(file), None),
+            Err(e) => (None, Some(e)),
+        },
+        _ => (None, None),
     };
-    Ok(Sinks { db, files, checkpoint })
+    Ok(Sinks { db, files, checkpoint, checkpoint_lost })
 }
 
 pub(super) async fn run(
@@ -251,7 +290,7 @@ pub(super) async fn run(
     mut rx: mpsc::Receiver<Msg>,
     ready: std::sync::mpsc::SyncSender<Result<(), StoreError>>,
 ) -> Result<StoreReport, StoreError> {
-    let Sinks { mut db, mut files, mut checkpoint } = match open(&config).await {
+    let Sinks { mut db, mut files, mut checkpoint, mut checkpoint_lost } = match open(&config).await {
         Ok(sinks) => sinks,
         Err(e) => {
             let _ = ready.send(Err(e));
@@ -266,6 +305,8 @@ pub(super) async fn run(
     // the others, and the draining of the channel, go on.
     let mut error: Option<StoreError> = None;
     let mut finish: Option<Finish> = None;
+    // Where the scan stands if it ends without saying how (its sender dropped).
+    let mut last = config.checkpoint.as_ref().map_or((Cursor::default(), 0), |c| (c.cursor, c.sent));
     loop {
         let deadline = db.as_ref().and_then(|d| d.oldest).map(|t| t + COMMIT_AFTER);
         let msg = match deadline {
@@ -294,13 +335,14 @@ pub(super) async fn run(
                 if let Some(c) = &mut checkpoint
                     && let Err(e) = c.add(&answered()).await
                 {
-                    error.get_or_insert(e);
+                    checkpoint_lost.get_or_insert(e);
                     checkpoint = None;
                 }
                 write_files(&mut files, &batch, config.open_only, &mut error).await;
             }
             Msg::Replay(batch) => write_files(&mut files, &batch, config.open_only, &mut error).await,
             Msg::Checkpoint { cursor, sent } => {
+                last = (cursor, sent);
                 commit(&mut db, &mut error).await;
                 if let Some(d) = &db
                     && let Err(e) = d.db.save_cursor(d.scan_id, cursor, sent)
@@ -309,9 +351,9 @@ pub(super) async fn run(
                     db = None;
                 }
                 if let Some(c) = &mut checkpoint
-                    && let Err(e) = c.advance(cursor, sent)
+                    && let Err(e) = c.advance(cursor, sent, false)
                 {
-                    error.get_or_insert(e);
+                    checkpoint_lost.get_or_insert(e);
                     checkpoint = None;
                 }
             }
@@ -325,6 +367,7 @@ pub(super) async fn run(
         let mut f = Finish::default();
         f.scan.interrupted = true;
         f.run.interrupted = true;
+        (f.scan.cursor, f.scan.probes_sent) = last;
         f
     });
     commit(&mut db, &mut error).await;
@@ -347,14 +390,15 @@ pub(super) async fn run(
     if let Some(c) = checkpoint {
         let done = if finish.scan.interrupted {
             let mut c = c;
-            c.advance(finish.scan.cursor, finish.scan.probes_sent)
+            c.advance(finish.scan.cursor, finish.scan.probes_sent, true)
         } else {
             c.remove().await
         };
         if let Err(e) = done {
-            error.get_or_insert(e);
+            checkpoint_lost.get_or_insert(e);
         }
     }
+    report.checkpoint_lost = checkpoint_lost.map(|e| e.to_string());
     for mut sink in files {
         let done = match sink.writer.finish(&finish.run) {
             Ok(()) => sink.drain_spool(0).await,
