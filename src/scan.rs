@@ -76,6 +76,13 @@ pub fn execute(cfg: &ScanConfig, stop: &StopSignal) -> Result<Outcome, ScanError
         "path resolved"
     );
     let Opened { txs, rx, _attachment, kind } = open_transport(cfg, &path)?;
+    // Fault injection for the test that a panic leaves no XDP program behind
+    // (tests/xdp.rs); there is no other way to make prtip panic, and release
+    // builds do not have it.
+    #[cfg(debug_assertions)]
+    if std::env::var_os("PRTIP_TEST_PANIC").is_some() {
+        panic!("PRTIP_TEST_PANIC is set");
+    }
     tracing::info!(transport = %kind, probes_per_pass = plan.probes_per_pass(), seed = cfg.seed, "transport open");
     let wire = Wire {
         template: SynTemplate::new(path.src_mac, path.next_hop_mac, path.src_ip),
@@ -302,11 +309,13 @@ fn open_transport(cfg: &ScanConfig, path: &Path) -> Result<Opened, ScanError> {
     }
 }
 
-/// One transmit queue per core, as many as the interface has (its combined queues).
+/// As many transmit queues as the interface has (its combined queues), one
+/// per core but one: the receive thread needs a core too (on two cores, two
+/// transmit threads sent 35% less than one; docs/PERFORMANCE.md).
 fn default_queues(ifname: &str) -> u32 {
     let (rx, tx) = net::interface::queues(ifname);
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get() as u32);
-    rx.min(tx).min(cores).min(xdp::MAX_QUEUES)
+    rx.min(tx).min(cores.saturating_sub(1).max(1)).min(xdp::MAX_QUEUES)
 }
 
 fn now_us() -> u64 {

@@ -38,9 +38,9 @@ fn two_queues_send_a_lane_each_and_receive_on_both() {
         let args = [&["-p-", "10.201.0.1", "--transport", "xdp", "-o", "ndjson", "--wait", "1"][..], queues].concat();
         let out = lab.prtip(&args).output().unwrap();
         assert!(out.status.success(), "{}", stderr_of(&out));
-        // Without --queues: the interface's two queues, this machine having at least two cores.
+        // Without --queues: the interface's two queues where there are cores to spare for them.
         let cores = std::thread::available_parallelism().unwrap().get();
-        let expected = if queues.is_empty() && cores < 2 { "1 queue" } else { "2 queues" };
+        let expected = if queues.is_empty() && cores < 3 { "1 queue" } else { "2 queues" };
         assert!(stderr_of(&out).contains(&format!("(AF_XDP, copy mode, {expected})")), "{}", stderr_of(&out));
         assert_one_host_truth(&rows(&out.stdout));
         assert!(!xdp_attached(&lab), "XDP program left behind");
@@ -111,6 +111,18 @@ fn the_xdp_program_never_outlives_prtip() {
         assert_eq!(out.status.code(), status, "signal {signal}: {}", stderr_of(&out));
         assert!(!xdp_attached(&lab), "after signal {signal}");
     }
+    // An error after the program was attached: the output file cannot be created.
+    let out =
+        lab.prtip(&["-p", "80", "10.201.0.1", "--transport", "xdp", "-oX", "/nonexistent/x.xml"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", stderr_of(&out));
+    assert!(stderr_of(&out).contains("/nonexistent/x.xml"), "{}", stderr_of(&out));
+    assert!(!xdp_attached(&lab), "after an error");
+    // A panic after the program was attached (debug builds can be told to panic there).
+    let out =
+        lab.prtip(&["-p", "80", "10.201.0.1", "--transport", "xdp"]).env("PRTIP_TEST_PANIC", "1").output().unwrap();
+    assert_eq!(out.status.code(), Some(101), "{}", stderr_of(&out));
+    assert!(stderr_of(&out).contains("PRTIP_TEST_PANIC is set"), "{}", stderr_of(&out));
+    assert!(!xdp_attached(&lab), "after a panic");
 }
 
 #[test]
