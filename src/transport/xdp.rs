@@ -28,7 +28,7 @@ use xsk_rs::{CompQueue, FillQueue, FrameDesc, RxQueue, Socket, TxQueue, Umem};
 
 static PROGRAM: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/prtip.bpf.o"));
 
-const FRAMES: u32 = 4096;
+const FRAMES: u32 = 8192;
 const RING: u32 = FRAMES / 2;
 const RX_ONLY_FRAMES: u32 = 1024;
 const RX_BATCH: usize = 256;
