@@ -91,7 +91,7 @@ pub fn capability_check(effective: u64) -> Check {
     if !has(CAP_BPF) && !has(CAP_SYS_ADMIN) {
         missing.push("CAP_BPF");
     }
-    let advice = "run prtip as root, or `setcap cap_net_raw,cap_net_admin,cap_bpf+ep $(command -v prtip)`";
+    let advice = "run prtip as root, or `setcap cap_net_raw,cap_net_admin,cap_bpf,cap_ipc_lock+ep $(command -v prtip)`";
     match (missing.is_empty(), has(CAP_NET_RAW)) {
         (true, _) => Check::ok("capabilities", "CAP_NET_RAW, CAP_NET_ADMIN and CAP_BPF held: both transports"),
         (false, true) => {
@@ -143,8 +143,10 @@ fn interface_checks(ifname: &str) -> Vec<Check> {
     };
     let sys = format!("/sys/class/net/{ifname}");
     let up = std::fs::read_to_string(format!("{sys}/operstate")).map(|s| s.trim().to_string()).unwrap_or_default();
-    let (rx_queues, tx_queues) = net::interface::queues(ifname);
-    let detail = format!("{ifname}: {up}, {rx_queues} receive and {tx_queues} transmit queues");
+    let detail = match net::interface::queues(ifname, index) {
+        Some((rx, tx)) => format!("{ifname}: {up}, {rx} receive and {tx} transmit queues"),
+        None => format!("{ifname}: {up}, queues unknown (/sys shows another network namespace)"),
+    };
     let mut checks = vec![if up == "up" || up == "unknown" {
         Check::ok("interface", detail)
     } else {

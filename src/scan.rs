@@ -289,7 +289,11 @@ fn open_transport(cfg: &ScanConfig, path: &Path) -> Result<Opened, ScanError> {
                 ),
             });
         }
-        let queues = cfg.queues.unwrap_or_else(|| default_queues(&path.ifname));
+        let mut queues = cfg.queues.unwrap_or_else(|| default_queues(&path.ifname, path.ifindex));
+        // Each sending queue paces at least one probe a second.
+        if cfg.rate > 0 {
+            queues = queues.min(u32::try_from(cfg.rate).unwrap_or(u32::MAX));
+        }
         let (txs, rx, attachment) = xdp::open(&path.ifname, path.ifindex, path.src_ip, cfg.src_ports, queues)?;
         let mode = if attachment.zero_copy { "zero-copy" } else { "copy mode" };
         let kind = format!("AF_XDP, {mode}, {queues} {}", if queues == 1 { "queue" } else { "queues" });
@@ -312,8 +316,8 @@ fn open_transport(cfg: &ScanConfig, path: &Path) -> Result<Opened, ScanError> {
 /// As many transmit queues as the interface has (its combined queues), one
 /// per core but one: the receive thread needs a core too (on two cores, two
 /// transmit threads sent 35% less than one; docs/PERFORMANCE.md).
-fn default_queues(ifname: &str) -> u32 {
-    let (rx, tx) = net::interface::queues(ifname);
+fn default_queues(ifname: &str, ifindex: u32) -> u32 {
+    let (rx, tx) = net::interface::queues(ifname, ifindex).unwrap_or((1, 1));
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get() as u32);
     rx.min(tx).min(cores.saturating_sub(1).max(1)).min(xdp::MAX_QUEUES)
 }

@@ -117,7 +117,8 @@ fn the_xdp_program_never_outlives_prtip() {
     assert_eq!(out.status.code(), Some(1), "{}", stderr_of(&out));
     assert!(stderr_of(&out).contains("/nonexistent/x.xml"), "{}", stderr_of(&out));
     assert!(!xdp_attached(&lab), "after an error");
-    // A panic after the program was attached (debug builds can be told to panic there).
+    // A panic after the program was attached (debug builds can be told to panic
+    // there). The BPF link makes any exit detach it; this guards that choice.
     let out =
         lab.prtip(&["-p", "80", "10.201.0.1", "--transport", "xdp"]).env("PRTIP_TEST_PANIC", "1").output().unwrap();
     assert_eq!(out.status.code(), Some(101), "{}", stderr_of(&out));

@@ -14,16 +14,17 @@ set -eu
 here=$(cd "$(dirname "$0")" && pwd)
 prtip=${PRTIP_BIN:-$here/../../target/release/prtip}
 [ -x "$prtip" ] || { echo "build first: cargo build --release" >&2; exit 1; }
-obj=$(mktemp -d)/drop.bpf.o
-clang -O2 -g -target bpf -I/usr/include/x86_64-linux-gnu -c "$here/drop.bpf.c" -o "$obj"
+tmp=$(mktemp -d)
+obj=$tmp/drop.bpf.o
+clang -O2 -g -target bpf -I"/usr/include/$(uname -m)-linux-gnu" -c "$here/drop.bpf.c" -o "$obj"
 queues=${*:-1 2}
 max=1
 for q in $queues; do [ "$q" -gt "$max" ] && max=$q; done
 
-s=txcs; t=txct
-cleanup() { ip netns del $s 2>/dev/null || true; ip netns del $t 2>/dev/null || true; }
+s=txc$$s; t=txc$$t
+cleanup() { ip netns del $s 2>/dev/null || true; ip netns del $t 2>/dev/null || true; rm -rf "$tmp"; }
 trap cleanup EXIT
-cleanup
+trap 'exit 130' INT TERM
 ip netns add $s; ip netns add $t
 ip link add txc0 numtxqueues "$max" numrxqueues "$max" netns $s type veth \
     peer name txc1 numtxqueues "$max" numrxqueues "$max" netns $t

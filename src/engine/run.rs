@@ -32,6 +32,8 @@ pub enum EngineError {
     Transport(#[from] TransportError),
     #[error("the {0} thread panicked (a bug: please report it)")]
     Panicked(&'static str),
+    #[error("no transmit queue to send on")]
+    NoTransmitter,
 }
 
 /// Asks a running scan to stop: the first request stops transmission (replies
@@ -150,6 +152,8 @@ struct Shared {
     rx_drops: AtomicU64,
     max_rtt_us: AtomicU64,
     last_send_ns: AtomicU64,
+    /// Per pass, when its last lane sent its last probe of it.
+    pass_end_ns: Vec<AtomicU64>,
     /// Per transmit lane, `ScanPlan::linear` of the cursor below which the
     /// lane has sent all its positions.
     cursors: Vec<AtomicU64>,
@@ -175,6 +179,18 @@ impl Shared {
     fn replies_due_by(&self, clock: &Clock, plan: &ScanPlan) -> bool {
         let waited = Duration::from_nanos(clock.now_ns().saturating_sub(self.last_send_ns.load(Relaxed)));
         waited >= reply_timeout(self.max_rtt(), plan.max_wait)
+    }
+
+    /// True once every lane has sent all of pass `pass` and no reply to it can
+    /// still be expected: the next pass may retry what is unanswered. A lane
+    /// already retrying does not hold the others back.
+    fn pass_due(&self, pass: u32, clock: &Clock, plan: &ScanPlan) -> bool {
+        // The cursors first: a lane stores its pass's end before its cursor.
+        if self.cursor() < plan.linear(Cursor { pass: pass + 1, position: 0 }) {
+            return false;
+        }
+        let ended = self.pass_end_ns.get(pass as usize).map_or(0, |t| t.load(Acquire));
+        Duration::from_nanos(clock.now_ns().saturating_sub(ended)) >= reply_timeout(self.max_rtt(), plan.max_wait)
     }
 }
 
@@ -216,12 +232,16 @@ pub fn run<T: Transmit, R: Receive>(
     answered: &Answered,
     observer: &mut impl Observer,
 ) -> Result<ScanStats, EngineError> {
+    if txs.is_empty() {
+        return Err(EngineError::NoTransmitter);
+    }
     let clock = Clock::new();
     let lanes = txs.len() as u64;
     let shared = Shared {
         cursors: (0..lanes).map(|_| AtomicU64::new(plan.linear(plan.start))).collect(),
         tx_running: AtomicUsize::new(txs.len()),
-        tx_done: AtomicBool::new(txs.is_empty()),
+        tx_done: AtomicBool::new(false),
+        pass_end_ns: (0..=plan.retries).map(|_| AtomicU64::new(0)).collect(),
         // A resumed scan starts with its earlier answers.
         answered: AtomicU64::new(answered.count()),
         ..Shared::default()
@@ -392,7 +412,7 @@ fn transmit<T: Transmit>(
         let from = if pass == plan.start.pass { plan.start.position } else { 0 };
         if pass > 0 && from == 0 {
             // Retry only what is still unanswered once its replies were due.
-            while !shared.replies_due_by(clock, plan) && shared.answered.load(Relaxed) < total {
+            while !shared.pass_due(pass - 1, clock, plan) && shared.answered.load(Relaxed) < total {
                 if stop.stop_sending() || shared.failed.load(Relaxed) {
                     return Ok(());
                 }
@@ -437,12 +457,15 @@ fn transmit<T: Transmit>(
                 let accepted = tx.transmit(&batch)?;
                 shared.sent.fetch_add(accepted as u64, Relaxed);
                 shared.refused.fetch_add((count - accepted) as u64, Relaxed);
-                shared.last_send_ns.store(clock.now_ns(), Relaxed);
+                // fetch_max: a lane preempted between reading the clock and
+                // storing must not move another lane's later send back.
+                shared.last_send_ns.fetch_max(clock.now_ns(), Relaxed);
             }
             let position = next.min(total);
             cursor.store(plan.linear(Cursor { pass, position }), Release);
         }
         // Every position of this pass is done, the last ones maybe skipped as answered.
+        shared.pass_end_ns[pass as usize].fetch_max(clock.now_ns(), Release);
         cursor.store(plan.linear(Cursor { pass, position: total }), Release);
     }
     Ok(())

@@ -25,15 +25,23 @@ pub fn name(index: u32) -> Result<String, NetError> {
     Ok(unsafe { CStr::from_ptr(buf.as_ptr()) }.to_string_lossy().into_owned())
 }
 
-/// How many receive and transmit queues the interface has, as sysfs lists
-/// them (`ip netns exec` mounts the namespace's own); 1 each where it cannot tell.
-pub fn queues(name: &str) -> (u32, u32) {
+/// How many receive and transmit queues interface `index` (named `name`)
+/// has, as sysfs lists them; None where sysfs describes another interface or
+/// none: it shows the network namespace it was mounted in (`ip netns exec`
+/// mounts the namespace's own, `nsenter` and `unshare` do not).
+pub fn queues(name: &str, index: u32) -> Option<(u32, u32)> {
+    let dir = format!("/sys/class/net/{name}");
+    let shown: u32 = std::fs::read_to_string(format!("{dir}/ifindex")).ok()?.trim().parse().ok()?;
+    if shown != index {
+        return None;
+    }
     let count = |prefix: &str| {
-        std::fs::read_dir(format!("/sys/class/net/{name}/queues"))
+        std::fs::read_dir(format!("{dir}/queues"))
+            .ok()
             .map(|d| d.filter_map(Result::ok).filter(|e| e.file_name().to_string_lossy().starts_with(prefix)).count())
             .map_or(1, |n| n.max(1) as u32)
     };
-    (count("rx-"), count("tx-"))
+    Some((count("rx-"), count("tx-")))
 }
 
 /// The link type (`ARPHRD_*`) and hardware address of an interface.
@@ -58,4 +66,18 @@ pub fn hardware_address(name: &str) -> Result<(u16, [u8; 6]), NetError> {
     // SAFETY: SIOCGIFHWADDR filled the hardware-address member of the union.
     let addr = unsafe { req.ifr_ifru.ifru_hwaddr };
     Ok((addr.sa_family, std::array::from_fn(|i| addr.sa_data[i] as u8)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn queues_are_counted_only_for_the_interface_sysfs_shows() {
+        let lo = index("lo").unwrap();
+        assert_eq!(queues("lo", lo), Some((1, 1)));
+        // Another namespace's interface of the same name, as sysfs mounted elsewhere would show it.
+        assert_eq!(queues("lo", lo + 1_000_000), None);
+        assert_eq!(queues("prtip-no-such-if", 7), None);
+    }
 }

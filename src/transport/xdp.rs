@@ -23,12 +23,14 @@ use std::io::Write;
 use std::net::Ipv4Addr;
 use std::os::fd::AsRawFd;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
-use xsk_rs::config::{Interface, LibxdpFlags, QueueSize, SocketConfig, UmemConfig};
+use xsk_rs::config::{FrameSize, Interface, LibxdpFlags, QueueSize, SocketConfig, UmemConfig};
 use xsk_rs::{CompQueue, FillQueue, FrameDesc, RxQueue, Socket, TxQueue, Umem};
 
 static PROGRAM: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/prtip.bpf.o"));
 
 const FRAMES: u32 = 8192;
+/// The smallest frame AF_XDP takes; a SYN and its replies need far less.
+const FRAME_SIZE: u32 = 2048;
 const RING: u32 = FRAMES / 2;
 const RX_ONLY_FRAMES: u32 = 1024;
 const RX_BATCH: usize = 256;
@@ -172,8 +174,19 @@ pub fn open(
     src_ports: (u16, u16),
     tx_queues: u32,
 ) -> Result<(Vec<XdpTx>, XdpRx, XdpAttachment), TransportError> {
-    let (rx_count, tx_count) = crate::net::interface::queues(ifname);
-    let rx_count = rx_count.min(MAX_QUEUES);
+    let (rx_count, tx_count) = crate::net::interface::queues(ifname, ifindex).ok_or_else(|| {
+        xdp_error(
+            "counting queues",
+            format!("/sys does not show {ifname} of this network namespace (enter it with `ip netns exec`)"),
+        )
+    })?;
+    // A reply hashed to a queue without a socket would go to the kernel, which answers it with an RST.
+    if rx_count > MAX_QUEUES {
+        return Err(xdp_error(
+            "counting queues",
+            format!("{ifname} has {rx_count} receive queues; prtip's XDP program serves at most {MAX_QUEUES}"),
+        ));
+    }
     if tx_queues == 0 || tx_queues > rx_count.min(tx_count) {
         return Err(xdp_error(
             "choosing queues",
@@ -245,18 +258,20 @@ fn open_queue(
     queue: u32,
     send: bool,
 ) -> Result<(Option<XdpTx>, QueueRx, std::os::fd::RawFd), TransportError> {
-    let (frames, rx_frames) = if send { (FRAMES, RING) } else { (RX_ONLY_FRAMES, RX_ONLY_FRAMES) };
+    // A receive-only socket never sends: its TX and completion rings stay small.
+    let (frames, rx_frames, tx_ring) = if send { (FRAMES, RING, RING) } else { (RX_ONLY_FRAMES, RX_ONLY_FRAMES, 64) };
     let size = |n: u32| QueueSize::new(n).map_err(|e| fail("sizing the AF_XDP rings", e));
     let umem_config = UmemConfig::builder()
+        .frame_size(FrameSize::new(FRAME_SIZE).map_err(|e| fail("sizing the UMEM frames", e))?)
         .fill_queue_size(size(rx_frames)?)
-        .comp_queue_size(size(RING)?)
+        .comp_queue_size(size(tx_ring)?)
         .build()
         .map_err(|e| fail("configuring the UMEM", e))?;
     let (umem, descs) = Umem::new(umem_config, frames.try_into().expect("non-zero"), false)
         .map_err(|e| fail_chain("creating the AF_XDP UMEM", &e))?;
     let socket_config = SocketConfig::builder()
         .rx_queue_size(size(rx_frames)?)
-        .tx_queue_size(size(RING)?)
+        .tx_queue_size(size(tx_ring)?)
         // Our own program steers; libxdp must not load its default one.
         .libxdp_flags(LibxdpFlags::XSK_LIBXDP_FLAGS_INHIBIT_PROG_LOAD)
         .build();
@@ -398,6 +413,9 @@ impl Receive for XdpRx {
             return if e.kind() == std::io::ErrorKind::Interrupted { Ok(()) } else { Err(fail(e)) };
         }
         for (q, fd) in self.queues.iter_mut().zip(&fds) {
+            if fd.revents & (libc::POLLERR | libc::POLLNVAL) != 0 {
+                return Err(fail(std::io::Error::other("the AF_XDP socket reported an error")));
+            }
             if fd.revents & libc::POLLIN != 0 {
                 // SAFETY: as above.
                 let n = unsafe { q.rx.consume(&mut q.descs) };
