@@ -6,7 +6,6 @@
 //! `engine::run` (deduplicated) -> `output` on standard output, and the
 //! `store` task (journal, SQLite, output files) on a thread of its own.
 
-pub mod checkpoint;
 pub mod cli;
 pub mod config;
 pub mod db_command;

@@ -1,10 +1,10 @@
 //! `prtip --resume`: turns an interrupted scan's checkpoint back into the
 //! configuration it ran with, refusing settings that contradict it.
 
-use crate::checkpoint::{self, Checkpoint, CheckpointError};
 use crate::cli::{Cli, DEFAULT_DATABASE, normalize_args};
 use crate::config::{ConfigError, Resume, ScanConfig};
 use crate::store::StoreError;
+use crate::store::checkpoint::{self, Checkpoint, CheckpointError};
 use crate::store::db::Db;
 use clap::parser::ValueSource;
 use clap::{CommandFactory, FromArgMatches};

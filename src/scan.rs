@@ -1,7 +1,6 @@
 //! One scan from a checked configuration to results on standard output and a
 //! summary on standard error.
 
-use crate::checkpoint::{self, Checkpoint};
 use crate::config::{OutputFormat, ScanConfig, TransportChoice, Verbosity};
 use crate::engine::plan::{Cursor, ScanPlan};
 use crate::engine::run::{self, EngineError, Observer, Progress, ScanStats, StopSignal, Wire};
@@ -11,6 +10,7 @@ use crate::net::{self, NetError, Path};
 use crate::output::{self, Format, ResultWriter, RunEnd, RunInfo, decimal};
 use crate::progress;
 use crate::result::{PortState, Reason, ScanResult};
+use crate::store::checkpoint::{self, Checkpoint};
 use crate::store::db::{ScanEnd, ScanStart};
 use crate::store::{Finish, Store, StoreConfig, StoreError, StoreReport};
 use crate::target::ranges::RangeSet;
@@ -289,12 +289,18 @@ fn open_transport(cfg: &ScanConfig, path: &Path) -> Result<Opened, ScanError> {
                 ),
             });
         }
-        let mut queues = cfg.queues.unwrap_or_else(|| default_queues(&path.ifname, path.ifindex));
+        let (rx, tx) = net::interface::queues(&path.ifname, path.ifindex).ok_or_else(|| TransportError::Xdp {
+            what: "counting queues",
+            why: format!("/sys does not show {} of this network namespace (enter it with `ip netns exec`)", path.ifname),
+        })?;
+        let available = xdp::Queues { rx, tx };
+        let mut queues = cfg.queues.unwrap_or_else(|| default_queues(available));
         // Each sending queue paces at least one probe a second.
         if cfg.rate > 0 {
             queues = queues.min(u32::try_from(cfg.rate).unwrap_or(u32::MAX));
         }
-        let (txs, rx, attachment) = xdp::open(&path.ifname, path.ifindex, path.src_ip, cfg.src_ports, queues)?;
+        let (txs, rx, attachment) =
+            xdp::open(&path.ifname, path.ifindex, available, path.src_ip, cfg.src_ports, queues)?;
         let mode = if attachment.zero_copy { "zero-copy" } else { "copy mode" };
         let kind = format!("AF_XDP, {mode}, {queues} {}", if queues == 1 { "queue" } else { "queues" });
         let txs = txs.into_iter().map(|t| Box::new(t) as Box<dyn Transmit>).collect();
@@ -316,8 +322,7 @@ fn open_transport(cfg: &ScanConfig, path: &Path) -> Result<Opened, ScanError> {
 /// As many transmit queues as the interface has (its combined queues), one
 /// per core but one: the receive thread needs a core too (on two cores, two
 /// transmit threads sent 35% less than one; docs/PERFORMANCE.md).
-fn default_queues(ifname: &str, ifindex: u32) -> u32 {
-    let (rx, tx) = net::interface::queues(ifname, ifindex).unwrap_or((1, 1));
+fn default_queues(xdp::Queues { rx, tx }: xdp::Queues) -> u32 {
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get() as u32);
     rx.min(tx).min(cores.saturating_sub(1).max(1)).min(xdp::MAX_QUEUES)
 }

@@ -2,8 +2,8 @@
 //! inserts, and the reads behind `prtip db`.
 
 use super::StoreError;
+use super::checkpoint::{self, Checkpoint};
 use super::journal;
-use crate::checkpoint::{self, Checkpoint};
 use crate::engine::plan::Cursor;
 use crate::latency::{self, Latency, Series};
 use crate::output::decimal;

@@ -4,15 +4,16 @@
 //! streams the output files (io_uring). It drains everything it was sent
 //! before it reports back, whatever way the scan ended.
 
+pub mod checkpoint;
 pub mod db;
 pub mod journal;
 mod task;
 
-use crate::checkpoint::Checkpoint;
 use crate::engine::plan::Cursor;
 use crate::latency::Latency;
 use crate::output::{OutputFile, RunEnd, RunInfo};
 use crate::result::ScanResult;
+use checkpoint::Checkpoint;
 use db::{ScanEnd, ScanStart};
 use std::path::PathBuf;
 use std::thread::JoinHandle;

@@ -6,9 +6,9 @@
 //! `select!` can lose a message to a timer: the commit timer wraps `recv()`
 //! itself and never takes a message away.
 
+use super::checkpoint::{self, Checkpoint};
 use super::db::{self, Db};
 use super::{Finish, Msg, StoreConfig, StoreError, StoreReport, journal};
-use crate::checkpoint::{self, Checkpoint};
 use crate::engine::plan::Cursor;
 use crate::output::{self, OutputFile, ResultWriter};
 use crate::result::{PortState, Reason, ScanResult};

@@ -163,23 +163,26 @@ pub fn support(ifindex: u32) -> Result<XdpSupport, TransportError> {
     })
 }
 
+/// How many receive and transmit queues an interface has.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Queues {
+    pub rx: u32,
+    pub tx: u32,
+}
+
 /// Loads and attaches the XDP program on `ifindex` and binds an AF_XDP socket
-/// to every receive queue of `ifname`, so that replies to `src_ip` on
-/// `src_ports` come to prtip whichever queue they arrive on; the first
-/// `tx_queues` sockets also send.
+/// to every one of the interface's `queues.rx` receive queues, so that
+/// replies to `src_ip` on `src_ports` come to prtip whichever queue they
+/// arrive on; the first `tx_queues` sockets also send.
 pub fn open(
     ifname: &str,
     ifindex: u32,
+    queues: Queues,
     src_ip: Ipv4Addr,
     src_ports: (u16, u16),
     tx_queues: u32,
 ) -> Result<(Vec<XdpTx>, XdpRx, XdpAttachment), TransportError> {
-    let (rx_count, tx_count) = crate::net::interface::queues(ifname, ifindex).ok_or_else(|| {
-        xdp_error(
-            "counting queues",
-            format!("/sys does not show {ifname} of this network namespace (enter it with `ip netns exec`)"),
-        )
-    })?;
+    let Queues { rx: rx_count, tx: tx_count } = queues;
     // A reply hashed to a queue without a socket would go to the kernel, which answers it with an RST.
     if rx_count > MAX_QUEUES {
         return Err(xdp_error(

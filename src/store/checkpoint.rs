@@ -5,9 +5,9 @@
 //! JSON file whose results are appended, in the journal's record format, to a
 //! second file beside it.
 
+use super::journal;
 use crate::engine::plan::Cursor;
 use crate::result::ScanResult;
-use crate::store::journal;
 use crate::target::ranges::{Range, RangeSet};
 use serde_json::{Value, json};
 use std::path::{Path, PathBuf};
@@ -128,7 +128,7 @@ pub fn in_use(path: &Path) -> bool {
     std::fs::OpenOptions::new()
         .read(true)
         .open(results_path(path))
-        .is_ok_and(|f| matches!(crate::store::db::try_lock(f.as_raw_fd()), Ok(false)))
+        .is_ok_and(|f| matches!(super::db::try_lock(f.as_raw_fd()), Ok(false)))
 }
 
 /// The most recently written checkpoint in `dir` that no running prtip holds.
