@@ -291,7 +291,10 @@ fn open_transport(cfg: &ScanConfig, path: &Path) -> Result<Opened, ScanError> {
         }
         let (rx, tx) = net::interface::queues(&path.ifname, path.ifindex).ok_or_else(|| TransportError::Xdp {
             what: "counting queues",
-            why: format!("/sys does not show {} of this network namespace (enter it with `ip netns exec`)", path.ifname),
+            why: format!(
+                "/sys does not show {} of this network namespace (enter it with `ip netns exec`)",
+                path.ifname
+            ),
         })?;
         let available = xdp::Queues { rx, tx };
         let mut queues = cfg.queues.unwrap_or_else(|| default_queues(available));
