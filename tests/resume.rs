@@ -137,8 +137,17 @@ fn settings_that_contradict_the_checkpoint_are_refused() {
         assert!(err.contains(message) && err.lines().count() == 1, "{extra:?}: {err}");
     }
     // Saying again what the checkpoint says is no contradiction.
-    let out = run(&lab, &["--resume", checkpoint, "-p", "80", "--rate", "20000", "-q"], None);
+    let out = run(&lab, &["--resume", checkpoint, "-p", "80", "--rate", "20000", "--status-json"], None);
     assert_eq!(out.status.code(), Some(0), "{}", stderr_of(&out));
+    // Its progress counts what this run has left to send, and its own replies.
+    let err = stderr_of(&out);
+    let status: Vec<serde_json::Value> = err.lines().filter_map(|l| serde_json::from_str(l).ok()).collect();
+    assert!(!status.is_empty(), "{err}");
+    for v in &status {
+        let planned = v["planned"].as_u64().unwrap();
+        assert!(planned > 0 && planned < 65536, "{v}");
+        assert!(v["answered"].as_u64().unwrap() <= v["sent"].as_u64().unwrap(), "{v}");
+    }
 }
 
 #[test]

@@ -79,9 +79,11 @@ pub trait Observer {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Progress {
     pub elapsed: Duration,
-    /// Probes in one pass (retries come on top).
+    /// Probes this run has to send in the pass it starts in: one whole pass
+    /// unless it resumes another run (retries come on top).
     pub planned: u64,
     pub sent: u64,
+    /// Replies this run received (not those of the runs it resumes).
     pub answered: u64,
     pub open: u64,
     pub rx_drops: u64,
@@ -237,16 +239,19 @@ pub fn run<T: Transmit, R: Receive>(
     }
     let clock = Clock::new();
     let lanes = txs.len() as u64;
+    // A resumed scan starts with its earlier answers.
+    let answered_before = answered.count();
     let shared = Shared {
         cursors: (0..lanes).map(|_| AtomicU64::new(plan.linear(plan.start))).collect(),
         tx_running: AtomicUsize::new(txs.len()),
         tx_done: AtomicBool::new(false),
         pass_end_ns: (0..=plan.retries).map(|_| AtomicU64::new(0)).collect(),
-        // A resumed scan starts with its earlier answers.
-        answered: AtomicU64::new(answered.count()),
+        answered: AtomicU64::new(answered_before),
         ..Shared::default()
     };
     let total = plan.probes_per_pass();
+    // The progress of this run: what is left of the pass it starts in, and its own answers.
+    let planned = total - plan.start.position.min(total);
     let (results_tx, results_rx) = mpsc::channel::<Vec<ScanResult>>();
     let mut checkpoints = Checkpoints::new(plan.linear(plan.start));
 
@@ -292,9 +297,9 @@ pub fn run<T: Transmit, R: Receive>(
                 let due = reply_timeout(shared.max_rtt(), plan.max_wait).as_nanos() as u64;
                 observer.progress(&Progress {
                     elapsed: Duration::from_nanos(clock.now_ns()),
-                    planned: total,
+                    planned,
                     sent: shared.sent.load(Relaxed),
-                    answered: shared.answered.load(Relaxed),
+                    answered: shared.answered.load(Relaxed) - answered_before,
                     open: shared.open.load(Relaxed),
                     rx_drops: shared.rx_drops.load(Relaxed),
                     checkpoint: plan.cursor_at(checkpoints.safe(now.saturating_sub(due))),
@@ -453,8 +458,11 @@ fn transmit<T: Transmit>(
                 count += 1;
             }
             if count > 0 {
-                let batch: Vec<&[u8]> = frames[..count].iter().map(|f| &f[..]).collect();
-                let accepted = tx.transmit(&batch)?;
+                let mut batch: [&[u8]; TX_BATCH as usize] = [&[]; TX_BATCH as usize];
+                for (slot, frame) in batch.iter_mut().zip(&frames[..count]) {
+                    *slot = frame;
+                }
+                let accepted = tx.transmit(&batch[..count])?;
                 shared.sent.fetch_add(accepted as u64, Relaxed);
                 shared.refused.fetch_add((count - accepted) as u64, Relaxed);
                 // fetch_max: a lane preempted between reading the clock and
