@@ -11,7 +11,7 @@ use thiserror::Error;
 #[derive(Debug, Error)]
 pub enum TransportError {
     #[error(
-        "{what} needs the CAP_NET_RAW capability: run prtip as root, or grant it with `setcap cap_net_raw,cap_net_admin+ep prtip`"
+        "{what} needs the CAP_NET_RAW capability: run prtip as root, or grant it with `setcap cap_net_raw,cap_net_admin,cap_bpf,cap_ipc_lock+ep prtip`"
     )]
     NoPrivilege { what: &'static str },
     #[error("AF_XDP: {what}: {why}")]
