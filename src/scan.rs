@@ -155,7 +155,6 @@ pub fn execute(cfg: &ScanConfig, stop: &StopSignal) -> Result<Outcome, ScanError
         finish_output(writer.finish(&end.run))?;
     }
     let stored = store.map(|s| s.finish(end)).transpose()?;
-
     if cfg.verbosity >= Verbosity::Normal {
         eprintln!("prtip: {}", summary(&plan, &stats, silent));
         if stats.refused > 0 {
