@@ -82,7 +82,7 @@ pub struct Cli {
     #[arg(short = 'i', long, value_name = "IF", help_heading = "Network")]
     pub interface: Option<String>,
 
-    /// AF_XDP: send on this many queues, a thread each [default: the interface's queues, at most one per core but one]
+    /// AF_XDP: send on this many queues, a thread each [default: the interface's queues, at most one per core]
     #[arg(long, value_name = "N", help_heading = "Network")]
     pub queues: Option<u32>,
 

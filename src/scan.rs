@@ -321,12 +321,13 @@ fn open_transport(cfg: &ScanConfig, path: &Path) -> Result<Opened, ScanError> {
     }
 }
 
-/// As many transmit queues as the interface has (its combined queues), one
-/// per core but one: the receive thread needs a core too (on two cores, two
-/// transmit threads sent 35% less than one; docs/PERFORMANCE.md).
+/// As many transmit queues as the interface has (its combined queues), at
+/// most one per core, as the AF_XDP issue asks. On two cores shared with the
+/// receive thread and a local target, two sent 35% less than one
+/// (docs/PERFORMANCE.md); `--queues 1` is the remedy there.
 fn default_queues(xdp::Queues { rx, tx }: xdp::Queues) -> u32 {
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get() as u32);
-    rx.min(tx).min(cores.saturating_sub(1).max(1)).min(xdp::MAX_QUEUES)
+    rx.min(tx).min(cores).min(xdp::MAX_QUEUES)
 }
 
 fn now_us() -> u64 {
