@@ -177,10 +177,20 @@ impl Shared {
         }
     }
 
+    /// How long after a probe its reply may still come, by the round trips seen so far.
+    fn reply_timeout(&self, plan: &ScanPlan) -> Duration {
+        reply_timeout(self.max_rtt(), plan.max_wait)
+    }
+
+    /// The last sampled cursor whose replies are all due by now.
+    fn checkpoint(&self, checkpoints: &mut Checkpoints, now_ns: u64, plan: &ScanPlan) -> Cursor {
+        plan.cursor_at(checkpoints.safe(now_ns.saturating_sub(self.reply_timeout(plan).as_nanos() as u64)))
+    }
+
     /// True once no reply to the probes sent so far can still be expected.
     fn replies_due_by(&self, clock: &Clock, plan: &ScanPlan) -> bool {
         let waited = Duration::from_nanos(clock.now_ns().saturating_sub(self.last_send_ns.load(Relaxed)));
-        waited >= reply_timeout(self.max_rtt(), plan.max_wait)
+        waited >= self.reply_timeout(plan)
     }
 
     /// True once every lane has sent all of pass `pass` and no reply to it can
@@ -192,7 +202,7 @@ impl Shared {
             return false;
         }
         let ended = self.pass_end_ns.get(pass as usize).map_or(0, |t| t.load(Acquire));
-        Duration::from_nanos(clock.now_ns().saturating_sub(ended)) >= reply_timeout(self.max_rtt(), plan.max_wait)
+        Duration::from_nanos(clock.now_ns().saturating_sub(ended)) >= self.reply_timeout(plan)
     }
 }
 
@@ -294,7 +304,6 @@ pub fn run<T: Transmit, R: Receive>(
                 }
                 let now = clock.now_ns();
                 checkpoints.sample(now, shared.cursor());
-                let due = reply_timeout(shared.max_rtt(), plan.max_wait).as_nanos() as u64;
                 observer.progress(&Progress {
                     elapsed: Duration::from_nanos(clock.now_ns()),
                     planned,
@@ -302,7 +311,7 @@ pub fn run<T: Transmit, R: Receive>(
                     answered: shared.answered.load(Relaxed) - answered_before,
                     open: shared.open.load(Relaxed),
                     rx_drops: shared.rx_drops.load(Relaxed),
-                    checkpoint: plan.cursor_at(checkpoints.safe(now.saturating_sub(due))),
+                    checkpoint: shared.checkpoint(&mut checkpoints, now, plan),
                 });
             }
         }
@@ -325,10 +334,7 @@ pub fn run<T: Transmit, R: Receive>(
         plan.end()
     } else if stop.stop_waiting() {
         // Replies to the last probes may never have been read.
-        plan.cursor_at(
-            checkpoints
-                .safe(clock.now_ns().saturating_sub(reply_timeout(shared.max_rtt(), plan.max_wait).as_nanos() as u64)),
-        )
+        shared.checkpoint(&mut checkpoints, clock.now_ns(), plan)
     } else {
         plan.cursor_at(shared.cursor())
     };
