@@ -67,6 +67,13 @@ impl UringFile {
         Ok(UringFile { path, file, offset })
     }
 
+    /// Appends `rows` as one journal record.
+    async fn append_record(&mut self, scan_id: i64, rows: &[ScanResult]) -> std::io::Result<()> {
+        let mut buf = Vec::with_capacity(16 + rows.len() * 24);
+        journal::encode(scan_id, rows, &mut buf);
+        self.append(buf).await
+    }
+
     async fn append(&mut self, bytes: Vec<u8>) -> std::io::Result<()> {
         if bytes.is_empty() {
             return Ok(());
@@ -110,10 +117,8 @@ impl DbSink {
             return Ok(());
         }
         // The journal first: once appended, a crash before the commit loses nothing.
-        let mut buf = Vec::with_capacity(16 + rows.len() * 24);
-        journal::encode(self.scan_id, rows, &mut buf);
         self.journal
-            .append(buf)
+            .append_record(self.scan_id, rows)
             .await
             .map_err(|e| StoreError::Journal { path: self.journal.path.clone(), source: e })?;
         self.pending.extend_from_slice(rows);
@@ -198,10 +203,8 @@ impl CheckpointFile {
         if rows.is_empty() {
             return Ok(());
         }
-        let mut buf = Vec::with_capacity(16 + rows.len() * 24);
-        journal::encode(0, rows, &mut buf);
         self.results
-            .append(buf)
+            .append_record(0, rows)
             .await
             .map_err(|e| StoreError::Checkpoint { path: self.results.path.clone(), source: e })
     }
