@@ -240,10 +240,16 @@ pub fn parse_or_exit<T: Parser>(argv: impl IntoIterator<Item = OsString>) -> Res
             let _ = e.print();
             return ExitCode::SUCCESS;
         }
-        let text = e.render().to_string();
-        eprintln!("prtip: {}", text.lines().next().unwrap_or("invalid arguments"));
+        eprintln!("prtip: error: {}", clap_error_line(&e));
         ExitCode::from(2)
     })
+}
+
+/// The one line that says what is wrong with a command line, without clap's "error: ".
+pub fn clap_error_line(e: &clap::Error) -> String {
+    let text = e.render().to_string();
+    let line = text.lines().next().unwrap_or("invalid arguments");
+    line.strip_prefix("error: ").unwrap_or(line).to_string()
 }
 
 /// How a command that reads or prints ends: 0; 2 when the user named

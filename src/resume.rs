@@ -1,7 +1,7 @@
 //! `prtip --resume`: turns an interrupted scan's checkpoint back into the
 //! configuration it ran with, refusing settings that contradict it.
 
-use crate::cli::{Cli, DEFAULT_DATABASE, normalize_args};
+use crate::cli::{Cli, DEFAULT_DATABASE, clap_error_line, normalize_args};
 use crate::config::{ConfigError, Resume, ScanConfig};
 use crate::store::StoreError;
 use crate::store::checkpoint::{self, Checkpoint, CheckpointError};
@@ -60,12 +60,12 @@ pub fn config(given: Cli, argv: &[OsString]) -> Result<ScanConfig, ResumeError> 
     let stored_argv =
         normalize_args(std::iter::once(OsString::from("prtip")).chain(checkpoint.arguments.iter().map(OsString::from)));
     let stored_matches =
-        Cli::command().try_get_matches_from(&stored_argv).map_err(|e| ResumeError::Arguments(first_line(&e)))?;
+        Cli::command().try_get_matches_from(&stored_argv).map_err(|e| ResumeError::Arguments(clap_error_line(&e)))?;
     let given_matches =
-        Cli::command().try_get_matches_from(argv).map_err(|e| ResumeError::Arguments(first_line(&e)))?;
+        Cli::command().try_get_matches_from(argv).map_err(|e| ResumeError::Arguments(clap_error_line(&e)))?;
     refuse_contradictions(&given_matches, &stored_matches, database.is_some())?;
 
-    let mut stored = Cli::from_arg_matches(&stored_matches).map_err(|e| ResumeError::Arguments(first_line(&e)))?;
+    let mut stored = Cli::from_arg_matches(&stored_matches).map_err(|e| ResumeError::Arguments(clap_error_line(&e)))?;
     stored.quiet = given.quiet;
     stored.verbose = given.verbose;
     stored.status_json |= given.status_json;
@@ -118,8 +118,4 @@ fn refuse_contradictions(given: &clap::ArgMatches, stored: &clap::ArgMatches, in
         }
     }
     Ok(())
-}
-
-fn first_line(e: &clap::Error) -> String {
-    e.render().to_string().lines().next().unwrap_or("invalid arguments").trim_start_matches("error: ").to_string()
 }
