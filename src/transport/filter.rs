@@ -1,8 +1,10 @@
-//! The classic BPF program that lets only possible replies reach a packet socket:
-//! IPv4 to our address that is either ICMP or unfragmented TCP to one of our
-//! source ports. Everything else stays in the kernel.
+//! The classic BPF programs that let only possible replies reach a packet
+//! socket. IPv4: to our address, either ICMP or unfragmented TCP to one of our
+//! source ports. IPv6: to our address, either ICMPv6 destination unreachable or
+//! TCP (directly after the fixed header) to one of our source ports; neighbour
+//! discovery, echo and the rest stay in the kernel. Everything else is dropped.
 
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 /// One instruction, laid out as the kernel's `struct sock_filter`.
 #[repr(C)]
@@ -26,17 +28,48 @@ const JSET: u16 = 0x45;
 const RET: u16 = 0x06;
 
 /// Bytes of each accepted frame handed to userspace: Ethernet, IPv4 with options,
-/// TCP with options, or an ICMP error quoting our whole SYN, all fit.
+/// TCP with options, or an ICMP or ICMPv6 error quoting our whole SYN, all fit.
 pub const SNAP_LEN: u32 = 256;
 
-pub fn reply_filter(src_ip: Ipv4Addr, ports: (u16, u16)) -> Vec<Insn> {
+/// The longest reply that must arrive whole: an ICMPv6 error (40 + 8 bytes)
+/// quoting our 90-byte IPv6 SYN frame without its Ethernet header (40 + 36).
+const LONGEST_QUOTE: u32 = 14 + 40 + 8 + 40 + 36;
+const _: () = assert!(LONGEST_QUOTE <= SNAP_LEN);
+
+pub fn reply_filter(src_ip: IpAddr, ports: (u16, u16)) -> Vec<Insn> {
+    match src_ip {
+        IpAddr::V4(ip) => reply_filter_v4(ip, ports),
+        IpAddr::V6(ip) => reply_filter_v6(ip, ports),
+    }
+}
+
+fn i(code: u16, k: u32) -> Insn {
+    Insn { code, jt: 0, jf: 0, k }
+}
+
+/// A conditional jump to absolute instruction numbers, made relative by `relative`.
+fn j(code: u16, k: u32, jt: u8, jf: u8) -> Insn {
+    Insn { code, jt, jf, k }
+}
+
+fn next(pc: u8) -> u8 {
+    pc + 1
+}
+
+fn relative(mut prog: Vec<Insn>) -> Vec<Insn> {
+    for (pc, insn) in prog.iter_mut().enumerate() {
+        if insn.code & 0x07 == 0x05 {
+            insn.jt -= pc as u8 + 1;
+            insn.jf -= pc as u8 + 1;
+        }
+    }
+    prog
+}
+
+fn reply_filter_v4(src_ip: Ipv4Addr, ports: (u16, u16)) -> Vec<Insn> {
     const ACCEPT: u8 = 13;
     const DROP: u8 = 14;
-    let i = |code, k| Insn { code, jt: 0, jf: 0, k };
-    // Jump targets are absolute here and made relative below.
-    let j = |code, k, jt: u8, jf: u8| Insn { code, jt, jf, k };
-    let next = |pc: u8| pc + 1;
-    let mut prog = vec![
+    relative(vec![
         i(LDH_ABS, 12),                             // 0: ethertype
         j(JEQ, 0x0800, next(1), DROP),              // 1
         i(LDW_ABS, 30),                             // 2: IPv4 destination
@@ -52,20 +85,43 @@ pub fn reply_filter(src_ip: Ipv4Addr, ports: (u16, u16)) -> Vec<Insn> {
         j(JGT, u32::from(ports.1), DROP, ACCEPT),   // 12
         i(RET, SNAP_LEN),                           // 13: accept
         i(RET, 0),                                  // 14: drop
-    ];
-    for (pc, insn) in prog.iter_mut().enumerate() {
-        if insn.code & 0x07 == 0x05 {
-            insn.jt -= pc as u8 + 1;
-            insn.jf -= pc as u8 + 1;
-        }
-    }
-    prog
+    ])
 }
 
+/// A reply whose TCP header sits behind extension headers is not ours: our
+/// SYNs carry none, and neither do the answers to them.
+fn reply_filter_v6(src_ip: Ipv6Addr, ports: (u16, u16)) -> Vec<Insn> {
+    const TCP: u8 = 15;
+    const ACCEPT: u8 = 18;
+    const DROP: u8 = 19;
+    let word = |n: usize| u32::from_be_bytes(src_ip.octets()[n * 4..n * 4 + 4].try_into().expect("4 bytes"));
+    relative(vec![
+        i(LDH_ABS, 12),                             // 0: ethertype
+        j(JEQ, 0x86dd, next(1), DROP),              // 1
+        i(LDW_ABS, 38),                             // 2: IPv6 destination, first word
+        j(JEQ, word(0), next(3), DROP),             // 3
+        i(LDW_ABS, 42),                             // 4
+        j(JEQ, word(1), next(5), DROP),             // 5
+        i(LDW_ABS, 46),                             // 6
+        j(JEQ, word(2), next(7), DROP),             // 7
+        i(LDW_ABS, 50),                             // 8
+        j(JEQ, word(3), next(9), DROP),             // 9
+        i(LDB_ABS, 20),                             // 10: next header
+        j(JEQ, 6, TCP, next(11)),                   // 11
+        j(JEQ, 58, next(12), DROP),                 // 12: ICMPv6
+        i(LDB_ABS, 54),                             // 13: ICMPv6 type
+        j(JEQ, 1, ACCEPT, DROP),                    // 14: destination unreachable
+        i(LDH_ABS, 56),                             // 15: TCP destination port
+        j(JGE, u32::from(ports.0), next(16), DROP), // 16
+        j(JGT, u32::from(ports.1), DROP, ACCEPT),   // 17
+        i(RET, SNAP_LEN),                           // 18: accept
+        i(RET, 0),                                  // 19: drop
+    ])
+}
 #[cfg(test)]
 mod tests {
     use super::*;
-    use etherparse::PacketBuilder;
+    use etherparse::{PacketBuilder, TcpOptionElement};
 
     /// Just enough of the classic BPF machine to run `reply_filter`.
     fn run(prog: &[Insn], pkt: &[u8]) -> u32 {
@@ -133,7 +189,7 @@ mod tests {
 
     #[test]
     fn accepts_tcp_to_our_ports_and_icmp_only() {
-        let prog = reply_filter(Ipv4Addr::from(ME), (61000, 61063));
+        let prog = reply_filter(IpAddr::from(ME), (61000, 61063));
         assert_eq!(run(&prog, &tcp_to(ME, 61000)), SNAP_LEN);
         assert_eq!(run(&prog, &tcp_to(ME, 61063)), SNAP_LEN);
         assert_eq!(run(&prog, &tcp_to(ME, 60999)), 0);
@@ -164,5 +220,116 @@ mod tests {
         fragment[20..22].copy_from_slice(&[0x00, 0x10]);
         assert_eq!(run(&prog, &fragment), 0);
         assert_eq!(run(&prog, &fragment[..20]), 0);
+    }
+
+    const ME6: [u8; 16] = [0xfd, 0, 0x02, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1];
+    const PEER6: [u8; 16] = [0xfd, 0, 0x02, 0x01, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1];
+
+    fn tcp6(src: [u8; 16], dst: [u8; 16], sport: u16, dport: u16) -> Vec<u8> {
+        let mut out = Vec::new();
+        PacketBuilder::ethernet2([1; 6], [2; 6])
+            .ipv6(src, dst, 64)
+            .tcp(sport, dport, 1, 1024)
+            .syn()
+            .ack(2)
+            .write(&mut out, &[])
+            .unwrap();
+        out
+    }
+
+    fn icmp6_to(dst: [u8; 16], type_u8: u8, payload: &[u8]) -> Vec<u8> {
+        let mut out = Vec::new();
+        PacketBuilder::ethernet2([1; 6], [2; 6])
+            .ipv6(PEER6, dst, 64)
+            .icmpv6_raw(type_u8, 0, [0; 4])
+            .write(&mut out, payload)
+            .unwrap();
+        out
+    }
+
+    /// One of our IPv6 SYN frames as the transports carry it: 90 bytes.
+    fn our_syn6() -> Vec<u8> {
+        let mut out = Vec::new();
+        PacketBuilder::ethernet2([2; 6], [1; 6])
+            .ipv6(ME6, PEER6, 64)
+            .tcp(61000, 80, 1, 1024)
+            .syn()
+            .options(&[
+                TcpOptionElement::MaximumSegmentSize(1460),
+                TcpOptionElement::Noop,
+                TcpOptionElement::Noop,
+                TcpOptionElement::Timestamp(1, 0),
+            ])
+            .unwrap()
+            .write(&mut out, &[])
+            .unwrap();
+        out
+    }
+
+    #[test]
+    fn v6_accepts_tcp_to_our_address_and_ports() {
+        let prog = reply_filter(IpAddr::from(ME6), (61000, 61063));
+        assert_eq!(run(&prog, &tcp6(PEER6, ME6, 80, 61000)), SNAP_LEN);
+        assert_eq!(run(&prog, &tcp6(PEER6, ME6, 80, 61063)), SNAP_LEN);
+        assert_eq!(run(&prog, &tcp6(PEER6, ME6, 80, 60999)), 0);
+        assert_eq!(run(&prog, &tcp6(PEER6, ME6, 80, 61064)), 0);
+        // Each of the four words of the destination is compared.
+        for byte in [0, 5, 10, 15] {
+            let mut other = ME6;
+            other[byte] ^= 0x80;
+            assert_eq!(run(&prog, &tcp6(PEER6, other, 80, 61000)), 0, "byte {byte}");
+        }
+        // Our own SYN, seen coming back, is to the peer: refused.
+        assert_eq!(run(&prog, &our_syn6()), 0);
+
+        let mut udp = Vec::new();
+        PacketBuilder::ethernet2([1; 6], [2; 6]).ipv6(PEER6, ME6, 64).udp(53, 61000).write(&mut udp, &[]).unwrap();
+        assert_eq!(run(&prog, &udp), 0);
+
+        // TCP behind a hop-by-hop options header: next header 0 at byte 20.
+        let mut hop_by_hop = tcp6(PEER6, ME6, 80, 61000);
+        hop_by_hop[20] = 0;
+        assert_eq!(run(&prog, &hop_by_hop), 0);
+
+        let mut wrong_ethertype = tcp6(PEER6, ME6, 80, 61000);
+        wrong_ethertype[12..14].copy_from_slice(&[0x08, 0x00]);
+        assert_eq!(run(&prog, &wrong_ethertype), 0);
+    }
+
+    #[test]
+    fn v6_accepts_destination_unreachable_only_of_icmpv6() {
+        let prog = reply_filter(IpAddr::from(ME6), (61000, 61063));
+        let syn = our_syn6();
+        assert_eq!(syn.len(), 90);
+        let unreachable = icmp6_to(ME6, 1, &syn[14..]);
+        assert_eq!(run(&prog, &unreachable), SNAP_LEN);
+        // The whole quote reaches userspace.
+        assert_eq!(unreachable.len() as u32, LONGEST_QUOTE);
+        assert!(unreachable.len() as u32 <= SNAP_LEN);
+
+        let mut elsewhere = PEER6;
+        elsewhere[15] = 9;
+        assert_eq!(run(&prog, &icmp6_to(elsewhere, 1, &syn[14..])), 0);
+        // Neighbour solicitation and advertisement, router advertisement, echo
+        // request and reply, packet too big, time exceeded: the kernel's.
+        for type_u8 in [135, 136, 134, 128, 129, 2, 3] {
+            assert_eq!(run(&prog, &icmp6_to(ME6, type_u8, &syn[14..])), 0, "type {type_u8}");
+        }
+    }
+
+    #[test]
+    fn v6_drops_truncated_frames_and_ipv4_drops_ipv6() {
+        let prog = reply_filter(IpAddr::from(ME6), (61000, 61063));
+        let tcp = tcp6(PEER6, ME6, 80, 61000);
+        for len in 0..58 {
+            assert_eq!(run(&prog, &tcp[..len]), 0, "TCP cut to {len}");
+        }
+        let icmp = icmp6_to(ME6, 1, &our_syn6()[14..]);
+        for len in 0..55 {
+            assert_eq!(run(&prog, &icmp[..len]), 0, "ICMPv6 cut to {len}");
+        }
+        let v4 = reply_filter(IpAddr::from(ME), (61000, 61063));
+        assert_eq!(run(&v4, &tcp), 0);
+        assert_eq!(run(&prog, &tcp_to(ME, 61000)), 0);
     }
 }
