@@ -275,7 +275,8 @@ struct Opened {
 
 fn open_transport(cfg: &ScanConfig, path: &Path) -> Result<Opened, ScanError> {
     let raw = || -> Result<Opened, ScanError> {
-        let (tx, rx) = raw::open(path.ifindex, path.next_hop_mac, path.via_ip_stack, path.src_ip, cfg.src_ports)?;
+        let (tx, rx) =
+            raw::open(path.ifindex, path.next_hop_mac, path.via_ip_stack, path.src_ip.into(), cfg.src_ports)?;
         Ok(Opened { txs: vec![Box::new(tx)], rx: Box::new(rx), _attachment: None, kind: "raw sockets".into() })
     };
     let xdp = || -> Result<Opened, TransportError> {
@@ -302,7 +303,7 @@ fn open_transport(cfg: &ScanConfig, path: &Path) -> Result<Opened, ScanError> {
             queues = queues.min(u32::try_from(cfg.rate).unwrap_or(u32::MAX));
         }
         let (txs, rx, attachment) =
-            xdp::open(&path.ifname, path.ifindex, available, path.src_ip, cfg.src_ports, queues)?;
+            xdp::open(&path.ifname, path.ifindex, available, path.src_ip.into(), cfg.src_ports, queues)?;
         let mode = if attachment.zero_copy { "zero-copy" } else { "copy mode" };
         let kind = format!("AF_XDP, {mode}, {queues} {}", if queues == 1 { "queue" } else { "queues" });
         let txs = txs.into_iter().map(|t| Box::new(t) as Box<dyn Transmit>).collect();

@@ -8,18 +8,24 @@
 //! injected on `lo` has no route attached, and the kernel drops it as a
 //! martian (drop reason IP_LOCALNET); and hosts on the link itself each have
 //! a MAC of their own. Those probes go through a raw IP socket instead, and
-//! the kernel routes (and ARPs for) each one; replies are still read from
-//! the packet socket.
+//! the kernel routes (and resolves the neighbour for) each one; replies are
+//! still read from the packet socket.
+//!
+//! One scan is one address family, fixed at `open` by the source address:
+//! IPv4 frames with `ETH_P_IP`, IPv6 frames with `ETH_P_IPV6`.
 
 use super::filter::{Insn, SNAP_LEN, reply_filter};
 use super::{Receive, Transmit, TransportError};
 use std::mem::{size_of, zeroed};
-use std::net::Ipv4Addr;
+use std::net::IpAddr;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::time::Duration;
 
 const RX_BATCH: usize = 64;
 const ETH_HEADER: usize = 14;
+/// Where the destination address sits in each frame's IP header.
+const IPV4_DEST: std::ops::Range<usize> = ETH_HEADER + 16..ETH_HEADER + 20;
+const IPV6_DEST: std::ops::Range<usize> = ETH_HEADER + 24..ETH_HEADER + 40;
 const RX_BUFFER_BYTES: libc::c_int = 64 << 20;
 const PACKET_IGNORE_OUTGOING: libc::c_int = 23;
 /// SO_TIMESTAMPNS (the 64-bit timespec form on x86_64 and arm64).
@@ -36,8 +42,17 @@ pub struct RawTx {
 enum TxRoute {
     /// Whole Ethernet frames to the next hop.
     Link(libc::sockaddr_ll),
-    /// The IPv4 packet inside each frame, through the kernel's IP stack.
-    IpStack,
+    /// The IP packet inside each frame, through the kernel's IP stack.
+    IpStack(Family),
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Family {
+    V4,
+    /// A link-local destination needs its interface named: the scan's.
+    V6 {
+        scope_id: u32,
+    },
 }
 
 pub struct RawRx {
@@ -51,16 +66,22 @@ pub fn open(
     ifindex: u32,
     next_hop: [u8; 6],
     via_ip_stack: bool,
-    src_ip: Ipv4Addr,
+    src_ip: IpAddr,
     src_ports: (u16, u16),
 ) -> Result<(RawTx, RawRx), TransportError> {
+    let (family, ethertype) = match src_ip {
+        IpAddr::V4(_) => (Family::V4, libc::ETH_P_IP as u16),
+        IpAddr::V6(_) => (Family::V6 { scope_id: ifindex }, libc::ETH_P_IPV6 as u16),
+    };
     let tx = if via_ip_stack {
-        RawTx { fd: new_socket(libc::AF_INET, libc::IPPROTO_RAW)?, route: TxRoute::IpStack }
+        // IPPROTO_RAW implies a header supplied by us, on AF_INET6 as on AF_INET.
+        let domain = if matches!(family, Family::V4) { libc::AF_INET } else { libc::AF_INET6 };
+        RawTx { fd: new_socket(domain, libc::IPPROTO_RAW)?, route: TxRoute::IpStack(family) }
     } else {
         let fd = new_socket(libc::AF_PACKET, 0)?;
         let mut dest = sockaddr_ll(ifindex, 0);
         bind(&fd, &dest)?;
-        dest.sll_protocol = (libc::ETH_P_IP as u16).to_be();
+        dest.sll_protocol = ethertype.to_be();
         dest.sll_halen = 6;
         dest.sll_addr[..6].copy_from_slice(&next_hop);
         RawTx { fd, route: TxRoute::Link(dest) }
@@ -84,7 +105,7 @@ pub fn open(
     // replies are read from every interface; the filter still admits only
     // those to our address and ports.
     let rx_ifindex = if via_ip_stack { 0 } else { ifindex };
-    bind(&rx, &sockaddr_ll(rx_ifindex, libc::ETH_P_IP as u16))?;
+    bind(&rx, &sockaddr_ll(rx_ifindex, ethertype))?;
 
     Ok((tx, RawRx { fd: rx, bufs: vec![[0u8; SNAP_LEN as usize]; RX_BATCH] }))
 }
@@ -105,6 +126,24 @@ fn sockaddr_in(addr: &[u8]) -> libc::sockaddr_in {
     sa.sin_family = libc::AF_INET as u16;
     sa.sin_addr.s_addr = u32::from_ne_bytes([addr[0], addr[1], addr[2], addr[3]]);
     sa
+}
+
+/// The IPv6 destination for a raw socket. The port stays 0: the kernel takes
+/// a non-zero one as the next header to send, and refuses any but 255 here.
+fn sockaddr_in6(addr: &[u8], scope_id: u32) -> libc::sockaddr_in6 {
+    // SAFETY: sockaddr_in6 is plain data; all-zero is a valid value.
+    let mut sa: libc::sockaddr_in6 = unsafe { zeroed() };
+    sa.sin6_family = libc::AF_INET6 as u16;
+    sa.sin6_addr.s6_addr.copy_from_slice(addr);
+    // Used by the kernel only for link-local and multicast destinations.
+    sa.sin6_scope_id = scope_id;
+    sa
+}
+
+/// Points a message at its destination address.
+fn set_name<T>(m: &mut libc::mmsghdr, sa: &mut T) {
+    m.msg_hdr.msg_name = (sa as *mut T).cast();
+    m.msg_hdr.msg_namelen = size_of::<T>() as u32;
 }
 
 fn sockaddr_ll(ifindex: u32, protocol: u16) -> libc::sockaddr_ll {
@@ -140,27 +179,25 @@ fn setsockopt<T>(fd: &OwnedFd, level: i32, name: i32, value: &T, what: &'static 
 impl Transmit for RawTx {
     fn transmit(&mut self, frames: &[&[u8]]) -> Result<usize, TransportError> {
         // The IP route sends the packet without its Ethernet header, to the address inside it.
-        let skip = if matches!(self.route, TxRoute::IpStack) { ETH_HEADER } else { 0 };
+        let skip = if matches!(self.route, TxRoute::IpStack(_)) { ETH_HEADER } else { 0 };
         let mut iovs: Vec<libc::iovec> = frames
             .iter()
             .map(|f| libc::iovec { iov_base: f[skip..].as_ptr() as *mut libc::c_void, iov_len: f.len() - skip })
             .collect();
-        let mut local_dests: Vec<libc::sockaddr_in> = match self.route {
-            TxRoute::IpStack => frames.iter().map(|f| sockaddr_in(&f[ETH_HEADER + 16..ETH_HEADER + 20])).collect(),
-            TxRoute::Link(_) => Vec::new(),
+        let (mut v4_dests, mut v6_dests): (Vec<libc::sockaddr_in>, Vec<libc::sockaddr_in6>) = match self.route {
+            TxRoute::IpStack(Family::V4) => (frames.iter().map(|f| sockaddr_in(&f[IPV4_DEST])).collect(), Vec::new()),
+            TxRoute::IpStack(Family::V6 { scope_id }) => {
+                (Vec::new(), frames.iter().map(|f| sockaddr_in6(&f[IPV6_DEST], scope_id)).collect())
+            }
+            TxRoute::Link(_) => (Vec::new(), Vec::new()),
         };
         // SAFETY: mmsghdr is plain data; all-zero is valid and the fields are set below.
         let mut msgs: Vec<libc::mmsghdr> = (0..frames.len()).map(|_| unsafe { zeroed() }).collect();
         for (i, (m, iov)) in msgs.iter_mut().zip(iovs.iter_mut()).enumerate() {
             match &mut self.route {
-                TxRoute::Link(dest) => {
-                    m.msg_hdr.msg_name = (dest as *mut libc::sockaddr_ll).cast();
-                    m.msg_hdr.msg_namelen = size_of::<libc::sockaddr_ll>() as u32;
-                }
-                TxRoute::IpStack => {
-                    m.msg_hdr.msg_name = (&mut local_dests[i] as *mut libc::sockaddr_in).cast();
-                    m.msg_hdr.msg_namelen = size_of::<libc::sockaddr_in>() as u32;
-                }
+                TxRoute::Link(dest) => set_name(m, dest),
+                TxRoute::IpStack(Family::V4) => set_name(m, &mut v4_dests[i]),
+                TxRoute::IpStack(Family::V6 { .. }) => set_name(m, &mut v6_dests[i]),
             }
             m.msg_hdr.msg_iov = iov;
             m.msg_hdr.msg_iovlen = 1;
@@ -183,7 +220,7 @@ impl Transmit for RawTx {
                 // firewall rule, no route): skip that probe, not the scan.
                 (
                     Some(libc::EACCES | libc::EPERM | libc::ENETUNREACH | libc::EHOSTUNREACH | libc::EINVAL),
-                    TxRoute::IpStack,
+                    TxRoute::IpStack(_),
                 ) => {
                     done += 1;
                     refused += 1;
