@@ -3,16 +3,18 @@
  * prtip's XDP program: steer replies to this scan into prtip's AF_XDP socket,
  * pass every other frame to the kernel untouched.
  *
- * A reply is IPv4 to the scanner's address that is either TCP to one of the
- * scan's source ports, or an ICMP destination-unreachable quoting a TCP
- * packet from the scanner's address and one of those ports. Pings, ARP, the
- * host's own connections and everything else go on to the kernel (XDP_PASS).
+ * A reply is IPv4 or IPv6 (whichever the scan uses) to the scanner's address
+ * that is either TCP to one of the scan's source ports, or an ICMP (ICMPv6)
+ * destination-unreachable quoting a TCP packet from the scanner's address and
+ * one of those ports. Pings, ARP, neighbour discovery, the host's own
+ * connections and everything else go on to the kernel (XDP_PASS).
  * The parameters live in a one-entry array map set by prtip after loading.
  */
 #include <linux/bpf.h>
 #include <linux/if_ether.h>
 #include <linux/in.h>
 #include <linux/ip.h>
+#include <linux/ipv6.h>
 #include <linux/tcp.h>
 
 #define SEC(name) __attribute__((section(name), used))
@@ -25,8 +27,12 @@ static long (*bpf_redirect_map)(void *map, __u64 key, __u64 flags) = (void *)51;
 
 #define htons(x) ((__u16)__builtin_bswap16(x))
 
-/* linux/icmp.h drags in libc headers that do not build for BPF; this is all we read. */
+/*
+ * linux/icmp.h drags in libc headers that do not build for BPF; this is all
+ * we read. ICMPv6 shares the layout of these first eight bytes.
+ */
 #define ICMP_DEST_UNREACH 3
+#define ICMPV6_DEST_UNREACH 1
 struct icmp_head {
 	__u8 type;
 	__u8 code;
@@ -35,9 +41,12 @@ struct icmp_head {
 };
 
 struct prtip_config {
-	__u32 src_ip;	/* network byte order */
-	__u16 port_lo;	/* host byte order */
+	__u32 src_ip;		/* network byte order */
+	__u16 port_lo;		/* host byte order */
 	__u16 port_hi;
+	__u32 src_ip6[4];	/* network byte order */
+	__u8 family;		/* 4 or 6: which of the two addresses the scan uses */
+	__u8 pad[3];
 };
 
 struct {
@@ -60,6 +69,63 @@ static int our_port(const struct prtip_config *cfg, __u16 port_be)
 	return port >= cfg->port_lo && port <= cfg->port_hi;
 }
 
+static __attribute__((always_inline)) int our_ip6(const struct prtip_config *cfg, const struct in6_addr *a)
+{
+	return a->in6_u.u6_addr32[0] == cfg->src_ip6[0] && a->in6_u.u6_addr32[1] == cfg->src_ip6[1] &&
+	       a->in6_u.u6_addr32[2] == cfg->src_ip6[2] && a->in6_u.u6_addr32[3] == cfg->src_ip6[3];
+}
+
+static __attribute__((always_inline)) int steer_ip4(const struct prtip_config *cfg, struct iphdr *ip, void *end)
+{
+	if ((void *)(ip + 1) > end || ip->daddr != cfg->src_ip || ip->ihl < 5)
+		return 0;
+	if (ip->frag_off & htons(0x1fff))
+		return 0;
+	void *l4 = (void *)ip + ip->ihl * 4;
+
+	if (ip->protocol == IPPROTO_TCP) {
+		struct tcphdr *tcp = l4;
+		return (void *)(tcp + 1) <= end && our_port(cfg, tcp->dest);
+	}
+	if (ip->protocol != IPPROTO_ICMP)
+		return 0;
+	struct icmp_head *icmp = l4;
+	if ((void *)(icmp + 1) > end || icmp->type != ICMP_DEST_UNREACH)
+		return 0;
+	struct iphdr *quoted = (void *)(icmp + 1);
+	if ((void *)(quoted + 1) > end || quoted->saddr != cfg->src_ip || quoted->protocol != IPPROTO_TCP ||
+	    quoted->ihl != 5)
+		return 0;
+	__u16 *ports = (void *)(quoted + 1);
+	return (void *)(ports + 2) <= end && our_port(cfg, ports[0]);
+}
+
+/*
+ * Only TCP directly after the fixed header: our SYNs carry no extension
+ * headers, and neither do the answers to them.
+ */
+static __attribute__((always_inline)) int steer_ip6(const struct prtip_config *cfg, struct ipv6hdr *ip, void *end)
+{
+	if ((void *)(ip + 1) > end || !our_ip6(cfg, &ip->daddr))
+		return 0;
+	void *l4 = ip + 1;
+
+	if (ip->nexthdr == IPPROTO_TCP) {
+		struct tcphdr *tcp = l4;
+		return (void *)(tcp + 1) <= end && our_port(cfg, tcp->dest);
+	}
+	if (ip->nexthdr != IPPROTO_ICMPV6)
+		return 0;
+	struct icmp_head *icmp = l4;
+	if ((void *)(icmp + 1) > end || icmp->type != ICMPV6_DEST_UNREACH)
+		return 0;
+	struct ipv6hdr *quoted = (void *)(icmp + 1);
+	if ((void *)(quoted + 1) > end || !our_ip6(cfg, &quoted->saddr) || quoted->nexthdr != IPPROTO_TCP)
+		return 0;
+	__u16 *ports = (void *)(quoted + 1);
+	return (void *)(ports + 2) <= end && our_port(cfg, ports[0]);
+}
+
 SEC("xdp")
 int prtip_steer(struct xdp_md *ctx)
 {
@@ -71,33 +137,15 @@ int prtip_steer(struct xdp_md *ctx)
 		return XDP_PASS;
 
 	struct ethhdr *eth = data;
-	if ((void *)(eth + 1) > end || eth->h_proto != htons(ETH_P_IP))
+	if ((void *)(eth + 1) > end)
 		return XDP_PASS;
-	struct iphdr *ip = (void *)(eth + 1);
-	if ((void *)(ip + 1) > end || ip->daddr != cfg->src_ip || ip->ihl < 5)
+	int steer = 0;
+	if (eth->h_proto == htons(ETH_P_IP) && cfg->family == 4)
+		steer = steer_ip4(cfg, (void *)(eth + 1), end);
+	else if (eth->h_proto == htons(ETH_P_IPV6) && cfg->family == 6)
+		steer = steer_ip6(cfg, (void *)(eth + 1), end);
+	if (!steer)
 		return XDP_PASS;
-	if (ip->frag_off & htons(0x1fff))
-		return XDP_PASS;
-	void *l4 = (void *)ip + ip->ihl * 4;
-
-	if (ip->protocol == IPPROTO_TCP) {
-		struct tcphdr *tcp = l4;
-		if ((void *)(tcp + 1) > end || !our_port(cfg, tcp->dest))
-			return XDP_PASS;
-	} else if (ip->protocol == IPPROTO_ICMP) {
-		struct icmp_head *icmp = l4;
-		if ((void *)(icmp + 1) > end || icmp->type != ICMP_DEST_UNREACH)
-			return XDP_PASS;
-		struct iphdr *quoted = (void *)(icmp + 1);
-		if ((void *)(quoted + 1) > end || quoted->saddr != cfg->src_ip ||
-		    quoted->protocol != IPPROTO_TCP || quoted->ihl != 5)
-			return XDP_PASS;
-		__u16 *ports = (void *)(quoted + 1);
-		if ((void *)(ports + 2) > end || !our_port(cfg, ports[0]))
-			return XDP_PASS;
-	} else {
-		return XDP_PASS;
-	}
 	return bpf_redirect_map(&prtip_xsks, ctx->rx_queue_index, XDP_PASS);
 }
 

@@ -20,7 +20,7 @@ use super::{Receive, Transmit, TransportError};
 use libbpf_rs::{Link, MapCore, MapFlags, Object, ObjectBuilder};
 use std::ffi::CString;
 use std::io::Write;
-use std::net::Ipv4Addr;
+use std::net::IpAddr;
 use std::os::fd::AsRawFd;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use xsk_rs::config::{FrameSize, Interface, LibxdpFlags, QueueSize, SocketConfig, UmemConfig};
@@ -178,7 +178,7 @@ pub fn open(
     ifname: &str,
     ifindex: u32,
     queues: Queues,
-    src_ip: Ipv4Addr,
+    src_ip: IpAddr,
     src_ports: (u16, u16),
     tx_queues: u32,
 ) -> Result<(Vec<XdpTx>, XdpRx, XdpAttachment), TransportError> {
@@ -205,10 +205,7 @@ pub fn open(
         .open_memory(PROGRAM)
         .and_then(|o| o.load())
         .map_err(|e| fail_chain("loading the XDP program", &e))?;
-    let mut config = Vec::with_capacity(8);
-    config.extend_from_slice(&src_ip.octets());
-    config.extend_from_slice(&src_ports.0.to_ne_bytes());
-    config.extend_from_slice(&src_ports.1.to_ne_bytes());
+    let config = program_config(src_ip, src_ports);
     let map = |name: &str| object.maps().find(|m| m.name() == name);
     map("prtip_config")
         .ok_or_else(|| fail("configuring the XDP program", "no prtip_config map"))?
@@ -252,6 +249,22 @@ pub fn open(
         "XDP program attached, AF_XDP sockets bound"
     );
     Ok((txs, XdpRx { queues: rxs }, XdpAttachment { _link: link, _object: object, zero_copy }))
+}
+
+/// The program's `struct prtip_config`: the scan's address in the field of
+/// its family, the other left zero, and the family that says which is in use.
+fn program_config(src_ip: IpAddr, (port_lo, port_hi): (u16, u16)) -> [u8; 28] {
+    let (v4, v6, family) = match src_ip {
+        IpAddr::V4(ip) => (ip.octets(), [0; 16], 4),
+        IpAddr::V6(ip) => ([0; 4], ip.octets(), 6),
+    };
+    let mut config = [0u8; 28];
+    config[..4].copy_from_slice(&v4);
+    config[4..6].copy_from_slice(&port_lo.to_ne_bytes());
+    config[6..8].copy_from_slice(&port_hi.to_ne_bytes());
+    config[8..24].copy_from_slice(&v6);
+    config[24] = family;
+    config
 }
 
 /// Binds a socket with a UMEM of its own to `queue`; with `send`, half of
@@ -430,5 +443,29 @@ impl Receive for XdpRx {
 
     fn take_drops(&mut self) -> u64 {
         self.queues.iter_mut().map(QueueRx::take_drops).sum()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::{Ipv4Addr, Ipv6Addr};
+
+    #[test]
+    fn program_config_fills_the_field_of_the_family_in_use() {
+        let v4 = program_config(IpAddr::V4(Ipv4Addr::new(10, 200, 0, 1)), (61000, 61063));
+        let mut expected = [0u8; 28];
+        expected[..4].copy_from_slice(&[10, 200, 0, 1]);
+        expected[4..6].copy_from_slice(&61000u16.to_ne_bytes());
+        expected[6..8].copy_from_slice(&61063u16.to_ne_bytes());
+        expected[24] = 4;
+        assert_eq!(v4, expected);
+
+        let ip6: Ipv6Addr = "fd00:200::1".parse().unwrap();
+        let v6 = program_config(IpAddr::V6(ip6), (61000, 61063));
+        expected[..4].fill(0);
+        expected[8..24].copy_from_slice(&ip6.octets());
+        expected[24] = 6;
+        assert_eq!(v6, expected);
     }
 }
