@@ -128,8 +128,9 @@ fn sockaddr_in(addr: &[u8]) -> libc::sockaddr_in {
     sa
 }
 
-/// The IPv6 destination for a raw socket. The port stays 0: the kernel takes
-/// a non-zero one as the next header to send, and refuses any but 255 here.
+/// The IPv6 destination for a raw socket. The port stays 0: to a raw IPv6
+/// socket it is a protocol number (0: the socket's own), and the header we
+/// supply already names the protocol.
 fn sockaddr_in6(addr: &[u8], scope_id: u32) -> libc::sockaddr_in6 {
     // SAFETY: sockaddr_in6 is plain data; all-zero is a valid value.
     let mut sa: libc::sockaddr_in6 = unsafe { zeroed() };
