@@ -381,7 +381,7 @@ impl Cli {
                 TransportArg::Xdp => TransportChoice::Xdp,
                 TransportArg::Raw => TransportChoice::Raw,
             },
-            path: PathOverrides { interface: self.interface, source_ip, gateway_mac },
+            path: PathOverrides { interface: self.interface, source_ip: source_ip.map(IpAddr::V4), gateway_mac },
             queues: self.queues,
             src_ports: parse_source_ports(&self.source_port)?,
             rate: self.rate,

@@ -20,7 +20,7 @@ use crate::transport::{Receive, Transmit, TransportError, raw};
 use crate::wire::cookie::CookieKey;
 use crate::wire::template::SynTemplate;
 use std::io::{self, BufWriter, Write};
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr};
 use std::path::PathBuf;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use thiserror::Error;
@@ -67,7 +67,8 @@ pub fn execute(cfg: &ScanConfig, stop: &StopSignal) -> Result<Outcome, ScanError
         return dry_run(&plan, cfg, out, stop);
     }
 
-    let path = net::resolve_path(&route_samples(&cfg.hosts), &cfg.path)?;
+    let path =
+        net::resolve_path(&route_samples(&cfg.hosts).into_iter().map(IpAddr::V4).collect::<Vec<_>>(), &cfg.path)?;
     tracing::info!(
         ifname = %path.ifname,
         src = %path.src_ip,
@@ -85,8 +86,8 @@ pub fn execute(cfg: &ScanConfig, stop: &StopSignal) -> Result<Outcome, ScanError
     }
     tracing::info!(transport = %kind, probes_per_pass = plan.probes_per_pass(), seed = cfg.seed, "transport open");
     let wire = Wire {
-        template: SynTemplate::new(path.src_mac, path.next_hop_mac, path.src_ip),
-        src_ip: path.src_ip,
+        template: SynTemplate::new(path.src_mac, path.next_hop_mac, src_v4(&path)),
+        src_ip: src_v4(&path),
         key: CookieKey::new(crate::random::u64(), crate::random::u64()),
     };
     let info = RunInfo {
@@ -275,8 +276,7 @@ struct Opened {
 
 fn open_transport(cfg: &ScanConfig, path: &Path) -> Result<Opened, ScanError> {
     let raw = || -> Result<Opened, ScanError> {
-        let (tx, rx) =
-            raw::open(path.ifindex, path.next_hop_mac, path.via_ip_stack, path.src_ip.into(), cfg.src_ports)?;
+        let (tx, rx) = raw::open(path.ifindex, path.next_hop_mac, path.via_ip_stack, path.src_ip, cfg.src_ports)?;
         Ok(Opened { txs: vec![Box::new(tx)], rx: Box::new(rx), _attachment: None, kind: "raw sockets".into() })
     };
     let xdp = || -> Result<Opened, TransportError> {
@@ -303,7 +303,7 @@ fn open_transport(cfg: &ScanConfig, path: &Path) -> Result<Opened, ScanError> {
             queues = queues.min(u32::try_from(cfg.rate).unwrap_or(u32::MAX));
         }
         let (txs, rx, attachment) =
-            xdp::open(&path.ifname, path.ifindex, available, path.src_ip.into(), cfg.src_ports, queues)?;
+            xdp::open(&path.ifname, path.ifindex, available, path.src_ip, cfg.src_ports, queues)?;
         let mode = if attachment.zero_copy { "zero-copy" } else { "copy mode" };
         let kind = format!("AF_XDP, {mode}, {queues} {}", if queues == 1 { "queue" } else { "queues" });
         let txs = txs.into_iter().map(|t| Box::new(t) as Box<dyn Transmit>).collect();
@@ -618,6 +618,14 @@ fn dry_run(plan: &ScanPlan, cfg: &ScanConfig, mut out: impl Write, stop: &StopSi
 }
 
 /// A few addresses spread over the targets, to check that one route serves them all.
+/// The scan's targets are IPv4 until the engine takes IPv6, so their path's source is too.
+fn src_v4(path: &Path) -> Ipv4Addr {
+    match path.src_ip {
+        IpAddr::V4(a) => a,
+        IpAddr::V6(a) => unreachable!("IPv4 targets were given the IPv6 source {a}"),
+    }
+}
+
 fn route_samples(hosts: &RangeSet) -> Vec<Ipv4Addr> {
     let ranges = hosts.ranges();
     let step = ranges.len().div_ceil(ROUTE_SAMPLES).max(1);

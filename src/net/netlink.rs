@@ -5,7 +5,7 @@
 
 use super::NetError;
 use std::mem::size_of;
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 
 const NLMSG_HDR: usize = 16;
@@ -32,23 +32,45 @@ const NUD_USABLE: u16 = 0x02 | 0x04 | 0x08 | 0x10 | 0x40 | 0x80;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Route {
     pub ifindex: u32,
-    pub gateway: Option<Ipv4Addr>,
-    pub prefsrc: Option<Ipv4Addr>,
+    pub gateway: Option<IpAddr>,
+    /// The source address the kernel would pick. For IPv6 the kernel has no
+    /// preferred source on most routes, but `RTM_GETROUTE` for one
+    /// destination runs source address selection (RFC 6724, skipping
+    /// tentative addresses) and reports its choice as `RTA_PREFSRC` too:
+    /// what `ip -6 route get` shows as `src`.
+    pub prefsrc: Option<IpAddr>,
     /// The destination is one of this host's own addresses.
     pub local: bool,
 }
 
-pub fn route_request(dst: Ipv4Addr, oif: Option<u32>) -> Vec<u8> {
-    let mut body = vec![libc::AF_INET as u8, 32, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0];
-    push_attr(&mut body, RTA_DST, &dst.octets());
+fn family(ip: IpAddr) -> u8 {
+    match ip {
+        IpAddr::V4(_) => libc::AF_INET as u8,
+        IpAddr::V6(_) => libc::AF_INET6 as u8,
+    }
+}
+
+fn octets(ip: IpAddr) -> Vec<u8> {
+    match ip {
+        IpAddr::V4(a) => a.octets().to_vec(),
+        IpAddr::V6(a) => a.octets().to_vec(),
+    }
+}
+
+/// Asks how the kernel would route a packet to `dst` alone (a full-length prefix).
+pub fn route_request(dst: IpAddr, oif: Option<u32>) -> Vec<u8> {
+    let dst_bits = if dst.is_ipv4() { 32 } else { 128 };
+    let mut body = vec![family(dst), dst_bits, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0];
+    push_attr(&mut body, RTA_DST, &octets(dst));
     if let Some(oif) = oif {
         push_attr(&mut body, RTA_OIF, &oif.to_ne_bytes());
     }
     message(RTM_GETROUTE, libc::NLM_F_REQUEST as u16, &body)
 }
 
-pub fn neighbour_dump_request(ifindex: u32) -> Vec<u8> {
-    let mut body = vec![libc::AF_INET as u8, 0, 0, 0];
+/// Lists interface `ifindex`'s neighbour table of `ip`'s family (ARP or NDP).
+pub fn neighbour_dump_request(ip: IpAddr, ifindex: u32) -> Vec<u8> {
+    let mut body = vec![family(ip), 0, 0, 0];
     body.extend_from_slice(&(ifindex as i32).to_ne_bytes());
     body.extend_from_slice(&[0; 4]);
     message(RTM_GETNEIGH, (libc::NLM_F_REQUEST | libc::NLM_F_DUMP) as u16, &body)
@@ -112,11 +134,15 @@ fn attrs(mut buf: &[u8]) -> impl Iterator<Item = (u16, &[u8])> {
     })
 }
 
-fn v4(data: &[u8]) -> Option<Ipv4Addr> {
-    <[u8; 4]>::try_from(data).ok().map(Ipv4Addr::from)
+/// An address attribute of the same family as `like`; None for any other length.
+fn addr_like(like: IpAddr, data: &[u8]) -> Option<IpAddr> {
+    match like {
+        IpAddr::V4(_) => <[u8; 4]>::try_from(data).ok().map(|b| Ipv4Addr::from(b).into()),
+        IpAddr::V6(_) => <[u8; 16]>::try_from(data).ok().map(|b| Ipv6Addr::from(b).into()),
+    }
 }
 
-pub fn parse_route(buf: &[u8], dst: Ipv4Addr) -> Result<Route, NetError> {
+pub fn parse_route(buf: &[u8], dst: IpAddr) -> Result<Route, NetError> {
     for msg in messages(buf) {
         let (kind, body) = msg?;
         if kind != RTM_NEWROUTE || body.len() < 12 {
@@ -130,8 +156,8 @@ pub fn parse_route(buf: &[u8], dst: Ipv4Addr) -> Result<Route, NetError> {
         for (kind, data) in attrs(&body[12..]) {
             match kind {
                 RTA_OIF => route.ifindex = data.try_into().map(u32::from_ne_bytes).unwrap_or(0),
-                RTA_GATEWAY => route.gateway = v4(data),
-                RTA_PREFSRC => route.prefsrc = v4(data),
+                RTA_GATEWAY => route.gateway = addr_like(dst, data),
+                RTA_PREFSRC => route.prefsrc = addr_like(dst, data),
                 _ => {}
             }
         }
@@ -146,7 +172,7 @@ pub fn parse_route(buf: &[u8], dst: Ipv4Addr) -> Result<Route, NetError> {
 /// Looks for a usable entry for `ip` on interface `ifindex` in one datagram
 /// of a neighbour dump (which may list every interface's entries).
 /// Returns `(found, done)`: done is true once the dump's last message was seen.
-pub fn parse_neighbours(buf: &[u8], ip: Ipv4Addr, ifindex: u32) -> Result<(Option<[u8; 6]>, bool), NetError> {
+pub fn parse_neighbours(buf: &[u8], ip: IpAddr, ifindex: u32) -> Result<(Option<[u8; 6]>, bool), NetError> {
     let mut found = None;
     for msg in messages(buf) {
         let (kind, body) = msg?;
@@ -164,7 +190,7 @@ pub fn parse_neighbours(buf: &[u8], ip: Ipv4Addr, ifindex: u32) -> Result<(Optio
         let (mut dst, mut mac) = (None, None);
         for (kind, data) in attrs(&body[12..]) {
             match kind {
-                NDA_DST => dst = v4(data),
+                NDA_DST => dst = addr_like(ip, data),
                 NDA_LLADDR => mac = <[u8; 6]>::try_from(data).ok(),
                 _ => {}
             }
@@ -219,27 +245,50 @@ pub fn query(request: &[u8], mut on_reply: impl FnMut(&[u8]) -> Result<bool, Net
 mod tests {
     use super::*;
 
-    fn route_reply(rtype: u8, attrs_: &[(u16, &[u8])]) -> Vec<u8> {
-        let mut body = vec![2, 32, 0, 0, 254, 0, 0, rtype, 0, 0, 0, 0];
+    fn route_reply(family: u8, rtype: u8, attrs_: &[(u16, &[u8])]) -> Vec<u8> {
+        let dst_bits = if family == libc::AF_INET as u8 { 32 } else { 128 };
+        let mut body = vec![family, dst_bits, 0, 0, 254, 0, 0, rtype, 0, 0, 0, 0];
         for (k, d) in attrs_ {
             push_attr(&mut body, *k, d);
         }
         message(RTM_NEWROUTE, 0, &body)
     }
 
-    const DST: Ipv4Addr = Ipv4Addr::new(10, 201, 0, 1);
+    const DST: IpAddr = IpAddr::V4(Ipv4Addr::new(10, 201, 0, 1));
+    const V4: u8 = libc::AF_INET as u8;
+    const V6: u8 = libc::AF_INET6 as u8;
+
+    fn v6(s: &str) -> Ipv6Addr {
+        s.parse().unwrap()
+    }
 
     #[test]
     fn request_is_a_well_formed_message() {
         let m = route_request(DST, Some(7));
         assert_eq!(m.len(), 16 + 12 + 8 + 8);
         assert_eq!(u32::from_ne_bytes(m[0..4].try_into().unwrap()) as usize, m.len());
+        assert_eq!(&m[16..18], &[V4, 32][..]);
         assert_eq!(&m[28..36], &[8, 0, 1, 0, 10, 201, 0, 1][..]);
+    }
+
+    #[test]
+    fn ipv6_request_asks_for_the_whole_address() {
+        let dst = v6("fd00:b::2");
+        let m = route_request(dst.into(), None);
+        assert_eq!(m.len(), 16 + 12 + 20);
+        assert_eq!(u32::from_ne_bytes(m[0..4].try_into().unwrap()) as usize, m.len());
+        assert_eq!(&m[16..18], &[V6, 128][..]);
+        assert_eq!(&m[28..32], &[20, 0, 1, 0][..]);
+        assert_eq!(&m[32..48], &dst.octets()[..]);
+        let n = neighbour_dump_request(dst.into(), 3);
+        assert_eq!((n[16], &n[20..24]), (V6, &3i32.to_ne_bytes()[..]));
+        assert_eq!(neighbour_dump_request(DST, 3)[16], V4);
     }
 
     #[test]
     fn parses_a_gatewayed_route() {
         let buf = route_reply(
+            V4,
             RTN_UNICAST,
             &[
                 (RTA_DST, &[10, 201, 0, 1]),
@@ -252,19 +301,73 @@ mod tests {
             parse_route(&buf, DST).unwrap(),
             Route {
                 ifindex: 3,
-                gateway: Some(Ipv4Addr::new(10, 200, 0, 2)),
-                prefsrc: Some(Ipv4Addr::new(10, 200, 0, 1)),
+                gateway: Some(Ipv4Addr::new(10, 200, 0, 2).into()),
+                prefsrc: Some(Ipv4Addr::new(10, 200, 0, 1).into()),
                 local: false,
             }
         );
     }
 
     #[test]
+    fn parses_a_gatewayed_ipv6_route() {
+        let dst = v6("fd00:b::2");
+        // What Linux 6.18 answers `ip -6 route get fd00:b::2` behind `via fd00:a::2`,
+        // attribute for attribute: table, destination, an all-zero RTA_SRC,
+        // the chosen source, priority, gateway, interface, cache info, preference.
+        let buf = route_reply(
+            V6,
+            RTN_UNICAST,
+            &[
+                (15, &254u32.to_ne_bytes()),
+                (RTA_DST, &dst.octets()),
+                (2, &[0; 16]),
+                (RTA_PREFSRC, &v6("fd00:a::1").octets()),
+                (6, &1024u32.to_ne_bytes()),
+                (RTA_GATEWAY, &v6("fd00:a::2").octets()),
+                (RTA_OIF, &2u32.to_ne_bytes()),
+                (12, &[0; 32]),
+                (20, &[0]),
+            ],
+        );
+        assert_eq!(
+            parse_route(&buf, dst.into()).unwrap(),
+            Route {
+                ifindex: 2,
+                gateway: Some(v6("fd00:a::2").into()),
+                prefsrc: Some(v6("fd00:a::1").into()),
+                local: false,
+            }
+        );
+    }
+
+    #[test]
+    fn addresses_of_the_wrong_length_are_ignored() {
+        let dst = v6("fd00:b::2");
+        let buf = route_reply(
+            V6,
+            RTN_UNICAST,
+            &[(RTA_OIF, &2u32.to_ne_bytes()), (RTA_GATEWAY, &[10, 200, 0, 2]), (RTA_PREFSRC, &[1; 15])],
+        );
+        assert_eq!(
+            parse_route(&buf, dst.into()).unwrap(),
+            Route { ifindex: 2, gateway: None, prefsrc: None, local: false }
+        );
+        let buf = route_reply(V4, RTN_UNICAST, &[(RTA_OIF, &2u32.to_ne_bytes()), (RTA_GATEWAY, &dst.octets())]);
+        assert_eq!(parse_route(&buf, DST).unwrap().gateway, None);
+    }
+
+    #[test]
     fn local_routes_are_marked_and_unreachable_ones_refused() {
-        let local = route_reply(RTN_LOCAL, &[(RTA_OIF, &1u32.to_ne_bytes())]);
+        let local = route_reply(V4, RTN_LOCAL, &[(RTA_OIF, &1u32.to_ne_bytes())]);
         assert!(parse_route(&local, DST).unwrap().local);
-        let unreachable = route_reply(7, &[(RTA_OIF, &1u32.to_ne_bytes())]);
+        let unreachable = route_reply(V4, 7, &[(RTA_OIF, &1u32.to_ne_bytes())]);
         assert!(matches!(parse_route(&unreachable, DST), Err(NetError::NoRoute(_))));
+        let me = IpAddr::from(v6("fd00:a::1"));
+        let local =
+            route_reply(V6, RTN_LOCAL, &[(RTA_OIF, &1u32.to_ne_bytes()), (RTA_PREFSRC, &v6("fd00:a::1").octets())]);
+        assert!(parse_route(&local, me).unwrap().local);
+        let unreachable = route_reply(V6, 7, &[(RTA_OIF, &1u32.to_ne_bytes())]);
+        assert!(matches!(parse_route(&unreachable, me), Err(NetError::NoRoute(a)) if a == me));
     }
 
     #[test]
@@ -273,30 +376,49 @@ mod tests {
         assert!(matches!(parse_route(&err, DST), Err(NetError::Kernel(_))));
         err.truncate(10);
         assert!(parse_route(&err, DST).is_err());
+        let six = IpAddr::from(v6("fd00:a::2"));
         for n in 0..64 {
             let junk: Vec<u8> = (0..n).map(|i| (i * 37 + n) as u8).collect();
             let _ = parse_route(&junk, DST);
             let _ = parse_neighbours(&junk, DST, 3);
+            let _ = parse_route(&junk, six);
+            let _ = parse_neighbours(&junk, six, 3);
         }
+    }
+
+    fn neigh(family: u8, state: u16, ip: &[u8], mac: [u8; 6]) -> Vec<u8> {
+        let mut body = vec![family, 0, 0, 0, 3, 0, 0, 0];
+        body.extend_from_slice(&state.to_ne_bytes());
+        body.extend_from_slice(&[0, 1]);
+        push_attr(&mut body, NDA_DST, ip);
+        push_attr(&mut body, NDA_LLADDR, &mac);
+        message(RTM_NEWNEIGH, 2, &body)
     }
 
     #[test]
     fn finds_a_usable_neighbour_only() {
-        let neigh = |state: u16, ip: [u8; 4], mac: [u8; 6]| {
-            let mut body = vec![2, 0, 0, 0, 3, 0, 0, 0];
-            body.extend_from_slice(&state.to_ne_bytes());
-            body.extend_from_slice(&[0, 1]);
-            push_attr(&mut body, NDA_DST, &ip);
-            push_attr(&mut body, NDA_LLADDR, &mac);
-            message(RTM_NEWNEIGH, 2, &body)
-        };
-        let gw = Ipv4Addr::new(10, 200, 0, 2);
-        let mut buf = neigh(0x20, [10, 200, 0, 2], [9; 6]); // failed
-        buf.extend(neigh(0x02, [10, 200, 0, 3], [8; 6])); // another host
+        let gw = IpAddr::V4(Ipv4Addr::new(10, 200, 0, 2));
+        let mut buf = neigh(V4, 0x20, &[10, 200, 0, 2], [9; 6]); // failed
+        buf.extend(neigh(V4, 0x02, &[10, 200, 0, 3], [8; 6])); // another host
         assert_eq!(parse_neighbours(&buf, gw, 3).unwrap(), (None, false));
-        buf.extend(neigh(0x80, [10, 200, 0, 2], [7; 6]));
+        buf.extend(neigh(V4, 0x80, &[10, 200, 0, 2], [7; 6]));
         buf.extend(message(NLMSG_DONE, 2, &[0; 4]));
         assert_eq!(parse_neighbours(&buf, gw, 3).unwrap(), (Some([7; 6]), true));
         assert_eq!(parse_neighbours(&buf, gw, 4).unwrap(), (None, true), "another interface's entry");
+    }
+
+    #[test]
+    fn finds_a_usable_ipv6_neighbour_only() {
+        let gw = v6("fe80::2");
+        let mut buf = neigh(V6, 0x01, &gw.octets(), [9; 6]); // incomplete: still soliciting
+        buf.extend(neigh(V6, 0x20, &gw.octets(), [9; 6])); // failed
+        buf.extend(neigh(V6, 0x02, &v6("fe80::3").octets(), [8; 6])); // another host
+        assert_eq!(parse_neighbours(&buf, gw.into(), 3).unwrap(), (None, false));
+        // Stale is usable: the kernel itself sends to it, and confirms it meanwhile.
+        buf.extend(neigh(V6, 0x04, &gw.octets(), [7; 6]));
+        buf.extend(message(NLMSG_DONE, 2, &[0; 4]));
+        assert_eq!(parse_neighbours(&buf, gw.into(), 3).unwrap(), (Some([7; 6]), true));
+        // The IPv4 address whose bytes begin the IPv6 one is not it.
+        assert_eq!(parse_neighbours(&buf, Ipv4Addr::new(0xfe, 0x80, 0, 0).into(), 3).unwrap(), (None, true));
     }
 }

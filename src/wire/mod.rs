@@ -3,5 +3,6 @@
 pub mod arp;
 pub mod checksum;
 pub mod cookie;
+pub mod ndp;
 pub mod reply;
 pub mod template;
