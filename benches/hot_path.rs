@@ -7,16 +7,18 @@ use prtip::engine::plan::ScanPlan;
 use prtip::latency::Latency;
 use prtip::permute::Permutation;
 use prtip::result::{PortState, Reason, ScanResult};
+use prtip::target::hosts::{Family, Hosts};
 use prtip::target::ranges::{Range, RangeSet};
 use prtip::target::space::TargetSpace;
 use prtip::wire::cookie::CookieKey;
 use prtip::wire::reply::ReplyMatcher;
 use prtip::wire::template::{Probe, SYN_FRAME_LEN, SynTemplate};
 use std::hint::black_box;
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr};
 use std::time::Duration;
 
-const ME: Ipv4Addr = Ipv4Addr::new(10, 200, 0, 1);
+const ME: IpAddr = IpAddr::V4(Ipv4Addr::new(10, 200, 0, 1));
+const TARGET: IpAddr = IpAddr::V4(Ipv4Addr::new(10, 201, 0, 1));
 
 fn per_probe(c: &mut Criterion) {
     let mut g = c.benchmark_group("probe");
@@ -26,12 +28,12 @@ fn per_probe(c: &mut Criterion) {
         let mut i = 0u32;
         b.iter(|| {
             i = i.wrapping_add(1);
-            key.seq(ME, Ipv4Addr::from(black_box(i)), 61000, 80, u64::from(i))
+            key.seq(ME, Ipv4Addr::from(black_box(i)).into(), 61000, 80, u64::from(i))
         })
     });
-    let seq = key.seq(ME, Ipv4Addr::new(10, 201, 0, 1), 61000, 80, 1_000_000);
+    let seq = key.seq(ME, TARGET, 61000, 80, 1_000_000);
     g.bench_function("cookie check", |b| {
-        b.iter(|| key.check(ME, Ipv4Addr::new(10, 201, 0, 1), 61000, black_box(80), black_box(seq)).unwrap())
+        b.iter(|| key.check(ME, TARGET, 61000, black_box(80), black_box(seq)).unwrap())
     });
     let perm = Permutation::new(65536 * 16, 7);
     g.bench_function("permutation step", |b| {
@@ -47,14 +49,16 @@ fn per_probe(c: &mut Criterion) {
         let mut i = 0u32;
         b.iter(|| {
             i = i.wrapping_add(1);
-            let probe = Probe { dst: Ipv4Addr::from(i), sport: 61000, dport: 80, seq: i, ip_id: i as u16, tsval: i };
+            let probe =
+                Probe { dst: Ipv4Addr::from(i).into(), sport: 61000, dport: 80, seq: i, ip_id: i as u16, tsval: i };
             template.write(black_box(&probe), &mut frame);
         })
     });
     let space = TargetSpace::new(
-        RangeSet::from_ranges(vec![Range::new(0x0ac9_0000, 0x0ac9_ffff)]),
+        Hosts::new(Family::V4, RangeSet::from_ranges(vec![Range::new(0x0ac9_0000, 0x0ac9_ffff)])),
         RangeSet::from_ranges(vec![Range::new(1, 12), Range::new(22, 22), Range::new(80, 80), Range::new(443, 443)]),
-    );
+    )
+    .unwrap();
     let plan = ScanPlan::new(space, 7, (61000, 61063), 0, 0, Duration::from_secs(1));
     g.bench_function("whole probe (order, target, cookie, frame)", |b| {
         let mut pos = 0u64;
@@ -73,11 +77,11 @@ fn per_reply(c: &mut Criterion) {
     let mut g = c.benchmark_group("reply");
     g.throughput(Throughput::Elements(1));
     let key = CookieKey::new(1, 2);
-    let target = Ipv4Addr::new(10, 201, 0, 1);
+    let target = TARGET;
     let matcher = ReplyMatcher { src_ip: ME, src_ports: (61000, 61063), key };
     let mut syn_ack = Vec::new();
     PacketBuilder::ethernet2([3; 6], [2; 6])
-        .ipv4(target.octets(), ME.octets(), 64)
+        .ipv4([10, 201, 0, 1], [10, 200, 0, 1], 64)
         .tcp(443, 61000, 5, 64000)
         .syn()
         .ack(key.seq(ME, target, 61000, 443, 1_000_000).wrapping_add(1))

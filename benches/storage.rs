@@ -16,7 +16,7 @@ const ROWS: u32 = 1_000_000;
 fn results() -> Vec<ScanResult> {
     (0..ROWS)
         .map(|i| ScanResult {
-            ip: Ipv4Addr::from(0x0ac9_0000 + (i >> 4)),
+            ip: Ipv4Addr::from(0x0ac9_0000 + (i >> 4)).into(),
             port: (i & 15) as u16 + 1,
             state: if i % 6 == 0 { PortState::Open } else { PortState::Closed },
             reason: if i % 6 == 0 { Reason::SynAck } else { Reason::Reset },

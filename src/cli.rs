@@ -12,12 +12,14 @@ use crate::output::{Format, OutputFile};
 use crate::report_command::ReportArgs;
 use crate::target::TargetError;
 use crate::target::exclude::{Excluded, without_special};
+use crate::target::hosts::{AddrRange, Family, Hosts};
 use crate::target::ports::parse_ports;
-use crate::target::ranges::{Range, RangeSet};
+use crate::target::ranges::RangeSet;
+use crate::target::space::TargetSpace;
 use crate::target::spec::{TargetSpec, parse_target, split_list, to_ranges};
 use clap::{Parser, Subcommand, ValueEnum};
 use std::ffi::OsString;
-use std::net::{IpAddr, Ipv4Addr, ToSocketAddrs};
+use std::net::{IpAddr, ToSocketAddrs};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -296,7 +298,7 @@ impl Cli {
     /// `arguments` are what the user typed after the program name, kept for
     /// the records and for `--resume`; `resolved` are the hosts of a scan
     /// being resumed, which are not resolved again.
-    pub fn into_config(self, arguments: Vec<String>, resolved: Option<RangeSet>) -> Result<ScanConfig, ConfigError> {
+    pub fn into_config(self, arguments: Vec<String>, resolved: Option<Hosts>) -> Result<ScanConfig, ConfigError> {
         let command_line =
             std::iter::once("prtip").chain(arguments.iter().map(String::as_str)).collect::<Vec<_>>().join(" ");
         if !matches!(self.scan_type.as_str(), "syn" | "S") {
@@ -335,7 +337,7 @@ impl Cli {
         };
 
         let source_ip = match &self.source_ip {
-            Some(s) => Some(parse_source_ip(s)?),
+            Some(s) => Some(parse_source_ip(s, hosts.family())?),
             None => None,
         };
         let gateway_mac = self.gateway_mac.as_deref().map(parse_mac).transpose()?;
@@ -354,7 +356,12 @@ impl Cli {
             }
         }
         let shard = self.shard.as_deref().map(parse_shard).transpose()?.unwrap_or(Shard::WHOLE);
-        let per_pass = shard.probes_of(hosts.len() * ports.len());
+        let space = TargetSpace::new(hosts, ports)?;
+        if space.len().checked_mul(u64::from(self.retries) + 1).is_none() {
+            let probes = u128::from(space.len()) * (u128::from(self.retries) + 1);
+            return Err(TargetError::TooLarge { probes: probes.to_string() }.into());
+        }
+        let per_pass = shard.probes_of(space.len());
         if let Some(max) = self.max_probes
             && per_pass > max
         {
@@ -374,14 +381,13 @@ impl Cli {
             special,
             arguments,
             resume: None,
-            hosts,
-            ports,
+            space,
             transport: match self.transport {
                 TransportArg::Auto => TransportChoice::Auto,
                 TransportArg::Xdp => TransportChoice::Xdp,
                 TransportArg::Raw => TransportChoice::Raw,
             },
-            path: PathOverrides { interface: self.interface, source_ip: source_ip.map(IpAddr::V4), gateway_mac },
+            path: PathOverrides { interface: self.interface, source_ip, gateway_mac },
             queues: self.queues,
             src_ports: parse_source_ports(&self.source_port)?,
             rate: self.rate,
@@ -413,7 +419,7 @@ impl Cli {
 impl Cli {
     /// The targets, with special-purpose ranges and exclusions taken out;
     /// also how many were excluded, and which special ranges were skipped.
-    fn resolve_hosts(&self) -> Result<(RangeSet, u64, Excluded), ConfigError> {
+    fn resolve_hosts(&self) -> Result<(Hosts, u128, Excluded), ConfigError> {
         // Commas separate targets on the command line as in files (masscan's style).
         let mut target_text: Vec<String> =
             self.targets.iter().flat_map(|t| split_list(t)).map(str::to_string).collect();
@@ -424,11 +430,14 @@ impl Cli {
             return Err(TargetError::NoTargets.into());
         }
         let named_ranges = ranges_of(target_text.iter().map(String::as_str))?;
-        let named = RangeSet::from_ranges(named_ranges.clone());
+        let family = named_ranges[0].family;
+        if named_ranges.iter().any(|r| r.family != family) {
+            return Err(TargetError::MixedFamilies.into());
+        }
         let (allowed, special) = if self.no_default_excludes {
-            (named.clone(), Excluded::default())
+            (RangeSet::from_ranges(named_ranges.iter().map(|r| r.range).collect()), Excluded::default())
         } else {
-            without_special(&named_ranges)
+            without_special(family, &named_ranges)
         };
 
         let mut exclude_text: Vec<String> =
@@ -436,26 +445,36 @@ impl Cli {
         if let Some(file) = &self.exclude_file {
             exclude_text.extend(split_list(&read_list(file, "exclude file")?).map(str::to_string));
         }
-        let excluded_set = RangeSet::from_ranges(ranges_of(exclude_text.iter().map(String::as_str))?);
+        // Exclusions of the other family cannot overlap the targets.
+        let excluded_set = RangeSet::from_ranges(
+            ranges_of(exclude_text.iter().map(String::as_str))?
+                .into_iter()
+                .filter(|r| r.family == family)
+                .map(|r| r.range)
+                .collect(),
+        );
         let hosts = allowed.subtract(&excluded_set);
         if hosts.is_empty() {
             return Err(TargetError::AllExcluded.into());
         }
         let excluded = allowed.len() - hosts.len();
-        Ok((hosts, excluded, special))
+        Ok((Hosts::new(family, hosts), excluded, special))
     }
 }
 
-fn parse_source_ip(s: &str) -> Result<Ipv4Addr, ConfigError> {
-    match parse_target(s)? {
-        TargetSpec::Range(r) if r.first == r.last => Ok(Ipv4Addr::from(r.first)),
-        _ => {
-            Err(TargetError::Invalid { target: s.to_string(), why: "--source-ip takes one IPv4 address".into() }.into())
+/// The one address `--source-ip` names, which must be of the targets' family.
+fn parse_source_ip(s: &str, family: Family) -> Result<IpAddr, ConfigError> {
+    let why = match parse_target(s)? {
+        TargetSpec::Range(r) if r.range.first == r.range.last && r.family == family => return Ok(r.first()),
+        TargetSpec::Range(r) if r.range.first == r.range.last => {
+            format!("the targets are {} addresses, so --source-ip must be one too", family.name())
         }
-    }
+        _ => "--source-ip takes one address".into(),
+    };
+    Err(TargetError::Invalid { target: s.to_string(), why }.into())
 }
 
-fn ranges_of<'a>(exprs: impl Iterator<Item = &'a str>) -> Result<Vec<Range>, TargetError> {
+fn ranges_of<'a>(exprs: impl Iterator<Item = &'a str>) -> Result<Vec<AddrRange>, TargetError> {
     let specs = exprs.map(parse_target).collect::<Result<Vec<_>, _>>()?;
     to_ranges(&specs, |name| (name, 0).to_socket_addrs().map(|addrs| addrs.map(|a| a.ip()).collect::<Vec<IpAddr>>()))
 }

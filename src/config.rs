@@ -2,7 +2,7 @@
 
 use crate::net::PathOverrides;
 use crate::target::TargetError;
-use crate::target::ranges::RangeSet;
+use crate::target::space::TargetSpace;
 use std::time::Duration;
 use thiserror::Error;
 
@@ -91,10 +91,10 @@ pub struct ScanConfig {
     pub store_silent: bool,
     /// Output files, written by the storage task.
     pub files: Vec<crate::output::OutputFile>,
-    pub hosts: RangeSet,
-    pub ports: RangeSet,
+    /// The targets (exclusions applied) and ports.
+    pub space: TargetSpace,
     /// Addresses named as targets but removed by --exclude and --exclude-file.
-    pub excluded: u64,
+    pub excluded: u128,
     /// Addresses skipped as special-purpose (see `target::exclude`).
     pub special: crate::target::exclude::Excluded,
     pub transport: TransportChoice,

@@ -7,7 +7,7 @@ use hdrhistogram::Histogram;
 use hdrhistogram::serialization::{Deserializer, Serializer, V2DeflateSerializer};
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use thiserror::Error;
 
 const LOWEST_US: u64 = 1;
@@ -151,7 +151,7 @@ pub fn percentiles(h: &Histogram<u64>) -> String {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum GroupBy {
     Host,
-    /// The /24 network around each address.
+    /// The /24 network around each IPv4 address (the /64 around an IPv6 one).
     Net24,
 }
 
@@ -167,25 +167,25 @@ pub struct GroupLatency {
 
 /// The `top` groups with the highest median round trip, slowest first.
 /// Percentiles are exact (nearest rank), since a group's samples are few.
-pub fn slowest(samples: impl IntoIterator<Item = (Ipv4Addr, u64)>, by: GroupBy, top: usize) -> Vec<GroupLatency> {
-    let mut groups: BTreeMap<u32, Vec<u64>> = BTreeMap::new();
+pub fn slowest(samples: impl IntoIterator<Item = (IpAddr, u64)>, by: GroupBy, top: usize) -> Vec<GroupLatency> {
+    let mut groups: BTreeMap<(IpAddr, u8), Vec<u64>> = BTreeMap::new();
     for (ip, us) in samples {
-        let key = match by {
-            GroupBy::Host => u32::from(ip),
-            GroupBy::Net24 => u32::from(ip) & 0xffff_ff00,
+        let key = match (by, ip) {
+            (GroupBy::Host, _) => (ip, 0),
+            (GroupBy::Net24, IpAddr::V4(a)) => (IpAddr::V4(Ipv4Addr::from(u32::from(a) & 0xffff_ff00)), 24),
+            (GroupBy::Net24, IpAddr::V6(a)) => (IpAddr::V6(Ipv6Addr::from(u128::from(a) & !(u128::MAX >> 64))), 64),
         };
         groups.entry(key).or_default().push(us);
     }
     let mut out: Vec<GroupLatency> = groups
         .into_iter()
-        .map(|(key, mut v)| {
+        .map(|((ip, prefix), mut v)| {
             v.sort_unstable();
             let rank = |p: f64| v[((p * v.len() as f64).ceil() as usize).clamp(1, v.len()) - 1];
-            let ip = Ipv4Addr::from(key);
             GroupLatency {
                 group: match by {
                     GroupBy::Host => ip.to_string(),
-                    GroupBy::Net24 => format!("{ip}/24"),
+                    GroupBy::Net24 => format!("{ip}/{prefix}"),
                 },
                 count: v.len(),
                 p50: rank(0.5),
@@ -280,7 +280,7 @@ mod tests {
 
     #[test]
     fn the_slowest_hosts_and_networks_come_first() {
-        let ip = |s: &str| s.parse::<Ipv4Addr>().unwrap();
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
         let samples = [
             (ip("10.0.0.1"), 100),
             (ip("10.0.0.1"), 300),
@@ -306,6 +306,10 @@ mod tests {
             ]
         );
         assert!(slowest([], GroupBy::Host, 5).is_empty());
+        let v6 = [(ip("fd00:201::1:5"), 10), (ip("fd00:201::ffff:1"), 30), (ip("fd00:202::1"), 20)];
+        let nets = slowest(v6, GroupBy::Net24, 10);
+        let groups: Vec<(&str, usize)> = nets.iter().map(|g| (g.group.as_str(), g.count)).collect();
+        assert_eq!(groups, [("fd00:202::/64", 1), ("fd00:201::/64", 2)]);
     }
 
     /// Parses the table back and checks it against the histogram it came from.

@@ -32,7 +32,7 @@ pub struct ReportArgs {
     #[arg(long, value_name = "FILE.svg")]
     plot: Option<PathBuf>,
 
-    /// List the slowest hosts or /24 networks by median round trip
+    /// List the slowest hosts or networks (/24; /64 for IPv6) by median round trip
     #[arg(long, value_enum, value_name = "GROUP")]
     by: Option<GroupBy>,
 
@@ -124,7 +124,7 @@ fn run(cli: ReportArgs) -> Result<(), ReportError> {
             let groups = latency::slowest(samples, by, cli.top);
             let noun = match by {
                 GroupBy::Host => "hosts",
-                GroupBy::Net24 => "/24 networks",
+                GroupBy::Net24 => "networks (/24, or /64 for IPv6)",
             };
             writeln!(out, "\nscan {}: the slowest {} {noun} by median round trip (us)", scan.id, groups.len())?;
             writeln!(out, "{:<18} {:>9} {:>9} {:>9} {:>9}", "target", "replies", "p50", "p90", "max")?;

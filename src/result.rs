@@ -1,6 +1,6 @@
 //! What a scan learns about one (address, port).
 
-use std::net::Ipv4Addr;
+use std::net::IpAddr;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum PortState {
@@ -41,7 +41,7 @@ impl Reason {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ScanResult {
-    pub ip: Ipv4Addr,
+    pub ip: IpAddr,
     pub port: u16,
     pub state: PortState,
     pub reason: Reason,

@@ -73,7 +73,7 @@ pub fn config(given: Cli, argv: &[OsString]) -> Result<ScanConfig, ResumeError> 
     let mut config = stored.into_config(arguments, Some(hosts))?;
     config.seed = seed;
     // A cursor outside the scan would skip probes or overflow the plan's arithmetic.
-    let per_pass = config.shard.probes_of(config.hosts.len().saturating_mul(config.ports.len()));
+    let per_pass = config.shard.probes_of(config.space.len());
     let inside = cursor.position <= per_pass
         && (cursor.pass <= config.retries || (cursor.pass == config.retries + 1 && cursor.position == 0));
     if !inside {

@@ -13,14 +13,13 @@ use crate::result::{PortState, Reason, ScanResult};
 use crate::store::checkpoint::{self, Checkpoint};
 use crate::store::db::{ScanEnd, ScanStart};
 use crate::store::{Finish, Store, StoreConfig, StoreError, StoreReport};
-use crate::target::ranges::RangeSet;
-use crate::target::space::TargetSpace;
+use crate::target::hosts::Hosts;
 use crate::transport::xdp::{self, XdpAttachment};
 use crate::transport::{Receive, Transmit, TransportError, raw};
 use crate::wire::cookie::CookieKey;
 use crate::wire::template::SynTemplate;
 use std::io::{self, BufWriter, Write};
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::IpAddr;
 use std::path::PathBuf;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use thiserror::Error;
@@ -57,7 +56,7 @@ const FLUSH_EVERY: Duration = Duration::from_millis(100);
 const ROUTE_SAMPLES: usize = 16;
 
 pub fn execute(cfg: &ScanConfig, stop: &StopSignal) -> Result<Outcome, ScanError> {
-    let space = TargetSpace::new(cfg.hosts.clone(), cfg.ports.clone());
+    let space = cfg.space.clone();
     let start = cfg.resume.as_ref().map_or(Cursor::default(), |r| r.cursor);
     let plan = ScanPlan::new(space, cfg.seed, cfg.src_ports, cfg.retries, cfg.rate, cfg.max_wait)
         .with_shard(cfg.shard)
@@ -67,8 +66,7 @@ pub fn execute(cfg: &ScanConfig, stop: &StopSignal) -> Result<Outcome, ScanError
         return dry_run(&plan, cfg, out, stop);
     }
 
-    let path =
-        net::resolve_path(&route_samples(&cfg.hosts).into_iter().map(IpAddr::V4).collect::<Vec<_>>(), &cfg.path)?;
+    let path = net::resolve_path(&route_samples(cfg.space.hosts()), &cfg.path)?;
     tracing::info!(
         ifname = %path.ifname,
         src = %path.src_ip,
@@ -86,16 +84,16 @@ pub fn execute(cfg: &ScanConfig, stop: &StopSignal) -> Result<Outcome, ScanError
     }
     tracing::info!(transport = %kind, probes_per_pass = plan.probes_per_pass(), seed = cfg.seed, "transport open");
     let wire = Wire {
-        template: SynTemplate::new(path.src_mac, path.next_hop_mac, src_v4(&path)),
-        src_ip: src_v4(&path),
+        template: SynTemplate::new(path.src_mac, path.next_hop_mac, path.src_ip),
+        src_ip: path.src_ip,
         key: CookieKey::new(crate::random::u64(), crate::random::u64()),
     };
     let info = RunInfo {
         command_line: cfg.command_line.clone(),
         start_us: now_us(),
         ports: cfg.ports_spec.clone(),
-        port_count: cfg.ports.len(),
-        hosts_total: cfg.hosts.len(),
+        port_count: cfg.space.port_count(),
+        hosts_total: cfg.space.host_count(),
     };
     let (store, checkpoint_file) = start_store(cfg, &plan, &info)?;
     let prior_sent = cfg.resume.as_ref().map_or(0, |r| r.sent);
@@ -350,10 +348,10 @@ fn take_over(cfg: &ScanConfig, answered: &Answered, sinks: &mut Sinks) -> ScanSt
     let mut counts = ScanStats::default();
     let Some(resume) = &cfg.resume else { return counts };
     // What a hostile or stale checkpoint holds outside the scan is not taken.
-    let in_scan = |r: &&ScanResult| cfg.hosts.contains(u32::from(r.ip)) && cfg.ports.contains(u32::from(r.port));
     let mut taken = Vec::new();
-    for r in resume.prior.iter().filter(|r| r.reason != Reason::NoResponse).filter(in_scan) {
-        if !answered.insert(r.ip, r.port) {
+    for r in resume.prior.iter().filter(|r| r.reason != Reason::NoResponse) {
+        let Some(index) = cfg.space.index_of(r.ip, r.port) else { continue };
+        if !answered.insert(index) {
             continue;
         }
         sinks.latency.record(r);
@@ -382,20 +380,21 @@ fn start_store(
     info: &RunInfo,
 ) -> Result<(Option<Store>, Option<PathBuf>), ScanError> {
     let targets: Vec<String> = cfg
-        .hosts
+        .space
+        .hosts()
         .ranges()
-        .iter()
-        .map(|r| match r.first == r.last {
-            true => Ipv4Addr::from(r.first).to_string(),
-            false => format!("{}-{}", Ipv4Addr::from(r.first), Ipv4Addr::from(r.last)),
+        .map(|r| match r.range.first == r.range.last {
+            true => r.first().to_string(),
+            false => format!("{}-{}", r.first(), r.last()),
         })
         .collect();
     let config_json = serde_json::json!({
         "targets": targets,
-        "hosts": cfg.hosts.len(),
-        "excluded": cfg.excluded,
+        "hosts": cfg.space.host_count(),
+        // Above 2^64 (an IPv6 exclusion can be) only as text: JSON numbers stop there.
+        "excluded": u64::try_from(cfg.excluded).map_or_else(|_| cfg.excluded.to_string().into(), serde_json::Value::from),
         "ports": cfg.ports_spec,
-        "port_count": cfg.ports.len(),
+        "port_count": cfg.space.port_count(),
         "source_ports": format!("{}-{}", cfg.src_ports.0, cfg.src_ports.1),
         "rate": cfg.rate,
         "retries": cfg.retries,
@@ -428,7 +427,7 @@ fn start_store(
         checkpoint: Some(Checkpoint {
             arguments: cfg.arguments.clone(),
             seed: cfg.seed,
-            hosts: cfg.hosts.clone(),
+            hosts: cfg.space.hosts().clone(),
             cursor: plan.start,
             sent: resume.map_or(0, |r| r.sent),
         }),
@@ -525,8 +524,8 @@ fn report_silent(
     let mut silent = 0u64;
     let mut batch = Vec::new();
     for pos in plan.positions() {
-        let (_, ip, port) = plan.target(pos);
-        if answered.contains(ip, port) {
+        let (index, ip, port) = plan.target(pos);
+        if answered.contains(index) {
             continue;
         }
         silent += 1;
@@ -575,7 +574,7 @@ fn dry_run(plan: &ScanPlan, cfg: &ScanConfig, mut out: impl Write, stop: &StopSi
             match cfg.format {
                 OutputFormat::Ndjson => {
                     line.extend_from_slice(br#"{"ip":""#);
-                    decimal::push_ipv4(&mut line, ip);
+                    decimal::push_ip(&mut line, ip);
                     line.extend_from_slice(br#"","port":"#);
                     decimal::push_u16(&mut line, port);
                     line.extend_from_slice(br#","proto":"tcp","sport":"#);
@@ -584,7 +583,7 @@ fn dry_run(plan: &ScanPlan, cfg: &ScanConfig, mut out: impl Write, stop: &StopSi
                 }
                 OutputFormat::Text => {
                     line.extend_from_slice(b"SYN ");
-                    decimal::push_ipv4(&mut line, ip);
+                    push_endpoint(&mut line, ip);
                     line.push(b':');
                     decimal::push_u16(&mut line, port);
                     line.extend_from_slice(b" from port ");
@@ -608,8 +607,8 @@ fn dry_run(plan: &ScanPlan, cfg: &ScanConfig, mut out: impl Write, stop: &StopSi
         eprintln!(
             "prtip: dry run: {} probes ({} hosts x {} ports{}), {}; nothing sent",
             plan.probes_per_pass(),
-            plan.space.hosts().len(),
-            plan.space.ports().len(),
+            plan.space.host_count(),
+            plan.space.port_count(),
             excluded_note(cfg.excluded),
             rate_note(cfg.rate, plan.probes_per_pass())
         );
@@ -617,21 +616,24 @@ fn dry_run(plan: &ScanPlan, cfg: &ScanConfig, mut out: impl Write, stop: &StopSi
     Ok(if interrupted { Outcome::Interrupted } else { Outcome::Completed })
 }
 
-/// A few addresses spread over the targets, to check that one route serves them all.
-/// The scan's targets are IPv4 until the engine takes IPv6, so their path's source is too.
-fn src_v4(path: &Path) -> Ipv4Addr {
-    match path.src_ip {
-        IpAddr::V4(a) => a,
-        IpAddr::V6(a) => unreachable!("IPv4 targets were given the IPv6 source {a}"),
+/// An address as the host part of `host:port`: IPv6 in brackets (RFC 3986).
+fn push_endpoint(line: &mut Vec<u8>, ip: IpAddr) {
+    if ip.is_ipv6() {
+        line.push(b'[');
+    }
+    decimal::push_ip(line, ip);
+    if ip.is_ipv6() {
+        line.push(b']');
     }
 }
 
-fn route_samples(hosts: &RangeSet) -> Vec<Ipv4Addr> {
-    let ranges = hosts.ranges();
+/// A few addresses spread over the targets, to check that one route serves them all.
+fn route_samples(hosts: &Hosts) -> Vec<IpAddr> {
+    let ranges: Vec<_> = hosts.ranges().collect();
     let step = ranges.len().div_ceil(ROUTE_SAMPLES).max(1);
-    let mut v: Vec<Ipv4Addr> = ranges.iter().step_by(step).map(|r| Ipv4Addr::from(r.first)).collect();
+    let mut v: Vec<IpAddr> = ranges.iter().step_by(step).map(|r| r.first()).collect();
     if let Some(last) = ranges.last() {
-        v.push(Ipv4Addr::from(last.last));
+        v.push(last.last());
     }
     v
 }
@@ -648,18 +650,18 @@ fn rate_note(rate: u64, probes: u64) -> String {
     }
 }
 
-fn excluded_note(excluded: u64) -> String {
+fn excluded_note(excluded: u128) -> String {
     if excluded == 0 { String::new() } else { format!("; {excluded} addresses excluded by --exclude") }
 }
 
 /// Says which special-purpose addresses a wide target lost, and how to keep them.
 fn special_note(cfg: &ScanConfig) -> Option<String> {
     let s = &cfg.special;
-    (s.total() > 0).then(|| {
+    (s.total > 0).then(|| {
         let parts: Vec<String> = s.by_range.iter().map(|(name, n)| format!("{name}: {n}")).collect();
         format!(
             "skipped {} addresses in special-purpose ranges ({}); --no-default-excludes probes them",
-            s.total(),
+            s.total,
             parts.join(", ")
         )
     })
@@ -669,8 +671,8 @@ fn banner(cfg: &ScanConfig, plan: &ScanPlan, path: &Path, transport: &str) -> St
     let rate = rate_note(cfg.rate, plan.probes_per_pass());
     format!(
         "SYN scan of {} hosts x {} ports = {} probes{}, from {} on {} ({transport}), {rate}",
-        plan.space.hosts().len(),
-        plan.space.ports().len(),
+        plan.space.host_count(),
+        plan.space.port_count(),
         plan.probes_per_pass(),
         excluded_note(cfg.excluded),
         path.src_ip,

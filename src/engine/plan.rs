@@ -3,7 +3,7 @@
 
 use crate::permute::Permutation;
 use crate::target::space::TargetSpace;
-use std::net::Ipv4Addr;
+use std::net::IpAddr;
 use std::time::Duration;
 
 /// One of `count` disjoint parts of a scan (`--shard index+1/count`): the
@@ -126,7 +126,7 @@ impl ScanPlan {
     }
 
     /// The probe at position `pos` of every pass: its space index, address and port.
-    pub fn target(&self, pos: u64) -> (u64, Ipv4Addr, u16) {
+    pub fn target(&self, pos: u64) -> (u64, IpAddr, u16) {
         let index = self.order.get(pos);
         let (ip, port) = self.space.get(index);
         (index, ip, port)
@@ -155,14 +155,10 @@ impl ScanPlan {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::target::ranges::{Range, RangeSet};
 
     #[test]
     fn source_ports_stay_in_range_and_change_between_passes() {
-        let space = TargetSpace::new(
-            RangeSet::from_ranges(vec![Range::new(1, 100)]),
-            RangeSet::from_ranges(vec![Range::new(80, 80)]),
-        );
+        let space = crate::target::space::v4_space((1, 100), (80, 80));
         let plan = ScanPlan::new(space, 1, (61000, 61003), 2, 0, Duration::from_secs(1));
         for i in 0..100 {
             let p0 = plan.source_port(i, 0);
@@ -182,10 +178,7 @@ mod tests {
 
     #[test]
     fn lanes_from_a_cursor_continue_the_shard_between_them() {
-        let space = TargetSpace::new(
-            RangeSet::from_ranges(vec![Range::new(1, 50)]),
-            RangeSet::from_ranges(vec![Range::new(1, 3)]),
-        );
+        let space = crate::target::space::v4_space((1, 50), (1, 3));
         let whole = ScanPlan::new(space, 5, (61000, 61000), 2, 0, Duration::from_secs(1));
         for count in [1u64, 3, 7] {
             for index in 0..count {
@@ -211,10 +204,7 @@ mod tests {
     #[test]
     fn shards_are_disjoint_and_cover_every_probe_once() {
         for (hosts, ports) in [(1u32, 1u32), (7, 3), (256, 1), (100, 13), (1, 1000)] {
-            let space = TargetSpace::new(
-                RangeSet::from_ranges(vec![Range::new(1000, 1000 + hosts - 1)]),
-                RangeSet::from_ranges(vec![Range::new(1, ports)]),
-            );
+            let space = crate::target::space::v4_space((1000, 1000 + hosts - 1), (1, ports));
             let whole = ScanPlan::new(space, 77, (61000, 61063), 1, 0, Duration::from_secs(1));
             for count in [1u64, 2, 3, 5, 8, 64] {
                 let mut seen = std::collections::HashSet::new();

@@ -10,7 +10,7 @@ use crate::wire::cookie::CookieKey;
 use crate::wire::reply::{ReplyKind, ReplyMatcher};
 use crate::wire::template::{Probe, SYN_FRAME_LEN, SynTemplate};
 use std::collections::VecDeque;
-use std::net::Ipv4Addr;
+use std::net::IpAddr;
 use std::sync::atomic::{
     AtomicBool, AtomicU32, AtomicU64, AtomicUsize,
     Ordering::{AcqRel, Acquire, Relaxed, Release},
@@ -63,7 +63,7 @@ impl StopSignal {
 #[derive(Debug, Clone)]
 pub struct Wire {
     pub template: SynTemplate,
-    pub src_ip: Ipv4Addr,
+    pub src_ip: IpAddr,
     pub key: CookieKey,
 }
 
@@ -454,7 +454,7 @@ fn transmit<T: Transmit>(
             {
                 next = j + lane.of;
                 let (index, ip, port) = plan.target(pos);
-                if pass > 0 && answered.contains(ip, port) {
+                if pass > 0 && answered.contains(index) {
                     continue;
                 }
                 let sport = plan.source_port(index, pass);
@@ -506,11 +506,12 @@ fn receive<R: Receive>(
                 shared.invalid.fetch_add(1, Relaxed);
                 return;
             };
-            if !plan.space.index_of(reply.ip, reply.port).is_some_and(|i| plan.sent_from(i, reply.from_port)) {
+            let Some(index) = plan.space.index_of(reply.ip, reply.port).filter(|&i| plan.sent_from(i, reply.from_port))
+            else {
                 shared.invalid.fetch_add(1, Relaxed);
                 return;
-            }
-            if !answered.insert(reply.ip, reply.port) {
+            };
+            if !answered.insert(index) {
                 shared.duplicates.fetch_add(1, Relaxed);
                 return;
             }
@@ -587,13 +588,16 @@ fn reduce_timer_slack() {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::target::hosts::{Family, Hosts};
     use crate::target::ranges::{Range, RangeSet};
     use crate::target::space::TargetSpace;
     use etherparse::{PacketBuilder, SlicedPacket, TcpOptionElement, TransportSlice};
     use std::collections::{HashMap, HashSet, VecDeque};
+    use std::net::{Ipv4Addr, Ipv6Addr};
     use std::sync::{Arc, Mutex};
 
     const ME: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 100);
+    const ME6: Ipv6Addr = Ipv6Addr::new(0xfd00, 0, 0, 0, 0, 0, 0, 0x100);
 
     /// A simulated network: open ports answer SYN-ACK, closed ones RST,
     /// filtered ones nothing. "Lossy" probes lose their first SYN; "noisy" ones
@@ -601,7 +605,7 @@ mod tests {
     #[derive(Default)]
     struct Net {
         inbox: VecDeque<Vec<u8>>,
-        attempts: HashMap<(Ipv4Addr, u16), u32>,
+        attempts: HashMap<(IpAddr, u16), u32>,
     }
 
     struct Truth {
@@ -619,10 +623,13 @@ mod tests {
             let mut net = self.0.lock().unwrap();
             for f in frames {
                 let p = SlicedPacket::from_ethernet(f).unwrap();
-                let Some(etherparse::NetSlice::Ipv4(ip)) = p.net else { panic!("not IPv4") };
+                let dst = match &p.net {
+                    Some(etherparse::NetSlice::Ipv4(ip)) => IpAddr::V4(ip.header().destination_addr()),
+                    Some(etherparse::NetSlice::Ipv6(ip)) => IpAddr::V6(ip.header().destination_addr()),
+                    _ => panic!("not IP"),
+                };
                 let Some(TransportSlice::Tcp(syn)) = p.transport else { panic!("not TCP") };
                 assert!(syn.syn() && !syn.ack());
-                let dst = ip.header().destination_addr();
                 let port = syn.destination_port();
                 let attempt = net.attempts.entry((dst, port)).or_default();
                 *attempt += 1;
@@ -634,10 +641,12 @@ mod tests {
                     _ => None,
                 });
                 let reply = |ack: u32, open: bool, echo: u32| {
-                    let mut b = PacketBuilder::ethernet2([2; 6], [1; 6])
-                        .ipv4(dst.octets(), ME.octets(), 61)
-                        .tcp(port, syn.source_port(), 777, 1024)
-                        .ack(ack);
+                    let b = PacketBuilder::ethernet2([2; 6], [1; 6]);
+                    let b = match dst {
+                        IpAddr::V4(dst) => b.ipv4(dst.octets(), ME.octets(), 61),
+                        IpAddr::V6(dst) => b.ipv6(dst.octets(), ME6.octets(), 61),
+                    };
+                    let mut b = b.tcp(port, syn.source_port(), 777, 1024).ack(ack);
                     b = if open { b.syn().options(&[TcpOptionElement::Timestamp(5, echo)]).unwrap() } else { b.rst() };
                     let mut out = Vec::new();
                     b.write(&mut out, &[]).unwrap();
@@ -696,21 +705,32 @@ mod tests {
         start: Cursor,
         answered_before: impl Fn(u64) -> bool,
     ) -> (ScanStats, Vec<ScanResult>, Answered, ScanPlan) {
-        let space = TargetSpace::new(
-            RangeSet::from_ranges(vec![Range::new(
-                u32::from(Ipv4Addr::new(10, 0, 0, 1)),
-                u32::from(Ipv4Addr::new(10, 0, 0, 4)),
-            )]),
-            RangeSet::from_ranges(vec![Range::new(ports.0, ports.1)]),
-        );
+        scan_family(Family::V4, truth, lanes, retries, ports, start, answered_before)
+    }
+
+    /// Hosts ::1-::4 (IPv6) or 10.0.0.1-10.0.0.4.
+    fn scan_family(
+        family: Family,
+        truth: Truth,
+        lanes: usize,
+        retries: u32,
+        ports: (u32, u32),
+        start: Cursor,
+        answered_before: impl Fn(u64) -> bool,
+    ) -> (ScanStats, Vec<ScanResult>, Answered, ScanPlan) {
+        let (first, me) = match family {
+            Family::V4 => (0x0a00_0001, IpAddr::V4(ME)),
+            Family::V6 => (1, IpAddr::V6(ME6)),
+        };
+        let hosts = Hosts::new(family, RangeSet::from_ranges(vec![Range::new(first, first + 3)]));
+        let space = TargetSpace::new(hosts, RangeSet::from_ranges(vec![Range::new(ports.0, ports.1)])).unwrap();
         let plan = ScanPlan::new(space, 9, (61000, 61003), retries, 0, Duration::from_millis(300)).starting_at(start);
-        let wire = Wire { template: SynTemplate::new([1; 6], [2; 6], ME), src_ip: ME, key: CookieKey::new(3, 4) };
+        let wire = Wire { template: SynTemplate::new([1; 6], [2; 6], me), src_ip: me, key: CookieKey::new(3, 4) };
         let net = Arc::new(Mutex::new(Net::default()));
         let truth = Arc::new(truth);
         let answered = Answered::default();
         for pos in plan.positions().filter(|&pos| answered_before(pos)) {
-            let (_, ip, port) = plan.target(pos);
-            answered.insert(ip, port);
+            answered.insert(plan.target(pos).0);
         }
         let mut seen = Seen { results: Vec::new(), ticks: 0, passes: plan.retries + 1 };
         let stats = run(
@@ -751,19 +771,32 @@ mod tests {
 
     #[test]
     fn classifies_retries_and_deduplicates() {
-        let truth =
-            Truth { open: set(&[22, 49, 31]), filtered: set(&[7, 8]), lossy: set(&[31, 40]), noisy: set(&[22, 45]) };
-        let (stats, results, answered, plan) = scan(truth, 1, (1, 50));
+        for family in [Family::V4, Family::V6] {
+            let truth = Truth {
+                open: set(&[22, 49, 31]),
+                filtered: set(&[7, 8]),
+                lossy: set(&[31, 40]),
+                noisy: set(&[22, 45]),
+            };
+            classifies_retries_and_deduplicates_in(family, truth);
+        }
+    }
+
+    fn classifies_retries_and_deduplicates_in(family: Family, truth: Truth) {
+        let (stats, results, answered, plan) = scan_family(family, truth, 1, 1, (1, 50), Cursor::default(), |_| false);
         let hosts = 4u64;
+        let host = |h: u8| match family {
+            Family::V4 => IpAddr::V4(Ipv4Addr::new(10, 0, 0, h)),
+            Family::V6 => IpAddr::V6(Ipv6Addr::new(0, 0, 0, 0, 0, 0, 0, h.into())),
+        };
         let by = |state: PortState| {
-            let mut v: Vec<(Ipv4Addr, u16)> =
+            let mut v: Vec<(IpAddr, u16)> =
                 results.iter().filter(|r| r.state == state).map(|r| (r.ip, r.port)).collect();
             v.sort();
             v
         };
         let expect = |ports: &[u16]| {
-            let mut v: Vec<(Ipv4Addr, u16)> =
-                (1..=4).flat_map(|h| ports.iter().map(move |&p| (Ipv4Addr::new(10, 0, 0, h), p))).collect();
+            let mut v: Vec<(IpAddr, u16)> = (1..=4).flat_map(|h| ports.iter().map(move |&p| (host(h), p))).collect();
             v.sort();
             v
         };
@@ -772,7 +805,7 @@ mod tests {
         assert!(by(PortState::Filtered).is_empty(), "silence is left to the caller");
         for h in 1..=4 {
             for p in [7u16, 8] {
-                assert!(!answered.contains(Ipv4Addr::new(10, 0, 0, h), p));
+                assert!(!answered.contains(plan.space.index_of(host(h), p).unwrap()));
             }
         }
         assert_eq!(stats.open, hosts * 3);
@@ -794,7 +827,7 @@ mod tests {
         let (one, results, _, plan) = scan(truth(), 1, (1, 50));
         let (three, results3, _, _) = scan_from(truth(), 3, 1, (1, 50), Cursor::default(), |_| false);
         let key = |r: &Vec<ScanResult>| {
-            let mut v: Vec<(Ipv4Addr, u16, PortState)> = r.iter().map(|r| (r.ip, r.port, r.state)).collect();
+            let mut v: Vec<(IpAddr, u16, PortState)> = r.iter().map(|r| (r.ip, r.port, r.state)).collect();
             v.sort();
             v
         };
@@ -823,9 +856,9 @@ mod tests {
         let answered_before = |pos: u64| pos < k && whole.target(pos).2 != filtered;
         let (stats, results, answered, plan) =
             scan_from(truth(), 1, 1, (1, 30), Cursor { pass: 0, position: k }, answered_before);
-        let mut got: Vec<(Ipv4Addr, u16)> = results.iter().map(|r| (r.ip, r.port)).collect();
+        let mut got: Vec<(IpAddr, u16)> = results.iter().map(|r| (r.ip, r.port)).collect();
         got.sort();
-        let mut expect: Vec<(Ipv4Addr, u16)> = plan
+        let mut expect: Vec<(IpAddr, u16)> = plan
             .positions()
             .skip(k as usize)
             .map(|p| plan.target(p))
@@ -899,12 +932,13 @@ mod tests {
 
     #[test]
     fn a_panicking_transport_ends_the_scan_with_an_error_not_a_hang() {
-        let space = TargetSpace::new(
-            RangeSet::from_ranges(vec![Range::new(1, 10)]),
-            RangeSet::from_ranges(vec![Range::new(80, 80)]),
-        );
+        let space = crate::target::space::v4_space((1, 10), (80, 80));
         let plan = ScanPlan::new(space, 1, (61000, 61003), 0, 0, Duration::from_secs(30));
-        let wire = Wire { template: SynTemplate::new([1; 6], [2; 6], ME), src_ip: ME, key: CookieKey::new(3, 4) };
+        let wire = Wire {
+            template: SynTemplate::new([1; 6], [2; 6], ME.into()),
+            src_ip: ME.into(),
+            key: CookieKey::new(3, 4),
+        };
         let mut seen = Seen { results: Vec::new(), ticks: 0, passes: 1 };
         let started = Instant::now();
         let r = run(

@@ -3,14 +3,13 @@
 //! with the number of targets.
 
 use std::collections::HashSet;
-use std::net::Ipv4Addr;
 use std::sync::Mutex;
 use std::time::Duration;
 
 const SHARDS: usize = 16;
 
-/// The (address, port) pairs that got a valid reply: deduplicates replies and
-/// tells retry passes what to skip. Sharded so that the receive thread's
+/// The probes (by their index in the target space) that got a valid reply:
+/// deduplicates replies and tells retry passes what to skip. Sharded so that the receive thread's
 /// inserts and the transmit thread's look-ups rarely meet on one lock.
 #[derive(Debug)]
 pub struct Answered {
@@ -24,19 +23,14 @@ impl Default for Answered {
 }
 
 impl Answered {
-    fn key(ip: Ipv4Addr, port: u16) -> u64 {
-        (u64::from(u32::from(ip)) << 16) | u64::from(port)
+    fn shard(&self, index: u64) -> &Mutex<HashSet<u64>> {
+        // Hosts vary fastest in the index: its low bits differ between neighbours.
+        &self.shards[(index % SHARDS as u64) as usize]
     }
 
-    fn shard(&self, key: u64) -> &Mutex<HashSet<u64>> {
-        // Low address bits and the port vary most between probes.
-        &self.shards[((key ^ (key >> 16)) as usize) % SHARDS]
-    }
-
-    /// Records an answer; false if the pair had already answered.
-    pub fn insert(&self, ip: Ipv4Addr, port: u16) -> bool {
-        let key = Self::key(ip, port);
-        self.shard(key).lock().expect("answered set lock").insert(key)
+    /// Records an answer; false if the probe had already answered.
+    pub fn insert(&self, index: u64) -> bool {
+        self.shard(index).lock().expect("answered set lock").insert(index)
     }
 
     /// How many pairs answered.
@@ -44,9 +38,8 @@ impl Answered {
         self.shards.iter().map(|s| s.lock().expect("answered set lock").len() as u64).sum()
     }
 
-    pub fn contains(&self, ip: Ipv4Addr, port: u16) -> bool {
-        let key = Self::key(ip, port);
-        self.shard(key).lock().expect("answered set lock").contains(&key)
+    pub fn contains(&self, index: u64) -> bool {
+        self.shard(index).lock().expect("answered set lock").contains(&index)
     }
 }
 
@@ -72,13 +65,13 @@ mod tests {
     #[test]
     fn answers_count_once() {
         let a = Answered::default();
-        let ip = Ipv4Addr::new(10, 0, 0, 1);
-        assert!(!a.contains(ip, 80));
-        assert!(a.insert(ip, 80));
-        assert!(!a.insert(ip, 80));
-        assert!(a.contains(ip, 80));
-        assert!(!a.contains(ip, 81));
-        assert!(a.insert(Ipv4Addr::new(10, 0, 0, 2), 80));
+        assert!(!a.contains(7));
+        assert!(a.insert(7));
+        assert!(!a.insert(7));
+        assert!(a.contains(7));
+        assert!(!a.contains(23));
+        assert!(a.insert(23));
+        assert_eq!(a.count(), 2);
     }
 
     #[test]

@@ -6,18 +6,18 @@ use super::{ResultWriter, RunEnd};
 use crate::result::{PortState, ScanResult};
 use std::collections::BTreeMap;
 use std::io::{self, Write};
-use std::net::Ipv4Addr;
+use std::net::IpAddr;
 
 const COLLAPSE_ABOVE: usize = 25;
 
 #[derive(Debug, Default)]
 pub struct HostTable {
-    hosts: BTreeMap<Ipv4Addr, Vec<ScanResult>>,
+    hosts: BTreeMap<IpAddr, Vec<ScanResult>>,
 }
 
 /// One host as a report shows it.
 pub struct HostView<'a> {
-    pub ip: Ipv4Addr,
+    pub ip: IpAddr,
     /// Listed ports, in port order.
     pub shown: Vec<&'a ScanResult>,
     /// Summarised states: (state, count, the reason of the first such port).

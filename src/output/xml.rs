@@ -60,7 +60,8 @@ impl HostReport for Xml {
                 host.shown.iter().find_map(|r| r.ttl.map(|t| (r.reason.as_str(), t))).unwrap_or(("user-set", 0));
             writeln!(out, r#"<host starttime="{start}" endtime="{stop}">"#)?;
             writeln!(out, r#"<status state="up" reason="{reason}" reason_ttl="{ttl}"/>"#)?;
-            writeln!(out, r#"<address addr="{}" addrtype="ipv4"/>"#, host.ip)?;
+            let family = if host.ip.is_ipv4() { "ipv4" } else { "ipv6" };
+            writeln!(out, r#"<address addr="{}" addrtype="{family}"/>"#, host.ip)?;
             writeln!(out, "<ports>")?;
             for (state, count, reason) in &host.hidden {
                 writeln!(out, r#"<extraports state="{}" count="{count}">"#, state.as_str())?;

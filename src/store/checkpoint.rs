@@ -8,6 +8,7 @@
 use super::journal;
 use crate::engine::plan::Cursor;
 use crate::result::ScanResult;
+use crate::target::hosts::{Family, Hosts, value};
 use crate::target::ranges::{Range, RangeSet};
 use serde_json::{Value, json};
 use std::path::{Path, PathBuf};
@@ -37,7 +38,7 @@ pub struct Checkpoint {
     pub arguments: Vec<String>,
     pub seed: u64,
     /// The targets as resolved, exclusions applied.
-    pub hosts: RangeSet,
+    pub hosts: Hosts,
     pub cursor: Cursor,
     /// Probes sent so far, retries included.
     pub sent: u64,
@@ -81,29 +82,34 @@ impl Checkpoint {
     }
 }
 
-/// The hosts as `[[first, last], ...]`, addresses as numbers.
-pub fn hosts_json(hosts: &RangeSet) -> Value {
-    Value::from(hosts.ranges().iter().map(|r| json!([r.first, r.last])).collect::<Vec<_>>())
+/// The hosts as `[[first, last], ...]`, addresses as text.
+pub fn hosts_json(hosts: &Hosts) -> Value {
+    Value::from(hosts.ranges().map(|r| json!([r.first().to_string(), r.last().to_string()])).collect::<Vec<_>>())
 }
 
-pub fn hosts_from_json(v: &Value) -> Result<RangeSet, String> {
-    let bad = || "'hosts' is not a list of [first, last] addresses".to_string();
+/// Reads what `hosts_json` wrote, and the numbers (IPv4 only) that earlier
+/// checkpoints held.
+pub fn hosts_from_json(v: &Value) -> Result<Hosts, String> {
+    let bad = || "'hosts' is not a list of [first, last] addresses of one family".to_string();
+    let address = |v: &Value| match v {
+        Value::String(s) => s.parse().ok().map(value),
+        Value::Number(n) => n.as_u64().and_then(|n| u32::try_from(n).ok()).map(|n| (Family::V4, n.into())),
+        _ => None,
+    };
     let ranges = v
         .as_array()
         .ok_or_else(bad)?
         .iter()
-        .map(|pair| {
-            let n = |i: usize| pair.get(i).and_then(Value::as_u64).and_then(|n| u32::try_from(n).ok());
-            match (n(0), n(1)) {
-                (Some(first), Some(last)) if first <= last => Ok(Range::new(first, last)),
-                _ => Err(bad()),
-            }
+        .map(|pair| match (pair.get(0).and_then(address), pair.get(1).and_then(address)) {
+            (Some((f, first)), Some((g, last))) if f == g && first <= last => Ok((f, Range::new(first, last))),
+            _ => Err(bad()),
         })
         .collect::<Result<Vec<_>, _>>()?;
-    if ranges.is_empty() {
+    let family = ranges.first().ok_or_else(bad)?.0;
+    if ranges.iter().any(|(f, _)| *f != family) {
         return Err(bad());
     }
-    Ok(RangeSet::from_ranges(ranges))
+    Ok(Hosts::new(family, RangeSet::from_ranges(ranges.into_iter().map(|(_, r)| r).collect())))
 }
 
 /// Where checkpoints of scans without a database go:
@@ -170,19 +176,35 @@ mod tests {
         let c = Checkpoint {
             arguments: vec!["-p".into(), "1-1000".into(), "10.201.0.0/16".into()],
             seed: u64::MAX,
-            hosts: RangeSet::from_ranges(vec![Range::new(1, 5), Range::new(u32::MAX, u32::MAX)]),
+            hosts: Hosts::new(
+                Family::V4,
+                RangeSet::from_ranges(vec![Range::new(1, 5), Range::new(u32::MAX.into(), u32::MAX.into())]),
+            ),
             cursor: Cursor { pass: 2, position: 1 << 40 },
             sent: 12345,
         };
         assert_eq!(Checkpoint::from_json(&c.to_json()), Ok(c.clone()));
+        // What earlier checkpoints held: IPv4 addresses as numbers.
+        let numbers = c.to_json().replace(r#""0.0.0.1","0.0.0.5""#, "1,5");
+        assert_ne!(numbers, c.to_json());
+        assert_eq!(Checkpoint::from_json(&numbers), Ok(c.clone()));
+        let v6 = Checkpoint {
+            hosts: Hosts::new(Family::V6, RangeSet::from_ranges(vec![Range::new(1 << 127, (1 << 127) + 0xffff)])),
+            ..c.clone()
+        };
+        assert_eq!(Checkpoint::from_json(&v6.to_json()), Ok(v6.clone()));
+        assert!(v6.to_json().contains(r#"["8000::","8000::ffff"]"#), "{}", v6.to_json());
         for bad in [
             "",
             "{}",
             "[1]",
             r#"{"prtip_checkpoint":2}"#,
             &c.to_json().replace("\"seed\"", "\"sead\""),
-            &c.to_json().replace("[4294967295,4294967295]", "[5,4]"),
-            &c.to_json().replace("[4294967295,4294967295]", "[4294967296,4294967296]"),
+            &c.to_json().replace(r#"["255.255.255.255","255.255.255.255"]"#, r#"["0.0.0.5","0.0.0.4"]"#),
+            &c.to_json().replace(r#"["255.255.255.255","255.255.255.255"]"#, "[4294967296,4294967296]"),
+            &c.to_json().replace(r#"["255.255.255.255","255.255.255.255"]"#, r#"["::1","::2"]"#),
+            &c.to_json().replace(r#"["255.255.255.255","255.255.255.255"]"#, r#"["10.0.0.1","::2"]"#),
+            &c.to_json().replace(r#"["255.255.255.255","255.255.255.255"]"#, r#"["10.0.0.300","10.0.0.301"]"#),
             &c.to_json().replace("\"-p\"", "7"),
         ] {
             assert!(Checkpoint::from_json(bad).is_err(), "{bad}");

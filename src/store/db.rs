@@ -11,7 +11,7 @@ use crate::output::time::{rfc3339_us, write_rfc3339_us};
 use crate::result::{PortState, Reason, ScanResult};
 use hdrhistogram::Histogram;
 use rusqlite::{Connection, OptionalExtension, params};
-use std::net::Ipv4Addr;
+use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 
 /// Each entry takes the schema from the previous version to the next;
@@ -362,12 +362,12 @@ impl Db {
         let tx = self.conn.transaction().map_err(fail)?;
         {
             let mut stmt = tx.prepare_cached(INSERT_PENDING).map_err(fail)?;
-            let mut ip = String::with_capacity(15);
+            let mut ip = String::with_capacity(39);
             let mut time = String::with_capacity(27);
             for r in rows {
                 ip.clear();
                 time.clear();
-                decimal::push_ipv4(&mut ip, r.ip);
+                decimal::push_ip(&mut ip, r.ip);
                 write_rfc3339_us(&mut time, r.time_us);
                 stmt.execute(params![
                     scan_id,
@@ -545,7 +545,7 @@ impl Db {
             .into_iter()
             .filter_map(|(ip, port, state, reason, ttl, rtt, time)| {
                 Some(ScanResult {
-                    ip: ip.parse::<Ipv4Addr>().ok()?,
+                    ip: ip.parse::<IpAddr>().ok()?,
                     port,
                     state: parse_state(&state)?,
                     reason: match reason.as_str() {
@@ -594,7 +594,7 @@ mod tests {
 
     fn result(i: u8, state: PortState) -> ScanResult {
         ScanResult {
-            ip: Ipv4Addr::new(10, 0, 0, i),
+            ip: std::net::Ipv4Addr::new(10, 0, 0, i).into(),
             port: 22,
             state,
             reason: if state == PortState::Open { Reason::SynAck } else { Reason::Reset },

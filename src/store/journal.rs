@@ -2,19 +2,39 @@
 //! crash between the two loses nothing that was synced. Encoding is pure.
 //!
 //! A record is `len: u32 | crc32(payload): u32 | payload`, the payload being
-//! `scan_id: i64 | count: u32 | count x 24-byte rows`, all little-endian.
+//! `scan_id: i64 | count: u32 | count rows`, all little-endian. A row is the
+//! address (4 or 16 bytes) and 20 bytes of port, state and times; a record
+//! holds rows of one address family, so its length tells their size.
 //! Replay stops at the first record that is short or fails its checksum: the
 //! tail a crash cut off.
 
 use crate::result::{PortState, Reason, ScanResult};
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
-const ROW: usize = 24;
+/// Bytes after the address in every row.
+const ROW_REST: usize = 20;
+const ROW_V4: usize = 4 + ROW_REST;
+const ROW_V6: usize = 16 + ROW_REST;
 const HAS_TTL: u8 = 1;
 const HAS_RTT: u8 = 2;
 
+/// Appends `rows` as records: one per run of rows of one address family
+/// (a scan has one family, so that is one record).
 pub fn encode(scan_id: i64, rows: &[ScanResult], out: &mut Vec<u8>) {
-    let payload_len = 12 + rows.len() * ROW;
+    if rows.is_empty() {
+        return encode_record(scan_id, rows, out);
+    }
+    for run in rows.chunk_by(|a, b| a.ip.is_ipv4() == b.ip.is_ipv4()) {
+        encode_record(scan_id, run, out);
+    }
+}
+
+fn encode_record(scan_id: i64, rows: &[ScanResult], out: &mut Vec<u8>) {
+    let row = match rows.first() {
+        Some(r) if r.ip.is_ipv6() => ROW_V6,
+        _ => ROW_V4,
+    };
+    let payload_len = 12 + rows.len() * row;
     let start = out.len();
     out.extend_from_slice(&(payload_len as u32).to_le_bytes());
     out.extend_from_slice(&[0; 4]);
@@ -33,7 +53,10 @@ pub fn encode(scan_id: i64, rows: &[ScanResult], out: &mut Vec<u8>) {
             PortState::Filtered => 2,
         };
         let flags = if r.ttl.is_some() { HAS_TTL } else { 0 } | if r.rtt_us.is_some() { HAS_RTT } else { 0 };
-        out.extend_from_slice(&r.ip.octets());
+        match r.ip {
+            IpAddr::V4(a) => out.extend_from_slice(&a.octets()),
+            IpAddr::V6(a) => out.extend_from_slice(&a.octets()),
+        }
         out.extend_from_slice(&r.port.to_le_bytes());
         out.extend_from_slice(&[state, reason, code, r.ttl.unwrap_or(0), flags, 0]);
         out.extend_from_slice(&(r.rtt_us.unwrap_or(0).min(u64::from(u32::MAX)) as u32).to_le_bytes());
@@ -73,36 +96,45 @@ fn next_record(buf: &[u8]) -> Option<((i64, Vec<ScanResult>), usize)> {
     }
     let scan_id = i64::from_le_bytes(payload[0..8].try_into().expect("8 bytes"));
     let count = u32::from_le_bytes(payload[8..12].try_into().expect("4 bytes")) as usize;
-    if 12 + count * ROW != len {
-        return None;
-    }
-    let rows = payload[12..].chunks_exact(ROW).filter_map(decode_row).collect();
+    let row = match (len - 12).checked_div(count) {
+        None if len == 12 => ROW_V4,
+        Some(row @ (ROW_V4 | ROW_V6)) if 12 + count * row == len => row,
+        _ => return None,
+    };
+    let rows = payload[12..].chunks_exact(row).filter_map(decode_row).collect();
     Some(((scan_id, rows), 8 + len))
 }
 
-fn decode_row(b: &[u8]) -> Option<ScanResult> {
-    let state = match b[6] {
+fn decode_row(row: &[u8]) -> Option<ScanResult> {
+    let (ip, b) = match row.len() {
+        ROW_V6 => {
+            let (a, rest) = row.split_at(16);
+            (IpAddr::V6(Ipv6Addr::from(<[u8; 16]>::try_from(a).expect("16 bytes"))), rest)
+        }
+        _ => (IpAddr::V4(Ipv4Addr::new(row[0], row[1], row[2], row[3])), &row[4..]),
+    };
+    let state = match b[2] {
         0 => PortState::Open,
         1 => PortState::Closed,
         2 => PortState::Filtered,
         _ => return None,
     };
-    let reason = match b[7] {
+    let reason = match b[3] {
         0 => Reason::SynAck,
         1 => Reason::Reset,
-        2 => Reason::Unreachable { code: b[8] },
+        2 => Reason::Unreachable { code: b[4] },
         3 => Reason::NoResponse,
         _ => return None,
     };
-    let flags = b[10];
+    let flags = b[6];
     Some(ScanResult {
-        ip: Ipv4Addr::new(b[0], b[1], b[2], b[3]),
-        port: u16::from_le_bytes([b[4], b[5]]),
+        ip,
+        port: u16::from_le_bytes([b[0], b[1]]),
         state,
         reason,
-        ttl: (flags & HAS_TTL != 0).then_some(b[9]),
-        rtt_us: (flags & HAS_RTT != 0).then(|| u64::from(u32::from_le_bytes(b[12..16].try_into().expect("4 bytes")))),
-        time_us: u64::from_le_bytes(b[16..24].try_into().expect("8 bytes")),
+        ttl: (flags & HAS_TTL != 0).then_some(b[5]),
+        rtt_us: (flags & HAS_RTT != 0).then(|| u64::from(u32::from_le_bytes(b[8..12].try_into().expect("4 bytes")))),
+        time_us: u64::from_le_bytes(b[12..20].try_into().expect("8 bytes")),
     })
 }
 
@@ -113,7 +145,7 @@ mod tests {
     pub(crate) fn sample(n: u16) -> Vec<ScanResult> {
         (0..n)
             .map(|i| ScanResult {
-                ip: Ipv4Addr::new(10, 0, (i >> 8) as u8, i as u8),
+                ip: Ipv4Addr::new(10, 0, (i >> 8) as u8, i as u8).into(),
                 port: i,
                 state: [PortState::Open, PortState::Closed, PortState::Filtered][usize::from(i % 3)],
                 reason: [Reason::SynAck, Reason::Reset, Reason::Unreachable { code: 13 }, Reason::NoResponse]
@@ -133,6 +165,26 @@ mod tests {
         encode(9, &sample(3), &mut buf);
         let back = decode(&buf);
         assert_eq!(back, vec![(7, sample(100)), (8, vec![]), (9, sample(3))]);
+    }
+
+    #[test]
+    fn round_trips_ipv6_rows_in_records_of_their_own() {
+        let v6: Vec<ScanResult> = sample(40)
+            .into_iter()
+            .map(|r| ScanResult { ip: Ipv6Addr::new(0xfd00, 0x201, 0, 0, 0, 0, 0xffff, r.port).into(), ..r })
+            .collect();
+        let mut buf = Vec::new();
+        encode(7, &v6, &mut buf);
+        assert_eq!(buf.len(), 8 + 12 + 40 * ROW_V6);
+        let mixed: Vec<ScanResult> = sample(3).into_iter().chain(v6.iter().copied().take(2)).collect();
+        encode(8, &mixed, &mut buf);
+        assert_eq!(decode(&buf), vec![(7, v6.clone()), (8, sample(3)), (8, v6[..2].to_vec())]);
+        // A record whose length fits neither row size is refused.
+        let mut odd = Vec::new();
+        encode(9, &v6[..1], &mut odd);
+        odd[0] -= 1;
+        odd.pop();
+        assert!(decode(&odd).is_empty());
     }
 
     #[test]

@@ -234,7 +234,7 @@ mod tests {
     fn results(n: u32) -> Vec<ScanResult> {
         (0..n)
             .map(|i| ScanResult {
-                ip: Ipv4Addr::from(0x0a00_0000 + (i >> 16)),
+                ip: Ipv4Addr::from(0x0a00_0000 + (i >> 16)).into(),
                 port: (i & 0xffff) as u16,
                 state: if i % 7 == 0 { PortState::Open } else { PortState::Closed },
                 reason: if i % 7 == 0 { Reason::SynAck } else { Reason::Reset },

@@ -1,6 +1,7 @@
 //! What to scan: target expressions, ports, and the probe space they span.
 
 pub mod exclude;
+pub mod hosts;
 pub mod ports;
 pub mod ranges;
 pub mod space;
@@ -12,8 +13,12 @@ use thiserror::Error;
 pub enum TargetError {
     #[error("invalid target '{target}': {why}")]
     Invalid { target: String, why: String },
-    #[error("IPv6 target '{0}' is not supported yet: prtip scans IPv4 only")]
-    Ipv6Unsupported(String),
+    #[error("IPv4 and IPv6 targets cannot be mixed in one scan: run one scan per address family")]
+    MixedFamilies,
+    #[error(
+        "the scan would send {probes} probes, retry passes included; prtip sends at most 2^64 - 1 in one scan (at 10 million probes/s that alone is 58,000 years): narrow the prefix or the ports"
+    )]
+    TooLarge { probes: String },
     #[error("cannot resolve '{host}': {why}")]
     Resolve { host: String, why: String },
     #[error("invalid port specification '{spec}': {why}")]

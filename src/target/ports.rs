@@ -3,7 +3,7 @@
 use super::TargetError;
 use super::ranges::{Range, RangeSet};
 
-pub fn parse_ports(text: &str) -> Result<RangeSet, TargetError> {
+pub fn parse_ports(text: &str) -> Result<RangeSet<u32>, TargetError> {
     let bad = |why: String| TargetError::Ports { spec: text.to_string(), why };
     let mut ranges = Vec::new();
     for item in text.split(',') {

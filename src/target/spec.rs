@@ -1,55 +1,70 @@
 //! Target expressions: addresses, CIDR blocks, dash ranges, hostnames, files.
 
 use super::TargetError;
+use super::hosts::{AddrRange, Family, value};
 use super::ranges::Range;
 use std::net::{IpAddr, Ipv4Addr};
 
 /// One parsed target expression, before hostnames are resolved.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum TargetSpec {
-    Range(Range),
+    Range(AddrRange),
     Hostname(String),
 }
 
 /// Parses one target expression.
 ///
 /// Accepted forms: `10.0.0.1`, `10.0.0.0/8` (host bits are ignored, as nmap
-/// does), `10.0.0.1-10.0.3.7`, `10.0.0.1-20` (last-octet range) and hostnames.
+/// does), `10.0.0.1-10.0.3.7`, `10.0.0.1-20` (last-octet range), the same
+/// for IPv6 (`fd00::1`, `fd00::/112`, `fd00::1-fd00::ff`) and hostnames.
 pub fn parse_target(text: &str) -> Result<TargetSpec, TargetError> {
     let bad = |why: &str| TargetError::Invalid { target: text.to_string(), why: why.to_string() };
     let t = text.trim();
     if t.is_empty() {
         return Err(bad("empty target"));
     }
-    if t.contains(':') {
-        return Err(TargetError::Ipv6Unsupported(t.to_string()));
-    }
+    let spec = |first: IpAddr, last: IpAddr| {
+        let ((family, first), (_, last)) = (value(first), value(last));
+        TargetSpec::Range(AddrRange { family, range: Range::new(first, last) })
+    };
     if let Some((addr, prefix)) = t.split_once('/') {
-        let base = parse_v4(addr).ok_or_else(|| bad("not an IPv4 address before '/'"))?;
-        let bits: u32 = prefix.parse().ok().filter(|b| *b <= 32).ok_or_else(|| bad("prefix length must be 0 to 32"))?;
-        let mask = if bits == 0 { 0 } else { u32::MAX << (32 - bits) };
-        let first = u32::from(base) & mask;
-        return Ok(TargetSpec::Range(Range::new(first, first | !mask)));
+        let base = parse_addr(addr).ok_or_else(|| bad("not an IP address before '/'"))?;
+        let (family, base) = value(base);
+        let bits: u32 = prefix.parse().ok().filter(|b| *b <= family.bits()).ok_or_else(|| match family {
+            Family::V4 => bad("prefix length must be 0 to 32"),
+            Family::V6 => bad("prefix length must be 0 to 128"),
+        })?;
+        let host_bits = family.bits() - bits;
+        let host_mask = u128::MAX.checked_shr(128 - host_bits).unwrap_or(0);
+        let first = base & !host_mask;
+        return Ok(TargetSpec::Range(AddrRange { family, range: Range::new(first, first | host_mask) }));
     }
     if let Some((from, to)) = t.split_once('-') {
-        let first = parse_v4(from).ok_or_else(|| bad("range start is not an IPv4 address"))?;
-        let last = match parse_v4(to) {
-            Some(a) => a,
-            None => {
+        let first = parse_addr(from).ok_or_else(|| bad("range start is not an IP address"))?;
+        let last = match (first, parse_addr(to)) {
+            (_, Some(a)) => a,
+            (IpAddr::V4(f), None) => {
                 let octet: u8 = to.parse().map_err(|_| bad("range end is neither an IPv4 address nor a last octet"))?;
-                let o = first.octets();
-                Ipv4Addr::new(o[0], o[1], o[2], octet)
+                let o = f.octets();
+                IpAddr::V4(Ipv4Addr::new(o[0], o[1], o[2], octet))
             }
+            (IpAddr::V6(_), None) => return Err(bad("range end is not an IPv6 address")),
         };
-        let (first, last) = (u32::from(first), u32::from(last));
+        if Family::of(first) != Family::of(last) {
+            return Err(bad("a range cannot go from an IPv4 to an IPv6 address"));
+        }
         if last < first {
             return Err(bad("range ends before it starts"));
         }
-        return Ok(TargetSpec::Range(Range::new(first, last)));
+        return Ok(spec(first, last));
     }
     if t.bytes().all(|b| b.is_ascii_digit() || b == b'.') {
-        let a = parse_v4(t).ok_or_else(|| bad("not a valid IPv4 address"))?;
-        return Ok(TargetSpec::Range(Range::new(a.into(), a.into())));
+        let a = parse_addr(t).filter(IpAddr::is_ipv4).ok_or_else(|| bad("not a valid IPv4 address"))?;
+        return Ok(spec(a, a));
+    }
+    if t.contains(':') {
+        let a = parse_addr(t).ok_or_else(|| bad("not a valid IPv6 address"))?;
+        return Ok(spec(a, a));
     }
     if is_hostname(t) {
         return Ok(TargetSpec::Hostname(t.to_string()));
@@ -57,8 +72,9 @@ pub fn parse_target(text: &str) -> Result<TargetSpec, TargetError> {
     Err(bad("not an address, CIDR block, range or hostname"))
 }
 
-/// Strict dotted-quad parsing: std's parser already refuses leading zeros and short forms.
-fn parse_v4(s: &str) -> Option<Ipv4Addr> {
+/// Strict parsing: std's parser already refuses leading zeros, short IPv4
+/// forms and IPv6 zone indices (a scan names global addresses, not links).
+fn parse_addr(s: &str) -> Option<IpAddr> {
     s.parse().ok()
 }
 
@@ -84,8 +100,9 @@ pub fn split_list(text: &str) -> impl Iterator<Item = &str> {
 
 /// Turns parsed expressions into address ranges, one or more per expression,
 /// resolving hostnames with `resolve` (injected so that parsing stays free of
-/// I/O in tests).
-pub fn to_ranges<F>(specs: &[TargetSpec], mut resolve: F) -> Result<Vec<Range>, TargetError>
+/// I/O in tests). A hostname stands for its IPv4 addresses, or for its IPv6
+/// addresses if it has no IPv4 one, as nmap (without -6) and masscan do.
+pub fn to_ranges<F>(specs: &[TargetSpec], mut resolve: F) -> Result<Vec<AddrRange>, TargetError>
 where
     F: FnMut(&str) -> std::io::Result<Vec<IpAddr>>,
 {
@@ -96,21 +113,18 @@ where
             TargetSpec::Hostname(name) => {
                 let addrs =
                     resolve(name).map_err(|e| TargetError::Resolve { host: name.clone(), why: e.to_string() })?;
-                let v4: Vec<u32> = addrs
-                    .iter()
-                    .filter_map(|a| match a {
-                        IpAddr::V4(v4) => Some(u32::from(*v4)),
-                        IpAddr::V6(_) => None,
-                    })
-                    .collect();
-                if v4.is_empty() {
-                    return Err(if addrs.is_empty() {
-                        TargetError::Resolve { host: name.clone(), why: "no addresses".into() }
-                    } else {
-                        TargetError::Ipv6Unsupported(name.clone())
-                    });
+                let family = if addrs.iter().any(IpAddr::is_ipv4) { Family::V4 } else { Family::V6 };
+                let before = ranges.len();
+                ranges.extend(
+                    addrs
+                        .iter()
+                        .map(|a| value(*a))
+                        .filter(|(f, _)| *f == family)
+                        .map(|(family, v)| AddrRange { family, range: Range::new(v, v) }),
+                );
+                if ranges.len() == before {
+                    return Err(TargetError::Resolve { host: name.clone(), why: "no addresses".into() });
                 }
-                ranges.extend(v4.into_iter().map(|a| Range::new(a, a)));
             }
         }
     }
@@ -121,16 +135,16 @@ where
 mod tests {
     use super::*;
 
-    fn range(t: &str) -> (Ipv4Addr, Ipv4Addr) {
+    fn range(t: &str) -> (IpAddr, IpAddr) {
         match parse_target(t).unwrap() {
-            TargetSpec::Range(r) => (r.first.into(), r.last.into()),
+            TargetSpec::Range(r) => (r.first(), r.last()),
             other => panic!("{t}: {other:?}"),
         }
     }
 
     #[test]
     fn parses_every_form() {
-        let a = |s: &str| s.parse::<Ipv4Addr>().unwrap();
+        let a = |s: &str| s.parse::<IpAddr>().unwrap();
         assert_eq!(range("10.0.0.1"), (a("10.0.0.1"), a("10.0.0.1")));
         assert_eq!(range("10.1.2.3/16"), (a("10.1.0.0"), a("10.1.255.255")));
         assert_eq!(range("0.0.0.0/0"), (a("0.0.0.0"), a("255.255.255.255")));
@@ -138,6 +152,12 @@ mod tests {
         assert_eq!(range("10.0.0.1-10.0.3.7"), (a("10.0.0.1"), a("10.0.3.7")));
         assert_eq!(range("10.0.0.1-20"), (a("10.0.0.1"), a("10.0.0.20")));
         assert_eq!(parse_target("scanme.example").unwrap(), TargetSpec::Hostname("scanme.example".into()));
+        assert_eq!(range("fd00:201::5"), (a("fd00:201::5"), a("fd00:201::5")));
+        assert_eq!(range("fd00:201::1234/112"), (a("fd00:201::"), a("fd00:201::ffff")));
+        assert_eq!(range("::/0"), (a("::"), a("ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff")));
+        assert_eq!(range("fd00::9/128"), (a("fd00::9"), a("fd00::9")));
+        assert_eq!(range("fd00::1-fd00::1:0"), (a("fd00::1"), a("fd00::1:0")));
+        assert_eq!(range("::ffff:10.0.0.1"), (a("::ffff:10.0.0.1"), a("::ffff:10.0.0.1")));
     }
 
     #[test]
@@ -156,11 +176,17 @@ mod tests {
             "host_name",
             "1.2.3.4.5",
             "010.0.0.1",
+            "fd00::/129",
+            "fd00::g",
+            "fe80::1%eth0",
+            "fd00::5-fd00::1",
+            "fd00::1-ff",
+            "10.0.0.1-fd00::1",
+            "fd00::1-10.0.0.1",
+            ":::",
         ] {
             assert!(matches!(parse_target(bad), Err(TargetError::Invalid { .. })), "{bad:?} was accepted");
         }
-        assert!(matches!(parse_target("::1"), Err(TargetError::Ipv6Unsupported(_))));
-        assert!(matches!(parse_target("2001:db8::/64"), Err(TargetError::Ipv6Unsupported(_))));
     }
 
     #[test]
@@ -170,18 +196,15 @@ mod tests {
     }
 
     #[test]
-    fn hostnames_resolve_to_all_their_ipv4_addresses() {
+    fn hostnames_resolve_to_their_ipv4_addresses_or_else_their_ipv6_ones() {
         let specs = [TargetSpec::Hostname("multi".into())];
-        let hosts = to_ranges(&specs, |_| {
-            Ok(vec!["10.0.0.7".parse().unwrap(), "::1".parse().unwrap(), "10.0.0.3".parse().unwrap()])
-        })
-        .unwrap();
-        let hosts = crate::target::ranges::RangeSet::from_ranges(hosts);
-        assert_eq!(
-            hosts.iter().map(Ipv4Addr::from).collect::<Vec<_>>(),
-            [Ipv4Addr::new(10, 0, 0, 3), Ipv4Addr::new(10, 0, 0, 7)]
-        );
-        let v6_only = to_ranges(&specs, |_| Ok(vec!["::1".parse().unwrap()]));
-        assert!(matches!(v6_only, Err(TargetError::Ipv6Unsupported(_))));
+        let listed = |addrs: &[&str]| {
+            let addrs: Vec<IpAddr> = addrs.iter().map(|a| a.parse().unwrap()).collect();
+            to_ranges(&specs, |_| Ok(addrs.clone())).map(|r| r.iter().map(AddrRange::first).collect::<Vec<_>>())
+        };
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        assert_eq!(listed(&["10.0.0.7", "::1", "10.0.0.3"]).unwrap(), [ip("10.0.0.7"), ip("10.0.0.3")]);
+        assert_eq!(listed(&["fd00::1", "fd00::2"]).unwrap(), [ip("fd00::1"), ip("fd00::2")]);
+        assert!(matches!(listed(&[]), Err(TargetError::Resolve { .. })));
     }
 }

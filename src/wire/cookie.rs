@@ -17,7 +17,7 @@
 
 use siphasher::sip::SipHasher13;
 use std::hash::Hasher;
-use std::net::Ipv4Addr;
+use std::net::IpAddr;
 
 /// Send times in the sequence number count ticks of 2^4 us.
 const TICK_SHIFT: u32 = 4;
@@ -79,23 +79,33 @@ impl CookieKey {
         h.finish()
     }
 
-    fn tagged(&self, src: Ipv4Addr, dst: Ipv4Addr, sport: u16, dport: u16, tick: SendTick) -> u32 {
-        let mut b = [0u8; 14];
-        b[..4].copy_from_slice(&src.octets());
-        b[4..8].copy_from_slice(&dst.octets());
-        b[8..10].copy_from_slice(&sport.to_be_bytes());
-        b[10..12].copy_from_slice(&dport.to_be_bytes());
-        b[12..].copy_from_slice(&tick.0.to_be_bytes());
-        (u32::from(tick.0.wrapping_add(self.tick_offset)) << 16) | (self.mac(&b) as u32 & 0xffff)
+    fn tagged(&self, src: IpAddr, dst: IpAddr, sport: u16, dport: u16, tick: SendTick) -> u32 {
+        // Addresses, ports, tick: 14 bytes for IPv4, 38 for IPv6.
+        let mut b = [0u8; 38];
+        let mut n = 0;
+        let mut put = |bytes: &[u8]| {
+            b[n..n + bytes.len()].copy_from_slice(bytes);
+            n += bytes.len();
+        };
+        for ip in [src, dst] {
+            match ip {
+                IpAddr::V4(a) => put(&a.octets()),
+                IpAddr::V6(a) => put(&a.octets()),
+            }
+        }
+        put(&sport.to_be_bytes());
+        put(&dport.to_be_bytes());
+        put(&tick.0.to_be_bytes());
+        (u32::from(tick.0.wrapping_add(self.tick_offset)) << 16) | (self.mac(&b[..n]) as u32 & 0xffff)
     }
 
     /// The sequence number of the SYN from `src:sport` to `dst:dport` sent at `send_us`.
-    pub fn seq(&self, src: Ipv4Addr, dst: Ipv4Addr, sport: u16, dport: u16, send_us: u64) -> u32 {
+    pub fn seq(&self, src: IpAddr, dst: IpAddr, sport: u16, dport: u16, send_us: u64) -> u32 {
         self.tagged(src, dst, sport, dport, SendTick::of(send_us))
     }
 
     /// The send tick in `seq`, if `seq` is one of ours for this 4-tuple.
-    pub fn check(&self, src: Ipv4Addr, dst: Ipv4Addr, sport: u16, dport: u16, seq: u32) -> Option<SendTick> {
+    pub fn check(&self, src: IpAddr, dst: IpAddr, sport: u16, dport: u16, seq: u32) -> Option<SendTick> {
         let tick = SendTick(((seq >> 16) as u16).wrapping_sub(self.tick_offset));
         (self.tagged(src, dst, sport, dport, tick) == seq).then_some(tick)
     }
@@ -117,8 +127,10 @@ impl CookieKey {
 mod tests {
     use super::*;
 
-    const A: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 1);
-    const B: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 2);
+    use std::net::{Ipv4Addr, Ipv6Addr};
+
+    const A: IpAddr = IpAddr::V4(Ipv4Addr::new(10, 0, 0, 1));
+    const B: IpAddr = IpAddr::V4(Ipv4Addr::new(10, 0, 0, 2));
 
     #[test]
     fn depends_on_every_field_the_time_and_the_key() {
@@ -129,7 +141,7 @@ mod tests {
         assert_eq!(base, k.seq(A, B, 40000, 80, 5_000_015));
         assert_ne!(base, k.seq(A, B, 40000, 80, 5_000_016));
         assert_ne!(base, k.seq(B, A, 40000, 80, 5_000_000));
-        assert_ne!(base, k.seq(A, Ipv4Addr::new(10, 0, 0, 3), 40000, 80, 5_000_000));
+        assert_ne!(base, k.seq(A, Ipv4Addr::new(10, 0, 0, 3).into(), 40000, 80, 5_000_000));
         assert_ne!(base, k.seq(A, B, 40001, 80, 5_000_000));
         assert_ne!(base, k.seq(A, B, 40000, 81, 5_000_000));
         assert_ne!(base, CookieKey::new(1, 3).seq(A, B, 40000, 80, 5_000_000));
@@ -139,6 +151,25 @@ mod tests {
             let other = CookieKey::new(k0, k1).seq(A, B, 40000, 80, 5_000_000);
             assert!(base.wrapping_sub(other).min(other.wrapping_sub(base)) > 1 << 20, "{base:#x} {other:#x}");
         }
+    }
+
+    #[test]
+    fn ipv6_cookies_cover_every_address_byte() {
+        let k = CookieKey::new(1, 2);
+        let a: IpAddr = "fd00:200::1".parse().unwrap();
+        let b: Ipv6Addr = "fd00:201::7".parse().unwrap();
+        let seq = k.seq(a, b.into(), 40000, 80, 5_000_000);
+        assert_eq!(k.check(a, b.into(), 40000, 80, seq), Some(SendTick::of(5_000_000)));
+        for byte in 0..16 {
+            let mut other = b.octets();
+            other[byte] ^= 1;
+            assert_eq!(k.check(a, Ipv6Addr::from(other).into(), 40000, 80, seq), None, "byte {byte}");
+        }
+        // The IPv4 address with the same low bytes is another target.
+        assert_ne!(
+            seq,
+            k.seq(Ipv4Addr::new(0, 0, 0, 1).into(), Ipv4Addr::new(0, 0, 0, 7).into(), 40000, 80, 5_000_000)
+        );
     }
 
     #[test]

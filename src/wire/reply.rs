@@ -8,8 +8,11 @@
 //! frames whose checksum field holds only the pseudo-header sum.
 
 use super::cookie::{CookieKey, SendTick};
-use etherparse::{Icmpv4Type, Ipv4HeaderSlice, NetSlice, SlicedPacket, TcpOptionElement, TransportSlice};
-use std::net::Ipv4Addr;
+use etherparse::{
+    Icmpv4Type, Icmpv6Type, IpNumber, Ipv4HeaderSlice, Ipv6HeaderSlice, NetSlice, SlicedPacket, TcpOptionElement,
+    TransportSlice,
+};
+use std::net::IpAddr;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ReplyKind {
@@ -17,18 +20,19 @@ pub enum ReplyKind {
     SynAck,
     /// RST: the port is closed.
     Rst,
-    /// ICMP destination unreachable quoting our probe: filtered.
+    /// ICMP (or ICMPv6) destination unreachable quoting our probe: filtered.
     Unreachable { code: u8 },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Reply {
     /// The probed address and port (the reply's source, or the quoted destination).
-    pub ip: Ipv4Addr,
+    pub ip: IpAddr,
     pub port: u16,
     /// Our source port that the probe left from.
     pub from_port: u16,
     pub kind: ReplyKind,
+    /// TTL or hop limit of the reply.
     pub ttl: u8,
     /// The send time the acknowledged (or quoted) sequence number carried.
     pub sent: SendTick,
@@ -39,7 +43,7 @@ pub struct Reply {
 /// What a frame must match to be a reply to this scan.
 #[derive(Debug, Clone, Copy)]
 pub struct ReplyMatcher {
-    pub src_ip: Ipv4Addr,
+    pub src_ip: IpAddr,
     pub src_ports: (u16, u16),
     pub key: CookieKey,
 }
@@ -51,20 +55,28 @@ impl ReplyMatcher {
 
     pub fn classify(&self, frame: &[u8]) -> Option<Reply> {
         let packet = SlicedPacket::from_ethernet(frame).ok()?;
-        let Some(NetSlice::Ipv4(ip)) = &packet.net else { return None };
-        let header = ip.header();
-        if header.destination_addr() != self.src_ip || ip.is_payload_fragmented() {
+        let (from, to, ttl) = match &packet.net {
+            Some(NetSlice::Ipv4(ip)) if !ip.is_payload_fragmented() => {
+                let h = ip.header();
+                (IpAddr::V4(h.source_addr()), IpAddr::V4(h.destination_addr()), h.ttl())
+            }
+            Some(NetSlice::Ipv6(ip)) if !ip.is_payload_fragmented() => {
+                let h = ip.header();
+                (IpAddr::V6(h.source_addr()), IpAddr::V6(h.destination_addr()), h.hop_limit())
+            }
+            _ => return None,
+        };
+        if to != self.src_ip {
             return None;
         }
-        match packet.transport? {
+        let (quoted, code) = match packet.transport? {
             TransportSlice::Tcp(tcp) => {
                 let (sport, dport) = (tcp.destination_port(), tcp.source_port());
                 if !self.ours(sport) || !tcp.ack() {
                     return None;
                 }
-                let target = header.source_addr();
                 let seq = tcp.acknowledgment_number().wrapping_sub(1);
-                let sent = self.key.check(self.src_ip, target, sport, dport, seq)?;
+                let sent = self.key.check(self.src_ip, from, sport, dport, seq)?;
                 let (kind, sent_us) = if tcp.rst() {
                     (ReplyKind::Rst, None)
                 } else if tcp.syn() {
@@ -79,37 +91,51 @@ impl ReplyMatcher {
                 } else {
                     return None;
                 };
-                Some(Reply { ip: target, port: dport, from_port: sport, kind, ttl: header.ttl(), sent, sent_us })
+                return Some(Reply { ip: from, port: dport, from_port: sport, kind, ttl, sent, sent_us });
             }
-            TransportSlice::Icmpv4(icmp) => {
-                let Icmpv4Type::DestinationUnreachable(_) = icmp.icmp_type() else { return None };
-                let (target, dport, sport, sent) = self.quoted_probe(icmp.payload())?;
-                Some(Reply {
-                    ip: target,
-                    port: dport,
-                    from_port: sport,
-                    kind: ReplyKind::Unreachable { code: icmp.code_u8() },
-                    ttl: header.ttl(),
-                    sent,
-                    sent_us: None,
-                })
-            }
-            _ => None,
-        }
+            TransportSlice::Icmpv4(icmp) => match icmp.icmp_type() {
+                Icmpv4Type::DestinationUnreachable(_) => (self.quoted_probe(icmp.payload())?, icmp.code_u8()),
+                _ => return None,
+            },
+            TransportSlice::Icmpv6(icmp) => match icmp.icmp_type() {
+                Icmpv6Type::DestinationUnreachable(_) => (self.quoted_probe(icmp.payload())?, icmp.code_u8()),
+                _ => return None,
+            },
+            _ => return None,
+        };
+        let (target, dport, sport, sent) = quoted;
+        Some(Reply {
+            ip: target,
+            port: dport,
+            from_port: sport,
+            kind: ReplyKind::Unreachable { code },
+            ttl,
+            sent,
+            sent_us: None,
+        })
     }
 
     /// The destination of the SYN quoted in an ICMP error, if that SYN is ours.
-    fn quoted_probe(&self, quoted: &[u8]) -> Option<(Ipv4Addr, u16, u16, SendTick)> {
-        let ip = Ipv4HeaderSlice::from_slice(quoted).ok()?;
-        if ip.source_addr() != self.src_ip || ip.protocol() != etherparse::IpNumber::TCP {
+    fn quoted_probe(&self, quoted: &[u8]) -> Option<(IpAddr, u16, u16, SendTick)> {
+        let (source, target, protocol, header_len) = match self.src_ip {
+            IpAddr::V4(_) => {
+                let ip = Ipv4HeaderSlice::from_slice(quoted).ok()?;
+                (IpAddr::V4(ip.source_addr()), IpAddr::V4(ip.destination_addr()), ip.protocol(), ip.slice().len())
+            }
+            // Our SYNs carry no extension headers: TCP follows the fixed header.
+            IpAddr::V6(_) => {
+                let ip = Ipv6HeaderSlice::from_slice(quoted).ok()?;
+                (IpAddr::V6(ip.source_addr()), IpAddr::V6(ip.destination_addr()), ip.next_header(), 40)
+            }
+        };
+        if source != self.src_ip || protocol != IpNumber::TCP {
             return None;
         }
         // RFC 792 guarantees only the first 8 bytes of the TCP header: ports and sequence number.
-        let tcp = quoted.get(ip.slice().len()..ip.slice().len() + 8)?;
+        let tcp = quoted.get(header_len..header_len + 8)?;
         let sport = u16::from_be_bytes([tcp[0], tcp[1]]);
         let dport = u16::from_be_bytes([tcp[2], tcp[3]]);
         let seq = u32::from_be_bytes([tcp[4], tcp[5], tcp[6], tcp[7]]);
-        let target = ip.destination_addr();
         if !self.ours(sport) {
             return None;
         }
@@ -124,12 +150,13 @@ mod tests {
     use crate::wire::template::{Probe, SYN_FRAME_LEN, SynTemplate};
     use etherparse::PacketBuilder;
     use proptest::prelude::*;
+    use std::net::{Ipv4Addr, Ipv6Addr};
 
     const ME: Ipv4Addr = Ipv4Addr::new(10, 200, 0, 1);
     const TARGET: Ipv4Addr = Ipv4Addr::new(10, 201, 0, 9);
 
     fn matcher() -> ReplyMatcher {
-        ReplyMatcher { src_ip: ME, src_ports: (61000, 61063), key: CookieKey::new(7, 11) }
+        ReplyMatcher { src_ip: ME.into(), src_ports: (61000, 61063), key: CookieKey::new(7, 11) }
     }
 
     fn tcp_reply(ack: u32, dport: u16, syn: bool, rst: bool, ts: Option<u32>) -> Vec<u8> {
@@ -154,7 +181,7 @@ mod tests {
     const SENT_US: u64 = 3_000_042;
 
     fn good_ack(sport: u16) -> u32 {
-        matcher().key.seq(ME, TARGET, sport, 443, SENT_US).wrapping_add(1)
+        matcher().key.seq(ME.into(), TARGET.into(), sport, 443, SENT_US).wrapping_add(1)
     }
 
     fn good_echo() -> u32 {
@@ -166,7 +193,7 @@ mod tests {
         let r = matcher().classify(&tcp_reply(good_ack(61001), 61001, true, false, Some(good_echo()))).unwrap();
         let sent = SendTick::of(SENT_US);
         let want = Reply {
-            ip: TARGET,
+            ip: TARGET.into(),
             port: 443,
             from_port: 61001,
             kind: ReplyKind::SynAck,
@@ -191,7 +218,7 @@ mod tests {
     fn rst_with_our_cookie_is_closed() {
         let r = matcher().classify(&tcp_reply(good_ack(61063), 61063, false, true, None)).unwrap();
         assert_eq!(r.kind, ReplyKind::Rst);
-        assert_eq!((r.ip, r.port, r.sent, r.sent_us), (TARGET, 443, SendTick::of(SENT_US), None));
+        assert_eq!((r.ip, r.port, r.sent, r.sent_us), (TARGET.into(), 443, SendTick::of(SENT_US), None));
     }
 
     #[test]
@@ -212,7 +239,7 @@ mod tests {
         bare[14 + 20 + 13] = 0x02; // SYN only, ACK bit cleared
         assert_eq!(m.classify(&bare), None);
         // addressed to someone else
-        let other = ReplyMatcher { src_ip: Ipv4Addr::new(10, 200, 0, 7), ..m };
+        let other = ReplyMatcher { src_ip: Ipv4Addr::new(10, 200, 0, 7).into(), ..m };
         assert_eq!(other.classify(&tcp_reply(good_ack(61001), 61001, true, false, None)), None);
     }
 
@@ -231,16 +258,102 @@ mod tests {
     #[test]
     fn icmp_unreachable_quoting_our_syn_is_filtered() {
         let m = matcher();
-        let t = SynTemplate::new([3; 6], [2; 6], ME);
+        let t = SynTemplate::new([3; 6], [2; 6], ME.into());
         let mut syn = [0u8; SYN_FRAME_LEN];
-        let seq = m.key.seq(ME, TARGET, 61005, 8443, SENT_US);
-        t.write(&Probe { dst: TARGET, sport: 61005, dport: 8443, seq, ip_id: 1, tsval: 2 }, &mut syn);
+        let seq = m.key.seq(ME.into(), TARGET.into(), 61005, 8443, SENT_US);
+        let dst = TARGET.into();
+        t.write(&Probe { dst, sport: 61005, dport: 8443, seq, ip_id: 1, tsval: 2 }, &mut syn);
         let r = m.classify(&icmp_unreachable(&syn, 13)).unwrap();
-        let want = (TARGET, 8443, ReplyKind::Unreachable { code: 13 }, 63, SendTick::of(SENT_US));
+        let want = (dst, 8443, ReplyKind::Unreachable { code: 13 }, 63, SendTick::of(SENT_US));
         assert_eq!((r.ip, r.port, r.kind, r.ttl, r.sent), want);
         // quoting a SYN whose cookie is wrong
-        t.write(&Probe { dst: TARGET, sport: 61005, dport: 8443, seq: seq ^ 1, ip_id: 1, tsval: 2 }, &mut syn);
+        t.write(&Probe { dst, sport: 61005, dport: 8443, seq: seq ^ 1, ip_id: 1, tsval: 2 }, &mut syn);
         assert_eq!(m.classify(&icmp_unreachable(&syn, 13)), None);
+    }
+
+    const ME6: Ipv6Addr = Ipv6Addr::new(0xfd00, 0x200, 0, 0, 0, 0, 0, 1);
+    const TARGET6: Ipv6Addr = Ipv6Addr::new(0xfd00, 0x201, 0, 0, 0, 0, 1, 9);
+
+    fn matcher6() -> ReplyMatcher {
+        ReplyMatcher { src_ip: ME6.into(), ..matcher() }
+    }
+
+    fn tcp6_reply(m: &ReplyMatcher, sport: u16, syn: bool, rst: bool) -> Vec<u8> {
+        let ack = m.key.seq(ME6.into(), TARGET6.into(), sport, 443, SENT_US).wrapping_add(1);
+        let mut b = PacketBuilder::ethernet2([2; 6], [3; 6])
+            .ipv6(TARGET6.octets(), ME6.octets(), 58)
+            .tcp(443, sport, 12345, 64000)
+            .ack(ack);
+        if syn {
+            b = b.syn().options(&[TcpOptionElement::Timestamp(99, m.key.tsval(SENT_US))]).unwrap();
+        }
+        if rst {
+            b = b.rst();
+        }
+        let mut out = Vec::new();
+        b.write(&mut out, &[]).unwrap();
+        out
+    }
+
+    #[test]
+    fn ipv6_syn_ack_and_rst_with_our_cookie_are_open_and_closed() {
+        let m = matcher6();
+        let r = m.classify(&tcp6_reply(&m, 61001, true, false)).unwrap();
+        let want = Reply {
+            ip: TARGET6.into(),
+            port: 443,
+            from_port: 61001,
+            kind: ReplyKind::SynAck,
+            ttl: 58,
+            sent: SendTick::of(SENT_US),
+            sent_us: Some(SENT_US as u32),
+        };
+        assert_eq!(r, want);
+        let r = m.classify(&tcp6_reply(&m, 61001, false, true)).unwrap();
+        assert_eq!((r.kind, r.ip), (ReplyKind::Rst, TARGET6.into()));
+        // Addressed to another of our addresses, or checked by an IPv4 scan: nothing.
+        let other = ReplyMatcher { src_ip: Ipv6Addr::new(0xfd00, 0x200, 0, 0, 0, 0, 0, 2).into(), ..m };
+        assert_eq!(other.classify(&tcp6_reply(&m, 61001, true, false)), None);
+        assert_eq!(matcher().classify(&tcp6_reply(&m, 61001, true, false)), None);
+        // A right cookie for another port pair.
+        let mut f = tcp6_reply(&m, 61002, true, false);
+        f[14 + 40 + 2..14 + 40 + 4].copy_from_slice(&61001u16.to_be_bytes());
+        assert_eq!(m.classify(&f), None);
+    }
+
+    fn icmp6_unreachable(quoted_syn: &[u8], code: u8) -> Vec<u8> {
+        let b = PacketBuilder::ethernet2([2; 6], [3; 6])
+            .ipv6([0xfd, 0, 2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2], ME6.octets(), 63)
+            .icmpv6(Icmpv6Type::DestinationUnreachable(
+                etherparse::icmpv6::DestUnreachableCode::from_u8(code).unwrap(),
+            ));
+        let mut out = Vec::new();
+        b.write(&mut out, &quoted_syn[14..]).unwrap();
+        out
+    }
+
+    #[test]
+    fn icmpv6_unreachable_quoting_our_syn_is_filtered_and_nothing_else_is() {
+        let m = matcher6();
+        let t = SynTemplate::new([3; 6], [2; 6], ME6.into());
+        let mut syn = [0u8; SYN_FRAME_LEN];
+        let seq = m.key.seq(ME6.into(), TARGET6.into(), 61005, 8443, SENT_US);
+        let dst = TARGET6.into();
+        t.write(&Probe { dst, sport: 61005, dport: 8443, seq, ip_id: 0, tsval: 2 }, &mut syn);
+        let r = m.classify(&icmp6_unreachable(&syn, 1)).unwrap();
+        let want = (dst, 8443, ReplyKind::Unreachable { code: 1 }, 63, SendTick::of(SENT_US));
+        assert_eq!((r.ip, r.port, r.kind, r.ttl, r.sent), want);
+        // A quote cut inside the TCP ports, a wrong cookie, and a neighbour solicitation: nothing.
+        assert_eq!(m.classify(&icmp6_unreachable(&syn[..14 + 40 + 6], 1)), None);
+        t.write(&Probe { dst, sport: 61005, dport: 8443, seq: seq ^ 1, ip_id: 0, tsval: 2 }, &mut syn);
+        assert_eq!(m.classify(&icmp6_unreachable(&syn, 1)), None);
+        let mut ns = Vec::new();
+        PacketBuilder::ethernet2([2; 6], [3; 6])
+            .ipv6(TARGET6.octets(), ME6.octets(), 255)
+            .icmpv6(Icmpv6Type::Unknown { type_u8: 135, code_u8: 0, bytes5to8: [0; 4] })
+            .write(&mut ns, &ME6.octets())
+            .unwrap();
+        assert_eq!(m.classify(&ns), None);
     }
 
     proptest! {
@@ -256,8 +369,20 @@ mod tests {
             f.truncate(f.len().saturating_sub(cut));
             if let Some(r) = matcher().classify(&f) {
                 // A surviving mutation may only touch fields the cookie does not cover.
-                prop_assert_eq!((r.ip, r.port), (TARGET, 443));
+                prop_assert_eq!((r.ip, r.port), (TARGET.into(), 443));
             }
+        }
+
+        #[test]
+        fn mutated_ipv6_replies_never_panic(pos in 0usize..100, byte in any::<u8>(), cut in 0usize..100) {
+            let m = matcher6();
+            let mut f = tcp6_reply(&m, 61001, true, false);
+            if pos < f.len() { f[pos] = byte; }
+            f.truncate(f.len().saturating_sub(cut));
+            if let Some(r) = m.classify(&f) {
+                prop_assert_eq!((r.ip, r.port), (IpAddr::V6(TARGET6), 443));
+            }
+            prop_assert_eq!(matcher().classify(&f), None);
         }
     }
 }

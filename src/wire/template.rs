@@ -1,16 +1,17 @@
 //! The SYN frame: built once per scan, patched per probe.
 //!
-//! Layout (70 bytes): Ethernet II, IPv4 without options (DF set, TTL 64), TCP
-//! with MSS and timestamp options. The timestamp option carries the send time
-//! (TSval), which a SYN-ACK echoes in TSecr: that gives the round-trip time
-//! of an open port without any per-probe memory.
+//! Layout: Ethernet II, then IPv4 without options (DF set, TTL 64; 70 bytes
+//! in all) or IPv6 without extension headers (hop limit 64; 90 bytes), then
+//! TCP with MSS and timestamp options. The timestamp option carries the send
+//! time (TSval), which a SYN-ACK echoes in TSecr: that gives the round-trip
+//! time of an open port without any per-probe memory.
 
 use super::checksum;
-use std::net::Ipv4Addr;
+use std::net::IpAddr;
 
-pub const SYN_FRAME_LEN: usize = 70;
+/// Room for the longer of the two frames.
+pub const SYN_FRAME_LEN: usize = 90;
 const IP: usize = 14;
-const TCP: usize = 34;
 const TCP_LEN: u16 = 36;
 const TTL: u8 = 64;
 const WINDOW: u16 = 64240;
@@ -19,10 +20,12 @@ const MSS: u16 = 1460;
 /// Per-probe fields.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Probe {
-    pub dst: Ipv4Addr,
+    /// Of the template's address family.
+    pub dst: IpAddr,
     pub sport: u16,
     pub dport: u16,
     pub seq: u32,
+    /// IPv4 only: IPv6 has no identification field outside fragments.
     pub ip_id: u16,
     pub tsval: u32,
 }
@@ -30,51 +33,91 @@ pub struct Probe {
 #[derive(Debug, Clone)]
 pub struct SynTemplate {
     frame: [u8; SYN_FRAME_LEN],
-    /// Sums of the parts of each header that no probe changes.
+    /// Where the TCP header starts: the frame is `tcp + TCP_LEN` bytes long.
+    tcp: usize,
+    /// Where the destination address is, and how long it is.
+    dst: usize,
+    dst_len: usize,
+    /// Sums of the parts of each header that no probe changes (the IPv4
+    /// header's only; IPv6 has no header checksum).
     ip_sum: u64,
     tcp_sum: u64,
 }
 
 impl SynTemplate {
-    pub fn new(src_mac: [u8; 6], dst_mac: [u8; 6], src: Ipv4Addr) -> Self {
+    pub fn new(src_mac: [u8; 6], dst_mac: [u8; 6], src: IpAddr) -> Self {
         let mut f = [0u8; SYN_FRAME_LEN];
         f[0..6].copy_from_slice(&dst_mac);
         f[6..12].copy_from_slice(&src_mac);
-        f[12..14].copy_from_slice(&0x0800u16.to_be_bytes());
-        f[IP] = 0x45;
-        f[IP + 2..IP + 4].copy_from_slice(&(20 + TCP_LEN).to_be_bytes());
-        f[IP + 6] = 0x40; // don't fragment
-        f[IP + 8] = TTL;
-        f[IP + 9] = 6;
-        f[IP + 12..IP + 16].copy_from_slice(&src.octets());
-        f[TCP + 12] = ((TCP_LEN / 4) as u8) << 4;
-        f[TCP + 13] = 0x02; // SYN
-        f[TCP + 14..TCP + 16].copy_from_slice(&WINDOW.to_be_bytes());
-        f[TCP + 20..TCP + 24].copy_from_slice(&[2, 4, (MSS >> 8) as u8, MSS as u8]);
-        f[TCP + 24..TCP + 28].copy_from_slice(&[1, 1, 8, 10]); // NOP, NOP, timestamp kind and length
+        let (tcp, dst, dst_len) = match src {
+            IpAddr::V4(src) => {
+                f[12..14].copy_from_slice(&0x0800u16.to_be_bytes());
+                f[IP] = 0x45;
+                f[IP + 2..IP + 4].copy_from_slice(&(20 + TCP_LEN).to_be_bytes());
+                f[IP + 6] = 0x40; // don't fragment
+                f[IP + 8] = TTL;
+                f[IP + 9] = 6;
+                f[IP + 12..IP + 16].copy_from_slice(&src.octets());
+                (IP + 20, IP + 16, 4)
+            }
+            IpAddr::V6(src) => {
+                f[12..14].copy_from_slice(&0x86ddu16.to_be_bytes());
+                f[IP] = 0x60;
+                f[IP + 4..IP + 6].copy_from_slice(&TCP_LEN.to_be_bytes());
+                f[IP + 6] = 6;
+                f[IP + 7] = TTL;
+                f[IP + 8..IP + 24].copy_from_slice(&src.octets());
+                (IP + 40, IP + 24, 16)
+            }
+        };
+        f[tcp + 12] = ((TCP_LEN / 4) as u8) << 4;
+        f[tcp + 13] = 0x02; // SYN
+        f[tcp + 14..tcp + 16].copy_from_slice(&WINDOW.to_be_bytes());
+        f[tcp + 20..tcp + 24].copy_from_slice(&[2, 4, (MSS >> 8) as u8, MSS as u8]);
+        f[tcp + 24..tcp + 28].copy_from_slice(&[1, 1, 8, 10]); // NOP, NOP, timestamp kind and length
         // Variable fields are still zero here, so these sums cover only the constant parts.
-        let ip_sum = checksum::add(0, &f[IP..TCP]);
-        let mut tcp_sum = checksum::add(0, &src.octets());
+        let ip_sum = if src.is_ipv4() { checksum::add(0, &f[IP..tcp]) } else { 0 };
+        let src_bytes = &f[dst - dst_len..dst];
+        let mut tcp_sum = checksum::add(0, src_bytes);
         tcp_sum += 6 + u64::from(TCP_LEN);
-        tcp_sum = checksum::add(tcp_sum, &f[TCP..]);
-        SynTemplate { frame: f, ip_sum, tcp_sum }
+        tcp_sum = checksum::add(tcp_sum, &f[tcp..tcp + usize::from(TCP_LEN)]);
+        SynTemplate { frame: f, tcp, dst, dst_len, ip_sum, tcp_sum }
     }
 
-    /// Writes the complete SYN for `probe` into `out`, which must hold `SYN_FRAME_LEN` bytes.
-    pub fn write(&self, probe: &Probe, out: &mut [u8]) {
-        let out = &mut out[..SYN_FRAME_LEN];
-        out.copy_from_slice(&self.frame);
-        let dst = probe.dst.octets();
-        out[IP + 4..IP + 6].copy_from_slice(&probe.ip_id.to_be_bytes());
-        out[IP + 16..IP + 20].copy_from_slice(&dst);
-        out[TCP..TCP + 2].copy_from_slice(&probe.sport.to_be_bytes());
-        out[TCP + 2..TCP + 4].copy_from_slice(&probe.dport.to_be_bytes());
-        out[TCP + 4..TCP + 8].copy_from_slice(&probe.seq.to_be_bytes());
-        out[TCP + 28..TCP + 32].copy_from_slice(&probe.tsval.to_be_bytes());
+    /// Bytes in each frame: 70 for IPv4, 90 for IPv6.
+    pub fn frame_len(&self) -> usize {
+        self.tcp + usize::from(TCP_LEN)
+    }
 
-        let dst_sum = checksum::add(0, &dst);
-        let ip_sum = self.ip_sum + dst_sum + u64::from(probe.ip_id);
-        out[IP + 10..IP + 12].copy_from_slice(&checksum::finish(ip_sum).to_be_bytes());
+    /// Writes the complete SYN for `probe` into `out`, which must hold `frame_len()` bytes.
+    pub fn write(&self, probe: &Probe, out: &mut [u8]) {
+        let out = &mut out[..self.frame_len()];
+        out.copy_from_slice(&self.frame[..self.frame_len()]);
+        let (v4, v6);
+        let dst: &[u8] = match probe.dst {
+            IpAddr::V4(a) => {
+                v4 = a.octets();
+                &v4
+            }
+            IpAddr::V6(a) => {
+                v6 = a.octets();
+                &v6
+            }
+        };
+        debug_assert_eq!(dst.len(), self.dst_len, "a probe of the template's address family");
+        out[self.dst..self.dst + self.dst_len].copy_from_slice(dst);
+        let tcp = self.tcp;
+        out[tcp..tcp + 2].copy_from_slice(&probe.sport.to_be_bytes());
+        out[tcp + 2..tcp + 4].copy_from_slice(&probe.dport.to_be_bytes());
+        out[tcp + 4..tcp + 8].copy_from_slice(&probe.seq.to_be_bytes());
+        out[tcp + 28..tcp + 32].copy_from_slice(&probe.tsval.to_be_bytes());
+
+        let dst_sum = checksum::add(0, dst);
+        if self.dst_len == 4 {
+            out[IP + 4..IP + 6].copy_from_slice(&probe.ip_id.to_be_bytes());
+            let ip_sum = self.ip_sum + dst_sum + u64::from(probe.ip_id);
+            out[IP + 10..IP + 12].copy_from_slice(&checksum::finish(ip_sum).to_be_bytes());
+        }
         let tcp_sum = self.tcp_sum
             + dst_sum
             + u64::from(probe.sport)
@@ -83,7 +126,7 @@ impl SynTemplate {
             + u64::from(probe.seq & 0xffff)
             + u64::from(probe.tsval >> 16)
             + u64::from(probe.tsval & 0xffff);
-        out[TCP + 16..TCP + 18].copy_from_slice(&checksum::finish(tcp_sum).to_be_bytes());
+        out[tcp + 16..tcp + 18].copy_from_slice(&checksum::finish(tcp_sum).to_be_bytes());
     }
 }
 
@@ -91,13 +134,14 @@ impl SynTemplate {
 mod tests {
     use super::*;
     use etherparse::{SlicedPacket, TransportSlice};
+    use std::net::{Ipv4Addr, Ipv6Addr};
 
     const SRC_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 1];
     const DST_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 2];
 
     fn probe() -> Probe {
         Probe {
-            dst: Ipv4Addr::new(10, 201, 0, 1),
+            dst: Ipv4Addr::new(10, 201, 0, 1).into(),
             sport: 61000,
             dport: 443,
             seq: 0xdead_beef,
@@ -108,11 +152,12 @@ mod tests {
 
     #[test]
     fn builds_the_exact_frame() {
-        let t = SynTemplate::new(SRC_MAC, DST_MAC, Ipv4Addr::new(10, 200, 0, 1));
-        let mut out = [0u8; SYN_FRAME_LEN];
+        let t = SynTemplate::new(SRC_MAC, DST_MAC, Ipv4Addr::new(10, 200, 0, 1).into());
+        assert_eq!(t.frame_len(), 70);
+        let mut out = [0u8; 70];
         t.write(&probe(), &mut out);
         #[rustfmt::skip]
-        let expected: [u8; SYN_FRAME_LEN] = [
+        let expected: [u8; 70] = [
             // Ethernet
             0x02, 0, 0, 0, 0, 2,  0x02, 0, 0, 0, 0, 1,  0x08, 0x00,
             // IPv4: len 56, id 0x1234, DF, TTL 64, TCP, checksum, 10.200.0.1 -> 10.201.0.1
@@ -139,17 +184,62 @@ mod tests {
     }
 
     #[test]
+    fn builds_the_exact_ipv6_frame() {
+        let t = SynTemplate::new(SRC_MAC, DST_MAC, "fd00:200::1".parse().unwrap());
+        assert_eq!(t.frame_len(), 90);
+        let mut out = [0xaau8; SYN_FRAME_LEN];
+        t.write(&Probe { dst: "fd00:201::1:2".parse().unwrap(), ..probe() }, &mut out);
+        #[rustfmt::skip]
+        let expected: [u8; SYN_FRAME_LEN] = [
+            // Ethernet
+            0x02, 0, 0, 0, 0, 2,  0x02, 0, 0, 0, 0, 1,  0x86, 0xdd,
+            // IPv6: version 6, no traffic class or flow label, payload 36, TCP, hop limit 64
+            0x60, 0, 0, 0,  0x00, 0x24, 0x06, 0x40,
+            0xfd, 0x00, 0x02, 0x00, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x01,
+            0xfd, 0x00, 0x02, 0x01, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x01, 0, 0x02,
+            // TCP: 61000 -> 443, seq, ack 0, offset 9, SYN, window 64240, checksum, urgent 0
+            0xee, 0x48, 0x01, 0xbb,  0xde, 0xad, 0xbe, 0xef,  0, 0, 0, 0,
+            0x90, 0x02, 0xfa, 0xf0,  0x00, 0x00, 0x00, 0x00,
+            // MSS 1460, NOP, NOP, timestamp (TSval 0x01020304, TSecr 0)
+            0x02, 0x04, 0x05, 0xb4,  0x01, 0x01, 0x08, 0x0a,  0x01, 0x02, 0x03, 0x04,  0, 0, 0, 0,
+        ];
+        let mut without_sum = out;
+        without_sum[70..72].fill(0);
+        assert_eq!(without_sum, expected);
+        let p = SlicedPacket::from_ethernet(&out).unwrap();
+        let Some(etherparse::NetSlice::Ipv6(ip)) = p.net else { panic!("not IPv6") };
+        let Some(TransportSlice::Tcp(tcp)) = p.transport else { panic!("not TCP") };
+        let want = tcp.calc_checksum_ipv6(ip.header().source(), ip.header().destination()).unwrap();
+        assert_eq!(tcp.checksum(), want);
+    }
+
+    #[test]
+    fn ipv6_checksums_hold_for_extreme_field_values() {
+        let t = SynTemplate::new([0xff; 6], [0xff; 6], Ipv6Addr::from(u128::MAX).into());
+        for (dst, sport, seq) in [(0u128, 0u16, 0u32), (u128::MAX, 65535, u32::MAX), (1 << 127 | 5, 1, 0x8000_0000)] {
+            let mut out = [0u8; SYN_FRAME_LEN];
+            let pr =
+                Probe { dst: Ipv6Addr::from(dst).into(), sport, dport: sport ^ 0xffff, seq, ip_id: 0, tsval: !seq };
+            t.write(&pr, &mut out);
+            let p = SlicedPacket::from_ethernet(&out).unwrap();
+            let Some(etherparse::NetSlice::Ipv6(ip)) = p.net else { panic!() };
+            let Some(TransportSlice::Tcp(tcp)) = p.transport else { panic!() };
+            assert_eq!(tcp.checksum(), tcp.calc_checksum_ipv6(ip.header().source(), dst.to_be_bytes()).unwrap());
+        }
+    }
+
+    #[test]
     fn checksums_hold_for_extreme_field_values() {
-        let t = SynTemplate::new([0xff; 6], [0xff; 6], Ipv4Addr::new(255, 255, 255, 255));
+        let t = SynTemplate::new([0xff; 6], [0xff; 6], Ipv4Addr::new(255, 255, 255, 255).into());
         for (dst, sport, seq) in [
             (Ipv4Addr::new(0, 0, 0, 0), 0u16, 0u32),
             (Ipv4Addr::new(255, 255, 255, 255), 65535, u32::MAX),
             (Ipv4Addr::new(1, 2, 3, 4), 1, 0x8000_0000),
         ] {
             let mut out = [0u8; SYN_FRAME_LEN];
-            let pr = Probe { dst, sport, dport: sport ^ 0xffff, seq, ip_id: sport, tsval: !seq };
+            let pr = Probe { dst: dst.into(), sport, dport: sport ^ 0xffff, seq, ip_id: sport, tsval: !seq };
             t.write(&pr, &mut out);
-            let p = SlicedPacket::from_ethernet(&out).unwrap();
+            let p = SlicedPacket::from_ethernet(&out[..70]).unwrap();
             let Some(etherparse::NetSlice::Ipv4(ip)) = p.net else { panic!() };
             assert_eq!(ip.header().header_checksum(), ip.header().to_header().calc_header_checksum());
             let Some(TransportSlice::Tcp(tcp)) = p.transport else { panic!() };
