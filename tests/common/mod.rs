@@ -1,12 +1,14 @@
 //! A closed two-namespace network for integration tests, in the spirit of
 //! ../shared/lab/lab.sh but owned by the test that builds it:
 //!
-//!   scanner ns: <p>0 10.200.0.1/24 --veth-- <p>1 10.200.0.2/24 :target ns
+//!   scanner ns: <p>0 10.200.0.1/24  --veth-- <p>1 10.200.0.2/24  :target ns
+//!                    fd00:200::1/64          fd00:200::2/64
 //!
-//! The target namespace owns 10.201.0.0/17 (an AnyIP local route), so its
-//! own kernel answers there; 10.201.128.0/17 is routed to it but not local,
-//! and with forwarding off it drops those probes silently. Listeners and
-//! nftables rules set which ports are open, closed or filtered.
+//! The target namespace owns 10.201.0.0/17 and fd00:201::/113 (AnyIP local
+//! routes), so its own kernel answers there; 10.201.128.0/17 and
+//! fd00:201::8000/113 are routed to it but not local, and it drops those
+//! probes silently. Listeners (dual stack by default) and nftables rules
+//! (`table inet`, so both families) set which ports are open, closed or filtered.
 //!
 //! Everything is removed when the `Lab` is dropped, also when a test fails.
 
@@ -19,6 +21,12 @@ use std::process::{Command, Output, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 
 pub const SCANNER_IP: &str = "10.200.0.1";
+pub const SCANNER_IP6: &str = "fd00:200::1";
+/// The target namespace's end of the veth: the scanner's IPv6 next hop.
+pub const TARGET_IP6: &str = "fd00:200::2";
+/// Routed to the target namespace: its kernel answers for the lower half,
+/// fd00:201::/113, and silently drops the upper half, fd00:201::8000/113.
+pub const TARGET_NET6: &str = "fd00:201::/112";
 
 pub struct Lab {
     pub scan_ns: String,
@@ -96,6 +104,11 @@ impl Lab {
         let (s, t) = (lab.scan_ns.as_str(), lab.target_ns.as_str());
         ip(&["netns", "add", s]);
         ip(&["netns", "add", t]);
+        for ns in [s, t] {
+            // Interfaces made from here on skip duplicate address detection, so
+            // their addresses, link-local ones included, are usable at once.
+            in_netns(ns, || std::fs::write("/proc/sys/net/ipv6/conf/default/accept_dad", "0").unwrap());
+        }
         let q = queues.to_string();
         let qs = ["numtxqueues", &q, "numrxqueues", &q];
         let veth = [
@@ -114,10 +127,18 @@ impl Lab {
         }
         ip(&["-n", s, "addr", "add", "10.200.0.1/24", "dev", &lab.scan_if]);
         ip(&["-n", t, "addr", "add", "10.200.0.2/24", "dev", &tif]);
+        ip(&["-n", s, "addr", "add", "fd00:200::1/64", "dev", &lab.scan_if]);
+        ip(&["-n", t, "addr", "add", "fd00:200::2/64", "dev", &tif]);
         ip(&["-n", s, "link", "set", &lab.scan_if, "up"]);
         ip(&["-n", t, "link", "set", &tif, "up"]);
         ip(&["-n", s, "route", "add", "10.201.0.0/16", "via", "10.200.0.2"]);
         ip(&["-n", t, "route", "add", "local", "10.201.0.0/17", "dev", "lo"]);
+        ip(&["-n", s, "-6", "route", "add", "fd00:201::/64", "via", "fd00:200::2"]);
+        ip(&["-n", t, "-6", "route", "add", "local", "fd00:201::/113", "dev", "lo"]);
+        // Unlike IPv4, IPv6 with forwarding off still looks a non-local
+        // destination up, finds no route and answers with an ICMPv6 "no route"
+        // error; a blackhole route drops those probes without a word.
+        ip(&["-n", t, "-6", "route", "add", "blackhole", "fd00:201::8000/113"]);
         if neighbour {
             let show = run(Command::new("ip").args(["-n", t, "link", "show", "dev", &tif]));
             let show = String::from_utf8_lossy(&show.stdout).into_owned();
@@ -126,20 +147,31 @@ impl Lab {
                 .skip_while(|w| *w != "link/ether")
                 .nth(1)
                 .unwrap_or_else(|| panic!("no MAC in {show}"));
-            ip(&["-n", s, "neigh", "replace", "10.200.0.2", "lladdr", mac, "dev", &lab.scan_if, "nud", "permanent"]);
+            for addr in ["10.200.0.2", "fd00:200::2"] {
+                ip(&["-n", s, "neigh", "replace", addr, "lladdr", mac, "dev", &lab.scan_if, "nud", "permanent"]);
+            }
         }
         in_netns(t, || {
             // ICMP errors must not be rate limited, or "filtered" would depend on timing.
-            for (k, v) in [("icmp_ratelimit", "0"), ("icmp_msgs_per_sec", "1000000"), ("icmp_msgs_burst", "1000000")] {
-                std::fs::write(format!("/proc/sys/net/ipv4/{k}"), v).unwrap();
+            // The per-destination limits are per family; the global budget
+            // (icmp_msgs_*) is shared by ICMP and ICMPv6.
+            for (k, v) in [
+                ("ipv4/icmp_ratelimit", "0"),
+                ("ipv6/icmp/ratelimit", "0"),
+                ("ipv4/icmp_msgs_per_sec", "1000000"),
+                ("ipv4/icmp_msgs_burst", "1000000"),
+            ] {
+                std::fs::write(format!("/proc/sys/net/{k}"), v).unwrap();
             }
         });
         lab
     }
 
-    /// Opens listening sockets on `ports` in the target namespace, answering on every local address.
+    /// Opens listening sockets on `ports` in the target namespace, answering on
+    /// every local address of both families: a fresh namespace keeps
+    /// net.ipv6.bindv6only at 0, so a socket bound to "::" takes IPv4 too.
     pub fn listen(&mut self, ports: &[u16]) {
-        self.listen_in_target(ports, "0.0.0.0");
+        self.listen_in_target(ports, "::");
     }
 
     pub fn listen_in_target(&mut self, ports: &[u16], addr: &str) {
@@ -270,13 +302,19 @@ pub fn one_host_target(lab: &mut Lab) {
 
 /// A full port scan of `one_host_target` found exactly its truth, once per port.
 pub fn assert_one_host_truth(rows: &[Row]) {
+    assert_one_host_truth_of(rows, "10.201.0.1");
+}
+
+/// A full port scan of `ip`, set up as `one_host_target` sets up 10.201.0.1,
+/// found exactly that truth, once per port.
+pub fn assert_one_host_truth_of(rows: &[Row], ip: &str) {
     assert_eq!(ports_in(rows, "open"), ONE_HOST_OPEN);
     assert_eq!(ports_in(rows, "filtered"), [7000, 7001]);
     assert_eq!(ports_in(rows, "closed").len(), 65535 - ONE_HOST_OPEN.len() - 2);
     assert_eq!(rows.len(), 65535, "one row per port");
     let unique: std::collections::BTreeSet<u16> = rows.iter().map(|r| r.port).collect();
     assert_eq!(unique.len(), 65535, "no port reported twice");
-    assert!(rows.iter().all(|r| r.ip == "10.201.0.1"));
+    assert!(rows.iter().all(|r| r.ip == ip), "rows for another address than {ip}");
     let reason = |p: u16| rows.iter().find(|r| r.port == p).unwrap().reason.clone();
     assert_eq!(reason(7000), "no-response");
     assert_eq!(reason(7001), "host-unreach");
