@@ -71,6 +71,24 @@ pub fn in_netns<T: Send + 'static>(ns: &str, f: impl FnOnce() -> T + Send + 'sta
     .expect("namespace thread panicked")
 }
 
+/// Waits until interface `ifname` of namespace `ns` is operationally up and
+/// none of the namespace's IPv6 addresses is tentative. The kernel learns of
+/// a veth's carrier up to a second after `link set up` (link events are
+/// batched), and until then IPv6 on it answers nothing, not even neighbour
+/// discovery: a scan started at once would find the next hop silent.
+fn wait_until_up(ns: &str, ifname: &str) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let link = run(Command::new("ip").args(["-n", ns, "-o", "link", "show", "dev", ifname]));
+        let tentative = run(Command::new("ip").args(["-n", ns, "-6", "addr", "show", "tentative"]));
+        if String::from_utf8_lossy(&link.stdout).contains("state UP") && tentative.stdout.is_empty() {
+            return;
+        }
+        assert!(std::time::Instant::now() < deadline, "{ifname} in {ns} not up after 10 s");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
 impl Lab {
     /// Builds the two namespaces. `neighbour` adds a permanent neighbour entry
     /// for the target side; without it prtip has to resolve the next hop by ARP.
@@ -164,6 +182,8 @@ impl Lab {
                 std::fs::write(format!("/proc/sys/net/{k}"), v).unwrap();
             }
         });
+        wait_until_up(s, &lab.scan_if);
+        wait_until_up(t, &tif);
         lab
     }
 
