@@ -466,7 +466,7 @@ fn transmit<T: Transmit>(
             if count > 0 {
                 let mut batch: [&[u8]; TX_BATCH as usize] = [&[]; TX_BATCH as usize];
                 for (slot, frame) in batch.iter_mut().zip(&frames[..count]) {
-                    *slot = frame;
+                    *slot = &frame[..wire.template.frame_len()];
                 }
                 let accepted = tx.transmit(&batch[..count])?;
                 shared.sent.fetch_add(accepted as u64, Relaxed);
@@ -623,6 +623,9 @@ mod tests {
             let mut net = self.0.lock().unwrap();
             for f in frames {
                 let p = SlicedPacket::from_ethernet(f).unwrap();
+                // Whole frames and nothing after them: a raw IP socket sends every byte it is given.
+                let len = if matches!(p.net, Some(etherparse::NetSlice::Ipv4(_))) { 70 } else { 90 };
+                assert_eq!(f.len(), len, "frame length");
                 let dst = match &p.net {
                     Some(etherparse::NetSlice::Ipv4(ip)) => IpAddr::V4(ip.header().destination_addr()),
                     Some(etherparse::NetSlice::Ipv6(ip)) => IpAddr::V6(ip.header().destination_addr()),
