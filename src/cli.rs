@@ -15,8 +15,8 @@ use crate::target::exclude::{Excluded, without_special};
 use crate::target::hosts::{AddrRange, Family, Hosts};
 use crate::target::ports::parse_ports;
 use crate::target::ranges::RangeSet;
-use crate::target::space::TargetSpace;
-use crate::target::spec::{TargetSpec, parse_target, split_list, to_ranges};
+use crate::target::space::{TargetSpace, probes_within_bound};
+use crate::target::spec::{HostnameAddresses, TargetSpec, parse_target, split_list, to_ranges};
 use clap::{Parser, Subcommand, ValueEnum};
 use std::ffi::OsString;
 use std::net::{IpAddr, ToSocketAddrs};
@@ -96,7 +96,8 @@ pub struct Cli {
     #[arg(long, value_name = "RANGE", default_value = DEFAULT_SOURCE_PORTS, help_heading = "Network")]
     pub source_port: String,
 
-    /// Next-hop MAC address [default: from the neighbour table, or ARP]
+    /// Next-hop MAC address [default: from the neighbour table, or ARP or
+    /// neighbour discovery]
     #[arg(long, value_name = "MAC", help_heading = "Network")]
     pub gateway_mac: Option<String>,
 
@@ -356,11 +357,8 @@ impl Cli {
             }
         }
         let shard = self.shard.as_deref().map(parse_shard).transpose()?.unwrap_or(Shard::WHOLE);
+        probes_within_bound(hosts.len(), ports.len(), u128::from(self.retries) + 1)?;
         let space = TargetSpace::new(hosts, ports)?;
-        if space.len().checked_mul(u64::from(self.retries) + 1).is_none() {
-            let probes = u128::from(space.len()) * (u128::from(self.retries) + 1);
-            return Err(TargetError::TooLarge { probes: probes.to_string() }.into());
-        }
         let per_pass = shard.probes_of(space.len());
         if let Some(max) = self.max_probes
             && per_pass > max
@@ -429,7 +427,7 @@ impl Cli {
         if target_text.is_empty() {
             return Err(TargetError::NoTargets.into());
         }
-        let named_ranges = ranges_of(target_text.iter().map(String::as_str))?;
+        let named_ranges = ranges_of(target_text.iter().map(String::as_str), HostnameAddresses::PreferIpv4)?;
         let family = named_ranges[0].family;
         if named_ranges.iter().any(|r| r.family != family) {
             return Err(TargetError::MixedFamilies.into());
@@ -447,7 +445,7 @@ impl Cli {
         }
         // Exclusions of the other family cannot overlap the targets.
         let excluded_set = RangeSet::from_ranges(
-            ranges_of(exclude_text.iter().map(String::as_str))?
+            ranges_of(exclude_text.iter().map(String::as_str), HostnameAddresses::All)?
                 .into_iter()
                 .filter(|r| r.family == family)
                 .map(|r| r.range)
@@ -474,9 +472,14 @@ fn parse_source_ip(s: &str, family: Family) -> Result<IpAddr, ConfigError> {
     Err(TargetError::Invalid { target: s.to_string(), why }.into())
 }
 
-fn ranges_of<'a>(exprs: impl Iterator<Item = &'a str>) -> Result<Vec<AddrRange>, TargetError> {
+fn ranges_of<'a>(
+    exprs: impl Iterator<Item = &'a str>,
+    which: HostnameAddresses,
+) -> Result<Vec<AddrRange>, TargetError> {
     let specs = exprs.map(parse_target).collect::<Result<Vec<_>, _>>()?;
-    to_ranges(&specs, |name| (name, 0).to_socket_addrs().map(|addrs| addrs.map(|a| a.ip()).collect::<Vec<IpAddr>>()))
+    to_ranges(&specs, which, |name| {
+        (name, 0).to_socket_addrs().map(|addrs| addrs.map(|a| a.ip()).collect::<Vec<IpAddr>>())
+    })
 }
 
 fn read_list(path: &Path, what: &'static str) -> Result<String, TargetError> {

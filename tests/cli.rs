@@ -56,8 +56,16 @@ fn bad_input_gets_one_line_and_status_2() {
         vec!["1.2.3"],
         vec![""],
         vec!["host_name"],
-        vec!["::1"],
+        vec!["fd00::1/129"],
+        vec!["fd00::g"],
+        vec!["fe80::1%eth0"],
+        vec!["fd00::1-ff"],
+        vec!["10.0.0.1", "fd00::1"],
         vec!["2001:db8::/64"],
+        vec!["-p", "80", "2000::/64"],
+        vec!["-p", "80", "--retries", "2", "2000::/65"],
+        vec!["--source-ip", "fd00::1", "10.0.0.1"],
+        vec!["--source-ip", "10.0.0.1", "fd00::1"],
         vec!["-p", "80"],
         vec!["--exclude", "10.0.0.0/8", "10.1.2.3"],
         vec!["--exclude", "10.0.0.999", "10.1.2.3"],
@@ -282,6 +290,32 @@ fn special_purpose_ranges_are_skipped_unless_named() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2));
     assert!(err.contains("would send 3702258432 probes"), "{err}");
+}
+
+#[test]
+fn ipv6_targets_are_listed_compressed_and_lose_only_special_parts() {
+    let probes = dry_run_probes(&["-p", "80,443", "fd00:201::/126"]);
+    let mut listed: Vec<String> = probes.iter().map(|(ip, port)| format!("[{ip}]:{port}")).collect();
+    listed.sort();
+    let hosts = ["fd00:201::", "fd00:201::1", "fd00:201::2", "fd00:201::3"];
+    let mut want: Vec<String> = hosts.iter().flat_map(|h| [80, 443].map(|p| format!("[{h}]:{p}"))).collect();
+    want.sort();
+    assert_eq!(listed, want);
+    // Crossing into the documentation prefix: only the part before it is probed.
+    let probes = dry_run_probes(&["-p", "80", "2001:db7:ffff:ffff:ffff:ffff:ffff:fff0-2001:db8::f"]);
+    assert_eq!(probes.len(), 16);
+    assert!(probes.iter().all(|(ip, _)| ip.starts_with("2001:db7:ffff:")), "{probes:?}");
+    // Above 2^63 probes, retry passes included, a scan is refused with the count before anything is sent.
+    for (retries, count) in [("0", "18446744073709551616"), ("1", "36893488147419103232")] {
+        let out = prtip(&["--dry-run", "-p", "80", "--retries", retries, "2000::/64"]);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2));
+        assert!(err.contains(&format!("would send {count} probes")), "{err}");
+        assert!(err.contains("at most 2^63"), "{err}");
+    }
+    let out = prtip(&["--dry-run", "-q", "-p", "80", "--retries", "1", "2000::/66", "--max-probes", "1"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("would send 4611686018427387904 probes, more than --max-probes 1"), "{err}");
 }
 
 #[test]

@@ -77,19 +77,20 @@ fn specials(family: Family) -> impl Iterator<Item = (Range<u128>, String)> {
 /// The addresses of `targets` (each as named, before merging; all of
 /// `family`) minus the special ranges each merely overlaps.
 pub fn without_special(family: Family, targets: &[AddrRange]) -> (RangeSet<u128>, Excluded) {
+    let specials: Vec<(Range<u128>, String)> = specials(family).collect();
     let targets: Vec<Range<u128>> = targets.iter().map(|t| t.range).collect();
     let kept: Vec<Range<u128>> = targets
         .iter()
         .flat_map(|t| {
             let cut: Vec<Range<u128>> =
-                specials(family).filter(|(s, _)| !(s.first <= t.first && t.last <= s.last)).map(|(s, _)| s).collect();
+                specials.iter().filter(|(s, _)| !(s.first <= t.first && t.last <= s.last)).map(|(s, _)| *s).collect();
             RangeSet::from_ranges(vec![*t]).subtract(&RangeSet::from_ranges(cut)).ranges().to_vec()
         })
         .collect();
     let kept = RangeSet::from_ranges(kept);
     let removed = RangeSet::from_ranges(targets).subtract(&kept);
     let by_range =
-        specials(family).map(|(s, name)| (name, removed.intersection_len(s))).filter(|(_, n)| *n > 0).collect();
+        specials.into_iter().map(|(s, name)| (name, removed.intersection_len(s))).filter(|(_, n)| *n > 0).collect();
     (kept, Excluded { total: removed.len(), by_range })
 }
 

@@ -16,7 +16,7 @@ pub enum TargetError {
     #[error("IPv4 and IPv6 targets cannot be mixed in one scan: run one scan per address family")]
     MixedFamilies,
     #[error(
-        "the scan would send {probes} probes, retry passes included; prtip sends at most 2^64 - 1 in one scan (at 10 million probes/s that alone is 58,000 years): narrow the prefix or the ports"
+        "the scan would send {probes} probes, retry passes included; prtip sends at most 2^63 in one scan (at 10 million probes/s that alone is 29,000 years): narrow the prefix or the ports"
     )]
     TooLarge { probes: String },
     #[error("cannot resolve '{host}': {why}")]

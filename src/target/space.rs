@@ -9,19 +9,29 @@ use std::net::IpAddr;
 pub struct TargetSpace {
     hosts: Hosts,
     ports: RangeSet<u32>,
-    /// hosts x ports, which fits in u64: `new` refuses anything larger.
+    /// hosts x ports, at most `MAX_PROBES`: `new` refuses anything larger.
     len: u64,
+}
+
+/// The most probes one scan sends, retry passes included. Far beyond any
+/// real scan (29,000 years at 10 million probes/s), and low enough that no
+/// position, cursor or lane step near the end of the space can overflow u64.
+pub const MAX_PROBES: u64 = 1 << 63;
+
+/// The number of probes of `passes` passes over `hosts` x `ports`, if within `MAX_PROBES`.
+pub fn probes_within_bound(hosts: u128, ports: u128, passes: u128) -> Result<u64, TargetError> {
+    // A saturated count (the whole IPv6 space) is 2^128 or more.
+    let total = hosts.checked_mul(ports).and_then(|n| n.checked_mul(passes)).filter(|_| hosts != u128::MAX);
+    match total.and_then(|n| u64::try_from(n).ok()).filter(|&n| n <= MAX_PROBES) {
+        Some(n) => Ok(n),
+        None => Err(TargetError::TooLarge { probes: total.map_or_else(|| "2^128 or more".into(), |n| n.to_string()) }),
+    }
 }
 
 impl TargetSpace {
     pub fn new(hosts: Hosts, ports: RangeSet<u32>) -> Result<Self, TargetError> {
-        let len = hosts.len().checked_mul(ports.len());
-        match len.and_then(|n| u64::try_from(n).ok()) {
-            Some(len) => Ok(TargetSpace { hosts, ports, len }),
-            None => {
-                Err(TargetError::TooLarge { probes: len.map_or_else(|| "more than 2^128".into(), |n| n.to_string()) })
-            }
-        }
+        let len = probes_within_bound(hosts.len(), ports.len(), 1)?;
+        Ok(TargetSpace { hosts, ports, len })
     }
 
     pub fn hosts(&self) -> &Hosts {
@@ -126,19 +136,22 @@ mod tests {
     }
 
     #[test]
-    fn ipv6_spaces_up_to_2_pow_64_minus_1_probes_are_indexed_and_larger_ones_refused() {
+    fn ipv6_spaces_up_to_2_pow_63_probes_are_indexed_and_larger_ones_refused() {
         let base = u128::from("fd00:201::".parse::<std::net::Ipv6Addr>().unwrap());
-        let slash64 = (base, base + u128::from(u64::MAX));
-        let refused = TargetSpace::new(hosts(Family::V6, &[slash64]), ports(&[(80, 80)]));
-        assert!(matches!(refused, Err(TargetError::TooLarge { probes }) if probes == "18446744073709551616"));
-        let all = TargetSpace::new(hosts(Family::V6, &[(0, u128::MAX)]), ports(&[(1, 65535)]));
-        assert!(matches!(all, Err(TargetError::TooLarge { probes }) if probes == "more than 2^128"));
+        let slash65 = (base, base + u128::from(MAX_PROBES - 1));
+        let refused = TargetSpace::new(hosts(Family::V6, &[(base, slash65.1 + 1)]), ports(&[(80, 80)]));
+        assert!(matches!(refused, Err(TargetError::TooLarge { probes }) if probes == "9223372036854775809"));
+        let all = TargetSpace::new(hosts(Family::V6, &[(0, u128::MAX)]), ports(&[(1, 1)]));
+        assert!(matches!(all, Err(TargetError::TooLarge { probes }) if probes == "2^128 or more"));
+        let passes = probes_within_bound(1 << 64, 1, 2);
+        assert!(matches!(passes, Err(TargetError::TooLarge { probes }) if probes == "36893488147419103232"));
+        assert_eq!(probes_within_bound(1 << 62, 1, 2).unwrap(), MAX_PROBES);
 
-        let space = TargetSpace::new(hosts(Family::V6, &[(base, slash64.1 - 1)]), ports(&[(80, 80)])).unwrap();
-        assert_eq!(space.len(), u64::MAX);
-        let last = space.get(u64::MAX - 1);
-        assert_eq!(last, ("fd00:201::ffff:ffff:ffff:fffe".parse().unwrap(), 80));
-        assert_eq!(space.index_of(last.0, 80), Some(u64::MAX - 1));
+        let space = TargetSpace::new(hosts(Family::V6, &[slash65]), ports(&[(80, 80)])).unwrap();
+        assert_eq!(space.len(), MAX_PROBES);
+        let last = space.get(MAX_PROBES - 1);
+        assert_eq!(last, ("fd00:201::7fff:ffff:ffff:ffff".parse().unwrap(), 80));
+        assert_eq!(space.index_of(last.0, 80), Some(MAX_PROBES - 1));
         let space =
             TargetSpace::new(hosts(Family::V6, &[(base, base + 0xffff)]), ports(&[(22, 22), (443, 443)])).unwrap();
         assert_eq!(space.get(0x1_0001), ("fd00:201::1".parse().unwrap(), 443));

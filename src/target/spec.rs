@@ -98,11 +98,24 @@ pub fn split_list(text: &str) -> impl Iterator<Item = &str> {
         .filter(|t| !t.is_empty())
 }
 
+/// Which of a hostname's addresses an expression stands for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HostnameAddresses {
+    /// Its IPv4 addresses, or its IPv6 ones if it has no IPv4 one, as nmap
+    /// (without -6) and masscan do: what a target hostname is scanned as.
+    PreferIpv4,
+    /// All of them: an exclusion must hold whichever family the scan has.
+    All,
+}
+
 /// Turns parsed expressions into address ranges, one or more per expression,
 /// resolving hostnames with `resolve` (injected so that parsing stays free of
-/// I/O in tests). A hostname stands for its IPv4 addresses, or for its IPv6
-/// addresses if it has no IPv4 one, as nmap (without -6) and masscan do.
-pub fn to_ranges<F>(specs: &[TargetSpec], mut resolve: F) -> Result<Vec<AddrRange>, TargetError>
+/// I/O in tests).
+pub fn to_ranges<F>(
+    specs: &[TargetSpec],
+    which: HostnameAddresses,
+    mut resolve: F,
+) -> Result<Vec<AddrRange>, TargetError>
 where
     F: FnMut(&str) -> std::io::Result<Vec<IpAddr>>,
 {
@@ -113,13 +126,17 @@ where
             TargetSpec::Hostname(name) => {
                 let addrs =
                     resolve(name).map_err(|e| TargetError::Resolve { host: name.clone(), why: e.to_string() })?;
-                let family = if addrs.iter().any(IpAddr::is_ipv4) { Family::V4 } else { Family::V6 };
+                let only = match which {
+                    HostnameAddresses::PreferIpv4 if addrs.iter().any(IpAddr::is_ipv4) => Some(Family::V4),
+                    HostnameAddresses::PreferIpv4 => Some(Family::V6),
+                    HostnameAddresses::All => None,
+                };
                 let before = ranges.len();
                 ranges.extend(
                     addrs
                         .iter()
                         .map(|a| value(*a))
-                        .filter(|(f, _)| *f == family)
+                        .filter(|(f, _)| only.is_none_or(|o| o == *f))
                         .map(|(family, v)| AddrRange { family, range: Range::new(v, v) }),
                 );
                 if ranges.len() == before {
@@ -200,10 +217,13 @@ mod tests {
         let specs = [TargetSpec::Hostname("multi".into())];
         let listed = |addrs: &[&str]| {
             let addrs: Vec<IpAddr> = addrs.iter().map(|a| a.parse().unwrap()).collect();
-            to_ranges(&specs, |_| Ok(addrs.clone())).map(|r| r.iter().map(AddrRange::first).collect::<Vec<_>>())
+            to_ranges(&specs, HostnameAddresses::PreferIpv4, |_| Ok(addrs.clone()))
+                .map(|r| r.iter().map(AddrRange::first).collect::<Vec<_>>())
         };
         let ip = |s: &str| s.parse::<IpAddr>().unwrap();
         assert_eq!(listed(&["10.0.0.7", "::1", "10.0.0.3"]).unwrap(), [ip("10.0.0.7"), ip("10.0.0.3")]);
+        let all = to_ranges(&specs, HostnameAddresses::All, |_| Ok(vec![ip("10.0.0.7"), ip("::1")])).unwrap();
+        assert_eq!(all.iter().map(AddrRange::first).collect::<Vec<_>>(), [ip("10.0.0.7"), ip("::1")]);
         assert_eq!(listed(&["fd00::1", "fd00::2"]).unwrap(), [ip("fd00::1"), ip("fd00::2")]);
         assert!(matches!(listed(&[]), Err(TargetError::Resolve { .. })));
     }
