@@ -127,9 +127,11 @@ fn run(cli: ReportArgs) -> Result<(), ReportError> {
                 GroupBy::Net24 => "networks (/24, or /64 for IPv6)",
             };
             writeln!(out, "\nscan {}: the slowest {} {noun} by median round trip (us)", scan.id, groups.len())?;
-            writeln!(out, "{:<18} {:>9} {:>9} {:>9} {:>9}", "target", "replies", "p50", "p90", "max")?;
+            // Wide enough for an IPv4 /24 and for any IPv6 group.
+            let w = groups.iter().map(|g| g.group.len()).max().unwrap_or(0).max(18);
+            writeln!(out, "{:<w$} {:>9} {:>9} {:>9} {:>9}", "target", "replies", "p50", "p90", "max")?;
             for g in groups {
-                writeln!(out, "{:<18} {:>9} {:>9} {:>9} {:>9}", g.group, g.count, g.p50, g.p90, g.max)?;
+                writeln!(out, "{:<w$} {:>9} {:>9} {:>9} {:>9}", g.group, g.count, g.p50, g.p90, g.max)?;
             }
         }
     }

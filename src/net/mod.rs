@@ -5,7 +5,7 @@ pub mod interface;
 pub mod neighbour;
 pub mod netlink;
 
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use thiserror::Error;
 
 #[derive(Debug, Error)]
@@ -130,9 +130,12 @@ pub fn resolve_path(targets: &[IpAddr], overrides: &PathOverrides) -> Result<Pat
 }
 
 /// The interface of the default route: where a scan of the internet would go.
-/// A routing-table lookup of a documentation address (RFC 5737): nothing is sent.
+/// A routing-table lookup of a documentation address (RFC 5737, RFC 3849): nothing is sent.
 pub fn default_interface() -> Result<String, NetError> {
-    interface::name(query_route(Ipv4Addr::new(198, 51, 100, 1).into(), None)?.ifindex)
+    // An IPv6-only host has no IPv4 route: then the interface IPv6 would leave by (RFC 3849).
+    let route = query_route(Ipv4Addr::new(198, 51, 100, 1).into(), None)
+        .or_else(|_| query_route(Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 1).into(), None))?;
+    interface::name(route.ifindex)
 }
 
 fn query_route(dst: IpAddr, oif: Option<u32>) -> Result<netlink::Route, NetError> {
