@@ -1,7 +1,8 @@
 //! IPv6 end to end, over both transports: the lab's fd00:201::/113 is answered
 //! by the target namespace's own kernel, fd00:201::8000/113 is routed there
 //! and dropped without a word, and listeners and nftables rules set the rest.
-//! Results name addresses in std's compressed form ("fd00:201::5").
+//! Results name addresses in std's compressed form ("fd00:201::5"), in every
+//! output format and the database, and an interrupted IPv6 scan resumes.
 
 mod common;
 
@@ -10,6 +11,8 @@ use common::{
 };
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::Ipv6Addr;
+use std::process::{Command, Stdio};
+use std::time::Duration;
 
 /// The IPv6 twin of `common::one_host_target`'s 10.201.0.1.
 const ONE_HOST: &str = "fd00:201::5";
@@ -198,4 +201,72 @@ fn ipv6_hosts_on_the_link_itself_are_each_reached_directly() {
     assert_eq!(of("open"), pairs(&[(SCANNER_IP6, 80), (TARGET_IP6, 22)]));
     assert_eq!(of("closed"), pairs(&[(SCANNER_IP6, 22), (TARGET_IP6, 80)]));
     assert_eq!(of("filtered").len(), 12);
+}
+
+/// An IPv6 sweep stopped by SIGINT in pass 0 and resumed from its checkpoint
+/// finds what one uninterrupted sweep finds, each probe once: the checkpoint
+/// keeps IPv6 hosts and its journal IPv6 rows.
+#[test]
+fn an_interrupted_ipv6_sweep_resumes_to_exact_truth() {
+    let mut lab = Lab::new(true);
+    sweep_target(&mut lab);
+    // 65,536 probes at 20,000/s: about 3.3 s, interrupted after 1 s.
+    let scan = ["-p", "22", TARGET_NET6, "--rate", "20000", "--wait", "0.5", "--transport", "raw", "-o", "ndjson"];
+    let child = lab.prtip(&scan).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    std::thread::sleep(Duration::from_millis(1000));
+    // SAFETY: plain kill(2) on our own child (`ip netns exec` runs prtip in its place).
+    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    let first = child.wait_with_output().unwrap();
+    assert_eq!(first.status.code(), Some(130), "{}", stderr_of(&first));
+    let mut all = rows(&first.stdout);
+    assert!(all.len() < 65536, "not interrupted: {} rows", all.len());
+    assert_eq!(lab.checkpoints().len(), 2, "a checkpoint and its results: {:?}", lab.checkpoints());
+    let resumed = lab.prtip(&["--resume", "-q"]).output().unwrap();
+    assert!(resumed.status.success(), "{}", stderr_of(&resumed));
+    all.extend(rows(&resumed.stdout));
+    let got = by_probe(&all);
+    assert_eq!(got.len(), 65536);
+    for ((ip, port), (state, reason)) in got {
+        assert_eq!((state.as_str(), reason.as_str()), sweep_truth(host_of(ip), port), "{ip} port {port}");
+    }
+    assert!(lab.checkpoints().is_empty(), "{:?}", lab.checkpoints());
+}
+
+/// IPv6 results in every output file and in the database: XML that nmap's
+/// DTD accepts (addrtype ipv6), and the same rows everywhere.
+#[test]
+fn ipv6_results_reach_every_output_format_and_the_database() {
+    let mut lab = Lab::new(true);
+    one_host_target(&mut lab);
+    std::fs::create_dir_all(&lab.state_dir).unwrap();
+    let base = lab.state_dir.join("six");
+    let db = lab.state_dir.join("six.db");
+    let (base, db) = (base.to_str().unwrap(), db.to_str().unwrap());
+    let out = lab
+        .prtip(&["-p", "22,80,7000", ONE_HOST, "-oA", base, "--with-db", "--database", db, "--wait", "0.5", "-q"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr_of(&out));
+    let read = |ext: &str| std::fs::read_to_string(format!("{base}.{ext}")).unwrap();
+    let xml = read("xml");
+    assert!(xml.contains(r#"<address addr="fd00:201::5" addrtype="ipv6"/>"#), "{xml}");
+    let dtd = Command::new("xmllint")
+        .args(["--noout", "--dtdvalid", "/usr/share/nmap/nmap.dtd", &format!("{base}.xml")])
+        .output()
+        .expect("xmllint (libxml2-utils) and nmap's DTD must be installed");
+    assert!(dtd.status.success(), "not valid nmap XML: {}", stderr_of(&dtd));
+    assert!(read("gnmap").contains("Host: fd00:201::5 ()\tPorts: 22/open/tcp//"), "{}", read("gnmap"));
+    assert!(read("nmap").contains("prtip scan report for fd00:201::5"), "{}", read("nmap"));
+    assert!(read("csv").contains("\nfd00:201::5,22,tcp,open,syn-ack,64,"), "{}", read("csv"));
+    let json = rows(read("json").as_bytes());
+    let states: BTreeSet<(u16, String)> = json.iter().map(|r| (r.port, r.state.clone())).collect();
+    let want = [(22, "open"), (80, "closed"), (7000, "filtered")].map(|(p, s)| (p, s.to_string()));
+    assert_eq!(states, want.into_iter().collect());
+    assert!(json.iter().all(|r| r.ip == ONE_HOST));
+    let stored = Command::new("sqlite3")
+        .args([db, "SELECT ip || ' ' || port || ' ' || state FROM scan_results ORDER BY port"])
+        .output()
+        .expect("sqlite3 must be installed");
+    let stored = String::from_utf8(stored.stdout).unwrap();
+    assert_eq!(stored, "fd00:201::5 22 open\nfd00:201::5 80 closed\n", "answered ports are rows");
 }
