@@ -74,7 +74,7 @@ pub fn execute(cfg: &ScanConfig, stop: &StopSignal) -> Result<Outcome, ScanError
         via_ip_stack = path.via_ip_stack,
         "path resolved"
     );
-    let Opened { txs, rx, _attachment, kind } = open_transport(cfg, &path)?;
+    let Opened { txs, rx, resets, _attachment, kind } = open_transport(cfg, &path)?;
     // Fault injection for the test that a panic leaves no XDP program behind
     // (tests/xdp.rs); there is no other way to make prtip panic, and release
     // builds do not have it.
@@ -116,7 +116,7 @@ pub fn execute(cfg: &ScanConfig, stop: &StopSignal) -> Result<Outcome, ScanError
     }
     let answered = Answered::default();
     let prior = take_over(cfg, &answered, &mut sinks);
-    let outcome = run::run(&plan, &wire, txs, rx, stop, &answered, &mut sinks);
+    let outcome = run::run(&plan, &wire, txs, rx, resets, stop, &answered, &mut sinks);
     sinks.reporter.finish();
     let Sinks { mut writer, output_error, mut store, latency, checkpoint, checkpoint_sent, .. } = sinks;
     let mut stats = match outcome {
@@ -268,6 +268,8 @@ fn progress_mode(cfg: &ScanConfig) -> progress::Mode {
 struct Opened {
     txs: Vec<Box<dyn Transmit>>,
     rx: Box<dyn Receive>,
+    /// Where RSTs for SYN-ACKs go when this host's kernel never sees them.
+    resets: Option<Box<dyn Transmit>>,
     _attachment: Option<XdpAttachment>,
     kind: String,
 }
@@ -275,7 +277,9 @@ struct Opened {
 fn open_transport(cfg: &ScanConfig, path: &Path) -> Result<Opened, ScanError> {
     let raw = || -> Result<Opened, ScanError> {
         let (tx, rx) = raw::open(path.ifindex, path.next_hop_mac, path.via_ip_stack, path.src_ip, cfg.src_ports)?;
-        Ok(Opened { txs: vec![Box::new(tx)], rx: Box::new(rx), _attachment: None, kind: "raw sockets".into() })
+        // This host's kernel sees the SYN-ACKs too, and resets them itself.
+        let (txs, rx): (Vec<Box<dyn Transmit>>, Box<dyn Receive>) = (vec![Box::new(tx)], Box::new(rx));
+        Ok(Opened { txs, rx, resets: None, _attachment: None, kind: "raw sockets".into() })
     };
     let xdp = || -> Result<Opened, TransportError> {
         if path.via_ip_stack {
@@ -305,7 +309,8 @@ fn open_transport(cfg: &ScanConfig, path: &Path) -> Result<Opened, ScanError> {
         let mode = if attachment.zero_copy { "zero-copy" } else { "copy mode" };
         let kind = format!("AF_XDP, {mode}, {queues} {}", if queues == 1 { "queue" } else { "queues" });
         let txs = txs.into_iter().map(|t| Box::new(t) as Box<dyn Transmit>).collect();
-        Ok(Opened { txs, rx: Box::new(rx), _attachment: Some(attachment), kind })
+        let resets: Box<dyn Transmit> = Box::new(raw::frame_sender(path.ifindex, path.next_hop_mac, path.src_ip)?);
+        Ok(Opened { txs, rx: Box::new(rx), resets: Some(resets), _attachment: Some(attachment), kind })
     };
     match cfg.transport {
         TransportChoice::Raw => raw(),
@@ -701,8 +706,8 @@ fn details(path: &Path, s: &ScanStats, stored: Option<&StoreReport>) -> String {
     let mac = path.next_hop_mac.map(|b| format!("{b:02x}")).join(":");
     let rtt = s.max_rtt.map_or("none measured".to_string(), |d| format!("{} us", d.as_micros()));
     let mut line = format!(
-        "next hop {mac}; slowest round trip {rtt}; {} duplicate replies; {} frames failed validation; {} receive drops",
-        s.duplicates, s.invalid, s.rx_drops
+        "next hop {mac}; slowest round trip {rtt}; {} duplicate replies; {} frames failed validation; {} receive drops; {} RSTs sent",
+        s.duplicates, s.invalid, s.rx_drops, s.resets
     );
     if let Some(r) = stored {
         line.push_str(&format!("; storage backpressure {} times", r.backpressure));

@@ -48,8 +48,9 @@ pub struct ScanPlan {
     /// Where transmission starts: the beginning, or where an interrupted scan stopped.
     pub start: Cursor,
     /// Shifts every source port by a per-seed amount. A target may still hold
-    /// half-open connections from an earlier scan (AF_XDP sends no RST); a
-    /// SYN on the same 4-tuple would only draw that old SYN-ACK again.
+    /// half-open connections from an earlier scan (one killed before it sent
+    /// its RSTs, or whose RST was lost); a SYN on the same 4-tuple would only
+    /// draw that old SYN-ACK again.
     port_salt: u64,
 }
 

@@ -102,6 +102,9 @@ pub struct ScanStats {
     /// Answered with ICMP unreachable.
     pub unreachable: u64,
     pub duplicates: u64,
+    /// RSTs sent to close what SYN-ACKs half opened (AF_XDP only: otherwise
+    /// this host's kernel sees the SYN-ACKs and resets them itself).
+    pub resets: u64,
     /// Frames that passed the kernel filter but were not valid replies.
     pub invalid: u64,
     /// Frames the kernel dropped before prtip read them.
@@ -150,6 +153,7 @@ struct Shared {
     closed: AtomicU64,
     unreachable: AtomicU64,
     duplicates: AtomicU64,
+    resets: AtomicU64,
     invalid: AtomicU64,
     rx_drops: AtomicU64,
     max_rtt_us: AtomicU64,
@@ -235,11 +239,15 @@ impl Clock {
 /// batch of validated replies and the progress. Each of `txs` (one per NIC
 /// queue) sends on a thread of its own, a lane of the plan's positions. Probes that never got an answer are left to the caller
 /// (see `Answered`), so that reporting them costs nothing when nobody asks.
+/// `resets`, when given, sends an RST for every valid SYN-ACK: needed where
+/// this host's kernel never sees the replies (AF_XDP steals them).
+#[allow(clippy::too_many_arguments)]
 pub fn run<T: Transmit, R: Receive>(
     plan: &ScanPlan,
     wire: &Wire,
     txs: Vec<T>,
     mut rx: R,
+    resets: Option<Box<dyn Transmit>>,
     stop: &StopSignal,
     answered: &Answered,
     observer: &mut impl Observer,
@@ -284,7 +292,7 @@ pub fn run<T: Transmit, R: Receive>(
             .collect();
         let rx_thread = s.spawn(|| {
             let _done = EndGuard { shared: &shared, transmit: false };
-            let r = receive(plan, wire, &mut rx, &shared, &clock, stop, answered, total, results_tx);
+            let r = receive(plan, wire, &mut rx, resets, &shared, &clock, stop, answered, total, results_tx);
             shared.failed.fetch_or(r.is_err(), Relaxed);
             r
         });
@@ -346,6 +354,7 @@ pub fn run<T: Transmit, R: Receive>(
         closed: shared.closed.load(Relaxed),
         unreachable: shared.unreachable.load(Relaxed),
         duplicates: shared.duplicates.load(Relaxed),
+        resets: shared.resets.load(Relaxed),
         invalid: shared.invalid.load(Relaxed),
         rx_drops: shared.rx_drops.load(Relaxed),
         max_rtt: shared.max_rtt(),
@@ -490,6 +499,7 @@ fn receive<R: Receive>(
     plan: &ScanPlan,
     wire: &Wire,
     rx: &mut R,
+    mut resets: Option<Box<dyn Transmit>>,
     shared: &Shared,
     clock: &Clock,
     stop: &StopSignal,
@@ -499,6 +509,7 @@ fn receive<R: Receive>(
 ) -> Result<(), EngineError> {
     let matcher = ReplyMatcher { src_ip: wire.src_ip, src_ports: plan.src_ports, key: wire.key };
     let mut batch = Vec::new();
+    let mut rst_frames: Vec<([u8; SYN_FRAME_LEN], usize)> = Vec::new();
     let mut last_drop_check = Instant::now();
     loop {
         rx.receive(RX_POLL, &mut |frame, rx_wall_ns| {
@@ -511,6 +522,12 @@ fn receive<R: Receive>(
                 shared.invalid.fetch_add(1, Relaxed);
                 return;
             };
+            // Duplicates too: a target repeats its SYN-ACK when an RST was lost.
+            if resets.is_some() && reply.kind == ReplyKind::SynAck {
+                let mut f = [0u8; SYN_FRAME_LEN];
+                let len = wire.template.write_reset(reply.ip, reply.from_port, reply.port, reply.ack, &mut f);
+                rst_frames.push((f, len));
+            }
             if !answered.insert(index) {
                 shared.duplicates.fetch_add(1, Relaxed);
                 return;
@@ -544,6 +561,15 @@ fn receive<R: Receive>(
                 time_us: clock.wall_us(now),
             });
         })?;
+        if let Some(tx) = resets.as_mut()
+            && !rst_frames.is_empty()
+        {
+            let frames: Vec<&[u8]> = rst_frames.iter().map(|(f, len)| &f[..*len]).collect();
+            // An RST is a courtesy to the target: one the kernel refuses costs no result.
+            let sent = tx.transmit(&frames).unwrap_or(0);
+            shared.resets.fetch_add(sent as u64, Relaxed);
+            rst_frames.clear();
+        }
         if !batch.is_empty() {
             // One hand-over per receive call, not per result: waking the
             // caller's thread for every reply costs more than handling it.
@@ -606,6 +632,9 @@ mod tests {
     struct Net {
         inbox: VecDeque<Vec<u8>>,
         attempts: HashMap<(IpAddr, u16), u32>,
+        /// (target, port, our source port, ack) of every genuine SYN-ACK sent:
+        /// what an RST must match.
+        syn_acks: HashSet<(IpAddr, u16, u16, u32)>,
     }
 
     struct Truth {
@@ -617,6 +646,27 @@ mod tests {
 
     struct FakeTx(Arc<Mutex<Net>>, Arc<Truth>);
     struct FakeRx(Arc<Mutex<Net>>);
+    /// Takes the engine's RSTs and checks each against a genuine SYN-ACK.
+    struct FakeResets(Arc<Mutex<Net>>);
+
+    impl Transmit for FakeResets {
+        fn transmit(&mut self, frames: &[&[u8]]) -> Result<usize, TransportError> {
+            let net = self.0.lock().unwrap();
+            for f in frames {
+                let p = SlicedPacket::from_ethernet(f).unwrap();
+                let dst = match &p.net {
+                    Some(etherparse::NetSlice::Ipv4(ip)) => IpAddr::V4(ip.header().destination_addr()),
+                    Some(etherparse::NetSlice::Ipv6(ip)) => IpAddr::V6(ip.header().destination_addr()),
+                    _ => panic!("not IP"),
+                };
+                let Some(TransportSlice::Tcp(rst)) = p.transport else { panic!("not TCP") };
+                assert!(rst.rst() && !rst.syn() && !rst.ack());
+                let key = (dst, rst.destination_port(), rst.source_port(), rst.sequence_number());
+                assert!(net.syn_acks.contains(&key), "an RST for no SYN-ACK: {key:?}");
+            }
+            Ok(frames.len())
+        }
+    }
 
     impl Transmit for FakeTx {
         fn transmit(&mut self, frames: &[&[u8]]) -> Result<usize, TransportError> {
@@ -667,7 +717,11 @@ mod tests {
                     net.inbox.push_back(forged);
                     continue;
                 }
-                let frame = reply(good, self.1.open.contains(&port), tsval);
+                let open = self.1.open.contains(&port);
+                if open {
+                    net.syn_acks.insert((dst, port, syn.source_port(), good));
+                }
+                let frame = reply(good, open, tsval);
                 if self.1.noisy.contains(&port) {
                     net.inbox.push_back(frame.clone());
                 }
@@ -740,7 +794,8 @@ mod tests {
             &plan,
             &wire,
             (0..lanes).map(|_| FakeTx(net.clone(), truth.clone())).collect(),
-            FakeRx(net),
+            FakeRx(net.clone()),
+            Some(Box::new(FakeResets(net))),
             &StopSignal::new(),
             &answered,
             &mut seen,
@@ -816,6 +871,8 @@ mod tests {
         // One pass of 200 probes, then retries for the lossy and the filtered ones.
         assert_eq!(stats.sent, plan.probes_per_pass() + hosts * 4);
         assert_eq!(stats.duplicates, hosts * 2);
+        // Each genuine SYN-ACK, the noisy port's second one too, drew an RST; no forgery did.
+        assert_eq!(stats.resets, hosts * 4);
         // Every SYN to a filtered port drew a forged SYN-ACK (port 8's with the
         // right acknowledgement but a tampered timestamp); none became a result.
         assert_eq!(stats.invalid, hosts * 2 * 2);
@@ -949,6 +1006,7 @@ mod tests {
             &wire,
             vec![PanickingTx],
             FakeRx(Arc::default()),
+            None,
             &StopSignal::new(),
             &Answered::default(),
             &mut seen,

@@ -78,13 +78,7 @@ pub fn open(
         let domain = if matches!(family, Family::V4) { libc::AF_INET } else { libc::AF_INET6 };
         RawTx { fd: new_socket(domain, libc::IPPROTO_RAW)?, route: TxRoute::IpStack(family) }
     } else {
-        let fd = new_socket(libc::AF_PACKET, 0)?;
-        let mut dest = sockaddr_ll(ifindex, 0);
-        bind(&fd, &dest)?;
-        dest.sll_protocol = ethertype.to_be();
-        dest.sll_halen = 6;
-        dest.sll_addr[..6].copy_from_slice(&next_hop);
-        RawTx { fd, route: TxRoute::Link(dest) }
+        link_tx(ifindex, next_hop, ethertype)?
     };
 
     let rx = new_socket(libc::AF_PACKET, 0)?;
@@ -108,6 +102,25 @@ pub fn open(
     bind(&rx, &sockaddr_ll(rx_ifindex, ethertype))?;
 
     Ok((tx, RawRx { fd: rx, bufs: vec![[0u8; SNAP_LEN as usize]; RX_BATCH] }))
+}
+
+/// A sender of whole Ethernet frames to `next_hop` on interface `ifindex`,
+/// and nothing else: what an AF_XDP scan sends its RSTs with, since its own
+/// rings belong to the transmit threads.
+pub fn frame_sender(ifindex: u32, next_hop: [u8; 6], src_ip: IpAddr) -> Result<RawTx, TransportError> {
+    let ethertype = if src_ip.is_ipv4() { libc::ETH_P_IP } else { libc::ETH_P_IPV6 };
+    link_tx(ifindex, next_hop, ethertype as u16)
+}
+
+fn link_tx(ifindex: u32, next_hop: [u8; 6], ethertype: u16) -> Result<RawTx, TransportError> {
+    // Bound with protocol 0, so the kernel never queues received frames on it.
+    let fd = new_socket(libc::AF_PACKET, 0)?;
+    let mut dest = sockaddr_ll(ifindex, 0);
+    bind(&fd, &dest)?;
+    dest.sll_protocol = ethertype.to_be();
+    dest.sll_halen = 6;
+    dest.sll_addr[..6].copy_from_slice(&next_hop);
+    Ok(RawTx { fd, route: TxRoute::Link(dest) })
 }
 
 fn new_socket(family: i32, protocol: i32) -> Result<OwnedFd, TransportError> {

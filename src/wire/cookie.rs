@@ -33,9 +33,9 @@ pub struct CookieKey {
     ts_offset: u32,
     /// Added to the tick on the wire. Every scan's clock starts at zero, so
     /// without it two scans would send nearly the same sequence numbers, and
-    /// a target still holding a half-open connection from the first (AF_XDP
-    /// sends no RST) would find the second's SYN in its window and answer
-    /// it with an RST: an open port reported closed.
+    /// a target still holding a half-open connection from the first (killed
+    /// before it sent its RSTs, or an RST lost) would find the second's SYN
+    /// in its window and answer it with an RST: an open port reported closed.
     tick_offset: u16,
 }
 

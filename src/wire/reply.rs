@@ -38,6 +38,9 @@ pub struct Reply {
     pub sent: SendTick,
     /// The send time, to the microsecond (modulo 2^32), that a SYN-ACK's TSecr echoed.
     pub sent_us: Option<u32>,
+    /// A TCP reply's acknowledgement number (0 for ICMP): an RST with it as
+    /// its sequence number closes the connection a SYN-ACK half opened.
+    pub ack: u32,
 }
 
 /// What a frame must match to be a reply to this scan.
@@ -91,7 +94,8 @@ impl ReplyMatcher {
                 } else {
                     return None;
                 };
-                return Some(Reply { ip: from, port: dport, from_port: sport, kind, ttl, sent, sent_us });
+                let ack = tcp.acknowledgment_number();
+                return Some(Reply { ip: from, port: dport, from_port: sport, kind, ttl, sent, sent_us, ack });
             }
             TransportSlice::Icmpv4(icmp) => match icmp.icmp_type() {
                 Icmpv4Type::DestinationUnreachable(_) => (self.quoted_probe(icmp.payload())?, icmp.code_u8()),
@@ -112,6 +116,7 @@ impl ReplyMatcher {
             ttl,
             sent,
             sent_us: None,
+            ack: 0,
         })
     }
 
@@ -200,6 +205,7 @@ mod tests {
             ttl: 57,
             sent,
             sent_us: Some(3_000_042),
+            ack: good_ack(61001),
         };
         assert_eq!(r, want);
         // A stack that does not echo timestamps still gives the tick.
@@ -307,6 +313,7 @@ mod tests {
             ttl: 58,
             sent: SendTick::of(SENT_US),
             sent_us: Some(SENT_US as u32),
+            ack: m.key.seq(ME6.into(), TARGET6.into(), 61001, 443, SENT_US).wrapping_add(1),
         };
         assert_eq!(r, want);
         let r = m.classify(&tcp6_reply(&m, 61001, false, true)).unwrap();

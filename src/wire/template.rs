@@ -1,4 +1,5 @@
-//! The SYN frame: built once per scan, patched per probe.
+//! The SYN frame: built once per scan, patched per probe; and the RST that
+//! closes what a SYN-ACK opened, on the same link and IP header.
 //!
 //! Layout: Ethernet II, then IPv4 without options (DF set, TTL 64; 70 bytes
 //! in all) or IPv6 without extension headers (hop limit 64; 90 bytes), then
@@ -9,8 +10,10 @@
 use super::checksum;
 use std::net::IpAddr;
 
-/// Room for the longer of the two frames.
+/// Room for the longer of the two frames (and for any RST, which is shorter).
 pub const SYN_FRAME_LEN: usize = 90;
+/// A TCP header without options: what an RST carries.
+const RST_TCP_LEN: usize = 20;
 const IP: usize = 14;
 const TCP_LEN: u16 = 36;
 const TTL: u8 = 64;
@@ -89,21 +92,47 @@ impl SynTemplate {
         self.tcp + usize::from(TCP_LEN)
     }
 
+    /// Writes an RST from `sport` to `dst:dport` with sequence number `seq`
+    /// into `out` (which must hold `SYN_FRAME_LEN` bytes); returns its length.
+    /// With `seq` the acknowledgement number of a SYN-ACK, the target drops
+    /// the half-open connection at once instead of retrying its SYN-ACK for a
+    /// minute, as it would for a scanner whose kernel never sees the SYN-ACK
+    /// (AF_XDP) and so sends no RST itself.
+    pub fn write_reset(&self, dst: IpAddr, sport: u16, dport: u16, seq: u32, out: &mut [u8]) -> usize {
+        let (tcp, len) = (self.tcp, self.tcp + RST_TCP_LEN);
+        let out = &mut out[..len];
+        out[..tcp].copy_from_slice(&self.frame[..tcp]);
+        let (bytes, n) = addr_bytes(dst);
+        let dst_bytes = &bytes[..n];
+        out[self.dst..self.dst + self.dst_len].copy_from_slice(dst_bytes);
+        if self.dst_len == 4 {
+            out[IP + 2..IP + 4].copy_from_slice(&((20 + RST_TCP_LEN) as u16).to_be_bytes());
+            out[IP + 10..IP + 12].fill(0);
+            let sum = checksum::finish(checksum::add(0, &out[IP..tcp]));
+            out[IP + 10..IP + 12].copy_from_slice(&sum.to_be_bytes());
+        } else {
+            out[IP + 4..IP + 6].copy_from_slice(&(RST_TCP_LEN as u16).to_be_bytes());
+        }
+        let t = &mut out[tcp..];
+        t.fill(0);
+        t[0..2].copy_from_slice(&sport.to_be_bytes());
+        t[2..4].copy_from_slice(&dport.to_be_bytes());
+        t[4..8].copy_from_slice(&seq.to_be_bytes());
+        t[12] = ((RST_TCP_LEN / 4) as u8) << 4;
+        t[13] = 0x04; // RST
+        let src = &self.frame[self.dst - self.dst_len..self.dst];
+        let pseudo = checksum::add(checksum::add(0, src), dst_bytes) + 6 + RST_TCP_LEN as u64;
+        let sum = checksum::finish(checksum::add(pseudo, t));
+        t[16..18].copy_from_slice(&sum.to_be_bytes());
+        len
+    }
+
     /// Writes the complete SYN for `probe` into `out`, which must hold `frame_len()` bytes.
     pub fn write(&self, probe: &Probe, out: &mut [u8]) {
         let out = &mut out[..self.frame_len()];
         out.copy_from_slice(&self.frame[..self.frame_len()]);
-        let (v4, v6);
-        let dst: &[u8] = match probe.dst {
-            IpAddr::V4(a) => {
-                v4 = a.octets();
-                &v4
-            }
-            IpAddr::V6(a) => {
-                v6 = a.octets();
-                &v6
-            }
-        };
+        let (bytes, n) = addr_bytes(probe.dst);
+        let dst = &bytes[..n];
         debug_assert_eq!(dst.len(), self.dst_len, "a probe of the template's address family");
         out[self.dst..self.dst + self.dst_len].copy_from_slice(dst);
         let tcp = self.tcp;
@@ -127,6 +156,18 @@ impl SynTemplate {
             + u64::from(probe.tsval >> 16)
             + u64::from(probe.tsval & 0xffff);
         out[tcp + 16..tcp + 18].copy_from_slice(&checksum::finish(tcp_sum).to_be_bytes());
+    }
+}
+
+/// An address's bytes (the first 4 or 16 of the array) and how many there are.
+fn addr_bytes(ip: IpAddr) -> ([u8; 16], usize) {
+    let mut b = [0u8; 16];
+    match ip {
+        IpAddr::V4(a) => {
+            b[..4].copy_from_slice(&a.octets());
+            (b, 4)
+        }
+        IpAddr::V6(a) => (a.octets(), 16),
     }
 }
 
@@ -211,6 +252,48 @@ mod tests {
         let Some(TransportSlice::Tcp(tcp)) = p.transport else { panic!("not TCP") };
         let want = tcp.calc_checksum_ipv6(ip.header().source(), ip.header().destination()).unwrap();
         assert_eq!(tcp.checksum(), want);
+    }
+
+    #[test]
+    fn resets_are_exact_for_both_families() {
+        let t = SynTemplate::new(SRC_MAC, DST_MAC, Ipv4Addr::new(10, 200, 0, 1).into());
+        let mut out = [0xaau8; SYN_FRAME_LEN];
+        let len = t.write_reset(Ipv4Addr::new(10, 201, 0, 1).into(), 61000, 443, 0xdead_bef0, &mut out);
+        #[rustfmt::skip]
+        let expected: [u8; 54] = [
+            0x02, 0, 0, 0, 0, 2,  0x02, 0, 0, 0, 0, 1,  0x08, 0x00,
+            // IPv4: len 40, id 0, DF, TTL 64, TCP, checksum, 10.200.0.1 -> 10.201.0.1
+            0x45, 0x00, 0x00, 0x28, 0x00, 0x00, 0x40, 0x00, 0x40, 0x06, 0x00, 0x00,
+            10, 200, 0, 1,  10, 201, 0, 1,
+            // TCP: 61000 -> 443, seq, ack 0, offset 5, RST, window 0, checksum, urgent 0
+            0xee, 0x48, 0x01, 0xbb,  0xde, 0xad, 0xbe, 0xf0,  0, 0, 0, 0,
+            0x50, 0x04, 0x00, 0x00,  0x00, 0x00, 0x00, 0x00,
+        ];
+        assert_eq!(len, 54);
+        let mut without_sums = [0u8; 54];
+        without_sums.copy_from_slice(&out[..54]);
+        without_sums[24..26].fill(0);
+        without_sums[50..52].fill(0);
+        assert_eq!(without_sums, expected);
+        let p = SlicedPacket::from_ethernet(&out[..len]).unwrap();
+        let Some(etherparse::NetSlice::Ipv4(ip)) = p.net else { panic!("not IPv4") };
+        assert_eq!(ip.header().header_checksum(), ip.header().to_header().calc_header_checksum());
+        let Some(TransportSlice::Tcp(tcp)) = p.transport else { panic!("not TCP") };
+        assert!(tcp.rst() && !tcp.syn() && !tcp.ack() && tcp.payload().is_empty());
+        assert_eq!(tcp.checksum(), tcp.calc_checksum_ipv4(ip.header().source(), ip.header().destination()).unwrap());
+
+        let t = SynTemplate::new(SRC_MAC, DST_MAC, "fd00:200::1".parse().unwrap());
+        let mut out = [0xaau8; SYN_FRAME_LEN];
+        let len = t.write_reset("fd00:201::5".parse().unwrap(), 61000, 22, 7, &mut out);
+        assert_eq!(len, 74);
+        let p = SlicedPacket::from_ethernet(&out[..len]).unwrap();
+        let Some(etherparse::NetSlice::Ipv6(ip)) = p.net else { panic!("not IPv6") };
+        assert_eq!(ip.header().payload_length(), 20);
+        assert_eq!(ip.header().destination_addr(), "fd00:201::5".parse::<Ipv6Addr>().unwrap());
+        let Some(TransportSlice::Tcp(tcp)) = p.transport else { panic!("not TCP") };
+        assert!(tcp.rst() && !tcp.ack());
+        assert_eq!((tcp.source_port(), tcp.destination_port(), tcp.sequence_number()), (61000, 22, 7));
+        assert_eq!(tcp.checksum(), tcp.calc_checksum_ipv6(ip.header().source(), ip.header().destination()).unwrap());
     }
 
     #[test]
