@@ -278,8 +278,8 @@ fn open_transport(cfg: &ScanConfig, path: &Path) -> Result<Opened, ScanError> {
     let raw = || -> Result<Opened, ScanError> {
         let (tx, rx) = raw::open(path.ifindex, path.next_hop_mac, path.via_ip_stack, path.src_ip, cfg.src_ports)?;
         // This host's kernel sees the SYN-ACKs too, and resets them itself.
-        let (txs, rx): (Vec<Box<dyn Transmit>>, Box<dyn Receive>) = (vec![Box::new(tx)], Box::new(rx));
-        Ok(Opened { txs, rx, resets: None, _attachment: None, kind: "raw sockets".into() })
+        let resets = None;
+        Ok(Opened { txs: vec![Box::new(tx)], rx: Box::new(rx), resets, _attachment: None, kind: "raw sockets".into() })
     };
     let xdp = || -> Result<Opened, TransportError> {
         if path.via_ip_stack {
