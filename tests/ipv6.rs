@@ -11,7 +11,7 @@ use common::{
 };
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::Ipv6Addr;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 /// The IPv6 twin of `common::one_host_target`'s 10.201.0.1.
@@ -212,11 +212,7 @@ fn an_interrupted_ipv6_sweep_resumes_to_exact_truth() {
     sweep_target(&mut lab);
     // 65,536 probes at 20,000/s: about 3.3 s, interrupted after 1 s.
     let scan = ["-p", "22", TARGET_NET6, "--rate", "20000", "--wait", "0.5", "--transport", "raw", "-o", "ndjson"];
-    let child = lab.prtip(&scan).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
-    std::thread::sleep(Duration::from_millis(1000));
-    // SAFETY: plain kill(2) on our own child (`ip netns exec` runs prtip in its place).
-    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
-    let first = child.wait_with_output().unwrap();
+    let first = lab.run_prtip(&scan, Some(Duration::from_millis(1000)));
     assert_eq!(first.status.code(), Some(130), "{}", stderr_of(&first));
     let mut all = rows(&first.stdout);
     assert!(all.len() < 65536, "not interrupted: {} rows", all.len());

@@ -5,25 +5,13 @@
 mod common;
 
 use common::{Lab, Row, assert_sweep_truth, rows, stderr_of, sweep_target};
-use std::process::{Output, Stdio};
+use std::process::Stdio;
 use std::time::Duration;
 
 /// The sweep at a rate that makes one run last seconds: 65,536 probes in pass
 /// 0 (3.3 s), then the silent upper /17 again in pass 1 (1.6 s).
 const SWEEP: [&str; 11] =
     ["-p", "80", "10.201.0.0/16", "--rate", "20000", "--wait", "0.5", "--transport", "raw", "-o", "ndjson"];
-
-/// Runs prtip with `args` and sends it SIGINT after `after`, or lets it finish.
-fn run(lab: &Lab, args: &[&str], after: Option<Duration>) -> Output {
-    let child = lab.prtip(args).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
-    if let Some(after) = after {
-        std::thread::sleep(after);
-        // `ip netns exec` runs prtip in place of itself, so the child is prtip.
-        // SAFETY: plain kill(2) on our own child.
-        unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
-    }
-    child.wait_with_output().unwrap()
-}
 
 /// Interrupts the scan twice (in pass 0, then, in the first resumed run,
 /// usually in the retry pass) and lets the second resumed run finish.
@@ -35,7 +23,7 @@ fn interrupted_twice(lab: &Lab, first: &[&str], resume: &[&str], between: impl F
         if i == 1 {
             between();
         }
-        let out = run(lab, args, after.map(Duration::from_millis));
+        let out = lab.run_prtip(args, after.map(Duration::from_millis));
         let expected = if after.is_some() { 130 } else { 0 };
         assert_eq!(out.status.code(), Some(expected), "run {i}: {}", stderr_of(&out));
         let got = rows(&out.stdout);
@@ -77,7 +65,7 @@ fn resumed_runs_with_a_database_finish_the_same_scan() {
     let db = lab.state_dir.join("scan.db");
     let db = db.to_str().unwrap();
     let first = [&SWEEP[..], &["--with-db", "--store-silent", "--database", db]].concat();
-    let out = run(&lab, &first, Some(Duration::from_millis(1000)));
+    let out = lab.run_prtip(&first, Some(Duration::from_millis(1000)));
     assert_eq!(out.status.code(), Some(130), "{}", stderr_of(&out));
     let hint = format!("prtip: resume with: prtip --resume 1 --database {db}");
     assert!(stderr_of(&out).contains(&hint), "{}", stderr_of(&out));
@@ -85,7 +73,7 @@ fn resumed_runs_with_a_database_finish_the_same_scan() {
     assert!(lab.checkpoints().is_empty(), "with a database the checkpoint is in the database");
     let resume = ["--resume", "1", "--database", db, "-q"];
     for after in [Some(2800), None] {
-        let out = run(&lab, &resume, after.map(Duration::from_millis));
+        let out = lab.run_prtip(&resume, after.map(Duration::from_millis));
         assert_eq!(out.status.code(), Some(if after.is_some() { 130 } else { 0 }), "{}", stderr_of(&out));
         union.extend(rows(&out.stdout));
     }
@@ -98,7 +86,7 @@ fn resumed_runs_with_a_database_finish_the_same_scan() {
     assert_eq!(sql("SELECT status, open_count, closed_count, filtered_count FROM scans"), "completed|2048|30720|32768");
     assert_eq!(sql("SELECT COUNT(*), COUNT(DISTINCT ip) FROM scan_results"), "65536|65536");
     // A completed scan is not resumed again.
-    let again = run(&lab, &resume, None);
+    let again = lab.run_prtip(&resume, None);
     assert_eq!(again.status.code(), Some(2));
     assert!(stderr_of(&again).contains("scan 1 is not an interrupted scan"), "{}", stderr_of(&again));
 }
@@ -113,7 +101,7 @@ fn settings_that_contradict_the_checkpoint_are_refused() {
     let checkpoint = checkpoint.to_str().unwrap();
     // A running scan's checkpoint is not taken over.
     for resume in [&["--resume", checkpoint][..], &["--resume"]] {
-        let out = run(&lab, resume, None);
+        let out = lab.run_prtip(resume, None);
         assert_eq!(out.status.code(), Some(2), "{}", stderr_of(&out));
         let err = stderr_of(&out);
         assert!(err.contains("still running") || err.contains("no checkpoint to resume"), "{err}");
@@ -131,13 +119,13 @@ fn settings_that_contradict_the_checkpoint_are_refused() {
         // Its results are in a checkpoint file, not a database.
         (&["--with-db"][..], "--with-db contradicts the interrupted scan, which ran without it"),
     ] {
-        let out = run(&lab, &[&["--resume", checkpoint][..], extra].concat(), None);
+        let out = lab.run_prtip(&[&["--resume", checkpoint][..], extra].concat(), None);
         assert_eq!(out.status.code(), Some(2), "{extra:?}: {}", stderr_of(&out));
         let err = stderr_of(&out);
         assert!(err.contains(message) && err.lines().count() == 1, "{extra:?}: {err}");
     }
     // Saying again what the checkpoint says is no contradiction.
-    let out = run(&lab, &["--resume", checkpoint, "-p", "80", "--rate", "20000", "--status-json"], None);
+    let out = lab.run_prtip(&["--resume", checkpoint, "-p", "80", "--rate", "20000", "--status-json"], None);
     assert_eq!(out.status.code(), Some(0), "{}", stderr_of(&out));
     // Its progress counts what this run has left to send, and its own replies.
     let err = stderr_of(&out);
@@ -164,7 +152,7 @@ fn a_killed_scan_resumes_from_its_last_checkpoint() {
     unsafe { libc::kill(child.id() as i32, libc::SIGKILL) };
     child.wait_with_output().unwrap();
     // Opening the database recovers the killed scan; it is then resumed where its last checkpoint was.
-    let out = run(&lab, &["--resume", "1", "--database", db], None);
+    let out = lab.run_prtip(&["--resume", "1", "--database", db], None);
     assert_eq!(out.status.code(), Some(0), "{}", stderr_of(&out));
     assert_sweep_truth(&rows(&std::fs::read(json).unwrap()));
     let out = std::process::Command::new("sqlite3")

@@ -233,6 +233,18 @@ impl Lab {
         prtip_in(&self.scan_ns, &self.state_dir, args)
     }
 
+    /// Runs prtip with `args` and sends it SIGINT after `after`, or lets it finish.
+    pub fn run_prtip(&self, args: &[&str], after: Option<std::time::Duration>) -> Output {
+        let child = self.prtip(args).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+        if let Some(after) = after {
+            std::thread::sleep(after);
+            // `ip netns exec` runs prtip in place of itself, so the child is prtip.
+            // SAFETY: plain kill(2) on our own child.
+            unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+        }
+        child.wait_with_output().unwrap()
+    }
+
     /// The checkpoint files prtip left in the lab's state directory.
     pub fn checkpoints(&self) -> Vec<std::path::PathBuf> {
         let dir = self.state_dir.join("prtip");
