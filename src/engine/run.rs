@@ -750,22 +750,11 @@ mod tests {
     }
 
     fn scan(truth: Truth, retries: u32, ports: (u32, u32)) -> (ScanStats, Vec<ScanResult>, Answered, ScanPlan) {
-        scan_from(truth, 1, retries, ports, Cursor::default(), |_| false)
+        scan_family(Family::V4, truth, 1, retries, ports, Cursor::default(), |_| false)
     }
 
-    /// A scan that resumes at `start`, after an earlier run whose answers `answered_before` tells.
-    fn scan_from(
-        truth: Truth,
-        lanes: usize,
-        retries: u32,
-        ports: (u32, u32),
-        start: Cursor,
-        answered_before: impl Fn(u64) -> bool,
-    ) -> (ScanStats, Vec<ScanResult>, Answered, ScanPlan) {
-        scan_family(Family::V4, truth, lanes, retries, ports, start, answered_before)
-    }
-
-    /// Hosts ::1-::4 (IPv6) or 10.0.0.1-10.0.0.4.
+    /// A scan of hosts ::1-::4 (IPv6) or 10.0.0.1-10.0.0.4 that resumes at
+    /// `start`, after an earlier run whose answers `answered_before` tells.
     fn scan_family(
         family: Family,
         truth: Truth,
@@ -885,7 +874,7 @@ mod tests {
     fn several_transmit_lanes_send_every_probe_once() {
         let truth = || Truth { open: set(&[22]), filtered: set(&[7]), lossy: set(&[31]), noisy: set(&[]) };
         let (one, results, _, plan) = scan(truth(), 1, (1, 50));
-        let (three, results3, _, _) = scan_from(truth(), 3, 1, (1, 50), Cursor::default(), |_| false);
+        let (three, results3, _, _) = scan_family(Family::V4, truth(), 3, 1, (1, 50), Cursor::default(), |_| false);
         let key = |r: &Vec<ScanResult>| {
             let mut v: Vec<(IpAddr, u16, PortState)> = r.iter().map(|r| (r.ip, r.port, r.state)).collect();
             v.sort();
@@ -900,7 +889,7 @@ mod tests {
         let k = 101;
         let answered_before = |pos: u64| plan.positions().position(|p| p == pos).is_some_and(|j| (j as u64) < k);
         let (resumed, results, _, _) =
-            scan_from(truth(), 3, 0, (1, 50), Cursor { pass: 0, position: k }, answered_before);
+            scan_family(Family::V4, truth(), 3, 0, (1, 50), Cursor { pass: 0, position: k }, answered_before);
         assert_eq!(resumed.sent, plan.probes_per_pass() - k);
         // Without retries the filtered port and the lossy one's first SYN stay unanswered.
         let answering = plan.positions().skip(k as usize).filter(|&p| ![7, 31].contains(&plan.target(p).2)).count();
@@ -915,7 +904,7 @@ mod tests {
         // The interrupted run sent the first k positions of pass 0; all but the filtered answered.
         let answered_before = |pos: u64| pos < k && whole.target(pos).2 != filtered;
         let (stats, results, answered, plan) =
-            scan_from(truth(), 1, 1, (1, 30), Cursor { pass: 0, position: k }, answered_before);
+            scan_family(Family::V4, truth(), 1, 1, (1, 30), Cursor { pass: 0, position: k }, answered_before);
         let mut got: Vec<(IpAddr, u16)> = results.iter().map(|r| (r.ip, r.port)).collect();
         got.sort();
         let mut expect: Vec<(IpAddr, u16)> = plan
@@ -943,7 +932,7 @@ mod tests {
         let k = silent[1] + 1;
         let answered_before = |pos: u64| whole.target(pos).2 != filtered;
         let (stats, results, _, _) =
-            scan_from(truth(), 1, 1, (1, 30), Cursor { pass: 1, position: k }, answered_before);
+            scan_family(Family::V4, truth(), 1, 1, (1, 30), Cursor { pass: 1, position: k }, answered_before);
         assert!(results.is_empty());
         assert_eq!(stats.sent, 2, "only the last two silent probes are retried");
     }
