@@ -1,5 +1,5 @@
 //! Storage ingest: results per second through the whole storage task
-//! (channel, io_uring journal, SQLite commits), from the first batch sent
+//! (channel, io_uring journal, SQLite inserts), from the first batch sent
 //! to the moment `finish` returns with everything committed.
 
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
@@ -13,8 +13,9 @@ use std::time::Duration;
 
 const ROWS: u32 = 1_000_000;
 
+/// A scan's answers, in the random order a scan receives them.
 fn results() -> Vec<ScanResult> {
-    (0..ROWS)
+    let mut rows: Vec<ScanResult> = (0..ROWS)
         .map(|i| ScanResult {
             ip: Ipv4Addr::from(0x0ac9_0000 + (i >> 4)).into(),
             port: (i & 15) as u16 + 1,
@@ -24,7 +25,15 @@ fn results() -> Vec<ScanResult> {
             rtt_us: (i % 6 == 0).then_some(150),
             time_us: 1_795_912_496_000_000 + u64::from(i),
         })
-        .collect()
+        .collect();
+    let mut x = 0x9e37_79b9_7f4a_7c15_u64;
+    for i in (1..rows.len()).rev() {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        rows.swap(i, (x % (i as u64 + 1)) as usize);
+    }
+    rows
 }
 
 fn config(dir: &Path) -> StoreConfig {

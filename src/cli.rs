@@ -180,7 +180,7 @@ pub struct Cli {
     )]
     pub output_format: FormatArg,
 
-    /// Show only open ports
+    /// Report only open ports: on standard output, in files and in the database
     #[arg(long, help_heading = "Output")]
     pub open: bool,
 

@@ -131,6 +131,15 @@ fn a_completed_scan_is_in_the_database_and_in_every_file() {
     assert!(out.status.success(), "{}", stderr_of(&out));
     assert_eq!(count(&db, "SELECT COUNT(*) FROM scan_results WHERE scan_id = 2"), 4 * 2000);
     assert_eq!(sql(&db, "SELECT filtered_count FROM scans WHERE id = 2"), "4");
+
+    // --open keeps the database to the open ports, as every output; the scan still counts every state.
+    let out = lab.prtip(&[&args[..], &["--database", &db, "-q", "--open"]].concat()).output().unwrap();
+    assert!(out.status.success(), "{}", stderr_of(&out));
+    assert_eq!(
+        sql(&db, "SELECT ip || ':' || port FROM scan_results WHERE scan_id = 3 ORDER BY ip, port"),
+        (1..=4).flat_map(|h| [22, 443].map(|p| format!("10.201.0.{h}:{p}"))).collect::<Vec<_>>().join("\n")
+    );
+    assert_eq!(sql(&db, "SELECT open_count, closed_count, filtered_count FROM scans WHERE id = 3"), "8|7992|4");
 }
 
 /// Starts a slow scan of 32768 open hosts and stops it with `signal` after 1.5 s.
@@ -237,7 +246,7 @@ impl Drop for Tmpfs {
 fn a_full_disk_gives_a_clear_error_and_a_consistent_database() {
     let mut lab = Lab::new(true);
     lab.listen(&[80]);
-    let disk = Tmpfs::mount("full", "400k");
+    let disk = Tmpfs::mount("full", "1m");
     let db = disk.0.path("scan.db");
     let out =
         lab.prtip(&["-p", "80-83", "10.201.0.0/18", "--with-db", "--database", &db, "-q", "--open"]).output().unwrap();

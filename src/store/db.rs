@@ -7,17 +7,25 @@ use super::journal;
 use crate::engine::plan::Cursor;
 use crate::latency::{self, Latency, Series};
 use crate::output::decimal;
-use crate::output::time::{rfc3339_us, write_rfc3339_us};
+use crate::output::time::rfc3339_us;
 use crate::result::{PortState, Reason, ScanResult};
 use hdrhistogram::Histogram;
 use rusqlite::{Connection, OptionalExtension, params};
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 
+/// One step of the schema, from the previous version to the next.
+enum Migration {
+    Sql(&'static str),
+    /// A step SQL alone cannot take (parsing the text of older rows).
+    Code(fn(&rusqlite::Transaction) -> rusqlite::Result<()>),
+}
+
 /// Each entry takes the schema from the previous version to the next;
 /// `PRAGMA user_version` records how many have been applied.
-const MIGRATIONS: &[&str] = &[
-    r#"
+const MIGRATIONS: &[Migration] = &[
+    Migration::Sql(
+        r#"
 CREATE TABLE scans (
     id             INTEGER PRIMARY KEY,
     started_at     TEXT NOT NULL,
@@ -57,7 +65,9 @@ CREATE TABLE pending_results (
     time    TEXT NOT NULL
 );
 "#,
-    r#"
+    ),
+    Migration::Sql(
+        r#"
 CREATE TABLE scan_latency (
     scan_id   INTEGER NOT NULL REFERENCES scans(id),
     series    TEXT NOT NULL,
@@ -65,25 +75,208 @@ CREATE TABLE scan_latency (
     PRIMARY KEY (scan_id, series)
 ) WITHOUT ROWID;
 "#,
+    ),
     // What `--resume` needs: the arguments, the resolved targets, how far the scan got.
-    r#"
+    Migration::Sql(
+        r#"
 ALTER TABLE scans ADD COLUMN arguments TEXT;
 ALTER TABLE scans ADD COLUMN hosts TEXT;
 ALTER TABLE scans ADD COLUMN resume_pass INTEGER NOT NULL DEFAULT 0;
 ALTER TABLE scans ADD COLUMN resume_position INTEGER NOT NULL DEFAULT 0;
 "#,
+    ),
+    Migration::Code(packed_results),
 ];
 
-/// Results arrive in the scan's random order. Inserted straight into the
-/// keyed table, each commit would rewrite most of its pages; appended to an
-/// unindexed table and merged in key order when the scan ends, they cost an
-/// append each and one sorted insert. New scan ids are the largest, so the
-/// merge appends at the end of both B-trees.
-const INSERT_PENDING: &str = "INSERT INTO pending_results (scan_id, ip, port, proto, state, reason, ttl, rtt_us, time) \
-                              VALUES (?1, ?2, ?3, 'tcp', ?4, ?5, ?6, ?7, ?8)";
-const MERGE: &str = "INSERT OR IGNORE INTO scan_results \
-                     SELECT scan_id, ip, port, proto, state, reason, ttl, rtt_us, time FROM pending_results \
-                     WHERE scan_id = ?1 ORDER BY ip, port, proto";
+/// Results as integers, keyed by the address as an integer: SQLite takes
+/// rows of integers in key order about three times as fast as rows keyed by
+/// address text (docs/PERFORMANCE.md). An IPv6 address, which no SQLite
+/// integer holds, is kept as its RFC 5952 text. `scan_results`, a view,
+/// shows them the way every output does, for people with `sqlite3`.
+const PACKED_RESULTS: &str = r#"
+CREATE TABLE scan_result_rows (
+    scan_id INTEGER NOT NULL REFERENCES scans(id),
+    addr    NOT NULL,
+    port    INTEGER NOT NULL,
+    proto   INTEGER NOT NULL,
+    state   INTEGER NOT NULL,
+    reason  INTEGER NOT NULL,
+    ttl     INTEGER,
+    rtt_us  INTEGER,
+    time    INTEGER NOT NULL,
+    PRIMARY KEY (scan_id, addr, port, proto)
+) WITHOUT ROWID;
+"#;
+
+const RESULTS_VIEW: &str = r#"
+CREATE VIEW scan_results AS
+SELECT scan_id,
+       CASE WHEN typeof(addr) = 'integer'
+            THEN (addr >> 24) || '.' || ((addr >> 16) & 255) || '.' || ((addr >> 8) & 255) || '.' || (addr & 255)
+            ELSE addr END AS ip,
+       port,
+       CASE proto WHEN 6 THEN 'tcp' ELSE proto END AS proto,
+       CASE state WHEN 1 THEN 'open' WHEN 2 THEN 'closed' WHEN 3 THEN 'filtered' END AS state,
+       CASE WHEN reason = 1 THEN 'syn-ack' WHEN reason = 2 THEN 'reset' WHEN reason = 3 THEN 'no-response'
+            WHEN reason >= 256 THEN 'host-unreach' END AS reason,
+       ttl,
+       rtt_us,
+       strftime('%Y-%m-%dT%H:%M:%S', time / 1000000, 'unixepoch') || printf('.%06dZ', time % 1000000) AS time
+FROM scan_result_rows;
+"#;
+
+/// Version 4: rows of text become rows of integers, and `scan_results` the view of them.
+fn packed_results(tx: &rusqlite::Transaction) -> rusqlite::Result<()> {
+    tx.execute_batch(PACKED_RESULTS)?;
+    let mut rows = Vec::new();
+    {
+        let mut stmt = tx.prepare(
+            "SELECT scan_id, ip, port, state, reason, ttl, rtt_us, time FROM scan_results \
+             UNION ALL SELECT scan_id, ip, port, state, reason, ttl, rtt_us, time FROM pending_results",
+        )?;
+        let mut q = stmt.query([])?;
+        while let Some(r) = q.next()? {
+            let text = |i: usize| -> rusqlite::Result<String> { r.get(i) };
+            let bad =
+                |i: usize| rusqlite::Error::InvalidColumnType(i, "scan result".into(), rusqlite::types::Type::Text);
+            let (ip, state, reason, time) = (text(1)?, text(3)?, text(4)?, text(7)?);
+            rows.push((
+                r.get::<_, i64>(0)?,
+                ScanResult {
+                    ip: ip.parse().map_err(|_| bad(1))?,
+                    port: r.get(2)?,
+                    state: parse_state(&state).ok_or_else(|| bad(3))?,
+                    reason: match reason.as_str() {
+                        "syn-ack" => Reason::SynAck,
+                        "reset" => Reason::Reset,
+                        "host-unreach" => Reason::Unreachable { code: 1 },
+                        _ => Reason::NoResponse,
+                    },
+                    ttl: r.get(5)?,
+                    rtt_us: r.get::<_, Option<i64>>(6)?.map(|v| v.max(0) as u64),
+                    time_us: crate::output::time::parse_rfc3339_us(&time).ok_or_else(|| bad(7))?,
+                },
+            ));
+        }
+    }
+    rows.sort_by_key(|(id, r)| (*id, r.ip, r.port));
+    for chunk in rows.chunk_by(|a, b| a.0 == b.0) {
+        let mut results: Vec<ScanResult> = chunk.iter().map(|(_, r)| *r).collect();
+        insert_rows(tx, chunk[0].0, &mut results)?;
+    }
+    tx.execute_batch("DROP TABLE pending_results; DROP INDEX scan_results_state; DROP TABLE scan_results;")?;
+    tx.execute_batch(RESULTS_VIEW)
+}
+
+/// Rows per INSERT: one statement per row spends as long in SQLite's
+/// per-statement work as in storing the row.
+const ROWS_PER_INSERT: usize = 256;
+
+/// How a state and a reason are stored, and back.
+fn state_code(s: PortState) -> i64 {
+    match s {
+        PortState::Open => 1,
+        PortState::Closed => 2,
+        PortState::Filtered => 3,
+    }
+}
+
+fn state_of(code: i64) -> Option<PortState> {
+    match code {
+        1 => Some(PortState::Open),
+        2 => Some(PortState::Closed),
+        3 => Some(PortState::Filtered),
+        _ => None,
+    }
+}
+
+/// An ICMP unreachable keeps its code: 256 + code.
+fn reason_code(r: Reason) -> i64 {
+    match r {
+        Reason::SynAck => 1,
+        Reason::Reset => 2,
+        Reason::NoResponse => 3,
+        Reason::Unreachable { code } => 256 + i64::from(code),
+    }
+}
+
+fn reason_of(code: i64) -> Option<Reason> {
+    match code {
+        1 => Some(Reason::SynAck),
+        2 => Some(Reason::Reset),
+        3 => Some(Reason::NoResponse),
+        256..=511 => Some(Reason::Unreachable { code: (code - 256) as u8 }),
+        _ => None,
+    }
+}
+
+fn addr_of(v: rusqlite::types::ValueRef) -> Option<IpAddr> {
+    match v {
+        rusqlite::types::ValueRef::Integer(i) => u32::try_from(i).ok().map(|v| std::net::Ipv4Addr::from(v).into()),
+        rusqlite::types::ValueRef::Text(t) => {
+            std::str::from_utf8(t).ok()?.parse::<std::net::Ipv6Addr>().ok().map(Into::into)
+        }
+        _ => None,
+    }
+}
+
+/// Inserts a scan's rows, sorted here into key order: a new scan's rows
+/// then go to the end of the table's B-tree, each one an append, where the
+/// scan's random order would touch a page anywhere for each. A row whose key
+/// is already stored is dropped. Returns how many rows were added.
+fn insert_rows(tx: &rusqlite::Transaction, scan_id: i64, rows: &mut [ScanResult]) -> rusqlite::Result<u64> {
+    // IPv6 keys are text, whose order is not the addresses': those rows are
+    // not all appends, which costs time, not correctness.
+    rows.sort_unstable_by_key(|r| {
+        let addr = match r.ip {
+            IpAddr::V4(a) => u128::from(u32::from(a)),
+            IpAddr::V6(a) => u128::from(a),
+        };
+        (addr, r.port)
+    });
+    let sql = |n: usize| {
+        let mut sql = String::from(
+            "INSERT OR IGNORE INTO scan_result_rows (scan_id, addr, port, proto, state, reason, ttl, rtt_us, time) VALUES ",
+        );
+        for i in 0..n {
+            sql.push_str(if i == 0 { "(?1, ?, ?, 6, ?, ?, ?, ?, ?)" } else { ", (?1, ?, ?, 6, ?, ?, ?, ?, ?)" });
+        }
+        sql
+    };
+    let mut added = 0;
+    let mut v6 = vec![String::new(); ROWS_PER_INSERT];
+    let full = rows.len() / ROWS_PER_INSERT * ROWS_PER_INSERT;
+    let (bulk, rest) = rows.split_at(full);
+    for (chunks, n) in [(bulk, ROWS_PER_INSERT), (rest, 1)] {
+        if chunks.is_empty() {
+            continue;
+        }
+        let mut stmt = tx.prepare_cached(&sql(n))?;
+        stmt.raw_bind_parameter(1, scan_id)?;
+        for chunk in chunks.chunks_exact(n) {
+            let mut i = 2;
+            for (r, text) in chunk.iter().zip(v6.iter_mut()) {
+                match r.ip {
+                    IpAddr::V4(a) => stmt.raw_bind_parameter(i, i64::from(u32::from(a)))?,
+                    IpAddr::V6(a) => {
+                        text.clear();
+                        decimal::push_ip(text, a.into());
+                        stmt.raw_bind_parameter(i, text.as_str())?
+                    }
+                }
+                stmt.raw_bind_parameter(i + 1, r.port)?;
+                stmt.raw_bind_parameter(i + 2, state_code(r.state))?;
+                stmt.raw_bind_parameter(i + 3, reason_code(r.reason))?;
+                stmt.raw_bind_parameter(i + 4, r.ttl)?;
+                stmt.raw_bind_parameter(i + 5, r.rtt_us.map(|v| v.min(i64::MAX as u64) as i64))?;
+                stmt.raw_bind_parameter(i + 6, r.time_us.min(i64::MAX as u64) as i64)?;
+                i += 7;
+            }
+            added += stmt.raw_execute()? as u64;
+        }
+    }
+    Ok(added)
+}
 
 fn parse_state(text: &str) -> Option<PortState> {
     match text {
@@ -171,8 +364,16 @@ impl Db {
     pub fn open(path: &Path) -> Result<Db, StoreError> {
         let err = |e| StoreError::Database { path: path.to_path_buf(), source: e };
         let conn = Connection::open(path).map_err(err)?;
-        conn.execute_batch("PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON; PRAGMA cache_size = -16384;")
-            .map_err(err)?;
+        // The page size takes only in a new database, before its first table:
+        // 64 KiB pages took a million rows in 0.83 s where 4 KiB pages took
+        // 1.14 s (docs/PERFORMANCE.md). Every small commit (the cursor, each
+        // second) adds a whole page to the WAL, so it is checkpointed at
+        // 128 pages (8 MiB) rather than SQLite's 1000.
+        conn.execute_batch(
+            "PRAGMA page_size = 65536; PRAGMA journal_mode = WAL; PRAGMA wal_autocheckpoint = 128; \
+             PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON; PRAGMA cache_size = -16384;",
+        )
+        .map_err(err)?;
         conn.busy_timeout(std::time::Duration::from_secs(5)).map_err(err)?;
         let mut db = Db { conn, path: path.to_path_buf(), recovered: 0 };
         db.migrate()?;
@@ -184,21 +385,32 @@ impl Db {
         StoreError::Database { path: self.path.clone(), source }
     }
 
+    /// Brings the schema up to date in one transaction, taken before the
+    /// version is read, so that two processes opening a new database do not
+    /// both migrate it.
     fn migrate(&mut self) -> Result<(), StoreError> {
-        let version: i64 = self.conn.query_row("PRAGMA user_version", [], |r| r.get(0)).map_err(|e| self.fail(e))?;
+        let path = self.path.clone();
+        let fail = |e| StoreError::Database { path: path.clone(), source: e };
+        let tx = self.conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate).map_err(fail)?;
+        let version: i64 = tx.query_row("PRAGMA user_version", [], |r| r.get(0)).map_err(fail)?;
         let version = usize::try_from(version).unwrap_or(usize::MAX);
         if version > MIGRATIONS.len() {
             return Err(StoreError::NewerSchema { path: self.path.clone(), version });
         }
-        for (i, sql) in MIGRATIONS.iter().enumerate().skip(version) {
-            let path = self.path.clone();
-            let fail = |e| StoreError::Database { path: path.clone(), source: e };
-            let tx = self.conn.transaction().map_err(fail)?;
-            tx.execute_batch(sql).map_err(fail)?;
-            tx.pragma_update(None, "user_version", (i + 1) as i64).map_err(fail)?;
-            tx.commit().map_err(fail)?;
+        if version == MIGRATIONS.len() {
+            return Ok(());
         }
-        Ok(())
+        for step in &MIGRATIONS[version..] {
+            match step {
+                Migration::Sql(sql) => tx.execute_batch(sql),
+                Migration::Code(f) => f(&tx),
+            }
+            .map_err(fail)?;
+        }
+        tx.pragma_update(None, "user_version", MIGRATIONS.len() as i64).map_err(fail)?;
+        tx.commit().map_err(fail)?;
+        // The WAL holds every page the steps wrote: 64 KiB each.
+        self.conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE)").map_err(fail)
     }
 
     /// Results that opening the database recovered for scans that never finished.
@@ -208,10 +420,9 @@ impl Db {
 
     /// Finishes the books of scans that never finished (killed, or the
     /// machine died): replays each one's journal (the unique key drops what
-    /// was already committed), merges its pending results, and marks it
-    /// interrupted with the counts of what it holds. A scan whose journal is
-    /// locked is alive in another process and is left alone. Returns the
-    /// number of results recovered.
+    /// was already stored) and marks it interrupted with the counts of what it
+    /// holds. A scan whose journal is locked is alive in another process and
+    /// is left alone. Returns the number of results recovered.
     fn recover(&mut self) -> Result<u64, StoreError> {
         let path = self.path.clone();
         let fail = |e| StoreError::Database { path: path.clone(), source: e };
@@ -234,24 +445,21 @@ impl Db {
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
                 Err(e) => return Err(jfail(e)),
             };
+            let mut rows = Vec::new();
             if let Some(mut f) = journal.as_ref() {
                 let mut bytes = Vec::new();
                 std::io::Read::read_to_end(&mut f, &mut bytes).map_err(jfail)?;
-                for (scan_id, rows) in journal::decode(&bytes) {
-                    if scan_id == id {
-                        self.insert(id, &rows)?;
-                    }
-                }
+                rows.extend(journal::decode(&bytes).into_iter().filter(|(scan, _)| *scan == id).flat_map(|(_, r)| r));
             }
             let tx = self.conn.transaction().map_err(fail)?;
-            recovered += Self::merge(&tx, id).map_err(fail)?;
+            recovered += insert_rows(&tx, id, &mut rows).map_err(fail)?;
             let latency = Self::latency_of_rows(&tx, id).map_err(fail)?;
             Self::store_latency(&tx, id, &latency).map_err(fail)?;
             tx.execute(
                 "UPDATE scans SET status = 'interrupted', \
-                 open_count = (SELECT COUNT(*) FROM scan_results WHERE scan_id = ?1 AND state = 'open'), \
-                 closed_count = (SELECT COUNT(*) FROM scan_results WHERE scan_id = ?1 AND state = 'closed'), \
-                 filtered_count = (SELECT COUNT(*) FROM scan_results WHERE scan_id = ?1 AND state = 'filtered') \
+                 open_count = (SELECT COUNT(*) FROM scan_result_rows WHERE scan_id = ?1 AND state = 1), \
+                 closed_count = (SELECT COUNT(*) FROM scan_result_rows WHERE scan_id = ?1 AND state = 2), \
+                 filtered_count = (SELECT COUNT(*) FROM scan_result_rows WHERE scan_id = ?1 AND state = 3) \
                  WHERE id = ?1",
                 [id],
             )
@@ -261,14 +469,6 @@ impl Db {
                 std::fs::remove_file(&jpath).map_err(jfail)?;
             }
         }
-        // Pending rows of a scan that finished belong to no one (a crash
-        // between its last commit and removing its journal).
-        self.conn
-            .execute(
-                "DELETE FROM pending_results WHERE scan_id IN (SELECT id FROM scans WHERE status != 'running')",
-                [],
-            )
-            .map_err(fail)?;
         Ok(recovered)
     }
 
@@ -355,51 +555,29 @@ impl Db {
         }
     }
 
-    /// Appends rows to the scan's pending results in one transaction.
-    pub fn insert(&mut self, scan_id: i64, rows: &[ScanResult]) -> Result<(), StoreError> {
+    /// Stores rows of a scan in one transaction; returns how many were new.
+    pub fn insert(&mut self, scan_id: i64, rows: &mut [ScanResult]) -> Result<u64, StoreError> {
         let path = self.path.clone();
         let fail = |e| StoreError::Database { path: path.clone(), source: e };
         let tx = self.conn.transaction().map_err(fail)?;
-        {
-            let mut stmt = tx.prepare_cached(INSERT_PENDING).map_err(fail)?;
-            let mut ip = String::with_capacity(39);
-            let mut time = String::with_capacity(27);
-            for r in rows {
-                ip.clear();
-                time.clear();
-                decimal::push_ip(&mut ip, r.ip);
-                write_rfc3339_us(&mut time, r.time_us);
-                stmt.execute(params![
-                    scan_id,
-                    ip,
-                    r.port,
-                    r.state.as_str(),
-                    r.reason.as_str(),
-                    r.ttl,
-                    r.rtt_us.map(|v| v as i64),
-                    time
-                ])
-                .map_err(fail)?;
-            }
-        }
-        tx.commit().map_err(fail)
+        let added = insert_rows(&tx, scan_id, rows).map_err(fail)?;
+        tx.commit().map_err(fail)?;
+        Ok(added)
     }
 
-    /// Moves a scan's pending results into `scan_results`, dropping
-    /// duplicates; returns how many rows it added.
-    fn merge(tx: &rusqlite::Transaction, scan_id: i64) -> rusqlite::Result<u64> {
-        let added = tx.execute(MERGE, [scan_id])?;
-        tx.execute("DELETE FROM pending_results WHERE scan_id = ?1", [scan_id])?;
-        Ok(added as u64)
-    }
-
-    /// Merges the scan's results and records how it ended, in one
-    /// transaction; returns the number of result rows it holds.
-    pub fn finish_scan(&mut self, id: i64, e: &ScanEnd, latency: &Latency) -> Result<u64, StoreError> {
+    /// Stores the scan's last rows and records how it ended, in one
+    /// transaction; returns how many of those rows were new.
+    pub fn finish_scan(
+        &mut self,
+        id: i64,
+        e: &ScanEnd,
+        latency: &Latency,
+        rows: &mut [ScanResult],
+    ) -> Result<u64, StoreError> {
         let path = self.path.clone();
         let fail = |e| StoreError::Database { path: path.clone(), source: e };
         let tx = self.conn.transaction().map_err(fail)?;
-        let added = Self::merge(&tx, id).map_err(fail)?;
+        let added = insert_rows(&tx, id, rows).map_err(fail)?;
         Self::store_latency(&tx, id, latency).map_err(fail)?;
         tx.execute(
             "UPDATE scans SET ended_at = ?2, probes_sent = ?3, open_count = ?4, closed_count = ?5, \
@@ -435,11 +613,10 @@ impl Db {
     fn latency_of_rows(tx: &rusqlite::Transaction, scan_id: i64) -> rusqlite::Result<Latency> {
         let mut latency = Latency::default();
         let mut stmt =
-            tx.prepare("SELECT state, rtt_us FROM scan_results WHERE scan_id = ?1 AND rtt_us IS NOT NULL")?;
+            tx.prepare("SELECT state, rtt_us FROM scan_result_rows WHERE scan_id = ?1 AND rtt_us IS NOT NULL")?;
         let mut rows = stmt.query([scan_id])?;
         while let Some(row) = rows.next()? {
-            let state: String = row.get(0)?;
-            if let (Some(state), Ok(us)) = (parse_state(&state), row.get::<_, i64>(1)) {
+            if let (Some(state), Ok(us)) = (state_of(row.get(0)?), row.get::<_, i64>(1)) {
                 latency.record_us(state, us.max(0) as u64);
             }
         }
@@ -523,43 +700,31 @@ impl Db {
         let mut stmt = self
             .conn
             .prepare(
-                "SELECT ip, port, state, reason, ttl, rtt_us, time FROM scan_results \
-                 WHERE scan_id = ?1 AND (?2 = 0 OR state = 'open')",
+                "SELECT addr, port, state, reason, ttl, rtt_us, time FROM scan_result_rows \
+                 WHERE scan_id = ?1 AND (?2 = 0 OR state = 1)",
             )
             .map_err(|e| self.fail(e))?;
-        let rows = stmt
-            .query_map(params![id, open_only as i64], |r| {
-                Ok((
-                    r.get::<_, String>(0)?,
-                    r.get::<_, u16>(1)?,
-                    r.get::<_, String>(2)?,
-                    r.get::<_, String>(3)?,
-                    r.get::<_, Option<u8>>(4)?,
-                    r.get::<_, Option<i64>>(5)?,
-                    r.get::<_, String>(6)?,
-                ))
-            })
-            .and_then(|rows| rows.collect::<Result<Vec<_>, _>>())
-            .map_err(|e| self.fail(e))?;
-        let mut out: Vec<ScanResult> = rows
-            .into_iter()
-            .filter_map(|(ip, port, state, reason, ttl, rtt, time)| {
-                Some(ScanResult {
-                    ip: ip.parse::<IpAddr>().ok()?,
-                    port,
-                    state: parse_state(&state)?,
-                    reason: match reason.as_str() {
-                        "syn-ack" => Reason::SynAck,
-                        "reset" => Reason::Reset,
-                        "host-unreach" => Reason::Unreachable { code: 1 },
-                        _ => Reason::NoResponse,
-                    },
-                    ttl,
-                    rtt_us: rtt.map(|v| v as u64),
-                    time_us: crate::output::time::parse_rfc3339_us(&time).unwrap_or(0),
-                })
-            })
-            .collect();
+        let mut out = Vec::new();
+        let mut rows = stmt.query(params![id, open_only as i64]).map_err(|e| self.fail(e))?;
+        while let Some(r) = rows.next().map_err(|e| self.fail(e))? {
+            let row = || -> rusqlite::Result<Option<ScanResult>> {
+                let (Some(ip), Some(state), Some(reason)) =
+                    (addr_of(r.get_ref(0)?), state_of(r.get(2)?), reason_of(r.get(3)?))
+                else {
+                    return Ok(None);
+                };
+                Ok(Some(ScanResult {
+                    ip,
+                    port: r.get(1)?,
+                    state,
+                    reason,
+                    ttl: r.get(4)?,
+                    rtt_us: r.get::<_, Option<i64>>(5)?.map(|v| v.max(0) as u64),
+                    time_us: r.get::<_, i64>(6)?.max(0) as u64,
+                }))
+            };
+            out.extend(row().map_err(|e| self.fail(e))?);
+        }
         out.sort_by_key(|r| (r.ip, r.port));
         Ok(out)
     }
@@ -609,17 +774,17 @@ mod tests {
         let path = temp_db("accumulate");
         let mut db = Db::open(&path).unwrap();
         let a = db.begin_scan(&start(), None).unwrap();
-        db.insert(a, &[result(1, PortState::Open), result(2, PortState::Closed)]).unwrap();
-        db.insert(a, &[result(1, PortState::Open)]).unwrap();
+        assert_eq!(db.insert(a, &mut [result(2, PortState::Closed), result(1, PortState::Open)]).unwrap(), 2);
+        assert_eq!(db.insert(a, &mut [result(1, PortState::Open)]).unwrap(), 0, "the duplicate is dropped");
         let end = ScanEnd { ended_us: 3_000_000, probes_sent: 2, open: 1, closed: 1, ..Default::default() };
         let mut latency = Latency::default();
         latency.record(&result(1, PortState::Open));
         latency.record(&result(2, PortState::Closed));
-        assert_eq!(db.finish_scan(a, &end, &latency).unwrap(), 2, "the duplicate is dropped");
+        assert_eq!(db.finish_scan(a, &end, &latency, &mut [result(2, PortState::Closed)]).unwrap(), 0);
         drop(db);
         let mut db = Db::open(&path).unwrap();
         let b = db.begin_scan(&start(), None).unwrap();
-        db.insert(b, &[result(1, PortState::Open)]).unwrap();
+        db.insert(b, &mut [result(1, PortState::Open)]).unwrap();
         let scans = db.scans().unwrap();
         assert_eq!(scans.len(), 2);
         assert_eq!(scans[0].status, "completed");
@@ -642,7 +807,7 @@ mod tests {
         let mut db = Db::open(&path).unwrap();
         let id = db.begin_scan(&start(), None).unwrap();
         // Committed before the crash, and journaled too.
-        db.insert(id, &[result(1, PortState::Open)]).unwrap();
+        db.insert(id, &mut [result(1, PortState::Open)]).unwrap();
         drop(db);
         // A crash after the journal write and before the SQLite commit.
         let mut buf = Vec::new();
@@ -651,7 +816,7 @@ mod tests {
         buf.extend_from_slice(&[1, 2, 3]); // a torn tail
         std::fs::write(journal_path(&path, id), &buf).unwrap();
         let db = Db::open(&path).unwrap();
-        assert_eq!(db.recovered(), 3);
+        assert_eq!(db.recovered(), 2, "the row stored before the crash is not counted again");
         assert!(!journal_path(&path, id).exists(), "journal removed after replay");
         let scan = db.scan(id).unwrap().unwrap();
         assert_eq!(scan.status, "interrupted");
@@ -668,7 +833,7 @@ mod tests {
         let path = temp_db("live");
         let mut db = Db::open(&path).unwrap();
         let id = db.begin_scan(&start(), None).unwrap();
-        db.insert(id, &[result(1, PortState::Open)]).unwrap();
+        db.insert(id, &mut [result(1, PortState::Open)]).unwrap();
         let journal = std::fs::File::create(journal_path(&path, id)).unwrap();
         assert!(try_lock(journal.as_raw_fd()).unwrap());
         // Another open of the database, while the scan runs: nothing changes under it.
@@ -679,9 +844,111 @@ mod tests {
         drop(journal);
         // Its process gone, the lock goes with it and the scan is recovered.
         let after = Db::open(&path).unwrap();
-        assert_eq!(after.recovered(), 1);
+        assert_eq!(after.recovered(), 0, "its one row was stored, and its journal is empty");
         assert_eq!(after.scan(id).unwrap().unwrap().status, "interrupted");
         drop(db);
+    }
+
+    /// Every kind of row, IPv4 and IPv6.
+    fn every_kind() -> Vec<ScanResult> {
+        let v6: IpAddr = "fd00:201::8000".parse().unwrap();
+        let reasons = [Reason::SynAck, Reason::Reset, Reason::NoResponse, Reason::Unreachable { code: 13 }];
+        let states = [PortState::Open, PortState::Closed, PortState::Filtered, PortState::Filtered];
+        let mut rows = Vec::new();
+        for (i, (state, reason)) in states.into_iter().zip(reasons).enumerate() {
+            for ip in [std::net::Ipv4Addr::new(255, 0, 10, 200).into(), v6] {
+                rows.push(ScanResult {
+                    ip,
+                    port: 65535 - i as u16,
+                    state,
+                    reason,
+                    ttl: (reason != Reason::NoResponse).then_some(64),
+                    rtt_us: (reason == Reason::SynAck).then_some(1234),
+                    time_us: 1_795_912_496_000_007 + i as u64,
+                });
+            }
+        }
+        rows
+    }
+
+    /// What the `scan_results` view shows of a row: what the outputs write.
+    fn as_text(r: &ScanResult) -> String {
+        let opt = |v: Option<u64>| v.map_or(String::new(), |v| v.to_string());
+        format!(
+            "{}|{}|tcp|{}|{}|{}|{}|{}",
+            r.ip,
+            r.port,
+            r.state.as_str(),
+            r.reason.as_str(),
+            opt(r.ttl.map(u64::from)),
+            opt(r.rtt_us),
+            rfc3339_us(r.time_us)
+        )
+    }
+
+    fn view(path: &Path) -> Vec<String> {
+        let conn = Connection::open(path).unwrap();
+        let mut stmt = conn
+            .prepare(
+                "SELECT ip || '|' || port || '|' || proto || '|' || state || '|' || reason || '|' || \
+                 ifnull(ttl, '') || '|' || ifnull(rtt_us, '') || '|' || time FROM scan_results",
+            )
+            .unwrap();
+        let mut rows: Vec<String> = stmt.query_map([], |r| r.get(0)).unwrap().map(Result::unwrap).collect();
+        rows.sort();
+        rows
+    }
+
+    #[test]
+    fn rows_read_back_exactly_and_the_view_shows_them_as_the_outputs_do() {
+        let path = temp_db("view");
+        let mut db = Db::open(&path).unwrap();
+        let id = db.begin_scan(&start(), None).unwrap();
+        let rows = every_kind();
+        assert_eq!(db.insert(id, &mut rows.clone()).unwrap(), 8);
+        let mut sorted = rows.clone();
+        sorted.sort_by_key(|r| (r.ip, r.port));
+        assert_eq!(db.results(id, false).unwrap(), sorted);
+        assert_eq!(db.results(id, true).unwrap().len(), 2);
+        let mut text: Vec<String> = rows.iter().map(as_text).collect();
+        text.sort();
+        assert_eq!(view(&path), text);
+    }
+
+    #[test]
+    fn a_version_3_database_keeps_its_rows() {
+        let path = temp_db("v3");
+        let mut conn = Connection::open(&path).unwrap();
+        let tx = conn.transaction().unwrap();
+        for step in &MIGRATIONS[..3] {
+            let Migration::Sql(sql) = step else { panic!("the first three steps are SQL") };
+            tx.execute_batch(sql).unwrap();
+        }
+        tx.execute_batch(
+            "PRAGMA user_version = 3; \
+             INSERT INTO scans (started_at, command_line, config, transport, seed, status) \
+             VALUES ('2026-11-29T00:00:00.000000Z', 'prtip', '{}', 'raw', 1, 'completed'); \
+             INSERT INTO scan_results VALUES (1, '10.0.0.2', 80, 'tcp', 'open', 'syn-ack', 64, 150, '2026-11-29T00:34:56.000001Z'); \
+             INSERT INTO scan_results VALUES (1, 'fd00::1', 81, 'tcp', 'filtered', 'host-unreach', 63, NULL, '2026-11-29T00:34:56.000002Z'); \
+             INSERT INTO pending_results VALUES (1, '10.0.0.1', 22, 'tcp', 'closed', 'reset', 64, 90, '2026-11-29T00:34:56.000003Z'); \
+             INSERT INTO pending_results VALUES (1, '10.0.0.2', 80, 'tcp', 'open', 'syn-ack', 64, 150, '2026-11-29T00:34:56.000001Z');",
+        )
+        .unwrap();
+        tx.commit().unwrap();
+        drop(conn);
+        let db = Db::open(&path).unwrap();
+        assert_eq!(
+            view(&path),
+            [
+                "10.0.0.1|22|tcp|closed|reset|64|90|2026-11-29T00:34:56.000003Z",
+                "10.0.0.2|80|tcp|open|syn-ack|64|150|2026-11-29T00:34:56.000001Z",
+                "fd00::1|81|tcp|filtered|host-unreach|63||2026-11-29T00:34:56.000002Z",
+            ]
+        );
+        assert_eq!(db.results(1, true).unwrap().len(), 1);
+        let version: i64 = db.conn.query_row("PRAGMA user_version", [], |r| r.get(0)).unwrap();
+        assert_eq!(version as usize, MIGRATIONS.len());
+        assert!(db.integrity_ok().unwrap());
     }
 
     #[test]

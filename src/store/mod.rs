@@ -1,6 +1,6 @@
 //! The storage task: a thread of its own running a tokio-uring runtime, fed
 //! result batches through a bounded channel. It appends each batch to a
-//! journal (io_uring), stores it in SQLite in batched transactions, and
+//! journal (io_uring), stores it in SQLite sorted into key order, and
 //! streams the output files (io_uring). It drains everything it was sent
 //! before it reports back, whatever way the scan ended.
 

@@ -3,7 +3,7 @@
 //! The loop has one exit: `recv()` returning `None`, which tokio's channel
 //! does only once every sender is gone and every queued message was
 //! received. Nothing can be left in the channel when the task ends, and no
-//! `select!` can lose a message to a timer: the commit timer wraps `recv()`
+//! `select!` can lose a message to a timer: the sync timer wraps `recv()`
 //! itself and never takes a message away.
 
 use super::checkpoint::{self, Checkpoint};
@@ -21,9 +21,11 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_uring::fs::File;
 
-/// A transaction commits when this many rows wait, or when the oldest has waited `COMMIT_AFTER`.
-const COMMIT_ROWS: usize = 4096;
-const COMMIT_AFTER: Duration = Duration::from_millis(100);
+/// Rows wait in memory (48 bytes each) until the scan ends or this many
+/// wait, and then go into SQLite sorted, in one transaction: in key order a
+/// row is an append, in the scan's order it rewrites a page anywhere in the
+/// table. They are in the journal before they wait, so waiting loses nothing.
+const STORE_ROWS: usize = 1 << 20;
 /// The journal is fsynced at most this often: a sync costs milliseconds, and a
 /// killed process loses nothing already written; the sync is for power loss.
 const SYNC_EVERY: Duration = Duration::from_secs(1);
@@ -106,9 +108,11 @@ struct DbSink {
     db: Db,
     scan_id: i64,
     journal: UringFile,
-    pending: Vec<ScanResult>,
-    oldest: Option<Instant>,
-    last_sync: Instant,
+    waiting: Vec<ScanResult>,
+    /// Rows this run added to the database.
+    stored: u64,
+    /// When the journal was first written since its last sync.
+    unsynced: Option<Instant>,
 }
 
 impl DbSink {
@@ -116,33 +120,30 @@ impl DbSink {
         if rows.is_empty() {
             return Ok(());
         }
-        // The journal first: once appended, a crash before the commit loses nothing.
+        // The journal first: once appended, a crash before the rows reach SQLite loses nothing.
         self.journal
             .append_record(self.scan_id, rows)
             .await
             .map_err(|e| StoreError::Journal { path: self.journal.path.clone(), source: e })?;
-        self.pending.extend_from_slice(rows);
-        self.oldest.get_or_insert_with(Instant::now);
+        self.unsynced.get_or_insert_with(Instant::now);
+        self.waiting.extend_from_slice(rows);
+        if self.waiting.len() >= STORE_ROWS {
+            let started = Instant::now();
+            self.stored += self.db.insert(self.scan_id, &mut self.waiting)?;
+            tracing::debug!(rows = self.waiting.len(), took = ?started.elapsed(), "stored");
+            self.waiting.clear();
+        }
         Ok(())
     }
 
-    async fn commit(&mut self) -> Result<(), StoreError> {
-        self.oldest = None;
-        if self.pending.is_empty() {
-            return Ok(());
-        }
-        let started = Instant::now();
-        self.db.insert(self.scan_id, &self.pending)?;
-        tracing::debug!(rows = self.pending.len(), took = ?started.elapsed(), "committed");
-        self.pending.clear();
-        if self.last_sync.elapsed() >= SYNC_EVERY {
+    async fn sync(&mut self) -> Result<(), StoreError> {
+        if self.unsynced.take().is_some() {
             tracing::trace!("journal synced");
             self.journal
                 .file
                 .sync_data()
                 .await
                 .map_err(|e| StoreError::Journal { path: self.journal.path.clone(), source: e })?;
-            self.last_sync = Instant::now();
         }
         Ok(())
     }
@@ -266,7 +267,7 @@ async fn open(config: &StoreConfig) -> Result<Sinks, StoreError> {
                 use std::os::fd::AsRawFd;
                 db::try_lock(journal.file.as_raw_fd()).map_err(jfail)?;
             }
-            Some(DbSink { db, scan_id, journal, pending: Vec::new(), oldest: None, last_sync: Instant::now() })
+            Some(DbSink { db, scan_id, journal, waiting: Vec::new(), stored: 0, unsynced: None })
         }
         None => None,
     };
@@ -311,12 +312,12 @@ pub(super) async fn run(
     // Where the scan stands if it ends without saying how (its sender dropped).
     let mut last = config.checkpoint.as_ref().map_or((Cursor::default(), 0), |c| (c.cursor, c.sent));
     loop {
-        let deadline = db.as_ref().and_then(|d| d.oldest).map(|t| t + COMMIT_AFTER);
+        let deadline = db.as_ref().and_then(|d| d.unsynced).map(|t| t + SYNC_EVERY);
         let msg = match deadline {
             Some(at) => match tokio::time::timeout_at(at, rx.recv()).await {
                 Ok(msg) => msg,
                 Err(_elapsed) => {
-                    commit(&mut db, &mut error).await;
+                    sync(&mut db, &mut error).await;
                     continue;
                 }
             },
@@ -327,12 +328,16 @@ pub(super) async fn run(
             Msg::Results(batch) => {
                 let answered = || batch.iter().filter(|r| r.reason != Reason::NoResponse).copied().collect::<Vec<_>>();
                 if let Some(d) = &mut db {
-                    let keep: Vec<ScanResult> = if config.store_silent { batch.clone() } else { answered() };
+                    // `--open` keeps the database to open ports, as it does every output.
+                    let keep: Vec<ScanResult> = batch
+                        .iter()
+                        .filter(|r| config.store_silent || r.reason != Reason::NoResponse)
+                        .filter(|r| !config.open_only || r.state == PortState::Open)
+                        .copied()
+                        .collect();
                     if let Err(e) = d.add(&keep).await {
                         error.get_or_insert(e);
                         db = None;
-                    } else if d.pending.len() >= COMMIT_ROWS {
-                        commit(&mut db, &mut error).await;
                     }
                 }
                 if let Some(c) = &mut checkpoint
@@ -346,7 +351,8 @@ pub(super) async fn run(
             Msg::Replay(batch) => write_files(&mut files, &batch, config.open_only, &mut error).await,
             Msg::Checkpoint { cursor, sent } => {
                 last = (cursor, sent);
-                commit(&mut db, &mut error).await;
+                // The cursor counts on the results before it: they are made durable first.
+                sync(&mut db, &mut error).await;
                 if let Some(d) = &db
                     && let Err(e) = d.db.save_cursor(d.scan_id, cursor, sent)
                 {
@@ -373,13 +379,13 @@ pub(super) async fn run(
         (f.scan.cursor, f.scan.probes_sent) = last;
         f
     });
-    commit(&mut db, &mut error).await;
     if let Some(mut d) = db {
         let started = Instant::now();
-        match d.db.finish_scan(d.scan_id, &finish.scan, &finish.latency) {
+        let waiting = d.waiting.len();
+        match d.db.finish_scan(d.scan_id, &finish.scan, &finish.latency, &mut d.waiting) {
             Ok(rows) => {
-                tracing::info!(scan_id = d.scan_id, rows, took = ?started.elapsed(), "scan merged and closed");
-                report.rows_stored = rows;
+                tracing::info!(scan_id = d.scan_id, rows = waiting, took = ?started.elapsed(), "scan stored and closed");
+                report.rows_stored = d.stored + rows;
                 let _ = d.journal.file.close().await;
                 if let Err(e) = std::fs::remove_file(&d.journal.path) {
                     error.get_or_insert(StoreError::Journal { path: d.journal.path.clone(), source: e });
@@ -452,9 +458,9 @@ async fn write_files(files: &mut Vec<FileSink>, batch: &[ScanResult], open_only:
     }
 }
 
-async fn commit(db: &mut Option<DbSink>, error: &mut Option<StoreError>) {
+async fn sync(db: &mut Option<DbSink>, error: &mut Option<StoreError>) {
     if let Some(d) = db {
-        match d.commit().await {
+        match d.sync().await {
             Ok(()) => {}
             Err(e) => {
                 error.get_or_insert(e);
