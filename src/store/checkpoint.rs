@@ -163,7 +163,7 @@ pub fn load(path: &Path) -> Result<(Checkpoint, Vec<ScanResult>), CheckpointErro
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
         Err(e) => return Err(CheckpointError::Read { path: rpath, source: e }),
     };
-    let results = journal::decode(&bytes).into_iter().flat_map(|(_, rows)| rows).collect();
+    let results = journal::decode(&bytes).flat_map(|(_, rows)| rows).collect();
     Ok((checkpoint, results))
 }
 

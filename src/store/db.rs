@@ -128,45 +128,74 @@ FROM scan_result_rows;
 /// Version 4: rows of text become rows of integers, and `scan_results` the view of them.
 fn packed_results(tx: &rusqlite::Transaction) -> rusqlite::Result<()> {
     tx.execute_batch(PACKED_RESULTS)?;
-    let mut rows = Vec::new();
-    {
-        let mut stmt = tx.prepare(
-            "SELECT scan_id, ip, port, state, reason, ttl, rtt_us, time FROM scan_results \
-             UNION ALL SELECT scan_id, ip, port, state, reason, ttl, rtt_us, time FROM pending_results",
-        )?;
+    // Stored rows first, so that where a pending row repeats one, the stored one stays;
+    // pending rows of scans that ended belong to no one, as they did before.
+    let mut skipped = 0;
+    for sql in [
+        "SELECT scan_id, ip, port, state, reason, ttl, rtt_us, time FROM scan_results ORDER BY scan_id",
+        "SELECT scan_id, ip, port, state, reason, ttl, rtt_us, time FROM pending_results \
+         WHERE scan_id IN (SELECT id FROM scans WHERE status = 'running') ORDER BY scan_id",
+    ] {
+        let mut stmt = tx.prepare(sql)?;
         let mut q = stmt.query([])?;
+        let mut chunk: Vec<ScanResult> = Vec::new();
+        let mut chunk_scan = None;
         while let Some(r) = q.next()? {
-            let text = |i: usize| -> rusqlite::Result<String> { r.get(i) };
-            let bad =
-                |i: usize| rusqlite::Error::InvalidColumnType(i, "scan result".into(), rusqlite::types::Type::Text);
-            let (ip, state, reason, time) = (text(1)?, text(3)?, text(4)?, text(7)?);
-            rows.push((
-                r.get::<_, i64>(0)?,
-                ScanResult {
-                    ip: ip.parse().map_err(|_| bad(1))?,
-                    port: r.get(2)?,
-                    state: parse_state(&state).ok_or_else(|| bad(3))?,
-                    reason: match reason.as_str() {
-                        "syn-ack" => Reason::SynAck,
-                        "reset" => Reason::Reset,
-                        "host-unreach" => Reason::Unreachable { code: 1 },
-                        _ => Reason::NoResponse,
-                    },
-                    ttl: r.get(5)?,
-                    rtt_us: r.get::<_, Option<i64>>(6)?.map(|v| v.max(0) as u64),
-                    time_us: crate::output::time::parse_rfc3339_us(&time).ok_or_else(|| bad(7))?,
-                },
-            ));
+            let scan: i64 = r.get(0)?;
+            if chunk_scan != Some(scan) || chunk.len() == STORE_ROWS {
+                if let Some(id) = chunk_scan {
+                    insert_rows(tx, id, &mut chunk)?;
+                }
+                chunk.clear();
+                chunk_scan = Some(scan);
+            }
+            match text_row(r)? {
+                Some(row) => chunk.push(row),
+                None => skipped += 1,
+            }
+        }
+        if let Some(id) = chunk_scan {
+            insert_rows(tx, id, &mut chunk)?;
         }
     }
-    rows.sort_by_key(|(id, r)| (*id, r.ip, r.port));
-    for chunk in rows.chunk_by(|a, b| a.0 == b.0) {
-        let mut results: Vec<ScanResult> = chunk.iter().map(|(_, r)| *r).collect();
-        insert_rows(tx, chunk[0].0, &mut results)?;
+    if skipped > 0 {
+        tracing::warn!(skipped, "rows no prtip could read were left out of the new schema");
     }
     tx.execute_batch("DROP TABLE pending_results; DROP INDEX scan_results_state; DROP TABLE scan_results;")?;
     tx.execute_batch(RESULTS_VIEW)
 }
+
+/// A row of the text schema (versions 1 to 3), if it reads as one.
+fn text_row(r: &rusqlite::Row) -> rusqlite::Result<Option<ScanResult>> {
+    let (ip, state, reason, time): (String, String, String, String) = (r.get(1)?, r.get(3)?, r.get(4)?, r.get(7)?);
+    let (Ok(ip), Some(state), Some(time_us)) =
+        (ip.parse(), parse_state(&state), crate::output::time::parse_rfc3339_us(&time))
+    else {
+        return Ok(None);
+    };
+    Ok(Some(ScanResult {
+        ip,
+        port: r.get(2)?,
+        state,
+        reason: match reason.as_str() {
+            "syn-ack" => Reason::SynAck,
+            "reset" => Reason::Reset,
+            "host-unreach" => Reason::Unreachable { code: 1 },
+            _ => Reason::NoResponse,
+        },
+        ttl: r.get(5)?,
+        rtt_us: r.get::<_, Option<i64>>(6)?.map(|v| v.max(0) as u64),
+        time_us,
+    }))
+}
+
+/// Rows wait in memory (48 bytes each) until the scan ends or this many
+/// wait, and then go into SQLite sorted, in one transaction: in key order a
+/// row is an append, in the scan's order it rewrites a page anywhere in the
+/// table. They are in the journal before they wait, so waiting loses nothing.
+/// Migration and recovery insert in chunks of this size too. (Small in unit
+/// tests, which then store a million rows in several goes.)
+pub const STORE_ROWS: usize = if cfg!(test) { 1 << 16 } else { 1 << 20 };
 
 /// Rows per INSERT: one statement per row spends as long in SQLite's
 /// per-statement work as in storing the row.
@@ -349,6 +378,20 @@ pub fn try_lock(fd: std::os::fd::RawFd) -> std::io::Result<bool> {
     if e.raw_os_error() == Some(libc::EWOULDBLOCK) { Ok(false) } else { Err(e) }
 }
 
+/// Creates (or empties) a scan's journal, holding its lock.
+fn lock_journal(db: &Path, id: i64) -> Result<std::fs::File, StoreError> {
+    use std::os::fd::AsRawFd;
+    let path = journal_path(db, id);
+    let fail = |e| StoreError::Journal { path: path.clone(), source: e };
+    let file =
+        std::fs::OpenOptions::new().read(true).write(true).create(true).truncate(false).open(&path).map_err(fail)?;
+    if !try_lock(file.as_raw_fd()).map_err(fail)? {
+        return Err(fail(std::io::Error::other("in use by a running prtip")));
+    }
+    file.set_len(0).map_err(fail)?;
+    Ok(file)
+}
+
 impl Db {
     /// Opens (creating if needed) and migrates the database, then replays a
     /// journal left by a scan that did not finish.
@@ -385,18 +428,26 @@ impl Db {
         StoreError::Database { path: self.path.clone(), source }
     }
 
-    /// Brings the schema up to date in one transaction, taken before the
-    /// version is read, so that two processes opening a new database do not
-    /// both migrate it.
+    /// Brings the schema up to date in one transaction, which reads the
+    /// version again once it holds the write lock, so that two processes
+    /// opening a new database do not both migrate it.
     fn migrate(&mut self) -> Result<(), StoreError> {
         let path = self.path.clone();
         let fail = |e| StoreError::Database { path: path.clone(), source: e };
-        let tx = self.conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate).map_err(fail)?;
-        let version: i64 = tx.query_row("PRAGMA user_version", [], |r| r.get(0)).map_err(fail)?;
-        let version = usize::try_from(version).unwrap_or(usize::MAX);
-        if version > MIGRATIONS.len() {
-            return Err(StoreError::NewerSchema { path: self.path.clone(), version });
+        let version_of = |conn: &Connection| -> Result<usize, StoreError> {
+            let v: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0)).map_err(fail)?;
+            let v = usize::try_from(v).unwrap_or(usize::MAX);
+            if v > MIGRATIONS.len() {
+                return Err(StoreError::NewerSchema { path: path.clone(), version: v });
+            }
+            Ok(v)
+        };
+        // Read without a lock first: a current database (read-only ones too) needs none.
+        if version_of(&self.conn)? == MIGRATIONS.len() {
+            return Ok(());
         }
+        let tx = self.conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate).map_err(fail)?;
+        let version = version_of(&tx)?;
         if version == MIGRATIONS.len() {
             return Ok(());
         }
@@ -445,14 +496,22 @@ impl Db {
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
                 Err(e) => return Err(jfail(e)),
             };
-            let mut rows = Vec::new();
+            let tx = self.conn.transaction().map_err(fail)?;
             if let Some(mut f) = journal.as_ref() {
                 let mut bytes = Vec::new();
                 std::io::Read::read_to_end(&mut f, &mut bytes).map_err(jfail)?;
-                rows.extend(journal::decode(&bytes).into_iter().filter(|(scan, _)| *scan == id).flat_map(|(_, r)| r));
+                let mut chunk = Vec::new();
+                for (_, rows) in journal::decode(&bytes).filter(|(scan, _)| *scan == id) {
+                    for r in rows {
+                        if chunk.len() == STORE_ROWS {
+                            recovered += insert_rows(&tx, id, &mut chunk).map_err(fail)?;
+                            chunk.clear();
+                        }
+                        chunk.push(r);
+                    }
+                }
+                recovered += insert_rows(&tx, id, &mut chunk).map_err(fail)?;
             }
-            let tx = self.conn.transaction().map_err(fail)?;
-            recovered += insert_rows(&tx, id, &mut rows).map_err(fail)?;
             let latency = Self::latency_of_rows(&tx, id).map_err(fail)?;
             Self::store_latency(&tx, id, &latency).map_err(fail)?;
             tx.execute(
@@ -472,37 +531,57 @@ impl Db {
         Ok(recovered)
     }
 
-    pub fn begin_scan(&self, s: &ScanStart, resume: Option<&Checkpoint>) -> Result<i64, StoreError> {
+    /// Records a new scan as running and returns its id with its journal,
+    /// created and locked in the same transaction: another process that
+    /// sees the scan running also finds its journal locked, and leaves both alone.
+    pub fn begin_scan(
+        &mut self,
+        s: &ScanStart,
+        resume: Option<&Checkpoint>,
+    ) -> Result<(i64, std::fs::File), StoreError> {
+        let path = self.path.clone();
+        let fail = |e| StoreError::Database { path: path.clone(), source: e };
         let arguments = resume.map(|c| serde_json::Value::from(c.arguments.clone()).to_string());
         let hosts = resume.map(|c| checkpoint::hosts_json(&c.hosts).to_string());
-        self.conn
-            .execute(
-                "INSERT INTO scans (started_at, command_line, config, transport, seed, status, arguments, hosts) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, 'running', ?6, ?7)",
-                params![
-                    rfc3339_us(s.started_us),
-                    s.command_line,
-                    s.config_json,
-                    s.transport,
-                    s.seed as i64,
-                    arguments,
-                    hosts
-                ],
-            )
-            .map_err(|e| self.fail(e))?;
-        Ok(self.conn.last_insert_rowid())
+        let tx = self.conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate).map_err(fail)?;
+        tx.execute(
+            "INSERT INTO scans (started_at, command_line, config, transport, seed, status, arguments, hosts) \
+             VALUES (?1, ?2, ?3, ?4, ?5, 'running', ?6, ?7)",
+            params![
+                rfc3339_us(s.started_us),
+                s.command_line,
+                s.config_json,
+                s.transport,
+                s.seed as i64,
+                arguments,
+                hosts
+            ],
+        )
+        .map_err(fail)?;
+        let id = tx.last_insert_rowid();
+        let journal = lock_journal(&self.path, id)?;
+        tx.commit().map_err(fail)?;
+        Ok((id, journal))
     }
 
-    /// Marks an interrupted scan running again, for the run that resumes it.
-    pub fn reopen_scan(&self, id: i64) -> Result<(), StoreError> {
-        let changed = self
-            .conn
+    /// Marks an interrupted scan running again, for the run that resumes
+    /// it, and returns its new journal, locked as `begin_scan`'s is.
+    pub fn reopen_scan(&mut self, id: i64) -> Result<std::fs::File, StoreError> {
+        let path = self.path.clone();
+        let fail = |e| StoreError::Database { path: path.clone(), source: e };
+        let tx = self.conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate).map_err(fail)?;
+        let changed = tx
             .execute(
                 "UPDATE scans SET status = 'running', ended_at = NULL WHERE id = ?1 AND status = 'interrupted'",
                 [id],
             )
-            .map_err(|e| self.fail(e))?;
-        if changed == 1 { Ok(()) } else { Err(StoreError::NotResumable(id)) }
+            .map_err(fail)?;
+        if changed != 1 {
+            return Err(StoreError::NotResumable(id));
+        }
+        let journal = lock_journal(&self.path, id)?;
+        tx.commit().map_err(fail)?;
+        Ok(journal)
     }
 
     /// Records how far a running scan got.
@@ -566,18 +645,24 @@ impl Db {
     }
 
     /// Stores the scan's last rows and records how it ended, in one
-    /// transaction; returns how many of those rows were new.
+    /// transaction; with `open_only`, the scan's rows that are not open go
+    /// (an earlier run of it kept them for its resume). Returns how many
+    /// rows the scan holds.
     pub fn finish_scan(
         &mut self,
         id: i64,
         e: &ScanEnd,
         latency: &Latency,
         rows: &mut [ScanResult],
+        open_only: bool,
     ) -> Result<u64, StoreError> {
         let path = self.path.clone();
         let fail = |e| StoreError::Database { path: path.clone(), source: e };
         let tx = self.conn.transaction().map_err(fail)?;
-        let added = insert_rows(&tx, id, rows).map_err(fail)?;
+        insert_rows(&tx, id, rows).map_err(fail)?;
+        if open_only {
+            tx.execute("DELETE FROM scan_result_rows WHERE scan_id = ?1 AND state != 1", [id]).map_err(fail)?;
+        }
         Self::store_latency(&tx, id, latency).map_err(fail)?;
         tx.execute(
             "UPDATE scans SET ended_at = ?2, probes_sent = ?3, open_count = ?4, closed_count = ?5, \
@@ -595,8 +680,11 @@ impl Db {
             ],
         )
         .map_err(fail)?;
+        let held: i64 = tx
+            .query_row("SELECT COUNT(*) FROM scan_result_rows WHERE scan_id = ?1", [id], |r| r.get(0))
+            .map_err(fail)?;
         tx.commit().map_err(fail)?;
-        Ok(added)
+        Ok(held as u64)
     }
 
     fn store_latency(tx: &rusqlite::Transaction, scan_id: i64, latency: &Latency) -> rusqlite::Result<()> {
@@ -773,17 +861,17 @@ mod tests {
     fn scans_accumulate_and_rows_are_unique_per_scan() {
         let path = temp_db("accumulate");
         let mut db = Db::open(&path).unwrap();
-        let a = db.begin_scan(&start(), None).unwrap();
+        let (a, _journal) = db.begin_scan(&start(), None).unwrap();
         assert_eq!(db.insert(a, &mut [result(2, PortState::Closed), result(1, PortState::Open)]).unwrap(), 2);
         assert_eq!(db.insert(a, &mut [result(1, PortState::Open)]).unwrap(), 0, "the duplicate is dropped");
         let end = ScanEnd { ended_us: 3_000_000, probes_sent: 2, open: 1, closed: 1, ..Default::default() };
         let mut latency = Latency::default();
         latency.record(&result(1, PortState::Open));
         latency.record(&result(2, PortState::Closed));
-        assert_eq!(db.finish_scan(a, &end, &latency, &mut [result(2, PortState::Closed)]).unwrap(), 0);
+        assert_eq!(db.finish_scan(a, &end, &latency, &mut [result(2, PortState::Closed)], false).unwrap(), 2);
         drop(db);
         let mut db = Db::open(&path).unwrap();
-        let b = db.begin_scan(&start(), None).unwrap();
+        let (b, _journal) = db.begin_scan(&start(), None).unwrap();
         db.insert(b, &mut [result(1, PortState::Open)]).unwrap();
         let scans = db.scans().unwrap();
         assert_eq!(scans.len(), 2);
@@ -805,10 +893,10 @@ mod tests {
     fn journal_replay_restores_rows_and_marks_the_scan_interrupted() {
         let path = temp_db("replay");
         let mut db = Db::open(&path).unwrap();
-        let id = db.begin_scan(&start(), None).unwrap();
-        // Committed before the crash, and journaled too.
+        let (id, journal) = db.begin_scan(&start(), None).unwrap();
+        // Stored before the crash, and journaled too.
         db.insert(id, &mut [result(1, PortState::Open)]).unwrap();
-        drop(db);
+        drop((db, journal));
         // A crash after the journal write and before the SQLite commit.
         let mut buf = Vec::new();
         journal::encode(id, &[result(1, PortState::Open), result(2, PortState::Closed)], &mut buf);
@@ -829,13 +917,10 @@ mod tests {
 
     #[test]
     fn a_live_scan_is_left_alone() {
-        use std::os::fd::AsRawFd;
         let path = temp_db("live");
         let mut db = Db::open(&path).unwrap();
-        let id = db.begin_scan(&start(), None).unwrap();
+        let (id, journal) = db.begin_scan(&start(), None).unwrap();
         db.insert(id, &mut [result(1, PortState::Open)]).unwrap();
-        let journal = std::fs::File::create(journal_path(&path, id)).unwrap();
-        assert!(try_lock(journal.as_raw_fd()).unwrap());
         // Another open of the database, while the scan runs: nothing changes under it.
         let other = Db::open(&path).unwrap();
         assert_eq!(other.recovered(), 0);
@@ -903,7 +988,7 @@ mod tests {
     fn rows_read_back_exactly_and_the_view_shows_them_as_the_outputs_do() {
         let path = temp_db("view");
         let mut db = Db::open(&path).unwrap();
-        let id = db.begin_scan(&start(), None).unwrap();
+        let (id, _journal) = db.begin_scan(&start(), None).unwrap();
         let rows = every_kind();
         assert_eq!(db.insert(id, &mut rows.clone()).unwrap(), 8);
         let mut sorted = rows.clone();
@@ -927,15 +1012,22 @@ mod tests {
         tx.execute_batch(
             "PRAGMA user_version = 3; \
              INSERT INTO scans (started_at, command_line, config, transport, seed, status) \
+             VALUES ('2026-11-29T00:00:00.000000Z', 'prtip', '{}', 'raw', 1, 'running'); \
+             INSERT INTO scans (started_at, command_line, config, transport, seed, status) \
              VALUES ('2026-11-29T00:00:00.000000Z', 'prtip', '{}', 'raw', 1, 'completed'); \
              INSERT INTO scan_results VALUES (1, '10.0.0.2', 80, 'tcp', 'open', 'syn-ack', 64, 150, '2026-11-29T00:34:56.000001Z'); \
              INSERT INTO scan_results VALUES (1, 'fd00::1', 81, 'tcp', 'filtered', 'host-unreach', 63, NULL, '2026-11-29T00:34:56.000002Z'); \
+             INSERT INTO scan_results VALUES (1, 'no address', 82, 'tcp', 'open', 'syn-ack', 64, 1, '2026-11-29T00:34:56.000002Z'); \
              INSERT INTO pending_results VALUES (1, '10.0.0.1', 22, 'tcp', 'closed', 'reset', 64, 90, '2026-11-29T00:34:56.000003Z'); \
-             INSERT INTO pending_results VALUES (1, '10.0.0.2', 80, 'tcp', 'open', 'syn-ack', 64, 150, '2026-11-29T00:34:56.000001Z');",
+             INSERT INTO pending_results VALUES (1, '10.0.0.2', 80, 'tcp', 'open', 'syn-ack', 64, 999, '2026-11-29T00:34:56.000001Z'); \
+             INSERT INTO pending_results VALUES (2, '10.0.0.9', 22, 'tcp', 'open', 'syn-ack', 64, 90, '2026-11-29T00:34:56.000003Z');",
         )
         .unwrap();
         tx.commit().unwrap();
         drop(conn);
+        // Scan 1 was running: its pending rows are its own, and a stored row
+        // wins over a pending one with its key. Scan 2 had ended: its pending
+        // row belonged to no one. A row no prtip can read is left out.
         let db = Db::open(&path).unwrap();
         assert_eq!(
             view(&path),

@@ -67,13 +67,12 @@ fn encode_record(scan_id: i64, rows: &[ScanResult], out: &mut Vec<u8>) {
 }
 
 /// Every intact record of a journal, in order.
-pub fn decode(mut buf: &[u8]) -> Vec<(i64, Vec<ScanResult>)> {
-    let mut records = Vec::new();
-    while let Some((record, used)) = next_record(buf) {
-        records.push(record);
+pub fn decode(mut buf: &[u8]) -> impl Iterator<Item = (i64, Vec<ScanResult>)> + '_ {
+    std::iter::from_fn(move || {
+        let (record, used) = next_record(buf)?;
         buf = &buf[used..];
-    }
-    records
+        Some(record)
+    })
 }
 
 /// How many leading bytes of a journal are intact records: what appending
@@ -163,7 +162,7 @@ mod tests {
         encode(7, &sample(100), &mut buf);
         encode(8, &[], &mut buf);
         encode(9, &sample(3), &mut buf);
-        let back = decode(&buf);
+        let back = decode(&buf).collect::<Vec<_>>();
         assert_eq!(back, vec![(7, sample(100)), (8, vec![]), (9, sample(3))]);
     }
 
@@ -178,13 +177,13 @@ mod tests {
         assert_eq!(buf.len(), 8 + 12 + 40 * ROW_V6);
         let mixed: Vec<ScanResult> = sample(3).into_iter().chain(v6.iter().copied().take(2)).collect();
         encode(8, &mixed, &mut buf);
-        assert_eq!(decode(&buf), vec![(7, v6.clone()), (8, sample(3)), (8, v6[..2].to_vec())]);
+        assert_eq!(decode(&buf).collect::<Vec<_>>(), vec![(7, v6.clone()), (8, sample(3)), (8, v6[..2].to_vec())]);
         // A record whose length fits neither row size is refused.
         let mut odd = Vec::new();
         encode(9, &v6[..1], &mut odd);
         odd[0] -= 1;
         odd.pop();
-        assert!(decode(&odd).is_empty());
+        assert!(decode(&odd).next().is_none());
     }
 
     #[test]
@@ -194,17 +193,17 @@ mod tests {
         let first = buf.len();
         encode(2, &sample(10), &mut buf);
         for cut in first..buf.len() {
-            assert_eq!(decode(&buf[..cut]), vec![(1, sample(10))], "cut at {cut}");
+            assert_eq!(decode(&buf[..cut]).collect::<Vec<_>>(), vec![(1, sample(10))], "cut at {cut}");
             assert_eq!(intact_len(&buf[..cut]), first, "cut at {cut}");
         }
         assert_eq!(intact_len(&buf), buf.len());
         let mut corrupt = buf.clone();
         corrupt[first + 20] ^= 0xff;
-        assert_eq!(decode(&corrupt).len(), 1);
+        assert_eq!(decode(&corrupt).count(), 1);
         assert_eq!(intact_len(&corrupt), first);
         for n in 0..64 {
             let junk: Vec<u8> = (0..n).map(|i| (i * 31 + 7) as u8).collect();
-            assert!(decode(&junk).is_empty());
+            assert!(decode(&junk).next().is_none());
             assert_eq!(intact_len(&junk), 0);
         }
     }

@@ -101,6 +101,7 @@ pub struct Finish {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct StoreReport {
     pub scan_id: Option<i64>,
+    /// Result rows the scan holds in the database.
     pub rows_stored: u64,
     /// Times the engine found the channel full and had to wait.
     pub backpressure: u64,
@@ -276,6 +277,38 @@ mod tests {
             }
             std::fs::remove_dir_all(&d).unwrap();
         }
+    }
+
+    /// With `--open` a completed scan keeps its open ports; an interrupted
+    /// one keeps every answer, which its resume needs, until the run that
+    /// resumes it completes.
+    #[test]
+    fn open_only_keeps_every_answer_until_the_scan_completes() {
+        let d = dir("open-only");
+        let mut c = config(&d, false);
+        c.open_only = true;
+        let run = |c: StoreConfig, rows: Vec<ScanResult>, interrupted: bool| {
+            let mut store = Store::start(c).unwrap();
+            store.send(rows);
+            let mut end = Finish::default();
+            end.scan.interrupted = interrupted;
+            store.finish(end).unwrap().rows_stored
+        };
+        let all = results(700);
+        assert_eq!(run(c.clone(), all.clone(), false), 100, "a completed scan: the open ports");
+        assert_eq!(run(c.clone(), all[..350].to_vec(), true), 350, "an interrupted one: every answer");
+        c.resume_scan = Some(2);
+        assert_eq!(run(c, all[350..].to_vec(), false), 100, "resumed to the end: the open ports");
+        let db = rusqlite::Connection::open(d.join("s.db")).unwrap();
+        let per_scan: Vec<(i64, i64)> = db
+            .prepare("SELECT scan_id, COUNT(*) FROM scan_results WHERE state = 'open' GROUP BY scan_id")
+            .unwrap()
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect();
+        assert_eq!(per_scan, [(1, 100), (2, 100)]);
+        std::fs::remove_dir_all(&d).unwrap();
     }
 
     #[test]

@@ -7,7 +7,7 @@
 //! itself and never takes a message away.
 
 use super::checkpoint::{self, Checkpoint};
-use super::db::{self, Db};
+use super::db::{self, Db, STORE_ROWS};
 use super::{Finish, Msg, StoreConfig, StoreError, StoreReport, journal};
 use crate::engine::plan::Cursor;
 use crate::output::{self, OutputFile, ResultWriter};
@@ -21,12 +21,8 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_uring::fs::File;
 
-/// Rows wait in memory (48 bytes each) until the scan ends or this many
-/// wait, and then go into SQLite sorted, in one transaction: in key order a
-/// row is an append, in the scan's order it rewrites a page anywhere in the
-/// table. They are in the journal before they wait, so waiting loses nothing.
-const STORE_ROWS: usize = 1 << 20;
-/// The journal is fsynced at most this often: a sync costs milliseconds, and a
+/// The journal is fsynced this long after its first unsynced write at the
+/// latest (and before each cursor save): a sync costs milliseconds, and a
 /// killed process loses nothing already written; the sync is for power loss.
 const SYNC_EVERY: Duration = Duration::from_secs(1);
 /// The checkpoint file is rewritten at most this often while the scan runs.
@@ -107,10 +103,12 @@ impl FileSink {
 struct DbSink {
     db: Db,
     scan_id: i64,
+    /// Every answered port (and with `--store-silent` every probe), whatever
+    /// `--open` says: what a crash recovery or a resume needs.
     journal: UringFile,
+    /// What the database keeps of a scan that completes: with `--open`, the open ports only.
     waiting: Vec<ScanResult>,
-    /// Rows this run added to the database.
-    stored: u64,
+    open_only: bool,
     /// When the journal was first written since its last sync.
     unsynced: Option<Instant>,
 }
@@ -126,14 +124,30 @@ impl DbSink {
             .await
             .map_err(|e| StoreError::Journal { path: self.journal.path.clone(), source: e })?;
         self.unsynced.get_or_insert_with(Instant::now);
-        self.waiting.extend_from_slice(rows);
-        if self.waiting.len() >= STORE_ROWS {
-            let started = Instant::now();
-            self.stored += self.db.insert(self.scan_id, &mut self.waiting)?;
-            tracing::debug!(rows = self.waiting.len(), took = ?started.elapsed(), "stored");
-            self.waiting.clear();
+        let keep = rows.iter().filter(|r| !self.open_only || r.state == PortState::Open);
+        for r in keep {
+            if self.waiting.len() == STORE_ROWS {
+                let started = Instant::now();
+                self.db.insert(self.scan_id, &mut self.waiting)?;
+                tracing::debug!(rows = self.waiting.len(), took = ?started.elapsed(), "stored");
+                self.waiting.clear();
+            }
+            self.waiting.push(*r);
         }
         Ok(())
+    }
+
+    /// The rows that go into the database when the scan ends. A scan
+    /// interrupted with `--open` keeps every answered port, read back from
+    /// the journal, until the run that resumes it completes: the resume
+    /// must not ask again what was answered, and counts it.
+    fn last_rows(&mut self, interrupted: bool) -> Result<Vec<ScanResult>, StoreError> {
+        if !(self.open_only && interrupted) {
+            return Ok(std::mem::take(&mut self.waiting));
+        }
+        let bytes = std::fs::read(&self.journal.path)
+            .map_err(|e| StoreError::Journal { path: self.journal.path.clone(), source: e })?;
+        Ok(journal::decode(&bytes).filter(|(id, _)| *id == self.scan_id).flat_map(|(_, rows)| rows).collect())
     }
 
     async fn sync(&mut self) -> Result<(), StoreError> {
@@ -251,23 +265,14 @@ struct Sinks {
 async fn open(config: &StoreConfig) -> Result<Sinks, StoreError> {
     let db = match &config.database {
         Some(path) => {
-            let db = Db::open(path)?;
-            let scan_id = match config.resume_scan {
-                Some(id) => {
-                    db.reopen_scan(id)?;
-                    id
-                }
+            let mut db = Db::open(path)?;
+            let (scan_id, journal) = match config.resume_scan {
+                Some(id) => (id, db.reopen_scan(id)?),
                 None => db.begin_scan(&config.start, config.checkpoint.as_ref())?,
             };
-            let jpath = db::journal_path(path, scan_id);
-            let jfail = |e| StoreError::Journal { path: jpath.clone(), source: e };
-            let journal = UringFile::create(jpath.clone()).await.map_err(jfail)?;
             // Held until this process ends: it tells any other open of the database that we are alive.
-            {
-                use std::os::fd::AsRawFd;
-                db::try_lock(journal.file.as_raw_fd()).map_err(jfail)?;
-            }
-            Some(DbSink { db, scan_id, journal, waiting: Vec::new(), stored: 0, unsynced: None })
+            let journal = UringFile { path: db::journal_path(path, scan_id), file: File::from_std(journal), offset: 0 };
+            Some(DbSink { db, scan_id, journal, waiting: Vec::new(), open_only: config.open_only, unsynced: None })
         }
         None => None,
     };
@@ -328,13 +333,7 @@ pub(super) async fn run(
             Msg::Results(batch) => {
                 let answered = || batch.iter().filter(|r| r.reason != Reason::NoResponse).copied().collect::<Vec<_>>();
                 if let Some(d) = &mut db {
-                    // `--open` keeps the database to open ports, as it does every output.
-                    let keep: Vec<ScanResult> = batch
-                        .iter()
-                        .filter(|r| config.store_silent || r.reason != Reason::NoResponse)
-                        .filter(|r| !config.open_only || r.state == PortState::Open)
-                        .copied()
-                        .collect();
+                    let keep: Vec<ScanResult> = if config.store_silent { batch.clone() } else { answered() };
                     if let Err(e) = d.add(&keep).await {
                         error.get_or_insert(e);
                         db = None;
@@ -381,11 +380,16 @@ pub(super) async fn run(
     });
     if let Some(mut d) = db {
         let started = Instant::now();
-        let waiting = d.waiting.len();
-        match d.db.finish_scan(d.scan_id, &finish.scan, &finish.latency, &mut d.waiting) {
+        let interrupted = finish.scan.interrupted;
+        // Only a resumed scan can hold rows that `--open` drops: its earlier runs' closed ports.
+        let drop_closed = d.open_only && !interrupted && config.resume_scan.is_some();
+        let stored = d
+            .last_rows(interrupted)
+            .and_then(|mut rows| d.db.finish_scan(d.scan_id, &finish.scan, &finish.latency, &mut rows, drop_closed));
+        match stored {
             Ok(rows) => {
-                tracing::info!(scan_id = d.scan_id, rows = waiting, took = ?started.elapsed(), "scan stored and closed");
-                report.rows_stored = d.stored + rows;
+                tracing::info!(scan_id = d.scan_id, rows, took = ?started.elapsed(), "scan stored and closed");
+                report.rows_stored = rows;
                 let _ = d.journal.file.close().await;
                 if let Err(e) = std::fs::remove_file(&d.journal.path) {
                     error.get_or_insert(StoreError::Journal { path: d.journal.path.clone(), source: e });
