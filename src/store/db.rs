@@ -647,7 +647,7 @@ impl Db {
     /// Stores the scan's last rows and records how it ended, in one
     /// transaction; with `open_only`, the scan's rows that are not open go
     /// (an earlier run of it kept them for its resume). Returns how many
-    /// rows the scan holds.
+    /// of `rows` were new.
     pub fn finish_scan(
         &mut self,
         id: i64,
@@ -659,7 +659,7 @@ impl Db {
         let path = self.path.clone();
         let fail = |e| StoreError::Database { path: path.clone(), source: e };
         let tx = self.conn.transaction().map_err(fail)?;
-        insert_rows(&tx, id, rows).map_err(fail)?;
+        let added = insert_rows(&tx, id, rows).map_err(fail)?;
         if open_only {
             tx.execute("DELETE FROM scan_result_rows WHERE scan_id = ?1 AND state != 1", [id]).map_err(fail)?;
         }
@@ -680,11 +680,17 @@ impl Db {
             ],
         )
         .map_err(fail)?;
-        let held: i64 = tx
-            .query_row("SELECT COUNT(*) FROM scan_result_rows WHERE scan_id = ?1", [id], |r| r.get(0))
-            .map_err(fail)?;
         tx.commit().map_err(fail)?;
-        Ok(held as u64)
+        Ok(added)
+    }
+
+    /// How many result rows a scan holds.
+    pub fn rows_of(&self, id: i64) -> Result<u64, StoreError> {
+        let n: i64 = self
+            .conn
+            .query_row("SELECT COUNT(*) FROM scan_result_rows WHERE scan_id = ?1", [id], |r| r.get(0))
+            .map_err(|e| self.fail(e))?;
+        Ok(n as u64)
     }
 
     fn store_latency(tx: &rusqlite::Transaction, scan_id: i64, latency: &Latency) -> rusqlite::Result<()> {
@@ -868,7 +874,8 @@ mod tests {
         let mut latency = Latency::default();
         latency.record(&result(1, PortState::Open));
         latency.record(&result(2, PortState::Closed));
-        assert_eq!(db.finish_scan(a, &end, &latency, &mut [result(2, PortState::Closed)], false).unwrap(), 2);
+        assert_eq!(db.finish_scan(a, &end, &latency, &mut [result(2, PortState::Closed)], false).unwrap(), 0);
+        assert_eq!(db.rows_of(a).unwrap(), 2);
         drop(db);
         let mut db = Db::open(&path).unwrap();
         let (b, _journal) = db.begin_scan(&start(), None).unwrap();

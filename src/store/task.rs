@@ -109,6 +109,9 @@ struct DbSink {
     /// What the database keeps of a scan that completes: with `--open`, the open ports only.
     waiting: Vec<ScanResult>,
     open_only: bool,
+    /// Whether the scan may hold rows from before its end: it resumes an
+    /// interrupted one, or rows were stored while it ran.
+    earlier: bool,
     /// When the journal was first written since its last sync.
     unsynced: Option<Instant>,
 }
@@ -129,6 +132,7 @@ impl DbSink {
             if self.waiting.len() == STORE_ROWS {
                 let started = Instant::now();
                 self.db.insert(self.scan_id, &mut self.waiting)?;
+                self.earlier = true;
                 tracing::debug!(rows = self.waiting.len(), took = ?started.elapsed(), "stored");
                 self.waiting.clear();
             }
@@ -272,7 +276,15 @@ async fn open(config: &StoreConfig) -> Result<Sinks, StoreError> {
             };
             // Held until this process ends: it tells any other open of the database that we are alive.
             let journal = UringFile { path: db::journal_path(path, scan_id), file: File::from_std(journal), offset: 0 };
-            Some(DbSink { db, scan_id, journal, waiting: Vec::new(), open_only: config.open_only, unsynced: None })
+            Some(DbSink {
+                db,
+                scan_id,
+                journal,
+                waiting: Vec::new(),
+                open_only: config.open_only,
+                earlier: config.resume_scan.is_some(),
+                unsynced: None,
+            })
         }
         None => None,
     };
@@ -385,7 +397,8 @@ pub(super) async fn run(
         let drop_closed = d.open_only && !interrupted && config.resume_scan.is_some();
         let stored = d
             .last_rows(interrupted)
-            .and_then(|mut rows| d.db.finish_scan(d.scan_id, &finish.scan, &finish.latency, &mut rows, drop_closed));
+            .and_then(|mut rows| d.db.finish_scan(d.scan_id, &finish.scan, &finish.latency, &mut rows, drop_closed))
+            .and_then(|added| if d.earlier { d.db.rows_of(d.scan_id) } else { Ok(added) });
         match stored {
             Ok(rows) => {
                 tracing::info!(scan_id = d.scan_id, rows, took = ?started.elapsed(), "scan stored and closed");
