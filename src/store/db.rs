@@ -190,9 +190,8 @@ fn text_row(r: &rusqlite::Row) -> rusqlite::Result<Option<ScanResult>> {
 }
 
 /// Rows wait in memory (48 bytes each) until the scan ends or this many
-/// wait, and then go into SQLite sorted, in one transaction: in key order a
-/// row is an append, in the scan's order it rewrites a page anywhere in the
-/// table. They are in the journal before they wait, so waiting loses nothing.
+/// wait, and then go into SQLite sorted: in key order a row is an append,
+/// in the scan's order it rewrites a page anywhere in the table. They are in the journal before they wait, so waiting loses nothing.
 /// Migration and recovery insert in chunks of this size too. (Small in unit
 /// tests, which then store a million rows in several goes.)
 pub const STORE_ROWS: usize = if cfg!(test) { 1 << 16 } else { 1 << 20 };
