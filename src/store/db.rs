@@ -713,27 +713,43 @@ impl Db {
             // The writer's own checkpoints would run on this thread, between the commits.
             self.conn.pragma_update(None, "wal_autocheckpoint", 0).map_err(fail)?;
         }
-        let mut added = 0;
-        let mut chunks = rows.chunks(ROWS_PER_COMMIT).peekable();
+        let stored = self.commit_sorted(scan_id, rows, last, helped);
+        // Back whether or not the store failed: the connection may go on (a read, a later scan).
+        let restored = match helped {
+            true => self.conn.pragma_update(None, "wal_autocheckpoint", 128),
+            false => Ok(()),
+        };
+        let added = stored.map_err(fail)?;
+        restored.map_err(fail)?;
+        Ok(added)
+    }
+
+    fn commit_sorted(
+        &mut self,
+        scan_id: i64,
+        rows: &[ScanResult],
+        last: impl FnOnce(&rusqlite::Transaction) -> rusqlite::Result<()>,
+        helped: bool,
+    ) -> rusqlite::Result<u64> {
+        // No rows still make one transaction: `last` records the scan's end.
+        let chunks: Vec<&[ScanResult]> = match rows.is_empty() {
+            true => vec![&[]],
+            false => rows.chunks(ROWS_PER_COMMIT).collect(),
+        };
         let mut last = Some(last);
-        loop {
-            let chunk = chunks.next().unwrap_or(&[]);
-            let tx = self.conn.transaction().map_err(fail)?;
-            added += insert_sorted(&tx, scan_id, chunk).map_err(fail)?;
-            let is_last = chunks.peek().is_none();
-            if is_last && let Some(f) = last.take() {
-                f(&tx).map_err(fail)?;
+        let mut added = 0;
+        for (i, chunk) in chunks.iter().enumerate() {
+            let tx = self.conn.transaction()?;
+            added += insert_sorted(&tx, scan_id, chunk)?;
+            if i + 1 == chunks.len()
+                && let Some(f) = last.take()
+            {
+                f(&tx)?;
             }
-            tx.commit().map_err(fail)?;
-            if let Some(c) = self.checkpointer.as_ref().filter(|_| helped) {
+            tx.commit()?;
+            if helped && let Some(c) = &self.checkpointer {
                 let _ = c.ask.send(());
             }
-            if is_last {
-                break;
-            }
-        }
-        if helped {
-            self.conn.pragma_update(None, "wal_autocheckpoint", 128).map_err(fail)?;
         }
         Ok(added)
     }
