@@ -362,6 +362,11 @@ pub struct ScanRow {
     pub status: String,
 }
 
+/// The writer checkpoints the WAL itself once it holds this many pages
+/// (8 MiB of 64 KiB pages) rather than SQLite's 1000: every small commit
+/// (the cursor, each second) adds a whole page to it.
+const AUTOCHECKPOINT_PAGES: i64 = 128;
+
 /// Rows per transaction of a large store. After each commit the
 /// checkpointer copies what it wrote from the WAL into the database file on
 /// the other core while the next rows go in: a million rows took 0.70-0.75 s
@@ -431,6 +436,15 @@ pub fn try_lock(fd: std::os::fd::RawFd) -> std::io::Result<bool> {
     if e.raw_os_error() == Some(libc::EWOULDBLOCK) { Ok(false) } else { Err(e) }
 }
 
+/// Takes a running scan's lock on `fd`, or says why it cannot: another
+/// prtip holds it.
+pub fn lock(fd: std::os::fd::RawFd) -> std::io::Result<()> {
+    match try_lock(fd)? {
+        true => Ok(()),
+        false => Err(std::io::Error::other("in use by a running prtip")),
+    }
+}
+
 /// Creates (or empties) a scan's journal, holding its lock.
 fn lock_journal(db: &Path, id: i64) -> Result<std::fs::File, StoreError> {
     use std::os::fd::AsRawFd;
@@ -438,9 +452,7 @@ fn lock_journal(db: &Path, id: i64) -> Result<std::fs::File, StoreError> {
     let fail = |e| StoreError::Journal { path: path.clone(), source: e };
     let file =
         std::fs::OpenOptions::new().read(true).write(true).create(true).truncate(false).open(&path).map_err(fail)?;
-    if !try_lock(file.as_raw_fd()).map_err(fail)? {
-        return Err(fail(std::io::Error::other("in use by a running prtip")));
-    }
+    lock(file.as_raw_fd()).map_err(fail)?;
     file.set_len(0).map_err(fail)?;
     Ok(file)
 }
@@ -462,14 +474,13 @@ impl Db {
         let conn = Connection::open(path).map_err(err)?;
         // The page size takes only in a new database, before its first table:
         // 64 KiB pages took a million rows in 0.83 s where 4 KiB pages took
-        // 1.14 s (docs/PERFORMANCE.md). Every small commit (the cursor, each
-        // second) adds a whole page to the WAL, so it is checkpointed at
-        // 128 pages (8 MiB) rather than SQLite's 1000.
+        // 1.14 s (docs/PERFORMANCE.md).
         conn.execute_batch(
-            "PRAGMA page_size = 65536; PRAGMA journal_mode = WAL; PRAGMA wal_autocheckpoint = 128; \
+            "PRAGMA page_size = 65536; PRAGMA journal_mode = WAL; \
              PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON; PRAGMA cache_size = -16384;",
         )
         .map_err(err)?;
+        conn.pragma_update(None, "wal_autocheckpoint", AUTOCHECKPOINT_PAGES).map_err(err)?;
         conn.busy_timeout(std::time::Duration::from_secs(5)).map_err(err)?;
         let mut db = Db { conn, path: path.to_path_buf(), recovered: 0, checkpointer: None };
         db.migrate()?;
@@ -553,17 +564,14 @@ impl Db {
             if let Some(mut f) = journal.as_ref() {
                 let mut bytes = Vec::new();
                 std::io::Read::read_to_end(&mut f, &mut bytes).map_err(jfail)?;
-                let mut chunk = Vec::new();
-                for (_, rows) in journal::decode(&bytes).filter(|(scan, _)| *scan == id) {
-                    for r in rows {
-                        if chunk.len() == STORE_ROWS {
-                            recovered += insert_rows(&tx, id, &mut chunk).map_err(fail)?;
-                            chunk.clear();
-                        }
-                        chunk.push(r);
+                let mut rows = journal::rows_of(&bytes, id);
+                loop {
+                    let mut chunk: Vec<ScanResult> = rows.by_ref().take(STORE_ROWS).collect();
+                    if chunk.is_empty() {
+                        break;
                     }
+                    recovered += insert_rows(&tx, id, &mut chunk).map_err(fail)?;
                 }
-                recovered += insert_rows(&tx, id, &mut chunk).map_err(fail)?;
             }
             let latency = Self::latency_of_rows(&tx, id).map_err(fail)?;
             Self::store_latency(&tx, id, &latency).map_err(fail)?;
@@ -716,7 +724,7 @@ impl Db {
         let stored = self.commit_sorted(scan_id, rows, last, helped);
         // Back whether or not the store failed: the connection may go on (a read, a later scan).
         let restored = match helped {
-            true => self.conn.pragma_update(None, "wal_autocheckpoint", 128),
+            true => self.conn.pragma_update(None, "wal_autocheckpoint", AUTOCHECKPOINT_PAGES),
             false => Ok(()),
         };
         let added = stored.map_err(fail)?;
@@ -1176,7 +1184,7 @@ mod tests {
         assert_eq!(db.finish_scan(id, &end, &Latency::default(), &mut rows, false).unwrap(), n as u64);
         assert!(db.checkpointer.is_some(), "the store was split and helped");
         let autocheckpoint: i64 = db.conn.query_row("PRAGMA wal_autocheckpoint", [], |r| r.get(0)).unwrap();
-        assert_eq!(autocheckpoint, 128, "the writer's own checkpoints are back");
+        assert_eq!(autocheckpoint, AUTOCHECKPOINT_PAGES, "the writer's own checkpoints are back");
         assert_eq!(db.rows_of(id).unwrap(), n as u64);
         assert_eq!(db.scan(id).unwrap().unwrap().status, "completed");
         drop(db);

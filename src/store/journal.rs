@@ -75,6 +75,11 @@ pub fn decode(mut buf: &[u8]) -> impl Iterator<Item = (i64, Vec<ScanResult>)> + 
     })
 }
 
+/// Every row a journal holds for one scan, in order.
+pub fn rows_of(buf: &[u8], scan_id: i64) -> impl Iterator<Item = ScanResult> + '_ {
+    decode(buf).filter(move |(id, _)| *id == scan_id).flat_map(|(_, rows)| rows)
+}
+
 /// How many leading bytes of a journal are intact records: what appending
 /// must start after, or a torn tail would hide everything appended later.
 pub fn intact_len(buf: &[u8]) -> usize {

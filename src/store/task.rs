@@ -154,7 +154,7 @@ impl DbSink {
         }
         let bytes = std::fs::read(&self.journal.path)
             .map_err(|e| StoreError::Journal { path: self.journal.path.clone(), source: e })?;
-        Ok(journal::decode(&bytes).filter(|(id, _)| *id == self.scan_id).flat_map(|(_, rows)| rows).collect())
+        Ok(journal::rows_of(&bytes, self.scan_id).collect())
     }
 
     async fn sync(&mut self) -> Result<(), StoreError> {
@@ -219,9 +219,7 @@ impl CheckpointFile {
         let results = UringFile::append_to(rpath.clone()).await.map_err(rfail)?;
         {
             use std::os::fd::AsRawFd;
-            if !db::try_lock(results.file.as_raw_fd()).map_err(rfail)? {
-                return Err(rfail(std::io::Error::other("in use by a running prtip")));
-            }
+            db::lock(results.file.as_raw_fd()).map_err(rfail)?;
         }
         let mut file = CheckpointFile { path, checkpoint, results, saved: Instant::now() };
         file.save()?;
