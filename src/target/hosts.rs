@@ -82,10 +82,6 @@ impl Hosts {
         self.family
     }
 
-    pub fn set(&self) -> &RangeSet<u128> {
-        &self.set
-    }
-
     pub fn len(&self) -> u128 {
         self.set.len()
     }

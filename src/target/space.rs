@@ -38,10 +38,6 @@ impl TargetSpace {
         &self.hosts
     }
 
-    pub fn ports(&self) -> &RangeSet<u32> {
-        &self.ports
-    }
-
     /// Number of hosts: at most `len`, so it fits in u64.
     pub fn host_count(&self) -> u64 {
         self.hosts.len() as u64
