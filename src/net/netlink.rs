@@ -50,18 +50,12 @@ fn family(ip: IpAddr) -> u8 {
     }
 }
 
-fn octets(ip: IpAddr) -> Vec<u8> {
-    match ip {
-        IpAddr::V4(a) => a.octets().to_vec(),
-        IpAddr::V6(a) => a.octets().to_vec(),
-    }
-}
-
 /// Asks how the kernel would route a packet to `dst` alone (a full-length prefix).
 pub fn route_request(dst: IpAddr, oif: Option<u32>) -> Vec<u8> {
     let dst_bits = if dst.is_ipv4() { 32 } else { 128 };
     let mut body = vec![family(dst), dst_bits, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0];
-    push_attr(&mut body, RTA_DST, &octets(dst));
+    let (dst_bytes, len) = crate::wire::addr_bytes(dst);
+    push_attr(&mut body, RTA_DST, &dst_bytes[..len]);
     if let Some(oif) = oif {
         push_attr(&mut body, RTA_OIF, &oif.to_ne_bytes());
     }

@@ -69,16 +69,16 @@ pub fn open(
     src_ip: IpAddr,
     src_ports: (u16, u16),
 ) -> Result<(RawTx, RawRx), TransportError> {
-    let (family, ethertype) = match src_ip {
-        IpAddr::V4(_) => (Family::V4, libc::ETH_P_IP as u16),
-        IpAddr::V6(_) => (Family::V6 { scope_id: ifindex }, libc::ETH_P_IPV6 as u16),
+    let family = match src_ip {
+        IpAddr::V4(_) => Family::V4,
+        IpAddr::V6(_) => Family::V6 { scope_id: ifindex },
     };
     let tx = if via_ip_stack {
         // IPPROTO_RAW implies a header supplied by us, on AF_INET6 as on AF_INET.
         let domain = if matches!(family, Family::V4) { libc::AF_INET } else { libc::AF_INET6 };
         RawTx { fd: new_socket(domain, libc::IPPROTO_RAW)?, route: TxRoute::IpStack(family) }
     } else {
-        link_tx(ifindex, next_hop, ethertype)?
+        frame_sender(ifindex, next_hop, src_ip)?
     };
 
     let rx = new_socket(libc::AF_PACKET, 0)?;
@@ -99,7 +99,7 @@ pub fn open(
     // replies are read from every interface; the filter still admits only
     // those to our address and ports.
     let rx_ifindex = if via_ip_stack { 0 } else { ifindex };
-    bind(&rx, &sockaddr_ll(rx_ifindex, ethertype))?;
+    bind(&rx, &sockaddr_ll(rx_ifindex, ethertype(src_ip)))?;
 
     Ok((tx, RawRx { fd: rx, bufs: vec![[0u8; SNAP_LEN as usize]; RX_BATCH] }))
 }
@@ -108,8 +108,12 @@ pub fn open(
 /// and nothing else: what an AF_XDP scan sends its RSTs with, since its own
 /// rings belong to the transmit threads.
 pub fn frame_sender(ifindex: u32, next_hop: [u8; 6], src_ip: IpAddr) -> Result<RawTx, TransportError> {
-    let ethertype = if src_ip.is_ipv4() { libc::ETH_P_IP } else { libc::ETH_P_IPV6 };
-    link_tx(ifindex, next_hop, ethertype as u16)
+    link_tx(ifindex, next_hop, ethertype(src_ip))
+}
+
+/// The EtherType of frames carrying packets of `ip`'s family.
+fn ethertype(ip: IpAddr) -> u16 {
+    (if ip.is_ipv4() { libc::ETH_P_IP } else { libc::ETH_P_IPV6 }) as u16
 }
 
 fn link_tx(ifindex: u32, next_hop: [u8; 6], ethertype: u16) -> Result<RawTx, TransportError> {

@@ -88,10 +88,8 @@ impl CookieKey {
             n += bytes.len();
         };
         for ip in [src, dst] {
-            match ip {
-                IpAddr::V4(a) => put(&a.octets()),
-                IpAddr::V6(a) => put(&a.octets()),
-            }
+            let (bytes, len) = super::addr_bytes(ip);
+            put(&bytes[..len]);
         }
         put(&sport.to_be_bytes());
         put(&dport.to_be_bytes());

@@ -7,7 +7,7 @@
 //! time (TSval), which a SYN-ACK echoes in TSecr: that gives the round-trip
 //! time of an open port without any per-probe memory.
 
-use super::checksum;
+use super::{addr_bytes, checksum};
 use std::net::IpAddr;
 
 /// Room for the longer of the two frames (and for any RST, which is shorter).
@@ -156,18 +156,6 @@ impl SynTemplate {
             + u64::from(probe.tsval >> 16)
             + u64::from(probe.tsval & 0xffff);
         out[tcp + 16..tcp + 18].copy_from_slice(&checksum::finish(tcp_sum).to_be_bytes());
-    }
-}
-
-/// An address's bytes (the first 4 or 16 of the array) and how many there are.
-fn addr_bytes(ip: IpAddr) -> ([u8; 16], usize) {
-    let mut b = [0u8; 16];
-    match ip {
-        IpAddr::V4(a) => {
-            b[..4].copy_from_slice(&a.octets());
-            (b, 4)
-        }
-        IpAddr::V6(a) => (a.octets(), 16),
     }
 }
 
