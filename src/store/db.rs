@@ -474,13 +474,14 @@ impl Db {
         let conn = Connection::open(path).map_err(err)?;
         // The page size takes only in a new database, before its first table:
         // 64 KiB pages took a million rows in 0.83 s where 4 KiB pages took
-        // 1.14 s (docs/PERFORMANCE.md). Foreign keys stay unenforced, SQLite's
-        // default: every row prtip writes carries the id of a scan it has just
-        // created or read, and enforcing the reference cost each INSERT a
-        // lookup in `scans` and a statement journal, 14% of the ingest benchmark.
+        // 1.14 s (docs/PERFORMANCE.md). Foreign keys are not enforced (the
+        // bundled SQLite enforces them unless told): every row prtip writes
+        // carries the id of a scan it has just created or read, and enforcing
+        // the reference cost each row a lookup in `scans` and each INSERT a
+        // statement journal.
         conn.execute_batch(
             "PRAGMA page_size = 65536; PRAGMA journal_mode = WAL; \
-             PRAGMA synchronous = NORMAL; PRAGMA cache_size = -16384;",
+             PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = OFF; PRAGMA cache_size = -16384;",
         )
         .map_err(err)?;
         conn.pragma_update(None, "wal_autocheckpoint", AUTOCHECKPOINT_PAGES).map_err(err)?;
