@@ -1,10 +1,10 @@
 //! The storage task's body, on the tokio-uring runtime of its own thread.
 //!
-//! The loop has one exit: `recv()` returning `None`, which tokio's channel
-//! does only once every sender is gone and every queued message was
+//! The loop has one exit: `recv_many()` returning no message, which tokio's
+//! channel does only once every sender is gone and every queued message was
 //! received. Nothing can be left in the channel when the task ends, and no
-//! `select!` can lose a message to a timer: the sync timer wraps `recv()`
-//! itself and never takes a message away.
+//! `select!` can lose a message to a timer: the sync timer wraps
+//! `recv_many()` itself and never takes a message away.
 
 use super::checkpoint::{self, Checkpoint};
 use super::db::{self, Db, STORE_ROWS};
@@ -12,6 +12,7 @@ use super::{Finish, Msg, StoreConfig, StoreError, StoreReport, journal};
 use crate::engine::plan::Cursor;
 use crate::output::{self, OutputFile, ResultWriter};
 use crate::result::{PortState, Reason, ScanResult};
+use std::borrow::Cow;
 use std::cell::RefCell;
 use std::io::Write;
 use std::path::PathBuf;
@@ -29,6 +30,9 @@ const SYNC_EVERY: Duration = Duration::from_secs(1);
 const SAVE_EVERY: Duration = Duration::from_secs(1);
 /// Output files are written in chunks of about this size.
 const FILE_CHUNK: usize = 256 * 1024;
+/// Messages taken from the channel at once; their results go to the journal
+/// in one write. A write for each batch held the task to half the rate.
+const MESSAGES_AT_ONCE: usize = 64;
 
 /// A `Write` that collects bytes for the next io_uring write.
 #[derive(Clone, Default)]
@@ -106,6 +110,9 @@ struct DbSink {
     /// Every answered port (and with `--store-silent` every probe), whatever
     /// `--open` says: what a crash recovery or a resume needs.
     journal: UringFile,
+    /// Journal records not written yet: written once the messages taken
+    /// with them are handled, and always before the cursor is saved.
+    unwritten: Vec<u8>,
     /// What the database keeps of a scan that completes: with `--open`, the open ports only.
     waiting: Vec<ScanResult>,
     open_only: bool,
@@ -120,27 +127,40 @@ struct DbSink {
 }
 
 impl DbSink {
-    async fn add(&mut self, rows: &[ScanResult]) -> Result<(), StoreError> {
+    fn add(&mut self, rows: &[ScanResult]) -> Result<(), StoreError> {
         if rows.is_empty() {
             return Ok(());
         }
-        // The journal first: once appended, a crash before the rows reach SQLite loses nothing.
+        journal::encode(self.scan_id, rows, &mut self.unwritten);
+        let mut keep = rows.iter().filter(|r| !self.open_only || r.state == PortState::Open).copied();
+        loop {
+            if self.waiting.capacity() == 0 {
+                // All at once: growing by doubling copied the rows twice over. Untouched, the memory costs nothing.
+                self.waiting.reserve_exact(STORE_ROWS);
+            }
+            self.waiting.extend(keep.by_ref().take(STORE_ROWS - self.waiting.len()));
+            if self.waiting.len() < STORE_ROWS {
+                return Ok(());
+            }
+            let started = Instant::now();
+            self.db.insert(self.scan_id, &mut self.waiting)?;
+            self.earlier = true;
+            tracing::debug!(rows = self.waiting.len(), took = ?started.elapsed(), "stored");
+            self.waiting.clear();
+        }
+    }
+
+    /// Once written, a crash before the rows reach SQLite loses nothing.
+    async fn write_journal(&mut self) -> Result<(), StoreError> {
+        if self.unwritten.is_empty() {
+            return Ok(());
+        }
+        let bytes = std::mem::take(&mut self.unwritten);
         self.journal
-            .append_record(self.scan_id, rows)
+            .append(bytes)
             .await
             .map_err(|e| StoreError::Journal { path: self.journal.path.clone(), source: e })?;
         self.unsynced.get_or_insert_with(Instant::now);
-        let keep = rows.iter().filter(|r| !self.open_only || r.state == PortState::Open);
-        for r in keep {
-            if self.waiting.len() == STORE_ROWS {
-                let started = Instant::now();
-                self.db.insert(self.scan_id, &mut self.waiting)?;
-                self.earlier = true;
-                tracing::debug!(rows = self.waiting.len(), took = ?started.elapsed(), "stored");
-                self.waiting.clear();
-            }
-            self.waiting.push(*r);
-        }
         Ok(())
     }
 
@@ -158,6 +178,7 @@ impl DbSink {
     }
 
     async fn sync(&mut self) -> Result<(), StoreError> {
+        self.write_journal().await?;
         if self.unsynced.take().is_some() {
             tracing::trace!("journal synced");
             self.journal
@@ -177,6 +198,7 @@ impl DbSink {
     /// second at every checkpoint (four a second) slowed the scan itself.
     async fn checkpoint(&mut self, cursor: Cursor, sent: u64) -> Result<(), StoreError> {
         self.cursor = Some((cursor, sent));
+        self.write_journal().await?;
         if self.unsynced.is_none() { self.sync().await } else { Ok(()) }
     }
 }
@@ -292,6 +314,7 @@ async fn open(config: &StoreConfig) -> Result<Sinks, StoreError> {
                 db,
                 scan_id,
                 journal,
+                unwritten: Vec::new(),
                 waiting: Vec::new(),
                 open_only: config.open_only,
                 earlier: config.resume_scan.is_some(),
@@ -341,54 +364,68 @@ pub(super) async fn run(
     let mut finish: Option<Finish> = None;
     // Where the scan stands if it ends without saying how (its sender dropped).
     let mut last = config.checkpoint.as_ref().map_or((Cursor::default(), 0), |c| (c.cursor, c.sent));
+    let mut msgs = Vec::with_capacity(MESSAGES_AT_ONCE);
     loop {
         let deadline = db.as_ref().and_then(|d| d.unsynced).map(|t| t + SYNC_EVERY);
-        let msg = match deadline {
-            Some(at) => match tokio::time::timeout_at(at, rx.recv()).await {
-                Ok(msg) => msg,
+        let taken = match deadline {
+            Some(at) => match tokio::time::timeout_at(at, rx.recv_many(&mut msgs, MESSAGES_AT_ONCE)).await {
+                Ok(taken) => taken,
                 Err(_elapsed) => {
                     sync(&mut db, &mut error).await;
                     continue;
                 }
             },
-            None => rx.recv().await,
+            None => rx.recv_many(&mut msgs, MESSAGES_AT_ONCE).await,
         };
-        let Some(msg) = msg else { break };
-        match msg {
-            Msg::Results(batch) => {
-                let answered = || batch.iter().filter(|r| r.reason != Reason::NoResponse).copied().collect::<Vec<_>>();
-                if let Some(d) = &mut db {
-                    let keep: Vec<ScanResult> = if config.store_silent { batch.clone() } else { answered() };
-                    if let Err(e) = d.add(&keep).await {
+        if taken == 0 {
+            break;
+        }
+        for msg in msgs.drain(..) {
+            match msg {
+                Msg::Results(batch) => {
+                    // Silent ports come in batches of their own at the end of a scan: most batches are all answers.
+                    let answered: Cow<[ScanResult]> = match batch.iter().all(|r| r.reason != Reason::NoResponse) {
+                        true => Cow::Borrowed(&batch),
+                        false => batch.iter().filter(|r| r.reason != Reason::NoResponse).copied().collect(),
+                    };
+                    if let Some(d) = &mut db
+                        && let Err(e) = d.add(if config.store_silent { &batch } else { &answered })
+                    {
                         error.get_or_insert(e);
                         db = None;
                     }
+                    if let Some(c) = &mut checkpoint
+                        && let Err(e) = c.add(&answered).await
+                    {
+                        checkpoint_lost.get_or_insert(e);
+                        checkpoint = None;
+                    }
+                    write_files(&mut files, &batch, config.open_only, &mut error).await;
                 }
-                if let Some(c) = &mut checkpoint
-                    && let Err(e) = c.add(&answered()).await
-                {
-                    checkpoint_lost.get_or_insert(e);
-                    checkpoint = None;
+                Msg::Replay(batch) => write_files(&mut files, &batch, config.open_only, &mut error).await,
+                Msg::Checkpoint { cursor, sent } => {
+                    last = (cursor, sent);
+                    if let Some(d) = &mut db
+                        && let Err(e) = d.checkpoint(cursor, sent).await
+                    {
+                        error.get_or_insert(e);
+                        db = None;
+                    }
+                    if let Some(c) = &mut checkpoint
+                        && let Err(e) = c.advance(cursor, sent, false)
+                    {
+                        checkpoint_lost.get_or_insert(e);
+                        checkpoint = None;
+                    }
                 }
-                write_files(&mut files, &batch, config.open_only, &mut error).await;
+                Msg::Finish(f) => finish = Some(*f),
             }
-            Msg::Replay(batch) => write_files(&mut files, &batch, config.open_only, &mut error).await,
-            Msg::Checkpoint { cursor, sent } => {
-                last = (cursor, sent);
-                if let Some(d) = &mut db
-                    && let Err(e) = d.checkpoint(cursor, sent).await
-                {
-                    error.get_or_insert(e);
-                    db = None;
-                }
-                if let Some(c) = &mut checkpoint
-                    && let Err(e) = c.advance(cursor, sent, false)
-                {
-                    checkpoint_lost.get_or_insert(e);
-                    checkpoint = None;
-                }
-            }
-            Msg::Finish(f) => finish = Some(*f),
+        }
+        if let Some(d) = &mut db
+            && let Err(e) = d.write_journal().await
+        {
+            error.get_or_insert(e);
+            db = None;
         }
     }
 
