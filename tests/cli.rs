@@ -406,6 +406,7 @@ fn the_manual_page_and_completions_cover_every_option() {
     let path = temp_file("completion.bash", &String::from_utf8(prtip(&["completions", "bash"]).stdout).unwrap());
     let check = Command::new("bash").args(["-n", &path]).output().unwrap();
     assert!(check.status.success(), "{}", String::from_utf8_lossy(&check.stderr));
+    std::fs::remove_file(path).unwrap();
 }
 
 /// A short loopback scan in an empty namespace, with `-v` flags and RUST_LOG as given.

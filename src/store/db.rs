@@ -999,11 +999,11 @@ mod tests {
     use super::*;
     use crate::store::journal;
 
-    fn temp_db(name: &str) -> PathBuf {
-        let dir = std::env::temp_dir().join(format!("prtip-db-{}-{name}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        dir.join("t.db")
+    /// A database path in a directory that goes when the test ends.
+    fn temp_db(name: &str) -> (tempfile::TempDir, PathBuf) {
+        let dir = tempfile::Builder::new().prefix(&format!("prtip-db-{name}-")).tempdir().unwrap();
+        let path = dir.path().join("t.db");
+        (dir, path)
     }
 
     fn start() -> ScanStart {
@@ -1030,7 +1030,7 @@ mod tests {
 
     #[test]
     fn scans_accumulate_and_rows_are_unique_per_scan() {
-        let path = temp_db("accumulate");
+        let (_dir, path) = temp_db("accumulate");
         let mut db = Db::open(&path).unwrap();
         let (a, _journal) = db.begin_scan(&start(), None).unwrap();
         assert_eq!(db.insert(a, &mut [result(2, PortState::Closed), result(1, PortState::Open)]).unwrap(), 2);
@@ -1063,7 +1063,7 @@ mod tests {
 
     #[test]
     fn journal_replay_restores_rows_and_marks_the_scan_interrupted() {
-        let path = temp_db("replay");
+        let (_dir, path) = temp_db("replay");
         let mut db = Db::open(&path).unwrap();
         let (id, journal) = db.begin_scan(&start(), None).unwrap();
         // Stored before the crash, and journaled too.
@@ -1089,7 +1089,7 @@ mod tests {
 
     #[test]
     fn a_live_scan_is_left_alone() {
-        let path = temp_db("live");
+        let (_dir, path) = temp_db("live");
         let mut db = Db::open(&path).unwrap();
         let (id, journal) = db.begin_scan(&start(), None).unwrap();
         db.insert(id, &mut [result(1, PortState::Open)]).unwrap();
@@ -1158,7 +1158,7 @@ mod tests {
 
     #[test]
     fn rows_read_back_exactly_and_the_view_shows_them_as_the_outputs_do() {
-        let path = temp_db("view");
+        let (_dir, path) = temp_db("view");
         let mut db = Db::open(&path).unwrap();
         let (id, _journal) = db.begin_scan(&start(), None).unwrap();
         let rows = every_kind();
@@ -1174,7 +1174,7 @@ mod tests {
 
     #[test]
     fn a_version_3_database_keeps_its_rows() {
-        let path = temp_db("v3");
+        let (_dir, path) = temp_db("v3");
         let mut conn = Connection::open(&path).unwrap();
         let tx = conn.transaction().unwrap();
         for step in &MIGRATIONS[..3] {
@@ -1219,7 +1219,7 @@ mod tests {
     /// copying them into the database file, and the last one records the end.
     #[test]
     fn a_large_store_commits_in_parts_and_keeps_every_row() {
-        let path = temp_db("large");
+        let (_dir, path) = temp_db("large");
         let mut db = Db::open(&path).unwrap();
         let (id, _journal) = db.begin_scan(&start(), None).unwrap();
         let n = 2 * ROWS_PER_COMMIT + 1000;
@@ -1275,7 +1275,7 @@ mod tests {
 
     #[test]
     fn a_newer_schema_is_refused() {
-        let path = temp_db("newer");
+        let (_dir, path) = temp_db("newer");
         Connection::open(&path).unwrap().pragma_update(None, "user_version", 99).unwrap();
         assert!(matches!(Db::open(&path), Err(StoreError::NewerSchema { version: 99, .. })));
     }

@@ -317,5 +317,6 @@ mod tests {
         let mut c = config(&d, false);
         c.database = Some(d.join("no/such/dir/s.db"));
         assert!(matches!(Store::start(c), Err(StoreError::Database { .. })));
+        std::fs::remove_dir_all(&d).unwrap();
     }
 }
