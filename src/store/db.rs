@@ -192,7 +192,9 @@ fn text_row(r: &rusqlite::Row) -> rusqlite::Result<Option<ScanResult>> {
 
 /// Rows wait in memory (48 bytes each) until the scan ends or this many
 /// wait, and then go into SQLite sorted: in key order a row is an append,
-/// in the scan's order it rewrites a page anywhere in the table. They are in the journal before they wait, so waiting loses nothing.
+/// in the scan's order it rewrites a page anywhere in the table. Their
+/// journal records are written before they reach SQLite, so waiting loses
+/// nothing that a crash would not.
 /// Migration and recovery insert in chunks of this size too. (Small in unit
 /// tests, which then store a million rows in several goes.)
 pub const STORE_ROWS: usize = if cfg!(test) { 1 << 16 } else { 1 << 20 };
@@ -758,8 +760,8 @@ impl Db {
 
     /// Commits rows as a thread on the other core hands them out in key
     /// order: sorting a million rows on this thread took about a tenth of the
-    /// time that storing them did. Where no thread can be started, this one
-    /// orders them first.
+    /// time that storing them did. Rows for one commit, with nothing to
+    /// overlap, and rows no thread could be started for, are ordered here first.
     fn commit_in_key_order(
         &mut self,
         scan_id: i64,
@@ -770,15 +772,21 @@ impl Db {
         let total = rows.len();
         std::thread::scope(|s| {
             let (out, ordered) = mpsc::channel();
-            let (give, take) = mpsc::channel::<&mut [ScanResult]>();
-            let sorter_out = out.clone();
-            // A thread that failed to start drops its closure, and with it `take`: the rows come back.
-            let _ = std::thread::Builder::new().name("prtip-sort".into()).spawn_scoped(s, move || {
-                if let Ok(rows) = take.recv() {
-                    hand_out_in_key_order(rows, &sorter_out);
+            let unordered = match total > ROWS_PER_COMMIT {
+                true => {
+                    let (give, take) = mpsc::channel::<&mut [ScanResult]>();
+                    let sorter_out = out.clone();
+                    // A thread that fails to start drops its closure, and with it `take`: the rows come back.
+                    let _ = std::thread::Builder::new().name("prtip-sort".into()).spawn_scoped(s, move || {
+                        if let Ok(rows) = take.recv() {
+                            hand_out_in_key_order(rows, &sorter_out);
+                        }
+                    });
+                    give.send(rows).err().map(|mpsc::SendError(rows)| rows)
                 }
-            });
-            if let Err(mpsc::SendError(rows)) = give.send(rows) {
+                false => Some(rows),
+            };
+            if let Some(rows) = unordered {
                 hand_out_in_key_order(rows, &out);
             }
             drop(out);

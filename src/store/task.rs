@@ -15,7 +15,7 @@ use crate::result::{PortState, Reason, ScanResult};
 use std::borrow::Cow;
 use std::cell::RefCell;
 use std::io::Write;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::rc::Rc;
 use std::time::Duration;
 use tokio::sync::mpsc;
@@ -73,18 +73,20 @@ impl UringFile {
     async fn append_record(&mut self, scan_id: i64, rows: &[ScanResult]) -> std::io::Result<()> {
         let mut buf = Vec::with_capacity(16 + rows.len() * 24);
         journal::encode(scan_id, rows, &mut buf);
-        self.append(buf).await
+        self.append(buf).await.map(drop)
     }
 
-    async fn append(&mut self, bytes: Vec<u8>) -> std::io::Result<()> {
+    /// Appends `bytes`; hands the buffer back, emptied, for the next ones.
+    async fn append(&mut self, bytes: Vec<u8>) -> std::io::Result<Vec<u8>> {
         if bytes.is_empty() {
-            return Ok(());
+            return Ok(bytes);
         }
         let len = bytes.len() as u64;
-        let (res, _) = self.file.write_all_at(bytes, self.offset).await;
+        let (res, mut bytes) = self.file.write_all_at(bytes, self.offset).await;
         res?;
         self.offset += len;
-        Ok(())
+        bytes.clear();
+        Ok(bytes)
     }
 }
 
@@ -100,7 +102,11 @@ impl FileSink {
             return Ok(());
         }
         let bytes = std::mem::take(&mut *self.spool.0.borrow_mut());
-        self.out.append(bytes).await.map_err(|e| StoreError::Output { path: self.out.path.clone(), source: e })
+        self.out
+            .append(bytes)
+            .await
+            .map(drop)
+            .map_err(|e| StoreError::Output { path: self.out.path.clone(), source: e })
     }
 }
 
@@ -127,12 +133,35 @@ struct DbSink {
 }
 
 impl DbSink {
-    fn add(&mut self, rows: &[ScanResult]) -> Result<(), StoreError> {
+    /// Opens the database and begins (or takes up again) the scan.
+    fn open(path: &Path, config: &StoreConfig) -> Result<DbSink, StoreError> {
+        let mut db = Db::open(path)?;
+        let (scan_id, journal) = match config.resume_scan {
+            Some(id) => (id, db.reopen_scan(id)?),
+            None => db.begin_scan(&config.start, config.checkpoint.as_ref())?,
+        };
+        // Held until this process ends: it tells any other open of the database that we are alive.
+        let journal = UringFile { path: db::journal_path(path, scan_id), file: File::from_std(journal), offset: 0 };
+        Ok(DbSink {
+            db,
+            scan_id,
+            journal,
+            unwritten: Vec::new(),
+            waiting: Vec::new(),
+            open_only: config.open_only,
+            earlier: config.resume_scan.is_some(),
+            unsynced: None,
+            cursor: None,
+        })
+    }
+
+    async fn add(&mut self, rows: &[ScanResult]) -> Result<(), StoreError> {
         if rows.is_empty() {
             return Ok(());
         }
         journal::encode(self.scan_id, rows, &mut self.unwritten);
-        let mut keep = rows.iter().filter(|r| !self.open_only || r.state == PortState::Open).copied();
+        let open_only = self.open_only;
+        let mut keep = rows.iter().filter(|r| !open_only || r.state == PortState::Open).copied();
         loop {
             if self.waiting.capacity() == 0 {
                 // All at once: growing by doubling copied the rows twice over. Untouched, the memory costs nothing.
@@ -142,6 +171,8 @@ impl DbSink {
             if self.waiting.len() < STORE_ROWS {
                 return Ok(());
             }
+            // The journal first: a crash or a failed insert must find these rows there.
+            self.write_journal().await?;
             let started = Instant::now();
             self.db.insert(self.scan_id, &mut self.waiting)?;
             self.earlier = true;
@@ -156,7 +187,8 @@ impl DbSink {
             return Ok(());
         }
         let bytes = std::mem::take(&mut self.unwritten);
-        self.journal
+        self.unwritten = self
+            .journal
             .append(bytes)
             .await
             .map_err(|e| StoreError::Journal { path: self.journal.path.clone(), source: e })?;
@@ -302,26 +334,7 @@ struct Sinks {
 
 async fn open(config: &StoreConfig) -> Result<Sinks, StoreError> {
     let db = match &config.database {
-        Some(path) => {
-            let mut db = Db::open(path)?;
-            let (scan_id, journal) = match config.resume_scan {
-                Some(id) => (id, db.reopen_scan(id)?),
-                None => db.begin_scan(&config.start, config.checkpoint.as_ref())?,
-            };
-            // Held until this process ends: it tells any other open of the database that we are alive.
-            let journal = UringFile { path: db::journal_path(path, scan_id), file: File::from_std(journal), offset: 0 };
-            Some(DbSink {
-                db,
-                scan_id,
-                journal,
-                unwritten: Vec::new(),
-                waiting: Vec::new(),
-                open_only: config.open_only,
-                earlier: config.resume_scan.is_some(),
-                unsynced: None,
-                cursor: None,
-            })
-        }
+        Some(path) => Some(DbSink::open(path, config)?),
         None => None,
     };
     let mut files = Vec::new();
@@ -389,7 +402,7 @@ pub(super) async fn run(
                         false => batch.iter().filter(|r| r.reason != Reason::NoResponse).copied().collect(),
                     };
                     if let Some(d) = &mut db
-                        && let Err(e) = d.add(if config.store_silent { &batch } else { &answered })
+                        && let Err(e) = d.add(if config.store_silent { &batch } else { &answered }).await
                     {
                         error.get_or_insert(e);
                         db = None;
@@ -426,6 +439,10 @@ pub(super) async fn run(
         {
             error.get_or_insert(e);
             db = None;
+        }
+        // A channel that never empties never lets the timer above fire.
+        if db.as_ref().and_then(|d| d.unsynced).is_some_and(|t| t.elapsed() >= SYNC_EVERY) {
+            sync(&mut db, &mut error).await;
         }
     }
 
@@ -532,5 +549,55 @@ async fn sync(db: &mut Option<DbSink>, error: &mut Option<StoreError>) {
                 *db = None;
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::output::RunInfo;
+    use crate::store::db::ScanStart;
+
+    /// Rows that go into SQLite while the scan runs are in the journal
+    /// first: a crash, or an insert that fails, must find them there.
+    #[test]
+    fn rows_stored_while_scanning_were_journaled_first() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.db");
+        let config = StoreConfig {
+            database: Some(path.clone()),
+            store_silent: false,
+            open_only: false,
+            files: vec![],
+            start: ScanStart {
+                started_us: 1,
+                command_line: "prtip test".into(),
+                config_json: "{}".into(),
+                transport: "raw".into(),
+                seed: 1,
+            },
+            info: RunInfo::default(),
+            checkpoint: None,
+            checkpoint_file: None,
+            resume_scan: None,
+        };
+        let rows: Vec<ScanResult> = (0..STORE_ROWS as u32)
+            .map(|i| ScanResult {
+                ip: std::net::Ipv4Addr::from(0x0a00_0000 + i).into(),
+                port: 22,
+                state: PortState::Closed,
+                reason: Reason::Reset,
+                ttl: Some(64),
+                rtt_us: Some(5),
+                time_us: 1_000_000,
+            })
+            .collect();
+        tokio_uring::start(async {
+            let mut sink = DbSink::open(&path, &config).unwrap();
+            sink.add(&rows).await.unwrap();
+            assert_eq!(sink.db.rows_of(sink.scan_id).unwrap(), STORE_ROWS as u64, "stored while scanning");
+            let journal = std::fs::read(&sink.journal.path).unwrap();
+            assert_eq!(journal::rows_of(&journal, sink.scan_id).count(), STORE_ROWS, "journaled first");
+        });
     }
 }
