@@ -206,7 +206,7 @@ mod tests {
         d
     }
 
-    fn config(d: &std::path::Path, files: bool) -> StoreConfig {
+    pub(super) fn config(d: &std::path::Path, files: bool) -> StoreConfig {
         StoreConfig {
             database: Some(d.join("s.db")),
             store_silent: false,
@@ -232,7 +232,7 @@ mod tests {
         }
     }
 
-    fn results(n: u32) -> Vec<ScanResult> {
+    pub(super) fn results(n: u32) -> Vec<ScanResult> {
         (0..n)
             .map(|i| ScanResult {
                 ip: Ipv4Addr::from(0x0a00_0000 + (i >> 16)).into(),

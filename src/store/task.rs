@@ -555,45 +555,16 @@ async fn sync(db: &mut Option<DbSink>, error: &mut Option<StoreError>) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::output::RunInfo;
-    use crate::store::db::ScanStart;
+    use crate::store::tests::{config, results};
 
     /// Rows that go into SQLite while the scan runs are in the journal
     /// first: a crash, or an insert that fails, must find them there.
     #[test]
     fn rows_stored_while_scanning_were_journaled_first() {
         let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("s.db");
-        let config = StoreConfig {
-            database: Some(path.clone()),
-            store_silent: false,
-            open_only: false,
-            files: vec![],
-            start: ScanStart {
-                started_us: 1,
-                command_line: "prtip test".into(),
-                config_json: "{}".into(),
-                transport: "raw".into(),
-                seed: 1,
-            },
-            info: RunInfo::default(),
-            checkpoint: None,
-            checkpoint_file: None,
-            resume_scan: None,
-        };
-        let rows: Vec<ScanResult> = (0..STORE_ROWS as u32)
-            .map(|i| ScanResult {
-                ip: std::net::Ipv4Addr::from(0x0a00_0000 + i).into(),
-                port: 22,
-                state: PortState::Closed,
-                reason: Reason::Reset,
-                ttl: Some(64),
-                rtt_us: Some(5),
-                time_us: 1_000_000,
-            })
-            .collect();
+        let rows = results(STORE_ROWS as u32);
         tokio_uring::start(async {
-            let mut sink = DbSink::open(&path, &config).unwrap();
+            let mut sink = DbSink::open(&dir.path().join("s.db"), &config(dir.path(), false)).unwrap();
             sink.add(&rows).await.unwrap();
             assert_eq!(sink.db.rows_of(sink.scan_id).unwrap(), STORE_ROWS as u64, "stored while scanning");
             let journal = std::fs::read(&sink.journal.path).unwrap();
