@@ -31,7 +31,8 @@ const SAVE_EVERY: Duration = Duration::from_secs(1);
 /// Output files are written in chunks of about this size.
 const FILE_CHUNK: usize = 256 * 1024;
 /// Messages taken from the channel at once; their results go to the journal
-/// in one write. A write for each batch held the task to half the rate.
+/// in one write. Taking in a million rows took 100-175 ms with a write for
+/// each batch, 67-90 ms this way, and 45-60 ms with no journal at all.
 const MESSAGES_AT_ONCE: usize = 64;
 
 /// A `Write` that collects bytes for the next io_uring write.
