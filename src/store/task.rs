@@ -469,9 +469,13 @@ pub(super) async fn run(
             Ok(rows) => {
                 tracing::info!(scan_id = d.scan_id, rows, took = ?started.elapsed(), "scan stored and closed");
                 report.rows_stored = rows;
-                let _ = d.journal.file.close().await;
-                if let Err(e) = std::fs::remove_file(&d.journal.path) {
-                    error.get_or_insert(StoreError::Journal { path: d.journal.path.clone(), source: e });
+                let DbSink { db, journal, .. } = d;
+                // Closing, as the last connection, checkpoints the WAL into the database file and syncs
+                // it: only then would the rows outlive a power cut without the journal.
+                drop(db);
+                let _ = journal.file.close().await;
+                if let Err(e) = std::fs::remove_file(&journal.path) {
+                    error.get_or_insert(StoreError::Journal { path: journal.path, source: e });
                 }
             }
             Err(e) => {
