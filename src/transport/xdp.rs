@@ -28,10 +28,12 @@ use xsk_rs::{CompQueue, FillQueue, FrameDesc, RxQueue, Socket, TxQueue, Umem};
 
 static PROGRAM: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/prtip.bpf.o"));
 
-const FRAMES: u32 = 8192;
+/// Replies a sending socket can hold before prtip reads them.
+const RX_FRAMES: u32 = 16384;
 /// The smallest frame AF_XDP takes; a SYN and its replies need far less.
 const FRAME_SIZE: u32 = 2048;
-const RING: u32 = FRAMES / 2;
+/// Probes in flight on a sending socket.
+const TX_FRAMES: u32 = 4096;
 const RX_ONLY_FRAMES: u32 = 1024;
 const RX_BATCH: usize = 256;
 /// The size of the program's XSKMAP: queues beyond it are not served.
@@ -275,7 +277,8 @@ fn open_queue(
     send: bool,
 ) -> Result<(Option<XdpTx>, QueueRx, std::os::fd::RawFd), TransportError> {
     // A receive-only socket never sends: its TX and completion rings stay small.
-    let (frames, rx_frames, tx_ring) = if send { (FRAMES, RING, RING) } else { (RX_ONLY_FRAMES, RX_ONLY_FRAMES, 64) };
+    let (frames, rx_frames, tx_ring) =
+        if send { (RX_FRAMES + TX_FRAMES, RX_FRAMES, TX_FRAMES) } else { (RX_ONLY_FRAMES, RX_ONLY_FRAMES, 64) };
     let size = |n: u32| QueueSize::new(n).map_err(|e| fail("sizing the AF_XDP rings", e));
     let umem_config = UmemConfig::builder()
         .frame_size(FrameSize::new(FRAME_SIZE).map_err(|e| fail("sizing the UMEM frames", e))?)
@@ -314,7 +317,7 @@ impl XdpTx {
     /// pass would silently stay behind.
     fn kick(&mut self) -> Result<(), TransportError> {
         let started = std::time::Instant::now();
-        while self.tx.nb_free_exact() < RING {
+        while self.tx.nb_free_exact() < TX_FRAMES {
             self.tx.wakeup().map_err(|e| TransportError::Io { what: "sending probes through AF_XDP", source: e })?;
             self.reap();
             // A link that is down takes nothing (the kick reports no error for it).
@@ -408,37 +411,31 @@ impl QueueRx {
     }
 }
 
+/// How long the receive side sleeps when every RX ring is empty: short, since
+/// a reply's arrival time is taken when it is read.
+const RX_IDLE: Duration = Duration::from_micros(50);
+
 impl Receive for XdpRx {
+    /// Reads the RX rings without a system call, sleeping `RX_IDLE` while they
+    /// are empty. Not `poll`: in copy mode `xsk_poll` also drives the socket's
+    /// transmission under the socket's mutex, so the receive thread would wait
+    /// for the transmit thread's sends while replies pile up in its ring
+    /// (perf showed it spinning on that mutex, replies dropped).
     fn receive(&mut self, timeout: Duration, on_frame: &mut dyn FnMut(&[u8], u64)) -> Result<(), TransportError> {
-        let ms = timeout.as_millis().min(i32::MAX as u128) as i32;
-        let fail = |e| TransportError::Io { what: "receiving replies through AF_XDP", source: e };
-        if let [q] = &mut self.queues[..] {
-            // SAFETY: `descs` receive frames of this UMEM, returned to the fill ring by drain.
-            let n = unsafe { q.rx.poll_and_consume(&mut q.descs, ms) }.map_err(fail)?;
-            q.drain(n, on_frame);
-            return Ok(());
-        }
-        let mut fds: Vec<libc::pollfd> = self
-            .queues
-            .iter()
-            .map(|q| libc::pollfd { fd: q.rx.fd().as_raw_fd(), events: libc::POLLIN, revents: 0 })
-            .collect();
-        // SAFETY: fds is a valid array of fds.len() pollfd structures.
-        if unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, ms) } < 0 {
-            let e = std::io::Error::last_os_error();
-            return if e.kind() == std::io::ErrorKind::Interrupted { Ok(()) } else { Err(fail(e)) };
-        }
-        for (q, fd) in self.queues.iter_mut().zip(&fds) {
-            if fd.revents & (libc::POLLERR | libc::POLLNVAL) != 0 {
-                return Err(fail(std::io::Error::other("the AF_XDP socket reported an error")));
-            }
-            if fd.revents & libc::POLLIN != 0 {
-                // SAFETY: as above.
+        let deadline = std::time::Instant::now() + timeout;
+        loop {
+            let mut got = 0;
+            for q in &mut self.queues {
+                // SAFETY: `descs` receive frames of this UMEM, returned to the fill ring by drain.
                 let n = unsafe { q.rx.consume(&mut q.descs) };
                 q.drain(n, on_frame);
+                got += n;
             }
+            if got > 0 || std::time::Instant::now() >= deadline {
+                return Ok(());
+            }
+            std::thread::sleep(RX_IDLE);
         }
-        Ok(())
     }
 
     fn take_drops(&mut self) -> u64 {
