@@ -101,9 +101,16 @@ pub struct Cli {
     #[arg(long, value_name = "MAC", help_heading = "Network")]
     pub gateway_mac: Option<String>,
 
-    /// Packets per second; 0 sends as fast as the transport allows
+    /// Packets per second at most; 0 sends as fast as the transport allows.
+    /// The rate is lowered while this host drops frames, and raised again after
     #[arg(long, value_name = "PPS", default_value_t = 0, help_heading = "Timing")]
     pub rate: u64,
+
+    /// Keep --rate even while this host drops frames (probes whose replies
+    /// may have been lost are still retried, and reported undecided if
+    /// their last try was too)
+    #[arg(long, help_heading = "Timing")]
+    pub fixed_rate: bool,
 
     /// Extra attempts for probes that got no answer
     #[arg(long, value_name = "N", default_value_t = 1, help_heading = "Timing")]
@@ -389,6 +396,7 @@ impl Cli {
             queues: self.queues,
             src_ports: parse_source_ports(&self.source_port)?,
             rate: self.rate,
+            fixed_rate: self.fixed_rate,
             retries: self.retries,
             max_wait: parse_wait(&self.wait)?,
             seed,

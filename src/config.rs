@@ -103,6 +103,8 @@ pub struct ScanConfig {
     pub queues: Option<u32>,
     pub src_ports: (u16, u16),
     pub rate: u64,
+    /// Keep the rate whatever this host drops (`--fixed-rate`).
+    pub fixed_rate: bool,
     pub retries: u32,
     pub max_wait: Duration,
     pub seed: u64,

@@ -57,7 +57,8 @@ impl Series {
         match state {
             PortState::Open => Series::Open,
             PortState::Closed => Series::Closed,
-            PortState::Filtered => Series::Filtered,
+            // Neither has a round trip; they share the series of silence.
+            PortState::Filtered | PortState::Undecided => Series::Filtered,
         }
     }
 }
@@ -236,6 +237,7 @@ mod tests {
             Reason::SynAck => PortState::Open,
             Reason::Reset => PortState::Closed,
             Reason::Unreachable { .. } | Reason::NoResponse => PortState::Filtered,
+            Reason::FramesDropped => PortState::Undecided,
         };
         ScanResult { ip: "10.0.0.1".parse().unwrap(), port: 22, state, reason, ttl: Some(64), rtt_us: rtt, time_us: 0 }
     }

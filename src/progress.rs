@@ -1,6 +1,7 @@
 //! The status line: how far a scan is, refreshed in place on a terminal,
 //! as plain periodic lines elsewhere, or as JSON lines for machines.
 
+use crate::engine::rate::RateReason;
 use crate::engine::run::Progress;
 use std::io::Write;
 use std::time::Duration;
@@ -53,15 +54,22 @@ pub fn line(p: &Progress, backpressure: u64) -> String {
         clock(p.elapsed),
         eta(p).map_or_else(|| "-".to_string(), clock)
     );
+    if p.rate_reason != RateReason::Configured {
+        s.push_str(&format!(", rate {} ({})", rate_text(p.rate), p.rate_reason.as_str()));
+    }
     if p.rx_drops > 0 || backpressure > 0 {
         s.push_str(&format!(", {} receive drops, storage backpressure {backpressure}", p.rx_drops));
     }
     s
 }
 
+fn rate_text(rate: u64) -> String {
+    if rate == 0 { "unlimited".into() } else { format!("{rate}/s") }
+}
+
 pub fn json(p: &Progress, backpressure: u64) -> String {
     format!(
-        r#"{{"elapsed_s":{:.3},"planned":{},"sent":{},"answered":{},"open":{},"probes_per_s":{:.0},"replies_per_s":{:.0},"eta_s":{},"rx_drops":{},"backpressure":{}}}"#,
+        r#"{{"elapsed_s":{:.3},"planned":{},"sent":{},"answered":{},"open":{},"probes_per_s":{:.0},"replies_per_s":{:.0},"eta_s":{},"rx_drops":{},"rate":{},"rate_reason":"{}","backpressure":{}}}"#,
         p.elapsed.as_secs_f64(),
         p.planned,
         p.sent,
@@ -71,6 +79,8 @@ pub fn json(p: &Progress, backpressure: u64) -> String {
         per_second(p.answered, p.elapsed),
         eta(p).map_or_else(|| "null".to_string(), |d| format!("{:.1}", d.as_secs_f64())),
         p.rx_drops,
+        if p.rate == 0 { "null".to_string() } else { p.rate.to_string() },
+        p.rate_reason.as_str(),
         backpressure
     )
 }
@@ -122,6 +132,8 @@ mod tests {
             answered: 200_000,
             open: 1234,
             rx_drops: 0,
+            rate: 0,
+            rate_reason: RateReason::Configured,
             checkpoint: Default::default(),
         }
     }
@@ -133,7 +145,11 @@ mod tests {
             " 25.0% 25000 probes/s 20000 replies/s 1234 open, 0:00:10 elapsed, ETA 0:00:30"
         );
         let troubled = Progress { rx_drops: 3, ..progress() };
-        assert!(line(&troubled, 7).ends_with(", 3 receive drops, storage backpressure 7"));
+        assert!(line(&troubled, 7).ends_with("ETA 0:00:30, 3 receive drops, storage backpressure 7"));
+        let slowed = Progress { rx_drops: 3, rate: 250_000, rate_reason: RateReason::Dropped(3), ..progress() };
+        assert!(
+            line(&slowed, 0).ends_with(", rate 250000/s (frames dropped), 3 receive drops, storage backpressure 0")
+        );
         let start = Progress { elapsed: Duration::ZERO, sent: 0, ..progress() };
         assert!(line(&start, 0).ends_with("ETA -"));
     }
@@ -144,6 +160,11 @@ mod tests {
         assert_eq!(v["sent"], 250_000);
         assert_eq!(v["eta_s"], 30.0);
         assert_eq!(v["backpressure"], 2);
+        assert_eq!(v["rate"], serde_json::Value::Null, "no limit");
+        assert_eq!(v["rate_reason"], "configured");
+        let slowed = Progress { rate: 250_000, rate_reason: RateReason::Dropped(3), ..progress() };
+        let v: serde_json::Value = serde_json::from_str(&json(&slowed, 0)).unwrap();
+        assert_eq!((v["rate"].as_u64(), v["rate_reason"].as_str()), (Some(250_000), Some("frames dropped")));
     }
 
     #[test]

@@ -7,6 +7,9 @@ pub enum PortState {
     Open,
     Closed,
     Filtered,
+    /// No answer, but replies may have been lost on this side (receive or
+    /// transmit drops) on the last attempt: silence proves nothing.
+    Undecided,
 }
 
 impl PortState {
@@ -15,6 +18,7 @@ impl PortState {
             PortState::Open => "open",
             PortState::Closed => "closed",
             PortState::Filtered => "filtered",
+            PortState::Undecided => "undecided",
         }
     }
 }
@@ -24,17 +28,27 @@ impl PortState {
 pub enum Reason {
     SynAck,
     Reset,
-    Unreachable { code: u8 },
+    Unreachable {
+        code: u8,
+    },
     NoResponse,
+    /// Silent while this host dropped frames (see `PortState::Undecided`).
+    FramesDropped,
 }
 
 impl Reason {
+    /// Whether a reply came: false for the reasons of silence.
+    pub fn is_reply(self) -> bool {
+        !matches!(self, Reason::NoResponse | Reason::FramesDropped)
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             Reason::SynAck => "syn-ack",
             Reason::Reset => "reset",
             Reason::Unreachable { .. } => "host-unreach",
             Reason::NoResponse => "no-response",
+            Reason::FramesDropped => "frames-dropped",
         }
     }
 }

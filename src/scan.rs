@@ -2,6 +2,7 @@
 //! summary on standard error.
 
 use crate::config::{OutputFormat, ScanConfig, TransportChoice, Verbosity};
+use crate::engine::loss::LossLog;
 use crate::engine::plan::{Cursor, ScanPlan};
 use crate::engine::run::{self, EngineError, Observer, Progress, ScanStats, StopSignal, Wire};
 use crate::engine::state::Answered;
@@ -15,7 +16,7 @@ use crate::store::db::{ScanEnd, ScanStart};
 use crate::store::{Finish, Store, StoreConfig, StoreError, StoreReport};
 use crate::target::hosts::Hosts;
 use crate::transport::xdp::{self, XdpAttachment};
-use crate::transport::{Receive, Transmit, TransportError, raw};
+use crate::transport::{Receive, Transmit, TransportError, WithLinkDrops, raw};
 use crate::wire::cookie::CookieKey;
 use crate::wire::template::SynTemplate;
 use std::io::{self, BufWriter, Write};
@@ -60,6 +61,7 @@ pub fn execute(cfg: &ScanConfig, stop: &StopSignal) -> Result<Outcome, ScanError
     let start = cfg.resume.as_ref().map_or(Cursor::default(), |r| r.cursor);
     let plan = ScanPlan::new(space, cfg.seed, cfg.src_ports, cfg.retries, cfg.rate, cfg.max_wait)
         .with_shard(cfg.shard)
+        .with_fixed_rate(cfg.fixed_rate)
         .starting_at(start);
     let out = BufWriter::with_capacity(1 << 16, io::stdout().lock());
     if cfg.dry_run {
@@ -74,7 +76,10 @@ pub fn execute(cfg: &ScanConfig, stop: &StopSignal) -> Result<Outcome, ScanError
         via_ip_stack = path.via_ip_stack,
         "path resolved"
     );
-    let Opened { txs, rx, resets, _attachment, kind } = open_transport(cfg, &path)?;
+    let Opened { txs, mut rx, resets, _attachment, kind } = open_transport(cfg, &path)?;
+    if let Some(link) = net::interface::LinkDrops::open(&path.ifname, path.ifindex) {
+        rx = Box::new(WithLinkDrops { inner: rx, link });
+    }
     // Fault injection for the test that a panic leaves no XDP program behind
     // (tests/xdp.rs); there is no other way to make prtip panic, and release
     // builds do not have it.
@@ -139,23 +144,30 @@ pub fn execute(cfg: &ScanConfig, stop: &StopSignal) -> Result<Outcome, ScanError
         finish_output(Err(e))?;
     }
 
-    // Probes never answered are filtered. After an interrupted scan some were
-    // never sent, so none are reported as filtered then.
+    // Probes never answered are filtered, or undecided where their last
+    // attempt may have lost its reply to a drop on this host. After an
+    // interrupted scan some were never sent, so none are reported then.
     let silent = if stats.interrupted {
-        0
+        Silent::default()
     } else {
         let stdout_writer = if output_open { Some(writer.as_mut()) } else { None };
         // Silent probes reach the store only to be stored or written.
         let stored = if cfg.database.is_some() || !cfg.files.is_empty() { store.as_mut() } else { None };
-        report_silent(&plan, &answered, cfg.open_only, stdout_writer, stored)?
+        report_silent(&plan, &answered, &stats.losses, cfg.open_only, stdout_writer, stored)?
     };
-    let end = finish(&stats, silent, prior_sent, latency.clone());
+    let end = finish(&stats, silent.filtered, prior_sent, latency.clone());
     if output_open {
         finish_output(writer.finish(&end.run))?;
     }
     let stored = store.map(|s| s.finish(end)).transpose()?;
     if cfg.verbosity >= Verbosity::Normal {
         eprintln!("prtip: {}", summary(&plan, &stats, silent));
+        if silent.undecided > 0 {
+            eprintln!(
+                "prtip: warning: {} probes are undecided: this host dropped frames while their replies were due, on every try (raise --retries, or lower --rate with --fixed-rate)",
+                silent.undecided
+            );
+        }
         if stats.refused > 0 {
             eprintln!(
                 "prtip: warning: the kernel refused to send {} probes (broadcast addresses, firewall rules or no route); they are reported as filtered",
@@ -163,9 +175,16 @@ pub fn execute(cfg: &ScanConfig, stop: &StopSignal) -> Result<Outcome, ScanError
             );
         }
         if stats.rx_drops > 0 {
+            let adapted = match stats.lowest_rate {
+                Some(r) => {
+                    format!("; the send rate was lowered {} times, to {r} probes/s at the least", stats.rate_cuts)
+                }
+                None => String::new(),
+            };
             eprintln!(
-                "prtip: warning: the kernel dropped {} received frames; replies may be missing (lower --rate)",
-                stats.rx_drops
+                "prtip: note: this host dropped {} frames; the {} probes whose replies were due then were retried{adapted}",
+                stats.rx_drops,
+                stats.losses.marked()
             );
         }
         if let Some(note) = stored.as_ref().map(|r| stored_note(cfg, r)).filter(|n| !n.is_empty()) {
@@ -354,7 +373,7 @@ fn take_over(cfg: &ScanConfig, answered: &Answered, sinks: &mut Sinks) -> ScanSt
     let Some(resume) = &cfg.resume else { return counts };
     // What a hostile or stale checkpoint holds outside the scan is not taken.
     let mut taken = Vec::new();
-    for r in resume.prior.iter().filter(|r| r.reason != Reason::NoResponse) {
+    for r in resume.prior.iter().filter(|r| r.reason.is_reply()) {
         let Some(index) = cfg.space.index_of(r.ip, r.port) else { continue };
         if !answered.insert(index) {
             continue;
@@ -363,7 +382,8 @@ fn take_over(cfg: &ScanConfig, answered: &Answered, sinks: &mut Sinks) -> ScanSt
         match r.state {
             PortState::Open => counts.open += 1,
             PortState::Closed => counts.closed += 1,
-            PortState::Filtered => counts.unreachable += 1,
+            // A reply's state; a hostile checkpoint's mismatch counts as the reply it names.
+            PortState::Filtered | PortState::Undecided => counts.unreachable += 1,
         }
         taken.push(*r);
     }
@@ -517,32 +537,40 @@ fn finish_output(r: io::Result<()>) -> Result<(), ScanError> {
     }
 }
 
+/// The probes of a completed scan that never got an answer.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct Silent {
+    filtered: u64,
+    /// Silent on a last try whose reply may have been dropped on this host.
+    undecided: u64,
+}
+
 fn report_silent(
     plan: &ScanPlan,
     answered: &Answered,
+    losses: &LossLog,
     open_only: bool,
     mut writer: Option<&mut (dyn ResultWriter + '_)>,
     mut store: Option<&mut Store>,
-) -> Result<u64, ScanError> {
+) -> Result<Silent, ScanError> {
     const BATCH: usize = 4096;
     let now = now_us();
-    let mut silent = 0u64;
+    let mut silent = Silent::default();
     let mut batch = Vec::new();
-    for pos in plan.positions() {
+    for (j, pos) in plan.positions().enumerate() {
         let (index, ip, port) = plan.target(pos);
         if answered.contains(index) {
             continue;
         }
-        silent += 1;
-        let r = ScanResult {
-            ip,
-            port,
-            state: PortState::Filtered,
-            reason: Reason::NoResponse,
-            ttl: None,
-            rtt_us: None,
-            time_us: now,
+        // Every silent probe was sent again in the last pass.
+        let (state, reason) = if losses.contains(plan.linear(Cursor { pass: plan.retries, position: j as u64 })) {
+            silent.undecided += 1;
+            (PortState::Undecided, Reason::FramesDropped)
+        } else {
+            silent.filtered += 1;
+            (PortState::Filtered, Reason::NoResponse)
         };
+        let r = ScanResult { ip, port, state, reason, ttl: None, rtt_us: None, time_us: now };
         if !open_only
             && let Some(w) = &mut writer
             && let Err(e) = w.write(&r)
@@ -685,7 +713,7 @@ fn banner(cfg: &ScanConfig, plan: &ScanPlan, path: &Path, transport: &str) -> St
     )
 }
 
-fn summary(plan: &ScanPlan, s: &ScanStats, silent: u64) -> String {
+fn summary(plan: &ScanPlan, s: &ScanStats, silent: Silent) -> String {
     let secs = s.duration.as_secs_f64();
     let pps = if secs > 0.0 { s.sent as f64 / secs } else { 0.0 };
     let mut line = format!(
@@ -693,8 +721,11 @@ fn summary(plan: &ScanPlan, s: &ScanStats, silent: u64) -> String {
         s.sent,
         s.open,
         s.closed,
-        s.unreachable + silent
+        s.unreachable + silent.filtered
     );
+    if silent.undecided > 0 {
+        line.push_str(&format!(", {} undecided", silent.undecided));
+    }
     if s.interrupted {
         let left = plan.probes_per_pass() - s.answered().min(plan.probes_per_pass());
         line.push_str(&format!("; interrupted, {left} probes without a result"));
@@ -709,6 +740,9 @@ fn details(path: &Path, s: &ScanStats, stored: Option<&StoreReport>) -> String {
         "next hop {mac}; slowest round trip {rtt}; {} duplicate replies; {} frames failed validation; {} receive drops; {} RSTs sent",
         s.duplicates, s.invalid, s.rx_drops, s.resets
     );
+    if s.resets_skipped > 0 {
+        line.push_str(&format!(" ({} skipped: the reset thread fell behind)", s.resets_skipped));
+    }
     if let Some(r) = stored {
         line.push_str(&format!("; storage backpressure {} times", r.backpressure));
     }

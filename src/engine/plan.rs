@@ -42,6 +42,8 @@ pub struct ScanPlan {
     pub retries: u32,
     /// Packets per second; 0 is no limit.
     pub rate: u64,
+    /// Keep `rate` whatever this host drops, rather than adapting to it.
+    pub fixed_rate: bool,
     /// The longest wait for late replies after the last probe of a pass.
     pub max_wait: Duration,
     pub shard: Shard,
@@ -71,6 +73,7 @@ impl ScanPlan {
             src_ports,
             retries,
             rate,
+            fixed_rate: false,
             max_wait,
             shard: Shard::WHOLE,
             start: Cursor::default(),
@@ -80,6 +83,10 @@ impl ScanPlan {
 
     pub fn with_shard(self, shard: Shard) -> Self {
         ScanPlan { shard, ..self }
+    }
+
+    pub fn with_fixed_rate(self, fixed_rate: bool) -> Self {
+        ScanPlan { fixed_rate, ..self }
     }
 
     pub fn starting_at(self, start: Cursor) -> Self {

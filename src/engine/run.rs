@@ -1,8 +1,10 @@
 //! The scan itself: a transmit thread and a receive thread over a transport,
 //! with results handed to the caller's thread as they are validated.
 
+use super::loss::{LossLog, SendHistory, in_flight};
 use super::pacing::Pacer;
 use super::plan::{Cursor, ScanPlan};
+use super::rate::{RateControl, RateReason};
 use super::state::{Answered, reply_timeout};
 use crate::result::{PortState, Reason, ScanResult};
 use crate::transport::{Receive, Transmit, TransportError};
@@ -15,13 +17,17 @@ use std::sync::atomic::{
     AtomicBool, AtomicU32, AtomicU64, AtomicUsize,
     Ordering::{AcqRel, Acquire, Relaxed, Release},
 };
-use std::sync::mpsc;
+use std::sync::{Mutex, mpsc};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use thiserror::Error;
 
 const TX_BATCH: u32 = 64;
+/// Batches of RSTs that may wait for the reset thread; more are not sent.
+const RESET_QUEUE: usize = 256;
 const RX_POLL: Duration = Duration::from_millis(5);
-const DROP_CHECK: Duration = Duration::from_millis(100);
+/// How often the kernel's drop counters are read: a loss marks what was in
+/// flight since the last reading, so short is precise.
+const LOSS_CHECK: Duration = Duration::from_millis(10);
 const PROGRESS_EVERY: Duration = Duration::from_millis(250);
 /// Round trips above this are not believed: the echo was mangled or forged.
 const MAX_RTT: Duration = Duration::from_secs(60);
@@ -76,7 +82,7 @@ pub trait Observer {
 }
 
 /// A running scan's counters, handed to the caller a few times a second.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Progress {
     pub elapsed: Duration,
     /// Probes this run has to send in the pass it starts in: one whole pass
@@ -87,6 +93,9 @@ pub struct Progress {
     pub answered: u64,
     pub open: u64,
     pub rx_drops: u64,
+    /// The send rate in force (0: no limit), and why.
+    pub rate: u64,
+    pub rate_reason: RateReason,
     /// How far the scan got with every reply due in: where a resumed scan
     /// would start if this one ended now.
     pub checkpoint: Cursor,
@@ -105,10 +114,18 @@ pub struct ScanStats {
     /// RSTs sent to close what SYN-ACKs half opened (AF_XDP only: otherwise
     /// this host's kernel sees the SYN-ACKs and resets them itself).
     pub resets: u64,
+    /// RSTs not sent because the reset thread was that far behind.
+    pub resets_skipped: u64,
     /// Frames that passed the kernel filter but were not valid replies.
     pub invalid: u64,
-    /// Frames the kernel dropped before prtip read them.
+    /// Frames the kernel dropped before prtip read them, and probes the
+    /// interface dropped before they left.
     pub rx_drops: u64,
+    /// Where in the send order replies may have been lost to those drops.
+    pub losses: LossLog,
+    /// How often the send rate was lowered for drops, and the lowest it went.
+    pub rate_cuts: u64,
+    pub lowest_rate: Option<u64>,
     pub max_rtt: Option<Duration>,
     pub duration: Duration,
     pub interrupted: bool,
@@ -142,7 +159,11 @@ impl Drop for EndGuard<'_> {
     }
 }
 
-/// Shared between the threads; every field is a counter or a flag.
+/// An RST frame and its length.
+type ResetFrame = ([u8; SYN_FRAME_LEN], usize);
+
+/// Shared between the threads; every field but the loss log and the rate's
+/// reason is a counter or a flag.
 #[derive(Default)]
 struct Shared {
     sent: AtomicU64,
@@ -154,8 +175,15 @@ struct Shared {
     unreachable: AtomicU64,
     duplicates: AtomicU64,
     resets: AtomicU64,
+    resets_skipped: AtomicU64,
     invalid: AtomicU64,
     rx_drops: AtomicU64,
+    losses: Mutex<LossLog>,
+    /// The send rate every lane follows (0: no limit), and why it is so.
+    rate: AtomicU64,
+    rate_reason: Mutex<RateReason>,
+    rate_cuts: AtomicU64,
+    lowest_rate: AtomicU64,
     max_rtt_us: AtomicU64,
     last_send_ns: AtomicU64,
     /// Per pass, when its last lane sent its last probe of it.
@@ -174,6 +202,22 @@ impl Shared {
         self.cursors.iter().map(|c| c.load(Acquire)).min().unwrap_or(0)
     }
 
+    /// Every position sent so far is below this: the lanes' highest, past a
+    /// batch each that may be on its way without its cursor stored yet.
+    fn sent_bound(&self) -> u64 {
+        let lanes = self.cursors.len() as u64;
+        self.cursors.iter().map(|c| c.load(Acquire)).max().unwrap_or(0) + lanes * u64::from(TX_BATCH)
+    }
+
+    /// A resumed scan starting at `linear` would not send the last pass's
+    /// probes below it again: it must not pass one whose reply may have been
+    /// lost, or that probe's silence would be taken for an answer.
+    fn resumable(&self, linear: u64, plan: &ScanPlan) -> u64 {
+        let last_pass = plan.linear(Cursor { pass: plan.retries, position: 0 });
+        let losses = self.losses.lock().expect("loss log lock");
+        losses.first_from(last_pass).map_or(linear, |lost| linear.min(lost))
+    }
+
     fn max_rtt(&self) -> Option<Duration> {
         match self.max_rtt_us.load(Relaxed) {
             0 => None,
@@ -188,7 +232,8 @@ impl Shared {
 
     /// The last sampled cursor whose replies are all due by now.
     fn checkpoint(&self, checkpoints: &mut Checkpoints, now_ns: u64, plan: &ScanPlan) -> Cursor {
-        plan.cursor_at(checkpoints.safe(now_ns.saturating_sub(self.reply_timeout(plan).as_nanos() as u64)))
+        let safe = checkpoints.safe(now_ns.saturating_sub(self.reply_timeout(plan).as_nanos() as u64));
+        plan.cursor_at(self.resumable(safe, plan))
     }
 
     /// True once no reply to the probes sent so far can still be expected.
@@ -265,6 +310,7 @@ pub fn run<T: Transmit, R: Receive>(
         tx_done: AtomicBool::new(false),
         pass_end_ns: (0..=plan.retries).map(|_| AtomicU64::new(0)).collect(),
         answered: AtomicU64::new(answered_before),
+        rate: AtomicU64::new(plan.rate),
         ..Shared::default()
     };
     let total = plan.probes_per_pass();
@@ -290,6 +336,22 @@ pub fn run<T: Transmit, R: Receive>(
                 })
             })
             .collect();
+        // RSTs leave from a thread of their own: on a veth, sending one runs the
+        // peer's receive processing in the sender's context, which the receive
+        // thread cannot afford while replies arrive at line rate.
+        let resets = resets.map(|mut tx| {
+            let (queue, batches) = mpsc::sync_channel::<Vec<ResetFrame>>(RESET_QUEUE);
+            let shared = &shared;
+            s.spawn(move || {
+                for batch in batches {
+                    let frames: Vec<&[u8]> = batch.iter().map(|(f, len)| &f[..*len]).collect();
+                    // An RST is a courtesy to the target: one the kernel refuses costs no result.
+                    let sent = tx.transmit(&frames).unwrap_or(0);
+                    shared.resets.fetch_add(sent as u64, Relaxed);
+                }
+            });
+            queue
+        });
         let rx_thread = s.spawn(|| {
             let _done = EndGuard { shared: &shared, transmit: false };
             let r = receive(plan, wire, &mut rx, resets, &shared, &clock, stop, answered, total, results_tx);
@@ -319,6 +381,8 @@ pub fn run<T: Transmit, R: Receive>(
                     answered: shared.answered.load(Relaxed) - answered_before,
                     open: shared.open.load(Relaxed),
                     rx_drops: shared.rx_drops.load(Relaxed),
+                    rate: shared.rate.load(Relaxed),
+                    rate_reason: *shared.rate_reason.lock().expect("rate reason lock"),
                     checkpoint: shared.checkpoint(&mut checkpoints, now, plan),
                 });
             }
@@ -344,7 +408,7 @@ pub fn run<T: Transmit, R: Receive>(
         // Replies to the last probes may never have been read.
         shared.checkpoint(&mut checkpoints, clock.now_ns(), plan)
     } else {
-        plan.cursor_at(shared.cursor())
+        plan.cursor_at(shared.resumable(shared.cursor(), plan))
     };
 
     Ok(ScanStats {
@@ -355,8 +419,15 @@ pub fn run<T: Transmit, R: Receive>(
         unreachable: shared.unreachable.load(Relaxed),
         duplicates: shared.duplicates.load(Relaxed),
         resets: shared.resets.load(Relaxed),
+        resets_skipped: shared.resets_skipped.load(Relaxed),
         invalid: shared.invalid.load(Relaxed),
         rx_drops: shared.rx_drops.load(Relaxed),
+        rate_cuts: shared.rate_cuts.load(Relaxed),
+        lowest_rate: match shared.lowest_rate.load(Relaxed) {
+            0 => None,
+            r => Some(r),
+        },
+        losses: std::mem::take(&mut *shared.losses.lock().expect("loss log lock")),
         max_rtt: shared.max_rtt(),
         duration: Duration::from_nanos(clock.now_ns()),
         interrupted,
@@ -420,12 +491,13 @@ fn transmit<T: Transmit>(
 ) -> Result<(), EngineError> {
     reduce_timer_slack();
     let total = plan.probes_per_pass();
-    // Each lane paces its share of the rate.
-    let rate = match plan.rate {
+    // Each lane paces its share of the rate, which the receive thread may change.
+    let share = |rate: u64| match rate {
         0 => 0,
         r => (r / lane.of + u64::from(lane.index < r % lane.of)).max(1),
     };
-    let mut pacer = Pacer::new(rate, clock.now_ns());
+    let mut following = shared.rate.load(Relaxed);
+    let mut pacer = Pacer::new(share(following), clock.now_ns());
     let mut frames = vec![[0u8; SYN_FRAME_LEN]; TX_BATCH as usize];
     let cursor = &shared.cursors[lane.index as usize];
     for pass in plan.start.pass..=plan.retries {
@@ -449,6 +521,11 @@ fn transmit<T: Transmit>(
                 return Ok(());
             }
             let now = clock.now_ns();
+            let rate = shared.rate.load(Relaxed);
+            if rate != following {
+                following = rate;
+                pacer = Pacer::new(share(rate), now);
+            }
             let grant = pacer.grant(now, TX_BATCH);
             if grant == 0 {
                 pause(Duration::from_nanos(pacer.wait_ns(now)));
@@ -499,7 +576,7 @@ fn receive<R: Receive>(
     plan: &ScanPlan,
     wire: &Wire,
     rx: &mut R,
-    mut resets: Option<Box<dyn Transmit>>,
+    resets: Option<mpsc::SyncSender<Vec<ResetFrame>>>,
     shared: &Shared,
     clock: &Clock,
     stop: &StopSignal,
@@ -507,10 +584,12 @@ fn receive<R: Receive>(
     total: u64,
     results: mpsc::Sender<Vec<ScanResult>>,
 ) -> Result<(), EngineError> {
+    // Replies are timestamped when read: sleeps between reads must be short.
+    reduce_timer_slack();
     let matcher = ReplyMatcher { src_ip: wire.src_ip, src_ports: plan.src_ports, key: wire.key };
     let mut batch = Vec::new();
-    let mut rst_frames: Vec<([u8; SYN_FRAME_LEN], usize)> = Vec::new();
-    let mut last_drop_check = Instant::now();
+    let mut rst_frames: Vec<ResetFrame> = Vec::new();
+    let mut watch = LossWatch::new(plan, shared, clock.now_ns());
     loop {
         rx.receive(RX_POLL, &mut |frame, rx_wall_ns| {
             let Some(reply) = matcher.classify(frame) else {
@@ -561,14 +640,14 @@ fn receive<R: Receive>(
                 time_us: clock.wall_us(now),
             });
         })?;
-        if let Some(tx) = resets.as_mut()
+        if let Some(queue) = &resets
             && !rst_frames.is_empty()
         {
-            let frames: Vec<&[u8]> = rst_frames.iter().map(|(f, len)| &f[..*len]).collect();
-            // An RST is a courtesy to the target: one the kernel refuses costs no result.
-            let sent = tx.transmit(&frames).unwrap_or(0);
-            shared.resets.fetch_add(sent as u64, Relaxed);
-            rst_frames.clear();
+            let n = rst_frames.len() as u64;
+            // Never wait for the reset thread: a reply read late may be a reply dropped.
+            if queue.try_send(std::mem::take(&mut rst_frames)).is_err() {
+                shared.resets_skipped.fetch_add(n, Relaxed);
+            }
         }
         if !batch.is_empty() {
             // One hand-over per receive call, not per result: waking the
@@ -576,19 +655,61 @@ fn receive<R: Receive>(
             // The receiver lives until this thread ends, so the send cannot fail.
             let _ = results.send(std::mem::take(&mut batch));
         }
-        if last_drop_check.elapsed() >= DROP_CHECK {
-            shared.rx_drops.fetch_add(rx.take_drops(), Relaxed);
-            last_drop_check = Instant::now();
+        let now = clock.now_ns();
+        if now.saturating_sub(watch.checked_ns) >= LOSS_CHECK.as_nanos() as u64 {
+            watch.check(rx.take_drops(), now, plan, shared);
         }
         if stop.stop_waiting() || shared.failed.load(Relaxed) {
-            shared.rx_drops.fetch_add(rx.take_drops(), Relaxed);
+            watch.check(rx.take_drops(), clock.now_ns(), plan, shared);
             return Ok(());
         }
         if shared.tx_done.load(Acquire)
             && (shared.answered.load(Relaxed) >= total || shared.replies_due_by(clock, plan))
         {
-            shared.rx_drops.fetch_add(rx.take_drops(), Relaxed);
+            watch.check(rx.take_drops(), clock.now_ns(), plan, shared);
             return Ok(());
+        }
+    }
+}
+
+/// The receive thread's reading of the kernel's drop counters: marks what was
+/// in flight when frames were lost, and sets the send rate.
+struct LossWatch {
+    history: SendHistory,
+    rate: RateControl,
+    checked_ns: u64,
+}
+
+impl LossWatch {
+    fn new(plan: &ScanPlan, shared: &Shared, now_ns: u64) -> Self {
+        LossWatch {
+            history: SendHistory::new(shared.cursor()),
+            rate: RateControl::new(plan.rate, !plan.fixed_rate, now_ns, 0),
+            checked_ns: now_ns,
+        }
+    }
+
+    fn check(&mut self, lost: u64, now_ns: u64, plan: &ScanPlan, shared: &Shared) {
+        let timeout = shared.reply_timeout(plan).as_nanos() as u64;
+        // Kept as far back as the longest wait: the timeout may grow later.
+        self.history.sample(now_ns, shared.cursor(), plan.max_wait.as_nanos() as u64);
+        if lost > 0 {
+            shared.rx_drops.fetch_add(lost, Relaxed);
+            let (lo, hi) = in_flight(&self.history, self.checked_ns, timeout, shared.sent_bound());
+            shared.losses.lock().expect("loss log lock").mark(lo, hi);
+        }
+        self.checked_ns = now_ns;
+        let Some(rate) = self.rate.update(now_ns, shared.sent.load(Relaxed), lost) else { return };
+        shared.rate.store(rate, Relaxed);
+        *shared.rate_reason.lock().expect("rate reason lock") = self.rate.reason();
+        let shown = if rate == 0 { "no limit".to_string() } else { format!("{rate} probes/s") };
+        if lost > 0 {
+            shared.rate_cuts.fetch_add(1, Relaxed);
+            let lowest = shared.lowest_rate.load(Relaxed);
+            shared.lowest_rate.store(if lowest == 0 { rate } else { lowest.min(rate) }, Relaxed);
+            tracing::info!("send rate lowered to {shown}: this host dropped {lost} frames");
+        } else {
+            tracing::info!("send rate raised to {shown}: no frames dropped");
         }
     }
 }
@@ -635,13 +756,19 @@ mod tests {
         /// (target, port, our source port, ack) of every genuine SYN-ACK sent:
         /// what an RST must match.
         syn_acks: HashSet<(IpAddr, u16, u16, u32)>,
+        /// Replies dropped on the scanning host, not yet reported.
+        drops: u64,
     }
 
+    #[derive(Default)]
     struct Truth {
         open: HashSet<u16>,
         filtered: HashSet<u16>,
         lossy: HashSet<u16>,
         noisy: HashSet<u16>,
+        /// Replies this host drops, and says it dropped: the first one, or every one.
+        dropped_once: HashSet<u16>,
+        dropped_always: HashSet<u16>,
     }
 
     struct FakeTx(Arc<Mutex<Net>>, Arc<Truth>);
@@ -687,6 +814,10 @@ mod tests {
                 let attempt = net.attempts.entry((dst, port)).or_default();
                 *attempt += 1;
                 if self.1.lossy.contains(&port) && *attempt == 1 {
+                    continue;
+                }
+                if self.1.dropped_always.contains(&port) || (self.1.dropped_once.contains(&port) && *attempt == 1) {
+                    net.drops += 1;
                     continue;
                 }
                 let tsval = syn.options_iterator().find_map(|o| match o {
@@ -745,7 +876,7 @@ mod tests {
         }
 
         fn take_drops(&mut self) -> u64 {
-            0
+            std::mem::take(&mut self.0.lock().unwrap().drops)
         }
     }
 
@@ -824,6 +955,7 @@ mod tests {
                 filtered: set(&[7, 8]),
                 lossy: set(&[31, 40]),
                 noisy: set(&[22, 45]),
+                ..Default::default()
             };
             classifies_retries_and_deduplicates_in(family, truth);
         }
@@ -868,11 +1000,51 @@ mod tests {
         assert!(results.iter().filter(|r| r.state == PortState::Open).all(|r| r.rtt_us.is_some() && r.ttl == Some(61)));
         assert!(stats.max_rtt.is_some());
         assert!(!stats.interrupted);
+        assert!(stats.losses.is_empty() && stats.rate_cuts == 0, "nothing was dropped on this host");
+    }
+
+    #[test]
+    fn replies_dropped_on_this_host_are_retried_and_their_silence_is_never_an_answer() {
+        let truth = Truth {
+            open: set(&[2, 9]),
+            filtered: set(&[7]),
+            dropped_once: set(&[2, 3]),
+            dropped_always: set(&[9, 4]),
+            ..Default::default()
+        };
+        let (stats, results, answered, plan) = scan(truth, 1, (1, 10));
+        let states = |state: PortState| {
+            let mut v: Vec<u16> = results.iter().filter(|r| r.state == state).map(|r| r.port).collect();
+            v.sort();
+            v.dedup();
+            v
+        };
+        // A reply dropped once comes with the retry, in its true state.
+        assert_eq!(states(PortState::Open), [2]);
+        assert_eq!(states(PortState::Closed), [1, 3, 5, 6, 8, 10]);
+        assert_eq!(results.len(), 4 * 7, "one result per answered probe");
+        // 4 hosts: the first replies of 2 and 3, both replies of 9 and 4.
+        assert_eq!(stats.rx_drops, 4 * 6);
+        assert!(stats.rate_cuts >= 1, "the rate went down for the drops");
+        for (j, pos) in plan.positions().enumerate() {
+            let (index, _, port) = plan.target(pos);
+            let last_try = plan.linear(Cursor { pass: plan.retries, position: j as u64 });
+            if [9, 4].contains(&port) {
+                assert!(!answered.contains(index));
+                assert!(stats.losses.contains(last_try), "port {port}: its last try lost its reply");
+            }
+        }
     }
 
     #[test]
     fn several_transmit_lanes_send_every_probe_once() {
-        let truth = || Truth { open: set(&[22]), filtered: set(&[7]), lossy: set(&[31]), noisy: set(&[]) };
+        let truth = || Truth {
+            open: set(&[22]),
+            filtered: set(&[7]),
+            lossy: set(&[31]),
+            noisy: set(&[]),
+            ..Default::default()
+        };
         let (one, results, _, plan) = scan(truth(), 1, (1, 50));
         let (three, results3, _, _) = scan_family(Family::V4, truth(), 3, 1, (1, 50), Cursor::default(), |_| false);
         let key = |r: &Vec<ScanResult>| {
@@ -899,7 +1071,13 @@ mod tests {
     #[test]
     fn a_resumed_scan_sends_what_was_left_and_retries_only_the_unanswered() {
         let (k, filtered) = (37u64, 7u16);
-        let truth = || Truth { open: set(&[22]), filtered: set(&[filtered]), lossy: set(&[]), noisy: set(&[]) };
+        let truth = || Truth {
+            open: set(&[22]),
+            filtered: set(&[filtered]),
+            lossy: set(&[]),
+            noisy: set(&[]),
+            ..Default::default()
+        };
         let (_, _, _, whole) = scan(truth(), 1, (1, 30));
         // The interrupted run sent the first k positions of pass 0; all but the filtered answered.
         let answered_before = |pos: u64| pos < k && whole.target(pos).2 != filtered;
@@ -925,7 +1103,13 @@ mod tests {
     #[test]
     fn a_scan_resumed_in_its_retry_pass_retries_only_the_rest_of_it() {
         let filtered = 7u16;
-        let truth = || Truth { open: set(&[22]), filtered: set(&[filtered]), lossy: set(&[]), noisy: set(&[]) };
+        let truth = || Truth {
+            open: set(&[22]),
+            filtered: set(&[filtered]),
+            lossy: set(&[]),
+            noisy: set(&[]),
+            ..Default::default()
+        };
         let (_, _, _, whole) = scan(truth(), 1, (1, 30));
         // Interrupted in pass 1 just after retrying the second of the four silent probes.
         let silent: Vec<u64> = whole.positions().filter(|&p| whole.target(p).2 == filtered).collect();
@@ -955,7 +1139,13 @@ mod tests {
 
     #[test]
     fn ends_as_soon_as_everything_answered() {
-        let truth = Truth { open: set(&[5]), filtered: HashSet::new(), lossy: HashSet::new(), noisy: HashSet::new() };
+        let truth = Truth {
+            open: set(&[5]),
+            filtered: HashSet::new(),
+            lossy: HashSet::new(),
+            noisy: HashSet::new(),
+            ..Default::default()
+        };
         let (stats, results, _, plan) = scan(truth, 3, (1, 10));
         assert_eq!(results.len() as u64, plan.probes_per_pass());
         assert_eq!(stats.sent, plan.probes_per_pass(), "no retry when all answered");
@@ -965,7 +1155,13 @@ mod tests {
 
     #[test]
     fn without_retries_silence_costs_one_adaptive_wait() {
-        let truth = Truth { open: set(&[1]), filtered: set(&[2]), lossy: HashSet::new(), noisy: HashSet::new() };
+        let truth = Truth {
+            open: set(&[1]),
+            filtered: set(&[2]),
+            lossy: HashSet::new(),
+            noisy: HashSet::new(),
+            ..Default::default()
+        };
         let (stats, _, _, plan) = scan(truth, 0, (1, 3));
         assert_eq!(stats.sent, plan.probes_per_pass());
         assert_eq!(stats.open + stats.closed, 8);

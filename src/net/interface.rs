@@ -68,6 +68,57 @@ pub fn hardware_address(name: &str) -> Result<(u16, [u8; 6]), NetError> {
     Ok((addr.sa_family, std::array::from_fn(|i| addr.sa_data[i] as u8)))
 }
 
+/// The interface's own counters of frames it lost on this host: probes it
+/// could not queue (`tx_dropped`: on a veth, the peer's ring was full) and
+/// replies its hardware had no room for. Not `rx_dropped`, which also counts
+/// frames that no protocol wanted (LLDP and the like) and so grows on a
+/// quiet network too.
+pub struct LinkDrops {
+    files: Vec<std::fs::File>,
+    seen: u64,
+}
+
+const LINK_DROP_COUNTERS: [&str; 4] = ["tx_dropped", "rx_missed_errors", "rx_fifo_errors", "rx_over_errors"];
+
+impl LinkDrops {
+    /// The counters of `name` as sysfs shows them, or None where it shows
+    /// another interface (see `queues`).
+    pub fn open(name: &str, index: u32) -> Option<LinkDrops> {
+        let dir = format!("/sys/class/net/{name}");
+        let shown: u32 = std::fs::read_to_string(format!("{dir}/ifindex")).ok()?.trim().parse().ok()?;
+        if shown != index {
+            return None;
+        }
+        let files = LINK_DROP_COUNTERS
+            .iter()
+            .filter_map(|c| std::fs::File::open(format!("{dir}/statistics/{c}")).ok())
+            .collect();
+        let mut link = LinkDrops { files, seen: 0 };
+        link.seen = link.total();
+        Some(link)
+    }
+
+    fn total(&self) -> u64 {
+        use std::os::unix::fs::FileExt;
+        let mut buf = [0u8; 24];
+        self.files
+            .iter()
+            .filter_map(|f| {
+                let n = f.read_at(&mut buf, 0).ok()?;
+                std::str::from_utf8(&buf[..n]).ok()?.trim().parse::<u64>().ok()
+            })
+            .sum()
+    }
+
+    /// Frames lost since the last call.
+    pub fn take(&mut self) -> u64 {
+        let total = self.total();
+        let new = total.saturating_sub(self.seen);
+        self.seen = total;
+        new
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

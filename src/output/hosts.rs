@@ -44,18 +44,20 @@ impl HostTable {
             .map(|(ip, ports)| {
                 ports.sort_unstable_by_key(|r| r.port);
                 // Counted once: a full port scan of a host is 65535 entries.
-                let (closed, filtered) = ports.iter().fold((0, 0), |(c, f), r| match r.state {
-                    PortState::Closed => (c + 1, f),
-                    PortState::Filtered => (c, f + 1),
-                    PortState::Open => (c, f),
+                let (closed, filtered, undecided) = ports.iter().fold((0, 0, 0), |(c, f, u), r| match r.state {
+                    PortState::Closed => (c + 1, f, u),
+                    PortState::Filtered => (c, f + 1, u),
+                    PortState::Undecided => (c, f, u + 1),
+                    PortState::Open => (c, f, u),
                 });
                 let count = |s: PortState| match s {
                     PortState::Closed => closed,
                     PortState::Filtered => filtered,
+                    PortState::Undecided => undecided,
                     PortState::Open => 0,
                 };
                 let hidden_state = |s: PortState| s != PortState::Open && count(s) > COLLAPSE_ABOVE;
-                let hidden = [PortState::Closed, PortState::Filtered]
+                let hidden = [PortState::Closed, PortState::Filtered, PortState::Undecided]
                     .into_iter()
                     .filter(|s| hidden_state(*s))
                     .map(|s| {

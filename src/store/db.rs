@@ -87,6 +87,7 @@ ALTER TABLE scans ADD COLUMN resume_position INTEGER NOT NULL DEFAULT 0;
 "#,
     ),
     Migration::Code(packed_results),
+    Migration::Code(undecided_state),
 ];
 
 /// Results as integers, keyed by the address as an integer: SQLite takes
@@ -117,14 +118,21 @@ SELECT scan_id,
             ELSE addr END AS ip,
        port,
        CASE proto WHEN 6 THEN 'tcp' ELSE proto END AS proto,
-       CASE state WHEN 1 THEN 'open' WHEN 2 THEN 'closed' WHEN 3 THEN 'filtered' END AS state,
+       CASE state WHEN 1 THEN 'open' WHEN 2 THEN 'closed' WHEN 3 THEN 'filtered' WHEN 4 THEN 'undecided' END AS state,
        CASE WHEN reason = 1 THEN 'syn-ack' WHEN reason = 2 THEN 'reset' WHEN reason = 3 THEN 'no-response'
+            WHEN reason = 4 THEN 'frames-dropped'
             WHEN reason >= 256 THEN 'host-unreach' END AS reason,
        ttl,
        rtt_us,
        strftime('%Y-%m-%dT%H:%M:%S', time / 1000000, 'unixepoch') || printf('.%06dZ', time % 1000000) AS time
 FROM scan_result_rows;
 "#;
+
+/// Version 5: the view names the `undecided` state and its reason.
+fn undecided_state(tx: &rusqlite::Transaction) -> rusqlite::Result<()> {
+    tx.execute_batch("DROP VIEW scan_results")?;
+    tx.execute_batch(RESULTS_VIEW)
+}
 
 /// Version 4: rows of text become rows of integers, and `scan_results` the view of them.
 fn packed_results(tx: &rusqlite::Transaction) -> rusqlite::Result<()> {
@@ -209,6 +217,7 @@ fn state_code(s: PortState) -> i64 {
         PortState::Open => 1,
         PortState::Closed => 2,
         PortState::Filtered => 3,
+        PortState::Undecided => 4,
     }
 }
 
@@ -217,6 +226,7 @@ fn state_of(code: i64) -> Option<PortState> {
         1 => Some(PortState::Open),
         2 => Some(PortState::Closed),
         3 => Some(PortState::Filtered),
+        4 => Some(PortState::Undecided),
         _ => None,
     }
 }
@@ -227,6 +237,7 @@ fn reason_code(r: Reason) -> i64 {
         Reason::SynAck => 1,
         Reason::Reset => 2,
         Reason::NoResponse => 3,
+        Reason::FramesDropped => 4,
         Reason::Unreachable { code } => 256 + i64::from(code),
     }
 }
@@ -236,6 +247,7 @@ fn reason_of(code: i64) -> Option<Reason> {
         1 => Some(Reason::SynAck),
         2 => Some(Reason::Reset),
         3 => Some(Reason::NoResponse),
+        4 => Some(Reason::FramesDropped),
         256..=511 => Some(Reason::Unreachable { code: (code - 256) as u8 }),
         _ => None,
     }
@@ -343,6 +355,7 @@ fn parse_state(text: &str) -> Option<PortState> {
         "open" => Some(PortState::Open),
         "closed" => Some(PortState::Closed),
         "filtered" => Some(PortState::Filtered),
+        "undecided" => Some(PortState::Undecided),
         _ => None,
     }
 }

@@ -46,11 +46,13 @@ fn encode_record(scan_id: i64, rows: &[ScanResult], out: &mut Vec<u8>) {
             Reason::Reset => (1, 0),
             Reason::Unreachable { code } => (2, code),
             Reason::NoResponse => (3, 0),
+            Reason::FramesDropped => (4, 0),
         };
         let state = match r.state {
             PortState::Open => 0,
             PortState::Closed => 1,
             PortState::Filtered => 2,
+            PortState::Undecided => 3,
         };
         let flags = if r.ttl.is_some() { HAS_TTL } else { 0 } | if r.rtt_us.is_some() { HAS_RTT } else { 0 };
         match r.ip {
@@ -121,6 +123,7 @@ fn decode_row(row: &[u8]) -> Option<ScanResult> {
         0 => PortState::Open,
         1 => PortState::Closed,
         2 => PortState::Filtered,
+        3 => PortState::Undecided,
         _ => return None,
     };
     let reason = match b[3] {
@@ -128,6 +131,7 @@ fn decode_row(row: &[u8]) -> Option<ScanResult> {
         1 => Reason::Reset,
         2 => Reason::Unreachable { code: b[4] },
         3 => Reason::NoResponse,
+        4 => Reason::FramesDropped,
         _ => return None,
     };
     let flags = b[6];

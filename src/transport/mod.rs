@@ -55,6 +55,23 @@ pub trait Receive: Send {
     fn take_drops(&mut self) -> u64;
 }
 
+/// A receiving half whose drops also count the frames the interface itself
+/// lost, in either direction: a probe that never left is a reply never seen.
+pub struct WithLinkDrops<R> {
+    pub inner: R,
+    pub link: crate::net::interface::LinkDrops,
+}
+
+impl<R: Receive> Receive for WithLinkDrops<R> {
+    fn receive(&mut self, timeout: Duration, on_frame: &mut dyn FnMut(&[u8], u64)) -> Result<(), TransportError> {
+        self.inner.receive(timeout, on_frame)
+    }
+
+    fn take_drops(&mut self) -> u64 {
+        self.inner.take_drops() + self.link.take()
+    }
+}
+
 impl<T: Transmit + ?Sized> Transmit for Box<T> {
     fn transmit(&mut self, frames: &[&[u8]]) -> Result<usize, TransportError> {
         (**self).transmit(frames)

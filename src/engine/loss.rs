@@ -1,0 +1,148 @@
+//! Which probes may have lost their replies on this host. Pure.
+//!
+//! When the kernel drops frames on the scanning host (an AF_XDP RX ring or
+//! fill ring that ran out, a socket buffer that overflowed, the interface's
+//! own receive or transmit drops), some probe or its reply was lost, and
+//! which one cannot be known. Every probe whose reply could have been due
+//! while the frames were lost is marked, as a span of the send order; such a
+//! probe's silence proves nothing. It is retried like any silent probe, and
+//! if its last attempt is marked too, the scan reports it `undecided` rather
+//! than `filtered`.
+
+use std::collections::VecDeque;
+
+/// Spans of linear cursors (`ScanPlan::linear`), sorted, disjoint and
+/// half-open: probes sent at those places may have lost their replies.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LossLog {
+    spans: Vec<(u64, u64)>,
+}
+
+impl LossLog {
+    /// Marks `[lo, hi)`, merging it with the spans it touches.
+    pub fn mark(&mut self, lo: u64, hi: u64) {
+        if lo >= hi {
+            return;
+        }
+        // Spans come mostly in send order: the merge usually touches the last ones only.
+        let first = self.spans.partition_point(|&(_, end)| end < lo);
+        let last = self.spans.partition_point(|&(start, _)| start <= hi);
+        let (mut lo, mut hi) = (lo, hi);
+        if first < last {
+            lo = lo.min(self.spans[first].0);
+            hi = hi.max(self.spans[last - 1].1);
+        }
+        self.spans.splice(first..last, [(lo, hi)]);
+    }
+
+    pub fn contains(&self, linear: u64) -> bool {
+        let i = self.spans.partition_point(|&(_, end)| end <= linear);
+        self.spans.get(i).is_some_and(|&(start, _)| start <= linear)
+    }
+
+    /// The first marked place at or after `linear`.
+    pub fn first_from(&self, linear: u64) -> Option<u64> {
+        let i = self.spans.partition_point(|&(_, end)| end <= linear);
+        self.spans.get(i).map(|&(start, _)| start.max(linear))
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.spans.is_empty()
+    }
+
+    /// How many places are marked.
+    pub fn marked(&self) -> u64 {
+        self.spans.iter().map(|&(lo, hi)| hi - lo).sum()
+    }
+}
+
+/// Where transmission was at past times, to find what was in flight when
+/// frames were lost. Holds only as far back as a reply can take.
+#[derive(Debug)]
+pub struct SendHistory {
+    /// (time, linear cursor below which everything had been sent), oldest first.
+    samples: VecDeque<(u64, u64)>,
+    /// The cursor before the oldest sample kept.
+    floor: u64,
+}
+
+impl SendHistory {
+    pub fn new(start: u64) -> Self {
+        SendHistory { samples: VecDeque::new(), floor: start }
+    }
+
+    /// Records the cursor at `now_ns`; forgets what is older than `keep_ns`
+    /// before it, keeping one sample at or before that edge.
+    pub fn sample(&mut self, now_ns: u64, linear: u64, keep_ns: u64) {
+        self.samples.push_back((now_ns, linear));
+        let edge = now_ns.saturating_sub(keep_ns);
+        while self.samples.get(1).is_some_and(|&(t, _)| t <= edge) {
+            if let Some((_, linear)) = self.samples.pop_front() {
+                self.floor = linear;
+            }
+        }
+    }
+
+    /// A cursor below which every probe was sent at or before `at_ns`: a
+    /// probe sent after `at_ns` is at or above it.
+    pub fn sent_by(&self, at_ns: u64) -> u64 {
+        self.samples.iter().take_while(|&&(t, _)| t <= at_ns).last().map_or(self.floor, |&(_, linear)| linear)
+    }
+}
+
+/// What was in flight when frames were lost between `since_ns` and `now_ns`:
+/// every probe sent from `reply_timeout_ns` before `since_ns` (its reply could
+/// still come) up to `sent_now`, the highest place sent by now.
+pub fn in_flight(history: &SendHistory, since_ns: u64, reply_timeout_ns: u64, sent_now: u64) -> (u64, u64) {
+    (history.sent_by(since_ns.saturating_sub(reply_timeout_ns)), sent_now)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn marks_merge_and_answer_membership() {
+        let mut l = LossLog::default();
+        assert!(l.is_empty() && !l.contains(0) && l.first_from(0).is_none());
+        l.mark(10, 20);
+        l.mark(30, 40);
+        l.mark(5, 5);
+        assert_eq!(l.spans, [(10, 20), (30, 40)]);
+        assert!(!l.contains(9) && l.contains(10) && l.contains(19) && !l.contains(20) && l.contains(35));
+        assert_eq!(l.first_from(0), Some(10));
+        assert_eq!(l.first_from(15), Some(15));
+        assert_eq!(l.first_from(20), Some(30));
+        assert_eq!(l.first_from(40), None);
+        // Touching and overlapping spans merge, whatever order they come in.
+        l.mark(20, 30);
+        assert_eq!(l.spans, [(10, 40)]);
+        l.mark(0, 3);
+        l.mark(45, 50);
+        l.mark(2, 47);
+        assert_eq!(l.spans, [(0, 50)]);
+        assert_eq!(l.marked(), 50);
+        l.mark(60, 70);
+        l.mark(55, 58);
+        assert_eq!(l.spans, [(0, 50), (55, 58), (60, 70)]);
+    }
+
+    #[test]
+    fn a_loss_marks_everything_whose_reply_could_have_been_due() {
+        let mut h = SendHistory::new(100);
+        let keep = 1_000;
+        for (t, linear) in [(0, 100), (100, 200), (200, 300), (300, 400)] {
+            h.sample(t, linear, keep);
+        }
+        assert_eq!(h.sent_by(150), 200);
+        // Frames lost between 250 and 300 ns with replies taking up to 120 ns:
+        // probes sent from 130 ns on (at or above cursor 200) were in flight.
+        assert_eq!(in_flight(&h, 250, 120, 420), (200, 420));
+        assert_eq!(in_flight(&h, 250, 10_000, 420), (100, 420), "back to where the run started");
+        // Samples older than the edge go, but for the last one before it.
+        h.sample(5_000, 900, keep);
+        assert_eq!(h.samples, [(300, 400), (5_000, 900)]);
+        assert_eq!(h.sent_by(4_500), 400);
+        assert_eq!(h.sent_by(200), 300, "before what is kept: the floor");
+    }
+}

@@ -1,0 +1,214 @@
+//! The send rate, adapted to what this host's receive path keeps up with.
+//! Pure: time and counters come in as arguments.
+//!
+//! A scanner that sends faster than it can take the replies in loses them,
+//! and silence from a lost reply looks like a filtered port. So when the
+//! kernel reports frames dropped on this host, the rate is halved (from what
+//! was really being sent, which may be less than the rate allowed); while
+//! nothing is lost it grows again by a sixteenth every `STEP`, up to the
+//! user's `--rate`, or back to no limit when there is none. A fixed rate
+//! never changes.
+
+/// How long a lowered rate is kept before it may grow: replies already in
+/// flight at the old rate keep arriving, and dropping, for a while.
+pub const HOLD_NS: u64 = 100_000_000;
+/// How often the rate grows while nothing is lost.
+pub const STEP_NS: u64 = 100_000_000;
+/// The send rate is measured over at least this long.
+const MEASURE_NS: u64 = 10_000_000;
+/// Never below this many probes a second: a scan must end.
+pub const MIN_RATE: u64 = 1_000;
+
+/// Why the rate is what it is.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum RateReason {
+    /// As configured: `--rate`, or no limit.
+    #[default]
+    Configured,
+    /// Lowered: this many frames were dropped on this host.
+    Dropped(u64),
+    /// Raised again: nothing was lost for a while.
+    Recovering,
+}
+
+impl RateReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RateReason::Configured => "configured",
+            RateReason::Dropped(_) => "frames dropped",
+            RateReason::Recovering => "no drops",
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct RateControl {
+    /// `--rate`; 0 for none.
+    ceiling: u64,
+    adaptive: bool,
+    /// The rate in force; 0 for no limit.
+    current: u64,
+    reason: RateReason,
+    /// When the rate last went down, and last changed.
+    cut_ns: Option<u64>,
+    changed_ns: u64,
+    /// Probes sent by `window_ns`, to measure the send rate.
+    window_ns: u64,
+    window_sent: u64,
+    /// The send rate measured last, and the highest seen.
+    measured: u64,
+    peak: u64,
+}
+
+impl RateControl {
+    pub fn new(ceiling: u64, adaptive: bool, now_ns: u64, sent: u64) -> Self {
+        RateControl {
+            ceiling,
+            adaptive,
+            current: ceiling,
+            reason: RateReason::Configured,
+            cut_ns: None,
+            changed_ns: now_ns,
+            window_ns: now_ns,
+            window_sent: sent,
+            measured: 0,
+            peak: 0,
+        }
+    }
+
+    /// The rate in force, probes a second; 0 for no limit.
+    pub fn rate(&self) -> u64 {
+        self.current
+    }
+
+    pub fn reason(&self) -> RateReason {
+        self.reason
+    }
+
+    /// Takes what happened since the last call: `sent` probes so far, `lost`
+    /// frames dropped on this host since the last call. Returns the new rate
+    /// when it changes.
+    pub fn update(&mut self, now_ns: u64, sent: u64, lost: u64) -> Option<u64> {
+        let elapsed = now_ns.saturating_sub(self.window_ns);
+        if elapsed >= MEASURE_NS {
+            self.measured = ((sent.saturating_sub(self.window_sent)) as u128 * 1_000_000_000 / elapsed as u128) as u64;
+            self.peak = self.peak.max(self.measured);
+            self.window_ns = now_ns;
+            self.window_sent = sent;
+        }
+        if !self.adaptive {
+            return None;
+        }
+        if lost > 0 {
+            if self.cut_ns.is_some_and(|t| now_ns.saturating_sub(t) < HOLD_NS) {
+                return None;
+            }
+            // From what was really sent: a limit above it would be no cut at all.
+            let base = match (self.current, self.measured) {
+                (0, 0) => return None,
+                (0, m) => m,
+                (c, 0) => c,
+                (c, m) => c.min(m),
+            };
+            let cut = (base / 2).max(MIN_RATE);
+            self.reason = RateReason::Dropped(lost);
+            self.cut_ns = Some(now_ns);
+            self.changed_ns = now_ns;
+            return (cut != std::mem::replace(&mut self.current, cut)).then_some(cut);
+        }
+        if self.current == 0
+            || self.current == self.ceiling
+            || now_ns.saturating_sub(self.changed_ns) < STEP_NS
+            || self.cut_ns.is_some_and(|t| now_ns.saturating_sub(t) < HOLD_NS)
+        {
+            return None;
+        }
+        let raised = self.current + (self.current / 16).max(MIN_RATE);
+        self.current = match self.ceiling {
+            0 if raised > self.peak + self.peak / 4 => 0,
+            0 => raised,
+            c => raised.min(c),
+        };
+        self.reason = if self.current == self.ceiling { RateReason::Configured } else { RateReason::Recovering };
+        self.changed_ns = now_ns;
+        Some(self.current)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MS: u64 = 1_000_000;
+
+    /// What a sender can do at most, whatever the rate allows.
+    const SENDER: u64 = 1_000_000;
+
+    /// Feeds `update` every 10 ms with a sender that sends at the rate (at
+    /// most `SENDER`) and a receive path that drops frames whenever more than
+    /// `capacity` probes a second go out.
+    fn run(ctl: &mut RateControl, capacity: u64, from_ms: u64, to_ms: u64, sent: &mut u64) -> Vec<u64> {
+        let mut rates = Vec::new();
+        let mut t = from_ms;
+        while t < to_ms {
+            t += 10;
+            let rate = match ctl.rate() {
+                0 => SENDER,
+                r => r.min(SENDER),
+            };
+            *sent += rate / 100;
+            let lost = if rate > capacity { (rate - capacity) / 100 } else { 0 };
+            if let Some(r) = ctl.update(t * MS, *sent, lost) {
+                rates.push(r);
+            }
+        }
+        rates
+    }
+
+    #[test]
+    fn halves_on_drops_and_climbs_back_to_the_ceiling() {
+        let mut sent = 0;
+        let mut ctl = RateControl::new(800_000, true, 0, 0);
+        // The receive path keeps up with 500k: the rate falls below it, then hovers around it.
+        let rates = run(&mut ctl, 500_000, 0, 3_000, &mut sent);
+        assert_eq!(rates[0], 400_000, "halved from the 800k really sent");
+        assert!(rates.iter().all(|&r| (MIN_RATE..=800_000).contains(&r)));
+        assert!(rates.iter().skip(1).any(|&r| r > 400_000), "it grows again");
+        let cuts = rates.windows(2).filter(|w| w[1] < w[0]).count();
+        assert!(cuts >= 2, "and is cut again where it drops: {rates:?}");
+        // Once the receive path keeps up with anything, it returns to the ceiling.
+        let rates = run(&mut ctl, 10_000_000, 3_000, 6_000, &mut sent);
+        assert_eq!(rates.last(), Some(&800_000));
+        assert_eq!(ctl.reason(), RateReason::Configured);
+    }
+
+    #[test]
+    fn without_a_ceiling_it_cuts_from_the_measured_rate_and_returns_to_no_limit() {
+        let mut sent = 0;
+        let mut ctl = RateControl::new(0, true, 0, 0);
+        let rates = run(&mut ctl, 600_000, 0, 50, &mut sent);
+        // Unlimited, the sender does a million; the first loss halves that.
+        assert_eq!(rates, [500_000]);
+        assert_eq!(ctl.reason(), RateReason::Dropped(4_000));
+        let rates = run(&mut ctl, 100_000_000, 50, 5_000, &mut sent);
+        assert_eq!(rates.last(), Some(&0), "back to no limit: {rates:?}");
+    }
+
+    #[test]
+    fn one_cut_per_hold_and_never_below_the_minimum() {
+        let mut ctl = RateControl::new(4_000, true, 0, 0);
+        assert_eq!(ctl.update(20 * MS, 80, 5), Some(2_000));
+        assert_eq!(ctl.update(30 * MS, 100, 5), None, "drops of frames already in flight");
+        assert_eq!(ctl.update(130 * MS, 300, 5), Some(MIN_RATE));
+        assert_eq!(ctl.update(240 * MS, 400, 5), None, "already at the minimum");
+        assert_eq!(ctl.rate(), MIN_RATE);
+    }
+
+    #[test]
+    fn a_fixed_rate_never_changes() {
+        let mut sent = 0;
+        let mut ctl = RateControl::new(800_000, false, 0, 0);
+        assert!(run(&mut ctl, 100_000, 0, 2_000, &mut sent).is_empty());
+        assert_eq!((ctl.rate(), ctl.reason()), (800_000, RateReason::Configured));
+    }
+}
