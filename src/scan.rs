@@ -80,6 +80,12 @@ pub fn execute(cfg: &ScanConfig, stop: &StopSignal) -> Result<Outcome, ScanError
     if let Some(link) = net::interface::LinkDrops::open(&path.ifname, path.ifindex) {
         rx = Box::new(WithLinkDrops { inner: rx, link });
     }
+    // Fault injection for the tests of a receive path slower than the replies
+    // (tests/drops.rs); release builds do not have it.
+    #[cfg(debug_assertions)]
+    if let Some(ms) = std::env::var("PRTIP_TEST_RX_STALL_MS").ok().and_then(|v| v.parse().ok()) {
+        rx = Box::new(crate::transport::Stalled { inner: rx, stall: Duration::from_millis(ms) });
+    }
     // Fault injection for the test that a panic leaves no XDP program behind
     // (tests/xdp.rs); there is no other way to make prtip panic, and release
     // builds do not have it.
@@ -181,10 +187,10 @@ pub fn execute(cfg: &ScanConfig, stop: &StopSignal) -> Result<Outcome, ScanError
                 }
                 None => String::new(),
             };
+            let retried = if plan.retries > 0 { ", and were retried" } else { "" };
             eprintln!(
-                "prtip: note: this host dropped {} frames; the {} probes whose replies were due then were retried{adapted}",
-                stats.rx_drops,
-                stats.losses.marked()
+                "prtip: note: this host dropped {} frames; probes whose replies were due then were not taken as silent{retried}{adapted}",
+                stats.rx_drops
             );
         }
         if let Some(note) = stored.as_ref().map(|r| stored_note(cfg, r)).filter(|n| !n.is_empty()) {

@@ -49,11 +49,6 @@ impl LossLog {
     pub fn is_empty(&self) -> bool {
         self.spans.is_empty()
     }
-
-    /// How many places are marked.
-    pub fn marked(&self) -> u64 {
-        self.spans.iter().map(|&(lo, hi)| hi - lo).sum()
-    }
 }
 
 /// Where transmission was at past times, to find what was in flight when
@@ -121,7 +116,6 @@ mod tests {
         l.mark(45, 50);
         l.mark(2, 47);
         assert_eq!(l.spans, [(0, 50)]);
-        assert_eq!(l.marked(), 50);
         l.mark(60, 70);
         l.mark(55, 58);
         assert_eq!(l.spans, [(0, 50), (55, 58), (60, 70)]);

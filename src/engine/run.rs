@@ -590,8 +590,14 @@ fn receive<R: Receive>(
     let mut batch = Vec::new();
     let mut rst_frames: Vec<ResetFrame> = Vec::new();
     let mut watch = LossWatch::new(plan, shared, clock.now_ns());
+    // Once the scan may end, what has already arrived is still read: a
+    // receive path that lags behind has replies waiting that are due.
+    let mut ending = false;
     loop {
-        rx.receive(RX_POLL, &mut |frame, rx_wall_ns| {
+        let mut frames = 0u64;
+        let wait = if ending { Duration::ZERO } else { RX_POLL };
+        rx.receive(wait, &mut |frame, rx_wall_ns| {
+            frames += 1;
             let Some(reply) = matcher.classify(frame) else {
                 shared.invalid.fetch_add(1, Relaxed);
                 return;
@@ -659,16 +665,13 @@ fn receive<R: Receive>(
         if now.saturating_sub(watch.checked_ns) >= LOSS_CHECK.as_nanos() as u64 {
             watch.check(rx.take_drops(), now, plan, shared);
         }
-        if stop.stop_waiting() || shared.failed.load(Relaxed) {
+        if stop.stop_waiting() || shared.failed.load(Relaxed) || (ending && frames == 0) {
             watch.check(rx.take_drops(), clock.now_ns(), plan, shared);
             return Ok(());
         }
-        if shared.tx_done.load(Acquire)
-            && (shared.answered.load(Relaxed) >= total || shared.replies_due_by(clock, plan))
-        {
-            watch.check(rx.take_drops(), clock.now_ns(), plan, shared);
-            return Ok(());
-        }
+        ending = ending
+            || shared.tx_done.load(Acquire)
+                && (shared.answered.load(Relaxed) >= total || shared.replies_due_by(clock, plan));
     }
 }
 

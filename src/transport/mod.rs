@@ -72,6 +72,28 @@ impl<R: Receive> Receive for WithLinkDrops<R> {
     }
 }
 
+/// A receiving half that pauses after every read: a receive path slower
+/// than the replies, so that the kernel's rings overflow for real. Fault
+/// injection for the tests (tests/drops.rs); release builds do not have it.
+#[cfg(debug_assertions)]
+pub struct Stalled<R> {
+    pub inner: R,
+    pub stall: Duration,
+}
+
+#[cfg(debug_assertions)]
+impl<R: Receive> Receive for Stalled<R> {
+    fn receive(&mut self, timeout: Duration, on_frame: &mut dyn FnMut(&[u8], u64)) -> Result<(), TransportError> {
+        self.inner.receive(timeout, on_frame)?;
+        std::thread::sleep(self.stall);
+        Ok(())
+    }
+
+    fn take_drops(&mut self) -> u64 {
+        self.inner.take_drops()
+    }
+}
+
 impl<T: Transmit + ?Sized> Transmit for Box<T> {
     fn transmit(&mut self, frames: &[&[u8]]) -> Result<usize, TransportError> {
         (**self).transmit(frames)
