@@ -50,7 +50,7 @@ fn at_a_fixed_rate_without_retries_a_lost_reply_is_undecided_never_filtered() {
     for r in &rows {
         let a: Ipv4Addr = r.ip.parse().unwrap();
         let local = a.octets()[2] < 128;
-        let truth = match (local, a.octets()[3] % 16 == 0) {
+        let truth = match (local, a.octets()[3].is_multiple_of(16)) {
             (false, _) => "filtered",
             (true, true) => "open",
             (true, false) => "closed",
