@@ -3,11 +3,12 @@
 //!
 //! A scanner that sends faster than it can take the replies in loses them,
 //! and silence from a lost reply looks like a filtered port. So when the
-//! kernel reports frames dropped on this host, the rate is halved (from what
-//! was really being sent, which may be less than the rate allowed); while
-//! nothing is lost it grows again by a sixteenth every `STEP`, up to the
-//! user's `--rate`, or back to no limit when there is none. A fixed rate
-//! never changes.
+//! kernel reports frames dropped on this host, or the receive path falls
+//! behind (a quarter of its buffer waiting: drops are near), the rate is
+//! halved (from what was really being sent, which may be less than the rate
+//! allowed); while neither happens it grows again by a sixteenth every
+//! `STEP_NS`, up to the user's `--rate`, or back to no limit when there is
+//! none. A fixed rate never changes.
 
 /// How long a lowered rate is kept before it may grow: replies already in
 /// flight at the old rate keep arriving, and dropping, for a while.
@@ -18,6 +19,9 @@ pub const STEP_NS: u64 = 100_000_000;
 const MEASURE_NS: u64 = 10_000_000;
 /// Never below this many probes a second: a scan must end.
 pub const MIN_RATE: u64 = 1_000;
+/// The share of its receive buffer waiting to be read at which the receive
+/// path counts as falling behind.
+pub const BEHIND: f32 = 0.25;
 
 /// Why the rate is what it is.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -27,6 +31,8 @@ pub enum RateReason {
     Configured,
     /// Lowered: this many frames were dropped on this host.
     Dropped(u64),
+    /// Lowered: the receive path fell behind the replies.
+    Behind,
     /// Raised again: nothing was lost for a while.
     Recovering,
 }
@@ -36,6 +42,7 @@ impl RateReason {
         match self {
             RateReason::Configured => "configured",
             RateReason::Dropped(_) => "frames dropped",
+            RateReason::Behind => "receive path behind",
             RateReason::Recovering => "no drops",
         }
     }
@@ -86,9 +93,9 @@ impl RateControl {
     }
 
     /// Takes what happened since the last call: `sent` probes so far, `lost`
-    /// frames dropped on this host since the last call. Returns the new rate
-    /// when it changes.
-    pub fn update(&mut self, now_ns: u64, sent: u64, lost: u64) -> Option<u64> {
+    /// frames dropped on this host, and the largest `backlog` of the receive
+    /// path (see `BEHIND`). Returns the new rate when it changes.
+    pub fn update(&mut self, now_ns: u64, sent: u64, lost: u64, backlog: f32) -> Option<u64> {
         let elapsed = now_ns.saturating_sub(self.window_ns);
         if elapsed >= MEASURE_NS {
             self.measured = ((sent.saturating_sub(self.window_sent)) as u128 * 1_000_000_000 / elapsed as u128) as u64;
@@ -99,7 +106,7 @@ impl RateControl {
         if !self.adaptive {
             return None;
         }
-        if lost > 0 {
+        if lost > 0 || backlog >= BEHIND {
             if self.cut_ns.is_some_and(|t| now_ns.saturating_sub(t) < HOLD_NS) {
                 return None;
             }
@@ -111,7 +118,7 @@ impl RateControl {
                 (c, m) => c.min(m),
             };
             let cut = (base / 2).max(MIN_RATE);
-            self.reason = RateReason::Dropped(lost);
+            self.reason = if lost > 0 { RateReason::Dropped(lost) } else { RateReason::Behind };
             self.cut_ns = Some(now_ns);
             self.changed_ns = now_ns;
             return (cut != std::mem::replace(&mut self.current, cut)).then_some(cut);
@@ -158,7 +165,7 @@ mod tests {
             };
             *sent += rate / 100;
             let lost = if rate > capacity { (rate - capacity) / 100 } else { 0 };
-            if let Some(r) = ctl.update(t * MS, *sent, lost) {
+            if let Some(r) = ctl.update(t * MS, *sent, lost, 0.0) {
                 rates.push(r);
             }
         }
@@ -197,11 +204,19 @@ mod tests {
     #[test]
     fn one_cut_per_hold_and_never_below_the_minimum() {
         let mut ctl = RateControl::new(4_000, true, 0, 0);
-        assert_eq!(ctl.update(20 * MS, 80, 5), Some(2_000));
-        assert_eq!(ctl.update(30 * MS, 100, 5), None, "drops of frames already in flight");
-        assert_eq!(ctl.update(130 * MS, 300, 5), Some(MIN_RATE));
-        assert_eq!(ctl.update(240 * MS, 400, 5), None, "already at the minimum");
+        assert_eq!(ctl.update(20 * MS, 80, 5, 0.0), Some(2_000));
+        assert_eq!(ctl.update(30 * MS, 100, 5, 0.0), None, "drops of frames already in flight");
+        assert_eq!(ctl.update(130 * MS, 300, 5, 0.0), Some(MIN_RATE));
+        assert_eq!(ctl.update(240 * MS, 400, 5, 0.0), None, "already at the minimum");
         assert_eq!(ctl.rate(), MIN_RATE);
+    }
+
+    #[test]
+    fn a_receive_path_falling_behind_lowers_the_rate_before_anything_drops() {
+        let mut ctl = RateControl::new(400_000, true, 0, 0);
+        assert_eq!(ctl.update(10 * MS, 4_000, 0, BEHIND / 2.0), None, "a little waiting is normal");
+        assert_eq!(ctl.update(20 * MS, 8_000, 0, BEHIND), Some(200_000));
+        assert_eq!(ctl.reason(), RateReason::Behind);
     }
 
     #[test]

@@ -5,7 +5,7 @@ use super::loss::{LossLog, SendHistory, in_flight};
 use super::pacing::Pacer;
 use super::plan::{Cursor, ScanPlan};
 use super::rate::{RateControl, RateReason};
-use super::state::{Answered, reply_timeout};
+use super::state::{Answered, reply_timeout, retry_after};
 use crate::result::{PortState, Reason, ScanResult};
 use crate::transport::{Receive, Transmit, TransportError};
 use crate::wire::cookie::CookieKey;
@@ -242,8 +242,9 @@ impl Shared {
         waited >= self.reply_timeout(plan)
     }
 
-    /// True once every lane has sent all of pass `pass` and no reply to it can
-    /// still be expected: the next pass may retry what is unanswered. A lane
+    /// True once every lane has sent all of pass `pass` and its replies are
+    /// due by the round trips measured (`retry_after`): the next pass may
+    /// retry what is unanswered. A lane
     /// already retrying does not hold the others back.
     fn pass_due(&self, pass: u32, clock: &Clock, plan: &ScanPlan) -> bool {
         // The cursors first: a lane stores its pass's end before its cursor.
@@ -251,7 +252,7 @@ impl Shared {
             return false;
         }
         let ended = self.pass_end_ns.get(pass as usize).map_or(0, |t| t.load(Acquire));
-        Duration::from_nanos(clock.now_ns().saturating_sub(ended)) >= self.reply_timeout(plan)
+        Duration::from_nanos(clock.now_ns().saturating_sub(ended)) >= retry_after(self.max_rtt(), plan.max_wait)
     }
 }
 
@@ -663,10 +664,10 @@ fn receive<R: Receive>(
         }
         let now = clock.now_ns();
         if now.saturating_sub(watch.checked_ns) >= LOSS_CHECK.as_nanos() as u64 {
-            watch.check(rx.take_drops(), now, plan, shared);
+            watch.check(rx.take_drops(), rx.take_backlog(), now, plan, shared);
         }
         if stop.stop_waiting() || shared.failed.load(Relaxed) || (ending && frames == 0) {
-            watch.check(rx.take_drops(), clock.now_ns(), plan, shared);
+            watch.check(rx.take_drops(), rx.take_backlog(), clock.now_ns(), plan, shared);
             return Ok(());
         }
         ending = ending
@@ -692,7 +693,7 @@ impl LossWatch {
         }
     }
 
-    fn check(&mut self, lost: u64, now_ns: u64, plan: &ScanPlan, shared: &Shared) {
+    fn check(&mut self, lost: u64, backlog: f32, now_ns: u64, plan: &ScanPlan, shared: &Shared) {
         let timeout = shared.reply_timeout(plan).as_nanos() as u64;
         // Kept as far back as the longest wait: the timeout may grow later.
         self.history.sample(now_ns, shared.cursor(), plan.max_wait.as_nanos() as u64);
@@ -702,17 +703,24 @@ impl LossWatch {
             shared.losses.lock().expect("loss log lock").mark(lo, hi);
         }
         self.checked_ns = now_ns;
-        let Some(rate) = self.rate.update(now_ns, shared.sent.load(Relaxed), lost) else { return };
+        let Some(rate) = self.rate.update(now_ns, shared.sent.load(Relaxed), lost, backlog) else { return };
         shared.rate.store(rate, Relaxed);
         *shared.rate_reason.lock().expect("rate reason lock") = self.rate.reason();
         let shown = if rate == 0 { "no limit".to_string() } else { format!("{rate} probes/s") };
-        if lost > 0 {
-            shared.rate_cuts.fetch_add(1, Relaxed);
-            let lowest = shared.lowest_rate.load(Relaxed);
-            shared.lowest_rate.store(if lowest == 0 { rate } else { lowest.min(rate) }, Relaxed);
-            tracing::info!("send rate lowered to {shown}: this host dropped {lost} frames");
-        } else {
-            tracing::info!("send rate raised to {shown}: no frames dropped");
+        match self.rate.reason() {
+            RateReason::Dropped(_) | RateReason::Behind => {
+                shared.rate_cuts.fetch_add(1, Relaxed);
+                let lowest = shared.lowest_rate.load(Relaxed);
+                shared.lowest_rate.store(if lowest == 0 { rate } else { lowest.min(rate) }, Relaxed);
+                if lost > 0 {
+                    tracing::info!("send rate lowered to {shown}: this host dropped {lost} frames");
+                } else {
+                    tracing::info!("send rate lowered to {shown}: the receive path fell behind");
+                }
+            }
+            RateReason::Recovering | RateReason::Configured => {
+                tracing::info!("send rate raised to {shown}: no frames dropped")
+            }
         }
     }
 }

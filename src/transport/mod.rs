@@ -53,6 +53,13 @@ pub trait Receive: Send {
 
     /// Frames the kernel dropped before we could read them, since the last call.
     fn take_drops(&mut self) -> u64;
+
+    /// The largest share (0 to 1) of the receive buffer that was waiting to
+    /// be read at once since the last call: how far behind the replies the
+    /// reading is. 0 where the transport cannot tell.
+    fn take_backlog(&mut self) -> f32 {
+        0.0
+    }
 }
 
 /// A receiving half whose drops also count the frames the interface itself
@@ -69,6 +76,10 @@ impl<R: Receive> Receive for WithLinkDrops<R> {
 
     fn take_drops(&mut self) -> u64 {
         self.inner.take_drops() + self.link.take()
+    }
+
+    fn take_backlog(&mut self) -> f32 {
+        self.inner.take_backlog()
     }
 }
 
@@ -92,6 +103,10 @@ impl<R: Receive> Receive for Stalled<R> {
     fn take_drops(&mut self) -> u64 {
         self.inner.take_drops()
     }
+
+    fn take_backlog(&mut self) -> f32 {
+        self.inner.take_backlog()
+    }
 }
 
 impl<T: Transmit + ?Sized> Transmit for Box<T> {
@@ -107,5 +122,9 @@ impl<R: Receive + ?Sized> Receive for Box<R> {
 
     fn take_drops(&mut self) -> u64 {
         (**self).take_drops()
+    }
+
+    fn take_backlog(&mut self) -> f32 {
+        (**self).take_backlog()
     }
 }

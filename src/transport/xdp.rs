@@ -72,6 +72,8 @@ pub struct XdpTx {
 /// The receiving halves of every queue's socket, read by one thread.
 pub struct XdpRx {
     queues: Vec<QueueRx>,
+    /// The most replies seen waiting in one RX ring, as a share of its size, since `take_backlog`.
+    backlog: f32,
 }
 
 struct QueueRx {
@@ -79,6 +81,8 @@ struct QueueRx {
     rx: RxQueue,
     fill: FillQueue,
     descs: Vec<FrameDesc>,
+    /// The RX ring's size.
+    ring: u32,
     /// Frames the kernel reported dropped so far (rx_dropped + rx_ring_full).
     lost: u64,
 }
@@ -250,7 +254,7 @@ pub fn open(
         zero_copy,
         "XDP program attached, AF_XDP sockets bound"
     );
-    Ok((txs, XdpRx { queues: rxs }, XdpAttachment { _link: link, _object: object, zero_copy }))
+    Ok((txs, XdpRx { queues: rxs, backlog: 0.0 }, XdpAttachment { _link: link, _object: object, zero_copy }))
 }
 
 /// The program's `struct prtip_config`: the scan's address in the field of
@@ -307,7 +311,7 @@ fn open_queue(
     }
     let sender =
         send.then(|| XdpTx { umem: umem.clone(), tx, completions, free: tx_descs.to_vec(), done: tx_descs.to_vec() });
-    Ok((sender, QueueRx { umem, rx, fill, descs: rx_descs[..RX_BATCH].to_vec(), lost: 0 }, fd))
+    Ok((sender, QueueRx { umem, rx, fill, descs: rx_descs[..RX_BATCH].to_vec(), ring: rx_frames, lost: 0 }, fd))
 }
 
 impl XdpTx {
@@ -430,6 +434,10 @@ impl Receive for XdpRx {
                 let n = unsafe { q.rx.consume(&mut q.descs) };
                 q.drain(n, on_frame);
                 got += n;
+                if n == RX_BATCH {
+                    // A full batch: more may be waiting. Reads the producer's position, no system call.
+                    self.backlog = self.backlog.max(q.rx.nb_avail_exact() as f32 / q.ring as f32);
+                }
             }
             if got > 0 || std::time::Instant::now() >= deadline {
                 return Ok(());
@@ -440,6 +448,10 @@ impl Receive for XdpRx {
 
     fn take_drops(&mut self) -> u64 {
         self.queues.iter_mut().map(QueueRx::take_drops).sum()
+    }
+
+    fn take_backlog(&mut self) -> f32 {
+        std::mem::take(&mut self.backlog)
     }
 }
 
