@@ -2,7 +2,6 @@
 //! summary on standard error.
 
 use crate::config::{OutputFormat, ScanConfig, TransportChoice, Verbosity};
-use crate::engine::loss::LossLog;
 use crate::engine::plan::{Cursor, ScanPlan};
 use crate::engine::run::{self, EngineError, Observer, Progress, ScanStats, StopSignal, Wire};
 use crate::engine::state::Answered;
@@ -159,7 +158,7 @@ pub fn execute(cfg: &ScanConfig, stop: &StopSignal) -> Result<Outcome, ScanError
         let stdout_writer = if output_open { Some(writer.as_mut()) } else { None };
         // Silent probes reach the store only to be stored or written.
         let stored = if cfg.database.is_some() || !cfg.files.is_empty() { store.as_mut() } else { None };
-        report_silent(&plan, &answered, &stats.losses, cfg.open_only, stdout_writer, stored)?
+        report_silent(&plan, &answered, &stats, cfg.open_only, stdout_writer, stored)?
     };
     let end = finish(&stats, silent.filtered, prior_sent, latency.clone());
     if output_open {
@@ -554,7 +553,7 @@ struct Silent {
 fn report_silent(
     plan: &ScanPlan,
     answered: &Answered,
-    losses: &LossLog,
+    stats: &ScanStats,
     open_only: bool,
     mut writer: Option<&mut (dyn ResultWriter + '_)>,
     mut store: Option<&mut Store>,
@@ -568,8 +567,7 @@ fn report_silent(
         if answered.contains(index) {
             continue;
         }
-        // Every silent probe was sent again in the last pass.
-        let (state, reason) = if losses.contains(plan.linear(Cursor { pass: plan.retries, position: j as u64 })) {
+        let (state, reason) = if stats.undecided(plan, j as u64) {
             silent.undecided += 1;
             (PortState::Undecided, Reason::FramesDropped)
         } else {

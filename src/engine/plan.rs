@@ -129,6 +129,14 @@ impl ScanPlan {
     }
 
     /// The cursor after the last probe of the last pass.
+    /// The last pass a scan may send: `retries` passes over the silent
+    /// probes, then up to as many loss passes, each over the silent probes
+    /// whose try in the pass before may have lost its reply to a drop on
+    /// this host (`engine::loss`): such a try does not spend the budget.
+    pub fn last_pass(&self) -> u32 {
+        self.retries * 2
+    }
+
     pub fn end(&self) -> Cursor {
         Cursor { pass: self.retries, position: self.probes_per_pass() }
     }
@@ -144,6 +152,8 @@ impl ScanPlan {
     /// so that a target sees a new connection attempt rather than a duplicate SYN.
     pub fn source_port(&self, index: u64, pass: u32) -> u16 {
         let count = u64::from(self.src_ports.1 - self.src_ports.0) + 1;
+        // A loss pass reuses an earlier pass's port, so `sent_from` takes its replies as that pass's.
+        let pass = pass % (self.retries + 1);
         self.src_ports.0 + (index.wrapping_add(u64::from(pass)).wrapping_add(self.port_salt) % count) as u16
     }
 

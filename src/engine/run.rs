@@ -123,6 +123,9 @@ pub struct ScanStats {
     pub rx_drops: u64,
     /// Where in the send order replies may have been lost to those drops.
     pub losses: LossLog,
+    /// What each loss pass that ran resent: the silent probes of the pass
+    /// before it that this log marked (the loss log as it was then).
+    pub resent: Vec<LossLog>,
     /// How often the send rate was lowered for drops, and the lowest it went.
     pub rate_cuts: u64,
     pub lowest_rate: Option<u64>,
@@ -138,6 +141,33 @@ impl ScanStats {
     pub fn answered(&self) -> u64 {
         self.open + self.closed + self.unreachable
     }
+
+    /// Whether the silent probe at position `j` of a completed scan is
+    /// undecided: its last try, in the last regular pass or the last loss
+    /// pass that resent it, may have lost its reply on this host.
+    pub fn undecided(&self, plan: &ScanPlan, j: u64) -> bool {
+        let at = |pass| plan.linear(Cursor { pass, position: j });
+        let mut pass = plan.retries;
+        for log in &self.resent {
+            if !log.contains(at(pass)) {
+                break;
+            }
+            pass += 1;
+        }
+        self.losses.contains(at(pass))
+    }
+}
+
+/// What a loss pass resends, decided once, by the first lane to get there,
+/// so that every lane resends from the same loss log.
+#[derive(Debug, Clone, Default)]
+enum Resend {
+    #[default]
+    Undecided,
+    /// Nothing in the pass before was marked: the scan is done.
+    Nothing,
+    /// The silent probes of the pass before that this log marks.
+    Marked(LossLog),
 }
 
 /// Marks a thread's end in `Shared` when dropped: on return, on error and on panic.
@@ -179,6 +209,8 @@ struct Shared {
     invalid: AtomicU64,
     rx_drops: AtomicU64,
     losses: Mutex<LossLog>,
+    /// Per loss pass (pass `retries + 1` first), what it resends.
+    resends: Mutex<Vec<Resend>>,
     /// The send rate every lane follows (0: no limit), and why it is so.
     rate: AtomicU64,
     rate_reason: Mutex<RateReason>,
@@ -207,6 +239,23 @@ impl Shared {
     fn sent_bound(&self) -> u64 {
         let lanes = self.cursors.len() as u64;
         self.cursors.iter().map(|c| c.load(Acquire)).max().unwrap_or(0) + lanes * u64::from(TX_BATCH)
+    }
+
+    /// What loss pass `pass` resends, or None when it has nothing to: the
+    /// loss log as the first lane to ask finds it, for every lane.
+    fn resend(&self, pass: u32, plan: &ScanPlan) -> Option<LossLog> {
+        let mut resends = self.resends.lock().expect("resend lock");
+        let slot = resends.get_mut((pass - plan.retries - 1) as usize)?;
+        if let Resend::Undecided = slot {
+            let log = self.losses.lock().expect("loss log lock").clone();
+            let before = plan.linear(Cursor { pass: pass - 1, position: 0 })..plan.linear(Cursor { pass, position: 0 });
+            let marked = log.first_from(before.start).is_some_and(|m| before.contains(&m));
+            *slot = if marked { Resend::Marked(log) } else { Resend::Nothing };
+        }
+        match slot {
+            Resend::Marked(log) => Some(log.clone()),
+            Resend::Undecided | Resend::Nothing => None,
+        }
     }
 
     /// A resumed scan starting at `linear` would not send the last pass's
@@ -309,7 +358,8 @@ pub fn run<T: Transmit, R: Receive>(
         cursors: (0..lanes).map(|_| AtomicU64::new(plan.linear(plan.start))).collect(),
         tx_running: AtomicUsize::new(txs.len()),
         tx_done: AtomicBool::new(false),
-        pass_end_ns: (0..=plan.retries).map(|_| AtomicU64::new(0)).collect(),
+        pass_end_ns: (0..=plan.last_pass()).map(|_| AtomicU64::new(0)).collect(),
+        resends: Mutex::new(vec![Resend::Undecided; plan.retries as usize]),
         answered: AtomicU64::new(answered_before),
         rate: AtomicU64::new(plan.rate),
         ..Shared::default()
@@ -429,6 +479,13 @@ pub fn run<T: Transmit, R: Receive>(
             r => Some(r),
         },
         losses: std::mem::take(&mut *shared.losses.lock().expect("loss log lock")),
+        resent: std::mem::take(&mut *shared.resends.lock().expect("resend lock"))
+            .into_iter()
+            .map_while(|r| match r {
+                Resend::Marked(log) => Some(log),
+                Resend::Undecided | Resend::Nothing => None,
+            })
+            .collect(),
         max_rtt: shared.max_rtt(),
         duration: Duration::from_nanos(clock.now_ns()),
         interrupted,
@@ -501,8 +558,9 @@ fn transmit<T: Transmit>(
     let mut pacer = Pacer::new(share(following), clock.now_ns());
     let mut frames = vec![[0u8; SYN_FRAME_LEN]; TX_BATCH as usize];
     let cursor = &shared.cursors[lane.index as usize];
-    for pass in plan.start.pass..=plan.retries {
+    for pass in plan.start.pass..=plan.last_pass() {
         let from = if pass == plan.start.pass { plan.start.position } else { 0 };
+        let mut resend = None;
         if pass > 0 && from == 0 {
             // Retry only what is still unanswered once its replies were due.
             while !shared.pass_due(pass - 1, clock, plan) && shared.answered.load(Relaxed) < total {
@@ -513,6 +571,12 @@ fn transmit<T: Transmit>(
             }
             if shared.answered.load(Relaxed) >= total {
                 return Ok(());
+            }
+            if pass > plan.retries {
+                match shared.resend(pass, plan) {
+                    Some(log) => resend = Some(log),
+                    None => return Ok(()),
+                }
             }
         }
         tracing::debug!(pass, lane = lane.index, answered = shared.answered.load(Relaxed), "transmit pass");
@@ -542,6 +606,11 @@ fn transmit<T: Transmit>(
                 next = j + lane.of;
                 let (index, ip, port) = plan.target(pos);
                 if pass > 0 && answered.contains(index) {
+                    continue;
+                }
+                if let Some(log) = &resend
+                    && !log.contains(plan.linear(Cursor { pass: pass - 1, position: j }))
+                {
                     continue;
                 }
                 let sport = plan.source_port(index, pass);
@@ -777,9 +846,8 @@ mod tests {
         filtered: HashSet<u16>,
         lossy: HashSet<u16>,
         noisy: HashSet<u16>,
-        /// Replies this host drops, and says it dropped: the first one, or every one.
-        dropped_once: HashSet<u16>,
-        dropped_always: HashSet<u16>,
+        /// Replies this host drops, and says it dropped: to the first N tries of a port.
+        dropped: HashMap<u16, u32>,
     }
 
     struct FakeTx(Arc<Mutex<Net>>, Arc<Truth>);
@@ -827,7 +895,7 @@ mod tests {
                 if self.1.lossy.contains(&port) && *attempt == 1 {
                     continue;
                 }
-                if self.1.dropped_always.contains(&port) || (self.1.dropped_once.contains(&port) && *attempt == 1) {
+                if self.1.dropped.get(&port).is_some_and(|&tries| *attempt <= tries) {
                     net.drops += 1;
                     continue;
                 }
@@ -920,7 +988,7 @@ mod tests {
         for pos in plan.positions().filter(|&pos| answered_before(pos)) {
             answered.insert(plan.target(pos).0);
         }
-        let mut seen = Seen { results: Vec::new(), ticks: 0, passes: plan.retries + 1 };
+        let mut seen = Seen { results: Vec::new(), ticks: 0, passes: plan.last_pass() + 1 };
         let stats = run(
             &plan,
             &wire,
@@ -1017,10 +1085,9 @@ mod tests {
     #[test]
     fn replies_dropped_on_this_host_are_retried_and_their_silence_is_never_an_answer() {
         let truth = Truth {
-            open: set(&[2, 9]),
+            open: set(&[2, 6, 9]),
             filtered: set(&[7]),
-            dropped_once: set(&[2, 3]),
-            dropped_always: set(&[9, 4]),
+            dropped: [(2, 1), (3, 1), (6, 2), (9, u32::MAX), (4, u32::MAX)].into(),
             ..Default::default()
         };
         let (stats, results, answered, plan) = scan(truth, 1, (1, 10));
@@ -1030,19 +1097,25 @@ mod tests {
             v.dedup();
             v
         };
-        // A reply dropped once comes with the retry, in its true state.
-        assert_eq!(states(PortState::Open), [2]);
-        assert_eq!(states(PortState::Closed), [1, 3, 5, 6, 8, 10]);
+        // A reply dropped once comes with the retry, one dropped twice with
+        // the loss pass (the retry's loss did not spend the budget), in its true state.
+        assert_eq!(states(PortState::Open), [2, 6]);
+        assert_eq!(states(PortState::Closed), [1, 3, 5, 8, 10]);
         assert_eq!(results.len(), 4 * 7, "one result per answered probe");
-        // 4 hosts: the first replies of 2 and 3, both replies of 9 and 4.
-        assert_eq!(stats.rx_drops, 4 * 6);
+        // 4 hosts: the first replies of 2 and 3, two of 6, and the three tries each of 9 and 4.
+        assert_eq!(stats.rx_drops, 4 * (1 + 1 + 2 + 3 + 3));
+        // Pass 0; the retry of 2, 3, 4, 6, 7, 9; the loss pass of what the retry lost or
+        // could have (4, 6, 9, and 7, silent while drops went on).
+        assert_eq!(stats.sent, 40 + 4 * 6 + 4 * 4);
+        assert_eq!(stats.resent.len(), 1, "one loss pass for --retries 1");
         assert!(stats.rate_cuts >= 1, "the rate went down for the drops");
         for (j, pos) in plan.positions().enumerate() {
             let (index, _, port) = plan.target(pos);
-            let last_try = plan.linear(Cursor { pass: plan.retries, position: j as u64 });
-            if [9, 4].contains(&port) {
-                assert!(!answered.contains(index));
-                assert!(stats.losses.contains(last_try), "port {port}: its last try lost its reply");
+            let silent = !answered.contains(index);
+            assert_eq!(silent, [9, 4, 7].contains(&port));
+            if silent {
+                // The filtered port was silent in passes with drops too: undecided as well.
+                assert!(stats.undecided(&plan, j as u64), "port {port}: its last try lost its reply");
             }
         }
     }

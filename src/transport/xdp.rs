@@ -29,7 +29,7 @@ use xsk_rs::{CompQueue, FillQueue, FrameDesc, RxQueue, Socket, TxQueue, Umem};
 static PROGRAM: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/prtip.bpf.o"));
 
 /// Replies a sending socket can hold before prtip reads them.
-const RX_FRAMES: u32 = 16384;
+const RX_FRAMES: u32 = 8192;
 /// The smallest frame AF_XDP takes; a SYN and its replies need far less.
 const FRAME_SIZE: u32 = 2048;
 /// Probes in flight on a sending socket.
@@ -207,39 +207,28 @@ pub fn open(
     }
     // Failures are reported once, as prtip's own one-line errors.
     libbpf_rs::set_print(None);
-    let object = ObjectBuilder::default()
-        .open_memory(PROGRAM)
-        .and_then(|o| o.load())
-        .map_err(|e| fail_chain("loading the XDP program", &e))?;
-    let config = program_config(src_ip, src_ports);
+    // The sockets' UMEMs (filled page by page) and binds take as long as the
+    // program's load and attachment (two RCU grace periods on a veth): done
+    // side by side, a scan starts some 20 ms sooner. Binding a socket does
+    // not touch another program that may own the interface; if one does, the
+    // attachment's error is the one reported, and the sockets are closed.
+    let (attached, sockets) = std::thread::scope(|s| {
+        let sockets = s.spawn(|| {
+            (0..rx_count).map(|queue| open_queue(ifname, queue, queue < tx_queues)).collect::<Result<Vec<_>, _>>()
+        });
+        let attached = load_and_attach(ifname, ifindex, program_config(src_ip, src_ports));
+        (attached, sockets.join())
+    });
+    let (object, link) = attached?;
+    let sockets = sockets.map_err(|_| fail("binding the AF_XDP sockets", "the thread binding them panicked"))??;
     let map = |name: &str| object.maps().find(|m| m.name() == name);
-    map("prtip_config")
-        .ok_or_else(|| fail("configuring the XDP program", "no prtip_config map"))?
-        .update(&0u32.to_ne_bytes(), &config, MapFlags::ANY)
-        .map_err(|e| fail("configuring the XDP program", e))?;
-
-    // Attached first: a program already on the interface makes this fail with
-    // EBUSY before anything of ours is bound. Until a queue's socket is in the
-    // map, the redirect falls back to XDP_PASS, and no probe has left yet.
-    let link = object
-        .progs_mut()
-        .find(|p| p.name() == "prtip_steer")
-        .ok_or_else(|| fail("attaching the XDP program", "no prtip_steer program"))?
-        .attach_xdp(ifindex as i32)
-        .map_err(|e| {
-            let text = chain(&e);
-            if text.contains("busy") {
-                TransportError::XdpBusy { ifname: ifname.to_string() }
-            } else {
-                xdp_error("attaching the XDP program", text)
-            }
-        })?;
     let xsks = map("prtip_xsks").ok_or_else(|| fail("configuring the XDP program", "no prtip_xsks map"))?;
     let mut txs = Vec::new();
     let mut rxs = Vec::new();
     let mut zero_copy = true;
-    for queue in 0..rx_count {
-        let (tx, rx, fd) = open_queue(ifname, queue, queue < tx_queues)?;
+    for (queue, (tx, rx, fd)) in (0..rx_count).zip(sockets) {
+        // Until a queue's socket is in the map, the redirect falls back to
+        // XDP_PASS; no probe has left yet.
         xsks.update(&queue.to_ne_bytes(), &fd.to_ne_bytes(), MapFlags::ANY)
             .map_err(|e| fail("registering the AF_XDP socket", e))?;
         zero_copy &= self::zero_copy(fd);
@@ -255,6 +244,35 @@ pub fn open(
         "XDP program attached, AF_XDP sockets bound"
     );
     Ok((txs, XdpRx { queues: rxs, backlog: 0.0 }, XdpAttachment { _link: link, _object: object, zero_copy }))
+}
+
+/// Loads the program, configures it and attaches it through a BPF link. An
+/// interface that already has a program refuses with EBUSY.
+fn load_and_attach(ifname: &str, ifindex: u32, config: [u8; 28]) -> Result<(Object, Link), TransportError> {
+    let object = ObjectBuilder::default()
+        .open_memory(PROGRAM)
+        .and_then(|o| o.load())
+        .map_err(|e| fail_chain("loading the XDP program", &e))?;
+    object
+        .maps()
+        .find(|m| m.name() == "prtip_config")
+        .ok_or_else(|| fail("configuring the XDP program", "no prtip_config map"))?
+        .update(&0u32.to_ne_bytes(), &config, MapFlags::ANY)
+        .map_err(|e| fail("configuring the XDP program", e))?;
+    let link = object
+        .progs_mut()
+        .find(|p| p.name() == "prtip_steer")
+        .ok_or_else(|| fail("attaching the XDP program", "no prtip_steer program"))?
+        .attach_xdp(ifindex as i32)
+        .map_err(|e| {
+            let text = chain(&e);
+            if text.contains("busy") {
+                TransportError::XdpBusy { ifname: ifname.to_string() }
+            } else {
+                xdp_error("attaching the XDP program", text)
+            }
+        })?;
+    Ok((object, link))
 }
 
 /// The program's `struct prtip_config`: the scan's address in the field of
