@@ -1122,13 +1122,7 @@ mod tests {
 
     #[test]
     fn several_transmit_lanes_send_every_probe_once() {
-        let truth = || Truth {
-            open: set(&[22]),
-            filtered: set(&[7]),
-            lossy: set(&[31]),
-            noisy: set(&[]),
-            ..Default::default()
-        };
+        let truth = || Truth { open: set(&[22]), filtered: set(&[7]), lossy: set(&[31]), ..Default::default() };
         let (one, results, _, plan) = scan(truth(), 1, (1, 50));
         let (three, results3, _, _) = scan_family(Family::V4, truth(), 3, 1, (1, 50), Cursor::default(), |_| false);
         let key = |r: &Vec<ScanResult>| {
@@ -1155,13 +1149,7 @@ mod tests {
     #[test]
     fn a_resumed_scan_sends_what_was_left_and_retries_only_the_unanswered() {
         let (k, filtered) = (37u64, 7u16);
-        let truth = || Truth {
-            open: set(&[22]),
-            filtered: set(&[filtered]),
-            lossy: set(&[]),
-            noisy: set(&[]),
-            ..Default::default()
-        };
+        let truth = || Truth { open: set(&[22]), filtered: set(&[filtered]), ..Default::default() };
         let (_, _, _, whole) = scan(truth(), 1, (1, 30));
         // The interrupted run sent the first k positions of pass 0; all but the filtered answered.
         let answered_before = |pos: u64| pos < k && whole.target(pos).2 != filtered;
@@ -1187,13 +1175,7 @@ mod tests {
     #[test]
     fn a_scan_resumed_in_its_retry_pass_retries_only_the_rest_of_it() {
         let filtered = 7u16;
-        let truth = || Truth {
-            open: set(&[22]),
-            filtered: set(&[filtered]),
-            lossy: set(&[]),
-            noisy: set(&[]),
-            ..Default::default()
-        };
+        let truth = || Truth { open: set(&[22]), filtered: set(&[filtered]), ..Default::default() };
         let (_, _, _, whole) = scan(truth(), 1, (1, 30));
         // Interrupted in pass 1 just after retrying the second of the four silent probes.
         let silent: Vec<u64> = whole.positions().filter(|&p| whole.target(p).2 == filtered).collect();
@@ -1223,13 +1205,7 @@ mod tests {
 
     #[test]
     fn ends_as_soon_as_everything_answered() {
-        let truth = Truth {
-            open: set(&[5]),
-            filtered: HashSet::new(),
-            lossy: HashSet::new(),
-            noisy: HashSet::new(),
-            ..Default::default()
-        };
+        let truth = Truth { open: set(&[5]), ..Default::default() };
         let (stats, results, _, plan) = scan(truth, 3, (1, 10));
         assert_eq!(results.len() as u64, plan.probes_per_pass());
         assert_eq!(stats.sent, plan.probes_per_pass(), "no retry when all answered");
@@ -1239,13 +1215,7 @@ mod tests {
 
     #[test]
     fn without_retries_silence_costs_one_adaptive_wait() {
-        let truth = Truth {
-            open: set(&[1]),
-            filtered: set(&[2]),
-            lossy: HashSet::new(),
-            noisy: HashSet::new(),
-            ..Default::default()
-        };
+        let truth = Truth { open: set(&[1]), filtered: set(&[2]), ..Default::default() };
         let (stats, _, _, plan) = scan(truth, 0, (1, 3));
         assert_eq!(stats.sent, plan.probes_per_pass());
         assert_eq!(stats.open + stats.closed, 8);
