@@ -85,11 +85,12 @@ impl SendHistory {
     }
 }
 
-/// What was in flight when frames were lost between `since_ns` and `now_ns`:
-/// every probe sent from `reply_timeout_ns` before `since_ns` (its reply could
-/// still come) up to `sent_now`, the highest place sent by now.
-pub fn in_flight(history: &SendHistory, since_ns: u64, reply_timeout_ns: u64, sent_now: u64) -> (u64, u64) {
-    (history.sent_by(since_ns.saturating_sub(reply_timeout_ns)), sent_now)
+/// What frames lost since `since_ns` may have belonged to: every probe sent
+/// from `reach_ns` before `since_ns` up to `sent_now`, the highest place sent
+/// by now. For a lost reply the reach is the reply timeout (its probe may be
+/// that old); for a probe dropped as it was sent, about nothing.
+pub fn in_flight(history: &SendHistory, since_ns: u64, reach_ns: u64, sent_now: u64) -> (u64, u64) {
+    (history.sent_by(since_ns.saturating_sub(reach_ns)), sent_now)
 }
 
 #[cfg(test)]

@@ -5,8 +5,8 @@
 //! and silence from a lost reply looks like a filtered port. So when the
 //! kernel reports frames dropped on this host, or the receive path falls
 //! behind (a quarter of its buffer waiting: drops are near), the rate is
-//! halved (from what was really being sent, which may be less than the rate
-//! allowed); while neither happens it grows again by a sixteenth every
+//! halved (with no limit in force, from the fastest rate measured); while
+//! neither happens it grows again by a sixteenth every
 //! `STEP_NS`, up to the user's `--rate`, or back to no limit when there is
 //! none. A fixed rate never changes.
 
@@ -62,8 +62,7 @@ pub struct RateControl {
     /// Probes sent by `window_ns`, to measure the send rate.
     window_ns: u64,
     window_sent: u64,
-    /// The send rate measured last, and the highest seen.
-    measured: u64,
+    /// The highest send rate measured over a `MEASURE_NS` window.
     peak: u64,
 }
 
@@ -78,7 +77,6 @@ impl RateControl {
             changed_ns: now_ns,
             window_ns: now_ns,
             window_sent: sent,
-            measured: 0,
             peak: 0,
         }
     }
@@ -98,8 +96,8 @@ impl RateControl {
     pub fn update(&mut self, now_ns: u64, sent: u64, lost: u64, backlog: f32) -> Option<u64> {
         let elapsed = now_ns.saturating_sub(self.window_ns);
         if elapsed >= MEASURE_NS {
-            self.measured = ((sent.saturating_sub(self.window_sent)) as u128 * 1_000_000_000 / elapsed as u128) as u64;
-            self.peak = self.peak.max(self.measured);
+            let measured = ((sent.saturating_sub(self.window_sent)) as u128 * 1_000_000_000 / elapsed as u128) as u64;
+            self.peak = self.peak.max(measured);
             self.window_ns = now_ns;
             self.window_sent = sent;
         }
@@ -110,12 +108,12 @@ impl RateControl {
             if self.cut_ns.is_some_and(|t| now_ns.saturating_sub(t) < HOLD_NS) {
                 return None;
             }
-            // From what was really sent: a limit above it would be no cut at all.
-            let base = match (self.current, self.measured) {
+            // Not from the rate of the last moment: a sender waiting between
+            // passes measures next to nothing, and says nothing of what fits.
+            let base = match (self.current, self.peak) {
                 (0, 0) => return None,
-                (0, m) => m,
-                (c, 0) => c,
-                (c, m) => c.min(m),
+                (0, peak) => peak,
+                (limit, _) => limit,
             };
             let cut = (base / 2).max(MIN_RATE);
             self.reason = if lost > 0 { RateReason::Dropped(lost) } else { RateReason::Behind };
@@ -178,7 +176,7 @@ mod tests {
         let mut ctl = RateControl::new(800_000, true, 0, 0);
         // The receive path keeps up with 500k: the rate falls below it, then hovers around it.
         let rates = run(&mut ctl, 500_000, 0, 3_000, &mut sent);
-        assert_eq!(rates[0], 400_000, "halved from the 800k really sent");
+        assert_eq!(rates[0], 400_000, "halved from the 800k in force");
         assert!(rates.iter().all(|&r| (MIN_RATE..=800_000).contains(&r)));
         assert!(rates.iter().skip(1).any(|&r| r > 400_000), "it grows again");
         let cuts = rates.windows(2).filter(|w| w[1] < w[0]).count();
@@ -199,6 +197,19 @@ mod tests {
         assert_eq!(ctl.reason(), RateReason::Dropped(4_000));
         let rates = run(&mut ctl, 100_000_000, 50, 5_000, &mut sent);
         assert_eq!(rates.last(), Some(&0), "back to no limit: {rates:?}");
+    }
+
+    #[test]
+    fn a_sender_idle_between_passes_is_cut_from_its_fastest_not_from_its_pause() {
+        let mut ctl = RateControl::new(0, true, 0, 0);
+        // 50 ms at 800k/s, then 40 ms of waiting for the pass's replies, then a drop.
+        for t in 1..=5 {
+            assert_eq!(ctl.update(t * 10 * MS, t * 8_000, 0, 0.0), None);
+        }
+        for t in 6..=9 {
+            assert_eq!(ctl.update(t * 10 * MS, 40_000, 0, 0.0), None);
+        }
+        assert_eq!(ctl.update(100 * MS, 40_000, 2, 0.0), Some(400_000));
     }
 
     #[test]

@@ -7,7 +7,7 @@ use super::plan::{Cursor, ScanPlan};
 use super::rate::{RateControl, RateReason};
 use super::state::{Answered, reply_timeout, retry_after};
 use crate::result::{PortState, Reason, ScanResult};
-use crate::transport::{Receive, Transmit, TransportError};
+use crate::transport::{Drops, Receive, Transmit, TransportError};
 use crate::wire::cookie::CookieKey;
 use crate::wire::reply::{ReplyKind, ReplyMatcher};
 use crate::wire::template::{Probe, SYN_FRAME_LEN, SynTemplate};
@@ -762,14 +762,26 @@ impl LossWatch {
         }
     }
 
-    fn check(&mut self, lost: u64, backlog: f32, now_ns: u64, plan: &ScanPlan, shared: &Shared) {
-        let timeout = shared.reply_timeout(plan).as_nanos() as u64;
+    fn check(&mut self, drops: Drops, backlog: f32, now_ns: u64, plan: &ScanPlan, shared: &Shared) {
         // Kept as far back as the longest wait: the timeout may grow later.
         self.history.sample(now_ns, shared.cursor(), plan.max_wait.as_nanos() as u64);
+        let lost = drops.total();
         if lost > 0 {
             shared.rx_drops.fetch_add(lost, Relaxed);
-            let (lo, hi) = in_flight(&self.history, self.checked_ns, timeout, shared.sent_bound());
-            shared.losses.lock().expect("loss log lock").mark(lo, hi);
+            let sent = shared.sent_bound();
+            let mut losses = shared.losses.lock().expect("loss log lock");
+            if drops.replies > 0 {
+                // A reply lost now may answer any probe whose reply could still come.
+                let timeout = shared.reply_timeout(plan).as_nanos() as u64;
+                let (lo, hi) = in_flight(&self.history, self.checked_ns, timeout, sent);
+                losses.mark(lo, hi);
+            }
+            if drops.probes > 0 {
+                // A probe is dropped as it is sent: one sent since the last reading, or
+                // just before it (the counters are read a moment before the cursor).
+                let (lo, hi) = in_flight(&self.history, self.checked_ns, LOSS_CHECK.as_nanos() as u64, sent);
+                losses.mark(lo, hi);
+            }
         }
         self.checked_ns = now_ns;
         let Some(rate) = self.rate.update(now_ns, shared.sent.load(Relaxed), lost, backlog) else { return };
@@ -954,8 +966,8 @@ mod tests {
             Ok(())
         }
 
-        fn take_drops(&mut self) -> u64 {
-            std::mem::take(&mut self.0.lock().unwrap().drops)
+        fn take_drops(&mut self) -> Drops {
+            Drops { replies: std::mem::take(&mut self.0.lock().unwrap().drops), probes: 0 }
         }
     }
 

@@ -74,28 +74,32 @@ pub fn hardware_address(name: &str) -> Result<(u16, [u8; 6]), NetError> {
 /// frames that no protocol wanted (LLDP and the like) and so grows on a
 /// quiet network too.
 pub struct LinkDrops {
+    outgoing: Counters,
+    incoming: Counters,
+}
+
+/// Frames an interface lost since the last look, by direction.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LinkLost {
+    pub outgoing: u64,
+    pub incoming: u64,
+}
+
+const OUTGOING_DROPS: [&str; 1] = ["tx_dropped"];
+const INCOMING_DROPS: [&str; 3] = ["rx_missed_errors", "rx_fifo_errors", "rx_over_errors"];
+
+/// Some of an interface's statistics files, summed, and their sum last seen.
+struct Counters {
     files: Vec<std::fs::File>,
     seen: u64,
 }
 
-const LINK_DROP_COUNTERS: [&str; 4] = ["tx_dropped", "rx_missed_errors", "rx_fifo_errors", "rx_over_errors"];
-
-impl LinkDrops {
-    /// The counters of `name` as sysfs shows them, or None where it shows
-    /// another interface (see `queues`).
-    pub fn open(name: &str, index: u32) -> Option<LinkDrops> {
-        let dir = format!("/sys/class/net/{name}");
-        let shown: u32 = std::fs::read_to_string(format!("{dir}/ifindex")).ok()?.trim().parse().ok()?;
-        if shown != index {
-            return None;
-        }
-        let files = LINK_DROP_COUNTERS
-            .iter()
-            .filter_map(|c| std::fs::File::open(format!("{dir}/statistics/{c}")).ok())
-            .collect();
-        let mut link = LinkDrops { files, seen: 0 };
-        link.seen = link.total();
-        Some(link)
+impl Counters {
+    fn open(dir: &str, names: &[&str]) -> Counters {
+        let files = names.iter().filter_map(|c| std::fs::File::open(format!("{dir}/statistics/{c}")).ok()).collect();
+        let mut counters = Counters { files, seen: 0 };
+        counters.seen = counters.total();
+        counters
     }
 
     fn total(&self) -> u64 {
@@ -110,12 +114,32 @@ impl LinkDrops {
             .sum()
     }
 
-    /// Frames lost since the last call.
-    pub fn take(&mut self) -> u64 {
+    fn take(&mut self) -> u64 {
         let total = self.total();
         let new = total.saturating_sub(self.seen);
         self.seen = total;
         new
+    }
+}
+
+impl LinkDrops {
+    /// The counters of `name` as sysfs shows them, or None where it shows
+    /// another interface (see `queues`).
+    pub fn open(name: &str, index: u32) -> Option<LinkDrops> {
+        let dir = format!("/sys/class/net/{name}");
+        let shown: u32 = std::fs::read_to_string(format!("{dir}/ifindex")).ok()?.trim().parse().ok()?;
+        if shown != index {
+            return None;
+        }
+        Some(LinkDrops {
+            outgoing: Counters::open(&dir, &OUTGOING_DROPS),
+            incoming: Counters::open(&dir, &INCOMING_DROPS),
+        })
+    }
+
+    /// Frames lost since the last call.
+    pub fn take(&mut self) -> LinkLost {
+        LinkLost { outgoing: self.outgoing.take(), incoming: self.incoming.take() }
     }
 }
 

@@ -51,14 +51,30 @@ pub trait Receive: Send {
     /// timestamp where there is one).
     fn receive(&mut self, timeout: Duration, on_frame: &mut dyn FnMut(&[u8], u64)) -> Result<(), TransportError>;
 
-    /// Frames the kernel dropped before we could read them, since the last call.
-    fn take_drops(&mut self) -> u64;
+    /// Frames lost on this host since the last call.
+    fn take_drops(&mut self) -> Drops;
 
     /// The largest share (0 to 1) of the receive buffer that was waiting to
     /// be read at once since the last call: how far behind the replies the
     /// reading is. 0 where the transport cannot tell.
     fn take_backlog(&mut self) -> f32 {
         0.0
+    }
+}
+
+/// Frames lost on this host, by what they were: the two call for different
+/// remedies (see `engine::loss`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Drops {
+    /// Replies the kernel dropped before prtip read them.
+    pub replies: u64,
+    /// Probes the interface dropped as they were sent.
+    pub probes: u64,
+}
+
+impl Drops {
+    pub fn total(self) -> u64 {
+        self.replies + self.probes
     }
 }
 
@@ -74,8 +90,10 @@ impl<R: Receive> Receive for WithLinkDrops<R> {
         self.inner.receive(timeout, on_frame)
     }
 
-    fn take_drops(&mut self) -> u64 {
-        self.inner.take_drops() + self.link.take()
+    fn take_drops(&mut self) -> Drops {
+        let Drops { replies, probes } = self.inner.take_drops();
+        let link = self.link.take();
+        Drops { replies: replies + link.incoming, probes: probes + link.outgoing }
     }
 
     fn take_backlog(&mut self) -> f32 {
@@ -100,7 +118,7 @@ impl<R: Receive> Receive for Stalled<R> {
         Ok(())
     }
 
-    fn take_drops(&mut self) -> u64 {
+    fn take_drops(&mut self) -> Drops {
         self.inner.take_drops()
     }
 
@@ -120,7 +138,7 @@ impl<R: Receive + ?Sized> Receive for Box<R> {
         (**self).receive(timeout, on_frame)
     }
 
-    fn take_drops(&mut self) -> u64 {
+    fn take_drops(&mut self) -> Drops {
         (**self).take_drops()
     }
 

@@ -15,7 +15,7 @@
 //! IPv4 frames with `ETH_P_IP`, IPv6 frames with `ETH_P_IPV6`.
 
 use super::filter::{Insn, SNAP_LEN, reply_filter};
-use super::{Receive, Transmit, TransportError};
+use super::{Drops, Receive, Transmit, TransportError};
 use std::mem::{size_of, zeroed};
 use std::net::IpAddr;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
@@ -341,7 +341,7 @@ impl Receive for RawRx {
         Ok(())
     }
 
-    fn take_drops(&mut self) -> u64 {
+    fn take_drops(&mut self) -> Drops {
         let mut stats = libc::tpacket_stats { tp_packets: 0, tp_drops: 0 };
         let mut len = size_of::<libc::tpacket_stats>() as u32;
         // SAFETY: stats and len are valid for writing; reading resets the kernel's counters.
@@ -354,6 +354,6 @@ impl Receive for RawRx {
                 &mut len,
             )
         };
-        if rc < 0 { 0 } else { u64::from(stats.tp_drops) }
+        Drops { replies: if rc < 0 { 0 } else { u64::from(stats.tp_drops) }, probes: 0 }
     }
 }

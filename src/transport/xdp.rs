@@ -16,7 +16,7 @@
 //! (xsk-rs produces all or nothing), so no reply is dropped for want of a
 //! frame while prtip keeps up.
 
-use super::{Receive, Transmit, TransportError};
+use super::{Drops, Receive, Transmit, TransportError};
 use libbpf_rs::{Link, MapCore, MapFlags, Object, ObjectBuilder};
 use std::ffi::CString;
 use std::io::Write;
@@ -464,8 +464,8 @@ impl Receive for XdpRx {
         }
     }
 
-    fn take_drops(&mut self) -> u64 {
-        self.queues.iter_mut().map(QueueRx::take_drops).sum()
+    fn take_drops(&mut self) -> Drops {
+        Drops { replies: self.queues.iter_mut().map(QueueRx::take_drops).sum(), probes: 0 }
     }
 
     fn take_backlog(&mut self) -> f32 {
