@@ -128,7 +128,6 @@ impl ScanPlan {
         }
     }
 
-    /// The cursor after the last probe of the last pass.
     /// The last pass a scan may send: `retries` passes over the silent
     /// probes, then up to as many loss passes, each over the silent probes
     /// whose try in the pass before may have lost its reply to a drop on
@@ -137,6 +136,8 @@ impl ScanPlan {
         self.retries * 2
     }
 
+    /// The cursor after the last probe of the last regular pass: where a
+    /// completed scan stands, loss passes or not.
     pub fn end(&self) -> Cursor {
         Cursor { pass: self.retries, position: self.probes_per_pass() }
     }

@@ -26,15 +26,9 @@ pub fn name(index: u32) -> Result<String, NetError> {
 }
 
 /// How many receive and transmit queues interface `index` (named `name`)
-/// has, as sysfs lists them; None where sysfs describes another interface or
-/// none: it shows the network namespace it was mounted in (`ip netns exec`
-/// mounts the namespace's own, `nsenter` and `unshare` do not).
+/// has, as sysfs lists them; None where sysfs does not show it (`sysfs_dir`).
 pub fn queues(name: &str, index: u32) -> Option<(u32, u32)> {
-    let dir = format!("/sys/class/net/{name}");
-    let shown: u32 = std::fs::read_to_string(format!("{dir}/ifindex")).ok()?.trim().parse().ok()?;
-    if shown != index {
-        return None;
-    }
+    let dir = sysfs_dir(name, index)?;
     let count = |prefix: &str| {
         std::fs::read_dir(format!("{dir}/queues"))
             .ok()
@@ -42,6 +36,16 @@ pub fn queues(name: &str, index: u32) -> Option<(u32, u32)> {
             .map_or(1, |n| n.max(1) as u32)
     };
     Some((count("rx-"), count("tx-")))
+}
+
+/// The sysfs directory of interface `index` (named `name`), or None where
+/// sysfs describes another interface or none: it shows the network namespace
+/// it was mounted in (`ip netns exec` mounts the namespace's own, `nsenter`
+/// and `unshare` do not).
+fn sysfs_dir(name: &str, index: u32) -> Option<String> {
+    let dir = format!("/sys/class/net/{name}");
+    let shown: u32 = std::fs::read_to_string(format!("{dir}/ifindex")).ok()?.trim().parse().ok()?;
+    (shown == index).then_some(dir)
 }
 
 /// The link type (`ARPHRD_*`) and hardware address of an interface.
@@ -124,13 +128,9 @@ impl Counters {
 
 impl LinkDrops {
     /// The counters of `name` as sysfs shows them, or None where it shows
-    /// another interface (see `queues`).
+    /// another interface (see `sysfs_dir`).
     pub fn open(name: &str, index: u32) -> Option<LinkDrops> {
-        let dir = format!("/sys/class/net/{name}");
-        let shown: u32 = std::fs::read_to_string(format!("{dir}/ifindex")).ok()?.trim().parse().ok()?;
-        if shown != index {
-            return None;
-        }
+        let dir = sysfs_dir(name, index)?;
         Some(LinkDrops {
             outgoing: Counters::open(&dir, &OUTGOING_DROPS),
             incoming: Counters::open(&dir, &INCOMING_DROPS),

@@ -9,10 +9,10 @@
 //!
 //! One AF_XDP socket per receive queue of the interface, since a reply may
 //! arrive on any of them; the first `--queues` of them also send, one
-//! transmit thread each. Each socket has a UMEM of its own: of a sending
-//! socket's `FRAMES` frames the first half is lent to the fill ring for
-//! replies and the second half carries probes; a receive-only socket lends
-//! all of its `RX_ONLY_FRAMES`. The fill ring holds all of its frames at once
+//! transmit thread each. Each socket has a UMEM of its own: a sending
+//! socket lends `RX_FRAMES` to the fill ring for replies and carries probes
+//! in `TX_FRAMES` more; a receive-only socket lends all of its
+//! `RX_ONLY_FRAMES`. The fill ring holds all of its frames at once
 //! (xsk-rs produces all or nothing), so no reply is dropped for want of a
 //! frame while prtip keeps up.
 
