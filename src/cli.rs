@@ -1,15 +1,16 @@
 //! The command line, turned into a checked `ScanConfig`.
 
+use crate::commands::DEFAULT_DATABASE;
+use crate::commands::db::DbArgs;
+use crate::commands::doctor::DoctorArgs;
+use crate::commands::report::ReportArgs;
 use crate::config::{
     ConfigError, MAX_RATE, MAX_RETRIES, OutputFormat, ScanConfig, TransportChoice, Verbosity, parse_mac, parse_shard,
     parse_source_ports, parse_wait,
 };
-use crate::db_command::DbArgs;
-use crate::doctor::DoctorArgs;
 use crate::engine::plan::Shard;
 use crate::net::PathOverrides;
 use crate::output::{Format, OutputFile};
-use crate::report_command::ReportArgs;
 use crate::target::TargetError;
 use crate::target::exclude::{Excluded, without_special};
 use crate::target::hosts::{AddrRange, Family, Hosts};
@@ -25,8 +26,6 @@ use std::process::ExitCode;
 
 pub const DEFAULT_PORTS: &str = "1-1000";
 pub const DEFAULT_SOURCE_PORTS: &str = "61000-61063";
-pub const DEFAULT_DATABASE: &str = "prtip.db";
-
 /// `prtip --version`: the release, the commit it was built from, and what the build can do.
 pub const VERSION: &str = concat!(
     env!("CARGO_PKG_VERSION"),
@@ -260,24 +259,6 @@ pub fn clap_error_line(e: &clap::Error) -> String {
     let text = e.render().to_string();
     let line = text.lines().next().unwrap_or("invalid arguments");
     line.strip_prefix("error: ").unwrap_or(line).to_string()
-}
-
-/// How a command that reads or prints ends: 0; 2 when the user named
-/// something wrong (`usage`); 1 otherwise, with the error on one line. A
-/// closed standard output (`| head`) is not an error.
-pub fn exit_status<E: std::fmt::Display>(
-    result: Result<(), E>,
-    usage: impl Fn(&E) -> bool,
-    broken_pipe: impl Fn(&E) -> bool,
-) -> ExitCode {
-    match result {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) if broken_pipe(&e) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("prtip: error: {e}");
-            ExitCode::from(if usage(&e) { 2 } else { 1 })
-        }
-    }
 }
 
 /// nmap's two-letter options, which clap cannot express, and their long forms.

@@ -7,9 +7,8 @@
 //! `store` task (journal, SQLite, output files) on a thread of its own.
 
 pub mod cli;
+pub mod commands;
 pub mod config;
-pub mod db_command;
-pub mod doctor;
 pub mod engine;
 pub mod latency;
 pub mod net;
@@ -18,7 +17,6 @@ pub mod permute;
 pub mod plot;
 pub mod progress;
 pub mod random;
-pub mod report_command;
 pub mod result;
 pub mod resume;
 pub mod scan;

@@ -16,9 +16,9 @@ fn main() -> ExitCode {
     };
     init_logging(cli.verbose);
     match cli.command.take() {
-        Some(Command::Db(args)) => return prtip::db_command::main(args),
-        Some(Command::Report(args)) => return prtip::report_command::main(args),
-        Some(Command::Doctor(args)) => return prtip::doctor::main(args),
+        Some(Command::Db(args)) => return prtip::commands::db::main(args),
+        Some(Command::Report(args)) => return prtip::commands::report::main(args),
+        Some(Command::Doctor(args)) => return prtip::commands::doctor::main(args),
         Some(Command::Completions { shell }) => {
             let mut cmd = Cli::command();
             cmd.set_bin_name("prtip");

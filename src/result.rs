@@ -13,6 +13,9 @@ pub enum PortState {
 }
 
 impl PortState {
+    pub const ALL: [PortState; 4] = [PortState::Open, PortState::Closed, PortState::Filtered, PortState::Undecided];
+
+    /// Its name in every output, and in the database's `scan_results` view.
     pub fn as_str(self) -> &'static str {
         match self {
             PortState::Open => "open",
@@ -20,6 +23,24 @@ impl PortState {
             PortState::Filtered => "filtered",
             PortState::Undecided => "undecided",
         }
+    }
+
+    pub fn parse(text: &str) -> Option<PortState> {
+        PortState::ALL.into_iter().find(|s| s.as_str() == text)
+    }
+
+    /// The number the database stores (never renumber: stored rows keep it).
+    pub fn code(self) -> i64 {
+        match self {
+            PortState::Open => 1,
+            PortState::Closed => 2,
+            PortState::Filtered => 3,
+            PortState::Undecided => 4,
+        }
+    }
+
+    pub fn from_code(code: i64) -> Option<PortState> {
+        PortState::ALL.into_iter().find(|s| s.code() == code)
     }
 }
 
@@ -36,7 +57,13 @@ pub enum Reason {
     FramesDropped,
 }
 
+/// The first database code of an ICMP unreachable: it keeps the ICMP code as `UNREACHABLE_CODES + code`.
+const UNREACHABLE_CODES: i64 = 256;
+
 impl Reason {
+    /// Every reason but the ICMP unreachables, which carry a code.
+    pub const WITHOUT_CODE: [Reason; 4] = [Reason::SynAck, Reason::Reset, Reason::NoResponse, Reason::FramesDropped];
+
     /// Whether a reply came: false for the reasons of silence.
     pub fn is_reply(self) -> bool {
         !matches!(self, Reason::NoResponse | Reason::FramesDropped)
@@ -49,6 +76,31 @@ impl Reason {
             Reason::Unreachable { .. } => "host-unreach",
             Reason::NoResponse => "no-response",
             Reason::FramesDropped => "frames-dropped",
+        }
+    }
+
+    /// Reads `as_str`'s text back; where several ICMP codes share a text, the
+    /// host unreachable (code 1) is the one meant.
+    pub fn parse(text: &str) -> Option<Reason> {
+        let unreachable = std::iter::once(1).chain(0..=u8::MAX).map(|code| Reason::Unreachable { code });
+        Reason::WITHOUT_CODE.into_iter().chain(unreachable).find(|r| r.as_str() == text)
+    }
+
+    /// The number the database stores (never renumber: stored rows keep it).
+    pub fn code(self) -> i64 {
+        match self {
+            Reason::SynAck => 1,
+            Reason::Reset => 2,
+            Reason::NoResponse => 3,
+            Reason::FramesDropped => 4,
+            Reason::Unreachable { code } => UNREACHABLE_CODES + i64::from(code),
+        }
+    }
+
+    pub fn from_code(code: i64) -> Option<Reason> {
+        match u8::try_from(code - UNREACHABLE_CODES) {
+            Ok(code) => Some(Reason::Unreachable { code }),
+            Err(_) => Reason::WITHOUT_CODE.into_iter().find(|r| r.code() == code),
         }
     }
 }
@@ -65,4 +117,25 @@ pub struct ScanResult {
     pub rtt_us: Option<u64>,
     /// When the reply arrived (or the scan gave up), in microseconds since the Unix epoch.
     pub time_us: u64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn states_and_reasons_read_back_from_their_text_and_their_codes() {
+        for s in PortState::ALL {
+            assert_eq!(PortState::parse(s.as_str()), Some(s));
+            assert_eq!(PortState::from_code(s.code()), Some(s));
+        }
+        let unreachable = (0..=u8::MAX).map(|code| Reason::Unreachable { code });
+        for r in Reason::WITHOUT_CODE.into_iter().chain(unreachable) {
+            assert_eq!(Reason::from_code(r.code()), Some(r));
+            assert_eq!(Reason::parse(r.as_str()).map(Reason::as_str), Some(r.as_str()));
+        }
+        assert_eq!(Reason::parse("host-unreach"), Some(Reason::Unreachable { code: 1 }));
+        assert_eq!((PortState::parse("up"), Reason::parse("syn")), (None, None));
+        assert_eq!((PortState::from_code(0), Reason::from_code(5), Reason::from_code(512)), (None, None, None));
+    }
 }

@@ -1,7 +1,8 @@
 //! `prtip --resume`: turns an interrupted scan's checkpoint back into the
 //! configuration it ran with, refusing settings that contradict it.
 
-use crate::cli::{Cli, DEFAULT_DATABASE, clap_error_line, normalize_args};
+use crate::cli::{Cli, clap_error_line, normalize_args};
+use crate::commands::DEFAULT_DATABASE;
 use crate::config::{ConfigError, Resume, ScanConfig};
 use crate::store::StoreError;
 use crate::store::checkpoint::{self, Checkpoint, CheckpointError};

@@ -134,7 +134,7 @@ pub fn in_use(path: &Path) -> bool {
     std::fs::OpenOptions::new()
         .read(true)
         .open(results_path(path))
-        .is_ok_and(|f| matches!(super::db::try_lock(f.as_raw_fd()), Ok(false)))
+        .is_ok_and(|f| matches!(super::lock::try_lock(f.as_raw_fd()), Ok(false)))
 }
 
 /// The most recently written checkpoint in `dir` that no running prtip holds.

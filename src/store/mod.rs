@@ -7,7 +7,10 @@
 pub mod checkpoint;
 pub mod db;
 pub mod journal;
+pub mod lock;
+mod sink;
 mod task;
+mod uring_file;
 
 use crate::engine::plan::Cursor;
 use crate::latency::Latency;
@@ -15,7 +18,7 @@ use crate::output::{OutputFile, RunEnd, RunInfo};
 use crate::result::ScanResult;
 use checkpoint::Checkpoint;
 use db::{ScanEnd, ScanStart};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::thread::JoinHandle;
 use thiserror::Error;
 use tokio::sync::mpsc;
@@ -67,6 +70,28 @@ pub enum StoreError {
     NotResumable(i64),
     #[error("the storage task stopped unexpectedly")]
     TaskDied,
+}
+
+impl StoreError {
+    /// For `map_err`: an error of the database at `path`.
+    pub(crate) fn database(path: &Path) -> impl Fn(rusqlite::Error) -> StoreError + Copy + '_ {
+        move |source| StoreError::Database { path: path.to_path_buf(), source }
+    }
+
+    /// For `map_err`: an error of the journal at `path`.
+    pub(crate) fn journal(path: &Path) -> impl Fn(std::io::Error) -> StoreError + Copy + '_ {
+        move |source| StoreError::Journal { path: path.to_path_buf(), source }
+    }
+
+    /// For `map_err`: an error of the output file at `path`.
+    pub(crate) fn output(path: &Path) -> impl Fn(std::io::Error) -> StoreError + Copy + '_ {
+        move |source| StoreError::Output { path: path.to_path_buf(), source }
+    }
+
+    /// For `map_err`: an error of the checkpoint file at `path`.
+    pub(crate) fn checkpoint(path: &Path) -> impl Fn(std::io::Error) -> StoreError + Copy + '_ {
+        move |source| StoreError::Checkpoint { path: path.to_path_buf(), source }
+    }
 }
 
 /// What the task is asked to do.
@@ -268,7 +293,7 @@ mod tests {
             let report = store.finish(Finish::default()).unwrap();
             assert_eq!(report.rows_stored, u64::from(n), "n={n}");
             assert_eq!(count(&d), i64::from(n), "n={n}");
-            assert!(!db::journal_path(&d.join("s.db"), 1).exists(), "journal left behind");
+            assert!(!lock::journal_path(&d.join("s.db"), 1).exists(), "journal left behind");
             if n == 1 {
                 let csv = std::fs::read_to_string(d.join("out.csv")).unwrap();
                 assert_eq!(csv.lines().count(), 2);

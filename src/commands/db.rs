@@ -13,7 +13,7 @@ use std::process::ExitCode;
 #[derive(Debug, Args)]
 pub struct DbArgs {
     /// The database file
-    #[arg(long, global = true, value_name = "PATH", default_value = crate::cli::DEFAULT_DATABASE)]
+    #[arg(long, global = true, value_name = "PATH", default_value = super::DEFAULT_DATABASE)]
     database: PathBuf,
 
     #[command(subcommand)]
@@ -63,7 +63,7 @@ enum DbCommandError {
 
 /// Runs `prtip db`.
 pub fn main(args: DbArgs) -> ExitCode {
-    crate::cli::exit_status(
+    super::exit_status(
         run(args),
         |e| matches!(e, DbCommandError::Store(StoreError::NoDatabase(_) | StoreError::NoScan(_))),
         |e| matches!(e, DbCommandError::Output(e) if e.kind() == io::ErrorKind::BrokenPipe),

@@ -17,7 +17,7 @@ use std::process::ExitCode;
                   Several scans: their percentiles side by side.")]
 pub struct ReportArgs {
     /// The database file
-    #[arg(long, value_name = "PATH", default_value = crate::cli::DEFAULT_DATABASE)]
+    #[arg(long, value_name = "PATH", default_value = super::DEFAULT_DATABASE)]
     database: PathBuf,
 
     /// The scans to report; two or more are compared
@@ -55,7 +55,7 @@ enum ReportError {
 
 /// Runs `prtip report`.
 pub fn main(args: ReportArgs) -> ExitCode {
-    crate::cli::exit_status(
+    super::exit_status(
         run(args),
         |e| matches!(e, ReportError::Store(StoreError::NoDatabase(_) | StoreError::NoScan(_))),
         |e| matches!(e, ReportError::Output(e) if e.kind() == io::ErrorKind::BrokenPipe),

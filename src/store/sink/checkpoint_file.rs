@@ -1,0 +1,116 @@
+//! Without a database: the checkpoint as a small JSON file, rewritten whole,
+//! and the results received so far appended to a journal beside it. The
+//! results always reach the journal before the cursor that counts on them.
+//! The journal is locked while the scan runs, so that `--resume` never takes
+//! over a live scan's checkpoint.
+
+use super::{Failure, Sink, SinkFuture};
+use crate::engine::plan::Cursor;
+use crate::result::ScanResult;
+use crate::store::checkpoint::{self, Checkpoint};
+use crate::store::uring_file::UringFile;
+use crate::store::{Finish, StoreError, StoreReport, journal, lock};
+use std::path::PathBuf;
+use std::time::Duration;
+use tokio::time::Instant;
+
+/// The checkpoint file is rewritten at most this often while the scan runs.
+const SAVE_EVERY: Duration = Duration::from_secs(1);
+
+pub(super) struct CheckpointFile {
+    path: PathBuf,
+    checkpoint: Checkpoint,
+    results: UringFile,
+    saved: Instant,
+}
+
+impl CheckpointFile {
+    pub(super) async fn open(path: PathBuf, checkpoint: Checkpoint) -> Result<CheckpointFile, StoreError> {
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir).map_err(StoreError::checkpoint(&path))?;
+        }
+        let rpath = checkpoint::results_path(&path);
+        let rfail = StoreError::checkpoint(&rpath);
+        // A tail torn by a crash is cut off: appended after it, later records could not be read.
+        match std::fs::read(&rpath) {
+            Ok(bytes) => {
+                let intact = journal::intact_len(&bytes);
+                if intact < bytes.len() {
+                    std::fs::OpenOptions::new()
+                        .write(true)
+                        .open(&rpath)
+                        .and_then(|f| f.set_len(intact as u64))
+                        .map_err(rfail)?;
+                }
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(rfail(e)),
+        }
+        let results = UringFile::append_to(rpath.clone()).await.map_err(rfail)?;
+        {
+            use std::os::fd::AsRawFd;
+            lock::lock(results.file.as_raw_fd()).map_err(rfail)?;
+        }
+        let mut file = CheckpointFile { path, checkpoint, results, saved: Instant::now() };
+        file.save()?;
+        Ok(file)
+    }
+
+    /// Replaces the file whole, so that a crash leaves the old one or the new one.
+    fn save(&mut self) -> Result<(), StoreError> {
+        let mut tmp = self.path.clone().into_os_string();
+        tmp.push(".tmp");
+        let fail = StoreError::checkpoint(&self.path);
+        std::fs::write(&tmp, self.checkpoint.to_json()).map_err(fail)?;
+        std::fs::rename(&tmp, &self.path).map_err(fail)
+    }
+
+    /// Records the cursor; written at most every `SAVE_EVERY` unless `now`
+    /// (an older cursor on disk is only more work for a resume, never less).
+    fn advance(&mut self, cursor: Cursor, sent: u64, now: bool) -> Result<(), StoreError> {
+        self.checkpoint.cursor = cursor;
+        self.checkpoint.sent = sent;
+        if now || self.saved.elapsed() >= SAVE_EVERY {
+            self.saved = Instant::now();
+            self.save()?;
+        }
+        Ok(())
+    }
+
+    /// A completed scan has nothing to resume: both files go.
+    async fn remove(self) -> Result<(), StoreError> {
+        let _ = self.results.file.close().await;
+        for p in [&self.path, &self.results.path] {
+            std::fs::remove_file(p).map_err(StoreError::checkpoint(p))?;
+        }
+        Ok(())
+    }
+}
+
+impl Sink for CheckpointFile {
+    fn failure(&self) -> Failure {
+        Failure::Resume
+    }
+
+    fn add<'a>(&'a mut self, _batch: &'a [ScanResult], answered: &'a [ScanResult]) -> SinkFuture<'a> {
+        Box::pin(async move {
+            if answered.is_empty() {
+                return Ok(());
+            }
+            self.results.append_record(0, answered).await.map_err(StoreError::checkpoint(&self.results.path))
+        })
+    }
+
+    fn checkpoint(&mut self, cursor: Cursor, sent: u64) -> SinkFuture<'_> {
+        Box::pin(std::future::ready(self.advance(cursor, sent, false)))
+    }
+
+    fn finish<'a>(mut self: Box<Self>, finish: &'a Finish, _report: &'a mut StoreReport) -> SinkFuture<'a> {
+        Box::pin(async move {
+            match finish.scan.interrupted {
+                true => self.advance(finish.scan.cursor, finish.scan.probes_sent, true),
+                false => (*self).remove().await,
+            }
+        })
+    }
+}

@@ -1,0 +1,51 @@
+//! An append-only file written through io_uring: the journals and the output files.
+
+use super::journal;
+use crate::result::ScanResult;
+use std::path::PathBuf;
+use tokio_uring::fs::File;
+
+pub(super) struct UringFile {
+    pub(super) path: PathBuf,
+    pub(super) file: File,
+    offset: u64,
+}
+
+impl UringFile {
+    pub(super) async fn create(path: PathBuf) -> std::io::Result<UringFile> {
+        let file = File::create(&path).await?;
+        Ok(UringFile { path, file, offset: 0 })
+    }
+
+    /// Takes over a file opened elsewhere (a journal opened and locked with its scan's row).
+    pub(super) fn from_std(path: PathBuf, file: std::fs::File) -> UringFile {
+        UringFile { path, file: File::from_std(file), offset: 0 }
+    }
+
+    /// Opens a file to append to, creating it if needed.
+    pub(super) async fn append_to(path: PathBuf) -> std::io::Result<UringFile> {
+        let file = tokio_uring::fs::OpenOptions::new().write(true).create(true).open(&path).await?;
+        let offset = std::fs::metadata(&path)?.len();
+        Ok(UringFile { path, file, offset })
+    }
+
+    /// Appends `rows` as one journal record.
+    pub(super) async fn append_record(&mut self, scan_id: i64, rows: &[ScanResult]) -> std::io::Result<()> {
+        let mut buf = Vec::with_capacity(16 + rows.len() * 24);
+        journal::encode(scan_id, rows, &mut buf);
+        self.append(buf).await.map(drop)
+    }
+
+    /// Appends `bytes`; hands the buffer back, emptied, for the next ones.
+    pub(super) async fn append(&mut self, bytes: Vec<u8>) -> std::io::Result<Vec<u8>> {
+        if bytes.is_empty() {
+            return Ok(bytes);
+        }
+        let len = bytes.len() as u64;
+        let (res, mut bytes) = self.file.write_all_at(bytes, self.offset).await;
+        res?;
+        self.offset += len;
+        bytes.clear();
+        Ok(bytes)
+    }
+}
