@@ -1,7 +1,7 @@
 use clap::CommandFactory;
 use prtip::cli::{Cli, Command, normalize_args, parse_or_exit};
 use prtip::engine::run::StopSignal;
-use prtip::scan::{Outcome, execute};
+use prtip::scan::{Note, Notes, Outcome};
 use std::io::Write;
 use std::process::ExitCode;
 
@@ -45,15 +45,36 @@ fn main() -> ExitCode {
         eprintln!("prtip: error: installing signal handlers: {e}");
         return ExitCode::from(1);
     }
-    match execute(&config, &STOP) {
-        Ok(Outcome::Completed) => ExitCode::SUCCESS,
-        Ok(Outcome::Interrupted) => ExitCode::from(130),
-        Err(e) => {
-            // Every error's message already names its cause.
-            eprintln!("prtip: error: {e}");
-            ExitCode::from(1)
+    let scan = match prtip::scan::prepare(&config) {
+        Ok(scan) => scan,
+        Err(e) => return failed(&e),
+    };
+    print_notes(&scan.notes);
+    match scan.run(&STOP) {
+        Ok(report) => {
+            print_notes(&report.notes);
+            match report.outcome {
+                Outcome::Completed => ExitCode::SUCCESS,
+                Outcome::Interrupted => ExitCode::from(130),
+            }
+        }
+        Err(e) => failed(&e),
+    }
+}
+
+fn print_notes(notes: &Notes) {
+    for note in &notes.0 {
+        match note {
+            Note::Line(line) => eprintln!("prtip: {line}"),
+            Note::Table(table) => eprint!("{table}"),
         }
     }
+}
+
+/// Every error's message already names its cause.
+fn failed(e: &dyn std::fmt::Display) -> ExitCode {
+    eprintln!("prtip: error: {e}");
+    ExitCode::from(1)
 }
 
 /// Writes generated text to standard output; a closed pipe (`| head`) is not an error.

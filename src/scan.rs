@@ -1,5 +1,6 @@
-//! One scan from a checked configuration to results on standard output and a
-//! summary on standard error.
+//! One scan from a checked configuration to results on standard output, and
+//! what it has to say (its banner, summary and warnings) as `Notes` for
+//! `main.rs` to print on standard error.
 
 use crate::config::{OutputFormat, ScanConfig, TransportChoice, Verbosity};
 use crate::engine::plan::{Cursor, ScanPlan};
@@ -55,7 +56,60 @@ const FLUSH_EVERY: Duration = Duration::from_millis(100);
 /// How many target addresses are checked to share one route.
 const ROUTE_SAMPLES: usize = 16;
 
-pub fn execute(cfg: &ScanConfig, stop: &StopSignal) -> Result<Outcome, ScanError> {
+/// One thing a scan has to say on standard error.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Note {
+    /// A line, printed as `prtip: LINE`.
+    Line(String),
+    /// A table (the percentile distribution of `--latency`), printed as it is.
+    Table(String),
+}
+
+/// What a scan has to say on standard error, in order; `main.rs` prints it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Notes(pub Vec<Note>);
+
+impl Notes {
+    fn line(&mut self, text: impl Into<String>) {
+        self.0.push(Note::Line(text.into()));
+    }
+
+    fn lines(&mut self, lines: impl IntoIterator<Item = String>) {
+        self.0.extend(lines.into_iter().map(Note::Line));
+    }
+}
+
+/// How a scan ended, and what it has to say about it.
+#[derive(Debug)]
+pub struct ScanReport {
+    pub outcome: Outcome,
+    pub notes: Notes,
+}
+
+/// A scan ready to run: its transport open, its storage started, and what
+/// it says before the first probe in `notes`.
+pub struct Scan<'a> {
+    cfg: &'a ScanConfig,
+    plan: ScanPlan,
+    out: BufWriter<io::StdoutLock<'static>>,
+    /// None for a dry run.
+    ready: Option<Ready>,
+    pub notes: Notes,
+}
+
+/// What a scan that sends holds between `prepare` and `run`.
+struct Ready {
+    path: Path,
+    opened: Opened,
+    wire: Wire,
+    info: RunInfo,
+    store: Option<Store>,
+    checkpoint_file: Option<PathBuf>,
+}
+
+/// Resolves the path, opens the transport and starts the storage task: a
+/// bad interface, database or file fails here, before anything is sent.
+pub fn prepare(cfg: &ScanConfig) -> Result<Scan<'_>, ScanError> {
     let space = cfg.space.clone();
     let start = cfg.resume.as_ref().map_or(Cursor::default(), |r| r.cursor);
     let plan = ScanPlan::new(space, cfg.seed, cfg.src_ports, cfg.retries, cfg.rate, cfg.max_wait)
@@ -63,8 +117,9 @@ pub fn execute(cfg: &ScanConfig, stop: &StopSignal) -> Result<Outcome, ScanError
         .with_fixed_rate(cfg.fixed_rate)
         .starting_at(start);
     let out = BufWriter::with_capacity(1 << 16, io::stdout().lock());
+    let mut notes = Notes::default();
     if cfg.dry_run {
-        return dry_run(&plan, cfg, out, stop);
+        return Ok(Scan { cfg, plan, out, ready: None, notes });
     }
 
     let path = net::resolve_path(&route_samples(cfg.space.hosts()), &cfg.path)?;
@@ -75,15 +130,15 @@ pub fn execute(cfg: &ScanConfig, stop: &StopSignal) -> Result<Outcome, ScanError
         via_ip_stack = path.via_ip_stack,
         "path resolved"
     );
-    let Opened { txs, mut rx, resets, _attachment, kind } = open_transport(cfg, &path)?;
+    let mut opened = open_transport(cfg, &path, &mut notes)?;
     if let Some(link) = net::interface::LinkDrops::open(&path.ifname, path.ifindex) {
-        rx = Box::new(WithLinkDrops { inner: rx, link });
+        opened.rx = Box::new(WithLinkDrops { inner: opened.rx, link });
     }
     // Fault injection for the tests of a receive path slower than the replies
     // (tests/drops.rs); release builds do not have it.
     #[cfg(debug_assertions)]
     if let Some(ms) = std::env::var("PRTIP_TEST_RX_STALL_MS").ok().and_then(|v| v.parse().ok()) {
-        rx = Box::new(crate::transport::Stalled { inner: rx, stall: Duration::from_millis(ms) });
+        opened.rx = Box::new(crate::transport::Stalled { inner: opened.rx, stall: Duration::from_millis(ms) });
     }
     // Fault injection for the test that a panic leaves no XDP program behind
     // (tests/xdp.rs); there is no other way to make prtip panic, and release
@@ -92,7 +147,7 @@ pub fn execute(cfg: &ScanConfig, stop: &StopSignal) -> Result<Outcome, ScanError
     if std::env::var_os("PRTIP_TEST_PANIC").is_some() {
         panic!("PRTIP_TEST_PANIC is set");
     }
-    tracing::info!(transport = %kind, probes_per_pass = plan.probes_per_pass(), seed = cfg.seed, "transport open");
+    tracing::info!(transport = %opened.kind, probes_per_pass = plan.probes_per_pass(), seed = cfg.seed, "transport open");
     let wire = Wire {
         template: SynTemplate::new(path.src_mac, path.next_hop_mac, path.src_ip),
         src_ip: path.src_ip,
@@ -105,7 +160,37 @@ pub fn execute(cfg: &ScanConfig, stop: &StopSignal) -> Result<Outcome, ScanError
         port_count: cfg.space.port_count(),
         hosts_total: cfg.space.host_count(),
     };
-    let (store, checkpoint_file) = start_store(cfg, &plan, &info)?;
+    let (store, checkpoint_file) = start_store(cfg, &plan, &info, opened.name, &mut notes)?;
+    if cfg.verbosity >= Verbosity::Normal {
+        notes.lines(special_note(cfg));
+        notes.line(banner(cfg, &plan, &path, &opened.kind));
+    }
+    let ready = Ready { path, opened, wire, info, store, checkpoint_file };
+    Ok(Scan { cfg, plan, out, ready: Some(ready), notes })
+}
+
+impl Scan<'_> {
+    /// Runs the scan to its end (or to `stop`): results on standard output
+    /// as they come, and what the scan has to say at the end in the report.
+    pub fn run(self, stop: &StopSignal) -> Result<ScanReport, ScanError> {
+        let Scan { cfg, plan, out, ready, .. } = self;
+        match ready {
+            None => dry_run(&plan, cfg, out, stop),
+            Some(ready) => send(cfg, &plan, out, ready, stop),
+        }
+    }
+}
+
+fn send(
+    cfg: &ScanConfig,
+    plan: &ScanPlan,
+    out: BufWriter<io::StdoutLock<'static>>,
+    ready: Ready,
+    stop: &StopSignal,
+) -> Result<ScanReport, ScanError> {
+    let Ready { path, opened, wire, info, store, checkpoint_file } = ready;
+    let Opened { txs, rx, resets, _attachment, .. } = opened;
+    let start = plan.start;
     let prior_sent = cfg.resume.as_ref().map_or(0, |r| r.sent);
     let mut sinks = Sinks {
         open_only: cfg.open_only,
@@ -118,15 +203,9 @@ pub fn execute(cfg: &ScanConfig, stop: &StopSignal) -> Result<Outcome, ScanError
         checkpoint_sent: prior_sent,
         prior_sent,
     };
-    if cfg.verbosity >= Verbosity::Normal {
-        if let Some(note) = special_note(cfg) {
-            eprintln!("prtip: {note}");
-        }
-        eprintln!("prtip: {}", banner(cfg, &plan, &path, &kind));
-    }
     let answered = Answered::default();
     let prior = take_over(cfg, &answered, &mut sinks);
-    let outcome = run::run(&plan, &wire, txs, rx, resets, stop, &answered, &mut sinks);
+    let outcome = run::run(plan, &wire, txs, rx, resets, stop, &answered, &mut sinks);
     sinks.reporter.finish();
     let Sinks { mut writer, output_error, mut store, latency, checkpoint, checkpoint_sent, .. } = sinks;
     let mut stats = match outcome {
@@ -158,73 +237,75 @@ pub fn execute(cfg: &ScanConfig, stop: &StopSignal) -> Result<Outcome, ScanError
         let stdout_writer = if output_open { Some(writer.as_mut()) } else { None };
         // Silent probes reach the store only to be stored or written.
         let stored = if cfg.database.is_some() || !cfg.files.is_empty() { store.as_mut() } else { None };
-        report_silent(&plan, &answered, &stats, cfg.open_only, stdout_writer, stored)?
+        report_silent(plan, &answered, &stats, cfg.open_only, stdout_writer, stored)?
     };
     let end = finish(&stats, silent.filtered, prior_sent, latency.clone());
     if output_open {
         finish_output(writer.finish(&end.run))?;
     }
     let stored = store.map(|s| s.finish(end)).transpose()?;
+    let mut notes = Notes::default();
     if cfg.verbosity >= Verbosity::Normal {
-        eprintln!("prtip: {}", summary(&plan, &stats, silent));
-        if silent.undecided > 0 {
-            eprintln!(
-                "prtip: warning: {} probes are undecided: this host dropped frames while their replies were due, on every try (raise --retries, or lower --rate with --fixed-rate)",
-                silent.undecided
-            );
-        }
-        if stats.refused > 0 {
-            eprintln!(
-                "prtip: warning: the kernel refused to send {} probes (broadcast addresses, firewall rules or no route); they are reported as filtered",
-                stats.refused
-            );
-        }
-        if stats.rx_drops > 0 {
-            let adapted = match stats.lowest_rate {
-                Some(r) => {
-                    format!("; the send rate was lowered {} times, to {r} probes/s at the least", stats.rate_cuts)
-                }
-                None => String::new(),
-            };
-            let retried = if plan.retries > 0 { ", and were retried" } else { "" };
-            eprintln!(
-                "prtip: note: this host dropped {} frames; probes whose replies were due then were not taken as silent{retried}{adapted}",
-                stats.rx_drops
-            );
-        }
-        if let Some(note) = stored.as_ref().map(|r| stored_note(cfg, r)).filter(|n| !n.is_empty()) {
-            eprintln!("prtip: {note}");
-        }
+        notes.lines(ending(plan, &stats, silent));
+        notes.lines(stored.as_ref().map(|r| stored_note(cfg, r)).filter(|n| !n.is_empty()));
         if let Some(why) = stored.as_ref().and_then(|r| r.checkpoint_lost.as_ref()) {
-            eprintln!("prtip: warning: no checkpoint was kept, so this scan cannot be resumed: {why}");
+            notes.line(format!("warning: no checkpoint was kept, so this scan cannot be resumed: {why}"));
         }
-        if let Some(line) = latency.summary() {
-            eprintln!("prtip: {line}");
-        }
+        notes.lines(latency.summary());
     }
     if cfg.latency_table || cfg.latency_file.is_some() {
         let table = latency::percentile_distribution(&latency.get(Series::All));
-        if cfg.latency_table {
-            eprint!("{table}");
-        }
         if let Some(path) = &cfg.latency_file {
-            std::fs::write(path, table).map_err(|e| ScanError::LatencyFile { path: path.clone(), source: e })?;
+            std::fs::write(path, &table).map_err(|e| ScanError::LatencyFile { path: path.clone(), source: e })?;
+        }
+        if cfg.latency_table {
+            notes.0.push(Note::Table(table));
         }
     }
     if cfg.verbosity >= Verbosity::Verbose {
-        eprintln!("prtip: {}", details(&path, &stats, stored.as_ref()));
+        notes.line(details(&path, &stats, stored.as_ref()));
     }
     if stats.interrupted && cfg.verbosity >= Verbosity::Normal {
         let kept = stored.as_ref().is_some_and(|r| r.checkpoint_lost.is_none());
         match (&cfg.database, stored.as_ref().and_then(|r| r.scan_id), checkpoint_file.as_ref().filter(|_| kept)) {
             (Some(db), Some(id), _) => {
-                eprintln!("prtip: resume with: prtip --resume {id} --database {}", db.display())
+                notes.line(format!("resume with: prtip --resume {id} --database {}", db.display()))
             }
-            (None, _, Some(file)) => eprintln!("prtip: resume with: prtip --resume {}", file.display()),
+            (None, _, Some(file)) => notes.line(format!("resume with: prtip --resume {}", file.display())),
             _ => {}
         }
     }
-    Ok(if stats.interrupted { Outcome::Interrupted } else { Outcome::Completed })
+    let outcome = if stats.interrupted { Outcome::Interrupted } else { Outcome::Completed };
+    Ok(ScanReport { outcome, notes })
+}
+
+/// The summary of a scan that sent, and what a user must know of how it went.
+fn ending(plan: &ScanPlan, stats: &ScanStats, silent: Silent) -> Vec<String> {
+    let mut lines = vec![summary(plan, stats, silent)];
+    if silent.undecided > 0 {
+        lines.push(format!(
+            "warning: {} probes are undecided: this host dropped frames while their replies were due, on every try (raise --retries, or lower --rate with --fixed-rate)",
+            silent.undecided
+        ));
+    }
+    if stats.refused > 0 {
+        lines.push(format!(
+            "warning: the kernel refused to send {} probes (broadcast addresses, firewall rules or no route); they are reported as filtered",
+            stats.refused
+        ));
+    }
+    if stats.rx_drops > 0 {
+        let adapted = match stats.lowest_rate {
+            Some(r) => format!("; the send rate was lowered {} times, to {r} probes/s at the least", stats.rate_cuts),
+            None => String::new(),
+        };
+        let retried = if plan.retries > 0 { ", and were retried" } else { "" };
+        lines.push(format!(
+            "note: this host dropped {} frames; probes whose replies were due then were not taken as silent{retried}{adapted}",
+            stats.rx_drops
+        ));
+    }
+    lines
 }
 
 /// Where a scan's results go while it runs: standard output, the storage
@@ -295,15 +376,19 @@ struct Opened {
     /// Where RSTs for SYN-ACKs go when this host's kernel never sees them.
     resets: Option<Box<dyn Transmit>>,
     _attachment: Option<XdpAttachment>,
+    /// What the database's `transport` column says: `af_xdp` or `raw`.
+    name: &'static str,
+    /// What the banner says: the transport and how it runs.
     kind: String,
 }
 
-fn open_transport(cfg: &ScanConfig, path: &Path) -> Result<Opened, ScanError> {
+fn open_transport(cfg: &ScanConfig, path: &Path, notes: &mut Notes) -> Result<Opened, ScanError> {
     let raw = || -> Result<Opened, ScanError> {
         let (tx, rx) = raw::open(path.ifindex, path.next_hop_mac, path.via_ip_stack, path.src_ip, cfg.src_ports)?;
         // This host's kernel sees the SYN-ACKs too, and resets them itself.
         let resets = None;
-        Ok(Opened { txs: vec![Box::new(tx)], rx: Box::new(rx), resets, _attachment: None, kind: "raw sockets".into() })
+        let kind = "raw sockets".into();
+        Ok(Opened { txs: vec![Box::new(tx)], rx: Box::new(rx), resets, _attachment: None, name: "raw", kind })
     };
     let xdp = || -> Result<Opened, TransportError> {
         if path.via_ip_stack {
@@ -334,7 +419,7 @@ fn open_transport(cfg: &ScanConfig, path: &Path) -> Result<Opened, ScanError> {
         let kind = format!("AF_XDP, {mode}, {queues} {}", if queues == 1 { "queue" } else { "queues" });
         let txs = txs.into_iter().map(|t| Box::new(t) as Box<dyn Transmit>).collect();
         let resets: Box<dyn Transmit> = Box::new(raw::frame_sender(path.ifindex, path.next_hop_mac, path.src_ip)?);
-        Ok(Opened { txs, rx: Box::new(rx), resets: Some(resets), _attachment: Some(attachment), kind })
+        Ok(Opened { txs, rx: Box::new(rx), resets: Some(resets), _attachment: Some(attachment), name: "af_xdp", kind })
     };
     match cfg.transport {
         TransportChoice::Raw => raw(),
@@ -342,7 +427,7 @@ fn open_transport(cfg: &ScanConfig, path: &Path) -> Result<Opened, ScanError> {
         TransportChoice::Auto => xdp().or_else(|e| {
             tracing::debug!(error = %e, "AF_XDP unavailable, falling back to raw sockets");
             if cfg.verbosity >= Verbosity::Normal {
-                eprintln!("prtip: notice: using raw sockets: {e}");
+                notes.line(format!("notice: using raw sockets: {e}"));
             }
             raw()
         }),
@@ -408,6 +493,8 @@ fn start_store(
     cfg: &ScanConfig,
     plan: &ScanPlan,
     info: &RunInfo,
+    transport: &str,
+    notes: &mut Notes,
 ) -> Result<(Option<Store>, Option<PathBuf>), ScanError> {
     let targets: Vec<String> = cfg
         .space
@@ -450,7 +537,7 @@ fn start_store(
             started_us: info.start_us,
             command_line: cfg.command_line.clone(),
             config_json: config_json.to_string(),
-            transport: "raw".into(),
+            transport: transport.into(),
             seed: cfg.seed,
         },
         info: info.clone(),
@@ -468,7 +555,7 @@ fn start_store(
         Ok(store) => Ok((Some(store), checkpoint_file)),
         Err(e) if cfg.database.is_none() && cfg.files.is_empty() && resume.is_none() => {
             if cfg.verbosity >= Verbosity::Normal {
-                eprintln!("prtip: warning: no checkpoint, so this scan cannot be resumed: {e}");
+                notes.line(format!("warning: no checkpoint, so this scan cannot be resumed: {e}"));
             }
             Ok((None, None))
         }
@@ -595,7 +682,7 @@ fn report_silent(
     Ok(silent)
 }
 
-fn dry_run(plan: &ScanPlan, cfg: &ScanConfig, mut out: impl Write, stop: &StopSignal) -> Result<Outcome, ScanError> {
+fn dry_run(plan: &ScanPlan, cfg: &ScanConfig, mut out: impl Write, stop: &StopSignal) -> Result<ScanReport, ScanError> {
     const CHUNK: usize = 1 << 16;
     let mut interrupted = false;
     let mut write_all = || -> io::Result<()> {
@@ -637,20 +724,20 @@ fn dry_run(plan: &ScanPlan, cfg: &ScanConfig, mut out: impl Write, stop: &StopSi
         out.flush()
     };
     finish_output(write_all())?;
+    let mut notes = Notes::default();
     if cfg.verbosity >= Verbosity::Normal {
-        if let Some(note) = special_note(cfg) {
-            eprintln!("prtip: {note}");
-        }
-        eprintln!(
-            "prtip: dry run: {} probes ({} hosts x {} ports{}), {}; nothing sent",
+        notes.lines(special_note(cfg));
+        notes.line(format!(
+            "dry run: {} probes ({} hosts x {} ports{}), {}; nothing sent",
             plan.probes_per_pass(),
             plan.space.host_count(),
             plan.space.port_count(),
             excluded_note(cfg.excluded),
             rate_note(cfg.rate, plan.probes_per_pass())
-        );
+        ));
     }
-    Ok(if interrupted { Outcome::Interrupted } else { Outcome::Completed })
+    let outcome = if interrupted { Outcome::Interrupted } else { Outcome::Completed };
+    Ok(ScanReport { outcome, notes })
 }
 
 /// An address as the host part of `host:port`: IPv6 in brackets (RFC 3986).
@@ -751,4 +838,107 @@ fn details(path: &Path, s: &ScanStats, stored: Option<&StoreReport>) -> String {
         line.push_str(&format!("; storage backpressure {} times", r.backpressure));
     }
     line
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cli::Cli;
+    use clap::Parser;
+
+    fn config(args: &[&str]) -> ScanConfig {
+        let argv = std::iter::once("prtip").chain(args.iter().copied());
+        Cli::try_parse_from(argv).unwrap().into_config(Vec::new(), None).unwrap()
+    }
+
+    fn plan(cfg: &ScanConfig) -> ScanPlan {
+        ScanPlan::new(cfg.space.clone(), cfg.seed, cfg.src_ports, cfg.retries, cfg.rate, cfg.max_wait)
+    }
+
+    fn path() -> Path {
+        Path {
+            ifindex: 2,
+            ifname: "eth0".into(),
+            src_ip: "10.200.0.1".parse().unwrap(),
+            src_mac: [2, 0, 0, 0, 0, 1],
+            next_hop_mac: [2, 0, 0, 0, 0, 0xfe],
+            via_ip_stack: false,
+        }
+    }
+
+    #[test]
+    fn the_banner_says_what_will_be_sent_from_where_and_how_fast() {
+        let cfg = config(&["-p", "22,80", "--rate", "1000", "--exclude", "10.0.0.8/29", "10.0.0.0/24"]);
+        assert_eq!(
+            banner(&cfg, &plan(&cfg), &path(), "raw sockets"),
+            "SYN scan of 248 hosts x 2 ports = 496 probes; 8 addresses excluded by --exclude, \
+             from 10.200.0.1 on eth0 (raw sockets), rate 1000 pps, about 0h00m01s per pass"
+        );
+        let cfg = config(&["-p", "1-65535", "10.0.0.1"]);
+        assert_eq!(
+            banner(&cfg, &plan(&cfg), &path(), "AF_XDP, copy mode, 1 queue"),
+            "SYN scan of 1 hosts x 65535 ports = 65535 probes, from 10.200.0.1 on eth0 (AF_XDP, copy mode, 1 queue), rate unlimited"
+        );
+    }
+
+    #[test]
+    fn the_summary_counts_every_state_and_what_an_interruption_left() {
+        let cfg = config(&["-p", "1-100", "10.0.0.1"]);
+        let plan = plan(&cfg);
+        let stats = ScanStats {
+            sent: 100,
+            open: 3,
+            closed: 90,
+            unreachable: 2,
+            duration: Duration::from_millis(500),
+            ..ScanStats::default()
+        };
+        let silent = Silent { filtered: 4, undecided: 1 };
+        assert_eq!(
+            ending(&plan, &stats, silent),
+            [
+                "100 probes sent in 0.50 s (200 probes/s): 3 open, 90 closed, 6 filtered, 1 undecided",
+                "warning: 1 probes are undecided: this host dropped frames while their replies were due, on every try \
+                 (raise --retries, or lower --rate with --fixed-rate)",
+            ]
+        );
+        let stopped = ScanStats { interrupted: true, refused: 2, ..stats };
+        let lines = ending(&plan, &stopped, Silent::default());
+        assert_eq!(
+            lines[0],
+            "100 probes sent in 0.50 s (200 probes/s): 3 open, 90 closed, 2 filtered; interrupted, 5 probes without a result"
+        );
+        assert_eq!(
+            lines[1],
+            "warning: the kernel refused to send 2 probes (broadcast addresses, firewall rules or no route); they are reported as filtered"
+        );
+        assert_eq!(lines.len(), 2);
+    }
+
+    #[test]
+    fn drops_on_this_host_are_told_with_what_the_rate_did() {
+        let cfg = config(&["-p", "1-100", "10.0.0.1"]);
+        let stats =
+            ScanStats { sent: 100, rx_drops: 7, rate_cuts: 2, lowest_rate: Some(250_000), ..ScanStats::default() };
+        assert_eq!(
+            ending(&plan(&cfg), &stats, Silent::default())[1],
+            "note: this host dropped 7 frames; probes whose replies were due then were not taken as silent, \
+             and were retried; the send rate was lowered 2 times, to 250000 probes/s at the least"
+        );
+    }
+
+    #[test]
+    fn details_and_storage_notes_name_what_was_kept() {
+        let stats =
+            ScanStats { duplicates: 1, invalid: 2, rx_drops: 3, resets: 4, resets_skipped: 5, ..ScanStats::default() };
+        let report = StoreReport { scan_id: Some(9), rows_stored: 42, backpressure: 6, checkpoint_lost: None };
+        assert_eq!(
+            details(&path(), &stats, Some(&report)),
+            "next hop 02:00:00:00:00:fe; slowest round trip none measured; 1 duplicate replies; 2 frames failed validation; \
+             3 receive drops; 4 RSTs sent (5 skipped: the reset thread fell behind); storage backpressure 6 times"
+        );
+        let cfg = config(&["--with-db", "--database", "/tmp/x.db", "--output-grepable", "/tmp/x.gnmap", "10.0.0.1"]);
+        assert_eq!(stored_note(&cfg, &report), "stored 42 results as scan 9 in /tmp/x.db; wrote /tmp/x.gnmap");
+        assert_eq!(stored_note(&config(&["10.0.0.1"]), &report), "");
+    }
 }

@@ -127,10 +127,12 @@ fn a_completed_scan_is_in_the_database_and_in_every_file() {
     assert_valid_nmap_xml(&export_xml);
 
     // Without --store-silent the silent probes are counted, not stored.
-    let out = lab.prtip(&[&args[..], &["--database", &db, "-q"]].concat()).output().unwrap();
+    let out = lab.prtip(&[&args[..], &["--database", &db, "-q", "--transport", "raw"]].concat()).output().unwrap();
     assert!(out.status.success(), "{}", stderr_of(&out));
     assert_eq!(count(&db, "SELECT COUNT(*) FROM scan_results WHERE scan_id = 2"), 4 * 2000);
     assert_eq!(sql(&db, "SELECT filtered_count FROM scans WHERE id = 2"), "4");
+    // Each scan names the transport that sent it: AF_XDP by default on this veth.
+    assert_eq!(sql(&db, "SELECT group_concat(transport) FROM scans"), "af_xdp,raw");
 
     // --open keeps the database to the open ports, as every output; the scan still counts every state.
     let out = lab.prtip(&[&args[..], &["--database", &db, "-q", "--open"]].concat()).output().unwrap();
