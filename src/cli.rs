@@ -17,7 +17,7 @@ use crate::target::hosts::{AddrRange, Family, Hosts};
 use crate::target::ports::parse_ports;
 use crate::target::ranges::RangeSet;
 use crate::target::space::{TargetSpace, probes_within_bound};
-use crate::target::spec::{HostnameAddresses, TargetSpec, parse_target, split_list, to_ranges};
+use crate::target::spec::{HostnameAddresses, TargetSpec, parse_list_file, parse_target, split_list, to_ranges};
 use clap::{Parser, Subcommand, ValueEnum};
 use std::ffi::OsString;
 use std::net::{IpAddr, ToSocketAddrs};
@@ -26,6 +26,7 @@ use std::process::ExitCode;
 
 pub const DEFAULT_PORTS: &str = "1-1000";
 pub const DEFAULT_SOURCE_PORTS: &str = "61000-61063";
+const DEFAULT_RETRIES: u32 = 1;
 /// `prtip --version`: the release, the commit it was built from, and what the build can do.
 pub const VERSION: &str = concat!(
     env!("CARGO_PKG_VERSION"),
@@ -111,9 +112,9 @@ pub struct Cli {
     #[arg(long, help_heading = "Timing")]
     pub fixed_rate: bool,
 
-    /// Extra attempts for probes that got no answer
-    #[arg(long, value_name = "N", default_value_t = 1, help_heading = "Timing")]
-    pub retries: u32,
+    /// Extra attempts for probes that got no answer [default: 1; 0 with --wait 0]
+    #[arg(long, value_name = "N", help_heading = "Timing")]
+    pub retries: Option<u32>,
 
     /// Longest wait for late replies, in seconds (the wait adapts to round trips seen)
     #[arg(long, value_name = "SECS", default_value = "2", help_heading = "Timing")]
@@ -319,6 +320,7 @@ impl Cli {
         if self.dry_run && (database.is_some() || !files.is_empty()) {
             return Err(ConfigError::DryRunWithStorage);
         }
+        one_file_each(&database, &files, &self.latency_file)?;
 
         let (hosts, excluded, special) = match resolved {
             Some(hosts) => (hosts, 0, Excluded::default()),
@@ -333,9 +335,14 @@ impl Cli {
         if self.rate > MAX_RATE {
             return Err(ConfigError::Rate { got: self.rate, max: MAX_RATE });
         }
-        if self.retries > MAX_RETRIES {
-            return Err(ConfigError::Retries { got: self.retries, max: MAX_RETRIES });
-        }
+        let max_wait = parse_wait(&self.wait)?;
+        let retries = match (self.retries, max_wait.is_zero()) {
+            (Some(n), _) if n > MAX_RETRIES => return Err(ConfigError::Retries { got: n, max: MAX_RETRIES }),
+            (Some(n), true) if n > 0 => return Err(ConfigError::RetriesWithoutWait(n)),
+            (Some(n), _) => n,
+            (None, true) => 0,
+            (None, false) => DEFAULT_RETRIES,
+        };
         if let Some(n) = self.queues {
             if !(1..=crate::transport::xdp::MAX_QUEUES).contains(&n) {
                 return Err(ConfigError::Queues(n));
@@ -345,7 +352,7 @@ impl Cli {
             }
         }
         let shard = self.shard.as_deref().map(parse_shard).transpose()?.unwrap_or(Shard::WHOLE);
-        probes_within_bound(hosts.len(), ports.len(), u128::from(self.retries) + 1)?;
+        probes_within_bound(hosts.len(), ports.len(), u128::from(retries) + 1)?;
         let space = TargetSpace::new(hosts, ports)?;
         let per_pass = shard.probes_of(space.len());
         if let Some(max) = self.max_probes
@@ -378,8 +385,8 @@ impl Cli {
             src_ports: parse_source_ports(&self.source_port)?,
             rate: self.rate,
             fixed_rate: self.fixed_rate,
-            retries: self.retries,
-            max_wait: parse_wait(&self.wait)?,
+            retries,
+            max_wait,
             seed,
             shard,
             max_probes: self.max_probes,
@@ -408,15 +415,14 @@ impl Cli {
     /// also how many were excluded, and which special ranges were skipped.
     fn resolve_hosts(&self) -> Result<(Hosts, u128, Excluded), ConfigError> {
         // Commas separate targets on the command line as in files (masscan's style).
-        let mut target_text: Vec<String> =
-            self.targets.iter().flat_map(|t| split_list(t)).map(str::to_string).collect();
+        let mut targets = parse_all(self.targets.iter().flat_map(|t| split_list(t)))?;
         if let Some(file) = &self.input_list {
-            target_text.extend(split_list(&read_list(file, "target list")?).map(str::to_string));
+            targets.extend(read_list(file, "target list")?);
         }
-        if target_text.is_empty() {
+        if targets.is_empty() {
             return Err(TargetError::NoTargets.into());
         }
-        let named_ranges = ranges_of(target_text.iter().map(String::as_str), HostnameAddresses::PreferIpv4)?;
+        let named_ranges = ranges_of(&targets, HostnameAddresses::PreferIpv4)?;
         let family = named_ranges[0].family;
         if named_ranges.iter().any(|r| r.family != family) {
             return Err(TargetError::MixedFamilies.into());
@@ -427,14 +433,13 @@ impl Cli {
             without_special(family, &named_ranges)
         };
 
-        let mut exclude_text: Vec<String> =
-            self.exclude.iter().flat_map(|e| split_list(e)).map(str::to_string).collect();
+        let mut exclusions = parse_all(self.exclude.iter().flat_map(|e| split_list(e)))?;
         if let Some(file) = &self.exclude_file {
-            exclude_text.extend(split_list(&read_list(file, "exclude file")?).map(str::to_string));
+            exclusions.extend(read_list(file, "exclude file")?);
         }
         // Exclusions of the other family cannot overlap the targets.
         let excluded_set = RangeSet::from_ranges(
-            ranges_of(exclude_text.iter().map(String::as_str), HostnameAddresses::All)?
+            ranges_of(&exclusions, HostnameAddresses::All)?
                 .into_iter()
                 .filter(|r| r.family == family)
                 .map(|r| r.range)
@@ -446,6 +451,38 @@ impl Cli {
         }
         let excluded = allowed.len() - hosts.len();
         Ok((Hosts::new(family, hosts), excluded, special))
+    }
+}
+
+/// Refuses two outputs, or an output and the database, that name one file:
+/// each would overwrite the other.
+fn one_file_each(
+    database: &Option<PathBuf>,
+    files: &[OutputFile],
+    latency_file: &Option<PathBuf>,
+) -> Result<(), ConfigError> {
+    let named: Vec<(String, &Path)> = database
+        .iter()
+        .map(|p| ("--database".to_string(), p.as_path()))
+        .chain(files.iter().map(|f| (format!("-o{}", f.format.letter()), f.path.as_path())))
+        .chain(latency_file.iter().map(|p| ("--latency-file".to_string(), p.as_path())))
+        .collect();
+    for (i, (first, a)) in named.iter().enumerate() {
+        if let Some((second, _)) = named[i + 1..].iter().find(|(_, b)| same_file(a, b)) {
+            let (first, second, path) = (first.clone(), second.clone(), a.display().to_string());
+            return Err(ConfigError::SameFile { first, second, path });
+        }
+    }
+    Ok(())
+}
+
+/// Whether two paths name one file: the same inode where both exist, the same absolute path where not.
+fn same_file(a: &Path, b: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    match (std::fs::metadata(a), std::fs::metadata(b)) {
+        (Ok(x), Ok(y)) => (x.dev(), x.ino()) == (y.dev(), y.ino()),
+        (Err(_), Err(_)) => std::path::absolute(a).ok() == std::path::absolute(b).ok(),
+        _ => false,
     }
 }
 
@@ -461,18 +498,19 @@ fn parse_source_ip(s: &str, family: Family) -> Result<IpAddr, ConfigError> {
     Err(TargetError::Invalid { target: s.to_string(), why }.into())
 }
 
-fn ranges_of<'a>(
-    exprs: impl Iterator<Item = &'a str>,
-    which: HostnameAddresses,
-) -> Result<Vec<AddrRange>, TargetError> {
-    let specs = exprs.map(parse_target).collect::<Result<Vec<_>, _>>()?;
-    to_ranges(&specs, which, |name| {
+fn ranges_of(specs: &[TargetSpec], which: HostnameAddresses) -> Result<Vec<AddrRange>, TargetError> {
+    to_ranges(specs, which, |name| {
         (name, 0).to_socket_addrs().map(|addrs| addrs.map(|a| a.ip()).collect::<Vec<IpAddr>>())
     })
 }
 
-fn read_list(path: &Path, what: &'static str) -> Result<String, TargetError> {
+fn read_list(path: &Path, what: &'static str) -> Result<Vec<TargetSpec>, TargetError> {
     let result =
         if path == Path::new("-") { std::io::read_to_string(std::io::stdin()) } else { std::fs::read_to_string(path) };
-    result.map_err(|e| TargetError::File { what, path: path.display().to_string(), why: e.to_string() })
+    let text = result.map_err(|e| TargetError::File { what, path: path.display().to_string(), why: e.to_string() })?;
+    parse_list_file(&text, what, &path.display().to_string())
+}
+
+fn parse_all<'a>(exprs: impl Iterator<Item = &'a str>) -> Result<Vec<TargetSpec>, TargetError> {
+    exprs.map(parse_target).collect()
 }

@@ -16,6 +16,16 @@ pub enum ConfigError {
     SourcePort(String),
     #[error("invalid MAC address '{0}': expected six hex bytes such as 02:00:5e:10:00:01")]
     Mac(String),
+    #[error(
+        "--gateway-mac {0} is not one host's address (broadcast, multicast or all zeros): give the next hop's own MAC"
+    )]
+    NotUnicastMac(String),
+    #[error(
+        "--wait 0 leaves no time for replies, so --retries {0} would resend at once: drop --retries or give --wait a time"
+    )]
+    RetriesWithoutWait(u32),
+    #[error("{first} and {second} both name {path}: give each its own file")]
+    SameFile { first: String, second: String, path: String },
     #[error("--wait must be between 0 and 3600 seconds, not '{0}'")]
     Wait(String),
     #[error("--rate must be at most {max} packets per second, not {got}")]
@@ -163,6 +173,10 @@ pub fn parse_mac(text: &str) -> Result<[u8; 6], ConfigError> {
         }
         *byte = u8::from_str_radix(part, 16).map_err(|_| ConfigError::Mac(text.to_string()))?;
     }
+    // The group bit is set on broadcast and multicast addresses: every probe would go to many hosts, or none.
+    if mac[0] & 1 == 1 || mac == [0; 6] {
+        return Err(ConfigError::NotUnicastMac(text.to_string()));
+    }
     Ok(mac)
 }
 
@@ -202,7 +216,10 @@ mod tests {
         assert_eq!(parse_mac("02:00:5e:10:00:0A").unwrap(), [2, 0, 0x5e, 0x10, 0, 10]);
         assert_eq!(parse_mac("02-00-5e-10-00-0a").unwrap(), [2, 0, 0x5e, 0x10, 0, 10]);
         for bad in ["02:00:5e:10:00", "02:00:5e:10:00:0g", "2:0:5e:10:0:a", ""] {
-            assert!(parse_mac(bad).is_err(), "{bad}");
+            assert!(matches!(parse_mac(bad), Err(ConfigError::Mac(_))), "{bad}");
+        }
+        for group in ["ff:ff:ff:ff:ff:ff", "01:00:5e:00:00:01", "33:33:00:00:00:01", "00:00:00:00:00:00"] {
+            assert!(matches!(parse_mac(group), Err(ConfigError::NotUnicastMac(_))), "{group}");
         }
     }
 

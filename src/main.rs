@@ -47,6 +47,10 @@ fn main() -> ExitCode {
     }
     let scan = match prtip::scan::prepare(&config) {
         Ok(scan) => scan,
+        Err(e) if e.is_bad_input() => {
+            eprintln!("prtip: error: {e}");
+            return ExitCode::from(2);
+        }
         Err(e) => return failed(&e),
     };
     print_notes(&scan.notes);
@@ -109,9 +113,10 @@ fn init_logging(verbose: u8) {
         .init();
 }
 
-/// Ctrl-C or SIGTERM stops sending; a second one also stops waiting for replies.
+/// Ctrl-C, SIGTERM or SIGHUP (a dropped SSH session) stops sending; a
+/// second one also stops waiting for replies.
 fn install_signal_handlers() -> std::io::Result<()> {
-    for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+    for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM, signal_hook::consts::SIGHUP] {
         // SAFETY: the handler only increments an atomic counter, which is async-signal-safe.
         unsafe { signal_hook::low_level::register(signal, || STOP.request()) }?;
     }

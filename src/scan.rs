@@ -45,6 +45,28 @@ pub enum ScanError {
     },
 }
 
+impl ScanError {
+    /// Whether the user named something that cannot be used (an interface,
+    /// a file, a database): exit status 2 when `prepare` finds it, as for
+    /// any other bad input. The same error later, mid-scan, is a failure.
+    pub fn is_bad_input(&self) -> bool {
+        matches!(
+            self,
+            ScanError::Net(
+                NetError::NoInterface(_)
+                    | NetError::SourceFamily { .. }
+                    | NetError::NotEthernet { .. }
+                    | NetError::MixedInterfaces { .. }
+            ) | ScanError::Store(
+                StoreError::Output { .. }
+                    | StoreError::Database { .. }
+                    | StoreError::DatabaseFile { .. }
+                    | StoreError::NewerSchema { .. }
+            ) | ScanError::LatencyFile { .. }
+        )
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Outcome {
     Completed,
@@ -105,6 +127,8 @@ struct Ready {
     info: RunInfo,
     store: Option<Store>,
     checkpoint_file: Option<PathBuf>,
+    /// `--latency-file`, created before the scan so that a bad path fails first.
+    latency_file: Option<std::fs::File>,
 }
 
 /// Resolves the path, opens the transport and starts the storage task: a
@@ -122,6 +146,14 @@ pub fn prepare(cfg: &ScanConfig) -> Result<Scan<'_>, ScanError> {
         return Ok(Scan { cfg, plan, out, ready: None, notes });
     }
 
+    // Files first: a path that cannot be written fails before the network is asked anything.
+    let latency_file = match &cfg.latency_file {
+        Some(path) => {
+            Some(std::fs::File::create(path).map_err(|e| ScanError::LatencyFile { path: path.clone(), source: e })?)
+        }
+        None => None,
+    };
+    can_write(cfg)?;
     let path = net::resolve_path(&route_samples(cfg.space.hosts()), &cfg.path)?;
     tracing::info!(
         ifname = %path.ifname,
@@ -165,7 +197,7 @@ pub fn prepare(cfg: &ScanConfig) -> Result<Scan<'_>, ScanError> {
         notes.lines(special_note(cfg));
         notes.line(banner(cfg, &plan, &path, &opened.kind));
     }
-    let ready = Ready { path, opened, wire, info, store, checkpoint_file };
+    let ready = Ready { path, opened, wire, info, store, checkpoint_file, latency_file };
     Ok(Scan { cfg, plan, out, ready: Some(ready), notes })
 }
 
@@ -188,7 +220,7 @@ fn send(
     ready: Ready,
     stop: &StopSignal,
 ) -> Result<ScanReport, ScanError> {
-    let Ready { path, opened, wire, info, store, checkpoint_file } = ready;
+    let Ready { path, opened, wire, info, store, checkpoint_file, latency_file } = ready;
     let Opened { txs, rx, resets, _attachment, .. } = opened;
     let start = plan.start;
     let prior_sent = cfg.resume.as_ref().map_or(0, |r| r.sent);
@@ -253,10 +285,10 @@ fn send(
         }
         notes.lines(latency.summary());
     }
-    if cfg.latency_table || cfg.latency_file.is_some() {
+    if cfg.latency_table || latency_file.is_some() {
         let table = latency::percentile_distribution(&latency.get(Series::All));
-        if let Some(path) = &cfg.latency_file {
-            std::fs::write(path, &table).map_err(|e| ScanError::LatencyFile { path: path.clone(), source: e })?;
+        if let (Some(mut file), Some(path)) = (latency_file, &cfg.latency_file) {
+            file.write_all(table.as_bytes()).map_err(|e| ScanError::LatencyFile { path: path.clone(), source: e })?;
         }
         if cfg.latency_table {
             notes.0.push(Note::Table(table));
@@ -483,6 +515,22 @@ fn take_over(cfg: &ScanConfig, answered: &Answered, sinks: &mut Sinks) -> ScanSt
         }
     }
     counts
+}
+
+/// Checks that the output files and the database can be opened for
+/// writing, creating the ones that are not there (as nmap does), before
+/// the path and transport are set up; the storage task opens them again.
+fn can_write(cfg: &ScanConfig) -> Result<(), ScanError> {
+    for file in &cfg.files {
+        let path = &file.path;
+        let opened = std::fs::OpenOptions::new().append(true).create(true).open(path);
+        opened.map_err(|e| StoreError::Output { path: path.clone(), source: e })?;
+    }
+    if let Some(db) = &cfg.database {
+        let opened = std::fs::OpenOptions::new().append(true).create(true).open(db);
+        opened.map_err(|e| StoreError::DatabaseFile { path: db.clone(), source: e })?;
+    }
+    Ok(())
 }
 
 /// Starts the storage task, which also keeps the scan's checkpoint; returns

@@ -83,6 +83,17 @@ impl Format {
         (Format::Ndjson, "json"),
         (Format::Csv, "csv"),
     ];
+
+    /// The letter of its nmap-style option: `-oN`, `-oJ`, `-oX`, `-oG`, `-oC`.
+    pub fn letter(self) -> char {
+        match self {
+            Format::Text => 'N',
+            Format::Ndjson => 'J',
+            Format::Xml => 'X',
+            Format::Grepable => 'G',
+            Format::Csv => 'C',
+        }
+    }
 }
 
 /// A requested output file.

@@ -21,7 +21,12 @@ pub fn escape(s: &str) -> String {
             '>' => o.push_str("&gt;"),
             '"' => o.push_str("&quot;"),
             '\'' => o.push_str("&apos;"),
-            c if (c as u32) < 0x20 && c != '\t' && c != '\n' && c != '\r' => o.push_str(&format!("&#x{:x};", c as u32)),
+            // Kept through attribute-value normalisation, which would make them spaces.
+            '\t' => o.push_str("&#x9;"),
+            '\n' => o.push_str("&#xA;"),
+            '\r' => o.push_str("&#xD;"),
+            // Characters XML 1.0 forbids even as references: the file must stay valid.
+            c if (c as u32) < 0x20 || c == '\u{FFFE}' || c == '\u{FFFF}' => o.push(char::REPLACEMENT_CHARACTER),
             c => o.push(c),
         }
     }
@@ -110,6 +115,7 @@ mod tests {
     #[test]
     fn escapes_attribute_text() {
         assert_eq!(escape(r#"a&b<c>"d'e"#), "a&amp;b&lt;c&gt;&quot;d&apos;e");
-        assert_eq!(escape("x\u{1}y"), "x&#x1;y");
+        assert_eq!(escape("x\u{1}y\u{1b}z\u{FFFF}"), "x\u{FFFD}y\u{FFFD}z\u{FFFD}");
+        assert_eq!(escape("a\tb\nc\rd"), "a&#x9;b&#xA;c&#xD;d");
     }
 }

@@ -34,6 +34,12 @@ pub enum StoreError {
         #[source]
         source: rusqlite::Error,
     },
+    #[error("database {}: {source}", path.display())]
+    DatabaseFile {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("database {} has schema version {version}, newer than this prtip understands", path.display())]
     NewerSchema { path: PathBuf, version: usize },
     #[error("journal {}: {source}", path.display())]

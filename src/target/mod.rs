@@ -25,6 +25,9 @@ pub enum TargetError {
     Ports { spec: String, why: String },
     #[error("cannot read {what} '{path}': {why}")]
     File { what: &'static str, path: String, why: String },
+    /// A bad line of a list file; its text is not repeated (a file given by mistake may hold anything).
+    #[error("{what} '{path}', line {line}: {why}")]
+    InFile { what: &'static str, path: String, line: usize, why: String },
     #[error("no targets given: name hosts, networks or ranges, or a file with -iL")]
     NoTargets,
     #[error("every target is excluded: nothing left to scan")]

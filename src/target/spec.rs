@@ -92,10 +92,30 @@ fn is_hostname(s: &str) -> bool {
 /// Splits a target list (file contents or a `--exclude` argument) into expressions.
 /// Whitespace, commas and newlines separate them; `#` starts a comment.
 pub fn split_list(text: &str) -> impl Iterator<Item = &str> {
-    text.lines()
-        .map(|line| line.split('#').next().unwrap_or(""))
-        .flat_map(|line| line.split(|c: char| c.is_whitespace() || c == ','))
-        .filter(|t| !t.is_empty())
+    text.lines().flat_map(split_line)
+}
+
+fn split_line(line: &str) -> impl Iterator<Item = &str> {
+    line.split('#').next().unwrap_or("").split(|c: char| c.is_whitespace() || c == ',').filter(|t| !t.is_empty())
+}
+
+/// Parses the contents of a list file (`-iL`, `--exclude-file`). An error
+/// names the line, and says what is wrong without repeating the line: a
+/// file given by mistake may hold anything, secrets included.
+pub fn parse_list_file(text: &str, what: &'static str, path: &str) -> Result<Vec<TargetSpec>, TargetError> {
+    let mut specs = Vec::new();
+    for (n, line) in text.lines().enumerate() {
+        for t in split_line(line) {
+            let spec = parse_target(t).map_err(|e| match e {
+                TargetError::Invalid { why, .. } => {
+                    TargetError::InFile { what, path: path.to_string(), line: n + 1, why }
+                }
+                other => other,
+            })?;
+            specs.push(spec);
+        }
+    }
+    Ok(specs)
 }
 
 /// Which of a hostname's addresses an expression stands for.
