@@ -236,7 +236,7 @@ fn send(
         prior_sent,
     };
     let answered = Answered::default();
-    let prior = take_over(cfg, &answered, &mut sinks);
+    let (prior, taken_over) = take_over(cfg, &answered, &mut sinks);
     let outcome = run::run(plan, &wire, txs, rx, resets, stop, &answered, &mut sinks);
     sinks.reporter.finish();
     let Sinks { mut writer, output_error, mut store, latency, checkpoint, checkpoint_sent, .. } = sinks;
@@ -295,6 +295,9 @@ fn send(
         }
     }
     if cfg.verbosity >= Verbosity::Verbose {
+        if cfg.resume.is_some() {
+            notes.line(format!("{taken_over} results of the interrupted runs were printed first"));
+        }
         notes.line(details(&path, &stats, stored.as_ref()));
     }
     if stats.interrupted && cfg.verbosity >= Verbosity::Normal {
@@ -487,12 +490,14 @@ fn stdout_format(format: OutputFormat) -> Format {
 }
 
 /// What the earlier runs of a resumed scan received: their answers are not
-/// asked for again, count in the scan's totals and its round trips, and go
-/// into the output files, which are written anew. Standard output carries
-/// on from where the last run's stopped, so they are not printed again.
-fn take_over(cfg: &ScanConfig, answered: &Answered, sinks: &mut Sinks) -> ScanStats {
+/// asked for again, count in the scan's totals and its round trips, and are
+/// printed first and go into the output files, which are written anew. The
+/// resumed run's output alone is then the whole scan, also when a killed
+/// run's last results never left its buffer.
+/// Returns their counts, and how many results were taken over.
+fn take_over(cfg: &ScanConfig, answered: &Answered, sinks: &mut Sinks) -> (ScanStats, u64) {
     let mut counts = ScanStats::default();
-    let Some(resume) = &cfg.resume else { return counts };
+    let Some(resume) = &cfg.resume else { return (counts, 0) };
     // What a hostile or stale checkpoint holds outside the scan is not taken.
     let mut taken = Vec::new();
     for r in resume.prior.iter().filter(|r| r.reason.is_reply()) {
@@ -509,12 +514,18 @@ fn take_over(cfg: &ScanConfig, answered: &Answered, sinks: &mut Sinks) -> ScanSt
         }
         taken.push(*r);
     }
+    for r in taken.iter().filter(|r| !cfg.open_only || r.state == PortState::Open) {
+        if let Err(e) = sinks.writer.write(r) {
+            sinks.output_error = Some(e);
+            break;
+        }
+    }
     if let Some(s) = &mut sinks.store {
         for chunk in taken.chunks(4096) {
             s.replay(chunk.to_vec());
         }
     }
-    counts
+    (counts, taken.len() as u64)
 }
 
 /// Checks that the output files and the database can be opened for

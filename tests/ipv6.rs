@@ -204,8 +204,9 @@ fn ipv6_hosts_on_the_link_itself_are_each_reached_directly() {
 }
 
 /// An IPv6 sweep stopped by SIGINT in pass 0 and resumed from its checkpoint
-/// finds what one uninterrupted sweep finds, each probe once: the checkpoint
-/// keeps IPv6 hosts and its journal IPv6 rows.
+/// finds what one uninterrupted sweep finds, each probe once, in the resumed
+/// run's output alone: the checkpoint keeps IPv6 hosts and its journal IPv6
+/// rows, which the resumed run prints first.
 #[test]
 fn an_interrupted_ipv6_sweep_resumes_to_exact_truth() {
     let mut lab = Lab::new(true);
@@ -214,14 +215,16 @@ fn an_interrupted_ipv6_sweep_resumes_to_exact_truth() {
     let scan = ["-p", "22", TARGET_NET6, "--rate", "20000", "--wait", "0.5", "--transport", "raw", "-o", "ndjson"];
     let first = lab.run_prtip(&scan, Some(Duration::from_millis(1000)));
     assert_eq!(first.status.code(), Some(130), "{}", stderr_of(&first));
-    let mut all = rows(&first.stdout);
-    assert!(all.len() < 65536, "not interrupted: {} rows", all.len());
+    let before = by_probe(&rows(&first.stdout));
+    assert!(before.len() < 65536, "not interrupted: {} rows", before.len());
     assert_eq!(lab.checkpoints().len(), 2, "a checkpoint and its results: {:?}", lab.checkpoints());
-    let resumed = lab.prtip(&["--resume", "-q"]).output().unwrap();
+    let resumed = lab.prtip(&["--resume", "-v"]).output().unwrap();
     assert!(resumed.status.success(), "{}", stderr_of(&resumed));
-    all.extend(rows(&resumed.stdout));
-    let got = by_probe(&all);
+    let taken = format!("prtip: {} results of the interrupted runs were printed first", before.len());
+    assert!(stderr_of(&resumed).contains(&taken), "{taken}: {}", stderr_of(&resumed));
+    let got = by_probe(&rows(&resumed.stdout));
     assert_eq!(got.len(), 65536);
+    assert!(before.iter().all(|(k, v)| got.get(k) == Some(v)), "the resumed run says what the first said");
     for ((ip, port), (state, reason)) in got {
         assert_eq!((state.as_str(), reason.as_str()), sweep_truth(host_of(ip), port), "{ip} port {port}");
     }
