@@ -13,7 +13,7 @@ use crate::progress;
 use crate::result::{PortState, Reason, ScanResult};
 use crate::store::checkpoint::{self, Checkpoint};
 use crate::store::db::{ScanEnd, ScanStart};
-use crate::store::{Finish, Store, StoreConfig, StoreError, StoreReport};
+use crate::store::{Finish, Store, StoreConfig, StoreError, StoreReport, safe_open};
 use crate::target::hosts::Hosts;
 use crate::transport::xdp::{self, XdpAttachment};
 use crate::transport::{Receive, Transmit, TransportError, WithLinkDrops, raw};
@@ -148,9 +148,13 @@ pub fn prepare(cfg: &ScanConfig) -> Result<Scan<'_>, ScanError> {
 
     // Files first: a path that cannot be written fails before the network is asked anything.
     let latency_file = match &cfg.latency_file {
-        Some(path) => {
-            Some(std::fs::File::create(path).map_err(|e| ScanError::LatencyFile { path: path.clone(), source: e })?)
-        }
+        Some(path) => Some(
+            safe_open::writing()
+                .create(true)
+                .truncate(true)
+                .open(path)
+                .map_err(|e| ScanError::LatencyFile { path: path.clone(), source: safe_open::explain(e) })?,
+        ),
         None => None,
     };
     can_write(cfg)?;
@@ -534,12 +538,12 @@ fn take_over(cfg: &ScanConfig, answered: &Answered, sinks: &mut Sinks) -> (ScanS
 fn can_write(cfg: &ScanConfig) -> Result<(), ScanError> {
     for file in &cfg.files {
         let path = &file.path;
-        let opened = std::fs::OpenOptions::new().append(true).create(true).open(path);
-        opened.map_err(|e| StoreError::Output { path: path.clone(), source: e })?;
+        let opened = safe_open::writing().create(true).open(path);
+        opened.map_err(|e| StoreError::Output { path: path.clone(), source: safe_open::explain(e) })?;
     }
     if let Some(db) = &cfg.database {
-        let opened = std::fs::OpenOptions::new().append(true).create(true).open(db);
-        opened.map_err(|e| StoreError::DatabaseFile { path: db.clone(), source: e })?;
+        let opened = safe_open::writing().create(true).open(db);
+        opened.map_err(|e| StoreError::DatabaseFile { path: db.clone(), source: safe_open::explain(e) })?;
     }
     Ok(())
 }

@@ -37,8 +37,12 @@ pub fn lock_journal(db: &Path, id: i64) -> Result<std::fs::File, StoreError> {
     use std::os::fd::AsRawFd;
     let path = journal_path(db, id);
     let fail = StoreError::journal(&path);
-    let file =
-        std::fs::OpenOptions::new().read(true).write(true).create(true).truncate(false).open(&path).map_err(fail)?;
+    let file = super::safe_open::writing()
+        .read(true)
+        .create(true)
+        .truncate(false)
+        .open(&path)
+        .map_err(|e| fail(super::safe_open::explain(e)))?;
     lock(file.as_raw_fd()).map_err(fail)?;
     file.set_len(0).map_err(fail)?;
     Ok(file)

@@ -8,6 +8,7 @@ pub mod checkpoint;
 pub mod db;
 pub mod journal;
 pub mod lock;
+pub mod safe_open;
 mod sink;
 mod task;
 mod uring_file;

@@ -1,6 +1,6 @@
 //! An append-only file written through io_uring: the journals and the output files.
 
-use super::journal;
+use super::{journal, safe_open};
 use crate::result::ScanResult;
 use std::path::PathBuf;
 use tokio_uring::fs::File;
@@ -13,7 +13,8 @@ pub(super) struct UringFile {
 
 impl UringFile {
     pub(super) async fn create(path: PathBuf) -> std::io::Result<UringFile> {
-        let file = File::create(&path).await?;
+        let file =
+            safe_open::uring_writing().create(true).truncate(true).open(&path).await.map_err(safe_open::explain)?;
         Ok(UringFile { path, file, offset: 0 })
     }
 
@@ -24,7 +25,7 @@ impl UringFile {
 
     /// Opens a file to append to, creating it if needed.
     pub(super) async fn append_to(path: PathBuf) -> std::io::Result<UringFile> {
-        let file = tokio_uring::fs::OpenOptions::new().write(true).create(true).open(&path).await?;
+        let file = safe_open::uring_writing().create(true).open(&path).await.map_err(safe_open::explain)?;
         let offset = std::fs::metadata(&path)?.len();
         Ok(UringFile { path, file, offset })
     }

@@ -9,7 +9,7 @@ use crate::engine::plan::Cursor;
 use crate::result::ScanResult;
 use crate::store::checkpoint::{self, Checkpoint};
 use crate::store::uring_file::UringFile;
-use crate::store::{Finish, StoreError, StoreReport, journal, lock};
+use crate::store::{Finish, StoreError, StoreReport, journal, lock, safe_open};
 use std::path::PathBuf;
 use std::time::Duration;
 use tokio::time::Instant;
@@ -27,7 +27,7 @@ pub(super) struct CheckpointFile {
 impl CheckpointFile {
     pub(super) async fn open(path: PathBuf, checkpoint: Checkpoint) -> Result<CheckpointFile, StoreError> {
         if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir).map_err(StoreError::checkpoint(&path))?;
+            safe_open::state_dir(dir).map_err(StoreError::checkpoint(dir))?;
         }
         let rpath = checkpoint::results_path(&path);
         let rfail = StoreError::checkpoint(&rpath);
@@ -36,11 +36,7 @@ impl CheckpointFile {
             Ok(bytes) => {
                 let intact = journal::intact_len(&bytes);
                 if intact < bytes.len() {
-                    std::fs::OpenOptions::new()
-                        .write(true)
-                        .open(&rpath)
-                        .and_then(|f| f.set_len(intact as u64))
-                        .map_err(rfail)?;
+                    safe_open::writing().open(&rpath).and_then(|f| f.set_len(intact as u64)).map_err(rfail)?;
                 }
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
@@ -61,7 +57,13 @@ impl CheckpointFile {
         let mut tmp = self.path.clone().into_os_string();
         tmp.push(".tmp");
         let fail = StoreError::checkpoint(&self.path);
-        std::fs::write(&tmp, self.checkpoint.to_json()).map_err(fail)?;
+        // Whatever a crash (or anyone) left at the temporary name goes; a new file is made in its place.
+        match std::fs::remove_file(&tmp) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(fail(e)),
+            _ => {}
+        }
+        let mut file = safe_open::writing().create_new(true).open(&tmp).map_err(|e| fail(safe_open::explain(e)))?;
+        std::io::Write::write_all(&mut file, self.checkpoint.to_json().as_bytes()).map_err(fail)?;
         std::fs::rename(&tmp, &self.path).map_err(fail)
     }
 
