@@ -1,6 +1,7 @@
 //! Without a database: the checkpoint as a small JSON file, rewritten whole,
 //! and the results received so far appended to a journal beside it. The
-//! results always reach the journal before the cursor that counts on them.
+//! results always reach the journal, and the disk, before the cursor that
+//! counts on them: a power cut may lose the last second, never skip results.
 //! The journal is locked while the scan runs, so that `--resume` never takes
 //! over a live scan's checkpoint.
 
@@ -48,12 +49,14 @@ impl CheckpointFile {
             lock::lock(results.file.as_raw_fd()).map_err(rfail)?;
         }
         let mut file = CheckpointFile { path, checkpoint, results, saved: Instant::now() };
-        file.save()?;
+        file.save().await?;
         Ok(file)
     }
 
-    /// Replaces the file whole, so that a crash leaves the old one or the new one.
-    fn save(&mut self) -> Result<(), StoreError> {
+    /// Replaces the file whole, so that a crash leaves the old one or the
+    /// new one, once the results it counts on are on disk.
+    async fn save(&mut self) -> Result<(), StoreError> {
+        self.results.file.sync_data().await.map_err(StoreError::checkpoint(&self.results.path))?;
         let mut tmp = self.path.clone().into_os_string();
         tmp.push(".tmp");
         let fail = StoreError::checkpoint(&self.path);
@@ -64,17 +67,23 @@ impl CheckpointFile {
         }
         let mut file = safe_open::writing().create_new(true).open(&tmp).map_err(|e| fail(safe_open::explain(e)))?;
         std::io::Write::write_all(&mut file, self.checkpoint.to_json().as_bytes()).map_err(fail)?;
-        std::fs::rename(&tmp, &self.path).map_err(fail)
+        file.sync_data().map_err(fail)?;
+        std::fs::rename(&tmp, &self.path).map_err(fail)?;
+        // The rename is durable once the directory is.
+        match self.path.parent() {
+            Some(dir) => std::fs::File::open(dir).and_then(|d| d.sync_all()).map_err(StoreError::checkpoint(dir)),
+            None => Ok(()),
+        }
     }
 
     /// Records the cursor; written at most every `SAVE_EVERY` unless `now`
     /// (an older cursor on disk is only more work for a resume, never less).
-    fn advance(&mut self, cursor: Cursor, sent: u64, now: bool) -> Result<(), StoreError> {
+    async fn advance(&mut self, cursor: Cursor, sent: u64, now: bool) -> Result<(), StoreError> {
         self.checkpoint.cursor = cursor;
         self.checkpoint.sent = sent;
         if now || self.saved.elapsed() >= SAVE_EVERY {
             self.saved = Instant::now();
-            self.save()?;
+            self.save().await?;
         }
         Ok(())
     }
@@ -104,13 +113,13 @@ impl Sink for CheckpointFile {
     }
 
     fn checkpoint(&mut self, cursor: Cursor, sent: u64) -> SinkFuture<'_> {
-        Box::pin(std::future::ready(self.advance(cursor, sent, false)))
+        Box::pin(self.advance(cursor, sent, false))
     }
 
     fn finish<'a>(mut self: Box<Self>, finish: &'a Finish, _report: &'a mut StoreReport) -> SinkFuture<'a> {
         Box::pin(async move {
             match finish.scan.interrupted {
-                true => self.advance(finish.scan.cursor, finish.scan.probes_sent, true),
+                true => self.advance(finish.scan.cursor, finish.scan.probes_sent, true).await,
                 false => (*self).remove().await,
             }
         })
