@@ -62,6 +62,7 @@ impl ScanError {
                     | StoreError::Database { .. }
                     | StoreError::DatabaseFile { .. }
                     | StoreError::NewerSchema { .. }
+                    | StoreError::ForeignSchema(_)
             ) | ScanError::LatencyFile { .. }
         )
     }

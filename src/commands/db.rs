@@ -65,13 +65,16 @@ enum DbCommandError {
 pub fn main(args: DbArgs) -> ExitCode {
     super::exit_status(
         run(args),
-        |e| matches!(e, DbCommandError::Store(StoreError::NoDatabase(_) | StoreError::NoScan(_))),
+        |e| matches!(e, DbCommandError::Store(e) if e.names_the_wrong_database()),
         |e| matches!(e, DbCommandError::Output(e) if e.kind() == io::ErrorKind::BrokenPipe),
     )
 }
 
 fn run(cli: DbArgs) -> Result<(), DbCommandError> {
-    let db = Db::open_existing(&cli.database)?;
+    let db = match cli.command {
+        DbCommand::Recover => Db::open_existing(&cli.database)?,
+        _ => Db::open_read_only(&cli.database)?,
+    };
     let mut out = BufWriter::new(io::stdout().lock());
     match cli.command {
         DbCommand::List => {

@@ -57,7 +57,7 @@ enum ReportError {
 pub fn main(args: ReportArgs) -> ExitCode {
     super::exit_status(
         run(args),
-        |e| matches!(e, ReportError::Store(StoreError::NoDatabase(_) | StoreError::NoScan(_))),
+        |e| matches!(e, ReportError::Store(e) if e.names_the_wrong_database()),
         |e| matches!(e, ReportError::Output(e) if e.kind() == io::ErrorKind::BrokenPipe),
     )
 }
@@ -74,7 +74,7 @@ impl Scan {
 }
 
 fn run(cli: ReportArgs) -> Result<(), ReportError> {
-    let db = Db::open_existing(&cli.database)?;
+    let db = Db::open_read_only(&cli.database)?;
     let mut scans = Vec::new();
     for &id in &cli.scans {
         db.scan(id)?.ok_or(StoreError::NoScan(id))?;

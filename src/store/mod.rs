@@ -41,6 +41,10 @@ pub enum StoreError {
         #[source]
         source: std::io::Error,
     },
+    #[error("database {} was not written by prtip (it has tables of its own): name another file with --database", .0.display())]
+    ForeignSchema(PathBuf),
+    #[error("database {} was written by an older prtip (schema version {version}): `prtip db recover --database {}` brings it up to date", path.display(), path.display())]
+    OlderSchema { path: PathBuf, version: usize },
     #[error("database {} has schema version {version}, newer than this prtip understands", path.display())]
     NewerSchema { path: PathBuf, version: usize },
     #[error("journal {}: {source}", path.display())]
@@ -80,6 +84,19 @@ pub enum StoreError {
 }
 
 impl StoreError {
+    /// Whether the user named a database or scan that cannot be read as
+    /// asked: bad input (status 2), not a failure.
+    pub fn names_the_wrong_database(&self) -> bool {
+        matches!(
+            self,
+            StoreError::NoDatabase(_)
+                | StoreError::NoScan(_)
+                | StoreError::ForeignSchema(_)
+                | StoreError::OlderSchema { .. }
+                | StoreError::NewerSchema { .. }
+        )
+    }
+
     /// For `map_err`: an error of the database at `path`.
     pub(crate) fn database(path: &Path) -> impl Fn(rusqlite::Error) -> StoreError + Copy + '_ {
         move |source| StoreError::Database { path: path.to_path_buf(), source }

@@ -10,7 +10,7 @@ pub use read::ScanRow;
 pub use write::{STORE_ROWS, ScanEnd, ScanStart};
 
 use super::StoreError;
-use rusqlite::Connection;
+use rusqlite::{Connection, OpenFlags};
 use std::path::{Path, PathBuf};
 use write::{AUTOCHECKPOINT_PAGES, Checkpointer};
 
@@ -33,8 +33,8 @@ impl Drop for Db {
 }
 
 impl Db {
-    /// Opens a database a user named for reading: one that is not there is
-    /// their mistake, not a new file to create.
+    /// Opens a database a user named to change it (`--resume ID`, `db
+    /// recover`): one that is not there is their mistake, not a new file to create.
     pub fn open_existing(path: &Path) -> Result<Db, StoreError> {
         if !path.exists() {
             return Err(StoreError::NoDatabase(path.to_path_buf()));
@@ -42,11 +42,31 @@ impl Db {
         Db::open(path)
     }
 
+    /// Opens a database only to read it (`db list`, `db show`, `report`):
+    /// nothing is written, not even the journal mode, so it works on a full
+    /// disk and on a file prtip may not change. A database of an older prtip
+    /// is named as such: a command that writes brings it up to date.
+    pub fn open_read_only(path: &Path) -> Result<Db, StoreError> {
+        if !path.exists() {
+            return Err(StoreError::NoDatabase(path.to_path_buf()));
+        }
+        let err = StoreError::database(path);
+        let conn = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY).map_err(err)?;
+        conn.busy_timeout(std::time::Duration::from_secs(5)).map_err(err)?;
+        let version = schema::version_of(&conn, path)?;
+        if version < schema::MIGRATIONS.len() {
+            return Err(StoreError::OlderSchema { path: path.to_path_buf(), version });
+        }
+        Ok(Db { conn, path: path.to_path_buf(), recovered: 0, checkpointer: None })
+    }
+
     /// Opens (creating if needed) and migrates the database, then replays a
     /// journal left by a scan that did not finish.
     pub fn open(path: &Path) -> Result<Db, StoreError> {
         let err = StoreError::database(path);
         let conn = Connection::open(path).map_err(err)?;
+        // Before anything is changed: a database that is not prtip's is left as it is.
+        schema::version_of(&conn, path)?;
         // The page size takes only in a new database, before its first table:
         // 64 KiB pages took a million rows in 0.83 s where 4 KiB pages took
         // 1.14 s (docs/PERFORMANCE.md). Foreign keys are not enforced (the
@@ -362,6 +382,35 @@ mod tests {
         assert_eq!(pieces.iter().map(|p| p.len()).collect::<Vec<_>>(), [ROWS_PER_COMMIT, ROWS_PER_COMMIT, 7]);
         let keys = |rows: &[ScanResult]| rows.iter().map(key_order).collect::<Vec<_>>();
         assert_eq!(keys(&pieces.concat()), keys(&sorted));
+    }
+
+    #[test]
+    fn a_database_that_is_not_prtips_is_refused_and_left_as_it_was() {
+        let (_dir, path) = temp_db("foreign");
+        Connection::open(&path).unwrap().execute_batch("CREATE TABLE accounts (name TEXT)").unwrap();
+        let before = std::fs::read(&path).unwrap();
+        assert!(matches!(Db::open(&path), Err(StoreError::ForeignSchema(_))));
+        assert!(matches!(Db::open_read_only(&path), Err(StoreError::ForeignSchema(_))));
+        assert_eq!(std::fs::read(&path).unwrap(), before, "not migrated, not switched to WAL");
+    }
+
+    #[test]
+    fn reading_changes_nothing_and_names_an_older_schema() {
+        let (_dir, path) = temp_db("read");
+        let conn = Connection::open(&path).unwrap();
+        let Migration::Sql(first) = &MIGRATIONS[0] else { panic!("the first step is SQL") };
+        conn.execute_batch(first).unwrap();
+        conn.pragma_update(None, "user_version", 1).unwrap();
+        drop(conn);
+        let before = std::fs::read(&path).unwrap();
+        assert!(matches!(Db::open_read_only(&path), Err(StoreError::OlderSchema { version: 1, .. })));
+        assert_eq!(std::fs::read(&path).unwrap(), before);
+        drop(Db::open(&path).unwrap());
+        let db = Db::open_read_only(&path).unwrap();
+        assert!(db.scans().unwrap().is_empty());
+        let mode: String = db.conn.query_row("PRAGMA journal_mode", [], |r| r.get(0)).unwrap();
+        assert_eq!(mode, "wal", "the journal mode is the one a scan set");
+        assert!(matches!(Db::open_read_only(&path.with_extension("none")), Err(StoreError::NoDatabase(_))));
     }
 
     #[test]

@@ -5,6 +5,7 @@ use super::write::{STORE_ROWS, insert_rows};
 use crate::result::{PortState, Reason, ScanResult};
 use crate::store::StoreError;
 use rusqlite::Connection;
+use std::path::Path;
 
 /// One step of the schema, from the previous version to the next.
 pub(super) enum Migration {
@@ -196,20 +197,33 @@ fn text_row(r: &rusqlite::Row) -> rusqlite::Result<Option<ScanResult>> {
     }))
 }
 
+/// The schema version of the database at `path`, refusing one this prtip
+/// does not know: newer, or not prtip's at all (version 0 with tables of
+/// its own, which prtip must not extend).
+pub(super) fn version_of(conn: &Connection, path: &Path) -> Result<usize, StoreError> {
+    let fail = StoreError::database(path);
+    let v: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0)).map_err(fail)?;
+    let v = usize::try_from(v).unwrap_or(usize::MAX);
+    if v > MIGRATIONS.len() {
+        return Err(StoreError::NewerSchema { path: path.to_path_buf(), version: v });
+    }
+    if v == 0 {
+        let objects: i64 = conn.query_row("SELECT COUNT(*) FROM sqlite_master", [], |r| r.get(0)).map_err(fail)?;
+        if objects > 0 {
+            return Err(StoreError::ForeignSchema(path.to_path_buf()));
+        }
+    }
+    Ok(v)
+}
+
 impl Db {
     /// Brings the schema up to date in one transaction, which reads the
     /// version again once it holds the write lock, so that two processes
     /// opening a new database do not both migrate it.
     pub(super) fn migrate(&mut self) -> Result<(), StoreError> {
         let fail = StoreError::database(&self.path);
-        let version_of = |conn: &Connection| -> Result<usize, StoreError> {
-            let v: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0)).map_err(fail)?;
-            let v = usize::try_from(v).unwrap_or(usize::MAX);
-            if v > MIGRATIONS.len() {
-                return Err(StoreError::NewerSchema { path: self.path.clone(), version: v });
-            }
-            Ok(v)
-        };
+        let path = self.path.clone();
+        let version_of = |conn: &Connection| version_of(conn, &path);
         // Read without a lock first: a current database (read-only ones too) needs none.
         if version_of(&self.conn)? == MIGRATIONS.len() {
             return Ok(());
