@@ -112,6 +112,20 @@ impl Reporter {
         self.drawn = true;
     }
 
+    /// A warning that cannot wait for the summary, on a line of its own (in
+    /// `--status-json`, an object of its own); nothing with `-q`.
+    pub fn warn(&mut self, text: &str) {
+        let mut err = std::io::stderr().lock();
+        let _ = match self.mode {
+            Mode::Terminal => writeln!(err, "\r\x1b[Kprtip: warning: {text}"),
+            Mode::Lines => writeln!(err, "prtip: warning: {text}"),
+            Mode::Json => writeln!(err, "{}", serde_json::json!({ "warning": text })),
+            Mode::Off => Ok(()),
+        };
+        // The status line drawn in place was cleared with it; the next update draws it again.
+        self.drawn = false;
+    }
+
     /// Clears a line drawn in place, so the summary starts on a clean line.
     pub fn finish(&mut self) {
         if self.mode == Mode::Terminal && self.drawn {

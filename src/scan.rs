@@ -239,6 +239,7 @@ fn send(
         checkpoint: start,
         checkpoint_sent: prior_sent,
         prior_sent,
+        store_failure_told: false,
     };
     let answered = Answered::default();
     let (prior, taken_over) = take_over(cfg, &answered, &mut sinks);
@@ -363,6 +364,8 @@ struct Sinks<'a> {
     checkpoint_sent: u64,
     /// Probes sent by the runs this one resumes.
     prior_sent: u64,
+    /// Whether the user was told that storing failed.
+    store_failure_told: bool,
 }
 
 impl Observer for Sinks<'_> {
@@ -384,6 +387,14 @@ impl Observer for Sinks<'_> {
     }
 
     fn progress(&mut self, p: &Progress) {
+        if !self.store_failure_told
+            && let Some(why) = self.store.as_ref().and_then(Store::failure)
+        {
+            self.store_failure_told = true;
+            self.reporter.warn(&format!(
+                "storing results failed ({why}); the scan goes on, and standard output still gets every result"
+            ));
+        }
         self.reporter.update(p, self.store.as_ref().map_or(0, Store::backpressure));
         if let Some(s) = &mut self.store
             && p.checkpoint != self.checkpoint

@@ -111,6 +111,9 @@ fn run(cli: DbArgs) -> Result<(), DbCommandError> {
                 db.recovered(),
                 if ok { "ok" } else { "FAILED" }
             )?;
+            for line in db.damaged() {
+                writeln!(out, "{line}")?;
+            }
         }
     }
     out.flush()?;

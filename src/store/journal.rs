@@ -5,8 +5,9 @@
 //! `scan_id: i64 | count: u32 | count rows`, all little-endian. A row is the
 //! address (4 or 16 bytes) and 20 bytes of port, state and times; a record
 //! holds rows of one address family, so its length tells their size.
-//! Replay stops at the first record that is short or fails its checksum: the
-//! tail a crash cut off.
+//! Replay stops at the first record that is short (the tail a crash cut
+//! off) or fails its checksum (damage: `tail` tells them apart, and a damaged
+//! journal is kept rather than deleted).
 
 use crate::result::{PortState, Reason, ScanResult};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
@@ -90,6 +91,27 @@ pub fn intact_len(buf: &[u8]) -> usize {
         at += used;
     }
     at
+}
+
+/// What follows a journal's intact records: nothing, a last record a crash
+/// cut short, or a damaged record (its checksum fails where its bytes are
+/// all there), after which replay cannot trust what it reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Tail {
+    Clean,
+    Torn,
+    Damaged { at: usize },
+}
+
+pub fn tail(buf: &[u8]) -> Tail {
+    let at = intact_len(buf);
+    let rest = &buf[at..];
+    match rest.get(0..4) {
+        None if rest.is_empty() => Tail::Clean,
+        None => Tail::Torn,
+        Some(len) if 8 + u32::from_le_bytes(len.try_into().expect("4 bytes")) as usize > rest.len() => Tail::Torn,
+        Some(_) => Tail::Damaged { at },
+    }
 }
 
 /// The first record of `buf` and the bytes it takes, if it is whole and its checksum holds.
@@ -204,12 +226,15 @@ mod tests {
         for cut in first..buf.len() {
             assert_eq!(decode(&buf[..cut]).collect::<Vec<_>>(), vec![(1, sample(10))], "cut at {cut}");
             assert_eq!(intact_len(&buf[..cut]), first, "cut at {cut}");
+            assert_eq!(tail(&buf[..cut]), if cut == first { Tail::Clean } else { Tail::Torn }, "cut at {cut}");
         }
         assert_eq!(intact_len(&buf), buf.len());
+        assert_eq!(tail(&buf), Tail::Clean);
         let mut corrupt = buf.clone();
         corrupt[first + 20] ^= 0xff;
         assert_eq!(decode(&corrupt).count(), 1);
         assert_eq!(intact_len(&corrupt), first);
+        assert_eq!(tail(&corrupt), Tail::Damaged { at: first }, "a whole record whose checksum fails");
         for n in 0..64 {
             let junk: Vec<u8> = (0..n).map(|i| (i * 31 + 7) as u8).collect();
             assert!(decode(&junk).next().is_none());

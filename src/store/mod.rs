@@ -20,6 +20,7 @@ use crate::result::ScanResult;
 use checkpoint::Checkpoint;
 use db::{ScanEnd, ScanStart};
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, OnceLock};
 use std::thread::JoinHandle;
 use thiserror::Error;
 use tokio::sync::mpsc;
@@ -175,6 +176,8 @@ pub struct Store {
     tx: mpsc::Sender<Msg>,
     thread: JoinHandle<Result<StoreReport, StoreError>>,
     backpressure: u64,
+    /// The first failure of a sink that keeps results, as soon as it happens.
+    failed: Arc<OnceLock<String>>,
 }
 
 impl Store {
@@ -184,15 +187,23 @@ impl Store {
         io_uring::IoUring::new(8).map_err(StoreError::NoUring)?;
         let (tx, rx) = mpsc::channel(CHANNEL_BATCHES);
         let (ready_tx, ready_rx) = std::sync::mpsc::sync_channel(1);
+        let failed = Arc::new(OnceLock::new());
+        let told = failed.clone();
         let thread = std::thread::Builder::new()
             .name("prtip-store".into())
-            .spawn(move || tokio_uring::start(task::run(config, rx, ready_tx)))
+            .spawn(move || tokio_uring::start(task::run(config, rx, ready_tx, told)))
             .map_err(|e| StoreError::Output { path: "storage thread".into(), source: e })?;
         match ready_rx.recv() {
-            Ok(Ok(())) => Ok(Store { tx, thread, backpressure: 0 }),
+            Ok(Ok(())) => Ok(Store { tx, thread, backpressure: 0, failed }),
             Ok(Err(e)) => Err(e),
             Err(_) => Err(thread.join().map_or(StoreError::TaskDied, |r| r.err().unwrap_or(StoreError::TaskDied))),
         }
+    }
+
+    /// Why results stopped reaching the database or a file, once one failed
+    /// (a full disk): the scan goes on, and says so at once.
+    pub fn failure(&self) -> Option<&str> {
+        self.failed.get().map(String::as_str)
     }
 
     /// Times `send` found the channel full so far.

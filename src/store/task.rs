@@ -11,6 +11,7 @@ use super::{Finish, Msg, StoreConfig, StoreError, StoreReport};
 use crate::engine::plan::Cursor;
 use crate::result::{Reason, ScanResult};
 use std::borrow::Cow;
+use std::sync::{Arc, OnceLock};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
@@ -25,6 +26,8 @@ struct Sinks {
     live: Vec<Box<dyn Sink>>,
     /// Reported at the end as the scan's error.
     error: Option<StoreError>,
+    /// Told the engine's side as soon as `error` is set.
+    told: Arc<OnceLock<String>>,
     /// Why the scan cannot be resumed: it goes on regardless.
     resume_lost: Option<StoreError>,
 }
@@ -67,7 +70,10 @@ impl Sinks {
 
     fn keep(&mut self, failure: Failure, e: StoreError) {
         match failure {
-            Failure::Results => self.error.get_or_insert(e),
+            Failure::Results => {
+                let _ = self.told.set(e.to_string());
+                self.error.get_or_insert(e)
+            }
             Failure::Resume => self.resume_lost.get_or_insert(e),
         };
     }
@@ -81,6 +87,7 @@ pub(super) async fn run(
     config: StoreConfig,
     mut rx: mpsc::Receiver<Msg>,
     ready: std::sync::mpsc::SyncSender<Result<(), StoreError>>,
+    told: Arc<OnceLock<String>>,
 ) -> Result<StoreReport, StoreError> {
     let sink::Opened { sinks: live, resume_lost, scan_id } = match sink::open(&config).await {
         Ok(opened) => opened,
@@ -90,7 +97,7 @@ pub(super) async fn run(
         }
     };
     let _ = ready.send(Ok(()));
-    let mut sinks = Sinks { live, error: None, resume_lost };
+    let mut sinks = Sinks { live, error: None, told, resume_lost };
 
     let mut finish: Option<Finish> = None;
     // Where the scan stands if it ends without saying how (its sender dropped).

@@ -18,6 +18,8 @@ pub struct Db {
     conn: Connection,
     path: PathBuf,
     recovered: u64,
+    /// What recovery could not replay, one line per journal.
+    damaged: Vec<String>,
     checkpointer: Option<Checkpointer>,
 }
 
@@ -57,7 +59,7 @@ impl Db {
         if version < schema::MIGRATIONS.len() {
             return Err(StoreError::OlderSchema { path: path.to_path_buf(), version });
         }
-        Ok(Db { conn, path: path.to_path_buf(), recovered: 0, checkpointer: None })
+        Ok(Db { conn, path: path.to_path_buf(), recovered: 0, damaged: Vec::new(), checkpointer: None })
     }
 
     /// Opens (creating if needed) and migrates the database, then replays a
@@ -81,7 +83,7 @@ impl Db {
         .map_err(err)?;
         conn.pragma_update(None, "wal_autocheckpoint", AUTOCHECKPOINT_PAGES).map_err(err)?;
         conn.busy_timeout(std::time::Duration::from_secs(5)).map_err(err)?;
-        let mut db = Db { conn, path: path.to_path_buf(), recovered: 0, checkpointer: None };
+        let mut db = Db { conn, path: path.to_path_buf(), recovered: 0, damaged: Vec::new(), checkpointer: None };
         db.migrate()?;
         db.recovered = db.recover()?;
         Ok(db)
@@ -94,6 +96,11 @@ impl Db {
     /// Results that opening the database recovered for scans that never finished.
     pub fn recovered(&self) -> u64 {
         self.recovered
+    }
+
+    /// Journals whose replay stopped at a damaged record, and where.
+    pub fn damaged(&self) -> &[String] {
+        &self.damaged
     }
 }
 
@@ -196,6 +203,28 @@ mod tests {
         let counts: Vec<(Series, u64)> = db.latency(id).unwrap().iter().map(|(s, h)| (*s, h.len())).collect();
         assert_eq!(counts, [(Series::All, 3), (Series::Open, 2), (Series::Closed, 1)], "rebuilt from the rows");
         assert!(db.integrity_ok().unwrap());
+    }
+
+    #[test]
+    fn a_damaged_journal_is_replayed_up_to_the_damage_and_kept() {
+        let (_dir, path) = temp_db("damaged");
+        let mut db = Db::open(&path).unwrap();
+        let (id, journal) = db.begin_scan(&start(), None).unwrap();
+        drop((db, journal));
+        let mut buf = Vec::new();
+        journal::encode(id, &[result(1, PortState::Open)], &mut buf);
+        let at = buf.len();
+        journal::encode(id, &[result(2, PortState::Open)], &mut buf);
+        buf[at + 12] ^= 0xff;
+        journal::encode(id, &[result(3, PortState::Open)], &mut buf);
+        std::fs::write(journal_path(&path, id), &buf).unwrap();
+        let db = Db::open(&path).unwrap();
+        assert_eq!(db.recovered(), 1, "what comes before the damage");
+        let kept = format!("{}.damaged", journal_path(&path, id).display());
+        assert_eq!(std::fs::read(&kept).unwrap(), buf, "the journal is kept whole");
+        assert_eq!(db.damaged().len(), 1);
+        assert!(db.damaged()[0].contains(&format!("stopped at byte {at} of {}", buf.len())), "{:?}", db.damaged());
+        assert_eq!(db.scan(id).unwrap().unwrap().status, "interrupted");
     }
 
     #[test]

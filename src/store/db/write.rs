@@ -13,7 +13,7 @@ use crate::store::journal;
 use crate::store::lock::{journal_path, lock_journal, try_lock};
 use rusqlite::{Connection, params};
 use std::net::IpAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::mpsc;
 
 /// Rows wait in memory (48 bytes each) until the scan ends or this many
@@ -205,9 +205,14 @@ impl Db {
                 Err(e) => return Err(jfail(e)),
             };
             let tx = self.conn.transaction().map_err(fail)?;
+            let mut damaged = None;
             if let Some(mut f) = journal.as_ref() {
                 let mut bytes = Vec::new();
                 std::io::Read::read_to_end(&mut f, &mut bytes).map_err(jfail)?;
+                if let journal::Tail::Damaged { at } = journal::tail(&bytes) {
+                    tracing::warn!(scan = id, at, len = bytes.len(), "a damaged journal record: replay stops there");
+                    damaged = Some((at, bytes.len()));
+                }
                 let mut rows = journal::rows_of(&bytes, id);
                 loop {
                     let mut chunk: Vec<ScanResult> = rows.by_ref().take(STORE_ROWS).collect();
@@ -230,7 +235,19 @@ impl Db {
             .map_err(fail)?;
             tx.commit().map_err(fail)?;
             if journal.is_some() {
-                std::fs::remove_file(&jpath).map_err(jfail)?;
+                match damaged {
+                    // Kept for whoever can read more of it; a resume would empty the journal's name.
+                    Some((at, len)) => {
+                        let kept = PathBuf::from(format!("{}.damaged", jpath.display()));
+                        std::fs::rename(&jpath, &kept).map_err(jfail)?;
+                        self.damaged.push(format!(
+                            "scan {id}: replay of its journal stopped at byte {at} of {len}, at a damaged record; \
+                             the journal is kept as {}",
+                            kept.display()
+                        ));
+                    }
+                    None => std::fs::remove_file(&jpath).map_err(jfail)?,
+                }
             }
         }
         Ok(recovered)
