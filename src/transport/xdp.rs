@@ -17,11 +17,12 @@
 //! frame while prtip keeps up.
 
 use super::{Drops, Receive, Transmit, TransportError};
+use crate::sys;
 use libbpf_rs::{Link, MapCore, MapFlags, Object, ObjectBuilder};
 use std::ffi::CString;
 use std::io::Write;
 use std::net::IpAddr;
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsRawFd, BorrowedFd};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use xsk_rs::config::{FrameSize, Interface, LibxdpFlags, QueueSize, SocketConfig, UmemConfig};
 use xsk_rs::{CompQueue, FillQueue, FrameDesc, RxQueue, Socket, TxQueue, Umem};
@@ -53,12 +54,14 @@ const XDP_OPTIONS_ZEROCOPY: u32 = 1;
 
 /// Whether a bound AF_XDP socket runs in zero-copy mode. Binding without a
 /// mode flag lets the kernel take zero-copy where the driver offers it.
-fn zero_copy(fd: std::os::fd::RawFd) -> bool {
-    let mut flags = 0u32;
-    let mut len = std::mem::size_of::<u32>() as libc::socklen_t;
-    // SAFETY: flags is valid for writing len bytes.
-    let rc = unsafe { libc::getsockopt(fd, SOL_XDP, XDP_OPTIONS, (&mut flags as *mut u32).cast(), &mut len) };
-    rc == 0 && flags & XDP_OPTIONS_ZEROCOPY != 0
+fn zero_copy(fd: BorrowedFd) -> bool {
+    sys::getsockopt::<u32>(fd, SOL_XDP, XDP_OPTIONS).is_ok_and(|flags| flags & XDP_OPTIONS_ZEROCOPY != 0)
+}
+
+/// The descriptor of a socket xsk-rs owns, which offers only the raw one.
+fn borrowed(fd: &impl AsRawFd) -> BorrowedFd<'_> {
+    // SAFETY: `fd` owns the descriptor and stays borrowed as long as the result.
+    unsafe { BorrowedFd::borrow_raw(fd.as_raw_fd()) }
 }
 
 pub struct XdpTx {
@@ -231,7 +234,7 @@ pub fn open(
         // XDP_PASS; no probe has left yet.
         xsks.update(&queue.to_ne_bytes(), &fd.to_ne_bytes(), MapFlags::ANY)
             .map_err(|e| fail("registering the AF_XDP socket", e))?;
-        zero_copy &= self::zero_copy(fd);
+        zero_copy &= self::zero_copy(borrowed(rx.rx.fd()));
         txs.extend(tx);
         rxs.push(rx);
     }
@@ -416,15 +419,9 @@ impl QueueRx {
     fn take_drops(&mut self) -> u64 {
         // struct xdp_statistics: rx_dropped, rx_invalid_descs, tx_invalid_descs,
         // rx_ring_full, rx_fill_ring_empty_descs, tx_ring_empty_descs.
-        let mut stats = [0u64; 6];
-        let mut len = std::mem::size_of_val(&stats) as libc::socklen_t;
-        // SAFETY: stats is valid for writing len bytes.
-        let rc = unsafe {
-            libc::getsockopt(self.rx.fd().as_raw_fd(), SOL_XDP, XDP_STATISTICS, stats.as_mut_ptr().cast(), &mut len)
-        };
-        if rc < 0 {
+        let Ok(stats) = sys::getsockopt::<[u64; 6]>(borrowed(self.rx.fd()), SOL_XDP, XDP_STATISTICS) else {
             return 0;
-        }
+        };
         // The kernel's counters only grow; report what is new since the last call.
         let lost = stats[0] + stats[3];
         let new = lost.saturating_sub(self.lost);
