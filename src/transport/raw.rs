@@ -17,16 +17,16 @@
 use super::filter::{Insn, SNAP_LEN, reply_filter};
 use super::{Drops, Receive, Transmit, TransportError};
 use crate::sys::{self, RecvBatch, SendBatch, SockAddr};
+use crate::wire::field::{Field, at, ethernet, ipv4, ipv6};
 use std::mem::size_of;
 use std::net::IpAddr;
 use std::os::fd::{AsFd, OwnedFd};
 use std::time::Duration;
 
 const RX_BATCH: usize = 64;
-const ETH_HEADER: usize = 14;
-/// Where the destination address sits in each frame's IP header.
-const IPV4_DEST: std::ops::Range<usize> = ETH_HEADER + 16..ETH_HEADER + 20;
-const IPV6_DEST: std::ops::Range<usize> = ETH_HEADER + 24..ETH_HEADER + 40;
+const ETH_HEADER: usize = ethernet::HEADER_LEN;
+const IPV4_DEST: Field = at(ETH_HEADER, ipv4::DESTINATION);
+const IPV6_DEST: Field = at(ETH_HEADER, ipv6::DESTINATION);
 const RX_BUFFER_BYTES: libc::c_int = 64 << 20;
 const PACKET_IGNORE_OUTGOING: libc::c_int = 23;
 const COALESCE: Duration = Duration::from_micros(200);
