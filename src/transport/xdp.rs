@@ -16,8 +16,13 @@
 //! (xsk-rs produces all or nothing), so no reply is dropped for want of a
 //! frame while prtip keeps up.
 
+mod abi;
+
+pub use abi::MAX_QUEUES;
+
 use super::{Drops, Receive, Transmit, TransportError};
 use crate::sys;
+use abi::ProgramConfig;
 use libbpf_rs::{Link, MapCore, MapFlags, Object, ObjectBuilder};
 use std::ffi::CString;
 use std::io::Write;
@@ -37,8 +42,6 @@ const FRAME_SIZE: u32 = 2048;
 const TX_FRAMES: u32 = 4096;
 const RX_ONLY_FRAMES: u32 = 1024;
 const RX_BATCH: usize = 256;
-/// The size of the program's XSKMAP: queues beyond it are not served.
-pub const MAX_QUEUES: u32 = 64;
 const KICK_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Keeps the XDP program attached; dropping it (or dying) detaches it.
@@ -251,7 +254,7 @@ pub fn open(
 
 /// Loads the program, configures it and attaches it through a BPF link. An
 /// interface that already has a program refuses with EBUSY.
-fn load_and_attach(ifname: &str, ifindex: u32, config: [u8; 28]) -> Result<(Object, Link), TransportError> {
+fn load_and_attach(ifname: &str, ifindex: u32, config: ConfigBytes) -> Result<(Object, Link), TransportError> {
     let object = ObjectBuilder::default()
         .open_memory(PROGRAM)
         .and_then(|o| o.load())
@@ -278,20 +281,19 @@ fn load_and_attach(ifname: &str, ifindex: u32, config: [u8; 28]) -> Result<(Obje
     Ok((object, link))
 }
 
-/// The program's `struct prtip_config`: the scan's address in the field of
-/// its family, the other left zero, and the family that says which is in use.
-fn program_config(src_ip: IpAddr, (port_lo, port_hi): (u16, u16)) -> [u8; 28] {
-    let (v4, v6, family) = match src_ip {
+/// A `ProgramConfig` as the map takes it.
+type ConfigBytes = [u8; size_of::<ProgramConfig>()];
+
+/// The program's parameters: the scan's address in the field of its
+/// family, the other left zero, and the family that says which is in use.
+fn program_config(src_ip: IpAddr, (port_lo, port_hi): (u16, u16)) -> ConfigBytes {
+    let (src_ip, src_ip6, family) = match src_ip {
         IpAddr::V4(ip) => (ip.octets(), [0; 16], 4),
         IpAddr::V6(ip) => ([0; 4], ip.octets(), 6),
     };
-    let mut config = [0u8; 28];
-    config[..4].copy_from_slice(&v4);
-    config[4..6].copy_from_slice(&port_lo.to_ne_bytes());
-    config[6..8].copy_from_slice(&port_hi.to_ne_bytes());
-    config[8..24].copy_from_slice(&v6);
-    config[24] = family;
-    config
+    let config = ProgramConfig { src_ip, port_lo, port_hi, src_ip6, family, pad: [0; 3] };
+    // SAFETY: ProgramConfig has no padding (abi.rs asserts it), so each of its bytes is initialised.
+    unsafe { std::mem::transmute::<ProgramConfig, ConfigBytes>(config) }
 }
 
 /// Binds a socket with a UMEM of its own to `queue`; with `send`, half of
