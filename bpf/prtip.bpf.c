@@ -40,6 +40,7 @@ struct icmp_head {
 	__u32 unused;
 };
 
+/* ProgramConfig in src/transport/xdp/abi.rs, whose layout build.rs passes in. */
 struct prtip_config {
 	__u32 src_ip;		/* network byte order */
 	__u16 port_lo;		/* host byte order */
@@ -48,6 +49,19 @@ struct prtip_config {
 	__u8 family;		/* 4 or 6: which of the two addresses the scan uses */
 	__u8 pad[3];
 };
+
+#ifndef PRTIP_MAX_QUEUES
+#error "build.rs passes PRTIP_MAX_QUEUES and the PRTIP_CONFIG_* layout from src/transport/xdp/abi.rs"
+#endif
+#define LAID_OUT_AS_IN_RUST(field, offset) \
+	_Static_assert(__builtin_offsetof(struct prtip_config, field) == (offset), \
+		       "struct prtip_config." #field " is not where ProgramConfig has it")
+_Static_assert(sizeof(struct prtip_config) == PRTIP_CONFIG_SIZE, "struct prtip_config and ProgramConfig differ in size");
+LAID_OUT_AS_IN_RUST(src_ip, PRTIP_CONFIG_SRC_IP);
+LAID_OUT_AS_IN_RUST(port_lo, PRTIP_CONFIG_PORT_LO);
+LAID_OUT_AS_IN_RUST(port_hi, PRTIP_CONFIG_PORT_HI);
+LAID_OUT_AS_IN_RUST(src_ip6, PRTIP_CONFIG_SRC_IP6);
+LAID_OUT_AS_IN_RUST(family, PRTIP_CONFIG_FAMILY);
 
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
@@ -58,7 +72,7 @@ struct {
 
 struct {
 	__uint(type, BPF_MAP_TYPE_XSKMAP);
-	__uint(max_entries, 64);
+	__uint(max_entries, PRTIP_MAX_QUEUES);
 	__type(key, __u32);
 	__type(value, __u32);
 } prtip_xsks SEC(".maps");

@@ -1,3 +1,6 @@
+#![deny(unsafe_code)]
+#![warn(clippy::undocumented_unsafe_blocks)]
+
 use clap::CommandFactory;
 use prtip::cli::{Cli, Command, normalize_args, parse_or_exit};
 use prtip::engine::run::StopSignal;
@@ -41,7 +44,7 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    if let Err(e) = install_signal_handlers() {
+    if let Err(e) = STOP.stop_on_signals() {
         eprintln!("prtip: error: installing signal handlers: {e}");
         return ExitCode::from(1);
     }
@@ -111,14 +114,4 @@ fn init_logging(verbose: u8) {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
-}
-
-/// Ctrl-C, SIGTERM or SIGHUP (a dropped SSH session) stops sending; a
-/// second one also stops waiting for replies.
-fn install_signal_handlers() -> std::io::Result<()> {
-    for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM, signal_hook::consts::SIGHUP] {
-        // SAFETY: the handler only increments an atomic counter, which is async-signal-safe.
-        unsafe { signal_hook::low_level::register(signal, || STOP.request()) }?;
-    }
-    Ok(())
 }

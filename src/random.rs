@@ -2,9 +2,9 @@
 
 pub fn u64() -> u64 {
     let mut b = [0u8; 8];
-    // SAFETY: b is valid for writing 8 bytes. getrandom(2) without flags blocks
-    // only before the pool is initialised at boot and cannot return short for 8 bytes.
-    let n = unsafe { libc::getrandom(b.as_mut_ptr().cast(), b.len(), 0) };
-    assert_eq!(n, 8, "getrandom(2) failed: {}", std::io::Error::last_os_error());
+    // Fails only without a kernel random pool, where no scan is safe to run.
+    if let Err(e) = crate::sys::random_bytes(&mut b) {
+        panic!("getrandom(2) failed: {e}");
+    }
     u64::from_ne_bytes(b)
 }

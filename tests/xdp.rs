@@ -142,11 +142,15 @@ fn the_xdp_program_never_outlives_prtip() {
         assert_eq!(out.status.code(), status, "signal {signal}: {}", stderr_of(&out));
         assert!(!xdp_attached(&lab), "after signal {signal}");
     }
-    // An error after the program was attached: the output file cannot be created.
-    let out =
-        lab.prtip(&["-p", "80", "10.201.0.1", "--transport", "xdp", "-oX", "/nonexistent/x.xml"]).output().unwrap();
-    assert_eq!(out.status.code(), Some(1), "{}", stderr_of(&out));
-    assert!(stderr_of(&out).contains("/nonexistent/x.xml"), "{}", stderr_of(&out));
+    // An error after the program was attached: the database file is no database,
+    // which only opening it as one finds.
+    std::fs::create_dir_all(&lab.state_dir).unwrap();
+    let junk = lab.state_dir.join("junk.db");
+    std::fs::write(&junk, vec![b'x'; 4096]).unwrap();
+    let junk = junk.to_str().unwrap();
+    let out = lab.prtip(&["-p", "80", "10.201.0.1", "--transport", "xdp", "--database", junk]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2), "{}", stderr_of(&out));
+    assert!(stderr_of(&out).contains(&format!("database {junk}: file is not a database")), "{}", stderr_of(&out));
     assert!(!xdp_attached(&lab), "after an error");
     // A panic after the program was attached (debug builds can be told to panic
     // there). The BPF link makes any exit detach it; this guards that choice.

@@ -127,13 +127,7 @@ pub fn kernel_check(release: &str) -> Check {
 }
 
 fn release() -> String {
-    // SAFETY: uname fills the zeroed struct it is given.
-    let mut u: libc::utsname = unsafe { std::mem::zeroed() };
-    if unsafe { libc::uname(&mut u) } != 0 {
-        return "unknown".into();
-    }
-    // SAFETY: on success release is NUL-terminated.
-    unsafe { std::ffi::CStr::from_ptr(u.release.as_ptr()) }.to_string_lossy().into_owned()
+    crate::sys::kernel_release().unwrap_or_else(|_| "unknown".into())
 }
 
 fn interface_checks(ifname: &str) -> Vec<Check> {

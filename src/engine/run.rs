@@ -52,8 +52,13 @@ impl StopSignal {
         StopSignal(AtomicU32::new(0))
     }
 
-    pub fn request(&self) {
-        self.0.fetch_add(1, Relaxed);
+    /// Ctrl-C, SIGTERM or SIGHUP stops sending; a second one also stops waiting for replies.
+    pub fn stop_on_signals(&'static self) -> std::io::Result<()> {
+        // SIGHUP too: a dropped SSH session ends the scan as Ctrl-C does, its files whole.
+        for signal in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP] {
+            crate::sys::count_signal(signal, &self.0)?;
+        }
+        Ok(())
     }
 
     pub fn stop_sending(&self) -> bool {
@@ -563,7 +568,7 @@ fn transmit<T: Transmit>(
     stop: &StopSignal,
     answered: &Answered,
 ) -> Result<(), EngineError> {
-    reduce_timer_slack();
+    crate::sys::reduce_timer_slack();
     let total = plan.probes_per_pass();
     // Each lane paces its share of the rate, which the receive thread may change.
     let share = |rate: u64| match rate {
@@ -671,7 +676,7 @@ fn receive<R: Receive>(
     results: mpsc::Sender<Vec<ScanResult>>,
 ) -> Result<(), EngineError> {
     // Replies are timestamped when read: sleeps between reads must be short.
-    reduce_timer_slack();
+    crate::sys::reduce_timer_slack();
     let matcher = ReplyMatcher { src_ip: wire.src_ip, src_ports: plan.src_ports, key: wire.key };
     let mut batch = Vec::new();
     let mut rst_frames: Vec<ResetFrame> = Vec::new();
@@ -833,11 +838,6 @@ fn pause(d: Duration) {
             std::hint::spin_loop();
         }
     }
-}
-
-fn reduce_timer_slack() {
-    // SAFETY: PR_SET_TIMERSLACK only changes this thread's timer rounding.
-    unsafe { libc::prctl(libc::PR_SET_TIMERSLACK, 1 as libc::c_ulong) };
 }
 
 #[cfg(test)]

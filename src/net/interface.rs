@@ -1,28 +1,16 @@
 //! Interface names, indexes and hardware addresses.
 
 use super::NetError;
-use std::ffi::{CStr, CString};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use crate::sys;
+use std::ffi::CString;
 
 pub fn index(name: &str) -> Result<u32, NetError> {
-    let c = CString::new(name).map_err(|_| NetError::NoInterface(name.to_string()))?;
-    // SAFETY: c is a valid NUL-terminated string.
-    let i = unsafe { libc::if_nametoindex(c.as_ptr()) };
-    if i == 0 {
-        return Err(NetError::NoInterface(name.to_string()));
-    }
-    Ok(i)
+    let none = || NetError::NoInterface(name.to_string());
+    sys::interface_index(&CString::new(name).map_err(|_| none())?).ok_or_else(none)
 }
 
 pub fn name(index: u32) -> Result<String, NetError> {
-    let mut buf = [0 as libc::c_char; libc::IF_NAMESIZE];
-    // SAFETY: buf holds IF_NAMESIZE bytes, as if_indextoname requires.
-    let p = unsafe { libc::if_indextoname(index, buf.as_mut_ptr()) };
-    if p.is_null() {
-        return Err(NetError::NoInterface(format!("#{index}")));
-    }
-    // SAFETY: on success buf holds a NUL-terminated name.
-    Ok(unsafe { CStr::from_ptr(buf.as_ptr()) }.to_string_lossy().into_owned())
+    sys::interface_name(index).ok_or_else(|| NetError::NoInterface(format!("#{index}")))
 }
 
 /// How many receive and transmit queues interface `index` (named `name`)
@@ -50,26 +38,7 @@ fn sysfs_dir(name: &str, index: u32) -> Option<String> {
 
 /// The link type (`ARPHRD_*`) and hardware address of an interface.
 pub fn hardware_address(name: &str) -> Result<(u16, [u8; 6]), NetError> {
-    let fail = |source| NetError::HardwareAddress { name: name.to_string(), source };
-    // SAFETY: plain socket(2) call; owned right below.
-    let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
-    if fd < 0 {
-        return Err(fail(std::io::Error::last_os_error()));
-    }
-    // SAFETY: fd is fresh and owned by nobody else.
-    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
-    // SAFETY: ifreq is plain data; all-zero is valid.
-    let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
-    for (dst, src) in req.ifr_name.iter_mut().zip(name.bytes().take(libc::IF_NAMESIZE - 1)) {
-        *dst = src as libc::c_char;
-    }
-    // SAFETY: req is a valid ifreq naming the interface.
-    if unsafe { libc::ioctl(fd.as_raw_fd(), libc::SIOCGIFHWADDR, &mut req) } < 0 {
-        return Err(fail(std::io::Error::last_os_error()));
-    }
-    // SAFETY: SIOCGIFHWADDR filled the hardware-address member of the union.
-    let addr = unsafe { req.ifr_ifru.ifru_hwaddr };
-    Ok((addr.sa_family, std::array::from_fn(|i| addr.sa_data[i] as u8)))
+    sys::hardware_address(name).map_err(|source| NetError::HardwareAddress { name: name.to_string(), source })
 }
 
 /// The interface's own counters of frames it lost on this host: probes it

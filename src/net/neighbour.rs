@@ -2,10 +2,11 @@
 //! it: with ARP for IPv4, with neighbour discovery (RFC 4861) for IPv6.
 
 use super::NetError;
+use crate::sys;
 use crate::transport::TransportError;
 use crate::wire::{arp, ndp};
 use std::net::IpAddr;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::AsFd;
 use std::time::{Duration, Instant};
 
 const ATTEMPTS: u32 = 3;
@@ -36,42 +37,23 @@ fn ask(
     request: &[u8],
     answer: impl Fn(&[u8]) -> Option<[u8; 6]>,
 ) -> Result<Option<[u8; 6]>, NetError> {
-    let proto = (ethertype as u16).to_be();
-    // SAFETY: plain socket(2) call; owned right below.
-    let fd = unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_RAW | libc::SOCK_CLOEXEC, i32::from(proto)) };
-    if fd < 0 {
-        return Err(TransportError::last_os("opening a socket to resolve the next hop").into());
-    }
-    // SAFETY: fd is fresh and owned by nobody else.
-    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
-    // SAFETY: sockaddr_ll is plain data; all-zero is valid.
-    let mut sa: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
-    sa.sll_family = libc::AF_PACKET as u16;
-    sa.sll_protocol = proto;
-    sa.sll_ifindex = ifindex as i32;
-    let sa_len = std::mem::size_of::<libc::sockaddr_ll>() as u32;
-    // SAFETY: sa is a valid sockaddr_ll.
-    if unsafe { libc::bind(fd.as_raw_fd(), (&sa as *const libc::sockaddr_ll).cast(), sa_len) } < 0 {
-        return Err(TransportError::last_os("binding the next-hop resolution socket").into());
-    }
+    let proto = ethertype as u16;
+    let fd = sys::socket(libc::AF_PACKET, libc::SOCK_RAW, i32::from(proto.to_be()))
+        .map_err(|e| TransportError::os("opening a socket to resolve the next hop", e))?;
+    sys::bind(fd.as_fd(), &sys::link_address(ifindex, proto))
+        .map_err(|e| TransportError::os("binding the next-hop resolution socket", e))?;
     // Room for any frame on a standard MTU: an advertisement may carry options after the one we need.
     let mut buf = [0u8; 1536];
     for _ in 0..ATTEMPTS {
-        // SAFETY: request is a valid buffer; the socket is bound, so no address is needed.
-        if unsafe { libc::send(fd.as_raw_fd(), request.as_ptr().cast(), request.len(), 0) } < 0 {
-            return Err(TransportError::last_os("sending a next-hop resolution request").into());
-        }
+        // The socket is bound, so no address is needed.
+        sys::send(fd.as_fd(), request).map_err(|e| TransportError::os("sending a next-hop resolution request", e))?;
         let deadline = Instant::now() + ATTEMPT_WAIT;
         while let Some(left) = deadline.checked_duration_since(Instant::now()) {
-            let mut pfd = libc::pollfd { fd: fd.as_raw_fd(), events: libc::POLLIN, revents: 0 };
-            // SAFETY: one valid pollfd.
-            if unsafe { libc::poll(&mut pfd, 1, left.as_millis() as i32 + 1) } <= 0 {
+            if !matches!(sys::wait_readable(fd.as_fd(), left.as_millis() as i32 + 1), Ok(true)) {
                 continue;
             }
-            // SAFETY: buf is valid for writing its length.
-            let n = unsafe { libc::recv(fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), libc::MSG_DONTWAIT) };
-            if n > 0
-                && let Some(mac) = answer(&buf[..n as usize])
+            if let Ok(n @ 1..) = sys::recv(fd.as_fd(), &mut buf, libc::MSG_DONTWAIT)
+                && let Some(mac) = answer(&buf[..n])
             {
                 return Ok(Some(mac));
             }

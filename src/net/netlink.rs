@@ -4,9 +4,9 @@
 //! Message building and parsing are pure functions; `query` is the only I/O.
 
 use super::NetError;
-use std::mem::size_of;
+use crate::sys;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::AsFd;
 
 const NLMSG_HDR: usize = 16;
 const NLMSG_ERROR: u16 = 2;
@@ -198,38 +198,15 @@ pub fn parse_neighbours(buf: &[u8], ip: IpAddr, ifindex: u32) -> Result<(Option<
 
 /// Sends one request and feeds every reply datagram to `on_reply` until it returns `true`.
 pub fn query(request: &[u8], mut on_reply: impl FnMut(&[u8]) -> Result<bool, NetError>) -> Result<(), NetError> {
-    // SAFETY: plain socket(2) call; the descriptor is owned right below.
-    let fd = unsafe { libc::socket(libc::AF_NETLINK, libc::SOCK_RAW | libc::SOCK_CLOEXEC, libc::NETLINK_ROUTE) };
-    if fd < 0 {
-        return Err(NetError::Kernel(std::io::Error::last_os_error()));
-    }
-    // SAFETY: fd is fresh and owned by nobody else.
-    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
-    // SAFETY: sockaddr_nl is plain data; zero means "the kernel".
-    let mut kernel: libc::sockaddr_nl = unsafe { std::mem::zeroed() };
+    let fd = sys::socket(libc::AF_NETLINK, libc::SOCK_RAW, libc::NETLINK_ROUTE).map_err(NetError::Kernel)?;
+    // Port 0: the kernel.
+    let mut kernel: libc::sockaddr_nl = sys::zeroed();
     kernel.nl_family = libc::AF_NETLINK as u16;
-    // SAFETY: the buffers and the address are valid for the lengths given.
-    let sent = unsafe {
-        libc::sendto(
-            fd.as_raw_fd(),
-            request.as_ptr().cast(),
-            request.len(),
-            0,
-            (&kernel as *const libc::sockaddr_nl).cast(),
-            size_of::<libc::sockaddr_nl>() as u32,
-        )
-    };
-    if sent < 0 {
-        return Err(NetError::Kernel(std::io::Error::last_os_error()));
-    }
+    sys::send_to(fd.as_fd(), request, &kernel).map_err(NetError::Kernel)?;
     let mut buf = vec![0u8; 64 * 1024];
     loop {
-        // SAFETY: buf is valid for writing buf.len() bytes.
-        let n = unsafe { libc::recv(fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0) };
-        if n < 0 {
-            return Err(NetError::Kernel(std::io::Error::last_os_error()));
-        }
-        if on_reply(&buf[..n as usize])? {
+        let n = sys::recv(fd.as_fd(), &mut buf, 0).map_err(NetError::Kernel)?;
+        if on_reply(&buf[..n])? {
             return Ok(());
         }
     }

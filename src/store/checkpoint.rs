@@ -130,11 +130,10 @@ pub fn results_path(path: &Path) -> PathBuf {
 
 /// Whether a running prtip holds the checkpoint (it locks the results journal).
 pub fn in_use(path: &Path) -> bool {
-    use std::os::fd::AsRawFd;
     std::fs::OpenOptions::new()
         .read(true)
         .open(results_path(path))
-        .is_ok_and(|f| matches!(super::lock::try_lock(f.as_raw_fd()), Ok(false)))
+        .is_ok_and(|f| matches!(super::lock::try_lock(&f), Ok(false)))
 }
 
 /// The most recently written checkpoint in `dir` that no running prtip holds.

@@ -45,18 +45,13 @@ pub fn state_dir(dir: &Path) -> io::Result<()> {
     if !meta.is_dir() {
         return Err(io::Error::other("it is not a directory (a symbolic link is not followed)"));
     }
-    if effective_uid() == 0 && meta.uid() != 0 {
+    if crate::sys::effective_uid() == 0 && meta.uid() != 0 {
         return Err(io::Error::other(format!(
             "user {} owns it, and prtip runs as root: set XDG_STATE_HOME to a directory root owns",
             meta.uid()
         )));
     }
     Ok(())
-}
-
-fn effective_uid() -> u32 {
-    // SAFETY: geteuid has no preconditions and cannot fail.
-    unsafe { libc::geteuid() }
 }
 
 #[cfg(test)]
@@ -91,7 +86,7 @@ mod tests {
 
     #[test]
     fn running_as_root_a_state_directory_another_user_owns_is_refused() {
-        assert_eq!(effective_uid(), 0, "the tests run as root (sudo scripts/test.sh)");
+        assert_eq!(crate::sys::effective_uid(), 0, "the tests run as root (sudo scripts/test.sh)");
         let dir = tempfile::tempdir().unwrap();
         let theirs = dir.path().join("theirs");
         std::fs::create_dir(&theirs).unwrap();

@@ -18,16 +18,10 @@ impl UringFile {
         Ok(UringFile { path, file, offset: 0 })
     }
 
-    /// Takes over a file opened elsewhere (a journal opened and locked with its scan's row).
-    pub(super) fn from_std(path: PathBuf, file: std::fs::File) -> UringFile {
-        UringFile { path, file: File::from_std(file), offset: 0 }
-    }
-
-    /// Opens a file to append to, creating it if needed.
-    pub(super) async fn append_to(path: PathBuf) -> std::io::Result<UringFile> {
-        let file = safe_open::uring_writing().create(true).open(&path).await.map_err(safe_open::explain)?;
-        let offset = std::fs::metadata(&path)?.len();
-        Ok(UringFile { path, file, offset })
+    /// Takes over a file opened (and locked) elsewhere, to append to it.
+    pub(super) fn from_std(path: PathBuf, file: std::fs::File) -> std::io::Result<UringFile> {
+        let offset = file.metadata()?.len();
+        Ok(UringFile { path, file: File::from_std(file), offset })
     }
 
     /// Appends `rows` as one journal record.

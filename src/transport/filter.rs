@@ -4,6 +4,8 @@
 //! TCP (directly after the fixed header) to one of our source ports; neighbour
 //! discovery, echo and the rest stay in the kernel. Everything else is dropped.
 
+use crate::wire::field::{self, ethernet, icmp, ipv4, ipv6, tcp};
+use crate::wire::template::SYN_FRAME_LEN;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 /// One instruction, laid out as the kernel's `struct sock_filter`.
@@ -31,10 +33,18 @@ const RET: u16 = 0x06;
 /// TCP with options, or an ICMP or ICMPv6 error quoting our whole SYN, all fit.
 pub const SNAP_LEN: u32 = 256;
 
-/// The longest reply that must arrive whole: an ICMPv6 error (40 + 8 bytes)
-/// quoting our 90-byte IPv6 SYN frame without its Ethernet header (40 + 36).
-const LONGEST_QUOTE: u32 = 14 + 40 + 8 + 40 + 36;
+/// The longest reply that must arrive whole: an ICMPv6 error quoting our
+/// IPv6 SYN without its Ethernet header.
+const LONGEST_QUOTE: u32 =
+    (ethernet::HEADER_LEN + ipv6::HEADER_LEN + icmp::HEADER_LEN + (SYN_FRAME_LEN - ethernet::HEADER_LEN)) as u32;
 const _: () = assert!(LONGEST_QUOTE <= SNAP_LEN);
+
+const IP: usize = ethernet::HEADER_LEN;
+
+/// A frame offset as the loads take it.
+const fn abs(offset: usize) -> u32 {
+    offset as u32
+}
 
 pub fn reply_filter(src_ip: IpAddr, ports: (u16, u16)) -> Vec<Insn> {
     match src_ip {
@@ -70,21 +80,21 @@ fn reply_filter_v4(src_ip: Ipv4Addr, ports: (u16, u16)) -> Vec<Insn> {
     const ACCEPT: u8 = 13;
     const DROP: u8 = 14;
     relative(vec![
-        i(LDH_ABS, 12),                             // 0: ethertype
-        j(JEQ, 0x0800, next(1), DROP),              // 1
-        i(LDW_ABS, 30),                             // 2: IPv4 destination
-        j(JEQ, u32::from(src_ip), next(3), DROP),   // 3
-        i(LDB_ABS, 23),                             // 4: protocol
-        j(JEQ, 1, ACCEPT, next(5)),                 // 5: ICMP
-        j(JEQ, 6, next(6), DROP),                   // 6: TCP
-        i(LDH_ABS, 20),                             // 7: flags and fragment offset
-        j(JSET, 0x1fff, DROP, next(8)),             // 8: not a first fragment
-        i(LDX_MSH, 14),                             // 9: X = IPv4 header length
-        i(LDH_IND, 16),                             // 10: TCP destination port
-        j(JGE, u32::from(ports.0), next(11), DROP), // 11
-        j(JGT, u32::from(ports.1), DROP, ACCEPT),   // 12
-        i(RET, SNAP_LEN),                           // 13: accept
-        i(RET, 0),                                  // 14: drop
+        i(LDH_ABS, abs(ethernet::ETHERTYPE.start)),               // 0
+        j(JEQ, u32::from(ethernet::TYPE_IPV4), next(1), DROP),    // 1
+        i(LDW_ABS, abs(IP + ipv4::DESTINATION.start)),            // 2
+        j(JEQ, u32::from(src_ip), next(3), DROP),                 // 3
+        i(LDB_ABS, abs(IP + ipv4::PROTOCOL)),                     // 4
+        j(JEQ, u32::from(field::PROTOCOL_ICMP), ACCEPT, next(5)), // 5
+        j(JEQ, u32::from(field::PROTOCOL_TCP), next(6), DROP),    // 6
+        i(LDH_ABS, abs(IP + ipv4::FLAGS_FRAGMENT.start)),         // 7
+        j(JSET, 0x1fff, DROP, next(8)),                           // 8: not a first fragment
+        i(LDX_MSH, abs(IP + ipv4::VERSION_IHL)),                  // 9: X = IPv4 header length
+        i(LDH_IND, abs(IP + tcp::DST_PORT.start)),                // 10: X + this
+        j(JGE, u32::from(ports.0), next(11), DROP),               // 11
+        j(JGT, u32::from(ports.1), DROP, ACCEPT),                 // 12
+        i(RET, SNAP_LEN),                                         // 13: accept
+        i(RET, 0),                                                // 14: drop
     ])
 }
 
@@ -95,27 +105,29 @@ fn reply_filter_v6(src_ip: Ipv6Addr, ports: (u16, u16)) -> Vec<Insn> {
     const ACCEPT: u8 = 18;
     const DROP: u8 = 19;
     let word = |n: usize| u32::from_be_bytes(src_ip.octets()[n * 4..n * 4 + 4].try_into().expect("4 bytes"));
+    let dst_word = |n: usize| abs(IP + ipv6::DESTINATION.start + n * 4);
+    const L4: usize = IP + ipv6::HEADER_LEN;
     relative(vec![
-        i(LDH_ABS, 12),                             // 0: ethertype
-        j(JEQ, 0x86dd, next(1), DROP),              // 1
-        i(LDW_ABS, 38),                             // 2: IPv6 destination, first word
-        j(JEQ, word(0), next(3), DROP),             // 3
-        i(LDW_ABS, 42),                             // 4
-        j(JEQ, word(1), next(5), DROP),             // 5
-        i(LDW_ABS, 46),                             // 6
-        j(JEQ, word(2), next(7), DROP),             // 7
-        i(LDW_ABS, 50),                             // 8
-        j(JEQ, word(3), next(9), DROP),             // 9
-        i(LDB_ABS, 20),                             // 10: next header
-        j(JEQ, 6, TCP, next(11)),                   // 11
-        j(JEQ, 58, next(12), DROP),                 // 12: ICMPv6
-        i(LDB_ABS, 54),                             // 13: ICMPv6 type
-        j(JEQ, 1, ACCEPT, DROP),                    // 14: destination unreachable
-        i(LDH_ABS, 56),                             // 15: TCP destination port
-        j(JGE, u32::from(ports.0), next(16), DROP), // 16
-        j(JGT, u32::from(ports.1), DROP, ACCEPT),   // 17
-        i(RET, SNAP_LEN),                           // 18: accept
-        i(RET, 0),                                  // 19: drop
+        i(LDH_ABS, abs(ethernet::ETHERTYPE.start)),                        // 0
+        j(JEQ, u32::from(ethernet::TYPE_IPV6), next(1), DROP),             // 1
+        i(LDW_ABS, dst_word(0)),                                           // 2
+        j(JEQ, word(0), next(3), DROP),                                    // 3
+        i(LDW_ABS, dst_word(1)),                                           // 4
+        j(JEQ, word(1), next(5), DROP),                                    // 5
+        i(LDW_ABS, dst_word(2)),                                           // 6
+        j(JEQ, word(2), next(7), DROP),                                    // 7
+        i(LDW_ABS, dst_word(3)),                                           // 8
+        j(JEQ, word(3), next(9), DROP),                                    // 9
+        i(LDB_ABS, abs(IP + ipv6::NEXT_HEADER)),                           // 10
+        j(JEQ, u32::from(field::PROTOCOL_TCP), TCP, next(11)),             // 11
+        j(JEQ, u32::from(field::PROTOCOL_ICMPV6), next(12), DROP),         // 12
+        i(LDB_ABS, abs(L4 + icmp::TYPE)),                                  // 13
+        j(JEQ, u32::from(icmp::V6_DESTINATION_UNREACHABLE), ACCEPT, DROP), // 14
+        i(LDH_ABS, abs(L4 + tcp::DST_PORT.start)),                         // 15
+        j(JGE, u32::from(ports.0), next(16), DROP),                        // 16
+        j(JGT, u32::from(ports.1), DROP, ACCEPT),                          // 17
+        i(RET, SNAP_LEN),                                                  // 18: accept
+        i(RET, 0),                                                         // 19: drop
     ])
 }
 #[cfg(test)]

@@ -3,6 +3,7 @@
 
 pub mod filter;
 pub mod raw;
+#[allow(unsafe_code)]
 pub mod xdp;
 
 use std::time::Duration;
@@ -27,9 +28,8 @@ pub enum TransportError {
 }
 
 impl TransportError {
-    /// Wraps the last OS error, turning EPERM/EACCES into the capability message.
-    pub(crate) fn last_os(what: &'static str) -> Self {
-        let source = std::io::Error::last_os_error();
+    /// Wraps an OS error, turning EPERM/EACCES into the capability message.
+    pub(crate) fn os(what: &'static str, source: std::io::Error) -> Self {
         match source.raw_os_error() {
             Some(libc::EPERM | libc::EACCES) => TransportError::NoPrivilege { what },
             _ => TransportError::Io { what, source },

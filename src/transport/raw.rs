@@ -16,27 +16,25 @@
 
 use super::filter::{Insn, SNAP_LEN, reply_filter};
 use super::{Drops, Receive, Transmit, TransportError};
-use std::mem::{size_of, zeroed};
+use crate::sys::{self, RecvBatch, SendBatch, SockAddr};
+use crate::wire::field::{Field, at, ethernet, ipv4, ipv6};
+use std::mem::size_of;
 use std::net::IpAddr;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsFd, OwnedFd};
 use std::time::Duration;
 
 const RX_BATCH: usize = 64;
-const ETH_HEADER: usize = 14;
-/// Where the destination address sits in each frame's IP header.
-const IPV4_DEST: std::ops::Range<usize> = ETH_HEADER + 16..ETH_HEADER + 20;
-const IPV6_DEST: std::ops::Range<usize> = ETH_HEADER + 24..ETH_HEADER + 40;
+const ETH_HEADER: usize = ethernet::HEADER_LEN;
+const IPV4_DEST: Field = at(ETH_HEADER, ipv4::DESTINATION);
+const IPV6_DEST: Field = at(ETH_HEADER, ipv6::DESTINATION);
 const RX_BUFFER_BYTES: libc::c_int = 64 << 20;
 const PACKET_IGNORE_OUTGOING: libc::c_int = 23;
-/// SO_TIMESTAMPNS (the 64-bit timespec form on x86_64 and arm64).
-const SO_TIMESTAMPNS: libc::c_int = 35;
-/// Room for one timestamp control message per received frame.
-const CONTROL_WORDS: usize = 8;
 const COALESCE: Duration = Duration::from_micros(200);
 
 pub struct RawTx {
     fd: OwnedFd,
     route: TxRoute,
+    batch: SendBatch,
 }
 
 enum TxRoute {
@@ -57,7 +55,7 @@ enum Family {
 
 pub struct RawRx {
     fd: OwnedFd,
-    bufs: Vec<[u8; SNAP_LEN as usize]>,
+    batch: RecvBatch,
 }
 
 /// Opens both halves on interface `ifindex`. `next_hop` is the frames' destination
@@ -76,7 +74,11 @@ pub fn open(
     let tx = if via_ip_stack {
         // IPPROTO_RAW implies a header supplied by us, on AF_INET6 as on AF_INET.
         let domain = if matches!(family, Family::V4) { libc::AF_INET } else { libc::AF_INET6 };
-        RawTx { fd: new_socket(domain, libc::IPPROTO_RAW)?, route: TxRoute::IpStack(family) }
+        RawTx {
+            fd: new_socket(domain, libc::IPPROTO_RAW)?,
+            route: TxRoute::IpStack(family),
+            batch: SendBatch::default(),
+        }
     } else {
         frame_sender(ifindex, next_hop, src_ip)?
     };
@@ -88,7 +90,7 @@ pub fn open(
     setsockopt(&rx, libc::SOL_SOCKET, libc::SO_ATTACH_FILTER, &fprog, "attaching the reply filter")?;
     // Our own SYNs would otherwise be copied back to us on every interface.
     setsockopt(&rx, libc::SOL_PACKET, PACKET_IGNORE_OUTGOING, &1i32, "ignoring outgoing frames")?;
-    setsockopt(&rx, libc::SOL_SOCKET, SO_TIMESTAMPNS, &1i32, "enabling receive timestamps")?;
+    setsockopt(&rx, libc::SOL_SOCKET, sys::SO_TIMESTAMPNS, &1i32, "enabling receive timestamps")?;
     // A burst of replies must not overflow the socket: FORCE needs CAP_NET_ADMIN, so fall back.
     if setsockopt(&rx, libc::SOL_SOCKET, libc::SO_RCVBUFFORCE, &RX_BUFFER_BYTES, "").is_err() {
         setsockopt(&rx, libc::SOL_SOCKET, libc::SO_RCVBUF, &RX_BUFFER_BYTES, "sizing the receive buffer")?;
@@ -99,9 +101,9 @@ pub fn open(
     // replies are read from every interface; the filter still admits only
     // those to our address and ports.
     let rx_ifindex = if via_ip_stack { 0 } else { ifindex };
-    bind(&rx, &sockaddr_ll(rx_ifindex, ethertype(src_ip)))?;
+    bind(&rx, &sys::link_address(rx_ifindex, ethertype(src_ip)))?;
 
-    Ok((tx, RawRx { fd: rx, bufs: vec![[0u8; SNAP_LEN as usize]; RX_BATCH] }))
+    Ok((tx, RawRx { fd: rx, batch: RecvBatch::new(RX_BATCH, SNAP_LEN as usize) }))
 }
 
 /// A sender of whole Ethernet frames to `next_hop` on interface `ifindex`,
@@ -119,27 +121,19 @@ fn ethertype(ip: IpAddr) -> u16 {
 fn link_tx(ifindex: u32, next_hop: [u8; 6], ethertype: u16) -> Result<RawTx, TransportError> {
     // Bound with protocol 0, so the kernel never queues received frames on it.
     let fd = new_socket(libc::AF_PACKET, 0)?;
-    let mut dest = sockaddr_ll(ifindex, 0);
-    bind(&fd, &dest)?;
-    dest.sll_protocol = ethertype.to_be();
+    bind(&fd, &sys::link_address(ifindex, 0))?;
+    let mut dest = sys::link_address(ifindex, ethertype);
     dest.sll_halen = 6;
     dest.sll_addr[..6].copy_from_slice(&next_hop);
-    Ok(RawTx { fd, route: TxRoute::Link(dest) })
+    Ok(RawTx { fd, route: TxRoute::Link(dest), batch: SendBatch::default() })
 }
 
 fn new_socket(family: i32, protocol: i32) -> Result<OwnedFd, TransportError> {
-    // SAFETY: plain socket(2) call; the returned descriptor is owned below.
-    let fd = unsafe { libc::socket(family, libc::SOCK_RAW | libc::SOCK_CLOEXEC, protocol) };
-    if fd < 0 {
-        return Err(TransportError::last_os("opening a raw packet socket"));
-    }
-    // SAFETY: fd is a fresh, valid descriptor that nothing else owns.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+    sys::socket(family, libc::SOCK_RAW, protocol).map_err(|e| TransportError::os("opening a raw packet socket", e))
 }
 
 fn sockaddr_in(addr: &[u8]) -> libc::sockaddr_in {
-    // SAFETY: sockaddr_in is plain data; all-zero is a valid value.
-    let mut sa: libc::sockaddr_in = unsafe { zeroed() };
+    let mut sa: libc::sockaddr_in = sys::zeroed();
     sa.sin_family = libc::AF_INET as u16;
     sa.sin_addr.s_addr = u32::from_ne_bytes([addr[0], addr[1], addr[2], addr[3]]);
     sa
@@ -149,8 +143,7 @@ fn sockaddr_in(addr: &[u8]) -> libc::sockaddr_in {
 /// socket it is a protocol number (0: the socket's own), and the header we
 /// supply already names the protocol.
 fn sockaddr_in6(addr: &[u8], scope_id: u32) -> libc::sockaddr_in6 {
-    // SAFETY: sockaddr_in6 is plain data; all-zero is a valid value.
-    let mut sa: libc::sockaddr_in6 = unsafe { zeroed() };
+    let mut sa: libc::sockaddr_in6 = sys::zeroed();
     sa.sin6_family = libc::AF_INET6 as u16;
     sa.sin6_addr.s6_addr.copy_from_slice(addr);
     // Used by the kernel only for link-local and multicast destinations.
@@ -158,79 +151,35 @@ fn sockaddr_in6(addr: &[u8], scope_id: u32) -> libc::sockaddr_in6 {
     sa
 }
 
-/// Points a message at its destination address.
-fn set_name<T>(m: &mut libc::mmsghdr, sa: &mut T) {
-    m.msg_hdr.msg_name = (sa as *mut T).cast();
-    m.msg_hdr.msg_namelen = size_of::<T>() as u32;
-}
-
-fn sockaddr_ll(ifindex: u32, protocol: u16) -> libc::sockaddr_ll {
-    // SAFETY: sockaddr_ll is plain data; all-zero is a valid value.
-    let mut sa: libc::sockaddr_ll = unsafe { zeroed() };
-    sa.sll_family = libc::AF_PACKET as u16;
-    sa.sll_protocol = protocol.to_be();
-    sa.sll_ifindex = ifindex as i32;
-    sa
-}
-
 fn bind(fd: &OwnedFd, sa: &libc::sockaddr_ll) -> Result<(), TransportError> {
-    // SAFETY: sa points to a valid sockaddr_ll of the length given.
-    let rc = unsafe {
-        libc::bind(fd.as_raw_fd(), (sa as *const libc::sockaddr_ll).cast(), size_of::<libc::sockaddr_ll>() as u32)
-    };
-    if rc < 0 {
-        return Err(TransportError::last_os("binding the packet socket to the interface"));
-    }
-    Ok(())
+    sys::bind(fd.as_fd(), sa).map_err(|e| TransportError::os("binding the packet socket to the interface", e))
 }
 
 fn setsockopt<T>(fd: &OwnedFd, level: i32, name: i32, value: &T, what: &'static str) -> Result<(), TransportError> {
-    // SAFETY: value is a valid T of the length given.
-    let rc =
-        unsafe { libc::setsockopt(fd.as_raw_fd(), level, name, (value as *const T).cast(), size_of::<T>() as u32) };
-    if rc < 0 {
-        return Err(TransportError::last_os(what));
-    }
-    Ok(())
+    sys::setsockopt(fd.as_fd(), level, name, value).map_err(|e| TransportError::os(what, e))
 }
 
 impl Transmit for RawTx {
     fn transmit(&mut self, frames: &[&[u8]]) -> Result<usize, TransportError> {
         // The IP route sends the packet without its Ethernet header, to the address inside it.
         let skip = if matches!(self.route, TxRoute::IpStack(_)) { ETH_HEADER } else { 0 };
-        let mut iovs: Vec<libc::iovec> = frames
-            .iter()
-            .map(|f| libc::iovec { iov_base: f[skip..].as_ptr() as *mut libc::c_void, iov_len: f.len() - skip })
-            .collect();
-        let (mut v4_dests, mut v6_dests): (Vec<libc::sockaddr_in>, Vec<libc::sockaddr_in6>) = match self.route {
-            TxRoute::IpStack(Family::V4) => (frames.iter().map(|f| sockaddr_in(&f[IPV4_DEST])).collect(), Vec::new()),
-            TxRoute::IpStack(Family::V6 { scope_id }) => {
-                (Vec::new(), frames.iter().map(|f| sockaddr_in6(&f[IPV6_DEST], scope_id)).collect())
-            }
-            TxRoute::Link(_) => (Vec::new(), Vec::new()),
+        let route = &self.route;
+        let dest = |f: &[u8]| match *route {
+            TxRoute::Link(dest) => SockAddr::Link(dest),
+            TxRoute::IpStack(Family::V4) => SockAddr::V4(sockaddr_in(&f[IPV4_DEST])),
+            TxRoute::IpStack(Family::V6 { scope_id }) => SockAddr::V6(sockaddr_in6(&f[IPV6_DEST], scope_id)),
         };
-        // SAFETY: mmsghdr is plain data; all-zero is valid and the fields are set below.
-        let mut msgs: Vec<libc::mmsghdr> = (0..frames.len()).map(|_| unsafe { zeroed() }).collect();
-        for (i, (m, iov)) in msgs.iter_mut().zip(iovs.iter_mut()).enumerate() {
-            match &mut self.route {
-                TxRoute::Link(dest) => set_name(m, dest),
-                TxRoute::IpStack(Family::V4) => set_name(m, &mut v4_dests[i]),
-                TxRoute::IpStack(Family::V6 { .. }) => set_name(m, &mut v6_dests[i]),
-            }
-            m.msg_hdr.msg_iov = iov;
-            m.msg_hdr.msg_iovlen = 1;
-        }
+        let mut batch = self.batch.prepare(self.fd.as_fd(), frames, skip, dest);
         let (mut done, mut refused) = (0, 0);
-        while done < msgs.len() {
-            let rest = &mut msgs[done..];
-            // SAFETY: every header points at live iovecs, frames and destination addresses.
-            let n = unsafe { libc::sendmmsg(self.fd.as_raw_fd(), rest.as_mut_ptr(), rest.len() as u32, 0) };
-            if n >= 0 {
-                done += n as usize;
-                continue;
-            }
-            let err = std::io::Error::last_os_error();
-            match (err.raw_os_error(), &self.route) {
+        while done < batch.messages() {
+            let err = match batch.send_from(done) {
+                Ok(n) => {
+                    done += n;
+                    continue;
+                }
+                Err(err) => err,
+            };
+            match (err.raw_os_error(), route) {
                 (Some(libc::EINTR), _) => {}
                 // The device queue is full: give the driver a moment rather than drop probes.
                 (Some(libc::ENOBUFS | libc::EAGAIN), _) => std::thread::sleep(Duration::from_micros(50)),
@@ -255,64 +204,16 @@ impl RawRx {
     fn drain(&mut self, on_frame: &mut dyn FnMut(&[u8], u64)) -> Result<usize, TransportError> {
         let mut total = 0;
         loop {
-            let mut iovs: Vec<libc::iovec> = self
-                .bufs
-                .iter_mut()
-                .map(|b| libc::iovec { iov_base: b.as_mut_ptr().cast(), iov_len: b.len() })
-                .collect();
-            let mut control = [[0u64; CONTROL_WORDS]; RX_BATCH];
-            // SAFETY: mmsghdr is plain data; each header is pointed at one live buffer below.
-            let mut msgs: Vec<libc::mmsghdr> = (0..RX_BATCH).map(|_| unsafe { zeroed() }).collect();
-            for ((m, iov), c) in msgs.iter_mut().zip(iovs.iter_mut()).zip(control.iter_mut()) {
-                m.msg_hdr.msg_iov = iov;
-                m.msg_hdr.msg_iovlen = 1;
-                m.msg_hdr.msg_control = c.as_mut_ptr().cast();
-                m.msg_hdr.msg_controllen = size_of::<[u64; CONTROL_WORDS]>();
-            }
-            // SAFETY: RX_BATCH valid headers, non-blocking.
-            let n = unsafe {
-                libc::recvmmsg(
-                    self.fd.as_raw_fd(),
-                    msgs.as_mut_ptr(),
-                    RX_BATCH as u32,
-                    libc::MSG_DONTWAIT,
-                    std::ptr::null_mut(),
-                )
-            };
-            if n < 0 {
-                let err = std::io::Error::last_os_error();
-                return match err.raw_os_error() {
-                    Some(libc::EAGAIN | libc::EINTR) => Ok(total),
-                    _ => Err(TransportError::Io { what: "receiving replies", source: err }),
-                };
-            }
-            let n = n as usize;
-            for (m, buf) in msgs[..n].iter().zip(&self.bufs) {
-                on_frame(&buf[..(m.msg_len as usize).min(buf.len())], receive_time_ns(&m.msg_hdr));
-            }
+            let n = self
+                .batch
+                .recv(self.fd.as_fd(), on_frame)
+                .map_err(|source| TransportError::Io { what: "receiving replies", source })?;
             total += n;
-            if n < RX_BATCH {
+            if n < self.batch.capacity() {
                 return Ok(total);
             }
         }
     }
-}
-
-/// The kernel's receive timestamp of a message, or now if it carries none.
-fn receive_time_ns(hdr: &libc::msghdr) -> u64 {
-    // SAFETY: hdr came back from recvmmsg with its control buffer filled in and
-    // msg_controllen set to the bytes used; CMSG_* stay inside that buffer.
-    unsafe {
-        let mut c = libc::CMSG_FIRSTHDR(hdr);
-        while !c.is_null() {
-            if (*c).cmsg_level == libc::SOL_SOCKET && (*c).cmsg_type == SO_TIMESTAMPNS {
-                let ts = std::ptr::read_unaligned(libc::CMSG_DATA(c) as *const libc::timespec);
-                return ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64;
-            }
-            c = libc::CMSG_NXTHDR(hdr, c);
-        }
-    }
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64)
 }
 
 impl Receive for RawRx {
@@ -324,36 +225,19 @@ impl Receive for RawRx {
             std::thread::sleep(COALESCE);
             return Ok(());
         }
-        let mut pfd = libc::pollfd { fd: self.fd.as_raw_fd(), events: libc::POLLIN, revents: 0 };
         let ms = timeout.as_millis().clamp(0, i32::MAX as u128) as i32;
-        // SAFETY: one valid pollfd.
-        let rc = unsafe { libc::poll(&mut pfd, 1, ms) };
-        if rc < 0 {
-            let err = std::io::Error::last_os_error();
-            if err.raw_os_error() == Some(libc::EINTR) {
-                return Ok(());
-            }
-            return Err(TransportError::Io { what: "waiting for replies", source: err });
-        }
-        if rc > 0 {
-            self.drain(on_frame)?;
+        match sys::wait_readable(self.fd.as_fd(), ms) {
+            Ok(true) => _ = self.drain(on_frame)?,
+            Ok(false) => {}
+            Err(err) if err.raw_os_error() == Some(libc::EINTR) => {}
+            Err(err) => return Err(TransportError::Io { what: "waiting for replies", source: err }),
         }
         Ok(())
     }
 
     fn take_drops(&mut self) -> Drops {
-        let mut stats = libc::tpacket_stats { tp_packets: 0, tp_drops: 0 };
-        let mut len = size_of::<libc::tpacket_stats>() as u32;
-        // SAFETY: stats and len are valid for writing; reading resets the kernel's counters.
-        let rc = unsafe {
-            libc::getsockopt(
-                self.fd.as_raw_fd(),
-                libc::SOL_PACKET,
-                libc::PACKET_STATISTICS,
-                (&mut stats as *mut libc::tpacket_stats).cast(),
-                &mut len,
-            )
-        };
-        Drops { replies: if rc < 0 { 0 } else { u64::from(stats.tp_drops) }, probes: 0 }
+        // Reading the statistics resets the kernel's counters.
+        let stats = sys::getsockopt::<libc::tpacket_stats>(self.fd.as_fd(), libc::SOL_PACKET, libc::PACKET_STATISTICS);
+        Drops { replies: stats.map_or(0, |s| u64::from(s.tp_drops)), probes: 0 }
     }
 }

@@ -16,12 +16,18 @@
 //! (xsk-rs produces all or nothing), so no reply is dropped for want of a
 //! frame while prtip keeps up.
 
+mod abi;
+
+pub use abi::MAX_QUEUES;
+
 use super::{Drops, Receive, Transmit, TransportError};
+use crate::sys;
+use abi::ProgramConfig;
 use libbpf_rs::{Link, MapCore, MapFlags, Object, ObjectBuilder};
 use std::ffi::CString;
 use std::io::Write;
 use std::net::IpAddr;
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsRawFd, BorrowedFd};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use xsk_rs::config::{FrameSize, Interface, LibxdpFlags, QueueSize, SocketConfig, UmemConfig};
 use xsk_rs::{CompQueue, FillQueue, FrameDesc, RxQueue, Socket, TxQueue, Umem};
@@ -36,8 +42,6 @@ const FRAME_SIZE: u32 = 2048;
 const TX_FRAMES: u32 = 4096;
 const RX_ONLY_FRAMES: u32 = 1024;
 const RX_BATCH: usize = 256;
-/// The size of the program's XSKMAP: queues beyond it are not served.
-pub const MAX_QUEUES: u32 = 64;
 const KICK_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Keeps the XDP program attached; dropping it (or dying) detaches it.
@@ -53,12 +57,14 @@ const XDP_OPTIONS_ZEROCOPY: u32 = 1;
 
 /// Whether a bound AF_XDP socket runs in zero-copy mode. Binding without a
 /// mode flag lets the kernel take zero-copy where the driver offers it.
-fn zero_copy(fd: std::os::fd::RawFd) -> bool {
-    let mut flags = 0u32;
-    let mut len = std::mem::size_of::<u32>() as libc::socklen_t;
-    // SAFETY: flags is valid for writing len bytes.
-    let rc = unsafe { libc::getsockopt(fd, SOL_XDP, XDP_OPTIONS, (&mut flags as *mut u32).cast(), &mut len) };
-    rc == 0 && flags & XDP_OPTIONS_ZEROCOPY != 0
+fn zero_copy(fd: BorrowedFd) -> bool {
+    sys::getsockopt::<u32>(fd, SOL_XDP, XDP_OPTIONS).is_ok_and(|flags| flags & XDP_OPTIONS_ZEROCOPY != 0)
+}
+
+/// The descriptor of a socket xsk-rs owns, which offers only the raw one.
+fn borrowed(fd: &impl AsRawFd) -> BorrowedFd<'_> {
+    // SAFETY: `fd` owns the descriptor and stays borrowed as long as the result.
+    unsafe { BorrowedFd::borrow_raw(fd.as_raw_fd()) }
 }
 
 pub struct XdpTx {
@@ -231,7 +237,7 @@ pub fn open(
         // XDP_PASS; no probe has left yet.
         xsks.update(&queue.to_ne_bytes(), &fd.to_ne_bytes(), MapFlags::ANY)
             .map_err(|e| fail("registering the AF_XDP socket", e))?;
-        zero_copy &= self::zero_copy(fd);
+        zero_copy &= self::zero_copy(borrowed(rx.rx.fd()));
         txs.extend(tx);
         rxs.push(rx);
     }
@@ -248,7 +254,7 @@ pub fn open(
 
 /// Loads the program, configures it and attaches it through a BPF link. An
 /// interface that already has a program refuses with EBUSY.
-fn load_and_attach(ifname: &str, ifindex: u32, config: [u8; 28]) -> Result<(Object, Link), TransportError> {
+fn load_and_attach(ifname: &str, ifindex: u32, config: ConfigBytes) -> Result<(Object, Link), TransportError> {
     let object = ObjectBuilder::default()
         .open_memory(PROGRAM)
         .and_then(|o| o.load())
@@ -275,20 +281,19 @@ fn load_and_attach(ifname: &str, ifindex: u32, config: [u8; 28]) -> Result<(Obje
     Ok((object, link))
 }
 
-/// The program's `struct prtip_config`: the scan's address in the field of
-/// its family, the other left zero, and the family that says which is in use.
-fn program_config(src_ip: IpAddr, (port_lo, port_hi): (u16, u16)) -> [u8; 28] {
-    let (v4, v6, family) = match src_ip {
+/// A `ProgramConfig` as the map takes it.
+type ConfigBytes = [u8; size_of::<ProgramConfig>()];
+
+/// The program's parameters: the scan's address in the field of its
+/// family, the other left zero, and the family that says which is in use.
+fn program_config(src_ip: IpAddr, (port_lo, port_hi): (u16, u16)) -> ConfigBytes {
+    let (src_ip, src_ip6, family) = match src_ip {
         IpAddr::V4(ip) => (ip.octets(), [0; 16], 4),
         IpAddr::V6(ip) => ([0; 4], ip.octets(), 6),
     };
-    let mut config = [0u8; 28];
-    config[..4].copy_from_slice(&v4);
-    config[4..6].copy_from_slice(&port_lo.to_ne_bytes());
-    config[6..8].copy_from_slice(&port_hi.to_ne_bytes());
-    config[8..24].copy_from_slice(&v6);
-    config[24] = family;
-    config
+    let config = ProgramConfig { src_ip, port_lo, port_hi, src_ip6, family, pad: [0; 3] };
+    // SAFETY: ProgramConfig has no padding (abi.rs asserts it), so each of its bytes is initialised.
+    unsafe { std::mem::transmute::<ProgramConfig, ConfigBytes>(config) }
 }
 
 /// Binds a socket with a UMEM of its own to `queue`; with `send`, half of
@@ -416,15 +421,9 @@ impl QueueRx {
     fn take_drops(&mut self) -> u64 {
         // struct xdp_statistics: rx_dropped, rx_invalid_descs, tx_invalid_descs,
         // rx_ring_full, rx_fill_ring_empty_descs, tx_ring_empty_descs.
-        let mut stats = [0u64; 6];
-        let mut len = std::mem::size_of_val(&stats) as libc::socklen_t;
-        // SAFETY: stats is valid for writing len bytes.
-        let rc = unsafe {
-            libc::getsockopt(self.rx.fd().as_raw_fd(), SOL_XDP, XDP_STATISTICS, stats.as_mut_ptr().cast(), &mut len)
-        };
-        if rc < 0 {
+        let Ok(stats) = sys::getsockopt::<[u64; 6]>(borrowed(self.rx.fd()), SOL_XDP, XDP_STATISTICS) else {
             return 0;
-        }
+        };
         // The kernel's counters only grow; report what is new since the last call.
         let lost = stats[0] + stats[3];
         let new = lost.saturating_sub(self.lost);

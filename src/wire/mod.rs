@@ -3,6 +3,7 @@
 pub mod arp;
 pub mod checksum;
 pub mod cookie;
+pub mod field;
 pub mod ndp;
 pub mod reply;
 pub mod template;

@@ -7,18 +7,26 @@
 //! time (TSval), which a SYN-ACK echoes in TSecr: that gives the round-trip
 //! time of an open port without any per-probe memory.
 
-use super::{addr_bytes, checksum};
+use super::field::{Field, at, ethernet, ipv4, ipv6, tcp};
+use super::{addr_bytes, checksum, field};
 use std::net::IpAddr;
 
 /// Room for the longer of the two frames (and for any RST, which is shorter).
-pub const SYN_FRAME_LEN: usize = 90;
+pub const SYN_FRAME_LEN: usize = IP + ipv6::HEADER_LEN + TCP_LEN as usize;
 /// A TCP header without options: what an RST carries.
-const RST_TCP_LEN: usize = 20;
-const IP: usize = 14;
+const RST_TCP_LEN: usize = tcp::HEADER_LEN;
+const IP: usize = ethernet::HEADER_LEN;
+/// The SYN's TCP header with its options (below).
 const TCP_LEN: u16 = 36;
+/// The SYN's options, after its TCP header: MSS, then NOP, NOP and a
+/// timestamp (its kind and length, TSval, TSecr).
+const MSS_OPTION: Field = 20..24;
+const TIMESTAMP_OPTION: Field = 24..28;
+const TSVAL: Field = 28..32;
 const TTL: u8 = 64;
 const WINDOW: u16 = 64240;
 const MSS: u16 = 1460;
+const DONT_FRAGMENT: u8 = 0x40;
 
 /// Per-probe fields.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -38,9 +46,9 @@ pub struct SynTemplate {
     frame: [u8; SYN_FRAME_LEN],
     /// Where the TCP header starts: the frame is `tcp + TCP_LEN` bytes long.
     tcp: usize,
-    /// Where the destination address is, and how long it is.
-    dst: usize,
-    dst_len: usize,
+    /// Where the source and destination addresses are in the frame.
+    src: Field,
+    dst: Field,
     /// Sums of the parts of each header that no probe changes (the IPv4
     /// header's only; IPv6 has no header checksum).
     ip_sum: u64,
@@ -50,46 +58,49 @@ pub struct SynTemplate {
 impl SynTemplate {
     pub fn new(src_mac: [u8; 6], dst_mac: [u8; 6], src: IpAddr) -> Self {
         let mut f = [0u8; SYN_FRAME_LEN];
-        f[0..6].copy_from_slice(&dst_mac);
-        f[6..12].copy_from_slice(&src_mac);
-        let (tcp, dst, dst_len) = match src {
+        f[ethernet::DESTINATION].copy_from_slice(&dst_mac);
+        f[ethernet::SOURCE].copy_from_slice(&src_mac);
+        let (l4, src_at, dst_at) = match src {
             IpAddr::V4(src) => {
-                f[12..14].copy_from_slice(&0x0800u16.to_be_bytes());
-                f[IP] = 0x45;
-                f[IP + 2..IP + 4].copy_from_slice(&(20 + TCP_LEN).to_be_bytes());
-                f[IP + 6] = 0x40; // don't fragment
-                f[IP + 8] = TTL;
-                f[IP + 9] = 6;
-                f[IP + 12..IP + 16].copy_from_slice(&src.octets());
-                (IP + 20, IP + 16, 4)
+                f[ethernet::ETHERTYPE].copy_from_slice(&ethernet::TYPE_IPV4.to_be_bytes());
+                f[IP + ipv4::VERSION_IHL] = 0x45;
+                f[at(IP, ipv4::TOTAL_LEN)].copy_from_slice(&(ipv4::HEADER_LEN as u16 + TCP_LEN).to_be_bytes());
+                f[IP + ipv4::FLAGS_FRAGMENT.start] = DONT_FRAGMENT;
+                f[IP + ipv4::TTL] = TTL;
+                f[IP + ipv4::PROTOCOL] = field::PROTOCOL_TCP;
+                f[at(IP, ipv4::SOURCE)].copy_from_slice(&src.octets());
+                (IP + ipv4::HEADER_LEN, at(IP, ipv4::SOURCE), at(IP, ipv4::DESTINATION))
             }
             IpAddr::V6(src) => {
-                f[12..14].copy_from_slice(&0x86ddu16.to_be_bytes());
-                f[IP] = 0x60;
-                f[IP + 4..IP + 6].copy_from_slice(&TCP_LEN.to_be_bytes());
-                f[IP + 6] = 6;
-                f[IP + 7] = TTL;
-                f[IP + 8..IP + 24].copy_from_slice(&src.octets());
-                (IP + 40, IP + 24, 16)
+                f[ethernet::ETHERTYPE].copy_from_slice(&ethernet::TYPE_IPV6.to_be_bytes());
+                f[IP + ipv6::VERSION] = 0x60;
+                f[at(IP, ipv6::PAYLOAD_LEN)].copy_from_slice(&TCP_LEN.to_be_bytes());
+                f[IP + ipv6::NEXT_HEADER] = field::PROTOCOL_TCP;
+                f[IP + ipv6::HOP_LIMIT] = TTL;
+                f[at(IP, ipv6::SOURCE)].copy_from_slice(&src.octets());
+                (IP + ipv6::HEADER_LEN, at(IP, ipv6::SOURCE), at(IP, ipv6::DESTINATION))
             }
         };
-        f[tcp + 12] = ((TCP_LEN / 4) as u8) << 4;
-        f[tcp + 13] = 0x02; // SYN
-        f[tcp + 14..tcp + 16].copy_from_slice(&WINDOW.to_be_bytes());
-        f[tcp + 20..tcp + 24].copy_from_slice(&[2, 4, (MSS >> 8) as u8, MSS as u8]);
-        f[tcp + 24..tcp + 28].copy_from_slice(&[1, 1, 8, 10]); // NOP, NOP, timestamp kind and length
+        f[l4 + tcp::DATA_OFFSET] = ((TCP_LEN / 4) as u8) << 4;
+        f[l4 + tcp::FLAGS] = tcp::SYN;
+        f[at(l4, tcp::WINDOW)].copy_from_slice(&WINDOW.to_be_bytes());
+        f[at(l4, MSS_OPTION)].copy_from_slice(&[2, 4, (MSS >> 8) as u8, MSS as u8]);
+        f[at(l4, TIMESTAMP_OPTION)].copy_from_slice(&[1, 1, 8, 10]); // NOP, NOP, timestamp kind and length
         // Variable fields are still zero here, so these sums cover only the constant parts.
-        let ip_sum = if src.is_ipv4() { checksum::add(0, &f[IP..tcp]) } else { 0 };
-        let src_bytes = &f[dst - dst_len..dst];
-        let mut tcp_sum = checksum::add(0, src_bytes);
-        tcp_sum += 6 + u64::from(TCP_LEN);
-        tcp_sum = checksum::add(tcp_sum, &f[tcp..tcp + usize::from(TCP_LEN)]);
-        SynTemplate { frame: f, tcp, dst, dst_len, ip_sum, tcp_sum }
+        let ip_sum = if src.is_ipv4() { checksum::add(0, &f[IP..l4]) } else { 0 };
+        let mut tcp_sum = checksum::add(0, &f[src_at.clone()]);
+        tcp_sum += u64::from(field::PROTOCOL_TCP) + u64::from(TCP_LEN);
+        tcp_sum = checksum::add(tcp_sum, &f[l4..l4 + usize::from(TCP_LEN)]);
+        SynTemplate { frame: f, tcp: l4, src: src_at, dst: dst_at, ip_sum, tcp_sum }
     }
 
     /// Bytes in each frame: 70 for IPv4, 90 for IPv6.
     pub fn frame_len(&self) -> usize {
         self.tcp + usize::from(TCP_LEN)
+    }
+
+    fn is_ipv4(&self) -> bool {
+        self.dst.len() == 4
     }
 
     /// Writes an RST from `sport` to `dst:dport` with sequence number `seq`
@@ -99,31 +110,32 @@ impl SynTemplate {
     /// minute, as it would for a scanner whose kernel never sees the SYN-ACK
     /// (AF_XDP) and so sends no RST itself.
     pub fn write_reset(&self, dst: IpAddr, sport: u16, dport: u16, seq: u32, out: &mut [u8]) -> usize {
-        let (tcp, len) = (self.tcp, self.tcp + RST_TCP_LEN);
+        let (l4, len) = (self.tcp, self.tcp + RST_TCP_LEN);
         let out = &mut out[..len];
-        out[..tcp].copy_from_slice(&self.frame[..tcp]);
+        out[..l4].copy_from_slice(&self.frame[..l4]);
         let (bytes, n) = addr_bytes(dst);
         let dst_bytes = &bytes[..n];
-        out[self.dst..self.dst + self.dst_len].copy_from_slice(dst_bytes);
-        if self.dst_len == 4 {
-            out[IP + 2..IP + 4].copy_from_slice(&((20 + RST_TCP_LEN) as u16).to_be_bytes());
-            out[IP + 10..IP + 12].fill(0);
-            let sum = checksum::finish(checksum::add(0, &out[IP..tcp]));
-            out[IP + 10..IP + 12].copy_from_slice(&sum.to_be_bytes());
+        out[self.dst.clone()].copy_from_slice(dst_bytes);
+        if self.is_ipv4() {
+            out[at(IP, ipv4::TOTAL_LEN)].copy_from_slice(&((ipv4::HEADER_LEN + RST_TCP_LEN) as u16).to_be_bytes());
+            out[at(IP, ipv4::CHECKSUM)].fill(0);
+            let sum = checksum::finish(checksum::add(0, &out[IP..l4]));
+            out[at(IP, ipv4::CHECKSUM)].copy_from_slice(&sum.to_be_bytes());
         } else {
-            out[IP + 4..IP + 6].copy_from_slice(&(RST_TCP_LEN as u16).to_be_bytes());
+            out[at(IP, ipv6::PAYLOAD_LEN)].copy_from_slice(&(RST_TCP_LEN as u16).to_be_bytes());
         }
-        let t = &mut out[tcp..];
+        let t = &mut out[l4..];
         t.fill(0);
-        t[0..2].copy_from_slice(&sport.to_be_bytes());
-        t[2..4].copy_from_slice(&dport.to_be_bytes());
-        t[4..8].copy_from_slice(&seq.to_be_bytes());
-        t[12] = ((RST_TCP_LEN / 4) as u8) << 4;
-        t[13] = 0x04; // RST
-        let src = &self.frame[self.dst - self.dst_len..self.dst];
-        let pseudo = checksum::add(checksum::add(0, src), dst_bytes) + 6 + RST_TCP_LEN as u64;
+        t[tcp::SRC_PORT].copy_from_slice(&sport.to_be_bytes());
+        t[tcp::DST_PORT].copy_from_slice(&dport.to_be_bytes());
+        t[tcp::SEQ].copy_from_slice(&seq.to_be_bytes());
+        t[tcp::DATA_OFFSET] = ((RST_TCP_LEN / 4) as u8) << 4;
+        t[tcp::FLAGS] = tcp::RST;
+        let src = &self.frame[self.src.clone()];
+        let pseudo =
+            checksum::add(checksum::add(0, src), dst_bytes) + u64::from(field::PROTOCOL_TCP) + RST_TCP_LEN as u64;
         let sum = checksum::finish(checksum::add(pseudo, t));
-        t[16..18].copy_from_slice(&sum.to_be_bytes());
+        t[tcp::CHECKSUM].copy_from_slice(&sum.to_be_bytes());
         len
     }
 
@@ -133,19 +145,19 @@ impl SynTemplate {
         out.copy_from_slice(&self.frame[..self.frame_len()]);
         let (bytes, n) = addr_bytes(probe.dst);
         let dst = &bytes[..n];
-        debug_assert_eq!(dst.len(), self.dst_len, "a probe of the template's address family");
-        out[self.dst..self.dst + self.dst_len].copy_from_slice(dst);
-        let tcp = self.tcp;
-        out[tcp..tcp + 2].copy_from_slice(&probe.sport.to_be_bytes());
-        out[tcp + 2..tcp + 4].copy_from_slice(&probe.dport.to_be_bytes());
-        out[tcp + 4..tcp + 8].copy_from_slice(&probe.seq.to_be_bytes());
-        out[tcp + 28..tcp + 32].copy_from_slice(&probe.tsval.to_be_bytes());
+        debug_assert_eq!(dst.len(), self.dst.len(), "a probe of the template's address family");
+        out[self.dst.clone()].copy_from_slice(dst);
+        let l4 = self.tcp;
+        out[at(l4, tcp::SRC_PORT)].copy_from_slice(&probe.sport.to_be_bytes());
+        out[at(l4, tcp::DST_PORT)].copy_from_slice(&probe.dport.to_be_bytes());
+        out[at(l4, tcp::SEQ)].copy_from_slice(&probe.seq.to_be_bytes());
+        out[at(l4, TSVAL)].copy_from_slice(&probe.tsval.to_be_bytes());
 
         let dst_sum = checksum::add(0, dst);
-        if self.dst_len == 4 {
-            out[IP + 4..IP + 6].copy_from_slice(&probe.ip_id.to_be_bytes());
+        if self.is_ipv4() {
+            out[at(IP, ipv4::IDENTIFICATION)].copy_from_slice(&probe.ip_id.to_be_bytes());
             let ip_sum = self.ip_sum + dst_sum + u64::from(probe.ip_id);
-            out[IP + 10..IP + 12].copy_from_slice(&checksum::finish(ip_sum).to_be_bytes());
+            out[at(IP, ipv4::CHECKSUM)].copy_from_slice(&checksum::finish(ip_sum).to_be_bytes());
         }
         let tcp_sum = self.tcp_sum
             + dst_sum
@@ -155,7 +167,7 @@ impl SynTemplate {
             + u64::from(probe.seq & 0xffff)
             + u64::from(probe.tsval >> 16)
             + u64::from(probe.tsval & 0xffff);
-        out[tcp + 16..tcp + 18].copy_from_slice(&checksum::finish(tcp_sum).to_be_bytes());
+        out[at(l4, tcp::CHECKSUM)].copy_from_slice(&checksum::finish(tcp_sum).to_be_bytes());
     }
 }
 

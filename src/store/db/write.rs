@@ -195,8 +195,7 @@ impl Db {
             let jfail = StoreError::journal(&jpath);
             let journal = match std::fs::OpenOptions::new().read(true).write(true).open(&jpath) {
                 Ok(f) => {
-                    use std::os::fd::AsRawFd;
-                    if !try_lock(f.as_raw_fd()).map_err(jfail)? {
+                    if !try_lock(&f).map_err(jfail)? {
                         continue;
                     }
                     Some(f)

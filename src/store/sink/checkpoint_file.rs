@@ -43,11 +43,9 @@ impl CheckpointFile {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
             Err(e) => return Err(rfail(e)),
         }
-        let results = UringFile::append_to(rpath.clone()).await.map_err(rfail)?;
-        {
-            use std::os::fd::AsRawFd;
-            lock::lock(results.file.as_raw_fd()).map_err(rfail)?;
-        }
+        let results = safe_open::writing().create(true).open(&rpath).map_err(|e| rfail(safe_open::explain(e)))?;
+        lock::lock(&results).map_err(rfail)?;
+        let results = UringFile::from_std(rpath.clone(), results).map_err(rfail)?;
         let mut file = CheckpointFile { path, checkpoint, results, saved: Instant::now() };
         file.save().await?;
         Ok(file)

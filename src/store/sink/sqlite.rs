@@ -51,7 +51,8 @@ impl SqliteSink {
             None => db.begin_scan(&config.start, config.checkpoint.as_ref())?,
         };
         // Held until this process ends: it tells any other open of the database that we are alive.
-        let journal = UringFile::from_std(lock::journal_path(path, scan_id), journal);
+        let jpath = lock::journal_path(path, scan_id);
+        let journal = UringFile::from_std(jpath.clone(), journal).map_err(StoreError::journal(&jpath))?;
         Ok(SqliteSink {
             db,
             scan_id,

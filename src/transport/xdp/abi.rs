@@ -1,0 +1,27 @@
+//! What prtip and its XDP program (bpf/prtip.bpf.c) must agree on. build.rs
+//! compiles this file too and hands its values to clang as -D defines: the
+//! program sizes its XSKMAP with `MAX_QUEUES` and asserts at compile time
+//! that its `struct prtip_config` has the size and field offsets of
+//! `ProgramConfig`.
+
+/// The size of the program's XSKMAP: queues beyond it are not served.
+pub const MAX_QUEUES: u32 = 64;
+
+/// The program's `struct prtip_config`: its parameters, in a one-entry array map.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ProgramConfig {
+    /// The scan's IPv4 address (network byte order), or zero.
+    pub src_ip: [u8; 4],
+    /// The scan's source ports, in host byte order.
+    pub port_lo: u16,
+    pub port_hi: u16,
+    /// The scan's IPv6 address (network byte order), or zero.
+    pub src_ip6: [u8; 16],
+    /// 4 or 6: which of the two addresses the scan uses.
+    pub family: u8,
+    pub pad: [u8; 3],
+}
+
+// The sum of its fields' sizes: no padding, so every byte of it is a field's.
+const _: () = assert!(size_of::<ProgramConfig>() == 4 + 2 + 2 + 16 + 1 + 3);
