@@ -255,6 +255,48 @@ fn dry_run_probes(args: &[&str]) -> Vec<(String, u64)> {
         .collect()
 }
 
+/// The hosts a dry run of `args` probes, each once.
+fn dry_run_hosts(args: &[&str]) -> BTreeSet<String> {
+    let probes = dry_run_probes(args);
+    let hosts: BTreeSet<String> = probes.iter().map(|(ip, _)| ip.clone()).collect();
+    assert_eq!(hosts.len(), probes.len(), "a host probed twice: {probes:?}");
+    hosts
+}
+
+#[test]
+fn exclusions_from_a_file_and_of_ipv6_keep_those_hosts_out() {
+    let dir = temp_dir();
+    let file = temp_file(&dir, "exclude.txt", "# not these\n10.9.0.0/30\n10.9.0.9, 10.9.0.12-10.9.0.13\n");
+    let want = |last: &[u8]| last.iter().map(|h| format!("10.9.0.{h}")).collect::<BTreeSet<_>>();
+    assert_eq!(
+        dry_run_hosts(&["-p", "80", "10.9.0.0/28", "--exclude-file", &file]),
+        want(&[4, 5, 6, 7, 8, 10, 11, 14, 15])
+    );
+    // The file and --exclude together.
+    let both = dry_run_hosts(&["-p", "80", "10.9.0.0/28", "--exclude-file", &file, "--exclude", "10.9.0.4/31"]);
+    assert_eq!(both, want(&[6, 7, 8, 10, 11, 14, 15]));
+    let want6 = |last: &[&str]| last.iter().map(|h| format!("fd00:201::{h}")).collect::<BTreeSet<_>>();
+    let v6 = dry_run_hosts(&["-p", "80", "fd00:201::/124", "--exclude", "fd00:201::/126,fd00:201::9"]);
+    assert_eq!(v6, want6(&["4", "5", "6", "7", "8", "a", "b", "c", "d", "e", "f"]));
+    let file6 = temp_file(&dir, "exclude6.txt", "fd00:201::8/125\n");
+    assert_eq!(
+        dry_run_hosts(&["-p", "80", "fd00:201::/124", "--exclude-file", &file6]),
+        want6(&["", "1", "2", "3", "4", "5", "6", "7"])
+    );
+    // A list of both families serves a scan of either.
+    let mixed = temp_file(&dir, "mixed.txt", "10.9.0.0/29\nfd00:201::/125\n");
+    assert_eq!(
+        dry_run_hosts(&["-p", "80", "10.9.0.0/28", "--exclude-file", &mixed]),
+        want(&[8, 9, 10, 11, 12, 13, 14, 15])
+    );
+    let v6 = dry_run_hosts(&["-p", "80", "fd00:201::/124", "--exclude-file", &mixed]);
+    assert_eq!(v6, want6(&["8", "9", "a", "b", "c", "d", "e", "f"]));
+    // The dry run's summary counts what was left out.
+    let out = prtip(&["--dry-run", "-p", "80", "fd00:201::/124", "--exclude", "fd00:201::/126,fd00:201::9"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("11 probes (11 hosts x 1 ports; 5 addresses excluded by --exclude)"), "{err}");
+}
+
 #[test]
 fn shards_split_a_scan_exactly() {
     let scan = ["-p", "20-30,443", "10.20.0.0/26", "10.20.1.7", "--seed", "99"];
