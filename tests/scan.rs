@@ -4,8 +4,8 @@
 mod common;
 
 use common::{
-    Lab, SCANNER_IP, assert_one_host_truth, assert_sweep_truth, in_netns, one_host_target, path_in, ports_in, rows,
-    stderr_of, sweep_target, temp_dir,
+    Lab, Running, SCANNER_IP, assert_one_host_truth, assert_sweep_truth, in_netns, one_host_target, path_in, ports_in,
+    rows, stderr_of, sweep_target, temp_dir, wait_until,
 };
 use std::collections::BTreeSet;
 use std::time::Duration;
@@ -230,6 +230,42 @@ fn interrupt_stops_sending_and_keeps_what_was_received() {
     let status: Vec<serde_json::Value> = err.lines().filter_map(|l| serde_json::from_str(l).ok()).collect();
     assert!(!status.is_empty(), "no status lines in {err}");
     assert!(status.iter().all(|v| v["planned"] == 32768 && v["sent"].as_u64().unwrap() <= 32768));
+}
+
+/// The first Ctrl-C stops sending and waits for the replies still due; the
+/// second ends that wait at once.
+#[test]
+fn a_second_interrupt_ends_the_wait_for_replies() {
+    let lab = Lab::new(true);
+    // The upper /17 is routed to the target and dropped there: no reply ever
+    // comes, so after the first Ctrl-C the scan waits --wait's whole minute,
+    // twice READY_WITHIN.
+    let args = ["-p", "80", "10.201.128.0/17", "--rate", "1000", "--wait", "60", "-o", "ndjson", "--status-json"];
+    let mut scan = lab.start(&args);
+    let sent = |r: &Running| -> Vec<u64> {
+        r.stderr()
+            .lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .map(|v| v["sent"].as_u64().unwrap())
+            .collect()
+    };
+    scan.wait_until("a status line", |r| sent(r).iter().any(|&n| n > 0));
+    let before = sent(&scan).len();
+    scan.signal(libc::SIGINT);
+    // Still running, and no longer sending: two status lines after the signal count the same probes.
+    scan.wait_until("two status lines alike after the first Ctrl-C", |r| {
+        let s = sent(r);
+        s.len() >= before + 2 && s[s.len() - 1] == s[s.len() - 2]
+    });
+    assert!(!scan.ended(), "the first Ctrl-C ended the wait");
+    scan.signal(libc::SIGINT);
+    wait_until("the scan ends at the second Ctrl-C", || scan.ended());
+    let out = scan.finish();
+    assert_eq!(out.status.code(), Some(130), "{}", stderr_of(&out));
+    let err = stderr_of(&out);
+    assert!(err.contains("interrupted") && err.contains("prtip: resume with: prtip --resume "), "{err}");
+    // No reply came and an interrupted scan reports no silence: nothing is printed.
+    assert!(out.stdout.is_empty(), "{}", String::from_utf8_lossy(&out.stdout));
 }
 
 #[test]
