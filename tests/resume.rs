@@ -204,3 +204,44 @@ fn a_killed_scan_resumes_from_its_last_checkpoint() {
         "65536|65536\ncompleted|1"
     );
 }
+
+/// The exact truth of `sweep_target` for one port of 10.201.0.0/`prefix`
+/// (within the lower, answering /17): port 80 open where the last octet is a
+/// multiple of 16 and closed elsewhere, port 22 closed everywhere.
+fn assert_answering_truth(rows: &[Row], port: u16, prefix: u8) {
+    let hosts = 1usize << (32 - prefix);
+    assert_eq!(rows.len(), hosts);
+    let ips: std::collections::BTreeSet<std::net::Ipv4Addr> = rows.iter().map(|r| r.ip.parse().unwrap()).collect();
+    assert_eq!(ips.len(), hosts, "a host reported twice");
+    for r in rows {
+        let ip: std::net::Ipv4Addr = r.ip.parse().unwrap();
+        assert_eq!(u32::from(ip) >> (32 - prefix), 0x0ac9_0000 >> (32 - prefix), "{} is outside the scan", r.ip);
+        let open = port == 80 && ip.octets()[3].is_multiple_of(16);
+        assert_eq!((r.port, r.state.as_str()), (port, if open { "open" } else { "closed" }), "{}", r.ip);
+    }
+}
+
+/// With several interrupted scans' checkpoints, a bare --resume finishes the
+/// newest, and the next bare --resume the one left.
+#[test]
+fn a_bare_resume_takes_the_newest_of_several_checkpoints() {
+    let mut lab = Lab::new(true);
+    sweep_target(&mut lab);
+    let older = ["-p", "80", "10.201.0.0/17", "--rate", "20000", "--wait", "0.5", "-o", "ndjson"];
+    let newer = ["-p", "22", "10.201.0.0/18", "--rate", "20000", "--wait", "0.5", "-o", "ndjson"];
+    let mut printed = Vec::new();
+    for args in [&older[..], &newer[..]] {
+        let out = lab.interrupt_after_rows(args, 2000);
+        assert_eq!(out.status.code(), Some(130), "{}", stderr_of(&out));
+        printed.push(rows(&out.stdout));
+    }
+    assert_eq!(lab.checkpoints().len(), 4, "two checkpoints and their results: {:?}", lab.checkpoints());
+    for (scan, port, prefix) in [(1, 22, 18), (0, 80, 17)] {
+        let out = lab.prtip(&["--resume", "-q"]).output().unwrap();
+        assert_eq!(out.status.code(), Some(0), "{}", stderr_of(&out));
+        printed[scan].extend(rows(&out.stdout));
+        assert_answering_truth(&printed[scan], port, prefix);
+        // The finished scan's checkpoint goes; the other's stays.
+        assert_eq!(lab.checkpoints().len(), 2 * scan, "{:?}", lab.checkpoints());
+    }
+}
