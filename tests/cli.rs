@@ -5,45 +5,49 @@
 //! up and no route (`unshare --net`): should a case wrongly pass validation,
 //! its probes still cannot leave this machine.
 
+mod common;
+
+use common::{Running, path_in, temp_dir, wait_until};
 use std::collections::BTreeSet;
 use std::process::{Command, Output};
 
-/// prtip in a fresh, empty network namespace, with checkpoints kept out of the user's home.
-fn isolated() -> Command {
+/// prtip in a fresh, empty network namespace, keeping checkpoints in `state`, out of the user's home.
+fn isolated(state: &std::path::Path) -> Command {
     let mut c = Command::new("unshare");
     c.args(["--net", "--", env!("CARGO_BIN_EXE_prtip")]);
-    c.env("XDG_STATE_HOME", state_dir());
+    c.env("XDG_STATE_HOME", state);
     c
 }
 
-/// Where these tests' scans keep checkpoints, out of the user's home.
-fn state_dir() -> std::path::PathBuf {
-    std::env::temp_dir().join(format!("prtip-cli-state-{}", std::process::id()))
-}
-
 fn prtip(args: &[&str]) -> Output {
-    isolated().args(args).output().expect("unshare (util-linux) must be installed; the tests run as root")
+    let state = temp_dir();
+    isolated(state.path()).args(args).output().expect("unshare (util-linux) must be installed; the tests run as root")
 }
 
-fn temp_file(name: &str, contents: &str) -> String {
-    let path = std::env::temp_dir().join(format!("prtip-cli-{}-{name}", std::process::id()));
+/// A file `name` in `dir` holding `contents`, as an argument.
+fn temp_file(dir: &tempfile::TempDir, name: &str, contents: &str) -> String {
+    let path = path_in(dir, name);
     std::fs::write(&path, contents).unwrap();
-    path.to_str().unwrap().to_string()
+    path
 }
 
 #[test]
 fn bad_input_gets_one_line_and_status_2() {
-    let bad_targets = temp_file("bad-targets", "10.0.0.1\n10.0.0.300\n");
-    let junk_checkpoint = temp_file("junk.json", "{\"prtip_checkpoint\":1,\"arguments\":[\"-p\"]}");
+    let dir = temp_dir();
+    let bad_targets = temp_file(&dir, "bad-targets", "10.0.0.1\n10.0.0.300\n");
+    let junk_checkpoint = temp_file(&dir, "junk.json", "{\"prtip_checkpoint\":1,\"arguments\":[\"-p\"]}");
     let outside = temp_file(
+        &dir,
         "outside.json",
         r#"{"prtip_checkpoint":1,"arguments":["-p","80","10.0.0.1"],"seed":1,"hosts":[[167772161,167772161]],"pass":0,"position":5,"sent":0}"#,
     );
     let late = temp_file(
+        &dir,
         "late.json",
         r#"{"prtip_checkpoint":1,"arguments":["-p","80","10.0.0.1"],"seed":1,"hosts":[[167772161,167772161]],"pass":7,"position":0,"sent":0}"#,
     );
     let stale_checkpoint = temp_file(
+        &dir,
         "stale.json",
         r#"{"prtip_checkpoint":1,"arguments":["-p","80","--bogus","10.0.0.1"],"seed":1,"hosts":[[1,1]],"pass":0,"position":0,"sent":0}"#,
     );
@@ -125,9 +129,6 @@ fn bad_input_gets_one_line_and_status_2() {
         assert!(!err.contains("panicked"), "{args:?}: {err}");
         assert!(out.stdout.is_empty(), "{args:?} wrote to stdout");
     }
-    for file in [bad_targets, junk_checkpoint, stale_checkpoint, outside, late] {
-        std::fs::remove_file(file).unwrap();
-    }
 }
 
 #[test]
@@ -186,7 +187,8 @@ fn dry_run_lists_every_probe_once_and_no_excluded_one() {
 #[test]
 fn dry_run_of_a_large_space_streams_and_stops_at_a_closed_pipe() {
     // 16.7 M probes: the output is cut after a few lines and prtip must end at once, cleanly.
-    let mut child = isolated()
+    let state = temp_dir();
+    let mut child = isolated(state.path())
         .args(["--dry-run", "-p", "80", "10.0.0.0/8", "-q"])
         .stdout(std::process::Stdio::piped())
         .spawn()
@@ -229,19 +231,15 @@ fn hostnames_resolve_to_their_ipv4_addresses() {
 
 #[test]
 fn db_commands_refuse_what_is_not_there() {
-    let dir = std::env::temp_dir().join(format!("prtip-cli-db-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let missing = dir.join("missing.db");
-    for args in
-        [vec!["db", "list", "--database", missing.to_str().unwrap()], vec!["db", "frobnicate"], vec!["db", "show", "x"]]
-    {
+    let dir = temp_dir();
+    let missing = path_in(&dir, "missing.db");
+    for args in [vec!["db", "list", "--database", &missing], vec!["db", "frobnicate"], vec!["db", "show", "x"]] {
         let out = prtip(&args);
         let err = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
         assert_eq!(err.lines().count(), 1, "{args:?}: {err}");
     }
-    assert!(!missing.exists(), "a read command created a database");
-    std::fs::remove_dir_all(&dir).unwrap();
+    assert!(!std::path::Path::new(&missing).exists(), "a read command created a database");
 }
 
 fn dry_run_probes(args: &[&str]) -> Vec<(String, u64)> {
@@ -255,6 +253,48 @@ fn dry_run_probes(args: &[&str]) -> Vec<(String, u64)> {
             (v["ip"].as_str().unwrap().to_string(), v["port"].as_u64().unwrap())
         })
         .collect()
+}
+
+/// The hosts a dry run of `args` probes, each once.
+fn dry_run_hosts(args: &[&str]) -> BTreeSet<String> {
+    let probes = dry_run_probes(args);
+    let hosts: BTreeSet<String> = probes.iter().map(|(ip, _)| ip.clone()).collect();
+    assert_eq!(hosts.len(), probes.len(), "a host probed twice: {probes:?}");
+    hosts
+}
+
+#[test]
+fn exclusions_from_a_file_and_of_ipv6_keep_those_hosts_out() {
+    let dir = temp_dir();
+    let file = temp_file(&dir, "exclude.txt", "# not these\n10.9.0.0/30\n10.9.0.9, 10.9.0.12-10.9.0.13\n");
+    let want = |last: &[u8]| last.iter().map(|h| format!("10.9.0.{h}")).collect::<BTreeSet<_>>();
+    assert_eq!(
+        dry_run_hosts(&["-p", "80", "10.9.0.0/28", "--exclude-file", &file]),
+        want(&[4, 5, 6, 7, 8, 10, 11, 14, 15])
+    );
+    // The file and --exclude together.
+    let both = dry_run_hosts(&["-p", "80", "10.9.0.0/28", "--exclude-file", &file, "--exclude", "10.9.0.4/31"]);
+    assert_eq!(both, want(&[6, 7, 8, 10, 11, 14, 15]));
+    let want6 = |last: &[&str]| last.iter().map(|h| format!("fd00:201::{h}")).collect::<BTreeSet<_>>();
+    let v6 = dry_run_hosts(&["-p", "80", "fd00:201::/124", "--exclude", "fd00:201::/126,fd00:201::9"]);
+    assert_eq!(v6, want6(&["4", "5", "6", "7", "8", "a", "b", "c", "d", "e", "f"]));
+    let file6 = temp_file(&dir, "exclude6.txt", "fd00:201::8/125\n");
+    assert_eq!(
+        dry_run_hosts(&["-p", "80", "fd00:201::/124", "--exclude-file", &file6]),
+        want6(&["", "1", "2", "3", "4", "5", "6", "7"])
+    );
+    // A list of both families serves a scan of either.
+    let mixed = temp_file(&dir, "mixed.txt", "10.9.0.0/29\nfd00:201::/125\n");
+    assert_eq!(
+        dry_run_hosts(&["-p", "80", "10.9.0.0/28", "--exclude-file", &mixed]),
+        want(&[8, 9, 10, 11, 12, 13, 14, 15])
+    );
+    let v6 = dry_run_hosts(&["-p", "80", "fd00:201::/124", "--exclude-file", &mixed]);
+    assert_eq!(v6, want6(&["8", "9", "a", "b", "c", "d", "e", "f"]));
+    // The dry run's summary counts what was left out.
+    let out = prtip(&["--dry-run", "-p", "80", "fd00:201::/124", "--exclude", "fd00:201::/126,fd00:201::9"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("11 probes (11 hosts x 1 ports; 5 addresses excluded by --exclude)"), "{err}");
 }
 
 #[test]
@@ -294,6 +334,7 @@ fn special_purpose_ranges_are_skipped_unless_named() {
 
 #[test]
 fn ipv6_targets_are_listed_compressed_and_lose_only_special_parts() {
+    let dir = temp_dir();
     let probes = dry_run_probes(&["-p", "80,443", "fd00:201::/126"]);
     let mut listed: Vec<String> = probes.iter().map(|(ip, port)| format!("[{ip}]:{port}")).collect();
     listed.sort();
@@ -302,9 +343,9 @@ fn ipv6_targets_are_listed_compressed_and_lose_only_special_parts() {
     want.sort();
     assert_eq!(listed, want);
     // A target file of IPv6 prefixes, addresses and ranges, with comments.
-    let file = temp_file("v6-targets", "fd00:201::/127 # two\nfd00:202::9\nfd00:203::1-fd00:203::3, fd00:201::1\n");
+    let file =
+        temp_file(&dir, "v6-targets", "fd00:201::/127 # two\nfd00:202::9\nfd00:203::1-fd00:203::3, fd00:201::1\n");
     let probes = dry_run_probes(&["-p", "80", "-iL", &file]);
-    std::fs::remove_file(file).unwrap();
     assert_eq!(probes.len(), 6, "fd00:201::1, named twice, is probed once: {probes:?}");
     let from_file: BTreeSet<String> = probes.into_iter().map(|(ip, _)| ip).collect();
     let want = ["fd00:201::", "fd00:201::1", "fd00:202::9", "fd00:203::1", "fd00:203::2", "fd00:203::3"];
@@ -402,18 +443,19 @@ fn the_manual_page_and_completions_cover_every_option() {
     }
     let out = prtip(&["completions", "tcsh"]);
     assert_eq!(out.status.code(), Some(2));
+    let dir = temp_dir();
     // bash accepts what it is given.
-    let path = temp_file("completion.bash", &String::from_utf8(prtip(&["completions", "bash"]).stdout).unwrap());
+    let path = temp_file(&dir, "completion.bash", &String::from_utf8(prtip(&["completions", "bash"]).stdout).unwrap());
     let check = Command::new("bash").args(["-n", &path]).output().unwrap();
     assert!(check.status.success(), "{}", String::from_utf8_lossy(&check.stderr));
-    std::fs::remove_file(path).unwrap();
 }
 
 /// A short loopback scan in an empty namespace, with `-v` flags and RUST_LOG as given.
 fn logged_scan(flags: &str, rust_log: Option<&str>) -> String {
     let script = format!("ip link set lo up && exec {} -p 1-20 127.0.0.1 {flags}", env!("CARGO_BIN_EXE_prtip"));
+    let state = temp_dir();
     let mut c = Command::new("unshare");
-    c.args(["--net", "--", "sh", "-c", &script]).env_remove("RUST_LOG").env("XDG_STATE_HOME", state_dir());
+    c.args(["--net", "--", "sh", "-c", &script]).env_remove("RUST_LOG").env("XDG_STATE_HOME", state.path());
     if let Some(filter) = rust_log {
         c.env("RUST_LOG", filter);
     }
@@ -439,33 +481,21 @@ fn logs_follow_v_and_rust_log() {
 
 #[test]
 fn ctrl_c_ends_a_dry_run_of_the_whole_internet() {
-    let mut child = isolated()
-        .args(["--dry-run", "-q", "-p", "80", "0.0.0.0/0"])
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut stdout = child.stdout.take().unwrap();
-    let reader = std::thread::spawn(move || std::io::copy(&mut stdout, &mut std::io::sink()).unwrap());
-    std::thread::sleep(std::time::Duration::from_millis(500));
-    // SAFETY: kill(2) on our own child (unshare execs prtip in its place).
-    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
-    let started = std::time::Instant::now();
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
-        }
-        assert!(started.elapsed() < std::time::Duration::from_secs(10), "the dry run ignored Ctrl-C");
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    };
-    assert_eq!(status.code(), Some(130));
-    assert!(reader.join().unwrap() > 1000, "it was printing probes");
+    let state = temp_dir();
+    let mut dry_run = Running::start(isolated(state.path()).args(["--dry-run", "-q", "-p", "80", "0.0.0.0/0"]));
+    dry_run.wait_for_rows(1000);
+    dry_run.signal(libc::SIGINT);
+    wait_until("the dry run ends on Ctrl-C", || dry_run.ended());
+    let out = dry_run.finish();
+    assert_eq!(out.status.code(), Some(130));
+    assert!(out.stdout.len() > 1000, "it was printing probes");
 }
 
 #[test]
 fn a_scan_without_a_place_for_its_checkpoint_still_runs_and_says_so() {
-    let xml = std::env::temp_dir().join(format!("prtip-cli-{}-nockpt.xml", std::process::id()));
-    let script =
-        format!("ip link set lo up && exec {} -p 1-20 127.0.0.1 -oX {}", env!("CARGO_BIN_EXE_prtip"), xml.display());
+    let dir = temp_dir();
+    let xml = path_in(&dir, "nockpt.xml");
+    let script = format!("ip link set lo up && exec {} -p 1-20 127.0.0.1 -oX {xml}", env!("CARGO_BIN_EXE_prtip"));
     let out = Command::new("unshare")
         .args(["--net", "--", "sh", "-c", &script])
         .env("XDG_STATE_HOME", "/proc/prtip-cannot-be-here")
@@ -475,5 +505,4 @@ fn a_scan_without_a_place_for_its_checkpoint_still_runs_and_says_so() {
     assert!(out.status.success(), "{err}");
     assert!(err.contains("warning: no checkpoint was kept, so this scan cannot be resumed"), "{err}");
     assert!(std::fs::read_to_string(&xml).unwrap().contains("</nmaprun>"));
-    std::fs::remove_file(xml).unwrap();
 }

@@ -7,12 +7,11 @@
 mod common;
 
 use common::{
-    Lab, ONE_HOST_OPEN, Row, SCANNER_IP6, TARGET_IP6, TARGET_NET6, assert_one_host_truth_of, rows, stderr_of,
+    Lab, ONE_HOST_OPEN, Row, SCANNER_IP6, TARGET_IP6, TARGET_NET6, assert_one_host_truth_of, assert_valid_nmap_xml,
+    rows, sql, stderr_of,
 };
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::Ipv6Addr;
-use std::process::Command;
-use std::time::Duration;
 
 /// The IPv6 twin of `common::one_host_target`'s 10.201.0.1.
 const ONE_HOST: &str = "fd00:201::5";
@@ -211,9 +210,9 @@ fn ipv6_hosts_on_the_link_itself_are_each_reached_directly() {
 fn an_interrupted_ipv6_sweep_resumes_to_exact_truth() {
     let mut lab = Lab::new(true);
     sweep_target(&mut lab);
-    // 65,536 probes at 20,000/s: about 3.3 s, interrupted after 1 s.
+    // 65,536 probes at 20,000/s: about 3.3 s, interrupted after a sixth of the answers.
     let scan = ["-p", "22", TARGET_NET6, "--rate", "20000", "--wait", "0.5", "--transport", "raw", "-o", "ndjson"];
-    let first = lab.run_prtip(&scan, Some(Duration::from_millis(1000)));
+    let first = lab.interrupt_after_rows(&scan, 5000);
     assert_eq!(first.status.code(), Some(130), "{}", stderr_of(&first));
     let before = by_probe(&rows(&first.stdout));
     assert!(before.len() < 65536, "not interrupted: {} rows", before.len());
@@ -237,7 +236,6 @@ fn an_interrupted_ipv6_sweep_resumes_to_exact_truth() {
 fn ipv6_results_reach_every_output_format_and_the_database() {
     let mut lab = Lab::new(true);
     one_host_target(&mut lab);
-    std::fs::create_dir_all(&lab.state_dir).unwrap();
     let base = lab.state_dir.join("six");
     let db = lab.state_dir.join("six.db");
     let (base, db) = (base.to_str().unwrap(), db.to_str().unwrap());
@@ -249,11 +247,7 @@ fn ipv6_results_reach_every_output_format_and_the_database() {
     let read = |ext: &str| std::fs::read_to_string(format!("{base}.{ext}")).unwrap();
     let xml = read("xml");
     assert!(xml.contains(r#"<address addr="fd00:201::5" addrtype="ipv6"/>"#), "{xml}");
-    let dtd = Command::new("xmllint")
-        .args(["--noout", "--dtdvalid", "/usr/share/nmap/nmap.dtd", &format!("{base}.xml")])
-        .output()
-        .expect("xmllint (libxml2-utils) and nmap's DTD must be installed");
-    assert!(dtd.status.success(), "not valid nmap XML: {}", stderr_of(&dtd));
+    assert_valid_nmap_xml(&format!("{base}.xml"));
     assert!(read("gnmap").contains("Host: fd00:201::5 ()\tPorts: 22/open/tcp//"), "{}", read("gnmap"));
     assert!(read("nmap").contains("prtip scan report for fd00:201::5"), "{}", read("nmap"));
     assert!(read("csv").contains("\nfd00:201::5,22,tcp,open,syn-ack,64,"), "{}", read("csv"));
@@ -262,10 +256,6 @@ fn ipv6_results_reach_every_output_format_and_the_database() {
     let want = [(22, "open"), (80, "closed"), (7000, "filtered")].map(|(p, s)| (p, s.to_string()));
     assert_eq!(states, want.into_iter().collect());
     assert!(json.iter().all(|r| r.ip == ONE_HOST));
-    let stored = Command::new("sqlite3")
-        .args([db, "SELECT ip || ' ' || port || ' ' || state FROM scan_results ORDER BY port"])
-        .output()
-        .expect("sqlite3 must be installed");
-    let stored = String::from_utf8(stored.stdout).unwrap();
-    assert_eq!(stored, "fd00:201::5 22 open\nfd00:201::5 80 closed\n", "answered ports are rows");
+    let stored = sql(db, "SELECT ip || ' ' || port || ' ' || state FROM scan_results ORDER BY port");
+    assert_eq!(stored, "fd00:201::5 22 open\nfd00:201::5 80 closed", "answered ports are rows");
 }

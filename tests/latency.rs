@@ -4,7 +4,7 @@
 mod common;
 
 use common::delay::DelayLab;
-use common::{Lab, Row, one_host_target, rows, stderr_of};
+use common::{Lab, Row, one_host_target, path_in, rows, stderr_of, temp_dir};
 use std::process::Command;
 use std::time::Duration;
 
@@ -120,11 +120,8 @@ fn stored_histograms_are_reported_compared_and_plotted() {
     let _alone = ALONE.lock().unwrap_or_else(|e| e.into_inner());
     let mut lab = Lab::new(true);
     one_host_target(&mut lab);
-    let dir = std::env::temp_dir().join(format!("prtip-latency-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let db = dir.join("scans.db");
-    let db = db.to_str().unwrap();
-    let _ = std::fs::remove_file(db);
+    let dir = temp_dir();
+    let db = &path_in(&dir, "scans.db");
     let mut timed = Vec::new();
     for _ in 0..2 {
         let out = lab
@@ -170,7 +167,7 @@ fn stored_histograms_are_reported_compared_and_plotted() {
     assert_eq!(host_line.split_whitespace().nth(1), Some("5001"));
 
     for (args, paths) in [(vec!["1"], 3), (vec!["1", "2"], 2)] {
-        let svg = dir.join(format!("plot{}.svg", args.len()));
+        let svg = dir.path().join(format!("plot{}.svg", args.len()));
         let svg_arg = svg.to_str().unwrap();
         let mut all = args.clone();
         all.extend(["--plot", svg_arg]);
@@ -190,5 +187,4 @@ fn stored_histograms_are_reported_compared_and_plotted() {
         assert_eq!(out.status.code(), Some(code), "{args:?}: {}", stderr_of(&out));
         assert_eq!(stderr_of(&out).lines().filter(|l| l.contains("error")).count(), 1, "{args:?}");
     }
-    std::fs::remove_dir_all(&dir).unwrap();
 }

@@ -4,34 +4,53 @@
 
 mod common;
 
-use common::{Lab, Row, assert_sweep_truth, rows, stderr_of, sweep_target};
-use std::process::Stdio;
-use std::time::Duration;
+use common::{
+    Lab, Row, assert_files_hold, assert_sweep_truth, path_in, rows, sql, stderr_of, sweep_target, temp_dir, try_sql,
+};
+use std::process::{Command, Output};
 
 /// The sweep at a rate that makes one run last seconds: 65,536 probes in pass
 /// 0 (3.3 s), then the silent upper /17 again in pass 1 (1.6 s).
 const SWEEP: [&str; 11] =
     ["-p", "80", "10.201.0.0/16", "--rate", "20000", "--wait", "0.5", "--transport", "raw", "-o", "ndjson"];
 
-/// Interrupts the scan twice (in pass 0, then, in the first resumed run,
-/// usually in the retry pass) and lets the second resumed run finish.
-/// `between` runs after the first interruption. Returns every run's standard
-/// output rows, in order.
-fn interrupted_twice(lab: &Lab, first: &[&str], resume: &[&str], between: impl Fn()) -> Vec<Row> {
-    let mut all = Vec::new();
-    for (i, (args, after)) in [(first, Some(1000)), (resume, Some(2800)), (resume, None)].into_iter().enumerate() {
-        if i == 1 {
-            between();
-        }
-        let out = lab.run_prtip(args, after.map(Duration::from_millis));
-        let expected = if after.is_some() { 130 } else { 0 };
-        assert_eq!(out.status.code(), Some(expected), "run {i}: {}", stderr_of(&out));
-        let got = rows(&out.stdout);
-        if after.is_some() {
-            assert!(got.len() < 65536, "run {i} was not interrupted: {} rows", got.len());
-        }
-        all.extend(got);
-    }
+/// Result lines the first run prints before it is interrupted: about a
+/// sixth of the answers of pass 0, which then has most of its probes left.
+const FIRST_STOP: usize = 5000;
+
+/// Runs `args` and interrupts the run once `pass` says its checkpoint is in
+/// the retry pass (pass 1), so that it stops there.
+fn interrupted_in_the_retry_pass(lab: &Lab, args: &[&str], pass: impl Fn() -> Option<u64>) -> Output {
+    let mut run = lab.start(args);
+    run.wait_until("a checkpoint in the retry pass", |_| pass().is_some_and(|p| p >= 1));
+    run.signal(libc::SIGINT);
+    run.finish()
+}
+
+/// Interrupts the scan twice (in pass 0, then, in the first resumed run, in
+/// the retry pass, which `pass` reads from the checkpoint) and lets the
+/// second resumed run finish. `between` runs after the first interruption,
+/// with its output. Returns every run's standard output rows, in order.
+fn interrupted_twice(
+    lab: &Lab,
+    first: &[&str],
+    resume: &[&str],
+    pass: impl Fn() -> Option<u64>,
+    between: impl Fn(&Output),
+) -> Vec<Row> {
+    let out = lab.interrupt_after_rows(first, FIRST_STOP);
+    assert_eq!(out.status.code(), Some(130), "run 0: {}", stderr_of(&out));
+    let mut all = rows(&out.stdout);
+    assert!(all.len() < 65536, "run 0 was not interrupted: {} rows", all.len());
+    between(&out);
+    let out = interrupted_in_the_retry_pass(lab, resume, pass);
+    assert_eq!(out.status.code(), Some(130), "run 1: {}", stderr_of(&out));
+    let got = rows(&out.stdout);
+    assert!(got.len() < 65536, "run 1 was not interrupted: {} rows", got.len());
+    all.extend(got);
+    let out = lab.prtip(resume).output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "run 2: {}", stderr_of(&out));
+    all.extend(rows(&out.stdout));
     all
 }
 
@@ -39,21 +58,23 @@ fn interrupted_twice(lab: &Lab, first: &[&str], resume: &[&str], between: impl F
 fn resumed_runs_without_a_database_add_up_to_one_uninterrupted_scan() {
     let mut lab = Lab::new(true);
     sweep_target(&mut lab);
-    std::fs::create_dir_all(&lab.state_dir).unwrap();
-    let json = lab.state_dir.join("sweep.json");
-    let first = [&SWEEP[..], &["-oJ", json.to_str().unwrap()]].concat();
+    let base = lab.state_dir.join("sweep");
+    let base = base.to_str().unwrap();
+    let first = [&SWEEP[..], &["-oA", base]].concat();
     // A crash in the middle of an append leaves a torn record: what is appended
     // after it must still be read back.
-    let torn = || {
+    let torn = |_: &Output| {
         let results = lab.checkpoints().into_iter().find(|p| p.to_string_lossy().ends_with(".results")).unwrap();
         let mut f = std::fs::OpenOptions::new().append(true).open(results).unwrap();
         std::io::Write::write_all(&mut f, &[40, 0, 0, 0, 1, 2]).unwrap();
     };
     // The interrupted run says how to resume; a bare --resume takes the newest checkpoint.
-    let union = interrupted_twice(&lab, &first, &["--resume", "-q"], torn);
+    let pass = || common::checkpoint_cursor(&lab.checkpoint_file()?).map(|(pass, _)| pass);
+    let union = interrupted_twice(&lab, &first, &["--resume", "-q"], pass, torn);
     assert_sweep_truth(&union);
-    // The output file is written anew by each run, the earlier runs' results first.
-    assert_sweep_truth(&rows(&std::fs::read(&json).unwrap()));
+    // The output files are written anew by each run, the earlier runs' results first.
+    assert_sweep_truth(&rows(&std::fs::read(format!("{base}.json")).unwrap()));
+    assert_files_hold(base, &union);
     assert!(lab.checkpoints().is_empty(), "a completed scan leaves no checkpoint: {:?}", lab.checkpoints());
 }
 
@@ -61,32 +82,24 @@ fn resumed_runs_without_a_database_add_up_to_one_uninterrupted_scan() {
 fn resumed_runs_with_a_database_finish_the_same_scan() {
     let mut lab = Lab::new(true);
     sweep_target(&mut lab);
-    std::fs::create_dir_all(&lab.state_dir).unwrap();
     let db = lab.state_dir.join("scan.db");
     let db = db.to_str().unwrap();
     let first = [&SWEEP[..], &["--with-db", "--store-silent", "--database", db]].concat();
-    let out = lab.run_prtip(&first, Some(Duration::from_millis(1000)));
-    assert_eq!(out.status.code(), Some(130), "{}", stderr_of(&out));
-    let hint = format!("prtip: resume with: prtip --resume 1 --database {db}");
-    assert!(stderr_of(&out).contains(&hint), "{}", stderr_of(&out));
-    let mut union = rows(&out.stdout);
-    assert!(lab.checkpoints().is_empty(), "with a database the checkpoint is in the database");
     let resume = ["--resume", "1", "--database", db, "-q"];
-    for after in [Some(2800), None] {
-        let out = lab.run_prtip(&resume, after.map(Duration::from_millis));
-        assert_eq!(out.status.code(), Some(if after.is_some() { 130 } else { 0 }), "{}", stderr_of(&out));
-        union.extend(rows(&out.stdout));
-    }
-    assert_sweep_truth(&union);
-    let sql = |q: &str| -> String {
-        let out = std::process::Command::new("sqlite3").args([db, q]).output().unwrap();
-        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    let pass = || try_sql(db, "SELECT resume_pass FROM scans").ok()?.parse().ok();
+    let hint = format!("prtip: resume with: prtip --resume 1 --database {db}");
+    let checkpoint_in_the_database = |first: &Output| {
+        assert!(stderr_of(first).contains(&hint), "{}", stderr_of(first));
+        assert!(lab.checkpoints().is_empty(), "with a database the checkpoint is in the database");
     };
+    let union = interrupted_twice(&lab, &first, &resume, pass, checkpoint_in_the_database);
+    assert_sweep_truth(&union);
+    let sql = |q: &str| sql(db, q);
     assert_eq!(sql("SELECT COUNT(*) FROM scans"), "1", "one scan, resumed in place");
     assert_eq!(sql("SELECT status, open_count, closed_count, filtered_count FROM scans"), "completed|2048|30720|32768");
     assert_eq!(sql("SELECT COUNT(*), COUNT(DISTINCT ip) FROM scan_results"), "65536|65536");
     // A completed scan is not resumed again.
-    let again = lab.run_prtip(&resume, None);
+    let again = lab.prtip(&resume).output().unwrap();
     assert_eq!(again.status.code(), Some(2));
     assert!(stderr_of(&again).contains("scan 1 is not an interrupted scan"), "{}", stderr_of(&again));
 }
@@ -95,20 +108,21 @@ fn resumed_runs_with_a_database_finish_the_same_scan() {
 fn settings_that_contradict_the_checkpoint_are_refused() {
     let mut lab = Lab::new(true);
     sweep_target(&mut lab);
-    let child = lab.prtip(&SWEEP).stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap();
-    std::thread::sleep(Duration::from_millis(500));
-    let checkpoint = lab.checkpoints().into_iter().find(|p| p.extension().is_some_and(|e| e == "json")).unwrap();
+    let mut scan = lab.start(&SWEEP);
+    scan.wait_until("a checkpoint file", |_| lab.checkpoint_file().is_some());
+    let checkpoint = lab.checkpoint_file().unwrap();
     let checkpoint = checkpoint.to_str().unwrap();
     // A running scan's checkpoint is not taken over.
     for resume in [&["--resume", checkpoint][..], &["--resume"]] {
-        let out = lab.run_prtip(resume, None);
+        let out = lab.prtip(resume).output().unwrap();
         assert_eq!(out.status.code(), Some(2), "{}", stderr_of(&out));
         let err = stderr_of(&out);
         assert!(err.contains("still running") || err.contains("no checkpoint to resume"), "{err}");
     }
-    // SAFETY: plain kill(2) on our own child.
-    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
-    let out = child.wait_with_output().unwrap();
+    // Stopped once it has results, it has a checkpoint past the start to resume from.
+    scan.wait_for_rows(FIRST_STOP);
+    scan.signal(libc::SIGINT);
+    let out = scan.finish();
     assert_eq!(out.status.code(), Some(130), "{}", stderr_of(&out));
     assert!(stderr_of(&out).contains(&format!("resume with: prtip --resume {checkpoint}")), "{}", stderr_of(&out));
     for (extra, message) in [
@@ -119,13 +133,13 @@ fn settings_that_contradict_the_checkpoint_are_refused() {
         // Its results are in a checkpoint file, not a database.
         (&["--with-db"][..], "--with-db contradicts the interrupted scan, which ran without it"),
     ] {
-        let out = lab.run_prtip(&[&["--resume", checkpoint][..], extra].concat(), None);
+        let out = lab.prtip(&[&["--resume", checkpoint][..], extra].concat()).output().unwrap();
         assert_eq!(out.status.code(), Some(2), "{extra:?}: {}", stderr_of(&out));
         let err = stderr_of(&out);
         assert!(err.contains(message) && err.lines().count() == 1, "{extra:?}: {err}");
     }
     // Saying again what the checkpoint says is no contradiction.
-    let out = lab.run_prtip(&["--resume", checkpoint, "-p", "80", "--rate", "20000", "--status-json"], None);
+    let out = lab.prtip(&["--resume", checkpoint, "-p", "80", "--rate", "20000", "--status-json"]).output().unwrap();
     assert_eq!(out.status.code(), Some(0), "{}", stderr_of(&out));
     // Its progress counts what this run has left to send, and its own replies.
     let err = stderr_of(&out);
@@ -138,29 +152,96 @@ fn settings_that_contradict_the_checkpoint_are_refused() {
     }
 }
 
+/// Probes of the whole sweep: pass 0, then the silent upper /17 again.
+const WHOLE_SWEEP_PROBES: u64 = 65536 + 32768;
+
+/// The killed scan's database, once recovered, holds its replies and a
+/// checkpoint; resumed from there, the scan sends fewer probes than the whole
+/// sweep and prints exactly the results the database did not hold yet.
 #[test]
 fn a_killed_scan_resumes_from_its_last_checkpoint() {
     let mut lab = Lab::new(true);
     sweep_target(&mut lab);
-    std::fs::create_dir_all(&lab.state_dir).unwrap();
-    let (db, json) = (lab.state_dir.join("scan.db"), lab.state_dir.join("sweep.json"));
-    let (db, json) = (db.to_str().unwrap(), json.to_str().unwrap());
-    let first = [&SWEEP[..], &["--with-db", "--store-silent", "--database", db, "-oJ", json]].concat();
-    let child = lab.prtip(&first).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
-    std::thread::sleep(Duration::from_millis(2000));
-    // SAFETY: plain kill(2) on our own child.
-    unsafe { libc::kill(child.id() as i32, libc::SIGKILL) };
-    child.wait_with_output().unwrap();
-    // Opening the database recovers the killed scan; it is then resumed where its last checkpoint was.
-    let out = lab.run_prtip(&["--resume", "1", "--database", db], None);
+    let dir = temp_dir();
+    let (db, json) = (path_in(&dir, "scan.db"), path_in(&dir, "sweep.json"));
+    let first = [&SWEEP[..], &["--with-db", "--store-silent", "--database", &db, "-oJ", &json]].concat();
+    let mut scan = lab.start(&first);
+    // Killed once its checkpoint is a third into pass 0, so that a restart from zero would show.
+    let linear = "SELECT resume_pass * 65536 + resume_position FROM scans";
+    scan.wait_until("a checkpoint past probe 20000", |_| {
+        try_sql(&db, linear).ok().and_then(|v| v.parse::<u64>().ok()).is_some_and(|p| p >= 20000)
+    });
+    scan.signal(libc::SIGKILL);
+    assert_eq!(scan.finish().status.code(), None, "killed by the signal");
+    let recover =
+        Command::new(env!("CARGO_BIN_EXE_prtip")).args(["db", "recover", "--database", &db]).output().unwrap();
+    assert!(recover.status.success(), "{}", stderr_of(&recover));
+    let kept: Vec<Row> = sql(&db, "SELECT ip, state, reason FROM scan_results")
+        .lines()
+        .map(|l| {
+            let f: Vec<&str> = l.split('|').collect();
+            let (ip, state, reason) = (f[0].into(), f[1].into(), f[2].into());
+            Row { ip, port: 80, state, reason, ttl: None, rtt_us: None }
+        })
+        .collect();
+    assert!(!kept.is_empty(), "the killed run stored nothing");
+    let sent_before: u64 = sql(&db, "SELECT probes_sent FROM scans").parse().unwrap();
+    let out = lab.prtip(&["--resume", "1", "--database", &db]).output().unwrap();
     assert_eq!(out.status.code(), Some(0), "{}", stderr_of(&out));
-    assert_sweep_truth(&rows(&std::fs::read(json).unwrap()));
-    let out = std::process::Command::new("sqlite3")
-        .args([
-            db,
-            "SELECT COUNT(*), COUNT(DISTINCT ip) FROM scan_results; SELECT status, probes_sent >= 65536 FROM scans",
-        ])
-        .output()
-        .unwrap();
-    assert_eq!(String::from_utf8_lossy(&out.stdout), "65536|65536\ncompleted|1\n");
+    let printed = rows(&out.stdout);
+    assert!(printed.len() < 65536, "the resumed run printed the whole sweep again");
+    // What the resumed run printed and what the database held are the whole sweep, each result once.
+    assert_sweep_truth(&[kept, printed].concat());
+    let sent = sql(&db, "SELECT probes_sent FROM scans").parse::<u64>().unwrap() - sent_before;
+    assert!(sent < WHOLE_SWEEP_PROBES, "the resumed run sent {sent} probes, as many as the whole sweep");
+    assert!(stderr_of(&out).contains(&format!("prtip: {sent} probes sent in ")), "{}", stderr_of(&out));
+    assert_sweep_truth(&rows(&std::fs::read(&json).unwrap()));
+    assert_eq!(
+        sql(
+            &db,
+            "SELECT COUNT(*), COUNT(DISTINCT ip) FROM scan_results; SELECT status, probes_sent >= 65536 FROM scans"
+        ),
+        "65536|65536\ncompleted|1"
+    );
+}
+
+/// The exact truth of `sweep_target` for one port of 10.201.0.0/`prefix`
+/// (within the lower, answering /17): port 80 open where the last octet is a
+/// multiple of 16 and closed elsewhere, port 22 closed everywhere.
+fn assert_answering_truth(rows: &[Row], port: u16, prefix: u8) {
+    let hosts = 1usize << (32 - prefix);
+    assert_eq!(rows.len(), hosts);
+    let ips: std::collections::BTreeSet<std::net::Ipv4Addr> = rows.iter().map(|r| r.ip.parse().unwrap()).collect();
+    assert_eq!(ips.len(), hosts, "a host reported twice");
+    for r in rows {
+        let ip: std::net::Ipv4Addr = r.ip.parse().unwrap();
+        assert_eq!(u32::from(ip) >> (32 - prefix), 0x0ac9_0000 >> (32 - prefix), "{} is outside the scan", r.ip);
+        let open = port == 80 && ip.octets()[3].is_multiple_of(16);
+        assert_eq!((r.port, r.state.as_str()), (port, if open { "open" } else { "closed" }), "{}", r.ip);
+    }
+}
+
+/// With several interrupted scans' checkpoints, a bare --resume finishes the
+/// newest, and the next bare --resume the one left.
+#[test]
+fn a_bare_resume_takes_the_newest_of_several_checkpoints() {
+    let mut lab = Lab::new(true);
+    sweep_target(&mut lab);
+    let older = ["-p", "80", "10.201.0.0/17", "--rate", "20000", "--wait", "0.5", "-o", "ndjson"];
+    let newer = ["-p", "22", "10.201.0.0/18", "--rate", "20000", "--wait", "0.5", "-o", "ndjson"];
+    let mut printed = Vec::new();
+    for args in [&older[..], &newer[..]] {
+        let out = lab.interrupt_after_rows(args, 2000);
+        assert_eq!(out.status.code(), Some(130), "{}", stderr_of(&out));
+        printed.push(rows(&out.stdout));
+    }
+    assert_eq!(lab.checkpoints().len(), 4, "two checkpoints and their results: {:?}", lab.checkpoints());
+    for (scan, port, prefix) in [(1, 22, 18), (0, 80, 17)] {
+        let out = lab.prtip(&["--resume", "-q"]).output().unwrap();
+        assert_eq!(out.status.code(), Some(0), "{}", stderr_of(&out));
+        printed[scan].extend(rows(&out.stdout));
+        assert_answering_truth(&printed[scan], port, prefix);
+        // The finished scan's checkpoint goes; the other's stays.
+        assert_eq!(lab.checkpoints().len(), 2 * scan, "{:?}", lab.checkpoints());
+    }
 }

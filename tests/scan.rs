@@ -4,18 +4,18 @@
 mod common;
 
 use common::{
-    Lab, SCANNER_IP, assert_one_host_truth, assert_sweep_truth, in_netns, one_host_target, ports_in, rows, stderr_of,
-    sweep_target,
+    Lab, Running, SCANNER_IP, assert_one_host_truth, assert_sweep_truth, in_netns, one_host_target, path_in, ports_in,
+    rows, stderr_of, sweep_target, temp_dir, wait_until,
 };
 use std::collections::BTreeSet;
-use std::process::Stdio;
 use std::time::Duration;
 
 #[test]
 fn full_port_scan_of_one_host_finds_exact_truth() {
     let mut lab = Lab::new(true);
     one_host_target(&mut lab);
-    let hgrm = std::env::temp_dir().join(format!("prtip-latency-{}.hgrm", std::process::id()));
+    let dir = temp_dir();
+    let hgrm = path_in(&dir, "latency.hgrm");
     let out = lab
         .prtip(&[
             "-s",
@@ -29,7 +29,7 @@ fn full_port_scan_of_one_host_finds_exact_truth() {
             "--wait",
             "1",
             "--latency-file",
-            hgrm.to_str().unwrap(),
+            &hgrm,
         ])
         .output()
         .unwrap();
@@ -44,7 +44,6 @@ fn full_port_scan_of_one_host_finds_exact_truth() {
     // The 65534 replies' round trips, as a percentile line and an .hgrm table.
     assert!(err.contains("round trip (us): p50 ") && err.contains(" over 65534 replies"), "{err}");
     let table = std::fs::read_to_string(&hgrm).unwrap();
-    std::fs::remove_file(&hgrm).unwrap();
     assert!(table.contains(&format!("Total count    = {:12}", 65534)), "{table}");
 }
 
@@ -78,26 +77,13 @@ fn sweep_of_a_16_finds_exact_open_closed_and_filtered_hosts() {
 fn target_files_exclusions_and_open_only() {
     let mut lab = Lab::new(true);
     lab.listen(&[22]);
-    let dir = std::env::temp_dir().join(format!("prtip-targets-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let list = dir.join("targets.txt");
+    let dir = temp_dir();
+    let list = path_in(&dir, "targets.txt");
     std::fs::write(&list, "# lab hosts\n10.201.3.0/24\n10.201.4.1-10.201.4.10, 10.201.9.9\n").unwrap();
     let out = lab
-        .prtip(&[
-            "-sS",
-            "-p",
-            "22,23",
-            "-iL",
-            list.to_str().unwrap(),
-            "--exclude",
-            "10.201.3.0/25,10.201.4.5",
-            "-o",
-            "ndjson",
-            "--open",
-        ])
+        .prtip(&["-sS", "-p", "22,23", "-iL", &list, "--exclude", "10.201.3.0/25,10.201.4.5", "-o", "ndjson", "--open"])
         .output()
         .unwrap();
-    std::fs::remove_dir_all(&dir).unwrap();
     assert!(out.status.success(), "{}", stderr_of(&out));
     let rows = rows(&out.stdout);
     let got: BTreeSet<(String, u16)> = rows.iter().map(|r| (r.ip.clone(), r.port)).collect();
@@ -188,28 +174,24 @@ fn forged_syn_acks_never_become_results() {
     let lab = Lab::new(true);
     // Port 7000 never answers, so only forged replies can arrive for it.
     lab.target_rules("tcp dport 7000 drop");
-    let child = lab
-        .prtip(&[
-            "-p",
-            "7000",
-            "10.201.0.1",
-            "--source-port",
-            "40000",
-            "--retries",
-            "0",
-            "--wait",
-            "2",
-            "-o",
-            "ndjson",
-            "-v",
-        ])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    std::thread::sleep(Duration::from_millis(400));
+    let mut scan = lab.start(&[
+        "-p",
+        "7000",
+        "10.201.0.1",
+        "--source-port",
+        "40000",
+        "--retries",
+        "0",
+        "--wait",
+        "2",
+        "-o",
+        "ndjson",
+        "-v",
+    ]);
+    // The banner comes after the receive socket is open, so the forgeries cannot arrive before it.
+    scan.wait_for_stderr("the banner", |l| l.starts_with("prtip: SYN scan of "));
     forge_syn_acks(&lab.target_ns, 20);
-    let out = child.wait_with_output().unwrap();
+    let out = scan.finish();
     assert!(out.status.success(), "{}", stderr_of(&out));
     let rows = rows(&out.stdout);
     assert_eq!(rows.len(), 1);
@@ -228,23 +210,19 @@ fn forged_syn_acks_never_become_results() {
 fn interrupt_stops_sending_and_keeps_what_was_received() {
     let mut lab = Lab::new(true);
     lab.listen(&[80]);
-    let child = lab
-        .prtip(&["-p", "80", "10.201.0.0/17", "--rate", "2000", "-o", "ndjson", "--open", "--status-json"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    std::thread::sleep(Duration::from_millis(1500));
-    // `ip netns exec` runs prtip in place of itself, so the child is prtip.
-    // SAFETY: plain kill(2) on our own child.
-    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    let mut scan =
+        lab.start(&["-p", "80", "10.201.0.0/17", "--rate", "2000", "-o", "ndjson", "--open", "--status-json"]);
+    // Stopped with results printed and its progress reported at least once.
+    scan.wait_for_rows(1000);
+    scan.wait_for_stderr("a status line", |l| l.starts_with("{\"elapsed_s\""));
+    scan.signal(libc::SIGINT);
     let started = std::time::Instant::now();
-    let out = child.wait_with_output().unwrap();
+    let out = scan.finish();
     assert!(started.elapsed() < Duration::from_secs(3), "did not stop promptly");
     assert_eq!(out.status.code(), Some(130), "{}", stderr_of(&out));
     let rows = rows(&out.stdout);
-    // About 3000 probes went out in 1.5 s, all to open ports; far fewer than 32768.
-    assert!(rows.len() > 500 && rows.len() < 10_000, "{} results", rows.len());
+    // Stopped after its first status line (a second in, at 2000 probes/s), all open; far fewer than 32768.
+    assert!(rows.len() >= 1000 && rows.len() < 10_000, "{} results", rows.len());
     assert!(rows.iter().all(|r| r.state == "open"));
     let err = stderr_of(&out);
     assert!(err.contains("interrupted"), "{err}");
@@ -252,6 +230,42 @@ fn interrupt_stops_sending_and_keeps_what_was_received() {
     let status: Vec<serde_json::Value> = err.lines().filter_map(|l| serde_json::from_str(l).ok()).collect();
     assert!(!status.is_empty(), "no status lines in {err}");
     assert!(status.iter().all(|v| v["planned"] == 32768 && v["sent"].as_u64().unwrap() <= 32768));
+}
+
+/// The first Ctrl-C stops sending and waits for the replies still due; the
+/// second ends that wait at once.
+#[test]
+fn a_second_interrupt_ends_the_wait_for_replies() {
+    let lab = Lab::new(true);
+    // The upper /17 is routed to the target and dropped there: no reply ever
+    // comes, so after the first Ctrl-C the scan waits --wait's whole minute,
+    // twice READY_WITHIN.
+    let args = ["-p", "80", "10.201.128.0/17", "--rate", "1000", "--wait", "60", "-o", "ndjson", "--status-json"];
+    let mut scan = lab.start(&args);
+    let sent = |r: &Running| -> Vec<u64> {
+        r.stderr()
+            .lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .map(|v| v["sent"].as_u64().unwrap())
+            .collect()
+    };
+    scan.wait_until("a status line", |r| sent(r).iter().any(|&n| n > 0));
+    let before = sent(&scan).len();
+    scan.signal(libc::SIGINT);
+    // Still running, and no longer sending: two status lines after the signal count the same probes.
+    scan.wait_until("two status lines alike after the first Ctrl-C", |r| {
+        let s = sent(r);
+        s.len() >= before + 2 && s[s.len() - 1] == s[s.len() - 2]
+    });
+    assert!(!scan.ended(), "the first Ctrl-C ended the wait");
+    scan.signal(libc::SIGINT);
+    wait_until("the scan ends at the second Ctrl-C", || scan.ended());
+    let out = scan.finish();
+    assert_eq!(out.status.code(), Some(130), "{}", stderr_of(&out));
+    let err = stderr_of(&out);
+    assert!(err.contains("interrupted") && err.contains("prtip: resume with: prtip --resume "), "{err}");
+    // No reply came and an interrupted scan reports no silence: nothing is printed.
+    assert!(out.stdout.is_empty(), "{}", String::from_utf8_lossy(&out.stdout));
 }
 
 #[test]

@@ -4,48 +4,13 @@
 
 mod common;
 
-use common::{Lab, rows, stderr_of};
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
-use std::time::Duration;
-
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(name: &str) -> TempDir {
-        let p = std::env::temp_dir().join(format!("prtip-storage-{}-{name}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&p);
-        std::fs::create_dir_all(&p).unwrap();
-        TempDir(p)
-    }
-
-    fn path(&self, name: &str) -> String {
-        self.0.join(name).to_str().unwrap().to_string()
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-fn sql(db: &str, query: &str) -> String {
-    let out = Command::new("sqlite3").args([db, query]).output().expect("sqlite3 must be installed");
-    assert!(out.status.success(), "sqlite3 {query}: {}", stderr_of(&out));
-    String::from_utf8(out.stdout).unwrap().trim().to_string()
-}
+use common::{Lab, assert_files_hold, assert_valid_nmap_xml, path_in, rows, sql, stderr_of, temp_dir};
+use std::collections::BTreeSet;
+use std::path::Path;
+use std::process::{Command, Output};
 
 fn count(db: &str, query: &str) -> usize {
     sql(db, query).parse().unwrap()
-}
-
-fn assert_valid_nmap_xml(path: &str) {
-    let out = Command::new("xmllint")
-        .args(["--noout", "--dtdvalid", "/usr/share/nmap/nmap.dtd", path])
-        .output()
-        .expect("xmllint (libxml2-utils) and nmap's DTD must be installed");
-    assert!(out.status.success(), "{path} is not valid nmap XML: {}", stderr_of(&out));
 }
 
 fn prtip_db(args: &[&str]) -> Output {
@@ -56,8 +21,8 @@ fn prtip_db(args: &[&str]) -> Output {
 fn the_documented_database_command_counts_every_answering_port() {
     let mut lab = Lab::new(true);
     lab.listen_in_scanner(&[22, 80, 443], "127.0.0.1");
-    let dir = TempDir::new("verbatim");
-    let db = dir.path("test.db");
+    let dir = temp_dir();
+    let db = path_in(&dir, "test.db");
     let database = format!("--database={db}");
     for run in 1..=2 {
         let out = lab.prtip(&["-s", "syn", "-p", "1-10000", "--with-db", &database, "127.0.0.1"]).output().unwrap();
@@ -82,13 +47,14 @@ fn a_completed_scan_is_in_the_database_and_in_every_file() {
     let mut lab = Lab::new(true);
     lab.listen(&[22, 443]);
     lab.target_rules("tcp dport 7000 drop");
-    let dir = TempDir::new("complete");
-    let (db, base) = (dir.path("scan.db"), dir.path("out"));
+    let dir = temp_dir();
+    let (db, base) = (path_in(&dir, "scan.db"), path_in(&dir, "out"));
     let args = ["-p", "1-2000,7000", "10.201.0.1-10.201.0.4", "-o", "ndjson", "--wait", "0.5", "--with-db"];
     let out = lab.prtip(&[&args[..], &["--database", &db, "--store-silent", "-oA", &base]].concat()).output().unwrap();
     assert!(out.status.success(), "{}", stderr_of(&out));
     let stdout = rows(&out.stdout);
     assert_eq!(stdout.len(), 4 * 2001);
+    assert_files_hold(&base, &stdout);
 
     // Database: every result, the silent ones too with --store-silent.
     assert_eq!(count(&db, "SELECT COUNT(*) FROM scan_results"), 4 * 2001);
@@ -121,7 +87,7 @@ fn a_completed_scan_is_in_the_database_and_in_every_file() {
     let export = prtip_db(&["export", "1", "-o", "csv", "--database", &db]);
     assert!(export.status.success(), "{}", stderr_of(&export));
     assert_eq!(String::from_utf8(export.stdout).unwrap().lines().count(), 1 + 4 * 2001);
-    let export_xml = dir.path("export.xml");
+    let export_xml = path_in(&dir, "export.xml");
     let export = prtip_db(&["export", "1", "-o", "xml", "--database", &db]);
     std::fs::write(&export_xml, export.stdout).unwrap();
     assert_valid_nmap_xml(&export_xml);
@@ -144,64 +110,75 @@ fn a_completed_scan_is_in_the_database_and_in_every_file() {
     assert_eq!(sql(&db, "SELECT open_count, closed_count, filtered_count FROM scans WHERE id = 3"), "8|7992|4");
 }
 
-/// Starts a slow scan of 32768 open hosts and stops it with `signal` after 1.5 s.
-fn stopped_scan(lab: &Lab, dir: &TempDir, signal: i32) -> (Output, String, String) {
-    let (db, base) = (dir.path("scan.db"), dir.path("out"));
-    let child = lab
-        .prtip(&[
-            "-p",
-            "80",
-            "10.201.0.0/17",
-            "--rate",
-            "3000",
-            "-o",
-            "ndjson",
-            "--with-db",
-            "--database",
-            &db,
-            "-oA",
-            &base,
-        ])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    std::thread::sleep(Duration::from_millis(750));
+/// Starts a slow scan of 32768 open hosts and stops it with `signal` once it
+/// has printed 2000 results (about two thirds of a second at 3000 probes/s).
+fn stopped_scan(lab: &Lab, dir: &tempfile::TempDir, signal: i32) -> (Output, String, String) {
+    let (db, base) = (path_in(dir, "scan.db"), path_in(dir, "out"));
+    let mut scan = lab.start(&[
+        "-p",
+        "80",
+        "10.201.0.0/17",
+        "--rate",
+        "3000",
+        "-o",
+        "ndjson",
+        "--with-db",
+        "--database",
+        &db,
+        "-oA",
+        &base,
+    ]);
+    scan.wait_for_rows(1);
     // Reading the database while the scan writes it must not disturb the scan.
     let list = prtip_db(&["list", "--database", &db]);
     assert!(list.status.success(), "{}", stderr_of(&list));
     assert!(String::from_utf8_lossy(&list.stdout).contains("running"), "{}", String::from_utf8_lossy(&list.stdout));
-    std::thread::sleep(Duration::from_millis(750));
-    // SAFETY: plain kill(2) on our own child (ip netns exec runs prtip in its place).
-    unsafe { libc::kill(child.id() as i32, signal) };
-    (child.wait_with_output().unwrap(), db, base)
+    scan.wait_for_rows(2000);
+    scan.signal(signal);
+    (scan.finish(), db, base)
+}
+
+/// A scan stopped by `signal` (SIGINT, SIGTERM) ends as interrupted with
+/// every result printed in the database and in every file.
+fn stopped_cleanly_loses_nothing(signal: i32) {
+    let mut lab = Lab::new(true);
+    lab.listen(&[80]);
+    let dir = temp_dir();
+    let (out, db, base) = stopped_scan(&lab, &dir, signal);
+    assert_eq!(out.status.code(), Some(130), "{}", stderr_of(&out));
+    let printed = rows(&out.stdout);
+    let received = printed.len();
+    assert!((2000..32768).contains(&received), "{received} results");
+    assert_eq!(count(&db, "SELECT COUNT(*) FROM scan_results"), received);
+    assert_eq!(sql(&db, "SELECT status FROM scans"), "interrupted");
+    assert_eq!(sql(&db, "SELECT open_count FROM scans"), received.to_string());
+    let stored = sql(&db, "SELECT ip || ' ' || port || ' ' || state || ' ' || reason FROM scan_results");
+    let stored: BTreeSet<&str> = stored.lines().collect();
+    let said: Vec<String> = printed.iter().map(|r| format!("{} {} {} {}", r.ip, r.port, r.state, r.reason)).collect();
+    assert!(stored == said.iter().map(String::as_str).collect(), "the database holds other results than were printed");
+    assert_eq!(rows(&std::fs::read(format!("{base}.json")).unwrap()).len(), received);
+    assert_eq!(std::fs::read_to_string(format!("{base}.csv")).unwrap().lines().count(), received + 1);
+    assert_files_hold(&base, &printed);
+    assert!(std::fs::read_to_string(format!("{base}.nmap")).unwrap().contains("(interrupted)"));
+    assert!(std::fs::read_to_string(format!("{base}.xml")).unwrap().contains(r#"exit="error" errormsg="interrupted""#));
+    assert!(!Path::new(&format!("{db}.1.prtip-journal")).exists(), "journal left after a clean stop");
 }
 
 #[test]
 fn sigint_mid_scan_loses_nothing() {
-    let mut lab = Lab::new(true);
-    lab.listen(&[80]);
-    let dir = TempDir::new("sigint");
-    let (out, db, base) = stopped_scan(&lab, &dir, libc::SIGINT);
-    assert_eq!(out.status.code(), Some(130), "{}", stderr_of(&out));
-    let received = rows(&out.stdout).len();
-    assert!(received > 1000 && received < 32768, "{received} results");
-    // Every result printed is in the database and in every file.
-    assert_eq!(count(&db, "SELECT COUNT(*) FROM scan_results"), received);
-    assert_eq!(sql(&db, "SELECT status FROM scans"), "interrupted");
-    assert_eq!(sql(&db, "SELECT open_count FROM scans"), received.to_string());
-    assert_eq!(rows(&std::fs::read(format!("{base}.json")).unwrap()).len(), received);
-    assert_eq!(std::fs::read_to_string(format!("{base}.csv")).unwrap().lines().count(), received + 1);
-    assert_valid_nmap_xml(&format!("{base}.xml"));
-    assert!(std::fs::read_to_string(format!("{base}.nmap")).unwrap().contains("(interrupted)"));
-    assert!(!Path::new(&format!("{db}.1.prtip-journal")).exists(), "journal left after a clean stop");
+    stopped_cleanly_loses_nothing(libc::SIGINT);
+}
+
+#[test]
+fn sigterm_mid_scan_loses_nothing() {
+    stopped_cleanly_loses_nothing(libc::SIGTERM);
 }
 
 #[test]
 fn sigkill_leaves_a_database_that_recovers_from_its_journal() {
     let mut lab = Lab::new(true);
     lab.listen(&[80]);
-    let dir = TempDir::new("sigkill");
+    let dir = temp_dir();
     let (out, db, _) = stopped_scan(&lab, &dir, libc::SIGKILL);
     assert_eq!(out.status.code(), None, "killed by a signal");
     // The kill may cut the last line short: count the complete ones.
@@ -226,13 +203,16 @@ fn sigkill_leaves_a_database_that_recovers_from_its_journal() {
     assert!(!Path::new(&format!("{db}.1.prtip-journal")).exists());
 }
 
-struct Tmpfs(TempDir);
+/// A small tmpfs mounted on a directory of the test's own, unmounted before the directory goes.
+struct Tmpfs(tempfile::TempDir);
 
 impl Tmpfs {
-    fn mount(name: &str, size: &str) -> Tmpfs {
-        let dir = TempDir::new(name);
-        let st =
-            Command::new("mount").args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"]).arg(&dir.0).status();
+    fn mount(size: &str) -> Tmpfs {
+        let dir = temp_dir();
+        let st = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(dir.path())
+            .status();
         assert!(st.unwrap().success(), "mount tmpfs");
         Tmpfs(dir)
     }
@@ -240,7 +220,7 @@ impl Tmpfs {
 
 impl Drop for Tmpfs {
     fn drop(&mut self) {
-        let _ = Command::new("umount").arg(&self.0.0).status();
+        let _ = Command::new("umount").arg(self.0.path()).status();
     }
 }
 
@@ -248,8 +228,8 @@ impl Drop for Tmpfs {
 fn a_full_disk_gives_a_clear_error_and_a_consistent_database() {
     let mut lab = Lab::new(true);
     lab.listen(&[80]);
-    let disk = Tmpfs::mount("full", "1m");
-    let db = disk.0.path("scan.db");
+    let disk = Tmpfs::mount("1m");
+    let db = path_in(&disk.0, "scan.db");
     let out =
         lab.prtip(&["-p", "80-83", "10.201.0.0/18", "--with-db", "--database", &db, "-q", "--open"]).output().unwrap();
     let err = stderr_of(&out);

@@ -4,11 +4,12 @@
 mod common;
 
 use common::{
-    Lab, assert_one_host_truth, assert_sweep_truth, in_netns, one_host_target, ports_in, rows, stderr_of, sweep_target,
+    Lab, Running, assert_one_host_truth, assert_sweep_truth, in_netns, one_host_target, ports_in, rows, stderr_of,
+    sweep_target,
 };
 use std::net::TcpStream;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Duration;
 
 /// Whether an XDP program is attached to the scanner's interface.
 fn xdp_attached(lab: &Lab) -> bool {
@@ -109,19 +110,22 @@ fn sweep_of_a_16_through_af_xdp_finds_exact_truth() {
 }
 
 /// A slow AF_XDP scan (about 16 s), started and seen attached.
-fn slow_scan(lab: &Lab) -> Child {
-    let child = lab
-        .prtip(&["-p", "80", "10.201.0.0/17", "--transport", "xdp", "--rate", "2000", "-o", "ndjson", "--open", "-q"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let started = Instant::now();
-    while !xdp_attached(lab) {
-        assert!(started.elapsed() < Duration::from_secs(5), "the XDP program never appeared");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    child
+fn slow_scan(lab: &Lab) -> Running {
+    let mut scan = lab.start(&[
+        "-p",
+        "80",
+        "10.201.0.0/17",
+        "--transport",
+        "xdp",
+        "--rate",
+        "2000",
+        "-o",
+        "ndjson",
+        "--open",
+        "-q",
+    ]);
+    scan.wait_until("the XDP program attached", |_| xdp_attached(lab));
+    scan
 }
 
 #[test]
@@ -134,11 +138,11 @@ fn the_xdp_program_never_outlives_prtip() {
     assert!(!xdp_attached(&lab), "after a normal end");
     // SIGINT, SIGTERM and SIGKILL in the middle of a scan.
     for (signal, status) in [(libc::SIGINT, Some(130)), (libc::SIGTERM, Some(130)), (libc::SIGKILL, None)] {
-        let child = slow_scan(&lab);
-        std::thread::sleep(Duration::from_millis(300));
-        // SAFETY: kill(2) on our own child (ip netns exec runs prtip in its place).
-        unsafe { libc::kill(child.id() as i32, signal) };
-        let out = child.wait_with_output().unwrap();
+        let mut scan = slow_scan(&lab);
+        // In the middle of the scan: it has results.
+        scan.wait_for_rows(1);
+        scan.signal(signal);
+        let out = scan.finish();
         assert_eq!(out.status.code(), status, "signal {signal}: {}", stderr_of(&out));
         assert!(!xdp_attached(&lab), "after signal {signal}");
     }
@@ -185,9 +189,8 @@ fn an_interface_with_an_xdp_program_is_left_alone() {
         line.starts_with("FAIL") && line.contains("(native); prtip does not replace it -> use --transport raw"),
         "{line}"
     );
-    // SAFETY: kill(2) on our own child.
-    unsafe { libc::kill(first.id() as i32, libc::SIGINT) };
-    first.wait_with_output().unwrap();
+    first.signal(libc::SIGINT);
+    first.finish();
     assert!(!xdp_attached(&lab));
 }
 
@@ -196,7 +199,7 @@ fn frames_that_are_not_replies_still_reach_the_kernel() {
     // No neighbour entry: the kernel's own ARP must get through too.
     let mut lab = Lab::new(false);
     lab.listen(&[22, 80]);
-    let scan = slow_scan(&lab);
+    let mut scan = slow_scan(&lab);
     // The scanner host's own TCP connection, to a port and from a port that are not the scan's.
     let connected = in_netns(&lab.scan_ns, || {
         TcpStream::connect_timeout(&"10.201.0.9:22".parse().unwrap(), Duration::from_secs(3)).is_ok()
@@ -207,9 +210,10 @@ fn frames_that_are_not_replies_still_reach_the_kernel() {
         .output()
         .expect("ping (iputils-ping) must be installed");
     assert!(xdp_attached(&lab), "the scan's program was not attached during the checks");
-    // SAFETY: kill(2) on our own child.
-    unsafe { libc::kill(scan.id() as i32, libc::SIGINT) };
-    let out = scan.wait_with_output().unwrap();
+    // Its own replies came through while the program ran, as well as the host's.
+    scan.wait_for_rows(1);
+    scan.signal(libc::SIGINT);
+    let out = scan.finish();
     assert!(connected, "a TCP connection from the scanner host failed while the scan ran");
     assert!(ping.status.success(), "ping failed while the scan ran: {}", String::from_utf8_lossy(&ping.stdout));
     assert!(!rows(&out.stdout).is_empty(), "the scan itself found nothing");

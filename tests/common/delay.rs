@@ -24,6 +24,8 @@ pub struct DelayLab {
     threads: Vec<JoinHandle<()>>,
     sockets: [i32; 2],
     listeners: Vec<std::net::TcpListener>,
+    /// prtip's XDG_STATE_HOME, removed with the lab.
+    state: tempfile::TempDir,
 }
 
 fn packet_socket(ifname: &str) -> i32 {
@@ -155,6 +157,7 @@ impl DelayLab {
             threads,
             sockets: [scan_side, target_side],
             listeners,
+            state: super::temp_dir(),
         }
     }
 
@@ -165,7 +168,7 @@ impl DelayLab {
 
     /// A prtip command that runs inside the scanner namespace.
     pub fn prtip(&self, args: &[&str]) -> Command {
-        super::prtip_in(&self.scan_ns, &super::state_dir_of(&self.scan_ns), args)
+        super::prtip_in(&self.scan_ns, self.state.path(), args)
     }
 }
 
@@ -183,6 +186,5 @@ impl Drop for DelayLab {
         for ns in [&self.scan_ns, &self.middle_ns, &self.target_ns] {
             let _ = Command::new("ip").args(["netns", "del", ns]).status();
         }
-        let _ = std::fs::remove_dir_all(super::state_dir_of(&self.scan_ns));
     }
 }

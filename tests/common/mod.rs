@@ -16,9 +16,13 @@
 
 pub mod delay;
 
+use std::collections::BTreeSet;
+use std::io::Read;
 use std::net::TcpListener;
-use std::process::{Command, Output, Stdio};
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 pub const SCANNER_IP: &str = "10.200.0.1";
 pub const SCANNER_IP6: &str = "fd00:200::1";
@@ -34,6 +38,7 @@ pub struct Lab {
     pub scan_if: String,
     /// prtip's XDG_STATE_HOME, where checkpoints go: the lab's own, removed with it.
     pub state_dir: std::path::PathBuf,
+    _state: tempfile::TempDir,
     listeners: Vec<TcpListener>,
 }
 
@@ -111,11 +116,13 @@ impl Lab {
         require_root();
         static NEXT: AtomicU32 = AtomicU32::new(0);
         let p = format!("pt{}{}", std::process::id() % 100_000, NEXT.fetch_add(1, Ordering::Relaxed));
+        let state = temp_dir();
         let lab = Lab {
             scan_ns: format!("{p}s"),
             target_ns: format!("{p}t"),
             scan_if: scan_if.map_or_else(|| format!("{p}0"), str::to_string),
-            state_dir: state_dir_of(&format!("{p}s")),
+            state_dir: state.path().to_path_buf(),
+            _state: state,
             listeners: Vec::new(),
         };
         let tif = format!("{p}1");
@@ -233,16 +240,23 @@ impl Lab {
         prtip_in(&self.scan_ns, &self.state_dir, args)
     }
 
-    /// Runs prtip with `args` and sends it SIGINT after `after`, or lets it finish.
-    pub fn run_prtip(&self, args: &[&str], after: Option<std::time::Duration>) -> Output {
-        let child = self.prtip(args).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
-        if let Some(after) = after {
-            std::thread::sleep(after);
-            // `ip netns exec` runs prtip in place of itself, so the child is prtip.
-            // SAFETY: plain kill(2) on our own child.
-            unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
-        }
-        child.wait_with_output().unwrap()
+    /// Starts prtip with `args`, its output read as it comes.
+    pub fn start(&self, args: &[&str]) -> Running {
+        Running::start(&mut self.prtip(args))
+    }
+
+    /// Runs prtip with `args`, stops it with SIGINT once it has printed
+    /// `rows` result lines, and waits for it to end.
+    pub fn interrupt_after_rows(&self, args: &[&str], rows: usize) -> Output {
+        let mut run = self.start(args);
+        run.wait_for_rows(rows);
+        run.signal(libc::SIGINT);
+        run.finish()
+    }
+
+    /// The checkpoint file (not its results file) of the scan in the lab's state directory.
+    pub fn checkpoint_file(&self) -> Option<std::path::PathBuf> {
+        self.checkpoints().into_iter().find(|p| p.extension().is_some_and(|e| e == "json"))
     }
 
     /// The checkpoint files prtip left in the lab's state directory.
@@ -258,16 +272,10 @@ impl Lab {
 impl Drop for Lab {
     fn drop(&mut self) {
         self.listeners.clear();
-        let _ = std::fs::remove_dir_all(&self.state_dir);
         for ns in [&self.scan_ns, &self.target_ns] {
             let _ = Command::new("ip").args(["netns", "del", ns]).status();
         }
     }
-}
-
-/// Where prtip run in namespace `ns` keeps its checkpoints (its XDG_STATE_HOME).
-pub fn state_dir_of(ns: &str) -> std::path::PathBuf {
-    std::env::temp_dir().join(format!("prtip-state-{ns}"))
 }
 
 /// A prtip command that runs in namespace `ns`, keeping its checkpoints in `state_dir`.
@@ -380,4 +388,282 @@ pub fn assert_sweep_truth(rows: &[Row]) {
     let filtered = hosts("filtered");
     assert_eq!(filtered.len(), 32768);
     assert!(filtered.iter().all(|a| !local(a)));
+}
+
+/// How long a test waits for a scan to reach the point it needs: far longer
+/// than any step takes, so that only a step that never comes fails the wait,
+/// however busy the machine is.
+pub const READY_WITHIN: Duration = Duration::from_secs(30);
+
+/// Polls `ready` until it holds; fails the test after `READY_WITHIN`.
+pub fn wait_until(what: &str, mut ready: impl FnMut() -> bool) {
+    let deadline = Instant::now() + READY_WITHIN;
+    while !ready() {
+        assert!(Instant::now() < deadline, "not within {READY_WITHIN:?}: {what}");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// One output stream of a running prtip, collected as it comes.
+#[derive(Clone, Default)]
+struct Collected {
+    bytes: Arc<Mutex<Vec<u8>>>,
+    lines: Arc<AtomicUsize>,
+}
+
+impl Collected {
+    fn read_from(&self, mut from: impl Read + Send + 'static) -> std::thread::JoinHandle<()> {
+        let me = self.clone();
+        std::thread::spawn(move || {
+            let mut chunk = vec![0; 1 << 16];
+            while let Ok(n @ 1..) = from.read(&mut chunk) {
+                me.bytes.lock().unwrap().extend_from_slice(&chunk[..n]);
+                me.lines.fetch_add(chunk[..n].iter().filter(|&&b| b == b'\n').count(), Ordering::Relaxed);
+            }
+        })
+    }
+
+    fn take(&self) -> Vec<u8> {
+        std::mem::take(&mut self.bytes.lock().unwrap())
+    }
+}
+
+/// A prtip the test acts on while it runs: it waits for what the scan has
+/// printed or stored, not for time to pass, before it signals it.
+pub struct Running {
+    child: Child,
+    stdout: Collected,
+    stderr: Collected,
+    readers: Vec<std::thread::JoinHandle<()>>,
+}
+
+impl Running {
+    pub fn start(cmd: &mut Command) -> Running {
+        let mut child = cmd.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+        let (stdout, stderr) = (Collected::default(), Collected::default());
+        let readers =
+            vec![stdout.read_from(child.stdout.take().unwrap()), stderr.read_from(child.stderr.take().unwrap())];
+        Running { child, stdout, stderr, readers }
+    }
+
+    /// Complete lines printed on standard output so far.
+    pub fn lines(&self) -> usize {
+        self.stdout.lines.load(Ordering::Relaxed)
+    }
+
+    pub fn stderr(&self) -> String {
+        String::from_utf8_lossy(&self.stderr.bytes.lock().unwrap()).into_owned()
+    }
+
+    /// Waits until `ready` holds; fails the test if prtip ends first.
+    pub fn wait_until(&mut self, what: &str, mut ready: impl FnMut(&Running) -> bool) {
+        wait_until(what, || {
+            if ready(self) {
+                return true;
+            }
+            if let Some(status) = self.child.try_wait().unwrap() {
+                panic!("prtip ended ({status}) before {what}: {}", self.stderr());
+            }
+            false
+        });
+    }
+
+    /// Waits until standard output has `n` complete lines.
+    pub fn wait_for_rows(&mut self, n: usize) {
+        self.wait_until(&format!("{n} lines printed"), |r| r.lines() >= n);
+    }
+
+    /// Waits until standard error has a line that `line` accepts.
+    pub fn wait_for_stderr(&mut self, what: &str, line: impl Fn(&str) -> bool) {
+        self.wait_until(what, |r| r.stderr().lines().any(&line));
+    }
+
+    /// Whether prtip has ended.
+    pub fn ended(&mut self) -> bool {
+        self.child.try_wait().unwrap().is_some()
+    }
+
+    pub fn signal(&self, signal: i32) {
+        // `ip netns exec` and `unshare` run prtip in place of themselves, so the child is prtip.
+        // SAFETY: plain kill(2) on our own child, not yet reaped.
+        unsafe { libc::kill(self.child.id() as i32, signal) };
+    }
+
+    /// Waits for prtip to end; everything it printed.
+    pub fn finish(mut self) -> Output {
+        let status = self.child.wait().unwrap();
+        for r in self.readers {
+            r.join().unwrap();
+        }
+        Output { status, stdout: self.stdout.take(), stderr: self.stderr.take() }
+    }
+}
+
+/// The cursor (pass, position) of checkpoint file `path`, once there is one.
+/// prtip writes it whole and renames it into place, so what is read is whole.
+pub fn checkpoint_cursor(path: &std::path::Path) -> Option<(u64, u64)> {
+    let v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(path).ok()?).ok()?;
+    Some((v["pass"].as_u64()?, v["position"].as_u64()?))
+}
+
+/// A directory of the test's own, removed when dropped.
+pub fn temp_dir() -> tempfile::TempDir {
+    tempfile::Builder::new().prefix("prtip-test-").tempdir().unwrap()
+}
+
+/// `name` in `dir`, as an argument.
+pub fn path_in(dir: &tempfile::TempDir, name: &str) -> String {
+    dir.path().join(name).to_str().unwrap().to_string()
+}
+
+/// The answer of the sqlite3 shell to `query` on database `db`, trimmed.
+pub fn sql(db: &str, query: &str) -> String {
+    try_sql(db, query).unwrap_or_else(|e| panic!("sqlite3 {query}: {e}"))
+}
+
+/// As `sql`, for a database a running scan writes, which may be busy a moment.
+pub fn try_sql(db: &str, query: &str) -> Result<String, String> {
+    let out = Command::new("sqlite3").args([db, query]).output().expect("sqlite3 must be installed");
+    match out.status.success() {
+        true => Ok(String::from_utf8(out.stdout).unwrap().trim().to_string()),
+        false => Err(stderr_of(&out)),
+    }
+}
+
+/// Fails the test unless `path` is XML that nmap's own DTD accepts.
+pub fn assert_valid_nmap_xml(path: &str) {
+    let out = Command::new("xmllint")
+        .args(["--noout", "--dtdvalid", "/usr/share/nmap/nmap.dtd", path])
+        .output()
+        .expect("xmllint (libxml2-utils) and nmap's DTD must be installed");
+    assert!(out.status.success(), "{path} is not valid nmap XML: {}", stderr_of(&out));
+}
+
+/// Fails with a few of the differences when `got` is not `want`; sets of
+/// 65536 entries are too long to print whole.
+fn assert_same<T: Ord + std::fmt::Debug>(what: &str, want: &BTreeSet<T>, got: &BTreeSet<T>) {
+    let missing: Vec<&T> = want.difference(got).take(5).collect();
+    let extra: Vec<&T> = got.difference(want).take(5).collect();
+    assert!(
+        missing.is_empty() && extra.is_empty(),
+        "{what} differs from standard output ({} entries, {} printed): lacks {missing:?}..., adds {extra:?}...",
+        got.len(),
+        want.len()
+    );
+}
+
+/// What each result says, whichever format carries it: (ip, port, state, reason).
+fn said(rows: &[Row], what: &str) -> BTreeSet<(String, u16, String, String)> {
+    let set: BTreeSet<_> = rows.iter().map(|r| (r.ip.clone(), r.port, r.state.clone(), r.reason.clone())).collect();
+    assert_eq!(set.len(), rows.len(), "{what} reports a port twice");
+    set
+}
+
+/// What a per-host report (XML, grepable) shows of `rows`, by nmap's rule:
+/// one entry per host, each open port listed, any other state summarised
+/// with its count and the reason of its lowest port when it covers more
+/// than 25 ports of the host, listed otherwise. `reasons` false leaves the
+/// reasons out, as the grepable format does.
+fn per_host(rows: &[Row], reasons: bool) -> BTreeSet<String> {
+    let mut hosts: std::collections::BTreeMap<&str, Vec<&Row>> = Default::default();
+    for r in rows {
+        hosts.entry(&r.ip).or_default().push(r);
+    }
+    let reason = |r: &Row| if reasons { r.reason.clone() } else { String::new() };
+    let mut shown = BTreeSet::new();
+    for (ip, mut ports) in hosts {
+        ports.sort_by_key(|r| r.port);
+        shown.insert(format!("host {ip}"));
+        let count = |s: &str| ports.iter().filter(|r| r.state == s).count();
+        for s in ["closed", "filtered", "undecided"].into_iter().filter(|s| count(s) > 25) {
+            let lowest = ports.iter().find(|r| r.state == s).unwrap();
+            shown.insert(format!("{ip} {s} x{} {}", count(s), reason(lowest)));
+        }
+        for r in ports.iter().filter(|r| r.state == "open" || count(&r.state) <= 25) {
+            shown.insert(format!("{ip} {} {} {}", r.port, r.state, reason(r)));
+        }
+    }
+    shown
+}
+
+/// The value of attribute `name` in one line of XML.
+fn attr<'a>(line: &'a str, name: &str) -> &'a str {
+    let key = format!(" {name}=\"");
+    let at = line.find(&key).unwrap_or_else(|| panic!("no {name} in {line}")) + key.len();
+    &line[at..at + line[at..].find('"').unwrap()]
+}
+
+/// What prtip's XML (one element a line) shows, as `per_host` puts it.
+fn xml_shows(xml: &str) -> BTreeSet<String> {
+    let mut shown = BTreeSet::new();
+    let mut ip = String::new();
+    let mut lines = xml.lines();
+    while let Some(line) = lines.next() {
+        let fresh = if line.starts_with("<address ") {
+            ip = attr(line, "addr").to_string();
+            shown.insert(format!("host {ip}"))
+        } else if line.starts_with("<extraports ") {
+            let reasons = lines.next().unwrap();
+            let (state, count) = (attr(line, "state"), attr(line, "count"));
+            assert_eq!(attr(reasons, "count"), count, "{reasons}");
+            shown.insert(format!("{ip} {state} x{count} {}", attr(reasons, "reason")))
+        } else if line.starts_with("<port ") {
+            let (port, state, reason) = (attr(line, "portid"), attr(line, "state"), attr(line, "reason"));
+            shown.insert(format!("{ip} {port} {state} {reason}"))
+        } else {
+            true
+        };
+        assert!(fresh, "said twice in the XML: {line} (host {ip})");
+    }
+    shown
+}
+
+/// What prtip's grepable report shows, as `per_host` puts it without reasons.
+fn grepable_shows(gnmap: &str) -> BTreeSet<String> {
+    let mut shown = BTreeSet::new();
+    for line in gnmap.lines().filter(|l| l.starts_with("Host: ")) {
+        let mut fields = line.split('\t');
+        let ip = fields.next().unwrap().strip_prefix("Host: ").unwrap().strip_suffix(" ()").unwrap();
+        let mut said = vec![format!("host {ip}")];
+        let ports = fields.next().unwrap().strip_prefix("Ports: ").unwrap();
+        for p in ports.split(", ").filter(|p| !p.is_empty()) {
+            let f: Vec<&str> = p.split('/').collect();
+            assert_eq!(f[2..], ["tcp", "", "", "", "", "", ""], "{p}");
+            said.push(format!("{ip} {} {} ", f[0], f[1]));
+        }
+        for ignored in fields {
+            let (state, count) = ignored.strip_prefix("Ignored State: ").unwrap().split_once(" (").unwrap();
+            said.push(format!("{ip} {state} x{} ", count.strip_suffix(')').unwrap()));
+        }
+        for s in said {
+            assert!(shown.insert(s), "said twice in the grepable file: {line}");
+        }
+    }
+    shown
+}
+
+/// The files `-oA base` wrote hold exactly the results standard output
+/// printed (`printed`: of every run, for a resumed scan): the JSON and CSV
+/// files the same (ip, port, state, reason) set, each once; the XML and
+/// grepable reports the same hosts with the same ports listed and
+/// summarised; and the XML passes nmap's DTD.
+pub fn assert_files_hold(base: &str, printed: &[Row]) {
+    let want = said(printed, "standard output");
+    let read = |ext: &str| std::fs::read_to_string(format!("{base}.{ext}")).unwrap();
+    assert_same("the JSON file", &want, &said(&rows(read("json").as_bytes()), "the JSON file"));
+    let csv = read("csv");
+    let mut lines = csv.lines();
+    assert_eq!(lines.next(), Some("ip,port,proto,state,reason,ttl,rtt_us,time"));
+    let csv: Vec<Row> = lines
+        .map(|l| {
+            let f: Vec<&str> = l.split(',').collect();
+            assert_eq!((f.len(), f[2]), (8, "tcp"), "{l}");
+            let (port, ttl, rtt_us) = (f[1].parse().unwrap(), f[5].parse().ok(), f[6].parse().ok());
+            Row { ip: f[0].into(), port, state: f[3].into(), reason: f[4].into(), ttl, rtt_us }
+        })
+        .collect();
+    assert_same("the CSV file", &want, &said(&csv, "the CSV file"));
+    assert_same("the XML file", &per_host(printed, true), &xml_shows(&read("xml")));
+    assert_valid_nmap_xml(&format!("{base}.xml"));
+    assert_same("the grepable file", &per_host(printed, false), &grepable_shows(&read("gnmap")));
 }
