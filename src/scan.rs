@@ -50,21 +50,31 @@ impl ScanError {
     /// a file, a database): exit status 2 when `prepare` finds it, as for
     /// any other bad input. The same error later, mid-scan, is a failure.
     pub fn is_bad_input(&self) -> bool {
-        matches!(
-            self,
-            ScanError::Net(
+        // A path that names nothing usable; a full disk or a failing one is no mistake of the user's.
+        let unusable = |e: &io::Error| {
+            matches!(e.kind(), io::ErrorKind::NotFound | io::ErrorKind::PermissionDenied | io::ErrorKind::IsADirectory)
+                || e.raw_os_error().is_none()
+                || e.raw_os_error() == Some(libc::ELOOP)
+        };
+        match self {
+            ScanError::Net(e) => matches!(
+                e,
                 NetError::NoInterface(_)
                     | NetError::SourceFamily { .. }
                     | NetError::NotEthernet { .. }
                     | NetError::MixedInterfaces { .. }
-            ) | ScanError::Store(
-                StoreError::Output { .. }
-                    | StoreError::Database { .. }
-                    | StoreError::DatabaseFile { .. }
-                    | StoreError::NewerSchema { .. }
-                    | StoreError::ForeignSchema(_)
-            ) | ScanError::LatencyFile { .. }
-        )
+            ),
+            ScanError::Store(StoreError::Output { source, .. } | StoreError::DatabaseFile { source, .. }) => {
+                unusable(source)
+            }
+            ScanError::Store(StoreError::Database { source, .. }) => matches!(
+                source.sqlite_error_code(),
+                Some(rusqlite::ErrorCode::NotADatabase | rusqlite::ErrorCode::CannotOpen)
+            ),
+            ScanError::Store(e) => e.names_the_wrong_database(),
+            ScanError::LatencyFile { source, .. } => unusable(source),
+            _ => false,
+        }
     }
 }
 

@@ -51,6 +51,9 @@ fn bad_input_gets_one_line_and_status_2() {
         "stale.json",
         r#"{"prtip_checkpoint":1,"arguments":["-p","80","--bogus","10.0.0.1"],"seed":1,"hosts":[[1,1]],"pass":0,"position":0,"sent":0}"#,
     );
+    // A file given by mistake as a target list: its lines must not be echoed.
+    let secrets = temp_file(&dir, "passwd", "root:x:0:0:root:/root:/bin/bash\n");
+    let (db, same) = (path_in(&dir, "scan.db"), path_in(&dir, "same"));
     let cases: Vec<Vec<&str>> = vec![
         // targets
         vec!["10.0.0.256"],
@@ -110,6 +113,21 @@ fn bad_input_gets_one_line_and_status_2() {
         vec!["-iL", "/nonexistent/prtip-targets"],
         vec!["--exclude-file", "/nonexistent/prtip-exclude", "10.0.0.1"],
         vec!["-iL", &bad_targets],
+        vec!["-iL", &secrets],
+        vec!["--exclude-file", &secrets, "10.0.0.1"],
+        // files that cannot be written, or that two outputs would share
+        vec!["-oN", "/nonexistent/prtip.nmap", "10.0.0.1"],
+        vec!["--latency-file", "/nonexistent/prtip.hgrm", "10.0.0.1"],
+        vec!["--with-db", "--database", "/nonexistent/prtip.db", "10.0.0.1"],
+        vec!["--with-db", "--database", &db, "-oN", &db, "10.0.0.1"],
+        vec!["--with-db", "--database", &db, "--latency-file", &db, "10.0.0.1"],
+        vec!["-oX", &same, "-oG", &same, "10.0.0.1"],
+        // the network named
+        vec!["-i", "nosuchif", "10.0.0.1"],
+        vec!["--gateway-mac", "ff:ff:ff:ff:ff:ff", "10.0.0.1"],
+        vec!["--gateway-mac", "01:00:5e:00:00:01", "10.0.0.1"],
+        vec!["--gateway-mac", "00:00:00:00:00:00", "10.0.0.1"],
+        vec!["--wait", "0", "--retries", "2", "10.0.0.1"],
         // checkpoints
         vec!["--resume", "/nonexistent/prtip.json"],
         vec!["--resume", &junk_checkpoint],
@@ -119,10 +137,11 @@ fn bad_input_gets_one_line_and_status_2() {
         vec!["--resume", "7", "--database", "/nonexistent/prtip.db"],
         vec!["--resume", "--dry-run"],
     ];
-    assert!(cases.len() >= 20);
+    assert!(cases.len() >= 40);
     for args in &cases {
         let out = prtip(args);
         let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!err.contains("root:x"), "{args:?} echoed a file's contents: {err}");
         assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
         assert_eq!(err.lines().count(), 1, "{args:?} printed more than one line: {err}");
         assert!(err.starts_with("prtip: "), "{args:?}: {err}");

@@ -1,6 +1,8 @@
 //! `--resume`: a scan interrupted at several points and resumed each time
 //! finds exactly what one uninterrupted scan finds, each result once, with
-//! and without a database. Run as root (CI does).
+//! and without a database; the last run's output alone is the whole scan,
+//! since a resumed run prints the earlier runs' results first. Run as root
+//! (CI does).
 
 mod common;
 
@@ -27,10 +29,19 @@ fn interrupted_in_the_retry_pass(lab: &Lab, args: &[&str], pass: impl Fn() -> Op
     run.finish()
 }
 
+/// Whether every row of `earlier` is in `later`, as it was.
+fn assert_said_again(earlier: &[Row], later: &[Row], what: &str) {
+    let key = |r: &Row| (r.ip.clone(), r.port, r.state.clone(), r.reason.clone());
+    let later: std::collections::BTreeSet<_> = later.iter().map(key).collect();
+    let missing = earlier.iter().filter(|r| !later.contains(&key(r))).count();
+    assert_eq!(missing, 0, "{what}: {missing} of the earlier run's results are not printed again");
+}
+
 /// Interrupts the scan twice (in pass 0, then, in the first resumed run, in
 /// the retry pass, which `pass` reads from the checkpoint) and lets the
 /// second resumed run finish. `between` runs after the first interruption,
-/// with its output. Returns every run's standard output rows, in order.
+/// with its output. Each run prints what the ones before printed; returns
+/// the last run's standard output rows.
 fn interrupted_twice(
     lab: &Lab,
     first: &[&str],
@@ -40,18 +51,19 @@ fn interrupted_twice(
 ) -> Vec<Row> {
     let out = lab.interrupt_after_rows(first, FIRST_STOP);
     assert_eq!(out.status.code(), Some(130), "run 0: {}", stderr_of(&out));
-    let mut all = rows(&out.stdout);
-    assert!(all.len() < 65536, "run 0 was not interrupted: {} rows", all.len());
+    let run0 = rows(&out.stdout);
+    assert!(run0.len() < 65536, "run 0 was not interrupted: {} rows", run0.len());
     between(&out);
     let out = interrupted_in_the_retry_pass(lab, resume, pass);
     assert_eq!(out.status.code(), Some(130), "run 1: {}", stderr_of(&out));
-    let got = rows(&out.stdout);
-    assert!(got.len() < 65536, "run 1 was not interrupted: {} rows", got.len());
-    all.extend(got);
+    let run1 = rows(&out.stdout);
+    assert!(run1.len() < 65536, "run 1 was not interrupted: {} rows", run1.len());
+    assert_said_again(&run0, &run1, "run 1");
     let out = lab.prtip(resume).output().unwrap();
     assert_eq!(out.status.code(), Some(0), "run 2: {}", stderr_of(&out));
-    all.extend(rows(&out.stdout));
-    all
+    let run2 = rows(&out.stdout);
+    assert_said_again(&run1, &run2, "run 2");
+    run2
 }
 
 #[test]
@@ -70,11 +82,11 @@ fn resumed_runs_without_a_database_add_up_to_one_uninterrupted_scan() {
     };
     // The interrupted run says how to resume; a bare --resume takes the newest checkpoint.
     let pass = || common::checkpoint_cursor(&lab.checkpoint_file()?).map(|(pass, _)| pass);
-    let union = interrupted_twice(&lab, &first, &["--resume", "-q"], pass, torn);
-    assert_sweep_truth(&union);
+    let last = interrupted_twice(&lab, &first, &["--resume", "-q"], pass, torn);
+    assert_sweep_truth(&last);
     // The output files are written anew by each run, the earlier runs' results first.
     assert_sweep_truth(&rows(&std::fs::read(format!("{base}.json")).unwrap()));
-    assert_files_hold(base, &union);
+    assert_files_hold(base, &last);
     assert!(lab.checkpoints().is_empty(), "a completed scan leaves no checkpoint: {:?}", lab.checkpoints());
 }
 
@@ -92,8 +104,8 @@ fn resumed_runs_with_a_database_finish_the_same_scan() {
         assert!(stderr_of(first).contains(&hint), "{}", stderr_of(first));
         assert!(lab.checkpoints().is_empty(), "with a database the checkpoint is in the database");
     };
-    let union = interrupted_twice(&lab, &first, &resume, pass, checkpoint_in_the_database);
-    assert_sweep_truth(&union);
+    let last = interrupted_twice(&lab, &first, &resume, pass, checkpoint_in_the_database);
+    assert_sweep_truth(&last);
     let sql = |q: &str| sql(db, q);
     assert_eq!(sql("SELECT COUNT(*) FROM scans"), "1", "one scan, resumed in place");
     assert_eq!(sql("SELECT status, open_count, closed_count, filtered_count FROM scans"), "completed|2048|30720|32768");
@@ -157,7 +169,7 @@ const WHOLE_SWEEP_PROBES: u64 = 65536 + 32768;
 
 /// The killed scan's database, once recovered, holds its replies and a
 /// checkpoint; resumed from there, the scan sends fewer probes than the whole
-/// sweep and prints exactly the results the database did not hold yet.
+/// sweep, prints what the database held first, and then exactly the rest.
 #[test]
 fn a_killed_scan_resumes_from_its_last_checkpoint() {
     let mut lab = Lab::new(true);
@@ -186,12 +198,14 @@ fn a_killed_scan_resumes_from_its_last_checkpoint() {
         .collect();
     assert!(!kept.is_empty(), "the killed run stored nothing");
     let sent_before: u64 = sql(&db, "SELECT probes_sent FROM scans").parse().unwrap();
-    let out = lab.prtip(&["--resume", "1", "--database", &db]).output().unwrap();
+    let out = lab.prtip(&["--resume", "1", "--database", &db, "-v"]).output().unwrap();
     assert_eq!(out.status.code(), Some(0), "{}", stderr_of(&out));
     let printed = rows(&out.stdout);
-    assert!(printed.len() < 65536, "the resumed run printed the whole sweep again");
-    // What the resumed run printed and what the database held are the whole sweep, each result once.
-    assert_sweep_truth(&[kept, printed].concat());
+    // The resumed run's output alone is the whole sweep, each result once, what the database held first.
+    assert_sweep_truth(&printed);
+    assert_said_again(&kept, &printed[..kept.len()], "the resumed run");
+    let first_note = format!("prtip: {} results of the interrupted runs were printed first", kept.len());
+    assert!(stderr_of(&out).contains(&first_note), "{first_note}: {}", stderr_of(&out));
     let sent = sql(&db, "SELECT probes_sent FROM scans").parse::<u64>().unwrap() - sent_before;
     assert!(sent < WHOLE_SWEEP_PROBES, "the resumed run sent {sent} probes, as many as the whole sweep");
     assert!(stderr_of(&out).contains(&format!("prtip: {sent} probes sent in ")), "{}", stderr_of(&out));
@@ -229,7 +243,7 @@ fn a_bare_resume_takes_the_newest_of_several_checkpoints() {
     sweep_target(&mut lab);
     let older = ["-p", "80", "10.201.0.0/17", "--rate", "20000", "--wait", "0.5", "-o", "ndjson"];
     let newer = ["-p", "22", "10.201.0.0/18", "--rate", "20000", "--wait", "0.5", "-o", "ndjson"];
-    let mut printed = Vec::new();
+    let mut printed: Vec<Vec<Row>> = Vec::new();
     for args in [&older[..], &newer[..]] {
         let out = lab.interrupt_after_rows(args, 2000);
         assert_eq!(out.status.code(), Some(130), "{}", stderr_of(&out));
@@ -239,9 +253,34 @@ fn a_bare_resume_takes_the_newest_of_several_checkpoints() {
     for (scan, port, prefix) in [(1, 22, 18), (0, 80, 17)] {
         let out = lab.prtip(&["--resume", "-q"]).output().unwrap();
         assert_eq!(out.status.code(), Some(0), "{}", stderr_of(&out));
-        printed[scan].extend(rows(&out.stdout));
-        assert_answering_truth(&printed[scan], port, prefix);
+        let resumed = rows(&out.stdout);
+        assert_said_again(&printed[scan], &resumed, "the resumed run");
+        assert_answering_truth(&resumed, port, prefix);
         // The finished scan's checkpoint goes; the other's stays.
         assert_eq!(lab.checkpoints().len(), 2 * scan, "{:?}", lab.checkpoints());
+    }
+}
+
+/// Killed with SIGKILL at several points, with no database, a scan leaves a
+/// checkpoint whose resume prints the whole scan, each result once: what the
+/// killed run printed (or never got out of its buffer) and the rest.
+#[test]
+fn a_scan_killed_anywhere_resumes_to_output_that_is_the_whole_scan() {
+    let mut lab = Lab::new(true);
+    sweep_target(&mut lab);
+    // Kill points spread over pass 0 (the answers come with the first 49,152
+    // probes) and into the retry pass, which answers nothing.
+    for after_rows in [1, 9000, 27000] {
+        let mut scan = lab.start(&SWEEP);
+        scan.wait_for_rows(after_rows);
+        scan.signal(libc::SIGKILL);
+        let killed = scan.finish();
+        assert_eq!(killed.status.code(), None, "killed by the signal");
+        let out = lab.prtip(&["--resume", "-q"]).output().unwrap();
+        assert_eq!(out.status.code(), Some(0), "after {after_rows} rows: {}", stderr_of(&out));
+        let resumed = rows(&out.stdout);
+        assert_said_again(&rows(&killed.stdout), &resumed, "the resumed run");
+        assert_sweep_truth(&resumed);
+        assert!(lab.checkpoints().is_empty(), "{:?}", lab.checkpoints());
     }
 }

@@ -138,7 +138,7 @@ fn stopped_scan(lab: &Lab, dir: &tempfile::TempDir, signal: i32) -> (Output, Str
     (scan.finish(), db, base)
 }
 
-/// A scan stopped by `signal` (SIGINT, SIGTERM) ends as interrupted with
+/// A scan stopped by `signal` (SIGINT, SIGTERM, SIGHUP) ends as interrupted with
 /// every result printed in the database and in every file.
 fn stopped_cleanly_loses_nothing(signal: i32) {
     let mut lab = Lab::new(true);
@@ -172,6 +172,12 @@ fn sigint_mid_scan_loses_nothing() {
 #[test]
 fn sigterm_mid_scan_loses_nothing() {
     stopped_cleanly_loses_nothing(libc::SIGTERM);
+}
+
+/// A dropped SSH session sends SIGHUP: the scan ends as it does on Ctrl-C.
+#[test]
+fn sighup_mid_scan_loses_nothing() {
+    stopped_cleanly_loses_nothing(libc::SIGHUP);
 }
 
 #[test]
@@ -240,4 +246,18 @@ fn a_full_disk_gives_a_clear_error_and_a_consistent_database() {
     // Every open result still reached standard output.
     assert_eq!(String::from_utf8_lossy(&out.stdout).lines().filter(|l| l.contains("/tcp")).count(), 16384);
     assert_eq!(sql(&db, "PRAGMA integrity_check"), "ok");
+    // Without -q the failure is told when it happens, before the summary's error.
+    let other = Tmpfs::mount("1m");
+    let db2 = path_in(&other.0, "scan.db");
+    let out = lab.prtip(&["-p", "80-83", "10.201.0.0/18", "--with-db", "--database", &db2, "--open"]).output().unwrap();
+    let err = stderr_of(&out);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    let lines: Vec<&str> = err.lines().collect();
+    let warned = lines.iter().position(|l| l.starts_with("prtip: warning: storing results failed ("));
+    let failed = lines.iter().position(|l| l.starts_with("prtip: error: storing results: "));
+    assert!(warned.is_some() && warned < failed, "{err}");
+    // Reading the database needs no room on the full disk.
+    let list = Command::new(env!("CARGO_BIN_EXE_prtip")).args(["db", "list", "--database", &db]).output().unwrap();
+    assert!(list.status.success(), "{}", stderr_of(&list));
+    assert_eq!(String::from_utf8_lossy(&list.stdout).lines().count(), 2, "a header and the scan");
 }
