@@ -44,6 +44,29 @@ impl Permutation {
         x
     }
 
+    /// Where `v` stands in the permuted order: `get(position_of(v)) == v`.
+    /// Cycle-walking backwards undoes cycle-walking forwards: the walk that
+    /// led from a position to `v` passed only through values `>= n`.
+    pub fn position_of(&self, v: u64) -> u64 {
+        debug_assert!(v < self.n);
+        let mut x = self.decrypt(v);
+        while x >= self.n {
+            x = self.decrypt(x);
+        }
+        x
+    }
+
+    fn decrypt(&self, x: u64) -> u64 {
+        let mut left = x >> self.half_bits;
+        let mut right = x & self.half_mask;
+        for key in self.keys.iter().rev() {
+            let prev = right ^ (round(left, *key) & self.half_mask);
+            right = left;
+            left = prev;
+        }
+        (left << self.half_bits) | right
+    }
+
     fn encrypt(&self, x: u64) -> u64 {
         let mut left = x >> self.half_bits;
         let mut right = x & self.half_mask;
@@ -80,6 +103,7 @@ mod tests {
             assert!(v < n, "n={n}: {v} out of range");
             assert!(!seen[v as usize], "n={n}: {v} twice");
             seen[v as usize] = true;
+            assert_eq!(p.position_of(v), i, "n={n}: the inverse of {i}");
         }
     }
 
@@ -110,7 +134,9 @@ mod tests {
         let n = (1u64 << 32) * 65535;
         let p = Permutation::new(n, 7);
         for i in (0..n).step_by((n / 1000) as usize) {
-            assert!(p.get(i) < n);
+            let v = p.get(i);
+            assert!(v < n);
+            assert_eq!(p.position_of(v), i);
         }
     }
 

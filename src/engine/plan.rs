@@ -153,21 +153,29 @@ impl ScanPlan {
     /// so that a target sees a new connection attempt rather than a duplicate SYN.
     pub fn source_port(&self, index: u64, pass: u32) -> u16 {
         let count = u64::from(self.src_ports.1 - self.src_ports.0) + 1;
-        // A loss pass reuses an earlier pass's port, so `sent_from` takes its replies as that pass's.
+        // A loss pass reuses an earlier pass's port, so `pass_from` takes its replies as that pass's.
         let pass = pass % (self.retries + 1);
         self.src_ports.0 + (index.wrapping_add(u64::from(pass)).wrapping_add(self.port_salt) % count) as u16
     }
 
-    /// Whether some pass sent probe `index` from `sport`: a reply to any
-    /// other port of the range is not to one of our probes.
-    pub fn sent_from(&self, index: u64, sport: u16) -> bool {
+    /// The first pass that sends probe `index` from `sport`, if any does: a
+    /// reply to any other port of the range is not to one of our probes.
+    pub fn pass_from(&self, index: u64, sport: u16) -> Option<u32> {
         let count = u64::from(self.src_ports.1 - self.src_ports.0) + 1;
         if !(self.src_ports.0..=self.src_ports.1).contains(&sport) {
-            return false;
+            return None;
         }
         let first = u64::from(self.source_port(index, 0) - self.src_ports.0);
         let offset = (u64::from(sport - self.src_ports.0) + count - first) % count;
-        offset <= u64::from(self.retries)
+        (offset <= u64::from(self.retries)).then_some(offset as u32)
+    }
+
+    /// Where probe `index` stands in this shard's share of the order (the
+    /// `j` of `lane_positions`), if this shard sends it at all.
+    pub fn rank_of(&self, index: u64) -> Option<u64> {
+        let pos = self.order.position_of(index);
+        let from_first = pos.checked_sub(self.shard.index)?;
+        (from_first % self.shard.count == 0).then_some(from_first / self.shard.count)
     }
 }
 
@@ -187,12 +195,29 @@ mod tests {
         for i in 0..1000u64 {
             let used: Vec<u16> = (0..=plan.retries).map(|pass| plan.source_port(i, pass)).collect();
             for sport in 60990..=61100u16 {
-                assert_eq!(plan.sent_from(i, sport), used.contains(&sport), "probe {i} port {sport}");
+                let first = used.iter().position(|&p| p == sport).map(|pass| pass as u32);
+                assert_eq!(plan.pass_from(i, sport), first, "probe {i} port {sport}");
             }
         }
         let single = ScanPlan { src_ports: (40000, 40000), ..plan };
         assert_eq!(single.source_port(7, 3), 40000);
-        assert!(single.sent_from(7, 40000) && !single.sent_from(7, 40001));
+        assert_eq!((single.pass_from(7, 40000), single.pass_from(7, 40001)), (Some(0), None));
+    }
+
+    #[test]
+    fn every_probe_of_a_shard_has_its_rank_and_no_other_does() {
+        let space = crate::target::space::v4_space((1, 100), (1, 10));
+        for shard in [Shard::WHOLE, Shard { index: 1, count: 3 }] {
+            let plan = ScanPlan::new(space.clone(), 9, (61000, 61003), 1, 0, Duration::from_secs(1)).with_shard(shard);
+            let mut ranked = 0;
+            for (j, pos) in plan.lane_positions(0, 1, 0) {
+                assert_eq!(plan.rank_of(plan.target(pos).0), Some(j));
+                ranked += 1;
+            }
+            assert_eq!(ranked, plan.probes_per_pass());
+            let others = (0..space.len()).filter(|&i| plan.rank_of(i).is_none()).count() as u64;
+            assert_eq!(others, space.len() - plan.probes_per_pass(), "{shard:?}");
+        }
     }
 
     #[test]

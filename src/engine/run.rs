@@ -228,6 +228,10 @@ struct Shared {
     /// Per transmit lane, `ScanPlan::linear` of the cursor below which the
     /// lane has sent all its positions.
     cursors: Vec<AtomicU64>,
+    /// Per transmit lane, the cursor below which the lane has sent or is
+    /// sending (stored before a batch goes out, so that no reply can beat
+    /// it): a reply to a probe past it is a forgery, whatever its cookie.
+    reached: Vec<AtomicU64>,
     tx_running: AtomicUsize,
     tx_done: AtomicBool,
     failed: AtomicBool,
@@ -237,6 +241,19 @@ impl Shared {
     /// Every position below the returned cursor was sent: the lanes' lowest.
     fn cursor(&self) -> u64 {
         self.cursors.iter().map(|c| c.load(Acquire)).min().unwrap_or(0)
+    }
+
+    /// Whether probe `index` went out from `sport` (or is going out): it is
+    /// this shard's, `sport` is one of its passes' ports, and its lane
+    /// reached it in that pass. A blind forger who guesses a cookie before
+    /// the probe is sent, to have a closed port taken for the real answer,
+    /// is refused here; the permutation's inverse says where the probe stands.
+    fn sent(&self, plan: &ScanPlan, index: u64, sport: u16) -> bool {
+        let (Some(pass), Some(j)) = (plan.pass_from(index, sport), plan.rank_of(index)) else {
+            return false;
+        };
+        let lane = (j % self.reached.len() as u64) as usize;
+        self.reached[lane].load(Acquire) > plan.linear(Cursor { pass, position: j })
     }
 
     /// Every position sent so far is below this: the lanes' highest, past a
@@ -409,6 +426,7 @@ pub fn run<T: Transmit, R: Receive>(
     let answered_before = answered.count();
     let shared = Shared {
         cursors: (0..lanes).map(|_| AtomicU64::new(plan.linear(plan.start))).collect(),
+        reached: (0..lanes).map(|_| AtomicU64::new(plan.linear(plan.start))).collect(),
         tx_running: AtomicUsize::new(txs.len()),
         tx_done: AtomicBool::new(false),
         pass_end_ns: (0..=plan.last_pass()).map(|_| AtomicU64::new(0)).collect(),
@@ -579,6 +597,7 @@ fn transmit<T: Transmit>(
     let mut pacer = Pacer::new(share(following), clock.now_ns());
     let mut frames = vec![[0u8; SYN_FRAME_LEN]; TX_BATCH as usize];
     let cursor = &shared.cursors[lane.index as usize];
+    let reached = &shared.reached[lane.index as usize];
     for pass in plan.start.pass..=plan.last_pass() {
         let from = if pass == plan.start.pass { plan.start.position } else { 0 };
         let mut resend = None;
@@ -641,6 +660,7 @@ fn transmit<T: Transmit>(
                 count += 1;
             }
             if count > 0 {
+                reached.fetch_max(plan.linear(Cursor { pass, position: next.min(total) }), Release);
                 let mut batch: [&[u8]; TX_BATCH as usize] = [&[]; TX_BATCH as usize];
                 for (slot, frame) in batch.iter_mut().zip(&frames[..count]) {
                     *slot = &frame[..wire.template.frame_len()];
@@ -693,7 +713,8 @@ fn receive<R: Receive>(
                 shared.invalid.fetch_add(1, Relaxed);
                 return;
             };
-            let Some(index) = plan.space.index_of(reply.ip, reply.port).filter(|&i| plan.sent_from(i, reply.from_port))
+            let Some(index) =
+                plan.space.index_of(reply.ip, reply.port).filter(|&i| shared.sent(plan, i, reply.from_port))
             else {
                 shared.invalid.fetch_add(1, Relaxed);
                 return;
