@@ -9,7 +9,7 @@ use super::state::{Answered, reply_timeout, retry_after};
 use crate::result::{PortState, Reason, ScanResult};
 use crate::transport::{Drops, Receive, Transmit, TransportError};
 use crate::wire::cookie::CookieKey;
-use crate::wire::reply::{ReplyKind, ReplyMatcher};
+use crate::wire::reply::{Rejection, ReplyKind, ReplyMatcher};
 use crate::wire::template::{Probe, SYN_FRAME_LEN, SynTemplate};
 use std::collections::VecDeque;
 use std::net::IpAddr;
@@ -701,6 +701,7 @@ fn receive<R: Receive>(
     let mut batch = Vec::new();
     let mut rst_frames: Vec<ResetFrame> = Vec::new();
     let mut watch = LossWatch::new(plan, shared, clock.now_ns());
+    let mut rejected = Rejected::default();
     // Once the scan may end, what has already arrived is still read: a
     // receive path that lags behind has replies waiting that are due.
     let mut ending = false;
@@ -709,15 +710,15 @@ fn receive<R: Receive>(
         let wait = if ending { Duration::ZERO } else { RX_POLL };
         rx.receive(wait, &mut |frame, rx_wall_ns| {
             frames += 1;
-            let Some(reply) = matcher.classify(frame) else {
-                shared.invalid.fetch_add(1, Relaxed);
-                return;
+            let reply = match matcher.classify(frame) {
+                Ok(reply) => reply,
+                Err(why) => return rejected.count(why, shared),
             };
             let Some(index) =
                 plan.space.index_of(reply.ip, reply.port).filter(|&i| shared.sent(plan, i, reply.from_port))
             else {
-                shared.invalid.fetch_add(1, Relaxed);
-                return;
+                // Our cookie, but not a probe of this plan from that port.
+                return rejected.count(Rejection::NotOurs, shared);
             };
             // Duplicates too: a target repeats its SYN-ACK when an RST was lost.
             if resets.is_some() && reply.kind == ReplyKind::SynAck {
@@ -779,11 +780,39 @@ fn receive<R: Receive>(
         }
         if stop.stop_waiting() || shared.failed.load(Relaxed) || (ending && frames == 0) {
             watch.check(rx.take_drops(), rx.take_backlog(), clock.now_ns(), plan, shared);
+            rejected.log();
             return Ok(());
         }
         ending = ending
             || shared.tx_done.load(Acquire)
                 && (shared.answered.load(Relaxed) >= total || shared.replies_due_by(clock, plan));
+    }
+}
+
+/// Frames that passed the kernel's filter but were not replies, by cause:
+/// with -v a scan that finds nothing says what it did read.
+#[derive(Debug, Default)]
+struct Rejected {
+    malformed: u64,
+    not_ours: u64,
+    bad_cookie: u64,
+}
+
+impl Rejected {
+    fn count(&mut self, why: Rejection, shared: &Shared) {
+        shared.invalid.fetch_add(1, Relaxed);
+        *match why {
+            Rejection::Malformed => &mut self.malformed,
+            Rejection::NotOurs => &mut self.not_ours,
+            Rejection::BadCookie => &mut self.bad_cookie,
+        } += 1;
+    }
+
+    fn log(&self) {
+        let Rejected { malformed, not_ours, bad_cookie } = *self;
+        if malformed + not_ours + bad_cookie > 0 {
+            tracing::info!(bad_cookie, not_ours, malformed, "frames read that were not replies to this scan");
+        }
     }
 }
 

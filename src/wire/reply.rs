@@ -1,4 +1,4 @@
-//! A received frame becomes a validated `Reply`, or nothing.
+//! A received frame becomes a validated `Reply`, or the `Rejection` that says why not.
 //!
 //! Everything off the wire is hostile until its cookie matches, and a
 //! timestamp echo that disagrees with the cookie makes the whole reply a
@@ -43,6 +43,19 @@ pub struct Reply {
     pub ack: u32,
 }
 
+/// Why a frame is not a reply to this scan.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Rejection {
+    /// Cut short, fragmented, or otherwise not parseable as far as it must be.
+    Malformed,
+    /// To another address or port, not an answer to a SYN (no ACK; an ICMP
+    /// type other than unreachable), or an ICMP error quoting another packet.
+    NotOurs,
+    /// Its acknowledgement (or quoted sequence) number does not carry our
+    /// cookie, or its timestamp echo contradicts it: another scan's, or forged.
+    BadCookie,
+}
+
 /// What a frame must match to be a reply to this scan.
 #[derive(Debug, Clone, Copy)]
 pub struct ReplyMatcher {
@@ -56,8 +69,9 @@ impl ReplyMatcher {
         self.src_ports.0 <= port && port <= self.src_ports.1
     }
 
-    pub fn classify(&self, frame: &[u8]) -> Option<Reply> {
-        let packet = SlicedPacket::from_ethernet(frame).ok()?;
+    pub fn classify(&self, frame: &[u8]) -> Result<Reply, Rejection> {
+        use Rejection::{BadCookie, Malformed, NotOurs};
+        let packet = SlicedPacket::from_ethernet(frame).map_err(|_| Malformed)?;
         let (from, to, ttl) = match &packet.net {
             Some(NetSlice::Ipv4(ip)) if !ip.is_payload_fragmented() => {
                 let h = ip.header();
@@ -67,19 +81,19 @@ impl ReplyMatcher {
                 let h = ip.header();
                 (IpAddr::V6(h.source_addr()), IpAddr::V6(h.destination_addr()), h.hop_limit())
             }
-            _ => return None,
+            _ => return Err(Malformed),
         };
         if to != self.src_ip {
-            return None;
+            return Err(NotOurs);
         }
-        let (quoted, code) = match packet.transport? {
+        let (quoted, code) = match packet.transport.ok_or(Malformed)? {
             TransportSlice::Tcp(tcp) => {
                 let (sport, dport) = (tcp.destination_port(), tcp.source_port());
                 if !self.ours(sport) || !tcp.ack() {
-                    return None;
+                    return Err(NotOurs);
                 }
                 let seq = tcp.acknowledgment_number().wrapping_sub(1);
-                let sent = self.key.check(self.src_ip, from, sport, dport, seq)?;
+                let sent = self.key.check(self.src_ip, from, sport, dport, seq).ok_or(BadCookie)?;
                 let (kind, sent_us) = if tcp.rst() {
                     (ReplyKind::Rst, None)
                 } else if tcp.syn() {
@@ -88,27 +102,27 @@ impl ReplyMatcher {
                         _ => None,
                     });
                     match echo {
-                        Some(echo) => (ReplyKind::SynAck, Some(self.key.echoed_send_us(echo, sent)?)),
+                        Some(echo) => (ReplyKind::SynAck, Some(self.key.echoed_send_us(echo, sent).ok_or(BadCookie)?)),
                         None => (ReplyKind::SynAck, None),
                     }
                 } else {
-                    return None;
+                    return Err(NotOurs);
                 };
                 let ack = tcp.acknowledgment_number();
-                return Some(Reply { ip: from, port: dport, from_port: sport, kind, ttl, sent, sent_us, ack });
+                return Ok(Reply { ip: from, port: dport, from_port: sport, kind, ttl, sent, sent_us, ack });
             }
             TransportSlice::Icmpv4(icmp) => match icmp.icmp_type() {
                 Icmpv4Type::DestinationUnreachable(_) => (self.quoted_probe(icmp.payload())?, icmp.code_u8()),
-                _ => return None,
+                _ => return Err(NotOurs),
             },
             TransportSlice::Icmpv6(icmp) => match icmp.icmp_type() {
                 Icmpv6Type::DestinationUnreachable(_) => (self.quoted_probe(icmp.payload())?, icmp.code_u8()),
-                _ => return None,
+                _ => return Err(NotOurs),
             },
-            _ => return None,
+            _ => return Err(NotOurs),
         };
         let (target, dport, sport, sent) = quoted;
-        Some(Reply {
+        Ok(Reply {
             ip: target,
             port: dport,
             from_port: sport,
@@ -121,36 +135,37 @@ impl ReplyMatcher {
     }
 
     /// The destination of the SYN quoted in an ICMP error, if that SYN is ours.
-    fn quoted_probe(&self, quoted: &[u8]) -> Option<(IpAddr, u16, u16, SendTick)> {
+    fn quoted_probe(&self, quoted: &[u8]) -> Result<(IpAddr, u16, u16, SendTick), Rejection> {
         let (source, target, protocol, header_len) = match self.src_ip {
             IpAddr::V4(_) => {
-                let ip = Ipv4HeaderSlice::from_slice(quoted).ok()?;
+                let ip = Ipv4HeaderSlice::from_slice(quoted).map_err(|_| Rejection::Malformed)?;
                 (IpAddr::V4(ip.source_addr()), IpAddr::V4(ip.destination_addr()), ip.protocol(), ip.slice().len())
             }
             // Our SYNs carry no extension headers: TCP follows the fixed header.
             IpAddr::V6(_) => {
-                let ip = Ipv6HeaderSlice::from_slice(quoted).ok()?;
+                let ip = Ipv6HeaderSlice::from_slice(quoted).map_err(|_| Rejection::Malformed)?;
                 (IpAddr::V6(ip.source_addr()), IpAddr::V6(ip.destination_addr()), ip.next_header(), 40)
             }
         };
         if source != self.src_ip || protocol != IpNumber::TCP {
-            return None;
+            return Err(Rejection::NotOurs);
         }
         // RFC 792 guarantees only the first 8 bytes of the TCP header: ports and sequence number.
-        let tcp = quoted.get(header_len..header_len + 8)?;
+        let tcp = quoted.get(header_len..header_len + 8).ok_or(Rejection::Malformed)?;
         let sport = u16::from_be_bytes([tcp[0], tcp[1]]);
         let dport = u16::from_be_bytes([tcp[2], tcp[3]]);
         let seq = u32::from_be_bytes([tcp[4], tcp[5], tcp[6], tcp[7]]);
         if !self.ours(sport) {
-            return None;
+            return Err(Rejection::NotOurs);
         }
-        let sent = self.key.check(self.src_ip, target, sport, dport, seq)?;
-        Some((target, dport, sport, sent))
+        let sent = self.key.check(self.src_ip, target, sport, dport, seq).ok_or(Rejection::BadCookie)?;
+        Ok((target, dport, sport, sent))
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use super::Rejection::{BadCookie, Malformed, NotOurs};
     use super::*;
     use crate::wire::template::{Probe, SYN_FRAME_LEN, SynTemplate};
     use etherparse::PacketBuilder;
@@ -216,7 +231,7 @@ mod tests {
     #[test]
     fn a_tampered_timestamp_echo_makes_the_reply_a_forgery() {
         for echo in [good_echo().wrapping_sub(500), good_echo().wrapping_add(100), 0, SENT_US as u32] {
-            assert_eq!(matcher().classify(&tcp_reply(good_ack(61001), 61001, true, false, Some(echo))), None);
+            assert_eq!(matcher().classify(&tcp_reply(good_ack(61001), 61001, true, false, Some(echo))), Err(BadCookie));
         }
     }
 
@@ -233,20 +248,22 @@ mod tests {
         // wrong acknowledgement (off by one, another send time, and plain guesses)
         let moved = good_ack(61001).wrapping_add(1 << 16);
         for ack in [good_ack(61001).wrapping_sub(1), good_ack(61001).wrapping_add(1), moved, 0, 1] {
-            assert_eq!(m.classify(&tcp_reply(ack, 61001, true, false, None)), None);
+            assert_eq!(m.classify(&tcp_reply(ack, 61001, true, false, None)), Err(BadCookie));
         }
         // right cookie for another port pair
-        assert_eq!(m.classify(&tcp_reply(good_ack(61002), 61001, true, false, None)), None);
+        assert_eq!(m.classify(&tcp_reply(good_ack(61002), 61001, true, false, None)), Err(BadCookie));
         // a destination port outside our range
-        assert_eq!(m.classify(&tcp_reply(good_ack(60999), 60999, true, false, None)), None);
+        assert_eq!(m.classify(&tcp_reply(good_ack(60999), 60999, true, false, None)), Err(NotOurs));
         // a bare ACK or a SYN without ACK
         let mut bare = tcp_reply(good_ack(61001), 61001, false, false, None);
-        assert_eq!(m.classify(&bare), None);
+        assert_eq!(m.classify(&bare), Err(NotOurs));
         bare[14 + 20 + 13] = 0x02; // SYN only, ACK bit cleared
-        assert_eq!(m.classify(&bare), None);
+        assert_eq!(m.classify(&bare), Err(NotOurs));
         // addressed to someone else
         let other = ReplyMatcher { src_ip: Ipv4Addr::new(10, 200, 0, 7).into(), ..m };
-        assert_eq!(other.classify(&tcp_reply(good_ack(61001), 61001, true, false, None)), None);
+        assert_eq!(other.classify(&tcp_reply(good_ack(61001), 61001, true, false, None)), Err(NotOurs));
+        // cut inside its IP header
+        assert_eq!(m.classify(&tcp_reply(good_ack(61001), 61001, true, false, None)[..14 + 12]), Err(Malformed));
     }
 
     fn icmp_unreachable(quoted_syn: &[u8], code: u8) -> Vec<u8> {
@@ -274,7 +291,7 @@ mod tests {
         assert_eq!((r.ip, r.port, r.kind, r.ttl, r.sent), want);
         // quoting a SYN whose cookie is wrong
         t.write(&Probe { dst, sport: 61005, dport: 8443, seq: seq ^ 1, ip_id: 1, tsval: 2 }, &mut syn);
-        assert_eq!(m.classify(&icmp_unreachable(&syn, 13)), None);
+        assert_eq!(m.classify(&icmp_unreachable(&syn, 13)), Err(BadCookie));
     }
 
     const ME6: Ipv6Addr = Ipv6Addr::new(0xfd00, 0x200, 0, 0, 0, 0, 0, 1);
@@ -320,12 +337,12 @@ mod tests {
         assert_eq!((r.kind, r.ip), (ReplyKind::Rst, TARGET6.into()));
         // Addressed to another of our addresses, or checked by an IPv4 scan: nothing.
         let other = ReplyMatcher { src_ip: Ipv6Addr::new(0xfd00, 0x200, 0, 0, 0, 0, 0, 2).into(), ..m };
-        assert_eq!(other.classify(&tcp6_reply(&m, 61001, true, false)), None);
-        assert_eq!(matcher().classify(&tcp6_reply(&m, 61001, true, false)), None);
+        assert_eq!(other.classify(&tcp6_reply(&m, 61001, true, false)), Err(NotOurs));
+        assert_eq!(matcher().classify(&tcp6_reply(&m, 61001, true, false)), Err(NotOurs));
         // A right cookie for another port pair.
         let mut f = tcp6_reply(&m, 61002, true, false);
         f[14 + 40 + 2..14 + 40 + 4].copy_from_slice(&61001u16.to_be_bytes());
-        assert_eq!(m.classify(&f), None);
+        assert_eq!(m.classify(&f), Err(BadCookie));
     }
 
     fn icmp6_unreachable(quoted_syn: &[u8], code: u8) -> Vec<u8> {
@@ -351,22 +368,22 @@ mod tests {
         let want = (dst, 8443, ReplyKind::Unreachable { code: 1 }, 63, SendTick::of(SENT_US));
         assert_eq!((r.ip, r.port, r.kind, r.ttl, r.sent), want);
         // A quote cut inside the TCP ports, a wrong cookie, and a neighbour solicitation: nothing.
-        assert_eq!(m.classify(&icmp6_unreachable(&syn[..14 + 40 + 6], 1)), None);
+        assert_eq!(m.classify(&icmp6_unreachable(&syn[..14 + 40 + 6], 1)), Err(Malformed));
         t.write(&Probe { dst, sport: 61005, dport: 8443, seq: seq ^ 1, ip_id: 0, tsval: 2 }, &mut syn);
-        assert_eq!(m.classify(&icmp6_unreachable(&syn, 1)), None);
+        assert_eq!(m.classify(&icmp6_unreachable(&syn, 1)), Err(BadCookie));
         let mut ns = Vec::new();
         PacketBuilder::ethernet2([2; 6], [3; 6])
             .ipv6(TARGET6.octets(), ME6.octets(), 255)
             .icmpv6(Icmpv6Type::Unknown { type_u8: 135, code_u8: 0, bytes5to8: [0; 4] })
             .write(&mut ns, &ME6.octets())
             .unwrap();
-        assert_eq!(m.classify(&ns), None);
+        assert_eq!(m.classify(&ns), Err(NotOurs));
     }
 
     proptest! {
         #[test]
         fn random_bytes_never_panic_or_become_results(frame in proptest::collection::vec(any::<u8>(), 0..200)) {
-            prop_assert_eq!(matcher().classify(&frame), None);
+            prop_assert!(matcher().classify(&frame).is_err());
         }
 
         #[test]
@@ -374,7 +391,7 @@ mod tests {
             let mut f = tcp_reply(good_ack(61001), 61001, true, false, Some(good_echo()));
             if pos < f.len() { f[pos] = byte; }
             f.truncate(f.len().saturating_sub(cut));
-            if let Some(r) = matcher().classify(&f) {
+            if let Ok(r) = matcher().classify(&f) {
                 // A surviving mutation may only touch fields the cookie does not cover.
                 prop_assert_eq!((r.ip, r.port), (TARGET.into(), 443));
             }
@@ -386,10 +403,10 @@ mod tests {
             let mut f = tcp6_reply(&m, 61001, true, false);
             if pos < f.len() { f[pos] = byte; }
             f.truncate(f.len().saturating_sub(cut));
-            if let Some(r) = m.classify(&f) {
+            if let Ok(r) = m.classify(&f) {
                 prop_assert_eq!((r.ip, r.port), (IpAddr::V6(TARGET6), 443));
             }
-            prop_assert_eq!(matcher().classify(&f), None);
+            prop_assert!(matcher().classify(&f).is_err());
         }
     }
 }
