@@ -6,10 +6,9 @@
 //! `engine::run` (deduplicated) -> `output` on standard output, and the
 //! `store` task (journal, SQLite, output files) on a thread of its own.
 
-// Unsafe code lives in `sys` (and `transport::xdp`), each block with its reason.
-// Not in Cargo.toml's [lints]: those would apply to tests/ as well.
+// Unsafe code lives in `sys` (and `transport::xdp`), each block with its reason
+// (Cargo.toml's [lints] enforce that). Not denied there: the tests use libc too.
 #![deny(unsafe_code)]
-#![warn(clippy::undocumented_unsafe_blocks)]
 
 pub mod cli;
 pub mod commands;

@@ -1,5 +1,4 @@
 #![deny(unsafe_code)]
-#![warn(clippy::undocumented_unsafe_blocks)]
 
 use clap::CommandFactory;
 use prtip::cli::{Cli, Command, normalize_args, parse_or_exit};

@@ -132,8 +132,9 @@ fn loopback_scan_finds_exact_open_ports() {
 }
 
 /// Sends `count` SYN-ACKs from 10.201.0.1:7000 to the scanner's port 40000 with
-/// acknowledgement numbers that cannot match the scan's cookie key except by a
-/// 2^-32 chance each, from inside the target namespace.
+/// acknowledgement numbers that match the scan's cookie key only by a 2^-16
+/// chance each (the MAC), and only after the probe was sent, from inside the
+/// target namespace.
 fn forge_syn_acks(ns: &str, count: u32) {
     in_netns(ns, move || {
         // SAFETY: plain socket(2); closed at the end of the closure.
@@ -147,6 +148,7 @@ fn forge_syn_acks(ns: &str, count: u32) {
                 .ack(0x5eed_0000 ^ i.wrapping_mul(2_654_435_761))
                 .write(&mut pkt, &[])
                 .unwrap();
+            // SAFETY: sockaddr_in is plain integers, valid all zero.
             let mut sa: libc::sockaddr_in = unsafe { std::mem::zeroed() };
             sa.sin_family = libc::AF_INET as u16;
             sa.sin_addr.s_addr = u32::from_ne_bytes([10, 200, 0, 1]);

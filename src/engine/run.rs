@@ -715,11 +715,14 @@ fn receive<R: Receive>(
                 Err(why) => return rejected.count(why, shared),
             };
             let Some(index) =
-                plan.space.index_of(reply.ip, reply.port).filter(|&i| shared.sent(plan, i, reply.from_port))
+                plan.space.index_of(reply.ip, reply.port).filter(|&i| plan.pass_from(i, reply.from_port).is_some())
             else {
                 // Our cookie, but not a probe of this plan from that port.
                 return rejected.count(Rejection::NotOurs, shared);
             };
+            if !shared.sent(plan, index, reply.from_port) {
+                return rejected.count_unsent(shared);
+            }
             // Duplicates too: a target repeats its SYN-ACK when an RST was lost.
             if resets.is_some() && reply.kind == ReplyKind::SynAck {
                 let mut f = [0u8; SYN_FRAME_LEN];
@@ -796,6 +799,8 @@ struct Rejected {
     malformed: u64,
     not_ours: u64,
     bad_cookie: u64,
+    /// A valid cookie for a probe not sent yet: a forgery.
+    unsent: u64,
 }
 
 impl Rejected {
@@ -808,10 +813,15 @@ impl Rejected {
         } += 1;
     }
 
+    fn count_unsent(&mut self, shared: &Shared) {
+        shared.invalid.fetch_add(1, Relaxed);
+        self.unsent += 1;
+    }
+
     fn log(&self) {
-        let Rejected { malformed, not_ours, bad_cookie } = *self;
-        if malformed + not_ours + bad_cookie > 0 {
-            tracing::info!(bad_cookie, not_ours, malformed, "frames read that were not replies to this scan");
+        let Rejected { malformed, not_ours, bad_cookie, unsent } = *self;
+        if malformed + not_ours + bad_cookie + unsent > 0 {
+            tracing::info!(bad_cookie, unsent, not_ours, malformed, "frames read that were not replies to this scan");
         }
     }
 }
@@ -1287,6 +1297,34 @@ mod tests {
         assert_eq!(c.samples.len(), 1, "samples older than the checkpoint are dropped");
         c.sample(400, 40);
         assert_eq!(c.safe(250), 30, "a later cutoff earlier in time does not go back");
+    }
+
+    /// A cookie guessed for a probe not sent yet (to have its port taken
+    /// for closed before the real answer comes) is refused; once its lane
+    /// reached it, in a pass that uses that source port, a reply counts.
+    #[test]
+    fn replies_count_only_for_probes_their_lane_has_reached() {
+        let space = crate::target::space::v4_space((1, 50), (80, 81));
+        let plan = ScanPlan::new(space, 3, (61000, 61003), 1, 0, WAIT);
+        let lanes = 2u64;
+        let shared = Shared { reached: (0..lanes).map(|_| AtomicU64::new(0)).collect(), ..Shared::default() };
+        let probes: Vec<(u64, u64)> = plan.lane_positions(0, 1, 0).map(|(j, pos)| (j, plan.target(pos).0)).collect();
+        let reach = |lane: u64, pass: u32, j: u64| {
+            shared.reached[lane as usize].store(plan.linear(Cursor { pass, position: j }), Release)
+        };
+        reach(0, 0, 40);
+        reach(1, 0, 41);
+        for &(j, index) in &probes {
+            let (first, retry) = (plan.source_port(index, 0), plan.source_port(index, 1));
+            assert_eq!(shared.sent(&plan, index, first), j < 40, "probe {j}, first pass");
+            assert!(!shared.sent(&plan, index, retry), "probe {j}: the retry pass has not begun");
+        }
+        reach(0, 1, 0);
+        reach(1, 1, 3);
+        for &(j, index) in &probes {
+            assert!(shared.sent(&plan, index, plan.source_port(index, 0)), "probe {j}: its first pass is over");
+            assert_eq!(shared.sent(&plan, index, plan.source_port(index, 1)), j == 1, "probe {j}, retry pass");
+        }
     }
 
     #[test]
