@@ -57,6 +57,30 @@ pub enum Reason {
     FramesDropped,
 }
 
+/// nmap's names for the codes of an ICMP destination unreachable (ICMPv6
+/// codes arrive mapped onto these by `wire::reply`).
+fn unreachable_name(code: u8) -> &'static str {
+    match code {
+        0 => "net-unreach",
+        1 => "host-unreach",
+        2 => "proto-unreach",
+        3 => "port-unreach",
+        4 => "frag-needed",
+        5 => "source-route-failed",
+        6 => "net-unknown",
+        7 => "host-unknown",
+        8 => "host-isolated",
+        9 => "net-prohibited",
+        10 => "host-prohibited",
+        11 => "net-tos-unreach",
+        12 => "host-tos-unreach",
+        13 => "admin-prohibited",
+        14 => "precedence-violation",
+        15 => "precedence-cutoff",
+        _ => "unreach",
+    }
+}
+
 /// The first database code of an ICMP unreachable: it keeps the ICMP code as `UNREACHABLE_CODES + code`.
 const UNREACHABLE_CODES: i64 = 256;
 
@@ -73,7 +97,7 @@ impl Reason {
         match self {
             Reason::SynAck => "syn-ack",
             Reason::Reset => "reset",
-            Reason::Unreachable { .. } => "host-unreach",
+            Reason::Unreachable { code } => unreachable_name(code),
             Reason::NoResponse => "no-response",
             Reason::FramesDropped => "frames-dropped",
         }
@@ -135,6 +159,8 @@ mod tests {
             assert_eq!(Reason::parse(r.as_str()).map(Reason::as_str), Some(r.as_str()));
         }
         assert_eq!(Reason::parse("host-unreach"), Some(Reason::Unreachable { code: 1 }));
+        assert_eq!(Reason::Unreachable { code: 13 }.as_str(), "admin-prohibited");
+        assert_eq!(Reason::Unreachable { code: 3 }.as_str(), "port-unreach");
         assert_eq!((PortState::parse("up"), Reason::parse("syn")), (None, None));
         assert_eq!((PortState::from_code(0), Reason::from_code(5), Reason::from_code(512)), (None, None, None));
     }

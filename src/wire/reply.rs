@@ -21,6 +21,8 @@ pub enum ReplyKind {
     /// RST: the port is closed.
     Rst,
     /// ICMP (or ICMPv6) destination unreachable quoting our probe: filtered.
+    /// The code is ICMP's; an ICMPv6 code comes as the ICMP code that means
+    /// the same (`icmp_code_of_icmpv6`), so that one name fits both.
     Unreachable { code: u8 },
 }
 
@@ -54,6 +56,21 @@ pub enum Rejection {
     /// Its acknowledgement (or quoted sequence) number does not carry our
     /// cookie, or its timestamp echo contradicts it: another scan's, or forged.
     BadCookie,
+}
+
+/// The ICMP destination-unreachable code (RFC 792, 1812) that says what an
+/// ICMPv6 one (RFC 4443) says: no route is a network unreachable, an
+/// administrative or policy refusal is administratively prohibited, an
+/// unreachable address is a host unreachable, and a port is a port.
+pub fn icmp_code_of_icmpv6(code: u8) -> u8 {
+    match code {
+        0 => 0,
+        1 | 5 | 6 => 13,
+        3 => 1,
+        4 => 3,
+        // 2, beyond the scope of the source address, and codes yet to come.
+        _ => 1,
+    }
 }
 
 /// What a frame must match to be a reply to this scan.
@@ -116,7 +133,9 @@ impl ReplyMatcher {
                 _ => return Err(NotOurs),
             },
             TransportSlice::Icmpv6(icmp) => match icmp.icmp_type() {
-                Icmpv6Type::DestinationUnreachable(_) => (self.quoted_probe(icmp.payload())?, icmp.code_u8()),
+                Icmpv6Type::DestinationUnreachable(_) => {
+                    (self.quoted_probe(icmp.payload())?, icmp_code_of_icmpv6(icmp.code_u8()))
+                }
                 _ => return Err(NotOurs),
             },
             _ => return Err(NotOurs),
@@ -365,8 +384,11 @@ mod tests {
         let dst = TARGET6.into();
         t.write(&Probe { dst, sport: 61005, dport: 8443, seq, ip_id: 0, tsval: 2 }, &mut syn);
         let r = m.classify(&icmp6_unreachable(&syn, 1)).unwrap();
-        let want = (dst, 8443, ReplyKind::Unreachable { code: 1 }, 63, SendTick::of(SENT_US));
+        // ICMPv6's administratively prohibited is ICMP's code 13.
+        let want = (dst, 8443, ReplyKind::Unreachable { code: 13 }, 63, SendTick::of(SENT_US));
         assert_eq!((r.ip, r.port, r.kind, r.ttl, r.sent), want);
+        let port = m.classify(&icmp6_unreachable(&syn, 4)).unwrap();
+        assert_eq!(port.kind, ReplyKind::Unreachable { code: 3 }, "port unreachable");
         // A quote cut inside the TCP ports, a wrong cookie, and a neighbour solicitation: nothing.
         assert_eq!(m.classify(&icmp6_unreachable(&syn[..14 + 40 + 6], 1)), Err(Malformed));
         t.write(&Probe { dst, sport: 61005, dport: 8443, seq: seq ^ 1, ip_id: 0, tsval: 2 }, &mut syn);

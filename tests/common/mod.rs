@@ -357,7 +357,7 @@ pub fn assert_one_host_truth_of(rows: &[Row], ip: &str) {
     assert!(rows.iter().all(|r| r.ip == ip), "rows for another address than {ip}");
     let reason = |p: u16| rows.iter().find(|r| r.port == p).unwrap().reason.clone();
     assert_eq!(reason(7000), "no-response");
-    assert_eq!(reason(7001), "host-unreach");
+    assert_eq!(reason(7001), "admin-prohibited");
     assert_eq!(reason(22), "syn-ack");
     assert_eq!(reason(80), "reset");
 }

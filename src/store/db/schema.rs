@@ -80,6 +80,7 @@ ALTER TABLE scans ADD COLUMN resume_position INTEGER NOT NULL DEFAULT 0;
     ),
     Migration::Code(packed_results),
     Migration::Code(undecided_state),
+    Migration::Code(refresh_view),
 ];
 
 /// Results as integers, keyed by the address as an integer: SQLite takes
@@ -133,6 +134,12 @@ FROM scan_result_rows;
 
 /// Version 5: the view names the `undecided` state and its reason.
 fn undecided_state(tx: &rusqlite::Transaction) -> rusqlite::Result<()> {
+    refresh_view(tx)
+}
+
+/// Version 6: the view names each ICMP unreachable code (`admin-prohibited`,
+/// `port-unreach`, ...) where it said `host-unreach` for all.
+fn refresh_view(tx: &rusqlite::Transaction) -> rusqlite::Result<()> {
     tx.execute_batch("DROP VIEW scan_results")?;
     tx.execute_batch(&results_view())
 }
