@@ -499,13 +499,6 @@ impl Running {
     }
 }
 
-/// The cursor (pass, position) of checkpoint file `path`, once there is one.
-/// prtip writes it whole and renames it into place, so what is read is whole.
-pub fn checkpoint_cursor(path: &std::path::Path) -> Option<(u64, u64)> {
-    let v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(path).ok()?).ok()?;
-    Some((v["pass"].as_u64()?, v["position"].as_u64()?))
-}
-
 /// A directory of the test's own, removed when dropped.
 pub fn temp_dir() -> tempfile::TempDir {
     tempfile::Builder::new().prefix("prtip-test-").tempdir().unwrap()
