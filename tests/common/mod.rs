@@ -492,10 +492,21 @@ impl Running {
     /// Waits for prtip to end; everything it printed.
     pub fn finish(mut self) -> Output {
         let status = self.child.wait().unwrap();
-        for r in self.readers {
+        for r in std::mem::take(&mut self.readers) {
             r.join().unwrap();
         }
         Output { status, stdout: self.stdout.take(), stderr: self.stderr.take() }
+    }
+}
+
+impl Drop for Running {
+    /// A test that failed while prtip ran does not leave it scanning (or its
+    /// XDP program attached) into the next test.
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
     }
 }
 
