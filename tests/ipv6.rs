@@ -7,8 +7,8 @@
 mod common;
 
 use common::{
-    Lab, ONE_HOST_OPEN, Row, SCANNER_IP6, TARGET_IP6, TARGET_NET6, assert_one_host_truth_of, assert_valid_nmap_xml,
-    rows, sql, stderr_of,
+    Lab, ONE_HOST_OPEN, Row, SCANNER_IP6, TARGET_IP6, TARGET_NET6, assert_files_hold, assert_one_host_truth_of, rows,
+    sql, stderr_of,
 };
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::Ipv6Addr;
@@ -240,14 +240,30 @@ fn ipv6_results_reach_every_output_format_and_the_database() {
     let db = lab.state_dir.join("six.db");
     let (base, db) = (base.to_str().unwrap(), db.to_str().unwrap());
     let out = lab
-        .prtip(&["-p", "22,80,7000", ONE_HOST, "-oA", base, "--with-db", "--database", db, "--wait", "0.5", "-q"])
+        .prtip(&[
+            "-p",
+            "22,80,7000",
+            ONE_HOST,
+            "-oA",
+            base,
+            "--with-db",
+            "--database",
+            db,
+            "--wait",
+            "0.5",
+            "-q",
+            "-o",
+            "ndjson",
+        ])
         .output()
         .unwrap();
     assert!(out.status.success(), "{}", stderr_of(&out));
+    let printed = rows(&out.stdout);
+    assert_eq!(printed.len(), 3);
+    assert_files_hold(base, &printed);
     let read = |ext: &str| std::fs::read_to_string(format!("{base}.{ext}")).unwrap();
     let xml = read("xml");
     assert!(xml.contains(r#"<address addr="fd00:201::5" addrtype="ipv6"/>"#), "{xml}");
-    assert_valid_nmap_xml(&format!("{base}.xml"));
     assert!(read("gnmap").contains("Host: fd00:201::5 ()\tPorts: 22/open/tcp//"), "{}", read("gnmap"));
     assert!(read("nmap").contains("prtip scan report for fd00:201::5"), "{}", read("nmap"));
     assert!(read("csv").contains("\nfd00:201::5,22,tcp,open,syn-ack,64,"), "{}", read("csv"));

@@ -7,7 +7,8 @@
 mod common;
 
 use common::{
-    Lab, Row, assert_files_hold, assert_sweep_truth, path_in, rows, sql, stderr_of, sweep_target, temp_dir, try_sql,
+    Lab, Row, Running, assert_files_hold, assert_sweep_truth, path_in, rows, sql, stderr_of, sweep_target, temp_dir,
+    try_sql,
 };
 use std::process::{Command, Output};
 
@@ -20,11 +21,12 @@ const SWEEP: [&str; 11] =
 /// sixth of the answers of pass 0, which then has most of its probes left.
 const FIRST_STOP: usize = 5000;
 
-/// Runs `args` and interrupts the run once `pass` says its checkpoint is in
-/// the retry pass (pass 1), so that it stops there.
-fn interrupted_in_the_retry_pass(lab: &Lab, args: &[&str], pass: impl Fn() -> Option<u64>) -> Output {
-    let mut run = lab.start(args);
-    run.wait_until("a checkpoint in the retry pass", |_| pass().is_some_and(|p| p >= 1));
+/// Runs `args` and interrupts the run as soon as it starts the retry pass
+/// (pass 1), which its debug log says at once; its checkpoint says so only
+/// up to 1.5 s later, when little of the pass may be left.
+fn interrupted_in_the_retry_pass(lab: &Lab, args: &[&str]) -> Output {
+    let mut run = Running::start(lab.prtip(args).env("RUST_LOG", "prtip::engine::run=debug"));
+    run.wait_for_stderr("the retry pass", |l| l.contains(" transmit pass pass=1 "));
     run.signal(libc::SIGINT);
     run.finish()
 }
@@ -38,23 +40,16 @@ fn assert_said_again(earlier: &[Row], later: &[Row], what: &str) {
 }
 
 /// Interrupts the scan twice (in pass 0, then, in the first resumed run, in
-/// the retry pass, which `pass` reads from the checkpoint) and lets the
-/// second resumed run finish. `between` runs after the first interruption,
-/// with its output. Each run prints what the ones before printed; returns
-/// the last run's standard output rows.
-fn interrupted_twice(
-    lab: &Lab,
-    first: &[&str],
-    resume: &[&str],
-    pass: impl Fn() -> Option<u64>,
-    between: impl Fn(&Output),
-) -> Vec<Row> {
+/// the retry pass) and lets the second resumed run finish. `between` runs
+/// after the first interruption, with its output. Each run prints what the
+/// ones before printed; returns the last run's standard output rows.
+fn interrupted_twice(lab: &Lab, first: &[&str], resume: &[&str], between: impl Fn(&Output)) -> Vec<Row> {
     let out = lab.interrupt_after_rows(first, FIRST_STOP);
     assert_eq!(out.status.code(), Some(130), "run 0: {}", stderr_of(&out));
     let run0 = rows(&out.stdout);
     assert!(run0.len() < 65536, "run 0 was not interrupted: {} rows", run0.len());
     between(&out);
-    let out = interrupted_in_the_retry_pass(lab, resume, pass);
+    let out = interrupted_in_the_retry_pass(lab, resume);
     assert_eq!(out.status.code(), Some(130), "run 1: {}", stderr_of(&out));
     let run1 = rows(&out.stdout);
     assert!(run1.len() < 65536, "run 1 was not interrupted: {} rows", run1.len());
@@ -81,8 +76,7 @@ fn resumed_runs_without_a_database_add_up_to_one_uninterrupted_scan() {
         std::io::Write::write_all(&mut f, &[40, 0, 0, 0, 1, 2]).unwrap();
     };
     // The interrupted run says how to resume; a bare --resume takes the newest checkpoint.
-    let pass = || common::checkpoint_cursor(&lab.checkpoint_file()?).map(|(pass, _)| pass);
-    let last = interrupted_twice(&lab, &first, &["--resume", "-q"], pass, torn);
+    let last = interrupted_twice(&lab, &first, &["--resume", "-q"], torn);
     assert_sweep_truth(&last);
     // The output files are written anew by each run, the earlier runs' results first.
     assert_sweep_truth(&rows(&std::fs::read(format!("{base}.json")).unwrap()));
@@ -98,13 +92,12 @@ fn resumed_runs_with_a_database_finish_the_same_scan() {
     let db = db.to_str().unwrap();
     let first = [&SWEEP[..], &["--with-db", "--store-silent", "--database", db]].concat();
     let resume = ["--resume", "1", "--database", db, "-q"];
-    let pass = || try_sql(db, "SELECT resume_pass FROM scans").ok()?.parse().ok();
     let hint = format!("prtip: resume with: prtip --resume 1 --database {db}");
     let checkpoint_in_the_database = |first: &Output| {
         assert!(stderr_of(first).contains(&hint), "{}", stderr_of(first));
         assert!(lab.checkpoints().is_empty(), "with a database the checkpoint is in the database");
     };
-    let last = interrupted_twice(&lab, &first, &resume, pass, checkpoint_in_the_database);
+    let last = interrupted_twice(&lab, &first, &resume, checkpoint_in_the_database);
     assert_sweep_truth(&last);
     let sql = |q: &str| sql(db, q);
     assert_eq!(sql("SELECT COUNT(*) FROM scans"), "1", "one scan, resumed in place");

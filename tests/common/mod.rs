@@ -492,18 +492,22 @@ impl Running {
     /// Waits for prtip to end; everything it printed.
     pub fn finish(mut self) -> Output {
         let status = self.child.wait().unwrap();
-        for r in self.readers {
+        for r in std::mem::take(&mut self.readers) {
             r.join().unwrap();
         }
         Output { status, stdout: self.stdout.take(), stderr: self.stderr.take() }
     }
 }
 
-/// The cursor (pass, position) of checkpoint file `path`, once there is one.
-/// prtip writes it whole and renames it into place, so what is read is whole.
-pub fn checkpoint_cursor(path: &std::path::Path) -> Option<(u64, u64)> {
-    let v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(path).ok()?).ok()?;
-    Some((v["pass"].as_u64()?, v["position"].as_u64()?))
+impl Drop for Running {
+    /// A test that failed while prtip ran does not leave it scanning (or its
+    /// XDP program attached) into the next test.
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
 }
 
 /// A directory of the test's own, removed when dropped.
