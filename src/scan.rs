@@ -181,11 +181,25 @@ pub fn prepare(cfg: &ScanConfig) -> Result<Scan<'_>, ScanError> {
     if let Some(link) = net::interface::LinkDrops::open(&path.ifname, path.ifindex) {
         opened.rx = Box::new(WithLinkDrops { inner: opened.rx, link });
     }
-    // Fault injection for the tests of a receive path slower than the replies
-    // (tests/drops.rs); release builds do not have it.
+    // Fault injection for the tests of a host that drops frames (tests/drops.rs);
+    // release builds do not have it.
     #[cfg(debug_assertions)]
     if let Some(ms) = std::env::var("PRTIP_TEST_RX_STALL_MS").ok().and_then(|v| v.parse().ok()) {
-        opened.rx = Box::new(crate::transport::Stalled { inner: opened.rx, stall: Duration::from_millis(ms) });
+        use crate::transport::fault::{LossyTx, StalledRx};
+        // EVERY,UNTIL: every EVERY-th of the first UNTIL probes of each sending half.
+        let drops = std::env::var("PRTIP_TEST_TX_DROPS").unwrap_or_default();
+        let (drop_every, drop_until) =
+            drops.split_once(',').map_or((0, 0), |(e, u)| (e.parse().unwrap_or(0), u.parse().unwrap_or(0)));
+        let probes_dropped = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let stall = Duration::from_millis(ms);
+        opened.rx = Box::new(StalledRx { inner: opened.rx, stall, probes_dropped: probes_dropped.clone() });
+        opened.txs = std::mem::take(&mut opened.txs)
+            .into_iter()
+            .map(|inner| {
+                let probes_dropped = probes_dropped.clone();
+                Box::new(LossyTx { inner, drop_every, drop_until, seen: 0, probes_dropped }) as Box<dyn Transmit>
+            })
+            .collect();
     }
     // Fault injection for the test that a panic leaves no XDP program behind
     // (tests/xdp.rs); there is no other way to make prtip panic, and release

@@ -1,8 +1,10 @@
 //! Frames dropped on the scanning host. A receive path slower than the
 //! replies (prtip's receive thread stalled after every read, a fault that
-//! debug builds can inject) makes the kernel drop replies for real: prtip
-//! must retry what they could have answered, slow down, and never report a
-//! port whose reply was lost as filtered.
+//! debug builds can inject) makes the kernel drop replies for real; the same
+//! fault drops every 97th of the first 20,000 probes on their way out,
+//! counted as an interface counts them, so that drops happen however the
+//! machine's load paces the scan. prtip must retry what they could have answered, slow down, and never
+//! report a port whose probe or reply was lost as filtered.
 
 mod common;
 
@@ -15,7 +17,12 @@ const STALL_MS: &str = "20";
 
 fn sweep(lab: &Lab, extra: &[&str]) -> (Vec<Row>, String) {
     let args = [&["-p", "80", "10.201.0.0/16", "--transport", "xdp", "-o", "ndjson", "-v"][..], extra].concat();
-    let out = lab.prtip(&args).env("PRTIP_TEST_RX_STALL_MS", STALL_MS).output().unwrap();
+    let out = lab
+        .prtip(&args)
+        .env("PRTIP_TEST_RX_STALL_MS", STALL_MS)
+        .env("PRTIP_TEST_TX_DROPS", "97,20000")
+        .output()
+        .unwrap();
     assert!(out.status.success(), "{}", stderr_of(&out));
     (rows(&out.stdout), stderr_of(&out))
 }

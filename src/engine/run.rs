@@ -700,7 +700,7 @@ fn receive<R: Receive>(
     let matcher = ReplyMatcher { src_ip: wire.src_ip, src_ports: plan.src_ports, key: wire.key };
     let mut batch = Vec::new();
     let mut rst_frames: Vec<ResetFrame> = Vec::new();
-    let mut watch = LossWatch::new(plan, shared, clock.now_ns());
+    let mut watch = LossWatch::new(plan, clock.now_ns());
     let mut rejected = Rejected::default();
     // Once the scan may end, what has already arrived is still read: a
     // receive path that lags behind has replies waiting that are due.
@@ -835,9 +835,12 @@ struct LossWatch {
 }
 
 impl LossWatch {
-    fn new(plan: &ScanPlan, shared: &Shared, now_ns: u64) -> Self {
+    fn new(plan: &ScanPlan, now_ns: u64) -> Self {
         LossWatch {
-            history: SendHistory::new(shared.cursor()),
+            // From where this run starts, not where its lanes stand when the
+            // receive thread gets here: they start first, and at full speed
+            // have sent thousands of probes whose frames may be lost too.
+            history: SendHistory::new(plan.linear(plan.start)),
             rate: RateControl::new(plan.rate, !plan.fixed_rate, now_ns, 0),
             checked_ns: now_ns,
         }

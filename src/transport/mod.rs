@@ -101,29 +101,69 @@ impl<R: Receive> Receive for WithLinkDrops<R> {
     }
 }
 
-/// A receiving half that pauses after every read: a receive path slower
-/// than the replies, so that the kernel's rings overflow for real. Fault
-/// injection for the tests (tests/drops.rs); release builds do not have it.
+/// Faults of a slow and lossy host, injected for the tests (tests/drops.rs);
+/// release builds do not have them. The receiving half pauses after every
+/// read: a receive path slower than the replies, so that the kernel's rings
+/// overflow for real. Each sending half drops every `drop_every`-th of its
+/// first `drop_until` probes after taking them, as an interface whose peer's
+/// ring is full does (counted in `tx_dropped`), and the receiving half
+/// reports those drops with the kernel's own: drops then happen however the
+/// machine's load paces a scan, and stop, as a burst does.
 #[cfg(debug_assertions)]
-pub struct Stalled<R> {
-    pub inner: R,
-    pub stall: Duration,
-}
+pub mod fault {
+    use super::{Drops, Receive, Transmit, TransportError};
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+    use std::time::Duration;
 
-#[cfg(debug_assertions)]
-impl<R: Receive> Receive for Stalled<R> {
-    fn receive(&mut self, timeout: Duration, on_frame: &mut dyn FnMut(&[u8], u64)) -> Result<(), TransportError> {
-        self.inner.receive(timeout, on_frame)?;
-        std::thread::sleep(self.stall);
-        Ok(())
+    pub struct StalledRx<R> {
+        pub inner: R,
+        pub stall: Duration,
+        /// Probes the sending halves dropped, not yet reported.
+        pub probes_dropped: Arc<AtomicU64>,
     }
 
-    fn take_drops(&mut self) -> Drops {
-        self.inner.take_drops()
+    impl<R: Receive> Receive for StalledRx<R> {
+        fn receive(&mut self, timeout: Duration, on_frame: &mut dyn FnMut(&[u8], u64)) -> Result<(), TransportError> {
+            self.inner.receive(timeout, on_frame)?;
+            std::thread::sleep(self.stall);
+            Ok(())
+        }
+
+        fn take_drops(&mut self) -> Drops {
+            let mut drops = self.inner.take_drops();
+            drops.probes += self.probes_dropped.swap(0, Relaxed);
+            drops
+        }
+
+        fn take_backlog(&mut self) -> f32 {
+            self.inner.take_backlog()
+        }
     }
 
-    fn take_backlog(&mut self) -> f32 {
-        self.inner.take_backlog()
+    pub struct LossyTx<T> {
+        pub inner: T,
+        /// 0 drops nothing.
+        pub drop_every: u64,
+        pub drop_until: u64,
+        pub seen: u64,
+        pub probes_dropped: Arc<AtomicU64>,
+    }
+
+    impl<T: Transmit> Transmit for LossyTx<T> {
+        fn transmit(&mut self, frames: &[&[u8]]) -> Result<usize, TransportError> {
+            let mut kept = Vec::with_capacity(frames.len());
+            for f in frames {
+                self.seen += 1;
+                if self.drop_every > 0 && self.seen <= self.drop_until && self.seen.is_multiple_of(self.drop_every) {
+                    self.probes_dropped.fetch_add(1, Relaxed);
+                } else {
+                    kept.push(*f);
+                }
+            }
+            // The dropped ones were taken, as the kernel takes what its interface then drops.
+            Ok(self.inner.transmit(&kept)? + (frames.len() - kept.len()))
+        }
     }
 }
 
