@@ -12,6 +12,7 @@ pub const PROTOCOL_TCP: u8 = 6;
 pub const PROTOCOL_ICMPV6: u8 = 58;
 
 /// `field` moved `by` bytes on: a field of a header that starts at `by`.
+#[inline(always)]
 pub const fn at(by: usize, field: Field) -> Field {
     by + field.start..by + field.end
 }

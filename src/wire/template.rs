@@ -99,6 +99,7 @@ impl SynTemplate {
         self.tcp + usize::from(TCP_LEN)
     }
 
+    #[inline(always)]
     fn is_ipv4(&self) -> bool {
         self.dst.len() == 4
     }
