@@ -4,10 +4,12 @@
  * pass every other frame to the kernel untouched.
  *
  * A reply is IPv4 or IPv6 (whichever the scan uses) to the scanner's address
- * that is either TCP to one of the scan's source ports, or an ICMP (ICMPv6)
+ * that is either a SYN-ACK or an RST (its ACK bit set, as an answer to a SYN
+ * has) to one of the scan's source ports, or an ICMP (ICMPv6)
  * destination-unreachable quoting a TCP packet from the scanner's address and
  * one of those ports. Pings, ARP, neighbour discovery, the host's own
- * connections and everything else go on to the kernel (XDP_PASS).
+ * connections (a SYN or an ACK to a local service on one of those ports
+ * too) and everything else go on to the kernel (XDP_PASS).
  * The parameters live in a one-entry array map set by prtip after loading.
  */
 #include <linux/bpf.h>
@@ -89,6 +91,12 @@ static __attribute__((always_inline)) int our_ip6(const struct prtip_config *cfg
 	       a->in6_u.u6_addr32[2] == cfg->src_ip6[2] && a->in6_u.u6_addr32[3] == cfg->src_ip6[3];
 }
 
+/* What a SYN gets back: a SYN-ACK, or an RST acknowledging it. */
+static __attribute__((always_inline)) int is_answer(const struct tcphdr *tcp)
+{
+	return tcp->ack && (tcp->syn || tcp->rst);
+}
+
 static __attribute__((always_inline)) int steer_ip4(const struct prtip_config *cfg, struct iphdr *ip, void *end)
 {
 	if ((void *)(ip + 1) > end || ip->daddr != cfg->src_ip || ip->ihl < 5)
@@ -99,7 +107,7 @@ static __attribute__((always_inline)) int steer_ip4(const struct prtip_config *c
 
 	if (ip->protocol == IPPROTO_TCP) {
 		struct tcphdr *tcp = l4;
-		return (void *)(tcp + 1) <= end && our_port(cfg, tcp->dest);
+		return (void *)(tcp + 1) <= end && our_port(cfg, tcp->dest) && is_answer(tcp);
 	}
 	if (ip->protocol != IPPROTO_ICMP)
 		return 0;
@@ -126,7 +134,7 @@ static __attribute__((always_inline)) int steer_ip6(const struct prtip_config *c
 
 	if (ip->nexthdr == IPPROTO_TCP) {
 		struct tcphdr *tcp = l4;
-		return (void *)(tcp + 1) <= end && our_port(cfg, tcp->dest);
+		return (void *)(tcp + 1) <= end && our_port(cfg, tcp->dest) && is_answer(tcp);
 	}
 	if (ip->nexthdr != IPPROTO_ICMPV6)
 		return 0;

@@ -199,10 +199,16 @@ fn frames_that_are_not_replies_still_reach_the_kernel() {
     // No neighbour entry: the kernel's own ARP must get through too.
     let mut lab = Lab::new(false);
     lab.listen(&[22, 80]);
+    // A service on the scanner host on one of the scan's source ports.
+    lab.listen_in_scanner(&[61010], "10.200.0.1");
     let mut scan = slow_scan(&lab);
     // The scanner host's own TCP connection, to a port and from a port that are not the scan's.
     let connected = in_netns(&lab.scan_ns, || {
         TcpStream::connect_timeout(&"10.201.0.9:22".parse().unwrap(), Duration::from_secs(3)).is_ok()
+    });
+    // A connection to that service: its SYN and ACK are no replies to the scan.
+    let served = in_netns(&lab.target_ns, || {
+        TcpStream::connect_timeout(&"10.200.0.1:61010".parse().unwrap(), Duration::from_secs(3)).is_ok()
     });
     // And a ping.
     let ping = Command::new("ip")
@@ -215,6 +221,7 @@ fn frames_that_are_not_replies_still_reach_the_kernel() {
     scan.signal(libc::SIGINT);
     let out = scan.finish();
     assert!(connected, "a TCP connection from the scanner host failed while the scan ran");
+    assert!(served, "a connection to a service on one of the scan's source ports failed while the scan ran");
     assert!(ping.status.success(), "ping failed while the scan ran: {}", String::from_utf8_lossy(&ping.stdout));
     assert!(!rows(&out.stdout).is_empty(), "the scan itself found nothing");
 }
