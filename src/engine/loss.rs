@@ -85,6 +85,18 @@ impl SendHistory {
     }
 }
 
+impl SendHistory {
+    /// When the probe at `linear` had been sent by (within a sampling
+    /// interval of when it was), if it had by the last sample kept. One sent
+    /// before everything kept is older than that: no time is known for it.
+    pub fn sent_before(&self, linear: u64) -> Option<u64> {
+        if linear < self.floor {
+            return None;
+        }
+        self.samples.iter().find(|&&(_, l)| l > linear).map(|&(t, _)| t)
+    }
+}
+
 /// What frames lost since `since_ns` may have belonged to: every probe sent
 /// from `reach_ns` before `since_ns` up to `sent_now`, the highest place sent
 /// by now. For a lost reply the reach is the reply timeout (its probe may be
@@ -139,5 +151,10 @@ mod tests {
         assert_eq!(h.samples, [(300, 400), (5_000, 900)]);
         assert_eq!(h.sent_by(4_500), 400);
         assert_eq!(h.sent_by(200), 300, "before what is kept: the floor");
+        // When a place was sent by: the first sample past it; none for what is older or not sent yet.
+        assert_eq!(h.sent_before(450), Some(5_000));
+        assert_eq!(h.sent_before(300), Some(300));
+        assert_eq!(h.sent_before(299), None, "older than what is kept");
+        assert_eq!(h.sent_before(900), None, "not sent by the last sample");
     }
 }

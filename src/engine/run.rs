@@ -8,7 +8,7 @@ use super::rate::{RateControl, RateReason};
 use super::state::{Answered, reply_timeout, retry_after};
 use crate::result::{PortState, Reason, ScanResult};
 use crate::transport::{Drops, Receive, Transmit, TransportError};
-use crate::wire::cookie::CookieKey;
+use crate::wire::cookie::{CookieKey, unwrap_rtt_us};
 use crate::wire::reply::{Rejection, ReplyKind, ReplyMatcher};
 use crate::wire::template::{Probe, SYN_FRAME_LEN, SynTemplate};
 use std::collections::VecDeque;
@@ -243,17 +243,21 @@ impl Shared {
         self.cursors.iter().map(|c| c.load(Acquire)).min().unwrap_or(0)
     }
 
-    /// Whether probe `index` went out from `sport` (or is going out): it is
-    /// this shard's, `sport` is one of its passes' ports, and its lane
-    /// reached it in that pass. A blind forger who guesses a cookie before
+    /// The place (`ScanPlan::linear`) of the last try of probe `index` that
+    /// went out from `sport` (or is going out), if one did: the probe is this
+    /// shard's, `sport` is the port of some of its passes, and its lane
+    /// reached it in one of those. A blind forger who guesses a cookie before
     /// the probe is sent, to have a closed port taken for the real answer,
     /// is refused here; the permutation's inverse says where the probe stands.
-    fn sent(&self, plan: &ScanPlan, index: u64, sport: u16) -> bool {
-        let (Some(pass), Some(j)) = (plan.pass_from(index, sport), plan.rank_of(index)) else {
-            return false;
-        };
-        let lane = (j % self.reached.len() as u64) as usize;
-        self.reached[lane].load(Acquire) > plan.linear(Cursor { pass, position: j })
+    fn last_try(&self, plan: &ScanPlan, index: u64, sport: u16) -> Option<u64> {
+        let (first, j) = (plan.pass_from(index, sport)?, plan.rank_of(index)?);
+        let reached = self.reached[(j % self.reached.len() as u64) as usize].load(Acquire);
+        // A loss pass sends from the port of the regular pass it repeats.
+        (first..=plan.last_pass())
+            .step_by(plan.retries as usize + 1)
+            .map(|pass| plan.linear(Cursor { pass, position: j }))
+            .take_while(|&linear| linear < reached)
+            .last()
     }
 
     /// Every position sent so far is below this: the lanes' highest, past a
@@ -392,6 +396,15 @@ impl Clock {
 
     fn wall_us(&self, mono_ns: u64) -> u64 {
         self.wall_start_us + mono_ns / 1000
+    }
+
+    /// The wall clock in microseconds since the scan began: the send time a
+    /// probe carries, on the same clock as the receive timestamps of its
+    /// replies (the kernel's are wall-clock times), so that a round trip is
+    /// one clock's difference.
+    fn stamp_us(&self) -> u64 {
+        let wall = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
+        (wall.as_micros() as u64).saturating_sub(self.wall_start_us)
     }
 
     /// A wall-clock time (ns since the epoch) on this clock's scale.
@@ -636,7 +649,7 @@ fn transmit<T: Transmit>(
                 pause(Duration::from_nanos(pacer.wait_ns(now)));
                 continue;
             }
-            let send_us = now / 1000;
+            let send_us = clock.stamp_us();
             let tsval = wire.key.tsval(send_us);
             let mut count = 0usize;
             let mut next = from;
@@ -720,9 +733,9 @@ fn receive<R: Receive>(
                 // Our cookie, but not a probe of this plan from that port.
                 return rejected.count(Rejection::NotOurs, shared);
             };
-            if !shared.sent(plan, index, reply.from_port) {
+            let Some(tried) = shared.last_try(plan, index, reply.from_port) else {
                 return rejected.count_unsent(shared);
-            }
+            };
             // Duplicates too: a target repeats its SYN-ACK when an RST was lost.
             if resets.is_some() && reply.kind == ReplyKind::SynAck {
                 let mut f = [0u8; SYN_FRAME_LEN];
@@ -737,7 +750,11 @@ fn receive<R: Receive>(
             let now_us = now / 1000;
             let rtt = match reply.sent_us {
                 Some(sent_us) => u64::from((now_us as u32).wrapping_sub(sent_us)),
-                None => reply.sent.rtt_us(now_us),
+                // The tick wraps every 1.05 s: a probe known to be older than that goes round as often as it must.
+                None => match watch.history.sent_before(tried) {
+                    Some(at_ns) => unwrap_rtt_us(reply.sent.rtt_us(now_us), now.saturating_sub(at_ns) / 1000),
+                    None => reply.sent.rtt_us(now_us),
+                },
             };
             let rtt = (rtt <= now_us && Duration::from_micros(rtt) <= MAX_RTT).then_some(rtt);
             if let Some(us) = rtt {
@@ -1319,15 +1336,22 @@ mod tests {
         reach(1, 0, 41);
         for &(j, index) in &probes {
             let (first, retry) = (plan.source_port(index, 0), plan.source_port(index, 1));
-            assert_eq!(shared.sent(&plan, index, first), j < 40, "probe {j}, first pass");
-            assert!(!shared.sent(&plan, index, retry), "probe {j}: the retry pass has not begun");
+            assert_eq!(shared.last_try(&plan, index, first).is_some(), j < 40, "probe {j}, first pass");
+            assert!(shared.last_try(&plan, index, retry).is_none(), "probe {j}: the retry pass has not begun");
         }
         reach(0, 1, 0);
         reach(1, 1, 3);
         for &(j, index) in &probes {
-            assert!(shared.sent(&plan, index, plan.source_port(index, 0)), "probe {j}: its first pass is over");
-            assert_eq!(shared.sent(&plan, index, plan.source_port(index, 1)), j == 1, "probe {j}, retry pass");
+            let first = shared.last_try(&plan, index, plan.source_port(index, 0));
+            assert_eq!(first, Some(plan.linear(Cursor { pass: 0, position: j })), "probe {j}: its first pass is over");
+            let retried = shared.last_try(&plan, index, plan.source_port(index, 1)).is_some();
+            assert_eq!(retried, j == 1, "probe {j}, retry pass");
         }
+        // A loss pass sends again from the first pass's port: the last try is the loss pass's.
+        reach(0, 2, 8);
+        let (j, index) = probes[4];
+        let last = shared.last_try(&plan, index, plan.source_port(index, 0));
+        assert_eq!(last, Some(plan.linear(Cursor { pass: 2, position: j })));
     }
 
     #[test]

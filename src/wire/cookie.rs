@@ -64,6 +64,14 @@ impl SendTick {
     }
 }
 
+/// A round trip the tick measured modulo `TICK_WRAP_US`, for a probe about
+/// `age_us` old (known to well within half a wrap): the one of the tick's
+/// values nearest that age. A reply that took 1.1 s is not read as 52 ms.
+pub fn unwrap_rtt_us(tick_rtt_us: u64, age_us: u64) -> u64 {
+    let turns = (age_us.saturating_sub(tick_rtt_us) + TICK_WRAP_US / 2) / TICK_WRAP_US;
+    tick_rtt_us + turns * TICK_WRAP_US
+}
+
 impl CookieKey {
     pub fn new(k0: u64, k1: u64) -> Self {
         let mut key = CookieKey { k0, k1, ts_offset: 0, tick_offset: 0 };
@@ -195,6 +203,13 @@ mod tests {
         // Past the wrap the time is ambiguous: 1.2 s reads as 0.15 s.
         let got = SendTick::of(sent).rtt_us(sent + 1_200_000);
         assert!(got.abs_diff(1_200_000 - TICK_WRAP_US) <= 8);
+        // Known to be about 1.2 s old (to 10 ms, say), the probe's round trip is read whole.
+        for age in [1_190_000, 1_200_000, 1_210_000] {
+            assert_eq!(unwrap_rtt_us(got, age), got + TICK_WRAP_US);
+        }
+        assert_eq!(unwrap_rtt_us(50_000, 40_000), 50_000, "an age a little short of the tick's");
+        assert_eq!(unwrap_rtt_us(50_000, 60_000), 50_000);
+        assert_eq!(unwrap_rtt_us(50_000, 3 * TICK_WRAP_US + 45_000), 50_000 + 3 * TICK_WRAP_US);
     }
 
     #[test]
