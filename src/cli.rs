@@ -304,19 +304,7 @@ impl Cli {
         if self.store_silent && database.is_none() {
             return Err(ConfigError::StoreSilentWithoutDb);
         }
-        let mut files: Vec<OutputFile> = [
-            (Format::Text, &self.output_normal),
-            (Format::Ndjson, &self.output_json),
-            (Format::Xml, &self.output_xml),
-            (Format::Grepable, &self.output_grepable),
-            (Format::Csv, &self.output_csv),
-        ]
-        .into_iter()
-        .filter_map(|(format, path)| path.clone().map(|path| OutputFile { format, path }))
-        .collect();
-        if let Some(base) = &self.output_all {
-            files.extend(OutputFile::all(base));
-        }
+        let files = self.output_files();
         if self.dry_run && (database.is_some() || !files.is_empty()) {
             return Err(ConfigError::DryRunWithStorage);
         }
@@ -411,6 +399,24 @@ impl Cli {
 }
 
 impl Cli {
+    /// The output files asked for, `-oA`'s five included.
+    fn output_files(&self) -> Vec<OutputFile> {
+        let mut files: Vec<OutputFile> = [
+            (Format::Text, &self.output_normal),
+            (Format::Ndjson, &self.output_json),
+            (Format::Xml, &self.output_xml),
+            (Format::Grepable, &self.output_grepable),
+            (Format::Csv, &self.output_csv),
+        ]
+        .into_iter()
+        .filter_map(|(format, path)| path.clone().map(|path| OutputFile { format, path }))
+        .collect();
+        if let Some(base) = &self.output_all {
+            files.extend(OutputFile::all(base));
+        }
+        files
+    }
+
     /// The targets, with special-purpose ranges and exclusions taken out;
     /// also how many were excluded, and which special ranges were skipped.
     fn resolve_hosts(&self) -> Result<(Hosts, u128, Excluded), ConfigError> {
