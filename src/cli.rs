@@ -96,6 +96,11 @@ pub struct Cli {
     #[arg(long, value_name = "RANGE", default_value = DEFAULT_SOURCE_PORTS, help_heading = "Network")]
     pub source_port: String,
 
+    /// Use --source-port even where this host listens or picks its own
+    /// connections' ports (their traffic and the scan's then mix)
+    #[arg(long, help_heading = "Network")]
+    pub allow_port_overlap: bool,
+
     /// Next-hop MAC address [default: from the neighbour table, or ARP or
     /// neighbour discovery]
     #[arg(long, value_name = "MAC", help_heading = "Network")]
@@ -371,6 +376,7 @@ impl Cli {
             path: PathOverrides { interface: self.interface, source_ip, gateway_mac },
             queues: self.queues,
             src_ports: parse_source_ports(&self.source_port)?,
+            allow_port_overlap: self.allow_port_overlap,
             rate: self.rate,
             fixed_rate: self.fixed_rate,
             retries,

@@ -115,6 +115,8 @@ pub struct ScanConfig {
     pub rate: u64,
     /// Keep the rate whatever this host drops (`--fixed-rate`).
     pub fixed_rate: bool,
+    /// Source ports may be ones this host uses itself.
+    pub allow_port_overlap: bool,
     pub retries: u32,
     pub max_wait: Duration,
     pub seed: u64,

@@ -37,6 +37,10 @@ pub enum ScanError {
     Output(#[from] io::Error),
     #[error("storing results: {0}")]
     Store(#[from] StoreError),
+    #[error(
+        "source ports {ports} clash with this host's own: {why}; choose --source-port elsewhere, or add --allow-port-overlap"
+    )]
+    PortOverlap { ports: String, why: String },
     #[error("writing {}: {source}", path.display())]
     LatencyFile {
         path: std::path::PathBuf,
@@ -73,6 +77,7 @@ impl ScanError {
             ),
             ScanError::Store(e) => e.names_the_wrong_database(),
             ScanError::LatencyFile { source, .. } => unusable(source),
+            ScanError::PortOverlap { .. } => true,
             _ => false,
         }
     }
@@ -169,6 +174,15 @@ pub fn prepare(cfg: &ScanConfig) -> Result<Scan<'_>, ScanError> {
         None => None,
     };
     can_write(cfg)?;
+    if !cfg.allow_port_overlap
+        && let Some(why) = net::local_ports::used().clash(cfg.src_ports)
+    {
+        let (lo, hi) = cfg.src_ports;
+        return Err(ScanError::PortOverlap {
+            ports: if lo == hi { lo.to_string() } else { format!("{lo}-{hi}") },
+            why,
+        });
+    }
     let path = net::resolve_path(&route_samples(cfg.space.hosts()), &cfg.path)?;
     tracing::info!(
         ifname = %path.ifname,

@@ -128,6 +128,8 @@ fn bad_input_gets_one_line_and_status_2() {
         vec!["--gateway-mac", "01:00:5e:00:00:01", "10.0.0.1"],
         vec!["--gateway-mac", "00:00:00:00:00:00", "10.0.0.1"],
         vec!["--wait", "0", "--retries", "2", "10.0.0.1"],
+        // source ports in the kernel's own range (32768-60999 unless set otherwise)
+        vec!["--source-port", "40000-40063", "10.0.0.1"],
         // checkpoints
         vec!["--resume", "/nonexistent/prtip.json"],
         vec!["--resume", &junk_checkpoint],

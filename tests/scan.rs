@@ -131,7 +131,7 @@ fn loopback_scan_finds_exact_open_ports() {
     assert!(text.contains("Not shown: 9995 closed tcp ports (reset)"));
 }
 
-/// Sends `count` SYN-ACKs from 10.201.0.1:7000 to the scanner's port 40000 with
+/// Sends `count` SYN-ACKs from 10.201.0.1:7000 to the scanner's port 62000 with
 /// acknowledgement numbers that match the scan's cookie key only by a 2^-16
 /// chance each (the MAC), and only after the probe was sent, from inside the
 /// target namespace.
@@ -143,7 +143,7 @@ fn forge_syn_acks(ns: &str, count: u32) {
         for i in 0..count {
             let mut pkt = Vec::new();
             etherparse::PacketBuilder::ipv4([10, 201, 0, 1], [10, 200, 0, 1], 64)
-                .tcp(7000, 40000, 1000 + i, 1024)
+                .tcp(7000, 62000, 1000 + i, 1024)
                 .syn()
                 .ack(0x5eed_0000 ^ i.wrapping_mul(2_654_435_761))
                 .write(&mut pkt, &[])
@@ -181,7 +181,7 @@ fn forged_syn_acks_never_become_results() {
         "7000",
         "10.201.0.1",
         "--source-port",
-        "40000",
+        "62000",
         "--retries",
         "0",
         "--wait",

@@ -111,19 +111,12 @@ fn sweep_of_a_16_through_af_xdp_finds_exact_truth() {
 
 /// A slow AF_XDP scan (about 16 s), started and seen attached.
 fn slow_scan(lab: &Lab) -> Running {
-    let mut scan = lab.start(&[
-        "-p",
-        "80",
-        "10.201.0.0/17",
-        "--transport",
-        "xdp",
-        "--rate",
-        "2000",
-        "-o",
-        "ndjson",
-        "--open",
-        "-q",
-    ]);
+    slow_scan_with(lab, &[])
+}
+
+fn slow_scan_with(lab: &Lab, extra: &[&str]) -> Running {
+    let args = ["-p", "80", "10.201.0.0/17", "--transport", "xdp", "--rate", "2000", "-o", "ndjson", "--open", "-q"];
+    let mut scan = lab.start(&[&args[..], extra].concat());
     scan.wait_until("the XDP program attached", |_| xdp_attached(lab));
     scan
 }
@@ -175,7 +168,7 @@ fn an_interface_with_an_xdp_program_is_left_alone() {
     assert_eq!(out.status.code(), Some(1), "{}", stderr_of(&out));
     assert!(stderr_of(&out).contains("already has an XDP program"), "{}", stderr_of(&out));
     // Its own source ports: the first scan's program steers replies to the default ones.
-    let out = lab.prtip(&["-p", "80", "10.201.0.16", "-o", "ndjson", "--source-port", "50000-50063"]).output().unwrap();
+    let out = lab.prtip(&["-p", "80", "10.201.0.16", "-o", "ndjson", "--source-port", "62000-62063"]).output().unwrap();
     assert!(out.status.success(), "{}", stderr_of(&out));
     assert!(stderr_of(&out).contains("notice: using raw sockets"), "{}", stderr_of(&out));
     assert_eq!(ports_in(&rows(&out.stdout), "open"), [80]);
@@ -199,9 +192,13 @@ fn frames_that_are_not_replies_still_reach_the_kernel() {
     // No neighbour entry: the kernel's own ARP must get through too.
     let mut lab = Lab::new(false);
     lab.listen(&[22, 80]);
-    // A service on the scanner host on one of the scan's source ports.
+    // A service on the scanner host on one of the scan's source ports (a
+    // clash prtip refuses unless told to go ahead).
     lab.listen_in_scanner(&[61010], "10.200.0.1");
-    let mut scan = slow_scan(&lab);
+    let refused = lab.prtip(&["-p", "80", "10.201.0.1", "--transport", "xdp"]).output().unwrap();
+    assert_eq!(refused.status.code(), Some(2), "{}", stderr_of(&refused));
+    assert!(stderr_of(&refused).contains("this host listens on 61010"), "{}", stderr_of(&refused));
+    let mut scan = slow_scan_with(&lab, &["--allow-port-overlap"]);
     // The scanner host's own TCP connection, to a port and from a port that are not the scan's.
     let connected = in_netns(&lab.scan_ns, || {
         TcpStream::connect_timeout(&"10.201.0.9:22".parse().unwrap(), Duration::from_secs(3)).is_ok()

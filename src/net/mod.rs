@@ -2,6 +2,7 @@
 //! taken from the kernel's routing and neighbour tables unless overridden.
 
 pub mod interface;
+pub mod local_ports;
 pub mod neighbour;
 pub mod netlink;
 
