@@ -941,8 +941,8 @@ fn details(path: &Path, s: &ScanStats, stored: Option<&StoreReport>) -> String {
     let mac = path.next_hop_mac.map(|b| format!("{b:02x}")).join(":");
     let rtt = s.max_rtt.map_or("none measured".to_string(), |d| format!("{} us", d.as_micros()));
     let mut line = format!(
-        "next hop {mac}; slowest round trip {rtt}; {} duplicate replies; {} frames failed validation; {} receive drops; {} RSTs sent",
-        s.duplicates, s.invalid, s.rx_drops, s.resets
+        "next hop {mac}; slowest round trip {rtt}; {} duplicate replies; {} late replies (slower than --wait, kept); {} frames failed validation; {} receive drops; {} RSTs sent",
+        s.duplicates, s.late, s.invalid, s.rx_drops, s.resets
     );
     if s.resets_skipped > 0 {
         line.push_str(&format!(" ({} skipped: the reset thread fell behind)", s.resets_skipped));
@@ -1042,12 +1042,20 @@ mod tests {
 
     #[test]
     fn details_and_storage_notes_name_what_was_kept() {
-        let stats =
-            ScanStats { duplicates: 1, invalid: 2, rx_drops: 3, resets: 4, resets_skipped: 5, ..ScanStats::default() };
+        let stats = ScanStats {
+            duplicates: 1,
+            late: 7,
+            invalid: 2,
+            rx_drops: 3,
+            resets: 4,
+            resets_skipped: 5,
+            ..ScanStats::default()
+        };
         let report = StoreReport { scan_id: Some(9), rows_stored: 42, backpressure: 6, checkpoint_lost: None };
         assert_eq!(
             details(&path(), &stats, Some(&report)),
-            "next hop 02:00:00:00:00:fe; slowest round trip none measured; 1 duplicate replies; 2 frames failed validation; \
+            "next hop 02:00:00:00:00:fe; slowest round trip none measured; 1 duplicate replies; \
+             7 late replies (slower than --wait, kept); 2 frames failed validation; \
              3 receive drops; 4 RSTs sent (5 skipped: the reset thread fell behind); storage backpressure 6 times"
         );
         let cfg = config(&["--with-db", "--database", "/tmp/x.db", "--output-grepable", "/tmp/x.gnmap", "10.0.0.1"]);

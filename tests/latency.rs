@@ -74,13 +74,13 @@ fn round_trips_longer_than_the_tick_wraps_are_read_whole() {
     let _alone = ALONE.lock().unwrap_or_else(|e| e.into_inner());
     let lab = DelayLab::new(&delay_lab_open());
     lab.set_delay(Duration::from_millis(1200));
-    let out = lab
-        .prtip(&["-p", "1-100", "--rate", "1000", "--wait", "3", "--transport", "raw", "-o", "ndjson", "10.201.0.1"])
-        .output()
-        .unwrap();
+    let args =
+        ["-p", "1-100", "--rate", "1000", "--wait", "3", "--transport", "raw", "-o", "ndjson", "-v", "10.201.0.1"];
+    let out = lab.prtip(&args).output().unwrap();
     assert!(out.status.success(), "{}", stderr_of(&out));
     let rows = rows(&out.stdout);
     assert_eq!(rows.len(), 100, "{}", stderr_of(&out));
+    assert!(stderr_of(&out).contains("; 0 late replies"), "none slower than --wait: {}", stderr_of(&out));
     for r in &rows {
         let rtt = r.rtt_us.expect("every reply is timed");
         assert!((1_200_000..1_400_000).contains(&rtt), "port {} ({}): {rtt} us with 1.2 s injected", r.port, r.state);

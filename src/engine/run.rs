@@ -116,6 +116,8 @@ pub struct ScanStats {
     /// Answered with ICMP unreachable.
     pub unreachable: u64,
     pub duplicates: u64,
+    /// Replies slower than `--wait`: kept, as the truth they are, and counted.
+    pub late: u64,
     /// RSTs sent to close what SYN-ACKs half opened (AF_XDP only: otherwise
     /// this host's kernel sees the SYN-ACKs and resets them itself).
     pub resets: u64,
@@ -209,6 +211,7 @@ struct Shared {
     closed: AtomicU64,
     unreachable: AtomicU64,
     duplicates: AtomicU64,
+    late: AtomicU64,
     resets: AtomicU64,
     resets_skipped: AtomicU64,
     invalid: AtomicU64,
@@ -354,6 +357,7 @@ impl Shared {
             closed: self.closed.load(Relaxed),
             unreachable: self.unreachable.load(Relaxed),
             duplicates: self.duplicates.load(Relaxed),
+            late: self.late.load(Relaxed),
             resets: self.resets.load(Relaxed),
             resets_skipped: self.resets_skipped.load(Relaxed),
             invalid: self.invalid.load(Relaxed),
@@ -757,6 +761,9 @@ fn receive<R: Receive>(
                 },
             };
             let rtt = (rtt <= now_us && Duration::from_micros(rtt) <= MAX_RTT).then_some(rtt);
+            if rtt.is_some_and(|us| Duration::from_micros(us) > plan.max_wait) {
+                shared.late.fetch_add(1, Relaxed);
+            }
             if let Some(us) = rtt {
                 shared.max_rtt_us.fetch_max(us.max(1), Relaxed);
             }
