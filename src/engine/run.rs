@@ -246,14 +246,15 @@ impl Shared {
         self.cursors.iter().map(|c| c.load(Acquire)).min().unwrap_or(0)
     }
 
-    /// The place (`ScanPlan::linear`) of the last try of probe `index` that
-    /// went out from `sport` (or is going out), if one did: the probe is this
-    /// shard's, `sport` is the port of some of its passes, and its lane
-    /// reached it in one of those. A blind forger who guesses a cookie before
-    /// the probe is sent, to have a closed port taken for the real answer,
-    /// is refused here; the permutation's inverse says where the probe stands.
-    fn last_try(&self, plan: &ScanPlan, index: u64, sport: u16) -> Option<u64> {
-        let (first, j) = (plan.pass_from(index, sport)?, plan.rank_of(index)?);
+    /// The place (`ScanPlan::linear`) of the last try of probe `index` from
+    /// the source port that pass `first` used first (`ScanPlan::pass_from`)
+    /// that went out (or is going out), if one did: the probe is this
+    /// shard's, and its lane reached it in one of the passes sending from
+    /// that port. A blind forger who guesses a cookie before the probe is
+    /// sent, to have a closed port taken for the real answer, is refused
+    /// here; the permutation's inverse says where the probe stands.
+    fn last_try(&self, plan: &ScanPlan, index: u64, first: u32) -> Option<u64> {
+        let j = plan.rank_of(index)?;
         let reached = self.reached[(j % self.reached.len() as u64) as usize].load(Acquire);
         // A loss pass sends from the port of the regular pass it repeats.
         (first..=plan.last_pass())
@@ -731,13 +732,13 @@ fn receive<R: Receive>(
                 Ok(reply) => reply,
                 Err(why) => return rejected.count(why, shared),
             };
-            let Some(index) =
-                plan.space.index_of(reply.ip, reply.port).filter(|&i| plan.pass_from(i, reply.from_port).is_some())
+            let Some((index, first)) =
+                plan.space.index_of(reply.ip, reply.port).and_then(|i| Some((i, plan.pass_from(i, reply.from_port)?)))
             else {
                 // Our cookie, but not a probe of this plan from that port.
                 return rejected.count(Rejection::NotOurs, shared);
             };
-            let Some(tried) = shared.last_try(plan, index, reply.from_port) else {
+            let Some(tried) = shared.last_try(plan, index, first) else {
                 return rejected.count_unsent(shared);
             };
             // Duplicates too: a target repeats its SYN-ACK when an RST was lost.
@@ -1339,25 +1340,29 @@ mod tests {
         let reach = |lane: u64, pass: u32, j: u64| {
             shared.reached[lane as usize].store(plan.linear(Cursor { pass, position: j }), Release)
         };
+        // What the receive thread asks of a reply to `index` at `sport`.
+        let tried = |index: u64, sport: u16| {
+            plan.pass_from(index, sport).and_then(|first| shared.last_try(&plan, index, first))
+        };
         reach(0, 0, 40);
         reach(1, 0, 41);
         for &(j, index) in &probes {
             let (first, retry) = (plan.source_port(index, 0), plan.source_port(index, 1));
-            assert_eq!(shared.last_try(&plan, index, first).is_some(), j < 40, "probe {j}, first pass");
-            assert!(shared.last_try(&plan, index, retry).is_none(), "probe {j}: the retry pass has not begun");
+            assert_eq!(tried(index, first).is_some(), j < 40, "probe {j}, first pass");
+            assert!(tried(index, retry).is_none(), "probe {j}: the retry pass has not begun");
         }
         reach(0, 1, 0);
         reach(1, 1, 3);
         for &(j, index) in &probes {
-            let first = shared.last_try(&plan, index, plan.source_port(index, 0));
+            let first = tried(index, plan.source_port(index, 0));
             assert_eq!(first, Some(plan.linear(Cursor { pass: 0, position: j })), "probe {j}: its first pass is over");
-            let retried = shared.last_try(&plan, index, plan.source_port(index, 1)).is_some();
+            let retried = tried(index, plan.source_port(index, 1)).is_some();
             assert_eq!(retried, j == 1, "probe {j}, retry pass");
         }
         // A loss pass sends again from the first pass's port: the last try is the loss pass's.
         reach(0, 2, 8);
         let (j, index) = probes[4];
-        let last = shared.last_try(&plan, index, plan.source_port(index, 0));
+        let last = tried(index, plan.source_port(index, 0));
         assert_eq!(last, Some(plan.linear(Cursor { pass: 2, position: j })));
     }
 
