@@ -174,7 +174,7 @@ fn sigterm_mid_scan_loses_nothing() {
     stopped_cleanly_loses_nothing(libc::SIGTERM);
 }
 
-/// A dropped SSH session sends SIGHUP: the scan ends as it does on Ctrl-C.
+/// A closed terminal or SSH connection sends SIGHUP: the scan ends as it does on Ctrl-C.
 #[test]
 fn sighup_mid_scan_loses_nothing() {
     stopped_cleanly_loses_nothing(libc::SIGHUP);

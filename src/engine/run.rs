@@ -54,7 +54,7 @@ impl StopSignal {
 
     /// Ctrl-C, SIGTERM or SIGHUP stops sending; a second one also stops waiting for replies.
     pub fn stop_on_signals(&'static self) -> std::io::Result<()> {
-        // SIGHUP too: a dropped SSH session ends the scan as Ctrl-C does, its files whole.
+        // SIGHUP too: a closed terminal or SSH connection ends the scan as Ctrl-C does, its files whole.
         for signal in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP] {
             crate::sys::count_signal(signal, &self.0)?;
         }

@@ -79,7 +79,9 @@ ALTER TABLE scans ADD COLUMN resume_position INTEGER NOT NULL DEFAULT 0;
 "#,
     ),
     Migration::Code(packed_results),
-    Migration::Code(undecided_state),
+    // Version 5: the view names the `undecided` state and its reason.
+    Migration::Code(refresh_view),
+    // Version 6: the view names each ICMP unreachable code.
     Migration::Code(refresh_view),
 ];
 
@@ -132,13 +134,9 @@ FROM scan_result_rows;
     )
 }
 
-/// Version 5: the view names the `undecided` state and its reason.
-fn undecided_state(tx: &rusqlite::Transaction) -> rusqlite::Result<()> {
-    refresh_view(tx)
-}
-
-/// Version 6: the view names each ICMP unreachable code (`admin-prohibited`,
-/// `port-unreach`, ...) where it said `host-unreach` for all.
+/// The view made anew from the names the types give states and reasons (in
+/// version 6 each ICMP unreachable code got its own, `admin-prohibited`,
+/// `port-unreach`, ..., where the view said `host-unreach` for all).
 fn refresh_view(tx: &rusqlite::Transaction) -> rusqlite::Result<()> {
     tx.execute_batch("DROP VIEW scan_results")?;
     tx.execute_batch(&results_view())
