@@ -16,7 +16,7 @@ use crate::store::db::{ScanEnd, ScanStart};
 use crate::store::{Finish, Store, StoreConfig, StoreError, StoreReport, safe_open};
 use crate::target::hosts::Hosts;
 use crate::transport::xdp::{self, XdpAttachment};
-use crate::transport::{Receive, Transmit, TransportError, WithLinkDrops, raw};
+use crate::transport::{Receive, Resent, Transmit, TransportError, WithLinkDrops, raw};
 use crate::wire::cookie::CookieKey;
 use crate::wire::template::SynTemplate;
 use std::io::{self, BufWriter, Write};
@@ -193,7 +193,7 @@ pub fn prepare(cfg: &ScanConfig) -> Result<Scan<'_>, ScanError> {
     );
     let mut opened = open_transport(cfg, &path, &mut notes)?;
     if let Some(link) = net::interface::LinkDrops::open(&path.ifname, path.ifindex) {
-        opened.rx = Box::new(WithLinkDrops { inner: opened.rx, link });
+        opened.rx = Box::new(WithLinkDrops::new(opened.rx, link, opened.resent.clone()));
     }
     // Fault injection for the tests of a host that drops frames (tests/drops.rs);
     // release builds do not have it.
@@ -469,15 +469,19 @@ struct Opened {
     name: &'static str,
     /// What the banner says: the transport and how it runs.
     kind: String,
+    /// Probes the interface dropped that the sending halves sent again.
+    resent: Resent,
 }
 
 fn open_transport(cfg: &ScanConfig, path: &Path, notes: &mut Notes) -> Result<Opened, ScanError> {
     let raw = || -> Result<Opened, ScanError> {
-        let (tx, rx) = raw::open(path.ifindex, path.next_hop_mac, path.via_ip_stack, path.src_ip, cfg.src_ports)?;
+        let resent = Resent::default();
+        let (tx, rx) =
+            raw::open(path.ifindex, path.next_hop_mac, path.via_ip_stack, path.src_ip, cfg.src_ports, &resent)?;
         // This host's kernel sees the SYN-ACKs too, and resets them itself.
         let resets = None;
         let kind = "raw sockets".into();
-        Ok(Opened { txs: vec![Box::new(tx)], rx: Box::new(rx), resets, _attachment: None, name: "raw", kind })
+        Ok(Opened { txs: vec![Box::new(tx)], rx: Box::new(rx), resets, _attachment: None, name: "raw", kind, resent })
     };
     let xdp = || -> Result<Opened, TransportError> {
         if path.via_ip_stack {
@@ -502,13 +506,23 @@ fn open_transport(cfg: &ScanConfig, path: &Path, notes: &mut Notes) -> Result<Op
         if cfg.rate > 0 {
             queues = queues.min(u32::try_from(cfg.rate).unwrap_or(u32::MAX));
         }
+        let resent = Resent::default();
         let (txs, rx, attachment) =
-            xdp::open(&path.ifname, path.ifindex, available, path.src_ip, cfg.src_ports, queues)?;
+            xdp::open(&path.ifname, path.ifindex, available, path.src_ip, cfg.src_ports, queues, &resent)?;
         let mode = if attachment.zero_copy { "zero-copy" } else { "copy mode" };
         let kind = format!("AF_XDP, {mode}, {queues} {}", if queues == 1 { "queue" } else { "queues" });
         let txs = txs.into_iter().map(|t| Box::new(t) as Box<dyn Transmit>).collect();
-        let resets: Box<dyn Transmit> = Box::new(raw::frame_sender(path.ifindex, path.next_hop_mac, path.src_ip)?);
-        Ok(Opened { txs, rx: Box::new(rx), resets: Some(resets), _attachment: Some(attachment), name: "af_xdp", kind })
+        let resets: Box<dyn Transmit> =
+            Box::new(raw::frame_sender(path.ifindex, path.next_hop_mac, path.src_ip, &resent)?);
+        Ok(Opened {
+            txs,
+            rx: Box::new(rx),
+            resets: Some(resets),
+            _attachment: Some(attachment),
+            name: "af_xdp",
+            kind,
+            resent,
+        })
     };
     match cfg.transport {
         TransportChoice::Raw => raw(),

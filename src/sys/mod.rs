@@ -101,6 +101,13 @@ pub fn send(fd: BorrowedFd, buf: &[u8]) -> io::Result<usize> {
     check(unsafe { libc::send(fd.as_raw_fd(), buf.as_ptr().cast(), buf.len(), 0) }).map(|n| n as usize)
 }
 
+/// Has the kernel send what an AF_XDP socket's TX ring holds. Without
+/// MSG_DONTWAIT a copy-mode socket refuses (EOPNOTSUPP).
+pub fn wake_tx(fd: BorrowedFd) -> io::Result<()> {
+    // SAFETY: an empty send reads no memory.
+    check(unsafe { libc::send(fd.as_raw_fd(), std::ptr::null(), 0, libc::MSG_DONTWAIT) }).map(|_| ())
+}
+
 /// Sends one datagram to `addr` (a `sockaddr_*`).
 pub fn send_to<A: Plain>(fd: BorrowedFd, buf: &[u8], addr: &A) -> io::Result<usize> {
     // SAFETY: buf and addr are valid for reading the lengths given.

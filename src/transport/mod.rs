@@ -6,6 +6,8 @@ pub mod raw;
 #[allow(unsafe_code)]
 pub mod xdp;
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::Duration;
 use thiserror::Error;
 
@@ -78,11 +80,44 @@ impl Drops {
     }
 }
 
+/// Probes the interface dropped as they were sent and the sending halves then
+/// sent again: the interface's `tx_dropped` counts them, yet nothing was lost.
+#[derive(Debug, Clone, Default)]
+pub struct Resent(Arc<AtomicU64>);
+
+impl Resent {
+    pub fn add(&self, n: u64) {
+        self.0.fetch_add(n, Relaxed);
+    }
+
+    /// Those counted since the last call.
+    pub fn take(&self) -> u64 {
+        self.0.swap(0, Relaxed)
+    }
+}
+
 /// A receiving half whose drops also count the frames the interface itself
 /// lost, in either direction: a probe that never left is a reply never seen.
 pub struct WithLinkDrops<R> {
     pub inner: R,
     pub link: crate::net::interface::LinkDrops,
+    pub resent: Resent,
+    /// Resends read after the interface's counter was: their drops are in its next reading.
+    early: u64,
+}
+
+impl<R> WithLinkDrops<R> {
+    pub fn new(inner: R, link: crate::net::interface::LinkDrops, resent: Resent) -> Self {
+        WithLinkDrops { inner, link, resent, early: 0 }
+    }
+}
+
+/// Of `dropped` frames the interface counted, those not sent again, given
+/// the `resent` read after it and the `early` resends of the last reading;
+/// and the resends to set against the next one.
+fn unrecovered(dropped: u64, resent: u64, early: u64) -> (u64, u64) {
+    let covered = resent + early;
+    (dropped.saturating_sub(covered), covered.saturating_sub(dropped).min(resent))
 }
 
 impl<R: Receive> Receive for WithLinkDrops<R> {
@@ -92,8 +127,16 @@ impl<R: Receive> Receive for WithLinkDrops<R> {
 
     fn take_drops(&mut self) -> Drops {
         let Drops { replies, probes } = self.inner.take_drops();
+        // The interface counts a drop before its sender learns of it and
+        // sends the frame again. Read in that order, a drop whose resend is
+        // not counted yet is taken as lost (retried: never missed), and a
+        // resend whose drop came after the reading is set against the next
+        // one; only against the next, so that no resend ever hides a drop
+        // of its own reading's frames.
         let link = self.link.take();
-        Drops { replies: replies + link.incoming, probes: probes + link.outgoing }
+        let lost;
+        (lost, self.early) = unrecovered(link.outgoing, self.resent.take(), self.early);
+        Drops { replies: replies + link.incoming, probes: probes + lost }
     }
 
     fn take_backlog(&mut self) -> f32 {
@@ -184,5 +227,26 @@ impl<R: Receive + ?Sized> Receive for Box<R> {
 
     fn take_backlog(&mut self) -> f32 {
         (**self).take_backlog()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::unrecovered;
+
+    #[test]
+    fn resends_cover_their_own_drops_and_no_others() {
+        // Every drop sent again.
+        assert_eq!(unrecovered(5, 5, 0), (0, 0));
+        // A drop whose resend is not counted yet is lost.
+        assert_eq!(unrecovered(5, 4, 0), (1, 0));
+        // A resend read before its drop covers the drop in the next reading...
+        assert_eq!(unrecovered(5, 6, 0), (0, 1));
+        assert_eq!(unrecovered(1, 0, 1), (0, 0));
+        // ...and no further: a resend never hides a later reading's drop.
+        assert_eq!(unrecovered(0, 0, 1), (0, 0));
+        assert_eq!(unrecovered(1, 0, 0), (1, 0));
+        // An early resend carried over is not carried again.
+        assert_eq!(unrecovered(0, 2, 3), (0, 2));
     }
 }

@@ -15,7 +15,7 @@
 //! IPv4 frames with `ETH_P_IP`, IPv6 frames with `ETH_P_IPV6`.
 
 use super::filter::{Insn, SNAP_LEN, reply_filter};
-use super::{Drops, Receive, Transmit, TransportError};
+use super::{Drops, Receive, Resent, Transmit, TransportError};
 use crate::sys::{self, RecvBatch, SendBatch, SockAddr};
 use crate::wire::field::{Field, at, ethernet, ipv4, ipv6};
 use std::mem::size_of;
@@ -35,6 +35,7 @@ pub struct RawTx {
     fd: OwnedFd,
     route: TxRoute,
     batch: SendBatch,
+    resent: Resent,
 }
 
 enum TxRoute {
@@ -66,6 +67,7 @@ pub fn open(
     via_ip_stack: bool,
     src_ip: IpAddr,
     src_ports: (u16, u16),
+    resent: &Resent,
 ) -> Result<(RawTx, RawRx), TransportError> {
     let family = match src_ip {
         IpAddr::V4(_) => Family::V4,
@@ -78,9 +80,10 @@ pub fn open(
             fd: new_socket(domain, libc::IPPROTO_RAW)?,
             route: TxRoute::IpStack(family),
             batch: SendBatch::default(),
+            resent: resent.clone(),
         }
     } else {
-        frame_sender(ifindex, next_hop, src_ip)?
+        frame_sender(ifindex, next_hop, src_ip, resent)?
     };
 
     let rx = new_socket(libc::AF_PACKET, 0)?;
@@ -109,8 +112,8 @@ pub fn open(
 /// A sender of whole Ethernet frames to `next_hop` on interface `ifindex`,
 /// and nothing else: what an AF_XDP scan sends its RSTs with, since its own
 /// rings belong to the transmit threads.
-pub fn frame_sender(ifindex: u32, next_hop: [u8; 6], src_ip: IpAddr) -> Result<RawTx, TransportError> {
-    link_tx(ifindex, next_hop, ethertype(src_ip))
+pub fn frame_sender(ifindex: u32, next_hop: [u8; 6], src_ip: IpAddr, resent: &Resent) -> Result<RawTx, TransportError> {
+    link_tx(ifindex, next_hop, ethertype(src_ip), resent)
 }
 
 /// The EtherType of frames carrying packets of `ip`'s family.
@@ -118,14 +121,14 @@ fn ethertype(ip: IpAddr) -> u16 {
     (if ip.is_ipv4() { libc::ETH_P_IP } else { libc::ETH_P_IPV6 }) as u16
 }
 
-fn link_tx(ifindex: u32, next_hop: [u8; 6], ethertype: u16) -> Result<RawTx, TransportError> {
+fn link_tx(ifindex: u32, next_hop: [u8; 6], ethertype: u16, resent: &Resent) -> Result<RawTx, TransportError> {
     // Bound with protocol 0, so the kernel never queues received frames on it.
     let fd = new_socket(libc::AF_PACKET, 0)?;
     bind(&fd, &sys::link_address(ifindex, 0))?;
     let mut dest = sys::link_address(ifindex, ethertype);
     dest.sll_halen = 6;
     dest.sll_addr[..6].copy_from_slice(&next_hop);
-    Ok(RawTx { fd, route: TxRoute::Link(dest), batch: SendBatch::default() })
+    Ok(RawTx { fd, route: TxRoute::Link(dest), batch: SendBatch::default(), resent: resent.clone() })
 }
 
 fn new_socket(family: i32, protocol: i32) -> Result<OwnedFd, TransportError> {
@@ -175,6 +178,12 @@ impl Transmit for RawTx {
             let err = match batch.send_from(done) {
                 Ok(n) => {
                     done += n;
+                    // sendmmsg stops at the first message that fails and, having
+                    // sent some, drops the error: on a link-layer socket that is
+                    // the interface dropping the frame, which goes again.
+                    if done < batch.messages() && matches!(route, TxRoute::Link(_)) {
+                        self.resent.add(1);
+                    }
                     continue;
                 }
                 Err(err) => err,
@@ -182,6 +191,12 @@ impl Transmit for RawTx {
             match (err.raw_os_error(), route) {
                 (Some(libc::EINTR), _) => {}
                 // The device queue is full: give the driver a moment rather than drop probes.
+                // ENOBUFS from a link-layer send: the interface dropped the
+                // frame (and counted it in tx_dropped), and it goes again.
+                (Some(libc::ENOBUFS), TxRoute::Link(_)) => {
+                    self.resent.add(1);
+                    std::thread::sleep(Duration::from_micros(50));
+                }
                 (Some(libc::ENOBUFS | libc::EAGAIN), _) => std::thread::sleep(Duration::from_micros(50)),
                 // The IP stack refuses one destination (a broadcast address, a
                 // firewall rule, no route): skip that probe, not the scan.

@@ -20,28 +20,31 @@ mod abi;
 
 pub use abi::MAX_QUEUES;
 
-use super::{Drops, Receive, Transmit, TransportError};
+use super::{Drops, Receive, Resent, Transmit, TransportError};
 use crate::sys;
 use abi::ProgramConfig;
 use libbpf_rs::{Link, MapCore, MapFlags, Object, ObjectBuilder};
+use std::collections::VecDeque;
 use std::ffi::CString;
 use std::io::Write;
 use std::net::IpAddr;
 use std::os::fd::{AsRawFd, BorrowedFd};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use xsk_rs::config::{FrameSize, Interface, LibxdpFlags, QueueSize, SocketConfig, UmemConfig};
 use xsk_rs::{CompQueue, FillQueue, FrameDesc, RxQueue, Socket, TxQueue, Umem};
 
 static PROGRAM: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/prtip.bpf.o"));
 
 /// Replies a sending socket can hold before prtip reads them.
-const RX_FRAMES: u32 = 8192;
+const RX_FRAMES: u32 = 16384;
 /// The smallest frame AF_XDP takes; a SYN and its replies need far less.
 const FRAME_SIZE: u32 = 2048;
 /// Probes in flight on a sending socket.
 const TX_FRAMES: u32 = 4096;
 const RX_ONLY_FRAMES: u32 = 1024;
 const RX_BATCH: usize = 256;
+/// How long a sender waits for a driver that had no room for a frame.
+const DRIVER_FULL_PAUSE: Duration = Duration::from_micros(20);
 const KICK_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Keeps the XDP program attached; dropping it (or dying) detaches it.
@@ -73,6 +76,9 @@ pub struct XdpTx {
     completions: CompQueue,
     free: Vec<FrameDesc>,
     done: Vec<FrameDesc>,
+    /// In zero-copy mode a kick only wakes the driver: EBUSY says nothing about a frame.
+    zero_copy: bool,
+    resent: Resent,
 }
 
 /// The receiving halves of every queue's socket, read by one thread.
@@ -193,6 +199,7 @@ pub fn open(
     src_ip: IpAddr,
     src_ports: (u16, u16),
     tx_queues: u32,
+    resent: &Resent,
 ) -> Result<(Vec<XdpTx>, XdpRx, XdpAttachment), TransportError> {
     let Queues { rx: rx_count, tx: tx_count } = queues;
     // A reply hashed to a queue without a socket would go to the kernel, which answers it with an RST.
@@ -220,7 +227,9 @@ pub fn open(
     // attachment's error is the one reported, and the sockets are closed.
     let (attached, sockets) = std::thread::scope(|s| {
         let sockets = s.spawn(|| {
-            (0..rx_count).map(|queue| open_queue(ifname, queue, queue < tx_queues)).collect::<Result<Vec<_>, _>>()
+            (0..rx_count)
+                .map(|queue| open_queue(ifname, queue, queue < tx_queues, resent))
+                .collect::<Result<Vec<_>, _>>()
         });
         let attached = load_and_attach(ifname, ifindex, program_config(src_ip, src_ports));
         (attached, sockets.join())
@@ -237,8 +246,9 @@ pub fn open(
         // XDP_PASS; no probe has left yet.
         xsks.update(&queue.to_ne_bytes(), &fd.to_ne_bytes(), MapFlags::ANY)
             .map_err(|e| fail("registering the AF_XDP socket", e))?;
-        zero_copy &= self::zero_copy(borrowed(rx.rx.fd()));
-        txs.extend(tx);
+        let queue_zero_copy = self::zero_copy(borrowed(rx.rx.fd()));
+        zero_copy &= queue_zero_copy;
+        txs.extend(tx.map(|tx| XdpTx { zero_copy: queue_zero_copy, ..tx }));
         rxs.push(rx);
     }
     tracing::info!(
@@ -302,6 +312,7 @@ fn open_queue(
     ifname: &str,
     queue: u32,
     send: bool,
+    resent: &Resent,
 ) -> Result<(Option<XdpTx>, QueueRx, std::os::fd::RawFd), TransportError> {
     // A receive-only socket never sends: its TX and completion rings stay small.
     let (frames, rx_frames, tx_ring) =
@@ -332,71 +343,121 @@ fn open_queue(
     if unsafe { fill.produce(rx_descs) } != rx_descs.len() {
         return Err(fail("priming the fill ring", "the ring took fewer frames than it holds"));
     }
-    let sender =
-        send.then(|| XdpTx { umem: umem.clone(), tx, completions, free: tx_descs.to_vec(), done: tx_descs.to_vec() });
+    let sender = send.then(|| XdpTx {
+        umem: umem.clone(),
+        tx,
+        completions,
+        free: tx_descs.to_vec(),
+        done: tx_descs.to_vec(),
+        zero_copy: false,
+        resent: resent.clone(),
+    });
     Ok((sender, QueueRx { umem, rx, fill, descs: rx_descs[..RX_BATCH].to_vec(), ring: rx_frames, lost: 0 }, fd))
 }
 
 impl XdpTx {
-    /// Makes the kernel take every descriptor in the TX ring. In copy mode
-    /// each kick sends at most 32 frames, and a frame left in the ring is
-    /// never sent: kick until the ring is empty, or the last probes of a
-    /// pass would silently stay behind.
-    fn kick(&mut self) -> Result<(), TransportError> {
-        let started = std::time::Instant::now();
-        while self.tx.nb_free_exact() < TX_FRAMES {
-            self.tx.wakeup().map_err(|e| TransportError::Io { what: "sending probes through AF_XDP", source: e })?;
+    /// Takes back the frames the kernel has finished sending (or dropped).
+    fn reap(&mut self) {
+        // SAFETY: completed frames belong to this UMEM's TX half.
+        let n = unsafe { self.completions.consume(&mut self.done) };
+        self.free.extend_from_slice(&self.done[..n]);
+    }
+
+    /// Writes the frames `order` names into free UMEM frames and puts them
+    /// on the TX ring; returns how many of them went.
+    fn produce(&mut self, frames: &[&[u8]], order: &[usize]) -> Result<usize, TransportError> {
+        let n = order.len().min(self.free.len());
+        if n == 0 {
+            return Ok(0);
+        }
+        let start = self.free.len() - n;
+        for (desc, &i) in self.free[start..].iter_mut().zip(order) {
+            // SAFETY: the frame is free: in no ring, and owned by this UMEM.
+            let mut data = unsafe { self.umem.data_mut(desc) };
+            let mut cursor = data.cursor();
+            // Completions reset a descriptor's length: write it anew each time.
+            cursor.set_pos(0);
+            cursor.write_all(frames[i]).map_err(|e| TransportError::Io { what: "writing a probe frame", source: e })?;
+        }
+        // SAFETY: the descriptors are free frames of this UMEM, written above.
+        let produced = unsafe { self.tx.produce(&self.free[start..]) };
+        if produced != n {
+            return Ok(0);
+        }
+        self.free.truncate(start);
+        Ok(n)
+    }
+
+    /// Frames still on the TX ring, not yet taken by the kernel.
+    fn in_ring(&mut self) -> usize {
+        TX_FRAMES.saturating_sub(self.tx.nb_free_exact()) as usize
+    }
+}
+
+/// After a copy-mode kick, of the frames on the ring not known taken before
+/// it, of which the kernel published `published` as taken: how many it took,
+/// and the position of the one the driver dropped if the kick said so (see
+/// `XdpTx::transmit`).
+fn after_kick(dropped_one: bool, published: usize) -> (usize, Option<usize>) {
+    match (dropped_one, published) {
+        (false, p) => (p, None),
+        (true, 0) => (1, Some(0)),
+        (true, p) => (p, Some(p - 1)),
+    }
+}
+
+impl Transmit for XdpTx {
+    /// Puts the frames on the TX ring and has the kernel take every one of
+    /// them: in copy mode a kick sends at most 32 frames, and a frame left in
+    /// the ring is never sent. In copy mode the kernel sends each frame
+    /// through the driver as it takes it; when the driver drops one (a veth
+    /// whose peer's ring is full) the kick fails with EBUSY and stops there.
+    /// That frame is sent again after a pause, as the raw transport does on
+    /// ENOBUFS, so no probe is lost.
+    ///
+    /// Which frame it was: the kernel takes frames in ring order, but
+    /// publishes how far it got only at the end of a kick that sent one. So
+    /// an EBUSY kick whose published position moved sent frames and then
+    /// dropped the last one it took; one whose position did not move sent
+    /// nothing and dropped the first frame it took, the one after those
+    /// known taken. A kick that returns anything else dropped nothing.
+    fn transmit(&mut self, frames: &[&[u8]]) -> Result<usize, TransportError> {
+        // Frames to put on the ring, and those on it not known taken, in ring order.
+        let mut todo: VecDeque<usize> = (0..frames.len()).collect();
+        let mut on_ring: VecDeque<usize> = VecDeque::new();
+        let mut progress = Instant::now();
+        while !todo.is_empty() || !on_ring.is_empty() {
             self.reap();
+            let n = self.produce(frames, todo.make_contiguous())?;
+            on_ring.extend(todo.drain(..n));
+            let dropped_one = match sys::wake_tx(borrowed(self.tx.fd())) {
+                Ok(()) => false,
+                Err(e) if e.raw_os_error() == Some(libc::EBUSY) => !self.zero_copy,
+                Err(e) if matches!(e.raw_os_error(), Some(libc::EAGAIN | libc::ENOBUFS | libc::ENETDOWN)) => false,
+                Err(e) => return Err(TransportError::Io { what: "sending probes through AF_XDP", source: e }),
+            };
+            let published = on_ring.len() - self.in_ring().min(on_ring.len());
+            let (taken, dropped) = after_kick(dropped_one, published);
+            let dropped = dropped.and_then(|at| on_ring.get(at).copied());
+            on_ring.drain(..taken.min(on_ring.len()));
+            if taken > usize::from(dropped.is_some()) {
+                progress = Instant::now();
+            }
+            if let Some(i) = dropped {
+                self.resent.add(1);
+                todo.push_front(i);
+                // The driver's queue is full: let it drain rather than drop the next frame too.
+                std::thread::sleep(DRIVER_FULL_PAUSE);
+            }
             // A link that is down takes nothing (the kick reports no error for it).
-            if started.elapsed() > KICK_TIMEOUT {
+            if progress.elapsed() > KICK_TIMEOUT {
                 return Err(TransportError::Xdp {
                     what: "sending probes",
                     why: "the interface takes no frames (is it down?)".into(),
                 });
             }
         }
-        Ok(())
-    }
-
-    /// Takes back the frames the kernel has finished sending.
-    fn reap(&mut self) {
-        // SAFETY: completed frames belong to this UMEM's TX half.
-        let n = unsafe { self.completions.consume(&mut self.done) };
-        self.free.extend_from_slice(&self.done[..n]);
-    }
-}
-
-impl Transmit for XdpTx {
-    fn transmit(&mut self, frames: &[&[u8]]) -> Result<usize, TransportError> {
-        let mut sent = 0;
-        while sent < frames.len() {
-            self.reap();
-            let n = (frames.len() - sent).min(self.free.len());
-            if n == 0 {
-                // Every TX frame is in flight: have the kernel send them, then reap.
-                self.kick()?;
-                continue;
-            }
-            let start = self.free.len() - n;
-            for (desc, frame) in self.free[start..].iter_mut().zip(&frames[sent..sent + n]) {
-                // SAFETY: the frame is free: in no ring, and owned by this UMEM.
-                let mut data = unsafe { self.umem.data_mut(desc) };
-                let mut cursor = data.cursor();
-                // Completions reset a descriptor's length: write it anew each time.
-                cursor.set_pos(0);
-                cursor.write_all(frame).map_err(|e| TransportError::Io { what: "writing a probe frame", source: e })?;
-            }
-            // SAFETY: the descriptors are free frames of this UMEM, written above.
-            let produced = unsafe { self.tx.produce(&self.free[start..]) };
-            if produced == n {
-                self.free.truncate(start);
-                sent += n;
-            } else {
-                std::thread::yield_now();
-            }
-        }
-        self.kick()?;
-        Ok(sent)
+        Ok(frames.len())
     }
 }
 
@@ -476,6 +537,61 @@ impl Receive for XdpRx {
 mod tests {
     use super::*;
     use std::net::{Ipv4Addr, Ipv6Addr};
+
+    /// The kernel's side of copy-mode kicks (net/xdp/xsk.c, __xsk_generic_xmit):
+    /// frames taken in ring order, the position published at the end of a
+    /// kick that sent one (and at its start when it had read every frame it
+    /// knew of), EBUSY when the driver dropped the last one taken.
+    struct Kernel {
+        taken: usize,
+        published: usize,
+    }
+
+    impl Kernel {
+        /// Takes `sent` frames the driver sends and then, with `drop`, one it drops.
+        fn kick(&mut self, refresh: bool, sent: usize, drop: bool) -> bool {
+            if refresh {
+                self.published = self.taken;
+            }
+            self.taken += sent + usize::from(drop);
+            if sent > 0 {
+                self.published = self.taken;
+            }
+            drop
+        }
+    }
+
+    #[test]
+    fn the_frame_a_kick_dropped_is_found_whatever_the_kick_sent() {
+        // (published first?, frames sent, then one dropped?) per kick, over a ring of frames 0, 1, 2, ...
+        let kicks = [
+            (true, 3, true),
+            (false, 0, true),
+            (true, 0, true),
+            (false, 2, false),
+            (false, 0, true),
+            (true, 4, true),
+            (false, 5, false),
+            (true, 1, true),
+            (false, 0, false),
+            (true, 0, true),
+        ];
+        let mut kernel = Kernel { taken: 0, published: 0 };
+        let mut known = 0;
+        let mut found = Vec::new();
+        let mut dropped = Vec::new();
+        for (refresh, sent, drop) in kicks {
+            if drop {
+                dropped.push(kernel.taken + sent);
+            }
+            let busy = kernel.kick(refresh, sent, drop);
+            let (taken, at) = after_kick(busy, kernel.published.saturating_sub(known));
+            found.extend(at.map(|at| known + at));
+            known += taken;
+        }
+        assert_eq!(found, dropped);
+        assert_eq!(known, kernel.taken);
+    }
 
     #[test]
     fn program_config_fills_the_field_of_the_family_in_use() {
