@@ -234,7 +234,7 @@ mod tests {
 
     fn reply(reason: Reason, rtt: Option<u64>) -> ScanResult {
         let state = match reason {
-            Reason::SynAck => PortState::Open,
+            Reason::SynAck | Reason::ZeroWindow => PortState::Open,
             Reason::Reset => PortState::Closed,
             Reason::Unreachable { .. } | Reason::NoResponse => PortState::Filtered,
             Reason::FramesDropped => PortState::Undecided,

@@ -48,6 +48,9 @@ impl PortState {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Reason {
     SynAck,
+    /// A SYN-ACK that offers no receive window: what SYN proxies and tarpits
+    /// send, with no service behind them yet, and often none at all.
+    ZeroWindow,
     Reset,
     Unreachable {
         code: u8,
@@ -86,7 +89,8 @@ const UNREACHABLE_CODES: i64 = 256;
 
 impl Reason {
     /// Every reason but the ICMP unreachables, which carry a code.
-    pub const WITHOUT_CODE: [Reason; 4] = [Reason::SynAck, Reason::Reset, Reason::NoResponse, Reason::FramesDropped];
+    pub const WITHOUT_CODE: [Reason; 5] =
+        [Reason::SynAck, Reason::ZeroWindow, Reason::Reset, Reason::NoResponse, Reason::FramesDropped];
 
     /// Whether a reply came: false for the reasons of silence.
     pub fn is_reply(self) -> bool {
@@ -96,6 +100,7 @@ impl Reason {
     pub fn as_str(self) -> &'static str {
         match self {
             Reason::SynAck => "syn-ack",
+            Reason::ZeroWindow => "zero-window",
             Reason::Reset => "reset",
             Reason::Unreachable { code } => unreachable_name(code),
             Reason::NoResponse => "no-response",
@@ -117,6 +122,7 @@ impl Reason {
             Reason::Reset => 2,
             Reason::NoResponse => 3,
             Reason::FramesDropped => 4,
+            Reason::ZeroWindow => 5,
             Reason::Unreachable { code } => UNREACHABLE_CODES + i64::from(code),
         }
     }
@@ -162,6 +168,6 @@ mod tests {
         assert_eq!(Reason::Unreachable { code: 13 }.as_str(), "admin-prohibited");
         assert_eq!(Reason::Unreachable { code: 3 }.as_str(), "port-unreach");
         assert_eq!((PortState::parse("up"), Reason::parse("syn")), (None, None));
-        assert_eq!((PortState::from_code(0), Reason::from_code(5), Reason::from_code(512)), (None, None, None));
+        assert_eq!((PortState::from_code(0), Reason::from_code(6), Reason::from_code(512)), (None, None, None));
     }
 }

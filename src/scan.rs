@@ -373,6 +373,12 @@ fn ending(plan: &ScanPlan, stats: &ScanStats, silent: Silent) -> Vec<String> {
             stats.refused
         ));
     }
+    if stats.zero_window > 0 {
+        lines.push(format!(
+            "note: {} open ports answered with a SYN-ACK that offers no receive window (reason zero-window): SYN proxies and tarpits answer so, and a service behind them is not certain",
+            stats.zero_window
+        ));
+    }
     if stats.rx_drops > 0 {
         let adapted = match stats.lowest_rate {
             Some(r) => format!("; the send rate was lowered {} times, to {r} probes/s at the least", stats.rate_cuts),

@@ -112,6 +112,8 @@ pub struct ScanStats {
     /// Probes the kernel refused to send (a broadcast address, a firewall rule).
     pub refused: u64,
     pub open: u64,
+    /// Of the open, those whose SYN-ACK offered no receive window.
+    pub zero_window: u64,
     pub closed: u64,
     /// Answered with ICMP unreachable.
     pub unreachable: u64,
@@ -208,6 +210,7 @@ struct Shared {
     refused: AtomicU64,
     answered: AtomicU64,
     open: AtomicU64,
+    zero_window: AtomicU64,
     closed: AtomicU64,
     unreachable: AtomicU64,
     duplicates: AtomicU64,
@@ -355,6 +358,7 @@ impl Shared {
             sent: self.sent.load(Relaxed),
             refused: self.refused.load(Relaxed),
             open: self.open.load(Relaxed),
+            zero_window: self.zero_window.load(Relaxed),
             closed: self.closed.load(Relaxed),
             unreachable: self.unreachable.load(Relaxed),
             duplicates: self.duplicates.load(Relaxed),
@@ -769,6 +773,10 @@ fn receive<R: Receive>(
                 shared.max_rtt_us.fetch_max(us.max(1), Relaxed);
             }
             let (state, reason, counter) = match reply.kind {
+                ReplyKind::SynAck if reply.window == 0 => {
+                    shared.zero_window.fetch_add(1, Relaxed);
+                    (PortState::Open, Reason::ZeroWindow, &shared.open)
+                }
                 ReplyKind::SynAck => (PortState::Open, Reason::SynAck, &shared.open),
                 ReplyKind::Rst => (PortState::Closed, Reason::Reset, &shared.closed),
                 ReplyKind::Unreachable { code } => {
@@ -964,6 +972,8 @@ mod tests {
         noisy: HashSet<u16>,
         /// Replies this host drops, and says it dropped: to the first N tries of a port.
         dropped: HashMap<u16, u32>,
+        /// Open ports whose SYN-ACK offers no window, as a SYN proxy's does.
+        zero_window: HashSet<u16>,
     }
 
     struct FakeTx(Arc<Mutex<Net>>, Arc<Truth>);
@@ -1025,7 +1035,8 @@ mod tests {
                         IpAddr::V4(dst) => b.ipv4(dst.octets(), ME.octets(), 61),
                         IpAddr::V6(dst) => b.ipv6(dst.octets(), ME6.octets(), 61),
                     };
-                    let mut b = b.tcp(port, syn.source_port(), 777, 1024).ack(ack);
+                    let window = if self.1.zero_window.contains(&port) { 0 } else { 1024 };
+                    let mut b = b.tcp(port, syn.source_port(), 777, window).ack(ack);
                     b = if open { b.syn().options(&[TcpOptionElement::Timestamp(5, echo)]).unwrap() } else { b.rst() };
                     let mut out = Vec::new();
                     b.write(&mut out, &[]).unwrap();
@@ -1156,6 +1167,7 @@ mod tests {
                 filtered: set(&[7, 8]),
                 lossy: set(&[31, 40]),
                 noisy: set(&[22, 45]),
+                zero_window: set(&[49]),
                 ..Default::default()
             };
             classifies_retries_and_deduplicates_in(family, truth);
@@ -1190,6 +1202,10 @@ mod tests {
             }
         }
         assert_eq!(stats.open, hosts * 3);
+        let reasons = |port: u16| results.iter().filter(|r| r.port == port).map(|r| r.reason).collect::<Vec<_>>();
+        assert_eq!(reasons(49), [Reason::ZeroWindow; 4]);
+        assert_eq!(reasons(22), [Reason::SynAck; 4]);
+        assert_eq!(stats.zero_window, hosts);
         assert_eq!(stats.closed, hosts * 45);
         // One pass of 200 probes, then retries for the lossy and the filtered ones.
         assert_eq!(stats.sent, plan.probes_per_pass() + hosts * 4);

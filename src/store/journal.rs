@@ -48,6 +48,7 @@ fn encode_record(scan_id: i64, rows: &[ScanResult], out: &mut Vec<u8>) {
             Reason::Unreachable { code } => (2, code),
             Reason::NoResponse => (3, 0),
             Reason::FramesDropped => (4, 0),
+            Reason::ZeroWindow => (5, 0),
         };
         let state = match r.state {
             PortState::Open => 0,
@@ -154,6 +155,7 @@ fn decode_row(row: &[u8]) -> Option<ScanResult> {
         2 => Reason::Unreachable { code: b[4] },
         3 => Reason::NoResponse,
         4 => Reason::FramesDropped,
+        5 => Reason::ZeroWindow,
         _ => return None,
     };
     let flags = b[6];
@@ -178,8 +180,13 @@ mod tests {
                 ip: Ipv4Addr::new(10, 0, (i >> 8) as u8, i as u8).into(),
                 port: i,
                 state: [PortState::Open, PortState::Closed, PortState::Filtered][usize::from(i % 3)],
-                reason: [Reason::SynAck, Reason::Reset, Reason::Unreachable { code: 13 }, Reason::NoResponse]
-                    [usize::from(i % 4)],
+                reason: [
+                    Reason::SynAck,
+                    Reason::ZeroWindow,
+                    Reason::Reset,
+                    Reason::Unreachable { code: 13 },
+                    Reason::NoResponse,
+                ][usize::from(i % 5)],
                 ttl: (i % 2 == 0).then_some(64),
                 rtt_us: (i % 5 == 0).then_some(u64::from(i) * 10),
                 time_us: 1_700_000_000_000_000 + u64::from(i),

@@ -43,6 +43,9 @@ pub struct Reply {
     /// A TCP reply's acknowledgement number (0 for ICMP): an RST with it as
     /// its sequence number closes the connection a SYN-ACK half opened.
     pub ack: u32,
+    /// A TCP reply's receive window (0 for ICMP). A SYN-ACK that offers none
+    /// takes no data: SYN proxies and tarpits answer so.
+    pub window: u16,
 }
 
 /// Why a frame is not a reply to this scan.
@@ -125,8 +128,8 @@ impl ReplyMatcher {
                 } else {
                     return Err(NotOurs);
                 };
-                let ack = tcp.acknowledgment_number();
-                return Ok(Reply { ip: from, port: dport, from_port: sport, kind, ttl, sent, sent_us, ack });
+                let (ack, window) = (tcp.acknowledgment_number(), tcp.window_size());
+                return Ok(Reply { ip: from, port: dport, from_port: sport, kind, ttl, sent, sent_us, ack, window });
             }
             TransportSlice::Icmpv4(icmp) => match icmp.icmp_type() {
                 Icmpv4Type::DestinationUnreachable(_) => (self.quoted_probe(icmp.payload())?, icmp.code_u8()),
@@ -150,6 +153,7 @@ impl ReplyMatcher {
             sent,
             sent_us: None,
             ack: 0,
+            window: 0,
         })
     }
 
@@ -199,9 +203,13 @@ mod tests {
     }
 
     fn tcp_reply(ack: u32, dport: u16, syn: bool, rst: bool, ts: Option<u32>) -> Vec<u8> {
+        tcp_reply_window(ack, dport, syn, rst, ts, 64000)
+    }
+
+    fn tcp_reply_window(ack: u32, dport: u16, syn: bool, rst: bool, ts: Option<u32>, window: u16) -> Vec<u8> {
         let mut b = PacketBuilder::ethernet2([2; 6], [3; 6])
             .ipv4(TARGET.octets(), ME.octets(), 57)
-            .tcp(443, dport, 12345, 64000)
+            .tcp(443, dport, 12345, window)
             .ack(ack);
         if syn {
             b = b.syn();
@@ -240,11 +248,15 @@ mod tests {
             sent,
             sent_us: Some(3_000_042),
             ack: good_ack(61001),
+            window: 64000,
         };
         assert_eq!(r, want);
         // A stack that does not echo timestamps still gives the tick.
         let r = matcher().classify(&tcp_reply(good_ack(61001), 61001, true, false, None)).unwrap();
         assert_eq!((r.sent, r.sent_us), (sent, None));
+        // A SYN proxy's SYN-ACK offers no window.
+        let r = matcher().classify(&tcp_reply_window(good_ack(61001), 61001, true, false, None, 0)).unwrap();
+        assert_eq!((r.kind, r.window), (ReplyKind::SynAck, 0));
     }
 
     #[test]
@@ -350,6 +362,7 @@ mod tests {
             sent: SendTick::of(SENT_US),
             sent_us: Some(SENT_US as u32),
             ack: m.key.seq(ME6.into(), TARGET6.into(), 61001, 443, SENT_US).wrapping_add(1),
+            window: 64000,
         };
         assert_eq!(r, want);
         let r = m.classify(&tcp6_reply(&m, 61001, false, true)).unwrap();

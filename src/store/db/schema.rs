@@ -83,6 +83,8 @@ ALTER TABLE scans ADD COLUMN resume_position INTEGER NOT NULL DEFAULT 0;
     Migration::Code(refresh_view),
     // Version 6: the view names each ICMP unreachable code.
     Migration::Code(refresh_view),
+    // Version 7: the view names the `zero-window` reason.
+    Migration::Code(refresh_view),
 ];
 
 /// Results as integers, keyed by the address as an integer: SQLite takes
