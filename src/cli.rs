@@ -196,6 +196,10 @@ pub struct Cli {
     #[arg(long, help_heading = "Output")]
     pub open: bool,
 
+    /// Report at most N open ports of any one host (a tarpit answers on all); the rest are counted, not reported
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..), help_heading = "Output")]
+    pub max_open_per_host: Option<u64>,
+
     /// Print the round-trip percentile distribution (HdrHistogram .hgrm format) on standard error
     #[arg(long, help_heading = "Output")]
     pub latency: bool,
@@ -390,6 +394,7 @@ impl Cli {
                 FormatArg::Ndjson => OutputFormat::Ndjson,
             },
             open_only: self.open,
+            max_open_per_host: self.max_open_per_host,
             status_json: self.status_json,
             latency_table: self.latency,
             latency_file: self.latency_file,

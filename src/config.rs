@@ -126,6 +126,8 @@ pub struct ScanConfig {
     pub dry_run: bool,
     pub format: OutputFormat,
     pub open_only: bool,
+    /// Report at most this many open ports of one host.
+    pub max_open_per_host: Option<u64>,
     pub verbosity: Verbosity,
     /// Machine-readable progress lines on standard error.
     pub status_json: bool,

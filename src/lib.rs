@@ -16,6 +16,7 @@ pub mod config;
 pub mod engine;
 pub mod latency;
 pub mod net;
+pub mod open_hosts;
 pub mod output;
 pub mod permute;
 pub mod plot;

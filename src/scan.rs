@@ -8,6 +8,7 @@ use crate::engine::run::{self, EngineError, Observer, Progress, ScanStats, StopS
 use crate::engine::state::Answered;
 use crate::latency::{self, Latency, Series};
 use crate::net::{self, NetError, Path};
+use crate::open_hosts::{FLAG, FLAG_MIN_OPEN, FlaggedHost, OpenHosts};
 use crate::output::{self, Format, ResultWriter, RunEnd, RunInfo, decimal};
 use crate::progress;
 use crate::result::{PortState, Reason, ScanResult};
@@ -278,11 +279,13 @@ fn send(
         checkpoint_sent: prior_sent,
         prior_sent,
         store_failure_told: false,
+        open_hosts: OpenHosts::new(plan.space.port_count(), cfg.max_open_per_host),
     };
     let answered = Answered::default();
     let (prior, taken_over) = take_over(cfg, &answered, &mut sinks);
     let outcome = run::run(plan, &wire, txs, rx, resets, stop, &answered, &mut sinks);
     sinks.reporter.finish();
+    let flagged = sinks.flagged();
     let Sinks { mut writer, output_error, mut store, latency, checkpoint, checkpoint_sent, .. } = sinks;
     let mut stats = match outcome {
         Ok(stats) => stats,
@@ -290,7 +293,7 @@ fn send(
             // Keep what was received: the stored scan ends as interrupted, at its last checkpoint.
             if let Some(s) = store {
                 let failed = ScanStats { interrupted: true, cursor: checkpoint, ..prior.clone() };
-                let _ = s.finish(finish(&failed, 0, checkpoint_sent, latency));
+                let _ = s.finish(finish(&failed, 0, checkpoint_sent, latency, flagged));
             }
             return Err(e.into());
         }
@@ -315,14 +318,14 @@ fn send(
         let stored = if cfg.database.is_some() || !cfg.files.is_empty() { store.as_mut() } else { None };
         report_silent(plan, &answered, &stats, cfg.open_only, stdout_writer, stored)?
     };
-    let end = finish(&stats, silent.filtered, prior_sent, latency.clone());
+    let end = finish(&stats, silent.filtered, prior_sent, latency.clone(), flagged.clone());
     if output_open {
         finish_output(writer.finish(&end.run))?;
     }
     let stored = store.map(|s| s.finish(end)).transpose()?;
     let mut notes = Notes::default();
     if cfg.verbosity >= Verbosity::Normal {
-        notes.lines(ending(plan, &stats, silent));
+        notes.lines(ending(plan, &stats, silent, &flagged));
         notes.lines(stored.as_ref().map(|r| stored_note(cfg, r)).filter(|n| !n.is_empty()));
         if let Some(why) = stored.as_ref().and_then(|r| r.checkpoint_lost.as_ref()) {
             notes.line(format!("warning: no checkpoint was kept, so this scan cannot be resumed: {why}"));
@@ -359,8 +362,9 @@ fn send(
 }
 
 /// The summary of a scan that sent, and what a user must know of how it went.
-fn ending(plan: &ScanPlan, stats: &ScanStats, silent: Silent) -> Vec<String> {
+fn ending(plan: &ScanPlan, stats: &ScanStats, silent: Silent, flagged: &[FlaggedHost]) -> Vec<String> {
     let mut lines = vec![summary(plan, stats, silent)];
+    lines.extend(flagged_notes(flagged));
     if silent.undecided > 0 {
         lines.push(format!(
             "warning: {} probes are undecided: this host dropped frames while their replies were due, on every try (raise --retries, or lower --rate with --fixed-rate)",
@@ -410,13 +414,29 @@ struct Sinks<'a> {
     prior_sent: u64,
     /// Whether the user was told that storing failed.
     store_failure_told: bool,
+    /// Open ports per host, where a host may be flagged or capped.
+    open_hosts: Option<OpenHosts>,
+}
+
+impl Sinks<'_> {
+    /// Counts the open ports of each host, and drops those over `--max-open-per-host`.
+    fn admit(&mut self, batch: &mut Vec<ScanResult>) {
+        if let Some(hosts) = &mut self.open_hosts {
+            batch.retain(|r| r.state != PortState::Open || hosts.admit(r.ip));
+        }
+    }
+
+    fn flagged(&self) -> Vec<FlaggedHost> {
+        self.open_hosts.as_ref().map_or_else(Vec::new, OpenHosts::flagged)
+    }
 }
 
 impl Observer for Sinks<'_> {
-    fn results(&mut self, batch: Vec<ScanResult>) {
+    fn results(&mut self, mut batch: Vec<ScanResult>) {
         for r in &batch {
             self.latency.record(r);
         }
+        self.admit(&mut batch);
         if self.output_error.is_none() {
             for r in batch.iter().filter(|r| !self.open_only || r.state == PortState::Open) {
                 if let Err(e) = self.writer.write(r) {
@@ -588,6 +608,7 @@ fn take_over(cfg: &ScanConfig, answered: &Answered, sinks: &mut Sinks) -> (ScanS
         }
         taken.push(*r);
     }
+    sinks.admit(&mut taken);
     for r in taken.iter().filter(|r| !cfg.open_only || r.state == PortState::Open) {
         if let Err(e) = sinks.writer.write(r) {
             sinks.output_error = Some(e);
@@ -696,8 +717,34 @@ fn start_store(
     }
 }
 
+/// What the summary says of hosts that answered on most ports, or were capped.
+fn flagged_notes(flagged: &[FlaggedHost]) -> Vec<String> {
+    const LISTED: usize = 10;
+    let mut lines = Vec::new();
+    let most: Vec<&FlaggedHost> = flagged.iter().filter(|h| h.open >= FLAG_MIN_OPEN && h.open * 2 > h.probed).collect();
+    if !most.is_empty() {
+        let listed: Vec<String> =
+            most.iter().take(LISTED).map(|h| format!("{} ({} of {})", h.ip, h.open, h.probed)).collect();
+        let more = if most.len() > LISTED { format!(" and {} more", most.len() - LISTED) } else { String::new() };
+        lines.push(format!(
+            "warning: {} hosts answered SYN-ACK on most ports probed, as tarpits, SYN proxies and middleboxes that accept every connection do; their open ports are doubtful, and flagged {FLAG} in every output: {}{more}",
+            most.len(),
+            listed.join(", ")
+        ));
+    }
+    let capped: Vec<&FlaggedHost> = flagged.iter().filter(|h| h.withheld > 0).collect();
+    if !capped.is_empty() {
+        let withheld: u64 = capped.iter().map(|h| h.withheld).sum();
+        lines.push(format!(
+            "note: --max-open-per-host withheld {withheld} open ports of {} hosts; the counts above include them",
+            capped.len()
+        ));
+    }
+    lines
+}
+
 /// How the scan ended; `prior_sent` counts the probes of the runs it resumes.
-fn finish(stats: &ScanStats, silent: u64, prior_sent: u64, latency: Latency) -> Finish {
+fn finish(stats: &ScanStats, silent: u64, prior_sent: u64, latency: Latency, flagged: Vec<FlaggedHost>) -> Finish {
     let end_us = now_us();
     Finish {
         scan: ScanEnd {
@@ -709,7 +756,7 @@ fn finish(stats: &ScanStats, silent: u64, prior_sent: u64, latency: Latency) -> 
             interrupted: stats.interrupted,
             cursor: stats.cursor,
         },
-        run: RunEnd { end_us, interrupted: stats.interrupted },
+        run: RunEnd { end_us, interrupted: stats.interrupted, flagged },
         latency,
     }
 }
@@ -1028,7 +1075,7 @@ mod tests {
         };
         let silent = Silent { filtered: 4, undecided: 1 };
         assert_eq!(
-            ending(&plan, &stats, silent),
+            ending(&plan, &stats, silent, &[]),
             [
                 "100 probes sent in 0.50 s (200 probes/s): 3 open, 90 closed, 6 filtered, 1 undecided",
                 "warning: 1 probes are undecided: this host dropped frames while their replies were due, on every try \
@@ -1036,7 +1083,7 @@ mod tests {
             ]
         );
         let stopped = ScanStats { interrupted: true, refused: 2, ..stats };
-        let lines = ending(&plan, &stopped, Silent::default());
+        let lines = ending(&plan, &stopped, Silent::default(), &[]);
         assert_eq!(
             lines[0],
             "100 probes sent in 0.50 s (200 probes/s): 3 open, 90 closed, 2 filtered; interrupted, 5 probes without a result"
@@ -1054,7 +1101,7 @@ mod tests {
         let stats =
             ScanStats { sent: 100, rx_drops: 7, rate_cuts: 2, lowest_rate: Some(250_000), ..ScanStats::default() };
         assert_eq!(
-            ending(&plan(&cfg), &stats, Silent::default())[1],
+            ending(&plan(&cfg), &stats, Silent::default(), &[])[1],
             "note: this host dropped 7 frames; probes whose replies were due then were not taken as silent, \
              and were retried; the send rate was lowered 2 times, to 250000 probes/s at the least"
         );

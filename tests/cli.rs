@@ -106,6 +106,8 @@ fn bad_input_gets_one_line_and_status_2() {
         vec!["--shard", "5/4", "10.0.0.1"],
         vec!["--shard", "1-4", "10.0.0.1"],
         vec!["--max-probes", "99", "-p", "1-100", "10.0.0.1"],
+        vec!["--max-open-per-host", "0", "10.0.0.1"],
+        vec!["--max-open-per-host", "-3", "10.0.0.1"],
         vec!["--store-silent", "10.0.0.1"],
         vec!["--dry-run", "--with-db", "10.0.0.1"],
         vec!["--dry-run", "-oX", "/tmp/prtip-never.xml", "10.0.0.1"],

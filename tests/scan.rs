@@ -327,3 +327,71 @@ fn hosts_on_the_link_itself_are_each_reached_directly() {
     assert_eq!(of("closed"), pairs(&[("10.200.0.1", 22), ("10.200.0.2", 80)]));
     assert_eq!(of("filtered").len(), 12);
 }
+
+/// A host that answers SYN-ACK on every port (its SYNs redirected to one
+/// listener, as an all-ports-open middlebox does) is flagged in every
+/// output and the summary, and `--max-open-per-host` caps what it adds;
+/// a real host beside it is reported as it is.
+#[test]
+fn a_host_open_on_every_port_is_flagged_and_capped() {
+    let mut lab = Lab::new(true);
+    one_host_target(&mut lab);
+    lab.target_all_open("10.201.0.9", "1-300", 22);
+    let dir = temp_dir();
+    let (xml, db) = (path_in(&dir, "scan.xml"), path_in(&dir, "scan.db"));
+    let flag_line = |stdout: &[u8]| -> Vec<serde_json::Value> {
+        let text = String::from_utf8_lossy(stdout).into_owned();
+        text.lines().filter(|l| l.contains("\"flag\"")).map(|l| serde_json::from_str(l).unwrap()).collect()
+    };
+    let results = |stdout: &[u8]| {
+        let text = String::from_utf8_lossy(stdout).into_owned();
+        let kept: String = text.lines().filter(|l| !l.contains("\"flag\"")).map(|l| format!("{l}\n")).collect();
+        rows(kept.as_bytes())
+    };
+
+    let args =
+        ["-p", "1-300", "10.201.0.1,10.201.0.9", "-o", "ndjson", "--open", "-oX", &xml, "--with-db", "--database", &db];
+    let out = lab.prtip(&args).output().unwrap();
+    assert!(out.status.success(), "{}", stderr_of(&out));
+    let rows = results(&out.stdout);
+    let open_of =
+        |ip: &str| rows.iter().filter(|r| r.ip == ip && r.state == "open").map(|r| r.port).collect::<BTreeSet<_>>();
+    assert_eq!(open_of("10.201.0.9"), (1..=300).collect());
+    assert_eq!(open_of("10.201.0.1"), [1, 22].into());
+    assert_eq!(
+        flag_line(&out.stdout),
+        [serde_json::json!({"ip": "10.201.0.9", "flag": "most-ports-open", "open": 300, "probed": 300, "withheld": 0})]
+    );
+    let stderr = stderr_of(&out);
+    assert!(stderr.contains("warning: 1 hosts answered SYN-ACK on most ports probed"), "{stderr}");
+    assert!(stderr.contains("10.201.0.9 (300 of 300)"), "{stderr}");
+    common::assert_valid_nmap_xml(&xml);
+    let xml_text = std::fs::read_to_string(&xml).unwrap();
+    assert_eq!(
+        xml_text.matches(r#"<script id="prtip-most-ports-open" output="SYN-ACK on 300 of 300 ports probed"/>"#).count(),
+        1
+    );
+    assert_eq!(
+        common::sql(&db, "SELECT ip, flag, open, probed, withheld FROM scan_flagged_hosts"),
+        "10.201.0.9|most-ports-open|300|300|0"
+    );
+
+    // Capped: 50 of its open ports reported, the rest counted.
+    let csv = path_in(&dir, "capped.csv");
+    let out = lab
+        .prtip(&["-p", "1-300", "10.201.0.1,10.201.0.9", "-o", "ndjson", "--max-open-per-host", "50", "-oC", &csv])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr_of(&out));
+    let rows = results(&out.stdout);
+    let open_of = |ip: &str| rows.iter().filter(|r| r.ip == ip && r.state == "open").count();
+    assert_eq!((open_of("10.201.0.9"), open_of("10.201.0.1")), (50, 2));
+    assert_eq!(rows.iter().filter(|r| r.ip == "10.201.0.1" && r.state == "closed").count(), 298);
+    assert_eq!(flag_line(&out.stdout)[0]["withheld"], 250);
+    let stderr = stderr_of(&out);
+    assert!(stderr.contains("302 open"), "{stderr}");
+    assert!(stderr.contains("note: --max-open-per-host withheld 250 open ports of 1 hosts"), "{stderr}");
+    let csv_text = std::fs::read_to_string(&csv).unwrap();
+    assert!(csv_text.lines().any(|l| l.starts_with("10.201.0.9,,tcp,flagged,most-ports-open,,,")), "{csv_text}");
+    assert_eq!(csv_text.lines().filter(|l| l.starts_with("10.201.0.9,") && l.contains(",open,")).count(), 50);
+}

@@ -129,7 +129,8 @@ fn export(
     out: &mut impl Write,
 ) -> Result<(), DbCommandError> {
     let scan = db.scan(id)?.ok_or(StoreError::NoScan(id))?;
-    let (info, end) = run_info(&scan, db.config(id)?);
+    let (info, mut end) = run_info(&scan, db.config(id)?);
+    end.flagged = db.flagged(id)?;
     let mut writer = output::writer(format, out, &info, header);
     for r in db.results(id, open_only)? {
         writer.write(&r)?;
@@ -151,6 +152,7 @@ fn run_info(scan: &ScanRow, config: Option<serde_json::Value>) -> (RunInfo, RunE
     let end = RunEnd {
         end_us: scan.ended_at.as_deref().and_then(parse_rfc3339_us).unwrap_or(start_us),
         interrupted: scan.status != "completed",
+        flagged: Vec::new(),
     };
     (info, end)
 }

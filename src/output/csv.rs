@@ -2,6 +2,7 @@
 
 use super::time::rfc3339_us;
 use super::{ResultWriter, RunEnd};
+use crate::open_hosts::FLAG;
 use crate::result::ScanResult;
 use std::io::{self, Write};
 
@@ -43,8 +44,12 @@ impl<W: Write> ResultWriter for CsvWriter<W> {
         )
     }
 
-    fn finish(&mut self, _end: &RunEnd) -> io::Result<()> {
+    /// Flagged hosts last, one row each: no port, state `flagged`.
+    fn finish(&mut self, end: &RunEnd) -> io::Result<()> {
         self.header()?;
+        for h in &end.flagged {
+            writeln!(self.out, "{},,tcp,flagged,{FLAG},,,{}", h.ip, rfc3339_us(end.end_us))?;
+        }
         self.out.flush()
     }
 }

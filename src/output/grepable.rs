@@ -2,6 +2,7 @@
 
 use super::hosts::{HostReport, HostTable};
 use super::{RunEnd, RunInfo, done_summary, preamble};
+use crate::open_hosts::FLAG;
 use std::io::{self, Write};
 
 pub struct Grepable {
@@ -21,6 +22,9 @@ impl HostReport for Grepable {
             let mut line = format!("Host: {} ()\tPorts: {}", host.ip, ports.join(", "));
             for (state, count, _) in &host.hidden {
                 line.push_str(&format!("\tIgnored State: {} ({count})", state.as_str()));
+            }
+            if let Some(flag) = end.flag_of(host.ip) {
+                line.push_str(&format!("\tFlag: {FLAG} ({})", flag.describe()));
             }
             writeln!(out, "{line}")?;
         }

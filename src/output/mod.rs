@@ -9,9 +9,11 @@ pub mod text;
 pub mod time;
 pub mod xml;
 
+use crate::open_hosts::FlaggedHost;
 use crate::result::ScanResult;
 use hosts::PerHostWriter;
 use std::io::{self, Write};
+use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 
 /// What a report says about the run besides its results.
@@ -26,10 +28,19 @@ pub struct RunInfo {
 }
 
 /// How the run ended, for report footers.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Default)]
 pub struct RunEnd {
     pub end_us: u64,
     pub interrupted: bool,
+    /// Hosts that answered SYN-ACK on most ports probed, or over
+    /// `--max-open-per-host`, in address order.
+    pub flagged: Vec<FlaggedHost>,
+}
+
+impl RunEnd {
+    pub fn flag_of(&self, ip: IpAddr) -> Option<&FlaggedHost> {
+        self.flagged.binary_search_by_key(&ip, |h| h.ip).ok().map(|i| &self.flagged[i])
+    }
 }
 
 /// The first line of a text or grepable report file, as nmap writes its own.

@@ -2,6 +2,7 @@
 
 use super::time::rfc3339_us;
 use super::{ResultWriter, RunEnd};
+use crate::open_hosts::FLAG;
 use crate::result::ScanResult;
 use std::io::{self, Write};
 
@@ -37,7 +38,15 @@ impl<W: Write> ResultWriter for NdjsonWriter<W> {
         writeln!(self.out, "{}", line(r))
     }
 
-    fn finish(&mut self, _end: &RunEnd) -> io::Result<()> {
+    /// Flagged hosts last, one object each, told apart from results by `flag`.
+    fn finish(&mut self, end: &RunEnd) -> io::Result<()> {
+        for h in &end.flagged {
+            writeln!(
+                self.out,
+                r#"{{"ip":"{}","flag":"{FLAG}","open":{},"probed":{},"withheld":{}}}"#,
+                h.ip, h.open, h.probed, h.withheld
+            )?;
+        }
         self.out.flush()
     }
 }

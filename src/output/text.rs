@@ -3,6 +3,7 @@
 
 use super::hosts::{HostReport, HostTable};
 use super::{RunEnd, RunInfo, done_summary, preamble};
+use crate::open_hosts::FLAG;
 use std::io::{self, Write};
 
 pub struct Text {
@@ -29,6 +30,13 @@ impl HostReport for Text {
             }
             for (state, count, reason) in &host.hidden {
                 writeln!(out, "Not shown: {count} {} tcp ports ({reason})", state.as_str())?;
+            }
+            if let Some(flag) = end.flag_of(host.ip) {
+                writeln!(
+                    out,
+                    "Warning: {FLAG}: {} (a tarpit, SYN proxy or middlebox that accepts every connection?)",
+                    flag.describe()
+                )?;
             }
             writeln!(out)?;
         }
@@ -85,7 +93,7 @@ mod tests {
             RunInfo { command_line: "prtip -p 22 10.0.0.1".into(), start_us: 0, hosts_total: 1, ..Default::default() };
         let mut w = PerHostWriter::new(&mut buf, Text { header: Some(info) });
         w.write(&result("10.0.0.1", 22, PortState::Open, Reason::SynAck)).unwrap();
-        w.finish(&RunEnd { end_us: 1_500_000, interrupted: true }).unwrap();
+        w.finish(&RunEnd { end_us: 1_500_000, interrupted: true, flagged: Vec::new() }).unwrap();
         let text = String::from_utf8(buf).unwrap();
         assert!(
             text.starts_with("# prtip 0.1.0 scan initiated 1970-01-01T00:00:00.000000Z as: prtip -p 22 10.0.0.1\n")

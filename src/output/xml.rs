@@ -5,6 +5,7 @@
 use super::hosts::{HostReport, HostTable};
 use super::time::rfc3339_us;
 use super::{RunEnd, RunInfo, done_summary};
+use crate::open_hosts::FLAG;
 use std::io::{self, Write};
 
 pub struct Xml {
@@ -84,6 +85,13 @@ impl HostReport for Xml {
                 )?;
             }
             writeln!(out, "</ports>")?;
+            if let Some(flag) = end.flag_of(host.ip) {
+                writeln!(
+                    out,
+                    r#"<hostscript><script id="prtip-{FLAG}" output="{}"/></hostscript>"#,
+                    escape(&flag.describe())
+                )?;
+            }
             writeln!(out, "</host>")?;
         }
         let elapsed = end.end_us.saturating_sub(self.info.start_us) as f64 / 1e6;

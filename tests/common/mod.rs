@@ -220,9 +220,22 @@ impl Lab {
 
     /// Loads nftables rules (the body of an `input` filter chain) into the target namespace.
     pub fn target_rules(&self, rules: &str) {
-        let ruleset = format!(
+        self.target_ruleset(&format!(
             "table inet prtiptest {{\n chain input {{\n  type filter hook input priority 0; policy accept;\n{rules}\n }}\n}}\n"
-        );
+        ));
+    }
+
+    /// Sends every TCP SYN to `addr` on `ports` to the target's port
+    /// `to`: a host that answers SYN-ACK on all of them, as an
+    /// all-ports-open middlebox does, with a real TCP stack behind it.
+    pub fn target_all_open(&self, addr: &str, ports: &str, to: u16) {
+        self.target_ruleset(&format!(
+            "table ip prtiptestnat {{\n chain pre {{\n  type nat hook prerouting priority -100; policy accept;\n  ip daddr {addr} tcp dport {ports} redirect to :{to}\n }}\n}}\n"
+        ));
+    }
+
+    /// Loads an nftables ruleset into the target namespace.
+    fn target_ruleset(&self, ruleset: &str) {
         let mut child = Command::new("ip")
             .args(["netns", "exec", &self.target_ns, "nft", "-f", "-"])
             .stdin(Stdio::piped())

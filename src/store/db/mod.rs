@@ -157,7 +157,7 @@ mod tests {
         let mut latency = Latency::default();
         latency.record(&result(1, PortState::Open));
         latency.record(&result(2, PortState::Closed));
-        assert_eq!(db.finish_scan(a, &end, &latency, &mut [result(2, PortState::Closed)], false).unwrap(), 0);
+        assert_eq!(db.finish_scan(a, &end, &latency, &[], &mut [result(2, PortState::Closed)], false).unwrap(), 0);
         assert_eq!(db.rows_of(a).unwrap(), 2);
         drop(db);
         let mut db = Db::open(&path).unwrap();
@@ -372,7 +372,7 @@ mod tests {
             })
             .collect();
         let end = ScanEnd { ended_us: 3_000_000, probes_sent: n as u64, open: n as u64, ..Default::default() };
-        assert_eq!(db.finish_scan(id, &end, &Latency::default(), &mut rows, false).unwrap(), n as u64);
+        assert_eq!(db.finish_scan(id, &end, &Latency::default(), &[], &mut rows, false).unwrap(), n as u64);
         assert!(db.checkpointer.is_some(), "the store was split and helped");
         let autocheckpoint: i64 = db.conn.query_row("PRAGMA wal_autocheckpoint", [], |r| r.get(0)).unwrap();
         assert_eq!(autocheckpoint, AUTOCHECKPOINT_PAGES, "the writer's own checkpoints are back");

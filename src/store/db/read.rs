@@ -3,6 +3,7 @@
 use super::Db;
 use crate::engine::plan::Cursor;
 use crate::latency::{self, Series};
+use crate::open_hosts::FlaggedHost;
 use crate::result::{PortState, Reason, ScanResult};
 use crate::store::StoreError;
 use crate::store::checkpoint::{self, Checkpoint};
@@ -154,6 +155,29 @@ impl Db {
                 Err(e) => return Err(self.fail(e)),
             };
         Ok(text.and_then(|t| serde_json::from_str(&t).ok()))
+    }
+
+    /// The hosts a scan flagged, in address order.
+    pub fn flagged(&self, id: i64) -> Result<Vec<FlaggedHost>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT ip, open, probed, withheld FROM scan_flagged_hosts WHERE scan_id = ?1")
+            .map_err(|e| self.fail(e))?;
+        let rows = stmt
+            .query_map([id], |r| {
+                Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?, r.get::<_, i64>(2)?, r.get::<_, i64>(3)?))
+            })
+            .map_err(|e| self.fail(e))?;
+        let mut hosts = Vec::new();
+        for row in rows {
+            let (ip, open, probed, withheld) = row.map_err(|e| self.fail(e))?;
+            // A row that is no address was not written by prtip: left out, as foreign rows are.
+            let Ok(ip) = ip.parse() else { continue };
+            let n = |v: i64| v.max(0) as u64;
+            hosts.push(FlaggedHost { ip, open: n(open), probed: n(probed), withheld: n(withheld) });
+        }
+        hosts.sort_unstable_by_key(|h| h.ip);
+        Ok(hosts)
     }
 
     /// The stored results of a scan, ordered by address and port.

@@ -85,6 +85,20 @@ ALTER TABLE scans ADD COLUMN resume_position INTEGER NOT NULL DEFAULT 0;
     Migration::Code(refresh_view),
     // Version 7: the view names the `zero-window` reason.
     Migration::Code(refresh_view),
+    // Version 8: hosts that answered SYN-ACK on most ports probed, or were capped.
+    Migration::Sql(
+        r#"
+CREATE TABLE scan_flagged_hosts (
+    scan_id  INTEGER NOT NULL REFERENCES scans(id),
+    ip       TEXT NOT NULL,
+    flag     TEXT NOT NULL,
+    open     INTEGER NOT NULL,
+    probed   INTEGER NOT NULL,
+    withheld INTEGER NOT NULL,
+    PRIMARY KEY (scan_id, ip)
+) WITHOUT ROWID;
+"#,
+    ),
 ];
 
 /// Results as integers, keyed by the address as an integer: SQLite takes

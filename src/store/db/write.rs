@@ -4,6 +4,7 @@
 use super::Db;
 use crate::engine::plan::Cursor;
 use crate::latency::Latency;
+use crate::open_hosts::{FLAG, FlaggedHost};
 use crate::output::decimal;
 use crate::output::time::rfc3339_us;
 use crate::result::{PortState, ScanResult};
@@ -420,6 +421,7 @@ impl Db {
         id: i64,
         e: &ScanEnd,
         latency: &Latency,
+        flagged: &[FlaggedHost],
         rows: &mut [ScanResult],
         open_only: bool,
     ) -> Result<u64, StoreError> {
@@ -428,6 +430,14 @@ impl Db {
                 tx.execute("DELETE FROM scan_result_rows WHERE scan_id = ?1 AND state != 1", [id])?;
             }
             Self::store_latency(tx, id, latency)?;
+            // A resumed scan's counts cover its earlier runs: its flags replace theirs.
+            tx.execute("DELETE FROM scan_flagged_hosts WHERE scan_id = ?1", [id])?;
+            let mut stmt = tx.prepare(
+                "INSERT INTO scan_flagged_hosts (scan_id, ip, flag, open, probed, withheld) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            )?;
+            for h in flagged {
+                stmt.execute(params![id, h.ip.to_string(), FLAG, h.open as i64, h.probed as i64, h.withheld as i64])?;
+            }
             tx.execute(
                 "UPDATE scans SET ended_at = ?2, probes_sent = ?3, open_count = ?4, closed_count = ?5, \
                  filtered_count = ?6, status = ?7, resume_pass = ?8, resume_position = ?9 WHERE id = ?1",

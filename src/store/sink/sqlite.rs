@@ -144,7 +144,14 @@ impl SqliteSink {
         // Only a resumed scan can hold rows that `--open` drops: its earlier runs' closed ports.
         let drop_closed = self.open_only && !interrupted && self.resumes;
         let mut rows = self.last_rows(interrupted)?;
-        let added = self.db.finish_scan(self.scan_id, &finish.scan, &finish.latency, &mut rows, drop_closed)?;
+        let added = self.db.finish_scan(
+            self.scan_id,
+            &finish.scan,
+            &finish.latency,
+            &finish.run.flagged,
+            &mut rows,
+            drop_closed,
+        )?;
         let rows = if self.earlier { self.db.rows_of(self.scan_id)? } else { added };
         tracing::info!(scan_id = self.scan_id, rows, took = ?started.elapsed(), "scan stored and closed");
         report.rows_stored = rows;
