@@ -281,7 +281,7 @@ fn send(
         store_failure_told: false,
         open_hosts: OpenHosts::new(plan.space.port_count(), cfg.max_open_per_host),
     };
-    let answered = Answered::default();
+    let answered = Answered::new(plan.space.len());
     let (prior, taken_over) = take_over(cfg, &answered, &mut sinks);
     let outcome = run::run(plan, &wire, txs, rx, resets, stop, &answered, &mut sinks);
     sinks.reporter.finish();

@@ -1117,7 +1117,7 @@ mod tests {
         let wire = Wire { template: SynTemplate::new([1; 6], [2; 6], me), src_ip: me, key: CookieKey::new(3, 4) };
         let net = Arc::new(Mutex::new(Net::default()));
         let truth = Arc::new(truth);
-        let answered = Answered::default();
+        let answered = Answered::new(plan.space.len());
         for pos in plan.positions().filter(|&pos| answered_before(pos)) {
             answered.insert(plan.target(pos).0);
         }
@@ -1428,7 +1428,7 @@ mod tests {
             FakeRx(Arc::default()),
             None,
             &StopSignal::new(),
-            &Answered::default(),
+            &Answered::new(plan.space.len()),
             &mut seen,
         );
         assert!(matches!(r, Err(EngineError::Panicked("transmit"))), "{r:?}");

@@ -10,9 +10,33 @@ use std::net::IpAddr;
 
 const COLLAPSE_ABOVE: usize = 25;
 
+/// The non-open states a report may summarise, in the order it lists them.
+const SUMMARISED: [PortState; 3] = [PortState::Closed, PortState::Filtered, PortState::Undecided];
+
+/// What a report keeps of each host until the scan ends: every open port,
+/// and of each other state its count, its lowest port, and its ports only
+/// while there are few enough to be listed. So a host that answers RST on
+/// all 65,535 ports costs a few results, not 65,535.
 #[derive(Debug, Default)]
 pub struct HostTable {
-    hosts: BTreeMap<IpAddr, Vec<ScanResult>>,
+    hosts: BTreeMap<IpAddr, Host>,
+}
+
+#[derive(Debug, Default)]
+struct Host {
+    open: Vec<ScanResult>,
+    others: [StateGroup; 3],
+    /// Whether it sent any reply (silence has no TTL).
+    answered: bool,
+}
+
+#[derive(Debug, Default)]
+struct StateGroup {
+    count: usize,
+    /// Its ports while `count` is at most `COLLAPSE_ABOVE`.
+    listed: Vec<ScanResult>,
+    /// The one with the lowest port, whose reason a summary line names.
+    lowest: Option<ScanResult>,
 }
 
 /// One host as a report shows it.
@@ -20,13 +44,28 @@ pub struct HostView<'a> {
     pub ip: IpAddr,
     /// Listed ports, in port order.
     pub shown: Vec<&'a ScanResult>,
-    /// Summarised states: (state, count, the reason of the first such port).
+    /// Summarised states: (state, count, the reason of its lowest port).
     pub hidden: Vec<(PortState, usize, &'static str)>,
 }
 
 impl HostTable {
     pub fn add(&mut self, r: &ScanResult) {
-        self.hosts.entry(r.ip).or_default().push(*r);
+        let host = self.hosts.entry(r.ip).or_default();
+        host.answered |= r.ttl.is_some();
+        let Some(i) = SUMMARISED.iter().position(|&s| s == r.state) else {
+            host.open.push(*r);
+            return;
+        };
+        let group = &mut host.others[i];
+        group.count += 1;
+        if group.lowest.is_none_or(|l| r.port < l.port) {
+            group.lowest = Some(*r);
+        }
+        if group.count <= COLLAPSE_ABOVE {
+            group.listed.push(*r);
+        } else {
+            group.listed = Vec::new();
+        }
     }
 
     pub fn len(&self) -> usize {
@@ -38,41 +77,29 @@ impl HostTable {
     }
 
     /// Hosts in address order.
-    pub fn views(&mut self) -> Vec<HostView<'_>> {
+    pub fn views(&self) -> Vec<HostView<'_>> {
         self.hosts
-            .iter_mut()
-            .map(|(ip, ports)| {
-                ports.sort_unstable_by_key(|r| r.port);
-                // Counted once: a full port scan of a host is 65535 entries.
-                let (closed, filtered, undecided) = ports.iter().fold((0, 0, 0), |(c, f, u), r| match r.state {
-                    PortState::Closed => (c + 1, f, u),
-                    PortState::Filtered => (c, f + 1, u),
-                    PortState::Undecided => (c, f, u + 1),
-                    PortState::Open => (c, f, u),
-                });
-                let count = |s: PortState| match s {
-                    PortState::Closed => closed,
-                    PortState::Filtered => filtered,
-                    PortState::Undecided => undecided,
-                    PortState::Open => 0,
-                };
-                let hidden_state = |s: PortState| s != PortState::Open && count(s) > COLLAPSE_ABOVE;
-                let hidden = [PortState::Closed, PortState::Filtered, PortState::Undecided]
-                    .into_iter()
-                    .filter(|s| hidden_state(*s))
-                    .map(|s| {
-                        let reason = ports.iter().find(|r| r.state == s).map_or("", |r| r.reason.as_str());
-                        (s, count(s), reason)
-                    })
-                    .collect();
-                HostView { ip: *ip, shown: ports.iter().filter(|r| !hidden_state(r.state)).collect(), hidden }
+            .iter()
+            .map(|(ip, host)| {
+                let mut shown: Vec<&ScanResult> = host.open.iter().collect();
+                let mut hidden = Vec::new();
+                for (state, group) in SUMMARISED.iter().zip(&host.others) {
+                    if group.count > COLLAPSE_ABOVE {
+                        let reason = group.lowest.map_or("", |r| r.reason.as_str());
+                        hidden.push((*state, group.count, reason));
+                    } else {
+                        shown.extend(&group.listed);
+                    }
+                }
+                shown.sort_unstable_by_key(|r| r.port);
+                HostView { ip: *ip, shown, hidden }
             })
             .collect()
     }
 
     /// Hosts that answered at all (any reply but silence): nmap's "up".
     pub fn up(&self) -> usize {
-        self.hosts.values().filter(|v| v.iter().any(|r| r.ttl.is_some())).count()
+        self.hosts.values().filter(|h| h.answered).count()
     }
 }
 
@@ -118,5 +145,42 @@ impl<W: Write, R: HostReport> ResultWriter for PerHostWriter<W, R> {
         self.start()?;
         self.report.body(&mut self.out, &mut self.hosts, end)?;
         self.out.flush()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::result::Reason;
+
+    fn result(port: u16, state: PortState, reason: Reason) -> ScanResult {
+        let ttl = (reason != Reason::NoResponse).then_some(64);
+        ScanResult { ip: "10.0.0.1".parse().unwrap(), port, state, reason, ttl, rtt_us: None, time_us: 0 }
+    }
+
+    #[test]
+    fn a_host_keeps_its_open_ports_and_only_what_summarises_the_rest() {
+        let mut table = HostTable::default();
+        // Ports arrive in a random order; the summary names the lowest port's reason.
+        for port in (1..=5000u16).rev() {
+            let r = match port % 1000 {
+                0 => result(port, PortState::Open, Reason::SynAck),
+                1..=499 => result(port, PortState::Closed, Reason::Reset),
+                500 => result(port, PortState::Filtered, Reason::Unreachable { code: 13 }),
+                _ => result(port, PortState::Filtered, Reason::NoResponse),
+            };
+            table.add(&r);
+        }
+        table.add(&result(9000, PortState::Undecided, Reason::FramesDropped));
+        let host = &table.hosts[&"10.0.0.1".parse().unwrap()];
+        assert!(host.others.iter().take(2).all(|g| g.listed.is_empty()), "summarised states keep no list");
+        let views = table.views();
+        let ports: Vec<u16> = views[0].shown.iter().map(|r| r.port).collect();
+        assert_eq!(ports, [1000, 2000, 3000, 4000, 5000, 9000]);
+        assert_eq!(
+            views[0].hidden,
+            [(PortState::Closed, 2495, "reset"), (PortState::Filtered, 2500, "admin-prohibited")]
+        );
+        assert_eq!(table.up(), 1);
     }
 }
