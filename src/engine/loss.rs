@@ -55,25 +55,40 @@ impl LossLog {
 /// frames were lost. Holds only as far back as a reply can take.
 #[derive(Debug)]
 pub struct SendHistory {
-    /// (time, linear cursor below which everything had been sent), oldest first.
-    samples: VecDeque<(u64, u64)>,
+    /// Samples, oldest first.
+    samples: VecDeque<Sample>,
     /// The cursor before the oldest sample kept.
     floor: u64,
 }
 
+/// Where transmission was at one moment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Sample {
+    /// The engine's monotonic time, ns.
+    pub at_ns: u64,
+    /// The same moment on the clock that stamps probes' send times, us.
+    pub stamp_us: u64,
+    /// Every place below this had been sent.
+    pub sent: u64,
+    /// No place at or above this had been stamped.
+    pub bound: u64,
+}
+
 impl SendHistory {
+    /// From the scan's start (time 0) at linear cursor `start`, before any probe was stamped.
     pub fn new(start: u64) -> Self {
-        SendHistory { samples: VecDeque::new(), floor: start }
+        let first = Sample { at_ns: 0, stamp_us: 0, sent: start, bound: start };
+        SendHistory { samples: VecDeque::from([first]), floor: start }
     }
 
-    /// Records the cursor at `now_ns`; forgets what is older than `keep_ns`
-    /// before it, keeping one sample at or before that edge.
-    pub fn sample(&mut self, now_ns: u64, linear: u64, keep_ns: u64) {
-        self.samples.push_back((now_ns, linear));
-        let edge = now_ns.saturating_sub(keep_ns);
-        while self.samples.get(1).is_some_and(|&(t, _)| t <= edge) {
-            if let Some((_, linear)) = self.samples.pop_front() {
-                self.floor = linear;
+    /// Records a sample; forgets what is older than `keep_ns` before it,
+    /// keeping one sample at or before that edge.
+    pub fn sample(&mut self, sample: Sample, keep_ns: u64) {
+        self.samples.push_back(sample);
+        let edge = sample.at_ns.saturating_sub(keep_ns);
+        while self.samples.get(1).is_some_and(|s| s.at_ns <= edge) {
+            if let Some(s) = self.samples.pop_front() {
+                self.floor = s.sent;
             }
         }
     }
@@ -81,7 +96,18 @@ impl SendHistory {
     /// A cursor below which every probe was sent at or before `at_ns`: a
     /// probe sent after `at_ns` is at or above it.
     pub fn sent_by(&self, at_ns: u64) -> u64 {
-        self.samples.iter().take_while(|&&(t, _)| t <= at_ns).last().map_or(self.floor, |&(_, linear)| linear)
+        let i = self.samples.partition_point(|s| s.at_ns <= at_ns);
+        i.checked_sub(1).map_or(self.floor, |i| self.samples[i].sent)
+    }
+
+    /// When the probe at `linear` was stamped, on the stamping clock: after
+    /// the first time and by the second, or by `now_us` if no sample has
+    /// seen it sent yet. None when that is older than the samples kept.
+    pub fn send_window(&self, linear: u64, now_us: u64) -> Option<(u64, u64)> {
+        // Both cursors only grow: the samples are sorted by each.
+        let after = self.samples.partition_point(|s| s.bound <= linear).checked_sub(1)?;
+        let by = self.samples.partition_point(|s| s.sent <= linear);
+        Some((self.samples[after].stamp_us, self.samples.get(by).map_or(now_us, |s| s.stamp_us)))
     }
 }
 
@@ -93,7 +119,7 @@ impl SendHistory {
         if linear < self.floor {
             return None;
         }
-        self.samples.iter().find(|&&(_, l)| l > linear).map(|&(t, _)| t)
+        self.samples.iter().find(|s| s.sent > linear).map(|s| s.at_ns)
     }
 }
 
@@ -134,12 +160,17 @@ mod tests {
         assert_eq!(l.spans, [(0, 50), (55, 58), (60, 70)]);
     }
 
+    /// A sample at `t` ns, whose stamping clock reads `t + 5` us.
+    fn at(t: u64, sent: u64, bound: u64) -> Sample {
+        Sample { at_ns: t, stamp_us: t + 5, sent, bound }
+    }
+
     #[test]
     fn a_loss_marks_everything_whose_reply_could_have_been_due() {
         let mut h = SendHistory::new(100);
         let keep = 1_000;
         for (t, linear) in [(0, 100), (100, 200), (200, 300), (300, 400)] {
-            h.sample(t, linear, keep);
+            h.sample(at(t, linear, linear + 64), keep);
         }
         assert_eq!(h.sent_by(150), 200);
         // Frames lost between 250 and 300 ns with replies taking up to 120 ns:
@@ -147,8 +178,8 @@ mod tests {
         assert_eq!(in_flight(&h, 250, 120, 420), (200, 420));
         assert_eq!(in_flight(&h, 250, 10_000, 420), (100, 420), "back to where the run started");
         // Samples older than the edge go, but for the last one before it.
-        h.sample(5_000, 900, keep);
-        assert_eq!(h.samples, [(300, 400), (5_000, 900)]);
+        h.sample(at(5_000, 900, 964), keep);
+        assert_eq!(h.samples, [at(300, 400, 464), at(5_000, 900, 964)]);
         assert_eq!(h.sent_by(4_500), 400);
         assert_eq!(h.sent_by(200), 300, "before what is kept: the floor");
         // When a place was sent by: the first sample past it; none for what is older or not sent yet.
@@ -156,5 +187,26 @@ mod tests {
         assert_eq!(h.sent_before(300), Some(300));
         assert_eq!(h.sent_before(299), None, "older than what is kept");
         assert_eq!(h.sent_before(900), None, "not sent by the last sample");
+    }
+
+    #[test]
+    fn a_probe_was_stamped_between_the_cursors_that_bracket_it() {
+        let mut h = SendHistory::new(0);
+        let keep = 1_000;
+        // (time, everything below sent, nothing at or above stamped)
+        for (t, sent, bound) in [(10, 0, 64), (20, 100, 164), (30, 300, 364)] {
+            h.sample(at(t, sent, bound), keep);
+        }
+        // Stamps on the other clock: 5 us ahead of the engine's, here.
+        // Place 50: maybe stamped from the start (bound 64 > 50 at 10), sent by 20.
+        assert_eq!(h.send_window(50, 99), Some((0, 25)));
+        // Place 200: not stamped at 20 (bound 164), sent by 30.
+        assert_eq!(h.send_window(200, 99), Some((25, 35)));
+        // Place 400: not stamped at 30, not seen sent: by now.
+        assert_eq!(h.send_window(400, 99), Some((35, 99)));
+        // Once the samples that bracket it are gone, nothing is known.
+        h.sample(at(2_000, 500, 564), keep);
+        assert_eq!(h.send_window(50, 2_100), None);
+        assert_eq!(h.send_window(550, 2_100), Some((35, 2_100)));
     }
 }

@@ -1,15 +1,15 @@
 //! The scan itself: a transmit thread and a receive thread over a transport,
 //! with results handed to the caller's thread as they are validated.
 
-use super::loss::{LossLog, SendHistory, in_flight};
+use super::loss::{LossLog, Sample, SendHistory, in_flight};
 use super::pacing::Pacer;
 use super::plan::{Cursor, ScanPlan};
 use super::rate::{RateControl, RateReason};
 use super::state::{Answered, reply_timeout, retry_after};
 use crate::result::{PortState, Reason, ScanResult};
 use crate::transport::{Drops, Receive, Transmit, TransportError};
-use crate::wire::cookie::{CookieKey, unwrap_rtt_us};
-use crate::wire::reply::{Rejection, ReplyKind, ReplyMatcher};
+use crate::wire::cookie::{CookieKey, echo_within, unwrap_rtt_us};
+use crate::wire::reply::{Rejection, Reply, ReplyKind, ReplyMatcher};
 use crate::wire::template::{Probe, SYN_FRAME_LEN, SynTemplate};
 use std::collections::VecDeque;
 use std::net::IpAddr;
@@ -662,8 +662,12 @@ fn transmit<T: Transmit>(
             let tsval = wire.key.tsval(send_us);
             let mut count = 0usize;
             let mut next = from;
+            // A batch covers at most TX_BATCH of the lane's places, sent or
+            // skipped: `Shared::sent_bound` then bounds what was stamped, and
+            // the receive side knows when a probe was (`plausible_send_time`).
+            let span_end = positions.peek().map_or(0, |&(j, _)| j) + u64::from(TX_BATCH) * lane.of;
             while count < grant as usize
-                && let Some((j, pos)) = positions.next()
+                && let Some((j, pos)) = positions.next_if(|&(j, _)| j < span_end)
             {
                 next = j + lane.of;
                 let (index, ip, port) = plan.target(pos);
@@ -745,6 +749,10 @@ fn receive<R: Receive>(
             let Some(tried) = shared.last_try(plan, index, first) else {
                 return rejected.count_unsent(shared);
             };
+            let now = clock.since_start_ns(rx_wall_ns);
+            if !plausible_send_time(&watch.history, plan, first, tried, &reply, now / 1000) {
+                return rejected.count_wrong_time(shared);
+            }
             // Duplicates too: a target repeats its SYN-ACK when an RST was lost.
             if resets.is_some() && reply.kind == ReplyKind::SynAck {
                 let mut f = [0u8; SYN_FRAME_LEN];
@@ -755,7 +763,6 @@ fn receive<R: Receive>(
                 shared.duplicates.fetch_add(1, Relaxed);
                 return;
             }
-            let now = clock.since_start_ns(rx_wall_ns);
             let now_us = now / 1000;
             let rtt = match reply.sent_us {
                 Some(sent_us) => u64::from((now_us as u32).wrapping_sub(sent_us)),
@@ -812,10 +819,10 @@ fn receive<R: Receive>(
         }
         let now = clock.now_ns();
         if now.saturating_sub(watch.checked_ns) >= LOSS_CHECK.as_nanos() as u64 {
-            watch.check(rx.take_drops(), rx.take_backlog(), now, plan, shared);
+            watch.check(rx.take_drops(), rx.take_backlog(), clock, plan, shared);
         }
         if stop.stop_waiting() || shared.failed.load(Relaxed) || (ending && frames == 0) {
-            watch.check(rx.take_drops(), rx.take_backlog(), clock.now_ns(), plan, shared);
+            watch.check(rx.take_drops(), rx.take_backlog(), clock, plan, shared);
             rejected.log();
             return Ok(());
         }
@@ -823,6 +830,33 @@ fn receive<R: Receive>(
             || shared.tx_done.load(Acquire)
                 && (shared.answered.load(Relaxed) >= total || shared.replies_due_by(clock, plan));
     }
+}
+
+/// How far a probe's send stamp may be from the samples that bracket it:
+/// the sampling thread reads the cursors and the clock a moment apart.
+const STAMP_SLACK_US: u64 = 1_000;
+
+/// Whether the send time `reply` brought back is one its probe carried: a
+/// try of it from the reply's source port (pass `first`, and the loss passes
+/// that repeat it, up to the last try at `tried`) was stamped at about that
+/// time (`SendHistory::send_window`). A blind forger must then also hit
+/// that window: some 6 bits more for a tick, 18 for a timestamp echo. A try
+/// older than the history kept (`--wait`) is not checked.
+fn plausible_send_time(
+    history: &SendHistory,
+    plan: &ScanPlan,
+    first: u32,
+    tried: u64,
+    reply: &Reply,
+    now_us: u64,
+) -> bool {
+    let Cursor { pass: last, position } = plan.cursor_at(tried);
+    (first..=last).step_by(plan.retries as usize + 1).any(|pass| {
+        let linear = plan.linear(Cursor { pass, position });
+        let Some((from, to)) = history.send_window(linear, now_us) else { return true };
+        let (from, to) = (from.saturating_sub(STAMP_SLACK_US), to + STAMP_SLACK_US);
+        reply.sent.within(from, to) && reply.sent_us.is_none_or(|us| echo_within(us, from, to))
+    })
 }
 
 /// Frames that passed the kernel's filter but were not replies, by cause:
@@ -834,6 +868,8 @@ struct Rejected {
     bad_cookie: u64,
     /// A valid cookie for a probe not sent yet: a forgery.
     unsent: u64,
+    /// A valid cookie whose send time is not when its probe was sent: a forgery.
+    wrong_time: u64,
 }
 
 impl Rejected {
@@ -851,10 +887,22 @@ impl Rejected {
         self.unsent += 1;
     }
 
+    fn count_wrong_time(&mut self, shared: &Shared) {
+        shared.invalid.fetch_add(1, Relaxed);
+        self.wrong_time += 1;
+    }
+
     fn log(&self) {
-        let Rejected { malformed, not_ours, bad_cookie, unsent } = *self;
-        if malformed + not_ours + bad_cookie + unsent > 0 {
-            tracing::info!(bad_cookie, unsent, not_ours, malformed, "frames read that were not replies to this scan");
+        let Rejected { malformed, not_ours, bad_cookie, unsent, wrong_time } = *self;
+        if malformed + not_ours + bad_cookie + unsent + wrong_time > 0 {
+            tracing::info!(
+                bad_cookie,
+                unsent,
+                wrong_time,
+                not_ours,
+                malformed,
+                "frames read that were not replies to this scan"
+            );
         }
     }
 }
@@ -879,9 +927,14 @@ impl LossWatch {
         }
     }
 
-    fn check(&mut self, drops: Drops, backlog: f32, now_ns: u64, plan: &ScanPlan, shared: &Shared) {
+    fn check(&mut self, drops: Drops, backlog: f32, clock: &Clock, plan: &ScanPlan, shared: &Shared) {
+        // In this order, so that each bound holds at the stamp's moment:
+        // what was sent before it, and the bound of what was stamped by it.
+        let sent = shared.cursor();
+        let (now_ns, stamp_us) = (clock.now_ns(), clock.stamp_us());
+        let bound = shared.sent_bound();
         // Kept as far back as the longest wait: the timeout may grow later.
-        self.history.sample(now_ns, shared.cursor(), plan.max_wait.as_nanos() as u64);
+        self.history.sample(Sample { at_ns: now_ns, stamp_us, sent, bound }, plan.max_wait.as_nanos() as u64);
         let lost = drops.total();
         if lost > 0 {
             shared.rx_drops.fetch_add(lost, Relaxed);
@@ -974,6 +1027,9 @@ mod tests {
         dropped: HashMap<u16, u32>,
         /// Open ports whose SYN-ACK offers no window, as a SYN proxy's does.
         zero_window: HashSet<u16>,
+        /// Ports whose real reply follows forged replies that hold the key (as
+        /// a forger who guessed the MAC has) but send times 300 and 700 ms off.
+        forged_in_time: HashSet<u16>,
     }
 
     struct FakeTx(Arc<Mutex<Net>>, Arc<Truth>);
@@ -1044,6 +1100,21 @@ mod tests {
                 };
                 let good = syn.sequence_number().wrapping_add(1);
                 let tsval = tsval.unwrap();
+                if self.1.forged_in_time.contains(&port) {
+                    let key = CookieKey::new(3, 4);
+                    let sent_us = u64::from(tsval.wrapping_sub(key.tsval(0)));
+                    // Later than sent: a probe sent early in the scan has no time before it 300 ms off.
+                    for off in [sent_us + 300_000, sent_us + 700_000] {
+                        let me = match dst {
+                            IpAddr::V4(_) => IpAddr::V4(ME),
+                            IpAddr::V6(_) => IpAddr::V6(ME6),
+                        };
+                        // A SYN-ACK with its echo, and an RST: each says the other state.
+                        let ack = key.seq(me, dst, syn.source_port(), port, off).wrapping_add(1);
+                        net.inbox.push_back(reply(ack, true, key.tsval(off)));
+                        net.inbox.push_back(reply(ack, false, 0));
+                    }
+                }
                 if self.1.filtered.contains(&port) {
                     // Forgeries: a wrong acknowledgement, or the right one with a made-up send time.
                     let forged = if port % 2 == 0 {
@@ -1168,6 +1239,7 @@ mod tests {
                 lossy: set(&[31, 40]),
                 noisy: set(&[22, 45]),
                 zero_window: set(&[49]),
+                forged_in_time: set(&[22, 44]),
                 ..Default::default()
             };
             classifies_retries_and_deduplicates_in(family, truth);
@@ -1213,8 +1285,10 @@ mod tests {
         // Each genuine SYN-ACK, the noisy port's second one too, drew an RST; no forgery did.
         assert_eq!(stats.resets, hosts * 4);
         // Every SYN to a filtered port drew a forged SYN-ACK (port 8's with the
-        // right acknowledgement but a tampered timestamp); none became a result.
-        assert_eq!(stats.invalid, hosts * 2 * 2);
+        // right acknowledgement but a tampered timestamp), and each to ports 22
+        // and 44 a SYN-ACK and an RST with valid cookies for send times 300
+        // and 700 ms after its own; none became a result.
+        assert_eq!(stats.invalid, hosts * 2 * 2 + hosts * 2 * 4);
         assert!(results.iter().filter(|r| r.state == PortState::Open).all(|r| r.rtt_us.is_some() && r.ttl == Some(61)));
         assert!(stats.max_rtt.is_some());
         assert!(!stats.interrupted);

@@ -62,6 +62,26 @@ impl SendTick {
         let since_tick = now_us.wrapping_sub(u64::from(self.0) << TICK_SHIFT) % TICK_WRAP_US;
         since_tick.saturating_sub(1 << (TICK_SHIFT - 1)).max(1)
     }
+
+    /// Whether this tick is one a probe stamped from `from_us` to `to_us`
+    /// may carry. Any is, over a span the tick cannot tell apart (or one
+    /// that runs backwards: the wall clock was set back).
+    pub fn within(self, from_us: u64, to_us: u64) -> bool {
+        if to_us < from_us || to_us - from_us >= TICK_WRAP_US {
+            return true;
+        }
+        let from = Self::of(from_us).0;
+        self.0.wrapping_sub(from) <= Self::of(to_us).0.wrapping_sub(from)
+    }
+}
+
+/// Whether a send time echoed to the microsecond (modulo 2^32, as TSecr
+/// brings it back) falls from `from_us` to `to_us`; see `SendTick::within`.
+pub fn echo_within(send_us: u32, from_us: u64, to_us: u64) -> bool {
+    if to_us < from_us || to_us - from_us > u64::from(u32::MAX) {
+        return true;
+    }
+    send_us.wrapping_sub(from_us as u32) <= (to_us - from_us) as u32
 }
 
 /// A round trip the tick measured modulo `TICK_WRAP_US`, for a probe about
@@ -157,6 +177,25 @@ mod tests {
             let other = CookieKey::new(k0, k1).seq(A, B, 40000, 80, 5_000_000);
             assert!(base.wrapping_sub(other).min(other.wrapping_sub(base)) > 1 << 20, "{base:#x} {other:#x}");
         }
+    }
+
+    #[test]
+    fn a_send_time_must_fall_when_its_probe_was_stamped() {
+        let t = SendTick::of(5_000_000);
+        assert!(t.within(4_990_000, 5_010_000));
+        assert!(t.within(5_000_000, 5_000_015), "the tick's own 16 us");
+        assert!(!t.within(5_000_016, 5_010_000));
+        assert!(!t.within(4_000_000, 4_999_983));
+        // Across the tick's wrap: a window of 10 ms around 2^20 us.
+        assert!(SendTick::of(TICK_WRAP_US + 3).within(TICK_WRAP_US - 5_000, TICK_WRAP_US + 5_000));
+        assert!(!SendTick::of(TICK_WRAP_US + 6_000).within(TICK_WRAP_US - 5_000, TICK_WRAP_US + 5_000));
+        // A window the tick cannot tell apart, or a clock set back: no constraint.
+        assert!(t.within(0, TICK_WRAP_US) && t.within(9_000_000, 8_000_000));
+        // The microsecond echo, modulo 2^32.
+        assert!(echo_within(5_000_000, 4_990_000, 5_010_000));
+        assert!(!echo_within(5_000_000, 5_000_001, 5_010_000));
+        let wrap = 1u64 << 32;
+        assert!(echo_within(3, wrap - 10, wrap + 10) && !echo_within(11, wrap - 10, wrap + 10));
     }
 
     #[test]
