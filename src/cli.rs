@@ -321,7 +321,13 @@ impl Cli {
 
         let (hosts, excluded, special) = match resolved {
             Some(hosts) => (hosts, 0, Excluded::default()),
-            None => self.resolve_hosts()?,
+            None => {
+                let Targets { probed, excluded, special, .. } = self.targets()?;
+                if probed.is_empty() {
+                    return Err(TargetError::AllExcluded.into());
+                }
+                (probed, excluded, special)
+            }
         };
 
         let source_ip = match &self.source_ip {
@@ -428,9 +434,10 @@ impl Cli {
         files
     }
 
-    /// The targets, with special-purpose ranges and exclusions taken out;
-    /// also how many were excluded, and which special ranges were skipped.
-    fn resolve_hosts(&self) -> Result<(Hosts, u128, Excluded), ConfigError> {
+    /// What the target options name now: target lists and exclusion files
+    /// read, hostnames resolved. A fresh scan probes `probed`; `--resume`
+    /// holds a checkpoint's hosts against both sets.
+    pub fn targets(&self) -> Result<Targets, ConfigError> {
         // Commas separate targets on the command line as in files (masscan's style).
         let mut targets = parse_all(self.targets.iter().flat_map(|t| split_list(t)))?;
         if let Some(file) = &self.input_list {
@@ -444,8 +451,9 @@ impl Cli {
         if named_ranges.iter().any(|r| r.family != family) {
             return Err(TargetError::MixedFamilies.into());
         }
+        let named = RangeSet::from_ranges(named_ranges.iter().map(|r| r.range).collect());
         let (allowed, special) = if self.no_default_excludes {
-            (RangeSet::from_ranges(named_ranges.iter().map(|r| r.range).collect()), Excluded::default())
+            (named.clone(), Excluded::default())
         } else {
             without_special(family, &named_ranges)
         };
@@ -462,13 +470,32 @@ impl Cli {
                 .map(|r| r.range)
                 .collect(),
         );
-        let hosts = allowed.subtract(&excluded_set);
-        if hosts.is_empty() {
-            return Err(TargetError::AllExcluded.into());
-        }
-        let excluded = allowed.len() - hosts.len();
-        Ok((Hosts::new(family, hosts), excluded, special))
+        let probed = allowed.subtract(&excluded_set);
+        let excluded = allowed.len() - probed.len();
+        Ok(Targets {
+            named: Hosts::new(family, named),
+            probed: Hosts::new(family, probed),
+            excluded,
+            special,
+            hostnames: targets.iter().any(|t| matches!(t, TargetSpec::Hostname(_))),
+        })
     }
+}
+
+/// What the target options name, read and resolved at one moment.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Targets {
+    /// Every address the targets name.
+    pub named: Hosts,
+    /// What a scan of them probes: `named` without the special-purpose
+    /// ranges a target merely overlaps, and without the exclusions.
+    pub probed: Hosts,
+    /// Addresses removed by --exclude and --exclude-file.
+    pub excluded: u128,
+    /// Addresses removed as special-purpose.
+    pub special: Excluded,
+    /// Whether a target is a hostname, whose addresses may differ from one resolution to the next.
+    pub hostnames: bool,
 }
 
 /// Refuses two outputs, or an output and the database, that name one file:

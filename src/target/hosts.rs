@@ -113,6 +113,15 @@ impl Hosts {
     pub fn ranges(&self) -> impl Iterator<Item = AddrRange> + '_ {
         self.set.ranges().iter().map(|&range| AddrRange { family: self.family, range })
     }
+
+    /// The addresses of `self` that are not in `other`: all of them when
+    /// `other` is of the other family.
+    pub fn outside(&self, other: &Hosts) -> Hosts {
+        if other.family != self.family {
+            return self.clone();
+        }
+        Hosts::new(self.family, self.set.subtract(&other.set))
+    }
 }
 
 #[cfg(test)]
@@ -132,5 +141,17 @@ mod tests {
         assert!(!hosts.contains("10.0.0.1".parse().unwrap()));
         assert_eq!(hosts.rank("10.0.0.1".parse().unwrap()), None);
         assert_eq!(hosts.nth(5), "::5".parse::<IpAddr>().unwrap());
+    }
+
+    #[test]
+    fn outside_keeps_what_the_other_set_lacks_and_all_of_another_family() {
+        let v4 = |r: &[(u128, u128)]| {
+            Hosts::new(Family::V4, RangeSet::from_ranges(r.iter().map(|&(a, b)| Range::new(a, b)).collect()))
+        };
+        let saved = v4(&[(10, 20), (30, 30)]);
+        assert_eq!(saved.outside(&v4(&[(0, 100)])), v4(&[]));
+        assert_eq!(saved.outside(&v4(&[(12, 13), (30, 40)])), v4(&[(10, 11), (14, 20)]));
+        let v6 = Hosts::new(Family::V6, RangeSet::from_ranges(vec![Range::new(0, 100)]));
+        assert_eq!(saved.outside(&v6), saved);
     }
 }
