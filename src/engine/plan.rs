@@ -2,6 +2,7 @@
 //! of each pass, and from which source port. Pure.
 
 use crate::permute::Permutation;
+use crate::target::hosts::Hosts;
 use crate::target::space::TargetSpace;
 use std::net::IpAddr;
 use std::time::Duration;
@@ -32,6 +33,27 @@ pub struct Cursor {
     pub position: u64,
 }
 
+/// Past this many probes to skipped hosts, a shard of a scan does not count
+/// which are its own (it would take seconds before the first probe).
+const SKIPPED_COUNT_LIMIT: u128 = 1 << 22;
+
+/// Hosts of a resumed scan that are no longer probed: an exclusion given
+/// since names them. They keep their place in the space and the order, which
+/// the cursor counts on, but nothing is sent to them, and their probes
+/// without an answer are neither waited for nor reported silent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Skipped {
+    hosts: Hosts,
+    /// This shard's probes per pass to them; None where there are too many to count.
+    probes: Option<u64>,
+}
+
+impl Skipped {
+    pub fn hosts(&self) -> &Hosts {
+        &self.hosts
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct ScanPlan {
     pub space: TargetSpace,
@@ -49,6 +71,9 @@ pub struct ScanPlan {
     pub shard: Shard,
     /// Where transmission starts: the beginning, or where an interrupted scan stopped.
     pub start: Cursor,
+    /// None unless a resumed scan skips hosts: a scan without skips then pays
+    /// one test of an empty option per probe.
+    pub skipped: Option<Skipped>,
     /// Shifts every source port by a per-seed amount. A target may still hold
     /// half-open connections from an earlier scan (one killed before it sent
     /// its RSTs, or whose RST was lost); a SYN on the same 4-tuple would only
@@ -77,6 +102,7 @@ impl ScanPlan {
             max_wait,
             shard: Shard::WHOLE,
             start: Cursor::default(),
+            skipped: None,
             port_salt,
         }
     }
@@ -91,6 +117,46 @@ impl ScanPlan {
 
     pub fn starting_at(self, start: Cursor) -> Self {
         ScanPlan { start, ..self }
+    }
+
+    /// Sends nothing to `hosts`, which must be hosts of the space. Set after
+    /// the shard, whose share of their probes it counts.
+    pub fn skipping(self, hosts: Hosts) -> Self {
+        if hosts.is_empty() {
+            return ScanPlan { skipped: None, ..self };
+        }
+        // At most the space's hosts, so the product fits the space's u64 length.
+        let all = hosts.len() * u128::from(self.space.port_count());
+        let probes = if self.shard == Shard::WHOLE {
+            Some(all as u64)
+        } else if all <= SKIPPED_COUNT_LIMIT {
+            let host_count = self.space.host_count();
+            let ranks: Vec<u64> = hosts
+                .ranges()
+                .flat_map(|r| (r.range.first..=r.range.last).map(move |v| r.family.addr(v)))
+                .filter_map(|ip| self.space.hosts().rank(ip))
+                .map(|rank| rank as u64)
+                .collect();
+            let ours = (0..self.space.port_count())
+                .flat_map(|port| ranks.iter().map(move |host| port * host_count + host))
+                .filter(|&index| self.rank_of(index).is_some())
+                .count();
+            Some(ours as u64)
+        } else {
+            None
+        };
+        ScanPlan { skipped: Some(Skipped { hosts, probes }), ..self }
+    }
+
+    /// Whether nothing is sent to `ip`.
+    #[inline]
+    pub fn skips(&self, ip: IpAddr) -> bool {
+        self.skipped.as_ref().is_some_and(|s| s.hosts.contains(ip))
+    }
+
+    /// How many of this shard's probes in a pass are skipped, if known: none without skipped hosts.
+    pub fn skipped_probes(&self) -> Option<u64> {
+        self.skipped.as_ref().map_or(Some(0), |s| s.probes)
     }
 
     /// Probes this shard sends in one pass.
@@ -243,6 +309,38 @@ mod tests {
                 }
             }
         }
+    }
+
+    fn hosts(ranges: &[(u128, u128)]) -> Hosts {
+        use crate::target::hosts::Family;
+        use crate::target::ranges::{Range, RangeSet};
+        Hosts::new(Family::V4, RangeSet::from_ranges(ranges.iter().map(|&(a, b)| Range::new(a, b)).collect()))
+    }
+
+    #[test]
+    fn skipped_hosts_are_known_by_address_and_their_probes_counted_per_shard() {
+        let space = crate::target::space::v4_space((1, 40), (1, 7));
+        let whole = ScanPlan::new(space, 3, (61000, 61003), 1, 0, Duration::from_secs(1));
+        assert_eq!((whole.skipped_probes(), whole.skips(IpAddr::from([0, 0, 0, 5]))), (Some(0), false));
+        assert!(whole.clone().skipping(hosts(&[])).skipped.is_none(), "nothing to skip costs nothing per probe");
+        let skipped = hosts(&[(5, 9), (40, 40)]);
+        for count in [1u64, 2, 3, 8] {
+            for index in 0..count {
+                let plan = whole.clone().with_shard(Shard { index, count }).skipping(skipped.clone());
+                let by_walking = plan.positions().filter(|&pos| plan.skips(plan.target(pos).1)).count() as u64;
+                assert_eq!(plan.skipped_probes(), Some(by_walking), "{}/{count}", index + 1);
+            }
+        }
+        let plan = whole.skipping(skipped);
+        assert_eq!(plan.skipped_probes(), Some(6 * 7));
+        for (host, skips) in [(4u8, false), (5, true), (9, true), (10, false), (40, true)] {
+            assert_eq!(plan.skips(IpAddr::from([0, 0, 0, host])), skips, "0.0.0.{host}");
+        }
+        // A shard does not count its share of more than SKIPPED_COUNT_LIMIT skipped probes.
+        let space = crate::target::space::v4_space((1, 1 << 23), (80, 80));
+        let shard = ScanPlan::new(space, 3, (61000, 61003), 1, 0, Duration::from_secs(1))
+            .with_shard(Shard { index: 0, count: 2 });
+        assert_eq!(shard.skipping(hosts(&[(1, 1 << 23)])).skipped_probes(), None);
     }
 
     #[test]

@@ -205,6 +205,9 @@ type ResetFrame = ([u8; SYN_FRAME_LEN], usize);
 /// reason is a counter or a flag.
 #[derive(Default)]
 struct Shared {
+    /// The answers that complete a pass: its probes but the skipped ones
+    /// that earlier runs did not have answered.
+    goal: u64,
     sent: AtomicU64,
     /// Probes the kernel would not send (see `Transmit::transmit`).
     refused: AtomicU64,
@@ -446,7 +449,19 @@ pub fn run<T: Transmit, R: Receive>(
     let lanes = txs.len() as u64;
     // A resumed scan starts with its earlier answers.
     let answered_before = answered.count();
+    let total = plan.probes_per_pass();
+    // Skipped probes get no answer in this run: a pass is complete without
+    // those the earlier runs had no answer to. Where they are too many to
+    // count, the end waits for the reply timeout, as after a silent probe.
+    let goal = match plan.skipped_probes() {
+        Some(skipped) if skipped > 0 => {
+            let answered_skipped = answered.count_if(|index| plan.skips(plan.space.get(index).0));
+            total - skipped.saturating_sub(answered_skipped)
+        }
+        _ => total,
+    };
     let shared = Shared {
+        goal,
         cursors: (0..lanes).map(|_| AtomicU64::new(plan.linear(plan.start))).collect(),
         reached: (0..lanes).map(|_| AtomicU64::new(plan.linear(plan.start))).collect(),
         tx_running: AtomicUsize::new(txs.len()),
@@ -457,7 +472,6 @@ pub fn run<T: Transmit, R: Receive>(
         rate: AtomicU64::new(plan.rate),
         ..Shared::default()
     };
-    let total = plan.probes_per_pass();
     // The progress of this run: what is left of the pass it starts in, and its own answers.
     let planned = total - plan.start.position.min(total);
     let (results_tx, results_rx) = mpsc::channel::<Vec<ScanResult>>();
@@ -483,7 +497,7 @@ pub fn run<T: Transmit, R: Receive>(
         let resets = resets.map(|tx| spawn_resets(s, tx, &shared));
         let rx_thread = s.spawn(|| {
             let _done = EndGuard { shared: &shared, transmit: false };
-            let r = receive(plan, wire, &mut rx, resets, &shared, &clock, stop, answered, total, results_tx);
+            let r = receive(plan, wire, &mut rx, resets, &shared, &clock, stop, answered, results_tx);
             shared.failed.fetch_or(r.is_err(), Relaxed);
             r
         });
@@ -625,13 +639,13 @@ fn transmit<T: Transmit>(
         let mut resend = None;
         if pass > 0 && from == 0 {
             // Retry only what is still unanswered once its replies were due.
-            while !shared.pass_due(pass - 1, clock, plan) && shared.answered.load(Relaxed) < total {
+            while !shared.pass_due(pass - 1, clock, plan) && shared.answered.load(Relaxed) < shared.goal {
                 if stop.stop_sending() || shared.failed.load(Relaxed) {
                     return Ok(());
                 }
                 std::thread::sleep(Duration::from_millis(1));
             }
-            if shared.answered.load(Relaxed) >= total {
+            if shared.answered.load(Relaxed) >= shared.goal {
                 return Ok(());
             }
             if pass > plan.retries {
@@ -671,7 +685,7 @@ fn transmit<T: Transmit>(
             {
                 next = j + lane.of;
                 let (index, ip, port) = plan.target(pos);
-                if pass > 0 && answered.contains(index) {
+                if plan.skips(ip) || pass > 0 && answered.contains(index) {
                     continue;
                 }
                 if let Some(log) = &resend
@@ -718,7 +732,6 @@ fn receive<R: Receive>(
     clock: &Clock,
     stop: &StopSignal,
     answered: &Answered,
-    total: u64,
     results: mpsc::Sender<Vec<ScanResult>>,
 ) -> Result<(), EngineError> {
     // Replies are timestamped when read: sleeps between reads must be short.
@@ -746,7 +759,9 @@ fn receive<R: Receive>(
                 // Our cookie, but not a probe of this plan from that port.
                 return rejected.count(Rejection::NotOurs, shared);
             };
-            let Some(tried) = shared.last_try(plan, index, first) else {
+            // Nothing is sent to a skipped host: a reply from one answers no probe of this run.
+            let tried = shared.last_try(plan, index, first).filter(|_| !plan.skips(reply.ip));
+            let Some(tried) = tried else {
                 return rejected.count_unsent(shared);
             };
             let now = clock.since_start_ns(rx_wall_ns);
@@ -828,7 +843,7 @@ fn receive<R: Receive>(
         }
         ending = ending
             || shared.tx_done.load(Acquire)
-                && (shared.answered.load(Relaxed) >= total || shared.replies_due_by(clock, plan));
+                && (shared.answered.load(Relaxed) >= shared.goal || shared.replies_due_by(clock, plan));
     }
 }
 
@@ -1178,13 +1193,32 @@ mod tests {
         answered_before: impl Fn(u64) -> bool,
         max_wait: Duration,
     ) -> (ScanStats, Vec<ScanResult>, Answered, ScanPlan) {
-        let (first, me) = match family {
-            Family::V4 => (0x0a00_0001, IpAddr::V4(ME)),
-            Family::V6 => (1, IpAddr::V6(ME6)),
+        let first = match family {
+            Family::V4 => 0x0a00_0001,
+            Family::V6 => 1,
         };
         let hosts = Hosts::new(family, RangeSet::from_ranges(vec![Range::new(first, first + 3)]));
         let space = TargetSpace::new(hosts, RangeSet::from_ranges(vec![Range::new(ports.0, ports.1)])).unwrap();
         let plan = ScanPlan::new(space, 9, (61000, 61003), retries, 0, max_wait).starting_at(start);
+        let (stats, results, answered, _) = run_plan(&plan, truth, lanes, answered_before);
+        (stats, results, answered, plan)
+    }
+
+    /// How often each (address, port) was sent a probe.
+    type Attempts = HashMap<(IpAddr, u16), u32>;
+
+    /// Runs `plan` over the fake network from `ME` or `ME6`, after an
+    /// earlier run whose answers `answered_before` tells.
+    fn run_plan(
+        plan: &ScanPlan,
+        truth: Truth,
+        lanes: usize,
+        answered_before: impl Fn(u64) -> bool,
+    ) -> (ScanStats, Vec<ScanResult>, Answered, Attempts) {
+        let me = match plan.space.hosts().family() {
+            Family::V4 => IpAddr::V4(ME),
+            Family::V6 => IpAddr::V6(ME6),
+        };
         let wire = Wire { template: SynTemplate::new([1; 6], [2; 6], me), src_ip: me, key: CookieKey::new(3, 4) };
         let net = Arc::new(Mutex::new(Net::default()));
         let truth = Arc::new(truth);
@@ -1194,19 +1228,19 @@ mod tests {
         }
         let mut seen = Seen { results: Vec::new(), ticks: 0, passes: plan.last_pass() + 1 };
         let stats = run(
-            &plan,
+            plan,
             &wire,
             (0..lanes).map(|_| FakeTx(net.clone(), truth.clone())).collect(),
             FakeRx(net.clone()),
-            Some(Box::new(FakeResets(net))),
+            Some(Box::new(FakeResets(net.clone()))),
             &StopSignal::new(),
             &answered,
             &mut seen,
         )
         .unwrap();
         assert!(seen.ticks <= 1 + stats.duration.as_millis() / 250, "progress at most four times a second");
-        let results = seen.results;
-        (stats, results, answered, plan)
+        let attempts = std::mem::take(&mut net.lock().unwrap().attempts);
+        (stats, seen.results, answered, attempts)
     }
 
     struct Seen {
@@ -1399,6 +1433,50 @@ mod tests {
             scan_family(Family::V4, truth(), 1, 1, (1, 30), Cursor { pass: 1, position: k }, answered_before, WAIT);
         assert!(results.is_empty());
         assert_eq!(stats.sent, 2, "only the last two silent probes are retried");
+    }
+
+    /// Hosts excluded since the interrupted run keep their place in the
+    /// order but are sent nothing, and the scan does not wait for them.
+    #[test]
+    fn a_resumed_scan_sends_nothing_to_skipped_hosts_and_does_not_wait_for_them() {
+        let (k, wait) = (37u64, Duration::from_secs(60));
+        let space = crate::target::space::v4_space((0x0a00_0001, 0x0a00_0004), (1, 30));
+        let skipped: IpAddr = Ipv4Addr::new(10, 0, 0, 2).into();
+        let plan = |start: Cursor| {
+            ScanPlan::new(space.clone(), 9, (61000, 61003), 3, 0, wait)
+                .starting_at(start)
+                .skipping(Hosts::new(Family::V4, RangeSet::from_ranges(vec![Range::new(0x0a00_0002, 0x0a00_0002)])))
+        };
+        let truth = || Truth { open: set(&[22]), ..Default::default() };
+        // Resumed in pass 0: the interrupted run had the first k positions
+        // answered, some of the skipped host's among them.
+        let resumed = plan(Cursor { pass: 0, position: k });
+        let (stats, results, answered, attempts) = run_plan(&resumed, truth(), 2, |pos| pos < k);
+        assert!(attempts.keys().all(|(ip, _)| *ip != skipped), "a probe went to the skipped host");
+        let mut rest: Vec<(IpAddr, u16)> = resumed
+            .positions()
+            .skip(k as usize)
+            .map(|p| resumed.target(p))
+            .map(|t| (t.1, t.2))
+            .filter(|t| t.0 != skipped)
+            .collect();
+        let mut got: Vec<(IpAddr, u16)> = results.iter().map(|r| (r.ip, r.port)).collect();
+        rest.sort();
+        got.sort();
+        assert_eq!(got, rest, "the rest of pass 0 but the skipped host");
+        assert_eq!(stats.sent, rest.len() as u64, "each once: no retry for the skipped host's silence");
+        let earlier = resumed.positions().take(k as usize).filter(|&p| resumed.target(p).1 == skipped).count();
+        assert!(earlier > 0, "the earlier run had answers from the skipped host");
+        assert_eq!(answered.count(), resumed.probes_per_pass() - (30 - earlier as u64));
+        assert_eq!(stats.cursor, resumed.end());
+        // Resumed at the retry pass, after a run in which only the skipped
+        // host was silent: nothing is left to send or wait for, where the
+        // host's silence would hold the end for the whole --wait.
+        let resumed = plan(Cursor { pass: 1, position: 0 });
+        let (stats, results, _, attempts) = run_plan(&resumed, truth(), 1, |pos| resumed.target(pos).1 != skipped);
+        assert_eq!((stats.sent, results.len(), attempts.len()), (0, 0, 0));
+        assert_eq!(stats.cursor, resumed.end());
+        assert!(stats.duration < wait / 2, "took {:?}", stats.duration);
     }
 
     #[test]

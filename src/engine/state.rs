@@ -114,6 +114,11 @@ impl Answered {
             })
             .sum()
     }
+
+    /// How many answered probes `f` accepts.
+    pub fn count_if(&self, f: impl Fn(u64) -> bool) -> u64 {
+        self.shards.iter().map(|s| s.lock().expect("answered set lock").iter().filter(|&&i| f(i)).count() as u64).sum()
+    }
 }
 
 /// The shortest wait for late replies, whatever the round trips seen: a
@@ -154,6 +159,7 @@ mod tests {
         assert!(!a.contains(23));
         assert!(a.insert(23));
         assert_eq!(a.count(), 2);
+        assert_eq!(a.count_if(|i| i > 10), 1);
     }
 
     /// A tarpit /24 answering on all 65,536 ports (one pass of `-p-` on
