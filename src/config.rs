@@ -83,6 +83,9 @@ pub struct Resume {
     pub scan_id: Option<i64>,
     /// Its checkpoint file, when it was not.
     pub file: Option<std::path::PathBuf>,
+    /// The checkpoint's hosts that the exclusions and special-purpose ranges
+    /// name now: they keep their place in the scan, and nothing more is sent to them.
+    pub skipped: crate::target::hosts::Hosts,
 }
 
 #[derive(Debug, Clone)]

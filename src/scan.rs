@@ -153,10 +153,13 @@ struct Ready {
 pub fn prepare(cfg: &ScanConfig) -> Result<Scan<'_>, ScanError> {
     let space = cfg.space.clone();
     let start = cfg.resume.as_ref().map_or(Cursor::default(), |r| r.cursor);
-    let plan = ScanPlan::new(space, cfg.seed, cfg.src_ports, cfg.retries, cfg.rate, cfg.max_wait)
+    let mut plan = ScanPlan::new(space, cfg.seed, cfg.src_ports, cfg.retries, cfg.rate, cfg.max_wait)
         .with_shard(cfg.shard)
         .with_fixed_rate(cfg.fixed_rate)
         .starting_at(start);
+    if let Some(resume) = &cfg.resume {
+        plan = plan.skipping(resume.skipped.clone());
+    }
     let out = BufWriter::with_capacity(1 << 16, io::stdout().lock());
     let mut notes = Notes::default();
     if cfg.dry_run {
@@ -240,6 +243,11 @@ pub fn prepare(cfg: &ScanConfig) -> Result<Scan<'_>, ScanError> {
     if cfg.verbosity >= Verbosity::Normal {
         notes.lines(special_note(cfg));
         notes.line(banner(cfg, &plan, &path, &opened.kind));
+    }
+    if cfg.verbosity >= Verbosity::Verbose
+        && let Some(skipped) = &plan.skipped
+    {
+        notes.line(skipped_note(skipped.hosts().len()));
     }
     let ready = Ready { path, opened, wire, info, store, checkpoint_file, latency_file };
     Ok(Scan { cfg, plan, out, ready: Some(ready), notes })
@@ -831,7 +839,7 @@ fn report_silent(
     let mut batch = Vec::new();
     for (j, pos) in plan.positions().enumerate() {
         let (index, ip, port) = plan.target(pos);
-        if answered.contains(index) {
+        if plan.skips(ip) || answered.contains(index) {
             continue;
         }
         let (state, reason) = if stats.undecided(plan, j as u64) {
@@ -952,6 +960,13 @@ fn rate_note(rate: u64, probes: u64) -> String {
             format!("rate {r} pps, about {}h{:02}m{:02}s per pass", secs / 3600, secs / 60 % 60, secs % 60)
         }
     }
+}
+
+/// What a resumed scan does with the saved hosts that are excluded now.
+fn skipped_note(hosts: u128) -> String {
+    format!(
+        "{hosts} of the checkpoint's hosts are excluded now: nothing more is sent to them, their earlier results are kept"
+    )
 }
 
 fn excluded_note(excluded: u128) -> String {
@@ -1093,6 +1108,21 @@ mod tests {
             "warning: the kernel refused to send 2 probes (broadcast addresses, firewall rules or no route); they are reported as filtered"
         );
         assert_eq!(lines.len(), 2);
+    }
+
+    #[test]
+    fn skipped_hosts_are_not_reported_silent() {
+        let cfg = config(&["-p", "1-3", "10.0.0.1-4"]);
+        let skipped = config(&["10.0.0.2"]).space.hosts().clone();
+        let plan = plan(&cfg).skipping(skipped);
+        let answered = Answered::default();
+        answered.insert(cfg.space.index_of("10.0.0.1".parse().unwrap(), 1).unwrap());
+        let silent = report_silent(&plan, &answered, &ScanStats::default(), false, None, None).unwrap();
+        assert_eq!(silent, Silent { filtered: 3 * 3 - 1, undecided: 0 });
+        assert_eq!(
+            skipped_note(1),
+            "1 of the checkpoint's hosts are excluded now: nothing more is sent to them, their earlier results are kept"
+        );
     }
 
     #[test]
