@@ -277,3 +277,119 @@ fn a_scan_killed_anywhere_resumes_to_output_that_is_the_whole_scan() {
         assert!(lab.checkpoints().is_empty(), "{:?}", lab.checkpoints());
     }
 }
+
+/// A small scan whose resumed run must skip a host: 16 hosts x 100 ports at
+/// 500 probes/s, three seconds; every port closed but 80, which is open.
+const SMALL: [&str; 11] =
+    ["-p", "1-100", "10.201.0.0/28", "--rate", "500", "--wait", "0.5", "--transport", "raw", "-o", "ndjson"];
+/// The host an exclusion added between the runs names.
+const OPTED_OUT: &str = "10.201.0.5";
+
+/// SYNs the target namespace has seen for `OPTED_OUT`, by the counter of the
+/// rule `opt_out_target` loads, once no more come: frames a killed prtip
+/// sent may still wait in the target's backlog.
+fn syns_to_opted_out(lab: &Lab) -> u64 {
+    let read = || -> u64 {
+        let out = Command::new("ip")
+            .args(["netns", "exec", &lab.target_ns, "nft", "list", "table", "inet", "prtiptest"])
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        let at = text.find("counter packets ").unwrap_or_else(|| panic!("no counter in {text}"));
+        text[at + "counter packets ".len()..].split_whitespace().next().unwrap().parse().unwrap()
+    };
+    let mut last = read();
+    loop {
+        std::thread::sleep(std::time::Duration::from_millis(200));
+        match read() {
+            now if now == last => return now,
+            now => last = now,
+        }
+    }
+}
+
+/// Port 80 listens on every target address; a rule counts the SYNs to `OPTED_OUT`.
+fn opt_out_target(lab: &mut Lab) {
+    lab.listen(&[80]);
+    lab.target_rules(&format!("ip daddr {OPTED_OUT} tcp flags & (syn | ack) == syn counter"));
+}
+
+/// Whether `rows` say of host `ip` only the truth of `opt_out_target`, each
+/// port once; returns how many ports they cover.
+fn truth_of_host(rows: &[Row], ip: &str) -> usize {
+    let mine: Vec<&Row> = rows.iter().filter(|r| r.ip == ip).collect();
+    let ports: std::collections::BTreeSet<u16> = mine.iter().map(|r| r.port).collect();
+    assert_eq!(ports.len(), mine.len(), "{ip}: a port reported twice");
+    for r in &mine {
+        let state = if r.port == 80 { "open" } else { "closed" };
+        assert!((1..=100).contains(&r.port) && r.state == state, "{ip}: {r:?}");
+    }
+    mine.len()
+}
+
+/// An exclusion added to the --exclude-file between a killed run and its
+/// resume is honoured: the resumed run sends nothing to that host (its own
+/// kernel counts none), keeps what the killed run stored of it, reports
+/// nothing else of it (no silent port called filtered), and finds exactly
+/// the truth of every other host.
+#[test]
+fn an_exclusion_added_before_the_resume_is_honoured() {
+    let mut lab = Lab::new(true);
+    opt_out_target(&mut lab);
+    let dir = temp_dir();
+    let excludes = path_in(&dir, "excludes.txt");
+    std::fs::write(&excludes, "# hosts that asked not to be scanned\n").unwrap();
+    let mut scan = lab.start(&[&SMALL[..], &["--exclude-file", &excludes]].concat());
+    // Killed once its checkpoint is past the start, so that the resumed run starts midway.
+    let position = |lab: &Lab| {
+        let text = lab.checkpoint_file().and_then(|f| std::fs::read_to_string(f).ok()).unwrap_or_default();
+        serde_json::from_str::<serde_json::Value>(&text).ok().and_then(|v| v["position"].as_u64()).unwrap_or(0)
+    };
+    scan.wait_until("a checkpoint past probe 200", |_| position(&lab) >= 200);
+    scan.signal(libc::SIGKILL);
+    let killed = scan.finish();
+    assert_eq!(killed.status.code(), None, "killed by the signal");
+    let before = truth_of_host(&rows(&killed.stdout), OPTED_OUT);
+    assert!(before < 100, "the killed run had finished {OPTED_OUT}");
+    let syns = syns_to_opted_out(&lab);
+
+    std::fs::write(&excludes, format!("# hosts that asked not to be scanned\n{OPTED_OUT}\n")).unwrap();
+    let out = lab.prtip(&["--resume", "-v"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr_of(&out));
+    assert_eq!(syns_to_opted_out(&lab), syns, "the resumed run sent {OPTED_OUT} SYNs");
+    let note = "prtip: 1 of the checkpoint's hosts are excluded now: nothing more is sent to them";
+    assert!(stderr_of(&out).contains(note), "{}", stderr_of(&out));
+    let resumed = rows(&out.stdout);
+    // What the killed run stored of the opted-out host is kept, and nothing more comes.
+    assert!(truth_of_host(&resumed, OPTED_OUT) < 100);
+    for host in (0..16).map(|h| format!("10.201.0.{h}")).filter(|h| h != OPTED_OUT) {
+        assert_eq!(truth_of_host(&resumed, &host), 100, "{host}: every port once");
+    }
+    assert!(lab.checkpoints().is_empty(), "the resumed scan completed: {:?}", lab.checkpoints());
+}
+
+/// A checkpoint whose hosts were edited to reach beyond the targets its
+/// arguments name is refused, in one line, before anything is sent.
+#[test]
+fn a_checkpoint_whose_hosts_leave_its_targets_is_refused() {
+    let mut lab = Lab::new(true);
+    opt_out_target(&mut lab);
+    let out = lab.interrupt_after_rows(&SMALL, 200);
+    assert_eq!(out.status.code(), Some(130), "{}", stderr_of(&out));
+    let file = lab.checkpoint_file().unwrap();
+    let text = std::fs::read_to_string(&file).unwrap();
+    let saved = r#""hosts":[["10.201.0.0","10.201.0.15"]]"#;
+    assert!(text.contains(saved), "{text}");
+    std::fs::write(&file, text.replace(saved, r#""hosts":[["10.201.0.0","10.201.0.15"],["10.9.9.9","10.9.9.9"]]"#))
+        .unwrap();
+    let syns = syns_to_opted_out(&lab);
+    let out = lab.prtip(&["--resume", file.to_str().unwrap()]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2), "{}", stderr_of(&out));
+    assert_eq!(
+        stderr_of(&out),
+        "prtip: error: the checkpoint's hosts include 10.9.9.9, which its targets do not name: refused, as it is \
+         no checkpoint of that scan\n"
+    );
+    assert!(out.stdout.is_empty());
+    assert_eq!(syns_to_opted_out(&lab), syns, "the refused resume sent probes");
+}
