@@ -1115,7 +1115,7 @@ mod tests {
         let cfg = config(&["-p", "1-3", "10.0.0.1-4"]);
         let skipped = config(&["10.0.0.2"]).space.hosts().clone();
         let plan = plan(&cfg).skipping(skipped);
-        let answered = Answered::default();
+        let answered = Answered::new(plan.space.len());
         answered.insert(cfg.space.index_of("10.0.0.1".parse().unwrap(), 1).unwrap());
         let silent = report_silent(&plan, &answered, &ScanStats::default(), false, None, None).unwrap();
         assert_eq!(silent, Silent { filtered: 3 * 3 - 1, undecided: 0 });

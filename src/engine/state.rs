@@ -117,7 +117,23 @@ impl Answered {
 
     /// How many answered probes `f` accepts.
     pub fn count_if(&self, f: impl Fn(u64) -> bool) -> u64 {
-        self.shards.iter().map(|s| s.lock().expect("answered set lock").iter().filter(|&&i| f(i)).count() as u64).sum()
+        let mut n = 0;
+        for (k, shard) in self.shards.iter().enumerate() {
+            match &*shard.lock().expect("answered set lock") {
+                Shard::Set(set) => n += set.iter().filter(|&&i| f(i)).count() as u64,
+                Shard::Bits { words, .. } => {
+                    for (w, &word) in words.iter().enumerate() {
+                        let mut bits = word;
+                        while bits != 0 {
+                            let bit = u64::from(bits.trailing_zeros());
+                            bits &= bits - 1;
+                            n += u64::from(f((w as u64 * 64 + bit) * SHARDS as u64 + k as u64));
+                        }
+                    }
+                }
+            }
+        }
+        n
     }
 }
 
@@ -174,6 +190,7 @@ mod tests {
         }
         assert!(!a.insert(12345) && a.contains(len - 1));
         assert_eq!(a.count(), len);
+        assert_eq!(a.count_if(|i| i % 1000 == 7), len / 1000 + u64::from(len % 1000 > 7));
         assert!(a.bytes() <= (len / 8) as usize + SHARDS * 8, "{} bytes", a.bytes());
         // A sparse answer set stays a set, far smaller than the bitmap.
         let sparse = Answered::new(1 << 32);
