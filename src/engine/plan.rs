@@ -236,6 +236,14 @@ impl ScanPlan {
         (offset <= u64::from(self.retries)).then_some(offset as u32)
     }
 
+    /// Every pass that sends probe `index` from `sport`, in order: a loss
+    /// pass repeats its regular pass's port, and a range of fewer ports than
+    /// tries gives several regular passes the same one.
+    pub fn passes_from(&self, index: u64, sport: u16) -> impl Iterator<Item = u32> + '_ {
+        let first = self.pass_from(index, sport).unwrap_or(u32::MAX);
+        (first..=self.last_pass()).filter(move |&pass| self.source_port(index, pass) == sport)
+    }
+
     /// Where probe `index` stands in this shard's share of the order (the
     /// `j` of `lane_positions`), if this shard sends it at all.
     pub fn rank_of(&self, index: u64) -> Option<u64> {

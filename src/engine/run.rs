@@ -253,18 +253,16 @@ impl Shared {
     }
 
     /// The place (`ScanPlan::linear`) of the last try of probe `index` from
-    /// the source port that pass `first` used first (`ScanPlan::pass_from`)
-    /// that went out (or is going out), if one did: the probe is this
-    /// shard's, and its lane reached it in one of the passes sending from
-    /// that port. A blind forger who guesses a cookie before the probe is
-    /// sent, to have a closed port taken for the real answer, is refused
-    /// here; the permutation's inverse says where the probe stands.
-    fn last_try(&self, plan: &ScanPlan, index: u64, first: u32) -> Option<u64> {
+    /// source port `sport` that went out (or is going out), if one did: the
+    /// probe is this shard's, and its lane reached it in one of the passes
+    /// sending from that port (`ScanPlan::passes_from`). A blind forger who
+    /// guesses a cookie before the probe is sent, to have a closed port taken
+    /// for the real answer, is refused here; the permutation's inverse says
+    /// where the probe stands.
+    fn last_try(&self, plan: &ScanPlan, index: u64, sport: u16) -> Option<u64> {
         let j = plan.rank_of(index)?;
         let reached = self.reached[(j % self.reached.len() as u64) as usize].load(Acquire);
-        // A loss pass sends from the port of the regular pass it repeats.
-        (first..=plan.last_pass())
-            .step_by(plan.retries as usize + 1)
+        plan.passes_from(index, sport)
             .map(|pass| plan.linear(Cursor { pass, position: j }))
             .take_while(|&linear| linear < reached)
             .last()
@@ -753,19 +751,19 @@ fn receive<R: Receive>(
                 Ok(reply) => reply,
                 Err(why) => return rejected.count(why, shared),
             };
-            let Some((index, first)) =
-                plan.space.index_of(reply.ip, reply.port).and_then(|i| Some((i, plan.pass_from(i, reply.from_port)?)))
+            let Some(index) =
+                plan.space.index_of(reply.ip, reply.port).filter(|&i| plan.pass_from(i, reply.from_port).is_some())
             else {
                 // Our cookie, but not a probe of this plan from that port.
                 return rejected.count(Rejection::NotOurs, shared);
             };
             // Nothing is sent to a skipped host: a reply from one answers no probe of this run.
-            let tried = shared.last_try(plan, index, first).filter(|_| !plan.skips(reply.ip));
+            let tried = shared.last_try(plan, index, reply.from_port).filter(|_| !plan.skips(reply.ip));
             let Some(tried) = tried else {
                 return rejected.count_unsent(shared);
             };
             let now = clock.since_start_ns(rx_wall_ns);
-            if !plausible_send_time(&watch.history, plan, first, tried, &reply, now / 1000) {
+            if !plausible_send_time(&watch.history, plan, index, tried, &reply, now / 1000) {
                 return rejected.count_wrong_time(shared);
             }
             // Duplicates too: a target repeats its SYN-ACK when an RST was lost.
@@ -851,23 +849,23 @@ fn receive<R: Receive>(
 /// the sampling thread reads the cursors and the clock a moment apart.
 const STAMP_SLACK_US: u64 = 1_000;
 
-/// Whether the send time `reply` brought back is one its probe carried: a
-/// try of it from the reply's source port (pass `first`, and the loss passes
-/// that repeat it, up to the last try at `tried`) was stamped at about that
-/// time (`SendHistory::send_window`). A blind forger must then also hit
-/// that window: some 6 bits more for a tick, 18 for a timestamp echo. A try
+/// Whether the send time `reply` brought back is one its probe (`index`)
+/// carried: a try of it from the reply's source port (`ScanPlan::passes_from`,
+/// up to the last try at `tried`) was stamped at about that time
+/// (`SendHistory::send_window`). A blind forger must then also hit that
+/// window: some 6 bits more for a tick, 18 for a timestamp echo. A try
 /// older than the history kept (`--wait`) is not checked.
 fn plausible_send_time(
     history: &SendHistory,
     plan: &ScanPlan,
-    first: u32,
+    index: u64,
     tried: u64,
     reply: &Reply,
     now_us: u64,
 ) -> bool {
-    let Cursor { pass: last, position } = plan.cursor_at(tried);
-    (first..=last).step_by(plan.retries as usize + 1).any(|pass| {
-        let linear = plan.linear(Cursor { pass, position });
+    let position = plan.cursor_at(tried).position;
+    let tries = plan.passes_from(index, reply.from_port).map(|pass| plan.linear(Cursor { pass, position }));
+    tries.take_while(|&linear| linear <= tried).any(|linear| {
         let Some((from, to)) = history.send_window(linear, now_us) else { return true };
         let (from, to) = (from.saturating_sub(STAMP_SLACK_US), to + STAMP_SLACK_US);
         reply.sent.within(from, to) && reply.sent_us.is_none_or(|us| echo_within(us, from, to))
@@ -948,8 +946,9 @@ impl LossWatch {
         let sent = shared.cursor();
         let (now_ns, stamp_us) = (clock.now_ns(), clock.stamp_us());
         let bound = shared.sent_bound();
-        // Kept as far back as the longest wait: the timeout may grow later.
-        self.history.sample(Sample { at_ns: now_ns, stamp_us, sent, bound }, plan.max_wait.as_nanos() as u64);
+        // Kept twice as far back as the longest wait: the timeout may grow
+        // later, and a late reply (slower than --wait) is still dated and checked.
+        self.history.sample(Sample { at_ns: now_ns, stamp_us, sent, bound }, 2 * plan.max_wait.as_nanos() as u64);
         let lost = drops.total();
         if lost > 0 {
             shared.rx_drops.fetch_add(lost, Relaxed);
@@ -1435,6 +1434,24 @@ mod tests {
         assert_eq!(stats.sent, 2, "only the last two silent probes are retried");
     }
 
+    /// With one source port every try leaves from it: a reply to a retry is
+    /// one (its send time that of the retry), not a forgery of the first try.
+    #[test]
+    fn replies_to_retries_from_a_single_source_port_count() {
+        let space = crate::target::space::v4_space((0x0a00_0001, 0x0a00_0004), (1, 10));
+        let plan = ScanPlan::new(space, 9, (61000, 61000), 2, 0, WAIT);
+        let truth = Truth { open: set(&[9]), lossy: set(&[5, 9]), ..Default::default() };
+        let (stats, results, _, attempts) = run_plan(&plan, truth, 1, |_| false);
+        let mut open: Vec<(IpAddr, u16)> =
+            results.iter().filter(|r| r.state == PortState::Open).map(|r| (r.ip, r.port)).collect();
+        open.sort();
+        let hosts: Vec<IpAddr> = (1..=4).map(|h| Ipv4Addr::new(10, 0, 0, h).into()).collect();
+        assert_eq!(open, hosts.iter().map(|&h| (h, 9)).collect::<Vec<_>>());
+        assert_eq!(results.iter().filter(|r| r.state == PortState::Closed).count(), 4 * 9);
+        assert_eq!(attempts[&(hosts[0], 5)], 2, "answered on its retry");
+        assert_eq!(stats.invalid, 0);
+    }
+
     /// Hosts excluded since the interrupted run keep their place in the
     /// order but are sent nothing, and the scan does not wait for them.
     #[test]
@@ -1509,9 +1526,7 @@ mod tests {
             shared.reached[lane as usize].store(plan.linear(Cursor { pass, position: j }), Release)
         };
         // What the receive thread asks of a reply to `index` at `sport`.
-        let tried = |index: u64, sport: u16| {
-            plan.pass_from(index, sport).and_then(|first| shared.last_try(&plan, index, first))
-        };
+        let tried = |index: u64, sport: u16| shared.last_try(&plan, index, sport);
         reach(0, 0, 40);
         reach(1, 0, 41);
         for &(j, index) in &probes {
