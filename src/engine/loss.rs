@@ -59,7 +59,14 @@ pub struct SendHistory {
     samples: VecDeque<Sample>,
     /// The cursor before the oldest sample kept.
     floor: u64,
+    /// Stamps of samples before this time are on another scale: the wall
+    /// clock was set since.
+    stamps_since_ns: u64,
 }
+
+/// How far the stamping (wall) clock may move apart from the monotonic one
+/// between two samples before it counts as set: NTP slews far less.
+const CLOCK_SET_US: u64 = 1_000;
 
 /// Where transmission was at one moment.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -78,12 +85,18 @@ impl SendHistory {
     /// From the scan's start (time 0) at linear cursor `start`, before any probe was stamped.
     pub fn new(start: u64) -> Self {
         let first = Sample { at_ns: 0, stamp_us: 0, sent: start, bound: start };
-        SendHistory { samples: VecDeque::from([first]), floor: start }
+        SendHistory { samples: VecDeque::from([first]), floor: start, stamps_since_ns: 0 }
     }
 
     /// Records a sample; forgets what is older than `keep_ns` before it,
     /// keeping one sample at or before that edge.
     pub fn sample(&mut self, sample: Sample, keep_ns: u64) {
+        if let Some(last) = self.samples.back() {
+            let mono_us = sample.at_ns.saturating_sub(last.at_ns) / 1000;
+            if sample.stamp_us.abs_diff(last.stamp_us.saturating_add(mono_us)) > CLOCK_SET_US {
+                self.stamps_since_ns = sample.at_ns;
+            }
+        }
         self.samples.push_back(sample);
         let edge = sample.at_ns.saturating_sub(keep_ns);
         while self.samples.get(1).is_some_and(|s| s.at_ns <= edge) {
@@ -106,6 +119,9 @@ impl SendHistory {
     pub fn send_window(&self, linear: u64, now_us: u64) -> Option<(u64, u64)> {
         // Both cursors only grow: the samples are sorted by each.
         let after = self.samples.partition_point(|s| s.bound <= linear).checked_sub(1)?;
+        if self.samples[after].at_ns < self.stamps_since_ns {
+            return None;
+        }
         let by = self.samples.partition_point(|s| s.sent <= linear);
         Some((self.samples[after].stamp_us, self.samples.get(by).map_or(now_us, |s| s.stamp_us)))
     }
@@ -160,9 +176,9 @@ mod tests {
         assert_eq!(l.spans, [(0, 50), (55, 58), (60, 70)]);
     }
 
-    /// A sample at `t` ns, whose stamping clock reads `t + 5` us.
+    /// A sample at `t` ns.
     fn at(t: u64, sent: u64, bound: u64) -> Sample {
-        Sample { at_ns: t, stamp_us: t + 5, sent, bound }
+        Sample { at_ns: t, stamp_us: t / 1000, sent, bound }
     }
 
     #[test]
@@ -191,13 +207,14 @@ mod tests {
 
     #[test]
     fn a_probe_was_stamped_between_the_cursors_that_bracket_it() {
+        // Times in microseconds; the stamping clock reads 5 us ahead of the engine's.
+        let at_us = |t: u64, sent: u64, bound: u64| Sample { at_ns: t * 1000, stamp_us: t + 5, sent, bound };
         let mut h = SendHistory::new(0);
-        let keep = 1_000;
+        let keep = 1_000_000;
         // (time, everything below sent, nothing at or above stamped)
         for (t, sent, bound) in [(10, 0, 64), (20, 100, 164), (30, 300, 364)] {
-            h.sample(at(t, sent, bound), keep);
+            h.sample(at_us(t, sent, bound), keep);
         }
-        // Stamps on the other clock: 5 us ahead of the engine's, here.
         // Place 50: maybe stamped from the start (bound 64 > 50 at 10), sent by 20.
         assert_eq!(h.send_window(50, 99), Some((0, 25)));
         // Place 200: not stamped at 20 (bound 164), sent by 30.
@@ -205,8 +222,13 @@ mod tests {
         // Place 400: not stamped at 30, not seen sent: by now.
         assert_eq!(h.send_window(400, 99), Some((35, 99)));
         // Once the samples that bracket it are gone, nothing is known.
-        h.sample(at(2_000, 500, 564), keep);
+        h.sample(at_us(2_000, 500, 564), keep);
         assert_eq!(h.send_window(50, 2_100), None);
         assert_eq!(h.send_window(550, 2_100), Some((35, 2_100)));
+        // The wall clock set back 3 ms: a place that may have been stamped
+        // before that is not dated; one stamped since is.
+        h.sample(Sample { at_ns: 4_000_000, stamp_us: 4_005 - 3_000, sent: 600, bound: 664 }, 10 * keep);
+        assert_eq!(h.send_window(650, 1_100), None);
+        assert_eq!(h.send_window(700, 1_100), Some((1_005, 1_100)));
     }
 }

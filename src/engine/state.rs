@@ -8,8 +8,14 @@ use std::time::Duration;
 
 const SHARDS: usize = 16;
 
-/// What a hash set entry costs: the u64 and hashbrown's control byte.
+/// What a hash set bucket costs: the u64 and hashbrown's control byte.
 const SET_ENTRY_BYTES: usize = 9;
+
+/// The buckets hashbrown allocates for a set of `capacity`: it fills them
+/// to 7/8 at most, in powers of two.
+fn buckets(capacity: usize) -> usize {
+    if capacity < 8 { (capacity + 1).next_power_of_two().max(4) } else { (capacity * 8 / 7).next_power_of_two() }
+}
 
 /// The probes (by their index in the target space) that got a valid reply:
 /// deduplicates replies and tells retry passes what to skip. Sharded so that
@@ -61,7 +67,7 @@ impl Answered {
         if let Shard::Set(set) = &mut *shard
             && set.len() == set.capacity()
             && !set.contains(&index)
-            && set.capacity().max(3) * 2 * SET_ENTRY_BYTES > self.words.saturating_mul(8)
+            && buckets(set.capacity()) * 2 * SET_ENTRY_BYTES > self.words.saturating_mul(8)
         {
             // The set would double past the bitmap: the bitmap instead.
             let mut words = vec![0u64; self.words];
@@ -109,7 +115,7 @@ impl Answered {
         self.shards
             .iter()
             .map(|s| match &*s.lock().expect("answered set lock") {
-                Shard::Set(set) => set.capacity() * SET_ENTRY_BYTES,
+                Shard::Set(set) => buckets(set.capacity()) * SET_ENTRY_BYTES,
                 Shard::Bits { words, .. } => words.len() * 8,
             })
             .sum()
