@@ -102,22 +102,42 @@ pub struct WithLinkDrops<R> {
     pub inner: R,
     pub link: crate::net::interface::LinkDrops,
     pub resent: Resent,
-    /// Resends read after the interface's counter was: their drops are in its next reading.
-    early: u64,
+    ledger: Ledger,
 }
 
 impl<R> WithLinkDrops<R> {
     pub fn new(inner: R, link: crate::net::interface::LinkDrops, resent: Resent) -> Self {
-        WithLinkDrops { inner, link, resent, early: 0 }
+        WithLinkDrops { inner, link, resent, ledger: Ledger::default() }
     }
 }
 
-/// Of `dropped` frames the interface counted, those not sent again, given
-/// the `resent` read after it and the `early` resends of the last reading;
-/// and the resends to set against the next one.
-fn unrecovered(dropped: u64, resent: u64, early: u64) -> (u64, u64) {
-    let covered = resent + early;
-    (dropped.saturating_sub(covered), covered.saturating_sub(dropped).min(resent))
+/// Sets the interface's transmit drops against the frames sent again. The
+/// interface counts a drop before its sender learns of it and sends the
+/// frame again, and the two counters are read in that order. So a resend
+/// read now may be for a drop already taken as lost at the last reading (it
+/// pays that first), for a drop in this reading, or for one the interface
+/// counted only after it was read (set against the next reading). Every
+/// ambiguity is settled towards a loss: retried, never missed.
+#[derive(Debug, Default)]
+struct Ledger {
+    /// Resends left over from the last reading: their drops come in this one.
+    early: u64,
+    /// Drops taken as lost at the last reading: a late resend pays for one.
+    owed: u64,
+}
+
+impl Ledger {
+    /// Of `dropped` frames counted by the interface since the last reading,
+    /// with `resent` counted by the senders after it, those not sent again.
+    fn settle(&mut self, dropped: u64, resent: u64) -> u64 {
+        let paid = resent.min(self.owed);
+        let resent = resent - paid;
+        let covered = resent + self.early;
+        let lost = dropped.saturating_sub(covered);
+        self.early = covered.saturating_sub(dropped).min(resent);
+        self.owed = lost;
+        lost
+    }
 }
 
 impl<R: Receive> Receive for WithLinkDrops<R> {
@@ -127,15 +147,8 @@ impl<R: Receive> Receive for WithLinkDrops<R> {
 
     fn take_drops(&mut self) -> Drops {
         let Drops { replies, probes } = self.inner.take_drops();
-        // The interface counts a drop before its sender learns of it and
-        // sends the frame again. Read in that order, a drop whose resend is
-        // not counted yet is taken as lost (retried: never missed), and a
-        // resend whose drop came after the reading is set against the next
-        // one; only against the next, so that no resend ever hides a drop
-        // of its own reading's frames.
         let link = self.link.take();
-        let lost;
-        (lost, self.early) = unrecovered(link.outgoing, self.resent.take(), self.early);
+        let lost = self.ledger.settle(link.outgoing, self.resent.take());
         Drops { replies: replies + link.incoming, probes: probes + lost }
     }
 
@@ -232,21 +245,25 @@ impl<R: Receive + ?Sized> Receive for Box<R> {
 
 #[cfg(test)]
 mod tests {
-    use super::unrecovered;
+    use super::Ledger;
+
+    /// Readings of (drops, resends) in turn, and what each takes as lost.
+    fn settle(readings: &[(u64, u64)]) -> Vec<u64> {
+        let mut ledger = Ledger::default();
+        readings.iter().map(|&(dropped, resent)| ledger.settle(dropped, resent)).collect()
+    }
 
     #[test]
-    fn resends_cover_their_own_drops_and_no_others() {
-        // Every drop sent again.
-        assert_eq!(unrecovered(5, 5, 0), (0, 0));
-        // A drop whose resend is not counted yet is lost.
-        assert_eq!(unrecovered(5, 4, 0), (1, 0));
-        // A resend read before its drop covers the drop in the next reading...
-        assert_eq!(unrecovered(5, 6, 0), (0, 1));
-        assert_eq!(unrecovered(1, 0, 1), (0, 0));
-        // ...and no further: a resend never hides a later reading's drop.
-        assert_eq!(unrecovered(0, 0, 1), (0, 0));
-        assert_eq!(unrecovered(1, 0, 0), (1, 0));
-        // An early resend carried over is not carried again.
-        assert_eq!(unrecovered(0, 2, 3), (0, 2));
+    fn resends_cover_their_own_drops_and_never_hide_another() {
+        // Every drop sent again, and read with its resend.
+        assert_eq!(settle(&[(5, 5), (0, 0)]), [0, 0]);
+        // A drop whose resend is not counted yet is lost; its late resend
+        // pays for it, and hides no drop of the next reading.
+        assert_eq!(settle(&[(5, 4), (1, 1)]), [1, 1]);
+        assert_eq!(settle(&[(1, 0), (0, 1), (1, 0)]), [1, 0, 1]);
+        // A resend read before its drop covers that drop in the next reading...
+        assert_eq!(settle(&[(5, 6), (1, 0)]), [0, 0]);
+        // ...and no further.
+        assert_eq!(settle(&[(5, 6), (0, 0), (1, 0)]), [0, 0, 1]);
     }
 }
