@@ -41,6 +41,7 @@ fn config(dir: &Path) -> StoreConfig {
         database: Some(dir.join("bench.db")),
         store_silent: false,
         open_only: false,
+        max_open_per_host: None,
         files: vec![],
         start: ScanStart {
             started_us: 0,

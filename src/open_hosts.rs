@@ -56,6 +56,11 @@ impl OpenHosts {
         })
     }
 
+    /// Counts for `--max-open-per-host` alone: where the flags are not made.
+    pub fn capped(cap: u64) -> OpenHosts {
+        OpenHosts { ports_per_host: 0, cap: Some(cap), open: HashMap::new() }
+    }
+
     /// Counts an open port of `ip`; false when it is over the cap and is not to be reported.
     pub fn admit(&mut self, ip: IpAddr) -> bool {
         let n = self.open.entry(ip).or_default();

@@ -287,7 +287,7 @@ fn send(
         checkpoint_sent: prior_sent,
         prior_sent,
         store_failure_told: false,
-        open_hosts: OpenHosts::new(plan.space.port_count(), cfg.max_open_per_host),
+        open_hosts: OpenHosts::new(ports_per_host(plan), cfg.max_open_per_host),
     };
     let answered = Answered::new(plan.space.len());
     let (prior, taken_over) = take_over(cfg, &answered, &mut sinks);
@@ -308,6 +308,7 @@ fn send(
     };
     // The scan's counts are the union of its runs'.
     stats.open += prior.open;
+    stats.zero_window += prior.zero_window;
     stats.closed += prior.closed;
     stats.unreachable += prior.unreachable;
     let output_open = output_error.is_none();
@@ -427,10 +428,22 @@ struct Sinks<'a> {
 }
 
 impl Sinks<'_> {
-    /// Counts the open ports of each host, and drops those over `--max-open-per-host`.
-    fn admit(&mut self, batch: &mut Vec<ScanResult>) {
-        if let Some(hosts) = &mut self.open_hosts {
-            batch.retain(|r| r.state != PortState::Open || hosts.admit(r.ip));
+    /// Counts the open ports of each host; false for one over
+    /// `--max-open-per-host`, which standard output does not show. The
+    /// storage task gets every result (the journal must hold every answer
+    /// for `--resume`), and its output files apply the same cap.
+    fn shown(&mut self, r: &ScanResult) -> bool {
+        match &mut self.open_hosts {
+            Some(hosts) if r.state == PortState::Open => hosts.admit(r.ip),
+            _ => true,
+        }
+    }
+
+    fn write(&mut self, batch: &[ScanResult]) {
+        for r in batch {
+            if self.shown(r) && self.output_error.is_none() && (!self.open_only || r.state == PortState::Open) {
+                self.output_error = self.writer.write(r).err();
+            }
         }
     }
 
@@ -440,19 +453,11 @@ impl Sinks<'_> {
 }
 
 impl Observer for Sinks<'_> {
-    fn results(&mut self, mut batch: Vec<ScanResult>) {
+    fn results(&mut self, batch: Vec<ScanResult>) {
         for r in &batch {
             self.latency.record(r);
         }
-        self.admit(&mut batch);
-        if self.output_error.is_none() {
-            for r in batch.iter().filter(|r| !self.open_only || r.state == PortState::Open) {
-                if let Err(e) = self.writer.write(r) {
-                    self.output_error = Some(e);
-                    break;
-                }
-            }
-        }
+        self.write(&batch);
         if let Some(s) = &mut self.store {
             s.send(batch);
         }
@@ -591,6 +596,11 @@ fn stdout_format(format: OutputFormat) -> Format {
     }
 }
 
+/// The ports this scan probes on a host: all of them, or a shard's share.
+fn ports_per_host(plan: &ScanPlan) -> u64 {
+    plan.probes_per_pass().div_ceil(plan.space.host_count().max(1))
+}
+
 /// What the earlier runs of a resumed scan received: their answers are not
 /// asked for again, count in the scan's totals and its round trips, and are
 /// printed first and go into the output files, which are written anew. The
@@ -608,6 +618,7 @@ fn take_over(cfg: &ScanConfig, answered: &Answered, sinks: &mut Sinks) -> (ScanS
             continue;
         }
         sinks.latency.record(r);
+        counts.zero_window += u64::from(r.reason == Reason::ZeroWindow);
         match r.state {
             PortState::Open => counts.open += 1,
             PortState::Closed => counts.closed += 1,
@@ -616,13 +627,7 @@ fn take_over(cfg: &ScanConfig, answered: &Answered, sinks: &mut Sinks) -> (ScanS
         }
         taken.push(*r);
     }
-    sinks.admit(&mut taken);
-    for r in taken.iter().filter(|r| !cfg.open_only || r.state == PortState::Open) {
-        if let Err(e) = sinks.writer.write(r) {
-            sinks.output_error = Some(e);
-            break;
-        }
-    }
+    sinks.write(&taken);
     if let Some(s) = &mut sinks.store {
         for chunk in taken.chunks(4096) {
             s.replay(chunk.to_vec());
@@ -694,6 +699,7 @@ fn start_store(
         database: cfg.database.clone(),
         store_silent: cfg.store_silent,
         open_only: cfg.open_only,
+        max_open_per_host: cfg.max_open_per_host,
         files: cfg.files.clone(),
         start: ScanStart {
             started_us: info.start_us,

@@ -376,12 +376,10 @@ fn a_host_open_on_every_port_is_flagged_and_capped() {
         "10.201.0.9|most-ports-open|300|300|0"
     );
 
-    // Capped: 50 of its open ports reported, the rest counted.
-    let csv = path_in(&dir, "capped.csv");
-    let out = lab
-        .prtip(&["-p", "1-300", "10.201.0.1,10.201.0.9", "-o", "ndjson", "--max-open-per-host", "50", "-oC", &csv])
-        .output()
-        .unwrap();
+    // Capped: 50 of its open ports reported, the rest counted; the database keeps them all.
+    let (csv, db) = (path_in(&dir, "capped.csv"), path_in(&dir, "capped.db"));
+    let args = ["-p", "1-300", "10.201.0.1,10.201.0.9", "-o", "ndjson", "--max-open-per-host", "50", "-oC", &csv];
+    let out = lab.prtip(&[&args[..], &["--database", &db]].concat()).output().unwrap();
     assert!(out.status.success(), "{}", stderr_of(&out));
     let rows = results(&out.stdout);
     let open_of = |ip: &str| rows.iter().filter(|r| r.ip == ip && r.state == "open").count();
@@ -394,4 +392,6 @@ fn a_host_open_on_every_port_is_flagged_and_capped() {
     let csv_text = std::fs::read_to_string(&csv).unwrap();
     assert!(csv_text.lines().any(|l| l.starts_with("10.201.0.9,,tcp,flagged,most-ports-open,,,")), "{csv_text}");
     assert_eq!(csv_text.lines().filter(|l| l.starts_with("10.201.0.9,") && l.contains(",open,")).count(), 50);
+    assert_eq!(common::sql(&db, "SELECT COUNT(*) FROM scan_results WHERE ip = '10.201.0.9' AND state = 'open'"), "300");
+    assert_eq!(common::sql(&db, "SELECT withheld FROM scan_flagged_hosts"), "250");
 }

@@ -128,6 +128,9 @@ pub struct StoreConfig {
     pub store_silent: bool,
     /// Output files show open ports only.
     pub open_only: bool,
+    /// Output files show at most this many open ports of a host (the
+    /// database keeps them all).
+    pub max_open_per_host: Option<u64>,
     pub files: Vec<OutputFile>,
     pub start: ScanStart,
     pub info: RunInfo,
@@ -271,6 +274,7 @@ mod tests {
             database: Some(d.join("s.db")),
             store_silent: false,
             open_only: false,
+            max_open_per_host: None,
             files: if files { OutputFile::all(&d.join("out")) } else { vec![] },
             start: ScanStart {
                 started_us: 1,

@@ -2,6 +2,7 @@
 //! `ResultWriter` writing into memory, written out through io_uring in chunks.
 
 use super::{Failure, Sink, SinkFuture};
+use crate::open_hosts::OpenHosts;
 use crate::output::{self, ResultWriter};
 use crate::result::{PortState, ScanResult};
 use crate::store::uring_file::UringFile;
@@ -33,6 +34,9 @@ pub(super) struct OutputFile {
     spool: Spool,
     writer: Box<dyn ResultWriter>,
     open_only: bool,
+    /// `--max-open-per-host`, counted as standard output counts it: the
+    /// same results in the same order.
+    cap: Option<OpenHosts>,
 }
 
 impl OutputFile {
@@ -40,7 +44,8 @@ impl OutputFile {
         let out = UringFile::create(file.path.clone()).await.map_err(StoreError::output(&file.path))?;
         let spool = Spool::default();
         let writer = output::writer(file.format, spool.clone(), &config.info, true);
-        Ok(OutputFile { out, spool, writer, open_only: config.open_only })
+        let cap = config.max_open_per_host.map(OpenHosts::capped);
+        Ok(OutputFile { out, spool, writer, open_only: config.open_only, cap })
     }
 
     async fn drain_spool(&mut self, at_least: usize) -> Result<(), StoreError> {
@@ -52,8 +57,14 @@ impl OutputFile {
     }
 
     async fn write(&mut self, batch: &[ScanResult]) -> Result<(), StoreError> {
-        for r in batch.iter().filter(|r| !self.open_only || r.state == PortState::Open) {
-            self.writer.write(r).map_err(StoreError::output(&self.out.path))?;
+        for r in batch {
+            let shown = match &mut self.cap {
+                Some(cap) if r.state == PortState::Open => cap.admit(r.ip),
+                _ => true,
+            };
+            if shown && (!self.open_only || r.state == PortState::Open) {
+                self.writer.write(r).map_err(StoreError::output(&self.out.path))?;
+            }
         }
         self.drain_spool(FILE_CHUNK).await
     }
