@@ -1,0 +1,440 @@
+//! A simulated Internet behind the transport traits, for benches/sim.rs and
+//! tests/sim.rs: it answers the engine's SYNs at CPU speed and knows the
+//! truth, so that a sweep of any size is checked exactly. Not a transport a
+//! user can choose; IPv4 only.
+//!
+//! The fate of each (address, port) is a pure keyed hash of the pair: 2%
+//! open (SYN-ACK), 30% closed (RST), 1% unreachable (ICMP administratively
+//! prohibited, quoting the SYN), the rest silent; a round trip from 1 ms to
+//! 1 s, evenly spread on a log scale; 1% of replies come twice, and 0.5%
+//! come just after the scan's wait. Every try of a probe meets the same
+//! fate. A reply waits in a heap of 32-byte records by due time and becomes
+//! a frame only when delivered, so the simulator holds what is in flight,
+//! never the scan.
+
+use etherparse::{
+    IpNumber, Ipv4Header, NetSlice, PacketBuilder, SlicedPacket, TcpOptionElement, TransportSlice,
+    icmpv4::DestUnreachableHeader,
+};
+use prtip::engine::run::{Observer, ScanStats};
+use prtip::engine::state::Answered;
+use prtip::result::{PortState, ScanResult};
+use prtip::target::space::TargetSpace;
+use prtip::transport::{Drops, Receive, Transmit, TransportError};
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
+use std::net::{IpAddr, Ipv4Addr};
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// Shares of the pairs, per 10,000.
+const OPEN: u64 = 200;
+const CLOSED: u64 = 3000;
+const UNREACHABLE: u64 = 100;
+/// Shares of the answering pairs, per 1,000.
+const LATE: u64 = 5;
+const COPIED: u64 = 10;
+const MIN_RTT: Duration = Duration::from_millis(1);
+const MAX_RTT: Duration = Duration::from_millis(1000);
+/// How long after the scan's wait a late reply comes: 1 to 5 ms. Only just
+/// after: a late reply to the end of the first pass must still come while
+/// the scan listens for its retry's replies, and the engine dates an RST or
+/// ICMP error older than the 1.05 s its tick spans by the send history it
+/// keeps, which reaches about 10 ms past the wait: one read later than that
+/// has its round trip taken modulo 1.05 s, and is not counted late.
+const LATE_FROM_US: u64 = 1_000;
+const LATE_SPREAD_US: u64 = 4_000;
+/// A copy comes up to this long after the reply it repeats.
+const COPY_WITHIN_US: u64 = 100_000;
+/// At most this many frames are handed over per `receive` call, as a
+/// socket's batch would be.
+const RX_BATCH: usize = 4096;
+/// How far behind its replies the receiving half may fall before the
+/// sending half waits for it, as a receive ring of some thousands of frames
+/// would allow. Without a bound, a receiver slower than the replies would
+/// leave them piling up in the heap: memory growing with the scan.
+const RX_LAG: Duration = Duration::from_millis(10);
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Answer {
+    Open,
+    Closed,
+    Unreachable,
+}
+
+/// What becomes of every probe to one (address, port).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Fate {
+    answer: Option<Answer>,
+    /// Past the scan's wait when `late`.
+    rtt_us: u64,
+    late: bool,
+    /// When a copy of the reply follows, how long after it.
+    copy_after_us: Option<u64>,
+}
+
+/// splitmix64's finalizer: a bijection of u64 whose every output bit depends on every input bit.
+fn mix(mut x: u64) -> u64 {
+    x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    x ^ (x >> 31)
+}
+
+/// The fate of `addr:port` in the Internet keyed `key`, for a scan waiting `wait`.
+fn fate(key: u64, wait: Duration, addr: Ipv4Addr, port: u16) -> Fate {
+    let h = mix(key ^ mix((u64::from(u32::from(addr)) << 16) | u64::from(port)));
+    let answer = match h % 10_000 {
+        n if n < OPEN => Some(Answer::Open),
+        n if n < OPEN + CLOSED => Some(Answer::Closed),
+        n if n < OPEN + CLOSED + UNREACHABLE => Some(Answer::Unreachable),
+        _ => None,
+    };
+    // Further draws from the same pair, independent of the first.
+    let (timing, delays) = (mix(h), mix(h ^ 1));
+    let share = timing % 1000;
+    let late = answer.is_some() && share < LATE;
+    let rtt_us = if late {
+        wait.as_micros() as u64 + LATE_FROM_US + delays % LATE_SPREAD_US
+    } else {
+        let (min, max) = (MIN_RTT.as_secs_f64(), MAX_RTT.as_secs_f64());
+        let u = (timing >> 32) as f64 / (1u64 << 32) as f64;
+        (min * (max / min).powf(u) * 1e6) as u64
+    };
+    let copied = answer.is_some() && (LATE..LATE + COPIED).contains(&share);
+    Fate { answer, rtt_us, late, copy_after_us: copied.then_some(1 + (delays >> 32) % COPY_WITHIN_US) }
+}
+
+/// How many pairs of a space meet each fate.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Truth {
+    pub open: u64,
+    pub closed: u64,
+    pub unreachable: u64,
+    pub silent: u64,
+    /// Of the answering pairs, those whose reply comes after the wait.
+    pub late: u64,
+}
+
+/// A reply on its way: the frame is built from it when it is delivered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+struct Pending {
+    /// Wall clock, ns since the Unix epoch: the first field, so records order by it.
+    due_ns: u64,
+    target: u32,
+    seq: u32,
+    tsval: u32,
+    port: u16,
+    sport: u16,
+    answer: Answer,
+    late: bool,
+    copy: bool,
+}
+
+/// What the simulator delivered: each frame a valid reply to one probe.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Delivered {
+    pub frames: u64,
+    pub syn_acks: u64,
+    /// Second copies of a reply.
+    pub copies: u64,
+    /// Replies after the wait, copies included.
+    pub late: u64,
+}
+
+struct Internet {
+    key: u64,
+    wait: Duration,
+    /// The scanner's address, from its first SYN.
+    scanner: OnceLock<Ipv4Addr>,
+    pending: Mutex<BinaryHeap<Reverse<Pending>>>,
+    syns: AtomicU64,
+    most_in_flight: AtomicU64,
+    resets: AtomicU64,
+    /// A `Delivered`'s fields, in its order.
+    delivered: [AtomicU64; 4],
+}
+
+/// The simulated Internet: hand `transmitter()`, `receiver()` and `resets()` to the engine.
+#[derive(Clone)]
+pub struct SimNet(Arc<Internet>);
+
+impl SimNet {
+    pub fn new(key: u64, wait: Duration) -> Self {
+        SimNet(Arc::new(Internet {
+            key,
+            wait,
+            scanner: OnceLock::new(),
+            pending: Mutex::new(BinaryHeap::new()),
+            syns: AtomicU64::new(0),
+            most_in_flight: AtomicU64::new(0),
+            resets: AtomicU64::new(0),
+            delivered: Default::default(),
+        }))
+    }
+
+    pub fn transmitter(&self) -> SimTx {
+        SimTx { net: self.0.clone(), batch: Vec::new() }
+    }
+
+    pub fn receiver(&self) -> SimRx {
+        SimRx { net: self.0.clone(), due: Vec::new(), frame: Vec::new() }
+    }
+
+    /// Where the engine's RSTs (for SYN-ACKs) go: they are only counted.
+    pub fn resets(&self) -> Box<dyn Transmit> {
+        Box::new(Resets(self.0.clone()))
+    }
+
+    pub fn syns(&self) -> u64 {
+        self.0.syns.load(Relaxed)
+    }
+
+    pub fn resets_received(&self) -> u64 {
+        self.0.resets.load(Relaxed)
+    }
+
+    pub fn delivered(&self) -> Delivered {
+        let [frames, syn_acks, copies, late] = self.0.delivered.each_ref().map(|n| n.load(Relaxed));
+        Delivered { frames, syn_acks, copies, late }
+    }
+
+    /// The most replies that waited at once: what the simulator's memory follows.
+    #[allow(dead_code)] // benches/sim.rs reports it; tests/sim.rs has no use for it
+    pub fn most_in_flight(&self) -> u64 {
+        self.0.most_in_flight.load(Relaxed)
+    }
+
+    /// Whether a scan over this network found exactly the truth: one result
+    /// per answered probe, each in its true state, nothing lost on this
+    /// host, and every other frame delivered counted as a duplicate. The
+    /// late count is not a state, and is compared apart (see `LATE_FROM_US`).
+    pub fn exact(&self, truth: &Truth, tally: &Tally, space: &TargetSpace, answered: &Answered, s: &ScanStats) -> bool {
+        let delivered = self.delivered();
+        Truth { late: truth.late, ..tally.found(space, answered, s) } == *truth
+            && tally.other == 0
+            && tally.results() == answered.count()
+            && s.losses.is_empty()
+            && s.sent == self.syns()
+            && s.duplicates == delivered.frames - answered.count()
+            && s.resets + s.resets_skipped == delivered.syn_acks
+            && s.resets == self.resets_received()
+    }
+
+    /// The fates of every pair of `space` (IPv4), counted.
+    pub fn truth(&self, space: &TargetSpace) -> Truth {
+        let mut t = Truth::default();
+        for i in 0..space.len() {
+            let (IpAddr::V4(addr), port) = space.get(i) else { panic!("the simulated Internet is IPv4") };
+            let f = fate(self.0.key, self.0.wait, addr, port);
+            *match f.answer {
+                Some(Answer::Open) => &mut t.open,
+                Some(Answer::Closed) => &mut t.closed,
+                Some(Answer::Unreachable) => &mut t.unreachable,
+                None => &mut t.silent,
+            } += 1;
+            t.late += u64::from(f.late);
+        }
+        t
+    }
+}
+
+fn wall_ns() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).expect("clock after 1970").as_nanos() as u64
+}
+
+/// The sending half: schedules the replies each SYN's fate calls for.
+pub struct SimTx {
+    net: Arc<Internet>,
+    /// This call's replies, pushed onto the heap under one lock.
+    batch: Vec<Pending>,
+}
+
+impl Transmit for SimTx {
+    fn transmit(&mut self, frames: &[&[u8]]) -> Result<usize, TransportError> {
+        let now = wall_ns();
+        let net = &*self.net;
+        for f in frames {
+            let p = SlicedPacket::from_ethernet(f).expect("the engine's SYN parses");
+            let Some(NetSlice::Ipv4(ip)) = &p.net else { panic!("the simulated Internet is IPv4") };
+            let (scanner, target) = (ip.header().source_addr(), ip.header().destination_addr());
+            assert_eq!(*net.scanner.get_or_init(|| scanner), scanner, "one scanner address");
+            let Some(TransportSlice::Tcp(syn)) = &p.transport else { panic!("not TCP") };
+            assert!(syn.syn() && !syn.ack(), "not a SYN");
+            let tsval = syn
+                .options_iterator()
+                .find_map(|o| match o {
+                    Ok(TcpOptionElement::Timestamp(tsval, _)) => Some(tsval),
+                    _ => None,
+                })
+                .expect("the SYN carries a timestamp");
+            let port = syn.destination_port();
+            let fate = fate(net.key, net.wait, target, port);
+            let Some(answer) = fate.answer else { continue };
+            let reply = Pending {
+                due_ns: now + fate.rtt_us * 1000,
+                target: target.into(),
+                seq: syn.sequence_number(),
+                tsval,
+                port,
+                sport: syn.source_port(),
+                answer,
+                late: fate.late,
+                copy: false,
+            };
+            self.batch.push(reply);
+            if let Some(after_us) = fate.copy_after_us {
+                self.batch.push(Pending { due_ns: reply.due_ns + after_us * 1000, copy: true, ..reply });
+            }
+        }
+        net.syns.fetch_add(frames.len() as u64, Relaxed);
+        // The replies keep the due times set above: the receiving half
+        // stamps them so, and round trips stay what their fates say.
+        let mut pending = loop {
+            let pending = net.pending.lock().expect("pending lock");
+            let overdue = wall_ns().saturating_sub(RX_LAG.as_nanos() as u64);
+            if pending.peek().is_none_or(|p| p.0.due_ns >= overdue) {
+                break pending;
+            }
+            drop(pending);
+            std::thread::sleep(Duration::from_micros(100));
+        };
+        pending.extend(self.batch.drain(..).map(Reverse));
+        net.most_in_flight.fetch_max(pending.len() as u64, Relaxed);
+        Ok(frames.len())
+    }
+}
+
+/// The receiving half: hands over the replies whose time has come, each
+/// stamped with its due time, as a NIC stamps a frame when it arrives
+/// however late it is read.
+pub struct SimRx {
+    net: Arc<Internet>,
+    due: Vec<Pending>,
+    frame: Vec<u8>,
+}
+
+impl SimRx {
+    /// Takes the replies due by `now` off the heap; when none is, the next one's due time.
+    fn take_due(&mut self, now: u64) -> Option<u64> {
+        let mut pending = self.net.pending.lock().expect("pending lock");
+        while self.due.len() < RX_BATCH && pending.peek().is_some_and(|p| p.0.due_ns <= now) {
+            self.due.extend(pending.pop().map(|p| p.0));
+        }
+        pending.peek().map(|p| p.0.due_ns)
+    }
+}
+
+impl Receive for SimRx {
+    fn receive(&mut self, timeout: Duration, on_frame: &mut dyn FnMut(&[u8], u64)) -> Result<(), TransportError> {
+        let deadline = wall_ns() + timeout.as_nanos() as u64;
+        loop {
+            let now = wall_ns();
+            let next = self.take_due(now);
+            if !self.due.is_empty() || now >= deadline {
+                break;
+            }
+            // A SYN sent meanwhile is answered 1 ms later at the soonest: sleeping longer could miss it.
+            let until = next.unwrap_or(u64::MAX).min(deadline).min(now + MIN_RTT.as_nanos() as u64);
+            std::thread::sleep(Duration::from_nanos(until - now));
+        }
+        let scanner = *self.net.scanner.get().unwrap_or(&Ipv4Addr::UNSPECIFIED);
+        let mut counts = [0u64; 4];
+        for p in std::mem::take(&mut self.due) {
+            self.frame.clear();
+            write_reply(&p, scanner, &mut self.frame);
+            on_frame(&self.frame, p.due_ns);
+            for (n, yes) in counts.iter_mut().zip([true, p.answer == Answer::Open, p.copy, p.late]) {
+                *n += u64::from(yes);
+            }
+        }
+        for (total, n) in self.net.delivered.iter().zip(counts) {
+            total.fetch_add(n, Relaxed);
+        }
+        Ok(())
+    }
+
+    fn take_drops(&mut self) -> Drops {
+        Drops::default()
+    }
+}
+
+/// The frame of a reply: a SYN-ACK echoing the SYN's TSval, an RST, or an
+/// ICMP error from the target quoting the SYN's IP header and first 8 TCP bytes.
+fn write_reply(p: &Pending, scanner: Ipv4Addr, out: &mut Vec<u8>) {
+    let (from, to) = (Ipv4Addr::from(p.target).octets(), scanner.octets());
+    let ip = PacketBuilder::ethernet2([2, 0, 0, 0, 0, 2], [2, 0, 0, 0, 0, 1]).ipv4(from, to, 57);
+    let ack = p.seq.wrapping_add(1);
+    let written = match p.answer {
+        Answer::Open => ip
+            .tcp(p.port, p.sport, p.tsval.rotate_left(7), 65535)
+            .syn()
+            .ack(ack)
+            .options(&[TcpOptionElement::MaximumSegmentSize(1460), TcpOptionElement::Timestamp(1, p.tsval)])
+            .expect("options fit")
+            .write(out, &[]),
+        Answer::Closed => ip.tcp(p.port, p.sport, 0, 0).rst().ack(ack).write(out, &[]),
+        Answer::Unreachable => {
+            // The SYN's own header: TCP with MSS and timestamp options is 36 bytes.
+            let syn_ip = Ipv4Header::new(36, 64, IpNumber::TCP, to, from).expect("a SYN's length");
+            let mut quoted = syn_ip.to_bytes().to_vec();
+            quoted.extend_from_slice(&p.sport.to_be_bytes());
+            quoted.extend_from_slice(&p.port.to_be_bytes());
+            quoted.extend_from_slice(&p.seq.to_be_bytes());
+            let prohibited = DestUnreachableHeader::from_values(13, 0).expect("a known code");
+            ip.icmpv4(etherparse::Icmpv4Type::DestinationUnreachable(prohibited)).write(out, &quoted)
+        }
+    };
+    written.expect("a reply frame");
+}
+
+struct Resets(Arc<Internet>);
+
+impl Transmit for Resets {
+    fn transmit(&mut self, frames: &[&[u8]]) -> Result<usize, TransportError> {
+        self.0.resets.fetch_add(frames.len() as u64, Relaxed);
+        Ok(frames.len())
+    }
+}
+
+/// An observer that keeps only counts, as a sweep of billions of probes must.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Tally {
+    pub open: u64,
+    pub closed: u64,
+    pub filtered: u64,
+    /// Any other state: none is expected from the engine, which leaves silence to its caller.
+    pub other: u64,
+}
+
+impl Observer for Tally {
+    fn results(&mut self, batch: Vec<ScanResult>) {
+        for r in batch {
+            *match r.state {
+                PortState::Open => &mut self.open,
+                PortState::Closed => &mut self.closed,
+                PortState::Filtered => &mut self.filtered,
+                _ => &mut self.other,
+            } += 1;
+        }
+    }
+}
+
+impl Tally {
+    pub fn results(&self) -> u64 {
+        self.open + self.closed + self.filtered + self.other
+    }
+
+    /// What the scan found, in the truth's terms: the silent probes are
+    /// those `Answered` lacks, as scan.rs reports them (filtered, or
+    /// undecided where this host dropped frames: never here).
+    pub fn found(&self, space: &TargetSpace, answered: &Answered, stats: &ScanStats) -> Truth {
+        Truth {
+            open: self.open,
+            closed: self.closed,
+            unreachable: self.filtered,
+            silent: space.len() - answered.count(),
+            late: stats.late,
+        }
+    }
+}

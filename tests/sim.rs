@@ -1,0 +1,72 @@
+//! A sweep of the simulated Internet (tests/common/sim.rs) through the
+//! engine: every probe's result is its true state, and the duplicates and
+//! late replies the engine counts are the ones the simulator sent. No root,
+//! no network.
+
+#[path = "common/sim.rs"]
+mod sim;
+
+use prtip::engine::plan::ScanPlan;
+use prtip::engine::run::{StopSignal, Wire, run};
+use prtip::engine::state::Answered;
+use prtip::target::hosts::{Family, Hosts};
+use prtip::target::ranges::{Range, RangeSet};
+use prtip::target::space::TargetSpace;
+use prtip::wire::cookie::CookieKey;
+use prtip::wire::template::SynTemplate;
+use sim::{SimNet, Tally};
+use std::net::Ipv4Addr;
+use std::time::Duration;
+
+/// Longer than every round trip of the simulated Internet but its late ones.
+const WAIT: Duration = Duration::from_millis(1100);
+
+#[test]
+fn a_simulated_sweep_finds_the_truth_and_counts_what_the_network_repeated() {
+    let me = Ipv4Addr::new(192, 0, 2, 1);
+    let first = u32::from(Ipv4Addr::new(10, 0, 0, 0));
+    let hosts = Hosts::new(Family::V4, RangeSet::from_ranges(vec![Range::new(first.into(), (first + 4095).into())]));
+    let space = TargetSpace::new(hosts, RangeSet::from_ranges(vec![Range::new(80, 80), Range::new(443, 443)])).unwrap();
+    let net = SimNet::new(0x5eed, WAIT);
+    let truth = net.truth(&space);
+    let plan = ScanPlan::new(space, 7, (61000, 61063), 1, 0, WAIT);
+    let wire = Wire {
+        template: SynTemplate::new([2, 0, 0, 0, 0, 1], [2, 0, 0, 0, 0, 2], me.into()),
+        src_ip: me.into(),
+        key: CookieKey::new(1, 2),
+    };
+    let answered = Answered::new(plan.space.len());
+    let mut tally = Tally::default();
+    let stats = run(
+        &plan,
+        &wire,
+        vec![net.transmitter()],
+        net.receiver(),
+        Some(net.resets()),
+        &StopSignal::new(),
+        &answered,
+        &mut tally,
+    )
+    .unwrap();
+
+    assert_eq!(tally.found(&plan.space, &answered, &stats), truth);
+    assert!(net.exact(&truth, &tally, &plan.space, &answered, &stats));
+    assert!(truth.open > 0 && truth.closed > 0 && truth.unreachable > 0 && truth.late > 0, "{truth:?}");
+    assert_eq!(stats.open + stats.closed + stats.unreachable, answered.count());
+    // The first pass, then a retry of what had not answered when it began.
+    assert_eq!(stats.sent, net.syns());
+    assert!(stats.sent >= plan.probes_per_pass() + truth.silent, "{} sent", stats.sent);
+    // Every delivered frame is a valid reply: the first for its probe is a
+    // result, any other a duplicate (a copy, or the reply to a retry).
+    let delivered = net.delivered();
+    assert_eq!(stats.duplicates, delivered.frames - answered.count());
+    let copies = delivered.copies;
+    assert!(copies > 0 && stats.duplicates >= copies, "{copies} copies, {} duplicates", stats.duplicates);
+    // A late reply is its probe's first; those its copies or retries drew are duplicates.
+    assert!(delivered.late >= truth.late);
+    assert!(stats.max_rtt.is_some_and(|rtt| rtt > WAIT));
+    // Every SYN-ACK delivered, copies included, drew an RST.
+    assert_eq!((stats.resets, stats.resets_skipped), (delivered.syn_acks, 0));
+    assert_eq!(net.resets_received(), delivered.syn_acks);
+    assert_eq!((stats.invalid, stats.rx_drops), (0, 0));
+}
