@@ -8,21 +8,19 @@
 //! prohibited, quoting the SYN), the rest silent; a round trip from 1 ms to
 //! 1 s, evenly spread on a log scale; 1% of replies come twice, and 0.5%
 //! come just after the scan's wait. Every try of a probe meets the same
-//! fate. A reply waits in a heap of 32-byte records by due time and becomes
-//! a frame only when delivered, so the simulator holds what is in flight,
-//! never the scan.
+//! fate. A reply waits as a 32-byte record in a ring of slots, one per
+//! millisecond of the longest round trip, and becomes a frame only when
+//! delivered, so the simulator holds what is in flight, never the scan.
 
 use etherparse::{
-    IpNumber, Ipv4Header, NetSlice, PacketBuilder, SlicedPacket, TcpOptionElement, TransportSlice,
-    icmpv4::DestUnreachableHeader,
+    EtherType, Ethernet2Header, Ethernet2HeaderSlice, Icmpv4Header, Icmpv4Type, IpNumber, Ipv4Header, Ipv4HeaderSlice,
+    TcpHeader, TcpHeaderSlice, TcpOptionElement, icmpv4::DestUnreachableHeader,
 };
 use prtip::engine::run::{Observer, ScanStats};
 use prtip::engine::state::Answered;
 use prtip::result::{PortState, ScanResult};
 use prtip::target::space::TargetSpace;
 use prtip::transport::{Drops, Receive, Transmit, TransportError};
-use std::cmp::Reverse;
-use std::collections::BinaryHeap;
 use std::net::{IpAddr, Ipv4Addr};
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, OnceLock};
@@ -56,7 +54,7 @@ const RX_BATCH: usize = 4096;
 /// leave them piling up in the heap: memory growing with the scan.
 const RX_LAG: Duration = Duration::from_millis(10);
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Answer {
     Open,
     Closed,
@@ -99,7 +97,7 @@ fn fate(key: u64, wait: Duration, addr: Ipv4Addr, port: u16) -> Fate {
     } else {
         let (min, max) = (MIN_RTT.as_secs_f64(), MAX_RTT.as_secs_f64());
         let u = (timing >> 32) as f64 / (1u64 << 32) as f64;
-        (min * (max / min).powf(u) * 1e6) as u64
+        (min * (u * (max / min).ln()).exp() * 1e6) as u64
     };
     let copied = answer.is_some() && (LATE..LATE + COPIED).contains(&share);
     Fate { answer, rtt_us, late, copy_after_us: copied.then_some(1 + (delays >> 32) % COPY_WITHIN_US) }
@@ -117,9 +115,9 @@ pub struct Truth {
 }
 
 /// A reply on its way: the frame is built from it when it is delivered.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Pending {
-    /// Wall clock, ns since the Unix epoch: the first field, so records order by it.
+    /// Wall clock, ns since the Unix epoch.
     due_ns: u64,
     target: u32,
     seq: u32,
@@ -129,6 +127,61 @@ struct Pending {
     answer: Answer,
     late: bool,
     copy: bool,
+}
+
+/// The replies on their way, by the millisecond they are due in: a ring of
+/// slots, one per millisecond up to the latest a reply can be due, so that
+/// scheduling and delivery cost the same whatever is in flight (a binary
+/// heap's pops took a fifth of a sweep's time, in cache misses).
+struct Wheel {
+    slots: Vec<Vec<Pending>>,
+    /// The first millisecond (since the Unix epoch) not delivered yet.
+    next_ms: u64,
+    len: usize,
+}
+
+impl Wheel {
+    fn new(span: Duration) -> Self {
+        let slots = (span.as_millis() as usize + 2).next_power_of_two();
+        Wheel { slots: vec![Vec::new(); slots], next_ms: wall_ns() / 1_000_000, len: 0 }
+    }
+
+    fn slot(&mut self, ms: u64) -> &mut Vec<Pending> {
+        let n = self.slots.len();
+        &mut self.slots[(ms % n as u64) as usize]
+    }
+
+    fn push(&mut self, p: Pending, now_ms: u64) {
+        if self.len == 0 {
+            // Nothing waits: the ring may start again from now.
+            self.next_ms = self.next_ms.max(now_ms);
+        }
+        // A reply due in a millisecond already delivered goes with the next.
+        let ms = (p.due_ns / 1_000_000).max(self.next_ms);
+        assert!(ms - self.next_ms < self.slots.len() as u64, "a reply due beyond the ring");
+        self.slot(ms).push(p);
+        self.len += 1;
+    }
+
+    /// Whether the receiving half is more than `RX_LAG` behind the replies.
+    fn behind(&self, now_ms: u64) -> bool {
+        self.len > 0 && self.next_ms + (RX_LAG.as_millis() as u64) < now_ms
+    }
+
+    /// Moves the replies of the milliseconds wholly past by `now_ms` into
+    /// `due`, whole slots, until it holds `RX_BATCH` or more.
+    fn take_due(&mut self, now_ms: u64, due: &mut Vec<Pending>) {
+        while self.next_ms < now_ms && due.len() < RX_BATCH {
+            let ms = self.next_ms;
+            // The slot's buffer goes too: kept, every slot would hold its
+            // busiest millisecond's worth, and memory would follow the
+            // ring, not what is in flight.
+            let slot = std::mem::take(self.slot(ms));
+            self.len -= slot.len();
+            due.extend_from_slice(&slot);
+            self.next_ms += 1;
+        }
+    }
 }
 
 /// What the simulator delivered: each frame a valid reply to one probe.
@@ -147,7 +200,7 @@ struct Internet {
     wait: Duration,
     /// The scanner's address, from its first SYN.
     scanner: OnceLock<Ipv4Addr>,
-    pending: Mutex<BinaryHeap<Reverse<Pending>>>,
+    pending: Mutex<Wheel>,
     syns: AtomicU64,
     most_in_flight: AtomicU64,
     resets: AtomicU64,
@@ -165,7 +218,10 @@ impl SimNet {
             key,
             wait,
             scanner: OnceLock::new(),
-            pending: Mutex::new(BinaryHeap::new()),
+            // Room for the slowest reply's copy, due while the receiving half is behind.
+            pending: Mutex::new(Wheel::new(
+                wait.max(MAX_RTT) + Duration::from_micros(LATE_FROM_US + LATE_SPREAD_US + COPY_WITHIN_US) + RX_LAG,
+            )),
             syns: AtomicU64::new(0),
             most_in_flight: AtomicU64::new(0),
             resets: AtomicU64::new(0),
@@ -255,11 +311,15 @@ impl Transmit for SimTx {
         let now = wall_ns();
         let net = &*self.net;
         for f in frames {
-            let p = SlicedPacket::from_ethernet(f).expect("the engine's SYN parses");
-            let Some(NetSlice::Ipv4(ip)) = &p.net else { panic!("the simulated Internet is IPv4") };
-            let (scanner, target) = (ip.header().source_addr(), ip.header().destination_addr());
+            // Header slices at the offsets the engine's frames have: a whole
+            // `SlicedPacket` took a sixth of a sweep's time.
+            let eth = Ethernet2HeaderSlice::from_slice(f).expect("the engine's SYN parses");
+            assert_eq!(eth.ether_type(), EtherType::IPV4, "the simulated Internet is IPv4");
+            let ip = Ipv4HeaderSlice::from_slice(&f[Ethernet2Header::LEN..]).expect("an IPv4 header");
+            let (scanner, target) = (ip.source_addr(), ip.destination_addr());
             assert_eq!(*net.scanner.get_or_init(|| scanner), scanner, "one scanner address");
-            let Some(TransportSlice::Tcp(syn)) = &p.transport else { panic!("not TCP") };
+            assert_eq!(ip.protocol(), IpNumber::TCP, "not TCP");
+            let syn = TcpHeaderSlice::from_slice(&f[Ethernet2Header::LEN + ip.slice().len()..]).expect("a TCP header");
             assert!(syn.syn() && !syn.ack(), "not a SYN");
             let tsval = syn
                 .options_iterator()
@@ -290,17 +350,19 @@ impl Transmit for SimTx {
         net.syns.fetch_add(frames.len() as u64, Relaxed);
         // The replies keep the due times set above: the receiving half
         // stamps them so, and round trips stay what their fates say.
-        let mut pending = loop {
+        let (mut pending, now_ms) = loop {
             let pending = net.pending.lock().expect("pending lock");
-            let overdue = wall_ns().saturating_sub(RX_LAG.as_nanos() as u64);
-            if pending.peek().is_none_or(|p| p.0.due_ns >= overdue) {
-                break pending;
+            let now_ms = wall_ns() / 1_000_000;
+            if !pending.behind(now_ms) {
+                break (pending, now_ms);
             }
             drop(pending);
             std::thread::sleep(Duration::from_micros(100));
         };
-        pending.extend(self.batch.drain(..).map(Reverse));
-        net.most_in_flight.fetch_max(pending.len() as u64, Relaxed);
+        for p in self.batch.drain(..) {
+            pending.push(p, now_ms);
+        }
+        net.most_in_flight.fetch_max(pending.len as u64, Relaxed);
         Ok(frames.len())
     }
 }
@@ -314,33 +376,22 @@ pub struct SimRx {
     frame: Vec<u8>,
 }
 
-impl SimRx {
-    /// Takes the replies due by `now` off the heap; when none is, the next one's due time.
-    fn take_due(&mut self, now: u64) -> Option<u64> {
-        let mut pending = self.net.pending.lock().expect("pending lock");
-        while self.due.len() < RX_BATCH && pending.peek().is_some_and(|p| p.0.due_ns <= now) {
-            self.due.extend(pending.pop().map(|p| p.0));
-        }
-        pending.peek().map(|p| p.0.due_ns)
-    }
-}
-
 impl Receive for SimRx {
     fn receive(&mut self, timeout: Duration, on_frame: &mut dyn FnMut(&[u8], u64)) -> Result<(), TransportError> {
         let deadline = wall_ns() + timeout.as_nanos() as u64;
         loop {
             let now = wall_ns();
-            let next = self.take_due(now);
+            self.net.pending.lock().expect("pending lock").take_due(now / 1_000_000, &mut self.due);
             if !self.due.is_empty() || now >= deadline {
                 break;
             }
-            // A SYN sent meanwhile is answered 1 ms later at the soonest: sleeping longer could miss it.
-            let until = next.unwrap_or(u64::MAX).min(deadline).min(now + MIN_RTT.as_nanos() as u64);
+            // Until the next millisecond's replies are all due, or the deadline.
+            let until = deadline.min((now / 1_000_000 + 1) * 1_000_000);
             std::thread::sleep(Duration::from_nanos(until - now));
         }
         let scanner = *self.net.scanner.get().unwrap_or(&Ipv4Addr::UNSPECIFIED);
         let mut counts = [0u64; 4];
-        for p in std::mem::take(&mut self.due) {
+        for p in self.due.drain(..) {
             self.frame.clear();
             write_reply(&p, scanner, &mut self.frame);
             on_frame(&self.frame, p.due_ns);
@@ -360,29 +411,51 @@ impl Receive for SimRx {
 }
 
 /// The frame of a reply: a SYN-ACK echoing the SYN's TSval, an RST, or an
-/// ICMP error from the target quoting the SYN's IP header and first 8 TCP bytes.
+/// ICMP error from the target quoting the SYN's IP header and first 8 TCP
+/// bytes. Written header by header: etherparse's `PacketBuilder` copies its
+/// whole state at each step, a tenth of a sweep's time.
 fn write_reply(p: &Pending, scanner: Ipv4Addr, out: &mut Vec<u8>) {
     let (from, to) = (Ipv4Addr::from(p.target).octets(), scanner.octets());
-    let ip = PacketBuilder::ethernet2([2, 0, 0, 0, 0, 2], [2, 0, 0, 0, 0, 1]).ipv4(from, to, 57);
-    let ack = p.seq.wrapping_add(1);
+    let ethernet =
+        Ethernet2Header { source: [2, 0, 0, 0, 0, 2], destination: [2, 0, 0, 0, 0, 1], ether_type: EtherType::IPV4 };
+    let ip = |payload_len: usize, protocol| {
+        let mut ip = Ipv4Header::new(payload_len as u16, 57, protocol, from, to).expect("a short packet");
+        ip.header_checksum = ip.calc_header_checksum();
+        ip
+    };
     let written = match p.answer {
-        Answer::Open => ip
-            .tcp(p.port, p.sport, p.tsval.rotate_left(7), 65535)
-            .syn()
-            .ack(ack)
-            .options(&[TcpOptionElement::MaximumSegmentSize(1460), TcpOptionElement::Timestamp(1, p.tsval)])
-            .expect("options fit")
-            .write(out, &[]),
-        Answer::Closed => ip.tcp(p.port, p.sport, 0, 0).rst().ack(ack).write(out, &[]),
+        Answer::Open | Answer::Closed => {
+            let mut tcp = TcpHeader::new(p.port, p.sport, 0, 0);
+            tcp.ack = true;
+            tcp.acknowledgment_number = p.seq.wrapping_add(1);
+            if p.answer == Answer::Open {
+                (tcp.syn, tcp.sequence_number, tcp.window_size) = (true, p.tsval.rotate_left(7), 65535);
+                let options = [TcpOptionElement::MaximumSegmentSize(1460), TcpOptionElement::Timestamp(1, p.tsval)];
+                tcp.set_options(&options).expect("options fit");
+            } else {
+                tcp.rst = true;
+            }
+            tcp.checksum = tcp.calc_checksum_ipv4_raw(from, to, &[]).expect("a short segment");
+            ethernet
+                .write(out)
+                .and_then(|()| ip(tcp.header_len(), IpNumber::TCP).write(out))
+                .and_then(|()| tcp.write(out))
+        }
         Answer::Unreachable => {
             // The SYN's own header: TCP with MSS and timestamp options is 36 bytes.
             let syn_ip = Ipv4Header::new(36, 64, IpNumber::TCP, to, from).expect("a SYN's length");
-            let mut quoted = syn_ip.to_bytes().to_vec();
-            quoted.extend_from_slice(&p.sport.to_be_bytes());
-            quoted.extend_from_slice(&p.port.to_be_bytes());
-            quoted.extend_from_slice(&p.seq.to_be_bytes());
+            let mut quoted = [0u8; Ipv4Header::MIN_LEN + 8];
+            quoted[..Ipv4Header::MIN_LEN].copy_from_slice(&syn_ip.to_bytes());
+            quoted[20..22].copy_from_slice(&p.sport.to_be_bytes());
+            quoted[22..24].copy_from_slice(&p.port.to_be_bytes());
+            quoted[24..28].copy_from_slice(&p.seq.to_be_bytes());
             let prohibited = DestUnreachableHeader::from_values(13, 0).expect("a known code");
-            ip.icmpv4(etherparse::Icmpv4Type::DestinationUnreachable(prohibited)).write(out, &quoted)
+            let icmp = Icmpv4Header::with_checksum(Icmpv4Type::DestinationUnreachable(prohibited), &quoted);
+            ethernet
+                .write(out)
+                .and_then(|()| ip(icmp.header_len() + quoted.len(), IpNumber::ICMP).write(out))
+                .and_then(|()| icmp.write(out))
+                .and_then(|()| std::io::Write::write_all(out, &quoted))
         }
     };
     written.expect("a reply frame");
