@@ -51,7 +51,7 @@ const RX_BATCH: usize = 4096;
 /// How far behind its replies the receiving half may fall before the
 /// sending half waits for it, as a receive ring of some thousands of frames
 /// would allow. Without a bound, a receiver slower than the replies would
-/// leave them piling up in the heap: memory growing with the scan.
+/// leave them piling up in the ring: memory growing with the scan.
 const RX_LAG: Duration = Duration::from_millis(10);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -302,7 +302,7 @@ fn wall_ns() -> u64 {
 /// The sending half: schedules the replies each SYN's fate calls for.
 pub struct SimTx {
     net: Arc<Internet>,
-    /// This call's replies, pushed onto the heap under one lock.
+    /// This call's replies, put in the ring under one lock.
     batch: Vec<Pending>,
 }
 
