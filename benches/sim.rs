@@ -15,16 +15,11 @@
 mod sim;
 
 use prtip::engine::plan::ScanPlan;
-use prtip::engine::run::{StopSignal, Wire, run};
-use prtip::engine::state::Answered;
 use prtip::target::hosts::{Family, Hosts};
 use prtip::target::ranges::{Range, RangeSet};
 use prtip::target::space::TargetSpace;
 use prtip::target::spec::{TargetSpec, parse_target};
-use prtip::wire::cookie::CookieKey;
-use prtip::wire::template::SynTemplate;
-use sim::{SimNet, Tally};
-use std::net::Ipv4Addr;
+use sim::SimNet;
 use std::time::{Duration, Instant};
 
 /// Longer than every round trip of the simulated Internet but its late ones.
@@ -44,29 +39,11 @@ fn main() {
     };
     let hosts = Hosts::new(Family::V4, RangeSet::from_ranges(vec![range]));
     let space = TargetSpace::new(hosts, RangeSet::from_ranges(vec![Range::new(80, 80)])).expect("one port of IPv4");
-    let me = Ipv4Addr::new(192, 0, 2, 1);
     let net = SimNet::new(0x5eed, WAIT);
     // The CLI's defaults: source ports 61000-61063, one retry, no rate limit.
     let plan = ScanPlan::new(space, 7, (61000, 61063), 1, 0, WAIT);
-    let wire = Wire {
-        template: SynTemplate::new([2, 0, 0, 0, 0, 1], [2, 0, 0, 0, 0, 2], me.into()),
-        src_ip: me.into(),
-        key: CookieKey::new(1, 2),
-    };
-    let answered = Answered::new(plan.space.len());
-    let mut tally = Tally::default();
     let started = Instant::now();
-    let stats = run(
-        &plan,
-        &wire,
-        vec![net.transmitter()],
-        net.receiver(),
-        Some(net.resets()),
-        &StopSignal::new(),
-        &answered,
-        &mut tally,
-    )
-    .expect("the scan runs");
+    let (stats, tally, answered) = net.sweep(&plan);
     let wall = started.elapsed().as_secs_f64();
     let truth = net.truth(&plan.space);
     let exact = net.exact(&truth, &tally, &plan.space, &answered, &stats);

@@ -7,14 +7,10 @@
 mod sim;
 
 use prtip::engine::plan::ScanPlan;
-use prtip::engine::run::{StopSignal, Wire, run};
-use prtip::engine::state::Answered;
 use prtip::target::hosts::{Family, Hosts};
 use prtip::target::ranges::{Range, RangeSet};
 use prtip::target::space::TargetSpace;
-use prtip::wire::cookie::CookieKey;
-use prtip::wire::template::SynTemplate;
-use sim::{SimNet, Tally};
+use sim::SimNet;
 use std::net::Ipv4Addr;
 use std::time::Duration;
 
@@ -23,31 +19,13 @@ const WAIT: Duration = Duration::from_millis(1100);
 
 #[test]
 fn a_simulated_sweep_finds_the_truth_and_counts_what_the_network_repeated() {
-    let me = Ipv4Addr::new(192, 0, 2, 1);
     let first = u32::from(Ipv4Addr::new(10, 0, 0, 0));
     let hosts = Hosts::new(Family::V4, RangeSet::from_ranges(vec![Range::new(first.into(), (first + 4095).into())]));
     let space = TargetSpace::new(hosts, RangeSet::from_ranges(vec![Range::new(80, 80), Range::new(443, 443)])).unwrap();
     let net = SimNet::new(0x5eed, WAIT);
     let truth = net.truth(&space);
     let plan = ScanPlan::new(space, 7, (61000, 61063), 1, 0, WAIT);
-    let wire = Wire {
-        template: SynTemplate::new([2, 0, 0, 0, 0, 1], [2, 0, 0, 0, 0, 2], me.into()),
-        src_ip: me.into(),
-        key: CookieKey::new(1, 2),
-    };
-    let answered = Answered::new(plan.space.len());
-    let mut tally = Tally::default();
-    let stats = run(
-        &plan,
-        &wire,
-        vec![net.transmitter()],
-        net.receiver(),
-        Some(net.resets()),
-        &StopSignal::new(),
-        &answered,
-        &mut tally,
-    )
-    .unwrap();
+    let (stats, tally, answered) = net.sweep(&plan);
 
     assert_eq!(tally.found(&plan.space, &answered, &stats), truth);
     assert!(net.exact(&truth, &tally, &plan.space, &answered, &stats));

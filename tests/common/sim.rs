@@ -16,11 +16,14 @@ use etherparse::{
     EtherType, Ethernet2Header, Ethernet2HeaderSlice, Icmpv4Header, Icmpv4Type, IpNumber, Ipv4Header, Ipv4HeaderSlice,
     TcpHeader, TcpHeaderSlice, TcpOptionElement, icmpv4::DestUnreachableHeader,
 };
-use prtip::engine::run::{Observer, ScanStats};
+use prtip::engine::plan::ScanPlan;
+use prtip::engine::run::{Observer, ScanStats, StopSignal, Wire, run};
 use prtip::engine::state::Answered;
 use prtip::result::{PortState, ScanResult};
 use prtip::target::space::TargetSpace;
 use prtip::transport::{Drops, Receive, Transmit, TransportError};
+use prtip::wire::cookie::CookieKey;
+use prtip::wire::template::SynTemplate;
 use std::net::{IpAddr, Ipv4Addr};
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, OnceLock};
@@ -259,6 +262,24 @@ impl SimNet {
     #[allow(dead_code)] // benches/sim.rs reports it; tests/sim.rs has no use for it
     pub fn most_in_flight(&self) -> u64 {
         self.0.most_in_flight.load(Relaxed)
+    }
+
+    /// Runs `plan` through the engine over this network, from 192.0.2.1, one
+    /// transmit lane: what a sweep counted, and what it found answered.
+    pub fn sweep(&self, plan: &ScanPlan) -> (ScanStats, Tally, Answered) {
+        let me = Ipv4Addr::new(192, 0, 2, 1);
+        let wire = Wire {
+            template: SynTemplate::new([2, 0, 0, 0, 0, 1], [2, 0, 0, 0, 0, 2], me.into()),
+            src_ip: me.into(),
+            key: CookieKey::new(1, 2),
+        };
+        let answered = Answered::new(plan.space.len());
+        let mut tally = Tally::default();
+        let stop = StopSignal::new();
+        let tx = vec![self.transmitter()];
+        let stats = run(plan, &wire, tx, self.receiver(), Some(self.resets()), &stop, &answered, &mut tally)
+            .expect("the scan runs");
+        (stats, tally, answered)
     }
 
     /// Whether a scan over this network found exactly the truth: one result
