@@ -122,12 +122,10 @@ impl SendHistory {
         if self.samples[after].at_ns < self.stamps_since_ns {
             return None;
         }
-        let by = self.samples.partition_point(|s| s.sent <= linear);
-        Some((self.samples[after].stamp_us, self.samples.get(by).map_or(now_us, |s| s.stamp_us)))
+        let by = self.first_sent_past(linear);
+        Some((self.samples[after].stamp_us, by.map_or(now_us, |s| s.stamp_us)))
     }
-}
 
-impl SendHistory {
     /// When the probe at `linear` had been sent by (within a sampling
     /// interval of when it was), if it had by the last sample kept. One sent
     /// before everything kept is older than that: no time is known for it.
@@ -135,7 +133,13 @@ impl SendHistory {
         if linear < self.floor {
             return None;
         }
-        self.samples.iter().find(|s| s.sent > linear).map(|s| s.at_ns)
+        self.first_sent_past(linear).map(|s| s.at_ns)
+    }
+
+    /// The first sample by which the probe at `linear` had been sent.
+    fn first_sent_past(&self, linear: u64) -> Option<&Sample> {
+        // `sent` only grows: the samples are sorted by it.
+        self.samples.get(self.samples.partition_point(|s| s.sent <= linear))
     }
 }
 
