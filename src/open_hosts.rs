@@ -6,6 +6,7 @@
 //! A count per host that had an open port, kept only where it can matter:
 //! when at least `FLAG_MIN_OPEN` ports are probed per host, or a cap is set.
 
+use crate::result::{PortState, ScanResult};
 use std::collections::HashMap;
 use std::net::IpAddr;
 
@@ -27,6 +28,11 @@ pub struct FlaggedHost {
 }
 
 impl FlaggedHost {
+    /// Whether it answered SYN-ACK on most of the ports probed, and on enough of them to mean it.
+    pub fn most_ports_open(&self) -> bool {
+        self.open >= FLAG_MIN_OPEN && self.open * 2 > self.probed
+    }
+
     /// Why the host is flagged, in words: the same in every output.
     pub fn describe(&self) -> String {
         let mut text = format!("SYN-ACK on {} of {} ports probed", self.open, self.probed);
@@ -61,6 +67,11 @@ impl OpenHosts {
         OpenHosts { ports_per_host: 0, cap: Some(cap), open: HashMap::new() }
     }
 
+    /// Counts `r` if it is an open port; false when it is one over the cap, not to be reported.
+    pub fn shows(&mut self, r: &ScanResult) -> bool {
+        r.state != PortState::Open || self.admit(r.ip)
+    }
+
     /// Counts an open port of `ip`; false when it is over the cap and is not to be reported.
     pub fn admit(&mut self, ip: IpAddr) -> bool {
         let n = self.open.entry(ip).or_default();
@@ -68,21 +79,18 @@ impl OpenHosts {
         self.cap.is_none_or(|cap| *n <= cap)
     }
 
-    fn is_flagged(&self, open: u64) -> bool {
-        open >= FLAG_MIN_OPEN && open * 2 > self.ports_per_host
-    }
-
-    fn withheld(&self, open: u64) -> u64 {
-        self.cap.map_or(0, |cap| open.saturating_sub(cap))
-    }
-
     /// Hosts flagged or capped, in address order.
     pub fn flagged(&self) -> Vec<FlaggedHost> {
         let mut hosts: Vec<FlaggedHost> = self
             .open
             .iter()
-            .filter(|&(_, &open)| self.is_flagged(open) || self.withheld(open) > 0)
-            .map(|(&ip, &open)| FlaggedHost { ip, open, probed: self.ports_per_host, withheld: self.withheld(open) })
+            .map(|(&ip, &open)| FlaggedHost {
+                ip,
+                open,
+                probed: self.ports_per_host,
+                withheld: self.cap.map_or(0, |cap| open.saturating_sub(cap)),
+            })
+            .filter(|h| h.most_ports_open() || h.withheld > 0)
             .collect();
         hosts.sort_unstable_by_key(|h| h.ip);
         hosts

@@ -8,7 +8,7 @@ use crate::engine::run::{self, EngineError, Observer, Progress, ScanStats, StopS
 use crate::engine::state::Answered;
 use crate::latency::{self, Latency, Series};
 use crate::net::{self, NetError, Path};
-use crate::open_hosts::{FLAG, FLAG_MIN_OPEN, FlaggedHost, OpenHosts};
+use crate::open_hosts::{FLAG, FlaggedHost, OpenHosts};
 use crate::output::{self, Format, ResultWriter, RunEnd, RunInfo, decimal};
 use crate::progress;
 use crate::result::{PortState, Reason, ScanResult};
@@ -433,10 +433,7 @@ impl Sinks<'_> {
     /// storage task gets every result (the journal must hold every answer
     /// for `--resume`), and its output files apply the same cap.
     fn shown(&mut self, r: &ScanResult) -> bool {
-        match &mut self.open_hosts {
-            Some(hosts) if r.state == PortState::Open => hosts.admit(r.ip),
-            _ => true,
-        }
+        self.open_hosts.as_mut().is_none_or(|hosts| hosts.shows(r))
     }
 
     fn write(&mut self, batch: &[ScanResult]) {
@@ -735,7 +732,7 @@ fn start_store(
 fn flagged_notes(flagged: &[FlaggedHost]) -> Vec<String> {
     const LISTED: usize = 10;
     let mut lines = Vec::new();
-    let most: Vec<&FlaggedHost> = flagged.iter().filter(|h| h.open >= FLAG_MIN_OPEN && h.open * 2 > h.probed).collect();
+    let most: Vec<&FlaggedHost> = flagged.iter().filter(|h| h.most_ports_open()).collect();
     if !most.is_empty() {
         let listed: Vec<String> =
             most.iter().take(LISTED).map(|h| format!("{} ({} of {})", h.ip, h.open, h.probed)).collect();

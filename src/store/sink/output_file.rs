@@ -58,10 +58,7 @@ impl OutputFile {
 
     async fn write(&mut self, batch: &[ScanResult]) -> Result<(), StoreError> {
         for r in batch {
-            let shown = match &mut self.cap {
-                Some(cap) if r.state == PortState::Open => cap.admit(r.ip),
-                _ => true,
-            };
+            let shown = self.cap.as_mut().is_none_or(|cap| cap.shows(r));
             if shown && (!self.open_only || r.state == PortState::Open) {
                 self.writer.write(r).map_err(StoreError::output(&self.out.path))?;
             }
