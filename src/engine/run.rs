@@ -428,14 +428,16 @@ impl Clock {
 /// queue) sends on a thread of its own, a lane of the plan's positions. Probes that never got an answer are left to the caller
 /// (see `Answered`), so that reporting them costs nothing when nobody asks.
 /// `resets`, when given, sends an RST for every valid SYN-ACK: needed where
-/// this host's kernel never sees the replies (AF_XDP steals them).
+/// this host's kernel never sees the replies (AF_XDP steals them). The
+/// transports are borrowed: closing them can take tens of milliseconds of
+/// RCU grace periods, which the caller may spend on something else.
 #[allow(clippy::too_many_arguments)]
 pub fn run<T: Transmit, R: Receive>(
     plan: &ScanPlan,
     wire: &Wire,
-    txs: Vec<T>,
-    mut rx: R,
-    resets: Option<Box<dyn Transmit>>,
+    txs: &mut [T],
+    rx: &mut R,
+    resets: Option<&mut dyn Transmit>,
     stop: &StopSignal,
     answered: &Answered,
     observer: &mut impl Observer,
@@ -477,16 +479,16 @@ pub fn run<T: Transmit, R: Receive>(
 
     let (tx_outcome, rx_outcome) = std::thread::scope(|s| {
         let tx_threads: Vec<_> = txs
-            .into_iter()
+            .iter_mut()
             .enumerate()
-            .map(|(lane, mut tx)| {
+            .map(|(lane, tx)| {
                 let (shared, clock) = (&shared, &clock);
                 s.spawn(move || {
                     // Whatever way transmission ends, a panic included, the receive
                     // thread must learn it, or it would wait for replies forever.
                     let _done = EndGuard { shared, transmit: true };
                     let lane = Lane { index: lane as u64, of: lanes };
-                    let r = transmit(plan, lane, wire, &mut tx, shared, clock, stop, answered);
+                    let r = transmit(plan, lane, wire, tx, shared, clock, stop, answered);
                     shared.failed.fetch_or(r.is_err(), Relaxed);
                     r
                 })
@@ -495,7 +497,7 @@ pub fn run<T: Transmit, R: Receive>(
         let resets = resets.map(|tx| spawn_resets(s, tx, &shared));
         let rx_thread = s.spawn(|| {
             let _done = EndGuard { shared: &shared, transmit: false };
-            let r = receive(plan, wire, &mut rx, resets, &shared, &clock, stop, answered, results_tx);
+            let r = receive(plan, wire, rx, resets, &shared, &clock, stop, answered, results_tx);
             shared.failed.fetch_or(r.is_err(), Relaxed);
             r
         });
@@ -551,7 +553,7 @@ pub fn run<T: Transmit, R: Receive>(
 /// thread cannot afford while replies arrive at line rate.
 fn spawn_resets<'scope>(
     s: &'scope std::thread::Scope<'scope, '_>,
-    mut tx: Box<dyn Transmit>,
+    tx: &'scope mut dyn Transmit,
     shared: &'scope Shared,
 ) -> mpsc::SyncSender<Vec<ResetFrame>> {
     let (queue, batches) = mpsc::sync_channel::<Vec<ResetFrame>>(RESET_QUEUE);
@@ -1229,9 +1231,9 @@ mod tests {
         let stats = run(
             plan,
             &wire,
-            (0..lanes).map(|_| FakeTx(net.clone(), truth.clone())).collect(),
-            FakeRx(net.clone()),
-            Some(Box::new(FakeResets(net.clone()))),
+            &mut (0..lanes).map(|_| FakeTx(net.clone(), truth.clone())).collect::<Vec<_>>(),
+            &mut FakeRx(net.clone()),
+            Some(&mut FakeResets(net.clone())),
             &StopSignal::new(),
             &answered,
             &mut seen,
@@ -1591,8 +1593,8 @@ mod tests {
         let r = run(
             &plan,
             &wire,
-            vec![PanickingTx],
-            FakeRx(Arc::default()),
+            &mut [PanickingTx],
+            &mut FakeRx(Arc::default()),
             None,
             &StopSignal::new(),
             &Answered::new(plan.space.len()),

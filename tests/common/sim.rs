@@ -276,9 +276,18 @@ impl SimNet {
         let answered = Answered::new(plan.space.len());
         let mut tally = Tally::default();
         let stop = StopSignal::new();
-        let tx = vec![self.transmitter()];
-        let stats = run(plan, &wire, tx, self.receiver(), Some(self.resets()), &stop, &answered, &mut tally)
-            .expect("the scan runs");
+        let mut resets = self.resets();
+        let stats = run(
+            plan,
+            &wire,
+            &mut [self.transmitter()],
+            &mut self.receiver(),
+            Some(&mut *resets),
+            &stop,
+            &answered,
+            &mut tally,
+        )
+        .expect("the scan runs");
         (stats, tally, answered)
     }
 
