@@ -63,7 +63,7 @@ fn per_probe(c: &mut Criterion) {
     g.bench_function("whole probe (order, target, cookie, frame)", |b| {
         let mut pos = 0u64;
         b.iter(|| {
-            pos = (pos + 1) % plan.probes_per_pass();
+            pos = (pos + 1) % plan.probe_count();
             let (index, ip, port) = plan.target(pos);
             let sport = plan.source_port(index, 0);
             let seq = key.seq(ME, ip, sport, port, pos);

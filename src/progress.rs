@@ -60,6 +60,9 @@ pub fn line(p: &Progress, backpressure: u64) -> String {
     if p.rx_drops > 0 || backpressure > 0 {
         s.push_str(&format!(", {} receive drops, storage backpressure {backpressure}", p.rx_drops));
     }
+    if p.late > 0 {
+        s.push_str(&format!(", {} late replies", p.late));
+    }
     s
 }
 
@@ -69,7 +72,7 @@ fn rate_text(rate: u64) -> String {
 
 pub fn json(p: &Progress, backpressure: u64) -> String {
     format!(
-        r#"{{"elapsed_s":{:.3},"planned":{},"sent":{},"answered":{},"open":{},"probes_per_s":{:.0},"replies_per_s":{:.0},"eta_s":{},"rx_drops":{},"rate":{},"rate_reason":"{}","backpressure":{}}}"#,
+        r#"{{"elapsed_s":{:.3},"planned":{},"sent":{},"answered":{},"open":{},"probes_per_s":{:.0},"replies_per_s":{:.0},"eta_s":{},"rx_drops":{},"late":{},"rate":{},"rate_reason":"{}","backpressure":{}}}"#,
         p.elapsed.as_secs_f64(),
         p.planned,
         p.sent,
@@ -79,6 +82,7 @@ pub fn json(p: &Progress, backpressure: u64) -> String {
         per_second(p.answered, p.elapsed),
         eta(p).map_or_else(|| "null".to_string(), |d| format!("{:.1}", d.as_secs_f64())),
         p.rx_drops,
+        p.late,
         if p.rate == 0 { "null".to_string() } else { p.rate.to_string() },
         p.rate_reason.as_str(),
         backpressure
@@ -146,6 +150,7 @@ mod tests {
             answered: 200_000,
             open: 1234,
             rx_drops: 0,
+            late: 0,
             rate: 0,
             rate_reason: RateReason::Configured,
             checkpoint: Default::default(),

@@ -5,7 +5,6 @@
 use crate::config::{OutputFormat, ScanConfig, TransportChoice, Verbosity};
 use crate::engine::plan::{Cursor, ScanPlan};
 use crate::engine::run::{self, EngineError, Observer, Progress, ScanStats, StopSignal, Wire};
-use crate::engine::state::Answered;
 use crate::latency::{self, Latency, Series};
 use crate::net::{self, NetError, Path};
 use crate::open_hosts::{FLAG, FlaggedHost, OpenHosts};
@@ -20,6 +19,7 @@ use crate::transport::xdp::{self, XdpAttachment};
 use crate::transport::{Receive, Resent, Transmit, TransportError, WithLinkDrops, raw};
 use crate::wire::cookie::CookieKey;
 use crate::wire::template::SynTemplate;
+use std::collections::HashSet;
 use std::io::{self, BufWriter, Write};
 use std::net::IpAddr;
 use std::path::PathBuf;
@@ -152,7 +152,12 @@ struct Ready {
 /// bad interface, database or file fails here, before anything is sent.
 pub fn prepare(cfg: &ScanConfig) -> Result<Scan<'_>, ScanError> {
     let space = cfg.space.clone();
-    let start = cfg.resume.as_ref().map_or(Cursor::default(), |r| r.cursor);
+    // A checkpoint of a version that retried in passes, past its first pass,
+    // starts over: what its runs stored is taken over and not sent again.
+    let start = cfg.resume.as_ref().map_or(Cursor::default(), |r| match r.cursor.pass {
+        0 => r.cursor,
+        _ => Cursor::default(),
+    });
     let mut plan = ScanPlan::new(space, cfg.seed, cfg.src_ports, cfg.retries, cfg.rate, cfg.max_wait)
         .with_shard(cfg.shard)
         .with_fixed_rate(cfg.fixed_rate)
@@ -226,7 +231,7 @@ pub fn prepare(cfg: &ScanConfig) -> Result<Scan<'_>, ScanError> {
     if std::env::var_os("PRTIP_TEST_PANIC").is_some() {
         panic!("PRTIP_TEST_PANIC is set");
     }
-    tracing::info!(transport = %opened.kind, probes_per_pass = plan.probes_per_pass(), seed = cfg.seed, "transport open");
+    tracing::info!(transport = %opened.kind, probe_count = plan.probe_count(), seed = cfg.seed, "transport open");
     let wire = Wire {
         template: SynTemplate::new(path.src_mac, path.next_hop_mac, path.src_ip),
         src_ip: path.src_ip,
@@ -278,6 +283,7 @@ fn send(
     let prior_sent = cfg.resume.as_ref().map_or(0, |r| r.sent);
     let mut sinks = Sinks {
         open_only: cfg.open_only,
+        store_silent: cfg.database.is_some() || !cfg.files.is_empty(),
         writer: output::writer(stdout_format(cfg.format), TimedFlush::new(out), &info, false),
         output_error: None,
         store,
@@ -289,21 +295,29 @@ fn send(
         store_failure_told: false,
         open_hosts: OpenHosts::new(ports_per_host(plan), cfg.max_open_per_host),
     };
-    let answered = Answered::new(plan.space.len());
-    let (prior, taken_over) = take_over(cfg, &answered, &mut sinks);
-    let outcome =
-        run::run(plan, &wire, &mut txs, &mut rx, resets.as_mut().map(|r| r.as_mut() as _), stop, &answered, &mut sinks);
+    let (prior, concluded, taken_over) = take_over(cfg, plan, &mut sinks);
+    let outcome = run::run(
+        plan,
+        &wire,
+        &mut txs,
+        &mut rx,
+        resets.as_mut().map(|r| r.as_mut() as _),
+        stop,
+        &concluded,
+        &mut sinks,
+    );
+    drop(concluded);
     let _closing = Closing::start(txs, rx, resets, attachment);
     sinks.reporter.finish();
     let flagged = sinks.flagged();
-    let Sinks { mut writer, output_error, mut store, latency, checkpoint, checkpoint_sent, .. } = sinks;
+    let Sinks { mut writer, output_error, store, latency, checkpoint, checkpoint_sent, .. } = sinks;
     let mut stats = match outcome {
         Ok(stats) => stats,
         Err(e) => {
             // Keep what was received: the stored scan ends as interrupted, at its last checkpoint.
             if let Some(s) = store {
                 let failed = ScanStats { interrupted: true, cursor: checkpoint, ..prior.clone() };
-                let _ = s.finish(finish(&failed, 0, checkpoint_sent, latency, flagged));
+                let _ = s.finish(finish(&failed, checkpoint_sent, latency, flagged));
             }
             return Err(e.into());
         }
@@ -313,30 +327,20 @@ fn send(
     stats.zero_window += prior.zero_window;
     stats.closed += prior.closed;
     stats.unreachable += prior.unreachable;
+    stats.filtered += prior.filtered;
+    stats.undecided += prior.undecided;
     let output_open = output_error.is_none();
     if let Some(e) = output_error {
         finish_output(Err(e))?;
     }
-
-    // Probes never answered are filtered, or undecided where their last
-    // attempt may have lost its reply to a drop on this host. After an
-    // interrupted scan some were never sent, so none are reported then.
-    let silent = if stats.interrupted {
-        Silent::default()
-    } else {
-        let stdout_writer = if output_open { Some(writer.as_mut()) } else { None };
-        // Silent probes reach the store only to be stored or written.
-        let stored = if cfg.database.is_some() || !cfg.files.is_empty() { store.as_mut() } else { None };
-        report_silent(plan, &answered, &stats, cfg.open_only, stdout_writer, stored)?
-    };
-    let end = finish(&stats, silent.filtered, prior_sent, latency.clone(), flagged.clone());
+    let end = finish(&stats, prior_sent, latency.clone(), flagged.clone());
     if output_open {
         finish_output(writer.finish(&end.run))?;
     }
     let stored = store.map(|s| s.finish(end)).transpose()?;
     let mut notes = Notes::default();
     if cfg.verbosity >= Verbosity::Normal {
-        notes.lines(ending(plan, &stats, silent, &flagged));
+        notes.lines(ending(plan, &stats, &flagged));
         notes.lines(stored.as_ref().map(|r| stored_note(cfg, r)).filter(|n| !n.is_empty()));
         if let Some(why) = stored.as_ref().and_then(|r| r.checkpoint_lost.as_ref()) {
             notes.line(format!("warning: no checkpoint was kept, so this scan cannot be resumed: {why}"));
@@ -373,13 +377,13 @@ fn send(
 }
 
 /// The summary of a scan that sent, and what a user must know of how it went.
-fn ending(plan: &ScanPlan, stats: &ScanStats, silent: Silent, flagged: &[FlaggedHost]) -> Vec<String> {
-    let mut lines = vec![summary(plan, stats, silent)];
+fn ending(plan: &ScanPlan, stats: &ScanStats, flagged: &[FlaggedHost]) -> Vec<String> {
+    let mut lines = vec![summary(plan, stats)];
     lines.extend(flagged_notes(flagged));
-    if silent.undecided > 0 {
+    if stats.undecided > 0 {
         lines.push(format!(
             "warning: {} probes are undecided: this host dropped frames while their replies were due, on every try (raise --retries, or lower --rate with --fixed-rate)",
-            silent.undecided
+            stats.undecided
         ));
     }
     if stats.refused > 0 {
@@ -412,6 +416,9 @@ fn ending(plan: &ScanPlan, stats: &ScanStats, silent: Silent, flagged: &[Flagged
 /// task, and the status line.
 struct Sinks<'a> {
     open_only: bool,
+    /// Whether probes concluded silent go to the store: only where it keeps
+    /// or writes them (a database or output files), not to the journal alone.
+    store_silent: bool,
     writer: Box<dyn ResultWriter + 'a>,
     /// Set when standard output failed (a closed pipe); writing stops there.
     output_error: Option<io::Error>,
@@ -458,7 +465,15 @@ impl Observer for Sinks<'_> {
         }
         self.write(&batch);
         if let Some(s) = &mut self.store {
-            s.send(batch);
+            let mut batch = batch;
+            // Silent probes reach the store only to be stored or written; the
+            // undecided always, as a resumed run cannot tell them from filtered.
+            if !self.store_silent {
+                batch.retain(|r| r.reason != Reason::NoResponse);
+            }
+            if !batch.is_empty() {
+                s.send(batch);
+            }
         }
     }
 
@@ -637,32 +652,43 @@ fn stdout_format(format: OutputFormat) -> Format {
 
 /// The ports this scan probes on a host: all of them, or a shard's share.
 fn ports_per_host(plan: &ScanPlan) -> u64 {
-    plan.probes_per_pass().div_ceil(plan.space.host_count().max(1))
+    plan.probe_count().div_ceil(plan.space.host_count().max(1))
 }
 
-/// What the earlier runs of a resumed scan received: their answers are not
-/// asked for again, count in the scan's totals and its round trips, and are
-/// printed first and go into the output files, which are written anew. The
-/// resumed run's output alone is then the whole scan, also when a killed
-/// run's last results never left its buffer.
-/// Returns their counts, and how many results were taken over.
-fn take_over(cfg: &ScanConfig, answered: &Answered, sinks: &mut Sinks) -> (ScanStats, u64) {
+/// What the earlier runs of a resumed scan concluded: their results count
+/// in the scan's totals and its round trips, and are printed first and go
+/// into the output files, which are written anew. The resumed run's output
+/// alone is then the whole scan, also when a killed run's last results
+/// never left its buffer. Every probe before the checkpoint was concluded:
+/// one without a stored result was silent (filtered: an undecided one is
+/// always stored), and is reported so again. The probes they concluded at
+/// or after where this run starts (a lane ahead of the checkpoint got
+/// there) are not sent again. Returns their counts, the space indices of
+/// those probes, and how many results were taken over.
+fn take_over(cfg: &ScanConfig, plan: &ScanPlan, sinks: &mut Sinks) -> (ScanStats, HashSet<u64>, u64) {
     let mut counts = ScanStats::default();
-    let Some(resume) = &cfg.resume else { return (counts, 0) };
+    let mut concluded = HashSet::new();
+    let Some(resume) = &cfg.resume else { return (counts, concluded, 0) };
     // What a hostile or stale checkpoint holds outside the scan is not taken.
+    let mut seen = HashSet::new();
     let mut taken = Vec::new();
-    for r in resume.prior.iter().filter(|r| r.reason.is_reply()) {
+    for r in &resume.prior {
         let Some(index) = cfg.space.index_of(r.ip, r.port) else { continue };
-        if !answered.insert(index) {
+        if !seen.insert(index) {
             continue;
+        }
+        if plan.rank_of(index).is_some_and(|j| j >= plan.start.position) {
+            concluded.insert(index);
         }
         sinks.latency.record(r);
         counts.zero_window += u64::from(r.reason == Reason::ZeroWindow);
-        match r.state {
-            PortState::Open => counts.open += 1,
-            PortState::Closed => counts.closed += 1,
+        match (r.reason.is_reply(), r.state) {
+            (true, PortState::Open) => counts.open += 1,
+            (true, PortState::Closed) => counts.closed += 1,
             // A reply's state; a hostile checkpoint's mismatch counts as the reply it names.
-            PortState::Filtered | PortState::Undecided => counts.unreachable += 1,
+            (true, PortState::Filtered | PortState::Undecided) => counts.unreachable += 1,
+            (false, PortState::Undecided) => counts.undecided += 1,
+            (false, _) => counts.filtered += 1,
         }
         taken.push(*r);
     }
@@ -672,7 +698,39 @@ fn take_over(cfg: &ScanConfig, answered: &Answered, sinks: &mut Sinks) -> (ScanS
             s.replay(chunk.to_vec());
         }
     }
-    (counts, taken.len() as u64)
+    let stored = taken.len() as u64;
+    drop(taken);
+    let mut walked = 0;
+    // The silent probes before the checkpoint that were not stored.
+    let now = now_us();
+    let mut silent = Vec::new();
+    for pos in plan.positions().take(usize::try_from(plan.start.position).unwrap_or(usize::MAX)) {
+        let (index, ip, port) = plan.target(pos);
+        if seen.contains(&index) || plan.skips(ip) {
+            continue;
+        }
+        let reason = Reason::NoResponse;
+        silent.push(ScanResult { ip, port, state: PortState::Filtered, reason, ttl: None, rtt_us: None, time_us: now });
+        if silent.len() == 4096 {
+            walked += replay_silent(sinks, std::mem::take(&mut silent));
+        }
+    }
+    walked += replay_silent(sinks, silent);
+    counts.filtered += walked;
+    (counts, concluded, stored + walked)
+}
+
+/// Prints and stores again silent probes of the runs a resumed scan
+/// continues; returns how many.
+fn replay_silent(sinks: &mut Sinks, batch: Vec<ScanResult>) -> u64 {
+    let n = batch.len() as u64;
+    sinks.write(&batch);
+    if sinks.store_silent
+        && let Some(s) = &mut sinks.store
+    {
+        s.replay(batch);
+    }
+    n
 }
 
 /// Checks that the output files and the database can be opened for
@@ -797,7 +855,7 @@ fn flagged_notes(flagged: &[FlaggedHost]) -> Vec<String> {
 }
 
 /// How the scan ended; `prior_sent` counts the probes of the runs it resumes.
-fn finish(stats: &ScanStats, silent: u64, prior_sent: u64, latency: Latency, flagged: Vec<FlaggedHost>) -> Finish {
+fn finish(stats: &ScanStats, prior_sent: u64, latency: Latency, flagged: Vec<FlaggedHost>) -> Finish {
     let end_us = now_us();
     Finish {
         scan: ScanEnd {
@@ -805,7 +863,7 @@ fn finish(stats: &ScanStats, silent: u64, prior_sent: u64, latency: Latency, fla
             probes_sent: prior_sent.saturating_add(stats.sent),
             open: stats.open,
             closed: stats.closed,
-            filtered: stats.unreachable + silent,
+            filtered: stats.unreachable + stats.filtered,
             interrupted: stats.interrupted,
             cursor: stats.cursor,
         },
@@ -862,59 +920,6 @@ fn finish_output(r: io::Result<()>) -> Result<(), ScanError> {
     }
 }
 
-/// The probes of a completed scan that never got an answer.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-struct Silent {
-    filtered: u64,
-    /// Silent on a last try whose reply may have been dropped on this host.
-    undecided: u64,
-}
-
-fn report_silent(
-    plan: &ScanPlan,
-    answered: &Answered,
-    stats: &ScanStats,
-    open_only: bool,
-    mut writer: Option<&mut (dyn ResultWriter + '_)>,
-    mut store: Option<&mut Store>,
-) -> Result<Silent, ScanError> {
-    const BATCH: usize = 4096;
-    let now = now_us();
-    let mut silent = Silent::default();
-    let mut batch = Vec::new();
-    for (j, pos) in plan.positions().enumerate() {
-        let (index, ip, port) = plan.target(pos);
-        if plan.skips(ip) || answered.contains(index) {
-            continue;
-        }
-        let (state, reason) = if stats.undecided(plan, j as u64) {
-            silent.undecided += 1;
-            (PortState::Undecided, Reason::FramesDropped)
-        } else {
-            silent.filtered += 1;
-            (PortState::Filtered, Reason::NoResponse)
-        };
-        let r = ScanResult { ip, port, state, reason, ttl: None, rtt_us: None, time_us: now };
-        if !open_only
-            && let Some(w) = &mut writer
-            && let Err(e) = w.write(&r)
-        {
-            finish_output(Err(e))?;
-            writer = None;
-        }
-        if let Some(s) = &mut store {
-            batch.push(r);
-            if batch.len() == BATCH {
-                s.send(std::mem::take(&mut batch));
-            }
-        }
-    }
-    if let Some(s) = store {
-        s.send(batch);
-    }
-    Ok(silent)
-}
-
 fn dry_run(plan: &ScanPlan, cfg: &ScanConfig, mut out: impl Write, stop: &StopSignal) -> Result<ScanReport, ScanError> {
     const CHUNK: usize = 1 << 16;
     let mut interrupted = false;
@@ -962,11 +967,11 @@ fn dry_run(plan: &ScanPlan, cfg: &ScanConfig, mut out: impl Write, stop: &StopSi
         notes.lines(special_note(cfg));
         notes.line(format!(
             "dry run: {} probes ({} hosts x {} ports{}), {}; nothing sent",
-            plan.probes_per_pass(),
+            plan.probe_count(),
             plan.space.host_count(),
             plan.space.port_count(),
             excluded_note(cfg.excluded),
-            rate_note(cfg.rate, plan.probes_per_pass())
+            rate_note(cfg.rate, plan.probe_count())
         ));
     }
     let outcome = if interrupted { Outcome::Interrupted } else { Outcome::Completed };
@@ -1002,7 +1007,7 @@ fn rate_note(rate: u64, probes: u64) -> String {
         0 => "rate unlimited".to_string(),
         r => {
             let secs = probes.div_ceil(r);
-            format!("rate {r} pps, about {}h{:02}m{:02}s per pass", secs / 3600, secs / 60 % 60, secs % 60)
+            format!("rate {r} pps, about {}h{:02}m{:02}s to send each once", secs / 3600, secs / 60 % 60, secs % 60)
         }
     }
 }
@@ -1032,19 +1037,19 @@ fn special_note(cfg: &ScanConfig) -> Option<String> {
 }
 
 fn banner(cfg: &ScanConfig, plan: &ScanPlan, path: &Path, transport: &str) -> String {
-    let rate = rate_note(cfg.rate, plan.probes_per_pass());
+    let rate = rate_note(cfg.rate, plan.probe_count());
     format!(
         "SYN scan of {} hosts x {} ports = {} probes{}, from {} on {} ({transport}), {rate}",
         plan.space.host_count(),
         plan.space.port_count(),
-        plan.probes_per_pass(),
+        plan.probe_count(),
         excluded_note(cfg.excluded),
         path.src_ip,
         path.ifname
     )
 }
 
-fn summary(plan: &ScanPlan, s: &ScanStats, silent: Silent) -> String {
+fn summary(plan: &ScanPlan, s: &ScanStats) -> String {
     let secs = s.duration.as_secs_f64();
     let pps = if secs > 0.0 { s.sent as f64 / secs } else { 0.0 };
     let mut line = format!(
@@ -1052,13 +1057,14 @@ fn summary(plan: &ScanPlan, s: &ScanStats, silent: Silent) -> String {
         s.sent,
         s.open,
         s.closed,
-        s.unreachable + silent.filtered
+        s.unreachable + s.filtered
     );
-    if silent.undecided > 0 {
-        line.push_str(&format!(", {} undecided", silent.undecided));
+    if s.undecided > 0 {
+        line.push_str(&format!(", {} undecided", s.undecided));
     }
     if s.interrupted {
-        let left = plan.probes_per_pass() - s.answered().min(plan.probes_per_pass());
+        let decided = s.answered() + s.filtered + s.undecided;
+        let left = plan.probe_count() - decided.min(plan.probe_count());
         line.push_str(&format!("; interrupted, {left} probes without a result"));
     }
     line
@@ -1068,7 +1074,7 @@ fn details(path: &Path, s: &ScanStats, stored: Option<&StoreReport>) -> String {
     let mac = path.next_hop_mac.map(|b| format!("{b:02x}")).join(":");
     let rtt = s.max_rtt.map_or("none measured".to_string(), |d| format!("{} us", d.as_micros()));
     let mut line = format!(
-        "next hop {mac}; slowest round trip {rtt}; {} duplicate replies; {} late replies (slower than --wait, kept); {} frames failed validation; {} receive drops; {} RSTs sent",
+        "next hop {mac}; slowest round trip {rtt}; {} duplicate replies; {} late replies (after their probe was concluded, not results); {} frames failed validation; {} receive drops; {} RSTs sent",
         s.duplicates, s.late, s.invalid, s.rx_drops, s.resets
     );
     if s.resets_skipped > 0 {
@@ -1112,7 +1118,7 @@ mod tests {
         assert_eq!(
             banner(&cfg, &plan(&cfg), &path(), "raw sockets"),
             "SYN scan of 248 hosts x 2 ports = 496 probes; 8 addresses excluded by --exclude, \
-             from 10.200.0.1 on eth0 (raw sockets), rate 1000 pps, about 0h00m01s per pass"
+             from 10.200.0.1 on eth0 (raw sockets), rate 1000 pps, about 0h00m01s to send each once"
         );
         let cfg = config(&["-p", "1-65535", "10.0.0.1"]);
         assert_eq!(
@@ -1130,20 +1136,21 @@ mod tests {
             open: 3,
             closed: 90,
             unreachable: 2,
+            filtered: 4,
+            undecided: 1,
             duration: Duration::from_millis(500),
             ..ScanStats::default()
         };
-        let silent = Silent { filtered: 4, undecided: 1 };
         assert_eq!(
-            ending(&plan, &stats, silent, &[]),
+            ending(&plan, &stats, &[]),
             [
                 "100 probes sent in 0.50 s (200 probes/s): 3 open, 90 closed, 6 filtered, 1 undecided",
                 "warning: 1 probes are undecided: this host dropped frames while their replies were due, on every try \
                  (raise --retries, or lower --rate with --fixed-rate)",
             ]
         );
-        let stopped = ScanStats { interrupted: true, refused: 2, ..stats };
-        let lines = ending(&plan, &stopped, Silent::default(), &[]);
+        let stopped = ScanStats { interrupted: true, refused: 2, filtered: 0, undecided: 0, ..stats };
+        let lines = ending(&plan, &stopped, &[]);
         assert_eq!(
             lines[0],
             "100 probes sent in 0.50 s (200 probes/s): 3 open, 90 closed, 2 filtered; interrupted, 5 probes without a result"
@@ -1156,14 +1163,7 @@ mod tests {
     }
 
     #[test]
-    fn skipped_hosts_are_not_reported_silent() {
-        let cfg = config(&["-p", "1-3", "10.0.0.1-4"]);
-        let skipped = config(&["10.0.0.2"]).space.hosts().clone();
-        let plan = plan(&cfg).skipping(skipped);
-        let answered = Answered::new(plan.space.len());
-        answered.insert(cfg.space.index_of("10.0.0.1".parse().unwrap(), 1).unwrap());
-        let silent = report_silent(&plan, &answered, &ScanStats::default(), false, None, None).unwrap();
-        assert_eq!(silent, Silent { filtered: 3 * 3 - 1, undecided: 0 });
+    fn the_note_on_hosts_excluded_since_says_their_results_are_kept() {
         assert_eq!(
             skipped_note(1),
             "1 of the checkpoint's hosts are excluded now: nothing more is sent to them, their earlier results are kept"
@@ -1176,7 +1176,7 @@ mod tests {
         let stats =
             ScanStats { sent: 100, rx_drops: 7, rate_cuts: 2, lowest_rate: Some(250_000), ..ScanStats::default() };
         assert_eq!(
-            ending(&plan(&cfg), &stats, Silent::default(), &[])[1],
+            ending(&plan(&cfg), &stats, &[])[1],
             "note: this host dropped 7 frames; probes whose replies were due then were not taken as silent, \
              and were retried; the send rate was lowered 2 times, to 250000 probes/s at the least"
         );
@@ -1197,7 +1197,7 @@ mod tests {
         assert_eq!(
             details(&path(), &stats, Some(&report)),
             "next hop 02:00:00:00:00:fe; slowest round trip none measured; 1 duplicate replies; \
-             7 late replies (slower than --wait, kept); 2 frames failed validation; \
+             7 late replies (after their probe was concluded, not results); 2 frames failed validation; \
              3 receive drops; 4 RSTs sent (5 skipped: the reset thread fell behind); storage backpressure 6 times"
         );
         let cfg = config(&["--with-db", "--database", "/tmp/x.db", "--output-grepable", "/tmp/x.gnmap", "10.0.0.1"]);

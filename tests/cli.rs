@@ -495,7 +495,7 @@ fn logs_follow_v_and_rust_log() {
     let info = logged_scan("-v", None);
     assert!(count(&info, " INFO prtip::scan: path resolved") == 1 && count(&info, " DEBUG ") == 0, "{info}");
     let debug = logged_scan("-vv", None);
-    assert!(count(&debug, " DEBUG prtip::engine::run: transmit pass") >= 1, "{debug}");
+    assert!(count(&debug, " DEBUG prtip::engine::run: transmit lane") >= 1, "{debug}");
     let overridden = logged_scan("-vv", Some("off"));
     assert_eq!(count(&overridden, " DEBUG ") + count(&overridden, " INFO "), 0, "{overridden}");
     let chosen = logged_scan("", Some("prtip::store=debug,prtip::scan=info"));

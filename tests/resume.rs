@@ -12,21 +12,21 @@ use common::{
 };
 use std::process::{Command, Output};
 
-/// The sweep at a rate that makes one run last seconds: 65,536 probes in pass
-/// 0 (3.3 s), then the silent upper /17 again in pass 1 (1.6 s).
+/// The sweep at a rate that makes one run last seconds: 65,536 probes (3.3
+/// s), and a retry of each of the silent upper /17 among them (1.6 s).
 const SWEEP: [&str; 11] =
     ["-p", "80", "10.201.0.0/16", "--rate", "20000", "--wait", "0.5", "--transport", "raw", "-o", "ndjson"];
 
 /// Result lines the first run prints before it is interrupted: about a
-/// sixth of the answers of pass 0, which then has most of its probes left.
+/// sixth of the answers, with most of the probes left.
 const FIRST_STOP: usize = 5000;
 
-/// Runs `args` and interrupts the run as soon as it starts the retry pass
-/// (pass 1), which its debug log says at once; its checkpoint says so only
-/// up to 1.5 s later, when little of the pass may be left.
-fn interrupted_in_the_retry_pass(lab: &Lab, args: &[&str]) -> Output {
+/// Runs `args` and interrupts the run as soon as it sends its first retry,
+/// which its debug log says at once: probes with retries in flight are then
+/// in its send window.
+fn interrupted_while_retrying(lab: &Lab, args: &[&str]) -> Output {
     let mut run = Running::start(lab.prtip(args).env("RUST_LOG", "prtip::engine::run=debug"));
-    run.wait_for_stderr("the retry pass", |l| l.contains(" transmit pass pass=1 "));
+    run.wait_for_stderr("a retry", |l| l.contains(" first retry "));
     run.signal(libc::SIGINT);
     run.finish()
 }
@@ -39,8 +39,8 @@ fn assert_said_again(earlier: &[Row], later: &[Row], what: &str) {
     assert_eq!(missing, 0, "{what}: {missing} of the earlier run's results are not printed again");
 }
 
-/// Interrupts the scan twice (in pass 0, then, in the first resumed run, in
-/// the retry pass) and lets the second resumed run finish. `between` runs
+/// Interrupts the scan twice (early, then, in the first resumed run, once it
+/// retries) and lets the second resumed run finish. `between` runs
 /// after the first interruption, with its output. Each run prints what the
 /// ones before printed; returns the last run's standard output rows.
 fn interrupted_twice(lab: &Lab, first: &[&str], resume: &[&str], between: impl Fn(&Output)) -> Vec<Row> {
@@ -49,7 +49,7 @@ fn interrupted_twice(lab: &Lab, first: &[&str], resume: &[&str], between: impl F
     let run0 = rows(&out.stdout);
     assert!(run0.len() < 65536, "run 0 was not interrupted: {} rows", run0.len());
     between(&out);
-    let out = interrupted_in_the_retry_pass(lab, resume);
+    let out = interrupted_while_retrying(lab, resume);
     assert_eq!(out.status.code(), Some(130), "run 1: {}", stderr_of(&out));
     let run1 = rows(&out.stdout);
     assert!(run1.len() < 65536, "run 1 was not interrupted: {} rows", run1.len());
@@ -157,7 +157,7 @@ fn settings_that_contradict_the_checkpoint_are_refused() {
     }
 }
 
-/// Probes of the whole sweep: pass 0, then the silent upper /17 again.
+/// Probes of the whole sweep: each once, and the silent upper /17 again.
 const WHOLE_SWEEP_PROBES: u64 = 65536 + 32768;
 
 /// The killed scan's database, once recovered, holds its replies and a
@@ -171,8 +171,8 @@ fn a_killed_scan_resumes_from_its_last_checkpoint() {
     let (db, json) = (path_in(&dir, "scan.db"), path_in(&dir, "sweep.json"));
     let first = [&SWEEP[..], &["--with-db", "--store-silent", "--database", &db, "-oJ", &json]].concat();
     let mut scan = lab.start(&first);
-    // Killed once its checkpoint is a third into pass 0, so that a restart from zero would show.
-    let linear = "SELECT resume_pass * 65536 + resume_position FROM scans";
+    // Killed once its checkpoint is a third into the sweep, so that a restart from zero would show.
+    let linear = "SELECT resume_position FROM scans";
     scan.wait_until("a checkpoint past probe 20000", |_| {
         try_sql(&db, linear).ok().and_then(|v| v.parse::<u64>().ok()).is_some_and(|p| p >= 20000)
     });
@@ -261,8 +261,8 @@ fn a_bare_resume_takes_the_newest_of_several_checkpoints() {
 fn a_scan_killed_anywhere_resumes_to_output_that_is_the_whole_scan() {
     let mut lab = Lab::new(true);
     sweep_target(&mut lab);
-    // Kill points spread over pass 0 (the answers come with the first 49,152
-    // probes) and into the retry pass, which answers nothing.
+    // Kill points spread over the sweep (the answers come with the first
+    // 49,152 probes) and into its end, where retries of silent probes are left.
     for after_rows in [1, 9000, 27000] {
         let mut scan = lab.start(&SWEEP);
         scan.wait_for_rows(after_rows);

@@ -1,9 +1,9 @@
 //! The scan engine: the probe sequence, pacing, reply bookkeeping, and the
 //! threads that drive a transport.
 
-pub mod loss;
 pub mod pacing;
 pub mod plan;
 pub mod rate;
 pub mod run;
 pub mod state;
+pub mod window;

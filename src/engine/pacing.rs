@@ -43,6 +43,14 @@ impl Pacer {
         n
     }
 
+    /// Gives back `n` of the packets the last grant allowed, unsent: the
+    /// sender had nothing more to send.
+    pub fn unused(&mut self, n: u32) {
+        if let Some(interval) = self.interval_ps {
+            self.next_ps = self.next_ps.saturating_sub(interval * u128::from(n));
+        }
+    }
+
     /// Nanoseconds from `now_ns` until `grant` will allow at least one packet.
     pub fn wait_ns(&self, now_ns: u64) -> u64 {
         let now = u128::from(now_ns) * PS_PER_NS;
@@ -92,6 +100,14 @@ mod tests {
         assert_eq!(p.grant(1_000_000_000, 1000), 256);
         assert_eq!(p.grant(1_000_000_000, 1000), 0);
         assert_eq!(p.wait_ns(1_000_000_000), 1000);
+    }
+
+    #[test]
+    fn unused_packets_are_granted_again() {
+        let mut p = Pacer::new(1_000_000, 0);
+        assert_eq!(p.grant(10_000, 64), 11);
+        p.unused(5);
+        assert_eq!(p.grant(10_000, 64), 5);
     }
 
     #[test]

@@ -1,5 +1,5 @@
 //! The probe sequence of a scan: which (address, port) comes at each position
-//! of each pass, and from which source port. Pure.
+//! of the order, and from which source port each try leaves. Pure.
 
 use crate::permute::Permutation;
 use crate::target::hosts::Hosts;
@@ -25,17 +25,16 @@ impl Shard {
     }
 }
 
-/// How far a scan got: in pass `pass`, this shard's first `position`
-/// positions were sent. A resumed scan starts there.
+/// How far a scan got: this shard's probes of rank below `position` are
+/// concluded, their results stored. A resumed scan starts there. `pass` is
+/// 0 in every checkpoint this version writes; one from a version that
+/// retried in passes has a later pass, and resumes from the beginning with
+/// the results it stored skipped.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord)]
 pub struct Cursor {
     pub pass: u32,
     pub position: u64,
 }
-
-/// Past this many probes to skipped hosts, a shard of a scan does not count
-/// which are its own (it would take seconds before the first probe).
-const SKIPPED_COUNT_LIMIT: u128 = 1 << 22;
 
 /// Hosts of a resumed scan that are no longer probed: an exclusion given
 /// since names them. They keep their place in the space and the order, which
@@ -44,8 +43,6 @@ const SKIPPED_COUNT_LIMIT: u128 = 1 << 22;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Skipped {
     hosts: Hosts,
-    /// This shard's probes per pass to them; None where there are too many to count.
-    probes: Option<u64>,
 }
 
 impl Skipped {
@@ -66,7 +63,7 @@ pub struct ScanPlan {
     pub rate: u64,
     /// Keep `rate` whatever this host drops, rather than adapting to it.
     pub fixed_rate: bool,
-    /// The longest wait for late replies after the last probe of a pass.
+    /// The longest wait for a try's reply (`engine::state`).
     pub max_wait: Duration,
     pub shard: Shard,
     /// Where transmission starts: the beginning, or where an interrupted scan stopped.
@@ -119,33 +116,10 @@ impl ScanPlan {
         ScanPlan { start, ..self }
     }
 
-    /// Sends nothing to `hosts`, which must be hosts of the space. Set after
-    /// the shard, whose share of their probes it counts.
+    /// Sends nothing to `hosts`, which must be hosts of the space.
     pub fn skipping(self, hosts: Hosts) -> Self {
-        if hosts.is_empty() {
-            return ScanPlan { skipped: None, ..self };
-        }
-        // At most the space's hosts, so the product fits the space's u64 length.
-        let all = hosts.len() * u128::from(self.space.port_count());
-        let probes = if self.shard == Shard::WHOLE {
-            Some(all as u64)
-        } else if all <= SKIPPED_COUNT_LIMIT {
-            let host_count = self.space.host_count();
-            let ranks: Vec<u64> = hosts
-                .ranges()
-                .flat_map(|r| (r.range.first..=r.range.last).map(move |v| r.family.addr(v)))
-                .filter_map(|ip| self.space.hosts().rank(ip))
-                .map(|rank| rank as u64)
-                .collect();
-            let ours = (0..self.space.port_count())
-                .flat_map(|port| ranks.iter().map(move |host| port * host_count + host))
-                .filter(|&index| self.rank_of(index).is_some())
-                .count();
-            Some(ours as u64)
-        } else {
-            None
-        };
-        ScanPlan { skipped: Some(Skipped { hosts, probes }), ..self }
+        let skipped = (!hosts.is_empty()).then_some(Skipped { hosts });
+        ScanPlan { skipped, ..self }
     }
 
     /// Whether nothing is sent to `ip`.
@@ -154,13 +128,8 @@ impl ScanPlan {
         self.skipped.as_ref().is_some_and(|s| s.hosts.contains(ip))
     }
 
-    /// How many of this shard's probes in a pass are skipped, if known: none without skipped hosts.
-    pub fn skipped_probes(&self) -> Option<u64> {
-        self.skipped.as_ref().map_or(Some(0), |s| s.probes)
-    }
-
-    /// Probes this shard sends in one pass.
-    pub fn probes_per_pass(&self) -> u64 {
+    /// This shard's probes: each is sent once, and retried while silent.
+    pub fn probe_count(&self) -> u64 {
         self.shard.probes_of(self.space.len())
     }
 
@@ -169,62 +138,29 @@ impl ScanPlan {
         (self.shard.index..self.space.len()).step_by(self.shard.count as usize)
     }
 
-    /// What transmit lane `lane` of `lanes` sends in one pass: the `j`-th
-    /// positions of this shard with `j = lane (mod lanes)` and `j >= from`,
-    /// as `(j, position)`. The lanes together send the shard's positions once.
-    pub fn lane_positions(&self, lane: u64, lanes: u64, from: u64) -> impl Iterator<Item = (u64, u64)> + use<> {
-        let first = from + (lane + lanes - from % lanes) % lanes;
-        let (index, count, len) = (self.shard.index, self.shard.count, self.space.len());
-        (first..)
-            .step_by(lanes as usize)
-            .map(move |j| (j, j.saturating_mul(count).saturating_add(index)))
-            .take_while(move |&(_, pos)| pos < len)
+    /// The position in the order of this shard's `j`-th probe (its rank).
+    pub fn position_of_rank(&self, j: u64) -> u64 {
+        j.saturating_mul(self.shard.count).saturating_add(self.shard.index)
     }
 
-    /// A cursor as one number that grows as the scan goes on, so that one
-    /// atomic can hold it.
-    pub fn linear(&self, c: Cursor) -> u64 {
-        u64::from(c.pass) * self.probes_per_pass() + c.position
-    }
-
-    pub fn cursor_at(&self, linear: u64) -> Cursor {
-        match self.probes_per_pass() {
-            0 => Cursor::default(),
-            n => Cursor { pass: (linear / n) as u32, position: linear % n },
-        }
-    }
-
-    /// The last pass a scan may send: `retries` passes over the silent
-    /// probes, then up to as many loss passes, each over the silent probes
-    /// whose try in the pass before may have lost its reply to a drop on
-    /// this host (`engine::loss`): such a try does not spend the budget.
-    pub fn last_pass(&self) -> u32 {
-        self.retries * 2
-    }
-
-    /// The cursor after the last probe of the last regular pass: where a
-    /// completed scan stands, loss passes or not.
-    pub fn end(&self) -> Cursor {
-        Cursor { pass: self.retries, position: self.probes_per_pass() }
-    }
-
-    /// The probe at position `pos` of every pass: its space index, address and port.
+    /// The probe at position `pos` of the order: its space index, address and port.
     pub fn target(&self, pos: u64) -> (u64, IpAddr, u16) {
         let index = self.order.get(pos);
         let (ip, port) = self.space.get(index);
         (index, ip, port)
     }
 
-    /// The source port of probe `index` in pass `pass`. Retries use another port,
-    /// so that a target sees a new connection attempt rather than a duplicate SYN.
-    pub fn source_port(&self, index: u64, pass: u32) -> u16 {
+    /// The source port of try `attempt` (0 is the first) of probe `index`.
+    /// Retries use another port, so that a target sees a new connection
+    /// attempt rather than a duplicate SYN.
+    pub fn source_port(&self, index: u64, attempt: u32) -> u16 {
         let count = u64::from(self.src_ports.1 - self.src_ports.0) + 1;
-        // A loss pass reuses an earlier pass's port, so `pass_from` takes its replies as that pass's.
-        let pass = pass % (self.retries + 1);
-        self.src_ports.0 + (index.wrapping_add(u64::from(pass)).wrapping_add(self.port_salt) % count) as u16
+        // A try sent again for a lost one (`engine::window`) reuses a regular try's port.
+        let attempt = attempt % (self.retries + 1);
+        self.src_ports.0 + (index.wrapping_add(u64::from(attempt)).wrapping_add(self.port_salt) % count) as u16
     }
 
-    /// The first pass that sends probe `index` from `sport`, if any does: a
+    /// The first try that sends probe `index` from `sport`, if any does: a
     /// reply to any other port of the range is not to one of our probes.
     pub fn pass_from(&self, index: u64, sport: u16) -> Option<u32> {
         let count = u64::from(self.src_ports.1 - self.src_ports.0) + 1;
@@ -236,16 +172,17 @@ impl ScanPlan {
         (offset <= u64::from(self.retries)).then_some(offset as u32)
     }
 
-    /// Every pass that sends probe `index` from `sport`, in order: a loss
-    /// pass repeats its regular pass's port, and a range of fewer ports than
-    /// tries gives several regular passes the same one.
-    pub fn passes_from(&self, index: u64, sport: u16) -> impl Iterator<Item = u32> + '_ {
+    /// The tries of probe `index` among its first `tries` that left from
+    /// `sport`, in order: a try sent again for a lost one repeats a regular
+    /// try's port, and a range of fewer ports than tries gives several
+    /// tries the same one.
+    pub fn tries_from(&self, index: u64, sport: u16, tries: u32) -> impl Iterator<Item = u32> + '_ {
         let first = self.pass_from(index, sport).unwrap_or(u32::MAX);
-        (first..=self.last_pass()).filter(move |&pass| self.source_port(index, pass) == sport)
+        (first..tries).filter(move |&attempt| self.source_port(index, attempt) == sport)
     }
 
-    /// Where probe `index` stands in this shard's share of the order (the
-    /// `j` of `lane_positions`), if this shard sends it at all.
+    /// Where probe `index` stands in this shard's share of the order (its
+    /// rank), if this shard sends it at all.
     pub fn rank_of(&self, index: u64) -> Option<u64> {
         let pos = self.order.position_of(index);
         let from_first = pos.checked_sub(self.shard.index)?;
@@ -284,38 +221,30 @@ mod tests {
         for shard in [Shard::WHOLE, Shard { index: 1, count: 3 }] {
             let plan = ScanPlan::new(space.clone(), 9, (61000, 61003), 1, 0, Duration::from_secs(1)).with_shard(shard);
             let mut ranked = 0;
-            for (j, pos) in plan.lane_positions(0, 1, 0) {
-                assert_eq!(plan.rank_of(plan.target(pos).0), Some(j));
+            for (j, pos) in plan.positions().enumerate() {
+                assert_eq!(plan.rank_of(plan.target(pos).0), Some(j as u64));
+                assert_eq!(plan.position_of_rank(j as u64), pos);
                 ranked += 1;
             }
-            assert_eq!(ranked, plan.probes_per_pass());
+            assert_eq!(ranked, plan.probe_count());
             let others = (0..space.len()).filter(|&i| plan.rank_of(i).is_none()).count() as u64;
-            assert_eq!(others, space.len() - plan.probes_per_pass(), "{shard:?}");
+            assert_eq!(others, space.len() - plan.probe_count(), "{shard:?}");
         }
     }
 
     #[test]
-    fn lanes_from_a_cursor_continue_the_shard_between_them() {
-        let space = crate::target::space::v4_space((1, 50), (1, 3));
-        let whole = ScanPlan::new(space, 5, (61000, 61000), 2, 0, Duration::from_secs(1));
-        for count in [1u64, 3, 7] {
-            for index in 0..count {
-                let plan = whole.clone().with_shard(Shard { index, count });
-                let all: Vec<u64> = plan.positions().collect();
-                for lanes in [1u64, 2, 3, 8] {
-                    for from in [0, 1, 5, all.len() as u64, all.len() as u64 + 3] {
-                        let mut got: Vec<(u64, u64)> =
-                            (0..lanes).flat_map(|lane| plan.lane_positions(lane, lanes, from)).collect();
-                        got.sort();
-                        let expect: Vec<(u64, u64)> =
-                            all.iter().enumerate().map(|(j, &p)| (j as u64, p)).skip(from as usize).collect();
-                        assert_eq!(got, expect, "{index}/{count}, {lanes} lanes from {from}");
-                    }
-                }
-                for linear in 0..=plan.linear(plan.end()) {
-                    assert_eq!(plan.linear(plan.cursor_at(linear)), linear);
-                }
+    fn the_tries_from_a_port_are_those_it_was_given_to() {
+        let space = crate::target::space::v4_space((1, 100), (80, 80));
+        let plan = ScanPlan::new(space, 1, (61000, 61001), 2, 0, Duration::from_secs(1));
+        for index in 0..100 {
+            for sport in [60999u16, 61000, 61001] {
+                let expect: Vec<u32> = (0..5).filter(|&a| plan.source_port(index, a) == sport).collect();
+                assert_eq!(plan.tries_from(index, sport, 5).collect::<Vec<_>>(), expect, "{index} {sport}");
+                let first_two: Vec<u32> = expect.iter().copied().filter(|&a| a < 2).collect();
+                assert_eq!(plan.tries_from(index, sport, 2).collect::<Vec<_>>(), first_two);
             }
+            // The fourth try (sent again for a lost one) leaves from the first's port.
+            assert_eq!(plan.source_port(index, 3), plan.source_port(index, 0));
         }
     }
 
@@ -326,29 +255,15 @@ mod tests {
     }
 
     #[test]
-    fn skipped_hosts_are_known_by_address_and_their_probes_counted_per_shard() {
+    fn skipped_hosts_are_known_by_address() {
         let space = crate::target::space::v4_space((1, 40), (1, 7));
         let whole = ScanPlan::new(space, 3, (61000, 61003), 1, 0, Duration::from_secs(1));
-        assert_eq!((whole.skipped_probes(), whole.skips(IpAddr::from([0, 0, 0, 5]))), (Some(0), false));
+        assert!(!whole.skips(IpAddr::from([0, 0, 0, 5])));
         assert!(whole.clone().skipping(hosts(&[])).skipped.is_none(), "nothing to skip costs nothing per probe");
-        let skipped = hosts(&[(5, 9), (40, 40)]);
-        for count in [1u64, 2, 3, 8] {
-            for index in 0..count {
-                let plan = whole.clone().with_shard(Shard { index, count }).skipping(skipped.clone());
-                let by_walking = plan.positions().filter(|&pos| plan.skips(plan.target(pos).1)).count() as u64;
-                assert_eq!(plan.skipped_probes(), Some(by_walking), "{}/{count}", index + 1);
-            }
-        }
-        let plan = whole.skipping(skipped);
-        assert_eq!(plan.skipped_probes(), Some(6 * 7));
+        let plan = whole.skipping(hosts(&[(5, 9), (40, 40)]));
         for (host, skips) in [(4u8, false), (5, true), (9, true), (10, false), (40, true)] {
             assert_eq!(plan.skips(IpAddr::from([0, 0, 0, host])), skips, "0.0.0.{host}");
         }
-        // A shard does not count its share of more than SKIPPED_COUNT_LIMIT skipped probes.
-        let space = crate::target::space::v4_space((1, 1 << 23), (80, 80));
-        let shard = ScanPlan::new(space, 3, (61000, 61003), 1, 0, Duration::from_secs(1))
-            .with_shard(Shard { index: 0, count: 2 });
-        assert_eq!(shard.skipping(hosts(&[(1, 1 << 23)])).skipped_probes(), None);
     }
 
     #[test]
@@ -362,7 +277,7 @@ mod tests {
                 for index in 0..count {
                     let plan = whole.clone().with_shard(Shard { index, count });
                     let probes: Vec<_> = plan.positions().map(|p| plan.target(p)).collect();
-                    assert_eq!(probes.len() as u64, plan.probes_per_pass(), "{hosts}x{ports} {index}/{count}");
+                    assert_eq!(probes.len() as u64, plan.probe_count(), "{hosts}x{ports} {index}/{count}");
                     total += probes.len();
                     for (_, ip, port) in probes {
                         assert!(seen.insert((ip, port)), "{ip}:{port} in two shards");

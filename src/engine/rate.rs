@@ -202,7 +202,7 @@ mod tests {
     #[test]
     fn a_sender_idle_between_passes_is_cut_from_its_fastest_not_from_its_pause() {
         let mut ctl = RateControl::new(0, true, 0, 0);
-        // 50 ms at 800k/s, then 40 ms of waiting for the pass's replies, then a drop.
+        // 50 ms at 800k/s, then 40 ms of waiting for replies, then a drop.
         for t in 1..=5 {
             assert_eq!(ctl.update(t * 10 * MS, t * 8_000, 0, 0.0), None);
         }

@@ -1,23 +1,26 @@
-//! The scan itself: a transmit thread and a receive thread over a transport,
-//! with results handed to the caller's thread as they are validated.
+//! The scan itself: a transmit thread per lane and a receive thread over a
+//! transport, with results handed to the caller's thread as they are
+//! decided. Each lane's probes go through its send window (`engine::window`),
+//! which decides retries and when silence is a result; this module runs the
+//! threads around it.
 
-use super::loss::{LossLog, Sample, SendHistory, in_flight};
 use super::pacing::Pacer;
 use super::plan::{Cursor, ScanPlan};
 use super::rate::{RateControl, RateReason};
-use super::state::{Answered, reply_timeout, retry_after};
+use super::state::{reply_timeout, retry_after};
+use super::window::{Lookup, Silent, Timeouts, Try, Verdict, Window};
 use crate::result::{PortState, Reason, ScanResult};
 use crate::transport::{Drops, Receive, Transmit, TransportError};
 use crate::wire::cookie::{CookieKey, echo_within, unwrap_rtt_us};
 use crate::wire::reply::{Rejection, Reply, ReplyKind, ReplyMatcher};
 use crate::wire::template::{Probe, SYN_FRAME_LEN, SynTemplate};
-use std::collections::VecDeque;
+use std::collections::HashSet;
 use std::net::IpAddr;
 use std::sync::atomic::{
     AtomicBool, AtomicU32, AtomicU64, AtomicUsize,
     Ordering::{AcqRel, Acquire, Relaxed, Release},
 };
-use std::sync::{Mutex, mpsc};
+use std::sync::{Mutex, MutexGuard, mpsc};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use thiserror::Error;
 
@@ -31,6 +34,13 @@ const LOSS_CHECK: Duration = Duration::from_millis(10);
 const PROGRESS_EVERY: Duration = Duration::from_millis(250);
 /// Round trips above this are not believed: the echo was mangled or forged.
 const MAX_RTT: Duration = Duration::from_secs(60);
+/// The longest a lane with nothing due sleeps: the receive side's progress
+/// may conclude probes, and let the window take fresh ones, at any time.
+const IDLE: Duration = Duration::from_millis(1);
+/// The most probes a lane's window holds (some 80 bytes each, with its
+/// queues): at a million probes a second it holds about four seconds of
+/// them, far more than a reply timeout. Past it, fresh probes wait.
+const WINDOW_CAPACITY: usize = 1 << 22;
 
 #[derive(Debug, Error)]
 pub enum EngineError {
@@ -80,7 +90,9 @@ pub struct Wire {
 
 /// Where a running scan reports, on the caller's thread.
 pub trait Observer {
-    /// A batch of validated, deduplicated results.
+    /// A batch of results: validated, deduplicated replies, and probes
+    /// concluded silent (`filtered` or `undecided`, reason `no-response` or
+    /// `frames-dropped`).
     fn results(&mut self, batch: Vec<ScanResult>);
     /// The counters, a few times a second.
     fn progress(&mut self, _progress: &Progress) {}
@@ -90,19 +102,21 @@ pub trait Observer {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Progress {
     pub elapsed: Duration,
-    /// Probes this run has to send in the pass it starts in: one whole pass
-    /// unless it resumes another run (retries come on top).
+    /// Probes this run has to send: one whole pass over the targets unless
+    /// it resumes another run (retries come on top).
     pub planned: u64,
     pub sent: u64,
     /// Replies this run received (not those of the runs it resumes).
     pub answered: u64,
     pub open: u64,
     pub rx_drops: u64,
+    /// Replies whose probe had left the send window: not results.
+    pub late: u64,
     /// The send rate in force (0: no limit), and why.
     pub rate: u64,
     pub rate_reason: RateReason,
-    /// How far the scan got with every reply due in: where a resumed scan
-    /// would start if this one ended now.
+    /// How far the scan got with every probe before it concluded: where a
+    /// resumed scan would start if this one ended now.
     pub checkpoint: Cursor,
 }
 
@@ -117,8 +131,13 @@ pub struct ScanStats {
     pub closed: u64,
     /// Answered with ICMP unreachable.
     pub unreachable: u64,
+    /// Silent through every try.
+    pub filtered: u64,
+    /// Silent, but the last try may have lost its reply on this host.
+    pub undecided: u64,
     pub duplicates: u64,
-    /// Replies slower than `--wait`: kept, as the truth they are, and counted.
+    /// Replies whose probe had left the send window (concluded without
+    /// them): counted, not results.
     pub late: u64,
     /// RSTs sent to close what SYN-ACKs half opened (AF_XDP only: otherwise
     /// this host's kernel sees the SYN-ACKs and resets them itself).
@@ -130,19 +149,17 @@ pub struct ScanStats {
     /// Frames the kernel dropped before prtip read them, and probes the
     /// interface dropped before they left.
     pub rx_drops: u64,
-    /// Where in the send order replies may have been lost to those drops.
-    pub losses: LossLog,
-    /// What each loss pass that ran resent: the silent probes of the pass
-    /// before it that this log marked (the loss log as it was then).
-    pub resent: Vec<LossLog>,
     /// How often the send rate was lowered for drops, and the lowest it went.
     pub rate_cuts: u64,
     pub lowest_rate: Option<u64>,
     pub max_rtt: Option<Duration>,
+    /// The most probes the send windows held at once, and their bytes then.
+    pub window_peak: u64,
+    pub window_bytes: u64,
     pub duration: Duration,
     pub interrupted: bool,
-    /// Where a resumed scan starts: the end of the last pass when the scan
-    /// completed, otherwise as far as transmission got with its replies in.
+    /// Where a resumed scan starts: the end when the scan completed,
+    /// otherwise the first probe not concluded.
     pub cursor: Cursor,
 }
 
@@ -150,33 +167,6 @@ impl ScanStats {
     pub fn answered(&self) -> u64 {
         self.open + self.closed + self.unreachable
     }
-
-    /// Whether the silent probe at position `j` of a completed scan is
-    /// undecided: its last try, in the last regular pass or the last loss
-    /// pass that resent it, may have lost its reply on this host.
-    pub fn undecided(&self, plan: &ScanPlan, j: u64) -> bool {
-        let at = |pass| plan.linear(Cursor { pass, position: j });
-        let mut pass = plan.retries;
-        for log in &self.resent {
-            if !log.contains(at(pass)) {
-                break;
-            }
-            pass += 1;
-        }
-        self.losses.contains(at(pass))
-    }
-}
-
-/// What a loss pass resends, decided once, by the first lane to get there,
-/// so that every lane resends from the same loss log.
-#[derive(Debug, Clone, Default)]
-enum Resend {
-    #[default]
-    Undecided,
-    /// Nothing in the pass before was marked: the scan is done.
-    Nothing,
-    /// The silent probes of the pass before that this log marks.
-    Marked(LossLog),
 }
 
 /// Marks a thread's end in `Shared` when dropped: on return, on error and on panic.
@@ -192,7 +182,6 @@ impl Drop for EndGuard<'_> {
         }
         // The last transmit lane to end ends transmission.
         if self.transmit && self.shared.tx_running.fetch_sub(1, AcqRel) == 1 {
-            // Release: whoever sees tx_done also sees the last send time stored before it.
             self.shared.tx_done.store(true, Release);
         }
     }
@@ -201,13 +190,40 @@ impl Drop for EndGuard<'_> {
 /// An RST frame and its length.
 type ResetFrame = ([u8; SYN_FRAME_LEN], usize);
 
-/// Shared between the threads; every field but the loss log and the rate's
-/// reason is a counter or a flag.
+/// The transmit lanes of a plan: lane `l` of `count` sends the shard's
+/// probes of rank `j = k * count + l`, its `k`-th.
+#[derive(Debug, Clone, Copy)]
+struct Lanes {
+    count: u64,
+    /// Probes of the shard: ranks run below it.
+    ranks: u64,
+}
+
+impl Lanes {
+    /// The lane and the seq within it of rank `j`.
+    fn of(&self, j: u64) -> (usize, u64) {
+        ((j % self.count) as usize, j / self.count)
+    }
+
+    fn rank(&self, lane: usize, seq: u64) -> u64 {
+        seq * self.count + lane as u64
+    }
+
+    /// The first seq of lane `lane` at rank `from` or after: with `from` the
+    /// end, the lane's probe count.
+    fn seq_from(&self, lane: usize, from: u64) -> u64 {
+        from.saturating_sub(lane as u64).div_ceil(self.count)
+    }
+
+    /// Every rank below this is before lane `lane`'s seq `trail`, for its part.
+    fn trail_rank(&self, lane: usize, trail: u64) -> u64 {
+        self.rank(lane, trail).min(self.ranks)
+    }
+}
+
+/// Shared between the threads: the lanes' windows, and counters and flags.
 #[derive(Default)]
 struct Shared {
-    /// The answers that complete a pass: its probes but the skipped ones
-    /// that earlier runs did not have answered.
-    goal: u64,
     sent: AtomicU64,
     /// Probes the kernel would not send (see `Transmit::transmit`).
     refused: AtomicU64,
@@ -216,89 +232,42 @@ struct Shared {
     zero_window: AtomicU64,
     closed: AtomicU64,
     unreachable: AtomicU64,
+    filtered: AtomicU64,
+    undecided: AtomicU64,
     duplicates: AtomicU64,
     late: AtomicU64,
     resets: AtomicU64,
     resets_skipped: AtomicU64,
     invalid: AtomicU64,
     rx_drops: AtomicU64,
-    losses: Mutex<LossLog>,
-    /// Per loss pass (pass `retries + 1` first), what it resends.
-    resends: Mutex<Vec<Resend>>,
     /// The send rate every lane follows (0: no limit), and why it is so.
     rate: AtomicU64,
     rate_reason: Mutex<RateReason>,
     rate_cuts: AtomicU64,
     lowest_rate: AtomicU64,
     max_rtt_us: AtomicU64,
-    last_send_ns: AtomicU64,
-    /// Per pass, when its last lane sent its last probe of it.
-    pass_end_ns: Vec<AtomicU64>,
-    /// Per transmit lane, `ScanPlan::linear` of the cursor below which the
-    /// lane has sent all its positions.
-    cursors: Vec<AtomicU64>,
-    /// Per transmit lane, the cursor below which the lane has sent or is
-    /// sending (stored before a batch goes out, so that no reply can beat
-    /// it): a reply to a probe past it is a forgery, whatever its cookie.
-    reached: Vec<AtomicU64>,
+    window_peak: AtomicU64,
+    window_bytes: AtomicU64,
+    windows: Vec<Mutex<Window>>,
+    /// Per lane, the rank below which it has concluded every probe, stored
+    /// after the results of those probes were handed over.
+    trails: Vec<AtomicU64>,
+    /// Every frame that arrived before this time (ns on the scan's clock)
+    /// has been read, and its result handed over.
+    caught_up: AtomicU64,
     tx_running: AtomicUsize,
     tx_done: AtomicBool,
     failed: AtomicBool,
 }
 
 impl Shared {
-    /// Every position below the returned cursor was sent: the lanes' lowest.
-    fn cursor(&self) -> u64 {
-        self.cursors.iter().map(|c| c.load(Acquire)).min().unwrap_or(0)
+    fn window(&self, lane: usize) -> MutexGuard<'_, Window> {
+        self.windows[lane].lock().expect("window lock")
     }
 
-    /// The place (`ScanPlan::linear`) of the last try of probe `index` from
-    /// source port `sport` that went out (or is going out), if one did: the
-    /// probe is this shard's, and its lane reached it in one of the passes
-    /// sending from that port (`ScanPlan::passes_from`). A blind forger who
-    /// guesses a cookie before the probe is sent, to have a closed port taken
-    /// for the real answer, is refused here; the permutation's inverse says
-    /// where the probe stands.
-    fn last_try(&self, plan: &ScanPlan, index: u64, sport: u16) -> Option<u64> {
-        let j = plan.rank_of(index)?;
-        let reached = self.reached[(j % self.reached.len() as u64) as usize].load(Acquire);
-        plan.passes_from(index, sport)
-            .map(|pass| plan.linear(Cursor { pass, position: j }))
-            .take_while(|&linear| linear < reached)
-            .last()
-    }
-
-    /// Every position sent so far is below this: the lanes' highest, past a
-    /// batch each that may be on its way without its cursor stored yet.
-    fn sent_bound(&self) -> u64 {
-        let lanes = self.cursors.len() as u64;
-        self.cursors.iter().map(|c| c.load(Acquire)).max().unwrap_or(0) + lanes * u64::from(TX_BATCH)
-    }
-
-    /// What loss pass `pass` resends, or None when it has nothing to: the
-    /// loss log as the first lane to ask finds it, for every lane.
-    fn resend(&self, pass: u32, plan: &ScanPlan) -> Option<LossLog> {
-        let mut resends = self.resends.lock().expect("resend lock");
-        let slot = resends.get_mut((pass - plan.retries - 1) as usize)?;
-        if let Resend::Undecided = slot {
-            let log = self.losses.lock().expect("loss log lock").clone();
-            let before = plan.linear(Cursor { pass: pass - 1, position: 0 })..plan.linear(Cursor { pass, position: 0 });
-            let marked = log.first_from(before.start).is_some_and(|m| before.contains(&m));
-            *slot = if marked { Resend::Marked(log) } else { Resend::Nothing };
-        }
-        match slot {
-            Resend::Marked(log) => Some(log.clone()),
-            Resend::Undecided | Resend::Nothing => None,
-        }
-    }
-
-    /// A resumed scan starting at `linear` would not send the last pass's
-    /// probes below it again: it must not pass one whose reply may have been
-    /// lost, or that probe's silence would be taken for an answer.
-    fn resumable(&self, linear: u64, plan: &ScanPlan) -> u64 {
-        let last_pass = plan.linear(Cursor { pass: plan.retries, position: 0 });
-        let losses = self.losses.lock().expect("loss log lock");
-        losses.first_from(last_pass).map_or(linear, |lost| linear.min(lost))
+    /// Every probe below this rank is concluded and its result handed over.
+    fn trail(&self) -> u64 {
+        self.trails.iter().map(|t| t.load(Acquire)).min().unwrap_or(0)
     }
 
     fn max_rtt(&self) -> Option<Duration> {
@@ -308,45 +277,25 @@ impl Shared {
         }
     }
 
-    /// How long after a probe its reply may still come, by the round trips seen so far.
-    fn reply_timeout(&self, plan: &ScanPlan) -> Duration {
-        reply_timeout(self.max_rtt(), plan.max_wait)
-    }
-
-    /// The last sampled cursor whose replies are all due by now.
-    fn checkpoint(&self, checkpoints: &mut Checkpoints, now_ns: u64, plan: &ScanPlan) -> Cursor {
-        let safe = checkpoints.safe(now_ns.saturating_sub(self.reply_timeout(plan).as_nanos() as u64));
-        plan.cursor_at(self.resumable(safe, plan))
-    }
-
-    /// True once no reply to the probes sent so far can still be expected.
-    fn replies_due_by(&self, clock: &Clock, plan: &ScanPlan) -> bool {
-        let waited = Duration::from_nanos(clock.now_ns().saturating_sub(self.last_send_ns.load(Relaxed)));
-        waited >= self.reply_timeout(plan)
-    }
-
-    /// True once every lane has sent all of pass `pass` and its replies are
-    /// due by the round trips measured (`retry_after`): the next pass may
-    /// retry what is unanswered. A lane
-    /// already retrying does not hold the others back.
-    fn pass_due(&self, pass: u32, clock: &Clock, plan: &ScanPlan) -> bool {
-        // The cursors first: a lane stores its pass's end before its cursor.
-        if self.cursor() < plan.linear(Cursor { pass: pass + 1, position: 0 }) {
-            return false;
+    /// The waits of a try, by the round trips seen so far.
+    fn timeouts(&self, plan: &ScanPlan) -> Timeouts {
+        let rtt = self.max_rtt();
+        Timeouts {
+            retry_after: retry_after(rtt, plan.max_wait).as_nanos() as u64,
+            reply_timeout: reply_timeout(rtt, plan.max_wait).as_nanos() as u64,
         }
-        let ended = self.pass_end_ns.get(pass as usize).map_or(0, |t| t.load(Acquire));
-        Duration::from_nanos(clock.now_ns().saturating_sub(ended)) >= retry_after(self.max_rtt(), plan.max_wait)
     }
 
     /// Where the scan stands `now_ns` into it.
-    fn progress(&self, now_ns: u64, planned: u64, answered_before: u64, checkpoint: Cursor) -> Progress {
+    fn progress(&self, now_ns: u64, planned: u64, checkpoint: Cursor) -> Progress {
         Progress {
             elapsed: Duration::from_nanos(now_ns),
             planned,
             sent: self.sent.load(Relaxed),
-            answered: self.answered.load(Relaxed) - answered_before,
+            answered: self.answered.load(Relaxed),
             open: self.open.load(Relaxed),
             rx_drops: self.rx_drops.load(Relaxed),
+            late: self.late.load(Relaxed),
             rate: self.rate.load(Relaxed),
             rate_reason: *self.rate_reason.lock().expect("rate reason lock"),
             checkpoint,
@@ -362,6 +311,8 @@ impl Shared {
             zero_window: self.zero_window.load(Relaxed),
             closed: self.closed.load(Relaxed),
             unreachable: self.unreachable.load(Relaxed),
+            filtered: self.filtered.load(Relaxed),
+            undecided: self.undecided.load(Relaxed),
             duplicates: self.duplicates.load(Relaxed),
             late: self.late.load(Relaxed),
             resets: self.resets.load(Relaxed),
@@ -373,15 +324,9 @@ impl Shared {
                 0 => None,
                 r => Some(r),
             },
-            losses: std::mem::take(&mut *self.losses.lock().expect("loss log lock")),
-            resent: std::mem::take(&mut *self.resends.lock().expect("resend lock"))
-                .into_iter()
-                .map_while(|r| match r {
-                    Resend::Marked(log) => Some(log),
-                    Resend::Undecided | Resend::Nothing => None,
-                })
-                .collect(),
             max_rtt: self.max_rtt(),
+            window_peak: self.window_peak.load(Relaxed),
+            window_bytes: self.window_bytes.load(Relaxed),
             duration,
             interrupted,
             cursor,
@@ -424,13 +369,14 @@ impl Clock {
 }
 
 /// Runs a scan to its end and hands `observer`, on the caller's thread, every
-/// batch of validated replies and the progress. Each of `txs` (one per NIC
-/// queue) sends on a thread of its own, a lane of the plan's positions. Probes that never got an answer are left to the caller
-/// (see `Answered`), so that reporting them costs nothing when nobody asks.
-/// `resets`, when given, sends an RST for every valid SYN-ACK: needed where
-/// this host's kernel never sees the replies (AF_XDP steals them). The
-/// transports are borrowed: closing them can take tens of milliseconds of
-/// RCU grace periods, which the caller may spend on something else.
+/// batch of results and the progress. Each of `txs` (one per NIC queue)
+/// sends on a thread of its own, a lane of the plan's probes. `prior` holds
+/// the space indices of probes that earlier runs of a resumed scan concluded:
+/// they are not sent again. `resets`, when given, sends an RST for every
+/// valid SYN-ACK: needed where this host's kernel never sees the replies
+/// (AF_XDP steals them). The transports are borrowed: closing them can take
+/// tens of milliseconds of RCU grace periods, which the caller may spend on
+/// something else.
 #[allow(clippy::too_many_arguments)]
 pub fn run<T: Transmit, R: Receive>(
     plan: &ScanPlan,
@@ -439,56 +385,44 @@ pub fn run<T: Transmit, R: Receive>(
     rx: &mut R,
     resets: Option<&mut dyn Transmit>,
     stop: &StopSignal,
-    answered: &Answered,
+    prior: &HashSet<u64>,
     observer: &mut impl Observer,
 ) -> Result<ScanStats, EngineError> {
     if txs.is_empty() {
         return Err(EngineError::NoTransmitter);
     }
     let clock = Clock::new();
-    let lanes = txs.len() as u64;
-    // A resumed scan starts with its earlier answers.
-    let answered_before = answered.count();
-    let total = plan.probes_per_pass();
-    // Skipped probes get no answer in this run: a pass is complete without
-    // those the earlier runs had no answer to. Where they are too many to
-    // count, the end waits for the reply timeout, as after a silent probe.
-    let goal = match plan.skipped_probes() {
-        Some(skipped) if skipped > 0 => {
-            let answered_skipped = answered.count_if(|index| plan.skips(plan.space.get(index).0));
-            total - skipped.saturating_sub(answered_skipped)
-        }
-        _ => total,
-    };
+    let lanes = Lanes { count: txs.len() as u64, ranks: plan.probe_count() };
+    let start = plan.start.position.min(lanes.ranks);
     let shared = Shared {
-        goal,
-        cursors: (0..lanes).map(|_| AtomicU64::new(plan.linear(plan.start))).collect(),
-        reached: (0..lanes).map(|_| AtomicU64::new(plan.linear(plan.start))).collect(),
+        windows: (0..txs.len())
+            .map(|lane| {
+                let (total, first) = (lanes.seq_from(lane, lanes.ranks), lanes.seq_from(lane, start));
+                Mutex::new(Window::new(total, first, plan.retries, WINDOW_CAPACITY))
+            })
+            .collect(),
+        trails: (0..txs.len())
+            .map(|lane| AtomicU64::new(lanes.trail_rank(lane, lanes.seq_from(lane, start))))
+            .collect(),
         tx_running: AtomicUsize::new(txs.len()),
-        tx_done: AtomicBool::new(false),
-        pass_end_ns: (0..=plan.last_pass()).map(|_| AtomicU64::new(0)).collect(),
-        resends: Mutex::new(vec![Resend::Undecided; plan.retries as usize]),
-        answered: AtomicU64::new(answered_before),
         rate: AtomicU64::new(plan.rate),
         ..Shared::default()
     };
-    // The progress of this run: what is left of the pass it starts in, and its own answers.
-    let planned = total - plan.start.position.min(total);
+    let planned = lanes.ranks - start;
     let (results_tx, results_rx) = mpsc::channel::<Vec<ScanResult>>();
-    let mut checkpoints = Checkpoints::new(plan.linear(plan.start));
 
     let (tx_outcome, rx_outcome) = std::thread::scope(|s| {
         let tx_threads: Vec<_> = txs
             .iter_mut()
             .enumerate()
             .map(|(lane, tx)| {
-                let (shared, clock) = (&shared, &clock);
+                let (shared, clock, results) = (&shared, &clock, results_tx.clone());
                 s.spawn(move || {
                     // Whatever way transmission ends, a panic included, the receive
                     // thread must learn it, or it would wait for replies forever.
                     let _done = EndGuard { shared, transmit: true };
-                    let lane = Lane { index: lane as u64, of: lanes };
-                    let r = transmit(plan, lane, wire, tx, shared, clock, stop, answered);
+                    let lane = Lane { index: lane, lanes };
+                    let r = transmit(plan, lane, wire, tx, shared, clock, stop, prior, results);
                     shared.failed.fetch_or(r.is_err(), Relaxed);
                     r
                 })
@@ -497,11 +431,11 @@ pub fn run<T: Transmit, R: Receive>(
         let resets = resets.map(|tx| spawn_resets(s, tx, &shared));
         let rx_thread = s.spawn(|| {
             let _done = EndGuard { shared: &shared, transmit: false };
-            let r = receive(plan, wire, rx, resets, &shared, &clock, stop, answered, results_tx);
+            let r = receive(plan, wire, lanes, rx, resets, &shared, &clock, stop, results_tx);
             shared.failed.fetch_or(r.is_err(), Relaxed);
             r
         });
-        // The channel closes when the receive thread ends, so this loop cannot miss the end.
+        // The channel closes when the last thread holding a sender ends, so this loop cannot miss the end.
         let mut last_tick = Instant::now();
         loop {
             match results_rx.recv_timeout(PROGRESS_EVERY) {
@@ -511,14 +445,12 @@ pub fn run<T: Transmit, R: Receive>(
             }
             if last_tick.elapsed() >= PROGRESS_EVERY {
                 last_tick = Instant::now();
-                // Every reply already handed over is delivered before the checkpoint that counts on it.
+                // The trail first: the results it counts on were handed over before it was stored.
+                let checkpoint = Cursor { pass: 0, position: shared.trail() };
                 while let Ok(batch) = results_rx.try_recv() {
                     observer.results(batch);
                 }
-                let now = clock.now_ns();
-                checkpoints.sample(now, shared.cursor());
-                let checkpoint = shared.checkpoint(&mut checkpoints, now, plan);
-                observer.progress(&shared.progress(now, planned, answered_before, checkpoint));
+                observer.progress(&shared.progress(clock.now_ns(), planned, checkpoint));
             }
         }
         let joined =
@@ -535,16 +467,9 @@ pub fn run<T: Transmit, R: Receive>(
     });
     tx_outcome?;
     rx_outcome?;
-    let interrupted = stop.stop_sending();
-    let cursor = if !interrupted {
-        plan.end()
-    } else if stop.stop_waiting() {
-        // Replies to the last probes may never have been read.
-        shared.checkpoint(&mut checkpoints, clock.now_ns(), plan)
-    } else {
-        plan.cursor_at(shared.resumable(shared.cursor(), plan))
-    };
-
+    let trail = shared.trail();
+    let interrupted = stop.stop_sending() && trail < lanes.ranks;
+    let cursor = Cursor { pass: 0, position: if interrupted { trail } else { lanes.ranks } };
     Ok(shared.stats(Duration::from_nanos(clock.now_ns()), interrupted, cursor))
 }
 
@@ -568,47 +493,11 @@ fn spawn_resets<'scope>(
     queue
 }
 
-/// Transmit cursors sampled over time, to find the last one whose replies
-/// are all due: probes sent before it can no longer be answered.
-struct Checkpoints {
-    /// (time sampled, linear cursor), oldest first.
-    samples: VecDeque<(u64, u64)>,
-    /// The last cursor found safe, or where the run started.
-    start: u64,
-}
-
-impl Checkpoints {
-    fn new(start: u64) -> Self {
-        Checkpoints { samples: VecDeque::new(), start }
-    }
-
-    fn sample(&mut self, now_ns: u64, linear: u64) {
-        self.samples.push_back((now_ns, linear));
-    }
-
-    /// The last cursor sampled at or before `cutoff_ns`; older samples are
-    /// dropped. Never goes back, even when the cutoff does (the reply
-    /// timeout grew with a slower round trip).
-    fn safe(&mut self, cutoff_ns: u64) -> u64 {
-        while self.samples.get(1).is_some_and(|&(t, _)| t <= cutoff_ns) {
-            if let Some((_, linear)) = self.samples.pop_front() {
-                self.start = linear;
-            }
-        }
-        if let Some(&(t, linear)) = self.samples.front()
-            && t <= cutoff_ns
-        {
-            self.start = linear;
-        }
-        self.start
-    }
-}
-
 /// One of the transmit threads.
 #[derive(Debug, Clone, Copy)]
 struct Lane {
-    index: u64,
-    of: u64,
+    index: usize,
+    lanes: Lanes,
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -620,118 +509,141 @@ fn transmit<T: Transmit>(
     shared: &Shared,
     clock: &Clock,
     stop: &StopSignal,
-    answered: &Answered,
+    prior: &HashSet<u64>,
+    results: mpsc::Sender<Vec<ScanResult>>,
 ) -> Result<(), EngineError> {
     crate::sys::reduce_timer_slack();
-    let total = plan.probes_per_pass();
+    let Lane { index: l, lanes } = lane;
     // Each lane paces its share of the rate, which the receive thread may change.
     let share = |rate: u64| match rate {
         0 => 0,
-        r => (r / lane.of + u64::from(lane.index < r % lane.of)).max(1),
+        r => (r / lanes.count + u64::from((l as u64) < r % lanes.count)).max(1),
     };
     let mut following = shared.rate.load(Relaxed);
     let mut pacer = Pacer::new(share(following), clock.now_ns());
+    tracing::debug!(lane = l, from = shared.window(l).trail(), "transmit lane");
     let mut frames = vec![[0u8; SYN_FRAME_LEN]; TX_BATCH as usize];
-    let cursor = &shared.cursors[lane.index as usize];
-    let reached = &shared.reached[lane.index as usize];
-    for pass in plan.start.pass..=plan.last_pass() {
-        let from = if pass == plan.start.pass { plan.start.position } else { 0 };
-        let mut resend = None;
-        if pass > 0 && from == 0 {
-            // Retry only what is still unanswered once its replies were due.
-            while !shared.pass_due(pass - 1, clock, plan) && shared.answered.load(Relaxed) < shared.goal {
-                if stop.stop_sending() || shared.failed.load(Relaxed) {
-                    return Ok(());
-                }
-                std::thread::sleep(Duration::from_millis(1));
-            }
-            if shared.answered.load(Relaxed) >= shared.goal {
-                return Ok(());
-            }
-            if pass > plan.retries {
-                match shared.resend(pass, plan) {
-                    Some(log) => resend = Some(log),
-                    None => return Ok(()),
-                }
-            }
+    let mut tries: Vec<Try> = Vec::with_capacity(TX_BATCH as usize);
+    let mut silent: Vec<Silent> = Vec::new();
+    let mut retrying = false;
+    // Nothing is sent to skipped hosts, nor again what earlier runs
+    // concluded; a scan without either does not look its probes up twice.
+    let skipping = plan.skipped.is_some() || !prior.is_empty();
+    let skip = |seq: u64| {
+        skipping && {
+            let (index, ip, _) = plan.target(plan.position_of_rank(lanes.rank(l, seq)));
+            plan.skips(ip) || prior.contains(&index)
         }
-        tracing::debug!(pass, lane = lane.index, answered = shared.answered.load(Relaxed), "transmit pass");
-        let mut positions = plan.lane_positions(lane.index, lane.of, from).peekable();
-        while positions.peek().is_some() {
-            if stop.stop_sending() || shared.failed.load(Relaxed) {
-                return Ok(());
-            }
-            let now = clock.now_ns();
-            let rate = shared.rate.load(Relaxed);
-            if rate != following {
-                following = rate;
-                pacer = Pacer::new(share(rate), now);
-            }
-            let grant = pacer.grant(now, TX_BATCH);
-            if grant == 0 {
-                pause(Duration::from_nanos(pacer.wait_ns(now)));
-                continue;
-            }
-            let send_us = clock.stamp_us();
-            let tsval = wire.key.tsval(send_us);
-            let mut count = 0usize;
-            let mut next = from;
-            // A batch covers at most TX_BATCH of the lane's places, sent or
-            // skipped: `Shared::sent_bound` then bounds what was stamped, and
-            // the receive side knows when a probe was (`plausible_send_time`).
-            let span_end = positions.peek().map_or(0, |&(j, _)| j) + u64::from(TX_BATCH) * lane.of;
-            while count < grant as usize
-                && let Some((j, pos)) = positions.next_if(|&(j, _)| j < span_end)
+    };
+    loop {
+        let stopping = stop.stop_sending() || shared.failed.load(Relaxed);
+        let now = clock.now_ns();
+        let rate = shared.rate.load(Relaxed);
+        if rate != following {
+            following = rate;
+            pacer = Pacer::new(share(rate), now);
+        }
+        let grant = if stopping { 0 } else { pacer.grant(now, TX_BATCH) };
+        let timeouts = shared.timeouts(plan);
+        let send_us = clock.stamp_us();
+        let (done, trail, due, last_send) = {
+            let mut window = shared.window(l);
+            window.settle(shared.caught_up.load(Acquire), timeouts, &mut silent);
+            tries.clear();
+            while tries.len() < grant as usize
+                && let Some(t) = window.next(now, send_us, timeouts, &skip)
             {
-                next = j + lane.of;
-                let (index, ip, port) = plan.target(pos);
-                if plan.skips(ip) || pass > 0 && answered.contains(index) {
-                    continue;
-                }
-                if let Some(log) = &resend
-                    && !log.contains(plan.linear(Cursor { pass: pass - 1, position: j }))
-                {
-                    continue;
-                }
-                let sport = plan.source_port(index, pass);
+                tries.push(t);
+            }
+            let (held, bytes) = (window.len() as u64, window.bytes() as u64);
+            if shared.window_peak.fetch_max(held, Relaxed) < held {
+                shared.window_bytes.store(bytes, Relaxed);
+            }
+            (window.is_done(), window.trail(), window.next_due(timeouts), window.last_send())
+        };
+        pacer.unused(grant - tries.len() as u32);
+        if !retrying && let Some(t) = tries.iter().find(|t| t.attempt > 0) {
+            retrying = true;
+            tracing::debug!(lane = l, seq = t.seq, "first retry");
+        }
+        if !tries.is_empty() {
+            let tsval = wire.key.tsval(send_us);
+            for (t, frame) in tries.iter().zip(frames.iter_mut()) {
+                let (index, ip, port) = plan.target(plan.position_of_rank(lanes.rank(l, t.seq)));
+                let sport = plan.source_port(index, t.attempt);
                 let seq = wire.key.seq(wire.src_ip, ip, sport, port, send_us);
                 let probe = Probe { dst: ip, sport, dport: port, seq, ip_id: seq as u16, tsval };
-                wire.template.write(&probe, &mut frames[count]);
-                count += 1;
+                wire.template.write(&probe, frame);
             }
-            if count > 0 {
-                reached.fetch_max(plan.linear(Cursor { pass, position: next.min(total) }), Release);
-                let mut batch: [&[u8]; TX_BATCH as usize] = [&[]; TX_BATCH as usize];
-                for (slot, frame) in batch.iter_mut().zip(&frames[..count]) {
-                    *slot = &frame[..wire.template.frame_len()];
-                }
-                let accepted = tx.transmit(&batch[..count])?;
-                shared.sent.fetch_add(accepted as u64, Relaxed);
-                shared.refused.fetch_add((count - accepted) as u64, Relaxed);
-                // fetch_max: a lane preempted between reading the clock and
-                // storing must not move another lane's later send back.
-                shared.last_send_ns.fetch_max(clock.now_ns(), Relaxed);
+            let mut batch: [&[u8]; TX_BATCH as usize] = [&[]; TX_BATCH as usize];
+            for (slot, frame) in batch.iter_mut().zip(&frames[..tries.len()]) {
+                *slot = &frame[..wire.template.frame_len()];
             }
-            let position = next.min(total);
-            cursor.store(plan.linear(Cursor { pass, position }), Release);
+            let accepted = tx.transmit(&batch[..tries.len()])?;
+            shared.sent.fetch_add(accepted as u64, Relaxed);
+            shared.refused.fetch_add((tries.len() - accepted) as u64, Relaxed);
         }
-        // Every position of this pass is done, the last ones maybe skipped as answered.
-        shared.pass_end_ns[pass as usize].fetch_max(clock.now_ns(), Release);
-        cursor.store(plan.linear(Cursor { pass, position: total }), Release);
+        if !silent.is_empty() {
+            let time_us = clock.wall_us(clock.now_ns());
+            let batch = silent.drain(..).map(|s| silent_result(plan, lanes, l, s, time_us, shared)).collect();
+            // The receiver lives until every sender is gone, so the send cannot fail.
+            let _ = results.send(batch);
+        }
+        // After the results it counts on: the caller's checkpoint reads it.
+        shared.trails[l].store(lanes.trail_rank(l, trail), Release);
+        if done || stop.stop_waiting() {
+            return Ok(());
+        }
+        if stopping {
+            // Replies to what was sent are still read; then what is left in the window stays undecided.
+            let waited = shared.caught_up.load(Acquire).saturating_sub(last_send);
+            if waited >= timeouts.reply_timeout {
+                shared.window(l).stop();
+                return Ok(());
+            }
+        }
+        if tries.is_empty() {
+            let now = clock.now_ns();
+            pause(idle(grant == 0 && !stopping, pacer.wait_ns(now), due, now));
+        }
     }
-    Ok(())
+}
+
+/// How long a lane that sent nothing waits (times in ns): until the rate
+/// grants again where the rate held it back, otherwise until its window has
+/// a retry due; never longer than `IDLE`, since the receive side may
+/// conclude probes, and make room for fresh ones, at any time.
+fn idle(held_by_rate: bool, until_grant: u64, due: Option<u64>, now: u64) -> Duration {
+    let wait = match (held_by_rate, due) {
+        (true, _) => Duration::from_nanos(until_grant),
+        (false, Some(due)) => Duration::from_nanos(due.saturating_sub(now)),
+        (false, None) => IDLE,
+    };
+    wait.min(IDLE)
+}
+
+/// The result of a probe concluded silent.
+fn silent_result(plan: &ScanPlan, lanes: Lanes, lane: usize, s: Silent, time_us: u64, shared: &Shared) -> ScanResult {
+    let (_, ip, port) = plan.target(plan.position_of_rank(lanes.rank(lane, s.seq)));
+    let (state, reason, counter) = if s.undecided {
+        (PortState::Undecided, Reason::FramesDropped, &shared.undecided)
+    } else {
+        (PortState::Filtered, Reason::NoResponse, &shared.filtered)
+    };
+    counter.fetch_add(1, Relaxed);
+    ScanResult { ip, port, state, reason, ttl: None, rtt_us: None, time_us }
 }
 
 #[allow(clippy::too_many_arguments)]
 fn receive<R: Receive>(
     plan: &ScanPlan,
     wire: &Wire,
+    lanes: Lanes,
     rx: &mut R,
     resets: Option<mpsc::SyncSender<Vec<ResetFrame>>>,
     shared: &Shared,
     clock: &Clock,
     stop: &StopSignal,
-    answered: &Answered,
     results: mpsc::Sender<Vec<ScanResult>>,
 ) -> Result<(), EngineError> {
     // Replies are timestamped when read: sleeps between reads must be short.
@@ -741,56 +653,78 @@ fn receive<R: Receive>(
     let mut rst_frames: Vec<ResetFrame> = Vec::new();
     let mut watch = LossWatch::new(plan, clock.now_ns());
     let mut rejected = Rejected::default();
-    // Once the scan may end, what has already arrived is still read: a
-    // receive path that lags behind has replies waiting that are due.
-    let mut ending = false;
     loop {
-        let mut frames = 0u64;
+        let ending = shared.tx_done.load(Acquire);
+        let started = clock.now_ns();
         let wait = if ending { Duration::ZERO } else { RX_POLL };
-        rx.receive(wait, &mut |frame, rx_wall_ns| {
-            frames += 1;
+        let caught_up = rx.receive(wait, &mut |frame, rx_wall_ns| {
             let reply = match matcher.classify(frame) {
                 Ok(reply) => reply,
                 Err(why) => return rejected.count(why, shared),
             };
-            let Some(index) =
-                plan.space.index_of(reply.ip, reply.port).filter(|&i| plan.pass_from(i, reply.from_port).is_some())
+            let Some((index, j)) = plan
+                .space
+                .index_of(reply.ip, reply.port)
+                .filter(|&i| plan.pass_from(i, reply.from_port).is_some())
+                .and_then(|i| Some((i, plan.rank_of(i)?)))
             else {
-                // Our cookie, but not a probe of this plan from that port.
+                // Our cookie, but not a probe of this plan and shard from that port.
                 return rejected.count(Rejection::NotOurs, shared);
             };
-            // Nothing is sent to a skipped host: a reply from one answers no probe of this run.
-            let tried = shared.last_try(plan, index, reply.from_port).filter(|_| !plan.skips(reply.ip));
-            let Some(tried) = tried else {
-                return rejected.count_unsent(shared);
-            };
             let now = clock.since_start_ns(rx_wall_ns);
-            if !plausible_send_time(&watch.history, plan, index, tried, &reply, now / 1000) {
+            let now_us = now / 1000;
+            let (lane, seq) = lanes.of(j);
+            let mut window = shared.window(lane);
+            let (tries, first_us, last_us) = match window.lookup(seq) {
+                Lookup::Sent { tries, first_us, last_us, .. } => (tries, first_us, last_us),
+                // Nothing was sent to it yet, or ever: a forgery.
+                Lookup::Unsent | Lookup::Skipped => return rejected.count_unsent(shared),
+                Lookup::Left => {
+                    drop(window);
+                    shared.late.fetch_add(1, Relaxed);
+                    // Its round trip still counts where it echoed its send time:
+                    // later probes wait longer for replies that slow, up to --wait.
+                    if let Some(sent_us) = reply.sent_us {
+                        let rtt = u64::from((now_us as u32).wrapping_sub(sent_us));
+                        if rtt <= now_us && Duration::from_micros(rtt) <= MAX_RTT {
+                            shared.max_rtt_us.fetch_max(rtt.max(1), Relaxed);
+                        }
+                    }
+                    if reply.kind == ReplyKind::SynAck {
+                        reset(&mut rst_frames, wire, &reply, resets.is_some());
+                    }
+                    return;
+                }
+            };
+            let mut spans = try_stamps(plan, index, reply.from_port, tries, (first_us, last_us)).peekable();
+            if spans.peek().is_none() {
+                // No try left from that port yet.
+                return rejected.count_unsent(shared);
+            }
+            let Some((_, stamp_us)) = spans.find(|&span| plausible_send_time(&reply, span)) else {
                 return rejected.count_wrong_time(shared);
-            }
+            };
+            let verdict = window.answer(seq, started);
+            drop(window);
             // Duplicates too: a target repeats its SYN-ACK when an RST was lost.
-            if resets.is_some() && reply.kind == ReplyKind::SynAck {
-                let mut f = [0u8; SYN_FRAME_LEN];
-                let len = wire.template.write_reset(reply.ip, reply.from_port, reply.port, reply.ack, &mut f);
-                rst_frames.push((f, len));
+            if reply.kind == ReplyKind::SynAck {
+                reset(&mut rst_frames, wire, &reply, resets.is_some());
             }
-            if !answered.insert(index) {
-                shared.duplicates.fetch_add(1, Relaxed);
+            let counter = match verdict {
+                Verdict::New => None,
+                Verdict::Duplicate => Some(&shared.duplicates),
+                Verdict::Late => Some(&shared.late),
+            };
+            if let Some(counter) = counter {
+                counter.fetch_add(1, Relaxed);
                 return;
             }
-            let now_us = now / 1000;
             let rtt = match reply.sent_us {
                 Some(sent_us) => u64::from((now_us as u32).wrapping_sub(sent_us)),
-                // The tick wraps every 1.05 s: a probe known to be older than that goes round as often as it must.
-                None => match watch.history.sent_before(tried) {
-                    Some(at_ns) => unwrap_rtt_us(reply.sent.rtt_us(now_us), now.saturating_sub(at_ns) / 1000),
-                    None => reply.sent.rtt_us(now_us),
-                },
+                // The tick wraps every 1.05 s: the send stamp says how often it went round.
+                None => unwrap_rtt_us(reply.sent.rtt_us(now_us), now_us.saturating_sub(stamp_us)),
             };
             let rtt = (rtt <= now_us && Duration::from_micros(rtt) <= MAX_RTT).then_some(rtt);
-            if rtt.is_some_and(|us| Duration::from_micros(us) > plan.max_wait) {
-                shared.late.fetch_add(1, Relaxed);
-            }
             if let Some(us) = rtt {
                 shared.max_rtt_us.fetch_max(us.max(1), Relaxed);
             }
@@ -834,44 +768,55 @@ fn receive<R: Receive>(
         }
         let now = clock.now_ns();
         if now.saturating_sub(watch.checked_ns) >= LOSS_CHECK.as_nanos() as u64 {
-            watch.check(rx.take_drops(), rx.take_backlog(), clock, plan, shared);
+            watch.check(rx.take_drops(), rx.take_backlog(), now, plan, shared);
         }
-        if stop.stop_waiting() || shared.failed.load(Relaxed) || (ending && frames == 0) {
-            watch.check(rx.take_drops(), rx.take_backlog(), clock, plan, shared);
+        if caught_up {
+            // After the hand-over: a lane concludes on this, and its checkpoint counts on the results.
+            shared.caught_up.fetch_max(started, Release);
+        }
+        if stop.stop_waiting() || shared.failed.load(Relaxed) || (ending && caught_up) {
+            watch.check(rx.take_drops(), rx.take_backlog(), clock.now_ns(), plan, shared);
             rejected.log();
             return Ok(());
         }
-        ending = ending
-            || shared.tx_done.load(Acquire)
-                && (shared.answered.load(Relaxed) >= shared.goal || shared.replies_due_by(clock, plan));
     }
 }
 
-/// How far a probe's send stamp may be from the samples that bracket it:
-/// the sampling thread reads the cursors and the clock a moment apart.
-const STAMP_SLACK_US: u64 = 1_000;
+/// Queues an RST for a valid SYN-ACK where this host's kernel will not send one.
+fn reset(frames: &mut Vec<ResetFrame>, wire: &Wire, reply: &Reply, wanted: bool) {
+    if wanted {
+        let mut f = [0u8; SYN_FRAME_LEN];
+        let len = wire.template.write_reset(reply.ip, reply.from_port, reply.port, reply.ack, &mut f);
+        frames.push((f, len));
+    }
+}
 
-/// Whether the send time `reply` brought back is one its probe (`index`)
-/// carried: a try of it from the reply's source port (`ScanPlan::passes_from`,
-/// up to the last try at `tried`) was stamped at about that time
-/// (`SendHistory::send_window`). A blind forger must then also hit that
-/// window: some 6 bits more for a tick, 18 for a timestamp echo. A try
-/// older than the history kept (`--wait`) is not checked.
-fn plausible_send_time(
-    history: &SendHistory,
+/// When the tries of probe `index` that left from `sport` were stamped, as
+/// spans of microseconds on the scan's wall clock: `tries` were sent so
+/// far, the first and the latest stamped `stamps`, and one between them
+/// was stamped between them. Empty if none left from that port: a reply
+/// to it is forged.
+fn try_stamps(
     plan: &ScanPlan,
     index: u64,
-    tried: u64,
-    reply: &Reply,
-    now_us: u64,
-) -> bool {
-    let position = plan.cursor_at(tried).position;
-    let tries = plan.passes_from(index, reply.from_port).map(|pass| plan.linear(Cursor { pass, position }));
-    tries.take_while(|&linear| linear <= tried).any(|linear| {
-        let Some((from, to)) = history.send_window(linear, now_us) else { return true };
-        let (from, to) = (from.saturating_sub(STAMP_SLACK_US), to + STAMP_SLACK_US);
-        reply.sent.within(from, to) && reply.sent_us.is_none_or(|us| echo_within(us, from, to))
+    sport: u16,
+    tries: u32,
+    stamps: (u64, u64),
+) -> impl Iterator<Item = (u64, u64)> + '_ {
+    let (first, last) = stamps;
+    plan.tries_from(index, sport, tries).map(move |attempt| match (attempt == 0, attempt + 1 == tries) {
+        (true, _) => (first, first),
+        (false, true) => (last, last),
+        (false, false) => (first, last),
     })
+}
+
+/// Whether the send time `reply` brought back is one a try of its probe
+/// was stamped with (`try_stamps`): a blind forger who holds a valid cookie
+/// must also hit that time, some 6 bits more for a tick and 18 for a
+/// timestamp echo.
+fn plausible_send_time(reply: &Reply, (from, to): (u64, u64)) -> bool {
+    reply.sent.within(from, to) && reply.sent_us.is_none_or(|us| echo_within(us, from, to))
 }
 
 /// Frames that passed the kernel's filter but were not replies, by cause:
@@ -925,48 +870,31 @@ impl Rejected {
 /// The receive thread's reading of the kernel's drop counters: marks what was
 /// in flight when frames were lost, and sets the send rate.
 struct LossWatch {
-    history: SendHistory,
     rate: RateControl,
     checked_ns: u64,
 }
 
 impl LossWatch {
     fn new(plan: &ScanPlan, now_ns: u64) -> Self {
-        LossWatch {
-            // From where this run starts, not where its lanes stand when the
-            // receive thread gets here: they start first, and at full speed
-            // have sent thousands of probes whose frames may be lost too.
-            history: SendHistory::new(plan.linear(plan.start)),
-            rate: RateControl::new(plan.rate, !plan.fixed_rate, now_ns, 0),
-            checked_ns: now_ns,
-        }
+        LossWatch { rate: RateControl::new(plan.rate, !plan.fixed_rate, now_ns, 0), checked_ns: now_ns }
     }
 
-    fn check(&mut self, drops: Drops, backlog: f32, clock: &Clock, plan: &ScanPlan, shared: &Shared) {
-        // In this order, so that each bound holds at the stamp's moment:
-        // what was sent before it, and the bound of what was stamped by it.
-        let sent = shared.cursor();
-        let (now_ns, stamp_us) = (clock.now_ns(), clock.stamp_us());
-        let bound = shared.sent_bound();
-        // Kept twice as far back as the longest wait: the timeout may grow
-        // later, and a late reply (slower than --wait) is still dated and checked.
-        self.history.sample(Sample { at_ns: now_ns, stamp_us, sent, bound }, 2 * plan.max_wait.as_nanos() as u64);
+    fn check(&mut self, drops: Drops, backlog: f32, now_ns: u64, plan: &ScanPlan, shared: &Shared) {
         let lost = drops.total();
         if lost > 0 {
             shared.rx_drops.fetch_add(lost, Relaxed);
-            let sent = shared.sent_bound();
-            let mut losses = shared.losses.lock().expect("loss log lock");
-            if drops.replies > 0 {
-                // A reply lost now may answer any probe whose reply could still come.
-                let timeout = shared.reply_timeout(plan).as_nanos() as u64;
-                let (lo, hi) = in_flight(&self.history, self.checked_ns, timeout, sent);
-                losses.mark(lo, hi);
-            }
-            if drops.probes > 0 {
-                // A probe is dropped as it is sent: one sent since the last reading, or
-                // just before it (the counters are read a moment before the cursor).
-                let (lo, hi) = in_flight(&self.history, self.checked_ns, LOSS_CHECK.as_nanos() as u64, sent);
-                losses.mark(lo, hi);
+            // A reply lost now may answer any try whose reply could still
+            // come; a probe is dropped as it is sent: one sent since the last
+            // reading, or just before it (the counters are read a moment
+            // before the windows).
+            let reply_timeout = shared.timeouts(plan).reply_timeout;
+            let since = if drops.replies > 0 {
+                self.checked_ns.saturating_sub(reply_timeout)
+            } else {
+                self.checked_ns.saturating_sub(LOSS_CHECK.as_nanos() as u64)
+            };
+            for lane in 0..shared.windows.len() {
+                shared.window(lane).mark_lost(since);
             }
         }
         self.checked_ns = now_ns;
@@ -1012,7 +940,7 @@ mod tests {
     use crate::target::ranges::{Range, RangeSet};
     use crate::target::space::TargetSpace;
     use etherparse::{PacketBuilder, SlicedPacket, TcpOptionElement, TransportSlice};
-    use std::collections::{HashMap, HashSet, VecDeque};
+    use std::collections::{HashMap, VecDeque};
     use std::net::{Ipv4Addr, Ipv6Addr};
     use std::sync::{Arc, Mutex};
 
@@ -1021,10 +949,12 @@ mod tests {
 
     /// A simulated network: open ports answer SYN-ACK, closed ones RST,
     /// filtered ones nothing. "Lossy" probes lose their first SYN; "noisy" ones
-    /// are answered twice, and every SYN to a filtered port draws a forged SYN-ACK.
+    /// are answered twice, "slow" ones that much later, and every SYN to a
+    /// filtered port draws a forged SYN-ACK.
     #[derive(Default)]
     struct Net {
-        inbox: VecDeque<Vec<u8>>,
+        /// Frames on their way, and when each arrives.
+        inbox: VecDeque<(Instant, Vec<u8>)>,
         attempts: HashMap<(IpAddr, u16), u32>,
         /// (target, port, our source port, ack) of every genuine SYN-ACK sent:
         /// what an RST must match.
@@ -1046,6 +976,8 @@ mod tests {
         /// Ports whose real reply follows forged replies that hold the key (as
         /// a forger who guessed the MAC has) but send times 300 and 700 ms off.
         forged_in_time: HashSet<u16>,
+        /// Ports whose replies take this long.
+        slow: HashMap<u16, Duration>,
     }
 
     struct FakeTx(Arc<Mutex<Net>>, Arc<Truth>);
@@ -1127,8 +1059,8 @@ mod tests {
                         };
                         // A SYN-ACK with its echo, and an RST: each says the other state.
                         let ack = key.seq(me, dst, syn.source_port(), port, off).wrapping_add(1);
-                        net.inbox.push_back(reply(ack, true, key.tsval(off)));
-                        net.inbox.push_back(reply(ack, false, 0));
+                        net.inbox.push_back((Instant::now(), reply(ack, true, key.tsval(off))));
+                        net.inbox.push_back((Instant::now(), reply(ack, false, 0)));
                     }
                 }
                 if self.1.filtered.contains(&port) {
@@ -1138,7 +1070,7 @@ mod tests {
                     } else {
                         reply(good ^ 0x55, true, tsval)
                     };
-                    net.inbox.push_back(forged);
+                    net.inbox.push_back((Instant::now(), forged));
                     continue;
                 }
                 let open = self.1.open.contains(&port);
@@ -1146,18 +1078,25 @@ mod tests {
                     net.syn_acks.insert((dst, port, syn.source_port(), good));
                 }
                 let frame = reply(good, open, tsval);
+                let due = Instant::now() + self.1.slow.get(&port).copied().unwrap_or_default();
                 if self.1.noisy.contains(&port) {
-                    net.inbox.push_back(frame.clone());
+                    net.inbox.push_back((due, frame.clone()));
                 }
-                net.inbox.push_back(frame);
+                net.inbox.push_back((due, frame));
             }
             Ok(frames.len())
         }
     }
 
     impl Receive for FakeRx {
-        fn receive(&mut self, timeout: Duration, on_frame: &mut dyn FnMut(&[u8], u64)) -> Result<(), TransportError> {
-            let frames: Vec<Vec<u8>> = self.0.lock().unwrap().inbox.drain(..).collect();
+        fn receive(&mut self, timeout: Duration, on_frame: &mut dyn FnMut(&[u8], u64)) -> Result<bool, TransportError> {
+            let frames: Vec<Vec<u8>> = {
+                let mut net = self.0.lock().unwrap();
+                let (due, later): (VecDeque<_>, VecDeque<_>) =
+                    net.inbox.drain(..).partition(|(at, _)| *at <= Instant::now());
+                net.inbox = later;
+                due.into_iter().map(|(_, f)| f).collect()
+            };
             if frames.is_empty() {
                 std::thread::sleep(timeout.min(Duration::from_millis(1)));
             }
@@ -1165,7 +1104,8 @@ mod tests {
             for f in frames {
                 on_frame(&f, now);
             }
-            Ok(())
+            // Every frame due when the call began was handed over.
+            Ok(true)
         }
 
         fn take_drops(&mut self) -> Drops {
@@ -1176,12 +1116,12 @@ mod tests {
     /// The longest the fake network's scans wait for replies.
     const WAIT: Duration = Duration::from_millis(300);
 
-    fn scan(truth: Truth, retries: u32, ports: (u32, u32)) -> (ScanStats, Vec<ScanResult>, Answered, ScanPlan) {
+    fn scan(truth: Truth, retries: u32, ports: (u32, u32)) -> (ScanStats, Vec<ScanResult>, ScanPlan) {
         scan_family(Family::V4, truth, 1, retries, ports, Cursor::default(), |_| false, WAIT)
     }
 
     /// A scan of hosts ::1-::4 (IPv6) or 10.0.0.1-10.0.0.4 that resumes at
-    /// `start`, after an earlier run whose answers `answered_before` tells.
+    /// `start`, after an earlier run that concluded the positions `concluded_before` accepts.
     // Each argument is one dimension the tests vary; a struct would only rename them.
     #[allow(clippy::too_many_arguments)]
     fn scan_family(
@@ -1191,9 +1131,9 @@ mod tests {
         retries: u32,
         ports: (u32, u32),
         start: Cursor,
-        answered_before: impl Fn(u64) -> bool,
+        concluded_before: impl Fn(u64) -> bool,
         max_wait: Duration,
-    ) -> (ScanStats, Vec<ScanResult>, Answered, ScanPlan) {
+    ) -> (ScanStats, Vec<ScanResult>, ScanPlan) {
         let first = match family {
             Family::V4 => 0x0a00_0001,
             Family::V6 => 1,
@@ -1201,21 +1141,21 @@ mod tests {
         let hosts = Hosts::new(family, RangeSet::from_ranges(vec![Range::new(first, first + 3)]));
         let space = TargetSpace::new(hosts, RangeSet::from_ranges(vec![Range::new(ports.0, ports.1)])).unwrap();
         let plan = ScanPlan::new(space, 9, (61000, 61003), retries, 0, max_wait).starting_at(start);
-        let (stats, results, answered, _) = run_plan(&plan, truth, lanes, answered_before);
-        (stats, results, answered, plan)
+        let (stats, results, _) = run_plan(&plan, truth, lanes, concluded_before);
+        (stats, results, plan)
     }
 
     /// How often each (address, port) was sent a probe.
     type Attempts = HashMap<(IpAddr, u16), u32>;
 
     /// Runs `plan` over the fake network from `ME` or `ME6`, after an
-    /// earlier run whose answers `answered_before` tells.
+    /// earlier run that concluded the positions `concluded_before` accepts.
     fn run_plan(
         plan: &ScanPlan,
         truth: Truth,
         lanes: usize,
-        answered_before: impl Fn(u64) -> bool,
-    ) -> (ScanStats, Vec<ScanResult>, Answered, Attempts) {
+        concluded_before: impl Fn(u64) -> bool,
+    ) -> (ScanStats, Vec<ScanResult>, Attempts) {
         let me = match plan.space.hosts().family() {
             Family::V4 => IpAddr::V4(ME),
             Family::V6 => IpAddr::V6(ME6),
@@ -1223,11 +1163,9 @@ mod tests {
         let wire = Wire { template: SynTemplate::new([1; 6], [2; 6], me), src_ip: me, key: CookieKey::new(3, 4) };
         let net = Arc::new(Mutex::new(Net::default()));
         let truth = Arc::new(truth);
-        let answered = Answered::new(plan.space.len());
-        for pos in plan.positions().filter(|&pos| answered_before(pos)) {
-            answered.insert(plan.target(pos).0);
-        }
-        let mut seen = Seen { results: Vec::new(), ticks: 0, passes: plan.last_pass() + 1 };
+        let prior: HashSet<u64> =
+            plan.positions().filter(|&pos| concluded_before(pos)).map(|pos| plan.target(pos).0).collect();
+        let mut seen = Seen { results: Vec::new(), ticks: 0, ranks: plan.probe_count() };
         let stats = run(
             plan,
             &wire,
@@ -1235,19 +1173,20 @@ mod tests {
             &mut FakeRx(net.clone()),
             Some(&mut FakeResets(net.clone())),
             &StopSignal::new(),
-            &answered,
+            &prior,
             &mut seen,
         )
         .unwrap();
         assert!(seen.ticks <= 1 + stats.duration.as_millis() / 250, "progress at most four times a second");
         let attempts = std::mem::take(&mut net.lock().unwrap().attempts);
-        (stats, seen.results, answered, attempts)
+        (stats, seen.results, attempts)
     }
 
     struct Seen {
         results: Vec<ScanResult>,
         ticks: u128,
-        passes: u32,
+        /// The probes of the scan's shard: the checkpoint never passes them.
+        ranks: u64,
     }
 
     impl Observer for Seen {
@@ -1256,13 +1195,20 @@ mod tests {
         }
 
         fn progress(&mut self, p: &Progress) {
-            assert!(p.sent <= p.planned * u64::from(self.passes) && p.answered <= p.planned);
             self.ticks += 1;
+            assert!(p.checkpoint.position <= self.ranks);
         }
     }
 
     fn set(v: &[u16]) -> HashSet<u16> {
         v.iter().copied().collect()
+    }
+
+    /// The (address, port) pairs of `results` in `state`, sorted.
+    fn pairs(results: &[ScanResult], state: PortState) -> Vec<(IpAddr, u16)> {
+        let mut v: Vec<(IpAddr, u16)> = results.iter().filter(|r| r.state == state).map(|r| (r.ip, r.port)).collect();
+        v.sort();
+        v
     }
 
     #[test]
@@ -1282,41 +1228,32 @@ mod tests {
     }
 
     fn classifies_retries_and_deduplicates_in(family: Family, truth: Truth) {
-        let (stats, results, answered, plan) =
-            scan_family(family, truth, 1, 1, (1, 50), Cursor::default(), |_| false, WAIT);
+        let (stats, results, plan) = scan_family(family, truth, 1, 1, (1, 50), Cursor::default(), |_| false, WAIT);
         let hosts = 4u64;
         let host = |h: u8| match family {
             Family::V4 => IpAddr::V4(Ipv4Addr::new(10, 0, 0, h)),
             Family::V6 => IpAddr::V6(Ipv6Addr::new(0, 0, 0, 0, 0, 0, 0, h.into())),
-        };
-        let by = |state: PortState| {
-            let mut v: Vec<(IpAddr, u16)> =
-                results.iter().filter(|r| r.state == state).map(|r| (r.ip, r.port)).collect();
-            v.sort();
-            v
         };
         let expect = |ports: &[u16]| {
             let mut v: Vec<(IpAddr, u16)> = (1..=4).flat_map(|h| ports.iter().map(move |&p| (host(h), p))).collect();
             v.sort();
             v
         };
-        assert_eq!(by(PortState::Open), expect(&[22, 31, 49]));
-        assert_eq!(by(PortState::Closed).len() as u64, hosts * 45);
-        assert!(by(PortState::Filtered).is_empty(), "silence is left to the caller");
-        for h in 1..=4 {
-            for p in [7u16, 8] {
-                assert!(!answered.contains(plan.space.index_of(host(h), p).unwrap()));
-            }
-        }
+        assert_eq!(pairs(&results, PortState::Open), expect(&[22, 31, 49]));
+        assert_eq!(pairs(&results, PortState::Closed).len() as u64, hosts * 45);
+        // Silent through both tries: filtered, said once each.
+        assert_eq!(pairs(&results, PortState::Filtered), expect(&[7, 8]));
+        assert!(results.iter().filter(|r| r.state == PortState::Filtered).all(|r| r.reason == Reason::NoResponse));
+        assert_eq!(results.len() as u64, plan.probe_count(), "one result per probe");
         assert_eq!(stats.open, hosts * 3);
         let reasons = |port: u16| results.iter().filter(|r| r.port == port).map(|r| r.reason).collect::<Vec<_>>();
         assert_eq!(reasons(49), [Reason::ZeroWindow; 4]);
         assert_eq!(reasons(22), [Reason::SynAck; 4]);
         assert_eq!(stats.zero_window, hosts);
-        assert_eq!(stats.closed, hosts * 45);
-        // One pass of 200 probes, then retries for the lossy and the filtered ones.
-        assert_eq!(stats.sent, plan.probes_per_pass() + hosts * 4);
-        assert_eq!(stats.duplicates, hosts * 2);
+        assert_eq!((stats.closed, stats.filtered, stats.undecided), (hosts * 45, hosts * 2, 0));
+        // Every probe once, and a retry of the lossy and the filtered ones.
+        assert_eq!(stats.sent, plan.probe_count() + hosts * 4);
+        assert_eq!((stats.duplicates, stats.late), (hosts * 2, 0));
         // Each genuine SYN-ACK, the noisy port's second one too, drew an RST; no forgery did.
         assert_eq!(stats.resets, hosts * 4);
         // Every SYN to a filtered port drew a forged SYN-ACK (port 8's with the
@@ -1327,7 +1264,9 @@ mod tests {
         assert!(results.iter().filter(|r| r.state == PortState::Open).all(|r| r.rtt_us.is_some() && r.ttl == Some(61)));
         assert!(stats.max_rtt.is_some());
         assert!(!stats.interrupted);
-        assert!(stats.losses.is_empty() && stats.rate_cuts == 0, "nothing was dropped on this host");
+        assert_eq!(stats.cursor, Cursor { pass: 0, position: plan.probe_count() });
+        assert_eq!(stats.rate_cuts, 0, "nothing was dropped on this host");
+        assert!(stats.window_peak > 0 && stats.window_peak <= plan.probe_count());
     }
 
     #[test]
@@ -1338,102 +1277,87 @@ mod tests {
             dropped: [(2, 1), (3, 1), (6, 2), (9, u32::MAX), (4, u32::MAX)].into(),
             ..Default::default()
         };
-        let (stats, results, answered, plan) = scan(truth, 1, (1, 10));
-        let states = |state: PortState| {
+        let (stats, results, _) = scan(truth, 1, (1, 10));
+        let ports = |state: PortState| {
             let mut v: Vec<u16> = results.iter().filter(|r| r.state == state).map(|r| r.port).collect();
             v.sort();
             v.dedup();
             v
         };
-        // A reply dropped once comes with the retry, one dropped twice with
-        // the loss pass (the retry's loss did not spend the budget), in its true state.
-        assert_eq!(states(PortState::Open), [2, 6]);
-        assert_eq!(states(PortState::Closed), [1, 3, 5, 8, 10]);
-        assert_eq!(results.len(), 4 * 7, "one result per answered probe");
+        // A reply dropped once comes with a free retry, one dropped twice
+        // with the regular retry after it, in its true state.
+        assert_eq!(ports(PortState::Open), [2, 6]);
+        assert_eq!(ports(PortState::Closed), [1, 3, 5, 8, 10]);
+        // Silent while drops went on, on every try: undecided, never filtered
+        // (the filtered port too: its tries were in flight while replies were dropped).
+        assert_eq!(ports(PortState::Undecided), [4, 7, 9]);
+        assert!(results.iter().filter(|r| r.state == PortState::Undecided).all(|r| r.reason == Reason::FramesDropped));
+        assert_eq!((stats.undecided, stats.filtered), (4 * 3, 0));
+        assert_eq!(results.len(), 4 * 10, "one result per probe");
         // 4 hosts: the first replies of 2 and 3, two of 6, and the three tries each of 9 and 4.
         assert_eq!(stats.rx_drops, 4 * (1 + 1 + 2 + 3 + 3));
-        // Pass 0; the retry of 2, 3, 4, 6, 7, 9; the loss pass of what the retry lost or
-        // could have (4, 6, 9, and 7, silent while drops went on).
-        assert_eq!(stats.sent, 40 + 4 * 6 + 4 * 4);
-        assert_eq!(stats.resent.len(), 1, "one loss pass for --retries 1");
+        // Per host: 1, 5, 8 and 10 once; 2 and 3 twice (a free retry); 6, 9,
+        // 4 and 7 three times (a free retry and the regular one).
+        assert_eq!(stats.sent, 4 * (4 + 2 * 2 + 4 * 3));
         assert!(stats.rate_cuts >= 1, "the rate went down for the drops");
-        for (j, pos) in plan.positions().enumerate() {
-            let (index, _, port) = plan.target(pos);
-            let silent = !answered.contains(index);
-            assert_eq!(silent, [9, 4, 7].contains(&port));
-            if silent {
-                // The filtered port was silent in passes with drops too: undecided as well.
-                assert!(stats.undecided(&plan, j as u64), "port {port}: its last try lost its reply");
-            }
-        }
     }
 
     #[test]
     fn several_transmit_lanes_send_every_probe_once() {
         let truth = || Truth { open: set(&[22]), filtered: set(&[7]), lossy: set(&[31]), ..Default::default() };
-        let (one, results, _, plan) = scan(truth(), 1, (1, 50));
-        let (three, results3, _, _) =
-            scan_family(Family::V4, truth(), 3, 1, (1, 50), Cursor::default(), |_| false, WAIT);
+        let (one, results, plan) = scan(truth(), 1, (1, 50));
+        let (three, results3, _) = scan_family(Family::V4, truth(), 3, 1, (1, 50), Cursor::default(), |_| false, WAIT);
         let key = |r: &Vec<ScanResult>| {
             let mut v: Vec<(IpAddr, u16, PortState)> = r.iter().map(|r| (r.ip, r.port, r.state)).collect();
             v.sort();
             v
         };
         assert_eq!(key(&results3), key(&results));
-        // One pass, then retries of the lossy and the filtered port on each of 4 hosts.
-        assert_eq!(one.sent, plan.probes_per_pass() + 8);
+        // Every probe once, then retries of the lossy and the filtered port on each of 4 hosts.
+        assert_eq!(one.sent, plan.probe_count() + 8);
         assert_eq!(three.sent, one.sent);
-        assert_eq!((three.duplicates, three.cursor), (0, plan.end()));
-        // A lane resumed in the middle continues its share only.
+        assert_eq!((three.duplicates, three.cursor), (0, Cursor { pass: 0, position: plan.probe_count() }));
+        // Lanes resumed in the middle continue from the checkpoint, each its share.
         let k = 101;
-        let answered_before = |pos: u64| plan.positions().position(|p| p == pos).is_some_and(|j| (j as u64) < k);
-        let (resumed, results, _, _) =
-            scan_family(Family::V4, truth(), 3, 0, (1, 50), Cursor { pass: 0, position: k }, answered_before, WAIT);
-        assert_eq!(resumed.sent, plan.probes_per_pass() - k);
-        // Without retries the filtered port and the lossy one's first SYN stay unanswered.
-        let answering = plan.positions().skip(k as usize).filter(|&p| ![7, 31].contains(&plan.target(p).2)).count();
-        assert_eq!(results.len(), answering);
-    }
-
-    #[test]
-    fn a_resumed_scan_sends_what_was_left_and_retries_only_the_unanswered() {
-        let (k, filtered) = (37u64, 7u16);
-        let truth = || Truth { open: set(&[22]), filtered: set(&[filtered]), ..Default::default() };
-        let (_, _, _, whole) = scan(truth(), 1, (1, 30));
-        // The interrupted run sent the first k positions of pass 0; all but the filtered answered.
-        let answered_before = |pos: u64| pos < k && whole.target(pos).2 != filtered;
-        let (stats, results, answered, plan) =
-            scan_family(Family::V4, truth(), 1, 1, (1, 30), Cursor { pass: 0, position: k }, answered_before, WAIT);
+        let start = Cursor { pass: 0, position: k };
+        let (resumed, results, _) = scan_family(Family::V4, truth(), 3, 0, (1, 50), start, |_| false, WAIT);
+        assert_eq!(resumed.sent, plan.probe_count() - k);
+        let rest: Vec<(IpAddr, u16)> =
+            plan.positions().skip(k as usize).map(|p| plan.target(p)).map(|t| (t.1, t.2)).collect();
         let mut got: Vec<(IpAddr, u16)> = results.iter().map(|r| (r.ip, r.port)).collect();
         got.sort();
-        let mut expect: Vec<(IpAddr, u16)> = plan
-            .positions()
-            .skip(k as usize)
-            .map(|p| plan.target(p))
-            .filter(|t| t.2 != filtered)
-            .map(|t| (t.1, t.2))
-            .collect();
-        expect.sort();
-        assert_eq!(got, expect, "the rest of pass 0, nothing answered before");
-        // The rest of pass 0, then one retry of the filtered port on every host, the interrupted run's included.
-        assert_eq!(stats.sent, plan.probes_per_pass() - k + 4);
-        assert_eq!(answered.count(), plan.probes_per_pass() - 4);
-        assert_eq!(stats.cursor, plan.end());
+        let mut rest_sorted = rest.clone();
+        rest_sorted.sort();
+        assert_eq!(got, rest_sorted, "a result for each probe from the checkpoint on, and no other");
+        // Without retries the filtered port and the lossy one's first SYN stay unanswered.
+        let silent = rest.iter().filter(|t| [7, 31].contains(&t.1)).count() as u64;
+        assert_eq!(resumed.filtered, silent);
     }
 
+    /// A resumed scan starts at its checkpoint: every probe before it was
+    /// concluded. Those after it that a lane ahead had concluded too are not
+    /// sent again; the rest are sent, retried, and concluded.
     #[test]
-    fn a_scan_resumed_in_its_retry_pass_retries_only_the_rest_of_it() {
-        let filtered = 7u16;
+    fn a_resumed_scan_sends_from_its_checkpoint_what_was_not_concluded() {
+        let (k, filtered) = (37u64, 7u16);
         let truth = || Truth { open: set(&[22]), filtered: set(&[filtered]), ..Default::default() };
-        let (_, _, _, whole) = scan(truth(), 1, (1, 30));
-        // Interrupted in pass 1 just after retrying the second of the four silent probes.
-        let silent: Vec<u64> = whole.positions().filter(|&p| whole.target(p).2 == filtered).collect();
-        let k = silent[1] + 1;
-        let answered_before = |pos: u64| whole.target(pos).2 != filtered;
-        let (stats, results, _, _) =
-            scan_family(Family::V4, truth(), 1, 1, (1, 30), Cursor { pass: 1, position: k }, answered_before, WAIT);
-        assert!(results.is_empty());
-        assert_eq!(stats.sent, 2, "only the last two silent probes are retried");
+        let (_, _, whole) = scan(truth(), 1, (1, 30));
+        // The interrupted run concluded everything before k, and every third position after it.
+        let concluded_before = |pos: u64| pos < k || pos.is_multiple_of(3);
+        let start = Cursor { pass: 0, position: k };
+        let (stats, results, plan) = scan_family(Family::V4, truth(), 1, 1, (1, 30), start, concluded_before, WAIT);
+        let left: Vec<(IpAddr, u16)> =
+            whole.positions().filter(|&p| !concluded_before(p)).map(|p| whole.target(p)).map(|t| (t.1, t.2)).collect();
+        let mut got: Vec<(IpAddr, u16)> = results.iter().map(|r| (r.ip, r.port)).collect();
+        got.sort();
+        let mut expect = left.clone();
+        expect.sort();
+        assert_eq!(got, expect, "a result for each probe left, and no other");
+        let silent = left.iter().filter(|t| t.1 == filtered).count() as u64;
+        assert!(silent > 0);
+        assert_eq!(stats.filtered, silent);
+        assert_eq!(stats.sent, left.len() as u64 + silent, "what was left, and a retry of the silent ones");
+        assert_eq!(stats.cursor, Cursor { pass: 0, position: plan.probe_count() });
     }
 
     /// With one source port every try leaves from it: a reply to a retry is
@@ -1443,13 +1367,10 @@ mod tests {
         let space = crate::target::space::v4_space((0x0a00_0001, 0x0a00_0004), (1, 10));
         let plan = ScanPlan::new(space, 9, (61000, 61000), 2, 0, WAIT);
         let truth = Truth { open: set(&[9]), lossy: set(&[5, 9]), ..Default::default() };
-        let (stats, results, _, attempts) = run_plan(&plan, truth, 1, |_| false);
-        let mut open: Vec<(IpAddr, u16)> =
-            results.iter().filter(|r| r.state == PortState::Open).map(|r| (r.ip, r.port)).collect();
-        open.sort();
+        let (stats, results, attempts) = run_plan(&plan, truth, 1, |_| false);
         let hosts: Vec<IpAddr> = (1..=4).map(|h| Ipv4Addr::new(10, 0, 0, h).into()).collect();
-        assert_eq!(open, hosts.iter().map(|&h| (h, 9)).collect::<Vec<_>>());
-        assert_eq!(results.iter().filter(|r| r.state == PortState::Closed).count(), 4 * 9);
+        assert_eq!(pairs(&results, PortState::Open), hosts.iter().map(|&h| (h, 9)).collect::<Vec<_>>());
+        assert_eq!(pairs(&results, PortState::Closed).len(), 4 * 9);
         assert_eq!(attempts[&(hosts[0], 5)], 2, "answered on its retry");
         assert_eq!(stats.invalid, 0);
     }
@@ -1467,10 +1388,8 @@ mod tests {
                 .skipping(Hosts::new(Family::V4, RangeSet::from_ranges(vec![Range::new(0x0a00_0002, 0x0a00_0002)])))
         };
         let truth = || Truth { open: set(&[22]), ..Default::default() };
-        // Resumed in pass 0: the interrupted run had the first k positions
-        // answered, some of the skipped host's among them.
         let resumed = plan(Cursor { pass: 0, position: k });
-        let (stats, results, answered, attempts) = run_plan(&resumed, truth(), 2, |pos| pos < k);
+        let (stats, results, attempts) = run_plan(&resumed, truth(), 2, |_| false);
         assert!(attempts.keys().all(|(ip, _)| *ip != skipped), "a probe went to the skipped host");
         let mut rest: Vec<(IpAddr, u16)> = resumed
             .positions()
@@ -1482,93 +1401,111 @@ mod tests {
         let mut got: Vec<(IpAddr, u16)> = results.iter().map(|r| (r.ip, r.port)).collect();
         rest.sort();
         got.sort();
-        assert_eq!(got, rest, "the rest of pass 0 but the skipped host");
+        assert_eq!(got, rest, "the rest but the skipped host, which is not reported silent");
         assert_eq!(stats.sent, rest.len() as u64, "each once: no retry for the skipped host's silence");
-        let earlier = resumed.positions().take(k as usize).filter(|&p| resumed.target(p).1 == skipped).count();
-        assert!(earlier > 0, "the earlier run had answers from the skipped host");
-        assert_eq!(answered.count(), resumed.probes_per_pass() - (30 - earlier as u64));
-        assert_eq!(stats.cursor, resumed.end());
-        // Resumed at the retry pass, after a run in which only the skipped
-        // host was silent: nothing is left to send or wait for, where the
-        // host's silence would hold the end for the whole --wait.
-        let resumed = plan(Cursor { pass: 1, position: 0 });
-        let (stats, results, _, attempts) = run_plan(&resumed, truth(), 1, |pos| resumed.target(pos).1 != skipped);
+        assert_eq!(stats.cursor, Cursor { pass: 0, position: resumed.probe_count() });
+        // Resumed after a run that concluded all but the skipped host's
+        // probes: nothing is left to send or wait for, where the host's
+        // silence would hold the end for the whole --wait.
+        let resumed = plan(Cursor::default());
+        let (stats, results, attempts) = run_plan(&resumed, truth(), 1, |pos| resumed.target(pos).1 != skipped);
         assert_eq!((stats.sent, results.len(), attempts.len()), (0, 0, 0));
-        assert_eq!(stats.cursor, resumed.end());
+        assert_eq!(stats.cursor, Cursor { pass: 0, position: resumed.probe_count() });
         assert!(stats.duration < wait / 2, "took {:?}", stats.duration);
     }
 
+    /// A reply slower than the wait comes after its probe was concluded
+    /// silent: it is counted late, and is no result.
     #[test]
-    fn the_checkpoint_is_the_last_cursor_whose_replies_are_due() {
-        let mut c = Checkpoints::new(5);
-        assert_eq!(c.safe(1000), 5, "nothing sampled: where the run started");
-        for (t, linear) in [(100, 10), (200, 20), (300, 30)] {
-            c.sample(t, linear);
-        }
-        assert_eq!(c.safe(50), 5);
-        assert_eq!(c.safe(150), 10);
-        assert_eq!(c.safe(299), 20);
-        assert_eq!(c.safe(10_000), 30);
-        assert_eq!(c.samples.len(), 1, "samples older than the checkpoint are dropped");
-        c.sample(400, 40);
-        assert_eq!(c.safe(250), 30, "a later cutoff earlier in time does not go back");
+    fn a_reply_after_its_probe_left_the_window_is_late_not_a_result() {
+        let slow = 5u16;
+        let truth =
+            Truth { open: set(&[slow]), slow: [(slow, WAIT + Duration::from_millis(50))].into(), ..Default::default() };
+        // Twenty probes a second: the scan lasts two seconds, long enough to read most late replies.
+        let space = crate::target::space::v4_space((0x0a00_0001, 0x0a00_0004), (1, 10));
+        let plan = ScanPlan::new(space, 9, (61000, 61003), 0, 20, WAIT).with_fixed_rate(true);
+        let (stats, results, _) = run_plan(&plan, truth, 1, |_| false);
+        assert_eq!(pairs(&results, PortState::Open), [], "no reply in time");
+        let filtered: Vec<u16> = results.iter().filter(|r| r.state == PortState::Filtered).map(|r| r.port).collect();
+        assert_eq!(filtered, [slow; 4]);
+        assert_eq!(results.len(), 40, "one result per probe");
+        assert!((1..=4).contains(&stats.late), "{} late", stats.late);
+        assert_eq!(stats.duplicates, 0);
+        assert!(stats.max_rtt.is_some_and(|rtt| rtt > WAIT), "a late reply's round trip counts");
     }
 
-    /// A cookie guessed for a probe not sent yet (to have its port taken
-    /// for closed before the real answer comes) is refused; once its lane
-    /// reached it, in a pass that uses that source port, a reply counts.
     #[test]
-    fn replies_count_only_for_probes_their_lane_has_reached() {
+    fn lanes_split_the_ranks_and_their_trails_bound_the_checkpoint() {
+        for (count, ranks) in [(1u64, 10u64), (3, 10), (4, 8), (5, 3)] {
+            let lanes = Lanes { count, ranks };
+            let mut seen = Vec::new();
+            for lane in 0..count as usize {
+                let total = lanes.seq_from(lane, ranks);
+                for seq in 0..total {
+                    let j = lanes.rank(lane, seq);
+                    assert_eq!(lanes.of(j), (lane, seq));
+                    seen.push(j);
+                }
+                for from in 0..=ranks {
+                    let first = lanes.seq_from(lane, from);
+                    // The lane's first seq from `from` is its first rank at or after it.
+                    assert!(first == total || lanes.rank(lane, first) >= from);
+                    assert!(first == 0 || lanes.rank(lane, first - 1) < from);
+                }
+                assert_eq!(lanes.trail_rank(lane, total), ranks, "a lane done holds no checkpoint back");
+            }
+            seen.sort();
+            assert_eq!(seen, (0..ranks).collect::<Vec<_>>(), "{count} lanes over {ranks}");
+        }
+    }
+
+    /// A reply counts only for a try that left from its port: one to a retry
+    /// not sent yet is forged, whatever its cookie.
+    #[test]
+    fn replies_count_only_for_tries_sent_from_their_port() {
         let space = crate::target::space::v4_space((1, 50), (80, 81));
         let plan = ScanPlan::new(space, 3, (61000, 61003), 1, 0, WAIT);
-        let lanes = 2u64;
-        let shared = Shared { reached: (0..lanes).map(|_| AtomicU64::new(0)).collect(), ..Shared::default() };
-        let probes: Vec<(u64, u64)> = plan.lane_positions(0, 1, 0).map(|(j, pos)| (j, plan.target(pos).0)).collect();
-        let reach = |lane: u64, pass: u32, j: u64| {
-            shared.reached[lane as usize].store(plan.linear(Cursor { pass, position: j }), Release)
-        };
-        // What the receive thread asks of a reply to `index` at `sport`.
-        let tried = |index: u64, sport: u16| shared.last_try(&plan, index, sport);
-        reach(0, 0, 40);
-        reach(1, 0, 41);
-        for &(j, index) in &probes {
+        for index in 0..plan.space.len() {
             let (first, retry) = (plan.source_port(index, 0), plan.source_port(index, 1));
-            assert_eq!(tried(index, first).is_some(), j < 40, "probe {j}, first pass");
-            assert!(tried(index, retry).is_none(), "probe {j}: the retry pass has not begun");
+            let spans = |plan: &ScanPlan, sport, tries, stamps| {
+                try_stamps(plan, index, sport, tries, stamps).collect::<Vec<_>>()
+            };
+            assert_eq!(spans(&plan, first, 1, (100, 100)), [(100, 100)]);
+            assert_eq!(spans(&plan, retry, 1, (100, 100)), [], "the retry was not sent");
+            assert_eq!(spans(&plan, retry, 2, (100, 200)), [(200, 200)]);
+            assert_eq!(spans(&plan, first, 2, (100, 200)), [(100, 100)]);
+            // A third try, sent again for a lost one, leaves from the first try's port.
+            assert_eq!(spans(&plan, first, 3, (100, 300)), [(100, 100), (300, 300)]);
         }
-        reach(0, 1, 0);
-        reach(1, 1, 3);
-        for &(j, index) in &probes {
-            let first = tried(index, plan.source_port(index, 0));
-            assert_eq!(first, Some(plan.linear(Cursor { pass: 0, position: j })), "probe {j}: its first pass is over");
-            let retried = tried(index, plan.source_port(index, 1)).is_some();
-            assert_eq!(retried, j == 1, "probe {j}, retry pass");
-        }
-        // A loss pass sends again from the first pass's port: the last try is the loss pass's.
-        reach(0, 2, 8);
-        let (j, index) = probes[4];
-        let last = tried(index, plan.source_port(index, 0));
-        assert_eq!(last, Some(plan.linear(Cursor { pass: 2, position: j })));
+        // With a single port, a middle try was stamped between the first and the last.
+        let single = ScanPlan::new(plan.space.clone(), 3, (61000, 61000), 2, 0, WAIT);
+        let spans: Vec<_> = try_stamps(&single, 0, 61000, 3, (100, 300)).collect();
+        assert_eq!(spans, [(100, 100), (100, 300), (300, 300)]);
+    }
+
+    #[test]
+    fn a_lane_that_sent_nothing_waits_for_the_rate_or_its_window() {
+        const US: u64 = 1000;
+        // Held back by the rate: the next grant, however soon, even with nothing due.
+        assert_eq!(idle(true, 50 * US, None, 0), Duration::from_micros(50));
+        assert_eq!(idle(true, 50 * US, Some(10 * US), 0), Duration::from_micros(50));
+        // Granted, but the window had nothing: its next retry, or a while.
+        assert_eq!(idle(false, 0, Some(300 * US), 100 * US), Duration::from_micros(200));
+        assert_eq!(idle(false, 0, Some(50 * US), 100 * US), Duration::ZERO);
+        assert_eq!(idle(false, 0, None, 0), IDLE);
+        assert_eq!(idle(false, 0, Some(u64::MAX), 0), IDLE);
+        assert_eq!(idle(true, u64::MAX, None, 0), IDLE);
     }
 
     #[test]
     fn ends_as_soon_as_everything_answered() {
         let truth = Truth { open: set(&[5]), ..Default::default() };
         let wait = Duration::from_secs(60);
-        let (stats, results, _, plan) =
-            scan_family(Family::V4, truth, 1, 3, (1, 10), Cursor::default(), |_| false, wait);
-        assert_eq!(results.len() as u64, plan.probes_per_pass());
-        assert_eq!(stats.sent, plan.probes_per_pass(), "no retry when all answered");
+        let (stats, results, plan) = scan_family(Family::V4, truth, 1, 3, (1, 10), Cursor::default(), |_| false, wait);
+        assert_eq!(results.len() as u64, plan.probe_count());
+        assert_eq!(stats.sent, plan.probe_count(), "no retry when all answered");
         // A scan that waited for silence would have taken the whole minute.
         assert!(stats.duration < wait / 2, "took {:?}", stats.duration);
-    }
-
-    #[test]
-    fn without_retries_silence_costs_one_adaptive_wait() {
-        let truth = Truth { open: set(&[1]), filtered: set(&[2]), ..Default::default() };
-        let (stats, _, _, plan) = scan(truth, 0, (1, 3));
-        assert_eq!(stats.sent, plan.probes_per_pass());
-        assert_eq!(stats.open + stats.closed, 8);
     }
 
     struct PanickingTx;
@@ -1588,7 +1525,7 @@ mod tests {
             src_ip: ME.into(),
             key: CookieKey::new(3, 4),
         };
-        let mut seen = Seen { results: Vec::new(), ticks: 0, passes: 1 };
+        let mut seen = Seen { results: Vec::new(), ticks: 0, ranks: plan.probe_count() };
         let started = Instant::now();
         let r = run(
             &plan,
@@ -1597,7 +1534,7 @@ mod tests {
             &mut FakeRx(Arc::default()),
             None,
             &StopSignal::new(),
-            &Answered::new(plan.space.len()),
+            &HashSet::new(),
             &mut seen,
         );
         assert!(matches!(r, Err(EngineError::Panicked("transmit"))), "{r:?}");

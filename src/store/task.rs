@@ -120,7 +120,7 @@ pub(super) async fn run(
         for msg in msgs.drain(..) {
             match msg {
                 Msg::Results(batch) => {
-                    // Silent ports come in batches of their own at the end of a scan: most batches are all answers.
+                    // Silent ports come in batches of their own (a window concluded them): most batches are all answers.
                     let answered: Cow<[ScanResult]> = match batch.iter().all(|r| r.reason != Reason::NoResponse) {
                         true => Cow::Borrowed(&batch),
                         false => batch.iter().filter(|r| r.reason != Reason::NoResponse).copied().collect(),

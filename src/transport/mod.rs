@@ -50,8 +50,11 @@ pub trait Transmit: Send {
 pub trait Receive: Send {
     /// Waits up to `timeout` for frames and passes each to `on_frame`, with the
     /// time it arrived in nanoseconds since the Unix epoch (the kernel's receive
-    /// timestamp where there is one).
-    fn receive(&mut self, timeout: Duration, on_frame: &mut dyn FnMut(&[u8], u64)) -> Result<(), TransportError>;
+    /// timestamp where there is one). True when the call caught up: every
+    /// frame that had arrived when it began was passed on. The engine
+    /// concludes a probe silent only once the frames of its reply's time
+    /// were all read.
+    fn receive(&mut self, timeout: Duration, on_frame: &mut dyn FnMut(&[u8], u64)) -> Result<bool, TransportError>;
 
     /// Frames lost on this host since the last call.
     fn take_drops(&mut self) -> Drops;
@@ -141,7 +144,7 @@ impl Ledger {
 }
 
 impl<R: Receive> Receive for WithLinkDrops<R> {
-    fn receive(&mut self, timeout: Duration, on_frame: &mut dyn FnMut(&[u8], u64)) -> Result<(), TransportError> {
+    fn receive(&mut self, timeout: Duration, on_frame: &mut dyn FnMut(&[u8], u64)) -> Result<bool, TransportError> {
         self.inner.receive(timeout, on_frame)
     }
 
@@ -180,10 +183,10 @@ pub mod fault {
     }
 
     impl<R: Receive> Receive for StalledRx<R> {
-        fn receive(&mut self, timeout: Duration, on_frame: &mut dyn FnMut(&[u8], u64)) -> Result<(), TransportError> {
-            self.inner.receive(timeout, on_frame)?;
+        fn receive(&mut self, timeout: Duration, on_frame: &mut dyn FnMut(&[u8], u64)) -> Result<bool, TransportError> {
+            let caught_up = self.inner.receive(timeout, on_frame)?;
             std::thread::sleep(self.stall);
-            Ok(())
+            Ok(caught_up)
         }
 
         fn take_drops(&mut self) -> Drops {
@@ -230,7 +233,7 @@ impl<T: Transmit + ?Sized> Transmit for Box<T> {
 }
 
 impl<R: Receive + ?Sized> Receive for Box<R> {
-    fn receive(&mut self, timeout: Duration, on_frame: &mut dyn FnMut(&[u8], u64)) -> Result<(), TransportError> {
+    fn receive(&mut self, timeout: Duration, on_frame: &mut dyn FnMut(&[u8], u64)) -> Result<bool, TransportError> {
         (**self).receive(timeout, on_frame)
     }
 

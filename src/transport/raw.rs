@@ -232,13 +232,14 @@ impl RawRx {
 }
 
 impl Receive for RawRx {
-    fn receive(&mut self, timeout: Duration, on_frame: &mut dyn FnMut(&[u8], u64)) -> Result<(), TransportError> {
+    fn receive(&mut self, timeout: Duration, on_frame: &mut dyn FnMut(&[u8], u64)) -> Result<bool, TransportError> {
+        // A drain reads until the socket's buffer is empty: every call catches up.
         if self.drain(on_frame)? > 0 {
             // Replies are flowing: let a batch build up rather than waking for
             // every frame. The socket buffer holds them and each frame keeps
             // its kernel timestamp, so round-trip times lose nothing.
             std::thread::sleep(COALESCE);
-            return Ok(());
+            return Ok(true);
         }
         let ms = timeout.as_millis().clamp(0, i32::MAX as u128) as i32;
         match sys::wait_readable(self.fd.as_fd(), ms) {
@@ -247,7 +248,7 @@ impl Receive for RawRx {
             Err(err) if err.raw_os_error() == Some(libc::EINTR) => {}
             Err(err) => return Err(TransportError::Io { what: "waiting for replies", source: err }),
         }
-        Ok(())
+        Ok(true)
     }
 
     fn take_drops(&mut self) -> Drops {

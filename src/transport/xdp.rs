@@ -503,10 +503,10 @@ impl Receive for XdpRx {
     /// transmission under the socket's mutex, so the receive thread would wait
     /// for the transmit thread's sends while replies pile up in its ring
     /// (perf showed it spinning on that mutex, replies dropped).
-    fn receive(&mut self, timeout: Duration, on_frame: &mut dyn FnMut(&[u8], u64)) -> Result<(), TransportError> {
+    fn receive(&mut self, timeout: Duration, on_frame: &mut dyn FnMut(&[u8], u64)) -> Result<bool, TransportError> {
         let deadline = std::time::Instant::now() + timeout;
         loop {
-            let mut got = 0;
+            let (mut got, mut full) = (0, false);
             for q in &mut self.queues {
                 // SAFETY: `descs` receive frames of this UMEM, returned to the fill ring by drain.
                 let n = unsafe { q.rx.consume(&mut q.descs) };
@@ -515,10 +515,12 @@ impl Receive for XdpRx {
                 if n == RX_BATCH {
                     // A full batch: more may be waiting. Reads the producer's position, no system call.
                     self.backlog = self.backlog.max(q.rx.nb_avail_exact() as f32 / q.ring as f32);
+                    full = true;
                 }
             }
+            // A ring that gave less than a batch was empty at that moment.
             if got > 0 || std::time::Instant::now() >= deadline {
-                return Ok(());
+                return Ok(!full);
             }
             std::thread::sleep(RX_IDLE);
         }

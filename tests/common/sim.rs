@@ -18,8 +18,7 @@ use etherparse::{
 };
 use prtip::engine::plan::ScanPlan;
 use prtip::engine::run::{Observer, ScanStats, StopSignal, Wire, run};
-use prtip::engine::state::Answered;
-use prtip::result::{PortState, ScanResult};
+use prtip::result::{PortState, Reason, ScanResult};
 use prtip::target::space::TargetSpace;
 use prtip::transport::{Drops, Receive, Transmit, TransportError};
 use prtip::wire::cookie::CookieKey;
@@ -38,12 +37,10 @@ const LATE: u64 = 5;
 const COPIED: u64 = 10;
 const MIN_RTT: Duration = Duration::from_millis(1);
 const MAX_RTT: Duration = Duration::from_millis(1000);
-/// How long after the scan's wait a late reply comes: 1 to 5 ms. Only just
-/// after: a late reply to the end of the first pass must still come while
-/// the scan listens for its retry's replies, and the engine dates an RST or
-/// ICMP error older than the 1.05 s its tick spans by the send history it
-/// keeps, which reaches about 10 ms past the wait: one read later than that
-/// has its round trip taken modulo 1.05 s, and is not counted late.
+/// How long after the scan's wait a late reply comes: 1 to 5 ms, while the
+/// probe's retry (sent a wait after its first try at the latest) still holds
+/// it in the send window, so that the reply is still its answer. The
+/// retry's own late reply comes after the probe left: late, not a result.
 const LATE_FROM_US: u64 = 1_000;
 const LATE_SPREAD_US: u64 = 4_000;
 /// A copy comes up to this long after the reply it repeats.
@@ -265,15 +262,14 @@ impl SimNet {
     }
 
     /// Runs `plan` through the engine over this network, from 192.0.2.1, one
-    /// transmit lane: what a sweep counted, and what it found answered.
-    pub fn sweep(&self, plan: &ScanPlan) -> (ScanStats, Tally, Answered) {
+    /// transmit lane: what a sweep counted, and the results it gave.
+    pub fn sweep(&self, plan: &ScanPlan) -> (ScanStats, Tally) {
         let me = Ipv4Addr::new(192, 0, 2, 1);
         let wire = Wire {
             template: SynTemplate::new([2, 0, 0, 0, 0, 1], [2, 0, 0, 0, 0, 2], me.into()),
             src_ip: me.into(),
             key: CookieKey::new(1, 2),
         };
-        let answered = Answered::new(plan.space.len());
         let mut tally = Tally::default();
         let stop = StopSignal::new();
         let mut resets = self.resets();
@@ -284,25 +280,26 @@ impl SimNet {
             &mut self.receiver(),
             Some(&mut *resets),
             &stop,
-            &answered,
+            &Default::default(),
             &mut tally,
         )
         .expect("the scan runs");
-        (stats, tally, answered)
+        (stats, tally)
     }
 
     /// Whether a scan over this network found exactly the truth: one result
-    /// per answered probe, each in its true state, nothing lost on this
-    /// host, and every other frame delivered counted as a duplicate. The
-    /// late count is not a state, and is compared apart (see `LATE_FROM_US`).
-    pub fn exact(&self, truth: &Truth, tally: &Tally, space: &TargetSpace, answered: &Answered, s: &ScanStats) -> bool {
+    /// per probe, each in its true state, nothing lost on this host, and
+    /// every other frame delivered counted as a duplicate or, once its probe
+    /// was concluded, late.
+    pub fn exact(&self, truth: &Truth, tally: &Tally, space: &TargetSpace, s: &ScanStats) -> bool {
         let delivered = self.delivered();
-        Truth { late: truth.late, ..tally.found(space, answered, s) } == *truth
+        let answered = tally.open + tally.closed + tally.unreachable;
+        Truth { late: truth.late, ..tally.found() } == *truth
             && tally.other == 0
-            && tally.results() == answered.count()
-            && s.losses.is_empty()
+            && tally.results() == space.len()
+            && s.undecided == 0
             && s.sent == self.syns()
-            && s.duplicates == delivered.frames - answered.count()
+            && s.duplicates + s.late == delivered.frames - answered
             && s.resets + s.resets_skipped == delivered.syn_acks
             && s.resets == self.resets_received()
     }
@@ -407,7 +404,7 @@ pub struct SimRx {
 }
 
 impl Receive for SimRx {
-    fn receive(&mut self, timeout: Duration, on_frame: &mut dyn FnMut(&[u8], u64)) -> Result<(), TransportError> {
+    fn receive(&mut self, timeout: Duration, on_frame: &mut dyn FnMut(&[u8], u64)) -> Result<bool, TransportError> {
         let deadline = wall_ns() + timeout.as_nanos() as u64;
         loop {
             let now = wall_ns();
@@ -432,7 +429,7 @@ impl Receive for SimRx {
         for (total, n) in self.net.delivered.iter().zip(counts) {
             total.fetch_add(n, Relaxed);
         }
-        Ok(())
+        Ok(true)
     }
 
     fn take_drops(&mut self) -> Drops {
@@ -505,18 +502,22 @@ impl Transmit for Resets {
 pub struct Tally {
     pub open: u64,
     pub closed: u64,
-    pub filtered: u64,
-    /// Any other state: none is expected from the engine, which leaves silence to its caller.
+    /// Filtered by an ICMP unreachable.
+    pub unreachable: u64,
+    /// Filtered: silent through every try.
+    pub silent: u64,
+    /// Any other state: undecided, which only drops on this host cause (never here).
     pub other: u64,
 }
 
 impl Observer for Tally {
     fn results(&mut self, batch: Vec<ScanResult>) {
         for r in batch {
-            *match r.state {
-                PortState::Open => &mut self.open,
-                PortState::Closed => &mut self.closed,
-                PortState::Filtered => &mut self.filtered,
+            *match (r.state, r.reason) {
+                (PortState::Open, _) => &mut self.open,
+                (PortState::Closed, _) => &mut self.closed,
+                (PortState::Filtered, Reason::NoResponse) => &mut self.silent,
+                (PortState::Filtered, _) => &mut self.unreachable,
                 _ => &mut self.other,
             } += 1;
         }
@@ -525,19 +526,12 @@ impl Observer for Tally {
 
 impl Tally {
     pub fn results(&self) -> u64 {
-        self.open + self.closed + self.filtered + self.other
+        self.open + self.closed + self.unreachable + self.silent + self.other
     }
 
-    /// What the scan found, in the truth's terms: the silent probes are
-    /// those `Answered` lacks, as scan.rs reports them (filtered, or
-    /// undecided where this host dropped frames: never here).
-    pub fn found(&self, space: &TargetSpace, answered: &Answered, stats: &ScanStats) -> Truth {
-        Truth {
-            open: self.open,
-            closed: self.closed,
-            unreachable: self.filtered,
-            silent: space.len() - answered.count(),
-            late: stats.late,
-        }
+    /// What the scan found, in the truth's terms but for the late replies,
+    /// which are no state.
+    pub fn found(&self) -> Truth {
+        Truth { open: self.open, closed: self.closed, unreachable: self.unreachable, silent: self.silent, late: 0 }
     }
 }
