@@ -37,9 +37,9 @@ const MAX_RTT: Duration = Duration::from_secs(60);
 /// The longest a lane with nothing due sleeps: the receive side's progress
 /// may conclude probes, and let the window take fresh ones, at any time.
 const IDLE: Duration = Duration::from_millis(1);
-/// The most probes a lane's window holds (some 80 bytes each, with its
-/// queues): at a million probes a second it holds about four seconds of
-/// them, far more than a reply timeout. Past it, fresh probes wait.
+/// The most probes a lane's window holds (16 bytes each: 64 MiB): at a
+/// million probes a second, four seconds of them, far more than a reply
+/// timeout. Past it, fresh probes wait.
 const WINDOW_CAPACITY: usize = 1 << 22;
 
 #[derive(Debug, Error)]
@@ -696,7 +696,8 @@ fn receive<R: Receive>(
                     return;
                 }
             };
-            let mut spans = try_stamps(plan, index, reply.from_port, tries, (first_us, last_us)).peekable();
+            let stamps = (unwrap_stamp(now_us, first_us), unwrap_stamp(now_us, last_us));
+            let mut spans = try_stamps(plan, index, reply.from_port, tries, stamps).peekable();
             if spans.peek().is_none() {
                 // No try left from that port yet.
                 return rejected.count_unsent(shared);
@@ -789,6 +790,13 @@ fn reset(frames: &mut Vec<ResetFrame>, wire: &Wire, reply: &Reply, wanted: bool)
         let len = wire.template.write_reset(reply.ip, reply.from_port, reply.port, reply.ack, &mut f);
         frames.push((f, len));
     }
+}
+
+/// A send stamp the window keeps modulo 2^32 microseconds (71 minutes),
+/// as the microseconds on the scan's wall clock nearest `now_us`.
+fn unwrap_stamp(now_us: u64, stamp: u32) -> u64 {
+    let ago = i64::from((now_us as u32).wrapping_sub(stamp) as i32);
+    (now_us as i64).saturating_sub(ago).max(0) as u64
 }
 
 /// When the tries of probe `index` that left from `sport` were stamped, as
@@ -894,7 +902,7 @@ impl LossWatch {
                 self.checked_ns.saturating_sub(LOSS_CHECK.as_nanos() as u64)
             };
             for lane in 0..shared.windows.len() {
-                shared.window(lane).mark_lost(since);
+                shared.window(lane).mark_lost(since, now_ns);
             }
         }
         self.checked_ns = now_ns;

@@ -11,14 +11,18 @@
 //!
 //! The window's trailing edge (`trail`) is where a resumed scan starts: every
 //! probe before it is concluded and reported. What the window holds is what
-//! is in flight, so memory is bounded by the send rate times how long a probe
-//! stays (its retries' waits and the reply timeout), not by the number of
-//! targets or of replies.
+//! is in flight, 16 bytes a probe, so memory is bounded by the send rate
+//! times how long a probe stays (its retries' waits and the reply timeout),
+//! not by the number of targets or of replies.
 //!
-//! Silence proves nothing while this host drops frames: tries whose replies
-//! may have been dropped (`mark_lost`) are tried again without spending the
-//! retry budget, up to `retries` such tries; a probe whose last try is marked
-//! is concluded undecided rather than silent.
+//! Retries need no queue: the tries of one rank (every probe's second try,
+//! say) go out in the order of the tries before them, which is the probes'
+//! order, so one cursor per rank of try finds the next that is due.
+//!
+//! Silence proves nothing while this host drops frames: a try sent while
+//! frames were being lost (`mark_lost`) is tried again without spending the
+//! retry budget, up to `retries` such tries; a probe whose last try was lost
+//! so is concluded undecided rather than silent.
 
 use std::collections::VecDeque;
 
@@ -56,9 +60,10 @@ pub enum Lookup {
     Left,
     /// Never sent, and never will be (a skipped host, a prior answer).
     Skipped,
-    /// In flight, `tries` sent so far, the first and the latest stamped at
-    /// those send times (microseconds on the scan's wall clock).
-    Sent { tries: u32, first_us: u64, last_us: u64, answered: bool },
+    /// In the window, `tries` sent so far, the first and the latest stamped
+    /// at those send times (microseconds on the scan's wall clock, modulo
+    /// 2^32: the tick and the timestamp echo a reply brings back are less).
+    Sent { tries: u32, first_us: u32, last_us: u32, answered: bool },
 }
 
 /// What became of a reply.
@@ -72,33 +77,57 @@ pub enum Verdict {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
 enum State {
     InFlight,
-    /// Answered at this time (ns), when the receive side read the reply.
-    Answered(u64),
-    Concluded,
+    /// Its last try was lost on this host and is to be sent again at once.
+    Resend,
+    Answered,
     Skipped,
 }
 
+/// One probe in the window: 16 bytes.
 #[derive(Debug, Clone, Copy)]
 struct Slot {
+    /// Send stamps of the first and the latest try (µs, wall clock, mod 2^32).
+    first_us: u32,
+    last_us: u32,
+    /// When the latest try was sent or, answered, when the reply was read:
+    /// milliseconds on the caller's clock, mod 2^32 (49 days).
+    at_ms: u32,
+    /// Tries sent, and of those, the ones that replaced a lost try.
+    tries: u8,
+    free_tries: u8,
     state: State,
-    /// Tries sent, and of those, the ones sent for a try marked lost.
-    tries: u32,
-    free_tries: u32,
-    /// The latest try may have lost its reply (or was lost itself).
-    lost: bool,
-    first_us: u64,
-    last_us: u64,
 }
 
-/// A try sent: its probe, which try, and when (ns).
-#[derive(Debug, Clone, Copy)]
-struct Sent {
-    seq: u64,
-    attempt: u32,
-    at: u64,
+/// Milliseconds of `ns`, modulo 2^32: a slot's times. A window holds
+/// nothing for 49 days, so differences of two are unambiguous.
+fn ms(ns: u64) -> u32 {
+    (ns / 1_000_000) as u32
 }
+
+/// Milliseconds from `from_ms` to `to` (ns) as the slots count them; 0 if
+/// `to` is before.
+fn since(to: u64, from_ms: u32) -> u64 {
+    let diff = ms(to).wrapping_sub(from_ms);
+    if diff > u32::MAX / 2 { 0 } else { u64::from(diff) }
+}
+
+/// Whether `wait` (ns) has passed by `now` since `from_ms`: both times are
+/// whole milliseconds, so a wait ends a millisecond late, never early.
+fn waited(now: u64, from_ms: u32, wait: u64) -> bool {
+    since(now, from_ms) > wait.div_ceil(1_000_000)
+}
+
+/// The time (ns) at which `waited` first holds.
+fn wait_end(from_ms: u32, wait: u64) -> u64 {
+    (u64::from(from_ms) + 1 + wait.div_ceil(1_000_000)) * 1_000_000
+}
+
+/// Drop spans kept at most: the oldest go first, as the tries they may
+/// concern are the first to leave the window.
+const MAX_LOSSES: usize = 4096;
 
 #[derive(Debug)]
 pub struct Window {
@@ -111,13 +140,17 @@ pub struct Window {
     /// The most slots held at once: fresh probes wait while it is full.
     capacity: usize,
     retries: u32,
-    /// Tries that may still be retried, in send order (so in deadline order).
-    waiting: VecDeque<Sent>,
-    /// Last tries waiting for their reply timeout, in send order.
-    settling: VecDeque<Sent>,
-    /// Tries to send again at once: marked lost after they timed out.
+    /// Per rank of try `a` (index `a - 1`), the seq below which every probe
+    /// was given its try `a`, or passed over.
+    cursors: Vec<u64>,
+    /// Spans of time (ms) in which this host lost frames: a try sent in one
+    /// may have lost its reply. Sorted, disjoint.
+    losses: Vec<(u32, u32)>,
+    /// Probes whose last try was lost after it timed out, to send again at once.
     resend: VecDeque<u64>,
-    /// The last probe sent anything, and when (ns).
+    /// Nothing more is sent: no retry, no resend.
+    stopped: bool,
+    /// When the last try of anything was sent (ns).
     last_send: u64,
 }
 
@@ -126,6 +159,8 @@ impl Window {
     /// resumed scan's), with `retries` retries per silent probe.
     pub fn new(total: u64, start: u64, retries: u32, capacity: usize) -> Self {
         let start = start.min(total);
+        // A try is regular or replaces a lost one: at most 2 x retries after the first.
+        let retries = retries.min(u32::from(u8::MAX) / 2);
         Window {
             total,
             lead: start,
@@ -133,9 +168,10 @@ impl Window {
             slots: VecDeque::new(),
             capacity: capacity.max(1),
             retries,
-            waiting: VecDeque::new(),
-            settling: VecDeque::new(),
+            cursors: vec![start; 2 * retries as usize],
+            losses: Vec::new(),
             resend: VecDeque::new(),
+            stopped: false,
             last_send: 0,
         }
     }
@@ -162,7 +198,7 @@ impl Window {
     /// The bytes the window holds.
     pub fn bytes(&self) -> usize {
         self.slots.capacity() * size_of::<Slot>()
-            + (self.waiting.capacity() + self.settling.capacity()) * size_of::<Sent>()
+            + self.losses.capacity() * size_of::<(u32, u32)>()
             + self.resend.capacity() * size_of::<u64>()
     }
 
@@ -179,6 +215,23 @@ impl Window {
         self.slots.get_mut(usize::try_from(seq.checked_sub(self.trail)?).ok()?)
     }
 
+    /// Whether a try sent at `at_ms` may have lost its reply on this host.
+    fn lost(&self, at_ms: u32) -> bool {
+        let i = self.losses.partition_point(|&(_, to)| to < at_ms);
+        self.losses.get(i).is_some_and(|&(from, _)| from <= at_ms)
+    }
+
+    /// Whether this probe has regular tries left.
+    fn budget_left(&self, slot: &Slot) -> bool {
+        u32::from(slot.tries - slot.free_tries) <= self.retries
+    }
+
+    /// Whether this probe's latest try may be followed by another when it
+    /// times out: regular tries left, or free ones for a lost try.
+    fn retriable(&self, slot: &Slot) -> bool {
+        self.budget_left(slot) || u32::from(slot.free_tries) < self.retries && self.lost(slot.at_ms)
+    }
+
     /// The next try to send at `now` (ns), stamped `stamp_us`: a retry that
     /// is due first, then a fresh probe while the window has room. Fresh
     /// probes that `skip` names are passed over, never sent. None: nothing
@@ -190,103 +243,98 @@ impl Window {
         while self.lead < self.total && self.slots.len() < self.capacity {
             let seq = self.lead;
             self.lead += 1;
-            if skip(seq) {
-                self.slots.push_back(Slot {
-                    state: State::Skipped,
-                    tries: 0,
-                    free_tries: 0,
-                    lost: false,
-                    first_us: 0,
-                    last_us: 0,
-                });
-                continue;
+            let state = if skip(seq) { State::Skipped } else { State::InFlight };
+            self.slots.push_back(Slot { first_us: 0, last_us: 0, at_ms: 0, tries: 0, free_tries: 0, state });
+            if state == State::InFlight {
+                return Some(self.record(Try { seq, attempt: 0 }, now, stamp_us));
             }
-            self.slots.push_back(Slot {
-                state: State::InFlight,
-                tries: 0,
-                free_tries: 0,
-                lost: false,
-                first_us: stamp_us,
-                last_us: stamp_us,
-            });
-            return Some(self.record(Try { seq, attempt: 0 }, now, stamp_us));
         }
         None
     }
 
     /// Records a try as sent.
     fn record(&mut self, t: Try, now: u64, stamp_us: u64) -> Try {
+        let lost = t.attempt > 0 && self.slot(t.seq).is_some_and(|s| self.lost(s.at_ms));
         let retries = self.retries;
         let slot = self.slot_mut(t.seq).expect("a try of a probe in the window");
-        if t.attempt > 0 && slot.lost && slot.free_tries < retries {
-            // A retry for a try marked lost does not spend the budget.
+        // A try that replaces a lost one does not spend the budget.
+        if lost && u32::from(slot.free_tries) < retries {
             slot.free_tries += 1;
         }
-        slot.tries = t.attempt + 1;
-        slot.lost = false;
-        slot.last_us = stamp_us;
-        let sent = Sent { seq: t.seq, attempt: t.attempt, at: now };
-        // With retries, every try waits to be retried, and those that cannot
-        // be go on to wait for their result: both queues stay in send order.
-        if retries > 0 {
-            self.waiting.push_back(sent);
-        } else {
-            self.settling.push_back(sent);
+        slot.tries = t.attempt as u8 + 1;
+        slot.state = State::InFlight;
+        slot.at_ms = ms(now);
+        if t.attempt == 0 {
+            slot.first_us = stamp_us as u32;
         }
+        slot.last_us = stamp_us as u32;
         self.last_send = now;
         t
     }
 
-    /// Whether `sent` is still its probe's latest try, unanswered.
-    fn current(&self, sent: &Sent) -> bool {
-        self.slot(sent.seq).is_some_and(|s| s.state == State::InFlight && s.tries == sent.attempt + 1)
-    }
-
-    /// Whether the latest try of this probe may be retried when it times out.
-    fn retriable(&self, slot: &Slot) -> bool {
-        let spent = slot.tries - slot.free_tries;
-        spent <= self.retries || slot.lost && slot.free_tries < self.retries
-    }
-
-    /// Moves the tries timed out by `now` that cannot be retried on to wait
-    /// for their result, and drops the stale ones (answered, or retried).
-    fn expire(&mut self, now: u64, t: Timeouts) {
-        while let Some(&sent) = self.waiting.front() {
-            if self.current(&sent) {
-                let slot = self.slot(sent.seq).expect("current");
-                if now < sent.at.saturating_add(t.retry_after) || self.retriable(slot) {
-                    return;
-                }
-                self.settling.push_back(sent);
+    /// The next probe at or after the cursor of try rank `a` that waits for
+    /// that try: sent `a` tries, unanswered. Passes over the others.
+    fn candidate(&mut self, a: usize) -> Option<u64> {
+        // A rank of try follows the one before it; the first follows the fresh probes.
+        let bound = if a == 1 { self.lead } else { self.cursors[a - 2] };
+        let cursor = &mut self.cursors[a - 1];
+        *cursor = (*cursor).max(self.trail);
+        while *cursor < bound {
+            let i = (*cursor - self.trail) as usize;
+            let slot = self.slots[i];
+            if slot.state == State::InFlight && usize::from(slot.tries) == a {
+                return Some(*cursor);
             }
-            self.waiting.pop_front();
+            *cursor += 1;
         }
+        None
     }
 
-    /// A retry due at `now`, if any.
+    /// A retry due at `now`, if any: one of a try lost after it timed out
+    /// first, then the first that is due of each rank of try.
     fn due_retry(&mut self, now: u64, t: Timeouts) -> Option<Try> {
-        while let Some(seq) = self.resend.pop_front() {
-            if let Some(slot) = self.slot(seq).filter(|s| s.state == State::InFlight) {
-                return Some(Try { seq, attempt: slot.tries });
-            }
-        }
-        self.expire(now, t);
-        let sent = *self.waiting.front()?;
-        if now < sent.at.saturating_add(t.retry_after) {
+        if self.stopped {
             return None;
         }
-        self.waiting.pop_front();
-        Some(Try { seq: sent.seq, attempt: sent.attempt + 1 })
+        while let Some(seq) = self.resend.pop_front() {
+            if let Some(slot) = self.slot(seq).filter(|s| s.state == State::Resend) {
+                return Some(Try { seq, attempt: u32::from(slot.tries) });
+            }
+        }
+        for a in 1..=self.cursors.len() {
+            while let Some(seq) = self.candidate(a) {
+                let slot = *self.slot(seq).expect("a candidate is in the window");
+                if !waited(now, slot.at_ms, t.retry_after) {
+                    break;
+                }
+                self.cursors[a - 1] += 1;
+                if self.retriable(&slot) {
+                    return Some(Try { seq, attempt: a as u32 });
+                }
+                // No try left: it waits at its place for its result (`settle`).
+            }
+        }
+        None
     }
 
-    /// When something is next due: a retry, or a last try's result (ns).
-    pub fn next_due(&self, t: Timeouts) -> Option<u64> {
-        let retry = self.waiting.front().map(|s| s.at.saturating_add(t.retry_after));
-        let result = self.settling.front().map(|s| s.at.saturating_add(t.reply_timeout));
-        match (retry, result) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
+    /// When something is next due (ns): a retry, or the result of the
+    /// probe at the trail.
+    pub fn next_due(&mut self, t: Timeouts) -> Option<u64> {
+        let mut due = None::<u64>;
+        for a in 1..=self.cursors.len() {
+            // One with no try left only waits, at its place, for its result.
+            if let Some(slot) = self.candidate(a).and_then(|seq| self.slot(seq)).filter(|s| self.retriable(s)) {
+                let d = wait_end(slot.at_ms, t.retry_after);
+                due = Some(due.map_or(d, |x| x.min(d)));
+            }
         }
+        if let Some(front) = self.slots.front().filter(|s| s.state == State::InFlight && !self.budget_left(s)) {
+            let d = wait_end(front.at_ms, t.reply_timeout);
+            due = Some(due.map_or(d, |x| x.min(d)));
+        }
+        // Slot times are modulo 2^32 ms: a due time reads as one within the
+        // last 49 days, which a caller only compares to a nearby now.
+        due
     }
 
     /// Where probe `seq` stands, for checking a reply to it.
@@ -298,11 +346,11 @@ impl Window {
             None => Lookup::Left,
             Some(slot) => match slot.state {
                 State::Skipped => Lookup::Skipped,
-                State::InFlight | State::Answered(_) | State::Concluded => Lookup::Sent {
-                    tries: slot.tries,
+                State::InFlight | State::Resend | State::Answered => Lookup::Sent {
+                    tries: u32::from(slot.tries),
                     first_us: slot.first_us,
                     last_us: slot.last_us,
-                    answered: matches!(slot.state, State::Answered(_)),
+                    answered: slot.state == State::Answered,
                 },
             },
         }
@@ -311,75 +359,79 @@ impl Window {
     /// A valid reply to probe `seq`, read at `now` (ns).
     pub fn answer(&mut self, seq: u64, now: u64) -> Verdict {
         match self.slot_mut(seq) {
-            Some(slot) if slot.state == State::InFlight => {
-                slot.state = State::Answered(now);
+            Some(slot) if matches!(slot.state, State::InFlight | State::Resend) => {
+                slot.state = State::Answered;
+                slot.at_ms = ms(now);
                 Verdict::New
             }
-            Some(Slot { state: State::Answered(_), .. }) => Verdict::Duplicate,
+            Some(Slot { state: State::Answered, .. }) => Verdict::Duplicate,
             _ => Verdict::Late,
         }
     }
 
-    /// Marks the unanswered tries sent at or after `since` (ns): their
-    /// replies, or they themselves, may have been dropped on this host.
-    pub fn mark_lost(&mut self, since: u64) {
-        let recent = |q: &VecDeque<Sent>| q.iter().rev().take_while(|s| s.at >= since).copied().collect::<Vec<_>>();
-        for sent in recent(&self.waiting).into_iter().chain(recent(&self.settling)) {
-            if self.current(&sent) {
-                self.slot_mut(sent.seq).expect("current").lost = true;
-            }
+    /// Records that this host lost frames: the tries sent from `since` to
+    /// `now` (ns) may have lost their replies, or been lost themselves.
+    pub fn mark_lost(&mut self, since: u64, now: u64) {
+        let (from, to) = (ms(since), ms(now).max(ms(since)));
+        match self.losses.last_mut() {
+            Some(last) if from <= last.1.saturating_add(1) => *last = (last.0.min(from), last.1.max(to)),
+            _ => self.losses.push((from, to)),
+        }
+        if self.losses.len() > MAX_LOSSES {
+            self.losses.remove(0);
         }
     }
 
     /// Concludes what is due by `caught_up` (ns): the time before which
-    /// every reply that arrived has been read and handed on. A last try's
-    /// silence needs its reply timeout to have passed by then, and an
-    /// answered probe its reply handed on; the window then moves past them.
-    /// The probes concluded silent go to `silent`.
+    /// every reply that arrived has been read and handed on. The probe at
+    /// the trail leaves the window once its last try's silence had the reply
+    /// timeout by then (it goes to `silent`), or once its reply was read
+    /// before then; the trail moves on past it.
     pub fn settle(&mut self, caught_up: u64, t: Timeouts, silent: &mut Vec<Silent>) {
-        self.expire(caught_up, t);
-        while let Some(&sent) = self.settling.front() {
-            if !self.current(&sent) {
-                self.settling.pop_front();
-                continue;
-            }
-            if caught_up < sent.at.saturating_add(t.reply_timeout) {
-                break;
-            }
-            self.settling.pop_front();
-            let retries = self.retries;
-            let slot = self.slot_mut(sent.seq).expect("current");
-            if slot.lost && slot.free_tries < retries {
-                self.resend.push_back(sent.seq);
-                continue;
-            }
-            slot.state = State::Concluded;
-            silent.push(Silent { seq: sent.seq, undecided: slot.lost });
-        }
-        while let Some(front) = self.slots.front() {
+        while let Some(&front) = self.slots.front() {
             match front.state {
-                State::Concluded | State::Skipped => {}
-                State::Answered(at) if at < caught_up => {}
-                State::InFlight | State::Answered(_) => break,
+                State::Skipped => {}
+                State::Answered if since(caught_up, front.at_ms) > 0 => {}
+                State::Answered | State::Resend => return,
+                State::InFlight => {
+                    // With regular tries left, its retry comes (its rank's cursor
+                    // stops at it); a stopped window keeps it unconcluded.
+                    if self.budget_left(&front) || !waited(caught_up, front.at_ms, t.reply_timeout) {
+                        return;
+                    }
+                    // A try found lost only after it timed out is sent again here.
+                    let lost = self.lost(front.at_ms);
+                    if lost && u32::from(front.free_tries) < self.retries && !self.stopped {
+                        self.slots[0].state = State::Resend;
+                        self.resend.push_back(self.trail);
+                        return;
+                    }
+                    silent.push(Silent { seq: self.trail, undecided: lost });
+                }
             }
             self.slots.pop_front();
             self.trail += 1;
         }
     }
 
-    /// Stops where it stands: nothing more is sent, and what is in flight is
-    /// not concluded (a resumed scan sends it again from the trail).
+    /// Stops where it stands: nothing more is sent, and a probe with tries
+    /// left is not concluded (a resumed scan sends it again from the trail).
     pub fn stop(&mut self) {
         self.total = self.lead;
-        self.waiting.clear();
+        self.stopped = true;
         self.resend.clear();
-        self.settling.clear();
+        for slot in &mut self.slots {
+            if slot.state == State::Resend {
+                slot.state = State::InFlight;
+            }
+        }
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::collections::{BTreeMap, HashMap};
 
     const MS: u64 = 1_000_000;
     const T: Timeouts = Timeouts { retry_after: 50 * MS, reply_timeout: 250 * MS };
@@ -388,24 +440,34 @@ mod tests {
         std::iter::from_fn(|| w.next(now, now / 1000, T, |_| false)).collect()
     }
 
+    fn settled(w: &mut Window, caught_up: u64) -> Vec<Silent> {
+        let mut silent = Vec::new();
+        w.settle(caught_up, T, &mut silent);
+        silent
+    }
+
+    #[test]
+    fn a_slot_is_16_bytes() {
+        assert_eq!(size_of::<Slot>(), 16);
+    }
+
     #[test]
     fn a_silent_probe_is_retried_once_its_try_times_out_then_concluded_after_the_reply_timeout() {
         let mut w = Window::new(2, 0, 1, 16);
         assert_eq!(all_sent(&mut w, 0), [Try { seq: 0, attempt: 0 }, Try { seq: 1, attempt: 0 }]);
         assert_eq!(w.answer(1, 10 * MS), Verdict::New);
-        assert_eq!(w.next(49 * MS, 0, T, |_| false), None);
-        assert_eq!(w.next_due(T), Some(50 * MS));
-        assert_eq!(w.next(50 * MS, 0, T, |_| false), Some(Try { seq: 0, attempt: 1 }));
+        assert_eq!(w.next(50 * MS, 0, T, |_| false), None, "due after 50 ms, not at it");
+        assert_eq!(w.next_due(T), Some(51 * MS));
+        assert_eq!(w.next(51 * MS, 0, T, |_| false), Some(Try { seq: 0, attempt: 1 }));
         assert_eq!(w.next(60 * MS, 0, T, |_| false), None);
-        let mut silent = Vec::new();
-        w.settle(299 * MS, T, &mut silent);
-        assert!(silent.is_empty());
+        assert_eq!(w.next_due(T), Some(302 * MS), "the result of the last try");
+        assert!(settled(&mut w, 301 * MS).is_empty());
         assert_eq!(w.trail(), 0);
-        w.settle(300 * MS, T, &mut silent);
-        assert_eq!(silent, [Silent { seq: 0, undecided: false }]);
+        assert_eq!(settled(&mut w, 302 * MS), [Silent { seq: 0, undecided: false }]);
         assert_eq!(w.trail(), 2);
         assert!(w.is_done());
-        assert_eq!(w.answer(0, 301 * MS), Verdict::Late);
+        assert_eq!(w.answer(0, 303 * MS), Verdict::Late);
+        assert_eq!(w.lookup(0), Lookup::Left);
     }
 
     #[test]
@@ -414,11 +476,10 @@ mod tests {
         all_sent(&mut w, 0);
         assert_eq!(w.answer(0, 5 * MS), Verdict::New);
         assert_eq!(w.answer(0, 6 * MS), Verdict::Duplicate);
-        let mut silent = Vec::new();
-        w.settle(5 * MS, T, &mut silent);
+        assert!(settled(&mut w, 5 * MS).is_empty());
         assert_eq!(w.trail(), 0, "the reply was read at 5 ms: the reading of it may still be under way");
-        w.settle(5 * MS + 1, T, &mut silent);
-        assert_eq!((w.trail(), silent.len()), (1, 0));
+        assert!(settled(&mut w, 6 * MS).is_empty());
+        assert_eq!(w.trail(), 1);
     }
 
     #[test]
@@ -426,8 +487,7 @@ mod tests {
         let mut w = Window::new(10, 0, 0, 3);
         assert_eq!(all_sent(&mut w, 0).len(), 3);
         w.answer(0, MS);
-        let mut silent = Vec::new();
-        w.settle(2 * MS, T, &mut silent);
+        settled(&mut w, 2 * MS);
         assert_eq!(all_sent(&mut w, 2 * MS), [Try { seq: 3, attempt: 0 }]);
         assert_eq!(w.len(), 3);
     }
@@ -441,74 +501,70 @@ mod tests {
         for seq in [0, 2, 4] {
             w.answer(seq, MS);
         }
-        let mut silent = Vec::new();
-        w.settle(2 * MS, T, &mut silent);
-        assert!(silent.is_empty());
+        assert!(settled(&mut w, 2 * MS).is_empty());
         assert!(w.is_done());
     }
 
     #[test]
-    fn a_try_marked_lost_is_tried_again_for_free_and_undecided_when_the_free_tries_run_out() {
+    fn a_try_sent_while_frames_were_lost_is_tried_again_for_free_and_undecided_when_the_free_tries_run_out() {
         // One retry: two regular tries, and one free try for a lost one.
         let mut w = Window::new(1, 0, 1, 16);
         all_sent(&mut w, 0);
-        w.mark_lost(0);
-        assert_eq!(w.next(50 * MS, 0, T, |_| false), Some(Try { seq: 0, attempt: 1 }), "free");
-        assert_eq!(w.next(100 * MS, 0, T, |_| false), Some(Try { seq: 0, attempt: 2 }), "the regular retry");
-        w.mark_lost(100 * MS);
-        assert_eq!(w.next(150 * MS, 0, T, |_| false), None, "no free try left");
-        let mut silent = Vec::new();
-        w.settle(350 * MS, T, &mut silent);
-        assert_eq!(silent, [Silent { seq: 0, undecided: true }]);
+        w.mark_lost(0, 5 * MS);
+        assert_eq!(w.next(60 * MS, 0, T, |_| false), Some(Try { seq: 0, attempt: 1 }), "free");
+        assert_eq!(w.next(120 * MS, 0, T, |_| false), Some(Try { seq: 0, attempt: 2 }), "the regular retry");
+        w.mark_lost(110 * MS, 125 * MS);
+        assert_eq!(w.next(180 * MS, 0, T, |_| false), None, "no free try left");
+        assert_eq!(settled(&mut w, 400 * MS), [Silent { seq: 0, undecided: true }]);
     }
 
     #[test]
     fn without_retries_a_lost_try_is_undecided() {
         let mut w = Window::new(1, 0, 0, 16);
         all_sent(&mut w, 0);
-        w.mark_lost(0);
-        let mut silent = Vec::new();
-        w.settle(250 * MS, T, &mut silent);
-        assert_eq!(silent, [Silent { seq: 0, undecided: true }]);
+        w.mark_lost(0, 10 * MS);
+        assert_eq!(settled(&mut w, 260 * MS), [Silent { seq: 0, undecided: true }]);
     }
 
     #[test]
-    fn a_last_try_marked_lost_while_settling_is_sent_again() {
+    fn a_last_try_lost_after_it_timed_out_is_sent_again() {
         let mut w = Window::new(1, 0, 1, 16);
         all_sent(&mut w, 0);
-        assert_eq!(w.next(50 * MS, 0, T, |_| false), Some(Try { seq: 0, attempt: 1 }));
-        w.mark_lost(50 * MS);
-        let mut silent = Vec::new();
-        w.settle(300 * MS, T, &mut silent);
-        assert!(silent.is_empty());
-        assert_eq!(w.next(300 * MS, 0, T, |_| false), Some(Try { seq: 0, attempt: 2 }));
-        w.settle(550 * MS, T, &mut silent);
-        assert_eq!(silent, [Silent { seq: 0, undecided: false }]);
+        assert_eq!(w.next(60 * MS, 0, T, |_| false), Some(Try { seq: 0, attempt: 1 }));
+        // Frames lost from before that try until its result is due.
+        w.mark_lost(55 * MS, 320 * MS);
+        assert!(settled(&mut w, 321 * MS).is_empty());
+        assert_eq!(w.next(321 * MS, 0, T, |_| false), Some(Try { seq: 0, attempt: 2 }));
+        assert_eq!(settled(&mut w, 580 * MS), [Silent { seq: 0, undecided: false }]);
     }
 
     #[test]
-    fn only_tries_sent_since_the_loss_are_marked() {
-        let mut w = Window::new(2, 0, 0, 16);
+    fn only_tries_sent_while_frames_were_lost_are_marked() {
+        let mut w = Window::new(3, 0, 0, 16);
         w.next(0, 0, T, |_| false);
         w.next(20 * MS, 0, T, |_| false);
-        w.mark_lost(10 * MS);
-        let mut silent = Vec::new();
-        w.settle(270 * MS, T, &mut silent);
-        assert_eq!(silent, [Silent { seq: 0, undecided: false }, Silent { seq: 1, undecided: true }]);
+        w.next(40 * MS, 0, T, |_| false);
+        w.mark_lost(10 * MS, 30 * MS);
+        let silent = settled(&mut w, 400 * MS);
+        let undecided: Vec<bool> = silent.iter().map(|s| s.undecided).collect();
+        assert_eq!(undecided, [false, true, false]);
     }
 
     #[test]
-    fn a_resumed_window_starts_at_its_trail_and_a_stopped_one_keeps_what_was_in_flight() {
-        let mut w = Window::new(10, 7, 0, 16);
+    fn a_resumed_window_starts_at_its_trail_and_a_stopped_one_keeps_what_has_tries_left() {
+        let mut w = Window::new(10, 7, 1, 16);
         assert_eq!(w.trail(), 7);
         assert_eq!(all_sent(&mut w, 0).iter().map(|t| t.seq).collect::<Vec<_>>(), [7, 8, 9]);
         w.answer(7, MS);
         w.stop();
-        let mut silent = Vec::new();
-        w.settle(u64::MAX, T, &mut silent);
-        assert!(silent.is_empty(), "an interrupted probe is not concluded");
+        assert!(settled(&mut w, 10_000 * MS).is_empty(), "an interrupted probe with a retry left is not concluded");
         assert_eq!(w.trail(), 8);
-        assert_eq!(w.next(u64::MAX, 0, T, |_| false), None);
+        assert_eq!(w.next(10_000 * MS, 0, T, |_| false), None);
+        // Without retries, a stopped window still concludes what had its only try's wait.
+        let mut w = Window::new(2, 0, 0, 16);
+        all_sent(&mut w, 0);
+        w.stop();
+        assert_eq!(settled(&mut w, 260 * MS).len(), 2);
     }
 
     #[test]
@@ -516,11 +572,163 @@ mod tests {
         let mut w = Window::new(3, 0, 1, 16);
         w.next(0, 100, T, |_| false);
         assert_eq!(w.lookup(1), Lookup::Unsent);
-        w.next(50 * MS, 200, T, |_| false);
+        w.next(60 * MS, 200, T, |_| false);
         assert_eq!(w.lookup(0), Lookup::Sent { tries: 2, first_us: 100, last_us: 200, answered: false });
-        w.answer(0, 51 * MS);
-        let mut silent = Vec::new();
-        w.settle(52 * MS, T, &mut silent);
+        w.answer(0, 61 * MS);
+        settled(&mut w, 62 * MS);
         assert_eq!(w.lookup(0), Lookup::Left);
+    }
+
+    /// xorshift64*: the simulations' randomness, seeded, so a failure repeats.
+    struct Rng(u64);
+
+    impl Rng {
+        fn next(&mut self) -> u64 {
+            self.0 ^= self.0 >> 12;
+            self.0 ^= self.0 << 25;
+            self.0 ^= self.0 >> 27;
+            self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+        }
+
+        fn below(&mut self, n: u64) -> u64 {
+            self.next() % n
+        }
+    }
+
+    /// What a probe's target does to every try: answers (after a round
+    /// trip, maybe late, maybe twice) or stays silent; and whether this host
+    /// drops frames while the try is out.
+    #[derive(Debug, Clone, Copy)]
+    struct Fate {
+        answers: bool,
+        rtt_ms: u64,
+        /// The first tries this many get no reply (lost on the way).
+        lost_tries: u32,
+        copies: u32,
+    }
+
+    /// One lane over a network of `n` probes, under a test clock that moves
+    /// a millisecond per step: the network loses, repeats, reorders and
+    /// delays replies, some past the reply timeout. Returns what the window
+    /// concluded, how many tries it sent, and how long it took (ms).
+    fn simulate(seed: u64, n: u64, retries: u32, capacity: usize) -> (HashMap<u64, Outcome>, Vec<Fate>, u64, u64) {
+        let mut rng = Rng(seed | 1);
+        let fates: Vec<Fate> = (0..n)
+            .map(|_| Fate {
+                answers: rng.below(3) > 0,
+                // Mostly within the timeouts; a tenth slower than the reply timeout.
+                rtt_ms: if rng.below(10) == 0 { 260 + rng.below(200) } else { 1 + rng.below(120) },
+                lost_tries: if rng.below(4) == 0 { 1 + rng.below(2) as u32 } else { 0 },
+                copies: rng.below(3) as u32,
+            })
+            .collect();
+        let mut w = Window::new(n, 0, retries, capacity);
+        // Replies on their way, by the millisecond they arrive.
+        let mut wire: BTreeMap<u64, Vec<u64>> = BTreeMap::new();
+        let mut outcome: HashMap<u64, Outcome> = HashMap::new();
+        let mut tries_of: HashMap<u64, u32> = HashMap::new();
+        let mut sent = 0;
+        let mut now_ms = 0;
+        while !w.is_done() {
+            now_ms += 1;
+            let now = now_ms * MS;
+            // Replies due by now arrive in a random order, then the window concludes.
+            let mut due: Vec<u64> = Vec::new();
+            while let Some((&at, _)) = wire.first_key_value() {
+                if at > now_ms {
+                    break;
+                }
+                due.extend(wire.pop_first().expect("first").1);
+            }
+            for k in (1..due.len()).rev() {
+                due.swap(k, rng.below(k as u64 + 1) as usize);
+            }
+            for seq in due {
+                match w.answer(seq, now) {
+                    Verdict::New => assert!(outcome.insert(seq, Outcome::Answered).is_none(), "{seq} answered twice"),
+                    Verdict::Duplicate | Verdict::Late => {}
+                }
+            }
+            let mut silent = Vec::new();
+            w.settle(now, T, &mut silent);
+            for s in silent {
+                let o = if s.undecided { Outcome::Undecided } else { Outcome::Silent };
+                assert!(outcome.insert(s.seq, o).is_none(), "{} concluded twice", s.seq);
+            }
+            // This host drops frames now and then.
+            if rng.below(400) == 0 {
+                w.mark_lost(now.saturating_sub(T.reply_timeout), now);
+            }
+            let mut sent_now = 0;
+            for _ in 0..rng.below(4) {
+                let Some(t) = w.next(now, now / 1000, T, |_| false) else { break };
+                sent += 1;
+                sent_now += 1;
+                let tries = tries_of.entry(t.seq).or_default();
+                *tries += 1;
+                let f = fates[t.seq as usize];
+                if f.answers && *tries > f.lost_tries {
+                    for copy in 0..=f.copies {
+                        wire.entry(now_ms + f.rtt_ms + u64::from(copy) * 7).or_default().push(t.seq);
+                    }
+                }
+            }
+            assert!(w.len() <= capacity);
+            // Nothing to do until the next reply or the window's next deadline: the clock jumps there.
+            let full = w.len() == capacity || w.lead == w.total;
+            if sent_now == 0 && full {
+                let next_reply = wire.first_key_value().map(|(&at, _)| at);
+                let next_due = w.next_due(T).map(|ns| ns.div_ceil(MS));
+                if let Some(next) = [next_reply, next_due].into_iter().flatten().min() {
+                    now_ms = now_ms.max(next.saturating_sub(1));
+                }
+            }
+        }
+        (outcome, fates, sent, now_ms)
+    }
+
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    enum Outcome {
+        Answered,
+        Silent,
+        Undecided,
+    }
+
+    /// Over thousands of probes and a faulty network, every probe is
+    /// concluded exactly once: answered when a reply came within the reply
+    /// timeout of a try, otherwise silent or (tries lost on this host)
+    /// undecided; never answered without a reply, never twice.
+    #[test]
+    fn every_probe_is_concluded_once_whatever_the_network_does() {
+        for (seed, n, retries, capacity) in
+            [(1u64, 3000, 1u32, 64usize), (2, 3000, 0, 1000), (3, 3000, 2, 300), (4, 200, 1, 5)]
+        {
+            let (outcome, fates, sent, took_ms) = simulate(seed, n, retries, capacity);
+            // A probe holds its place some 400 ms at most: a window that waits
+            // for nothing (a probe no try or result will come for) shows here.
+            assert!(took_ms < n * 100, "seed {seed}: {took_ms} ms for {n} probes");
+            assert_eq!(outcome.len() as u64, n, "seed {seed}: every probe concluded");
+            for (seq, f) in fates.iter().enumerate() {
+                let o = outcome[&(seq as u64)];
+                // A reply within the timeouts to a try that got one is an answer:
+                // with no retry the first try must be the one.
+                let answerable = f.answers && f.rtt_ms < 250 && f.lost_tries <= retries;
+                if answerable {
+                    assert_eq!(o, Outcome::Answered, "seed {seed}: probe {seq} {f:?}");
+                }
+                if !f.answers || f.lost_tries > 2 * retries {
+                    assert_ne!(o, Outcome::Answered, "seed {seed}: probe {seq} answered without a reply");
+                }
+            }
+            assert!(sent >= n && sent <= n * (2 * u64::from(retries) + 1), "seed {seed}: {sent} tries");
+        }
+    }
+
+    #[test]
+    fn the_same_seed_runs_the_same_way() {
+        let a = simulate(9, 500, 1, 50);
+        let b = simulate(9, 500, 1, 50);
+        assert_eq!(a.0, b.0);
+        assert_eq!(a.2, b.2);
     }
 }
