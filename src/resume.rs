@@ -97,10 +97,11 @@ pub fn config(given: Cli, argv: &[OsString]) -> Result<ScanConfig, ResumeError> 
     })?;
     let mut config = stored.into_config(arguments, Some(hosts))?;
     config.seed = seed;
-    // A cursor outside the scan would skip probes or overflow the plan's arithmetic.
+    // A cursor outside the scan would skip probes or overflow the plan's
+    // arithmetic. One of a version that retried in passes (pass 1 or later)
+    // starts over; its pass is kept within what that version wrote.
     let per_pass = config.shard.probes_of(config.space.len());
-    let inside = cursor.position <= per_pass
-        && (cursor.pass <= config.retries || (cursor.pass == config.retries + 1 && cursor.position == 0));
+    let inside = cursor.position <= per_pass && cursor.pass <= 2 * config.retries + 2;
     if !inside {
         return Err(ResumeError::Cursor {
             pass: cursor.pass,

@@ -37,6 +37,10 @@ const MAX_RTT: Duration = Duration::from_secs(60);
 /// The longest a lane with nothing due sleeps: the receive side's progress
 /// may conclude probes, and let the window take fresh ones, at any time.
 const IDLE: Duration = Duration::from_millis(1);
+/// How much longer than a reply timeout a stopped lane waits for the
+/// receive side to read what arrived: a receive path that never catches up
+/// (a flood of frames that pass the filter) must not hold Ctrl-C forever.
+const STOP_GRACE: Duration = Duration::from_secs(1);
 /// The most probes a lane's window holds (16 bytes each: 64 MiB): at a
 /// million probes a second, four seconds of them, far more than a reply
 /// timeout. Past it, fresh probes wait.
@@ -526,6 +530,7 @@ fn transmit<T: Transmit>(
     let mut tries: Vec<Try> = Vec::with_capacity(TX_BATCH as usize);
     let mut silent: Vec<Silent> = Vec::new();
     let mut retrying = false;
+    let mut stopped_at = None;
     // Nothing is sent to skipped hosts, nor again what earlier runs
     // concluded; a scan without either does not look its probes up twice.
     let skipping = plan.skipped.is_some() || !prior.is_empty();
@@ -536,7 +541,11 @@ fn transmit<T: Transmit>(
         }
     };
     loop {
-        let stopping = stop.stop_sending() || shared.failed.load(Relaxed);
+        // Another thread failed: the scan ends with its error, and nothing more is read.
+        if shared.failed.load(Relaxed) {
+            return Ok(());
+        }
+        let stopping = stop.stop_sending();
         let now = clock.now_ns();
         let rate = shared.rate.load(Relaxed);
         if rate != following {
@@ -546,7 +555,7 @@ fn transmit<T: Transmit>(
         let grant = if stopping { 0 } else { pacer.grant(now, TX_BATCH) };
         let timeouts = shared.timeouts(plan);
         let send_us = clock.stamp_us();
-        let (done, trail, due, last_send) = {
+        let (done, trail, due, last_send, fresh) = {
             let mut window = shared.window(l);
             window.settle(shared.caught_up.load(Acquire), timeouts, &mut silent);
             tries.clear();
@@ -559,7 +568,8 @@ fn transmit<T: Transmit>(
             if shared.window_peak.fetch_max(held, Relaxed) < held {
                 shared.window_bytes.store(bytes, Relaxed);
             }
-            (window.is_done(), window.trail(), window.next_due(timeouts), window.last_send())
+            let due = window.next_due(now, timeouts);
+            (window.is_done(), window.trail(), due, window.last_send(), window.fresh_waiting())
         };
         pacer.unused(grant - tries.len() as u32);
         if !retrying && let Some(t) = tries.iter().find(|t| t.attempt > 0) {
@@ -595,14 +605,28 @@ fn transmit<T: Transmit>(
             return Ok(());
         }
         if stopping {
-            // Replies to what was sent are still read; then what is left in the window stays undecided.
+            // Replies to what was sent are still read; then what is due is
+            // concluded, and what is left stays unconcluded for a resumed run.
+            let stopped_at = *stopped_at.get_or_insert(now);
             let waited = shared.caught_up.load(Acquire).saturating_sub(last_send);
-            if waited >= timeouts.reply_timeout {
-                shared.window(l).stop();
+            let gave_up =
+                Duration::from_nanos(now - stopped_at) >= Duration::from_nanos(timeouts.reply_timeout) + STOP_GRACE;
+            if waited > timeouts.reply_timeout || gave_up {
+                let mut window = shared.window(l);
+                window.stop();
+                window.settle(shared.caught_up.load(Acquire), timeouts, &mut silent);
+                let trail = window.trail();
+                drop(window);
+                if !silent.is_empty() {
+                    let time_us = clock.wall_us(clock.now_ns());
+                    let batch = silent.drain(..).map(|s| silent_result(plan, lanes, l, s, time_us, shared)).collect();
+                    let _ = results.send(batch);
+                }
+                shared.trails[l].store(lanes.trail_rank(l, trail), Release);
                 return Ok(());
             }
         }
-        if tries.is_empty() {
+        if tries.is_empty() && !(fresh && grant > 0) {
             let now = clock.now_ns();
             pause(idle(grant == 0 && !stopping, pacer.wait_ns(now), due, now));
         }
@@ -616,8 +640,10 @@ fn transmit<T: Transmit>(
 fn idle(held_by_rate: bool, until_grant: u64, due: Option<u64>, now: u64) -> Duration {
     let wait = match (held_by_rate, due) {
         (true, _) => Duration::from_nanos(until_grant),
-        (false, Some(due)) => Duration::from_nanos(due.saturating_sub(now)),
-        (false, None) => IDLE,
+        (false, Some(due)) if due > now => Duration::from_nanos(due - now),
+        // Due already, and still nothing to send: the result at the trail
+        // waits for the receive side to read up to its time.
+        (false, _) => IDLE,
     };
     wait.min(IDLE)
 }
@@ -772,8 +798,10 @@ fn receive<R: Receive>(
             watch.check(rx.take_drops(), rx.take_backlog(), now, plan, shared);
         }
         if caught_up {
-            // After the hand-over: a lane concludes on this, and its checkpoint counts on the results.
-            shared.caught_up.fetch_max(started, Release);
+            // After the hand-over: a lane concludes on this, and its checkpoint
+            // counts on the results. Not past the last reading of the drop
+            // counters: a reply dropped since is not marked yet.
+            shared.caught_up.fetch_max(started.min(watch.checked_ns), Release);
         }
         if stop.stop_waiting() || shared.failed.load(Relaxed) || (ending && caught_up) {
             watch.check(rx.take_drops(), rx.take_backlog(), clock.now_ns(), plan, shared);
@@ -1499,7 +1527,7 @@ mod tests {
         assert_eq!(idle(true, 50 * US, Some(10 * US), 0), Duration::from_micros(50));
         // Granted, but the window had nothing: its next retry, or a while.
         assert_eq!(idle(false, 0, Some(300 * US), 100 * US), Duration::from_micros(200));
-        assert_eq!(idle(false, 0, Some(50 * US), 100 * US), Duration::ZERO);
+        assert_eq!(idle(false, 0, Some(50 * US), 100 * US), IDLE, "due, and still nothing: not a spin");
         assert_eq!(idle(false, 0, None, 0), IDLE);
         assert_eq!(idle(false, 0, Some(u64::MAX), 0), IDLE);
         assert_eq!(idle(true, u64::MAX, None, 0), IDLE);

@@ -120,10 +120,14 @@ fn waited(now: u64, from_ms: u32, wait: u64) -> bool {
     since(now, from_ms) > wait.div_ceil(1_000_000)
 }
 
-/// The time (ns) at which `waited` first holds.
-fn wait_end(from_ms: u32, wait: u64) -> u64 {
-    (u64::from(from_ms) + 1 + wait.div_ceil(1_000_000)) * 1_000_000
+/// The time (ns, on `now`'s clock) at which `waited` first holds.
+fn wait_end(now: u64, from_ms: u32, wait: u64) -> u64 {
+    let left = (wait.div_ceil(1_000_000) + 1).saturating_sub(since(now, from_ms));
+    (now / 1_000_000 + left) * 1_000_000
 }
+
+/// Fresh probes one `next` call passes over at most.
+const SKIPS_PER_CALL: usize = 4096;
 
 /// Drop spans kept at most: the oldest go first, as the tries they may
 /// concern are the first to leave the window.
@@ -143,9 +147,9 @@ pub struct Window {
     /// Per rank of try `a` (index `a - 1`), the seq below which every probe
     /// was given its try `a`, or passed over.
     cursors: Vec<u64>,
-    /// Spans of time (ms) in which this host lost frames: a try sent in one
-    /// may have lost its reply. Sorted, disjoint.
-    losses: Vec<(u32, u32)>,
+    /// Spans of time (ms, not wrapped) in which this host lost frames: a
+    /// try sent in one may have lost its reply. Sorted, disjoint.
+    losses: Vec<(u64, u64)>,
     /// Probes whose last try was lost after it timed out, to send again at once.
     resend: VecDeque<u64>,
     /// Nothing more is sent: no retry, no resend.
@@ -198,7 +202,7 @@ impl Window {
     /// The bytes the window holds.
     pub fn bytes(&self) -> usize {
         self.slots.capacity() * size_of::<Slot>()
-            + self.losses.capacity() * size_of::<(u32, u32)>()
+            + self.losses.capacity() * size_of::<(u64, u64)>()
             + self.resend.capacity() * size_of::<u64>()
     }
 
@@ -216,9 +220,16 @@ impl Window {
     }
 
     /// Whether a try sent at `at_ms` may have lost its reply on this host.
+    /// The spans' times are whole; a slot's, modulo 2^32: the span that
+    /// counts is the one nearest the newest.
     fn lost(&self, at_ms: u32) -> bool {
-        let i = self.losses.partition_point(|&(_, to)| to < at_ms);
-        self.losses.get(i).is_some_and(|&(from, _)| from <= at_ms)
+        let Some(&(_, newest)) = self.losses.last() else { return false };
+        // The slot's time as whole milliseconds, at most 2^31 before the newest span's end.
+        let behind = u64::from((newest as u32).wrapping_sub(at_ms));
+        let at = newest.checked_sub(behind).filter(|_| behind <= u64::from(u32::MAX / 2));
+        let Some(at) = at else { return false };
+        let i = self.losses.partition_point(|&(_, to)| to < at);
+        self.losses.get(i).is_some_and(|&(from, _)| from <= at)
     }
 
     /// Whether this probe has regular tries left.
@@ -234,22 +245,31 @@ impl Window {
 
     /// The next try to send at `now` (ns), stamped `stamp_us`: a retry that
     /// is due first, then a fresh probe while the window has room. Fresh
-    /// probes that `skip` names are passed over, never sent. None: nothing
-    /// to send before `next_due`.
+    /// probes that `skip` names are passed over, never sent, at most
+    /// `SKIPS_PER_CALL` a call (the caller holds a lock the receive side
+    /// waits on). None: nothing to send now; `fresh_waiting` says whether
+    /// fresh probes are left to try at once.
     pub fn next(&mut self, now: u64, stamp_us: u64, t: Timeouts, mut skip: impl FnMut(u64) -> bool) -> Option<Try> {
         if let Some(attempt) = self.due_retry(now, t) {
             return Some(self.record(attempt, now, stamp_us));
         }
-        while self.lead < self.total && self.slots.len() < self.capacity {
+        let mut skips = 0;
+        while self.lead < self.total && self.slots.len() < self.capacity && skips < SKIPS_PER_CALL {
             let seq = self.lead;
             self.lead += 1;
             let state = if skip(seq) { State::Skipped } else { State::InFlight };
+            skips += usize::from(state == State::Skipped);
             self.slots.push_back(Slot { first_us: 0, last_us: 0, at_ms: 0, tries: 0, free_tries: 0, state });
             if state == State::InFlight {
                 return Some(self.record(Try { seq, attempt: 0 }, now, stamp_us));
             }
         }
         None
+    }
+
+    /// Whether fresh probes are left that the window has room for.
+    pub fn fresh_waiting(&self) -> bool {
+        !self.stopped && self.lead < self.total && self.slots.len() < self.capacity
     }
 
     /// Records a try as sent.
@@ -317,23 +337,21 @@ impl Window {
         None
     }
 
-    /// When something is next due (ns): a retry, or the result of the
-    /// probe at the trail.
-    pub fn next_due(&mut self, t: Timeouts) -> Option<u64> {
+    /// When something is next due after `now` (ns): a retry, or the result
+    /// of the probe at the trail.
+    pub fn next_due(&mut self, now: u64, t: Timeouts) -> Option<u64> {
         let mut due = None::<u64>;
         for a in 1..=self.cursors.len() {
             // One with no try left only waits, at its place, for its result.
             if let Some(slot) = self.candidate(a).and_then(|seq| self.slot(seq)).filter(|s| self.retriable(s)) {
-                let d = wait_end(slot.at_ms, t.retry_after);
+                let d = wait_end(now, slot.at_ms, t.retry_after);
                 due = Some(due.map_or(d, |x| x.min(d)));
             }
         }
         if let Some(front) = self.slots.front().filter(|s| s.state == State::InFlight && !self.budget_left(s)) {
-            let d = wait_end(front.at_ms, t.reply_timeout);
+            let d = wait_end(now, front.at_ms, t.reply_timeout);
             due = Some(due.map_or(d, |x| x.min(d)));
         }
-        // Slot times are modulo 2^32 ms: a due time reads as one within the
-        // last 49 days, which a caller only compares to a nearby now.
         due
     }
 
@@ -372,11 +390,16 @@ impl Window {
     /// Records that this host lost frames: the tries sent from `since` to
     /// `now` (ns) may have lost their replies, or been lost themselves.
     pub fn mark_lost(&mut self, since: u64, now: u64) {
-        let (from, to) = (ms(since), ms(now).max(ms(since)));
-        match self.losses.last_mut() {
-            Some(last) if from <= last.1.saturating_add(1) => *last = (last.0.min(from), last.1.max(to)),
-            _ => self.losses.push((from, to)),
+        let (mut from, mut to) = (since / 1_000_000, (now / 1_000_000).max(since / 1_000_000));
+        // A span reaching back over the last ones absorbs them: the spans stay disjoint.
+        while let Some(&(f, t)) = self.losses.last() {
+            if t.saturating_add(1) < from {
+                break;
+            }
+            (from, to) = (from.min(f), to.max(t));
+            self.losses.pop();
         }
+        self.losses.push((from, to));
         if self.losses.len() > MAX_LOSSES {
             self.losses.remove(0);
         }
@@ -457,10 +480,10 @@ mod tests {
         assert_eq!(all_sent(&mut w, 0), [Try { seq: 0, attempt: 0 }, Try { seq: 1, attempt: 0 }]);
         assert_eq!(w.answer(1, 10 * MS), Verdict::New);
         assert_eq!(w.next(50 * MS, 0, T, |_| false), None, "due after 50 ms, not at it");
-        assert_eq!(w.next_due(T), Some(51 * MS));
+        assert_eq!(w.next_due(50 * MS, T), Some(51 * MS));
         assert_eq!(w.next(51 * MS, 0, T, |_| false), Some(Try { seq: 0, attempt: 1 }));
         assert_eq!(w.next(60 * MS, 0, T, |_| false), None);
-        assert_eq!(w.next_due(T), Some(302 * MS), "the result of the last try");
+        assert_eq!(w.next_due(60 * MS, T), Some(302 * MS), "the result of the last try");
         assert!(settled(&mut w, 301 * MS).is_empty());
         assert_eq!(w.trail(), 0);
         assert_eq!(settled(&mut w, 302 * MS), [Silent { seq: 0, undecided: false }]);
@@ -548,6 +571,41 @@ mod tests {
         let silent = settled(&mut w, 400 * MS);
         let undecided: Vec<bool> = silent.iter().map(|s| s.undecided).collect();
         assert_eq!(undecided, [false, true, false]);
+    }
+
+    /// A reading of lost replies reaches back a reply timeout, over spans
+    /// of lost probes marked since: it takes them in, and every try sent in
+    /// any of them counts as lost.
+    #[test]
+    fn drop_spans_that_reach_back_over_others_absorb_them() {
+        let mut w = Window::new(4, 0, 0, 16);
+        for at in [800, 890, 990, 2000] {
+            w.next(at * MS, 0, T, |_| false);
+        }
+        w.mark_lost(880 * MS, 900 * MS);
+        w.mark_lost(980 * MS, 1000 * MS);
+        w.mark_lost(750 * MS, 1010 * MS);
+        assert_eq!(w.losses, [(750, 1010)]);
+        let silent = settled(&mut w, 3000 * MS);
+        let undecided: Vec<bool> = silent.iter().map(|s| s.undecided).collect();
+        assert_eq!(undecided, [true, true, true, false]);
+    }
+
+    /// Skipped probes are passed over a bounded number at a time: the lane
+    /// holds the window's lock meanwhile, which the receive side waits on.
+    #[test]
+    fn a_long_run_of_skipped_probes_is_passed_over_in_parts() {
+        let n = 3 * SKIPS_PER_CALL as u64;
+        let mut w = Window::new(n + 1, 0, 0, n as usize + 1);
+        let mut calls = 0;
+        let sent = loop {
+            calls += 1;
+            if let Some(t) = w.next(0, 0, T, |seq| seq < n) {
+                break t;
+            }
+            assert!(w.fresh_waiting(), "call {calls}: more to pass over");
+        };
+        assert_eq!((sent.seq, calls), (n, 4));
     }
 
     #[test]
@@ -678,7 +736,7 @@ mod tests {
             let full = w.len() == capacity || w.lead == w.total;
             if sent_now == 0 && full {
                 let next_reply = wire.first_key_value().map(|(&at, _)| at);
-                let next_due = w.next_due(T).map(|ns| ns.div_ceil(MS));
+                let next_due = w.next_due(now, T).map(|ns| ns.div_ceil(MS));
                 if let Some(next) = [next_reply, next_due].into_iter().flatten().min() {
                     now_ms = now_ms.max(next.saturating_sub(1));
                 }

@@ -14,7 +14,11 @@ use serde_json::{Value, json};
 use std::path::{Path, PathBuf};
 use thiserror::Error;
 
-const FORMAT: u64 = 1;
+/// 2: the cursor is where every probe before it is concluded (a send
+/// window). 1 also had retry passes: its cursor, read as pass 1 or later,
+/// starts its scan over with what its runs stored skipped.
+const FORMAT: u64 = 2;
+const PASSES_FORMAT: u64 = 1;
 
 #[derive(Debug, Error)]
 pub enum CheckpointError {
@@ -61,9 +65,10 @@ impl Checkpoint {
     /// Reads what `to_json` wrote; `Err` says what is wrong.
     pub fn from_json(text: &str) -> Result<Checkpoint, String> {
         let v: Value = serde_json::from_str(text).map_err(|e| e.to_string())?;
-        if v["prtip_checkpoint"].as_u64() != Some(FORMAT) {
+        let format = v["prtip_checkpoint"].as_u64().filter(|f| [FORMAT, PASSES_FORMAT].contains(f));
+        let Some(format) = format else {
             return Err(format!("format version {} is not {FORMAT}", v["prtip_checkpoint"]));
-        }
+        };
         let number = |key: &str| v[key].as_u64().ok_or_else(|| format!("'{key}' is missing"));
         let arguments = v["arguments"]
             .as_array()
@@ -74,7 +79,10 @@ impl Checkpoint {
             seed: number("seed")?,
             hosts: hosts_from_json(&v["hosts"])?,
             cursor: Cursor {
-                pass: u32::try_from(number("pass")?).map_err(|e| e.to_string())?,
+                pass: u32::try_from(number("pass")?)
+                    .ok()
+                    .and_then(|pass| pass.checked_add(u32::from(format == PASSES_FORMAT)))
+                    .ok_or("'pass' is out of range")?,
                 position: number("position")?,
             },
             sent: number("sent")?,
@@ -198,6 +206,7 @@ mod tests {
             "{}",
             "[1]",
             r#"{"prtip_checkpoint":2}"#,
+            r#"{"prtip_checkpoint":3}"#,
             &c.to_json().replace("\"seed\"", "\"sead\""),
             &c.to_json().replace(r#"["255.255.255.255","255.255.255.255"]"#, r#"["0.0.0.5","0.0.0.4"]"#),
             &c.to_json().replace(r#"["255.255.255.255","255.255.255.255"]"#, "[4294967296,4294967296]"),
@@ -208,5 +217,24 @@ mod tests {
         ] {
             assert!(Checkpoint::from_json(bad).is_err(), "{bad}");
         }
+    }
+
+    /// A checkpoint of a version that retried in passes: even at its first
+    /// pass, its cursor did not conclude the probes before it, so it reads
+    /// as a later pass, which starts the scan over.
+    #[test]
+    fn a_checkpoint_of_retry_passes_reads_as_one_past_the_first_pass() {
+        let c = Checkpoint {
+            arguments: vec!["-p".into(), "80".into(), "10.0.0.0/24".into()],
+            seed: 7,
+            hosts: Hosts::new(Family::V4, RangeSet::from_ranges(vec![Range::new(1, 5)])),
+            cursor: Cursor { pass: 0, position: 40 },
+            sent: 40,
+        };
+        let old = c.to_json().replace(r#""prtip_checkpoint":2"#, r#""prtip_checkpoint":1"#);
+        assert_ne!(old, c.to_json());
+        let read = Checkpoint::from_json(&old).unwrap();
+        assert_eq!(read.cursor, Cursor { pass: 1, position: 40 });
+        assert_eq!(Checkpoint { cursor: c.cursor, ..read }, c);
     }
 }

@@ -352,6 +352,16 @@ mod tests {
         assert_eq!(db.results(1, true).unwrap().len(), 1);
         let version: i64 = db.conn.query_row("PRAGMA user_version", [], |r| r.get(0)).unwrap();
         assert_eq!(version as usize, MIGRATIONS.len());
+        // A scan that did not complete under retry passes starts over when resumed (version 9).
+        let passes: Vec<i64> = db
+            .conn
+            .prepare("SELECT resume_pass FROM scans ORDER BY id")
+            .unwrap()
+            .query_map([], |r| r.get(0))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert_eq!(passes, [1, 0]);
         assert!(db.integrity_ok().unwrap());
     }
 

@@ -99,6 +99,10 @@ CREATE TABLE scan_flagged_hosts (
 ) WITHOUT ROWID;
 "#,
     ),
+    // Version 9: a checkpoint is where every probe before it is concluded (a
+    // send window). One saved by retry passes resumes from the start with
+    // what was stored skipped, as one past its first pass always did.
+    Migration::Sql("UPDATE scans SET resume_pass = resume_pass + 1 WHERE status != 'completed';"),
 ];
 
 /// Results as integers, keyed by the address as an integer: SQLite takes
