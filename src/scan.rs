@@ -5,6 +5,7 @@
 use crate::config::{OutputFormat, ScanConfig, TransportChoice, Verbosity};
 use crate::engine::plan::{Cursor, ScanPlan};
 use crate::engine::run::{self, EngineError, Observer, Progress, ScanStats, StopSignal, Wire};
+use crate::engine::time::SystemClocks;
 use crate::latency::{self, Latency, Series};
 use crate::net::{self, NetError, Path};
 use crate::open_hosts::{FLAG, FlaggedHost, OpenHosts};
@@ -305,6 +306,7 @@ fn send(
         stop,
         &concluded,
         &mut sinks,
+        &SystemClocks::new(),
     );
     drop(concluded);
     let _closing = Closing::start(txs, rx, resets, attachment);

@@ -6,4 +6,5 @@ pub mod plan;
 pub mod rate;
 pub mod run;
 pub mod state;
+pub mod time;
 pub mod window;

@@ -8,6 +8,7 @@ use super::pacing::Pacer;
 use super::plan::{Cursor, ScanPlan};
 use super::rate::{RateControl, RateReason};
 use super::state::{reply_timeout, retry_after};
+use super::time::Time;
 use super::window::{Lookup, Silent, Timeouts, Try, Verdict, Window};
 use crate::result::{PortState, Reason, ScanResult};
 use crate::transport::{Drops, Receive, Transmit, TransportError};
@@ -21,7 +22,7 @@ use std::sync::atomic::{
     Ordering::{AcqRel, Acquire, Relaxed, Release},
 };
 use std::sync::{Mutex, MutexGuard, mpsc};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 use thiserror::Error;
 
 const TX_BATCH: u32 = 64;
@@ -177,10 +178,12 @@ impl ScanStats {
 struct EndGuard<'a> {
     shared: &'a Shared,
     transmit: bool,
+    time: &'a dyn Time,
 }
 
 impl Drop for EndGuard<'_> {
     fn drop(&mut self) {
+        self.time.leave();
         if std::thread::panicking() {
             self.shared.failed.store(true, Relaxed);
         }
@@ -338,19 +341,24 @@ impl Shared {
     }
 }
 
-struct Clock {
-    start: Instant,
+/// The scan's times, from its start.
+struct Clock<'t> {
+    time: &'t dyn Time,
+    start_ns: u64,
     wall_start_us: u64,
 }
 
-impl Clock {
-    fn new() -> Self {
-        let wall = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
-        Clock { start: Instant::now(), wall_start_us: wall.as_micros() as u64 }
+impl<'t> Clock<'t> {
+    fn new(time: &'t dyn Time) -> Self {
+        Clock { time, start_ns: time.monotonic_ns(), wall_start_us: time.wall_ns() / 1000 }
     }
 
     fn now_ns(&self) -> u64 {
-        self.start.elapsed().as_nanos() as u64
+        self.time.monotonic_ns().saturating_sub(self.start_ns)
+    }
+
+    fn pause(&self, d: Duration) {
+        self.time.sleep(d);
     }
 
     fn wall_us(&self, mono_ns: u64) -> u64 {
@@ -362,8 +370,7 @@ impl Clock {
     /// replies (the kernel's are wall-clock times), so that a round trip is
     /// one clock's difference.
     fn stamp_us(&self) -> u64 {
-        let wall = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
-        (wall.as_micros() as u64).saturating_sub(self.wall_start_us)
+        (self.time.wall_ns() / 1000).saturating_sub(self.wall_start_us)
     }
 
     /// A wall-clock time (ns since the epoch) on this clock's scale.
@@ -380,7 +387,7 @@ impl Clock {
 /// valid SYN-ACK: needed where this host's kernel never sees the replies
 /// (AF_XDP steals them). The transports are borrowed: closing them can take
 /// tens of milliseconds of RCU grace periods, which the caller may spend on
-/// something else.
+/// something else. Every reading of the time and every wait goes through `time`.
 #[allow(clippy::too_many_arguments)]
 pub fn run<T: Transmit, R: Receive>(
     plan: &ScanPlan,
@@ -391,11 +398,12 @@ pub fn run<T: Transmit, R: Receive>(
     stop: &StopSignal,
     prior: &HashSet<u64>,
     observer: &mut impl Observer,
+    time: &dyn Time,
 ) -> Result<ScanStats, EngineError> {
     if txs.is_empty() {
         return Err(EngineError::NoTransmitter);
     }
-    let clock = Clock::new();
+    let clock = Clock::new(time);
     let lanes = Lanes { count: txs.len() as u64, ranks: plan.probe_count() };
     let start = plan.start.position.min(lanes.ranks);
     let shared = Shared {
@@ -424,7 +432,7 @@ pub fn run<T: Transmit, R: Receive>(
                 s.spawn(move || {
                     // Whatever way transmission ends, a panic included, the receive
                     // thread must learn it, or it would wait for replies forever.
-                    let _done = EndGuard { shared, transmit: true };
+                    let _done = EndGuard { shared, transmit: true, time };
                     let lane = Lane { index: lane, lanes };
                     let r = transmit(plan, lane, wire, tx, shared, clock, stop, prior, results);
                     shared.failed.fetch_or(r.is_err(), Relaxed);
@@ -434,21 +442,21 @@ pub fn run<T: Transmit, R: Receive>(
             .collect();
         let resets = resets.map(|tx| spawn_resets(s, tx, &shared));
         let rx_thread = s.spawn(|| {
-            let _done = EndGuard { shared: &shared, transmit: false };
+            let _done = EndGuard { shared: &shared, transmit: false, time };
             let r = receive(plan, wire, lanes, rx, resets, &shared, &clock, stop, results_tx);
             shared.failed.fetch_or(r.is_err(), Relaxed);
             r
         });
         // The channel closes when the last thread holding a sender ends, so this loop cannot miss the end.
-        let mut last_tick = Instant::now();
+        let mut last_tick = clock.now_ns();
         loop {
             match results_rx.recv_timeout(PROGRESS_EVERY) {
                 Ok(batch) => observer.results(batch),
                 Err(mpsc::RecvTimeoutError::Timeout) => {}
                 Err(mpsc::RecvTimeoutError::Disconnected) => break,
             }
-            if last_tick.elapsed() >= PROGRESS_EVERY {
-                last_tick = Instant::now();
+            if clock.now_ns().saturating_sub(last_tick) >= PROGRESS_EVERY.as_nanos() as u64 {
+                last_tick = clock.now_ns();
                 // The trail first: the results it counts on were handed over before it was stored.
                 let checkpoint = Cursor { pass: 0, position: shared.trail() };
                 while let Ok(batch) = results_rx.try_recv() {
@@ -511,7 +519,7 @@ fn transmit<T: Transmit>(
     wire: &Wire,
     tx: &mut T,
     shared: &Shared,
-    clock: &Clock,
+    clock: &Clock<'_>,
     stop: &StopSignal,
     prior: &HashSet<u64>,
     results: mpsc::Sender<Vec<ScanResult>>,
@@ -628,7 +636,7 @@ fn transmit<T: Transmit>(
         }
         if tries.is_empty() && !(fresh && grant > 0) {
             let now = clock.now_ns();
-            pause(idle(grant == 0 && !stopping, pacer.wait_ns(now), due, now));
+            clock.pause(idle(grant == 0 && !stopping, pacer.wait_ns(now), due, now));
         }
     }
 }
@@ -668,7 +676,7 @@ fn receive<R: Receive>(
     rx: &mut R,
     resets: Option<mpsc::SyncSender<Vec<ResetFrame>>>,
     shared: &Shared,
-    clock: &Clock,
+    clock: &Clock<'_>,
     stop: &StopSignal,
     results: mpsc::Sender<Vec<ScanResult>>,
 ) -> Result<(), EngineError> {
@@ -956,19 +964,6 @@ impl LossWatch {
     }
 }
 
-/// Sleeps for long waits and spins for short ones: a sleep wakes tens of
-/// microseconds late, which at a million packets per second is a burst.
-fn pause(d: Duration) {
-    if d > Duration::from_micros(200) {
-        std::thread::sleep(d - Duration::from_micros(100));
-    } else {
-        let end = Instant::now() + d;
-        while Instant::now() < end {
-            std::hint::spin_loop();
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -979,6 +974,73 @@ mod tests {
     use std::collections::{HashMap, VecDeque};
     use std::net::{Ipv4Addr, Ipv6Addr};
     use std::sync::{Arc, Mutex};
+    use std::time::Instant;
+
+    /// A clock that passes only while every thread of the scan waits on it,
+    /// and then straight to the earliest time one of them waits for: the
+    /// engine's tests run on it, not on the wall clock. A thread busy with
+    /// work (or waiting on a lock) holds time still, so the scan cannot
+    /// outrun a thread the machine did not schedule.
+    struct VirtualTime {
+        state: Mutex<Waits>,
+        woken: std::sync::Condvar,
+    }
+
+    struct Waits {
+        now: u64,
+        /// Threads that wait on this time and have not left it.
+        threads: usize,
+        /// The times the waiting threads wait for.
+        until: Vec<u64>,
+    }
+
+    /// Its wall clock: 2026-12-01, as seconds since the epoch.
+    const EPOCH_NS: u64 = 1_764_547_200 * 1_000_000_000;
+
+    impl VirtualTime {
+        /// For a scan of `threads` threads that wait: its lanes and its receive thread.
+        fn new(threads: usize) -> Self {
+            VirtualTime { state: Mutex::new(Waits { now: 0, threads, until: Vec::new() }), woken: Default::default() }
+        }
+
+        /// Moves the clock on when every thread waits.
+        fn advance(&self, w: &mut Waits) {
+            if w.until.len() >= w.threads
+                && let Some(&next) = w.until.iter().min()
+            {
+                w.now = w.now.max(next);
+                self.woken.notify_all();
+            }
+        }
+    }
+
+    impl Time for VirtualTime {
+        fn monotonic_ns(&self) -> u64 {
+            self.state.lock().unwrap().now
+        }
+
+        fn wall_ns(&self) -> u64 {
+            EPOCH_NS + self.monotonic_ns()
+        }
+
+        fn sleep(&self, d: Duration) {
+            let mut w = self.state.lock().unwrap();
+            let until = w.now + (d.as_nanos() as u64).max(1000);
+            w.until.push(until);
+            self.advance(&mut w);
+            while w.now < until {
+                w = self.woken.wait(w).unwrap();
+            }
+            let i = w.until.iter().position(|&u| u == until).expect("this wait");
+            w.until.swap_remove(i);
+        }
+
+        fn leave(&self) {
+            let mut w = self.state.lock().unwrap();
+            w.threads = w.threads.saturating_sub(1);
+            self.advance(&mut w);
+        }
+    }
 
     const ME: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 100);
     const ME6: Ipv6Addr = Ipv6Addr::new(0xfd00, 0, 0, 0, 0, 0, 0, 0x100);
@@ -989,8 +1051,8 @@ mod tests {
     /// filtered port draws a forged SYN-ACK.
     #[derive(Default)]
     struct Net {
-        /// Frames on their way, and when each arrives.
-        inbox: VecDeque<(Instant, Vec<u8>)>,
+        /// Frames on their way, and when each arrives (ns on the test's clock).
+        inbox: VecDeque<(u64, Vec<u8>)>,
         attempts: HashMap<(IpAddr, u16), u32>,
         /// (target, port, our source port, ack) of every genuine SYN-ACK sent:
         /// what an RST must match.
@@ -1016,8 +1078,8 @@ mod tests {
         slow: HashMap<u16, Duration>,
     }
 
-    struct FakeTx(Arc<Mutex<Net>>, Arc<Truth>);
-    struct FakeRx(Arc<Mutex<Net>>);
+    struct FakeTx(Arc<Mutex<Net>>, Arc<Truth>, Arc<VirtualTime>);
+    struct FakeRx(Arc<Mutex<Net>>, Arc<VirtualTime>);
     /// Takes the engine's RSTs and checks each against a genuine SYN-ACK.
     struct FakeResets(Arc<Mutex<Net>>);
 
@@ -1043,6 +1105,7 @@ mod tests {
     impl Transmit for FakeTx {
         fn transmit(&mut self, frames: &[&[u8]]) -> Result<usize, TransportError> {
             let mut net = self.0.lock().unwrap();
+            let now = self.2.monotonic_ns();
             for f in frames {
                 let p = SlicedPacket::from_ethernet(f).unwrap();
                 // Whole frames and nothing after them: a raw IP socket sends every byte it is given.
@@ -1095,8 +1158,8 @@ mod tests {
                         };
                         // A SYN-ACK with its echo, and an RST: each says the other state.
                         let ack = key.seq(me, dst, syn.source_port(), port, off).wrapping_add(1);
-                        net.inbox.push_back((Instant::now(), reply(ack, true, key.tsval(off))));
-                        net.inbox.push_back((Instant::now(), reply(ack, false, 0)));
+                        net.inbox.push_back((now, reply(ack, true, key.tsval(off))));
+                        net.inbox.push_back((now, reply(ack, false, 0)));
                     }
                 }
                 if self.1.filtered.contains(&port) {
@@ -1106,7 +1169,7 @@ mod tests {
                     } else {
                         reply(good ^ 0x55, true, tsval)
                     };
-                    net.inbox.push_back((Instant::now(), forged));
+                    net.inbox.push_back((now, forged));
                     continue;
                 }
                 let open = self.1.open.contains(&port);
@@ -1114,7 +1177,7 @@ mod tests {
                     net.syn_acks.insert((dst, port, syn.source_port(), good));
                 }
                 let frame = reply(good, open, tsval);
-                let due = Instant::now() + self.1.slow.get(&port).copied().unwrap_or_default();
+                let due = now + self.1.slow.get(&port).map_or(0, |d| d.as_nanos() as u64);
                 if self.1.noisy.contains(&port) {
                     net.inbox.push_back((due, frame.clone()));
                 }
@@ -1126,19 +1189,19 @@ mod tests {
 
     impl Receive for FakeRx {
         fn receive(&mut self, timeout: Duration, on_frame: &mut dyn FnMut(&[u8], u64)) -> Result<bool, TransportError> {
+            let now = self.1.monotonic_ns();
             let frames: Vec<Vec<u8>> = {
                 let mut net = self.0.lock().unwrap();
-                let (due, later): (VecDeque<_>, VecDeque<_>) =
-                    net.inbox.drain(..).partition(|(at, _)| *at <= Instant::now());
+                let (due, later): (VecDeque<_>, VecDeque<_>) = net.inbox.drain(..).partition(|(at, _)| *at <= now);
                 net.inbox = later;
                 due.into_iter().map(|(_, f)| f).collect()
             };
             if frames.is_empty() {
-                std::thread::sleep(timeout.min(Duration::from_millis(1)));
+                self.1.sleep(timeout.min(Duration::from_millis(1)));
             }
-            let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_nanos() as u64;
+            let wall = self.1.wall_ns();
             for f in frames {
-                on_frame(&f, now);
+                on_frame(&f, wall);
             }
             // Every frame due when the call began was handed over.
             Ok(true)
@@ -1199,18 +1262,20 @@ mod tests {
         let wire = Wire { template: SynTemplate::new([1; 6], [2; 6], me), src_ip: me, key: CookieKey::new(3, 4) };
         let net = Arc::new(Mutex::new(Net::default()));
         let truth = Arc::new(truth);
+        let time = Arc::new(VirtualTime::new(lanes + 1));
         let prior: HashSet<u64> =
             plan.positions().filter(|&pos| concluded_before(pos)).map(|pos| plan.target(pos).0).collect();
         let mut seen = Seen { results: Vec::new(), ticks: 0, ranks: plan.probe_count() };
         let stats = run(
             plan,
             &wire,
-            &mut (0..lanes).map(|_| FakeTx(net.clone(), truth.clone())).collect::<Vec<_>>(),
-            &mut FakeRx(net.clone()),
+            &mut (0..lanes).map(|_| FakeTx(net.clone(), truth.clone(), time.clone())).collect::<Vec<_>>(),
+            &mut FakeRx(net.clone(), time.clone()),
             Some(&mut FakeResets(net.clone())),
             &StopSignal::new(),
             &prior,
             &mut seen,
+            &*time,
         )
         .unwrap();
         assert!(seen.ticks <= 1 + stats.duration.as_millis() / 250, "progress at most four times a second");
@@ -1562,16 +1627,18 @@ mod tests {
             key: CookieKey::new(3, 4),
         };
         let mut seen = Seen { results: Vec::new(), ticks: 0, ranks: plan.probe_count() };
+        let time = Arc::new(VirtualTime::new(2));
         let started = Instant::now();
         let r = run(
             &plan,
             &wire,
             &mut [PanickingTx],
-            &mut FakeRx(Arc::default()),
+            &mut FakeRx(Arc::default(), time.clone()),
             None,
             &StopSignal::new(),
             &HashSet::new(),
             &mut seen,
+            &*time,
         );
         assert!(matches!(r, Err(EngineError::Panicked("transmit"))), "{r:?}");
         assert!(started.elapsed() < Duration::from_secs(5), "waited {:?} with --wait 30", started.elapsed());

@@ -18,6 +18,7 @@ use etherparse::{
 };
 use prtip::engine::plan::ScanPlan;
 use prtip::engine::run::{Observer, ScanStats, StopSignal, Wire, run};
+use prtip::engine::time::SystemClocks;
 use prtip::result::{PortState, Reason, ScanResult};
 use prtip::target::space::TargetSpace;
 use prtip::transport::{Drops, Receive, Transmit, TransportError};
@@ -282,6 +283,7 @@ impl SimNet {
             &stop,
             &Default::default(),
             &mut tally,
+            &SystemClocks::new(),
         )
         .expect("the scan runs");
         (stats, tally)
