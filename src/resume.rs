@@ -106,7 +106,7 @@ pub fn config(given: Cli, argv: &[OsString]) -> Result<ScanConfig, ResumeError> 
         return Err(ResumeError::Cursor {
             pass: cursor.pass,
             position: cursor.position,
-            passes: config.retries + 1,
+            passes: 2 * config.retries + 3,
             per_pass,
         });
     }

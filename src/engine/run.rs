@@ -183,7 +183,6 @@ struct EndGuard<'a> {
 
 impl Drop for EndGuard<'_> {
     fn drop(&mut self) {
-        self.time.leave();
         if std::thread::panicking() {
             self.shared.failed.store(true, Relaxed);
         }
@@ -191,6 +190,7 @@ impl Drop for EndGuard<'_> {
         if self.transmit && self.shared.tx_running.fetch_sub(1, AcqRel) == 1 {
             self.shared.tx_done.store(true, Release);
         }
+        self.time.leave();
     }
 }
 
@@ -387,7 +387,8 @@ impl<'t> Clock<'t> {
 /// valid SYN-ACK: needed where this host's kernel never sees the replies
 /// (AF_XDP steals them). The transports are borrowed: closing them can take
 /// tens of milliseconds of RCU grace periods, which the caller may spend on
-/// something else. Every reading of the time and every wait goes through `time`.
+/// something else. The lanes and the receive thread read the time and wait
+/// only through `time`.
 #[allow(clippy::too_many_arguments)]
 pub fn run<T: Transmit, R: Receive>(
     plan: &ScanPlan,
@@ -567,6 +568,7 @@ fn transmit<T: Transmit>(
             let mut window = shared.window(l);
             window.settle(shared.caught_up.load(Acquire), timeouts, &mut silent);
             tries.clear();
+            window.allow_skips();
             while tries.len() < grant as usize
                 && let Some(t) = window.next(now, send_us, timeouts, &skip)
             {
@@ -616,10 +618,10 @@ fn transmit<T: Transmit>(
             // Replies to what was sent are still read; then what is due is
             // concluded, and what is left stays unconcluded for a resumed run.
             let stopped_at = *stopped_at.get_or_insert(now);
+            // The window counts whole milliseconds: a millisecond more, and what is due is concluded.
             let waited = shared.caught_up.load(Acquire).saturating_sub(last_send);
-            let gave_up =
-                Duration::from_nanos(now - stopped_at) >= Duration::from_nanos(timeouts.reply_timeout) + STOP_GRACE;
-            if waited > timeouts.reply_timeout || gave_up {
+            let due = waited > timeouts.reply_timeout + 1_000_000 || shared.window(l).is_empty();
+            if due || gave_up(now, stopped_at, timeouts) {
                 let mut window = shared.window(l);
                 window.stop();
                 window.settle(shared.caught_up.load(Acquire), timeouts, &mut silent);
@@ -639,6 +641,13 @@ fn transmit<T: Transmit>(
             clock.pause(idle(grant == 0 && !stopping, pacer.wait_ns(now), due, now));
         }
     }
+}
+
+/// Whether a scan stopped at `stopped_at` has waited for its replies as long
+/// as it will (times in ns): a reply timeout, and `STOP_GRACE` for a receive
+/// side that does not catch up.
+fn gave_up(now: u64, stopped_at: u64, t: Timeouts) -> bool {
+    Duration::from_nanos(now.saturating_sub(stopped_at)) >= Duration::from_nanos(t.reply_timeout) + STOP_GRACE
 }
 
 /// How long a lane that sent nothing waits (times in ns): until the rate
@@ -687,6 +696,7 @@ fn receive<R: Receive>(
     let mut rst_frames: Vec<ResetFrame> = Vec::new();
     let mut watch = LossWatch::new(plan, clock.now_ns());
     let mut rejected = Rejected::default();
+    let mut stopped_at = None;
     loop {
         let ending = shared.tx_done.load(Acquire);
         let started = clock.now_ns();
@@ -811,7 +821,13 @@ fn receive<R: Receive>(
             // counters: a reply dropped since is not marked yet.
             shared.caught_up.fetch_max(started.min(watch.checked_ns), Release);
         }
-        if stop.stop_waiting() || shared.failed.load(Relaxed) || (ending && caught_up) {
+        // Stopped, it reads no longer than the lanes wait: a receive side that
+        // never catches up (a flood) must not hold the scan.
+        if stop.stop_sending() && stopped_at.is_none() {
+            stopped_at = Some(clock.now_ns());
+        }
+        let given_up = stopped_at.is_some_and(|at| gave_up(clock.now_ns(), at, shared.timeouts(plan)));
+        if stop.stop_waiting() || shared.failed.load(Relaxed) || ending && (caught_up || given_up) {
             watch.check(rx.take_drops(), rx.take_backlog(), clock.now_ns(), plan, shared);
             rejected.log();
             return Ok(());

@@ -126,7 +126,7 @@ fn wait_end(now: u64, from_ms: u32, wait: u64) -> u64 {
     (now / 1_000_000 + left) * 1_000_000
 }
 
-/// Fresh probes one `next` call passes over at most.
+/// Fresh probes passed over at most between two `allow_skips`.
 const SKIPS_PER_CALL: usize = 4096;
 
 /// Drop spans kept at most: the oldest go first, as the tries they may
@@ -152,6 +152,8 @@ pub struct Window {
     losses: Vec<(u64, u64)>,
     /// Probes whose last try was lost after it timed out, to send again at once.
     resend: VecDeque<u64>,
+    /// Fresh probes `next` may still pass over before `allow_skips` again.
+    skips_left: usize,
     /// Nothing more is sent: no retry, no resend.
     stopped: bool,
     /// When the last try of anything was sent (ns).
@@ -175,6 +177,7 @@ impl Window {
             cursors: vec![start; 2 * retries as usize],
             losses: Vec::new(),
             resend: VecDeque::new(),
+            skips_left: SKIPS_PER_CALL,
             stopped: false,
             last_send: 0,
         }
@@ -246,25 +249,30 @@ impl Window {
     /// The next try to send at `now` (ns), stamped `stamp_us`: a retry that
     /// is due first, then a fresh probe while the window has room. Fresh
     /// probes that `skip` names are passed over, never sent, at most
-    /// `SKIPS_PER_CALL` a call (the caller holds a lock the receive side
-    /// waits on). None: nothing to send now; `fresh_waiting` says whether
-    /// fresh probes are left to try at once.
+    /// `SKIPS_PER_CALL` between calls to `allow_skips` (the caller holds a
+    /// lock the receive side waits on). None: nothing to send now;
+    /// `fresh_waiting` says whether fresh probes are left to try at once.
     pub fn next(&mut self, now: u64, stamp_us: u64, t: Timeouts, mut skip: impl FnMut(u64) -> bool) -> Option<Try> {
         if let Some(attempt) = self.due_retry(now, t) {
             return Some(self.record(attempt, now, stamp_us));
         }
-        let mut skips = 0;
-        while self.lead < self.total && self.slots.len() < self.capacity && skips < SKIPS_PER_CALL {
+        while self.lead < self.total && self.slots.len() < self.capacity && self.skips_left > 0 {
             let seq = self.lead;
             self.lead += 1;
             let state = if skip(seq) { State::Skipped } else { State::InFlight };
-            skips += usize::from(state == State::Skipped);
+            self.skips_left -= usize::from(state == State::Skipped);
             self.slots.push_back(Slot { first_us: 0, last_us: 0, at_ms: 0, tries: 0, free_tries: 0, state });
             if state == State::InFlight {
                 return Some(self.record(Try { seq, attempt: 0 }, now, stamp_us));
             }
         }
         None
+    }
+
+    /// Lets `next` pass over `SKIPS_PER_CALL` more skipped probes: once per
+    /// hold of the lock the window is behind.
+    pub fn allow_skips(&mut self) {
+        self.skips_left = SKIPS_PER_CALL;
     }
 
     /// Whether fresh probes are left that the window has room for.
@@ -600,6 +608,7 @@ mod tests {
         let mut calls = 0;
         let sent = loop {
             calls += 1;
+            w.allow_skips();
             if let Some(t) = w.next(0, 0, T, |seq| seq < n) {
                 break t;
             }

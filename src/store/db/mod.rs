@@ -112,6 +112,7 @@ mod tests {
     use crate::latency::{Latency, Series};
     use crate::output::time::rfc3339_us;
     use crate::result::{PortState, Reason, ScanResult};
+    use crate::store::checkpoint::Checkpoint;
     use crate::store::journal;
     use crate::store::lock::journal_path;
     use std::net::IpAddr;
@@ -177,6 +178,31 @@ mod tests {
         assert!(stored.iter().all(|(s, h)| *h == latency.get(*s)));
         assert!(db.latency(b).unwrap().is_empty(), "a running scan has no histograms yet");
         assert!(db.integrity_ok().unwrap());
+    }
+
+    /// A cursor saved by this version reads back as it was; one an older
+    /// prtip (retry passes) saved reads as a later pass, which starts over.
+    #[test]
+    fn a_saved_cursor_reads_back_and_one_of_retry_passes_starts_over() {
+        use crate::engine::plan::Cursor;
+        use crate::target::hosts::{Family, Hosts};
+        use crate::target::ranges::{Range, RangeSet};
+        let (_dir, path) = temp_db("cursor");
+        let mut db = Db::open(&path).unwrap();
+        let checkpoint = Checkpoint {
+            arguments: vec!["-p".into(), "22".into(), "10.0.0.0/24".into()],
+            seed: 5,
+            hosts: Hosts::new(Family::V4, RangeSet::from_ranges(vec![Range::new(0x0a00_0000, 0x0a00_00ff)])),
+            cursor: Cursor { pass: 0, position: 40 },
+            sent: 40,
+        };
+        let (id, _journal) = db.begin_scan(&start(), Some(&checkpoint)).unwrap();
+        db.save_cursor(id, checkpoint.cursor, 40).unwrap();
+        let end = ScanEnd { interrupted: true, cursor: checkpoint.cursor, probes_sent: 40, ..Default::default() };
+        db.finish_scan(id, &end, &Latency::default(), &[], &mut [], false).unwrap();
+        assert_eq!(db.checkpoint(id).unwrap().cursor, Cursor { pass: 0, position: 40 });
+        db.conn.execute("UPDATE scans SET resume_window = 0", []).unwrap();
+        assert_eq!(db.checkpoint(id).unwrap().cursor, Cursor { pass: 1, position: 40 });
     }
 
     #[test]
@@ -352,16 +378,16 @@ mod tests {
         assert_eq!(db.results(1, true).unwrap().len(), 1);
         let version: i64 = db.conn.query_row("PRAGMA user_version", [], |r| r.get(0)).unwrap();
         assert_eq!(version as usize, MIGRATIONS.len());
-        // A scan that did not complete under retry passes starts over when resumed (version 9).
-        let passes: Vec<i64> = db
+        // Their cursors were saved by retry passes (version 9 marks a send window's).
+        let windows: Vec<i64> = db
             .conn
-            .prepare("SELECT resume_pass FROM scans ORDER BY id")
+            .prepare("SELECT resume_window FROM scans ORDER BY id")
             .unwrap()
             .query_map([], |r| r.get(0))
             .unwrap()
             .collect::<Result<_, _>>()
             .unwrap();
-        assert_eq!(passes, [1, 0]);
+        assert_eq!(windows, [0, 0]);
         assert!(db.integrity_ok().unwrap());
     }
 

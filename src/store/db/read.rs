@@ -42,7 +42,8 @@ impl Db {
         let row = self
             .conn
             .query_row(
-                "SELECT status, arguments, seed, hosts, resume_pass, resume_position, probes_sent FROM scans WHERE id = ?1",
+                "SELECT status, arguments, seed, hosts, resume_pass, resume_position, probes_sent, resume_window \
+                 FROM scans WHERE id = ?1",
                 [id],
                 |r| {
                     Ok((
@@ -53,13 +54,16 @@ impl Db {
                         r.get::<_, i64>(4)?,
                         r.get::<_, i64>(5)?,
                         r.get::<_, i64>(6)?,
+                        r.get::<_, i64>(7)? != 0,
                     ))
                 },
             )
             .optional()
             .map_err(|e| self.fail(e))?
             .ok_or(StoreError::NoScan(id))?;
-        let (status, arguments, seed, hosts, pass, position, sent) = row;
+        let (status, arguments, seed, hosts, pass, position, sent, window) = row;
+        // A cursor of retry passes reads as a later pass, which starts over (`Cursor`).
+        let pass = pass.saturating_add(i64::from(!window));
         let arguments: Option<Vec<String>> = arguments.and_then(|a| serde_json::from_str(&a).ok());
         let hosts = hosts
             .and_then(|h| serde_json::from_str::<serde_json::Value>(&h).ok())

@@ -99,10 +99,11 @@ CREATE TABLE scan_flagged_hosts (
 ) WITHOUT ROWID;
 "#,
     ),
-    // Version 9: a checkpoint is where every probe before it is concluded (a
-    // send window). One saved by retry passes resumes from the start with
-    // what was stored skipped, as one past its first pass always did.
-    Migration::Sql("UPDATE scans SET resume_pass = resume_pass + 1 WHERE status != 'completed';"),
+    // Version 9: a checkpoint saved by a send window, where every probe before
+    // it is concluded, says so; one saved by retry passes (an older prtip,
+    // still running or not) resumes from the start with what was stored
+    // skipped, as one past its first pass always did.
+    Migration::Sql("ALTER TABLE scans ADD COLUMN resume_window INTEGER NOT NULL DEFAULT 0;"),
 ];
 
 /// Results as integers, keyed by the address as an integer: SQLite takes

@@ -308,7 +308,8 @@ impl Db {
     pub fn save_cursor(&self, id: i64, cursor: Cursor, sent: u64) -> Result<(), StoreError> {
         self.conn
             .execute(
-                "UPDATE scans SET resume_pass = ?2, resume_position = ?3, probes_sent = ?4 WHERE id = ?1",
+                "UPDATE scans SET resume_pass = ?2, resume_position = ?3, probes_sent = ?4, resume_window = 1 \
+                 WHERE id = ?1",
                 params![id, cursor.pass, cursor.position as i64, sent as i64],
             )
             .map_err(|e| self.fail(e))?;
@@ -440,7 +441,8 @@ impl Db {
             }
             tx.execute(
                 "UPDATE scans SET ended_at = ?2, probes_sent = ?3, open_count = ?4, closed_count = ?5, \
-                 filtered_count = ?6, status = ?7, resume_pass = ?8, resume_position = ?9 WHERE id = ?1",
+                 filtered_count = ?6, status = ?7, resume_pass = ?8, resume_position = ?9, resume_window = 1 \
+                 WHERE id = ?1",
                 params![
                     id,
                     rfc3339_us(e.ended_us),
