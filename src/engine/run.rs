@@ -540,6 +540,17 @@ fn transmit<T: Transmit>(
     let mut silent: Vec<Silent> = Vec::new();
     let mut retrying = false;
     let mut stopped_at = None;
+    // The probes concluded silent go to the caller, and then the lane's trail,
+    // which the caller's checkpoint reads, moves past them.
+    let hand_over = |silent: &mut Vec<Silent>, trail: u64| {
+        if !silent.is_empty() {
+            let time_us = clock.wall_us(clock.now_ns());
+            let batch = silent.drain(..).map(|s| silent_result(plan, lanes, l, s, time_us, shared)).collect();
+            // The receiver lives until every sender is gone, so the send cannot fail.
+            let _ = results.send(batch);
+        }
+        shared.trails[l].store(lanes.trail_rank(l, trail), Release);
+    };
     // Nothing is sent to skipped hosts, nor again what earlier runs
     // concluded; a scan without either does not look its probes up twice.
     let skipping = plan.skipped.is_some() || !prior.is_empty();
@@ -603,14 +614,7 @@ fn transmit<T: Transmit>(
             shared.sent.fetch_add(accepted as u64, Relaxed);
             shared.refused.fetch_add((tries.len() - accepted) as u64, Relaxed);
         }
-        if !silent.is_empty() {
-            let time_us = clock.wall_us(clock.now_ns());
-            let batch = silent.drain(..).map(|s| silent_result(plan, lanes, l, s, time_us, shared)).collect();
-            // The receiver lives until every sender is gone, so the send cannot fail.
-            let _ = results.send(batch);
-        }
-        // After the results it counts on: the caller's checkpoint reads it.
-        shared.trails[l].store(lanes.trail_rank(l, trail), Release);
+        hand_over(&mut silent, trail);
         if done || stop.stop_waiting() {
             return Ok(());
         }
@@ -627,12 +631,7 @@ fn transmit<T: Transmit>(
                 window.settle(shared.caught_up.load(Acquire), timeouts, &mut silent);
                 let trail = window.trail();
                 drop(window);
-                if !silent.is_empty() {
-                    let time_us = clock.wall_us(clock.now_ns());
-                    let batch = silent.drain(..).map(|s| silent_result(plan, lanes, l, s, time_us, shared)).collect();
-                    let _ = results.send(batch);
-                }
-                shared.trails[l].store(lanes.trail_rank(l, trail), Release);
+                hand_over(&mut silent, trail);
                 return Ok(());
             }
         }
