@@ -21,6 +21,7 @@ fn abi_defines() -> Vec<String> {
         ("PRTIP_CONFIG_PORT_HI", offset_of!(C, port_hi)),
         ("PRTIP_CONFIG_SRC_IP6", offset_of!(C, src_ip6)),
         ("PRTIP_CONFIG_FAMILY", offset_of!(C, family)),
+        ("PRTIP_CONFIG_PROTOCOL", offset_of!(C, protocol)),
     ]
     .iter()
     .map(|(name, value)| format!("-D{name}={value}"))

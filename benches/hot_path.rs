@@ -11,8 +11,8 @@ use prtip::target::hosts::{Family, Hosts};
 use prtip::target::ranges::{Range, RangeSet};
 use prtip::target::space::TargetSpace;
 use prtip::wire::cookie::CookieKey;
-use prtip::wire::reply::ReplyMatcher;
-use prtip::wire::template::{Probe, SYN_FRAME_LEN, SynTemplate};
+use prtip::probe::syn::{SYN_FRAME_LEN, SynProbe, SynTemplate};
+use prtip::probe::{MAX_FRAME_LEN, Matcher, Module, Probe, ScanType};
 use std::hint::black_box;
 use std::net::{IpAddr, Ipv4Addr};
 use std::time::Duration;
@@ -50,7 +50,7 @@ fn per_probe(c: &mut Criterion) {
         b.iter(|| {
             i = i.wrapping_add(1);
             let probe =
-                Probe { dst: Ipv4Addr::from(i).into(), sport: 61000, dport: 80, seq: i, ip_id: i as u16, tsval: i };
+                SynProbe { dst: Ipv4Addr::from(i).into(), sport: 61000, dport: 80, seq: i, ip_id: i as u16, tsval: i };
             template.write(black_box(&probe), &mut frame);
         })
     });
@@ -60,16 +60,21 @@ fn per_probe(c: &mut Criterion) {
     )
     .unwrap();
     let plan = ScanPlan::new(space, 7, (61000, 61063), 0, 0, Duration::from_secs(1));
-    g.bench_function("whole probe (order, target, cookie, frame)", |b| {
-        let mut pos = 0u64;
-        b.iter(|| {
-            pos = (pos + 1) % plan.probe_count();
-            let (index, ip, port) = plan.target(pos);
-            let sport = plan.source_port(index, 0);
-            let seq = key.seq(ME, ip, sport, port, pos);
-            template.write(&Probe { dst: ip, sport, dport: port, seq, ip_id: 0, tsval: 0 }, &mut frame);
-        })
-    });
+    // What a transmit lane does per probe, through the probe module as the engine calls it.
+    let mut frame = [0u8; MAX_FRAME_LEN];
+    for scan_type in [ScanType::Syn, ScanType::Icmp, ScanType::Udp] {
+        let module = Module::new(scan_type, [2; 6], [3; 6], ME, &[]);
+        let name = format!("whole {} probe (order, target, cookie, frame)", scan_type.as_str());
+        g.bench_function(name, |b| {
+            let mut pos = 0u64;
+            b.iter(|| {
+                pos = (pos + 1) % plan.probe_count();
+                let (index, ip, port) = plan.target(pos);
+                let sport = plan.source_port(index, 0);
+                module.write(&key, ME, &Probe { dst: ip, sport, dport: port, send_us: pos }, &mut frame)
+            })
+        });
+    }
     g.finish();
 }
 
@@ -78,7 +83,8 @@ fn per_reply(c: &mut Criterion) {
     g.throughput(Throughput::Elements(1));
     let key = CookieKey::new(1, 2);
     let target = TARGET;
-    let matcher = ReplyMatcher { src_ip: ME, src_ports: (61000, 61063), key };
+    let matcher = Matcher { src_ip: ME, src_ports: (61000, 61063), key };
+    let module = Module::new(ScanType::Syn, [2; 6], [3; 6], ME, &[]);
     let mut syn_ack = Vec::new();
     PacketBuilder::ethernet2([3; 6], [2; 6])
         .ipv4([10, 201, 0, 1], [10, 200, 0, 1], 64)
@@ -89,10 +95,12 @@ fn per_reply(c: &mut Criterion) {
         .unwrap()
         .write(&mut syn_ack, &[])
         .unwrap();
-    g.bench_function("classify valid syn-ack", |b| b.iter(|| matcher.classify(black_box(&syn_ack)).unwrap()));
+    g.bench_function("classify valid syn-ack", |b| b.iter(|| module.classify(&matcher, black_box(&syn_ack)).unwrap()));
     let mut forged = syn_ack.clone();
     forged[14 + 20 + 8] ^= 1;
-    g.bench_function("reject forged syn-ack", |b| b.iter(|| assert!(matcher.classify(black_box(&forged)).is_err())));
+    g.bench_function("reject forged syn-ack", |b| {
+        b.iter(|| assert!(module.classify(&matcher, black_box(&forged)).is_err()))
+    });
     let mut latency = Latency::default();
     let mut result = ScanResult {
         ip: target,

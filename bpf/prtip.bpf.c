@@ -3,13 +3,18 @@
  * prtip's XDP program: steer replies to this scan into prtip's AF_XDP socket,
  * pass every other frame to the kernel untouched.
  *
- * A reply is IPv4 or IPv6 (whichever the scan uses) to the scanner's address
- * that is either a SYN-ACK or an RST (its ACK bit set, as an answer to a SYN
- * has) to one of the scan's source ports, or an ICMP (ICMPv6)
- * destination-unreachable quoting a TCP packet from the scanner's address and
- * one of those ports. Pings, ARP, neighbour discovery, the host's own
- * connections (a SYN or an ACK to a local service on one of those ports
- * too) and everything else go on to the kernel (XDP_PASS).
+ * A reply is IPv4 or IPv6 (whichever the scan uses) to the scanner's address,
+ * and answers the scan's probe type (its IP protocol in the configuration):
+ * - TCP SYN: a SYN-ACK or an RST (its ACK bit set, as an answer to a SYN has)
+ *   to one of the scan's source ports;
+ * - UDP: a datagram to one of those ports;
+ * - ICMP (ICMPv6) echo: an echo reply whose identifier is one of those ports;
+ * - any: an ICMP (ICMPv6) destination-unreachable quoting a probe of that
+ *   protocol from the scanner's address and one of those ports (an echo
+ *   request with one of them as its identifier).
+ * Pings to this host, ARP, neighbour discovery, the host's own connections (a
+ * SYN or an ACK to a local service on one of those ports too) and
+ * everything else go on to the kernel (XDP_PASS).
  * The parameters live in a one-entry array map set by prtip after loading.
  */
 #include <linux/bpf.h>
@@ -18,6 +23,7 @@
 #include <linux/ip.h>
 #include <linux/ipv6.h>
 #include <linux/tcp.h>
+#include <linux/udp.h>
 
 #define SEC(name) __attribute__((section(name), used))
 #define __uint(name, val) int (*name)[val]
@@ -33,13 +39,18 @@ static long (*bpf_redirect_map)(void *map, __u64 key, __u64 flags) = (void *)51;
  * linux/icmp.h drags in libc headers that do not build for BPF; this is all
  * we read. ICMPv6 shares the layout of these first eight bytes.
  */
+#define ICMP_ECHOREPLY 0
 #define ICMP_DEST_UNREACH 3
+#define ICMP_ECHO 8
 #define ICMPV6_DEST_UNREACH 1
+#define ICMPV6_ECHO_REQUEST 128
+#define ICMPV6_ECHO_REPLY 129
 struct icmp_head {
 	__u8 type;
 	__u8 code;
 	__u16 checksum;
-	__u32 unused;
+	__u16 id;	/* an echo's identifier; unused in an error */
+	__u16 sequence;
 };
 
 /* ProgramConfig in src/transport/xdp/abi.rs, whose layout build.rs passes in. */
@@ -49,7 +60,8 @@ struct prtip_config {
 	__u16 port_hi;
 	__u32 src_ip6[4];	/* network byte order */
 	__u8 family;		/* 4 or 6: which of the two addresses the scan uses */
-	__u8 pad[3];
+	__u8 protocol;		/* the probes' IP protocol: TCP, UDP, ICMP or ICMPv6 */
+	__u8 pad[2];
 };
 
 #ifndef PRTIP_MAX_QUEUES
@@ -64,6 +76,7 @@ LAID_OUT_AS_IN_RUST(port_lo, PRTIP_CONFIG_PORT_LO);
 LAID_OUT_AS_IN_RUST(port_hi, PRTIP_CONFIG_PORT_HI);
 LAID_OUT_AS_IN_RUST(src_ip6, PRTIP_CONFIG_SRC_IP6);
 LAID_OUT_AS_IN_RUST(family, PRTIP_CONFIG_FAMILY);
+LAID_OUT_AS_IN_RUST(protocol, PRTIP_CONFIG_PROTOCOL);
 
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
@@ -97,6 +110,48 @@ static __attribute__((always_inline)) int is_answer(const struct tcphdr *tcp)
 	return tcp->ack && (tcp->syn || tcp->rst);
 }
 
+/*
+ * Whether `l4` (of IP protocol `protocol`, ending by `end`) is a reply to
+ * the scan's probes: TCP or UDP to one of its ports, an echo reply to one of
+ * its identifiers. ICMP errors are handled by the callers.
+ */
+static __attribute__((always_inline)) int answers(const struct prtip_config *cfg, __u8 protocol, void *l4,
+						  void *end)
+{
+	if (protocol != cfg->protocol)
+		return 0;
+	if (protocol == IPPROTO_TCP) {
+		struct tcphdr *tcp = l4;
+		return (void *)(tcp + 1) <= end && our_port(cfg, tcp->dest) && is_answer(tcp);
+	}
+	if (protocol == IPPROTO_UDP) {
+		struct udphdr *udp = l4;
+		return (void *)(udp + 1) <= end && our_port(cfg, udp->dest);
+	}
+	struct icmp_head *icmp = l4;
+	__u8 reply = protocol == IPPROTO_ICMP ? ICMP_ECHOREPLY : ICMPV6_ECHO_REPLY;
+	return (void *)(icmp + 1) <= end && icmp->type == reply && our_port(cfg, icmp->id);
+}
+
+/*
+ * Whether `l4`, quoted by an ICMP error, is one of the scan's probes (of
+ * protocol `protocol`) from one of its ports: a TCP or UDP source port, or
+ * an echo request's identifier.
+ */
+static __attribute__((always_inline)) int quotes_probe(const struct prtip_config *cfg, __u8 protocol, void *l4,
+						       void *end)
+{
+	if (protocol != cfg->protocol)
+		return 0;
+	if (protocol == IPPROTO_TCP || protocol == IPPROTO_UDP) {
+		__u16 *ports = l4;
+		return (void *)(ports + 2) <= end && our_port(cfg, ports[0]);
+	}
+	struct icmp_head *icmp = l4;
+	__u8 request = protocol == IPPROTO_ICMP ? ICMP_ECHO : ICMPV6_ECHO_REQUEST;
+	return (void *)(icmp + 1) <= end && icmp->type == request && our_port(cfg, icmp->id);
+}
+
 static __attribute__((always_inline)) int steer_ip4(const struct prtip_config *cfg, struct iphdr *ip, void *end)
 {
 	if ((void *)(ip + 1) > end || ip->daddr != cfg->src_ip || ip->ihl < 5)
@@ -105,26 +160,22 @@ static __attribute__((always_inline)) int steer_ip4(const struct prtip_config *c
 		return 0;
 	void *l4 = (void *)ip + ip->ihl * 4;
 
-	if (ip->protocol == IPPROTO_TCP) {
-		struct tcphdr *tcp = l4;
-		return (void *)(tcp + 1) <= end && our_port(cfg, tcp->dest) && is_answer(tcp);
-	}
+	if (answers(cfg, ip->protocol, l4, end))
+		return 1;
 	if (ip->protocol != IPPROTO_ICMP)
 		return 0;
 	struct icmp_head *icmp = l4;
 	if ((void *)(icmp + 1) > end || icmp->type != ICMP_DEST_UNREACH)
 		return 0;
 	struct iphdr *quoted = (void *)(icmp + 1);
-	if ((void *)(quoted + 1) > end || quoted->saddr != cfg->src_ip || quoted->protocol != IPPROTO_TCP ||
-	    quoted->ihl != 5)
+	if ((void *)(quoted + 1) > end || quoted->saddr != cfg->src_ip || quoted->ihl != 5)
 		return 0;
-	__u16 *ports = (void *)(quoted + 1);
-	return (void *)(ports + 2) <= end && our_port(cfg, ports[0]);
+	return quotes_probe(cfg, quoted->protocol, quoted + 1, end);
 }
 
 /*
- * Only TCP directly after the fixed header: our SYNs carry no extension
- * headers, and neither do the answers to them.
+ * Only TCP, UDP or ICMPv6 directly after the fixed header: our probes carry
+ * no extension headers, and neither do the answers to them.
  */
 static __attribute__((always_inline)) int steer_ip6(const struct prtip_config *cfg, struct ipv6hdr *ip, void *end)
 {
@@ -132,20 +183,17 @@ static __attribute__((always_inline)) int steer_ip6(const struct prtip_config *c
 		return 0;
 	void *l4 = ip + 1;
 
-	if (ip->nexthdr == IPPROTO_TCP) {
-		struct tcphdr *tcp = l4;
-		return (void *)(tcp + 1) <= end && our_port(cfg, tcp->dest) && is_answer(tcp);
-	}
+	if (answers(cfg, ip->nexthdr, l4, end))
+		return 1;
 	if (ip->nexthdr != IPPROTO_ICMPV6)
 		return 0;
 	struct icmp_head *icmp = l4;
 	if ((void *)(icmp + 1) > end || icmp->type != ICMPV6_DEST_UNREACH)
 		return 0;
 	struct ipv6hdr *quoted = (void *)(icmp + 1);
-	if ((void *)(quoted + 1) > end || !our_ip6(cfg, &quoted->saddr) || quoted->nexthdr != IPPROTO_TCP)
+	if ((void *)(quoted + 1) > end || !our_ip6(cfg, &quoted->saddr))
 		return 0;
-	__u16 *ports = (void *)(quoted + 1);
-	return (void *)(ports + 2) <= end && our_port(cfg, ports[0]);
+	return quotes_probe(cfg, quoted->nexthdr, quoted + 1, end);
 }
 
 SEC("xdp")

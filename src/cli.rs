@@ -15,7 +15,8 @@ use crate::target::TargetError;
 use crate::target::exclude::{Excluded, without_special};
 use crate::target::hosts::{AddrRange, Family, Hosts};
 use crate::target::ports::parse_ports;
-use crate::target::ranges::RangeSet;
+use crate::probe::ScanType;
+use crate::target::ranges::{Range, RangeSet};
 use crate::target::space::{TargetSpace, probes_within_bound};
 use crate::target::spec::{HostnameAddresses, TargetSpec, parse_list_file, parse_target, split_list, to_ranges};
 use clap::{Parser, Subcommand, ValueEnum};
@@ -39,7 +40,7 @@ pub const VERSION: &str = concat!(
 #[command(
     name = "prtip",
     version = VERSION,
-    about = "Stateless TCP SYN port scanner",
+    about = "Stateless scanner: TCP SYN, ICMP echo and UDP",
     max_term_width = 80,
     args_conflicts_with_subcommands = true,
     after_help = "Examples:\n  prtip -s syn -p 1-10000 127.0.0.1\n  prtip -sS -p 22 -iL targets.txt --exclude 10.201.3.0/24 --rate 10000\n  prtip -p 80,443 10.201.0.0/16 -o ndjson --open\n  prtip report 1 --plot rtt.svg\n\nExit status: 0 done, 1 runtime error, 2 bad usage, 130 interrupted."
@@ -52,13 +53,22 @@ pub struct Cli {
     #[arg(value_name = "TARGET")]
     pub targets: Vec<String>,
 
-    /// Scan type: syn (also written -sS)
+    /// Scan type: syn (-sS), icmp (echo requests to hosts: -sn, -PE) or udp (-sU)
     #[arg(short = 's', long = "scan-type", value_name = "TYPE", default_value = "syn", help_heading = "Scan")]
     pub scan_type: String,
 
     /// Ports: 22, 1-1024, 80,443,8000-8100, or - for all (-p-) [default: 1-1000]
     #[arg(short = 'p', long, value_name = "PORTS", allow_hyphen_values = true, help_heading = "Scan")]
     pub ports: Option<String>,
+
+    /// Scan the N most common ports of the scan's protocol (nmap's table when
+    /// nmap is installed, otherwise prtip's built-in list)
+    #[arg(long, value_name = "N", conflicts_with = "ports", help_heading = "Scan")]
+    pub top_ports: Option<usize>,
+
+    /// UDP scans: send HEX as the payload to PORT instead of prtip's own (may repeat)
+    #[arg(long, value_name = "PORT:HEX", help_heading = "Scan")]
+    pub udp_payload: Vec<String>,
 
     /// Read targets from FILE (also written -iL); - reads standard input
     #[arg(long = "input-list", value_name = "FILE", help_heading = "Targets")]
@@ -272,8 +282,9 @@ pub fn clap_error_line(e: &clap::Error) -> String {
 }
 
 /// nmap's two-letter options, which clap cannot express, and their long forms.
-const TWO_LETTER: [(&str, &str); 7] = [
+const TWO_LETTER: [(&str, &str); 8] = [
     ("-iL", "--input-list"),
+    ("-PE", "--scan-type=icmp"),
     ("-oN", "--output-normal"),
     ("-oJ", "--output-json"),
     ("-oX", "--output-xml"),
@@ -300,11 +311,23 @@ impl Cli {
     pub fn into_config(self, arguments: Vec<String>, resolved: Option<Hosts>) -> Result<ScanConfig, ConfigError> {
         let command_line =
             std::iter::once("prtip").chain(arguments.iter().map(String::as_str)).collect::<Vec<_>>().join(" ");
-        if !matches!(self.scan_type.as_str(), "syn" | "S") {
-            return Err(ConfigError::ScanType(self.scan_type));
+        let scan_type = ScanType::parse(&self.scan_type).ok_or_else(|| ConfigError::ScanType(self.scan_type.clone()))?;
+        let (ports_spec, ports) = self.ports(scan_type)?;
+        let udp_payloads = self
+            .udp_payload
+            .iter()
+            .map(|text| crate::probe::udp::payload::parse_override(text).map_err(ConfigError::UdpPayload))
+            .collect::<Result<Vec<_>, _>>()?;
+        if !udp_payloads.is_empty() && scan_type != ScanType::Udp {
+            return Err(ConfigError::UdpPayloadWithoutUdp);
         }
-        let ports_spec = self.ports.clone().unwrap_or_else(|| DEFAULT_PORTS.to_string());
-        let ports = parse_ports(&ports_spec)?;
+        if let Some((port, bytes)) = udp_payloads.iter().find(|(_, b)| b.len() > crate::probe::udp::MAX_PAYLOAD) {
+            return Err(ConfigError::UdpPayload(format!(
+                "--udp-payload {port}: {} bytes, more than the {} a datagram carries unfragmented",
+                bytes.len(),
+                crate::probe::udp::MAX_PAYLOAD
+            )));
+        }
         let database = match (&self.database, self.with_db) {
             (Some(p), _) => Some(p.clone()),
             (None, true) => Some(PathBuf::from(DEFAULT_DATABASE)),
@@ -369,6 +392,8 @@ impl Cli {
         };
         Ok(ScanConfig {
             command_line,
+            scan_type,
+            udp_payloads,
             ports_spec,
             database,
             store_silent: self.store_silent,
@@ -416,6 +441,32 @@ impl Cli {
 }
 
 impl Cli {
+    /// The ports to probe, as written for reports and as a set: `-p`,
+    /// `--top-ports`, or the default; the single port 0 for an echo scan,
+    /// whose probes go to hosts.
+    fn ports(&self, scan_type: ScanType) -> Result<(String, RangeSet<u32>), ConfigError> {
+        if !scan_type.has_ports() {
+            if self.ports.is_some() || self.top_ports.is_some() {
+                return Err(ConfigError::PortsWithoutPorts);
+            }
+            return Ok((String::new(), RangeSet::from_ranges(vec![Range::new(0, 0)])));
+        }
+        if let Some(n) = self.top_ports {
+            let protocol = match scan_type {
+                ScanType::Udp => crate::target::top_ports::Protocol::Udp,
+                _ => crate::target::top_ports::Protocol::Tcp,
+            };
+            let (list, source) = crate::target::top_ports::top_ports(protocol, n).map_err(ConfigError::TopPorts)?;
+            tracing::info!(?source, n, "top ports");
+            let spec = list.iter().map(u16::to_string).collect::<Vec<_>>().join(",");
+            let ports = parse_ports(&spec)?;
+            return Ok((spec, ports));
+        }
+        let spec = self.ports.clone().unwrap_or_else(|| DEFAULT_PORTS.to_string());
+        let ports = parse_ports(&spec)?;
+        Ok((spec, ports))
+    }
+
     /// The output files asked for, `-oA`'s five included.
     fn output_files(&self) -> Vec<OutputFile> {
         let mut files: Vec<OutputFile> = [

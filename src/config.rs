@@ -10,8 +10,16 @@ use thiserror::Error;
 pub enum ConfigError {
     #[error(transparent)]
     Target(#[from] TargetError),
-    #[error("scan type '{0}' is not supported: prtip does TCP SYN scans (-sS, -s syn)")]
+    #[error("scan type '{0}' is not supported: prtip does syn (-sS), icmp (-sn, -PE) and udp (-sU) scans")]
     ScanType(String),
+    #[error("an ICMP echo scan (-s icmp) probes hosts, not ports: drop -p and --top-ports")]
+    PortsWithoutPorts,
+    #[error("{0}")]
+    TopPorts(String),
+    #[error("{0}")]
+    UdpPayload(String),
+    #[error("--udp-payload is for UDP scans: add -s udp (-sU)")]
+    UdpPayloadWithoutUdp,
     #[error("invalid source port '{0}': give a port or a range such as 61000-61063 (1-65535)")]
     SourcePort(String),
     #[error("invalid MAC address '{0}': expected six hex bytes such as 02:00:5e:10:00:01")]
@@ -92,6 +100,10 @@ pub struct Resume {
 pub struct ScanConfig {
     /// The command line as given, for the database and report headers.
     pub command_line: String,
+    /// The probe module.
+    pub scan_type: crate::probe::ScanType,
+    /// `--udp-payload`s: (port, bytes) replacing the built-in payloads.
+    pub udp_payloads: Vec<(u16, Vec<u8>)>,
     /// The arguments after the program name, as given: what `--resume` parses again.
     pub arguments: Vec<String>,
     /// Set when this run finishes an interrupted scan.

@@ -29,9 +29,9 @@ pub enum LatencyError {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, clap::ValueEnum)]
 pub enum Series {
     All,
-    /// SYN-ACKs.
+    /// SYN-ACKs, echo replies, UDP answers: what a scan looks for.
     Open,
-    /// RSTs.
+    /// RSTs, and a UDP scan's ICMP port unreachables.
     Closed,
     /// ICMP destination unreachable.
     Filtered,
@@ -55,10 +55,14 @@ impl Series {
 
     pub fn of(state: PortState) -> Series {
         match state {
-            PortState::Open => Series::Open,
+            PortState::Open | PortState::Up => Series::Open,
             PortState::Closed => Series::Closed,
-            // Neither has a round trip; they share the series of silence.
-            PortState::Filtered | PortState::Undecided => Series::Filtered,
+            // ICMP unreachables, and silence, which has no round trip.
+            PortState::Filtered
+            | PortState::Undecided
+            | PortState::Unreachable
+            | PortState::Down
+            | PortState::OpenFiltered => Series::Filtered,
         }
     }
 }
@@ -235,6 +239,8 @@ mod tests {
     fn reply(reason: Reason, rtt: Option<u64>) -> ScanResult {
         let state = match reason {
             Reason::SynAck | Reason::ZeroWindow => PortState::Open,
+            Reason::EchoReply => PortState::Up,
+            Reason::UdpResponse => PortState::Open,
             Reason::Reset => PortState::Closed,
             Reason::Unreachable { .. } | Reason::NoResponse => PortState::Filtered,
             Reason::FramesDropped => PortState::Undecided,

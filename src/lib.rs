@@ -1,8 +1,9 @@
-//! prtip: a stateless TCP SYN scanner.
+//! prtip: a stateless scanner: TCP SYN, ICMP echo and UDP probes.
 //!
 //! The path of a probe: `target` (what to scan) -> `engine::plan` (in which
-//! order) -> `wire::template` (the frame) -> `transport` (out). The path of a
-//! reply: `transport` (in) -> `wire::reply` (validated by its cookie) ->
+//! order) -> `probe` (the frame, by the scan type's module) -> `transport`
+//! (out). The path of a reply: `transport` (in) -> `wire::reply` (parsed)
+//! -> `probe` (validated by its cookie) ->
 //! `engine::run` (deduplicated) -> `output` on standard output, and the
 //! `store` task (journal, SQLite, output files) on a thread of its own.
 
@@ -19,6 +20,7 @@ pub mod net;
 pub mod open_hosts;
 pub mod output;
 pub mod permute;
+pub mod probe;
 pub mod plot;
 pub mod progress;
 pub mod random;

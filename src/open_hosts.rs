@@ -6,7 +6,7 @@
 //! A count per host that had an open port, kept only where it can matter:
 //! when at least `FLAG_MIN_OPEN` ports are probed per host, or a cap is set.
 
-use crate::result::{PortState, ScanResult};
+use crate::result::ScanResult;
 use std::collections::HashMap;
 use std::net::IpAddr;
 
@@ -69,7 +69,7 @@ impl OpenHosts {
 
     /// Counts `r` if it is an open port; false when it is one over the cap, not to be reported.
     pub fn shows(&mut self, r: &ScanResult) -> bool {
-        r.state != PortState::Open || self.admit(r.ip)
+        !r.state.is_found() || self.admit(r.ip)
     }
 
     /// Counts an open port of `ip`; false when it is over the cap and is not to be reported.

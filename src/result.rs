@@ -1,4 +1,4 @@
-//! What a scan learns about one (address, port).
+//! What a scan learns about one (address, port), or one host for an echo scan.
 
 use std::net::IpAddr;
 
@@ -10,10 +10,34 @@ pub enum PortState {
     /// No answer, but replies may have been lost on this side (receive or
     /// transmit drops) on the last attempt: silence proves nothing.
     Undecided,
+    /// An echo scan's host that answered.
+    Up,
+    /// An echo scan's host that stayed silent.
+    Down,
+    /// An echo scan's host that an ICMP destination unreachable was sent for.
+    Unreachable,
+    /// A UDP port that stayed silent: a service may have ignored the
+    /// datagram, or a firewall dropped it.
+    OpenFiltered,
 }
 
 impl PortState {
-    pub const ALL: [PortState; 4] = [PortState::Open, PortState::Closed, PortState::Filtered, PortState::Undecided];
+    pub const ALL: [PortState; 8] = [
+        PortState::Open,
+        PortState::Closed,
+        PortState::Filtered,
+        PortState::Undecided,
+        PortState::Up,
+        PortState::Down,
+        PortState::Unreachable,
+        PortState::OpenFiltered,
+    ];
+
+    /// Whether the state is the one a scan looks for (`--open` keeps
+    /// only these): an open port, or a host that is up.
+    pub fn is_found(self) -> bool {
+        matches!(self, PortState::Open | PortState::Up)
+    }
 
     /// Its name in every output, and in the database's `scan_results` view.
     pub fn as_str(self) -> &'static str {
@@ -22,6 +46,10 @@ impl PortState {
             PortState::Closed => "closed",
             PortState::Filtered => "filtered",
             PortState::Undecided => "undecided",
+            PortState::Up => "up",
+            PortState::Down => "down",
+            PortState::Unreachable => "unreachable",
+            PortState::OpenFiltered => "open|filtered",
         }
     }
 
@@ -36,6 +64,10 @@ impl PortState {
             PortState::Closed => 2,
             PortState::Filtered => 3,
             PortState::Undecided => 4,
+            PortState::Up => 5,
+            PortState::Down => 6,
+            PortState::Unreachable => 7,
+            PortState::OpenFiltered => 8,
         }
     }
 
@@ -58,6 +90,8 @@ pub enum Reason {
     NoResponse,
     /// Silent while this host dropped frames (see `PortState::Undecided`).
     FramesDropped,
+    EchoReply,
+    UdpResponse,
 }
 
 /// nmap's names for the codes of an ICMP destination unreachable (ICMPv6
@@ -89,8 +123,15 @@ const UNREACHABLE_CODES: i64 = 256;
 
 impl Reason {
     /// Every reason but the ICMP unreachables, which carry a code.
-    pub const WITHOUT_CODE: [Reason; 5] =
-        [Reason::SynAck, Reason::ZeroWindow, Reason::Reset, Reason::NoResponse, Reason::FramesDropped];
+    pub const WITHOUT_CODE: [Reason; 7] = [
+        Reason::SynAck,
+        Reason::ZeroWindow,
+        Reason::Reset,
+        Reason::NoResponse,
+        Reason::FramesDropped,
+        Reason::EchoReply,
+        Reason::UdpResponse,
+    ];
 
     /// Whether a reply came: false for the reasons of silence.
     pub fn is_reply(self) -> bool {
@@ -105,6 +146,8 @@ impl Reason {
             Reason::Unreachable { code } => unreachable_name(code),
             Reason::NoResponse => "no-response",
             Reason::FramesDropped => "frames-dropped",
+            Reason::EchoReply => "echo-reply",
+            Reason::UdpResponse => "udp-response",
         }
     }
 
@@ -123,6 +166,8 @@ impl Reason {
             Reason::NoResponse => 3,
             Reason::FramesDropped => 4,
             Reason::ZeroWindow => 5,
+            Reason::EchoReply => 6,
+            Reason::UdpResponse => 7,
             Reason::Unreachable { code } => UNREACHABLE_CODES + i64::from(code),
         }
     }
@@ -167,7 +212,8 @@ mod tests {
         assert_eq!(Reason::parse("host-unreach"), Some(Reason::Unreachable { code: 1 }));
         assert_eq!(Reason::Unreachable { code: 13 }.as_str(), "admin-prohibited");
         assert_eq!(Reason::Unreachable { code: 3 }.as_str(), "port-unreach");
-        assert_eq!((PortState::parse("up"), Reason::parse("syn")), (None, None));
-        assert_eq!((PortState::from_code(0), Reason::from_code(6), Reason::from_code(512)), (None, None, None));
+        assert_eq!((PortState::parse("upp"), Reason::parse("syn")), (None, None));
+        assert_eq!(PortState::parse("open|filtered"), Some(PortState::OpenFiltered));
+        assert_eq!((PortState::from_code(0), Reason::from_code(8), Reason::from_code(512)), (None, None, None));
     }
 }

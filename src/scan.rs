@@ -19,7 +19,7 @@ use crate::target::hosts::Hosts;
 use crate::transport::xdp::{self, XdpAttachment};
 use crate::transport::{Receive, Resent, Transmit, TransportError, WithLinkDrops, raw};
 use crate::wire::cookie::CookieKey;
-use crate::wire::template::SynTemplate;
+use crate::probe::{Module, ScanType};
 use std::collections::HashSet;
 use std::io::{self, BufWriter, Write};
 use std::net::IpAddr;
@@ -234,12 +234,13 @@ pub fn prepare(cfg: &ScanConfig) -> Result<Scan<'_>, ScanError> {
     }
     tracing::info!(transport = %opened.kind, probe_count = plan.probe_count(), seed = cfg.seed, "transport open");
     let wire = Wire {
-        template: SynTemplate::new(path.src_mac, path.next_hop_mac, path.src_ip),
+        module: Module::new(cfg.scan_type, path.src_mac, path.next_hop_mac, path.src_ip, &cfg.udp_payloads),
         src_ip: path.src_ip,
         key: CookieKey::new(crate::random::u64(), crate::random::u64()),
     };
     let info = RunInfo {
         command_line: cfg.command_line.clone(),
+        scan_type: cfg.scan_type,
         start_us: now_us(),
         ports: cfg.ports_spec.clone(),
         port_count: cfg.space.port_count(),
@@ -342,7 +343,7 @@ fn send(
     let stored = store.map(|s| s.finish(end)).transpose()?;
     let mut notes = Notes::default();
     if cfg.verbosity >= Verbosity::Normal {
-        notes.lines(ending(plan, &stats, &flagged));
+        notes.lines(ending(cfg.scan_type, plan, &stats, &flagged));
         notes.lines(stored.as_ref().map(|r| stored_note(cfg, r)).filter(|n| !n.is_empty()));
         if let Some(why) = stored.as_ref().and_then(|r| r.checkpoint_lost.as_ref()) {
             notes.line(format!("warning: no checkpoint was kept, so this scan cannot be resumed: {why}"));
@@ -379,8 +380,8 @@ fn send(
 }
 
 /// The summary of a scan that sent, and what a user must know of how it went.
-fn ending(plan: &ScanPlan, stats: &ScanStats, flagged: &[FlaggedHost]) -> Vec<String> {
-    let mut lines = vec![summary(plan, stats)];
+fn ending(scan_type: ScanType, plan: &ScanPlan, stats: &ScanStats, flagged: &[FlaggedHost]) -> Vec<String> {
+    let mut lines = vec![summary(scan_type, plan, stats)];
     lines.extend(flagged_notes(flagged));
     if stats.undecided > 0 {
         lines.push(format!(
@@ -390,8 +391,9 @@ fn ending(plan: &ScanPlan, stats: &ScanStats, flagged: &[FlaggedHost]) -> Vec<St
     }
     if stats.refused > 0 {
         lines.push(format!(
-            "warning: the kernel refused to send {} probes (broadcast addresses, firewall rules or no route); they are reported as filtered",
-            stats.refused
+            "warning: the kernel refused to send {} probes (broadcast addresses, firewall rules or no route); they are reported as {}",
+            stats.refused,
+            scan_type.silent_state().as_str()
         ));
     }
     if stats.zero_window > 0 {
@@ -449,7 +451,7 @@ impl Sinks<'_> {
 
     fn write(&mut self, batch: &[ScanResult]) {
         for r in batch {
-            if self.shown(r) && self.output_error.is_none() && (!self.open_only || r.state == PortState::Open) {
+            if self.shown(r) && self.output_error.is_none() && (!self.open_only || r.state.is_found()) {
                 self.output_error = self.writer.write(r).err();
             }
         }
@@ -569,10 +571,11 @@ struct Opened {
 }
 
 fn open_transport(cfg: &ScanConfig, path: &Path, notes: &mut Notes) -> Result<Opened, ScanError> {
+    let protocol = cfg.scan_type.ip_protocol(path.src_ip.is_ipv6());
     let raw = || -> Result<Opened, ScanError> {
         let resent = Resent::default();
         let (tx, rx) =
-            raw::open(path.ifindex, path.next_hop_mac, path.via_ip_stack, path.src_ip, cfg.src_ports, &resent)?;
+            raw::open(path.ifindex, path.next_hop_mac, path.via_ip_stack, path.src_ip, cfg.src_ports, protocol, &resent)?;
         // This host's kernel sees the SYN-ACKs too, and resets them itself.
         let resets = None;
         let kind = "raw sockets".into();
@@ -603,7 +606,7 @@ fn open_transport(cfg: &ScanConfig, path: &Path, notes: &mut Notes) -> Result<Op
         }
         let resent = Resent::default();
         let (txs, rx, attachment) =
-            xdp::open(&path.ifname, path.ifindex, available, path.src_ip, cfg.src_ports, queues, &resent)?;
+            xdp::open(&path.ifname, path.ifindex, available, path.src_ip, cfg.src_ports, protocol, queues, &resent)?;
         let mode = if attachment.zero_copy { "zero-copy" } else { "copy mode" };
         let kind = format!("AF_XDP, {mode}, {queues} {}", if queues == 1 { "queue" } else { "queues" });
         let txs = txs.into_iter().map(|t| Box::new(t) as Box<dyn Transmit>).collect();
@@ -685,10 +688,10 @@ fn take_over(cfg: &ScanConfig, plan: &ScanPlan, sinks: &mut Sinks) -> (ScanStats
         sinks.latency.record(r);
         counts.zero_window += u64::from(r.reason == Reason::ZeroWindow);
         match (r.reason.is_reply(), r.state) {
-            (true, PortState::Open) => counts.open += 1,
+            (true, s) if s.is_found() => counts.open += 1,
             (true, PortState::Closed) => counts.closed += 1,
             // A reply's state; a hostile checkpoint's mismatch counts as the reply it names.
-            (true, PortState::Filtered | PortState::Undecided) => counts.unreachable += 1,
+            (true, _) => counts.unreachable += 1,
             (false, PortState::Undecided) => counts.undecided += 1,
             (false, _) => counts.filtered += 1,
         }
@@ -776,6 +779,7 @@ fn start_store(
         "hosts": cfg.space.host_count(),
         // Above 2^64 (an IPv6 exclusion can be) only as text: JSON numbers stop there.
         "excluded": u64::try_from(cfg.excluded).map_or_else(|_| cfg.excluded.to_string().into(), serde_json::Value::from),
+        "scan_type": cfg.scan_type.as_str(),
         "ports": cfg.ports_spec,
         "port_count": cfg.space.port_count(),
         "source_ports": format!("{}-{}", cfg.src_ports.0, cfg.src_ports.1),
@@ -1040,10 +1044,13 @@ fn special_note(cfg: &ScanConfig) -> Option<String> {
 
 fn banner(cfg: &ScanConfig, plan: &ScanPlan, path: &Path, transport: &str) -> String {
     let rate = rate_note(cfg.rate, plan.probe_count());
+    let what = match cfg.scan_type {
+        ScanType::Syn => format!("SYN scan of {} hosts x {} ports", plan.space.host_count(), plan.space.port_count()),
+        ScanType::Udp => format!("UDP scan of {} hosts x {} ports", plan.space.host_count(), plan.space.port_count()),
+        ScanType::Icmp => format!("ICMP echo scan of {} hosts", plan.space.host_count()),
+    };
     format!(
-        "SYN scan of {} hosts x {} ports = {} probes{}, from {} on {} ({transport}), {rate}",
-        plan.space.host_count(),
-        plan.space.port_count(),
+        "{what} = {} probes{}, from {} on {} ({transport}), {rate}",
         plan.probe_count(),
         excluded_note(cfg.excluded),
         path.src_ip,
@@ -1051,16 +1058,18 @@ fn banner(cfg: &ScanConfig, plan: &ScanPlan, path: &Path, transport: &str) -> St
     )
 }
 
-fn summary(plan: &ScanPlan, s: &ScanStats) -> String {
+fn summary(scan_type: ScanType, plan: &ScanPlan, s: &ScanStats) -> String {
     let secs = s.duration.as_secs_f64();
     let pps = if secs > 0.0 { s.sent as f64 / secs } else { 0.0 };
-    let mut line = format!(
-        "{} probes sent in {secs:.2} s ({pps:.0} probes/s): {} open, {} closed, {} filtered",
-        s.sent,
-        s.open,
-        s.closed,
-        s.unreachable + s.filtered
-    );
+    let counts = match scan_type {
+        ScanType::Syn => format!("{} open, {} closed, {} filtered", s.open, s.closed, s.unreachable + s.filtered),
+        ScanType::Icmp => format!("{} up, {} unreachable, {} down", s.open, s.unreachable, s.filtered),
+        ScanType::Udp => format!(
+            "{} open, {} closed, {} filtered, {} open|filtered",
+            s.open, s.closed, s.unreachable, s.filtered
+        ),
+    };
+    let mut line = format!("{} probes sent in {secs:.2} s ({pps:.0} probes/s): {counts}", s.sent);
     if s.undecided > 0 {
         line.push_str(&format!(", {} undecided", s.undecided));
     }
@@ -1144,7 +1153,7 @@ mod tests {
             ..ScanStats::default()
         };
         assert_eq!(
-            ending(&plan, &stats, &[]),
+            ending(ScanType::Syn, &plan, &stats, &[]),
             [
                 "100 probes sent in 0.50 s (200 probes/s): 3 open, 90 closed, 6 filtered, 1 undecided",
                 "warning: 1 probes are undecided: this host dropped frames while their replies were due, on every try \
@@ -1152,7 +1161,7 @@ mod tests {
             ]
         );
         let stopped = ScanStats { interrupted: true, refused: 2, filtered: 0, undecided: 0, ..stats };
-        let lines = ending(&plan, &stopped, &[]);
+        let lines = ending(ScanType::Syn, &plan, &stopped, &[]);
         assert_eq!(
             lines[0],
             "100 probes sent in 0.50 s (200 probes/s): 3 open, 90 closed, 2 filtered; interrupted, 5 probes without a result"
@@ -1178,7 +1187,7 @@ mod tests {
         let stats =
             ScanStats { sent: 100, rx_drops: 7, rate_cuts: 2, lowest_rate: Some(250_000), ..ScanStats::default() };
         assert_eq!(
-            ending(&plan(&cfg), &stats, &[])[1],
+            ending(ScanType::Syn, &plan(&cfg), &stats, &[])[1],
             "note: this host dropped 7 frames; probes whose replies were due then were not taken as silent, \
              and were retried; the send rate was lowered 2 times, to 250000 probes/s at the least"
         );

@@ -1,9 +1,10 @@
 //! A seeded mutational fuzzer on stable Rust: frames built as a target would
-//! answer our probes (SYN-ACKs with and without timestamps, RSTs, ICMP and
-//! ICMPv6 errors quoting a real probe, ARP replies, neighbour advertisements)
-//! and netlink answers captured from this machine's kernel, mutated a few
-//! bytes at a time and fed to every parser that reads what arrives:
-//! `ReplyMatcher::classify` (IPv4 and IPv6), `arp::reply_from`,
+//! answer our probes (SYN-ACKs with and without timestamps, RSTs, echo
+//! replies, UDP answers, ICMP and ICMPv6 errors quoting a real probe, ARP
+//! replies, neighbour advertisements) and netlink answers captured from this
+//! machine's kernel, mutated a few bytes at a time and fed to every parser
+//! that reads what arrives: `Module::classify` of every probe module (IPv4
+//! and IPv6), `arp::reply_from`,
 //! `ndp::advertisement_from`, `netlink::parse_route` and
 //! `netlink::parse_neighbours`. Nothing may panic.
 //!
@@ -13,9 +14,8 @@
 
 use etherparse::{IcmpEchoHeader, Icmpv4Type, Icmpv6Type, PacketBuilder, TcpOptionElement};
 use prtip::net::netlink;
+use prtip::probe::{MAX_FRAME_LEN, Matcher, Module, Probe, ScanType};
 use prtip::wire::cookie::CookieKey;
-use prtip::wire::reply::ReplyMatcher;
-use prtip::wire::template::{Probe, SYN_FRAME_LEN, SynTemplate};
 use prtip::wire::{arp, ndp};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
@@ -47,13 +47,54 @@ fn env_u64(name: &str, default: u64) -> u64 {
     std::env::var(name).ok().map_or(default, |v| v.parse().unwrap_or_else(|_| panic!("{name}={v} is no number")))
 }
 
-/// Our probe to `dst`, as the template writes it.
+fn module(scan_type: ScanType, src: IpAddr) -> Module {
+    Module::new(scan_type, [2, 0, 0, 0, 0, 1], [2, 0, 0, 0, 0, 2], src, &[])
+}
+
+/// Our probe of `scan_type` to `dst`, as its module writes it.
+fn probe_of(scan_type: ScanType, key: &CookieKey, src: IpAddr, dst: IpAddr, dport: u16) -> Vec<u8> {
+    let mut frame = vec![0u8; MAX_FRAME_LEN];
+    let len = module(scan_type, src).write(key, src, &Probe { dst, sport: SPORT, dport, send_us: SENT_US }, &mut frame);
+    frame.truncate(len);
+    frame
+}
+
 fn probe(key: &CookieKey, src: IpAddr, dst: IpAddr) -> Vec<u8> {
-    let t = SynTemplate::new([2, 0, 0, 0, 0, 1], [2, 0, 0, 0, 0, 2], src);
-    let seq = key.seq(src, dst, SPORT, DPORT, SENT_US);
-    let mut frame = [0u8; SYN_FRAME_LEN];
-    t.write(&Probe { dst, sport: SPORT, dport: DPORT, seq, ip_id: seq as u16, tsval: key.tsval(SENT_US) }, &mut frame);
-    frame[..t.frame_len()].to_vec()
+    probe_of(ScanType::Syn, key, src, dst, DPORT)
+}
+
+/// What a target's kernel or service sends back to an echo request or a
+/// UDP probe: the same addresses and ports reversed, and (for an echo) the
+/// same identifier, sequence number and payload.
+fn answer(request: &[u8], ttl: u8, udp_payload: &[u8]) -> Vec<u8> {
+    let p = etherparse::SlicedPacket::from_ethernet(request).unwrap();
+    let (src, dst, v6): (Vec<u8>, Vec<u8>, bool) = match p.net.unwrap() {
+        etherparse::NetSlice::Ipv4(ip) => (ip.header().source().to_vec(), ip.header().destination().to_vec(), false),
+        etherparse::NetSlice::Ipv6(ip) => (ip.header().source().to_vec(), ip.header().destination().to_vec(), true),
+        _ => unreachable!(),
+    };
+    let b = PacketBuilder::ethernet2([2; 6], [3; 6]);
+    let b = if v6 {
+        b.ipv6(dst.try_into().unwrap(), src.try_into().unwrap(), ttl)
+    } else {
+        b.ipv4(dst.try_into().unwrap(), src.try_into().unwrap(), ttl)
+    };
+    let mut out = Vec::new();
+    match p.transport.unwrap() {
+        etherparse::TransportSlice::Icmpv4(icmp) => {
+            let Icmpv4Type::EchoRequest(e) = icmp.icmp_type() else { unreachable!() };
+            b.icmpv4_echo_reply(e.id, e.seq).write(&mut out, icmp.payload()).unwrap();
+        }
+        etherparse::TransportSlice::Icmpv6(icmp) => {
+            let Icmpv6Type::EchoRequest(e) = icmp.icmp_type() else { unreachable!() };
+            b.icmpv6_echo_reply(e.id, e.seq).write(&mut out, icmp.payload()).unwrap();
+        }
+        etherparse::TransportSlice::Udp(udp) => {
+            b.udp(udp.destination_port(), udp.source_port()).write(&mut out, udp_payload).unwrap();
+        }
+        _ => unreachable!(),
+    }
+    out
 }
 
 /// What a target sends back to our probes, and what the kernel answers the
@@ -110,6 +151,14 @@ fn seeds(key: &CookieKey) -> Vec<Vec<u8>> {
         .write(&mut f, &syn6[14..])
         .unwrap();
     seeds.push(f);
+    // Echo replies, and a DNS server's answer, with the IDs of our probes.
+    for (me, target) in [(IpAddr::from(ME4), IpAddr::from(TARGET4)), (ME6.into(), TARGET6.into())] {
+        seeds.push(answer(&probe_of(ScanType::Icmp, key, me, target, 0), 60, &[]));
+        let query = probe_of(ScanType::Udp, key, me, target, 53);
+        let len = prtip::probe::udp::payload::builtin(53).unwrap().bytes.len();
+        let dns = query[query.len() - len..].to_vec();
+        seeds.push(answer(&query, 60, &dns));
+    }
     // Not a reply at all: a ping.
     let mut f = Vec::new();
     PacketBuilder::ethernet2([2; 6], [3; 6])
@@ -163,22 +212,31 @@ fn mutated_replies_and_kernel_answers_never_panic_a_parser() {
     let inputs = env_u64("PRTIP_FUZZ_INPUTS", 200_000);
     let mut rng = Rng(env_u64("PRTIP_FUZZ_SEED", 0x5eed_cafe_f00d_0001) | 1);
     let key = CookieKey::new(0x1234, 0x5678);
-    let v4 = ReplyMatcher { src_ip: ME4.into(), src_ports: (61000, 61063), key };
-    let v6 = ReplyMatcher { src_ip: ME6.into(), src_ports: (61000, 61063), key };
+    let v4 = Matcher { src_ip: ME4.into(), src_ports: (61000, 61063), key };
+    let v6 = Matcher { src_ip: ME6.into(), src_ports: (61000, 61063), key };
+    let modules: Vec<(Matcher, Module)> = [ScanType::Syn, ScanType::Icmp, ScanType::Udp]
+        .into_iter()
+        .flat_map(|t| [(v4, module(t, ME4.into())), (v6, module(t, ME6.into()))])
+        .collect();
     let seeds = seeds(&key);
     // The seeds themselves are what they say: our probes' replies are replies.
-    assert!(v4.classify(&seeds[0]).is_ok() && v4.classify(&seeds[2]).is_ok() && v6.classify(&seeds[3]).is_ok());
+    let classify = |i: usize, scan_type: ScanType, m: &Matcher| module(scan_type, m.src_ip).classify(m, &seeds[i]);
+    assert!(classify(0, ScanType::Syn, &v4).is_ok() && classify(2, ScanType::Syn, &v4).is_ok());
+    assert!(classify(3, ScanType::Syn, &v6).is_ok());
+    assert!(classify(6, ScanType::Icmp, &v4).is_ok() && classify(7, ScanType::Udp, &v4).is_ok());
+    assert!(classify(8, ScanType::Icmp, &v6).is_ok() && classify(9, ScanType::Udp, &v6).is_ok());
     let (mut accepted, mut moved) = (0u64, 0u64);
     for i in 0..inputs {
         let seed = &seeds[i as usize % seeds.len()];
         let mut input = seed.clone();
         let other = &seeds[rng.below(seeds.len())];
         mutate(&mut rng, &mut input, other);
-        for matcher in [&v4, &v6] {
-            if let Ok(reply) = matcher.classify(&input) {
+        for (matcher, module) in &modules {
+            if let Ok(reply) = module.classify(matcher, &input) {
                 accepted += 1;
                 // Another probe's reply made up by a mutation: what a blind forger hopes for.
-                moved += u64::from((reply.port, reply.from_port) != (DPORT, SPORT));
+                let port = if module.scan_type() == ScanType::Syn { DPORT } else { reply.port };
+                moved += u64::from((reply.port, reply.from_port) != (port, SPORT));
             }
         }
         let _ = arp::reply_from(&input, TARGET4);

@@ -144,6 +144,8 @@ fn run_info(scan: &ScanRow, config: Option<serde_json::Value>) -> (RunInfo, RunE
     let config = config.unwrap_or_default();
     let info = RunInfo {
         command_line: scan.command_line.clone(),
+        // Scans stored before there were other types were SYN scans.
+        scan_type: config["scan_type"].as_str().and_then(crate::probe::ScanType::parse).unwrap_or_default(),
         start_us,
         ports: config["ports"].as_str().unwrap_or("").to_string(),
         port_count: config["port_count"].as_u64().unwrap_or(0),

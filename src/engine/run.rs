@@ -10,11 +10,12 @@ use super::rate::{RateControl, RateReason};
 use super::state::{reply_timeout, retry_after};
 use super::time::Time;
 use super::window::{Lookup, Silent, Timeouts, Try, Verdict, Window};
+use crate::probe::syn::SYN_FRAME_LEN;
+use crate::probe::{MAX_FRAME_LEN, Matcher, Module, Probe};
 use crate::result::{PortState, Reason, ScanResult};
 use crate::transport::{Drops, Receive, Transmit, TransportError};
 use crate::wire::cookie::{CookieKey, echo_within, unwrap_rtt_us};
-use crate::wire::reply::{Rejection, Reply, ReplyKind, ReplyMatcher};
-use crate::wire::template::{Probe, SYN_FRAME_LEN, SynTemplate};
+use crate::wire::reply::{Rejection, Reply};
 use std::collections::HashSet;
 use std::net::IpAddr;
 use std::sync::atomic::{
@@ -88,7 +89,8 @@ impl StopSignal {
 /// What the wire side needs to build and recognise probes.
 #[derive(Debug, Clone)]
 pub struct Wire {
-    pub template: SynTemplate,
+    /// The scan type's probe module, with its frame template.
+    pub module: Module,
     pub src_ip: IpAddr,
     pub key: CookieKey,
 }
@@ -535,7 +537,8 @@ fn transmit<T: Transmit>(
     let mut following = shared.rate.load(Relaxed);
     let mut pacer = Pacer::new(share(following), clock.now_ns());
     tracing::debug!(lane = l, from = shared.window(l).trail(), "transmit lane");
-    let mut frames = vec![[0u8; SYN_FRAME_LEN]; TX_BATCH as usize];
+    let mut frames = vec![[0u8; MAX_FRAME_LEN]; TX_BATCH as usize];
+    let mut lens = [0usize; TX_BATCH as usize];
     let mut tries: Vec<Try> = Vec::with_capacity(TX_BATCH as usize);
     let mut silent: Vec<Silent> = Vec::new();
     let mut retrying = false;
@@ -545,7 +548,9 @@ fn transmit<T: Transmit>(
     let hand_over = |silent: &mut Vec<Silent>, trail: u64| {
         if !silent.is_empty() {
             let time_us = clock.wall_us(clock.now_ns());
-            let batch = silent.drain(..).map(|s| silent_result(plan, lanes, l, s, time_us, shared)).collect();
+            let silent_state = wire.module.scan_type().silent_state();
+            let batch =
+                silent.drain(..).map(|s| silent_result(plan, lanes, l, s, silent_state, time_us, shared)).collect();
             // The receiver lives until every sender is gone, so the send cannot fail.
             let _ = results.send(batch);
         }
@@ -598,17 +603,15 @@ fn transmit<T: Transmit>(
             tracing::debug!(lane = l, seq = t.seq, "first retry");
         }
         if !tries.is_empty() {
-            let tsval = wire.key.tsval(send_us);
-            for (t, frame) in tries.iter().zip(frames.iter_mut()) {
+            for ((t, frame), len) in tries.iter().zip(frames.iter_mut()).zip(lens.iter_mut()) {
                 let (index, ip, port) = plan.target(plan.position_of_rank(lanes.rank(l, t.seq)));
                 let sport = plan.source_port(index, t.attempt);
-                let seq = wire.key.seq(wire.src_ip, ip, sport, port, send_us);
-                let probe = Probe { dst: ip, sport, dport: port, seq, ip_id: seq as u16, tsval };
-                wire.template.write(&probe, frame);
+                let probe = Probe { dst: ip, sport, dport: port, send_us };
+                *len = wire.module.write(&wire.key, wire.src_ip, &probe, frame);
             }
             let mut batch: [&[u8]; TX_BATCH as usize] = [&[]; TX_BATCH as usize];
-            for (slot, frame) in batch.iter_mut().zip(&frames[..tries.len()]) {
-                *slot = &frame[..wire.template.frame_len()];
+            for ((slot, frame), len) in batch.iter_mut().zip(&frames[..tries.len()]).zip(lens) {
+                *slot = &frame[..len];
             }
             let accepted = tx.transmit(&batch[..tries.len()])?;
             shared.sent.fetch_add(accepted as u64, Relaxed);
@@ -664,13 +667,22 @@ fn idle(held_by_rate: bool, until_grant: u64, due: Option<u64>, now: u64) -> Dur
     wait.min(IDLE)
 }
 
-/// The result of a probe concluded silent.
-fn silent_result(plan: &ScanPlan, lanes: Lanes, lane: usize, s: Silent, time_us: u64, shared: &Shared) -> ScanResult {
+/// The result of a probe concluded silent: `silent_state` (the scan
+/// type's), or undecided.
+fn silent_result(
+    plan: &ScanPlan,
+    lanes: Lanes,
+    lane: usize,
+    s: Silent,
+    silent_state: PortState,
+    time_us: u64,
+    shared: &Shared,
+) -> ScanResult {
     let (_, ip, port) = plan.target(plan.position_of_rank(lanes.rank(lane, s.seq)));
     let (state, reason, counter) = if s.undecided {
         (PortState::Undecided, Reason::FramesDropped, &shared.undecided)
     } else {
-        (PortState::Filtered, Reason::NoResponse, &shared.filtered)
+        (silent_state, Reason::NoResponse, &shared.filtered)
     };
     counter.fetch_add(1, Relaxed);
     ScanResult { ip, port, state, reason, ttl: None, rtt_us: None, time_us }
@@ -690,7 +702,7 @@ fn receive<R: Receive>(
 ) -> Result<(), EngineError> {
     // Replies are timestamped when read: sleeps between reads must be short.
     crate::sys::reduce_timer_slack();
-    let matcher = ReplyMatcher { src_ip: wire.src_ip, src_ports: plan.src_ports, key: wire.key };
+    let matcher = Matcher { src_ip: wire.src_ip, src_ports: plan.src_ports, key: wire.key };
     let mut batch = Vec::new();
     let mut rst_frames: Vec<ResetFrame> = Vec::new();
     let mut watch = LossWatch::new(plan, clock.now_ns());
@@ -701,7 +713,7 @@ fn receive<R: Receive>(
         let started = clock.now_ns();
         let wait = if ending { Duration::ZERO } else { RX_POLL };
         let caught_up = rx.receive(wait, &mut |frame, rx_wall_ns| {
-            let reply = match matcher.classify(frame) {
+            let reply = match wire.module.classify(&matcher, frame) {
                 Ok(reply) => reply,
                 Err(why) => return rejected.count(why, shared),
             };
@@ -733,9 +745,7 @@ fn receive<R: Receive>(
                             shared.max_rtt_us.fetch_max(rtt.max(1), Relaxed);
                         }
                     }
-                    if reply.kind == ReplyKind::SynAck {
-                        reset(&mut rst_frames, wire, &reply, resets.is_some());
-                    }
+                    reset(&mut rst_frames, wire, &reply, resets.is_some());
                     return;
                 }
             };
@@ -745,15 +755,13 @@ fn receive<R: Receive>(
                 // No try left from that port yet.
                 return rejected.count_unsent(shared);
             }
-            let Some((_, stamp_us)) = spans.find(|&span| plausible_send_time(&reply, span)) else {
+            let Some(span) = spans.find(|&span| plausible_send_time(&reply, span)) else {
                 return rejected.count_wrong_time(shared);
             };
             let verdict = window.answer(seq, started);
             drop(window);
             // Duplicates too: a target repeats its SYN-ACK when an RST was lost.
-            if reply.kind == ReplyKind::SynAck {
-                reset(&mut rst_frames, wire, &reply, resets.is_some());
-            }
+            reset(&mut rst_frames, wire, &reply, resets.is_some());
             let counter = match verdict {
                 Verdict::New => None,
                 Verdict::Duplicate => Some(&shared.duplicates),
@@ -763,25 +771,27 @@ fn receive<R: Receive>(
                 counter.fetch_add(1, Relaxed);
                 return;
             }
-            let rtt = match reply.sent_us {
-                Some(sent_us) => u64::from((now_us as u32).wrapping_sub(sent_us)),
+            let rtt = match (reply.sent_us, reply.sent, span) {
+                (Some(sent_us), _, _) => Some(u64::from((now_us as u32).wrapping_sub(sent_us))),
                 // The tick wraps every 1.05 s: the send stamp says how often it went round.
-                None => unwrap_rtt_us(reply.sent.rtt_us(now_us), now_us.saturating_sub(stamp_us)),
+                (None, Some(tick), (_, stamp_us)) => {
+                    Some(unwrap_rtt_us(tick.rtt_us(now_us), now_us.saturating_sub(stamp_us)))
+                }
+                // A reply without a time of ours: the window's stamp of the try it answers, if one try has it.
+                (None, None, (from, to)) => (from == to).then(|| now_us.saturating_sub(from).max(1)),
             };
-            let rtt = (rtt <= now_us && Duration::from_micros(rtt) <= MAX_RTT).then_some(rtt);
+            let rtt = rtt.filter(|&rtt| rtt <= now_us && Duration::from_micros(rtt) <= MAX_RTT);
             if let Some(us) = rtt {
                 shared.max_rtt_us.fetch_max(us.max(1), Relaxed);
             }
-            let (state, reason, counter) = match reply.kind {
-                ReplyKind::SynAck if reply.window == 0 => {
-                    shared.zero_window.fetch_add(1, Relaxed);
-                    (PortState::Open, Reason::ZeroWindow, &shared.open)
-                }
-                ReplyKind::SynAck => (PortState::Open, Reason::SynAck, &shared.open),
-                ReplyKind::Rst => (PortState::Closed, Reason::Reset, &shared.closed),
-                ReplyKind::Unreachable { code } => {
-                    (PortState::Filtered, Reason::Unreachable { code }, &shared.unreachable)
-                }
+            let (state, reason) = wire.module.state(&reply);
+            if reason == Reason::ZeroWindow {
+                shared.zero_window.fetch_add(1, Relaxed);
+            }
+            let counter = match state {
+                PortState::Closed => &shared.closed,
+                _ if state.is_found() => &shared.open,
+                _ => &shared.unreachable,
             };
             counter.fetch_add(1, Relaxed);
             shared.answered.fetch_add(1, Relaxed);
@@ -838,8 +848,9 @@ fn receive<R: Receive>(
 fn reset(frames: &mut Vec<ResetFrame>, wire: &Wire, reply: &Reply, wanted: bool) {
     if wanted {
         let mut f = [0u8; SYN_FRAME_LEN];
-        let len = wire.template.write_reset(reply.ip, reply.from_port, reply.port, reply.ack, &mut f);
-        frames.push((f, len));
+        if let Some(len) = wire.module.write_close(reply, &mut f) {
+            frames.push((f, len));
+        }
     }
 }
 
@@ -875,7 +886,7 @@ fn try_stamps(
 /// must also hit that time, some 6 bits more for a tick and 18 for a
 /// timestamp echo.
 fn plausible_send_time(reply: &Reply, (from, to): (u64, u64)) -> bool {
-    reply.sent.within(from, to) && reply.sent_us.is_none_or(|us| echo_within(us, from, to))
+    reply.sent.is_none_or(|tick| tick.within(from, to)) && reply.sent_us.is_none_or(|us| echo_within(us, from, to))
 }
 
 /// Frames that passed the kernel's filter but were not replies, by cause:
@@ -982,6 +993,7 @@ impl LossWatch {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::probe::syn::SynTemplate;
     use crate::target::hosts::{Family, Hosts};
     use crate::target::ranges::{Range, RangeSet};
     use crate::target::space::TargetSpace;
@@ -1274,7 +1286,7 @@ mod tests {
             Family::V4 => IpAddr::V4(ME),
             Family::V6 => IpAddr::V6(ME6),
         };
-        let wire = Wire { template: SynTemplate::new([1; 6], [2; 6], me), src_ip: me, key: CookieKey::new(3, 4) };
+        let wire = Wire { module: Module::Syn(SynTemplate::new([1; 6], [2; 6], me)), src_ip: me, key: CookieKey::new(3, 4) };
         let net = Arc::new(Mutex::new(Net::default()));
         let truth = Arc::new(truth);
         let time = Arc::new(VirtualTime::new(lanes + 1));
@@ -1637,7 +1649,7 @@ mod tests {
         let space = crate::target::space::v4_space((1, 10), (80, 80));
         let plan = ScanPlan::new(space, 1, (61000, 61003), 0, 0, Duration::from_secs(30));
         let wire = Wire {
-            template: SynTemplate::new([1; 6], [2; 6], ME.into()),
+            module: Module::Syn(SynTemplate::new([1; 6], [2; 6], ME.into())),
             src_ip: ME.into(),
             key: CookieKey::new(3, 4),
         };

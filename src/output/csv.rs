@@ -3,6 +3,7 @@
 use super::time::rfc3339_us;
 use super::{ResultWriter, RunEnd};
 use crate::open_hosts::FLAG;
+use crate::probe::ScanType;
 use crate::result::ScanResult;
 use std::io::{self, Write};
 
@@ -11,11 +12,12 @@ pub const HEADER: &str = "ip,port,proto,state,reason,ttl,rtt_us,time";
 pub struct CsvWriter<W: Write> {
     out: W,
     started: bool,
+    scan_type: ScanType,
 }
 
 impl<W: Write> CsvWriter<W> {
-    pub fn new(out: W) -> Self {
-        CsvWriter { out, started: false }
+    pub fn new(out: W, scan_type: ScanType) -> Self {
+        CsvWriter { out, started: false, scan_type }
     }
 
     fn header(&mut self) -> io::Result<()> {
@@ -30,12 +32,13 @@ impl<W: Write> CsvWriter<W> {
 impl<W: Write> ResultWriter for CsvWriter<W> {
     fn write(&mut self, r: &ScanResult) -> io::Result<()> {
         self.header()?;
-        // No field can hold a comma or a quote, so none needs quoting.
+        // No field can hold a comma or a quote, so none needs quoting; an echo has no port.
+        let port = if self.scan_type.has_ports() { r.port.to_string() } else { String::new() };
         writeln!(
             self.out,
-            "{},{},tcp,{},{},{},{},{}",
+            "{},{port},{},{},{},{},{},{}",
             r.ip,
-            r.port,
+            self.scan_type.protocol(),
             r.state.as_str(),
             r.reason.as_str(),
             r.ttl.map_or(String::new(), |t| t.to_string()),
@@ -48,7 +51,7 @@ impl<W: Write> ResultWriter for CsvWriter<W> {
     fn finish(&mut self, end: &RunEnd) -> io::Result<()> {
         self.header()?;
         for h in &end.flagged {
-            writeln!(self.out, "{},,tcp,flagged,{FLAG},,,{}", h.ip, rfc3339_us(end.end_us))?;
+            writeln!(self.out, "{},,{},flagged,{FLAG},,,{}", h.ip, self.scan_type.protocol(), rfc3339_us(end.end_us))?;
         }
         self.out.flush()
     }
@@ -62,10 +65,10 @@ mod tests {
     #[test]
     fn writes_a_header_even_without_rows() {
         let mut buf = Vec::new();
-        CsvWriter::new(&mut buf).finish(&RunEnd::default()).unwrap();
+        CsvWriter::new(&mut buf, ScanType::Syn).finish(&RunEnd::default()).unwrap();
         assert_eq!(String::from_utf8(buf).unwrap(), format!("{HEADER}\n"));
         let mut buf = Vec::new();
-        let mut w = CsvWriter::new(&mut buf);
+        let mut w = CsvWriter::new(&mut buf, ScanType::Syn);
         let r = ScanResult {
             ip: "10.0.0.1".parse().unwrap(),
             port: 22,

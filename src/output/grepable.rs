@@ -3,6 +3,7 @@
 use super::hosts::{HostReport, HostTable};
 use super::{RunEnd, RunInfo, done_summary, preamble};
 use crate::open_hosts::FLAG;
+use crate::probe::ScanType;
 use std::io::{self, Write};
 
 pub struct Grepable {
@@ -12,13 +13,26 @@ pub struct Grepable {
 impl HostReport for Grepable {
     fn preamble(&self, out: &mut dyn Write) -> io::Result<()> {
         writeln!(out, "{}", preamble(&self.info))?;
-        writeln!(out, "# Ports scanned: TCP({};{})", self.info.port_count, self.info.ports)
+        match self.info.scan_type {
+            ScanType::Icmp => Ok(()),
+            ScanType::Syn => writeln!(out, "# Ports scanned: TCP({};{})", self.info.port_count, self.info.ports),
+            ScanType::Udp => writeln!(out, "# Ports scanned: UDP({};{})", self.info.port_count, self.info.ports),
+        }
     }
 
     fn body(&self, out: &mut dyn Write, hosts: &mut HostTable, end: &RunEnd) -> io::Result<()> {
+        let proto = self.info.scan_type.protocol();
         for host in hosts.views() {
+            if !self.info.scan_type.has_ports() {
+                // nmap's ping-scan line: the host's status alone.
+                for r in &host.shown {
+                    let status = if r.state.is_found() { "Up" } else { "Down" };
+                    writeln!(out, "Host: {} ()\tStatus: {status}", host.ip)?;
+                }
+                continue;
+            }
             let ports: Vec<String> =
-                host.shown.iter().map(|r| format!("{}/{}/tcp//////", r.port, r.state.as_str())).collect();
+                host.shown.iter().map(|r| format!("{}/{}/{proto}//////", r.port, r.state.as_str())).collect();
             let mut line = format!("Host: {} ()\tPorts: {}", host.ip, ports.join(", "));
             for (state, count, _) in &host.hidden {
                 line.push_str(&format!("\tIgnored State: {} ({count})", state.as_str()));

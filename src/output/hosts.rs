@@ -10,8 +10,9 @@ use std::net::IpAddr;
 
 const COLLAPSE_ABOVE: usize = 25;
 
-/// The non-open states a report may summarise, in the order it lists them.
-const SUMMARISED: [PortState; 3] = [PortState::Closed, PortState::Filtered, PortState::Undecided];
+/// The states a report may summarise, in the order it lists them.
+const SUMMARISED: [PortState; 4] =
+    [PortState::Closed, PortState::Filtered, PortState::OpenFiltered, PortState::Undecided];
 
 /// What a report keeps of each host until the scan ends: every open port,
 /// and of each other state its count, its lowest port, and its ports only
@@ -25,8 +26,9 @@ pub struct HostTable {
 #[derive(Debug, Default)]
 struct Host {
     open: Vec<ScanResult>,
-    others: [StateGroup; 3],
-    /// Whether it sent any reply (silence has no TTL).
+    others: [StateGroup; 4],
+    /// Whether it sent any reply (silence has no TTL; an ICMP unreachable
+    /// for an echo came from a router, not the host).
     answered: bool,
 }
 
@@ -51,7 +53,7 @@ pub struct HostView<'a> {
 impl HostTable {
     pub fn add(&mut self, r: &ScanResult) {
         let host = self.hosts.entry(r.ip).or_default();
-        host.answered |= r.ttl.is_some();
+        host.answered |= r.ttl.is_some() && r.state != PortState::Unreachable;
         let Some(i) = SUMMARISED.iter().position(|&s| s == r.state) else {
             host.open.push(*r);
             return;

@@ -10,6 +10,7 @@ pub mod time;
 pub mod xml;
 
 use crate::open_hosts::FlaggedHost;
+use crate::probe::ScanType;
 use crate::result::ScanResult;
 use hosts::PerHostWriter;
 use std::io::{self, Write};
@@ -20,6 +21,7 @@ use std::path::{Path, PathBuf};
 #[derive(Debug, Clone, Default)]
 pub struct RunInfo {
     pub command_line: String,
+    pub scan_type: ScanType,
     pub start_us: u64,
     /// The port list as given to the scan, e.g. `1-1000` (nmap's `services`).
     pub ports: String,
@@ -130,10 +132,13 @@ impl OutputFile {
 /// The writer for `format`. `header` adds the run's preamble that files carry.
 pub fn writer<'a, W: Write + 'a>(format: Format, out: W, info: &RunInfo, header: bool) -> Box<dyn ResultWriter + 'a> {
     match format {
-        Format::Text => Box::new(PerHostWriter::new(out, text::Text { header: header.then(|| info.clone()) })),
-        Format::Ndjson => Box::new(ndjson::NdjsonWriter::new(out)),
+        Format::Text => Box::new(PerHostWriter::new(
+            out,
+            text::Text { scan_type: info.scan_type, header: header.then(|| info.clone()) },
+        )),
+        Format::Ndjson => Box::new(ndjson::NdjsonWriter::new(out, info.scan_type)),
         Format::Xml => Box::new(PerHostWriter::new(out, xml::Xml { info: info.clone() })),
         Format::Grepable => Box::new(PerHostWriter::new(out, grepable::Grepable { info: info.clone() })),
-        Format::Csv => Box::new(csv::CsvWriter::new(out)),
+        Format::Csv => Box::new(csv::CsvWriter::new(out, info.scan_type)),
     }
 }

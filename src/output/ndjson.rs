@@ -3,16 +3,18 @@
 use super::time::rfc3339_us;
 use super::{ResultWriter, RunEnd};
 use crate::open_hosts::FLAG;
+use crate::probe::ScanType;
 use crate::result::ScanResult;
 use std::io::{self, Write};
 
 pub struct NdjsonWriter<W: Write> {
     out: W,
+    scan_type: ScanType,
 }
 
 impl<W: Write> NdjsonWriter<W> {
-    pub fn new(out: W) -> Self {
-        NdjsonWriter { out }
+    pub fn new(out: W, scan_type: ScanType) -> Self {
+        NdjsonWriter { out, scan_type }
     }
 }
 
@@ -20,11 +22,13 @@ fn opt<T: std::fmt::Display>(v: Option<T>) -> String {
     v.map_or_else(|| "null".to_string(), |v| v.to_string())
 }
 
-pub fn line(r: &ScanResult) -> String {
+/// A result's object; an echo's has no port.
+pub fn line(r: &ScanResult, scan_type: ScanType) -> String {
+    let port = if scan_type.has_ports() { format!(r#""port":{},"#, r.port) } else { String::new() };
     format!(
-        r#"{{"ip":"{}","port":{},"proto":"tcp","state":"{}","reason":"{}","ttl":{},"rtt_us":{},"time":"{}"}}"#,
+        r#"{{"ip":"{}",{port}"proto":"{}","state":"{}","reason":"{}","ttl":{},"rtt_us":{},"time":"{}"}}"#,
         r.ip,
-        r.port,
+        scan_type.protocol(),
         r.state.as_str(),
         r.reason.as_str(),
         opt(r.ttl),
@@ -35,7 +39,7 @@ pub fn line(r: &ScanResult) -> String {
 
 impl<W: Write> ResultWriter for NdjsonWriter<W> {
     fn write(&mut self, r: &ScanResult) -> io::Result<()> {
-        writeln!(self.out, "{}", line(r))
+        writeln!(self.out, "{}", line(r, self.scan_type))
     }
 
     /// Flagged hosts last, one object each, told apart from results by `flag`.
@@ -59,7 +63,7 @@ mod tests {
     #[test]
     fn writes_one_object_per_line() {
         let mut buf = Vec::new();
-        let mut w = NdjsonWriter::new(&mut buf);
+        let mut w = NdjsonWriter::new(&mut buf, ScanType::Syn);
         w.write(&ScanResult {
             ip: "10.0.0.1".parse().unwrap(),
             port: 22,

@@ -4,9 +4,11 @@
 use super::hosts::{HostReport, HostTable};
 use super::{RunEnd, RunInfo, done_summary, preamble};
 use crate::open_hosts::FLAG;
+use crate::probe::ScanType;
 use std::io::{self, Write};
 
 pub struct Text {
+    pub scan_type: ScanType,
     /// Files carry a preamble and a footer like nmap's; standard output does not.
     pub header: Option<RunInfo>,
 }
@@ -22,14 +24,24 @@ impl HostReport for Text {
     fn body(&self, out: &mut dyn Write, hosts: &mut HostTable, end: &RunEnd) -> io::Result<()> {
         for host in hosts.views() {
             writeln!(out, "prtip scan report for {}", host.ip)?;
-            if !host.shown.is_empty() {
-                writeln!(out, "PORT      STATE     REASON")?;
+            let proto = self.scan_type.protocol();
+            if !self.scan_type.has_ports() {
+                // An echo scan has one result per host: the host's state.
                 for r in &host.shown {
-                    writeln!(out, "{:<9} {:<9} {}", format!("{}/tcp", r.port), r.state.as_str(), r.reason.as_str())?;
+                    let rtt = r.rtt_us.map_or(String::new(), |us| format!(", {:.6}s latency", us as f64 / 1e6));
+                    writeln!(out, "Host is {} ({}{rtt}).", r.state.as_str(), r.reason.as_str())?;
+                }
+            } else if !host.shown.is_empty() {
+                // Room for open|filtered where a UDP scan has it.
+                let width = if self.scan_type == ScanType::Udp { 13 } else { 9 };
+                writeln!(out, "{:<9} {:<width$} REASON", "PORT", "STATE")?;
+                for r in &host.shown {
+                    let port = format!("{}/{proto}", r.port);
+                    writeln!(out, "{port:<9} {:<width$} {}", r.state.as_str(), r.reason.as_str())?;
                 }
             }
             for (state, count, reason) in &host.hidden {
-                writeln!(out, "Not shown: {count} {} tcp ports ({reason})", state.as_str())?;
+                writeln!(out, "Not shown: {count} {} {proto} ports ({reason})", state.as_str())?;
             }
             if let Some(flag) = end.flag_of(host.ip) {
                 writeln!(
@@ -61,7 +73,7 @@ mod tests {
     #[test]
     fn groups_by_host_sorts_ports_and_collapses_large_states() {
         let mut buf = Vec::new();
-        let mut w = PerHostWriter::new(&mut buf, Text { header: None });
+        let mut w = PerHostWriter::new(&mut buf, Text { scan_type: ScanType::Syn, header: None });
         for port in 100..130 {
             w.write(&result("10.0.0.2", port, PortState::Closed, Reason::Reset)).unwrap();
         }
@@ -91,7 +103,7 @@ mod tests {
         let mut buf = Vec::new();
         let info =
             RunInfo { command_line: "prtip -p 22 10.0.0.1".into(), start_us: 0, hosts_total: 1, ..Default::default() };
-        let mut w = PerHostWriter::new(&mut buf, Text { header: Some(info) });
+        let mut w = PerHostWriter::new(&mut buf, Text { scan_type: ScanType::Syn, header: Some(info) });
         w.write(&result("10.0.0.1", 22, PortState::Open, Reason::SynAck)).unwrap();
         w.finish(&RunEnd { end_us: 1_500_000, interrupted: true, flagged: Vec::new() }).unwrap();
         let text = String::from_utf8(buf).unwrap();

@@ -47,19 +47,45 @@ impl HostReport for Xml {
             rfc3339_us(i.start_us),
             env!("CARGO_PKG_VERSION")
         )?;
-        writeln!(
-            out,
-            r#"<scaninfo type="syn" protocol="tcp" numservices="{}" services="{}"/>"#,
-            i.port_count,
-            escape(&i.ports)
-        )?;
+        // A ping scan has no ports, and nmap writes no scaninfo for one.
+        if i.scan_type.has_ports() {
+            writeln!(
+                out,
+                r#"<scaninfo type="{}" protocol="{}" numservices="{}" services="{}"/>"#,
+                i.scan_type.as_str(),
+                i.scan_type.protocol(),
+                i.port_count,
+                escape(&i.ports)
+            )?;
+        }
         writeln!(out, r#"<verbose level="0"/>"#)?;
         writeln!(out, r#"<debugging level="0"/>"#)
     }
 
     fn body(&self, out: &mut dyn Write, hosts: &mut HostTable, end: &RunEnd) -> io::Result<()> {
         let (start, stop) = (self.info.start_us / 1_000_000, end.end_us / 1_000_000);
+        let proto = self.info.scan_type.protocol();
         for host in hosts.views() {
+            if !self.info.scan_type.has_ports() {
+                // An echo scan's one result is the host's status: up, or down (silent or unreachable).
+                for r in &host.shown {
+                    let state = if r.state.is_found() { "up" } else { "down" };
+                    writeln!(out, r#"<host starttime="{start}" endtime="{stop}">"#)?;
+                    writeln!(
+                        out,
+                        r#"<status state="{state}" reason="{}" reason_ttl="{}"/>"#,
+                        r.reason.as_str(),
+                        r.ttl.unwrap_or(0)
+                    )?;
+                    let family = if host.ip.is_ipv4() { "ipv4" } else { "ipv6" };
+                    writeln!(out, r#"<address addr="{}" addrtype="{family}"/>"#, host.ip)?;
+                    if let Some(us) = r.rtt_us {
+                        writeln!(out, r#"<times srtt="{us}" rttvar="0" to="{}"/>"#, us.max(100_000))?;
+                    }
+                    writeln!(out, "</host>")?;
+                }
+                continue;
+            }
             // The host's status is the first reply it sent; hosts that never
             // answered were scanned as if up, as nmap -Pn reports them.
             let (reason, ttl) =
@@ -71,13 +97,13 @@ impl HostReport for Xml {
             writeln!(out, "<ports>")?;
             for (state, count, reason) in &host.hidden {
                 writeln!(out, r#"<extraports state="{}" count="{count}">"#, state.as_str())?;
-                writeln!(out, r#"<extrareasons reason="{reason}" count="{count}" proto="tcp"/>"#)?;
+                writeln!(out, r#"<extrareasons reason="{reason}" count="{count}" proto="{proto}"/>"#)?;
                 writeln!(out, "</extraports>")?;
             }
             for r in &host.shown {
                 writeln!(
                     out,
-                    r#"<port protocol="tcp" portid="{}"><state state="{}" reason="{}" reason_ttl="{}"/></port>"#,
+                    r#"<port protocol="{proto}" portid="{}"><state state="{}" reason="{}" reason_ttl="{}"/></port>"#,
                     r.port,
                     r.state.as_str(),
                     r.reason.as_str(),

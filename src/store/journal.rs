@@ -49,12 +49,18 @@ fn encode_record(scan_id: i64, rows: &[ScanResult], out: &mut Vec<u8>) {
             Reason::NoResponse => (3, 0),
             Reason::FramesDropped => (4, 0),
             Reason::ZeroWindow => (5, 0),
+            Reason::EchoReply => (6, 0),
+            Reason::UdpResponse => (7, 0),
         };
         let state = match r.state {
             PortState::Open => 0,
             PortState::Closed => 1,
             PortState::Filtered => 2,
             PortState::Undecided => 3,
+            PortState::Up => 4,
+            PortState::Down => 5,
+            PortState::Unreachable => 6,
+            PortState::OpenFiltered => 7,
         };
         let flags = if r.ttl.is_some() { HAS_TTL } else { 0 } | if r.rtt_us.is_some() { HAS_RTT } else { 0 };
         match r.ip {
@@ -147,6 +153,10 @@ fn decode_row(row: &[u8]) -> Option<ScanResult> {
         1 => PortState::Closed,
         2 => PortState::Filtered,
         3 => PortState::Undecided,
+        4 => PortState::Up,
+        5 => PortState::Down,
+        6 => PortState::Unreachable,
+        7 => PortState::OpenFiltered,
         _ => return None,
     };
     let reason = match b[3] {
@@ -156,6 +166,8 @@ fn decode_row(row: &[u8]) -> Option<ScanResult> {
         3 => Reason::NoResponse,
         4 => Reason::FramesDropped,
         5 => Reason::ZeroWindow,
+        6 => Reason::EchoReply,
+        7 => Reason::UdpResponse,
         _ => return None,
     };
     let flags = b[6];
@@ -179,14 +191,17 @@ mod tests {
             .map(|i| ScanResult {
                 ip: Ipv4Addr::new(10, 0, (i >> 8) as u8, i as u8).into(),
                 port: i,
-                state: [PortState::Open, PortState::Closed, PortState::Filtered][usize::from(i % 3)],
+                state: PortState::ALL[usize::from(i) % PortState::ALL.len()],
                 reason: [
                     Reason::SynAck,
                     Reason::ZeroWindow,
                     Reason::Reset,
                     Reason::Unreachable { code: 13 },
                     Reason::NoResponse,
-                ][usize::from(i % 5)],
+                    Reason::FramesDropped,
+                    Reason::EchoReply,
+                    Reason::UdpResponse,
+                ][usize::from(i % 8)],
                 ttl: (i % 2 == 0).then_some(64),
                 rtt_us: (i % 5 == 0).then_some(u64::from(i) * 10),
                 time_us: 1_700_000_000_000_000 + u64::from(i),

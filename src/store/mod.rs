@@ -285,6 +285,7 @@ mod tests {
             },
             info: RunInfo {
                 command_line: "prtip test".into(),
+                scan_type: Default::default(),
                 start_us: 1,
                 ports: "1-65535".into(),
                 port_count: 65535,

@@ -6,6 +6,7 @@ pub mod ports;
 pub mod ranges;
 pub mod space;
 pub mod spec;
+pub mod top_ports;
 
 use thiserror::Error;
 

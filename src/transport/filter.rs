@@ -1,11 +1,12 @@
 //! The classic BPF programs that let only possible replies reach a packet
-//! socket. IPv4: to our address, either ICMP or unfragmented TCP to one of our
-//! source ports. IPv6: to our address, either ICMPv6 destination unreachable or
-//! TCP (directly after the fixed header) to one of our source ports; neighbour
-//! discovery, echo and the rest stay in the kernel. Everything else is dropped.
+//! socket. IPv4: to our address, either ICMP or unfragmented TCP or UDP (the
+//! probes' protocol) to one of our source ports. IPv6: to our address,
+//! either ICMPv6 destination unreachable, an echo reply (echo scans only),
+//! or TCP or UDP (directly after the fixed header) to one of our source
+//! ports; neighbour discovery and the rest stay in the kernel. Everything
+//! else is dropped.
 
 use crate::wire::field::{self, ethernet, icmp, ipv4, ipv6, tcp};
-use crate::wire::template::SYN_FRAME_LEN;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 /// One instruction, laid out as the kernel's `struct sock_filter`.
@@ -29,15 +30,9 @@ const JGE: u16 = 0x35;
 const JSET: u16 = 0x45;
 const RET: u16 = 0x06;
 
-/// Bytes of each accepted frame handed to userspace: Ethernet, IPv4 with options,
-/// TCP with options, or an ICMP or ICMPv6 error quoting our whole SYN, all fit.
-pub const SNAP_LEN: u32 = 256;
-
-/// The longest reply that must arrive whole: an ICMPv6 error quoting our
-/// IPv6 SYN without its Ethernet header.
-const LONGEST_QUOTE: u32 =
-    (ethernet::HEADER_LEN + ipv6::HEADER_LEN + icmp::HEADER_LEN + (SYN_FRAME_LEN - ethernet::HEADER_LEN)) as u32;
-const _: () = assert!(LONGEST_QUOTE <= SNAP_LEN);
+/// Bytes of each accepted frame handed to userspace: a whole frame of a
+/// 1500-byte MTU, so that a UDP service's answer arrives whole.
+pub const SNAP_LEN: u32 = 2048;
 
 const IP: usize = ethernet::HEADER_LEN;
 
@@ -46,12 +41,22 @@ const fn abs(offset: usize) -> u32 {
     offset as u32
 }
 
-pub fn reply_filter(src_ip: IpAddr, ports: (u16, u16)) -> Vec<Insn> {
+/// The filter for the replies to probes of IP protocol `protocol` (TCP,
+/// UDP, ICMP or ICMPv6) from `src_ip` and `ports`.
+pub fn reply_filter(src_ip: IpAddr, ports: (u16, u16), protocol: u8) -> Vec<Insn> {
+    // An echo's replies are ICMP alone: no TCP or UDP header is compared with it.
+    let ported = match protocol {
+        field::PROTOCOL_TCP | field::PROTOCOL_UDP => u32::from(protocol),
+        _ => NO_PROTOCOL,
+    };
     match src_ip {
-        IpAddr::V4(ip) => reply_filter_v4(ip, ports),
-        IpAddr::V6(ip) => reply_filter_v6(ip, ports),
+        IpAddr::V4(ip) => reply_filter_v4(ip, ports, ported),
+        IpAddr::V6(ip) => reply_filter_v6(ip, ports, ported, protocol == field::PROTOCOL_ICMPV6),
     }
 }
+
+/// A protocol number no byte holds.
+const NO_PROTOCOL: u32 = 0x100;
 
 fn i(code: u16, k: u32) -> Insn {
     Insn { code, jt: 0, jf: 0, k }
@@ -76,7 +81,8 @@ fn relative(mut prog: Vec<Insn>) -> Vec<Insn> {
     prog
 }
 
-fn reply_filter_v4(src_ip: Ipv4Addr, ports: (u16, u16)) -> Vec<Insn> {
+/// `ported`: the protocol (TCP or UDP) whose destination port must be ours.
+fn reply_filter_v4(src_ip: Ipv4Addr, ports: (u16, u16), ported: u32) -> Vec<Insn> {
     const ACCEPT: u8 = 13;
     const DROP: u8 = 14;
     relative(vec![
@@ -86,11 +92,11 @@ fn reply_filter_v4(src_ip: Ipv4Addr, ports: (u16, u16)) -> Vec<Insn> {
         j(JEQ, u32::from(src_ip), next(3), DROP),                 // 3
         i(LDB_ABS, abs(IP + ipv4::PROTOCOL)),                     // 4
         j(JEQ, u32::from(field::PROTOCOL_ICMP), ACCEPT, next(5)), // 5
-        j(JEQ, u32::from(field::PROTOCOL_TCP), next(6), DROP),    // 6
+        j(JEQ, ported, next(6), DROP),                            // 6
         i(LDH_ABS, abs(IP + ipv4::FLAGS_FRAGMENT.start)),         // 7
         j(JSET, 0x1fff, DROP, next(8)),                           // 8: not a first fragment
         i(LDX_MSH, abs(IP + ipv4::VERSION_IHL)),                  // 9: X = IPv4 header length
-        i(LDH_IND, abs(IP + tcp::DST_PORT.start)),                // 10: X + this
+        i(LDH_IND, abs(IP + tcp::DST_PORT.start)),                // 10: X + this (UDP's is there too)
         j(JGE, u32::from(ports.0), next(11), DROP),               // 11
         j(JGT, u32::from(ports.1), DROP, ACCEPT),                 // 12
         i(RET, SNAP_LEN),                                         // 13: accept
@@ -98,12 +104,14 @@ fn reply_filter_v4(src_ip: Ipv4Addr, ports: (u16, u16)) -> Vec<Insn> {
     ])
 }
 
-/// A reply whose TCP header sits behind extension headers is not ours: our
-/// SYNs carry none, and neither do the answers to them.
-fn reply_filter_v6(src_ip: Ipv6Addr, ports: (u16, u16)) -> Vec<Insn> {
-    const TCP: u8 = 15;
-    const ACCEPT: u8 = 18;
-    const DROP: u8 = 19;
+/// A reply whose TCP or UDP header sits behind extension headers is not
+/// ours: our probes carry none, and neither do the answers to them. Echo
+/// replies are taken only by an echo scan (`echo`).
+fn reply_filter_v6(src_ip: Ipv6Addr, ports: (u16, u16), ported: u32, echo: bool) -> Vec<Insn> {
+    const PORTS: u8 = 16;
+    const ACCEPT: u8 = 19;
+    const DROP: u8 = 20;
+    let echo_reply = if echo { ACCEPT } else { DROP };
     let word = |n: usize| u32::from_be_bytes(src_ip.octets()[n * 4..n * 4 + 4].try_into().expect("4 bytes"));
     let dst_word = |n: usize| abs(IP + ipv6::DESTINATION.start + n * 4);
     const L4: usize = IP + ipv6::HEADER_LEN;
@@ -119,15 +127,16 @@ fn reply_filter_v6(src_ip: Ipv6Addr, ports: (u16, u16)) -> Vec<Insn> {
         i(LDW_ABS, dst_word(3)),                                           // 8
         j(JEQ, word(3), next(9), DROP),                                    // 9
         i(LDB_ABS, abs(IP + ipv6::NEXT_HEADER)),                           // 10
-        j(JEQ, u32::from(field::PROTOCOL_TCP), TCP, next(11)),             // 11
-        j(JEQ, u32::from(field::PROTOCOL_ICMPV6), next(12), DROP),         // 12
-        i(LDB_ABS, abs(L4 + icmp::TYPE)),                                  // 13
-        j(JEQ, u32::from(icmp::V6_DESTINATION_UNREACHABLE), ACCEPT, DROP), // 14
-        i(LDH_ABS, abs(L4 + tcp::DST_PORT.start)),                         // 15
-        j(JGE, u32::from(ports.0), next(16), DROP),                        // 16
-        j(JGT, u32::from(ports.1), DROP, ACCEPT),                          // 17
-        i(RET, SNAP_LEN),                                                  // 18: accept
-        i(RET, 0),                                                         // 19: drop
+        j(JEQ, ported, PORTS, next(11)),                                       // 11
+        j(JEQ, u32::from(field::PROTOCOL_ICMPV6), next(12), DROP),             // 12
+        i(LDB_ABS, abs(L4 + icmp::TYPE)),                                      // 13
+        j(JEQ, u32::from(icmp::V6_DESTINATION_UNREACHABLE), ACCEPT, next(14)), // 14
+        j(JEQ, u32::from(icmp::V6_ECHO_REPLY), echo_reply, DROP),              // 15
+        i(LDH_ABS, abs(L4 + tcp::DST_PORT.start)),                             // 16 (UDP's is there too)
+        j(JGE, u32::from(ports.0), next(17), DROP),                            // 17
+        j(JGT, u32::from(ports.1), DROP, ACCEPT),                              // 18
+        i(RET, SNAP_LEN),                                                      // 19: accept
+        i(RET, 0),                                                             // 20: drop
     ])
 }
 #[cfg(test)]
@@ -201,7 +210,7 @@ mod tests {
 
     #[test]
     fn accepts_tcp_to_our_ports_and_icmp_only() {
-        let prog = reply_filter(IpAddr::from(ME), (61000, 61063));
+        let prog = reply_filter(IpAddr::from(ME), (61000, 61063), field::PROTOCOL_TCP);
         assert_eq!(run(&prog, &tcp_to(ME, 61000)), SNAP_LEN);
         assert_eq!(run(&prog, &tcp_to(ME, 61063)), SNAP_LEN);
         assert_eq!(run(&prog, &tcp_to(ME, 60999)), 0);
@@ -280,7 +289,7 @@ mod tests {
 
     #[test]
     fn v6_accepts_tcp_to_our_address_and_ports() {
-        let prog = reply_filter(IpAddr::from(ME6), (61000, 61063));
+        let prog = reply_filter(IpAddr::from(ME6), (61000, 61063), field::PROTOCOL_TCP);
         assert_eq!(run(&prog, &tcp6(PEER6, ME6, 80, 61000)), SNAP_LEN);
         assert_eq!(run(&prog, &tcp6(PEER6, ME6, 80, 61063)), SNAP_LEN);
         assert_eq!(run(&prog, &tcp6(PEER6, ME6, 80, 60999)), 0);
@@ -310,14 +319,11 @@ mod tests {
 
     #[test]
     fn v6_accepts_destination_unreachable_only_of_icmpv6() {
-        let prog = reply_filter(IpAddr::from(ME6), (61000, 61063));
+        let prog = reply_filter(IpAddr::from(ME6), (61000, 61063), field::PROTOCOL_TCP);
         let syn = our_syn6();
         assert_eq!(syn.len(), 90);
         let unreachable = icmp6_to(ME6, 1, &syn[14..]);
         assert_eq!(run(&prog, &unreachable), SNAP_LEN);
-        // The whole quote reaches userspace.
-        assert_eq!(unreachable.len() as u32, LONGEST_QUOTE);
-        assert!(unreachable.len() as u32 <= SNAP_LEN);
 
         let mut elsewhere = PEER6;
         elsewhere[15] = 9;
@@ -331,7 +337,7 @@ mod tests {
 
     #[test]
     fn v6_drops_truncated_frames_and_ipv4_drops_ipv6() {
-        let prog = reply_filter(IpAddr::from(ME6), (61000, 61063));
+        let prog = reply_filter(IpAddr::from(ME6), (61000, 61063), field::PROTOCOL_TCP);
         let tcp = tcp6(PEER6, ME6, 80, 61000);
         for len in 0..58 {
             assert_eq!(run(&prog, &tcp[..len]), 0, "TCP cut to {len}");
@@ -340,8 +346,53 @@ mod tests {
         for len in 0..55 {
             assert_eq!(run(&prog, &icmp[..len]), 0, "ICMPv6 cut to {len}");
         }
-        let v4 = reply_filter(IpAddr::from(ME), (61000, 61063));
+        let v4 = reply_filter(IpAddr::from(ME), (61000, 61063), field::PROTOCOL_TCP);
         assert_eq!(run(&v4, &tcp), 0);
         assert_eq!(run(&prog, &tcp_to(ME, 61000)), 0);
+    }
+
+    #[test]
+    fn a_udp_scan_takes_udp_to_our_ports_and_icmp_errors_not_tcp() {
+        let prog = reply_filter(IpAddr::from(ME), (61000, 61063), field::PROTOCOL_UDP);
+        let udp = |dport: u16| {
+            let mut out = Vec::new();
+            PacketBuilder::ethernet2([1; 6], [2; 6])
+                .ipv4([10, 201, 0, 2], ME, 64)
+                .udp(53, dport)
+                .write(&mut out, &[0; 1400])
+                .unwrap();
+            out
+        };
+        // A long answer arrives whole.
+        assert_eq!(run(&prog, &udp(61000)), SNAP_LEN);
+        assert!(udp(61000).len() as u32 <= SNAP_LEN);
+        assert_eq!(run(&prog, &udp(61064)), 0);
+        assert_eq!(run(&prog, &tcp_to(ME, 61000)), 0);
+        let prog6 = reply_filter(IpAddr::from(ME6), (61000, 61063), field::PROTOCOL_UDP);
+        let mut udp6 = Vec::new();
+        PacketBuilder::ethernet2([1; 6], [2; 6]).ipv6(PEER6, ME6, 64).udp(53, 61003).write(&mut udp6, &[]).unwrap();
+        assert_eq!(run(&prog6, &udp6), SNAP_LEN);
+        assert_eq!(run(&prog6, &tcp6(PEER6, ME6, 80, 61000)), 0);
+        assert_eq!(run(&prog6, &icmp6_to(ME6, 129, &[0; 8])), 0, "echo replies are an echo scan's");
+    }
+
+    #[test]
+    fn an_echo_scan_takes_icmp_only() {
+        let prog = reply_filter(IpAddr::from(ME), (61000, 61063), field::PROTOCOL_ICMP);
+        assert_eq!(run(&prog, &tcp_to(ME, 61000)), 0);
+        let mut reply = Vec::new();
+        PacketBuilder::ethernet2([1; 6], [2; 6])
+            .ipv4([10, 201, 0, 2], ME, 64)
+            .icmpv4_echo_reply(61000, 1)
+            .write(&mut reply, &[0; 8])
+            .unwrap();
+        assert_eq!(run(&prog, &reply), SNAP_LEN);
+        let prog6 = reply_filter(IpAddr::from(ME6), (61000, 61063), field::PROTOCOL_ICMPV6);
+        assert_eq!(run(&prog6, &icmp6_to(ME6, 129, &[0; 8])), SNAP_LEN);
+        assert_eq!(run(&prog6, &icmp6_to(ME6, 1, &our_syn6()[14..])), SNAP_LEN);
+        for type_u8 in [128, 135, 136] {
+            assert_eq!(run(&prog6, &icmp6_to(ME6, type_u8, &[0; 8])), 0, "type {type_u8}");
+        }
+        assert_eq!(run(&prog6, &tcp6(PEER6, ME6, 80, 61000)), 0);
     }
 }

@@ -67,6 +67,7 @@ pub fn open(
     via_ip_stack: bool,
     src_ip: IpAddr,
     src_ports: (u16, u16),
+    protocol: u8,
     resent: &Resent,
 ) -> Result<(RawTx, RawRx), TransportError> {
     let family = match src_ip {
@@ -87,7 +88,7 @@ pub fn open(
     };
 
     let rx = new_socket(libc::AF_PACKET, 0)?;
-    let prog = reply_filter(src_ip, src_ports);
+    let prog = reply_filter(src_ip, src_ports, protocol);
     let fprog = libc::sock_fprog { len: prog.len() as u16, filter: prog.as_ptr() as *mut libc::sock_filter };
     const _: () = assert!(size_of::<Insn>() == size_of::<libc::sock_filter>());
     setsockopt(&rx, libc::SOL_SOCKET, libc::SO_ATTACH_FILTER, &fprog, "attaching the reply filter")?;

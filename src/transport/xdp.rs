@@ -198,6 +198,7 @@ pub fn open(
     queues: Queues,
     src_ip: IpAddr,
     src_ports: (u16, u16),
+    protocol: u8,
     tx_queues: u32,
     resent: &Resent,
 ) -> Result<(Vec<XdpTx>, XdpRx, XdpAttachment), TransportError> {
@@ -231,7 +232,7 @@ pub fn open(
                 .map(|queue| open_queue(ifname, queue, queue < tx_queues, resent))
                 .collect::<Result<Vec<_>, _>>()
         });
-        let attached = load_and_attach(ifname, ifindex, program_config(src_ip, src_ports));
+        let attached = load_and_attach(ifname, ifindex, program_config(src_ip, src_ports, protocol));
         (attached, sockets.join())
     });
     let (object, link) = attached?;
@@ -295,13 +296,14 @@ fn load_and_attach(ifname: &str, ifindex: u32, config: ConfigBytes) -> Result<(O
 type ConfigBytes = [u8; size_of::<ProgramConfig>()];
 
 /// The program's parameters: the scan's address in the field of its
-/// family, the other left zero, and the family that says which is in use.
-fn program_config(src_ip: IpAddr, (port_lo, port_hi): (u16, u16)) -> ConfigBytes {
+/// family, the other left zero, the family that says which is in use, and
+/// the probes' protocol.
+fn program_config(src_ip: IpAddr, (port_lo, port_hi): (u16, u16), protocol: u8) -> ConfigBytes {
     let (src_ip, src_ip6, family) = match src_ip {
         IpAddr::V4(ip) => (ip.octets(), [0; 16], 4),
         IpAddr::V6(ip) => ([0; 4], ip.octets(), 6),
     };
-    let config = ProgramConfig { src_ip, port_lo, port_hi, src_ip6, family, pad: [0; 3] };
+    let config = ProgramConfig { src_ip, port_lo, port_hi, src_ip6, family, protocol, pad: [0; 2] };
     // SAFETY: ProgramConfig has no padding (abi.rs asserts it), so each of its bytes is initialised.
     unsafe { std::mem::transmute::<ProgramConfig, ConfigBytes>(config) }
 }
@@ -597,19 +599,21 @@ mod tests {
 
     #[test]
     fn program_config_fills_the_field_of_the_family_in_use() {
-        let v4 = program_config(IpAddr::V4(Ipv4Addr::new(10, 200, 0, 1)), (61000, 61063));
+        let v4 = program_config(IpAddr::V4(Ipv4Addr::new(10, 200, 0, 1)), (61000, 61063), 6);
         let mut expected = [0u8; 28];
         expected[..4].copy_from_slice(&[10, 200, 0, 1]);
         expected[4..6].copy_from_slice(&61000u16.to_ne_bytes());
         expected[6..8].copy_from_slice(&61063u16.to_ne_bytes());
         expected[24] = 4;
+        expected[25] = 6;
         assert_eq!(v4, expected);
 
         let ip6: Ipv6Addr = "fd00:200::1".parse().unwrap();
-        let v6 = program_config(IpAddr::V6(ip6), (61000, 61063));
+        let v6 = program_config(IpAddr::V6(ip6), (61000, 61063), 17);
         expected[..4].fill(0);
         expected[8..24].copy_from_slice(&ip6.octets());
         expected[24] = 6;
+        expected[25] = 17;
         assert_eq!(v6, expected);
     }
 }

@@ -125,6 +125,23 @@ impl CookieKey {
         (u32::from(tick.0.wrapping_add(self.tick_offset)) << 16) | (self.mac(&b[..n]) as u32 & 0xffff)
     }
 
+    /// A keyed tag of the 4-tuple alone, for probes whose replies echo an
+    /// identifier but no time (a UDP payload's DNS ID, RPC XID, ...).
+    pub fn tag(&self, src: IpAddr, dst: IpAddr, sport: u16, dport: u16) -> u64 {
+        // A leading byte no other MAC input starts with keeps these tags apart from the cookies.
+        let mut b = [0u8; 37];
+        b[0] = b'u';
+        let mut n = 1;
+        for ip in [src, dst] {
+            let (bytes, len) = super::addr_bytes(ip);
+            b[n..n + len].copy_from_slice(&bytes[..len]);
+            n += len;
+        }
+        b[n..n + 2].copy_from_slice(&sport.to_be_bytes());
+        b[n + 2..n + 4].copy_from_slice(&dport.to_be_bytes());
+        self.mac(&b[..n + 4])
+    }
+
     /// The sequence number of the SYN from `src:sport` to `dst:dport` sent at `send_us`.
     pub fn seq(&self, src: IpAddr, dst: IpAddr, sport: u16, dport: u16, send_us: u64) -> u32 {
         self.tagged(src, dst, sport, dport, SendTick::of(send_us))
@@ -215,6 +232,17 @@ mod tests {
             seq,
             k.seq(Ipv4Addr::new(0, 0, 0, 1).into(), Ipv4Addr::new(0, 0, 0, 7).into(), 40000, 80, 5_000_000)
         );
+    }
+
+    #[test]
+    fn tags_depend_on_every_field_and_the_key_but_not_the_time() {
+        let k = CookieKey::new(1, 2);
+        let base = k.tag(A, B, 40000, 53);
+        assert_eq!(base, k.tag(A, B, 40000, 53));
+        for other in [k.tag(B, A, 40000, 53), k.tag(A, B, 40001, 53), k.tag(A, B, 40000, 54)] {
+            assert_ne!(base, other);
+        }
+        assert_ne!(base, CookieKey::new(1, 3).tag(A, B, 40000, 53));
     }
 
     #[test]

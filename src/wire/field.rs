@@ -9,6 +9,7 @@ pub type Field = Range<usize>;
 /// IP protocol (IPv4) and next-header (IPv6) numbers.
 pub const PROTOCOL_ICMP: u8 = 1;
 pub const PROTOCOL_TCP: u8 = 6;
+pub const PROTOCOL_UDP: u8 = 17;
 pub const PROTOCOL_ICMPV6: u8 = 58;
 
 /// `field` moved `by` bytes on: a field of a header that starts at `by`.
@@ -75,9 +76,32 @@ pub mod tcp {
     pub const RST: u8 = 0x04;
 }
 
-/// ICMP and ICMPv6 share these.
-pub mod icmp {
-    pub const TYPE: usize = 0;
+/// UDP.
+pub mod udp {
+    use super::Field;
+
+    pub const SRC_PORT: Field = 0..2;
+    pub const DST_PORT: Field = 2..4;
+    pub const LENGTH: Field = 4..6;
+    pub const CHECKSUM: Field = 6..8;
     pub const HEADER_LEN: usize = 8;
+}
+
+/// ICMP and ICMPv6 share these; an echo's identifier and sequence number
+/// fill the bytes an error leaves unused.
+pub mod icmp {
+    use super::Field;
+
+    pub const TYPE: usize = 0;
+    pub const CODE: usize = 1;
+    pub const CHECKSUM: Field = 2..4;
+    pub const IDENTIFIER: Field = 4..6;
+    pub const SEQUENCE: Field = 6..8;
+    pub const HEADER_LEN: usize = 8;
+    pub const V4_ECHO_REPLY: u8 = 0;
+    pub const V4_DESTINATION_UNREACHABLE: u8 = 3;
+    pub const V4_ECHO_REQUEST: u8 = 8;
     pub const V6_DESTINATION_UNREACHABLE: u8 = 1;
+    pub const V6_ECHO_REQUEST: u8 = 128;
+    pub const V6_ECHO_REPLY: u8 = 129;
 }

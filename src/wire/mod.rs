@@ -6,7 +6,6 @@ pub mod cookie;
 pub mod field;
 pub mod ndp;
 pub mod reply;
-pub mod template;
 
 use std::net::IpAddr;
 

@@ -23,7 +23,8 @@ use prtip::result::{PortState, Reason, ScanResult};
 use prtip::target::space::TargetSpace;
 use prtip::transport::{Drops, Receive, Transmit, TransportError};
 use prtip::wire::cookie::CookieKey;
-use prtip::wire::template::SynTemplate;
+use prtip::probe::Module;
+use prtip::probe::syn::SynTemplate;
 use std::net::{IpAddr, Ipv4Addr};
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, OnceLock};
@@ -267,7 +268,7 @@ impl SimNet {
     pub fn sweep(&self, plan: &ScanPlan) -> (ScanStats, Tally) {
         let me = Ipv4Addr::new(192, 0, 2, 1);
         let wire = Wire {
-            template: SynTemplate::new([2, 0, 0, 0, 0, 1], [2, 0, 0, 0, 0, 2], me.into()),
+            module: Module::Syn(SynTemplate::new([2, 0, 0, 0, 0, 1], [2, 0, 0, 0, 0, 2], me.into())),
             src_ip: me.into(),
             key: CookieKey::new(1, 2),
         };

@@ -4,7 +4,7 @@
 use super::{Failure, Sink, SinkFuture};
 use crate::open_hosts::OpenHosts;
 use crate::output::{self, ResultWriter};
-use crate::result::{PortState, ScanResult};
+use crate::result::ScanResult;
 use crate::store::uring_file::UringFile;
 use crate::store::{Finish, StoreConfig, StoreError, StoreReport};
 use std::cell::RefCell;
@@ -59,7 +59,7 @@ impl OutputFile {
     async fn write(&mut self, batch: &[ScanResult]) -> Result<(), StoreError> {
         for r in batch {
             let shown = self.cap.as_mut().is_none_or(|cap| cap.shows(r));
-            if shown && (!self.open_only || r.state == PortState::Open) {
+            if shown && (!self.open_only || r.state.is_found()) {
                 self.writer.write(r).map_err(StoreError::output(&self.out.path))?;
             }
         }

@@ -4,7 +4,7 @@
 
 use super::{Failure, Sink, SinkFuture};
 use crate::engine::plan::Cursor;
-use crate::result::{PortState, ScanResult};
+use crate::result::ScanResult;
 use crate::store::db::{Db, STORE_ROWS};
 use crate::store::uring_file::UringFile;
 use crate::store::{Finish, StoreConfig, StoreError, StoreReport, journal, lock};
@@ -74,7 +74,7 @@ impl SqliteSink {
         }
         journal::encode(self.scan_id, rows, &mut self.unwritten);
         let open_only = self.open_only;
-        let mut keep = rows.iter().filter(|r| !open_only || r.state == PortState::Open).copied();
+        let mut keep = rows.iter().filter(|r| !open_only || r.state.is_found()).copied();
         loop {
             if self.waiting.capacity() == 0 {
                 // All at once: growing by doubling copied the rows twice over. Untouched, the memory costs nothing.

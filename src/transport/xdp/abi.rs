@@ -20,8 +20,10 @@ pub struct ProgramConfig {
     pub src_ip6: [u8; 16],
     /// 4 or 6: which of the two addresses the scan uses.
     pub family: u8,
-    pub pad: [u8; 3],
+    /// The IP protocol of the probes (TCP, UDP, ICMP or ICMPv6): whose replies are steered.
+    pub protocol: u8,
+    pub pad: [u8; 2],
 }
 
 // The sum of its fields' sizes: no padding, so every byte of it is a field's.
-const _: () = assert!(size_of::<ProgramConfig>() == 4 + 2 + 2 + 16 + 1 + 3);
+const _: () = assert!(size_of::<ProgramConfig>() == 4 + 2 + 2 + 16 + 1 + 1 + 2);

@@ -1,0 +1,184 @@
+//! Probe modules, one per scan type, as zmap's `probe_modules/`: each
+//! builds its frames from a template, recognises the replies to them by
+//! their keyed cookies, and says what state each reply (or silence) means.
+//! The engine, the transports' steering, the outputs and the store handle
+//! every module alike through `Module`.
+
+pub mod icmp;
+pub mod syn;
+pub mod udp;
+
+use crate::result::{PortState, Reason};
+use crate::wire::cookie::CookieKey;
+use crate::wire::field;
+use crate::wire::reply::{self, Rejection, Reply};
+use std::net::IpAddr;
+
+/// The probe a scan sends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum ScanType {
+    /// TCP SYN (`-sS`).
+    #[default]
+    Syn,
+    /// ICMP or ICMPv6 echo request (`-sn`, `-PE`): is the host up?
+    Icmp,
+    /// UDP datagram with a payload for its port (`-sU`).
+    Udp,
+}
+
+impl ScanType {
+    /// `-s`'s value: the name, or nmap's letter after `-s` (`-sS`, `-sU`, `-sn`).
+    pub fn parse(text: &str) -> Option<ScanType> {
+        match text {
+            "syn" | "S" => Some(ScanType::Syn),
+            "icmp" | "n" | "PE" => Some(ScanType::Icmp),
+            "udp" | "U" => Some(ScanType::Udp),
+            _ => None,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ScanType::Syn => "syn",
+            ScanType::Icmp => "icmp",
+            ScanType::Udp => "udp",
+        }
+    }
+
+    /// The protocol the outputs name (ndjson `proto`, nmap XML `protocol`).
+    pub fn protocol(self) -> &'static str {
+        match self {
+            ScanType::Syn => "tcp",
+            ScanType::Icmp => "icmp",
+            ScanType::Udp => "udp",
+        }
+    }
+
+    /// Whether the probes go to ports: an echo goes to a host.
+    pub fn has_ports(self) -> bool {
+        self != ScanType::Icmp
+    }
+
+    /// The IP protocol number of the probes of an IPv4 (`v6` false) or IPv6 scan.
+    pub fn ip_protocol(self, v6: bool) -> u8 {
+        match (self, v6) {
+            (ScanType::Syn, _) => field::PROTOCOL_TCP,
+            (ScanType::Udp, _) => field::PROTOCOL_UDP,
+            (ScanType::Icmp, false) => field::PROTOCOL_ICMP,
+            (ScanType::Icmp, true) => field::PROTOCOL_ICMPV6,
+        }
+    }
+
+    /// The state of a probe that got no reply through its tries.
+    pub fn silent_state(self) -> PortState {
+        match self {
+            ScanType::Syn => PortState::Filtered,
+            ScanType::Icmp => PortState::Down,
+            ScanType::Udp => PortState::OpenFiltered,
+        }
+    }
+}
+
+/// The longest frame any module sends: a UDP probe with the longest payload.
+pub const MAX_FRAME_LEN: usize = udp::MAX_FRAME_LEN;
+
+/// One probe: where it goes, from which of our ports, and when it leaves
+/// (microseconds on the scan's clock, which its cookie carries).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Probe {
+    pub dst: IpAddr,
+    pub sport: u16,
+    pub dport: u16,
+    pub send_us: u64,
+}
+
+/// What a frame must match to be a reply to this scan.
+#[derive(Debug, Clone, Copy)]
+pub struct Matcher {
+    pub src_ip: IpAddr,
+    pub src_ports: (u16, u16),
+    pub key: CookieKey,
+}
+
+impl Matcher {
+    pub fn ours(&self, port: u16) -> bool {
+        self.src_ports.0 <= port && port <= self.src_ports.1
+    }
+}
+
+/// A scan's probe module, with its frame template.
+#[derive(Debug, Clone)]
+pub enum Module {
+    Syn(syn::SynTemplate),
+    Icmp(icmp::EchoTemplate),
+    Udp(udp::UdpTemplate),
+}
+
+impl Module {
+    /// The module of `scan_type`, its frames from `src` over the link from
+    /// `src_mac` to `dst_mac`; `udp_payloads` replace a UDP scan's own.
+    pub fn new(
+        scan_type: ScanType,
+        src_mac: [u8; 6],
+        dst_mac: [u8; 6],
+        src: IpAddr,
+        udp_payloads: &[(u16, Vec<u8>)],
+    ) -> Self {
+        match scan_type {
+            ScanType::Syn => Module::Syn(syn::SynTemplate::new(src_mac, dst_mac, src)),
+            ScanType::Icmp => Module::Icmp(icmp::EchoTemplate::new(src_mac, dst_mac, src)),
+            ScanType::Udp => {
+                Module::Udp(udp::UdpTemplate::new(src_mac, dst_mac, src, udp::Payloads::new(udp_payloads)))
+            }
+        }
+    }
+
+    pub fn scan_type(&self) -> ScanType {
+        match self {
+            Module::Syn(_) => ScanType::Syn,
+            Module::Icmp(_) => ScanType::Icmp,
+            Module::Udp(_) => ScanType::Udp,
+        }
+    }
+
+    /// Writes the frame of `probe` into `out` (at least `MAX_FRAME_LEN`
+    /// bytes); returns its length.
+    #[inline]
+    pub fn write(&self, key: &CookieKey, src: IpAddr, probe: &Probe, out: &mut [u8]) -> usize {
+        match self {
+            Module::Syn(t) => t.write_probe(key, src, probe, out),
+            Module::Icmp(t) => t.write(key, src, probe, out),
+            Module::Udp(t) => t.write(key, src, probe, out),
+        }
+    }
+
+    /// The reply `frame` is, if it answers a probe of this module.
+    pub fn classify(&self, m: &Matcher, frame: &[u8]) -> Result<Reply, Rejection> {
+        let received = reply::parse(frame, m.src_ip)?;
+        match self {
+            Module::Syn(_) => syn::recognise(m, &received),
+            Module::Icmp(_) => icmp::recognise(m, &received),
+            Module::Udp(t) => t.recognise(m, &received),
+        }
+    }
+
+    /// What a reply says about its probe's target.
+    pub fn state(&self, reply: &Reply) -> (PortState, Reason) {
+        match self {
+            Module::Syn(_) => syn::state(reply),
+            Module::Icmp(_) => icmp::state(reply),
+            Module::Udp(_) => udp::state(reply),
+        }
+    }
+
+    /// Writes the frame that closes what `reply` opened, if anything must
+    /// be closed (a SYN-ACK half opens a connection); returns its length.
+    pub fn write_close(&self, reply: &Reply, out: &mut [u8]) -> Option<usize> {
+        match self {
+            Module::Syn(t) if reply.kind == reply::ReplyKind::SynAck => {
+                Some(t.write_reset(reply.ip, reply.from_port, reply.port, reply.ack, out))
+            }
+            _ => None,
+        }
+    }
+}
