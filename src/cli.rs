@@ -11,11 +11,11 @@ use crate::config::{
 use crate::engine::plan::Shard;
 use crate::net::PathOverrides;
 use crate::output::{Format, OutputFile};
+use crate::probe::ScanType;
 use crate::target::TargetError;
 use crate::target::exclude::{Excluded, without_special};
 use crate::target::hosts::{AddrRange, Family, Hosts};
 use crate::target::ports::parse_ports;
-use crate::probe::ScanType;
 use crate::target::ranges::{Range, RangeSet};
 use crate::target::space::{TargetSpace, probes_within_bound};
 use crate::target::spec::{HostnameAddresses, TargetSpec, parse_list_file, parse_target, split_list, to_ranges};
@@ -311,7 +311,8 @@ impl Cli {
     pub fn into_config(self, arguments: Vec<String>, resolved: Option<Hosts>) -> Result<ScanConfig, ConfigError> {
         let command_line =
             std::iter::once("prtip").chain(arguments.iter().map(String::as_str)).collect::<Vec<_>>().join(" ");
-        let scan_type = ScanType::parse(&self.scan_type).ok_or_else(|| ConfigError::ScanType(self.scan_type.clone()))?;
+        let scan_type =
+            ScanType::parse(&self.scan_type).ok_or_else(|| ConfigError::ScanType(self.scan_type.clone()))?;
         let (ports_spec, ports) = self.ports(scan_type)?;
         let udp_payloads = self
             .udp_payload

@@ -10,6 +10,7 @@ use crate::latency::{self, Latency, Series};
 use crate::net::{self, NetError, Path};
 use crate::open_hosts::{FLAG, FlaggedHost, OpenHosts};
 use crate::output::{self, Format, ResultWriter, RunEnd, RunInfo, decimal};
+use crate::probe::{Module, ScanType};
 use crate::progress;
 use crate::result::{PortState, Reason, ScanResult};
 use crate::store::checkpoint::{self, Checkpoint};
@@ -17,9 +18,8 @@ use crate::store::db::{ScanEnd, ScanStart};
 use crate::store::{Finish, Store, StoreConfig, StoreError, StoreReport, safe_open};
 use crate::target::hosts::Hosts;
 use crate::transport::xdp::{self, XdpAttachment};
-use crate::transport::{Receive, Resent, Transmit, TransportError, WithLinkDrops, raw};
+use crate::transport::{Receive, Replies, Resent, Transmit, TransportError, WithLinkDrops, raw};
 use crate::wire::cookie::CookieKey;
-use crate::probe::{Module, ScanType};
 use std::collections::HashSet;
 use std::io::{self, BufWriter, Write};
 use std::net::IpAddr;
@@ -571,11 +571,11 @@ struct Opened {
 }
 
 fn open_transport(cfg: &ScanConfig, path: &Path, notes: &mut Notes) -> Result<Opened, ScanError> {
-    let protocol = cfg.scan_type.ip_protocol(path.src_ip.is_ipv6());
+    let replies =
+        Replies { to: path.src_ip, ports: cfg.src_ports, protocol: cfg.scan_type.ip_protocol(path.src_ip.is_ipv6()) };
     let raw = || -> Result<Opened, ScanError> {
         let resent = Resent::default();
-        let (tx, rx) =
-            raw::open(path.ifindex, path.next_hop_mac, path.via_ip_stack, path.src_ip, cfg.src_ports, protocol, &resent)?;
+        let (tx, rx) = raw::open(path.ifindex, path.next_hop_mac, path.via_ip_stack, replies, &resent)?;
         // This host's kernel sees the SYN-ACKs too, and resets them itself.
         let resets = None;
         let kind = "raw sockets".into();
@@ -605,8 +605,7 @@ fn open_transport(cfg: &ScanConfig, path: &Path, notes: &mut Notes) -> Result<Op
             queues = queues.min(u32::try_from(cfg.rate).unwrap_or(u32::MAX));
         }
         let resent = Resent::default();
-        let (txs, rx, attachment) =
-            xdp::open(&path.ifname, path.ifindex, available, path.src_ip, cfg.src_ports, protocol, queues, &resent)?;
+        let (txs, rx, attachment) = xdp::open(&path.ifname, path.ifindex, available, replies, queues, &resent)?;
         let mode = if attachment.zero_copy { "zero-copy" } else { "copy mode" };
         let kind = format!("AF_XDP, {mode}, {queues} {}", if queues == 1 { "queue" } else { "queues" });
         let txs = txs.into_iter().map(|t| Box::new(t) as Box<dyn Transmit>).collect();
@@ -1064,10 +1063,9 @@ fn summary(scan_type: ScanType, plan: &ScanPlan, s: &ScanStats) -> String {
     let counts = match scan_type {
         ScanType::Syn => format!("{} open, {} closed, {} filtered", s.open, s.closed, s.unreachable + s.filtered),
         ScanType::Icmp => format!("{} up, {} unreachable, {} down", s.open, s.unreachable, s.filtered),
-        ScanType::Udp => format!(
-            "{} open, {} closed, {} filtered, {} open|filtered",
-            s.open, s.closed, s.unreachable, s.filtered
-        ),
+        ScanType::Udp => {
+            format!("{} open, {} closed, {} filtered, {} open|filtered", s.open, s.closed, s.unreachable, s.filtered)
+        }
     };
     let mut line = format!("{} probes sent in {secs:.2} s ({pps:.0} probes/s): {counts}", s.sent);
     if s.undecided > 0 {

@@ -1286,7 +1286,8 @@ mod tests {
             Family::V4 => IpAddr::V4(ME),
             Family::V6 => IpAddr::V6(ME6),
         };
-        let wire = Wire { module: Module::Syn(SynTemplate::new([1; 6], [2; 6], me)), src_ip: me, key: CookieKey::new(3, 4) };
+        let wire =
+            Wire { module: Module::Syn(SynTemplate::new([1; 6], [2; 6], me)), src_ip: me, key: CookieKey::new(3, 4) };
         let net = Arc::new(Mutex::new(Net::default()));
         let truth = Arc::new(truth);
         let time = Arc::new(VirtualTime::new(lanes + 1));

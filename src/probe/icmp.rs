@@ -155,7 +155,17 @@ pub fn recognise(m: &Matcher, r: &Received) -> Result<Reply, Rejection> {
         }
         _ => return Err(Rejection::NotOurs),
     };
-    Ok(Reply { ip, port: 0, from_port: id, kind, ttl: r.ttl, sent: Some(sent), sent_us: Some(sent_us), ack: 0, window: 0 })
+    Ok(Reply {
+        ip,
+        port: 0,
+        from_port: id,
+        kind,
+        ttl: r.ttl,
+        sent: Some(sent),
+        sent_us: Some(sent_us),
+        ack: 0,
+        window: 0,
+    })
 }
 
 /// An echo reply is up, a destination unreachable is unreachable.
@@ -172,7 +182,7 @@ mod tests {
     use super::*;
     use crate::wire::cookie::SendTick;
     use crate::wire::reply::parse;
-    use etherparse::{Icmpv4Type, Icmpv6Type, IcmpEchoHeader, NetSlice, PacketBuilder, SlicedPacket, TransportSlice};
+    use etherparse::{IcmpEchoHeader, Icmpv4Type, Icmpv6Type, NetSlice, PacketBuilder, SlicedPacket, TransportSlice};
     use proptest::prelude::*;
     use std::net::{Ipv4Addr, Ipv6Addr};
 
@@ -266,8 +276,7 @@ mod tests {
         let Some(TransportSlice::Icmpv6(icmp)) = p.transport else { panic!("not ICMPv6") };
         let Icmpv6Type::EchoRequest(IcmpEchoHeader { id, .. }) = icmp.icmp_type() else { panic!("not a request") };
         assert_eq!(id, 61005);
-        let want =
-            icmp.header().icmp_type.calc_checksum(ME6.octets(), TARGET6.octets(), icmp.payload()).unwrap();
+        let want = icmp.header().icmp_type.calc_checksum(ME6.octets(), TARGET6.octets(), icmp.payload()).unwrap();
         assert_eq!(icmp.checksum(), want);
     }
 

@@ -221,7 +221,17 @@ pub fn recognise(m: &Matcher, r: &Received) -> Result<Reply, Rejection> {
                 return Err(NotOurs);
             };
             let (ack, window) = (tcp.acknowledgment_number(), tcp.window_size());
-            Ok(Reply { ip: r.from, port: dport, from_port: sport, kind, ttl: r.ttl, sent: Some(sent), sent_us, ack, window })
+            Ok(Reply {
+                ip: r.from,
+                port: dport,
+                from_port: sport,
+                kind,
+                ttl: r.ttl,
+                sent: Some(sent),
+                sent_us,
+                ack,
+                window,
+            })
         }
         &Inbound::Unreachable { code, quoted } => {
             if quoted.src != m.src_ip || quoted.protocol != field::PROTOCOL_TCP {
@@ -430,7 +440,10 @@ mod replies {
     use super::super::Matcher;
     use super::*;
     use crate::wire::cookie::SendTick;
-    use crate::wire::reply::{Rejection::{BadCookie, Malformed, NotOurs}, parse};
+    use crate::wire::reply::{
+        Rejection::{BadCookie, Malformed, NotOurs},
+        parse,
+    };
     use etherparse::{Icmpv4Type, Icmpv6Type, PacketBuilder};
     use proptest::prelude::*;
     use std::net::{Ipv4Addr, Ipv6Addr};

@@ -6,6 +6,7 @@
 //! ports; neighbour discovery and the rest stay in the kernel. Everything
 //! else is dropped.
 
+use super::Replies;
 use crate::wire::field::{self, ethernet, icmp, ipv4, ipv6, tcp};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
@@ -41,9 +42,8 @@ const fn abs(offset: usize) -> u32 {
     offset as u32
 }
 
-/// The filter for the replies to probes of IP protocol `protocol` (TCP,
-/// UDP, ICMP or ICMPv6) from `src_ip` and `ports`.
-pub fn reply_filter(src_ip: IpAddr, ports: (u16, u16), protocol: u8) -> Vec<Insn> {
+/// The filter that takes `replies` (to probes of TCP, UDP, ICMP or ICMPv6).
+pub fn reply_filter(Replies { to: src_ip, ports, protocol }: Replies) -> Vec<Insn> {
     // An echo's replies are ICMP alone: no TCP or UDP header is compared with it.
     let ported = match protocol {
         field::PROTOCOL_TCP | field::PROTOCOL_UDP => u32::from(protocol),
@@ -116,17 +116,17 @@ fn reply_filter_v6(src_ip: Ipv6Addr, ports: (u16, u16), ported: u32, echo: bool)
     let dst_word = |n: usize| abs(IP + ipv6::DESTINATION.start + n * 4);
     const L4: usize = IP + ipv6::HEADER_LEN;
     relative(vec![
-        i(LDH_ABS, abs(ethernet::ETHERTYPE.start)),                        // 0
-        j(JEQ, u32::from(ethernet::TYPE_IPV6), next(1), DROP),             // 1
-        i(LDW_ABS, dst_word(0)),                                           // 2
-        j(JEQ, word(0), next(3), DROP),                                    // 3
-        i(LDW_ABS, dst_word(1)),                                           // 4
-        j(JEQ, word(1), next(5), DROP),                                    // 5
-        i(LDW_ABS, dst_word(2)),                                           // 6
-        j(JEQ, word(2), next(7), DROP),                                    // 7
-        i(LDW_ABS, dst_word(3)),                                           // 8
-        j(JEQ, word(3), next(9), DROP),                                    // 9
-        i(LDB_ABS, abs(IP + ipv6::NEXT_HEADER)),                           // 10
+        i(LDH_ABS, abs(ethernet::ETHERTYPE.start)),                            // 0
+        j(JEQ, u32::from(ethernet::TYPE_IPV6), next(1), DROP),                 // 1
+        i(LDW_ABS, dst_word(0)),                                               // 2
+        j(JEQ, word(0), next(3), DROP),                                        // 3
+        i(LDW_ABS, dst_word(1)),                                               // 4
+        j(JEQ, word(1), next(5), DROP),                                        // 5
+        i(LDW_ABS, dst_word(2)),                                               // 6
+        j(JEQ, word(2), next(7), DROP),                                        // 7
+        i(LDW_ABS, dst_word(3)),                                               // 8
+        j(JEQ, word(3), next(9), DROP),                                        // 9
+        i(LDB_ABS, abs(IP + ipv6::NEXT_HEADER)),                               // 10
         j(JEQ, ported, PORTS, next(11)),                                       // 11
         j(JEQ, u32::from(field::PROTOCOL_ICMPV6), next(12), DROP),             // 12
         i(LDB_ABS, abs(L4 + icmp::TYPE)),                                      // 13
@@ -210,7 +210,7 @@ mod tests {
 
     #[test]
     fn accepts_tcp_to_our_ports_and_icmp_only() {
-        let prog = reply_filter(IpAddr::from(ME), (61000, 61063), field::PROTOCOL_TCP);
+        let prog = reply_filter(Replies { to: IpAddr::from(ME), ports: (61000, 61063), protocol: field::PROTOCOL_TCP });
         assert_eq!(run(&prog, &tcp_to(ME, 61000)), SNAP_LEN);
         assert_eq!(run(&prog, &tcp_to(ME, 61063)), SNAP_LEN);
         assert_eq!(run(&prog, &tcp_to(ME, 60999)), 0);
@@ -289,7 +289,8 @@ mod tests {
 
     #[test]
     fn v6_accepts_tcp_to_our_address_and_ports() {
-        let prog = reply_filter(IpAddr::from(ME6), (61000, 61063), field::PROTOCOL_TCP);
+        let prog =
+            reply_filter(Replies { to: IpAddr::from(ME6), ports: (61000, 61063), protocol: field::PROTOCOL_TCP });
         assert_eq!(run(&prog, &tcp6(PEER6, ME6, 80, 61000)), SNAP_LEN);
         assert_eq!(run(&prog, &tcp6(PEER6, ME6, 80, 61063)), SNAP_LEN);
         assert_eq!(run(&prog, &tcp6(PEER6, ME6, 80, 60999)), 0);
@@ -319,7 +320,8 @@ mod tests {
 
     #[test]
     fn v6_accepts_destination_unreachable_only_of_icmpv6() {
-        let prog = reply_filter(IpAddr::from(ME6), (61000, 61063), field::PROTOCOL_TCP);
+        let prog =
+            reply_filter(Replies { to: IpAddr::from(ME6), ports: (61000, 61063), protocol: field::PROTOCOL_TCP });
         let syn = our_syn6();
         assert_eq!(syn.len(), 90);
         let unreachable = icmp6_to(ME6, 1, &syn[14..]);
@@ -337,7 +339,8 @@ mod tests {
 
     #[test]
     fn v6_drops_truncated_frames_and_ipv4_drops_ipv6() {
-        let prog = reply_filter(IpAddr::from(ME6), (61000, 61063), field::PROTOCOL_TCP);
+        let prog =
+            reply_filter(Replies { to: IpAddr::from(ME6), ports: (61000, 61063), protocol: field::PROTOCOL_TCP });
         let tcp = tcp6(PEER6, ME6, 80, 61000);
         for len in 0..58 {
             assert_eq!(run(&prog, &tcp[..len]), 0, "TCP cut to {len}");
@@ -346,14 +349,14 @@ mod tests {
         for len in 0..55 {
             assert_eq!(run(&prog, &icmp[..len]), 0, "ICMPv6 cut to {len}");
         }
-        let v4 = reply_filter(IpAddr::from(ME), (61000, 61063), field::PROTOCOL_TCP);
+        let v4 = reply_filter(Replies { to: IpAddr::from(ME), ports: (61000, 61063), protocol: field::PROTOCOL_TCP });
         assert_eq!(run(&v4, &tcp), 0);
         assert_eq!(run(&prog, &tcp_to(ME, 61000)), 0);
     }
 
     #[test]
     fn a_udp_scan_takes_udp_to_our_ports_and_icmp_errors_not_tcp() {
-        let prog = reply_filter(IpAddr::from(ME), (61000, 61063), field::PROTOCOL_UDP);
+        let prog = reply_filter(Replies { to: IpAddr::from(ME), ports: (61000, 61063), protocol: field::PROTOCOL_UDP });
         let udp = |dport: u16| {
             let mut out = Vec::new();
             PacketBuilder::ethernet2([1; 6], [2; 6])
@@ -368,7 +371,8 @@ mod tests {
         assert!(udp(61000).len() as u32 <= SNAP_LEN);
         assert_eq!(run(&prog, &udp(61064)), 0);
         assert_eq!(run(&prog, &tcp_to(ME, 61000)), 0);
-        let prog6 = reply_filter(IpAddr::from(ME6), (61000, 61063), field::PROTOCOL_UDP);
+        let prog6 =
+            reply_filter(Replies { to: IpAddr::from(ME6), ports: (61000, 61063), protocol: field::PROTOCOL_UDP });
         let mut udp6 = Vec::new();
         PacketBuilder::ethernet2([1; 6], [2; 6]).ipv6(PEER6, ME6, 64).udp(53, 61003).write(&mut udp6, &[]).unwrap();
         assert_eq!(run(&prog6, &udp6), SNAP_LEN);
@@ -378,7 +382,8 @@ mod tests {
 
     #[test]
     fn an_echo_scan_takes_icmp_only() {
-        let prog = reply_filter(IpAddr::from(ME), (61000, 61063), field::PROTOCOL_ICMP);
+        let prog =
+            reply_filter(Replies { to: IpAddr::from(ME), ports: (61000, 61063), protocol: field::PROTOCOL_ICMP });
         assert_eq!(run(&prog, &tcp_to(ME, 61000)), 0);
         let mut reply = Vec::new();
         PacketBuilder::ethernet2([1; 6], [2; 6])
@@ -387,7 +392,8 @@ mod tests {
             .write(&mut reply, &[0; 8])
             .unwrap();
         assert_eq!(run(&prog, &reply), SNAP_LEN);
-        let prog6 = reply_filter(IpAddr::from(ME6), (61000, 61063), field::PROTOCOL_ICMPV6);
+        let prog6 =
+            reply_filter(Replies { to: IpAddr::from(ME6), ports: (61000, 61063), protocol: field::PROTOCOL_ICMPV6 });
         assert_eq!(run(&prog6, &icmp6_to(ME6, 129, &[0; 8])), SNAP_LEN);
         assert_eq!(run(&prog6, &icmp6_to(ME6, 1, &our_syn6()[14..])), SNAP_LEN);
         for type_u8 in [128, 135, 136] {

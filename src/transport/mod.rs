@@ -6,6 +6,7 @@ pub mod raw;
 #[allow(unsafe_code)]
 pub mod xdp;
 
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::Duration;
@@ -40,6 +41,16 @@ impl TransportError {
 }
 
 /// The sending half: puts whole Ethernet frames on the wire.
+/// The frames a transport's receiving half takes: those to `to`, that
+/// answer probes of IP protocol `protocol` sent from `ports` (the rest are
+/// the kernel's, or dropped).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Replies {
+    pub to: IpAddr,
+    pub ports: (u16, u16),
+    pub protocol: u8,
+}
+
 pub trait Transmit: Send {
     /// Sends every frame, in order; returns once each was handed to the kernel
     /// or refused by it, with the number handed over.

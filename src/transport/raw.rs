@@ -15,7 +15,7 @@
 //! IPv4 frames with `ETH_P_IP`, IPv6 frames with `ETH_P_IPV6`.
 
 use super::filter::{Insn, SNAP_LEN, reply_filter};
-use super::{Drops, Receive, Resent, Transmit, TransportError};
+use super::{Drops, Receive, Replies, Resent, Transmit, TransportError};
 use crate::sys::{self, RecvBatch, SendBatch, SockAddr};
 use crate::wire::field::{Field, at, ethernet, ipv4, ipv6};
 use std::mem::size_of;
@@ -65,11 +65,10 @@ pub fn open(
     ifindex: u32,
     next_hop: [u8; 6],
     via_ip_stack: bool,
-    src_ip: IpAddr,
-    src_ports: (u16, u16),
-    protocol: u8,
+    replies: Replies,
     resent: &Resent,
 ) -> Result<(RawTx, RawRx), TransportError> {
+    let src_ip = replies.to;
     let family = match src_ip {
         IpAddr::V4(_) => Family::V4,
         IpAddr::V6(_) => Family::V6 { scope_id: ifindex },
@@ -88,7 +87,7 @@ pub fn open(
     };
 
     let rx = new_socket(libc::AF_PACKET, 0)?;
-    let prog = reply_filter(src_ip, src_ports, protocol);
+    let prog = reply_filter(replies);
     let fprog = libc::sock_fprog { len: prog.len() as u16, filter: prog.as_ptr() as *mut libc::sock_filter };
     const _: () = assert!(size_of::<Insn>() == size_of::<libc::sock_filter>());
     setsockopt(&rx, libc::SOL_SOCKET, libc::SO_ATTACH_FILTER, &fprog, "attaching the reply filter")?;

@@ -20,7 +20,7 @@ mod abi;
 
 pub use abi::MAX_QUEUES;
 
-use super::{Drops, Receive, Resent, Transmit, TransportError};
+use super::{Drops, Receive, Replies, Resent, Transmit, TransportError};
 use crate::sys;
 use abi::ProgramConfig;
 use libbpf_rs::{Link, MapCore, MapFlags, Object, ObjectBuilder};
@@ -196,9 +196,7 @@ pub fn open(
     ifname: &str,
     ifindex: u32,
     queues: Queues,
-    src_ip: IpAddr,
-    src_ports: (u16, u16),
-    protocol: u8,
+    replies: Replies,
     tx_queues: u32,
     resent: &Resent,
 ) -> Result<(Vec<XdpTx>, XdpRx, XdpAttachment), TransportError> {
@@ -232,7 +230,7 @@ pub fn open(
                 .map(|queue| open_queue(ifname, queue, queue < tx_queues, resent))
                 .collect::<Result<Vec<_>, _>>()
         });
-        let attached = load_and_attach(ifname, ifindex, program_config(src_ip, src_ports, protocol));
+        let attached = load_and_attach(ifname, ifindex, program_config(replies));
         (attached, sockets.join())
     });
     let (object, link) = attached?;
@@ -298,8 +296,8 @@ type ConfigBytes = [u8; size_of::<ProgramConfig>()];
 /// The program's parameters: the scan's address in the field of its
 /// family, the other left zero, the family that says which is in use, and
 /// the probes' protocol.
-fn program_config(src_ip: IpAddr, (port_lo, port_hi): (u16, u16), protocol: u8) -> ConfigBytes {
-    let (src_ip, src_ip6, family) = match src_ip {
+fn program_config(Replies { to, ports: (port_lo, port_hi), protocol }: Replies) -> ConfigBytes {
+    let (src_ip, src_ip6, family) = match to {
         IpAddr::V4(ip) => (ip.octets(), [0; 16], 4),
         IpAddr::V6(ip) => ([0; 4], ip.octets(), 6),
     };
@@ -599,7 +597,8 @@ mod tests {
 
     #[test]
     fn program_config_fills_the_field_of_the_family_in_use() {
-        let v4 = program_config(IpAddr::V4(Ipv4Addr::new(10, 200, 0, 1)), (61000, 61063), 6);
+        let to = IpAddr::V4(Ipv4Addr::new(10, 200, 0, 1));
+        let v4 = program_config(Replies { to, ports: (61000, 61063), protocol: 6 });
         let mut expected = [0u8; 28];
         expected[..4].copy_from_slice(&[10, 200, 0, 1]);
         expected[4..6].copy_from_slice(&61000u16.to_ne_bytes());
@@ -609,7 +608,7 @@ mod tests {
         assert_eq!(v4, expected);
 
         let ip6: Ipv6Addr = "fd00:200::1".parse().unwrap();
-        let v6 = program_config(IpAddr::V6(ip6), (61000, 61063), 17);
+        let v6 = program_config(Replies { to: IpAddr::V6(ip6), ports: (61000, 61063), protocol: 17 });
         expected[..4].fill(0);
         expected[8..24].copy_from_slice(&ip6.octets());
         expected[24] = 6;

@@ -85,11 +85,22 @@ pub fn icmp_code_of_icmpv6(code: u8) -> u8 {
 #[derive(Debug, Clone)]
 pub enum Inbound<'a> {
     Tcp(etherparse::TcpSlice<'a>),
-    Udp { sport: u16, dport: u16, payload: &'a [u8] },
+    Udp {
+        sport: u16,
+        dport: u16,
+        payload: &'a [u8],
+    },
     /// An ICMP or ICMPv6 echo reply.
-    Echo { id: u16, seq: u16, payload: &'a [u8] },
+    Echo {
+        id: u16,
+        seq: u16,
+        payload: &'a [u8],
+    },
     /// A destination unreachable, its code as ICMP's, and what it quotes.
-    Unreachable { code: u8, quoted: Quoted<'a> },
+    Unreachable {
+        code: u8,
+        quoted: Quoted<'a>,
+    },
     /// Any other ICMP message, or another protocol.
     Other,
 }
@@ -145,10 +156,9 @@ pub fn parse(frame: &[u8], me: IpAddr) -> Result<Received<'_>, Rejection> {
         },
         TransportSlice::Icmpv6(icmp) => match icmp.icmp_type() {
             Icmpv6Type::EchoReply(echo) => Inbound::Echo { id: echo.id, seq: echo.seq, payload: icmp.payload() },
-            Icmpv6Type::DestinationUnreachable(_) => Inbound::Unreachable {
-                code: icmp_code_of_icmpv6(icmp.code_u8()),
-                quoted: quoted(icmp.payload(), me)?,
-            },
+            Icmpv6Type::DestinationUnreachable(_) => {
+                Inbound::Unreachable { code: icmp_code_of_icmpv6(icmp.code_u8()), quoted: quoted(icmp.payload(), me)? }
+            }
             _ => Inbound::Other,
         },
         _ => Inbound::Other,

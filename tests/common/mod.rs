@@ -15,6 +15,7 @@
 #![allow(dead_code)] // each test binary uses its own part of this module
 
 pub mod delay;
+pub mod services;
 
 use std::collections::BTreeSet;
 use std::io::Read;
@@ -218,6 +219,13 @@ impl Lab {
         self.listeners.extend(ls);
     }
 
+    /// Gives the target namespace's loopback `addr` (with its prefix) as an
+    /// address of its own: servers that bind to interface addresses need it,
+    /// where the kernel alone answers for the whole local route.
+    pub fn add_target_address(&self, addr: &str) {
+        ip(&["-n", &self.target_ns, "addr", "add", addr, "dev", "lo"]);
+    }
+
     /// Loads nftables rules (the body of an `input` filter chain) into the target namespace.
     pub fn target_rules(&self, rules: &str) {
         self.target_ruleset(&format!(
@@ -314,17 +322,24 @@ pub struct Row {
     pub rtt_us: Option<u64>,
 }
 
-/// Parses prtip's ndjson output with a JSON parser, so a malformed line fails the test.
+/// Parses prtip's ndjson output of a TCP scan with a JSON parser, so a malformed line fails the test.
 pub fn rows(stdout: &[u8]) -> Vec<Row> {
+    rows_of(stdout, "tcp")
+}
+
+/// Parses prtip's ndjson output of a scan of protocol `proto` (`tcp`,
+/// `udp`, or `icmp`, whose rows have no port: 0 here).
+pub fn rows_of(stdout: &[u8], proto: &str) -> Vec<Row> {
     let text = std::str::from_utf8(stdout).expect("utf-8 output");
     text.lines()
         .map(|line| {
             let v: serde_json::Value = serde_json::from_str(line).unwrap_or_else(|e| panic!("bad json {line:?}: {e}"));
-            assert_eq!(v["proto"], "tcp");
+            assert_eq!(v["proto"], proto, "{line}");
             assert!(v["time"].as_str().is_some_and(|t| t.ends_with('Z')), "{line}");
+            assert_eq!(v.get("port").is_none(), proto == "icmp", "a port where the protocol has one: {line}");
             Row {
                 ip: v["ip"].as_str().unwrap().to_string(),
-                port: v["port"].as_u64().unwrap() as u16,
+                port: v["port"].as_u64().unwrap_or(0) as u16,
                 state: v["state"].as_str().unwrap().to_string(),
                 reason: v["reason"].as_str().unwrap().to_string(),
                 ttl: v["ttl"].as_u64().map(|t| t as u8),

@@ -19,12 +19,12 @@ use etherparse::{
 use prtip::engine::plan::ScanPlan;
 use prtip::engine::run::{Observer, ScanStats, StopSignal, Wire, run};
 use prtip::engine::time::SystemClocks;
+use prtip::probe::Module;
+use prtip::probe::syn::SynTemplate;
 use prtip::result::{PortState, Reason, ScanResult};
 use prtip::target::space::TargetSpace;
 use prtip::transport::{Drops, Receive, Transmit, TransportError};
 use prtip::wire::cookie::CookieKey;
-use prtip::probe::Module;
-use prtip::probe::syn::SynTemplate;
 use std::net::{IpAddr, Ipv4Addr};
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, OnceLock};
