@@ -460,11 +460,11 @@ impl Cli {
             let (list, source) = crate::target::top_ports::top_ports(protocol, n).map_err(ConfigError::TopPorts)?;
             tracing::info!(?source, n, "top ports");
             let spec = list.iter().map(u16::to_string).collect::<Vec<_>>().join(",");
-            let ports = parse_ports(&spec)?;
+            let ports = parse_ports(&spec, scan_type == ScanType::Udp)?;
             return Ok((spec, ports));
         }
         let spec = self.ports.clone().unwrap_or_else(|| DEFAULT_PORTS.to_string());
-        let ports = parse_ports(&spec)?;
+        let ports = parse_ports(&spec, scan_type == ScanType::Udp)?;
         Ok((spec, ports))
     }
 

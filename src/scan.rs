@@ -928,6 +928,12 @@ fn finish_output(r: io::Result<()>) -> Result<(), ScanError> {
 fn dry_run(plan: &ScanPlan, cfg: &ScanConfig, mut out: impl Write, stop: &StopSignal) -> Result<ScanReport, ScanError> {
     const CHUNK: usize = 1 << 16;
     let mut interrupted = false;
+    let scan_type = cfg.scan_type;
+    let (name, proto): (&[u8], &[u8]) = match scan_type {
+        ScanType::Syn => (b"SYN ", b"tcp"),
+        ScanType::Icmp => (b"ECHO ", b"icmp"),
+        ScanType::Udp => (b"UDP ", b"udp"),
+    };
     let mut write_all = || -> io::Result<()> {
         let mut line = Vec::with_capacity(CHUNK + 128);
         for (n, pos) in plan.positions().enumerate() {
@@ -942,18 +948,29 @@ fn dry_run(plan: &ScanPlan, cfg: &ScanConfig, mut out: impl Write, stop: &StopSi
                 OutputFormat::Ndjson => {
                     line.extend_from_slice(br#"{"ip":""#);
                     decimal::push_ip(&mut line, ip);
-                    line.extend_from_slice(br#"","port":"#);
-                    decimal::push_u16(&mut line, port);
-                    line.extend_from_slice(br#","proto":"tcp","sport":"#);
+                    line.extend_from_slice(b"\",");
+                    if scan_type.has_ports() {
+                        line.extend_from_slice(br#""port":"#);
+                        decimal::push_u16(&mut line, port);
+                        line.push(b',');
+                    }
+                    line.extend_from_slice(br#""proto":""#);
+                    line.extend_from_slice(proto);
+                    line.extend_from_slice(br#"","sport":"#);
                     decimal::push_u16(&mut line, sport);
                     line.extend_from_slice(b"}\n");
                 }
                 OutputFormat::Text => {
-                    line.extend_from_slice(b"SYN ");
-                    push_endpoint(&mut line, ip);
-                    line.push(b':');
-                    decimal::push_u16(&mut line, port);
-                    line.extend_from_slice(b" from port ");
+                    line.extend_from_slice(name);
+                    if scan_type.has_ports() {
+                        push_endpoint(&mut line, ip);
+                        line.push(b':');
+                        decimal::push_u16(&mut line, port);
+                        line.extend_from_slice(b" from port ");
+                    } else {
+                        decimal::push_ip(&mut line, ip);
+                        line.extend_from_slice(b" with identifier ");
+                    }
                     decimal::push_u16(&mut line, sport);
                     line.push(b'\n');
                 }
@@ -970,11 +987,12 @@ fn dry_run(plan: &ScanPlan, cfg: &ScanConfig, mut out: impl Write, stop: &StopSi
     let mut notes = Notes::default();
     if cfg.verbosity >= Verbosity::Normal {
         notes.lines(special_note(cfg));
+        let ports =
+            if cfg.scan_type.has_ports() { format!(" x {} ports", plan.space.port_count()) } else { String::new() };
         notes.line(format!(
-            "dry run: {} probes ({} hosts x {} ports{}), {}; nothing sent",
+            "dry run: {} probes ({} hosts{ports}{}), {}; nothing sent",
             plan.probe_count(),
             plan.space.host_count(),
-            plan.space.port_count(),
             excluded_note(cfg.excluded),
             rate_note(cfg.rate, plan.probe_count())
         ));

@@ -67,6 +67,99 @@ fn injected_delays_are_measured_for_syn_acks_and_resets_through_both_transports(
     }
 }
 
+/// UDP servers of the test's own on 10.201.0.1 in namespace `ns`, one
+/// thread per port, each answering a datagram with the same bytes (from that
+/// address: bound to any, a reply would leave from the route's own source);
+/// stopped when dropped.
+struct UdpEchoes {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    threads: Vec<std::thread::JoinHandle<()>>,
+}
+
+impl UdpEchoes {
+    fn new(ns: &str, ports: &[u16]) -> UdpEchoes {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        let stop = std::sync::Arc::new(AtomicBool::new(false));
+        let ports = ports.to_vec();
+        let sockets = common::in_netns(ns, move || {
+            ports.iter().map(|p| std::net::UdpSocket::bind(("10.201.0.1", *p)).unwrap()).collect::<Vec<_>>()
+        });
+        let threads = sockets
+            .into_iter()
+            .map(|socket| {
+                let stop = stop.clone();
+                socket.set_read_timeout(Some(Duration::from_millis(50))).unwrap();
+                std::thread::spawn(move || {
+                    let mut buf = [0u8; 2048];
+                    while !stop.load(Ordering::Relaxed) {
+                        if let Ok((n, from)) = socket.recv_from(&mut buf) {
+                            let _ = socket.send_to(&buf[..n], from);
+                        }
+                    }
+                })
+            })
+            .collect();
+        UdpEchoes { stop, threads }
+    }
+}
+
+impl Drop for UdpEchoes {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        for t in self.threads.drain(..) {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Scans the delay lab once with an echo sweep of 10.201.0.0/24 and once
+/// with a UDP scan of 10.201.0.1's ports 1-100; returns the fastest round
+/// trip of echo replies and of UDP answers.
+fn fastest_echo_and_udp(lab: &DelayLab, transport: &str, delay: Duration) -> (u64, u64) {
+    lab.set_delay(delay);
+    let run = |args: &[&str], proto: &str| {
+        let mut all = vec!["--rate", "2000", "--transport", transport, "-o", "ndjson"];
+        all.extend(args);
+        let out = lab.prtip(&all).output().unwrap();
+        assert!(out.status.success(), "{transport}: {}", stderr_of(&out));
+        common::rows_of(&out.stdout, proto)
+    };
+    let echo = run(&["-s", "icmp", "10.201.0.0/24"], "icmp");
+    assert_eq!(echo.iter().filter(|r| r.state == "up").count(), 256, "{transport}, {delay:?}");
+    let udp = run(&["-sU", "-p", "1-100", "10.201.0.1"], "udp");
+    let open: Vec<u16> = (1..=10).map(|i| i * 10).collect();
+    assert_eq!(common::ports_in(&udp, "open"), open, "{transport}, {delay:?}");
+    (fastest(&echo, "up"), fastest(&udp, "open"))
+}
+
+/// Echo replies, timed by the send time their payload brings back, and UDP
+/// answers, timed from the send window's stamp of the try they answer: the
+/// fastest round trip grows by the injected delay, within 5%. The delays are
+/// 5 and 20 ms: a UDP answer comes from a thread that must wake, and with a
+/// delay set the delay line's own cost of about 60 us hides inside it, so
+/// the run without a delay is that much slower than the delay alone would say.
+#[test]
+fn injected_delays_are_measured_for_echo_replies_and_udp_answers_through_both_transports() {
+    let _alone = ALONE.lock().unwrap_or_else(|e| e.into_inner());
+    let lab = DelayLab::new(&[]);
+    let _echoes = UdpEchoes::new(&lab.target_ns, &(1..=10).map(|i| i * 10).collect::<Vec<u16>>());
+    for transport in ["raw", "xdp"] {
+        for delay_us in [5_000i64, 20_000] {
+            let (echo0, udp0) = fastest_echo_and_udp(&lab, transport, Duration::ZERO);
+            let (echo, udp) = fastest_echo_and_udp(&lab, transport, Duration::from_micros(delay_us as u64));
+            let tolerance = (delay_us / 20).max(50);
+            for (kind, base, got) in [("echo reply", echo0, echo), ("UDP answer", udp0, udp)] {
+                let added = got as i64 - base as i64;
+                assert!(got as i64 >= delay_us, "{transport} {kind}: a reply in {got} us with {delay_us} us injected");
+                assert!(
+                    (added - delay_us).abs() <= tolerance,
+                    "{transport} {kind}: fastest {got} us with {delay_us} us injected, {base} us without: added {added} us"
+                );
+            }
+        }
+    }
+}
+
 /// An RST is timed by the tick in the sequence number, which wraps every
 /// 1.048576 s: a reply that takes longer must not be read as a short one.
 #[test]

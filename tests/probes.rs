@@ -34,10 +34,25 @@ fn icmp_sweeps_of_a_16_find_exact_up_unreachable_and_down_hosts_on_both_transpor
     let unreachable: BTreeSet<IpAddr> = (256..512).map(v4).collect();
     let down: BTreeSet<IpAddr> = (0..256).chain(32768..65536).map(v4).collect();
     let dir = temp_dir();
+    let db = path_in(&dir, "scans.db");
     for transport in ["raw", "xdp"] {
         let base = path_in(&dir, transport);
-        let args =
-            ["-s", "icmp", "10.201.0.0/16", "--transport", transport, "-o", "ndjson", "--wait", "1", "-oA", &base];
+        let args = [
+            "-s",
+            "icmp",
+            "10.201.0.0/16",
+            "--transport",
+            transport,
+            "-o",
+            "ndjson",
+            "--wait",
+            "1",
+            "-oA",
+            &base,
+            "--database",
+            &db,
+            "--store-silent",
+        ];
         let out = lab.prtip(&args).output().unwrap();
         assert!(out.status.success(), "{transport}: {}", stderr_of(&out));
         let rows = rows_of(&out.stdout, "icmp");
@@ -67,6 +82,10 @@ fn icmp_sweeps_of_a_16_find_exact_up_unreachable_and_down_hosts_on_both_transpor
         let csv = std::fs::read_to_string(format!("{base}.csv")).unwrap();
         assert_eq!(csv.lines().filter(|l| l.starts_with("10.201.2.1,,icmp,up,echo-reply,64,")).count(), 1);
     }
+    // The database holds each host once per scan, by protocol and state.
+    let stored = common::sql(&db, "SELECT proto, state, COUNT(*) FROM scan_results GROUP BY scan_id, proto, state");
+    let each = "icmp|down|33024\nicmp|unreachable|256\nicmp|up|32256";
+    assert_eq!(stored, [each, each].join("\n"));
 }
 
 /// fd00:201::/120: answered by the target's kernel, but for ::0-::f (dropped)
@@ -138,9 +157,25 @@ fn udp_target() -> UdpTarget {
 #[test]
 fn udp_scans_find_real_dns_ntp_and_snmp_servers_and_exact_closed_filtered_and_silent_ports() {
     let mut t = udp_target();
+    let dir = temp_dir();
+    let db = path_in(&dir, "scans.db");
     for target in ["10.201.0.1", "fd00:201::1"] {
         for transport in ["raw", "xdp"] {
-            let args = ["-sU", "-p", UDP_PORTS, target, "--transport", transport, "-o", "ndjson", "--wait", "1"];
+            let args = [
+                "-sU",
+                "-p",
+                UDP_PORTS,
+                target,
+                "--transport",
+                transport,
+                "-o",
+                "ndjson",
+                "--wait",
+                "1",
+                "--database",
+                &db,
+                "--store-silent",
+            ];
             let out = t.lab.prtip(&args).output().unwrap();
             let what = format!("{target} over {transport}");
             assert!(out.status.success(), "{what}: {}", stderr_of(&out));
@@ -163,6 +198,8 @@ fn udp_scans_find_real_dns_ntp_and_snmp_servers_and_exact_closed_filtered_and_si
             assert!(err.contains("3 open, 1 closed, 1 filtered, 1 open|filtered"), "{what}: {err}");
         }
     }
+    let stored = common::sql(&db, "SELECT proto, state, COUNT(*) FROM scan_results GROUP BY proto, state");
+    assert_eq!(stored, "udp|closed|4\nudp|filtered|4\nudp|open|12\nudp|open|filtered|4");
     // A payload of the user's replaces prtip's: its SNMP request with another
     // community of the same length, which snmpd does not answer.
     let hex: String =

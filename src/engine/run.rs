@@ -993,6 +993,7 @@ impl LossWatch {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::probe::ScanType;
     use crate::probe::syn::SynTemplate;
     use crate::target::hosts::{Family, Hosts};
     use crate::target::ranges::{Range, RangeSet};
@@ -1331,6 +1332,185 @@ mod tests {
 
     fn set(v: &[u16]) -> HashSet<u16> {
         v.iter().copied().collect()
+    }
+
+    /// Every reply of `ProbeTx`'s network arrives this long after its probe.
+    const PROBE_NET_RTT: Duration = Duration::from_millis(5);
+    /// An address the scans of `ProbeTx` do not target.
+    const STRANGER: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 99);
+
+    /// A fake network for the UDP and echo modules of 10.0.0.1-10.0.0.4:
+    /// UDP port 53 answers by repeating the datagram (as a DNS server repeats
+    /// the query's ID), port 9 is closed (an ICMP port unreachable quoting
+    /// the datagram), other ports are silent; hosts .1 and .2 answer echo
+    /// requests, a router sends host unreachable for .3, and .4 is silent.
+    /// Each probe also draws forgeries, counted in the third field, that
+    /// must never become results: replies from a stranger, with another
+    /// identifier, to another of our ports, and ICMP errors quoting probes
+    /// never sent.
+    struct ProbeTx(Arc<Mutex<Net>>, Arc<VirtualTime>, Arc<AtomicU64>);
+
+    impl ProbeTx {
+        fn ip(from: Ipv4Addr) -> etherparse::PacketBuilderStep<etherparse::IpHeaders> {
+            PacketBuilder::ethernet2([2; 6], [1; 6]).ipv4(from.octets(), ME.octets(), 61)
+        }
+
+        fn unreachable(code: u8, quoted: &[u8]) -> Vec<u8> {
+            let mut out = Vec::new();
+            let header = etherparse::icmpv4::DestUnreachableHeader::from_values(code, 0).unwrap();
+            Self::ip(Ipv4Addr::new(10, 0, 0, 254))
+                .icmpv4(etherparse::Icmpv4Type::DestinationUnreachable(header))
+                .write(&mut out, quoted)
+                .unwrap();
+            out
+        }
+    }
+
+    impl Transmit for ProbeTx {
+        fn transmit(&mut self, frames: &[&[u8]]) -> Result<usize, TransportError> {
+            let mut net = self.0.lock().unwrap();
+            let due = self.1.monotonic_ns() + PROBE_NET_RTT.as_nanos() as u64;
+            let mut replies: Vec<Vec<u8>> = Vec::new();
+            let mut forged: Vec<Vec<u8>> = Vec::new();
+            for f in frames {
+                let p = SlicedPacket::from_ethernet(f).unwrap();
+                let Some(etherparse::NetSlice::Ipv4(ip)) = &p.net else { panic!("not IPv4") };
+                let dst = ip.header().destination_addr();
+                let quoted = &f[14..];
+                match p.transport.unwrap() {
+                    TransportSlice::Udp(udp) => {
+                        let (sport, dport, payload) = (udp.source_port(), udp.destination_port(), udp.payload());
+                        let datagram = |from: Ipv4Addr, sport_from: u16, to: u16, payload: &[u8]| {
+                            let mut out = Vec::new();
+                            Self::ip(from).udp(sport_from, to).write(&mut out, payload).unwrap();
+                            out
+                        };
+                        let other_port = 61000 + (sport - 61000 + 1) % 4;
+                        if dport == 53 {
+                            replies.push(datagram(dst, 53, sport, payload));
+                            let mut wrong_id = payload.to_vec();
+                            wrong_id[0] ^= 1;
+                            forged.push(datagram(dst, 53, sport, &wrong_id));
+                            forged.push(datagram(STRANGER, 53, sport, payload));
+                            forged.push(datagram(dst, 53, other_port, payload));
+                            // A port without an identifier, from a host not scanned.
+                            forged.push(datagram(STRANGER, 7777, sport, b"hello"));
+                        } else if dport == 9 {
+                            replies.push(Self::unreachable(3, quoted));
+                            // The same datagram, but from a port this probe never left from.
+                            let mut never_sent = quoted.to_vec();
+                            never_sent[20..22].copy_from_slice(&other_port.to_be_bytes());
+                            forged.push(Self::unreachable(3, &never_sent));
+                        }
+                    }
+                    TransportSlice::Icmpv4(icmp) => {
+                        let etherparse::Icmpv4Type::EchoRequest(echo) = icmp.icmp_type() else { panic!("not an echo") };
+                        let reply = |from: Ipv4Addr, payload: &[u8]| {
+                            let mut out = Vec::new();
+                            Self::ip(from).icmpv4_echo_reply(echo.id, echo.seq).write(&mut out, payload).unwrap();
+                            out
+                        };
+                        match dst.octets()[3] {
+                            1 | 2 => replies.push(reply(dst, icmp.payload())),
+                            3 => replies.push(Self::unreachable(1, quoted)),
+                            _ => {}
+                        }
+                        let mut wrong_cookie = icmp.payload().to_vec();
+                        wrong_cookie[3] ^= 1;
+                        forged.push(reply(dst, &wrong_cookie));
+                        forged.push(reply(STRANGER, icmp.payload()));
+                        // A request with another sequence number: never sent.
+                        let mut never_sent = quoted.to_vec();
+                        never_sent[20 + 7] ^= 1;
+                        forged.push(Self::unreachable(1, &never_sent));
+                    }
+                    _ => panic!("neither UDP nor ICMP"),
+                }
+            }
+            self.2.fetch_add(forged.len() as u64, Relaxed);
+            // Forgeries first: a forger races the genuine reply.
+            net.inbox.extend(forged.into_iter().chain(replies).map(|f| (due, f)));
+            Ok(frames.len())
+        }
+    }
+
+    /// Scans 10.0.0.1-10.0.0.4 (ports `ports`; the echo module's port 0)
+    /// with `scan_type` over `ProbeTx`'s network; returns the results, and
+    /// the forgeries sent.
+    fn probe_scan(scan_type: ScanType, ports: &[u32]) -> (ScanStats, Vec<ScanResult>, u64) {
+        let hosts = Hosts::new(Family::V4, RangeSet::from_ranges(vec![Range::new(0x0a00_0001, 0x0a00_0004)]));
+        let ports = RangeSet::from_ranges(ports.iter().map(|&p| Range::new(p, p)).collect());
+        let plan = ScanPlan::new(TargetSpace::new(hosts, ports).unwrap(), 9, (61000, 61003), 0, 0, WAIT);
+        let me = IpAddr::V4(ME);
+        let wire =
+            Wire { module: Module::new(scan_type, [1; 6], [2; 6], me, &[]), src_ip: me, key: CookieKey::new(3, 4) };
+        let net = Arc::new(Mutex::new(Net::default()));
+        let time = Arc::new(VirtualTime::new(2));
+        let forged = Arc::new(AtomicU64::new(0));
+        let mut seen = Seen { results: Vec::new(), ticks: 0, ranks: plan.probe_count() };
+        let stats = run(
+            &plan,
+            &wire,
+            &mut [ProbeTx(net.clone(), time.clone(), forged.clone())],
+            &mut FakeRx(net.clone(), time.clone()),
+            None,
+            &StopSignal::new(),
+            &HashSet::new(),
+            &mut seen,
+            &*time,
+        )
+        .unwrap();
+        (stats, seen.results, forged.load(Relaxed))
+    }
+
+    fn hosts_in(results: &[ScanResult], state: PortState, port: u16) -> Vec<u8> {
+        let mut v: Vec<u8> = results
+            .iter()
+            .filter(|r| r.state == state && r.port == port)
+            .map(|r| match r.ip {
+                IpAddr::V4(a) => a.octets()[3],
+                IpAddr::V6(_) => panic!("not IPv4"),
+            })
+            .collect();
+        v.sort();
+        v
+    }
+
+    #[test]
+    fn udp_replies_are_matched_by_identifier_and_port_and_forgeries_are_nothing() {
+        let (stats, results, forged) = probe_scan(ScanType::Udp, &[7, 9, 53]);
+        assert_eq!(results.len(), 12, "one result per probe: {results:?}");
+        assert_eq!(hosts_in(&results, PortState::Open, 53), [1, 2, 3, 4]);
+        assert_eq!(hosts_in(&results, PortState::Closed, 9), [1, 2, 3, 4]);
+        assert_eq!(hosts_in(&results, PortState::OpenFiltered, 7), [1, 2, 3, 4]);
+        assert!(results.iter().filter(|r| r.port == 53).all(|r| r.reason == Reason::UdpResponse));
+        assert!(results.iter().filter(|r| r.port == 9).all(|r| r.reason == Reason::Unreachable { code: 3 }));
+        assert_eq!((stats.open, stats.closed, stats.filtered), (4, 4, 4));
+        // A UDP reply carries no time of ours: the send window's stamp of the try times it.
+        let rtt = PROBE_NET_RTT.as_micros() as u64;
+        for r in results.iter().filter(|r| r.port != 7) {
+            let got = r.rtt_us.expect("every reply is timed");
+            assert!((rtt..rtt + 1_100).contains(&got), "{r:?}");
+        }
+        assert_eq!(forged, 4 * 4 + 4);
+        assert_eq!(stats.invalid, forged, "every forgery was refused");
+        assert_eq!(stats.sent, 12, "no retries");
+    }
+
+    #[test]
+    fn echo_replies_are_matched_by_cookie_and_forgeries_are_nothing() {
+        let (stats, results, forged) = probe_scan(ScanType::Icmp, &[0]);
+        assert_eq!(results.len(), 4, "one result per host: {results:?}");
+        assert_eq!(hosts_in(&results, PortState::Up, 0), [1, 2]);
+        assert_eq!(hosts_in(&results, PortState::Unreachable, 0), [3]);
+        assert_eq!(hosts_in(&results, PortState::Down, 0), [4]);
+        let up: Vec<&ScanResult> = results.iter().filter(|r| r.state == PortState::Up).collect();
+        assert!(up.iter().all(|r| r.reason == Reason::EchoReply && r.ttl == Some(61)));
+        let rtt = PROBE_NET_RTT.as_micros() as u64;
+        assert!(up.iter().all(|r| r.rtt_us.is_some_and(|us| (rtt..rtt + 1_100).contains(&us))), "{up:?}");
+        assert_eq!((stats.open, stats.unreachable, stats.filtered), (2, 1, 1));
+        assert_eq!(forged, 4 * 3);
+        assert_eq!(stats.invalid, forged, "every forgery was refused");
     }
 
     /// The (address, port) pairs of `results` in `state`, sorted.

@@ -3,17 +3,21 @@
 use super::TargetError;
 use super::ranges::{Range, RangeSet};
 
-pub fn parse_ports(text: &str) -> Result<RangeSet<u32>, TargetError> {
+/// The ports of `text` for a scan of TCP ports, or of UDP ports with
+/// `udp`: nmap's `T:` or `U:` prefix may name the scan's own protocol.
+pub fn parse_ports(text: &str, udp: bool) -> Result<RangeSet<u32>, TargetError> {
     let bad = |why: String| TargetError::Ports { spec: text.to_string(), why };
+    let (ours, theirs) = if udp { ("U:", ["T:", "S:"]) } else { ("T:", ["U:", "S:"]) };
     let mut ranges = Vec::new();
     for item in text.split(',') {
         let item = item.trim();
-        let item = item.strip_prefix("T:").unwrap_or(item);
+        let item = item.strip_prefix(ours).unwrap_or(item);
         if item.is_empty() {
             return Err(bad("empty port in list".into()));
         }
-        if item.starts_with("U:") || item.starts_with("S:") {
-            return Err(bad("only TCP ports can be scanned".into()));
+        if theirs.iter().any(|p| item.starts_with(p)) {
+            let scan = if udp { "a UDP scan (-sU) probes UDP ports" } else { "a TCP scan probes TCP ports" };
+            return Err(bad(format!("{scan}; one scan has one protocol")));
         }
         let (first, last) = match item.split_once('-') {
             Some((a, b)) => (
@@ -47,7 +51,7 @@ mod tests {
     use super::*;
 
     fn ports(s: &str) -> Vec<u32> {
-        parse_ports(s).unwrap().iter().collect()
+        parse_ports(s, false).unwrap().iter().collect()
     }
 
     #[test]
@@ -55,15 +59,17 @@ mod tests {
         assert_eq!(ports("22"), [22]);
         assert_eq!(ports("80,443,8000-8002"), [80, 443, 8000, 8001, 8002]);
         assert_eq!(ports("T:22,21-23"), [21, 22, 23]);
-        assert_eq!(parse_ports("-").unwrap().len(), 65535);
-        assert_eq!(parse_ports("-1024").unwrap().len(), 1024);
+        assert_eq!(parse_ports("-", false).unwrap().len(), 65535);
+        assert_eq!(parse_ports("-1024", false).unwrap().len(), 1024);
+        assert_eq!(parse_ports("U:53,161", true).unwrap().iter().collect::<Vec<_>>(), [53, 161]);
         assert_eq!(ports("65534-"), [65534, 65535]);
     }
 
     #[test]
     fn rejects_malformed_ports() {
         for bad in ["", "0", "65536", "1-0", "80,", "a", "1-2-3", "U:53", "22 23", "-5-"] {
-            assert!(parse_ports(bad).is_err(), "{bad:?} was accepted");
+            assert!(parse_ports(bad, false).is_err(), "{bad:?} was accepted");
         }
+        assert!(parse_ports("T:80", true).is_err() && parse_ports("S:80", true).is_err());
     }
 }

@@ -190,7 +190,7 @@ impl Db {
             .conn
             .prepare(
                 "SELECT addr, port, state, reason, ttl, rtt_us, time FROM scan_result_rows \
-                 WHERE scan_id = ?1 AND (?2 = 0 OR state = 1)",
+                 WHERE scan_id = ?1 AND (?2 = 0 OR state IN (1, 5))",
             )
             .map_err(|e| self.fail(e))?;
         let mut out = Vec::new();

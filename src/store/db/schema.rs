@@ -104,6 +104,8 @@ CREATE TABLE scan_flagged_hosts (
     // still running or not) resumes from the start with what was stored
     // skipped, as one past its first pass always did.
     Migration::Sql("ALTER TABLE scans ADD COLUMN resume_window INTEGER NOT NULL DEFAULT 0;"),
+    // Version 10: the view names the echo and UDP scans' states, reasons and protocols.
+    Migration::Code(refresh_view),
 ];
 
 /// Results as integers, keyed by the address as an integer: SQLite takes
@@ -144,7 +146,7 @@ SELECT scan_id,
             THEN (addr >> 24) || '.' || ((addr >> 16) & 255) || '.' || ((addr >> 8) & 255) || '.' || (addr & 255)
             ELSE addr END AS ip,
        port,
-       CASE proto WHEN 6 THEN 'tcp' ELSE proto END AS proto,
+       CASE proto WHEN 6 THEN 'tcp' WHEN 17 THEN 'udp' WHEN 1 THEN 'icmp' ELSE proto END AS proto,
        CASE state{states} END AS state,
        CASE reason{reasons} END AS reason,
        ttl,

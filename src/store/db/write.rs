@@ -12,7 +12,7 @@ use crate::store::StoreError;
 use crate::store::checkpoint::{self, Checkpoint};
 use crate::store::journal;
 use crate::store::lock::{journal_path, lock_journal, try_lock};
-use rusqlite::{Connection, params};
+use rusqlite::{Connection, OptionalExtension, params};
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc;
@@ -72,13 +72,29 @@ pub(super) fn insert_rows(tx: &rusqlite::Transaction, scan_id: i64, rows: &mut [
     insert_sorted(tx, scan_id, rows)
 }
 
+/// The protocol number a scan's rows are stored with, by its scan type:
+/// TCP (6) for SYN scans, and for scans stored before there were others;
+/// UDP (17); ICMP (1) for echo scans of either family.
+fn proto_of(tx: &rusqlite::Transaction, scan_id: i64) -> rusqlite::Result<u8> {
+    tx.query_row(
+        "SELECT CASE json_extract(config, '$.scan_type') WHEN 'udp' THEN 17 WHEN 'icmp' THEN 1 ELSE 6 END \
+         FROM scans WHERE id = ?1",
+        [scan_id],
+        |r| r.get(0),
+    )
+    .optional()
+    .map(|proto| proto.unwrap_or(6))
+}
+
 fn insert_sorted(tx: &rusqlite::Transaction, scan_id: i64, rows: &[ScanResult]) -> rusqlite::Result<u64> {
+    let proto = proto_of(tx, scan_id)?;
     let sql = |n: usize| {
         let mut sql = String::from(
             "INSERT OR IGNORE INTO scan_result_rows (scan_id, addr, port, proto, state, reason, ttl, rtt_us, time) VALUES ",
         );
         for i in 0..n {
-            sql.push_str(if i == 0 { "(?1, ?, ?, 6, ?, ?, ?, ?, ?)" } else { ", (?1, ?, ?, 6, ?, ?, ?, ?, ?)" });
+            let comma = if i == 0 { "" } else { ", " };
+            sql.push_str(&format!("{comma}(?1, ?, ?, {proto}, ?, ?, ?, ?, ?)"));
         }
         sql
     };
@@ -226,9 +242,10 @@ impl Db {
             Self::store_latency(&tx, id, &latency).map_err(fail)?;
             tx.execute(
                 "UPDATE scans SET status = 'interrupted', \
-                 open_count = (SELECT COUNT(*) FROM scan_result_rows WHERE scan_id = ?1 AND state = 1), \
+                 open_count = (SELECT COUNT(*) FROM scan_result_rows WHERE scan_id = ?1 AND state IN (1, 5)), \
                  closed_count = (SELECT COUNT(*) FROM scan_result_rows WHERE scan_id = ?1 AND state = 2), \
-                 filtered_count = (SELECT COUNT(*) FROM scan_result_rows WHERE scan_id = ?1 AND state = 3) \
+                 filtered_count = (SELECT COUNT(*) FROM scan_result_rows \
+                                   WHERE scan_id = ?1 AND state IN (3, 6, 7, 8)) \
                  WHERE id = ?1",
                 [id],
             )
