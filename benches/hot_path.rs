@@ -7,7 +7,7 @@ use prtip::engine::plan::ScanPlan;
 use prtip::latency::Latency;
 use prtip::permute::Permutation;
 use prtip::probe::syn::{SYN_FRAME_LEN, SynProbe, SynTemplate};
-use prtip::probe::{MAX_FRAME_LEN, Matcher, Module, Probe, ScanType};
+use prtip::probe::{Matcher, Module, Probe, ScanType};
 use prtip::result::{PortState, Reason, ScanResult};
 use prtip::target::hosts::{Family, Hosts};
 use prtip::target::ranges::{Range, RangeSet};
@@ -61,9 +61,9 @@ fn per_probe(c: &mut Criterion) {
     .unwrap();
     let plan = ScanPlan::new(space, 7, (61000, 61063), 0, 0, Duration::from_secs(1));
     // What a transmit lane does per probe, through the probe module as the engine calls it.
-    let mut frame = [0u8; MAX_FRAME_LEN];
     for scan_type in [ScanType::Syn, ScanType::Icmp, ScanType::Udp] {
         let module = Module::new(scan_type, [2; 6], [3; 6], ME, &[]);
+        let mut frame = vec![0u8; module.max_frame_len()];
         let name = format!("whole {} probe (order, target, cookie, frame)", scan_type.as_str());
         g.bench_function(name, |b| {
             let mut pos = 0u64;

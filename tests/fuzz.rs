@@ -14,7 +14,7 @@
 
 use etherparse::{IcmpEchoHeader, Icmpv4Type, Icmpv6Type, PacketBuilder, TcpOptionElement};
 use prtip::net::netlink;
-use prtip::probe::{MAX_FRAME_LEN, Matcher, Module, Probe, ScanType};
+use prtip::probe::{Matcher, Module, Probe, ScanType};
 use prtip::wire::cookie::CookieKey;
 use prtip::wire::{arp, ndp};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
@@ -53,8 +53,9 @@ fn module(scan_type: ScanType, src: IpAddr) -> Module {
 
 /// Our probe of `scan_type` to `dst`, as its module writes it.
 fn probe_of(scan_type: ScanType, key: &CookieKey, src: IpAddr, dst: IpAddr, dport: u16) -> Vec<u8> {
-    let mut frame = vec![0u8; MAX_FRAME_LEN];
-    let len = module(scan_type, src).write(key, src, &Probe { dst, sport: SPORT, dport, send_us: SENT_US }, &mut frame);
+    let module = module(scan_type, src);
+    let mut frame = vec![0u8; module.max_frame_len()];
+    let len = module.write(key, src, &Probe { dst, sport: SPORT, dport, send_us: SENT_US }, &mut frame);
     frame.truncate(len);
     frame
 }

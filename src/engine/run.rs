@@ -11,7 +11,7 @@ use super::state::{reply_timeout, retry_after};
 use super::time::Time;
 use super::window::{Lookup, Silent, Timeouts, Try, Verdict, Window};
 use crate::probe::syn::SYN_FRAME_LEN;
-use crate::probe::{MAX_FRAME_LEN, Matcher, Module, Probe};
+use crate::probe::{Matcher, Module, Probe};
 use crate::result::{PortState, Reason, ScanResult};
 use crate::transport::{Drops, Receive, Transmit, TransportError};
 use crate::wire::cookie::{CookieKey, echo_within, unwrap_rtt_us};
@@ -537,7 +537,10 @@ fn transmit<T: Transmit>(
     let mut following = shared.rate.load(Relaxed);
     let mut pacer = Pacer::new(share(following), clock.now_ns());
     tracing::debug!(lane = l, from = shared.window(l).trail(), "transmit lane");
-    let mut frames = vec![[0u8; MAX_FRAME_LEN]; TX_BATCH as usize];
+    // Frames side by side, each as long as the module's longest: a SYN
+    // scan's batch fits in a few kilobytes.
+    let stride = wire.module.max_frame_len();
+    let mut frames = vec![0u8; TX_BATCH as usize * stride];
     let mut lens = [0usize; TX_BATCH as usize];
     let mut tries: Vec<Try> = Vec::with_capacity(TX_BATCH as usize);
     let mut silent: Vec<Silent> = Vec::new();
@@ -603,14 +606,14 @@ fn transmit<T: Transmit>(
             tracing::debug!(lane = l, seq = t.seq, "first retry");
         }
         if !tries.is_empty() {
-            for ((t, frame), len) in tries.iter().zip(frames.iter_mut()).zip(lens.iter_mut()) {
+            for ((t, frame), len) in tries.iter().zip(frames.chunks_exact_mut(stride)).zip(lens.iter_mut()) {
                 let (index, ip, port) = plan.target(plan.position_of_rank(lanes.rank(l, t.seq)));
                 let sport = plan.source_port(index, t.attempt);
                 let probe = Probe { dst: ip, sport, dport: port, send_us };
                 *len = wire.module.write(&wire.key, wire.src_ip, &probe, frame);
             }
             let mut batch: [&[u8]; TX_BATCH as usize] = [&[]; TX_BATCH as usize];
-            for ((slot, frame), len) in batch.iter_mut().zip(&frames[..tries.len()]).zip(lens) {
+            for ((slot, frame), len) in batch.iter_mut().zip(frames.chunks_exact(stride)).zip(lens) {
                 *slot = &frame[..len];
             }
             let accepted = tx.transmit(&batch[..tries.len()])?;

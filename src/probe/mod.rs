@@ -79,9 +79,6 @@ impl ScanType {
     }
 }
 
-/// The longest frame any module sends: a UDP probe with the longest payload.
-pub const MAX_FRAME_LEN: usize = udp::MAX_FRAME_LEN;
-
 /// One probe: where it goes, from which of our ports, and when it leaves
 /// (microseconds on the scan's clock, which its cookie carries).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -141,7 +138,16 @@ impl Module {
         }
     }
 
-    /// Writes the frame of `probe` into `out` (at least `MAX_FRAME_LEN`
+    /// The longest frame this module writes: a sender's buffers need no more.
+    pub fn max_frame_len(&self) -> usize {
+        match self {
+            Module::Syn(_) => syn::SYN_FRAME_LEN,
+            Module::Icmp(_) => icmp::FRAME_LEN,
+            Module::Udp(t) => t.max_frame_len(),
+        }
+    }
+
+    /// Writes the frame of `probe` into `out` (at least `max_frame_len()`
     /// bytes); returns its length.
     #[inline]
     pub fn write(&self, key: &CookieKey, src: IpAddr, probe: &Probe, out: &mut [u8]) -> usize {

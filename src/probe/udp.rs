@@ -31,7 +31,6 @@ use std::net::IpAddr;
 /// over IPv6 without fragments.
 pub const MAX_PAYLOAD: usize = 1500 - ipv6::HEADER_LEN - udp::HEADER_LEN;
 const IP: usize = ethernet::HEADER_LEN;
-pub const MAX_FRAME_LEN: usize = IP + ipv6::HEADER_LEN + udp::HEADER_LEN + MAX_PAYLOAD;
 const TTL: u8 = 64;
 /// The ICMP code of a port unreachable (ICMPv6's arrives mapped onto it).
 const PORT_UNREACHABLE: u8 = 3;
@@ -56,6 +55,10 @@ impl Payloads {
 
     fn of(&self, port: u16) -> Option<&Payload> {
         self.by_port.get(&port)
+    }
+
+    fn longest(&self) -> usize {
+        self.by_port.values().map(|p| p.bytes.len()).max().unwrap_or(0)
     }
 }
 
@@ -93,6 +96,11 @@ impl UdpTemplate {
             }
         };
         UdpTemplate { head: f, l4, src: src_at, dst: dst_at, payloads }
+    }
+
+    /// The longest frame: the headers and the longest payload.
+    pub fn max_frame_len(&self) -> usize {
+        self.l4 + udp::HEADER_LEN + self.payloads.longest()
     }
 
     /// Writes the datagram of `probe`, its payload's identifier the probe's
@@ -211,9 +219,10 @@ mod tests {
     }
 
     fn datagram(me: IpAddr, target: IpAddr, dport: u16) -> Vec<u8> {
-        let mut out = vec![0u8; MAX_FRAME_LEN];
+        let t = template(me);
+        let mut out = vec![0u8; t.max_frame_len()];
         let probe = Probe { dst: target, sport: 61005, dport, send_us: 1_000 };
-        let len = template(me).write(&matcher(me).key, me, &probe, &mut out);
+        let len = t.write(&matcher(me).key, me, &probe, &mut out);
         out.truncate(len);
         out
     }
