@@ -20,6 +20,9 @@ PACKAGES=(
   zlib1g-dev   # libbpf
   m4           # libbpf's build
   pkg-config   # libbpf-sys and libxdp-sys find their libraries
+  dnsmasq-base # a real DNS server for the UDP scan tests
+  chrony       # chronyd: a real NTP server for the UDP scan tests
+  snmpd        # a real SNMP agent for the UDP scan tests
 )
 missing=()
 for p in "${PACKAGES[@]}"; do

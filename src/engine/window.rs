@@ -152,6 +152,9 @@ pub struct Window {
     losses: Vec<(u64, u64)>,
     /// Probes whose last try was lost after it timed out, to send again at once.
     resend: VecDeque<u64>,
+    /// The seq below which every probe was looked at for a last try lost
+    /// after it timed out, since the latest drop span was marked.
+    resend_scan: u64,
     /// Fresh probes `next` may still pass over before `allow_skips` again.
     skips_left: usize,
     /// Nothing more is sent: no retry, no resend.
@@ -177,6 +180,7 @@ impl Window {
             cursors: vec![start; 2 * retries as usize],
             losses: Vec::new(),
             resend: VecDeque::new(),
+            resend_scan: start,
             skips_left: SKIPS_PER_CALL,
             stopped: false,
             last_send: 0,
@@ -411,14 +415,19 @@ impl Window {
         if self.losses.len() > MAX_LOSSES {
             self.losses.remove(0);
         }
+        // Tries looked at before may have been sent in the new span.
+        self.resend_scan = self.trail;
     }
 
     /// Concludes what is due by `caught_up` (ns): the time before which
     /// every reply that arrived has been read and handed on. The probe at
     /// the trail leaves the window once its last try's silence had the reply
     /// timeout by then (it goes to `silent`), or once its reply was read
-    /// before then; the trail moves on past it.
+    /// before then; the trail moves on past it. Every probe whose last try
+    /// timed out but was sent while this host lost frames is sent again
+    /// (`resend_lost`).
     pub fn settle(&mut self, caught_up: u64, t: Timeouts, silent: &mut Vec<Silent>) {
+        self.resend_lost(caught_up, t);
         while let Some(&front) = self.slots.front() {
             match front.state {
                 State::Skipped => {}
@@ -430,19 +439,53 @@ impl Window {
                     if self.budget_left(&front) || !waited(caught_up, front.at_ms, t.reply_timeout) {
                         return;
                     }
-                    // A try found lost only after it timed out is sent again here.
-                    let lost = self.lost(front.at_ms);
-                    if lost && u32::from(front.free_tries) < self.retries && !self.stopped {
+                    if self.resendable(&front) {
+                        // Marked lost since `resend_lost` looked at it: sent again before it is concluded.
                         self.slots[0].state = State::Resend;
                         self.resend.push_back(self.trail);
                         return;
                     }
-                    silent.push(Silent { seq: self.trail, undecided: lost });
+                    silent.push(Silent { seq: self.trail, undecided: self.lost(front.at_ms) });
                 }
             }
             self.slots.pop_front();
             self.trail += 1;
         }
+    }
+
+    /// Whether a probe whose regular tries are spent, and whose last one
+    /// timed out, is to be sent again: that try was sent while this host
+    /// lost frames, and free tries are left.
+    fn resendable(&self, slot: &Slot) -> bool {
+        !self.stopped && u32::from(slot.free_tries) < self.retries && self.lost(slot.at_ms)
+    }
+
+    /// Marks for resending, all at once, the probes from the trail on whose
+    /// regular tries are spent and whose last try timed out by `caught_up`
+    /// while it was in a span of lost frames (found lost only after its
+    /// retry cursor passed it). Resent one by one as each reached the
+    /// trail, a drop episode's silent probes would each hold the trail a
+    /// reply timeout. Each probe is looked at once per drop span marked;
+    /// the look stops at the first probe whose tries are not spent or
+    /// whose last try has not timed out.
+    fn resend_lost(&mut self, caught_up: u64, t: Timeouts) {
+        if self.stopped || self.losses.is_empty() {
+            return;
+        }
+        let mut seq = self.resend_scan.max(self.trail);
+        while let Some(&slot) = self.slot(seq) {
+            if slot.state == State::InFlight {
+                if self.budget_left(&slot) || !waited(caught_up, slot.at_ms, t.reply_timeout) {
+                    break;
+                }
+                if self.resendable(&slot) {
+                    self.slot_mut(seq).expect("in the window").state = State::Resend;
+                    self.resend.push_back(seq);
+                }
+            }
+            seq += 1;
+        }
+        self.resend_scan = seq;
     }
 
     /// Stops where it stands: nothing more is sent, and a probe with tries
@@ -567,6 +610,31 @@ mod tests {
         assert!(settled(&mut w, 321 * MS).is_empty());
         assert_eq!(w.next(321 * MS, 0, T, |_| false), Some(Try { seq: 0, attempt: 2 }));
         assert_eq!(settled(&mut w, 580 * MS), [Silent { seq: 0, undecided: false }]);
+    }
+
+    /// A drop episode found after it ended leaves many silent probes whose
+    /// last try may have lost its reply: all go again at once, and are
+    /// concluded one reply timeout later, not one reply timeout each as
+    /// they reach the trail in turn (which held a multiport scan's end for
+    /// minutes).
+    #[test]
+    fn every_last_try_found_lost_after_it_timed_out_is_sent_again_at_once() {
+        let n = 1000;
+        let mut w = Window::new(n, 0, 1, 4096);
+        assert_eq!(all_sent(&mut w, 0).len(), n as usize);
+        let retries = all_sent(&mut w, 60 * MS);
+        assert!(retries.len() == n as usize && retries.iter().all(|t| t.attempt == 1));
+        // The retries' replies were lost, which is only read at 400 ms, after they timed out.
+        w.mark_lost(55 * MS, 399 * MS);
+        assert!(settled(&mut w, 400 * MS).is_empty());
+        let resent = all_sent(&mut w, 400 * MS);
+        assert_eq!(resent.len(), n as usize, "every one at once");
+        assert!(resent.iter().all(|t| t.attempt == 2));
+        assert!(settled(&mut w, 650 * MS).is_empty());
+        let silent = settled(&mut w, 651 * MS);
+        assert_eq!(silent.len(), n as usize);
+        assert!(silent.iter().all(|s| !s.undecided), "the resends were not lost");
+        assert!(w.is_done());
     }
 
     #[test]
