@@ -62,7 +62,7 @@ fn per_probe(c: &mut Criterion) {
     let plan = ScanPlan::new(space, 7, (61000, 61063), 0, 0, Duration::from_secs(1));
     // What a transmit lane does per probe, through the probe module as the engine calls it.
     for scan_type in [ScanType::Syn, ScanType::Icmp, ScanType::Udp] {
-        let module = Module::new(scan_type, [2; 6], [3; 6], ME, &[]);
+        let module = Module::new(scan_type, [2; 6], [3; 6], ME, &[]).unwrap();
         let mut frame = vec![0u8; module.max_frame_len()];
         let name = format!("whole {} probe (order, target, cookie, frame)", scan_type.as_str());
         g.bench_function(name, |b| {
@@ -84,7 +84,7 @@ fn per_reply(c: &mut Criterion) {
     let key = CookieKey::new(1, 2);
     let target = TARGET;
     let matcher = Matcher { src_ip: ME, src_ports: (61000, 61063), key };
-    let module = Module::new(ScanType::Syn, [2; 6], [3; 6], ME, &[]);
+    let module = Module::new(ScanType::Syn, [2; 6], [3; 6], ME, &[]).unwrap();
     let mut syn_ack = Vec::new();
     PacketBuilder::ethernet2([3; 6], [2; 6])
         .ipv4([10, 201, 0, 1], [10, 200, 0, 1], 64)

@@ -53,7 +53,8 @@ pub struct Cli {
     #[arg(value_name = "TARGET")]
     pub targets: Vec<String>,
 
-    /// Scan type: syn (-sS), icmp (echo requests to hosts: -sn, -PE) or udp (-sU)
+    /// Scan type: syn (-sS), connect (-sT, needs no privilege), icmp (echo
+    /// requests to hosts: -sn, -PE) or udp (-sU)
     #[arg(short = 's', long = "scan-type", value_name = "TYPE", default_value = "syn", help_heading = "Scan")]
     pub scan_type: String,
 
@@ -304,6 +305,22 @@ pub fn normalize_args(args: impl IntoIterator<Item = OsString>) -> Vec<OsString>
 }
 
 impl Cli {
+    /// The first flag given that only a scan sending frames of its own uses.
+    fn frames_only_flag(&self) -> Option<&'static str> {
+        [
+            (self.transport != TransportArg::Auto, "--transport"),
+            (self.interface.is_some(), "--interface"),
+            (self.queues.is_some(), "--queues"),
+            (self.source_ip.is_some(), "--source-ip"),
+            (self.source_port != DEFAULT_SOURCE_PORTS, "--source-port"),
+            (self.allow_port_overlap, "--allow-port-overlap"),
+            (self.gateway_mac.is_some(), "--gateway-mac"),
+            (self.fixed_rate, "--fixed-rate"),
+        ]
+        .into_iter()
+        .find_map(|(given, flag)| given.then_some(flag))
+    }
+
     /// Checks everything and resolves hostnames; fails on the first bad input.
     /// `arguments` are what the user typed after the program name, kept for
     /// the records and for `--resume`; `resolved` are the hosts of a scan
@@ -321,6 +338,9 @@ impl Cli {
             .collect::<Result<Vec<_>, _>>()?;
         if !udp_payloads.is_empty() && scan_type != ScanType::Udp {
             return Err(ConfigError::UdpPayloadWithoutUdp);
+        }
+        if scan_type == ScanType::Connect {
+            self.frames_only_flag().map_or(Ok(()), |flag| Err(ConfigError::NotForConnect(flag)))?;
         }
         if let Some((port, bytes)) = udp_payloads.iter().find(|(_, b)| b.len() > crate::probe::udp::MAX_PAYLOAD) {
             return Err(ConfigError::UdpPayload(format!(

@@ -10,8 +10,14 @@ use thiserror::Error;
 pub enum ConfigError {
     #[error(transparent)]
     Target(#[from] TargetError),
-    #[error("scan type '{0}' is not supported: prtip does syn (-sS), icmp (-sn, -PE) and udp (-sU) scans")]
+    #[error(
+        "scan type '{0}' is not supported: prtip does syn (-sS), connect (-sT), icmp (-sn, -PE) and udp (-sU) scans"
+    )]
     ScanType(String),
+    #[error(
+        "{0} does not apply to a connect scan (-sT): this host's TCP stack picks the interface, addresses and ports of its connections"
+    )]
+    NotForConnect(&'static str),
     #[error("an ICMP echo scan (-s icmp) probes hosts, not ports: drop -p and --top-ports")]
     PortsWithoutPorts,
     #[error("{0}")]

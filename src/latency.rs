@@ -241,7 +241,7 @@ mod tests {
             Reason::SynAck | Reason::ZeroWindow => PortState::Open,
             Reason::EchoReply => PortState::Up,
             Reason::UdpResponse => PortState::Open,
-            Reason::Reset => PortState::Closed,
+            Reason::Reset | Reason::ConnRefused => PortState::Closed,
             Reason::Unreachable { .. } | Reason::NoResponse => PortState::Filtered,
             Reason::FramesDropped => PortState::Undecided,
         };

@@ -92,6 +92,8 @@ pub enum Reason {
     FramesDropped,
     EchoReply,
     UdpResponse,
+    /// A connect scan's connection refused: the port's RST, as the kernel saw it.
+    ConnRefused,
 }
 
 /// nmap's names for the codes of an ICMP destination unreachable (ICMPv6
@@ -123,7 +125,7 @@ const UNREACHABLE_CODES: i64 = 256;
 
 impl Reason {
     /// Every reason but the ICMP unreachables, which carry a code.
-    pub const WITHOUT_CODE: [Reason; 7] = [
+    pub const WITHOUT_CODE: [Reason; 8] = [
         Reason::SynAck,
         Reason::ZeroWindow,
         Reason::Reset,
@@ -131,6 +133,7 @@ impl Reason {
         Reason::FramesDropped,
         Reason::EchoReply,
         Reason::UdpResponse,
+        Reason::ConnRefused,
     ];
 
     /// Whether a reply came: false for the reasons of silence.
@@ -148,6 +151,7 @@ impl Reason {
             Reason::FramesDropped => "frames-dropped",
             Reason::EchoReply => "echo-reply",
             Reason::UdpResponse => "udp-response",
+            Reason::ConnRefused => "conn-refused",
         }
     }
 
@@ -168,6 +172,7 @@ impl Reason {
             Reason::ZeroWindow => 5,
             Reason::EchoReply => 6,
             Reason::UdpResponse => 7,
+            Reason::ConnRefused => 8,
             Reason::Unreachable { code } => UNREACHABLE_CODES + i64::from(code),
         }
     }
@@ -214,6 +219,6 @@ mod tests {
         assert_eq!(Reason::Unreachable { code: 3 }.as_str(), "port-unreach");
         assert_eq!((PortState::parse("upp"), Reason::parse("syn")), (None, None));
         assert_eq!(PortState::parse("open|filtered"), Some(PortState::OpenFiltered));
-        assert_eq!((PortState::from_code(0), Reason::from_code(8), Reason::from_code(512)), (None, None, None));
+        assert_eq!((PortState::from_code(0), Reason::from_code(9), Reason::from_code(512)), (None, None, None));
     }
 }

@@ -17,6 +17,7 @@ use crate::store::checkpoint::{self, Checkpoint};
 use crate::store::db::{ScanEnd, ScanStart};
 use crate::store::{Finish, Store, StoreConfig, StoreError, StoreReport, safe_open};
 use crate::target::hosts::Hosts;
+use crate::transport::connect::UringConnect;
 use crate::transport::xdp::{self, XdpAttachment};
 use crate::transport::{Receive, Replies, Resent, Transmit, TransportError, WithLinkDrops, raw};
 use crate::wire::cookie::CookieKey;
@@ -43,6 +44,10 @@ pub enum ScanError {
         "source ports {ports} clash with this host's own: {why}; choose --source-port elsewhere, or add --allow-port-overlap"
     )]
     PortOverlap { ports: String, why: String },
+    #[error(
+        "connect scans need io_uring, which this system refuses ({0}): check the sysctl kernel.io_uring_disabled, or a container's seccomp profile"
+    )]
+    Uring(io::Error),
     #[error("writing {}: {source}", path.display())]
     LatencyFile {
         path: std::path::PathBuf,
@@ -137,11 +142,16 @@ pub struct Scan<'a> {
     pub notes: Notes,
 }
 
+/// How a scan's probes leave: frames of its own module through a
+/// transport, or connection attempts the kernel makes.
+enum Sender {
+    Frames { path: Box<Path>, opened: Opened, wire: Wire },
+    Connect { backend: UringConnect, capacity: u64 },
+}
+
 /// What a scan that sends holds between `prepare` and `run`.
 struct Ready {
-    path: Path,
-    opened: Opened,
-    wire: Wire,
+    sender: Sender,
     info: RunInfo,
     store: Option<Store>,
     checkpoint_file: Option<PathBuf>,
@@ -184,60 +194,11 @@ pub fn prepare(cfg: &ScanConfig) -> Result<Scan<'_>, ScanError> {
         None => None,
     };
     can_write(cfg)?;
-    if !cfg.allow_port_overlap
-        && let Some(why) = net::local_ports::used().clash(cfg.src_ports)
-    {
-        let (lo, hi) = cfg.src_ports;
-        return Err(ScanError::PortOverlap {
-            ports: if lo == hi { lo.to_string() } else { format!("{lo}-{hi}") },
-            why,
-        });
-    }
-    let path = net::resolve_path(&route_samples(cfg.space.hosts()), &cfg.path)?;
-    tracing::info!(
-        ifname = %path.ifname,
-        src = %path.src_ip,
-        next_hop_mac = ?path.next_hop_mac,
-        via_ip_stack = path.via_ip_stack,
-        "path resolved"
-    );
-    let mut opened = open_transport(cfg, &path, &mut notes)?;
-    if let Some(link) = net::interface::LinkDrops::open(&path.ifname, path.ifindex) {
-        opened.rx = Box::new(WithLinkDrops::new(opened.rx, link, opened.resent.clone()));
-    }
-    // Fault injection for the tests of a host that drops frames (tests/drops.rs);
-    // release builds do not have it.
-    #[cfg(debug_assertions)]
-    if let Some(ms) = std::env::var("PRTIP_TEST_RX_STALL_MS").ok().and_then(|v| v.parse().ok()) {
-        use crate::transport::fault::{LossyTx, StalledRx};
-        // EVERY,UNTIL: every EVERY-th of the first UNTIL probes of each sending half.
-        let drops = std::env::var("PRTIP_TEST_TX_DROPS").unwrap_or_default();
-        let (drop_every, drop_until) =
-            drops.split_once(',').map_or((0, 0), |(e, u)| (e.parse().unwrap_or(0), u.parse().unwrap_or(0)));
-        let probes_dropped = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
-        let stall = Duration::from_millis(ms);
-        opened.rx = Box::new(StalledRx { inner: opened.rx, stall, probes_dropped: probes_dropped.clone() });
-        opened.txs = std::mem::take(&mut opened.txs)
-            .into_iter()
-            .map(|inner| {
-                let probes_dropped = probes_dropped.clone();
-                Box::new(LossyTx { inner, drop_every, drop_until, seen: 0, probes_dropped }) as Box<dyn Transmit>
-            })
-            .collect();
-    }
-    // Fault injection for the test that a panic leaves no XDP program behind
-    // (tests/xdp.rs); there is no other way to make prtip panic, and release
-    // builds do not have it.
-    #[cfg(debug_assertions)]
-    if std::env::var_os("PRTIP_TEST_PANIC").is_some() {
-        panic!("PRTIP_TEST_PANIC is set");
-    }
-    tracing::info!(transport = %opened.kind, probe_count = plan.probe_count(), seed = cfg.seed, "transport open");
-    let wire = Wire {
-        module: Module::new(cfg.scan_type, path.src_mac, path.next_hop_mac, path.src_ip, &cfg.udp_payloads),
-        src_ip: path.src_ip,
-        key: CookieKey::new(crate::random::u64(), crate::random::u64()),
+    let (sender, transport, via) = match cfg.scan_type.sends_frames() {
+        true => open_frames(cfg, &mut notes)?,
+        false => open_connect()?,
     };
+    tracing::info!(transport, probe_count = plan.probe_count(), seed = cfg.seed, "scan ready");
     let info = RunInfo {
         command_line: cfg.command_line.clone(),
         scan_type: cfg.scan_type,
@@ -246,17 +207,17 @@ pub fn prepare(cfg: &ScanConfig) -> Result<Scan<'_>, ScanError> {
         port_count: cfg.space.port_count(),
         hosts_total: cfg.space.host_count(),
     };
-    let (store, checkpoint_file) = start_store(cfg, &plan, &info, opened.name, &mut notes)?;
+    let (store, checkpoint_file) = start_store(cfg, &plan, &info, transport, &mut notes)?;
     if cfg.verbosity >= Verbosity::Normal {
         notes.lines(special_note(cfg));
-        notes.line(banner(cfg, &plan, &path, &opened.kind));
+        notes.line(banner(cfg, &plan, &via));
     }
     if cfg.verbosity >= Verbosity::Verbose
         && let Some(skipped) = &plan.skipped
     {
         notes.line(skipped_note(skipped.hosts().len()));
     }
-    let ready = Ready { path, opened, wire, info, store, checkpoint_file, latency_file };
+    let ready = Ready { sender, info, store, checkpoint_file, latency_file };
     Ok(Scan { cfg, plan, out, ready: Some(ready), notes })
 }
 
@@ -279,8 +240,7 @@ fn send(
     ready: Ready,
     stop: &StopSignal,
 ) -> Result<ScanReport, ScanError> {
-    let Ready { path, opened, wire, info, store, checkpoint_file, latency_file } = ready;
-    let Opened { mut txs, mut rx, mut resets, _attachment: attachment, .. } = opened;
+    let Ready { sender, info, store, checkpoint_file, latency_file } = ready;
     let start = plan.start;
     let prior_sent = cfg.resume.as_ref().map_or(0, |r| r.sent);
     let mut sinks = Sinks {
@@ -298,19 +258,30 @@ fn send(
         open_hosts: OpenHosts::new(ports_per_host(plan), cfg.max_open_per_host),
     };
     let (prior, concluded, taken_over) = take_over(cfg, plan, &mut sinks);
-    let outcome = run::run(
-        plan,
-        &wire,
-        &mut txs,
-        &mut rx,
-        resets.as_mut().map(|r| r.as_mut() as _),
-        stop,
-        &concluded,
-        &mut sinks,
-        &SystemClocks::new(),
-    );
+    let (outcome, path, _closing) = match sender {
+        Sender::Frames { path, opened, wire } => {
+            let Opened { mut txs, mut rx, mut resets, _attachment: attachment, .. } = opened;
+            let outcome = run::run(
+                plan,
+                &wire,
+                &mut txs,
+                &mut rx,
+                resets.as_mut().map(|r| r.as_mut() as _),
+                stop,
+                &concluded,
+                &mut sinks,
+                &SystemClocks::new(),
+            );
+            (outcome, Some(path), Some(Closing::start(txs, rx, resets, attachment)))
+        }
+        Sender::Connect { mut backend, capacity } => {
+            let clocks = SystemClocks::new();
+            let outcome =
+                crate::engine::connect::run(plan, &mut backend, capacity, stop, &concluded, &mut sinks, &clocks);
+            (outcome, None, None)
+        }
+    };
     drop(concluded);
-    let _closing = Closing::start(txs, rx, resets, attachment);
     sinks.reporter.finish();
     let flagged = sinks.flagged();
     let Sinks { mut writer, output_error, store, latency, checkpoint, checkpoint_sent, .. } = sinks;
@@ -363,7 +334,10 @@ fn send(
         if cfg.resume.is_some() {
             notes.line(format!("{taken_over} results of the interrupted runs were printed first"));
         }
-        notes.line(details(&path, &stats, stored.as_ref()));
+        notes.line(match &path {
+            Some(path) => details(path, &stats, stored.as_ref()),
+            None => connect_details(&stats, stored.as_ref()),
+        });
     }
     if stats.interrupted && cfg.verbosity >= Verbosity::Normal {
         let kept = stored.as_ref().is_some_and(|r| r.checkpoint_lost.is_none());
@@ -552,6 +526,79 @@ impl Drop for Closing {
             let _ = thread.join();
         }
     }
+}
+
+/// Resolves the path to the targets and opens the transport of a scan that
+/// sends frames; returns it, the database's name for the transport, and
+/// what the banner says of where the probes leave from.
+fn open_frames(cfg: &ScanConfig, notes: &mut Notes) -> Result<(Sender, &'static str, String), ScanError> {
+    if !cfg.allow_port_overlap
+        && let Some(why) = net::local_ports::used().clash(cfg.src_ports)
+    {
+        let (lo, hi) = cfg.src_ports;
+        return Err(ScanError::PortOverlap {
+            ports: if lo == hi { lo.to_string() } else { format!("{lo}-{hi}") },
+            why,
+        });
+    }
+    let path = net::resolve_path(&route_samples(cfg.space.hosts()), &cfg.path)?;
+    tracing::info!(
+        ifname = %path.ifname,
+        src = %path.src_ip,
+        next_hop_mac = ?path.next_hop_mac,
+        via_ip_stack = path.via_ip_stack,
+        "path resolved"
+    );
+    let mut opened = open_transport(cfg, &path, notes)?;
+    if let Some(link) = net::interface::LinkDrops::open(&path.ifname, path.ifindex) {
+        opened.rx = Box::new(WithLinkDrops::new(opened.rx, link, opened.resent.clone()));
+    }
+    // Fault injection for the tests of a host that drops frames (tests/drops.rs);
+    // release builds do not have it.
+    #[cfg(debug_assertions)]
+    if let Some(ms) = std::env::var("PRTIP_TEST_RX_STALL_MS").ok().and_then(|v| v.parse().ok()) {
+        use crate::transport::fault::{LossyTx, StalledRx};
+        // EVERY,UNTIL: every EVERY-th of the first UNTIL probes of each sending half.
+        let drops = std::env::var("PRTIP_TEST_TX_DROPS").unwrap_or_default();
+        let (drop_every, drop_until) =
+            drops.split_once(',').map_or((0, 0), |(e, u)| (e.parse().unwrap_or(0), u.parse().unwrap_or(0)));
+        let probes_dropped = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let stall = Duration::from_millis(ms);
+        opened.rx = Box::new(StalledRx { inner: opened.rx, stall, probes_dropped: probes_dropped.clone() });
+        opened.txs = std::mem::take(&mut opened.txs)
+            .into_iter()
+            .map(|inner| {
+                let probes_dropped = probes_dropped.clone();
+                Box::new(LossyTx { inner, drop_every, drop_until, seen: 0, probes_dropped }) as Box<dyn Transmit>
+            })
+            .collect();
+    }
+    // Fault injection for the test that a panic leaves no XDP program behind
+    // (tests/xdp.rs); there is no other way to make prtip panic, and release
+    // builds do not have it.
+    #[cfg(debug_assertions)]
+    if std::env::var_os("PRTIP_TEST_PANIC").is_some() {
+        panic!("PRTIP_TEST_PANIC is set");
+    }
+    tracing::info!(transport = %opened.kind, "transport open");
+    let module = Module::new(cfg.scan_type, path.src_mac, path.next_hop_mac, path.src_ip, &cfg.udp_payloads)
+        .expect("a scan type that sends frames has a probe module");
+    let key = CookieKey::new(crate::random::u64(), crate::random::u64());
+    let wire = Wire { module, src_ip: path.src_ip, key };
+    let via = format!("from {} on {} ({})", path.src_ip, path.ifname, opened.kind);
+    let name = opened.name;
+    Ok((Sender::Frames { path: Box::new(path), opened, wire }, name, via))
+}
+
+/// Sets up a connect scan's attempts: as many at once as the descriptor
+/// limit allows (raised to its hard limit first).
+fn open_connect() -> Result<(Sender, &'static str, String), ScanError> {
+    let limit = crate::sys::connect::raise_open_files().map_err(ScanError::Uring)?;
+    let capacity = crate::engine::connect::connections(limit, crate::sys::connect::open_files() as u64);
+    let backend = UringConnect::new(capacity as u32).map_err(ScanError::Uring)?;
+    tracing::info!(limit, capacity, "connect scan");
+    let via = format!("through this host's TCP stack (io_uring, up to {capacity} connections at once)");
+    Ok((Sender::Connect { backend, capacity }, "connect", via))
 }
 
 /// The transport halves (a sending half per queue used), and the XDP
@@ -931,6 +978,7 @@ fn dry_run(plan: &ScanPlan, cfg: &ScanConfig, mut out: impl Write, stop: &StopSi
     let scan_type = cfg.scan_type;
     let (name, proto): (&[u8], &[u8]) = match scan_type {
         ScanType::Syn => (b"SYN ", b"tcp"),
+        ScanType::Connect => (b"CONNECT ", b"tcp"),
         ScanType::Icmp => (b"ECHO ", b"icmp"),
         ScanType::Udp => (b"UDP ", b"udp"),
     };
@@ -1059,27 +1107,26 @@ fn special_note(cfg: &ScanConfig) -> Option<String> {
     })
 }
 
-fn banner(cfg: &ScanConfig, plan: &ScanPlan, path: &Path, transport: &str) -> String {
+fn banner(cfg: &ScanConfig, plan: &ScanPlan, via: &str) -> String {
     let rate = rate_note(cfg.rate, plan.probe_count());
     let what = match cfg.scan_type {
         ScanType::Syn => format!("SYN scan of {} hosts x {} ports", plan.space.host_count(), plan.space.port_count()),
+        ScanType::Connect => {
+            format!("Connect scan of {} hosts x {} ports", plan.space.host_count(), plan.space.port_count())
+        }
         ScanType::Udp => format!("UDP scan of {} hosts x {} ports", plan.space.host_count(), plan.space.port_count()),
         ScanType::Icmp => format!("ICMP echo scan of {} hosts", plan.space.host_count()),
     };
-    format!(
-        "{what} = {} probes{}, from {} on {} ({transport}), {rate}",
-        plan.probe_count(),
-        excluded_note(cfg.excluded),
-        path.src_ip,
-        path.ifname
-    )
+    format!("{what} = {} probes{}, {via}, {rate}", plan.probe_count(), excluded_note(cfg.excluded),)
 }
 
 fn summary(scan_type: ScanType, plan: &ScanPlan, s: &ScanStats) -> String {
     let secs = s.duration.as_secs_f64();
     let pps = if secs > 0.0 { s.sent as f64 / secs } else { 0.0 };
     let counts = match scan_type {
-        ScanType::Syn => format!("{} open, {} closed, {} filtered", s.open, s.closed, s.unreachable + s.filtered),
+        ScanType::Syn | ScanType::Connect => {
+            format!("{} open, {} closed, {} filtered", s.open, s.closed, s.unreachable + s.filtered)
+        }
         ScanType::Icmp => format!("{} up, {} unreachable, {} down", s.open, s.unreachable, s.filtered),
         ScanType::Udp => {
             format!("{} open, {} closed, {} filtered, {} open|filtered", s.open, s.closed, s.unreachable, s.filtered)
@@ -1093,6 +1140,18 @@ fn summary(scan_type: ScanType, plan: &ScanPlan, s: &ScanStats) -> String {
         let decided = s.answered() + s.filtered + s.undecided;
         let left = plan.probe_count() - decided.min(plan.probe_count());
         line.push_str(&format!("; interrupted, {left} probes without a result"));
+    }
+    line
+}
+
+fn connect_details(s: &ScanStats, stored: Option<&StoreReport>) -> String {
+    let rtt = s.max_rtt.map_or("none measured".to_string(), |d| format!("{} us", d.as_micros()));
+    let mut line = format!(
+        "slowest connect {rtt}; up to {} connections at once; {} attempts this host could not make (made again)",
+        s.window_peak, s.refused
+    );
+    if let Some(r) = stored {
+        line.push_str(&format!("; storage backpressure {} times", r.backpressure));
     }
     line
 }
@@ -1143,13 +1202,13 @@ mod tests {
     fn the_banner_says_what_will_be_sent_from_where_and_how_fast() {
         let cfg = config(&["-p", "22,80", "--rate", "1000", "--exclude", "10.0.0.8/29", "10.0.0.0/24"]);
         assert_eq!(
-            banner(&cfg, &plan(&cfg), &path(), "raw sockets"),
+            banner(&cfg, &plan(&cfg), "from 10.200.0.1 on eth0 (raw sockets)"),
             "SYN scan of 248 hosts x 2 ports = 496 probes; 8 addresses excluded by --exclude, \
              from 10.200.0.1 on eth0 (raw sockets), rate 1000 pps, about 0h00m01s to send each once"
         );
         let cfg = config(&["-p", "1-65535", "10.0.0.1"]);
         assert_eq!(
-            banner(&cfg, &plan(&cfg), &path(), "AF_XDP, copy mode, 1 queue"),
+            banner(&cfg, &plan(&cfg), "from 10.200.0.1 on eth0 (AF_XDP, copy mode, 1 queue)"),
             "SYN scan of 1 hosts x 65535 ports = 65535 probes, from 10.200.0.1 on eth0 (AF_XDP, copy mode, 1 queue), rate unlimited"
         );
     }

@@ -85,8 +85,9 @@ fn bad_input_gets_one_line_and_status_2() {
         vec!["-p", "U:53", "10.0.0.1"],
         // flags
         vec!["--bogus", "10.0.0.1"],
-        vec!["-sT", "10.0.0.1"],
-        vec!["-s", "connect", "10.0.0.1"],
+        vec!["-sX", "10.0.0.1"],
+        vec!["-s", "xmas", "10.0.0.1"],
+        vec!["-sT", "--source-ip", "10.0.0.2", "10.0.0.1"],
         // probe modules: an echo has no port; payloads are UDP's, as hex, within a datagram
         vec!["-s", "icmp", "-p", "80", "10.0.0.1"],
         vec!["-sn", "--top-ports", "10", "10.0.0.1"],

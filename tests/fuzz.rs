@@ -48,7 +48,7 @@ fn env_u64(name: &str, default: u64) -> u64 {
 }
 
 fn module(scan_type: ScanType, src: IpAddr) -> Module {
-    Module::new(scan_type, [2, 0, 0, 0, 0, 1], [2, 0, 0, 0, 0, 2], src, &[])
+    Module::new(scan_type, [2, 0, 0, 0, 0, 1], [2, 0, 0, 0, 0, 2], src, &[]).unwrap()
 }
 
 /// Our probe of `scan_type` to `dst`, as its module writes it.

@@ -91,14 +91,15 @@ pub fn capability_check(effective: u64) -> Check {
     if !has(CAP_BPF) && !has(CAP_SYS_ADMIN) {
         missing.push("CAP_BPF");
     }
-    let advice = "run prtip as root, or `setcap cap_net_raw,cap_net_admin,cap_bpf,cap_ipc_lock+ep $(command -v prtip)`";
+    let advice = "run prtip as root, or `setcap cap_net_raw,cap_net_admin,cap_bpf,cap_ipc_lock+ep $(command -v prtip)`; connect scans (-sT) need neither";
     match (missing.is_empty(), has(CAP_NET_RAW)) {
         (true, _) => Check::ok("capabilities", "CAP_NET_RAW, CAP_NET_ADMIN and CAP_BPF held: both transports"),
         (false, true) => {
             Check::warn("capabilities", format!("missing {}: raw sockets only, no AF_XDP", missing.join(", ")), advice)
         }
         (false, false) => {
-            Check::fail("capabilities", format!("missing {}: no scan can run", missing.join(", ")), advice)
+            let only = "connect scans (-sT) only: SYN, UDP and ICMP scans need raw sockets";
+            Check::fail("capabilities", format!("missing {}: {only}", missing.join(", ")), advice)
         }
     }
 }

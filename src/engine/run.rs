@@ -81,7 +81,7 @@ impl StopSignal {
         self.0.load(Relaxed) >= 1
     }
 
-    fn stop_waiting(&self) -> bool {
+    pub fn stop_waiting(&self) -> bool {
         self.0.load(Relaxed) >= 2
     }
 }
@@ -1445,8 +1445,11 @@ mod tests {
         let ports = RangeSet::from_ranges(ports.iter().map(|&p| Range::new(p, p)).collect());
         let plan = ScanPlan::new(TargetSpace::new(hosts, ports).unwrap(), 9, (61000, 61003), 0, 0, WAIT);
         let me = IpAddr::V4(ME);
-        let wire =
-            Wire { module: Module::new(scan_type, [1; 6], [2; 6], me, &[]), src_ip: me, key: CookieKey::new(3, 4) };
+        let wire = Wire {
+            module: Module::new(scan_type, [1; 6], [2; 6], me, &[]).unwrap(),
+            src_ip: me,
+            key: CookieKey::new(3, 4),
+        };
         let net = Arc::new(Mutex::new(Net::default()));
         let time = Arc::new(VirtualTime::new(2));
         let forged = Arc::new(AtomicU64::new(0));

@@ -15,7 +15,9 @@ impl HostReport for Grepable {
         writeln!(out, "{}", preamble(&self.info))?;
         match self.info.scan_type {
             ScanType::Icmp => Ok(()),
-            ScanType::Syn => writeln!(out, "# Ports scanned: TCP({};{})", self.info.port_count, self.info.ports),
+            ScanType::Syn | ScanType::Connect => {
+                writeln!(out, "# Ports scanned: TCP({};{})", self.info.port_count, self.info.ports)
+            }
             ScanType::Udp => writeln!(out, "# Ports scanned: UDP({};{})", self.info.port_count, self.info.ports),
         }
     }

@@ -4,6 +4,7 @@
 //! The engine, the transports' steering, the outputs and the store handle
 //! every module alike through `Module`.
 
+pub mod connect;
 pub mod icmp;
 pub mod syn;
 pub mod udp;
@@ -24,6 +25,8 @@ pub enum ScanType {
     Icmp,
     /// UDP datagram with a payload for its port (`-sU`).
     Udp,
+    /// TCP connect through the kernel (`-sT`): needs no privilege.
+    Connect,
 }
 
 impl ScanType {
@@ -33,6 +36,7 @@ impl ScanType {
             "syn" | "S" => Some(ScanType::Syn),
             "icmp" | "n" | "PE" => Some(ScanType::Icmp),
             "udp" | "U" => Some(ScanType::Udp),
+            "connect" | "T" => Some(ScanType::Connect),
             _ => None,
         }
     }
@@ -42,16 +46,23 @@ impl ScanType {
             ScanType::Syn => "syn",
             ScanType::Icmp => "icmp",
             ScanType::Udp => "udp",
+            ScanType::Connect => "connect",
         }
     }
 
     /// The protocol the outputs name (ndjson `proto`, nmap XML `protocol`).
     pub fn protocol(self) -> &'static str {
         match self {
-            ScanType::Syn => "tcp",
+            ScanType::Syn | ScanType::Connect => "tcp",
             ScanType::Icmp => "icmp",
             ScanType::Udp => "udp",
         }
+    }
+
+    /// Whether the scan sends frames of its own (and needs CAP_NET_RAW):
+    /// a connect scan leaves them to the kernel.
+    pub fn sends_frames(self) -> bool {
+        self != ScanType::Connect
     }
 
     /// Whether the probes go to ports: an echo goes to a host.
@@ -62,7 +73,7 @@ impl ScanType {
     /// The IP protocol number of the probes of an IPv4 (`v6` false) or IPv6 scan.
     pub fn ip_protocol(self, v6: bool) -> u8 {
         match (self, v6) {
-            (ScanType::Syn, _) => field::PROTOCOL_TCP,
+            (ScanType::Syn | ScanType::Connect, _) => field::PROTOCOL_TCP,
             (ScanType::Udp, _) => field::PROTOCOL_UDP,
             (ScanType::Icmp, false) => field::PROTOCOL_ICMP,
             (ScanType::Icmp, true) => field::PROTOCOL_ICMPV6,
@@ -72,7 +83,7 @@ impl ScanType {
     /// The state of a probe that got no reply through its tries.
     pub fn silent_state(self) -> PortState {
         match self {
-            ScanType::Syn => PortState::Filtered,
+            ScanType::Syn | ScanType::Connect => PortState::Filtered,
             ScanType::Icmp => PortState::Down,
             ScanType::Udp => PortState::OpenFiltered,
         }
@@ -114,20 +125,22 @@ pub enum Module {
 impl Module {
     /// The module of `scan_type`, its frames from `src` over the link from
     /// `src_mac` to `dst_mac`; `udp_payloads` replace a UDP scan's own.
+    /// None for a connect scan, which has no frames.
     pub fn new(
         scan_type: ScanType,
         src_mac: [u8; 6],
         dst_mac: [u8; 6],
         src: IpAddr,
         udp_payloads: &[(u16, Vec<u8>)],
-    ) -> Self {
-        match scan_type {
+    ) -> Option<Self> {
+        Some(match scan_type {
             ScanType::Syn => Module::Syn(syn::SynTemplate::new(src_mac, dst_mac, src)),
             ScanType::Icmp => Module::Icmp(icmp::EchoTemplate::new(src_mac, dst_mac, src)),
             ScanType::Udp => {
                 Module::Udp(udp::UdpTemplate::new(src_mac, dst_mac, src, udp::Payloads::new(udp_payloads)))
             }
-        }
+            ScanType::Connect => return None,
+        })
     }
 
     pub fn scan_type(&self) -> ScanType {

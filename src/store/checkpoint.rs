@@ -121,11 +121,17 @@ pub fn hosts_from_json(v: &Value) -> Result<Hosts, String> {
 }
 
 /// Where checkpoints of scans without a database go:
-/// `$XDG_STATE_HOME/prtip`, else `~/.local/state/prtip`.
+/// `$XDG_STATE_HOME/prtip`, else `~/.local/state/prtip`, else, for a user
+/// whose home is missing or not theirs to write (`nobody`'s is
+/// `/nonexistent`), `prtip-UID` in the temporary directory.
 pub fn dir() -> PathBuf {
-    match std::env::var_os("XDG_STATE_HOME").filter(|v| !v.is_empty()) {
-        Some(state) => PathBuf::from(state).join("prtip"),
-        None => PathBuf::from(std::env::var_os("HOME").unwrap_or_else(|| "/root".into())).join(".local/state/prtip"),
+    if let Some(state) = std::env::var_os("XDG_STATE_HOME").filter(|v| !v.is_empty()) {
+        return PathBuf::from(state).join("prtip");
+    }
+    let home = std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".local/state/prtip"));
+    match home {
+        Some(dir) if super::safe_open::state_dir(&dir).is_ok() => dir,
+        _ => std::env::temp_dir().join(format!("prtip-{}", crate::sys::effective_uid())),
     }
 }
 

@@ -51,6 +51,7 @@ fn encode_record(scan_id: i64, rows: &[ScanResult], out: &mut Vec<u8>) {
             Reason::ZeroWindow => (5, 0),
             Reason::EchoReply => (6, 0),
             Reason::UdpResponse => (7, 0),
+            Reason::ConnRefused => (8, 0),
         };
         let state = match r.state {
             PortState::Open => 0,
@@ -168,6 +169,7 @@ fn decode_row(row: &[u8]) -> Option<ScanResult> {
         5 => Reason::ZeroWindow,
         6 => Reason::EchoReply,
         7 => Reason::UdpResponse,
+        8 => Reason::ConnRefused,
         _ => return None,
     };
     let flags = b[6];
@@ -201,7 +203,8 @@ mod tests {
                     Reason::FramesDropped,
                     Reason::EchoReply,
                     Reason::UdpResponse,
-                ][usize::from(i % 8)],
+                    Reason::ConnRefused,
+                ][usize::from(i % 9)],
                 ttl: (i % 2 == 0).then_some(64),
                 rtt_us: (i % 5 == 0).then_some(u64::from(i) * 10),
                 time_us: 1_700_000_000_000_000 + u64::from(i),

@@ -36,18 +36,20 @@ pub fn explain(e: io::Error) -> io::Error {
     }
 }
 
-/// Creates the state directory (`0700`) if need be. Running as root, a
-/// directory another user owns is refused: that user could swap the files
-/// prtip is about to write, or read them.
+/// Creates the state directory (`0700`) if need be. A directory another
+/// user owns is refused: that user could swap the files prtip is about to
+/// write, or read them.
 pub fn state_dir(dir: &Path) -> io::Result<()> {
     std::fs::DirBuilder::new().recursive(true).mode(DIR_MODE).create(dir)?;
     let meta = std::fs::symlink_metadata(dir)?;
     if !meta.is_dir() {
         return Err(io::Error::other("it is not a directory (a symbolic link is not followed)"));
     }
-    if crate::sys::effective_uid() == 0 && meta.uid() != 0 {
+    let me = crate::sys::effective_uid();
+    if meta.uid() != me {
+        let whom = if me == 0 { "root".to_string() } else { format!("user {me}") };
         return Err(io::Error::other(format!(
-            "user {} owns it, and prtip runs as root: set XDG_STATE_HOME to a directory root owns",
+            "user {} owns it, and prtip runs as {whom}: set XDG_STATE_HOME to a directory {whom} owns",
             meta.uid()
         )));
     }

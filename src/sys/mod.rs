@@ -3,6 +3,7 @@
 //! rings xsk-rs only offers through unsafe calls. Each function here is safe
 //! whatever its arguments; the `SAFETY:` comment on each block says why.
 
+pub mod connect;
 mod mmsg;
 
 pub use mmsg::{RecvBatch, SO_TIMESTAMPNS, SendBatch, SockAddr};

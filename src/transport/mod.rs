@@ -1,6 +1,7 @@
 //! How frames leave and arrive. Each backend implements the two small traits
 //! below; the engine knows nothing else about it.
 
+pub mod connect;
 pub mod filter;
 pub mod raw;
 #[allow(unsafe_code)]
@@ -15,7 +16,7 @@ use thiserror::Error;
 #[derive(Debug, Error)]
 pub enum TransportError {
     #[error(
-        "{what} needs the CAP_NET_RAW capability: run prtip as root, or grant it with `setcap cap_net_raw,cap_net_admin,cap_bpf,cap_ipc_lock+ep prtip`"
+        "{what} needs the CAP_NET_RAW capability: run prtip as root, grant it with `setcap cap_net_raw,cap_net_admin,cap_bpf,cap_ipc_lock+ep prtip`, or scan with -sT (a connect scan needs no privilege)"
     )]
     NoPrivilege { what: &'static str },
     #[error("AF_XDP: {what}: {why}")]

@@ -40,7 +40,50 @@ pub struct Lab {
     /// prtip's XDG_STATE_HOME, where checkpoints go: the lab's own, removed with it.
     pub state_dir: std::path::PathBuf,
     _state: tempfile::TempDir,
-    listeners: Vec<TcpListener>,
+    listeners: Vec<Acceptor>,
+}
+
+/// Listening sockets whose connections are accepted and closed at once, as
+/// a server's are: a connect scan's handshakes must not fill their queues
+/// (a full one drops the SYNs that follow, and open ports look filtered).
+struct Acceptor {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Acceptor {
+    fn new(listeners: Vec<TcpListener>) -> Acceptor {
+        use std::sync::atomic::Ordering::Relaxed;
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = stop.clone();
+        for l in &listeners {
+            l.set_nonblocking(true).unwrap();
+        }
+        let thread = std::thread::spawn(move || {
+            while !flag.load(Relaxed) {
+                let mut idle = true;
+                for l in &listeners {
+                    while let Ok((conn, _)) = l.accept() {
+                        drop(conn);
+                        idle = false;
+                    }
+                }
+                if idle {
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+            }
+        });
+        Acceptor { stop, thread: Some(thread) }
+    }
+}
+
+impl Drop for Acceptor {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
 }
 
 /// Integration tests need root for namespaces and raw sockets. They fail
@@ -207,7 +250,7 @@ impl Lab {
         let ls = in_netns(&self.target_ns, move || {
             ports.iter().map(|p| TcpListener::bind((addr.as_str(), *p)).unwrap()).collect::<Vec<_>>()
         });
-        self.listeners.extend(ls);
+        self.listeners.push(Acceptor::new(ls));
     }
 
     /// Opens listening sockets in the scanner namespace (for loopback scans).
@@ -216,7 +259,7 @@ impl Lab {
         let ls = in_netns(&self.scan_ns, move || {
             ports.iter().map(|p| TcpListener::bind((addr.as_str(), *p)).unwrap()).collect::<Vec<_>>()
         });
-        self.listeners.extend(ls);
+        self.listeners.push(Acceptor::new(ls));
     }
 
     /// Gives the target namespace's loopback `addr` (with its prefix) as an

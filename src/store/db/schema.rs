@@ -106,6 +106,8 @@ CREATE TABLE scan_flagged_hosts (
     Migration::Sql("ALTER TABLE scans ADD COLUMN resume_window INTEGER NOT NULL DEFAULT 0;"),
     // Version 10: the view names the echo and UDP scans' states, reasons and protocols.
     Migration::Code(refresh_view),
+    // Version 11: the view names the connect scan's `conn-refused`.
+    Migration::Code(refresh_view),
 ];
 
 /// Results as integers, keyed by the address as an integer: SQLite takes

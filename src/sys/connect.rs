@@ -1,0 +1,166 @@
+//! Many TCP connects at once through one io_uring: each an
+//! `IORING_OP_CONNECT` linked to an `IORING_OP_LINK_TIMEOUT`, so that the
+//! kernel ends every attempt by itself and no attempt needs a timer here.
+
+use super::{check, setsockopt};
+use io_uring::{IoUring, opcode, squeue, types};
+use std::io;
+use std::mem::size_of;
+use std::net::SocketAddr;
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::time::Duration;
+
+/// The user data of the linked timeouts: their completions say nothing the
+/// connect's own does not.
+const TIMEOUT: u64 = u64::MAX;
+
+/// One attempt in flight: its socket, and the address and timeout the
+/// kernel reads when the entries are submitted.
+struct Slot {
+    token: u64,
+    fd: Option<OwnedFd>,
+    addr: libc::sockaddr_in6,
+    timeout: types::Timespec,
+}
+
+/// Connection attempts in flight, at most `capacity` of them.
+pub struct Connector {
+    ring: IoUring,
+    slots: Vec<Slot>,
+    free: Vec<u32>,
+}
+
+impl Connector {
+    pub fn new(capacity: u32) -> io::Result<Connector> {
+        // Room for the completions of every attempt (each is submitted as it
+        // starts, so the submission queue needs little).
+        let ring = IoUring::builder().setup_cqsize((capacity * 2).next_power_of_two().max(64)).build(8)?;
+        let slots = (0..capacity)
+            .map(|_| Slot { token: 0, fd: None, addr: super::zeroed(), timeout: types::Timespec::new() })
+            .collect();
+        Ok(Connector { ring, slots, free: (0..capacity).rev().collect() })
+    }
+
+    /// Attempts that may start now.
+    pub fn room(&self) -> usize {
+        self.free.len()
+    }
+
+    /// Starts connecting to `to` from a fresh socket, given up by the kernel
+    /// after `timeout`; the outcome comes back from `complete` with `token`.
+    /// Fails only for want of a socket (the descriptor limit) or of room.
+    pub fn start(&mut self, token: u64, to: SocketAddr, timeout: Duration) -> io::Result<()> {
+        let Some(&slot) = self.free.last() else { return Err(io::Error::from_raw_os_error(libc::EBUSY)) };
+        let family = if to.is_ipv4() { libc::AF_INET } else { libc::AF_INET6 };
+        // A blocking socket: io_uring waits for the handshake itself.
+        let fd = super::socket(family, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0)?;
+        self.free.pop();
+        let s = &mut self.slots[slot as usize];
+        let len = write_sockaddr(&mut s.addr, to);
+        s.timeout = types::Timespec::from(timeout);
+        s.token = token;
+        let connect = opcode::Connect::new(types::Fd(fd.as_raw_fd()), (&raw const s.addr).cast(), len)
+            .build()
+            .flags(squeue::Flags::IO_LINK)
+            .user_data(u64::from(slot));
+        let limit = opcode::LinkTimeout::new(&raw const s.timeout).build().user_data(TIMEOUT);
+        s.fd = Some(fd);
+        {
+            let mut sq = self.ring.submission();
+            // SAFETY: the entries point at this slot's address and timespec, which
+            // stay in place (the slots never move) and unchanged until the slot is
+            // freed, after the connect's completion; the socket stays open as long.
+            unsafe {
+                sq.push(&connect).expect("an empty queue");
+                sq.push(&limit).expect("an empty queue");
+            }
+        }
+        // At once, so that the attempt's round trip starts now, not when a
+        // batch of others has had its sockets made.
+        self.ring.submit()?;
+        Ok(())
+    }
+
+    /// Submits what was started, waits up to `wait` for at least one attempt
+    /// to end (not at all for a zero wait, nor with none in flight), and
+    /// hands each that ended to `on`: its token and 0 (connected) or the
+    /// error number. A connected socket is closed with an RST.
+    pub fn complete(&mut self, wait: Duration, on: &mut dyn FnMut(u64, i32)) -> io::Result<()> {
+        let in_flight = self.free.len() < self.slots.len();
+        let submitted = if wait.is_zero() || !in_flight || !self.ring.completion().is_empty() {
+            self.ring.submit()
+        } else {
+            let ts = types::Timespec::from(wait);
+            self.ring.submitter().submit_with_args(1, &types::SubmitArgs::new().timespec(&ts))
+        };
+        match submitted {
+            Ok(_) => {}
+            Err(e) if matches!(e.raw_os_error(), Some(libc::ETIME | libc::EINTR | libc::EBUSY)) => {}
+            Err(e) => return Err(e),
+        }
+        let ended: Vec<(u64, i32)> = self.ring.completion().map(|c| (c.user_data(), c.result())).collect();
+        for (data, result) in ended {
+            if data == TIMEOUT {
+                continue;
+            }
+            let s = &mut self.slots[data as usize];
+            let fd = s.fd.take();
+            if result == 0
+                && let Some(fd) = &fd
+            {
+                // No TIME_WAIT left behind per open port: a scan of many opens
+                // would otherwise run out of local ports.
+                let linger = libc::linger { l_onoff: 1, l_linger: 0 };
+                let _ = setsockopt(fd.as_fd(), libc::SOL_SOCKET, libc::SO_LINGER, &linger);
+            }
+            drop(fd);
+            self.free.push(data as u32);
+            on(s.token, -result);
+        }
+        Ok(())
+    }
+}
+
+/// Writes `to` into `out` as the kernel's sockaddr; returns its length.
+fn write_sockaddr(out: &mut libc::sockaddr_in6, to: SocketAddr) -> libc::socklen_t {
+    match to {
+        SocketAddr::V4(a) => {
+            let mut v4: libc::sockaddr_in = super::zeroed();
+            v4.sin_family = libc::AF_INET as libc::sa_family_t;
+            v4.sin_port = a.port().to_be();
+            v4.sin_addr.s_addr = u32::from(*a.ip()).to_be();
+            // SAFETY: a sockaddr_in is smaller than a sockaddr_in6 and both are plain data.
+            unsafe { std::ptr::write((out as *mut libc::sockaddr_in6).cast::<libc::sockaddr_in>(), v4) };
+            size_of::<libc::sockaddr_in>() as libc::socklen_t
+        }
+        SocketAddr::V6(a) => {
+            *out = super::zeroed();
+            out.sin6_family = libc::AF_INET6 as libc::sa_family_t;
+            out.sin6_port = a.port().to_be();
+            out.sin6_addr.s6_addr = a.ip().octets();
+            out.sin6_scope_id = a.scope_id();
+            size_of::<libc::sockaddr_in6>() as libc::socklen_t
+        }
+    }
+}
+
+/// Raises this process's limit on open descriptors to the most it may
+/// have; returns the limit now in force.
+pub fn raise_open_files() -> io::Result<u64> {
+    let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: getrlimit writes one rlimit, which `lim` is.
+    check(unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) })?;
+    if lim.rlim_cur < lim.rlim_max {
+        let raised = libc::rlimit { rlim_cur: lim.rlim_max, rlim_max: lim.rlim_max };
+        // SAFETY: setrlimit reads one rlimit, which `raised` is.
+        if check(unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) }).is_ok() {
+            lim = raised;
+        }
+    }
+    Ok(lim.rlim_cur)
+}
+
+/// Counts the descriptors open in this process now.
+pub fn open_files() -> usize {
+    std::fs::read_dir("/proc/self/fd").map_or(0, |d| d.count().saturating_sub(1))
+}
