@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# ICMP echo and UDP scans on the shared lab, prtip beside zmap, masscan and
-# nmap, interleaved round by round (as ../shared/lab/bench.sh does for SYN
-# scans). Every tool runs in the lab's scanner namespace.
+# ICMP echo, UDP and TCP connect scans on the shared lab, prtip beside
+# zmap, masscan and nmap, interleaved round by round (as ../shared/lab/bench.sh
+# does for SYN scans). Every tool runs in the lab's scanner namespace.
 #
 #   sudo benches/probes.sh WORKLOAD [ROUNDS]       (ROUNDS default 3)
 #
@@ -16,6 +16,10 @@
 #   udphost  UDP ports 1-65535 of 10.201.0.1: dnsmasq (53),    3 open
 #            chronyd (123) and snmpd (161); the other 65532
 #            answer port unreachable
+#   connhost TCP connect (-sT) to ports 1-65535 of 10.201.0.1   15 open
+#   conn80   TCP connect (-sT) to port 80 of 10.201.0.0/16      4096 open
+#            (these two need the kernel target, lab.sh up: the
+#            reflector answers SYNs, not the handshake's ACK)
 #
 # For the run, the target namespace sends ICMP errors without its rate limit
 # (a closed UDP port answers, as an unfiltered host's would), and dnsmasq,
@@ -51,6 +55,8 @@ case $WL in
   icmp16)  TGT=10.201.0.0/16; PORTS=;       PROBES=65536;  EXPECT=65536; CAN="prtip-xdp prtip-raw zmap masscan nmap"; RATE= ;;
   udp16)   TGT=10.201.0.0/16; PORTS=53;     PROBES=65536;  EXPECT=65536; CAN="prtip-xdp prtip-raw zmap masscan"; RATE=${RATE:-15000} ;;
   udphost) TGT=10.201.0.1;    PORTS=1-65535; PROBES=65535; EXPECT=3;     CAN="prtip-xdp prtip-raw masscan nmap"; RATE= ;;
+  connhost) TGT=10.201.0.1;   PORTS=1-65535; PROBES=65535; EXPECT=15;    CAN="prtip-connect nmap"; RATE= ;;
+  conn80)  TGT=10.201.0.0/16; PORTS=80;     PROBES=65536;  EXPECT=4096;  CAN="prtip-connect nmap"; RATE= ;;
   *) echo "probes.sh: unknown workload $WL" >&2; exit 2 ;;
 esac
 
@@ -80,7 +86,7 @@ trap cleanup EXIT
 in_tgt sysctl -qw net.ipv4.icmp_ratelimit=0 net.ipv4.icmp_msgs_per_sec=100000000 \
   net.ipv4.icmp_msgs_burst=100000000
 
-if [ "$WL" != icmp16 ]; then
+if [ "$WL" = udp16 ] || [ "$WL" = udphost ]; then
   # Wildcard sockets: with the AnyIP route each answers on every address, from the address asked.
   ip netns exec "$LAB_TGT" dnsmasq --keep-in-foreground --conf-file=/dev/null --no-resolv --no-hosts --user=root \
     --pid-file="$out/dnsmasq.pid" --dns-forward-max=10000 >/dev/null 2>&1 &
@@ -103,6 +109,7 @@ fi
 run_one() { # tool -> prints "wall_s maxrss_kb found"
   local t=$1 f=$out/res cmd
   case $t:$WL in
+    prtip-connect:*) cmd="$PRTIP -sT -p $PORTS $TGT -o ndjson --open" ;;
     prtip-*:icmp16) cmd="$PRTIP -s icmp $TGT --transport ${t#prtip-} --interface $LAB_IF -o ndjson --open" ;;
     prtip-*:*)      cmd="$PRTIP -s udp -p $PORTS $TGT --transport ${t#prtip-} --interface $LAB_IF -o ndjson --open" ;;
     zmap:icmp16)    cmd="zmap -M icmp_echoscan $TGT -i $LAB_IF -S $LAB_SRC_IP -G $LAB_GW_MAC -r 0 -b /dev/null --cooldown-time $WAIT -q -o -" ;;
@@ -110,9 +117,11 @@ run_one() { # tool -> prints "wall_s maxrss_kb found"
     masscan:icmp16) cmd="masscan $TGT --ping" ;;
     masscan:*)      cmd="masscan $TGT -pU:$PORTS" ;;
     nmap:icmp16)    cmd="nmap -sn -PE -n ${NMAP_FLAGS:--T4} $TGT -oG -" ;;
+    nmap:conn*)     cmd="nmap -sT -n -Pn ${NMAP_FLAGS:--T4} -p $PORTS $TGT -oG -" ;;
     nmap:*)         cmd="nmap -sU -n -Pn ${NMAP_FLAGS:--T4} -p $PORTS $TGT -oG -" ;;
   esac
   case $t in
+    prtip-connect) ;;
     prtip-*) [ -n "$RATE" ] && cmd="$cmd --rate $RATE" ;;
     zmap) [ -n "$RATE" ] && cmd="${cmd/-r 0/-r $RATE}" ;;
   esac
@@ -133,6 +142,7 @@ run_one() { # tool -> prints "wall_s maxrss_kb found"
     zmap:*)         found=$(grep -cE '^[0-9]' "$f" || true) ;;
     masscan:*)      found=$(grep -c '^open' "$f" || true) ;;
     nmap:icmp16)    found=$(grep -c 'Status: Up' "$f" || true) ;;
+    nmap:conn*)     found=$(grep -o '/open/tcp' "$f" | wc -l) ;;
     nmap:*)         found=$(grep -o '/open/udp' "$f" | wc -l) ;;
   esac
   echo "$(tail -n1 "$out/time") $found"

@@ -7,12 +7,16 @@ use io_uring::{IoUring, opcode, squeue, types};
 use std::io;
 use std::mem::size_of;
 use std::net::SocketAddr;
-use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, IntoRawFd, OwnedFd};
 use std::time::Duration;
 
-/// The user data of the linked timeouts: their completions say nothing the
-/// connect's own does not.
+/// The user data of the linked timeouts and of the closes: their
+/// completions say nothing the connect's own does not.
 const TIMEOUT: u64 = u64::MAX;
+const CLOSE: u64 = u64::MAX - 1;
+/// Submission entries: a batch of attempts (two entries each) and the
+/// closes of those that ended go in one system call.
+const SQ_ENTRIES: u32 = 256;
 
 /// One attempt in flight: its socket, and the address and timeout the
 /// kernel reads when the entries are submitted.
@@ -32,9 +36,9 @@ pub struct Connector {
 
 impl Connector {
     pub fn new(capacity: u32) -> io::Result<Connector> {
-        // Room for the completions of every attempt (each is submitted as it
-        // starts, so the submission queue needs little).
-        let ring = IoUring::builder().setup_cqsize((capacity * 2).next_power_of_two().max(64)).build(8)?;
+        // Room for the completions of every attempt in flight and of as many closes.
+        let ring =
+            IoUring::builder().setup_cqsize((capacity * 4).next_power_of_two().max(SQ_ENTRIES)).build(SQ_ENTRIES)?;
         let slots = (0..capacity)
             .map(|_| Slot { token: 0, fd: None, addr: super::zeroed(), timeout: types::Timespec::new() })
             .collect();
@@ -65,19 +69,36 @@ impl Connector {
             .user_data(u64::from(slot));
         let limit = opcode::LinkTimeout::new(&raw const s.timeout).build().user_data(TIMEOUT);
         s.fd = Some(fd);
-        {
-            let mut sq = self.ring.submission();
-            // SAFETY: the entries point at this slot's address and timespec, which
-            // stay in place (the slots never move) and unchanged until the slot is
-            // freed, after the connect's completion; the socket stays open as long.
-            unsafe {
-                sq.push(&connect).expect("an empty queue");
-                sq.push(&limit).expect("an empty queue");
-            }
+        // SAFETY: the entries point at this slot's address and timespec, which
+        // stay in place (the slots never move) and unchanged until the slot is
+        // freed, after the connect's completion; the socket stays open as long.
+        unsafe { self.push(&[connect, limit]) }
+    }
+
+    /// Hands what was started to the kernel: an attempt's round trip starts here.
+    pub fn submit(&mut self) -> io::Result<()> {
+        self.ring.submit().map(drop)
+    }
+
+    /// Queues `entries` together, submitting what is queued first where
+    /// they would not fit.
+    ///
+    /// # Safety
+    ///
+    /// What the entries point at must stay valid until they complete.
+    unsafe fn push(&mut self, entries: &[squeue::Entry]) -> io::Result<()> {
+        let free = {
+            let sq = self.ring.submission();
+            sq.capacity() - sq.len()
+        };
+        if free < entries.len() {
+            self.ring.submit()?;
         }
-        // At once, so that the attempt's round trip starts now, not when a
-        // batch of others has had its sockets made.
-        self.ring.submit()?;
+        let mut sq = self.ring.submission();
+        for e in entries {
+            // SAFETY: the caller's promise; the queue has room after the submit.
+            unsafe { sq.push(e).expect("room after a submit") };
+        }
         Ok(())
     }
 
@@ -100,7 +121,7 @@ impl Connector {
         }
         let ended: Vec<(u64, i32)> = self.ring.completion().map(|c| (c.user_data(), c.result())).collect();
         for (data, result) in ended {
-            if data == TIMEOUT {
+            if data == TIMEOUT || data == CLOSE {
                 continue;
             }
             let s = &mut self.slots[data as usize];
@@ -113,9 +134,15 @@ impl Connector {
                 let linger = libc::linger { l_onoff: 1, l_linger: 0 };
                 let _ = setsockopt(fd.as_fd(), libc::SOL_SOCKET, libc::SO_LINGER, &linger);
             }
-            drop(fd);
+            let token = s.token;
+            if let Some(fd) = fd {
+                // Closed by the next submit, with the next batch: no system call of its own.
+                let close = opcode::Close::new(types::Fd(fd.into_raw_fd())).build().user_data(CLOSE);
+                // SAFETY: a close points at nothing; the descriptor is the kernel's to close now.
+                unsafe { self.push(&[close])? };
+            }
             self.free.push(data as u32);
-            on(s.token, -result);
+            on(token, -result);
         }
         Ok(())
     }

@@ -13,6 +13,8 @@ pub trait Connect {
     /// Starts connecting to `to`, given up after `timeout`; its outcome
     /// comes back from `complete` with `token`.
     fn start(&mut self, token: u64, to: SocketAddr, timeout: Duration) -> io::Result<()>;
+    /// Hands the attempts started to the kernel: their round trips start now.
+    fn submit(&mut self) -> io::Result<()>;
     /// Waits up to `wait` for an attempt to end (not at all for a zero
     /// wait), and hands each that ended to `on`: its token and 0 (connected)
     /// or the error number.
@@ -36,6 +38,10 @@ impl Connect for UringConnect {
 
     fn start(&mut self, token: u64, to: SocketAddr, timeout: Duration) -> io::Result<()> {
         self.0.start(token, to, timeout)
+    }
+
+    fn submit(&mut self) -> io::Result<()> {
+        self.0.submit()
     }
 
     fn complete(&mut self, wait: Duration, on: &mut dyn FnMut(u64, i32)) -> io::Result<()> {
