@@ -188,13 +188,13 @@ fn mode_name(mode: AttachMode) -> &'static str {
 
 fn io_uring_check() -> Check {
     match io_uring::IoUring::new(8) {
-        Ok(_) => Check::ok("io_uring", "available: storage and output files work"),
+        Ok(_) => Check::ok("io_uring", "available: storage, output files and connect scans work"),
         Err(e) => {
             let disabled = std::fs::read_to_string("/proc/sys/kernel/io_uring_disabled").unwrap_or_default();
             Check::fail(
                 "io_uring",
                 format!("unavailable ({e}); kernel.io_uring_disabled = {}", disabled.trim()),
-                "--with-db and -o* files need it: sysctl kernel.io_uring_disabled=0",
+                "--with-db, -o* files and -sT need it: sysctl kernel.io_uring_disabled=0",
             )
         }
     }
