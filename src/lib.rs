@@ -27,6 +27,7 @@ pub mod random;
 pub mod result;
 pub mod resume;
 pub mod scan;
+pub mod service_names;
 pub mod store;
 #[allow(unsafe_code)]
 mod sys;

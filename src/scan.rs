@@ -206,6 +206,10 @@ pub fn prepare(cfg: &ScanConfig) -> Result<Scan<'_>, ScanError> {
         ports: cfg.ports_spec.clone(),
         port_count: cfg.space.port_count(),
         hosts_total: cfg.space.host_count(),
+        services: std::sync::Arc::new(match cfg.scan_type.has_ports() {
+            true => crate::service_names::ServiceNames::system(),
+            false => Default::default(),
+        }),
     };
     let (store, checkpoint_file) = start_store(cfg, &plan, &info, transport, &mut notes)?;
     if cfg.verbosity >= Verbosity::Normal {

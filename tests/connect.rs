@@ -109,3 +109,30 @@ fn an_unprivileged_user_runs_connect_scans_and_keeps_every_file() {
     assert!(err.contains("CAP_NET_RAW") && err.contains("-sT"), "{err}");
     assert_eq!(err.lines().filter(|l| l.contains("error")).count(), 1, "{err}");
 }
+
+/// nmap's own ndiff finds no difference between nmap's connect scan and
+/// prtip's connect and SYN scans of the same ports: the same states, and
+/// the same service names (nmap's table, which CI installs with nmap).
+#[test]
+fn ndiff_finds_no_difference_between_nmaps_report_and_prtips() {
+    let mut lab = Lab::new(true);
+    one_host_target(&mut lab);
+    let dir = temp_dir();
+    let ports = "1-1100,7000,7001,8080,31337,65535";
+    let theirs = path_in(&dir, "nmap.xml");
+    let nmap = Command::new("ip")
+        .args(["netns", "exec", &lab.scan_ns, "nmap", "-sT", "-n", "-Pn", "-T4", "-p", ports, "10.201.0.1"])
+        .args(["-oX", &theirs])
+        .output()
+        .expect("nmap must be installed");
+    assert!(nmap.status.success(), "{}", stderr_of(&nmap));
+    for scan in ["-sT", "-sS"] {
+        let ours = path_in(&dir, &format!("prtip{scan}.xml"));
+        let out = lab.prtip(&[scan, "-p", ports, "10.201.0.1", "-oX", &ours, "-q"]).output().unwrap();
+        assert!(out.status.success(), "{scan}: {}", stderr_of(&out));
+        let xml = std::fs::read_to_string(&ours).unwrap();
+        assert!(xml.contains(r#"portid="22"><state state="open""#) && xml.contains(r#"<service name="ssh""#), "{xml}");
+        let diff = Command::new("ndiff").args([&theirs, &ours]).output().expect("ndiff must be installed");
+        assert_eq!(diff.status.code(), Some(0), "{scan}: {}", String::from_utf8_lossy(&diff.stdout));
+    }
+}

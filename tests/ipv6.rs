@@ -266,7 +266,7 @@ fn ipv6_results_reach_every_output_format_and_the_database() {
     assert!(xml.contains(r#"<address addr="fd00:201::5" addrtype="ipv6"/>"#), "{xml}");
     assert!(read("gnmap").contains("Host: fd00:201::5 ()\tPorts: 22/open/tcp//"), "{}", read("gnmap"));
     assert!(read("nmap").contains("prtip scan report for fd00:201::5"), "{}", read("nmap"));
-    assert!(read("csv").contains("\nfd00:201::5,22,tcp,open,syn-ack,64,"), "{}", read("csv"));
+    assert!(read("csv").contains("\nfd00:201::5,22,tcp,ssh,open,syn-ack,64,"), "{}", read("csv"));
     let json = rows(read("json").as_bytes());
     let states: BTreeSet<(u16, String)> = json.iter().map(|r| (r.port, r.state.clone())).collect();
     let want = [(22, "open"), (80, "closed"), (7000, "filtered")].map(|(p, s)| (p, s.to_string()));

@@ -80,7 +80,7 @@ fn icmp_sweeps_of_a_16_find_exact_up_unreachable_and_down_hosts_on_both_transpor
         let gnmap = std::fs::read_to_string(format!("{base}.gnmap")).unwrap();
         assert_eq!(gnmap.matches("\tStatus: Up").count(), up.len());
         let csv = std::fs::read_to_string(format!("{base}.csv")).unwrap();
-        assert_eq!(csv.lines().filter(|l| l.starts_with("10.201.2.1,,icmp,up,echo-reply,64,")).count(), 1);
+        assert_eq!(csv.lines().filter(|l| l.starts_with("10.201.2.1,,icmp,,up,echo-reply,64,")).count(), 1);
     }
     // The database holds each host once per scan, by protocol and state.
     let stored = common::sql(&db, "SELECT proto, state, COUNT(*) FROM scan_results GROUP BY scan_id, proto, state");

@@ -120,11 +120,11 @@ fn loopback_scan_finds_exact_open_ports() {
     assert_eq!(
         listed,
         [
-            "22/tcp    open      syn-ack",
-            "80/tcp    open      syn-ack",
-            "631/tcp   open      syn-ack",
-            "5432/tcp  open      syn-ack",
-            "9999/tcp  open      syn-ack"
+            "22/tcp    open      ssh        syn-ack",
+            "80/tcp    open      http       syn-ack",
+            "631/tcp   open      ipp        syn-ack",
+            "5432/tcp  open      postgresql syn-ack",
+            "9999/tcp  open      abyss      syn-ack"
         ]
     );
     assert!(text.starts_with("prtip scan report for 127.0.0.1\n"));
@@ -390,7 +390,7 @@ fn a_host_open_on_every_port_is_flagged_and_capped() {
     assert!(stderr.contains("302 open"), "{stderr}");
     assert!(stderr.contains("note: --max-open-per-host withheld 250 open ports of 1 hosts"), "{stderr}");
     let csv_text = std::fs::read_to_string(&csv).unwrap();
-    assert!(csv_text.lines().any(|l| l.starts_with("10.201.0.9,,tcp,flagged,most-ports-open,,,")), "{csv_text}");
+    assert!(csv_text.lines().any(|l| l.starts_with("10.201.0.9,,tcp,,flagged,most-ports-open,,,")), "{csv_text}");
     assert_eq!(csv_text.lines().filter(|l| l.starts_with("10.201.0.9,") && l.contains(",open,")).count(), 50);
     assert_eq!(common::sql(&db, "SELECT COUNT(*) FROM scan_results WHERE ip = '10.201.0.9' AND state = 'open'"), "300");
     assert_eq!(common::sql(&db, "SELECT withheld FROM scan_flagged_hosts"), "250");

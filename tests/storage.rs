@@ -68,10 +68,13 @@ fn a_completed_scan_is_in_the_database_and_in_every_file() {
     assert_eq!(rows(&json).len(), 4 * 2001);
     let csv = std::fs::read_to_string(format!("{base}.csv")).unwrap();
     assert_eq!(csv.lines().count(), 1 + 4 * 2001);
-    assert!(csv.starts_with("ip,port,proto,state,reason,ttl,rtt_us,time\n"));
+    assert!(csv.starts_with("ip,port,proto,service,state,reason,ttl,rtt_us,time\n"));
     let gnmap = std::fs::read_to_string(format!("{base}.gnmap")).unwrap();
     assert_eq!(gnmap.lines().filter(|l| l.starts_with("Host: ")).count(), 4);
-    assert!(gnmap.contains("22/open/tcp//////, 443/open/tcp//////, 7000/filtered/tcp//////"), "{gnmap}");
+    assert!(
+        gnmap.contains("22/open/tcp//ssh///, 443/open/tcp//https///, 7000/filtered/tcp//afs3-fileserver///"),
+        "{gnmap}"
+    );
     let text = std::fs::read_to_string(format!("{base}.nmap")).unwrap();
     assert_eq!(text.matches("Not shown: 1998 closed tcp ports (reset)").count(), 4);
     let xml_path = format!("{base}.xml");

@@ -150,6 +150,7 @@ fn run_info(scan: &ScanRow, config: Option<serde_json::Value>) -> (RunInfo, RunE
         ports: config["ports"].as_str().unwrap_or("").to_string(),
         port_count: config["port_count"].as_u64().unwrap_or(0),
         hosts_total: config["hosts"].as_u64().unwrap_or(0),
+        services: std::sync::Arc::new(crate::service_names::ServiceNames::system()),
     };
     let end = RunEnd {
         end_us: scan.ended_at.as_deref().and_then(parse_rfc3339_us).unwrap_or(start_us),

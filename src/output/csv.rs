@@ -5,19 +5,22 @@ use super::{ResultWriter, RunEnd};
 use crate::open_hosts::FLAG;
 use crate::probe::ScanType;
 use crate::result::ScanResult;
+use crate::service_names::ServiceNames;
 use std::io::{self, Write};
+use std::sync::Arc;
 
-pub const HEADER: &str = "ip,port,proto,state,reason,ttl,rtt_us,time";
+pub const HEADER: &str = "ip,port,proto,service,state,reason,ttl,rtt_us,time";
 
 pub struct CsvWriter<W: Write> {
     out: W,
     started: bool,
     scan_type: ScanType,
+    services: Arc<ServiceNames>,
 }
 
 impl<W: Write> CsvWriter<W> {
-    pub fn new(out: W, scan_type: ScanType) -> Self {
-        CsvWriter { out, started: false, scan_type }
+    pub fn new(out: W, scan_type: ScanType, services: Arc<ServiceNames>) -> Self {
+        CsvWriter { out, started: false, scan_type, services }
     }
 
     fn header(&mut self) -> io::Result<()> {
@@ -32,13 +35,17 @@ impl<W: Write> CsvWriter<W> {
 impl<W: Write> ResultWriter for CsvWriter<W> {
     fn write(&mut self, r: &ScanResult) -> io::Result<()> {
         self.header()?;
-        // No field can hold a comma or a quote, so none needs quoting; an echo has no port.
-        let port = if self.scan_type.has_ports() { r.port.to_string() } else { String::new() };
+        // No field can hold a comma or a quote (service names with one are
+        // not taken), so none needs quoting; an echo has no port nor service.
+        let proto = self.scan_type.protocol();
+        let (port, service) = match self.scan_type.has_ports() {
+            true => (r.port.to_string(), self.services.name(proto, r.port).unwrap_or("")),
+            false => (String::new(), ""),
+        };
         writeln!(
             self.out,
-            "{},{port},{},{},{},{},{},{}",
+            "{},{port},{proto},{service},{},{},{},{},{}",
             r.ip,
-            self.scan_type.protocol(),
             r.state.as_str(),
             r.reason.as_str(),
             r.ttl.map_or(String::new(), |t| t.to_string()),
@@ -51,7 +58,7 @@ impl<W: Write> ResultWriter for CsvWriter<W> {
     fn finish(&mut self, end: &RunEnd) -> io::Result<()> {
         self.header()?;
         for h in &end.flagged {
-            writeln!(self.out, "{},,{},flagged,{FLAG},,,{}", h.ip, self.scan_type.protocol(), rfc3339_us(end.end_us))?;
+            writeln!(self.out, "{},,{},,flagged,{FLAG},,,{}", h.ip, self.scan_type.protocol(), rfc3339_us(end.end_us))?;
         }
         self.out.flush()
     }
@@ -65,10 +72,10 @@ mod tests {
     #[test]
     fn writes_a_header_even_without_rows() {
         let mut buf = Vec::new();
-        CsvWriter::new(&mut buf, ScanType::Syn).finish(&RunEnd::default()).unwrap();
+        CsvWriter::new(&mut buf, ScanType::Syn, Arc::default()).finish(&RunEnd::default()).unwrap();
         assert_eq!(String::from_utf8(buf).unwrap(), format!("{HEADER}\n"));
         let mut buf = Vec::new();
-        let mut w = CsvWriter::new(&mut buf, ScanType::Syn);
+        let mut w = CsvWriter::new(&mut buf, ScanType::Syn, Arc::new(ServiceNames::parse("ssh 22/tcp\n")));
         let r = ScanResult {
             ip: "10.0.0.1".parse().unwrap(),
             port: 22,
@@ -82,7 +89,7 @@ mod tests {
         w.finish(&RunEnd::default()).unwrap();
         assert_eq!(
             String::from_utf8(buf).unwrap(),
-            format!("{HEADER}\n10.0.0.1,22,tcp,open,syn-ack,64,,1970-01-01T00:00:00.000000Z\n")
+            format!("{HEADER}\n10.0.0.1,22,tcp,ssh,open,syn-ack,64,,1970-01-01T00:00:00.000000Z\n")
         );
     }
 }

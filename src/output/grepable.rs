@@ -33,8 +33,15 @@ impl HostReport for Grepable {
                 }
                 continue;
             }
-            let ports: Vec<String> =
-                host.shown.iter().map(|r| format!("{}/{}/{proto}//////", r.port, r.state.as_str())).collect();
+            // nmap's fields: port/state/protocol/owner/service/rpc info/version/.
+            let ports: Vec<String> = host
+                .shown
+                .iter()
+                .map(|r| {
+                    let service = self.info.services.name(proto, r.port).unwrap_or("");
+                    format!("{}/{}/{proto}//{service}///", r.port, r.state.as_str())
+                })
+                .collect();
             let mut line = format!("Host: {} ()\tPorts: {}", host.ip, ports.join(", "));
             for (state, count, _) in &host.hidden {
                 line.push_str(&format!("\tIgnored State: {} ({count})", state.as_str()));

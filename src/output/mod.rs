@@ -27,6 +27,8 @@ pub struct RunInfo {
     pub ports: String,
     pub port_count: u64,
     pub hosts_total: u64,
+    /// The names every format gives the ports, read once per run.
+    pub services: std::sync::Arc<crate::service_names::ServiceNames>,
 }
 
 /// How the run ended, for report footers.
@@ -134,11 +136,15 @@ pub fn writer<'a, W: Write + 'a>(format: Format, out: W, info: &RunInfo, header:
     match format {
         Format::Text => Box::new(PerHostWriter::new(
             out,
-            text::Text { scan_type: info.scan_type, header: header.then(|| info.clone()) },
+            text::Text {
+                scan_type: info.scan_type,
+                services: info.services.clone(),
+                header: header.then(|| info.clone()),
+            },
         )),
-        Format::Ndjson => Box::new(ndjson::NdjsonWriter::new(out, info.scan_type)),
+        Format::Ndjson => Box::new(ndjson::NdjsonWriter::new(out, info.scan_type, info.services.clone())),
         Format::Xml => Box::new(PerHostWriter::new(out, xml::Xml { info: info.clone() })),
         Format::Grepable => Box::new(PerHostWriter::new(out, grepable::Grepable { info: info.clone() })),
-        Format::Csv => Box::new(csv::CsvWriter::new(out, info.scan_type)),
+        Format::Csv => Box::new(csv::CsvWriter::new(out, info.scan_type, info.services.clone())),
     }
 }

@@ -5,10 +5,13 @@ use super::hosts::{HostReport, HostTable};
 use super::{RunEnd, RunInfo, done_summary, preamble};
 use crate::open_hosts::FLAG;
 use crate::probe::ScanType;
+use crate::service_names::ServiceNames;
 use std::io::{self, Write};
+use std::sync::Arc;
 
 pub struct Text {
     pub scan_type: ScanType,
+    pub services: Arc<ServiceNames>,
     /// Files carry a preamble and a footer like nmap's; standard output does not.
     pub header: Option<RunInfo>,
 }
@@ -34,10 +37,14 @@ impl HostReport for Text {
             } else if !host.shown.is_empty() {
                 // Room for open|filtered where a UDP scan has it.
                 let width = if self.scan_type == ScanType::Udp { 13 } else { 9 };
-                writeln!(out, "{:<9} {:<width$} REASON", "PORT", "STATE")?;
+                let service = |port| self.services.name_or_unknown(proto, port);
+                let names = host.shown.iter().map(|r| service(r.port).len());
+                let named = names.max().unwrap_or(0).max("SERVICE".len());
+                writeln!(out, "{:<9} {:<width$} {:<named$} REASON", "PORT", "STATE", "SERVICE")?;
                 for r in &host.shown {
                     let port = format!("{}/{proto}", r.port);
-                    writeln!(out, "{port:<9} {:<width$} {}", r.state.as_str(), r.reason.as_str())?;
+                    let (state, reason) = (r.state.as_str(), r.reason.as_str());
+                    writeln!(out, "{port:<9} {state:<width$} {:<named$} {reason}", service(r.port))?;
                 }
             }
             for (state, count, reason) in &host.hidden {
@@ -73,7 +80,8 @@ mod tests {
     #[test]
     fn groups_by_host_sorts_ports_and_collapses_large_states() {
         let mut buf = Vec::new();
-        let mut w = PerHostWriter::new(&mut buf, Text { scan_type: ScanType::Syn, header: None });
+        let services = Arc::new(ServiceNames::parse("ssh 22/tcp\nhttp 80/tcp\nhttps 443/tcp\n"));
+        let mut w = PerHostWriter::new(&mut buf, Text { scan_type: ScanType::Syn, services, header: None });
         for port in 100..130 {
             w.write(&result("10.0.0.2", port, PortState::Closed, Reason::Reset)).unwrap();
         }
@@ -85,14 +93,14 @@ mod tests {
         assert_eq!(
             String::from_utf8(buf).unwrap(),
             "prtip scan report for 10.0.0.1\n\
-             PORT      STATE     REASON\n\
-             80/tcp    closed    reset\n\
+             PORT      STATE     SERVICE REASON\n\
+             80/tcp    closed    http    reset\n\
              \n\
              prtip scan report for 10.0.0.2\n\
-             PORT      STATE     REASON\n\
-             7/tcp     filtered  no-response\n\
-             22/tcp    open      syn-ack\n\
-             443/tcp   open      syn-ack\n\
+             PORT      STATE     SERVICE REASON\n\
+             7/tcp     filtered  unknown no-response\n\
+             22/tcp    open      ssh     syn-ack\n\
+             443/tcp   open      https   syn-ack\n\
              Not shown: 30 closed tcp ports (reset)\n\
              \n"
         );
@@ -103,7 +111,10 @@ mod tests {
         let mut buf = Vec::new();
         let info =
             RunInfo { command_line: "prtip -p 22 10.0.0.1".into(), start_us: 0, hosts_total: 1, ..Default::default() };
-        let mut w = PerHostWriter::new(&mut buf, Text { scan_type: ScanType::Syn, header: Some(info) });
+        let mut w = PerHostWriter::new(
+            &mut buf,
+            Text { scan_type: ScanType::Syn, services: Arc::default(), header: Some(info) },
+        );
         w.write(&result("10.0.0.1", 22, PortState::Open, Reason::SynAck)).unwrap();
         w.finish(&RunEnd { end_us: 1_500_000, interrupted: true, flagged: Vec::new() }).unwrap();
         let text = String::from_utf8(buf).unwrap();

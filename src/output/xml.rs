@@ -101,13 +101,18 @@ impl HostReport for Xml {
                 writeln!(out, "</extraports>")?;
             }
             for r in &host.shown {
+                // As nmap: no service element for a port its table does not name.
+                let service = match self.info.services.name(proto, r.port) {
+                    Some(name) => format!(r#"<service name="{name}" method="table" conf="3"/>"#),
+                    None => String::new(),
+                };
                 writeln!(
                     out,
-                    r#"<port protocol="{proto}" portid="{}"><state state="{}" reason="{}" reason_ttl="{}"/></port>"#,
+                    r#"<port protocol="{proto}" portid="{}"><state state="{}" reason="{}" reason_ttl="{}"/>{service}</port>"#,
                     r.port,
                     r.state.as_str(),
                     r.reason.as_str(),
-                    r.ttl.unwrap_or(0)
+                    r.ttl.unwrap_or(0),
                 )?;
             }
             writeln!(out, "</ports>")?;

@@ -290,6 +290,7 @@ mod tests {
                 ports: "1-65535".into(),
                 port_count: 65535,
                 hosts_total: 16,
+                services: Default::default(),
             },
             checkpoint: None,
             checkpoint_file: None,

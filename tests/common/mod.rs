@@ -703,7 +703,7 @@ fn grepable_shows(gnmap: &str) -> BTreeSet<String> {
         let ports = fields.next().unwrap().strip_prefix("Ports: ").unwrap();
         for p in ports.split(", ").filter(|p| !p.is_empty()) {
             let f: Vec<&str> = p.split('/').collect();
-            assert_eq!(f[2..], ["tcp", "", "", "", "", "", ""], "{p}");
+            assert_eq!((f.len(), f[2], f[3], &f[5..]), (8, "tcp", "", &["", "", ""][..]), "{p}");
             said.push(format!("{ip} {} {} ", f[0], f[1]));
         }
         for ignored in fields {
@@ -728,13 +728,13 @@ pub fn assert_files_hold(base: &str, printed: &[Row]) {
     assert_same("the JSON file", &want, &said(&rows(read("json").as_bytes()), "the JSON file"));
     let csv = read("csv");
     let mut lines = csv.lines();
-    assert_eq!(lines.next(), Some("ip,port,proto,state,reason,ttl,rtt_us,time"));
+    assert_eq!(lines.next(), Some("ip,port,proto,service,state,reason,ttl,rtt_us,time"));
     let csv: Vec<Row> = lines
         .map(|l| {
             let f: Vec<&str> = l.split(',').collect();
-            assert_eq!((f.len(), f[2]), (8, "tcp"), "{l}");
-            let (port, ttl, rtt_us) = (f[1].parse().unwrap(), f[5].parse().ok(), f[6].parse().ok());
-            Row { ip: f[0].into(), port, state: f[3].into(), reason: f[4].into(), ttl, rtt_us }
+            assert_eq!((f.len(), f[2]), (9, "tcp"), "{l}");
+            let (port, ttl, rtt_us) = (f[1].parse().unwrap(), f[6].parse().ok(), f[7].parse().ok());
+            Row { ip: f[0].into(), port, state: f[4].into(), reason: f[5].into(), ttl, rtt_us }
         })
         .collect();
     assert_same("the CSV file", &want, &said(&csv, "the CSV file"));
