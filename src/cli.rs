@@ -234,7 +234,7 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Read scans stored with --with-db: list, show, export, recover
+    /// Read scans stored with --with-db: list, show, export, recover, merge
     Db(DbArgs),
     /// Round-trip reports of stored scans: percentiles, comparisons, plots
     Report(ReportArgs),

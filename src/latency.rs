@@ -85,6 +85,15 @@ impl Default for Latency {
 }
 
 impl Latency {
+    /// The histograms of stored series (`All` aside: it is their sum).
+    pub fn from_series(series: impl IntoIterator<Item = (Series, Histogram<u64>)>) -> Result<Latency, String> {
+        let mut l = Latency::default();
+        for (s, h) in series.into_iter().filter(|(s, _)| *s != Series::All) {
+            l.states[s as usize - 1].add(&h).map_err(|e| e.to_string())?;
+        }
+        Ok(l)
+    }
+
     pub fn record(&mut self, r: &ScanResult) {
         if let Some(us) = r.rtt_us {
             self.record_us(r.state, us);

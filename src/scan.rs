@@ -837,6 +837,7 @@ fn start_store(
         "retries": cfg.retries,
         "wait_s": cfg.max_wait.as_secs_f64(),
         "seed": cfg.seed,
+        "shard": format!("{}/{}", cfg.shard.index + 1, cfg.shard.count),
         "open_only": cfg.open_only,
         "store_silent": cfg.store_silent,
     });

@@ -264,3 +264,54 @@ fn a_full_disk_gives_a_clear_error_and_a_consistent_database() {
     assert!(list.status.success(), "{}", stderr_of(&list));
     assert_eq!(String::from_utf8_lossy(&list.stdout).lines().count(), 2, "a header and the scan");
 }
+
+/// Shards run on separate machines, each with a database of its own, are
+/// merged into one scan that is exactly the unsharded scan's truth; files
+/// that do not make one scan are refused with one line.
+#[test]
+fn the_databases_of_a_scans_shards_merge_into_one_scan() {
+    let mut lab = Lab::new(true);
+    common::one_host_target(&mut lab);
+    let dir = temp_dir();
+    let shard_db = |i: u32| path_in(&dir, &format!("shard{i}.db"));
+    for i in 1..=3 {
+        let (shard, db) = (format!("{i}/3"), shard_db(i));
+        let args = ["-p", "1-2000,7000", "10.201.0.1", "--shard", &shard, "--seed", "7", "--database", &db];
+        let out = lab.prtip(&[&args[..], &["--store-silent", "-q"]].concat()).output().unwrap();
+        assert!(out.status.success(), "shard {i}: {}", stderr_of(&out));
+    }
+    let merged = path_in(&dir, "merged.db");
+    let merge = |inputs: &[String]| {
+        let mut args = vec!["db".to_string(), "merge".into(), merged.clone()];
+        args.extend(inputs.iter().cloned());
+        lab.prtip(&args.iter().map(String::as_str).collect::<Vec<_>>()).output().unwrap()
+    };
+    let out = merge(&[shard_db(2), shard_db(1), shard_db(3)]);
+    assert!(out.status.success(), "{}", stderr_of(&out));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("scan 1 merged from 3 shards, 2001 results"));
+    assert_eq!(
+        sql(&merged, "SELECT status, open_count, closed_count, filtered_count, probes_sent >= 2001 FROM scans"),
+        "completed|3|1997|1|1"
+    );
+    assert_eq!(sql(&merged, "SELECT COUNT(*), COUNT(DISTINCT port) FROM scan_results"), "2001|2001");
+    assert_eq!(
+        sql(&merged, "SELECT group_concat(port) FROM scan_results WHERE state = 'open' ORDER BY port"),
+        "1,22,443"
+    );
+    assert_eq!(sql(&merged, "SELECT json_extract(config, '$.merged_shards'), seed FROM scans"), "3|7");
+    assert_eq!(sql(&merged, "SELECT COUNT(*) FROM scan_latency WHERE scan_id = 1 AND series = 'closed'"), "1");
+    let export = lab.prtip(&["db", "export", "1", "--database", &merged, "-o", "ndjson"]).output().unwrap();
+    assert_eq!(rows(&export.stdout).len(), 2001, "{}", stderr_of(&export));
+    // A shard missing, one given twice, a database of an unsharded scan.
+    for (inputs, says) in [
+        (vec![shard_db(1), shard_db(3)], "shards missing from the merge: 2/3"),
+        (vec![shard_db(1), shard_db(1), shard_db(2), shard_db(3)], "both hold shard 1/3"),
+        (vec![merged.clone()], "holds no sharded scan"),
+    ] {
+        let out = merge(&inputs);
+        let err = stderr_of(&out);
+        assert_eq!(out.status.code(), Some(2), "{inputs:?}: {err}");
+        assert!(err.contains(says) && err.lines().count() == 1, "{inputs:?}: {err}");
+    }
+    assert_eq!(sql(&merged, "SELECT COUNT(*) FROM scans"), "1", "a refused merge adds nothing");
+}

@@ -42,6 +42,15 @@ pub enum DbCommand {
     },
     /// Replay the journal a killed scan left, and check the database
     Recover,
+    /// Merge the databases of a sharded scan's shards (one completed shard
+    /// each, --shard 1/N to N/N) into one scan of OUT
+    Merge {
+        /// The database the merged scan goes to (created if need be)
+        out: PathBuf,
+        /// The shards' databases
+        #[arg(required = true)]
+        inputs: Vec<PathBuf>,
+    },
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -59,25 +68,29 @@ enum DbCommandError {
     Store(#[from] StoreError),
     #[error("writing: {0}")]
     Output(#[from] io::Error),
+    #[error(transparent)]
+    Merge(#[from] super::merge::MergeError),
 }
 
 /// Runs `prtip db`.
 pub fn main(args: DbArgs) -> ExitCode {
     super::exit_status(
         run(args),
-        |e| matches!(e, DbCommandError::Store(e) if e.names_the_wrong_database()),
+        |e| match e {
+            DbCommandError::Store(e) => e.names_the_wrong_database(),
+            DbCommandError::Merge(e) => e.is_bad_input(),
+            DbCommandError::Output(_) => false,
+        },
         |e| matches!(e, DbCommandError::Output(e) if e.kind() == io::ErrorKind::BrokenPipe),
     )
 }
 
 fn run(cli: DbArgs) -> Result<(), DbCommandError> {
-    let db = match cli.command {
-        DbCommand::Recover => Db::open_existing(&cli.database)?,
-        _ => Db::open_read_only(&cli.database)?,
-    };
     let mut out = BufWriter::new(io::stdout().lock());
-    match cli.command {
+    let read = || Db::open_read_only(&cli.database);
+    match &cli.command {
         DbCommand::List => {
+            let db = read()?;
             writeln!(
                 out,
                 "{:>5}  {:<27}  {:<11}  {:>10}  {:>8}  {:>8}  {:>8}  COMMAND",
@@ -91,7 +104,7 @@ fn run(cli: DbArgs) -> Result<(), DbCommandError> {
                 )?;
             }
         }
-        DbCommand::Show { scan_id, open } => export(&db, scan_id, Format::Text, open, false, &mut out)?,
+        DbCommand::Show { scan_id, open } => export(&read()?, *scan_id, Format::Text, *open, false, &mut out)?,
         DbCommand::Export { scan_id, format, open } => {
             let format = match format {
                 ExportFormat::Text => Format::Text,
@@ -100,9 +113,10 @@ fn run(cli: DbArgs) -> Result<(), DbCommandError> {
                 ExportFormat::Grepable => Format::Grepable,
                 ExportFormat::Csv => Format::Csv,
             };
-            export(&db, scan_id, format, open, true, &mut out)?
+            export(&read()?, *scan_id, format, *open, true, &mut out)?
         }
         DbCommand::Recover => {
+            let db = Db::open_existing(&cli.database)?;
             let ok = db.integrity_ok()?;
             writeln!(
                 out,
@@ -114,6 +128,10 @@ fn run(cli: DbArgs) -> Result<(), DbCommandError> {
             for line in db.damaged() {
                 writeln!(out, "{line}")?;
             }
+        }
+        DbCommand::Merge { out: merged, inputs } => {
+            let (id, rows) = super::merge::merge(merged, inputs)?;
+            writeln!(out, "{}: scan {id} merged from {} shards, {rows} results", merged.display(), inputs.len())?;
         }
     }
     out.flush()?;

@@ -150,6 +150,15 @@ impl Db {
         rows.and_then(|rows| rows.collect()).map_err(|e| self.fail(e))
     }
 
+    /// How far a scan got: its end, for one that completed.
+    pub fn cursor(&self, id: i64) -> Result<Cursor, StoreError> {
+        self.conn
+            .query_row("SELECT resume_pass, resume_position FROM scans WHERE id = ?1", [id], |r| {
+                Ok(Cursor { pass: r.get(0)?, position: r.get::<_, i64>(1)? as u64 })
+            })
+            .map_err(|e| self.fail(e))
+    }
+
     /// The configuration a scan was started with, as stored.
     pub fn config(&self, id: i64) -> Result<Option<serde_json::Value>, StoreError> {
         let text: Option<String> =
