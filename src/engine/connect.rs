@@ -43,10 +43,16 @@ pub fn connections(limit: u64, open: u64) -> u64 {
     limit.saturating_sub(open + RESERVED_FILES).clamp(1, MAX_CONNECTIONS)
 }
 
+/// How often an attempt may fail for want of a local port, buffer or
+/// memory before its probe is concluded silent, as a probe the kernel
+/// refused to send is in a SYN scan.
+const MAX_SHORTAGES: u32 = 8;
+
 /// One probe between its first attempt and its result.
 #[derive(Debug, Clone, Copy)]
 struct Pending {
     attempt: u32,
+    shortages: u32,
     /// When its attempt in flight started (ns on the scan's clock); None
     /// while it waits to be tried again.
     started: Option<u64>,
@@ -60,12 +66,19 @@ struct Book<'p> {
     total: u64,
     pending: BTreeMap<u64, Pending>,
     again: VecDeque<u64>,
+    /// Probes whose attempt this host could not make: tried again after the
+    /// fresh ones, so that one that always fails holds nothing up.
+    short: VecDeque<u64>,
     stats: ScanStats,
     max_rtt_us: u64,
     in_flight: u64,
     /// The most attempts in flight at once: lowered when this host runs
-    /// out of descriptors or local ports.
+    /// out of descriptors or local ports, raised again by one per answer
+    /// up to `ceiling`.
     capacity: u64,
+    ceiling: u64,
+    /// The most that were in flight at once.
+    peak: u64,
 }
 
 impl Book<'_> {
@@ -96,11 +109,11 @@ impl Book<'_> {
             let rank = self.next;
             self.next += 1;
             if !skip(rank) {
-                self.pending.insert(rank, Pending { attempt: 0, started: None });
+                self.pending.insert(rank, Pending { attempt: 0, shortages: 0, started: None });
                 return Some(rank);
             }
         }
-        None
+        self.short.pop_front()
     }
 
     /// What attempt `rank`'s outcome `errno` at `now` (ns) says: a result, a
@@ -115,20 +128,31 @@ impl Book<'_> {
         let (state, reason, rtt_us) = match outcome(errno) {
             Outcome::Answer(state, reason) => {
                 self.max_rtt_us = self.max_rtt_us.max(rtt_us);
+                self.capacity = (self.capacity + 1).min(self.ceiling);
                 (state, reason, Some(rtt_us))
             }
-            Outcome::Local => {
+            Outcome::Local if p.shortages + 1 < MAX_SHORTAGES => {
                 self.stats.refused += 1;
+                p.shortages += 1;
                 self.capacity = self.capacity.min(self.in_flight + 1);
+                // Stopping, it stays unconcluded, for a resumed run to try.
                 if !stopping {
+                    self.short.push_back(rank);
+                }
+                return None;
+            }
+            // A try left: stopping, it stays unconcluded, as a SYN scan's
+            // send window leaves such a probe.
+            Outcome::Silent if p.attempt < self.plan.retries => {
+                if !stopping {
+                    p.attempt += 1;
                     self.again.push_back(rank);
                 }
                 return None;
             }
-            Outcome::Silent if p.attempt < self.plan.retries && !stopping => {
-                p.attempt += 1;
-                self.again.push_back(rank);
-                return None;
+            Outcome::Local => {
+                self.stats.refused += 1;
+                (PortState::Filtered, Reason::NoResponse, None)
             }
             Outcome::Silent => (PortState::Filtered, Reason::NoResponse, None),
         };
@@ -167,10 +191,13 @@ pub fn run<C: Connect>(
         total,
         pending: BTreeMap::new(),
         again: VecDeque::new(),
+        short: VecDeque::new(),
         stats: ScanStats::default(),
         max_rtt_us: 0,
         in_flight: 0,
         capacity: capacity.max(1),
+        ceiling: capacity.max(1),
+        peak: 0,
     };
     let skipping = plan.skipped.is_some() || !prior.is_empty();
     let skip = |rank: u64| {
@@ -190,6 +217,7 @@ pub fn run<C: Connect>(
         let stopping = stop.stop_sending();
         if stopping {
             book.again.clear();
+            book.short.clear();
         }
         let room = book.capacity.saturating_sub(book.in_flight).min(backend.room() as u64).min(START_BATCH);
         let grant = if stopping || room == 0 { 0 } else { pacer.grant(now(), room as u32) };
@@ -202,6 +230,7 @@ pub fn run<C: Connect>(
                 Ok(()) => {
                     started += 1;
                     book.in_flight += 1;
+                    book.peak = book.peak.max(book.in_flight);
                     book.stats.sent += 1;
                     batch_ranks.push(rank);
                 }
@@ -209,8 +238,10 @@ pub fn run<C: Connect>(
                 // process of the user's holds some): fewer at once, never
                 // "too many open files".
                 Err(e)
-                    if matches!(e.raw_os_error(), Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM))
-                        && book.in_flight > 0 =>
+                    if matches!(
+                        e.raw_os_error(),
+                        Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM | libc::EBUSY)
+                    ) && book.in_flight > 0 =>
                 {
                     book.capacity = book.in_flight;
                     book.again.push_front(rank);
@@ -241,7 +272,7 @@ pub fn run<C: Connect>(
         // Wait for outcomes when nothing more can start now (the room is
         // taken, or nothing is left to start), otherwise until the rate's
         // next slot.
-        let nothing_to_start = book.again.is_empty() && book.next >= book.total;
+        let nothing_to_start = book.again.is_empty() && book.short.is_empty() && book.next >= book.total;
         let wait = if stopping || nothing_to_start || book.in_flight >= book.capacity {
             POLL
         } else if started == grant && grant > 0 {
@@ -270,7 +301,7 @@ pub fn run<C: Connect>(
     let interrupted = stop.stop_sending() && trail < total;
     let mut stats = book.stats;
     stats.max_rtt = (book.max_rtt_us > 0).then(|| Duration::from_micros(book.max_rtt_us));
-    stats.window_peak = book.capacity;
+    stats.window_peak = book.peak;
     stats.duration = Duration::from_nanos(now());
     stats.interrupted = interrupted;
     stats.cursor = Cursor { pass: 0, position: if interrupted { trail } else { total } };
@@ -454,6 +485,19 @@ mod tests {
         let got = states(&results);
         assert_eq!(got[&(IpAddr::V4(Ipv4Addr::new(10, 0, 0, 1)), 22)], (PortState::Open, Reason::SynAck));
         assert_eq!(stats.refused, 6, "three shortages for each host's port 22");
+    }
+
+    #[test]
+    fn a_probe_this_host_can_never_try_ends_silent_and_holds_nothing_up() {
+        fn never(port: u16, attempt: u32) -> i32 {
+            if port == 22 { libc::EADDRNOTAVAIL } else { truth(port, attempt) }
+        }
+        let (stats, results) = scan(&mut FakeNet::new(never), 1000, &plan(1), &HashSet::new());
+        let got = states(&results);
+        assert_eq!(got.len() as u64, plan(1).probe_count());
+        assert_eq!(got[&(IpAddr::V4(Ipv4Addr::new(10, 0, 0, 1)), 22)], (PortState::Filtered, Reason::NoResponse));
+        assert_eq!(stats.refused, 2 * u64::from(MAX_SHORTAGES));
+        assert!(stats.window_peak > 1, "the shortages' cut grew back: {}", stats.window_peak);
     }
 
     #[test]

@@ -39,6 +39,16 @@ impl Connector {
         // Room for the completions of every attempt in flight and of as many closes.
         let ring =
             IoUring::builder().setup_cqsize((capacity * 4).next_power_of_two().max(SQ_ENTRIES)).build(SQ_ENTRIES)?;
+        // A kernel without these would fail each attempt with EINVAL, which
+        // would read as silence: refused here instead, before anything is sent.
+        let mut probe = io_uring::Probe::new();
+        ring.submitter().register_probe(&mut probe)?;
+        let ops = [opcode::Connect::CODE, opcode::LinkTimeout::CODE, opcode::Close::CODE];
+        if !ring.params().is_feature_ext_arg() || !ops.iter().all(|&op| probe.is_supported(op)) {
+            return Err(io::Error::other(
+                "this kernel's io_uring lacks connect, linked timeouts or timed waits (5.11+)",
+            ));
+        }
         let slots = (0..capacity)
             .map(|_| Slot { token: 0, fd: None, addr: super::zeroed(), timeout: types::Timespec::new() })
             .collect();
@@ -58,7 +68,6 @@ impl Connector {
         let family = if to.is_ipv4() { libc::AF_INET } else { libc::AF_INET6 };
         // A blocking socket: io_uring waits for the handshake itself.
         let fd = super::socket(family, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0)?;
-        self.free.pop();
         let s = &mut self.slots[slot as usize];
         let len = write_sockaddr(&mut s.addr, to);
         s.timeout = types::Timespec::from(timeout);
@@ -68,11 +77,15 @@ impl Connector {
             .flags(squeue::Flags::IO_LINK)
             .user_data(u64::from(slot));
         let limit = opcode::LinkTimeout::new(&raw const s.timeout).build().user_data(TIMEOUT);
-        s.fd = Some(fd);
         // SAFETY: the entries point at this slot's address and timespec, which
         // stay in place (the slots never move) and unchanged until the slot is
         // freed, after the connect's completion; the socket stays open as long.
-        unsafe { self.push(&[connect, limit]) }
+        // Where they could not be queued, the slot stays free and the socket
+        // is closed here.
+        unsafe { self.push(&[connect, limit])? };
+        self.slots[slot as usize].fd = Some(fd);
+        self.free.pop();
+        Ok(())
     }
 
     /// Hands what was started to the kernel: an attempt's round trip starts here.
@@ -86,18 +99,26 @@ impl Connector {
     /// # Safety
     ///
     /// What the entries point at must stay valid until they complete.
+    /// Fails with EBUSY, queueing none of them, where the queue stays full.
     unsafe fn push(&mut self, entries: &[squeue::Entry]) -> io::Result<()> {
-        let free = {
-            let sq = self.ring.submission();
+        let free = |ring: &mut IoUring| {
+            let sq = ring.submission();
             sq.capacity() - sq.len()
         };
-        if free < entries.len() {
-            self.ring.submit()?;
+        if free(&mut self.ring) < entries.len() {
+            match self.ring.submit() {
+                Ok(_) => {}
+                Err(e) if matches!(e.raw_os_error(), Some(libc::EINTR | libc::EBUSY | libc::EAGAIN)) => {}
+                Err(e) => return Err(e),
+            }
+            if free(&mut self.ring) < entries.len() {
+                return Err(io::Error::from_raw_os_error(libc::EBUSY));
+            }
         }
         let mut sq = self.ring.submission();
         for e in entries {
-            // SAFETY: the caller's promise; the queue has room after the submit.
-            unsafe { sq.push(e).expect("room after a submit") };
+            // SAFETY: the caller's promise; there is room for every entry.
+            unsafe { sq.push(e).map_err(|_| io::Error::from_raw_os_error(libc::EBUSY))? };
         }
         Ok(())
     }
@@ -136,15 +157,26 @@ impl Connector {
             }
             let token = s.token;
             if let Some(fd) = fd {
-                // Closed by the next submit, with the next batch: no system call of its own.
-                let close = opcode::Close::new(types::Fd(fd.into_raw_fd())).build().user_data(CLOSE);
-                // SAFETY: a close points at nothing; the descriptor is the kernel's to close now.
-                unsafe { self.push(&[close])? };
+                // Closed by the next submit, with the next batch: no system
+                // call of its own (or by one now, where the queue is full).
+                let close = opcode::Close::new(types::Fd(fd.as_raw_fd())).build().user_data(CLOSE);
+                // SAFETY: a close points at nothing; once queued, the descriptor is the kernel's to close.
+                if unsafe { self.push(&[close]) }.is_ok() {
+                    let _ = fd.into_raw_fd();
+                }
             }
             self.free.push(data as u32);
             on(token, -result);
         }
         Ok(())
+    }
+}
+
+impl Drop for Connector {
+    /// The closes queued by the last reading go to the kernel: no socket
+    /// outlives the scan, nor an open port's connection its RST.
+    fn drop(&mut self) {
+        let _ = self.ring.submit();
     }
 }
 
