@@ -188,7 +188,15 @@ fn mode_name(mode: AttachMode) -> &'static str {
 
 fn io_uring_check() -> Check {
     match io_uring::IoUring::new(8) {
-        Ok(_) => Check::ok("io_uring", "available: storage, output files and connect scans work"),
+        // What a connect scan needs on top: the connect and close operations and timed waits.
+        Ok(_) => match crate::sys::connect::Connector::new(1) {
+            Ok(_) => Check::ok("io_uring", "available: storage, output files and connect scans work"),
+            Err(e) => Check::warn(
+                "io_uring",
+                format!("available for storage and output files, not for connect scans: {e}"),
+                "-sT needs Linux 5.11 or later",
+            ),
+        },
         Err(e) => {
             let disabled = std::fs::read_to_string("/proc/sys/kernel/io_uring_disabled").unwrap_or_default();
             Check::fail(
