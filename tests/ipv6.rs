@@ -7,8 +7,8 @@
 mod common;
 
 use common::{
-    Lab, ONE_HOST_OPEN, Row, SCANNER_IP6, TARGET_IP6, TARGET_NET6, assert_files_hold, assert_one_host_truth_of, rows,
-    sql, stderr_of,
+    Lab, ONE_HOST_OPEN, Row, SCANNER_IP6, TARGET_IP6, TARGET_NET6, assert_files_hold, assert_one_host_truth_of,
+    ports_in, rows, sql, stderr_of,
 };
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::Ipv6Addr;
@@ -54,6 +54,26 @@ fn full_port_scan_of_one_ipv6_host_over_raw_sockets_finds_exact_truth() {
 #[test]
 fn full_port_scan_of_one_ipv6_host_over_af_xdp_finds_exact_truth() {
     full_port_scan("xdp");
+}
+
+/// A connect scan of the IPv6 host: the kernel's own handshakes, the same
+/// truth. The kernel does not end a connecting socket for ICMPv6's
+/// administratively prohibited: 7001 times out, filtered as it should be.
+#[test]
+fn connect_scan_of_one_ipv6_host_finds_exact_truth() {
+    let mut lab = Lab::new(true);
+    one_host_target(&mut lab);
+    let out = lab.prtip(&["-sT", "-p-", ONE_HOST, "-o", "ndjson", "--wait", "1"]).output().unwrap();
+    let err = stderr_of(&out);
+    assert!(out.status.success(), "{err}");
+    let rows = rows(&out.stdout);
+    assert_eq!(ports_in(&rows, "open"), ONE_HOST_OPEN);
+    assert_eq!(ports_in(&rows, "filtered"), [7000, 7001]);
+    assert_eq!(rows.len(), 65535);
+    assert!(rows.iter().all(|r| r.ip == ONE_HOST));
+    let reason = |p: u16| rows.iter().find(|r| r.port == p).unwrap().reason.clone();
+    assert_eq!([reason(80), reason(7000), reason(7001)], ["conn-refused", "no-response", "no-response"]);
+    assert!(err.contains("6 open, 65527 closed, 2 filtered"), "{err}");
 }
 
 const SWEEP_PORTS: &str = "22,23,25,80";
