@@ -302,11 +302,14 @@ fn the_databases_of_a_scans_shards_merge_into_one_scan() {
     assert_eq!(sql(&merged, "SELECT COUNT(*) FROM scan_latency WHERE scan_id = 1 AND series = 'closed'"), "1");
     let export = lab.prtip(&["db", "export", "1", "--database", &merged, "-o", "ndjson"]).output().unwrap();
     assert_eq!(rows(&export.stdout).len(), 2001, "{}", stderr_of(&export));
-    // A shard missing, one given twice, a database of an unsharded scan.
+    // A shard missing, one given twice, a database of an unsharded scan, the output among the inputs.
+    let unsharded = path_in(&dir, "unsharded.db");
+    sql(&merged, &format!("VACUUM INTO '{unsharded}'"));
     for (inputs, says) in [
         (vec![shard_db(1), shard_db(3)], "shards missing from the merge: 2/3"),
         (vec![shard_db(1), shard_db(1), shard_db(2), shard_db(3)], "both hold shard 1/3"),
-        (vec![merged.clone()], "holds no sharded scan"),
+        (vec![unsharded], "holds no sharded scan"),
+        (vec![shard_db(1), merged.clone()], "is one of the shards: merge into another file"),
     ] {
         let out = merge(&inputs);
         let err = stderr_of(&out);
