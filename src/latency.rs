@@ -85,7 +85,8 @@ impl Default for Latency {
 }
 
 impl Latency {
-    /// The histograms of stored series (`All` aside: it is their sum).
+    /// The sum of stored series' histograms, per series (`All` aside: it
+    /// is the sum of the others).
     pub fn from_series(series: impl IntoIterator<Item = (Series, Histogram<u64>)>) -> Result<Latency, String> {
         let mut l = Latency::default();
         for (s, h) in series.into_iter().filter(|(s, _)| *s != Series::All) {

@@ -17,7 +17,6 @@ use crate::store::checkpoint::{self, Checkpoint};
 use crate::store::db::{ScanEnd, ScanStart};
 use crate::store::{Finish, Store, StoreConfig, StoreError, StoreReport, safe_open};
 use crate::target::hosts::Hosts;
-use crate::transport::connect::UringConnect;
 use crate::transport::xdp::{self, XdpAttachment};
 use crate::transport::{Receive, Replies, Resent, Transmit, TransportError, WithLinkDrops, raw};
 use crate::wire::cookie::CookieKey;
@@ -146,7 +145,7 @@ pub struct Scan<'a> {
 /// transport, or connection attempts the kernel makes.
 enum Sender {
     Frames { path: Box<Path>, opened: Opened, wire: Wire },
-    Connect { backend: UringConnect, capacity: u64 },
+    Connect { backend: crate::sys::connect::Connector, capacity: u64 },
 }
 
 /// What a scan that sends holds between `prepare` and `run`.
@@ -599,7 +598,7 @@ fn open_frames(cfg: &ScanConfig, notes: &mut Notes) -> Result<(Sender, &'static 
 fn open_connect() -> Result<(Sender, &'static str, String), ScanError> {
     let limit = crate::sys::connect::raise_open_files().map_err(ScanError::Uring)?;
     let capacity = crate::engine::connect::connections(limit, crate::sys::connect::open_files() as u64);
-    let backend = UringConnect::new(capacity as u32).map_err(ScanError::Uring)?;
+    let backend = crate::sys::connect::Connector::new(capacity as u32).map_err(ScanError::Uring)?;
     tracing::info!(limit, capacity, "connect scan");
     let via = format!("through this host's TCP stack (io_uring, up to {capacity} connections at once)");
     Ok((Sender::Connect { backend, capacity }, "connect", via))
@@ -1122,7 +1121,7 @@ fn banner(cfg: &ScanConfig, plan: &ScanPlan, via: &str) -> String {
         ScanType::Udp => format!("UDP scan of {} hosts x {} ports", plan.space.host_count(), plan.space.port_count()),
         ScanType::Icmp => format!("ICMP echo scan of {} hosts", plan.space.host_count()),
     };
-    format!("{what} = {} probes{}, {via}, {rate}", plan.probe_count(), excluded_note(cfg.excluded),)
+    format!("{what} = {} probes{}, {via}, {rate}", plan.probe_count(), excluded_note(cfg.excluded))
 }
 
 fn summary(scan_type: ScanType, plan: &ScanPlan, s: &ScanStats) -> String {

@@ -10,6 +10,17 @@ use std::path::Path;
 /// The system's table of registered services.
 pub const ETC_SERVICES: &str = "/etc/services";
 
+/// One line of an nmap-services or `/etc/services` file: the name, port,
+/// protocol, and the field after them (nmap's frequency, or the first
+/// alias); None for comments, blank lines and lines that do not parse.
+/// Tabs are the format, but a hand-edited copy often has spaces: both do.
+pub(crate) fn entry(line: &str) -> Option<(&str, u16, &str, Option<&str>)> {
+    let mut fields = line.split('#').next().unwrap_or("").split_whitespace();
+    let name = fields.next()?;
+    let (port, proto) = fields.next()?.split_once('/')?;
+    Some((name, port.parse().ok()?, proto, fields.next()))
+}
+
 /// Port names per protocol.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ServiceNames {
@@ -28,16 +39,12 @@ impl ServiceNames {
     /// and protocol wins, and lines that do not parse are skipped.
     pub fn parse(text: &str) -> ServiceNames {
         let mut names = HashMap::new();
-        for line in text.lines() {
-            let mut fields = line.split('#').next().unwrap_or("").split_whitespace();
-            let (Some(name), Some(spec)) = (fields.next(), fields.next()) else { continue };
-            let Some((port, proto)) = spec.split_once('/') else { continue };
+        for (name, port, proto, _) in text.lines().filter_map(entry) {
             let proto = match proto {
                 "tcp" => Proto::Tcp,
                 "udp" => Proto::Udp,
                 _ => continue,
             };
-            let Ok(port) = port.parse::<u16>() else { continue };
             // A name with a quote or an angle bracket would need escaping in
             // every format; no registered name has one.
             if name.chars().all(|c| c.is_ascii_graphic() && !"\"'<>&,/\\".contains(c)) {

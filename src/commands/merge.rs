@@ -5,13 +5,12 @@
 //! once. The shards' probes are disjoint, so the merged scan is their
 //! union: its rows, counts, round-trip histograms and flagged hosts.
 
-use crate::latency::{Latency, Series};
+use crate::latency::Latency;
 use crate::output::time::parse_rfc3339_us;
 use crate::result::ScanResult;
 use crate::store::StoreError;
 use crate::store::db::{Db, ScanEnd, ScanStart};
 use crate::store::lock::journal_path;
-use hdrhistogram::Histogram;
 use serde_json::Value;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -120,7 +119,7 @@ pub fn merge(out: &Path, inputs: &[PathBuf]) -> Result<(i64, u64), MergeError> {
     }
     let (_, config) = check(&shards)?;
     let mut rows: Vec<ScanResult> = Vec::new();
-    let mut latency: BTreeMap<Series, Histogram<u64>> = BTreeMap::new();
+    let mut series = Vec::new();
     let mut flagged = Vec::new();
     let mut end = ScanEnd::default();
     let mut started_us = u64::MAX;
@@ -128,15 +127,7 @@ pub fn merge(out: &Path, inputs: &[PathBuf]) -> Result<(i64, u64), MergeError> {
     let seed = config["seed"].as_u64().unwrap_or(0);
     for (db, scan) in &dbs {
         rows.extend(db.results(scan.id, false)?);
-        for (series, h) in db.latency(scan.id)? {
-            if series == Series::All {
-                continue;
-            }
-            match latency.get_mut(&series) {
-                Some(sum) => sum.add(&h).map_err(|e| MergeError::Latency(e.to_string()))?,
-                None => drop(latency.insert(series, h)),
-            }
-        }
+        series.extend(db.latency(scan.id)?);
         flagged.extend(db.flagged(scan.id)?);
         started_us = started_us.min(parse_rfc3339_us(&scan.started_at).unwrap_or(0));
         end.ended_us = end.ended_us.max(scan.ended_at.as_deref().and_then(parse_rfc3339_us).unwrap_or(0));
@@ -150,7 +141,7 @@ pub fn merge(out: &Path, inputs: &[PathBuf]) -> Result<(i64, u64), MergeError> {
         }
     }
     flagged.sort_by_key(|h| h.ip);
-    let latency = Latency::from_series(latency).map_err(MergeError::Latency)?;
+    let latency = Latency::from_series(series).map_err(MergeError::Latency)?;
     let mut db = Db::open(out)?;
     let names: Vec<String> = inputs.iter().map(|p| p.display().to_string()).collect();
     let start = ScanStart {

@@ -8,7 +8,7 @@
 use super::pacing::Pacer;
 use super::plan::{Cursor, ScanPlan};
 use super::run::{EngineError, Observer, Progress, ScanStats, StopSignal};
-use super::state::{reply_timeout, retry_after};
+use super::state::reply_timeout;
 use super::time::Time;
 use crate::probe::connect::{Outcome, outcome};
 use crate::result::{PortState, Reason, ScanResult};
@@ -91,7 +91,7 @@ impl Book<'_> {
         let rtt = (self.max_rtt_us > 0).then(|| Duration::from_micros(self.max_rtt_us));
         // A connection attempt cut short cannot take a late answer: every
         // try waits as long as the last one would.
-        reply_timeout(rtt, self.plan.max_wait).max(retry_after(rtt, self.plan.max_wait))
+        reply_timeout(rtt, self.plan.max_wait)
     }
 
     fn address(&self, rank: u64) -> SocketAddr {
@@ -199,13 +199,7 @@ pub fn run<C: Connect>(
         ceiling: capacity.max(1),
         peak: 0,
     };
-    let skipping = plan.skipped.is_some() || !prior.is_empty();
-    let skip = |rank: u64| {
-        skipping && {
-            let (index, ip, _) = plan.target(plan.position_of_rank(rank));
-            plan.skips(ip) || prior.contains(&index)
-        }
-    };
+    let skip = |rank: u64| plan.passes_over(rank, prior);
     let mut pacer = Pacer::new(plan.rate, now());
     let mut last_progress = 0;
     let mut batch = Vec::new();
@@ -314,7 +308,7 @@ fn progress(book: &Book, now: u64, planned: u64, rate: u64) -> Progress {
         elapsed: Duration::from_nanos(now),
         planned,
         sent: s.sent,
-        answered: s.open + s.closed + s.unreachable,
+        answered: s.answered(),
         open: s.open,
         rx_drops: 0,
         late: 0,

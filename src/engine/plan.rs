@@ -4,6 +4,7 @@
 use crate::permute::Permutation;
 use crate::target::hosts::Hosts;
 use crate::target::space::TargetSpace;
+use std::collections::HashSet;
 use std::net::IpAddr;
 use std::time::Duration;
 
@@ -126,6 +127,17 @@ impl ScanPlan {
     #[inline]
     pub fn skips(&self, ip: IpAddr) -> bool {
         self.skipped.as_ref().is_some_and(|s| s.hosts.contains(ip))
+    }
+
+    /// Whether the probe of rank `rank` is passed over: its host is skipped,
+    /// or an earlier run of a resumed scan concluded it (`prior` holds
+    /// their space indices). A scan with neither looks nothing up.
+    #[inline]
+    pub fn passes_over(&self, rank: u64, prior: &HashSet<u64>) -> bool {
+        (self.skipped.is_some() || !prior.is_empty()) && {
+            let (index, ip, _) = self.target(self.position_of_rank(rank));
+            self.skips(ip) || prior.contains(&index)
+        }
     }
 
     /// This shard's probes: each is sent once, and retried while silent.

@@ -561,13 +561,7 @@ fn transmit<T: Transmit>(
     };
     // Nothing is sent to skipped hosts, nor again what earlier runs
     // concluded; a scan without either does not look its probes up twice.
-    let skipping = plan.skipped.is_some() || !prior.is_empty();
-    let skip = |seq: u64| {
-        skipping && {
-            let (index, ip, _) = plan.target(plan.position_of_rank(lanes.rank(l, seq)));
-            plan.skips(ip) || prior.contains(&index)
-        }
-    };
+    let skip = |seq: u64| plan.passes_over(lanes.rank(l, seq), prior);
     loop {
         // Another thread failed: the scan ends with its error, and nothing more is read.
         if shared.failed.load(Relaxed) {

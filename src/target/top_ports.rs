@@ -48,18 +48,13 @@ pub fn from_nmap_services(text: &str, protocol: Protocol, n: usize) -> Vec<u16> 
 }
 
 fn parse_service_line(line: &str, protocol: Protocol) -> Option<(f64, u16)> {
-    let data = line.split('#').next().unwrap_or("");
-    // Tabs are the format, but a hand-edited copy often has spaces; both are unambiguous here.
-    let mut fields = data.split_whitespace();
-    let _name = fields.next()?;
-    let (port, proto) = fields.next()?.split_once('/')?;
-    let freq: f64 = fields.next()?.parse().ok()?;
+    let (_name, port, proto, freq) = crate::service_names::entry(line)?;
+    let freq: f64 = freq?.parse().ok()?;
     if proto != protocol.name() || !freq.is_finite() {
         return None;
     }
     // Port 0 cannot be scanned, so a line naming it is as useless as a malformed one.
-    let port: u16 = port.parse().ok().filter(|&p| p != 0)?;
-    Some((freq, port))
+    (port != 0).then_some((freq, port))
 }
 
 /// The first `n` of the built-in list for `protocol`, most common first; Err(len) if n exceeds the

@@ -22,29 +22,20 @@ pub trait Connect {
 }
 
 /// Attempts through io_uring: `IORING_OP_CONNECT`, each linked to its timeout.
-pub struct UringConnect(Connector);
-
-impl UringConnect {
-    /// Room for `capacity` attempts at once.
-    pub fn new(capacity: u32) -> io::Result<Self> {
-        Connector::new(capacity).map(UringConnect)
-    }
-}
-
-impl Connect for UringConnect {
+impl Connect for Connector {
     fn room(&self) -> usize {
-        self.0.room()
+        Connector::room(self)
     }
 
     fn start(&mut self, token: u64, to: SocketAddr, timeout: Duration) -> io::Result<()> {
-        self.0.start(token, to, timeout)
+        Connector::start(self, token, to, timeout)
     }
 
     fn submit(&mut self) -> io::Result<()> {
-        self.0.submit()
+        Connector::submit(self)
     }
 
     fn complete(&mut self, wait: Duration, on: &mut dyn FnMut(u64, i32)) -> io::Result<()> {
-        self.0.complete(wait, on)
+        Connector::complete(self, wait, on)
     }
 }
