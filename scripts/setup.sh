@@ -23,6 +23,10 @@ PACKAGES=(
   dnsmasq-base # a real DNS server for the UDP scan tests
   chrony       # chronyd: a real NTP server for the UDP scan tests
   snmpd        # a real SNMP agent for the UDP scan tests
+  openssh-server # sshd, vsftpd and nginx (HTTP and HTTPS): real services
+  vsftpd         # for the banner tests
+  nginx-light
+  openssl        # the HTTPS test server's certificate
 )
 missing=()
 for p in "${PACKAGES[@]}"; do

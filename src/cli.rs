@@ -5,8 +5,8 @@ use crate::commands::db::DbArgs;
 use crate::commands::doctor::DoctorArgs;
 use crate::commands::report::ReportArgs;
 use crate::config::{
-    ConfigError, MAX_RATE, MAX_RETRIES, OutputFormat, ScanConfig, TransportChoice, Verbosity, parse_mac, parse_shard,
-    parse_source_ports, parse_wait,
+    BannerOptions, ConfigError, DEFAULT_BANNER_TIMEOUT, MAX_RATE, MAX_RETRIES, OutputFormat, ScanConfig,
+    TransportChoice, Verbosity, parse_banner_timeout, parse_mac, parse_shard, parse_source_ports, parse_wait,
 };
 use crate::engine::plan::Shard;
 use crate::net::PathOverrides;
@@ -151,6 +151,20 @@ pub struct Cli {
     /// Print the probes that would be sent, and send nothing
     #[arg(long, help_heading = "Output")]
     pub dry_run: bool,
+
+    /// Ask every open port what answers there (SYN and connect scans): its
+    /// banner, HTTP head and TLS certificate, through a connection of this host's own
+    #[arg(long, help_heading = "Services")]
+    pub banners: bool,
+
+    /// The longest one port's conversation lasts, connect included, in seconds [default: 5]
+    #[arg(long, value_name = "SECS", requires = "banners", help_heading = "Services")]
+    pub banner_timeout: Option<String>,
+
+    /// Bytes kept of what a service says
+    #[arg(long, value_name = "N", default_value_t = 4096, requires = "banners",
+          value_parser = clap::value_parser!(u32).range(1..=65536), help_heading = "Services")]
+    pub banner_bytes: u32,
 
     /// Finish an interrupted scan; FROM is its checkpoint file or its scan id in --database [default: the newest checkpoint]
     #[arg(long, value_name = "FROM", num_args = 0..=1, default_missing_value = "", conflicts_with = "dry_run", help_heading = "Scan")]
@@ -342,6 +356,19 @@ impl Cli {
         if scan_type == ScanType::Connect {
             self.frames_only_flag().map_or(Ok(()), |flag| Err(ConfigError::NotForConnect(flag)))?;
         }
+        if self.banners && !matches!(scan_type, ScanType::Syn | ScanType::Connect) {
+            return Err(ConfigError::BannersNeedTcp);
+        }
+        let banners = match self.banners {
+            true => Some(BannerOptions {
+                timeout: match &self.banner_timeout {
+                    Some(t) => parse_banner_timeout(t)?,
+                    None => DEFAULT_BANNER_TIMEOUT,
+                },
+                bytes: self.banner_bytes as usize,
+            }),
+            false => None,
+        };
         if let Some((port, bytes)) = udp_payloads.iter().find(|(_, b)| b.len() > crate::probe::udp::MAX_PAYLOAD) {
             return Err(ConfigError::UdpPayload(format!(
                 "--udp-payload {port}: {} bytes, more than the {} a datagram carries unfragmented",
@@ -363,14 +390,14 @@ impl Cli {
         }
         one_file_each(&database, &files, &self.latency_file)?;
 
-        let (hosts, excluded, special) = match resolved {
-            Some(hosts) => (hosts, 0, Excluded::default()),
+        let (hosts, excluded, special, names) = match resolved {
+            Some(hosts) => (hosts, 0, Excluded::default(), self.targets().map(|t| t.names).unwrap_or_default()),
             None => {
-                let Targets { probed, excluded, special, .. } = self.targets()?;
+                let Targets { probed, excluded, special, names, .. } = self.targets()?;
                 if probed.is_empty() {
                     return Err(TargetError::AllExcluded.into());
                 }
-                (probed, excluded, special)
+                (probed, excluded, special, names)
             }
         };
 
@@ -446,6 +473,8 @@ impl Cli {
                 FormatArg::Ndjson => OutputFormat::Ndjson,
             },
             open_only: self.open,
+            banners,
+            hostnames: names.into_iter().collect(),
             max_open_per_host: self.max_open_per_host,
             status_json: self.status_json,
             latency_table: self.latency,
@@ -518,7 +547,8 @@ impl Cli {
         if targets.is_empty() {
             return Err(TargetError::NoTargets.into());
         }
-        let named_ranges = ranges_of(&targets, HostnameAddresses::PreferIpv4)?;
+        let mut names = Vec::new();
+        let named_ranges = ranges_of(&targets, HostnameAddresses::PreferIpv4, &mut names)?;
         let family = named_ranges[0].family;
         if named_ranges.iter().any(|r| r.family != family) {
             return Err(TargetError::MixedFamilies.into());
@@ -536,7 +566,7 @@ impl Cli {
         }
         // Exclusions of the other family cannot overlap the targets.
         let excluded_set = RangeSet::from_ranges(
-            ranges_of(&exclusions, HostnameAddresses::All)?
+            ranges_of(&exclusions, HostnameAddresses::All, &mut Vec::new())?
                 .into_iter()
                 .filter(|r| r.family == family)
                 .map(|r| r.range)
@@ -550,6 +580,7 @@ impl Cli {
             excluded,
             special,
             hostnames: targets.iter().any(|t| matches!(t, TargetSpec::Hostname(_))),
+            names,
         })
     }
 }
@@ -568,6 +599,9 @@ pub struct Targets {
     pub special: Excluded,
     /// Whether a target is a hostname, whose addresses may differ from one resolution to the next.
     pub hostnames: bool,
+    /// The addresses of the targets given by name, and their names (for
+    /// TLS's SNI and HTTP's Host where banners are asked).
+    pub names: Vec<(IpAddr, String)>,
 }
 
 /// Refuses two outputs, or an output and the database, that name one file:
@@ -614,9 +648,16 @@ fn parse_source_ip(s: &str, family: Family) -> Result<IpAddr, ConfigError> {
     Err(TargetError::Invalid { target: s.to_string(), why }.into())
 }
 
-fn ranges_of(specs: &[TargetSpec], which: HostnameAddresses) -> Result<Vec<AddrRange>, TargetError> {
+/// The ranges `specs` name, hostnames resolved; each name's addresses go to `names`.
+fn ranges_of(
+    specs: &[TargetSpec],
+    which: HostnameAddresses,
+    names: &mut Vec<(IpAddr, String)>,
+) -> Result<Vec<AddrRange>, TargetError> {
     to_ranges(specs, which, |name| {
-        (name, 0).to_socket_addrs().map(|addrs| addrs.map(|a| a.ip()).collect::<Vec<IpAddr>>())
+        let addrs = (name, 0).to_socket_addrs().map(|addrs| addrs.map(|a| a.ip()).collect::<Vec<IpAddr>>())?;
+        names.extend(addrs.iter().map(|a| (*a, name.to_string())));
+        Ok(addrs)
     })
 }
 

@@ -18,6 +18,10 @@ pub enum ConfigError {
         "{0} does not apply to a connect scan (-sT): this host's TCP stack picks the interface, addresses and ports of its connections"
     )]
     NotForConnect(&'static str),
+    #[error("--banners asks open TCP ports what answers there: it needs a SYN (-sS) or connect (-sT) scan")]
+    BannersNeedTcp,
+    #[error("--banner-timeout '{0}': give seconds from 0.1 to 60")]
+    BannerTimeout(String),
     #[error("an ICMP echo scan (-s icmp) probes hosts, not ports: drop -p and --top-ports")]
     PortsWithoutPorts,
     #[error("{0}")]
@@ -147,6 +151,10 @@ pub struct ScanConfig {
     pub dry_run: bool,
     pub format: OutputFormat,
     pub open_only: bool,
+    /// `--banners`: what answers on open ports, and how long to ask.
+    pub banners: Option<BannerOptions>,
+    /// Targets given by name: their addresses' names.
+    pub hostnames: std::collections::HashMap<std::net::IpAddr, String>,
     /// Report at most this many open ports of one host.
     pub max_open_per_host: Option<u64>,
     pub verbosity: Verbosity,
@@ -156,6 +164,30 @@ pub struct ScanConfig {
     pub latency_table: bool,
     /// Write the round-trip percentile table to this file.
     pub latency_file: Option<std::path::PathBuf>,
+}
+
+/// How `--banners` talks to open ports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BannerOptions {
+    /// The longest one port's conversation lasts.
+    pub timeout: Duration,
+    /// Bytes kept of what a service says.
+    pub bytes: usize,
+}
+
+pub const DEFAULT_BANNER_TIMEOUT: Duration = Duration::from_secs(5);
+/// A conversation takes a connect, a wait for a greeting, and an answer.
+const BANNER_TIMEOUT: std::ops::RangeInclusive<Duration> = Duration::from_millis(100)..=Duration::from_secs(60);
+
+/// `--banner-timeout`: seconds, 0.1 to 60.
+pub fn parse_banner_timeout(text: &str) -> Result<Duration, ConfigError> {
+    let bad = || ConfigError::BannerTimeout(text.to_string());
+    let secs: f64 = text.trim().parse().map_err(|_| bad())?;
+    let t = Duration::try_from_secs_f64(secs).map_err(|_| bad())?;
+    if !BANNER_TIMEOUT.contains(&t) {
+        return Err(bad());
+    }
+    Ok(t)
 }
 
 pub const MAX_RETRIES: u32 = 20;

@@ -11,6 +11,7 @@
 // (Cargo.toml's [lints] enforce that). Not denied there: the tests use libc too.
 #![deny(unsafe_code)]
 
+pub mod banner;
 pub mod cli;
 pub mod commands;
 pub mod config;

@@ -2,7 +2,9 @@
 //! what it has to say (its banner, summary and warnings) as `Notes` for
 //! `main.rs` to print on standard error.
 
-use crate::config::{OutputFormat, ScanConfig, TransportChoice, Verbosity};
+use crate::banner::Service;
+use crate::config::{BannerOptions, OutputFormat, ScanConfig, TransportChoice, Verbosity};
+use crate::engine::banners::{self, BannerConfig, BannerStage, BannerStats};
 use crate::engine::plan::{Cursor, ScanPlan};
 use crate::engine::run::{self, EngineError, Observer, Progress, ScanStats, StopSignal, Wire};
 use crate::engine::time::SystemClocks;
@@ -95,6 +97,8 @@ pub enum Outcome {
     Interrupted,
 }
 
+/// How long a quiet service is listened to before it is asked, at most.
+const ANSWER_WAIT: Duration = Duration::from_secs(2);
 /// How often streamed results are flushed to standard output.
 const FLUSH_EVERY: Duration = Duration::from_millis(100);
 /// How many target addresses are checked to share one route.
@@ -156,6 +160,7 @@ struct Ready {
     checkpoint_file: Option<PathBuf>,
     /// `--latency-file`, created before the scan so that a bad path fails first.
     latency_file: Option<std::fs::File>,
+    banners: Option<BannerStage>,
 }
 
 /// Resolves the path, opens the transport and starts the storage task: a
@@ -193,9 +198,13 @@ pub fn prepare(cfg: &ScanConfig) -> Result<Scan<'_>, ScanError> {
         None => None,
     };
     can_write(cfg)?;
+    let banner_connections = match cfg.banners {
+        Some(_) => banner_connections().map_err(ScanError::Uring)?,
+        None => 0,
+    };
     let (sender, transport, via) = match cfg.scan_type.sends_frames() {
         true => open_frames(cfg, &mut notes)?,
-        false => open_connect()?,
+        false => open_connect(banner_connections)?,
     };
     tracing::info!(transport, probe_count = plan.probe_count(), seed = cfg.seed, "scan ready");
     let info = RunInfo {
@@ -209,6 +218,11 @@ pub fn prepare(cfg: &ScanConfig) -> Result<Scan<'_>, ScanError> {
             true => crate::service_names::ServiceNames::system(),
             false => Default::default(),
         }),
+        banners: cfg.banners.is_some(),
+    };
+    let banners = match cfg.banners {
+        Some(options) => Some(start_banners(cfg, options, banner_connections)?),
+        None => None,
     };
     let (store, checkpoint_file) = start_store(cfg, &plan, &info, transport, &mut notes)?;
     if cfg.verbosity >= Verbosity::Normal {
@@ -220,7 +234,7 @@ pub fn prepare(cfg: &ScanConfig) -> Result<Scan<'_>, ScanError> {
     {
         notes.line(skipped_note(skipped.hosts().len()));
     }
-    let ready = Ready { sender, info, store, checkpoint_file, latency_file };
+    let ready = Ready { sender, info, store, checkpoint_file, latency_file, banners };
     Ok(Scan { cfg, plan, out, ready: Some(ready), notes })
 }
 
@@ -243,7 +257,7 @@ fn send(
     ready: Ready,
     stop: &StopSignal,
 ) -> Result<ScanReport, ScanError> {
-    let Ready { sender, info, store, checkpoint_file, latency_file } = ready;
+    let Ready { sender, info, store, checkpoint_file, latency_file, banners } = ready;
     let start = plan.start;
     let prior_sent = cfg.resume.as_ref().map_or(0, |r| r.sent);
     let mut sinks = Sinks {
@@ -259,6 +273,7 @@ fn send(
         prior_sent,
         store_failure_told: false,
         open_hosts: OpenHosts::new(ports_per_host(plan), cfg.max_open_per_host),
+        banners,
     };
     let (prior, concluded, taken_over) = take_over(cfg, plan, &mut sinks);
     let (outcome, path, _closing) = match sender {
@@ -286,6 +301,13 @@ fn send(
     };
     drop(concluded);
     sinks.reporter.finish();
+    let banner_stats = sinks.banners.take().map(|stage| {
+        let stopped = outcome.as_ref().map_or(true, |s| s.interrupted);
+        let mut held = Vec::new();
+        let stats = stage.finish(stopped, &mut |r, s| held.push((r, s)));
+        sinks.write_services(held);
+        stats
+    });
     let flagged = sinks.flagged();
     let Sinks { mut writer, output_error, store, latency, checkpoint, checkpoint_sent, .. } = sinks;
     let mut stats = match outcome {
@@ -323,6 +345,7 @@ fn send(
             notes.line(format!("warning: no checkpoint was kept, so this scan cannot be resumed: {why}"));
         }
         notes.lines(latency.summary());
+        notes.lines(banner_stats.map(|s| banner_note(&s)));
     }
     if cfg.latency_table || latency_file.is_some() {
         let table = latency::percentile_distribution(&latency.get(Series::All));
@@ -415,6 +438,8 @@ struct Sinks<'a> {
     store_failure_told: bool,
     /// Open ports per host, where a host may be flagged or capped.
     open_hosts: Option<OpenHosts>,
+    /// Where open ports are asked what answers there (`--banners`).
+    banners: Option<BannerStage>,
 }
 
 impl Sinks<'_> {
@@ -428,9 +453,26 @@ impl Sinks<'_> {
 
     fn write(&mut self, batch: &[ScanResult]) {
         for r in batch {
-            if self.shown(r) && self.output_error.is_none() && (!self.open_only || r.state.is_found()) {
-                self.output_error = self.writer.write(r).err();
-            }
+            self.write_one(r, None);
+        }
+    }
+
+    fn write_one(&mut self, r: &ScanResult, service: Option<&Service>) {
+        if self.shown(r) && self.output_error.is_none() && (!self.open_only || r.state.is_found()) {
+            self.output_error = self.writer.write(r, service).err();
+        }
+    }
+
+    /// Open ports back from the banner stage: written now, with what answered there.
+    fn write_services(&mut self, batch: Vec<(ScanResult, Service)>) {
+        if batch.is_empty() {
+            return;
+        }
+        for (r, s) in &batch {
+            self.write_one(r, Some(s));
+        }
+        if let Some(store) = &mut self.store {
+            store.services(batch);
         }
     }
 
@@ -444,7 +486,19 @@ impl Observer for Sinks<'_> {
         for r in &batch {
             self.latency.record(r);
         }
-        self.write(&batch);
+        // Open ports wait for their banners; one the stage cannot take is written at once, saying so.
+        let mut refused = Vec::new();
+        match self.banners.is_some() {
+            true => {
+                for r in &batch {
+                    match (r.state == PortState::Open, &mut self.banners) {
+                        (true, Some(stage)) => refused.extend(stage.offer(*r)),
+                        _ => self.write_one(r, None),
+                    }
+                }
+            }
+            false => self.write(&batch),
+        }
         if let Some(s) = &mut self.store {
             let mut batch = batch;
             // Silent probes reach the store only to be stored or written; the
@@ -456,9 +510,13 @@ impl Observer for Sinks<'_> {
                 s.send(batch);
             }
         }
+        self.write_services(refused);
     }
 
     fn progress(&mut self, p: &Progress) {
+        if let Some(ready) = self.banners.as_mut().map(BannerStage::ready) {
+            self.write_services(ready);
+        }
         if !self.store_failure_told
             && let Some(why) = self.store.as_ref().and_then(Store::failure)
         {
@@ -594,14 +652,57 @@ fn open_frames(cfg: &ScanConfig, notes: &mut Notes) -> Result<(Sender, &'static 
 }
 
 /// Sets up a connect scan's attempts: as many at once as the descriptor
-/// limit allows (raised to its hard limit first).
-fn open_connect() -> Result<(Sender, &'static str, String), ScanError> {
+/// limit allows (raised to its hard limit first), less `reserved` for banners.
+fn open_connect(reserved: u32) -> Result<(Sender, &'static str, String), ScanError> {
     let limit = crate::sys::connect::raise_open_files().map_err(ScanError::Uring)?;
-    let capacity = crate::engine::connect::connections(limit, crate::sys::connect::open_files() as u64);
+    let open = crate::sys::connect::open_files() as u64 + u64::from(reserved);
+    let capacity = crate::engine::connect::connections(limit, open);
     let backend = crate::sys::connect::Connector::new(capacity as u32).map_err(ScanError::Uring)?;
     tracing::info!(limit, capacity, "connect scan");
     let via = format!("through this host's TCP stack (io_uring, up to {capacity} connections at once)");
     Ok((Sender::Connect { backend, capacity }, "connect", via))
+}
+
+/// How many banner conversations may be open at once: a quarter of the
+/// descriptors this process may have (raised to its hard limit first), at
+/// most `banners::MAX_CONNECTIONS`; a connect scan has the rest.
+fn banner_connections() -> io::Result<u32> {
+    let limit = crate::sys::connect::raise_open_files()?;
+    let free = crate::engine::connect::connections(limit, crate::sys::connect::open_files() as u64);
+    Ok((free / 4).clamp(1, u64::from(banners::MAX_CONNECTIONS)) as u32)
+}
+
+/// Starts the banner stage: its connections are this host's own, whatever
+/// the scan's transport.
+fn start_banners(cfg: &ScanConfig, options: BannerOptions, connections: u32) -> Result<BannerStage, ScanError> {
+    let streams = crate::sys::stream::Streams::new(connections).map_err(ScanError::Uring)?;
+    let config = BannerConfig {
+        timeout: options.timeout,
+        answer_wait: (options.timeout / 2).min(ANSWER_WAIT),
+        bytes: options.bytes,
+        hostnames: std::sync::Arc::new(cfg.hostnames.clone()),
+    };
+    tracing::info!(connections, "banner stage");
+    BannerStage::start(streams, config).map_err(ScanError::Uring)
+}
+
+/// What the banner stage did, for the summary.
+fn banner_note(stats: &io::Result<BannerStats>) -> String {
+    match stats {
+        Ok(s) if s.refused > 0 => format!(
+            "banners: {} of {} open ports answered; {} open ports were not asked, as the stage's queue was full (reported with grab \"queue-full\")",
+            s.grabbed,
+            s.asked + s.refused,
+            s.refused
+        ),
+        Ok(s) => format!(
+            "banners: {} of {} open ports answered ({} conversations at once at most; {} ended at --banner-timeout, {} at --banner-bytes)",
+            s.grabbed, s.asked, s.peak, s.timed_out, s.capped
+        ),
+        Err(e) => {
+            format!("warning: the banner stage failed ({e}); the open ports it held are reported without banners")
+        }
+    }
 }
 
 /// The transport halves (a sending half per queue used), and the XDP

@@ -147,11 +147,13 @@ fn export(
     out: &mut impl Write,
 ) -> Result<(), DbCommandError> {
     let scan = db.scan(id)?.ok_or(StoreError::NoScan(id))?;
-    let (info, mut end) = run_info(&scan, db.config(id)?);
+    let (mut info, mut end) = run_info(&scan, db.config(id)?);
     end.flagged = db.flagged(id)?;
+    let services = db.services_of(id)?;
+    info.banners = !services.is_empty();
     let mut writer = output::writer(format, out, &info, header);
     for r in db.results(id, open_only)? {
-        writer.write(&r)?;
+        writer.write(&r, services.get(&(r.ip, r.port)))?;
     }
     writer.finish(&end)?;
     Ok(())
@@ -169,6 +171,7 @@ fn run_info(scan: &ScanRow, config: Option<serde_json::Value>) -> (RunInfo, RunE
         port_count: config["port_count"].as_u64().unwrap_or(0),
         hosts_total: config["hosts"].as_u64().unwrap_or(0),
         services: std::sync::Arc::new(crate::service_names::ServiceNames::system()),
+        banners: false,
     };
     let end = RunEnd {
         end_us: scan.ended_at.as_deref().and_then(parse_rfc3339_us).unwrap_or(start_us),

@@ -1,6 +1,7 @@
 //! The scan engine: the probe sequence, pacing, reply bookkeeping, and the
 //! threads that drive a transport.
 
+pub mod banners;
 pub mod connect;
 pub mod pacing;
 pub mod plan;

@@ -2,6 +2,8 @@
 
 use super::time::rfc3339_us;
 use super::{ResultWriter, RunEnd};
+use crate::banner::Service;
+use crate::banner::identify::printable;
 use crate::open_hosts::FLAG;
 use crate::probe::ScanType;
 use crate::result::ScanResult;
@@ -10,22 +12,27 @@ use std::io::{self, Write};
 use std::sync::Arc;
 
 pub const HEADER: &str = "ip,port,proto,service,state,reason,ttl,rtt_us,time";
+/// The columns a scan with `--banners` adds, after `HEADER`'s.
+pub const BANNER_HEADER: &str = ",product,grab,http_status,http_server,http_title,http_location,\
+tls_version,tls_subject,tls_issuer,tls_san,tls_not_before,tls_not_after,tls_sha256,banner";
 
 pub struct CsvWriter<W: Write> {
     out: W,
     started: bool,
     scan_type: ScanType,
     services: Arc<ServiceNames>,
+    banners: bool,
 }
 
 impl<W: Write> CsvWriter<W> {
-    pub fn new(out: W, scan_type: ScanType, services: Arc<ServiceNames>) -> Self {
-        CsvWriter { out, started: false, scan_type, services }
+    pub fn new(out: W, scan_type: ScanType, services: Arc<ServiceNames>, banners: bool) -> Self {
+        CsvWriter { out, started: false, scan_type, services, banners }
     }
 
     fn header(&mut self) -> io::Result<()> {
         if !self.started {
-            writeln!(self.out, "{HEADER}")?;
+            let banner = if self.banners { BANNER_HEADER } else { "" };
+            writeln!(self.out, "{HEADER}{banner}")?;
             self.started = true;
         }
         Ok(())
@@ -33,19 +40,29 @@ impl<W: Write> CsvWriter<W> {
 }
 
 impl<W: Write> ResultWriter for CsvWriter<W> {
-    fn write(&mut self, r: &ScanResult) -> io::Result<()> {
+    fn write(&mut self, r: &ScanResult, service: Option<&Service>) -> io::Result<()> {
         self.header()?;
-        // No field can hold a comma or a quote (service names with one are
-        // not taken), so none needs quoting; an echo has no port nor service.
+        // No field of `HEADER` can hold a comma or a quote (service names
+        // with one are not taken), so none needs quoting; an echo has no
+        // port nor service. What services say is quoted (RFC 4180).
         let proto = self.scan_type.protocol();
-        let (port, service) = match self.scan_type.has_ports() {
-            true => (r.port.to_string(), self.services.name(proto, r.port).unwrap_or("")),
+        let (port, name) = match self.scan_type.has_ports() {
+            true => {
+                let identified = service.and_then(|s| s.name.as_deref());
+                (r.port.to_string(), identified.or_else(|| self.services.name(proto, r.port)).unwrap_or(""))
+            }
             false => (String::new(), ""),
+        };
+        let banner = match (self.banners, service) {
+            (false, _) => String::new(),
+            (true, None) => ",".repeat(BANNER_HEADER.matches(',').count()),
+            (true, Some(s)) => banner_columns(s),
         };
         writeln!(
             self.out,
-            "{},{port},{proto},{service},{},{},{},{},{}",
+            "{},{port},{proto},{},{},{},{},{},{}{banner}",
             r.ip,
+            quoted(name),
             r.state.as_str(),
             r.reason.as_str(),
             r.ttl.map_or(String::new(), |t| t.to_string()),
@@ -64,6 +81,42 @@ impl<W: Write> ResultWriter for CsvWriter<W> {
     }
 }
 
+/// `BANNER_HEADER`'s columns of a port, each with its leading comma.
+fn banner_columns(s: &Service) -> String {
+    let leaf = s.tls.as_ref().and_then(|t| t.chain.first());
+    let http = s.http.as_ref();
+    let text = |v: Option<&str>| v.map_or(String::new(), quoted);
+    let columns = [
+        text(s.product.as_deref()),
+        s.status.as_str().to_string(),
+        http.map_or(String::new(), |h| h.status.to_string()),
+        text(http.and_then(|h| h.server.as_deref())),
+        text(http.and_then(|h| h.title.as_deref())),
+        text(http.and_then(|h| h.location.as_deref())),
+        text(s.tls.as_ref().map(|t| t.version)),
+        text(leaf.map(|c| c.subject.as_str())),
+        text(leaf.map(|c| c.issuer.as_str())),
+        text(leaf.map(|c| c.san.join(" ")).as_deref()),
+        text(leaf.map(|c| c.not_before.as_str())),
+        text(leaf.map(|c| c.not_after.as_str())),
+        text(leaf.map(|c| c.sha256.as_str())),
+        match s.banner.is_empty() {
+            true => String::new(),
+            false => quoted(&printable(&s.banner, s.banner.len())),
+        },
+    ];
+    columns.iter().map(|c| format!(",{c}")).collect()
+}
+
+/// A field as RFC 4180 has it: quoted, with quotes doubled, where it holds
+/// a comma, a quote or a line break.
+fn quoted(field: &str) -> String {
+    match field.contains([',', '"', '\n', '\r']) {
+        true => format!("\"{}\"", field.replace('"', "\"\"")),
+        false => field.to_string(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -72,10 +125,10 @@ mod tests {
     #[test]
     fn writes_a_header_even_without_rows() {
         let mut buf = Vec::new();
-        CsvWriter::new(&mut buf, ScanType::Syn, Arc::default()).finish(&RunEnd::default()).unwrap();
+        CsvWriter::new(&mut buf, ScanType::Syn, Arc::default(), false).finish(&RunEnd::default()).unwrap();
         assert_eq!(String::from_utf8(buf).unwrap(), format!("{HEADER}\n"));
         let mut buf = Vec::new();
-        let mut w = CsvWriter::new(&mut buf, ScanType::Syn, Arc::new(ServiceNames::parse("ssh 22/tcp\n")));
+        let mut w = CsvWriter::new(&mut buf, ScanType::Syn, Arc::new(ServiceNames::parse("ssh 22/tcp\n")), false);
         let r = ScanResult {
             ip: "10.0.0.1".parse().unwrap(),
             port: 22,
@@ -85,7 +138,7 @@ mod tests {
             rtt_us: None,
             time_us: 0,
         };
-        w.write(&r).unwrap();
+        w.write(&r, None).unwrap();
         w.finish(&RunEnd::default()).unwrap();
         assert_eq!(
             String::from_utf8(buf).unwrap(),

@@ -1,6 +1,7 @@
 //! nmap's grepable format (`-oG`): one line per host.
 
 use super::hosts::{HostReport, HostTable};
+use super::service_name;
 use super::{RunEnd, RunInfo, done_summary, preamble};
 use crate::open_hosts::FLAG;
 use crate::probe::ScanType;
@@ -27,7 +28,7 @@ impl HostReport for Grepable {
         for host in hosts.views() {
             if !self.info.scan_type.has_ports() {
                 // nmap's ping-scan line: the host's status alone.
-                for r in &host.shown {
+                for (r, _) in &host.shown {
                     let status = if r.state.is_found() { "Up" } else { "Down" };
                     writeln!(out, "Host: {} ()\tStatus: {status}", host.ip)?;
                 }
@@ -37,9 +38,11 @@ impl HostReport for Grepable {
             let ports: Vec<String> = host
                 .shown
                 .iter()
-                .map(|r| {
-                    let service = self.info.services.name(proto, r.port).unwrap_or("");
-                    format!("{}/{}/{proto}//{service}///", r.port, r.state.as_str())
+                .map(|(r, s)| {
+                    let service = service_name(*s, self.info.services.name(proto, r.port)).unwrap_or_default();
+                    // nmap's field separator cannot appear inside a field.
+                    let version = s.and_then(|s| s.product.as_deref()).unwrap_or("").replace(['/', ','], " ");
+                    format!("{}/{}/{proto}//{service}//{version}/", r.port, r.state.as_str())
                 })
                 .collect();
             let mut line = format!("Host: {} ()\tPorts: {}", host.ip, ports.join(", "));

@@ -3,6 +3,7 @@
 //! covers more than 25 ports of the host, which is summarised instead.
 
 use super::{ResultWriter, RunEnd};
+use crate::banner::Service;
 use crate::result::{PortState, ScanResult};
 use std::collections::BTreeMap;
 use std::io::{self, Write};
@@ -25,7 +26,7 @@ pub struct HostTable {
 
 #[derive(Debug, Default)]
 struct Host {
-    open: Vec<ScanResult>,
+    open: Vec<(ScanResult, Option<Box<Service>>)>,
     others: [StateGroup; 4],
     /// Whether it sent any reply (silence has no TTL; an ICMP unreachable
     /// for an echo came from a router, not the host).
@@ -44,18 +45,18 @@ struct StateGroup {
 /// One host as a report shows it.
 pub struct HostView<'a> {
     pub ip: IpAddr,
-    /// Listed ports, in port order.
-    pub shown: Vec<&'a ScanResult>,
+    /// Listed ports, in port order, with what answers there where banners were asked.
+    pub shown: Vec<(&'a ScanResult, Option<&'a Service>)>,
     /// Summarised states: (state, count, the reason of its lowest port).
     pub hidden: Vec<(PortState, usize, &'static str)>,
 }
 
 impl HostTable {
-    pub fn add(&mut self, r: &ScanResult) {
+    pub fn add(&mut self, r: &ScanResult, service: Option<&Service>) {
         let host = self.hosts.entry(r.ip).or_default();
         host.answered |= r.ttl.is_some() && r.state != PortState::Unreachable;
         let Some(i) = SUMMARISED.iter().position(|&s| s == r.state) else {
-            host.open.push(*r);
+            host.open.push((*r, service.map(|s| Box::new(s.clone()))));
             return;
         };
         let group = &mut host.others[i];
@@ -83,17 +84,18 @@ impl HostTable {
         self.hosts
             .iter()
             .map(|(ip, host)| {
-                let mut shown: Vec<&ScanResult> = host.open.iter().collect();
+                let mut shown: Vec<(&ScanResult, Option<&Service>)> =
+                    host.open.iter().map(|(r, s)| (r, s.as_deref())).collect();
                 let mut hidden = Vec::new();
                 for (state, group) in SUMMARISED.iter().zip(&host.others) {
                     if group.count > COLLAPSE_ABOVE {
                         let reason = group.lowest.map_or("", |r| r.reason.as_str());
                         hidden.push((*state, group.count, reason));
                     } else {
-                        shown.extend(&group.listed);
+                        shown.extend(group.listed.iter().map(|r| (r, None)));
                     }
                 }
-                shown.sort_unstable_by_key(|r| r.port);
+                shown.sort_unstable_by_key(|(r, _)| r.port);
                 HostView { ip: *ip, shown, hidden }
             })
             .collect()
@@ -137,9 +139,9 @@ impl<W: Write, R: HostReport> PerHostWriter<W, R> {
 }
 
 impl<W: Write, R: HostReport> ResultWriter for PerHostWriter<W, R> {
-    fn write(&mut self, r: &ScanResult) -> io::Result<()> {
+    fn write(&mut self, r: &ScanResult, service: Option<&Service>) -> io::Result<()> {
         self.start()?;
-        self.hosts.add(r);
+        self.hosts.add(r, service);
         Ok(())
     }
 
@@ -171,13 +173,13 @@ mod tests {
                 500 => result(port, PortState::Filtered, Reason::Unreachable { code: 13 }),
                 _ => result(port, PortState::Filtered, Reason::NoResponse),
             };
-            table.add(&r);
+            table.add(&r, None);
         }
-        table.add(&result(9000, PortState::Undecided, Reason::FramesDropped));
+        table.add(&result(9000, PortState::Undecided, Reason::FramesDropped), None);
         let host = &table.hosts[&"10.0.0.1".parse().unwrap()];
         assert!(host.others.iter().take(2).all(|g| g.listed.is_empty()), "summarised states keep no list");
         let views = table.views();
-        let ports: Vec<u16> = views[0].shown.iter().map(|r| r.port).collect();
+        let ports: Vec<u16> = views[0].shown.iter().map(|(r, _)| r.port).collect();
         assert_eq!(ports, [1000, 2000, 3000, 4000, 5000, 9000]);
         assert_eq!(
             views[0].hidden,

@@ -9,6 +9,7 @@ pub mod text;
 pub mod time;
 pub mod xml;
 
+use crate::banner::Service;
 use crate::open_hosts::FlaggedHost;
 use crate::probe::ScanType;
 use crate::result::ScanResult;
@@ -29,6 +30,9 @@ pub struct RunInfo {
     pub hosts_total: u64,
     /// The names every format gives the ports, read once per run.
     pub services: std::sync::Arc<crate::service_names::ServiceNames>,
+    /// Whether open ports were asked what answers there (`--banners`): CSV
+    /// has the columns for it then.
+    pub banners: bool,
 }
 
 /// How the run ended, for report footers.
@@ -68,9 +72,54 @@ pub fn done_summary(info: &RunInfo, end: &RunEnd, hosts_up: usize) -> String {
     )
 }
 
+/// What banners saw on a port, as nmap's scripts would report it: (script
+/// id, output) pairs, for the text and XML reports.
+pub fn scripts(s: &Service) -> Vec<(&'static str, String)> {
+    let mut out = Vec::new();
+    if let Some(h) = &s.http {
+        if let Some(title) = &h.title {
+            out.push(("http-title", title.clone()));
+        }
+        if let Some(server) = &h.server {
+            out.push(("http-server-header", server.clone()));
+        }
+        if let Some(location) = &h.location {
+            out.push(("http-location", location.clone()));
+        }
+    } else if !s.banner.is_empty() {
+        out.push(("banner", crate::banner::identify::printable(&s.banner, s.banner.len())));
+    }
+    if let Some(c) = s.tls.as_ref().and_then(|t| t.chain.first()) {
+        out.push((
+            "ssl-cert",
+            format!(
+                "Subject: {}; Subject Alternative Name: {}; Issuer: {}; Not valid before: {}; Not valid after: {}; SHA-256: {}",
+                c.subject,
+                c.san.join(", "),
+                c.issuer,
+                c.not_before,
+                c.not_after,
+                c.sha256
+            ),
+        ));
+    }
+    out
+}
+
+/// The service a report names a port by: what banners identified there
+/// (`ssl/http` inside TLS, as nmap writes it), or else the table's name.
+pub fn service_name<'a>(service: Option<&'a Service>, table: Option<&'a str>) -> Option<std::borrow::Cow<'a, str>> {
+    match service.and_then(|s| s.name.as_deref().map(|n| (n, s.tls.is_some()))) {
+        Some((name, true)) if name != "ssl" => Some(format!("ssl/{name}").into()),
+        Some((name, _)) => Some(name.into()),
+        None => table.map(Into::into),
+    }
+}
+
 /// A sink for results, fed as they arrive and finished once at the end.
 pub trait ResultWriter {
-    fn write(&mut self, result: &ScanResult) -> io::Result<()>;
+    /// Writes a result, with what answers on its port where banners were asked.
+    fn write(&mut self, result: &ScanResult, service: Option<&Service>) -> io::Result<()>;
     /// Writes whatever is held back (per-host reports, footers) and flushes.
     fn finish(&mut self, end: &RunEnd) -> io::Result<()>;
 }
@@ -145,6 +194,6 @@ pub fn writer<'a, W: Write + 'a>(format: Format, out: W, info: &RunInfo, header:
         Format::Ndjson => Box::new(ndjson::NdjsonWriter::new(out, info.scan_type, info.services.clone())),
         Format::Xml => Box::new(PerHostWriter::new(out, xml::Xml { info: info.clone() })),
         Format::Grepable => Box::new(PerHostWriter::new(out, grepable::Grepable { info: info.clone() })),
-        Format::Csv => Box::new(csv::CsvWriter::new(out, info.scan_type, info.services.clone())),
+        Format::Csv => Box::new(csv::CsvWriter::new(out, info.scan_type, info.services.clone(), info.banners)),
     }
 }

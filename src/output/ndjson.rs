@@ -2,10 +2,13 @@
 
 use super::time::rfc3339_us;
 use super::{ResultWriter, RunEnd};
+use crate::banner::Service;
+use crate::banner::identify::printable;
 use crate::open_hosts::FLAG;
 use crate::probe::ScanType;
 use crate::result::ScanResult;
 use crate::service_names::ServiceNames;
+use serde_json::json;
 use std::io::{self, Write};
 use std::sync::Arc;
 
@@ -26,18 +29,20 @@ fn opt<T: std::fmt::Display>(v: Option<T>) -> String {
 }
 
 /// A result's object; an echo's has no port, nor a service. A port the
-/// table has no name for has a null `service`.
-pub fn line(r: &ScanResult, scan_type: ScanType, services: &ServiceNames) -> String {
+/// table has no name for has a null `service`, unless banners identified
+/// it; where banners were asked, the port's object also has what they saw.
+pub fn line(r: &ScanResult, scan_type: ScanType, services: &ServiceNames, service: Option<&Service>) -> String {
     let proto = scan_type.protocol();
-    let (port, service) = match scan_type.has_ports() {
-        true => (
-            format!(r#""port":{},"#, r.port),
-            format!(r#""service":{},"#, services.name(proto, r.port).map_or("null".into(), |n| format!(r#""{n}""#))),
-        ),
+    let (port, name) = match scan_type.has_ports() {
+        true => {
+            let name = service.and_then(|s| s.name.as_deref()).or_else(|| services.name(proto, r.port));
+            (format!(r#""port":{},"#, r.port), format!(r#""service":{},"#, json!(name)))
+        }
         false => (String::new(), String::new()),
     };
+    let grabbed = service.map_or(String::new(), banner_fields);
     format!(
-        r#"{{"ip":"{}",{port}"proto":"{}",{service}"state":"{}","reason":"{}","ttl":{},"rtt_us":{},"time":"{}"}}"#,
+        r#"{{"ip":"{}",{port}"proto":"{}",{name}"state":"{}","reason":"{}","ttl":{},"rtt_us":{},"time":"{}"{grabbed}}}"#,
         r.ip,
         proto,
         r.state.as_str(),
@@ -48,9 +53,41 @@ pub fn line(r: &ScanResult, scan_type: ScanType, services: &ServiceNames) -> Str
     )
 }
 
+/// `product`, `banner` (escaped as `identify::printable` does), `tls` (the
+/// leaf certificate) and `http`, each null where there is none, and how the
+/// conversation went (`grab`).
+fn banner_fields(s: &Service) -> String {
+    let banner = (!s.banner.is_empty()).then(|| printable(&s.banner, s.banner.len()));
+    let tls = s.tls.as_ref().map(|t| {
+        let leaf = t.chain.first();
+        json!({
+            "version": t.version,
+            "subject": leaf.map(|c| &c.subject),
+            "issuer": leaf.map(|c| &c.issuer),
+            "san": leaf.map(|c| &c.san),
+            "not_before": leaf.map(|c| &c.not_before),
+            "not_after": leaf.map(|c| &c.not_after),
+            "sha256": leaf.map(|c| &c.sha256),
+            "chain": t.chain.len(),
+        })
+    });
+    let http = s
+        .http
+        .as_ref()
+        .map(|h| json!({"status": h.status, "server": h.server, "title": h.title, "location": h.location}));
+    format!(
+        r#","product":{},"banner":{},"tls":{},"http":{},"grab":"{}""#,
+        json!(s.product),
+        json!(banner),
+        json!(tls),
+        json!(http),
+        s.status.as_str()
+    )
+}
+
 impl<W: Write> ResultWriter for NdjsonWriter<W> {
-    fn write(&mut self, r: &ScanResult) -> io::Result<()> {
-        writeln!(self.out, "{}", line(r, self.scan_type, &self.services))
+    fn write(&mut self, r: &ScanResult, service: Option<&Service>) -> io::Result<()> {
+        writeln!(self.out, "{}", line(r, self.scan_type, &self.services, service))
     }
 
     /// Flagged hosts last, one object each, told apart from results by `flag`.
@@ -76,25 +113,31 @@ mod tests {
         let mut buf = Vec::new();
         let services = Arc::new(ServiceNames::parse("ssh 22/tcp\n"));
         let mut w = NdjsonWriter::new(&mut buf, ScanType::Syn, services);
-        w.write(&ScanResult {
-            ip: "10.0.0.1".parse().unwrap(),
-            port: 22,
-            state: PortState::Open,
-            reason: Reason::SynAck,
-            ttl: Some(64),
-            rtt_us: Some(153),
-            time_us: 1_000_000,
-        })
+        w.write(
+            &ScanResult {
+                ip: "10.0.0.1".parse().unwrap(),
+                port: 22,
+                state: PortState::Open,
+                reason: Reason::SynAck,
+                ttl: Some(64),
+                rtt_us: Some(153),
+                time_us: 1_000_000,
+            },
+            None,
+        )
         .unwrap();
-        w.write(&ScanResult {
-            ip: "10.0.0.2".parse().unwrap(),
-            port: 443,
-            state: PortState::Filtered,
-            reason: Reason::NoResponse,
-            ttl: None,
-            rtt_us: None,
-            time_us: 0,
-        })
+        w.write(
+            &ScanResult {
+                ip: "10.0.0.2".parse().unwrap(),
+                port: 443,
+                state: PortState::Filtered,
+                reason: Reason::NoResponse,
+                ttl: None,
+                rtt_us: None,
+                time_us: 0,
+            },
+            None,
+        )
         .unwrap();
         w.finish(&RunEnd::default()).unwrap();
         assert_eq!(

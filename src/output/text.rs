@@ -3,8 +3,11 @@
 
 use super::hosts::{HostReport, HostTable};
 use super::{RunEnd, RunInfo, done_summary, preamble};
+use super::{scripts, service_name};
+use crate::banner::Service;
 use crate::open_hosts::FLAG;
 use crate::probe::ScanType;
+use crate::result::ScanResult;
 use crate::service_names::ServiceNames;
 use std::io::{self, Write};
 use std::sync::Arc;
@@ -30,21 +33,36 @@ impl HostReport for Text {
             let proto = self.scan_type.protocol();
             if !self.scan_type.has_ports() {
                 // An echo scan has one result per host: the host's state.
-                for r in &host.shown {
+                for (r, _) in &host.shown {
                     let rtt = r.rtt_us.map_or(String::new(), |us| format!(", {:.6}s latency", us as f64 / 1e6));
                     writeln!(out, "Host is {} ({}{rtt}).", r.state.as_str(), r.reason.as_str())?;
                 }
             } else if !host.shown.is_empty() {
                 // Room for open|filtered where a UDP scan has it.
                 let width = if self.scan_type == ScanType::Udp { 13 } else { 9 };
-                let service = |port| self.services.name_or_unknown(proto, port);
-                let names = host.shown.iter().map(|r| service(r.port).len());
-                let named = names.max().unwrap_or(0).max("SERVICE".len());
-                writeln!(out, "{:<9} {:<width$} {:<named$} REASON", "PORT", "STATE", "SERVICE")?;
-                for r in &host.shown {
+                let service = |(r, s): &(&ScanResult, Option<&Service>)| -> String {
+                    service_name(*s, self.services.name(proto, r.port)).map_or("unknown".into(), |n| n.into_owned())
+                };
+                let named = host.shown.iter().map(|p| service(p).len()).max().unwrap_or(0).max("SERVICE".len());
+                let versions = host.shown.iter().any(|(_, s)| s.is_some_and(|s| s.product.is_some()));
+                let reasoned = if versions { "REASON     VERSION" } else { "REASON" };
+                writeln!(out, "{:<9} {:<width$} {:<named$} {reasoned}", "PORT", "STATE", "SERVICE")?;
+                for p in &host.shown {
+                    let (r, s) = p;
                     let port = format!("{}/{proto}", r.port);
                     let (state, reason) = (r.state.as_str(), r.reason.as_str());
-                    writeln!(out, "{port:<9} {state:<width$} {:<named$} {reason}", service(r.port))?;
+                    let line = match s.and_then(|s| s.product.as_deref()) {
+                        Some(product) => {
+                            format!("{port:<9} {state:<width$} {:<named$} {reason:<10} {product}", service(p))
+                        }
+                        None => format!("{port:<9} {state:<width$} {:<named$} {reason}", service(p)),
+                    };
+                    writeln!(out, "{}", line.trim_end())?;
+                    let scripts = s.map(scripts).unwrap_or_default();
+                    for (i, (id, output)) in scripts.iter().enumerate() {
+                        let bar = if i + 1 == scripts.len() { "|_" } else { "| " };
+                        writeln!(out, "{bar}{id}: {output}")?;
+                    }
                 }
             }
             for (state, count, reason) in &host.hidden {
@@ -83,12 +101,12 @@ mod tests {
         let services = Arc::new(ServiceNames::parse("ssh 22/tcp\nhttp 80/tcp\nhttps 443/tcp\n"));
         let mut w = PerHostWriter::new(&mut buf, Text { scan_type: ScanType::Syn, services, header: None });
         for port in 100..130 {
-            w.write(&result("10.0.0.2", port, PortState::Closed, Reason::Reset)).unwrap();
+            w.write(&result("10.0.0.2", port, PortState::Closed, Reason::Reset), None).unwrap();
         }
-        w.write(&result("10.0.0.2", 443, PortState::Open, Reason::SynAck)).unwrap();
-        w.write(&result("10.0.0.2", 22, PortState::Open, Reason::SynAck)).unwrap();
-        w.write(&result("10.0.0.2", 7, PortState::Filtered, Reason::NoResponse)).unwrap();
-        w.write(&result("10.0.0.1", 80, PortState::Closed, Reason::Reset)).unwrap();
+        w.write(&result("10.0.0.2", 443, PortState::Open, Reason::SynAck), None).unwrap();
+        w.write(&result("10.0.0.2", 22, PortState::Open, Reason::SynAck), None).unwrap();
+        w.write(&result("10.0.0.2", 7, PortState::Filtered, Reason::NoResponse), None).unwrap();
+        w.write(&result("10.0.0.1", 80, PortState::Closed, Reason::Reset), None).unwrap();
         w.finish(&RunEnd::default()).unwrap();
         assert_eq!(
             String::from_utf8(buf).unwrap(),
@@ -107,6 +125,52 @@ mod tests {
     }
 
     #[test]
+    fn what_banners_saw_names_the_service_and_follows_the_port() {
+        use crate::banner::{Service, Tls, cert::Certificate, http::Head};
+        let mut buf = Vec::new();
+        let services = Arc::new(ServiceNames::parse("ssh 22/tcp\nhttps 443/tcp\n"));
+        let mut w = PerHostWriter::new(&mut buf, Text { scan_type: ScanType::Syn, services, header: None });
+        let https = Service {
+            name: Some("http".into()),
+            product: Some("nginx/1.22.1".into()),
+            tls: Some(Tls {
+                version: "TLSv1.3",
+                chain: vec![Certificate {
+                    subject: "CN=a".into(),
+                    issuer: "CN=b".into(),
+                    san: vec!["a".into()],
+                    not_before: "2026-01-01T00:00:00Z".into(),
+                    not_after: "2027-01-01T00:00:00Z".into(),
+                    sha256: "ff".into(),
+                }],
+            }),
+            http: Some(Head {
+                status: 200,
+                server: Some("nginx/1.22.1".into()),
+                location: None,
+                title: Some("T".into()),
+            }),
+            ..Service::default()
+        };
+        let ssh = Service { name: Some("ssh".into()), banner: b"SSH-2.0-X\r\n".to_vec(), ..Service::default() };
+        w.write(&result("10.0.0.2", 443, PortState::Open, Reason::SynAck), Some(&https)).unwrap();
+        w.write(&result("10.0.0.2", 2222, PortState::Open, Reason::SynAck), Some(&ssh)).unwrap();
+        w.finish(&RunEnd::default()).unwrap();
+        assert_eq!(
+            String::from_utf8(buf).unwrap(),
+            "prtip scan report for 10.0.0.2\n\
+             PORT      STATE     SERVICE  REASON     VERSION\n\
+             443/tcp   open      ssl/http syn-ack    nginx/1.22.1\n\
+             | http-title: T\n\
+             | http-server-header: nginx/1.22.1\n\
+             |_ssl-cert: Subject: CN=a; Subject Alternative Name: a; Issuer: CN=b; Not valid before: 2026-01-01T00:00:00Z; Not valid after: 2027-01-01T00:00:00Z; SHA-256: ff\n\
+             2222/tcp  open      ssh      syn-ack\n\
+             |_banner: SSH-2.0-X\\r\\n\n\
+             \n"
+        );
+    }
+
+    #[test]
     fn files_carry_a_preamble_and_footer() {
         let mut buf = Vec::new();
         let info =
@@ -115,7 +179,7 @@ mod tests {
             &mut buf,
             Text { scan_type: ScanType::Syn, services: Arc::default(), header: Some(info) },
         );
-        w.write(&result("10.0.0.1", 22, PortState::Open, Reason::SynAck)).unwrap();
+        w.write(&result("10.0.0.1", 22, PortState::Open, Reason::SynAck), None).unwrap();
         w.finish(&RunEnd { end_us: 1_500_000, interrupted: true, flagged: Vec::new() }).unwrap();
         let text = String::from_utf8(buf).unwrap();
         assert!(

@@ -3,6 +3,7 @@
 //! names the format here, and `version` says which program wrote it.
 
 use super::hosts::{HostReport, HostTable};
+use super::scripts;
 use super::time::rfc3339_us;
 use super::{RunEnd, RunInfo, done_summary};
 use crate::open_hosts::FLAG;
@@ -68,7 +69,7 @@ impl HostReport for Xml {
         for host in hosts.views() {
             if !self.info.scan_type.has_ports() {
                 // An echo scan's one result is the host's status: up, or down (silent or unreachable).
-                for r in &host.shown {
+                for (r, _) in &host.shown {
                     let state = if r.state.is_found() { "up" } else { "down" };
                     writeln!(out, r#"<host starttime="{start}" endtime="{stop}">"#)?;
                     writeln!(
@@ -89,7 +90,7 @@ impl HostReport for Xml {
             // The host's status is the first reply it sent; hosts that never
             // answered were scanned as if up, as nmap -Pn reports them.
             let (reason, ttl) =
-                host.shown.iter().find_map(|r| r.ttl.map(|t| (r.reason.as_str(), t))).unwrap_or(("user-set", 0));
+                host.shown.iter().find_map(|(r, _)| r.ttl.map(|t| (r.reason.as_str(), t))).unwrap_or(("user-set", 0));
             writeln!(out, r#"<host starttime="{start}" endtime="{stop}">"#)?;
             writeln!(out, r#"<status state="up" reason="{reason}" reason_ttl="{ttl}"/>"#)?;
             let family = if host.ip.is_ipv4() { "ipv4" } else { "ipv6" };
@@ -100,12 +101,22 @@ impl HostReport for Xml {
                 writeln!(out, r#"<extrareasons reason="{reason}" count="{count}" proto="{proto}"/>"#)?;
                 writeln!(out, "</extraports>")?;
             }
-            for r in &host.shown {
+            for (r, s) in &host.shown {
                 // As nmap: no service element for a port its table does not name.
-                let service = match self.info.services.name(proto, r.port) {
-                    Some(name) => format!(r#"<service name="{name}" method="table" conf="3"/>"#),
-                    None => String::new(),
+                let identified = s.and_then(|s| s.name.as_deref().map(|n| (n, s)));
+                let mut service = match (identified, self.info.services.name(proto, r.port)) {
+                    (Some((name, s)), _) => {
+                        let product =
+                            s.product.as_ref().map_or(String::new(), |p| format!(r#" product="{}""#, escape(p)));
+                        let tunnel = if s.tls.is_some() && name != "ssl" { r#" tunnel="ssl""# } else { "" };
+                        format!(r#"<service name="{}"{product}{tunnel} method="probed" conf="10"/>"#, escape(name))
+                    }
+                    (None, Some(name)) => format!(r#"<service name="{name}" method="table" conf="3"/>"#),
+                    (None, None) => String::new(),
                 };
+                for (id, output) in s.map(scripts).unwrap_or_default() {
+                    service.push_str(&format!(r#"<script id="{id}" output="{}"/>"#, escape(&output)));
+                }
                 writeln!(
                     out,
                     r#"<port protocol="{proto}" portid="{}"><state state="{}" reason="{}" reason_ttl="{}"/>{service}</port>"#,

@@ -13,6 +13,7 @@ mod sink;
 mod task;
 mod uring_file;
 
+use crate::banner::Service;
 use crate::engine::plan::Cursor;
 use crate::latency::Latency;
 use crate::output::{OutputFile, RunEnd, RunInfo};
@@ -166,6 +167,8 @@ enum Msg {
     Results(Vec<ScanResult>),
     /// Results an interrupted run already stored, for the output files of the run that resumes it.
     Replay(Vec<ScanResult>),
+    /// Open ports sent before, with what banners saw there.
+    Services(Vec<(ScanResult, Service)>),
     /// Every result up to this point was sent; a resumed scan may start at `cursor`.
     Checkpoint {
         cursor: Cursor,
@@ -218,6 +221,14 @@ impl Store {
     pub fn send(&mut self, batch: Vec<ScanResult>) {
         if !batch.is_empty() {
             self.push(Msg::Results(batch));
+        }
+    }
+
+    /// Hands over what banners saw on open ports that were sent before:
+    /// the database stores it, and the output files write those ports now.
+    pub fn services(&mut self, batch: Vec<(ScanResult, Service)>) {
+        if !batch.is_empty() {
+            self.push(Msg::Services(batch));
         }
     }
 
@@ -291,6 +302,7 @@ mod tests {
                 port_count: 65535,
                 hosts_total: 16,
                 services: Default::default(),
+                banners: false,
             },
             checkpoint: None,
             checkpoint_file: None,

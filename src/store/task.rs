@@ -8,6 +8,7 @@
 
 use super::sink::{self, Failure, Sink};
 use super::{Finish, Msg, StoreConfig, StoreError, StoreReport};
+use crate::banner::Service;
 use crate::engine::plan::Cursor;
 use crate::result::{Reason, ScanResult};
 use std::borrow::Cow;
@@ -39,6 +40,7 @@ enum Op<'a> {
         answered: &'a [ScanResult],
     },
     Replay(&'a [ScanResult]),
+    Services(&'a [(ScanResult, Service)]),
     Checkpoint(Cursor, u64),
     Flush,
     /// Sync the sinks whose sync is due by then.
@@ -53,6 +55,7 @@ impl Sinks {
             let done = match *op {
                 Op::Add { batch, answered } => sink.add(batch, answered).await,
                 Op::Replay(batch) => sink.replay(batch).await,
+                Op::Services(batch) => sink.services(batch).await,
                 Op::Checkpoint(cursor, sent) => sink.checkpoint(cursor, sent).await,
                 Op::Flush => sink.flush().await,
                 Op::SyncDue(now) if sink.sync_due().is_some_and(|due| due <= now) => sink.sync().await,
@@ -128,6 +131,7 @@ pub(super) async fn run(
                     sinks.apply(&Op::Add { batch: &batch, answered: &answered }).await;
                 }
                 Msg::Replay(batch) => sinks.apply(&Op::Replay(&batch)).await,
+                Msg::Services(batch) => sinks.apply(&Op::Services(&batch)).await,
                 Msg::Checkpoint { cursor, sent } => {
                     last = (cursor, sent);
                     sinks.apply(&Op::Checkpoint(cursor, sent)).await;

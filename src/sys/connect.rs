@@ -41,14 +41,7 @@ impl Connector {
             IoUring::builder().setup_cqsize((capacity * 4).next_power_of_two().max(SQ_ENTRIES)).build(SQ_ENTRIES)?;
         // A kernel without these would fail each attempt with EINVAL, which
         // would read as silence: refused here instead, before anything is sent.
-        let mut probe = io_uring::Probe::new();
-        ring.submitter().register_probe(&mut probe)?;
-        let ops = [opcode::Connect::CODE, opcode::LinkTimeout::CODE, opcode::Close::CODE];
-        if !ring.params().is_feature_ext_arg() || !ops.iter().all(|&op| probe.is_supported(op)) {
-            return Err(io::Error::other(
-                "this kernel's io_uring lacks connect, linked timeouts or timed waits (5.11+)",
-            ));
-        }
+        require(&ring, &[opcode::Connect::CODE, opcode::LinkTimeout::CODE, opcode::Close::CODE])?;
         let slots = (0..capacity)
             .map(|_| Slot { token: 0, fd: None, addr: super::zeroed(), timeout: types::Timespec::new() })
             .collect();
@@ -82,7 +75,7 @@ impl Connector {
         // freed, after the connect's completion; the socket stays open as long.
         // Where they could not be queued, the slot stays free and the socket
         // is closed here.
-        unsafe { self.push(&[connect, limit])? };
+        unsafe { push(&mut self.ring, &[connect, limit])? };
         self.slots[slot as usize].fd = Some(fd);
         self.free.pop();
         Ok(())
@@ -91,36 +84,6 @@ impl Connector {
     /// Hands what was started to the kernel: an attempt's round trip starts here.
     pub fn submit(&mut self) -> io::Result<()> {
         self.ring.submit().map(drop)
-    }
-
-    /// Queues `entries` together, submitting what is queued first where
-    /// they would not fit.
-    ///
-    /// # Safety
-    ///
-    /// What the entries point at must stay valid until they complete.
-    /// Fails with EBUSY, queueing none of them, where the queue stays full.
-    unsafe fn push(&mut self, entries: &[squeue::Entry]) -> io::Result<()> {
-        let free = |ring: &mut IoUring| {
-            let sq = ring.submission();
-            sq.capacity() - sq.len()
-        };
-        if free(&mut self.ring) < entries.len() {
-            match self.ring.submit() {
-                Ok(_) => {}
-                Err(e) if matches!(e.raw_os_error(), Some(libc::EINTR | libc::EBUSY | libc::EAGAIN)) => {}
-                Err(e) => return Err(e),
-            }
-            if free(&mut self.ring) < entries.len() {
-                return Err(io::Error::from_raw_os_error(libc::EBUSY));
-            }
-        }
-        let mut sq = self.ring.submission();
-        for e in entries {
-            // SAFETY: the caller's promise; there is room for every entry.
-            unsafe { sq.push(e).map_err(|_| io::Error::from_raw_os_error(libc::EBUSY))? };
-        }
-        Ok(())
     }
 
     /// Submits what was started, waits up to `wait` for at least one attempt
@@ -161,7 +124,7 @@ impl Connector {
                 // call of its own (or by one now, where the queue is full).
                 let close = opcode::Close::new(types::Fd(fd.as_raw_fd())).build().user_data(CLOSE);
                 // SAFETY: a close points at nothing; once queued, the descriptor is the kernel's to close.
-                if unsafe { self.push(&[close]) }.is_ok() {
+                if unsafe { push(&mut self.ring, &[close]) }.is_ok() {
                     let _ = fd.into_raw_fd();
                 }
             }
@@ -180,8 +143,50 @@ impl Drop for Connector {
     }
 }
 
+/// Refuses a ring whose kernel lacks one of `ops` or timed waits (5.11+).
+pub(super) fn require(ring: &IoUring, ops: &[u8]) -> io::Result<()> {
+    let mut probe = io_uring::Probe::new();
+    ring.submitter().register_probe(&mut probe)?;
+    if !ring.params().is_feature_ext_arg() || !ops.iter().all(|&op| probe.is_supported(op)) {
+        return Err(io::Error::other(
+            "this kernel's io_uring lacks connect, send, receive, linked timeouts or timed waits (5.11+)",
+        ));
+    }
+    Ok(())
+}
+
+/// Queues `entries` together, submitting what is queued first where they
+/// would not fit.
+///
+/// # Safety
+///
+/// What the entries point at must stay valid until they complete.
+/// Fails with EBUSY, queueing none of them, where the queue stays full.
+pub(super) unsafe fn push(ring: &mut IoUring, entries: &[squeue::Entry]) -> io::Result<()> {
+    let free = |ring: &mut IoUring| {
+        let sq = ring.submission();
+        sq.capacity() - sq.len()
+    };
+    if free(ring) < entries.len() {
+        match ring.submit() {
+            Ok(_) => {}
+            Err(e) if matches!(e.raw_os_error(), Some(libc::EINTR | libc::EBUSY | libc::EAGAIN)) => {}
+            Err(e) => return Err(e),
+        }
+        if free(ring) < entries.len() {
+            return Err(io::Error::from_raw_os_error(libc::EBUSY));
+        }
+    }
+    let mut sq = ring.submission();
+    for e in entries {
+        // SAFETY: the caller's promise; there is room for every entry.
+        unsafe { sq.push(e).map_err(|_| io::Error::from_raw_os_error(libc::EBUSY))? };
+    }
+    Ok(())
+}
+
 /// Writes `to` into `out` as the kernel's sockaddr; returns its length.
-fn write_sockaddr(out: &mut libc::sockaddr_in6, to: SocketAddr) -> libc::socklen_t {
+pub(super) fn write_sockaddr(out: &mut libc::sockaddr_in6, to: SocketAddr) -> libc::socklen_t {
     match to {
         SocketAddr::V4(a) => {
             let mut v4: libc::sockaddr_in = super::zeroed();

@@ -5,6 +5,7 @@
 
 pub mod connect;
 mod mmsg;
+pub mod stream;
 
 pub use mmsg::{RecvBatch, SO_TIMESTAMPNS, SendBatch, SockAddr};
 

@@ -4,6 +4,7 @@
 pub mod connect;
 pub mod filter;
 pub mod raw;
+pub mod stream;
 #[allow(unsafe_code)]
 pub mod xdp;
 

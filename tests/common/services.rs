@@ -1,6 +1,7 @@
 //! Real servers from Debian packages, run by the tests in a namespace of
 //! their own making and stopped when dropped: the DNS, NTP and SNMP
-//! servers that a UDP scan's payloads must make answer.
+//! servers that a UDP scan's payloads must make answer, and the SSH, FTP,
+//! HTTP and HTTPS servers whose banners `--banners` must read.
 
 use std::net::UdpSocket;
 use std::path::Path;
@@ -102,6 +103,117 @@ pub fn wait_for_answer(ns: &str, server: &str, request: &[u8]) {
                 return;
             }
             assert!(Instant::now() < deadline, "{server} did not answer within {:?}", super::READY_WITHIN);
+        }
+    });
+}
+
+/// OpenSSH's sshd on port 22 of every address of `ns`, with a host key made
+/// for it in `dir`.
+pub fn sshd(ns: &str, dir: &Path) -> Service {
+    let key = dir.join("ssh_host_ed25519_key");
+    let made = Command::new("ssh-keygen")
+        .args(["-q", "-t", "ed25519", "-N", "", "-f"])
+        .arg(&key)
+        .status()
+        .expect("ssh-keygen (Debian package openssh-client) must be installed");
+    assert!(made.success(), "ssh-keygen failed");
+    let conf = dir.join("sshd_config");
+    std::fs::write(
+        &conf,
+        format!(
+            "Port 22\nListenAddress 0.0.0.0\nHostKey {}\nPidFile {}\nUsePAM no\n",
+            key.display(),
+            dir.join("sshd.pid").display()
+        ),
+    )
+    .unwrap();
+    // sshd refuses to start without its privilege separation directory.
+    std::fs::create_dir_all("/run/sshd").unwrap();
+    let conf = conf.display().to_string();
+    Service::start("sshd", ns, "/usr/sbin/sshd", &["-D", "-e", "-f", &conf], "openssh-server")
+}
+
+/// vsftpd on port 21 of every address of `ns`, anonymous and read-only.
+pub fn vsftpd(ns: &str, dir: &Path) -> Service {
+    let empty = dir.join("vsftpd-empty");
+    std::fs::create_dir_all(&empty).unwrap();
+    let conf = dir.join("vsftpd.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "listen=YES\nlisten_ipv6=NO\nlisten_port=21\nbackground=NO\nanonymous_enable=YES\n\
+             anon_root={0}\nlocal_enable=NO\nwrite_enable=NO\nseccomp_sandbox=NO\n\
+             secure_chroot_dir={0}\nrun_as_launching_user=YES\nxferlog_enable=NO\n",
+            empty.display()
+        ),
+    )
+    .unwrap();
+    let conf = conf.display().to_string();
+    Service::start("vsftpd", ns, "/usr/sbin/vsftpd", &[&conf], "vsftpd")
+}
+
+/// nginx on `ns`: HTTP on `http` ports (a page titled `title` on the
+/// first, a redirect to `/moved` on the others) and HTTPS on `https` ports
+/// with a self-signed certificate for `prtip.test` made in `dir`, TLS 1.3
+/// on the first and TLS 1.2 alone on the others; returns
+/// the server and the certificate's SHA-256 fingerprint, as openssl gives it.
+pub fn nginx(ns: &str, dir: &Path, http: &[u16], https: &[u16], title: &str) -> (Service, String) {
+    let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
+    let made = Command::new("openssl")
+        .args(["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "30", "-subj", "/CN=prtip.test/O=prtip"])
+        .args(["-addext", "subjectAltName=DNS:prtip.test,IP:10.201.0.1", "-keyout"])
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .stderr(Stdio::null())
+        .status()
+        .expect("openssl must be installed");
+    assert!(made.success(), "openssl req failed");
+    let fingerprint =
+        Command::new("openssl").args(["x509", "-noout", "-fingerprint", "-sha256", "-in"]).arg(&cert).output().unwrap();
+    let fingerprint = String::from_utf8_lossy(&fingerprint.stdout);
+    let sha256 = fingerprint.trim().rsplit('=').next().unwrap().replace(':', "").to_lowercase();
+    let page = format!("<html><head><title>{title}</title></head><body>prtip</body></html>");
+    let mut servers = String::new();
+    for (i, port) in http.iter().enumerate() {
+        let answer = if i == 0 { format!("return 200 '{page}';") } else { "return 301 /moved;".to_string() };
+        servers.push_str(&format!("server {{ listen {port}; default_type text/html; location / {{ {answer} }} }}\n"));
+    }
+    for (i, port) in https.iter().enumerate() {
+        let versions = if i == 0 { "TLSv1.2 TLSv1.3" } else { "TLSv1.2" };
+        servers.push_str(&format!(
+            "server {{ listen {port} ssl; ssl_protocols {versions}; ssl_certificate {}; ssl_certificate_key {}; \
+             default_type text/html; location / {{ return 200 '{page}'; }} }}\n",
+            cert.display(),
+            key.display()
+        ));
+    }
+    let d = dir.display();
+    let conf = dir.join("nginx.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "user root;\nworker_processes 1;\npid {d}/nginx.pid;\nerror_log {d}/nginx-error.log;\n\
+             events {{ worker_connections 1024; }}\n\
+             http {{\n access_log off;\n client_body_temp_path {d}/body;\n proxy_temp_path {d}/proxy;\n\
+             fastcgi_temp_path {d}/fastcgi;\n uwsgi_temp_path {d}/uwsgi;\n scgi_temp_path {d}/scgi;\n{servers}}}\n"
+        ),
+    )
+    .unwrap();
+    let conf = conf.display().to_string();
+    let server = Service::start("nginx", ns, "/usr/sbin/nginx", &["-c", &conf, "-g", "daemon off;"], "nginx-light");
+    (server, sha256)
+}
+
+/// Waits until `addr` (`ip:port`) accepts TCP connections from namespace `ns`.
+pub fn wait_for_listener(ns: &str, addr: &str) {
+    let (ns, addr) = (ns.to_string(), addr.to_string());
+    super::in_netns(&ns, move || {
+        let deadline = Instant::now() + super::READY_WITHIN;
+        let to: std::net::SocketAddr = addr.parse().unwrap();
+        while std::net::TcpStream::connect_timeout(&to, Duration::from_millis(200)).is_err() {
+            assert!(Instant::now() < deadline, "{addr} did not accept within {:?}", super::READY_WITHIN);
+            std::thread::sleep(Duration::from_millis(20));
         }
     });
 }

@@ -4,6 +4,7 @@
 
 mod read;
 mod schema;
+mod services;
 mod write;
 
 pub use read::ScanRow;

@@ -26,7 +26,7 @@ pub struct ScanRow {
     pub status: String,
 }
 
-fn addr_of(v: rusqlite::types::ValueRef) -> Option<IpAddr> {
+pub(super) fn addr_of(v: rusqlite::types::ValueRef) -> Option<IpAddr> {
     match v {
         rusqlite::types::ValueRef::Integer(i) => u32::try_from(i).ok().map(|v| std::net::Ipv4Addr::from(v).into()),
         rusqlite::types::ValueRef::Text(t) => {

@@ -108,6 +108,8 @@ CREATE TABLE scan_flagged_hosts (
     Migration::Code(refresh_view),
     // Version 11: the view names the connect scan's `conn-refused`.
     Migration::Code(refresh_view),
+    // Version 12: what banners saw on open ports.
+    Migration::Sql(super::services::SCHEMA),
 ];
 
 /// Results as integers, keyed by the address as an integer: SQLite takes

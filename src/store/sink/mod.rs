@@ -9,6 +9,7 @@ mod sqlite;
 pub(super) use sqlite::SqliteSink;
 
 use super::{Finish, StoreConfig, StoreError, StoreReport};
+use crate::banner::Service;
 use crate::engine::plan::Cursor;
 use crate::result::ScanResult;
 use checkpoint_file::CheckpointFile;
@@ -44,6 +45,11 @@ pub(super) trait Sink {
 
     /// Results an interrupted run stored, shown again by the run that resumes it.
     fn replay<'a>(&'a mut self, _batch: &'a [ScanResult]) -> SinkFuture<'a> {
+        done()
+    }
+
+    /// What banners saw on open ports added before.
+    fn services<'a>(&'a mut self, _batch: &'a [(ScanResult, Service)]) -> SinkFuture<'a> {
         done()
     }
 

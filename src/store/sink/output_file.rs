@@ -2,9 +2,10 @@
 //! `ResultWriter` writing into memory, written out through io_uring in chunks.
 
 use super::{Failure, Sink, SinkFuture};
+use crate::banner::Service;
 use crate::open_hosts::OpenHosts;
 use crate::output::{self, ResultWriter};
-use crate::result::ScanResult;
+use crate::result::{PortState, ScanResult};
 use crate::store::uring_file::UringFile;
 use crate::store::{Finish, StoreConfig, StoreError, StoreReport};
 use std::cell::RefCell;
@@ -34,6 +35,8 @@ pub(super) struct OutputFile {
     spool: Spool,
     writer: Box<dyn ResultWriter>,
     open_only: bool,
+    /// Open ports are written when their banners come (`services`).
+    banners: bool,
     /// `--max-open-per-host`, counted as standard output counts it: the
     /// same results in the same order.
     cap: Option<OpenHosts>,
@@ -45,7 +48,7 @@ impl OutputFile {
         let spool = Spool::default();
         let writer = output::writer(file.format, spool.clone(), &config.info, true);
         let cap = config.max_open_per_host.map(OpenHosts::capped);
-        Ok(OutputFile { out, spool, writer, open_only: config.open_only, cap })
+        Ok(OutputFile { out, spool, writer, open_only: config.open_only, banners: config.info.banners, cap })
     }
 
     async fn drain_spool(&mut self, at_least: usize) -> Result<(), StoreError> {
@@ -56,12 +59,27 @@ impl OutputFile {
         self.out.append(bytes).await.map(drop).map_err(StoreError::output(&self.out.path))
     }
 
-    async fn write(&mut self, batch: &[ScanResult]) -> Result<(), StoreError> {
+    async fn write(&mut self, batch: &[ScanResult], replayed: bool) -> Result<(), StoreError> {
         for r in batch {
-            let shown = self.cap.as_mut().is_none_or(|cap| cap.shows(r));
-            if shown && (!self.open_only || r.state.is_found()) {
-                self.writer.write(r).map_err(StoreError::output(&self.out.path))?;
+            if self.banners && !replayed && r.state == PortState::Open {
+                continue;
             }
+            self.write_one(r, None)?;
+        }
+        self.drain_spool(FILE_CHUNK).await
+    }
+
+    fn write_one(&mut self, r: &ScanResult, service: Option<&Service>) -> Result<(), StoreError> {
+        let shown = self.cap.as_mut().is_none_or(|cap| cap.shows(r));
+        if shown && (!self.open_only || r.state.is_found()) {
+            self.writer.write(r, service).map_err(StoreError::output(&self.out.path))?;
+        }
+        Ok(())
+    }
+
+    async fn write_services(&mut self, batch: &[(ScanResult, Service)]) -> Result<(), StoreError> {
+        for (r, s) in batch {
+            self.write_one(r, Some(s))?;
         }
         self.drain_spool(FILE_CHUNK).await
     }
@@ -73,11 +91,15 @@ impl Sink for OutputFile {
     }
 
     fn add<'a>(&'a mut self, batch: &'a [ScanResult], _answered: &'a [ScanResult]) -> SinkFuture<'a> {
-        Box::pin(self.write(batch))
+        Box::pin(self.write(batch, false))
     }
 
     fn replay<'a>(&'a mut self, batch: &'a [ScanResult]) -> SinkFuture<'a> {
-        Box::pin(self.write(batch))
+        Box::pin(self.write(batch, true))
+    }
+
+    fn services<'a>(&'a mut self, batch: &'a [(ScanResult, Service)]) -> SinkFuture<'a> {
+        Box::pin(self.write_services(batch))
     }
 
     fn finish<'a>(mut self: Box<Self>, finish: &'a Finish, _report: &'a mut StoreReport) -> SinkFuture<'a> {

@@ -3,6 +3,7 @@
 //! results it counts on are durable.
 
 use super::{Failure, Sink, SinkFuture};
+use crate::banner::Service;
 use crate::engine::plan::Cursor;
 use crate::result::ScanResult;
 use crate::store::db::{Db, STORE_ROWS};
@@ -171,6 +172,10 @@ impl Sink for SqliteSink {
 
     fn add<'a>(&'a mut self, batch: &'a [ScanResult], answered: &'a [ScanResult]) -> SinkFuture<'a> {
         Box::pin(self.store(if self.store_silent { batch } else { answered }))
+    }
+
+    fn services<'a>(&'a mut self, batch: &'a [(ScanResult, Service)]) -> SinkFuture<'a> {
+        Box::pin(std::future::ready(self.db.insert_services(self.scan_id, batch)))
     }
 
     fn checkpoint(&mut self, cursor: Cursor, sent: u64) -> SinkFuture<'_> {

@@ -1,0 +1,314 @@
+//! The banner stage: open ports, handed over by a scan as it finds them,
+//! each asked what answers there through a `Conversations` backend, on a
+//! thread of its own. A bounded queue stands between the scan and the
+//! stage: a port the queue refuses is reported as such (`queue-full`),
+//! never dropped. Memory is bounded by the queue, the connections at once
+//! and the bytes kept per connection, whatever the services send.
+
+use crate::banner::{Grab, Service, Status, Step, Wait};
+use crate::result::ScanResult;
+use crate::transport::stream::{Conversations, Ended};
+use std::collections::HashMap;
+use std::io;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender, TryRecvError};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+/// Ports waiting for a connection: about 3 MiB of results at most.
+pub const QUEUE: usize = 65_536;
+/// The most conversations at once, whatever the descriptor limit.
+pub const MAX_CONNECTIONS: u32 = 1024;
+/// How long the loop waits for a step to end.
+const POLL: Duration = Duration::from_millis(20);
+/// How long the rest of a message may keep us waiting once it has begun.
+const REST_WAIT: Duration = Duration::from_millis(500);
+
+/// How the stage talks to ports.
+#[derive(Debug, Clone)]
+pub struct BannerConfig {
+    /// The longest one port's conversation lasts, connect included.
+    pub timeout: Duration,
+    /// How long a quiet service is listened to before it is asked, and an
+    /// answer waited for.
+    pub answer_wait: Duration,
+    /// Bytes kept of what a service says.
+    pub bytes: usize,
+    /// Names the targets were given by, for SNI and the Host header.
+    pub hostnames: Arc<HashMap<IpAddr, String>>,
+}
+
+/// Counts of the stage's work, for the scan's summary.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct BannerStats {
+    pub asked: u64,
+    pub grabbed: u64,
+    pub refused: u64,
+    /// The most conversations that were open at once.
+    pub peak: u64,
+    /// Conversations the timeout ended, and the byte cap.
+    pub timed_out: u64,
+    pub capped: u64,
+}
+
+/// The scan's side of the stage.
+pub struct BannerStage {
+    jobs: Option<SyncSender<ScanResult>>,
+    done: Receiver<(ScanResult, Service)>,
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<io::Result<BannerStats>>>,
+    refused: u64,
+}
+
+impl BannerStage {
+    /// Starts the stage's thread over `conversations`.
+    pub fn start<C: Conversations + Send + 'static>(conversations: C, config: BannerConfig) -> io::Result<BannerStage> {
+        let (jobs, jobs_rx) = mpsc::sync_channel(QUEUE);
+        let (done_tx, done) = mpsc::channel();
+        let stop = Arc::new(AtomicBool::new(false));
+        let stopped = stop.clone();
+        let thread = std::thread::Builder::new()
+            .name("prtip-banners".into())
+            .spawn(move || run(conversations, &config, &jobs_rx, &done_tx, &stopped))?;
+        Ok(BannerStage { jobs: Some(jobs), done, stop, thread: Some(thread), refused: 0 })
+    }
+
+    /// Hands over an open port; gives it back, reported as `queue-full`,
+    /// where the queue is full.
+    pub fn offer(&mut self, result: ScanResult) -> Option<(ScanResult, Service)> {
+        let jobs = self.jobs.as_ref()?;
+        match jobs.try_send(result) {
+            Ok(()) => None,
+            Err(mpsc::TrySendError::Full(r) | mpsc::TrySendError::Disconnected(r)) => {
+                self.refused += 1;
+                Some((r, Service::not_asked(Status::QueueFull)))
+            }
+        }
+    }
+
+    /// The ports whose conversations ended since the last call.
+    pub fn ready(&mut self) -> Vec<(ScanResult, Service)> {
+        self.done.try_iter().collect()
+    }
+
+    /// Waits for the conversations under way (each ends by its timeout), or
+    /// ends them now where the scan was stopped; hands every port still
+    /// held to `on`.
+    pub fn finish(mut self, stopped: bool, on: &mut dyn FnMut(ScanResult, Service)) -> io::Result<BannerStats> {
+        if stopped {
+            self.stop.store(true, Ordering::Relaxed);
+        }
+        drop(self.jobs.take());
+        for (r, s) in self.done.iter() {
+            on(r, s);
+        }
+        let mut stats = match self.thread.take().map(JoinHandle::join) {
+            Some(Ok(stats)) => stats?,
+            _ => return Err(io::Error::other("the banner stage's thread failed")),
+        };
+        stats.refused = self.refused;
+        Ok(stats)
+    }
+}
+
+impl Drop for BannerStage {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}
+
+/// One conversation under way.
+struct Conversation {
+    result: ScanResult,
+    grab: Grab,
+    deadline: Instant,
+    /// What is still to be sent of the last `Step::Send`.
+    unsent: Vec<u8>,
+}
+
+fn run<C: Conversations>(
+    mut conns: C,
+    config: &BannerConfig,
+    jobs: &Receiver<ScanResult>,
+    done: &mpsc::Sender<(ScanResult, Service)>,
+    stop: &AtomicBool,
+) -> io::Result<BannerStats> {
+    let mut stats = BannerStats::default();
+    let mut live: HashMap<u32, Conversation> = HashMap::new();
+    let mut no_more = false;
+    let mut ended: Vec<(u32, Ending)> = Vec::new();
+    loop {
+        if stop.load(Ordering::Relaxed) {
+            abandon(&mut conns, &mut live, jobs, done);
+            return Ok(stats);
+        }
+        while !no_more && conns.room() > 0 {
+            let next = match live.is_empty() {
+                true => jobs.recv_timeout(POLL).map_err(|e| e == RecvTimeoutError::Disconnected),
+                false => jobs.try_recv().map_err(|e| e == TryRecvError::Disconnected),
+            };
+            match next {
+                Ok(result) => {
+                    stats.asked += 1;
+                    let hostname = config.hostnames.get(&result.ip).map(String::as_str);
+                    let grab = Grab::new(result.ip, result.port, hostname, config.bytes);
+                    let c =
+                        Conversation { result, grab, deadline: Instant::now() + config.timeout, unsent: Vec::new() };
+                    match conns.open(SocketAddr::new(result.ip, result.port), config.timeout) {
+                        Ok(id) => {
+                            live.insert(id, c);
+                        }
+                        Err(e) => {
+                            let errno = e.raw_os_error().unwrap_or(libc::EIO);
+                            let _ = done.send((result, Service::not_asked(Status::NoConnection(errno))));
+                        }
+                    }
+                }
+                Err(true) => no_more = true,
+                Err(false) => break,
+            }
+        }
+        stats.peak = stats.peak.max(live.len() as u64);
+        if no_more && live.is_empty() {
+            return Ok(stats);
+        }
+        let wait = if live.is_empty() { Duration::ZERO } else { POLL };
+        if let Err(e) = conns.complete(wait, &mut |id, e| ended.push((id, Ending::from(e)))) {
+            abandon(&mut conns, &mut live, jobs, done);
+            return Err(e);
+        }
+        for (id, e) in ended.drain(..) {
+            let Some(mut c) = live.remove(&id) else { continue };
+            let now = Instant::now();
+            let step = match e {
+                Ending::Connected(Ok(())) => c.grab.start(),
+                Ending::Connected(Err(errno)) => {
+                    conns.close(id);
+                    let mut service = c.grab.finish();
+                    if service.status == Status::Silent {
+                        service.status = Status::NoConnection(errno);
+                    }
+                    let _ = done.send((c.result, service));
+                    continue;
+                }
+                Ending::Sent(Ok(n)) if n < c.unsent.len() => {
+                    c.unsent.drain(..n);
+                    Step::Send(std::mem::take(&mut c.unsent))
+                }
+                Ending::Sent(Ok(_)) => Step::Read(Wait::Answer),
+                Ending::Received(Ok(bytes)) if bytes.is_empty() => c.grab.on_closed(),
+                Ending::Received(Ok(bytes)) => c.grab.on_data(&bytes),
+                Ending::Received(Err(libc::ECANCELED)) if now < c.deadline => c.grab.on_quiet(),
+                Ending::Received(Err(libc::ECANCELED)) => {
+                    stats.timed_out += 1;
+                    Step::Done
+                }
+                Ending::Sent(Err(_)) | Ending::Received(Err(_)) => c.grab.on_closed(),
+            };
+            let wait = |w: Wait| match w {
+                Wait::Answer => config.answer_wait,
+                Wait::Rest => REST_WAIT,
+            };
+            if let Some((id, c)) = take_step(&mut conns, id, c, step, now, wait, &mut stats, done) {
+                live.insert(id, c);
+            }
+        }
+    }
+}
+
+/// Ends every conversation now, and hands back every port held, with what
+/// was learnt of it: the scan reports each of them all the same.
+fn abandon<C: Conversations>(
+    conns: &mut C,
+    live: &mut HashMap<u32, Conversation>,
+    jobs: &Receiver<ScanResult>,
+    done: &mpsc::Sender<(ScanResult, Service)>,
+) {
+    for (id, c) in live.drain() {
+        conns.close(id);
+        let mut service = c.grab.finish();
+        if service.status == Status::Silent {
+            service.status = Status::Interrupted;
+        }
+        let _ = done.send((c.result, service));
+    }
+    for r in jobs.try_iter() {
+        let _ = done.send((r, Service::not_asked(Status::Interrupted)));
+    }
+}
+
+/// A step's end, owned (a receive's bytes are the backend's until then).
+enum Ending {
+    Connected(Result<(), i32>),
+    Sent(Result<usize, i32>),
+    Received(Result<Vec<u8>, i32>),
+}
+
+impl From<Ended<'_>> for Ending {
+    fn from(e: Ended) -> Ending {
+        match e {
+            Ended::Connected(r) => Ending::Connected(r),
+            Ended::Sent(r) => Ending::Sent(r),
+            Ended::Received(r) => Ending::Received(r.map(<[u8]>::to_vec)),
+        }
+    }
+}
+
+/// Does what the conversation asked; returns it, and its connection's
+/// number, while it goes on.
+#[allow(clippy::too_many_arguments)]
+fn take_step<C: Conversations>(
+    conns: &mut C,
+    id: u32,
+    mut c: Conversation,
+    step: Step,
+    now: Instant,
+    wait: impl Fn(Wait) -> Duration,
+    stats: &mut BannerStats,
+    done: &mpsc::Sender<(ScanResult, Service)>,
+) -> Option<(u32, Conversation)> {
+    let left = c.deadline.saturating_duration_since(now);
+    let went_on = match step {
+        Step::Done => Err(()),
+        _ if left.is_zero() => {
+            stats.timed_out += 1;
+            Err(())
+        }
+        Step::Send(bytes) if bytes.is_empty() => conns.receive(id, wait(Wait::Answer).min(left)).map_err(drop),
+        Step::Send(bytes) => {
+            let sent = conns.send(id, &bytes, left).map_err(drop);
+            c.unsent = bytes;
+            sent
+        }
+        Step::Read(w) => conns.receive(id, wait(w).min(left)).map_err(drop),
+        Step::Reconnect => {
+            conns.close(id);
+            return match conns.open(SocketAddr::new(c.result.ip, c.result.port), left) {
+                Ok(id) => Some((id, c)),
+                Err(_) => {
+                    end(c, stats, done);
+                    None
+                }
+            };
+        }
+    };
+    match went_on {
+        Ok(()) => Some((id, c)),
+        Err(()) => {
+            conns.close(id);
+            end(c, stats, done);
+            None
+        }
+    }
+}
+
+fn end(c: Conversation, stats: &mut BannerStats, done: &mpsc::Sender<(ScanResult, Service)>) {
+    stats.capped += u64::from(c.grab.is_full());
+    let service = c.grab.finish();
+    if service.status == Status::Grabbed {
+        stats.grabbed += 1;
+    }
+    let _ = done.send((c.result, service));
+}

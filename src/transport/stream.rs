@@ -1,0 +1,49 @@
+//! The banner stage's backend: short conversations with open ports, each
+//! step ended by the kernel at its timeout, through one io_uring.
+
+pub use crate::sys::stream::Ended;
+use crate::sys::stream::Streams;
+use std::io;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+/// Connections, each known by a number while it lasts; what the banner
+/// stage knows of the I/O. One step per connection at a time.
+pub trait Conversations {
+    /// Connections that may be opened now.
+    fn room(&self) -> usize;
+    /// Starts connecting to `to`; returns the connection's number.
+    fn open(&mut self, to: SocketAddr, timeout: Duration) -> io::Result<u32>;
+    fn send(&mut self, id: u32, data: &[u8], timeout: Duration) -> io::Result<()>;
+    fn receive(&mut self, id: u32, timeout: Duration) -> io::Result<()>;
+    /// Ends a connection between steps; its number may be given out again.
+    fn close(&mut self, id: u32);
+    /// Waits up to `wait` for steps to end, and hands each to `on`.
+    fn complete(&mut self, wait: Duration, on: &mut dyn FnMut(u32, Ended)) -> io::Result<()>;
+}
+
+impl Conversations for Streams {
+    fn room(&self) -> usize {
+        Streams::room(self)
+    }
+
+    fn open(&mut self, to: SocketAddr, timeout: Duration) -> io::Result<u32> {
+        Streams::open(self, to, timeout)
+    }
+
+    fn send(&mut self, id: u32, data: &[u8], timeout: Duration) -> io::Result<()> {
+        Streams::send(self, id, data, timeout)
+    }
+
+    fn receive(&mut self, id: u32, timeout: Duration) -> io::Result<()> {
+        Streams::receive(self, id, timeout)
+    }
+
+    fn close(&mut self, id: u32) {
+        Streams::close(self, id)
+    }
+
+    fn complete(&mut self, wait: Duration, on: &mut dyn FnMut(u32, Ended)) -> io::Result<()> {
+        Streams::complete(self, wait, on)
+    }
+}

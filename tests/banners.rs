@@ -1,0 +1,231 @@
+//! `--banners` against real services from Debian's packages (sshd, vsftpd,
+//! nginx with HTTP and HTTPS), started once for this binary in a target
+//! namespace: every service identified with its banner, HTTP head and
+//! certificate through SYN scans over both transports and connect scans,
+//! also as an unprivileged user; and a /16 that answers every connection and
+//! then sends forever, which must cost bounded memory and descriptors.
+
+mod common;
+
+use common::services::{self, wait_for_listener};
+use common::{Lab, assert_valid_nmap_xml, in_netns, path_in, sql, stderr_of, temp_dir};
+use serde_json::Value;
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+const TARGET: &str = "10.201.0.1";
+/// 23 is closed: no banner is asked there.
+const PORTS: &str = "21,22,23,80,443,8800,9444";
+const TITLE: &str = "prtip banner test";
+
+/// Each port's ndjson object.
+fn by_port(stdout: &[u8]) -> BTreeMap<u64, Value> {
+    String::from_utf8_lossy(stdout)
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap_or_else(|e| panic!("{l}: {e}")))
+        .map(|v| (v["port"].as_u64().unwrap(), v))
+        .collect()
+}
+
+/// What every scan must have found: each service with its fields.
+fn assert_identified(what: &str, ports: &BTreeMap<u64, Value>, sha256: &str) {
+    let keys: Vec<u64> = ports.keys().copied().collect();
+    assert_eq!(keys, [21, 22, 23, 80, 443, 8800, 9444], "{what}");
+    let p = |n: u64| &ports[&n];
+    assert_eq!(p(23)["state"], "closed", "{what}");
+    assert!(p(23).get("banner").is_none(), "{what}: a closed port is not asked");
+    for n in [21, 22, 80, 443, 8800, 9444] {
+        assert_eq!(p(n)["state"], "open", "{what}: {n}");
+        assert_eq!(p(n)["grab"], "grabbed", "{what}: {n}: {}", p(n));
+    }
+    assert_eq!(p(21)["service"], "ftp", "{what}");
+    assert_eq!(p(21)["banner"], r"220 (vsFTPd 3.0.3)\r\n", "{what}");
+    assert_eq!(p(22)["service"], "ssh", "{what}");
+    assert!(p(22)["product"].as_str().unwrap().starts_with("OpenSSH_9"), "{what}: {}", p(22));
+    assert!(p(22)["banner"].as_str().unwrap().starts_with("SSH-2.0-OpenSSH_9"), "{what}: {}", p(22));
+    assert_eq!(p(80)["service"], "http", "{what}");
+    assert_eq!(p(80)["http"]["status"], 200, "{what}");
+    assert_eq!(p(80)["http"]["title"], TITLE, "{what}");
+    assert!(p(80)["http"]["server"].as_str().unwrap().starts_with("nginx/"), "{what}: {}", p(80));
+    assert!(p(80)["tls"].is_null(), "{what}");
+    // An HTTP server on a port of no HTTP convention: identified by its answer once it stayed quiet.
+    assert_eq!(p(8800)["service"], "http", "{what}");
+    assert_eq!(p(8800)["http"]["status"], 301, "{what}");
+    assert!(p(8800)["http"]["location"].as_str().unwrap().ends_with("/moved"), "{what}: {}", p(8800));
+    // HTTPS on its port (TLS 1.3), and TLS 1.2 alone on one where a plain
+    // request is answered as TLS servers answer it.
+    for (n, version) in [(443, "TLSv1.3"), (9444, "TLSv1.2")] {
+        let tls = &p(n)["tls"];
+        assert_eq!(p(n)["service"], "http", "{what}: {n}");
+        assert_eq!(tls["version"], version, "{what}: {n}");
+        assert_eq!(tls["subject"], "CN=prtip.test, O=prtip", "{what}: {n}");
+        assert_eq!(tls["issuer"], "CN=prtip.test, O=prtip", "{what}: {n}");
+        assert_eq!(tls["san"], serde_json::json!(["prtip.test", "10.201.0.1"]), "{what}: {n}");
+        assert_eq!(tls["sha256"], sha256, "{what}: {n}");
+        assert!(tls["not_after"].as_str().unwrap() > tls["not_before"].as_str().unwrap(), "{what}: {n}");
+        assert_eq!(p(n)["http"]["status"], 200, "{what}: {n}");
+        assert_eq!(p(n)["http"]["title"], TITLE, "{what}: {n}");
+    }
+}
+
+/// `ip netns exec NS setpriv ... prtip ARGS` as `nobody`, with no
+/// capability and no usable home directory.
+fn as_nobody(lab: &Lab, args: &[&str]) -> Command {
+    let mut c = Command::new("ip");
+    c.args(["netns", "exec", &lab.scan_ns, "setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"])
+        .args(["--inh-caps=-all", "--bounding-set=-all", env!("CARGO_BIN_EXE_prtip")])
+        .args(args)
+        .env_remove("XDG_STATE_HOME")
+        .env("HOME", "/nonexistent");
+    c
+}
+
+#[test]
+fn every_real_service_is_identified_by_syn_and_connect_scans_and_by_an_unprivileged_user() {
+    let lab = Lab::new(true);
+    let dir = temp_dir();
+    let mut sshd = services::sshd(&lab.target_ns, dir.path());
+    let mut vsftpd = services::vsftpd(&lab.target_ns, dir.path());
+    let (mut nginx, sha256) = services::nginx(&lab.target_ns, dir.path(), &[80, 8800], &[443, 9444], TITLE);
+    for port in [21, 22, 80, 443, 8800, 9444] {
+        wait_for_listener(&lab.scan_ns, &format!("{TARGET}:{port}"));
+    }
+    let scan = ["-p", PORTS, TARGET, "--banners", "-o", "ndjson"];
+    for (what, kind) in [("-sS raw", ["-sS", "--transport", "raw"]), ("-sS xdp", ["-sS", "--transport", "xdp"])] {
+        let out = lab.prtip(&[&scan[..], &kind].concat()).output().unwrap();
+        assert!(out.status.success(), "{what}: {}", stderr_of(&out));
+        assert!(stderr_of(&out).contains("banners: 6 of 6 open ports answered"), "{what}: {}", stderr_of(&out));
+        assert_identified(what, &by_port(&out.stdout), &sha256);
+    }
+    let db = path_in(&dir, "scans.db");
+    let out = lab.prtip(&[&scan[..], &["-sT", "--database", &db]].concat()).output().unwrap();
+    assert!(out.status.success(), "-sT: {}", stderr_of(&out));
+    assert_identified("-sT", &by_port(&out.stdout), &sha256);
+    assert_eq!(
+        sql(&db, "SELECT port, name, status FROM scan_services ORDER BY port"),
+        "21|ftp|grabbed\n22|ssh|grabbed\n80|http|grabbed\n443|http|grabbed\n8800|http|grabbed\n9444|http|grabbed"
+    );
+    // What the database keeps reads back as the scan printed it.
+    let export = Command::new(env!("CARGO_BIN_EXE_prtip"))
+        .args(["db", "export", "1", "-o", "ndjson", "--database", &db])
+        .output()
+        .unwrap();
+    assert!(export.status.success(), "{}", stderr_of(&export));
+    assert_identified("db export", &by_port(&export.stdout), &sha256);
+    let show = Command::new(env!("CARGO_BIN_EXE_prtip")).args(["db", "show", "1", "--database", &db]).output().unwrap();
+    let show = String::from_utf8_lossy(&show.stdout).into_owned();
+    assert!(show.contains("443/tcp   open      ssl/http syn-ack    nginx/1.22.1\n"), "{show}");
+    assert!(show.contains(&format!("| http-title: {TITLE}")), "{show}");
+
+    // nobody, whose only writable place is a world-writable directory.
+    let files = tempfile::Builder::new().prefix("prtip-nobody").tempdir_in("/tmp").unwrap();
+    std::fs::set_permissions(files.path(), std::os::unix::fs::PermissionsExt::from_mode(0o1777)).unwrap();
+    let xml = files.path().join("banners.xml").display().to_string();
+    let out = as_nobody(&lab, &[&scan[..], &["-sT", "-oX", &xml]].concat()).output().unwrap();
+    assert!(out.status.success(), "nobody: {}", stderr_of(&out));
+    assert_identified("-sT as nobody", &by_port(&out.stdout), &sha256);
+    assert_valid_nmap_xml(&xml);
+    let xml = std::fs::read_to_string(&xml).unwrap();
+    assert!(xml.contains(r#"<service name="ssh" product="OpenSSH_9"#), "{xml}");
+    assert!(xml.contains(r#"<service name="http" product="nginx/"#), "{xml}");
+    assert!(xml.contains(r#"tunnel="ssl" method="probed" conf="10"/>"#), "{xml}");
+    assert!(xml.contains(r#"<script id="ssl-cert" output="Subject: CN=prtip.test, O=prtip;"#), "{xml}");
+    for server in [&mut sshd, &mut vsftpd, &mut nginx] {
+        server.assert_running();
+    }
+}
+
+/// A server that accepts every connection and sends to each, forever, a
+/// byte every 10 ms or so: what holds a banner grabber's memory and
+/// descriptors if anything does.
+fn trickle_forever(ns: &str, port: u16) {
+    let listener = in_netns(ns, move || std::net::TcpListener::bind(("0.0.0.0", port)).unwrap());
+    listener.set_nonblocking(true).unwrap();
+    // std listens with a backlog of 128, which a connect scan of a /16 overflows.
+    use std::os::fd::AsRawFd;
+    // SAFETY: listen(2) on a socket this function owns; it touches no memory.
+    assert_eq!(unsafe { libc::listen(listener.as_raw_fd(), 4096) }, 0);
+    std::thread::spawn(move || {
+        let mut peers = Vec::new();
+        loop {
+            while let Ok((peer, _)) = listener.accept() {
+                peer.set_nonblocking(true).unwrap();
+                peers.push(peer);
+            }
+            peers.retain_mut(|p| !matches!(p.write(b"x"), Err(e) if e.kind() != std::io::ErrorKind::WouldBlock));
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    });
+}
+
+/// VmHWM of process `pid`, in KiB.
+fn peak_rss_kib(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status.lines().find_map(|l| l.strip_prefix("VmHWM:"))?.trim().trim_end_matches(" kB").trim().parse().ok()
+}
+
+#[test]
+fn a_16_that_answers_every_connection_and_sends_forever_costs_bounded_memory_and_descriptors() {
+    let lab = Lab::new(true);
+    trickle_forever(&lab.target_ns, 7777);
+    lab.target_all_open("10.201.0.0/17", "1-65535", 7777);
+    let mut child = lab
+        .prtip(&["-sT", "-p", "80", "10.201.0.0/16", "--banners", "--banner-timeout", "0.2", "-o", "ndjson", "-v"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = child.id();
+    let (stdout, stderr) = (child.stdout.take().unwrap(), child.stderr.take().unwrap());
+    let reader = std::thread::spawn(move || std::io::read_to_string(stdout).unwrap());
+    let err_reader = std::thread::spawn(move || std::io::read_to_string(stderr).unwrap());
+    let (mut peak, mut most_fds) = (0, 0);
+    let started = Instant::now();
+    while child.try_wait().unwrap().is_none() {
+        peak = peak.max(peak_rss_kib(pid).unwrap_or(0));
+        most_fds = most_fds.max(std::fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, |d| d.count()));
+        if started.elapsed() > Duration::from_secs(300) {
+            let _ = child.kill();
+            panic!("the scan did not end");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let (stdout, err) = (reader.join().unwrap(), err_reader.join().unwrap());
+    assert!(child.wait().unwrap().success(), "{err}");
+    let rows: Vec<Value> = stdout.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let open = rows.iter().filter(|r| r["state"] == "open").count();
+    assert_eq!(open, 32768, "every local host answers");
+    // Each open port is reported with how its conversation went; a busy
+    // server may not have sent its first byte within the 0.2 s.
+    let grab = |g: &str| rows.iter().filter(|r| r["state"] == "open" && r["grab"] == g).count();
+    let (grabbed, silent) = (grab("grabbed"), grab("silent"));
+    assert_eq!(grabbed + silent, 32768, "{err}");
+    assert!(grabbed >= 32768 * 9 / 10, "{grabbed} grabbed: {err}");
+    let banner = |r: &Value| r["banner"].as_str().map_or(0, str::len);
+    assert!(rows.iter().all(|r| banner(r) <= 4096), "the byte cap holds");
+    assert!(err.contains(&format!("banners: {grabbed} of 32768 open ports answered")), "{err}");
+    let counted = |what: &str| -> u64 {
+        let at = err.find(what).unwrap_or_else(|| panic!("no {what}: {err}"));
+        err[..at].rsplit([' ', ';']).find(|w| !w.is_empty()).unwrap().parse().unwrap()
+    };
+    assert!(counted(" ended at --banner-timeout") >= grabbed as u64 / 2, "{err}");
+    assert_eq!(counted(" at --banner-bytes)"), 0, "{err}");
+    // The documented cap (docs/ARCHITECTURE.md): 128 MiB, and a descriptor per conversation.
+    assert!(peak < 128 * 1024, "peak RSS {peak} KiB");
+    assert!(most_fds < 1024 + 16_384 + 64, "{most_fds} descriptors");
+
+    // What fills the byte cap ends there.
+    let out = lab
+        .prtip(&["-sT", "-p", "80", "10.201.0.0/24", "--banners", "--banner-bytes", "8", "-o", "ndjson", "-v"])
+        .output()
+        .unwrap();
+    let err = stderr_of(&out);
+    assert!(out.status.success(), "{err}");
+    assert!(err.contains("banners: 256 of 256 open ports answered"), "{err}");
+    assert!(err.contains("0 ended at --banner-timeout, 256 at --banner-bytes)"), "{err}");
+    let rows: Vec<Value> =
+        String::from_utf8_lossy(&out.stdout).lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert!(rows.iter().all(|r| r["banner"] == "xxxxxxxx"), "{rows:?}");
+}
