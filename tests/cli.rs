@@ -122,6 +122,13 @@ fn bad_input_gets_one_line_and_status_2() {
         vec!["--store-silent", "10.0.0.1"],
         vec!["--dry-run", "--with-db", "10.0.0.1"],
         vec!["--dry-run", "-oX", "/tmp/prtip-never.xml", "10.0.0.1"],
+        // banners: TCP scans only, and their flags only with --banners
+        vec!["-sU", "--banners", "10.0.0.1"],
+        vec!["-sn", "--banners", "10.0.0.1"],
+        vec!["--banner-timeout", "2", "10.0.0.1"],
+        vec!["--banners", "--banner-timeout", "0", "10.0.0.1"],
+        vec!["--banners", "--banner-timeout", "nan", "10.0.0.1"],
+        vec!["--banners", "--banner-bytes", "0", "10.0.0.1"],
         // files
         vec!["-iL", "/nonexistent/prtip-targets"],
         vec!["--exclude-file", "/nonexistent/prtip-exclude", "10.0.0.1"],
@@ -434,6 +441,7 @@ fn help_fits_80_columns_with_nmap_style_groups() {
             "Network:",
             "Timing:",
             "Output:",
+            "Services:",
             "Storage:",
             "Output files:",
             "Examples:"

@@ -3,7 +3,8 @@
 //! Each input holds one completed shard (`--shard I/N`, the same seed,
 //! targets, ports and scan type); together they must be shards 1 to N, each
 //! once. The shards' probes are disjoint, so the merged scan is their
-//! union: its rows, counts, round-trip histograms and flagged hosts.
+//! union: its rows, counts, round-trip histograms, flagged hosts and what
+//! banners saw.
 
 use crate::latency::Latency;
 use crate::output::time::parse_rfc3339_us;
@@ -121,6 +122,7 @@ pub fn merge(out: &Path, inputs: &[PathBuf]) -> Result<(i64, u64), MergeError> {
     let mut rows: Vec<ScanResult> = Vec::new();
     let mut series = Vec::new();
     let mut flagged = Vec::new();
+    let mut services = Vec::new();
     let mut end = ScanEnd::default();
     let mut started_us = u64::MAX;
     let mut transports: Vec<String> = Vec::new();
@@ -129,6 +131,7 @@ pub fn merge(out: &Path, inputs: &[PathBuf]) -> Result<(i64, u64), MergeError> {
         rows.extend(db.results(scan.id, false)?);
         series.extend(db.latency(scan.id)?);
         flagged.extend(db.flagged(scan.id)?);
+        services.extend(db.services_of(scan.id)?);
         started_us = started_us.min(parse_rfc3339_us(&scan.started_at).unwrap_or(0));
         end.ended_us = end.ended_us.max(scan.ended_at.as_deref().and_then(parse_rfc3339_us).unwrap_or(0));
         end.probes_sent += scan.probes_sent as u64;
@@ -154,6 +157,7 @@ pub fn merge(out: &Path, inputs: &[PathBuf]) -> Result<(i64, u64), MergeError> {
     let (id, journal) = db.begin_scan(&start, None)?;
     let count = rows.len() as u64;
     db.finish_scan(id, &end, &latency, &flagged, &mut rows, false)?;
+    db.insert_services(id, services.iter().map(|((ip, port), s)| (*ip, *port, s)))?;
     // Nothing went through the journal: the rows were stored with the end.
     drop(journal);
     let _ = std::fs::remove_file(journal_path(out, id));

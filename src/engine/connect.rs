@@ -43,6 +43,9 @@ pub fn connections(limit: u64, open: u64) -> u64 {
     limit.saturating_sub(open + RESERVED_FILES).clamp(1, MAX_CONNECTIONS)
 }
 
+/// Linux's initial retransmission timeout of a SYN (TCP_TIMEOUT_INIT).
+const SYN_RTO: Duration = Duration::from_secs(1);
+
 /// How often an attempt may fail for want of a local port, buffer or
 /// memory before its probe is concluded silent, as a probe the kernel
 /// refused to send is in a SYN scan.
@@ -87,11 +90,19 @@ impl Book<'_> {
         self.pending.keys().next().copied().unwrap_or(self.next)
     }
 
-    fn timeout(&self) -> Duration {
+    /// How long attempt `rank`'s try may wait. A connection attempt cut
+    /// short cannot take a late answer: every first try waits as long as the
+    /// last one would. A retry also waits out this host's own SYN
+    /// retransmission (the kernel's first, after `SYN_RTO`): a server whose
+    /// accept queue was full dropped the first SYN, not the port, and takes
+    /// the second once it has caught up.
+    fn timeout(&self, rank: u64) -> Duration {
         let rtt = (self.max_rtt_us > 0).then(|| Duration::from_micros(self.max_rtt_us));
-        // A connection attempt cut short cannot take a late answer: every
-        // try waits as long as the last one would.
-        reply_timeout(rtt, self.plan.max_wait)
+        let first = reply_timeout(rtt, self.plan.max_wait);
+        match self.pending.get(&rank).map_or(0, |p| p.attempt) {
+            0 => first,
+            _ => first + SYN_RTO,
+        }
     }
 
     fn address(&self, rank: u64) -> SocketAddr {
@@ -219,7 +230,7 @@ pub fn run<C: Connect>(
         batch_ranks.clear();
         while started < grant {
             let Some(rank) = book.take(&skip) else { break };
-            let timeout = book.timeout();
+            let timeout = book.timeout(rank);
             match backend.start(rank, book.address(rank), timeout) {
                 Ok(()) => {
                     started += 1;
@@ -242,7 +253,7 @@ pub fn run<C: Connect>(
                     tracing::debug!(book.capacity, "connections capped by the descriptor limit");
                     break;
                 }
-                Err(e) => return Err(TransportError::os("connect", e).into()),
+                Err(e) => return Err(TransportError::Io { what: "connect", source: e }.into()),
             }
         }
         pacer.unused(grant - started);
@@ -250,7 +261,7 @@ pub fn run<C: Connect>(
             // Stamped before: the kernel may make a whole handshake with a
             // near host inside the submitting call.
             let at = now();
-            backend.submit().map_err(|e| TransportError::os("connect", e))?;
+            backend.submit().map_err(|e| TransportError::Io { what: "connect", source: e })?;
             for rank in &batch_ranks {
                 if let Some(p) = book.pending.get_mut(rank) {
                     p.started = Some(at);
@@ -281,7 +292,7 @@ pub fn run<C: Connect>(
             let wall = wall_us();
             backend
                 .complete(wait, &mut |rank, errno| batch.extend(book.ended(rank, errno, now(), wall, stopping)))
-                .map_err(|e| TransportError::os("connect", e))?;
+                .map_err(|e| TransportError::Io { what: "connect", source: e })?;
         }
         if !batch.is_empty() {
             observer.results(std::mem::take(&mut batch));

@@ -6,7 +6,6 @@ use super::Db;
 use crate::banner::cert::Certificate;
 use crate::banner::http::Head;
 use crate::banner::{Service, Status, Tls};
-use crate::result::ScanResult;
 use crate::store::StoreError;
 use serde_json::{Value, json};
 use std::collections::HashMap;
@@ -88,7 +87,11 @@ fn http_of(text: &str) -> Option<Head> {
 
 impl Db {
     /// Stores what banners saw, replacing what a port had (a resumed scan asks again).
-    pub fn insert_services(&mut self, scan_id: i64, services: &[(ScanResult, Service)]) -> Result<(), StoreError> {
+    pub fn insert_services<'a>(
+        &mut self,
+        scan_id: i64,
+        services: impl IntoIterator<Item = (IpAddr, u16, &'a Service)>,
+    ) -> Result<(), StoreError> {
         let fail = StoreError::database(&self.path);
         let tx = self.conn.transaction().map_err(fail)?;
         {
@@ -99,11 +102,11 @@ impl Db {
                      VALUES (?1, ?2, ?3, 6, ?4, ?5, ?6, ?7, ?8, ?9)",
                 )
                 .map_err(fail)?;
-            for (r, s) in services {
+            for (ip, port, s) in services {
                 stmt.execute(rusqlite::params![
                     scan_id,
-                    addr_value(r.ip),
-                    r.port,
+                    addr_value(ip),
+                    port,
                     s.status.as_str(),
                     s.name,
                     s.product,

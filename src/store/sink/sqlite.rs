@@ -175,7 +175,8 @@ impl Sink for SqliteSink {
     }
 
     fn services<'a>(&'a mut self, batch: &'a [(ScanResult, Service)]) -> SinkFuture<'a> {
-        Box::pin(std::future::ready(self.db.insert_services(self.scan_id, batch)))
+        let services = batch.iter().map(|(r, s)| (r.ip, r.port, s));
+        Box::pin(std::future::ready(self.db.insert_services(self.scan_id, services)))
     }
 
     fn checkpoint(&mut self, cursor: Cursor, sent: u64) -> SinkFuture<'_> {
