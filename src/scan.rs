@@ -274,6 +274,7 @@ fn send(
         store_failure_told: false,
         open_hosts: OpenHosts::new(ports_per_host(plan), cfg.max_open_per_host),
         banners,
+        adopted: Default::default(),
     };
     let (prior, concluded, taken_over) = take_over(cfg, plan, &mut sinks);
     let (outcome, path, _closing) = match sender {
@@ -440,6 +441,8 @@ struct Sinks<'a> {
     open_hosts: Option<OpenHosts>,
     /// Where open ports are asked what answers there (`--banners`).
     banners: Option<BannerStage>,
+    /// A connect scan's connections to open ports, until their results come.
+    adopted: std::collections::HashMap<(IpAddr, u16), std::os::fd::OwnedFd>,
 }
 
 impl Sinks<'_> {
@@ -492,7 +495,10 @@ impl Observer for Sinks<'_> {
             true => {
                 for r in &batch {
                     match (r.state == PortState::Open, &mut self.banners) {
-                        (true, Some(stage)) => refused.extend(stage.offer(*r)),
+                        (true, Some(stage)) => {
+                            let socket = self.adopted.remove(&(r.ip, r.port));
+                            refused.extend(stage.offer(*r, socket));
+                        }
                         _ => self.write_one(r, None),
                     }
                 }
@@ -511,6 +517,10 @@ impl Observer for Sinks<'_> {
             }
         }
         self.write_services(refused);
+    }
+
+    fn adopt(&mut self, ip: IpAddr, port: u16, socket: std::os::fd::OwnedFd) {
+        self.adopted.insert((ip, port), socket);
     }
 
     fn progress(&mut self, p: &Progress) {
@@ -657,7 +667,8 @@ fn open_connect(reserved: u32) -> Result<(Sender, &'static str, String), ScanErr
     let limit = crate::sys::connect::raise_open_files().map_err(ScanError::Uring)?;
     let open = crate::sys::connect::open_files() as u64 + u64::from(reserved);
     let capacity = crate::engine::connect::connections(limit, open);
-    let backend = crate::sys::connect::Connector::new(capacity as u32).map_err(ScanError::Uring)?;
+    // With --banners, the banner stage takes over each open port's connection.
+    let backend = crate::sys::connect::Connector::new(capacity as u32, reserved > 0).map_err(ScanError::Uring)?;
     tracing::info!(limit, capacity, "connect scan");
     let via = format!("through this host's TCP stack (io_uring, up to {capacity} connections at once)");
     Ok((Sender::Connect { backend, capacity }, "connect", via))
@@ -683,7 +694,7 @@ fn start_banners(cfg: &ScanConfig, options: BannerOptions, connections: u32) -> 
         hostnames: std::sync::Arc::new(cfg.hostnames.clone()),
     };
     tracing::info!(connections, "banner stage");
-    BannerStage::start(streams, config).map_err(ScanError::Uring)
+    BannerStage::start(streams, connections, config).map_err(ScanError::Uring)
 }
 
 /// What the banner stage did, for the summary.

@@ -189,7 +189,7 @@ fn mode_name(mode: AttachMode) -> &'static str {
 fn io_uring_check() -> Check {
     match io_uring::IoUring::new(8) {
         // What a connect scan needs on top: the connect and close operations and timed waits.
-        Ok(_) => match crate::sys::connect::Connector::new(1) {
+        Ok(_) => match crate::sys::connect::Connector::new(1, false) {
             Ok(_) => Check::ok("io_uring", "available: storage, output files and connect scans work"),
             Err(e) => Check::warn(
                 "io_uring",

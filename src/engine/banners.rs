@@ -11,8 +11,9 @@ use crate::transport::stream::{Conversations, Ended};
 use std::collections::HashMap;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
+use std::os::fd::OwnedFd;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender, TryRecvError};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -55,7 +56,10 @@ pub struct BannerStats {
 
 /// The scan's side of the stage.
 pub struct BannerStage {
-    jobs: Option<SyncSender<ScanResult>>,
+    jobs: Option<SyncSender<Job>>,
+    /// Sockets handed over and not yet taken in by the stage, and how many may be.
+    held: Arc<AtomicUsize>,
+    most_held: usize,
     done: Receiver<(ScanResult, Service)>,
     stop: Arc<AtomicBool>,
     thread: Option<JoinHandle<io::Result<BannerStats>>>,
@@ -63,27 +67,58 @@ pub struct BannerStage {
 }
 
 impl BannerStage {
-    /// Starts the stage's thread over `conversations`.
-    pub fn start<C: Conversations + Send + 'static>(conversations: C, config: BannerConfig) -> io::Result<BannerStage> {
+    /// Starts the stage's thread over `conversations`, which has room for
+    /// `connections` at once.
+    pub fn start<C: Conversations + Send + 'static>(
+        conversations: C,
+        connections: u32,
+        config: BannerConfig,
+    ) -> io::Result<BannerStage> {
         let (jobs, jobs_rx) = mpsc::sync_channel(QUEUE);
         let (done_tx, done) = mpsc::channel();
         let stop = Arc::new(AtomicBool::new(false));
-        let stopped = stop.clone();
+        let held = Arc::new(AtomicUsize::new(0));
+        let (stopped, taken) = (stop.clone(), held.clone());
         let thread = std::thread::Builder::new()
             .name("prtip-banners".into())
-            .spawn(move || run(conversations, &config, &jobs_rx, &done_tx, &stopped))?;
-        Ok(BannerStage { jobs: Some(jobs), done, stop, thread: Some(thread), refused: 0 })
+            .spawn(move || run(conversations, &config, &jobs_rx, &done_tx, &stopped, &taken))?;
+        Ok(BannerStage {
+            jobs: Some(jobs),
+            held,
+            most_held: connections as usize,
+            done,
+            stop,
+            thread: Some(thread),
+            refused: 0,
+        })
     }
 
-    /// Hands over an open port; gives it back, reported as `queue-full`,
-    /// where the queue is full.
-    pub fn offer(&mut self, result: ScanResult) -> Option<(ScanResult, Service)> {
+    /// Hands over an open port, with the connect scan's connection to it
+    /// where there is one; gives it back, reported as `queue-full`, where
+    /// the queue is full. Connections wait in the queue only while as many
+    /// as the stage has room for are waiting (each is a descriptor); past
+    /// that one is closed, and the stage connects again when the port's turn comes.
+    pub fn offer(&mut self, result: ScanResult, socket: Option<OwnedFd>) -> Option<(ScanResult, Service)> {
         let jobs = self.jobs.as_ref()?;
-        match jobs.try_send(result) {
-            Ok(()) => None,
-            Err(mpsc::TrySendError::Full(r) | mpsc::TrySendError::Disconnected(r)) => {
+        let socket = socket.and_then(|s| match self.held.load(Ordering::Relaxed) < self.most_held {
+            true => Some(s),
+            false => {
+                crate::sys::connect::abort(s);
+                None
+            }
+        });
+        let holds = socket.is_some();
+        match jobs.try_send(Job { result, socket }) {
+            Ok(()) => {
+                if holds {
+                    self.held.fetch_add(1, Ordering::Relaxed);
+                }
+                None
+            }
+            Err(mpsc::TrySendError::Full(job) | mpsc::TrySendError::Disconnected(job)) => {
                 self.refused += 1;
-                Some((r, Service::not_asked(Status::QueueFull)))
+                job.socket.map(crate::sys::connect::abort);
+                Some((job.result, Service::not_asked(Status::QueueFull)))
             }
         }
     }
@@ -119,6 +154,13 @@ impl Drop for BannerStage {
     }
 }
 
+/// An open port waiting for its conversation.
+struct Job {
+    result: ScanResult,
+    /// The connect scan's connection, where it was handed over.
+    socket: Option<OwnedFd>,
+}
+
 /// One conversation under way.
 struct Conversation {
     result: ScanResult,
@@ -131,9 +173,10 @@ struct Conversation {
 fn run<C: Conversations>(
     mut conns: C,
     config: &BannerConfig,
-    jobs: &Receiver<ScanResult>,
+    jobs: &Receiver<Job>,
     done: &mpsc::Sender<(ScanResult, Service)>,
     stop: &AtomicBool,
+    held: &AtomicUsize,
 ) -> io::Result<BannerStats> {
     let mut stats = BannerStats::default();
     let mut live: HashMap<u32, Conversation> = HashMap::new();
@@ -150,13 +193,31 @@ fn run<C: Conversations>(
                 false => jobs.try_recv().map_err(|e| e == TryRecvError::Disconnected),
             };
             match next {
-                Ok(result) => {
+                Ok(Job { result, socket }) => {
                     stats.asked += 1;
                     let hostname = config.hostnames.get(&result.ip).map(String::as_str);
                     let grab = Grab::new(result.ip, result.port, hostname, config.bytes);
-                    let c =
-                        Conversation { result, grab, deadline: Instant::now() + config.timeout, unsent: Vec::new() };
-                    match conns.open(SocketAddr::new(result.ip, result.port), config.timeout) {
+                    let now = Instant::now();
+                    let c = Conversation { result, grab, deadline: now + config.timeout, unsent: Vec::new() };
+                    let adopted = socket.is_some();
+                    let opened = match socket {
+                        Some(socket) => {
+                            held.fetch_sub(1, Ordering::Relaxed);
+                            conns.adopt(socket)
+                        }
+                        None => conns.open(SocketAddr::new(result.ip, result.port), config.timeout),
+                    };
+                    match opened {
+                        // Connected already: the conversation starts now.
+                        Ok(id) if adopted => {
+                            let mut c = c;
+                            let step = c.grab.start();
+                            if let Some((id, c)) =
+                                take_step(&mut conns, id, c, step, now, answer_wait(config), &mut stats, done)
+                            {
+                                live.insert(id, c);
+                            }
+                        }
                         Ok(id) => {
                             live.insert(id, c);
                         }
@@ -207,14 +268,18 @@ fn run<C: Conversations>(
                 }
                 Ending::Sent(Err(_)) | Ending::Received(Err(_)) => c.grab.on_closed(),
             };
-            let wait = |w: Wait| match w {
-                Wait::Answer => config.answer_wait,
-                Wait::Rest => REST_WAIT,
-            };
-            if let Some((id, c)) = take_step(&mut conns, id, c, step, now, wait, &mut stats, done) {
+            if let Some((id, c)) = take_step(&mut conns, id, c, step, now, answer_wait(config), &mut stats, done) {
                 live.insert(id, c);
             }
         }
+    }
+}
+
+/// How long each kind of read may stay empty.
+fn answer_wait(config: &BannerConfig) -> impl Fn(Wait) -> Duration + '_ {
+    |w| match w {
+        Wait::Answer => config.answer_wait,
+        Wait::Rest => REST_WAIT,
     }
 }
 
@@ -223,7 +288,7 @@ fn run<C: Conversations>(
 fn abandon<C: Conversations>(
     conns: &mut C,
     live: &mut HashMap<u32, Conversation>,
-    jobs: &Receiver<ScanResult>,
+    jobs: &Receiver<Job>,
     done: &mpsc::Sender<(ScanResult, Service)>,
 ) {
     for (id, c) in live.drain() {
@@ -234,8 +299,9 @@ fn abandon<C: Conversations>(
         }
         let _ = done.send((c.result, service));
     }
-    for r in jobs.try_iter() {
-        let _ = done.send((r, Service::not_asked(Status::Interrupted)));
+    for job in jobs.try_iter() {
+        job.socket.map(crate::sys::connect::abort);
+        let _ = done.send((job.result, Service::not_asked(Status::Interrupted)));
     }
 }
 

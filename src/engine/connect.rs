@@ -291,7 +291,13 @@ pub fn run<C: Connect>(
         } else {
             let wall = wall_us();
             backend
-                .complete(wait, &mut |rank, errno| batch.extend(book.ended(rank, errno, now(), wall, stopping)))
+                .complete(wait, &mut |rank, errno, socket| {
+                    let result = book.ended(rank, errno, now(), wall, stopping);
+                    if let (Some(r), Some(socket)) = (&result, socket) {
+                        observer.adopt(r.ip, r.port, socket);
+                    }
+                    batch.extend(result);
+                })
                 .map_err(|e| TransportError::Io { what: "connect", source: e })?;
         }
         if !batch.is_empty() {
@@ -372,10 +378,14 @@ mod tests {
             Ok(())
         }
 
-        fn complete(&mut self, _wait: Duration, on: &mut dyn FnMut(u64, i32)) -> std::io::Result<()> {
+        fn complete(
+            &mut self,
+            _wait: Duration,
+            on: &mut dyn FnMut(u64, i32, Option<std::os::fd::OwnedFd>),
+        ) -> std::io::Result<()> {
             for (token, to) in std::mem::take(&mut self.in_flight) {
                 let tries = self.tries.entry(to).or_default();
-                on(token, (self.truth)(to.port(), *tries));
+                on(token, (self.truth)(to.port(), *tries), None);
                 *tries += 1;
             }
             Ok(())

@@ -103,6 +103,11 @@ pub trait Observer {
     fn results(&mut self, batch: Vec<ScanResult>);
     /// The counters, a few times a second.
     fn progress(&mut self, _progress: &Progress) {}
+    /// A connect scan's connection to an open port, handed over before the
+    /// port's result (where the backend keeps connections for `--banners`).
+    fn adopt(&mut self, _ip: IpAddr, _port: u16, socket: std::os::fd::OwnedFd) {
+        crate::sys::connect::abort(socket);
+    }
 }
 
 /// A running scan's counters, handed to the caller a few times a second.

@@ -32,10 +32,12 @@ pub struct Connector {
     ring: IoUring,
     slots: Vec<Slot>,
     free: Vec<u32>,
+    /// Connected sockets are handed over (to the banner stage), not closed.
+    hand_over: bool,
 }
 
 impl Connector {
-    pub fn new(capacity: u32) -> io::Result<Connector> {
+    pub fn new(capacity: u32, hand_over: bool) -> io::Result<Connector> {
         // Room for the completions of every attempt in flight and of as many closes.
         let ring =
             IoUring::builder().setup_cqsize((capacity * 4).next_power_of_two().max(SQ_ENTRIES)).build(SQ_ENTRIES)?;
@@ -45,7 +47,7 @@ impl Connector {
         let slots = (0..capacity)
             .map(|_| Slot { token: 0, fd: None, addr: super::zeroed(), timeout: types::Timespec::new() })
             .collect();
-        Ok(Connector { ring, slots, free: (0..capacity).rev().collect() })
+        Ok(Connector { ring, slots, free: (0..capacity).rev().collect(), hand_over })
     }
 
     /// Attempts that may start now.
@@ -89,8 +91,9 @@ impl Connector {
     /// Submits what was started, waits up to `wait` for at least one attempt
     /// to end (not at all for a zero wait, nor with none in flight), and
     /// hands each that ended to `on`: its token and 0 (connected) or the
-    /// error number. A connected socket is closed with an RST.
-    pub fn complete(&mut self, wait: Duration, on: &mut dyn FnMut(u64, i32)) -> io::Result<()> {
+    /// error number, and the connected socket where sockets are handed over;
+    /// otherwise a connected socket is closed with an RST.
+    pub fn complete(&mut self, wait: Duration, on: &mut dyn FnMut(u64, i32, Option<OwnedFd>)) -> io::Result<()> {
         let in_flight = self.free.len() < self.slots.len();
         let submitted = if wait.is_zero() || !in_flight || !self.ring.completion().is_empty() {
             self.ring.submit()
@@ -109,7 +112,13 @@ impl Connector {
                 continue;
             }
             let s = &mut self.slots[data as usize];
-            let fd = s.fd.take();
+            let mut fd = s.fd.take();
+            let token = s.token;
+            if result == 0 && self.hand_over {
+                self.free.push(data as u32);
+                on(token, 0, fd);
+                continue;
+            }
             if result == 0
                 && let Some(fd) = &fd
             {
@@ -118,8 +127,7 @@ impl Connector {
                 let linger = libc::linger { l_onoff: 1, l_linger: 0 };
                 let _ = setsockopt(fd.as_fd(), libc::SOL_SOCKET, libc::SO_LINGER, &linger);
             }
-            let token = s.token;
-            if let Some(fd) = fd {
+            if let Some(fd) = fd.take() {
                 // Closed by the next submit, with the next batch: no system
                 // call of its own (or by one now, where the queue is full).
                 let close = opcode::Close::new(types::Fd(fd.as_raw_fd())).build().user_data(CLOSE);
@@ -129,7 +137,7 @@ impl Connector {
                 }
             }
             self.free.push(data as u32);
-            on(token, -result);
+            on(token, -result, None);
         }
         Ok(())
     }
@@ -141,6 +149,12 @@ impl Drop for Connector {
     fn drop(&mut self) {
         let _ = self.ring.submit();
     }
+}
+
+/// Closes a connected socket with an RST: no TIME_WAIT left behind.
+pub fn abort(fd: OwnedFd) {
+    let linger = libc::linger { l_onoff: 1, l_linger: 0 };
+    let _ = setsockopt(fd.as_fd(), libc::SOL_SOCKET, libc::SO_LINGER, &linger);
 }
 
 /// Refuses a ring whose kernel lacks one of `ops` or timed waits (5.11+).

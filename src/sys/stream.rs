@@ -102,6 +102,13 @@ impl Streams {
         Ok(slot)
     }
 
+    /// Takes in a socket connected elsewhere (a connect scan's); returns its slot.
+    pub fn adopt(&mut self, socket: OwnedFd) -> io::Result<u32> {
+        let slot = self.free.pop().ok_or_else(|| io::Error::from_raw_os_error(libc::EBUSY))?;
+        self.slots[slot as usize].fd = Some(socket);
+        Ok(slot)
+    }
+
     /// Sends `data` on a connected slot (as much of it as the kernel takes
     /// at once: `Ended::Sent` says how much).
     pub fn send(&mut self, slot: u32, data: &[u8], timeout: Duration) -> io::Result<()> {

@@ -4,6 +4,7 @@
 use crate::sys::connect::Connector;
 use std::io;
 use std::net::SocketAddr;
+use std::os::fd::OwnedFd;
 use std::time::Duration;
 
 /// Connection attempts in flight; what the connect engine knows of the I/O.
@@ -17,8 +18,9 @@ pub trait Connect {
     fn submit(&mut self) -> io::Result<()>;
     /// Waits up to `wait` for an attempt to end (not at all for a zero
     /// wait), and hands each that ended to `on`: its token and 0 (connected)
-    /// or the error number.
-    fn complete(&mut self, wait: Duration, on: &mut dyn FnMut(u64, i32)) -> io::Result<()>;
+    /// or the error number, and the connected socket where the backend
+    /// hands them over (for `--banners`) rather than closing them.
+    fn complete(&mut self, wait: Duration, on: &mut dyn FnMut(u64, i32, Option<OwnedFd>)) -> io::Result<()>;
 }
 
 /// Attempts through io_uring: `IORING_OP_CONNECT`, each linked to its timeout.
@@ -35,7 +37,7 @@ impl Connect for Connector {
         Connector::submit(self)
     }
 
-    fn complete(&mut self, wait: Duration, on: &mut dyn FnMut(u64, i32)) -> io::Result<()> {
+    fn complete(&mut self, wait: Duration, on: &mut dyn FnMut(u64, i32, Option<OwnedFd>)) -> io::Result<()> {
         Connector::complete(self, wait, on)
     }
 }

@@ -5,6 +5,7 @@ pub use crate::sys::stream::Ended;
 use crate::sys::stream::Streams;
 use std::io;
 use std::net::SocketAddr;
+use std::os::fd::OwnedFd;
 use std::time::Duration;
 
 /// Connections, each known by a number while it lasts; what the banner
@@ -14,6 +15,8 @@ pub trait Conversations {
     fn room(&self) -> usize;
     /// Starts connecting to `to`; returns the connection's number.
     fn open(&mut self, to: SocketAddr, timeout: Duration) -> io::Result<u32>;
+    /// Takes in a socket already connected; returns the connection's number.
+    fn adopt(&mut self, socket: OwnedFd) -> io::Result<u32>;
     fn send(&mut self, id: u32, data: &[u8], timeout: Duration) -> io::Result<()>;
     fn receive(&mut self, id: u32, timeout: Duration) -> io::Result<()>;
     /// Ends a connection between steps; its number may be given out again.
@@ -29,6 +32,10 @@ impl Conversations for Streams {
 
     fn open(&mut self, to: SocketAddr, timeout: Duration) -> io::Result<u32> {
         Streams::open(self, to, timeout)
+    }
+
+    fn adopt(&mut self, socket: OwnedFd) -> io::Result<u32> {
+        Streams::adopt(self, socket)
     }
 
     fn send(&mut self, id: u32, data: &[u8], timeout: Duration) -> io::Result<()> {
