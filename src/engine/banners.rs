@@ -117,7 +117,9 @@ impl BannerStage {
             }
             Err(mpsc::TrySendError::Full(job) | mpsc::TrySendError::Disconnected(job)) => {
                 self.refused += 1;
-                job.socket.map(crate::sys::connect::abort);
+                if let Some(socket) = job.socket {
+                    crate::sys::connect::abort(socket);
+                }
                 Some((job.result, Service::not_asked(Status::QueueFull)))
             }
         }
@@ -300,7 +302,9 @@ fn abandon<C: Conversations>(
         let _ = done.send((c.result, service));
     }
     for job in jobs.try_iter() {
-        job.socket.map(crate::sys::connect::abort);
+        if let Some(socket) = job.socket {
+            crate::sys::connect::abort(socket);
+        }
         let _ = done.send((job.result, Service::not_asked(Status::Interrupted)));
     }
 }
