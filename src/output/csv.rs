@@ -123,6 +123,45 @@ mod tests {
     use crate::result::{PortState, Reason};
 
     #[test]
+    fn banner_columns_are_quoted_where_a_service_put_a_comma_or_a_quote() {
+        use crate::banner::{Service, http::Head};
+        let mut buf = Vec::new();
+        let mut w = CsvWriter::new(&mut buf, ScanType::Syn, Arc::default(), true);
+        let r = ScanResult {
+            ip: "10.0.0.1".parse().unwrap(),
+            port: 8800,
+            state: PortState::Open,
+            reason: Reason::SynAck,
+            ttl: Some(64),
+            rtt_us: None,
+            time_us: 0,
+        };
+        let s = Service {
+            name: Some("http".into()),
+            product: Some("nginx".into()),
+            banner: b"HTTP/1.1 200 OK\r\n".to_vec(),
+            http: Some(Head {
+                status: 200,
+                server: Some("nginx".into()),
+                location: None,
+                title: Some("a, \"b\"".into()),
+            }),
+            ..Service::default()
+        };
+        w.write(&r, Some(&s)).unwrap();
+        w.write(&ScanResult { port: 23, state: PortState::Closed, reason: Reason::Reset, ..r }, None).unwrap();
+        w.finish(&RunEnd::default()).unwrap();
+        let text = String::from_utf8(buf).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines[0], format!("{HEADER}{BANNER_HEADER}"));
+        assert_eq!(
+            lines[1],
+            r#"10.0.0.1,8800,tcp,http,open,syn-ack,64,,1970-01-01T00:00:00.000000Z,nginx,grabbed,200,nginx,"a, ""b""",,,,,,,,,HTTP/1.1 200 OK\r\n"#
+        );
+        assert_eq!(lines[2].matches(',').count(), lines[0].matches(',').count(), "{}", lines[2]);
+    }
+
+    #[test]
     fn writes_a_header_even_without_rows() {
         let mut buf = Vec::new();
         CsvWriter::new(&mut buf, ScanType::Syn, Arc::default(), false).finish(&RunEnd::default()).unwrap();
