@@ -178,6 +178,10 @@ run_one() { # tool -> prints "wall_s maxrss_kb found"
   # shellcheck disable=SC2086
   /usr/bin/time -f "%e %M" -o "$out/time" timeout "$RUN_TIMEOUT" ip netns exec "$LAB_SCAN" $cmd >"$f" 2>"$out/err" || true
   [ -n "$keepalive" ] && { kill "$keepalive" 2>/dev/null; wait "$keepalive" 2>/dev/null || true; }
+  # The servers drop what a tool left half-open (LoginGraceTime and
+  # idle_session_timeout 5 s) before the next tool's turn: masscan's
+  # connections otherwise fill their accept queues for the next scan.
+  [ "$WL" = banners ] && sleep 6
   local found
   case $t:$WL in
     prtip-*:icmp16) found=$(grep -c '"state":"up"' "$f" || true) ;;
