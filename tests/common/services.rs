@@ -193,7 +193,8 @@ pub fn nginx(ns: &str, dir: &Path, http: &[u16], https: &[u16], title: &str) -> 
     std::fs::write(
         &conf,
         format!(
-            "user root;\nworker_processes 1;\npid {d}/nginx.pid;\nerror_log {d}/nginx-error.log;\n\
+            // One process: killing it (as Service does) leaves no worker behind.
+            "user root;\nmaster_process off;\nworker_processes 1;\npid {d}/nginx.pid;\nerror_log {d}/nginx-error.log;\n\
              events {{ worker_connections 1024; }}\n\
              http {{\n access_log off;\n client_body_temp_path {d}/body;\n proxy_temp_path {d}/proxy;\n\
              fastcgi_temp_path {d}/fastcgi;\n uwsgi_temp_path {d}/uwsgi;\n scgi_temp_path {d}/scgi;\n{servers}}}\n"
