@@ -70,18 +70,6 @@ fn assert_identified(what: &str, ports: &BTreeMap<u64, Value>, sha256: &str) {
     }
 }
 
-/// `ip netns exec NS setpriv ... prtip ARGS` as `nobody`, with no
-/// capability and no usable home directory.
-fn as_nobody(lab: &Lab, args: &[&str]) -> Command {
-    let mut c = Command::new("ip");
-    c.args(["netns", "exec", &lab.scan_ns, "setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"])
-        .args(["--inh-caps=-all", "--bounding-set=-all", env!("CARGO_BIN_EXE_prtip")])
-        .args(args)
-        .env_remove("XDG_STATE_HOME")
-        .env("HOME", "/nonexistent");
-    c
-}
-
 #[test]
 fn every_real_service_is_identified_by_syn_and_connect_scans_and_by_an_unprivileged_user() {
     let lab = Lab::new(true);
@@ -123,7 +111,7 @@ fn every_real_service_is_identified_by_syn_and_connect_scans_and_by_an_unprivile
     let files = tempfile::Builder::new().prefix("prtip-nobody").tempdir_in("/tmp").unwrap();
     std::fs::set_permissions(files.path(), std::os::unix::fs::PermissionsExt::from_mode(0o1777)).unwrap();
     let xml = files.path().join("banners.xml").display().to_string();
-    let out = as_nobody(&lab, &[&scan[..], &["-sT", "-oX", &xml]].concat()).output().unwrap();
+    let out = lab.as_nobody(&[&scan[..], &["-sT", "-oX", &xml]].concat()).output().unwrap();
     assert!(out.status.success(), "nobody: {}", stderr_of(&out));
     assert_identified("-sT as nobody", &by_port(&out.stdout), &sha256);
     assert_valid_nmap_xml(&xml);

@@ -70,18 +70,6 @@ fn an_interrupted_connect_sweep_resumes_to_the_exact_truth() {
     assert!(lab.checkpoints().is_empty(), "a completed scan leaves no checkpoint");
 }
 
-/// `ip netns exec NS setpriv ... prtip ARGS` as `nobody`, with no
-/// capability and no usable home directory.
-fn as_nobody(lab: &Lab, args: &[&str]) -> Command {
-    let mut c = Command::new("ip");
-    c.args(["netns", "exec", &lab.scan_ns, "setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"])
-        .args(["--inh-caps=-all", "--bounding-set=-all", env!("CARGO_BIN_EXE_prtip")])
-        .args(args)
-        .env_remove("XDG_STATE_HOME")
-        .env("HOME", "/nonexistent");
-    c
-}
-
 #[test]
 fn an_unprivileged_user_runs_connect_scans_and_keeps_every_file() {
     let mut lab = Lab::new(true);
@@ -89,9 +77,8 @@ fn an_unprivileged_user_runs_connect_scans_and_keeps_every_file() {
     let dir = temp_dir();
     std::os::unix::fs::chown(dir.path(), Some(65534), Some(65534)).unwrap();
     let xml = path_in(&dir, "scan.xml");
-    let out = as_nobody(&lab, &["-sT", "-p", "1-1000,7000,7001", "10.201.0.1", "-o", "ndjson", "-oX", &xml])
-        .output()
-        .unwrap();
+    let out =
+        lab.as_nobody(&["-sT", "-p", "1-1000,7000,7001", "10.201.0.1", "-o", "ndjson", "-oX", &xml]).output().unwrap();
     let err = stderr_of(&out);
     assert!(out.status.success(), "{err}");
     assert!(!err.contains("warning"), "no file refused for want of a directory: {err}");
@@ -103,7 +90,7 @@ fn an_unprivileged_user_runs_connect_scans_and_keeps_every_file() {
     use std::os::unix::fs::MetadataExt;
     assert_eq!(std::fs::metadata(&xml).unwrap().uid(), 65534);
     // A SYN scan needs a raw socket: one line says so, and names -sT.
-    let out = as_nobody(&lab, &["-p", "22", "10.201.0.1", "--transport", "raw"]).output().unwrap();
+    let out = lab.as_nobody(&["-p", "22", "10.201.0.1", "--transport", "raw"]).output().unwrap();
     let err = stderr_of(&out);
     assert_eq!(out.status.code(), Some(1), "{err}");
     assert!(err.contains("CAP_NET_RAW") && err.contains("-sT"), "{err}");

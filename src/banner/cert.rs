@@ -65,24 +65,9 @@ fn general_name(name: &GeneralName<'_>) -> Option<String> {
 fn rfc3339(time: &ASN1Time) -> String {
     let secs = time.timestamp();
     let (days, day_secs) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
-    let (year, month, day) = civil_from_days(days);
+    let (year, month, day) = crate::output::time::civil_from_days(days);
     let (hour, minute, second) = (day_secs / 3600, day_secs % 3600 / 60, day_secs % 60);
     format!("{year:04}-{month:02}-{day:02}T{hour:02}:{minute:02}:{second:02}Z")
-}
-
-/// Howard Hinnant's days-to-civil algorithm, so that formatting needs no date crate of its own.
-/// The timestamp comes from a four-digit year, so none of this arithmetic can overflow.
-fn civil_from_days(days: i64) -> (i64, i64, i64) {
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    (year, month, day)
 }
 
 fn hex(bytes: &[u8]) -> String {
@@ -246,6 +231,7 @@ mod tests {
 
     #[test]
     fn dates_around_the_calendar() {
+        use crate::output::time::civil_from_days;
         assert_eq!(civil_from_days(0), (1970, 1, 1));
         assert_eq!(civil_from_days(-1), (1969, 12, 31));
         assert_eq!(civil_from_days(11_016), (2000, 2, 29));

@@ -95,18 +95,7 @@ impl Connector {
     /// otherwise a connected socket is closed with an RST.
     pub fn complete(&mut self, wait: Duration, on: &mut dyn FnMut(u64, i32, Option<OwnedFd>)) -> io::Result<()> {
         let in_flight = self.free.len() < self.slots.len();
-        let submitted = if wait.is_zero() || !in_flight || !self.ring.completion().is_empty() {
-            self.ring.submit()
-        } else {
-            let ts = types::Timespec::from(wait);
-            self.ring.submitter().submit_with_args(1, &types::SubmitArgs::new().timespec(&ts))
-        };
-        match submitted {
-            Ok(_) => {}
-            Err(e) if matches!(e.raw_os_error(), Some(libc::ETIME | libc::EINTR | libc::EBUSY)) => {}
-            Err(e) => return Err(e),
-        }
-        let ended: Vec<(u64, i32)> = self.ring.completion().map(|c| (c.user_data(), c.result())).collect();
+        let ended = submit_and_reap(&mut self.ring, wait, in_flight)?;
         for (data, result) in ended {
             if data == TIMEOUT || data == CLOSE {
                 continue;
@@ -155,6 +144,24 @@ impl Drop for Connector {
 pub fn abort(fd: OwnedFd) {
     let linger = libc::linger { l_onoff: 1, l_linger: 0 };
     let _ = setsockopt(fd.as_fd(), libc::SOL_SOCKET, libc::SO_LINGER, &linger);
+}
+
+/// Submits what is queued, waits up to `wait` for a completion (not at all
+/// for a zero wait, nor with nothing `in_flight`, nor with completions
+/// already there), and takes every completion: (user data, result).
+pub(super) fn submit_and_reap(ring: &mut IoUring, wait: Duration, in_flight: bool) -> io::Result<Vec<(u64, i32)>> {
+    let submitted = if wait.is_zero() || !in_flight || !ring.completion().is_empty() {
+        ring.submit()
+    } else {
+        let ts = types::Timespec::from(wait);
+        ring.submitter().submit_with_args(1, &types::SubmitArgs::new().timespec(&ts))
+    };
+    match submitted {
+        Ok(_) => {}
+        Err(e) if matches!(e.raw_os_error(), Some(libc::ETIME | libc::EINTR | libc::EBUSY)) => {}
+        Err(e) => return Err(e),
+    }
+    Ok(ring.completion().map(|c| (c.user_data(), c.result())).collect())
 }
 
 /// Refuses a ring whose kernel lacks one of `ops` or timed waits (5.11+).

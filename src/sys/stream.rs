@@ -3,7 +3,7 @@
 //! that the kernel ends every step that waits too long, and a close with an
 //! RST. One step per connection is in flight at a time.
 
-use super::connect::{push, require, write_sockaddr};
+use super::connect::{push, require, submit_and_reap, write_sockaddr};
 use super::setsockopt;
 use io_uring::{IoUring, opcode, squeue, types};
 use std::io;
@@ -172,18 +172,7 @@ impl Streams {
     /// ended to `on` with its slot.
     pub fn complete(&mut self, wait: Duration, on: &mut dyn FnMut(u32, Ended)) -> io::Result<()> {
         let in_flight = self.free.len() < self.slots.len();
-        let submitted = if wait.is_zero() || !in_flight || !self.ring.completion().is_empty() {
-            self.ring.submit()
-        } else {
-            let ts = types::Timespec::from(wait);
-            self.ring.submitter().submit_with_args(1, &types::SubmitArgs::new().timespec(&ts))
-        };
-        match submitted {
-            Ok(_) => {}
-            Err(e) if matches!(e.raw_os_error(), Some(libc::ETIME | libc::EINTR | libc::EBUSY)) => {}
-            Err(e) => return Err(e),
-        }
-        let ended: Vec<(u64, i32)> = self.ring.completion().map(|c| (c.user_data(), c.result())).collect();
+        let ended = submit_and_reap(&mut self.ring, wait, in_flight)?;
         for (data, result) in ended {
             if data == TIMEOUT || data == CLOSE {
                 continue;

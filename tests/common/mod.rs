@@ -304,6 +304,18 @@ impl Lab {
         prtip_in(&self.scan_ns, &self.state_dir, args)
     }
 
+    /// `ip netns exec NS setpriv ... prtip ARGS` as `nobody`, with no
+    /// capability and no usable home directory.
+    pub fn as_nobody(&self, args: &[&str]) -> Command {
+        let mut c = Command::new("ip");
+        c.args(["netns", "exec", &self.scan_ns, "setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"])
+            .args(["--inh-caps=-all", "--bounding-set=-all", env!("CARGO_BIN_EXE_prtip")])
+            .args(args)
+            .env_remove("XDG_STATE_HOME")
+            .env("HOME", "/nonexistent");
+        c
+    }
+
     /// Starts prtip with `args`, its output read as it comes.
     pub fn start(&self, args: &[&str]) -> Running {
         Running::start(&mut self.prtip(args))
