@@ -305,7 +305,7 @@ fn send(
     let banner_stats = sinks.banners.take().map(|stage| {
         let stopped = outcome.as_ref().map_or(true, |s| s.interrupted);
         let mut held = Vec::new();
-        let stats = stage.finish(stopped, &mut |r, s| held.push((r, s)));
+        let stats = stage.finish(stopped, &|| stop.stop_sending(), &mut |r, s| held.push((r, s)));
         sinks.write_services(held);
         stats
     });
@@ -329,6 +329,9 @@ fn send(
     stats.unreachable += prior.unreachable;
     stats.filtered += prior.filtered;
     stats.undecided += prior.undecided;
+    // Stopped while ports were still being asked: the scan is interrupted,
+    // although every probe has its result.
+    stats.interrupted |= matches!(&banner_stats, Some(Ok(b)) if b.interrupted > 0);
     let output_open = output_error.is_none();
     if let Some(e) = output_error {
         finish_output(Err(e))?;
@@ -665,7 +668,8 @@ fn open_frames(cfg: &ScanConfig, notes: &mut Notes) -> Result<(Sender, &'static 
 /// limit allows (raised to its hard limit first), less `reserved` for banners.
 fn open_connect(reserved: u32) -> Result<(Sender, &'static str, String), ScanError> {
     let limit = crate::sys::connect::raise_open_files().map_err(ScanError::Uring)?;
-    let open = crate::sys::connect::open_files() as u64 + u64::from(reserved);
+    // The stage's conversations, and as many connections waiting for it.
+    let open = crate::sys::connect::open_files() as u64 + 2 * u64::from(reserved);
     let capacity = crate::engine::connect::connections(limit, open);
     // With --banners, the banner stage takes over each open port's connection.
     let backend = crate::sys::connect::Connector::new(capacity as u32, reserved > 0).map_err(ScanError::Uring)?;
@@ -705,6 +709,10 @@ fn banner_note(stats: &io::Result<BannerStats>) -> String {
             s.grabbed,
             s.asked + s.refused,
             s.refused
+        ),
+        Ok(s) if s.interrupted > 0 => format!(
+            "banners: {} of {} open ports answered; {} conversations were stopped before they ended",
+            s.grabbed, s.asked, s.interrupted
         ),
         Ok(s) => format!(
             "banners: {} of {} open ports answered ({} conversations at once at most; {} ended at --banner-timeout, {} at --banner-bytes)",

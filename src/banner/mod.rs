@@ -141,6 +141,8 @@ pub struct Grab {
     handshake: Option<tls::Handshake>,
     tls_bytes: usize,
     tls: Option<Tls>,
+    /// A TLS server ended the handshake: `plain` holds its record.
+    refused_tls: bool,
 }
 
 impl Grab {
@@ -171,6 +173,7 @@ impl Grab {
             handshake: None,
             tls_bytes: 0,
             tls: None,
+            refused_tls: false,
         }
     }
 
@@ -232,6 +235,13 @@ impl Grab {
                 return self.on_plain(bytes);
             }
             self.tls = self.tls.take().or_else(|| h.shown());
+            h.read(&mut self.plain, self.cap);
+            // A TLS server that would not finish the handshake (an alert, a
+            // version rustls does not speak): its record is what it said.
+            if self.plain.is_empty() && self.tls.is_none() {
+                self.refused_tls = true;
+                self.plain.extend_from_slice(&bytes[..bytes.len().min(self.cap)]);
+            }
             return Step::Done;
         }
         if !was_done && h.is_done() {
@@ -281,7 +291,7 @@ impl Grab {
 
     /// What the conversation learnt.
     pub fn finish(self) -> Service {
-        let identified = identify::identify(&self.plain);
+        let identified = if self.refused_tls { None } else { identify::identify(&self.plain) };
         let http = identified.as_ref().filter(|id| id.name == "http").and_then(|_| http::parse(&self.plain));
         let status = if self.plain.is_empty() && self.tls.is_none() { Status::Silent } else { Status::Grabbed };
         let product = match (&identified, &http) {
@@ -291,7 +301,9 @@ impl Grab {
         };
         Service {
             status,
-            name: identified.map(|id| id.name.to_string()).or_else(|| self.tls.as_ref().map(|_| "ssl".to_string())),
+            name: identified
+                .map(|id| id.name.to_string())
+                .or_else(|| (self.tls.is_some() || self.refused_tls).then(|| "ssl".to_string())),
             product,
             banner: self.plain,
             tls: self.tls,
@@ -374,6 +386,52 @@ mod tests {
         g.start();
         assert_eq!(g.on_data(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n"), Step::Done);
         assert_eq!(g.finish().http.map(|h| h.status), Some(400));
+    }
+
+    #[test]
+    fn a_tls_server_that_refuses_the_handshake_is_named_ssl_with_its_alert_as_banner() {
+        let mut g = Grab::new(IP, 443, None, 4096);
+        assert_eq!(&sent(g.start())[..2], [0x16, 0x03], "a ClientHello");
+        // protocol_version, fatal: a server that speaks only older TLS.
+        let alert = [0x15, 0x03, 0x01, 0x00, 0x02, 0x02, 0x46];
+        assert_eq!(g.on_data(&alert), Step::Done);
+        let s = g.finish();
+        assert_eq!((s.status, s.name.as_deref()), (Status::Grabbed, Some("ssl")));
+        assert_eq!((s.banner, s.tls, s.http), (alert.to_vec(), None, None));
+    }
+
+    /// Whatever a hostile peer sends, in whatever pieces, a conversation
+    /// neither panics nor keeps more than its cap, and ends.
+    #[test]
+    fn hostile_bytes_never_panic_nor_outgrow_the_cap() {
+        let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+        let mut next = move || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        let starts: [&[u8]; 6] =
+            [b"SSH-2.0-", b"HTTP/1.1 200 OK\r\n", b"220 ", &[0x16, 0x03, 0x03], &[0x15, 0x03], b"* OK"];
+        for round in 0..3000 {
+            let port = [22, 80, 443, 8800, 993, 2222][round % 6];
+            let cap = 1 + (next() % 300) as usize;
+            let mut g = Grab::new(IP, port, None, cap);
+            let mut step = g.start();
+            for _ in 0..20 {
+                let mut bytes = starts[(next() % 6) as usize].to_vec();
+                bytes.extend((0..next() % 700).map(|_| next() as u8));
+                step = match (step, next() % 8) {
+                    (Step::Done, _) => break,
+                    (Step::Reconnect, _) => g.start(),
+                    (_, 0) => g.on_quiet(),
+                    (_, 1) => g.on_closed(),
+                    _ => g.on_data(&bytes),
+                };
+            }
+            let s = g.finish();
+            assert!(s.banner.len() <= cap, "{} > {cap}", s.banner.len());
+        }
     }
 
     /// A certificate for `prtip.test`, and its key, both DER, made by openssl.

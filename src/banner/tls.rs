@@ -71,6 +71,9 @@ fn config() -> Arc<ClientConfig> {
                 .with_custom_certificate_verifier(Arc::new(Recording(schemes)))
                 .with_no_client_auth();
             config.alpn_protocols = vec![b"http/1.1".to_vec()];
+            // Each port shows its own chain: a session resumed from another
+            // port of the host would show none.
+            config.resumption = rustls::client::Resumption::disabled();
             Arc::new(config)
         })
         .clone()

@@ -52,6 +52,8 @@ pub struct BannerStats {
     /// Conversations the timeout ended, and the byte cap.
     pub timed_out: u64,
     pub capped: u64,
+    /// Conversations, and ports not yet asked, that a stop ended.
+    pub interrupted: u64,
 }
 
 /// The scan's side of the stage.
@@ -115,12 +117,19 @@ impl BannerStage {
                 }
                 None
             }
-            Err(mpsc::TrySendError::Full(job) | mpsc::TrySendError::Disconnected(job)) => {
+            Err(mpsc::TrySendError::Full(job)) => {
                 self.refused += 1;
                 if let Some(socket) = job.socket {
                     crate::sys::connect::abort(socket);
                 }
                 Some((job.result, Service::not_asked(Status::QueueFull)))
+            }
+            // The stage failed; finish says why.
+            Err(mpsc::TrySendError::Disconnected(job)) => {
+                if let Some(socket) = job.socket {
+                    crate::sys::connect::abort(socket);
+                }
+                Some((job.result, Service::not_asked(Status::Interrupted)))
             }
         }
     }
@@ -130,16 +139,26 @@ impl BannerStage {
         self.done.try_iter().collect()
     }
 
-    /// Waits for the conversations under way (each ends by its timeout), or
-    /// ends them now where the scan was stopped; hands every port still
-    /// held to `on`.
-    pub fn finish(mut self, stopped: bool, on: &mut dyn FnMut(ScanResult, Service)) -> io::Result<BannerStats> {
+    /// Waits for the conversations under way and queued (each ends by its
+    /// timeout), or ends them now where the scan was stopped, or is stopped
+    /// while this waits (`stopping`); hands every port still held to `on`.
+    pub fn finish(
+        mut self,
+        stopped: bool,
+        stopping: &dyn Fn() -> bool,
+        on: &mut dyn FnMut(ScanResult, Service),
+    ) -> io::Result<BannerStats> {
         if stopped {
             self.stop.store(true, Ordering::Relaxed);
         }
         drop(self.jobs.take());
-        for (r, s) in self.done.iter() {
-            on(r, s);
+        loop {
+            match self.done.recv_timeout(POLL) {
+                Ok((r, s)) => on(r, s),
+                Err(mpsc::RecvTimeoutError::Timeout) if stopping() => self.stop.store(true, Ordering::Relaxed),
+                Err(mpsc::RecvTimeoutError::Timeout) => {}
+                Err(mpsc::RecvTimeoutError::Disconnected) => break,
+            }
         }
         let mut stats = match self.thread.take().map(JoinHandle::join) {
             Some(Ok(stats)) => stats?,
@@ -186,7 +205,7 @@ fn run<C: Conversations>(
     let mut ended: Vec<(u32, Ending)> = Vec::new();
     loop {
         if stop.load(Ordering::Relaxed) {
-            abandon(&mut conns, &mut live, jobs, done);
+            abandon(&mut conns, &mut live, jobs, done, &mut stats);
             return Ok(stats);
         }
         while !no_more && conns.room() > 0 {
@@ -239,7 +258,14 @@ fn run<C: Conversations>(
         }
         let wait = if live.is_empty() { Duration::ZERO } else { POLL };
         if let Err(e) = conns.complete(wait, &mut |id, e| ended.push((id, Ending::from(e)))) {
-            abandon(&mut conns, &mut live, jobs, done);
+            abandon(&mut conns, &mut live, jobs, done, &mut stats);
+            // Every port the scan still hands over is reported, until it ends.
+            for job in jobs.iter() {
+                if let Some(socket) = job.socket {
+                    crate::sys::connect::abort(socket);
+                }
+                let _ = done.send((job.result, Service::not_asked(Status::Interrupted)));
+            }
             return Err(e);
         }
         for (id, e) in ended.drain(..) {
@@ -292,19 +318,24 @@ fn abandon<C: Conversations>(
     live: &mut HashMap<u32, Conversation>,
     jobs: &Receiver<Job>,
     done: &mpsc::Sender<(ScanResult, Service)>,
+    stats: &mut BannerStats,
 ) {
     for (id, c) in live.drain() {
         conns.close(id);
         let mut service = c.grab.finish();
-        if service.status == Status::Silent {
-            service.status = Status::Interrupted;
+        match service.status {
+            Status::Grabbed => stats.grabbed += 1,
+            Status::Silent => service.status = Status::Interrupted,
+            _ => {}
         }
+        stats.interrupted += 1;
         let _ = done.send((c.result, service));
     }
     for job in jobs.try_iter() {
         if let Some(socket) = job.socket {
             crate::sys::connect::abort(socket);
         }
+        stats.interrupted += 1;
         let _ = done.send((job.result, Service::not_asked(Status::Interrupted)));
     }
 }

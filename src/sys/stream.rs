@@ -11,7 +11,7 @@ use std::net::SocketAddr;
 use std::os::fd::{AsFd, AsRawFd, IntoRawFd, OwnedFd};
 use std::time::Duration;
 
-/// User data of the linked timeouts and of the closes, whose completions
+/// User data of the linked timeouts and of the closes and cancels, whose completions
 /// say nothing the step's own does not.
 const TIMEOUT: u64 = u64::MAX;
 const CLOSE: u64 = u64::MAX - 1;
@@ -44,6 +44,10 @@ struct Slot {
     buf: Box<[u8]>,
     /// A step is in flight: the kernel may still read or write the above.
     busy: bool,
+    /// The user data of the step last queued.
+    step: u64,
+    /// Closed while its step was in flight: freed when the step ends.
+    closing: bool,
 }
 
 /// Connections, at most `capacity` of them, each known by its slot number.
@@ -63,6 +67,7 @@ impl Streams {
             opcode::Recv::CODE,
             opcode::LinkTimeout::CODE,
             opcode::Close::CODE,
+            opcode::AsyncCancel::CODE,
         ];
         require(&ring, &ops)?;
         let slots = (0..capacity)
@@ -73,6 +78,8 @@ impl Streams {
                 out: Vec::new(),
                 buf: Box::default(),
                 busy: false,
+                step: 0,
+                closing: false,
             })
             .collect();
         Ok(Streams { ring, slots, free: (0..capacity).rev().collect() })
@@ -102,9 +109,13 @@ impl Streams {
         Ok(slot)
     }
 
-    /// Takes in a socket connected elsewhere (a connect scan's); returns its slot.
+    /// Takes in a socket connected elsewhere (a connect scan's); returns its
+    /// slot. Without room, the socket is closed with an RST.
     pub fn adopt(&mut self, socket: OwnedFd) -> io::Result<u32> {
-        let slot = self.free.pop().ok_or_else(|| io::Error::from_raw_os_error(libc::EBUSY))?;
+        let Some(slot) = self.free.pop() else {
+            super::connect::abort(socket);
+            return Err(io::Error::from_raw_os_error(libc::EBUSY));
+        };
         self.slots[slot as usize].fd = Some(socket);
         Ok(slot)
     }
@@ -136,25 +147,37 @@ impl Streams {
     fn step(&mut self, slot: u32, step: Step, entry: squeue::Entry, timeout: Duration) -> io::Result<()> {
         let s = &mut self.slots[slot as usize];
         s.timeout = types::Timespec::from(timeout);
-        let entry = entry.flags(squeue::Flags::IO_LINK).user_data(u64::from(slot) << 8 | step as u64);
+        s.step = u64::from(slot) << 8 | step as u64;
+        let entry = entry.flags(squeue::Flags::IO_LINK).user_data(s.step);
         let limit = opcode::LinkTimeout::new(&raw const s.timeout).build().user_data(TIMEOUT);
         // SAFETY: the entries point at this slot's address, buffers and
         // timespec, which stay in place (slots never move, nor their boxed
         // buffer or the vector that is not touched again) and unchanged until
         // the step's completion, before which no other step of the slot is
-        // queued and the slot is not closed; the socket stays open as long.
-        // A slot still busy when the ring goes is never freed (see Drop).
+        // queued and its buffers are kept, even if it is closed (`closing`);
+        // the kernel holds the socket while the step uses it. A slot still
+        // busy when the ring goes is never freed (see Drop).
         unsafe { push(&mut self.ring, &[entry, limit])? };
         s.busy = true;
         Ok(())
     }
 
     /// Ends a connection with an RST (no TIME_WAIT left per service) and
-    /// frees its slot. Only between steps: never with one in flight.
+    /// frees its slot; one with a step in flight has the step cancelled and
+    /// keeps its buffers, which the kernel may still use, until the step
+    /// ends, and its slot is freed then, its end not reported.
     pub fn close(&mut self, slot: u32) {
         let s = &mut self.slots[slot as usize];
-        s.out = Vec::new();
-        s.buf = Box::default();
+        if s.busy {
+            s.closing = true;
+            let cancel = opcode::AsyncCancel::new(s.step).build().user_data(CLOSE);
+            // SAFETY: a cancel points at nothing. Should it not be queued,
+            // the step ends by its timeout instead.
+            let _ = unsafe { push(&mut self.ring, &[cancel]) };
+        } else {
+            s.out = Vec::new();
+            s.buf = Box::default();
+        }
         if let Some(fd) = s.fd.take() {
             let linger = libc::linger { l_onoff: 1, l_linger: 0 };
             let _ = setsockopt(fd.as_fd(), libc::SOL_SOCKET, libc::SO_LINGER, &linger);
@@ -164,7 +187,9 @@ impl Streams {
                 let _ = fd.into_raw_fd();
             }
         }
-        self.free.push(slot);
+        if !s.closing {
+            self.free.push(slot);
+        }
     }
 
     /// Submits what was queued, waits up to `wait` for a step to end (not at
@@ -180,6 +205,12 @@ impl Streams {
             let slot = (data >> 8) as u32;
             let s = &mut self.slots[slot as usize];
             s.busy = false;
+            if std::mem::take(&mut s.closing) {
+                s.out = Vec::new();
+                s.buf = Box::default();
+                self.free.push(slot);
+                continue;
+            }
             let ended = match (data & 0xff, result) {
                 (_, e) if e < 0 && data & 0xff == Step::Connect as u64 => Ended::Connected(Err(-e)),
                 (1, _) => Ended::Connected(Ok(())),
@@ -205,5 +236,51 @@ impl Drop for Streams {
                 std::mem::forget(s);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::TcpListener;
+
+    /// The steps that end, with their slot, once one has ended, or `until`
+    /// says enough, or the waits ran out.
+    fn run(streams: &mut Streams, until: &dyn Fn(&Streams) -> bool) -> Vec<(u32, String)> {
+        let mut seen = Vec::new();
+        for _ in 0..50 {
+            if !seen.is_empty() || until(streams) {
+                break;
+            }
+            streams.complete(Duration::from_millis(100), &mut |slot, e| seen.push((slot, format!("{e:?}")))).unwrap();
+        }
+        seen
+    }
+
+    /// A connection closed while its receive waits on a silent peer: the
+    /// receive is cancelled, its end is not reported, and its slot (with
+    /// the buffer the kernel was given) is free only after that end.
+    #[test]
+    fn closing_a_waiting_connection_frees_its_slot_once_the_kernel_lets_go() {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let to = listener.local_addr().unwrap();
+        let mut streams = Streams::new(1).unwrap();
+        let slot = streams.open(to, Duration::from_secs(5)).unwrap();
+        let seen = run(&mut streams, &|_| false);
+        assert_eq!(seen.first(), Some(&(slot, "Connected(Ok(()))".to_string())));
+        let (_peer, _) = listener.accept().unwrap();
+
+        streams.receive(slot, Duration::from_secs(3600)).unwrap();
+        streams.complete(Duration::ZERO, &mut |_, e| panic!("nothing ends yet: {e:?}")).unwrap();
+        streams.close(slot);
+        assert_eq!(streams.room(), 0, "the kernel may still write into the slot's buffer");
+        let seen = run(&mut streams, &|s| s.room() == 1);
+        assert_eq!(streams.room(), 1, "the cancelled receive ended");
+        assert!(seen.is_empty(), "{seen:?}");
+
+        let again = streams.open(to, Duration::from_secs(5)).unwrap();
+        assert_eq!(again, slot);
+        let seen = run(&mut streams, &|_| false);
+        assert_eq!(seen.first(), Some(&(slot, "Connected(Ok(()))".to_string())));
     }
 }
