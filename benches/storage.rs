@@ -39,6 +39,7 @@ fn results() -> Vec<ScanResult> {
 fn config(dir: &Path) -> StoreConfig {
     StoreConfig {
         database: Some(dir.join("bench.db")),
+        postgres: None,
         store_silent: false,
         open_only: false,
         max_open_per_host: None,

@@ -27,6 +27,7 @@ PACKAGES=(
   vsftpd         # for the banner tests
   nginx-light
   openssl        # the HTTPS test server's certificate
+  postgresql     # --postgres: the tests run a throwaway cluster of their own
 )
 missing=()
 for p in "${PACKAGES[@]}"; do

@@ -182,6 +182,11 @@ pub struct Cli {
     #[arg(long, help_heading = "Storage")]
     pub store_silent: bool,
 
+    /// Store results in PostgreSQL too (a libpq connection string or URL;
+    /// also from PRTIP_POSTGRES)
+    #[arg(long, value_name = "URL", env = "PRTIP_POSTGRES", hide_env_values = true, help_heading = "Storage")]
+    pub postgres: Option<String>,
+
     /// Write nmap-like text to FILE (also written -oN)
     #[arg(long = "output-normal", value_name = "FILE", help_heading = "Output files")]
     pub output_normal: Option<PathBuf>,
@@ -381,7 +386,7 @@ impl Cli {
             (None, true) => Some(PathBuf::from(DEFAULT_DATABASE)),
             (None, false) => None,
         };
-        if self.store_silent && database.is_none() {
+        if self.store_silent && database.is_none() && self.postgres.is_none() {
             return Err(ConfigError::StoreSilentWithoutDb);
         }
         let files = self.output_files();
@@ -444,6 +449,7 @@ impl Cli {
             udp_payloads,
             ports_spec,
             database,
+            postgres: self.postgres,
             store_silent: self.store_silent,
             files,
             excluded,

@@ -60,7 +60,7 @@ pub enum ConfigError {
     Queues(u32),
     #[error("--queues uses AF_XDP queues; raw sockets send from one thread (drop --queues or --transport raw)")]
     QueuesNeedXdp,
-    #[error("--store-silent stores into a database: add --with-db")]
+    #[error("--store-silent stores into a database: add --with-db or --postgres")]
     StoreSilentWithoutDb,
     #[error(
         "--dry-run sends nothing, so there is nothing to store or write: drop --with-db, --database and -o FILE options"
@@ -122,6 +122,8 @@ pub struct ScanConfig {
     pub ports_spec: String,
     /// SQLite database to store results in.
     pub database: Option<std::path::PathBuf>,
+    /// PostgreSQL to store results in (`--postgres`).
+    pub postgres: Option<String>,
     /// Store probes that got no answer as rows too.
     pub store_silent: bool,
     /// Output files, written by the storage task.

@@ -83,6 +83,8 @@ impl ScanError {
                 source.sqlite_error_code(),
                 Some(rusqlite::ErrorCode::NotADatabase | rusqlite::ErrorCode::CannotOpen)
             ),
+            // A server that cannot be reached at the start is named wrong, as a database file that cannot be opened.
+            ScanError::Store(StoreError::Postgres(_)) => true,
             ScanError::Store(e) => e.names_the_wrong_database(),
             ScanError::LatencyFile { source, .. } => unusable(source),
             ScanError::PortOverlap { .. } => true,
@@ -262,7 +264,7 @@ fn send(
     let prior_sent = cfg.resume.as_ref().map_or(0, |r| r.sent);
     let mut sinks = Sinks {
         open_only: cfg.open_only,
-        store_silent: cfg.database.is_some() || !cfg.files.is_empty(),
+        store_silent: cfg.database.is_some() || cfg.postgres.is_some() || !cfg.files.is_empty(),
         writer: output::writer(stdout_format(cfg.format), TimedFlush::new(out), &info, false),
         output_error: None,
         store,
@@ -970,6 +972,7 @@ fn start_store(
     };
     let started = Store::start(StoreConfig {
         database: cfg.database.clone(),
+        postgres: cfg.postgres.clone(),
         store_silent: cfg.store_silent,
         open_only: cfg.open_only,
         max_open_per_host: cfg.max_open_per_host,
@@ -994,7 +997,7 @@ fn start_store(
     });
     match started {
         Ok(store) => Ok((Some(store), checkpoint_file)),
-        Err(e) if cfg.database.is_none() && cfg.files.is_empty() && resume.is_none() => {
+        Err(e) if cfg.database.is_none() && cfg.postgres.is_none() && cfg.files.is_empty() && resume.is_none() => {
             if cfg.verbosity >= Verbosity::Normal {
                 notes.line(format!("warning: no checkpoint, so this scan cannot be resumed: {e}"));
             }
@@ -1052,6 +1055,13 @@ fn stored_note(cfg: &ScanConfig, r: &StoreReport) -> String {
     let mut parts = Vec::new();
     if let (Some(db), Some(id)) = (&cfg.database, r.scan_id) {
         parts.push(format!("stored {} results as scan {id} in {}", r.rows_stored, db.display()));
+    }
+    if let Some(id) = r.postgres_scan {
+        let lost = match r.postgres_lost {
+            0 => String::new(),
+            n => format!(" (the connection was lost {n} times, and made again: nothing was lost)"),
+        };
+        parts.push(format!("stored as scan {id} in PostgreSQL{lost}"));
     }
     if !cfg.files.is_empty() {
         let names: Vec<String> = cfg.files.iter().map(|f| f.path.display().to_string()).collect();
@@ -1403,7 +1413,13 @@ mod tests {
             resets_skipped: 5,
             ..ScanStats::default()
         };
-        let report = StoreReport { scan_id: Some(9), rows_stored: 42, backpressure: 6, checkpoint_lost: None };
+        let report = StoreReport {
+            scan_id: Some(9),
+            rows_stored: 42,
+            backpressure: 6,
+            checkpoint_lost: None,
+            ..Default::default()
+        };
         assert_eq!(
             details(&path(), &stats, Some(&report)),
             "next hop 02:00:00:00:00:fe; slowest round trip none measured; 1 duplicate replies; \

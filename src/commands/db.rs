@@ -40,8 +40,13 @@ pub enum DbCommand {
         #[arg(long)]
         open: bool,
     },
-    /// Replay the journal a killed scan left, and check the database
-    Recover,
+    /// Replay the journal a killed scan left, and check the database; with
+    /// --postgres, store what killed scans' journals held in PostgreSQL
+    Recover {
+        /// The PostgreSQL the scans stored into (also from PRTIP_POSTGRES)
+        #[arg(long, value_name = "URL", env = "PRTIP_POSTGRES", hide_env_values = true)]
+        postgres: Option<String>,
+    },
     /// Merge the databases of a sharded scan's shards (one completed shard
     /// each, --shard 1/N to N/N) into one scan of OUT
     Merge {
@@ -115,7 +120,14 @@ fn run(cli: DbArgs) -> Result<(), DbCommandError> {
             };
             export(&read()?, *scan_id, format, *open, true, &mut out)?
         }
-        DbCommand::Recover => {
+        DbCommand::Recover { postgres: Some(url) } => {
+            let recovered = crate::store::recover_postgres(url)?;
+            for r in &recovered {
+                writeln!(out, "scan {}: {} results restored from {}", r.scan_id, r.results, r.journal.display())?;
+            }
+            writeln!(out, "PostgreSQL: {} journals of killed scans recovered", recovered.len())?;
+        }
+        DbCommand::Recover { postgres: None } => {
             let db = Db::open_existing(&cli.database)?;
             let ok = db.integrity_ok()?;
             writeln!(

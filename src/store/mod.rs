@@ -26,6 +26,14 @@ use std::thread::JoinHandle;
 use thiserror::Error;
 use tokio::sync::mpsc;
 
+pub use sink::PostgresRecovered;
+
+/// `prtip db recover --postgres`: stores what killed scans' journals still
+/// held in the server at `url`.
+pub fn recover_postgres(url: &str) -> Result<Vec<PostgresRecovered>, StoreError> {
+    tokio_uring::start(sink::recover_postgres(url))
+}
+
 /// Batches in flight between the engine and the task before the engine waits.
 const CHANNEL_BATCHES: usize = 256;
 
@@ -49,6 +57,8 @@ pub enum StoreError {
     OlderSchema { path: PathBuf, version: usize },
     #[error("database {} has schema version {version}, newer than this prtip understands", path.display())]
     NewerSchema { path: PathBuf, version: usize },
+    #[error("PostgreSQL: {0}")]
+    Postgres(String),
     #[error("journal {}: {source}", path.display())]
     Journal {
         path: PathBuf,
@@ -125,6 +135,8 @@ impl StoreError {
 pub struct StoreConfig {
     /// SQLite database, if results are to be stored.
     pub database: Option<PathBuf>,
+    /// PostgreSQL connection string (`--postgres`), if results go there.
+    pub postgres: Option<String>,
     /// Also store probes that got no answer (otherwise only counted on the scan).
     pub store_silent: bool,
     /// Output files show open ports only.
@@ -161,6 +173,10 @@ pub struct StoreReport {
     pub backpressure: u64,
     /// Why the scan's checkpoint file could not be kept, if it could not.
     pub checkpoint_lost: Option<String>,
+    /// The scan's id in PostgreSQL, and the times the sink lost its
+    /// connection there (and connected again).
+    pub postgres_scan: Option<i64>,
+    pub postgres_lost: u64,
 }
 
 enum Msg {
@@ -282,6 +298,7 @@ mod tests {
 
     pub(super) fn config(d: &std::path::Path, files: bool) -> StoreConfig {
         StoreConfig {
+            postgres: None,
             database: Some(d.join("s.db")),
             store_silent: false,
             open_only: false,

@@ -35,6 +35,11 @@ fn addr_value(ip: IpAddr) -> rusqlite::types::Value {
     }
 }
 
+/// A service's TLS chain and HTTP head as the JSON both databases keep.
+pub fn service_json(s: &Service) -> (Option<String>, Option<String>) {
+    (s.tls.as_ref().map(tls_json), s.http.as_ref().map(http_json))
+}
+
 fn tls_json(t: &Tls) -> String {
     let chain: Vec<Value> = t
         .chain
@@ -103,6 +108,7 @@ impl Db {
                 )
                 .map_err(fail)?;
             for (ip, port, s) in services {
+                let (tls, http) = service_json(s);
                 stmt.execute(rusqlite::params![
                     scan_id,
                     addr_value(ip),
@@ -111,8 +117,8 @@ impl Db {
                     s.name,
                     s.product,
                     (!s.banner.is_empty()).then_some(&s.banner),
-                    s.tls.as_ref().map(tls_json),
-                    s.http.as_ref().map(http_json),
+                    tls,
+                    http,
                 ])
                 .map_err(fail)?;
             }

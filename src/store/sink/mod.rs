@@ -4,8 +4,10 @@
 
 mod checkpoint_file;
 mod output_file;
+mod postgres;
 mod sqlite;
 
+pub use postgres::{Recovered as PostgresRecovered, recover as recover_postgres};
 pub(super) use sqlite::SqliteSink;
 
 use super::{Finish, StoreConfig, StoreError, StoreReport};
@@ -95,6 +97,9 @@ pub(super) async fn open(config: &StoreConfig) -> Result<Opened, StoreError> {
         let db = SqliteSink::open(path, config)?;
         scan_id = Some(db.scan_id);
         sinks.push(Box::new(db));
+    }
+    if let Some(url) = &config.postgres {
+        sinks.push(Box::new(postgres::PostgresSink::open(url, config).await?));
     }
     let mut files: Vec<Box<dyn Sink>> = Vec::new();
     for file in &config.files {

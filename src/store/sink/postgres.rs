@@ -1,0 +1,511 @@
+//! The PostgreSQL sink (`--postgres URL`): a scan's row, its results, what
+//! banners saw and its round-trip histograms in a schema that mirrors the
+//! SQLite one. Results reach a journal of the sink's own first (io_uring,
+//! as every journal here), then PostgreSQL by binary COPY into a staging
+//! table and an insert that skips rows already there: a batch replayed
+//! after a lost connection never duplicates one. While the server cannot
+//! be reached the scan goes on; the journal holds what waits, and the sink
+//! connects again with a growing pause and sends it from where it stopped.
+
+use super::{Failure, Sink, SinkFuture};
+use crate::banner::Service;
+use crate::result::ScanResult;
+use crate::store::uring_file::UringFile;
+use crate::store::{Finish, StoreConfig, StoreError, StoreReport, journal, lock, safe_open};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::PathBuf;
+use std::time::{Duration, UNIX_EPOCH};
+use tokio::time::Instant;
+use tokio_postgres::binary_copy::BinaryCopyInWriter;
+use tokio_postgres::types::{ToSql, Type};
+use tokio_postgres::{Client, NoTls};
+
+/// The schema's version, kept in `prtip_schema`; a newer one is refused.
+const VERSION: i32 = 1;
+const SCHEMA: &str = r#"
+CREATE TABLE IF NOT EXISTS prtip_schema (version integer NOT NULL);
+CREATE TABLE IF NOT EXISTS scans (
+    id             bigserial PRIMARY KEY,
+    started_at     timestamptz NOT NULL,
+    ended_at       timestamptz,
+    command_line   text NOT NULL,
+    config         jsonb NOT NULL,
+    transport      text NOT NULL,
+    seed           bigint NOT NULL,
+    proto          smallint NOT NULL,
+    journal_key    bigint NOT NULL,
+    probes_sent    bigint NOT NULL DEFAULT 0,
+    open_count     bigint NOT NULL DEFAULT 0,
+    closed_count   bigint NOT NULL DEFAULT 0,
+    filtered_count bigint NOT NULL DEFAULT 0,
+    status         text NOT NULL CHECK (status IN ('running', 'completed', 'interrupted'))
+);
+CREATE TABLE IF NOT EXISTS scan_results (
+    scan_id bigint NOT NULL REFERENCES scans(id),
+    ip      inet NOT NULL,
+    port    integer NOT NULL,
+    proto   smallint NOT NULL,
+    state   text NOT NULL,
+    reason  text NOT NULL,
+    ttl     smallint,
+    rtt_us  bigint,
+    time    timestamptz NOT NULL,
+    PRIMARY KEY (scan_id, ip, port, proto)
+);
+CREATE TABLE IF NOT EXISTS scan_latency (
+    scan_id   bigint NOT NULL REFERENCES scans(id),
+    series    text NOT NULL,
+    histogram bytea NOT NULL,
+    PRIMARY KEY (scan_id, series)
+);
+CREATE TABLE IF NOT EXISTS scan_services (
+    scan_id bigint NOT NULL REFERENCES scans(id),
+    ip      inet NOT NULL,
+    port    integer NOT NULL,
+    proto   smallint NOT NULL,
+    status  text NOT NULL,
+    name    text,
+    product text,
+    banner  bytea,
+    tls     jsonb,
+    http    jsonb,
+    PRIMARY KEY (scan_id, ip, port, proto)
+);
+"#;
+
+/// Rows sent in one COPY.
+const COPY_ROWS: usize = 65_536;
+/// Rows waiting in the journal before they are sent, or the longest they wait.
+const SEND_AT: usize = 8192;
+const SEND_EVERY: Duration = Duration::from_secs(1);
+/// Pauses between attempts to connect again, doubling up to the longest.
+const FIRST_PAUSE: Duration = Duration::from_millis(250);
+const LONGEST_PAUSE: Duration = Duration::from_secs(8);
+/// How long the end of a scan keeps trying to store what waits.
+const LAST_TRIES: Duration = Duration::from_secs(30);
+
+pub(in crate::store) struct PostgresSink {
+    url: String,
+    /// The journal's lock, held while the scan runs: `db recover` leaves it alone.
+    _lock: std::fs::File,
+    client: Option<Client>,
+    scan_id: i64,
+    proto: i16,
+    store_silent: bool,
+    journal: UringFile,
+    unwritten: Vec<u8>,
+    /// Journal bytes stored in PostgreSQL, and written to the file.
+    stored_to: u64,
+    written_to: u64,
+    /// Rows journaled and not yet sent.
+    waiting: usize,
+    /// Services not yet stored (they are few: one per open port).
+    services: Vec<(ScanResult, Service)>,
+    /// When to try again after a failure, and the pause after that.
+    retry_at: Option<Instant>,
+    pause: Duration,
+    last_sent: Instant,
+    /// Times the connection was lost, and the last reason.
+    lost: u64,
+    why: Option<String>,
+}
+
+/// The error with its cause: tokio-postgres says "error connecting to
+/// server" and keeps why in its source.
+fn db_error(e: tokio_postgres::Error) -> StoreError {
+    match std::error::Error::source(&e) {
+        Some(cause) => StoreError::Postgres(format!("{e}: {cause}")),
+        None => StoreError::Postgres(e.to_string()),
+    }
+}
+
+async fn connect(url: &str) -> Result<Client, StoreError> {
+    let (client, connection) = tokio_postgres::connect(url, NoTls).await.map_err(db_error)?;
+    tokio_uring::spawn(async move {
+        let _ = connection.await;
+    });
+    client
+        .batch_execute(
+            "CREATE TEMP TABLE IF NOT EXISTS prtip_rows (ip inet, port integer, state text, reason text, \
+             ttl smallint, rtt_us bigint, time timestamptz) ON COMMIT DELETE ROWS",
+        )
+        .await
+        .map_err(db_error)?;
+    Ok(client)
+}
+
+/// One batch in one transaction: COPY into the staging table, then into
+/// the results, skipping rows already stored.
+async fn copy(client: &mut Client, scan_id: i64, proto: i16, rows: &[ScanResult]) -> Result<(), StoreError> {
+    let tx = client.transaction().await.map_err(db_error)?;
+    let sink = tx
+        .copy_in("COPY prtip_rows (ip, port, state, reason, ttl, rtt_us, time) FROM STDIN BINARY")
+        .await
+        .map_err(db_error)?;
+    let types = [Type::INET, Type::INT4, Type::TEXT, Type::TEXT, Type::INT2, Type::INT8, Type::TIMESTAMPTZ];
+    let writer = BinaryCopyInWriter::new(sink, &types);
+    let mut writer = std::pin::pin!(writer);
+    for r in rows {
+        let port = i32::from(r.port);
+        let ttl = r.ttl.map(i16::from);
+        let rtt = r.rtt_us.map(|v| v.min(i64::MAX as u64) as i64);
+        let time = UNIX_EPOCH + Duration::from_micros(r.time_us);
+        let row: [&(dyn ToSql + Sync); 7] = [&r.ip, &port, &r.state.as_str(), &r.reason.as_str(), &ttl, &rtt, &time];
+        writer.as_mut().write(&row).await.map_err(db_error)?;
+    }
+    writer.finish().await.map_err(db_error)?;
+    tx.execute(
+        "INSERT INTO scan_results (scan_id, ip, port, proto, state, reason, ttl, rtt_us, time) \
+         SELECT $1, ip, port, $2, state, reason, ttl, rtt_us, time FROM prtip_rows \
+         ON CONFLICT DO NOTHING",
+        &[&scan_id, &proto],
+    )
+    .await
+    .map_err(db_error)?;
+    tx.commit().await.map_err(db_error)
+}
+
+/// Connects and brings the schema up to date.
+async fn open_schema(url: &str) -> Result<Client, StoreError> {
+    let client = connect(url).await?;
+    client.batch_execute(SCHEMA).await.map_err(db_error)?;
+    let version: Option<i32> =
+        client.query_opt("SELECT max(version) FROM prtip_schema", &[]).await.map_err(db_error)?.and_then(|r| r.get(0));
+    match version {
+        Some(v) if v > VERSION => Err(StoreError::Postgres(format!(
+            "the database has prtip schema version {v}, newer than this prtip's {VERSION}"
+        ))),
+        Some(_) => Ok(client),
+        None => {
+            client.execute("INSERT INTO prtip_schema VALUES ($1)", &[&VERSION]).await.map_err(db_error)?;
+            Ok(client)
+        }
+    }
+}
+
+/// A scan's journal in the state directory: `postgres-ID-KEY.journal`.
+fn journal_name(scan_id: i64, key: i64) -> String {
+    format!("postgres-{scan_id}-{:016x}.journal", key as u64)
+}
+
+fn parse_journal_name(name: &str) -> Option<(i64, i64)> {
+    let (id, key) = name.strip_prefix("postgres-")?.strip_suffix(".journal")?.split_once('-')?;
+    Some((id.parse().ok()?, u64::from_str_radix(key, 16).ok()? as i64))
+}
+
+/// What `db recover --postgres` did with one journal.
+pub struct Recovered {
+    pub journal: PathBuf,
+    pub scan_id: i64,
+    /// Results it held (those already stored are not stored twice).
+    pub results: usize,
+}
+
+/// Stores what the journals of killed scans of the server at `url` still
+/// held, marks those scans interrupted and removes their journals; leaves
+/// journals of running scans, and of other servers, alone.
+pub async fn recover(url: &str) -> Result<Vec<Recovered>, StoreError> {
+    let mut client = open_schema(url).await?;
+    let dir = crate::store::checkpoint::dir();
+    let entries = match std::fs::read_dir(&dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(StoreError::journal(&dir)(e)),
+    };
+    let mut journals: Vec<(i64, i64, PathBuf)> = entries
+        .filter_map(Result::ok)
+        .filter_map(|e| parse_journal_name(&e.file_name().to_string_lossy()).map(|(id, key)| (id, key, e.path())))
+        .collect();
+    journals.sort();
+    let mut recovered = Vec::new();
+    for (scan_id, key, path) in journals {
+        let row = client
+            .query_opt("SELECT proto FROM scans WHERE id = $1 AND journal_key = $2", &[&scan_id, &key])
+            .await
+            .map_err(db_error)?;
+        let Some(row) = row else { continue };
+        let proto: i16 = row.get(0);
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(&path)
+            .map_err(StoreError::journal(&path))?;
+        if !lock::try_lock(&file).map_err(StoreError::journal(&path))? {
+            continue;
+        }
+        let bytes = read_all(&file).map_err(StoreError::journal(&path))?;
+        let rows: Vec<ScanResult> = journal::rows_of(&bytes[..journal::intact_len(&bytes)], scan_id).collect();
+        for chunk in rows.chunks(COPY_ROWS) {
+            copy(&mut client, scan_id, proto, chunk).await?;
+        }
+        client
+            .execute(
+                "UPDATE scans SET status = 'interrupted', ended_at = coalesce(ended_at, now()) \
+                 WHERE id = $1 AND status = 'running'",
+                &[&scan_id],
+            )
+            .await
+            .map_err(db_error)?;
+        std::fs::remove_file(&path).map_err(StoreError::journal(&path))?;
+        recovered.push(Recovered { journal: path, scan_id, results: rows.len() });
+    }
+    Ok(recovered)
+}
+
+fn read_all(mut file: &std::fs::File) -> std::io::Result<Vec<u8>> {
+    let mut bytes = Vec::new();
+    std::io::Read::read_to_end(&mut file, &mut bytes)?;
+    Ok(bytes)
+}
+
+impl PostgresSink {
+    /// Connects, brings the schema up to date, begins the scan's row and
+    /// its journal: a server that cannot be reached fails the scan here.
+    pub(in crate::store) async fn open(url: &str, config: &StoreConfig) -> Result<PostgresSink, StoreError> {
+        let client = open_schema(url).await?;
+        let s = &config.start;
+        let started = UNIX_EPOCH + Duration::from_micros(s.started_us);
+        let config_json: serde_json::Value = serde_json::from_str(&s.config_json).unwrap_or_default();
+        let proto = i16::from(config.info.scan_type.ip_protocol(false));
+        // Names the journal with the scan: one of another server's scan of
+        // the same number is not this one's.
+        let key = crate::random::u64() as i64;
+        let row = client
+            .query_one(
+                "INSERT INTO scans (started_at, command_line, config, transport, seed, proto, journal_key, status) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, 'running') RETURNING id",
+                &[&started, &s.command_line, &config_json, &s.transport, &(s.seed as i64), &proto, &key],
+            )
+            .await
+            .map_err(db_error)?;
+        let scan_id: i64 = row.get(0);
+        let dir = crate::store::checkpoint::dir();
+        safe_open::state_dir(&dir).map_err(StoreError::journal(&dir))?;
+        let path = dir.join(journal_name(scan_id, key));
+        let journal = UringFile::create(path.clone()).await.map_err(StoreError::journal(&path))?;
+        let lock = std::fs::File::open(&path).and_then(|f| lock::lock(&f).map(|()| f));
+        Ok(PostgresSink {
+            _lock: lock.map_err(StoreError::journal(&path))?,
+            url: url.to_string(),
+            client: Some(client),
+            scan_id,
+            proto,
+            store_silent: config.store_silent,
+            journal,
+            unwritten: Vec::new(),
+            stored_to: 0,
+            written_to: 0,
+            waiting: 0,
+            services: Vec::new(),
+            retry_at: None,
+            pause: FIRST_PAUSE,
+            last_sent: Instant::now(),
+            lost: 0,
+            why: None,
+        })
+    }
+
+    fn add_rows(&mut self, rows: &[ScanResult]) {
+        if !rows.is_empty() {
+            journal::encode(self.scan_id, rows, &mut self.unwritten);
+            self.waiting += rows.len();
+        }
+    }
+
+    /// Writes the journal, then sends what waits if there is enough, or it
+    /// has waited long enough.
+    async fn flush_rows(&mut self) -> Result<(), StoreError> {
+        let bytes = std::mem::take(&mut self.unwritten);
+        self.written_to += bytes.len() as u64;
+        self.unwritten = self.journal.append(bytes).await.map_err(StoreError::journal(&self.journal.path))?;
+        let due = self.last_sent.elapsed() >= SEND_EVERY && (self.waiting > 0 || !self.services.is_empty());
+        if due || self.waiting >= SEND_AT {
+            self.send().await;
+        }
+        Ok(())
+    }
+
+    /// Sends what the journal holds past what is stored, and the services;
+    /// on failure, drops the connection and sets when to try again.
+    async fn send(&mut self) {
+        let now = Instant::now();
+        if self.retry_at.is_some_and(|at| now < at) {
+            return;
+        }
+        self.last_sent = now;
+        let sent = self.try_send().await;
+        match sent {
+            Ok(()) => {
+                self.retry_at = None;
+                self.pause = FIRST_PAUSE;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, pause = ?self.pause, "PostgreSQL: storing failed, trying again later");
+                self.client = None;
+                self.lost += 1;
+                self.why = Some(e.to_string());
+                self.retry_at = Some(now + self.pause);
+                self.pause = (self.pause * 2).min(LONGEST_PAUSE);
+            }
+        }
+    }
+
+    async fn try_send(&mut self) -> Result<(), StoreError> {
+        if self.client.is_none() {
+            self.client = Some(connect(&self.url).await?);
+        }
+        if self.stored_to < self.written_to {
+            let tail = self.unstored().map_err(StoreError::journal(&self.journal.path))?;
+            let rows: Vec<ScanResult> = journal::rows_of(&tail, self.scan_id).collect();
+            for chunk in rows.chunks(COPY_ROWS) {
+                self.copy(chunk).await?;
+            }
+            self.stored_to += tail.len() as u64;
+            self.waiting = 0;
+        }
+        if !self.services.is_empty() {
+            self.store_services().await?;
+            self.services.clear();
+        }
+        Ok(())
+    }
+
+    /// The journal's records written and not yet stored.
+    fn unstored(&self) -> std::io::Result<Vec<u8>> {
+        use std::io::{Read, Seek};
+        let mut file = std::fs::File::open(&self.journal.path)?;
+        file.seek(std::io::SeekFrom::Start(self.stored_to))?;
+        let mut tail = Vec::new();
+        file.take(self.written_to - self.stored_to).read_to_end(&mut tail)?;
+        Ok(tail)
+    }
+
+    async fn copy(&mut self, rows: &[ScanResult]) -> Result<(), StoreError> {
+        let client = self.client.as_mut().ok_or_else(|| StoreError::Postgres("not connected".into()))?;
+        copy(client, self.scan_id, self.proto, rows).await
+    }
+
+    async fn store_services(&mut self) -> Result<(), StoreError> {
+        let (scan_id, proto) = (self.scan_id, self.proto);
+        let client = self.client.as_mut().ok_or_else(|| StoreError::Postgres("not connected".into()))?;
+        let tx = client.transaction().await.map_err(db_error)?;
+        let insert = tx
+            .prepare(
+                "INSERT INTO scan_services (scan_id, ip, port, proto, status, name, product, banner, tls, http) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) \
+                 ON CONFLICT (scan_id, ip, port, proto) DO UPDATE SET status = EXCLUDED.status, \
+                 name = EXCLUDED.name, product = EXCLUDED.product, banner = EXCLUDED.banner, \
+                 tls = EXCLUDED.tls, http = EXCLUDED.http",
+            )
+            .await
+            .map_err(db_error)?;
+        for (r, s) in &self.services {
+            let (tls, http) = crate::store::db::service_json(s);
+            let tls: Option<serde_json::Value> = tls.and_then(|t| serde_json::from_str(&t).ok());
+            let http: Option<serde_json::Value> = http.and_then(|h| serde_json::from_str(&h).ok());
+            let banner = (!s.banner.is_empty()).then_some(&s.banner);
+            tx.execute(
+                &insert,
+                &[
+                    &scan_id,
+                    &r.ip,
+                    &i32::from(r.port),
+                    &proto,
+                    &s.status.as_str(),
+                    &s.name,
+                    &s.product,
+                    &banner,
+                    &tls,
+                    &http,
+                ],
+            )
+            .await
+            .map_err(db_error)?;
+        }
+        tx.commit().await.map_err(db_error)
+    }
+
+    async fn close(mut self, finish: &Finish, report: &mut StoreReport) -> Result<(), StoreError> {
+        self.flush_rows().await?;
+        let give_up = Instant::now() + LAST_TRIES;
+        loop {
+            self.retry_at = None;
+            self.send().await;
+            let done = self.stored_to == self.written_to && self.services.is_empty();
+            if done || Instant::now() >= give_up {
+                break;
+            }
+            tokio::time::sleep(self.pause).await;
+        }
+        let waiting = self.written_to - self.stored_to;
+        let ended = match self.client {
+            Some(_) => self.end_scan(finish).await,
+            None => Err(StoreError::Postgres(self.why.clone().unwrap_or_default())),
+        };
+        report.postgres_lost = self.lost;
+        match (waiting, ended) {
+            (0, Ok(())) => {
+                report.postgres_scan = Some(self.scan_id);
+                let _ = self.journal.file.close().await;
+                std::fs::remove_file(&self.journal.path).map_err(StoreError::journal(&self.journal.path))
+            }
+            (_, ended) => Err(StoreError::Postgres(format!(
+                "{}; what was not stored is kept in {}",
+                ended.err().map_or_else(|| self.why.clone().unwrap_or_default(), |e| e.to_string()),
+                self.journal.path.display()
+            ))),
+        }
+    }
+
+    /// The scan's row closed, and its histograms stored.
+    async fn end_scan(&mut self, finish: &Finish) -> Result<(), StoreError> {
+        let scan_id = self.scan_id;
+        let client = self.client.as_mut().ok_or_else(|| StoreError::Postgres("not connected".into()))?;
+        let tx = client.transaction().await.map_err(db_error)?;
+        let s = &finish.scan;
+        let ended = UNIX_EPOCH + Duration::from_micros(s.ended_us);
+        let status = if s.interrupted { "interrupted" } else { "completed" };
+        let count = |v: u64| v.min(i64::MAX as u64) as i64;
+        tx.execute(
+            "UPDATE scans SET ended_at = $2, probes_sent = $3, open_count = $4, closed_count = $5, \
+             filtered_count = $6, status = $7 WHERE id = $1",
+            &[&scan_id, &ended, &count(s.probes_sent), &count(s.open), &count(s.closed), &count(s.filtered), &status],
+        )
+        .await
+        .map_err(db_error)?;
+        for (series, histogram) in finish.latency.encode() {
+            tx.execute(
+                "INSERT INTO scan_latency (scan_id, series, histogram) VALUES ($1, $2, $3) \
+                 ON CONFLICT (scan_id, series) DO UPDATE SET histogram = EXCLUDED.histogram",
+                &[&scan_id, &series.name(), &histogram],
+            )
+            .await
+            .map_err(db_error)?;
+        }
+        tx.commit().await.map_err(db_error)
+    }
+}
+
+impl Sink for PostgresSink {
+    fn failure(&self) -> Failure {
+        Failure::Results
+    }
+
+    fn add<'a>(&'a mut self, batch: &'a [ScanResult], answered: &'a [ScanResult]) -> SinkFuture<'a> {
+        self.add_rows(if self.store_silent { batch } else { answered });
+        super::done()
+    }
+
+    fn services<'a>(&'a mut self, batch: &'a [(ScanResult, Service)]) -> SinkFuture<'a> {
+        self.services.extend_from_slice(batch);
+        super::done()
+    }
+
+    fn flush(&mut self) -> SinkFuture<'_> {
+        Box::pin(self.flush_rows())
+    }
+
+    fn finish<'a>(self: Box<Self>, finish: &'a Finish, report: &'a mut StoreReport) -> SinkFuture<'a> {
+        Box::pin((*self).close(finish, report))
+    }
+}
