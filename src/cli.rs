@@ -259,6 +259,8 @@ pub enum Command {
     Report(ReportArgs),
     /// Check what this machine supports: capabilities, XDP, AF_XDP, io_uring
     Doctor(DoctorArgs),
+    /// One scan across many machines sharing PostgreSQL: create, work, status
+    Fleet(crate::commands::fleet::FleetArgs),
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell)
     Completions {
         #[arg(value_enum)]
@@ -450,6 +452,7 @@ impl Cli {
             ports_spec,
             database,
             postgres: self.postgres,
+            fleet: None,
             store_silent: self.store_silent,
             files,
             excluded,

@@ -124,6 +124,8 @@ pub struct ScanConfig {
     pub database: Option<std::path::PathBuf>,
     /// PostgreSQL to store results in (`--postgres`).
     pub postgres: Option<String>,
+    /// The fleet scan's shard this run works on (`prtip fleet work`).
+    pub fleet: Option<crate::store::FleetShard>,
     /// Store probes that got no answer as rows too.
     pub store_silent: bool,
     /// Output files, written by the storage task.

@@ -3,7 +3,7 @@
 use clap::CommandFactory;
 use prtip::cli::{Cli, Command, normalize_args, parse_or_exit};
 use prtip::engine::run::StopSignal;
-use prtip::scan::{Note, Notes, Outcome};
+use prtip::scan::Outcome;
 use std::io::Write;
 use std::process::ExitCode;
 
@@ -21,6 +21,7 @@ fn main() -> ExitCode {
         Some(Command::Db(args)) => return prtip::commands::db::main(args),
         Some(Command::Report(args)) => return prtip::commands::report::main(args),
         Some(Command::Doctor(args)) => return prtip::commands::doctor::main(args),
+        Some(Command::Fleet(args)) => return prtip::commands::fleet::main(args, &STOP),
         Some(Command::Completions { shell }) => {
             let mut cmd = Cli::command();
             cmd.set_bin_name("prtip");
@@ -55,25 +56,16 @@ fn main() -> ExitCode {
         }
         Err(e) => return failed(&e),
     };
-    print_notes(&scan.notes);
+    scan.notes.print();
     match scan.run(&STOP) {
         Ok(report) => {
-            print_notes(&report.notes);
+            report.notes.print();
             match report.outcome {
                 Outcome::Completed => ExitCode::SUCCESS,
                 Outcome::Interrupted => ExitCode::from(130),
             }
         }
         Err(e) => failed(&e),
-    }
-}
-
-fn print_notes(notes: &Notes) {
-    for note in &notes.0 {
-        match note {
-            Note::Line(line) => eprintln!("prtip: {line}"),
-            Note::Table(table) => eprint!("{table}"),
-        }
     }
 }
 

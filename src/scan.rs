@@ -127,6 +127,16 @@ impl Notes {
     fn lines(&mut self, lines: impl IntoIterator<Item = String>) {
         self.0.extend(lines.into_iter().map(Note::Line));
     }
+
+    /// On standard error, each line after `prtip: `.
+    pub fn print(&self) {
+        for note in &self.0 {
+            match note {
+                Note::Line(line) => eprintln!("prtip: {line}"),
+                Note::Table(table) => eprint!("{table}"),
+            }
+        }
+    }
 }
 
 /// How a scan ended, and what it has to say about it.
@@ -973,6 +983,7 @@ fn start_store(
     let started = Store::start(StoreConfig {
         database: cfg.database.clone(),
         postgres: cfg.postgres.clone(),
+        fleet: cfg.fleet.clone(),
         store_silent: cfg.store_silent,
         open_only: cfg.open_only,
         max_open_per_host: cfg.max_open_per_host,

@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::services::Postgres;
+use common::postgres::{PASSWORD, Postgres};
 use common::{Lab, assert_sweep_truth, rows, stderr_of, sweep_target, temp_dir};
 
 /// sweep_target's truth as PostgreSQL holds it.
@@ -31,6 +31,16 @@ fn a_sweep_lands_in_postgresql_exactly_and_a_restart_mid_scan_loses_nothing() {
     // Histograms of the series that had replies: none of the filtered.
     let series = "SELECT string_agg(series, ',' ORDER BY series) FROM scan_latency WHERE scan_id = 1";
     assert_eq!(pg.query(series), "all,closed,open");
+    // `prtip db` and `prtip report` read it back from PostgreSQL as from SQLite.
+    let export = lab.prtip(&["db", "export", "1", "-o", "ndjson", "--postgres", &pg.url]).output().unwrap();
+    assert!(export.status.success(), "{}", stderr_of(&export));
+    assert_sweep_truth(&rows(&export.stdout));
+    let list = common::run_ok(&mut lab.prtip(&["db", "list", "--postgres", &pg.url]));
+    let scan1 = list.lines().nth(1).unwrap_or_default().split_whitespace().collect::<Vec<_>>();
+    assert_eq!(scan1[..7], ["1", scan1[1], "completed", scan1[3], "2048", "30720", "32768"], "{list}");
+    let report = common::run_ok(&mut lab.prtip(&["report", "1", "--postgres", &pg.url]));
+    let open = report.lines().find(|l| l.starts_with("open ")).unwrap_or_else(|| panic!("{report}"));
+    assert_eq!(open.split_whitespace().nth(1), Some("2048"), "{report}");
 
     // The server crashes and comes back while the second scan sends.
     let mut running = lab.start(&[&scan[..], &["--rate", "16000"]].concat());
@@ -87,4 +97,39 @@ fn a_sweep_lands_in_postgresql_exactly_and_a_restart_mid_scan_loses_nothing() {
     let err = stderr_of(&out);
     assert!(err.contains("PostgreSQL: error connecting to server: No such file or directory"), "{err}");
     assert_eq!(stderr_of(&out).lines().count(), 1, "{}", stderr_of(&out));
+
+    // Wrong credentials, a database whose tables are someone else's, one
+    // of a newer prtip: one line, exit 2, and nothing written to it.
+    let refused = |args: &[&str], said: &str| {
+        let out = lab.prtip(args).output().unwrap();
+        let err = stderr_of(&out);
+        assert_eq!(out.status.code(), Some(2), "{err}");
+        assert!(err.contains(said), "{err}");
+        assert_eq!(err.lines().count(), 1, "{err}");
+    };
+    let wrong = pg.url.replace(&format!("password={PASSWORD}"), "password=wrong");
+    refused(&["-p", "80", "10.201.0.1", "--postgres", &wrong], "password authentication failed for user \"prtip\"");
+    let tables = "SELECT string_agg(tablename, ',' ORDER BY tablename) FROM pg_tables WHERE schemaname = 'public'";
+    pg.query("CREATE DATABASE foreign_tables");
+    let foreign = pg.url_of("foreign_tables");
+    pg.query_in(&foreign, "CREATE TABLE scans (name text); CREATE TABLE scan_results (name text)");
+    let said = "the database has tables named as prtip's (scan_results, scans) but no prtip schema";
+    refused(&["-p", "80", "10.201.0.1", "--postgres", &foreign], said);
+    refused(&["fleet", "create", "--postgres", &foreign, "--shards", "2", "--", "-p", "80", "10.201.0.1"], said);
+    assert_eq!(pg.query_in(&foreign, tables), "scan_results,scans");
+    refused(&["db", "list", "--postgres", &foreign], "the database holds no prtip scans");
+    pg.query("CREATE DATABASE newer");
+    let newer = pg.url_of("newer");
+    pg.query_in(&newer, "CREATE TABLE prtip_schema (version integer); INSERT INTO prtip_schema VALUES (2)");
+    let said = "the database has prtip schema version 2, newer than this prtip's 1";
+    refused(&["-p", "80", "10.201.0.1", "--postgres", &newer], said);
+    refused(&["db", "show", "1", "--postgres", &newer], said);
+    assert_eq!(pg.query_in(&newer, tables), "prtip_schema");
+    refused(&["db", "show", "99", "--postgres", &pg.url], "no scan 99 in the database");
+
+    // --open keeps only the open ports, as in every other output.
+    let out = lab.prtip(&["-p", "80", "10.201.0.0/24", "--open", "-q", "--postgres", &pg.url]).output().unwrap();
+    assert!(out.status.success(), "{}", stderr_of(&out));
+    let latest = "SELECT state, count(*) FROM scan_results WHERE scan_id = (SELECT max(id) FROM scans) GROUP BY state";
+    assert_eq!(pg.query(latest), "open|16");
 }

@@ -4,6 +4,8 @@ use crate::output::time::parse_rfc3339_us;
 use crate::output::{self, Format, RunEnd, RunInfo};
 use crate::store::StoreError;
 use crate::store::db::{Db, ScanRow};
+use crate::store::postgres_scans::PostgresScans;
+use crate::store::stored::{ScanRef, StoredScans};
 use clap::{Args, Subcommand, ValueEnum};
 use std::io::{self, BufWriter, Write};
 use std::path::PathBuf;
@@ -22,18 +24,32 @@ pub struct DbArgs {
 
 #[derive(Debug, Subcommand)]
 pub enum DbCommand {
-    /// List the stored scans
-    List,
+    /// List the stored scans (and fleets)
+    List {
+        /// Read a PostgreSQL's scans instead (also from PRTIP_POSTGRES)
+        #[arg(long, value_name = "URL", env = "PRTIP_POSTGRES", hide_env_values = true)]
+        postgres: Option<String>,
+    },
     /// Show one scan's results as text
     Show {
-        scan_id: i64,
+        /// The scan's id, or fleet:ID (fleet:NAME) for a fleet's shards as one scan
+        scan_id: ScanRef,
+        /// Read a PostgreSQL's scans instead (also from PRTIP_POSTGRES)
+        #[arg(long, value_name = "URL", env = "PRTIP_POSTGRES", hide_env_values = true)]
+        postgres: Option<String>,
+
         /// Only open ports
         #[arg(long)]
         open: bool,
     },
     /// Write one scan's results to standard output in a format
     Export {
-        scan_id: i64,
+        /// The scan's id, or fleet:ID (fleet:NAME) for a fleet's shards as one scan
+        scan_id: ScanRef,
+        /// Read a PostgreSQL's scans instead (also from PRTIP_POSTGRES)
+        #[arg(long, value_name = "URL", env = "PRTIP_POSTGRES", hide_env_values = true)]
+        postgres: Option<String>,
+
         #[arg(short = 'o', long = "output-format", value_enum, value_name = "FORMAT")]
         format: ExportFormat,
         /// Only open ports
@@ -82,7 +98,7 @@ pub fn main(args: DbArgs) -> ExitCode {
     super::exit_status(
         run(args),
         |e| match e {
-            DbCommandError::Store(e) => e.names_the_wrong_database(),
+            DbCommandError::Store(e) => e.names_the_wrong_database() || matches!(e, StoreError::Postgres(_)),
             DbCommandError::Merge(e) => e.is_bad_input(),
             DbCommandError::Output(_) => false,
         },
@@ -92,25 +108,36 @@ pub fn main(args: DbArgs) -> ExitCode {
 
 fn run(cli: DbArgs) -> Result<(), DbCommandError> {
     let mut out = BufWriter::new(io::stdout().lock());
-    let read = || Db::open_read_only(&cli.database);
+    let read = |postgres: &Option<String>| -> Result<Box<dyn StoredScans>, StoreError> {
+        Ok(match postgres {
+            Some(url) => Box::new(PostgresScans::open(url)?),
+            None => Box::new(Db::open_read_only(&cli.database)?),
+        })
+    };
     match &cli.command {
-        DbCommand::List => {
-            let db = read()?;
+        DbCommand::List { postgres } => {
+            let db = read(postgres)?;
             writeln!(
                 out,
                 "{:>5}  {:<27}  {:<11}  {:>10}  {:>8}  {:>8}  {:>8}  COMMAND",
                 "ID", "STARTED", "STATUS", "PROBES", "OPEN", "CLOSED", "FILTERED"
             )?;
-            for s in db.scans()? {
+            for (id, s) in db.list()? {
+                let id = match id {
+                    ScanRef::Scan(id) => id.to_string(),
+                    ScanRef::Fleet(fleet) => format!("fleet:{fleet}"),
+                };
                 writeln!(
                     out,
                     "{:>5}  {:<27}  {:<11}  {:>10}  {:>8}  {:>8}  {:>8}  {}",
-                    s.id, s.started_at, s.status, s.probes_sent, s.open, s.closed, s.filtered, s.command_line
+                    id, s.started_at, s.status, s.probes_sent, s.open, s.closed, s.filtered, s.command_line
                 )?;
             }
         }
-        DbCommand::Show { scan_id, open } => export(&read()?, *scan_id, Format::Text, *open, false, &mut out)?,
-        DbCommand::Export { scan_id, format, open } => {
+        DbCommand::Show { scan_id, open, postgres } => {
+            export(&*read(postgres)?, scan_id, Format::Text, *open, false, &mut out)?
+        }
+        DbCommand::Export { scan_id, format, open, postgres } => {
             let format = match format {
                 ExportFormat::Text => Format::Text,
                 ExportFormat::Ndjson => Format::Ndjson,
@@ -118,7 +145,7 @@ fn run(cli: DbArgs) -> Result<(), DbCommandError> {
                 ExportFormat::Grepable => Format::Grepable,
                 ExportFormat::Csv => Format::Csv,
             };
-            export(&read()?, *scan_id, format, *open, true, &mut out)?
+            export(&*read(postgres)?, scan_id, format, *open, true, &mut out)?
         }
         DbCommand::Recover { postgres: Some(url) } => {
             let recovered = crate::store::recover_postgres(url)?;
@@ -151,20 +178,20 @@ fn run(cli: DbArgs) -> Result<(), DbCommandError> {
 }
 
 fn export(
-    db: &Db,
-    id: i64,
+    db: &dyn StoredScans,
+    scan: &ScanRef,
     format: Format,
     open_only: bool,
     header: bool,
     out: &mut impl Write,
 ) -> Result<(), DbCommandError> {
-    let scan = db.scan(id)?.ok_or(StoreError::NoScan(id))?;
-    let (mut info, mut end) = run_info(&scan, db.config(id)?);
-    end.flagged = db.flagged(id)?;
-    let services = db.services_of(id)?;
+    let row = db.scan(scan)?.ok_or_else(|| scan.not_found())?;
+    let (mut info, mut end) = run_info(&row, db.config(scan)?);
+    end.flagged = db.flagged(scan)?;
+    let services = db.services(scan)?;
     info.banners = !services.is_empty();
     let mut writer = output::writer(format, out, &info, header);
-    for r in db.results(id, open_only)? {
+    for r in db.results(scan, open_only)? {
         writer.write(&r, services.get(&(r.ip, r.port)))?;
     }
     writer.finish(&end)?;

@@ -4,6 +4,7 @@
 
 pub mod db;
 pub mod doctor;
+pub mod fleet;
 pub mod merge;
 pub mod report;
 

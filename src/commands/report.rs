@@ -5,6 +5,8 @@ use crate::latency::{self, GroupBy, Series};
 use crate::plot::{PlotSeries, percentile_svg};
 use crate::store::StoreError;
 use crate::store::db::Db;
+use crate::store::postgres_scans::PostgresScans;
+use crate::store::stored::{ScanRef, StoredScans};
 use clap::Args;
 use hdrhistogram::Histogram;
 use std::io::{self, BufWriter, Write};
@@ -20,9 +22,14 @@ pub struct ReportArgs {
     #[arg(long, value_name = "PATH", default_value = super::DEFAULT_DATABASE)]
     database: PathBuf,
 
-    /// The scans to report; two or more are compared
+    /// Read a PostgreSQL's scans instead (also from PRTIP_POSTGRES)
+    #[arg(long, value_name = "URL", env = "PRTIP_POSTGRES", hide_env_values = true)]
+    postgres: Option<String>,
+
+    /// The scans to report, by id, or fleet:ID (fleet:NAME) for a fleet's
+    /// shards as one scan; two or more are compared
     #[arg(required = true, value_name = "SCAN_ID")]
-    scans: Vec<i64>,
+    scans: Vec<ScanRef>,
 
     /// Which replies: all, open (SYN-ACKs), closed (RSTs) or filtered (ICMP errors)
     #[arg(long, value_enum, default_value = "all")]
@@ -43,8 +50,8 @@ pub struct ReportArgs {
 
 #[derive(Debug, thiserror::Error)]
 enum ReportError {
-    #[error("scan {0} has no round-trip times stored (it is still running, or no reply carried one)")]
-    NoLatency(i64),
+    #[error("{0} has no round-trip times stored (it is still running, or no reply carried one)")]
+    NoLatency(ScanRef),
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error("plot {}: {source}", path.display())]
@@ -57,13 +64,13 @@ enum ReportError {
 pub fn main(args: ReportArgs) -> ExitCode {
     super::exit_status(
         run(args),
-        |e| matches!(e, ReportError::Store(e) if e.names_the_wrong_database()),
+        |e| matches!(e, ReportError::Store(e) if e.names_the_wrong_database() || matches!(e, StoreError::Postgres(_))),
         |e| matches!(e, ReportError::Output(e) if e.kind() == io::ErrorKind::BrokenPipe),
     )
 }
 
 struct Scan {
-    id: i64,
+    id: ScanRef,
     histograms: Vec<(Series, Histogram<u64>)>,
 }
 
@@ -74,19 +81,22 @@ impl Scan {
 }
 
 fn run(cli: ReportArgs) -> Result<(), ReportError> {
-    let db = Db::open_read_only(&cli.database)?;
+    let db: Box<dyn StoredScans> = match &cli.postgres {
+        Some(url) => Box::new(PostgresScans::open(url)?),
+        None => Box::new(Db::open_read_only(&cli.database)?),
+    };
     let mut scans = Vec::new();
-    for &id in &cli.scans {
-        db.scan(id)?.ok_or(StoreError::NoScan(id))?;
+    for id in &cli.scans {
+        db.scan(id)?.ok_or_else(|| id.not_found())?;
         let histograms = db.latency(id)?;
         if histograms.is_empty() {
-            return Err(ReportError::NoLatency(id));
+            return Err(ReportError::NoLatency(id.clone()));
         }
-        scans.push(Scan { id, histograms });
+        scans.push(Scan { id: id.clone(), histograms });
     }
     let mut out = BufWriter::new(io::stdout().lock());
     if let [scan] = &scans[..] {
-        writeln!(out, "scan {}: round trip (us)", scan.id)?;
+        writeln!(out, "{}: round trip (us)", scan.id)?;
         writeln!(
             out,
             "{:<9} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9}",
@@ -116,7 +126,7 @@ fn run(cli: ReportArgs) -> Result<(), ReportError> {
     }
     if let Some(by) = cli.by {
         for scan in &scans {
-            let rows = db.results(scan.id, false)?;
+            let rows = db.results(&scan.id, false)?;
             let samples = rows
                 .iter()
                 .filter(|r| cli.series == Series::All || Series::of(r.state) == cli.series)
@@ -126,7 +136,7 @@ fn run(cli: ReportArgs) -> Result<(), ReportError> {
                 GroupBy::Host => "hosts",
                 GroupBy::Net24 => "networks (/24, or /64 for IPv6)",
             };
-            writeln!(out, "\nscan {}: the slowest {} {noun} by median round trip (us)", scan.id, groups.len())?;
+            writeln!(out, "\n{}: the slowest {} {noun} by median round trip (us)", scan.id, groups.len())?;
             // Wide enough for an IPv4 /24 and for any IPv6 group.
             let w = groups.iter().map(|g| g.group.len()).max().unwrap_or(0).max(18);
             writeln!(out, "{:<w$} {:>9} {:>9} {:>9} {:>9}", "target", "replies", "p50", "p90", "max")?;
@@ -147,7 +157,7 @@ fn compare(scans: &[Scan], series: Series, out: &mut impl Write) -> io::Result<(
     writeln!(out, "round trip (us) of {} replies", series.name())?;
     write!(out, "{:<8}", "")?;
     for scan in scans {
-        write!(out, " {:>12}", format!("scan {}", scan.id))?;
+        write!(out, " {:>12}", scan.id.to_string())?;
     }
     writeln!(out)?;
     type Row = (&'static str, fn(&Histogram<u64>) -> u64);
@@ -181,11 +191,11 @@ fn plot(scans: &[Scan], series: Series) -> String {
             .filter(|(s, _)| *s != Series::All)
             .map(|(s, h)| PlotSeries { label: s.name().into(), histogram: h })
             .collect();
-        percentile_svg(&format!("prtip scan {}: round trip by state", scan.id), &lines)
+        percentile_svg(&format!("prtip {}: round trip by state", scan.id), &lines)
     } else {
         let lines: Vec<PlotSeries> = scans
             .iter()
-            .filter_map(|scan| Some(PlotSeries { label: format!("scan {}", scan.id), histogram: scan.get(series)? }))
+            .filter_map(|scan| Some(PlotSeries { label: scan.id.to_string(), histogram: scan.get(series)? }))
             .collect();
         percentile_svg(&format!("prtip: round trip of {} replies", series.name()), &lines)
     }

@@ -6,10 +6,13 @@
 
 pub mod checkpoint;
 pub mod db;
+pub mod fleet;
 pub mod journal;
 pub mod lock;
+pub mod postgres_scans;
 pub mod safe_open;
 mod sink;
+pub mod stored;
 mod task;
 mod uring_file;
 
@@ -27,6 +30,20 @@ use thiserror::Error;
 use tokio::sync::mpsc;
 
 pub use sink::PostgresRecovered;
+
+/// A fleet scan's shard, leased by the worker that runs it (`prtip fleet work`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FleetShard {
+    pub fleet_id: i64,
+    /// 1 to the fleet's shard count.
+    pub shard: i32,
+    /// The shard's scan, where an earlier worker began it.
+    pub scan_id: Option<i64>,
+    /// Who holds the lease (host and process), and for how long it holds
+    /// without being renewed.
+    pub worker: String,
+    pub lease: std::time::Duration,
+}
 
 /// `prtip db recover --postgres`: stores what killed scans' journals still
 /// held in the server at `url`.
@@ -73,6 +90,10 @@ pub enum StoreError {
     },
     #[error("io_uring is not available ({0}): storage and output files need it (is kernel.io_uring_disabled set?)")]
     NoUring(#[source] std::io::Error),
+    #[error("fleets are kept in PostgreSQL: read them with --postgres URL")]
+    FleetsInPostgres,
+    #[error("no fleet {0} in the database")]
+    NoFleet(String),
     #[error("no scan {0} in the database")]
     NoScan(i64),
     #[error("no database at {}", .0.display())]
@@ -103,6 +124,8 @@ impl StoreError {
             self,
             StoreError::NoDatabase(_)
                 | StoreError::NoScan(_)
+                | StoreError::NoFleet(_)
+                | StoreError::FleetsInPostgres
                 | StoreError::ForeignSchema(_)
                 | StoreError::OlderSchema { .. }
                 | StoreError::NewerSchema { .. }
@@ -137,6 +160,8 @@ pub struct StoreConfig {
     pub database: Option<PathBuf>,
     /// PostgreSQL connection string (`--postgres`), if results go there.
     pub postgres: Option<String>,
+    /// The fleet scan's shard this run works on.
+    pub fleet: Option<FleetShard>,
     /// Also store probes that got no answer (otherwise only counted on the scan).
     pub store_silent: bool,
     /// Output files show open ports only.
@@ -299,6 +324,7 @@ mod tests {
     pub(super) fn config(d: &std::path::Path, files: bool) -> StoreConfig {
         StoreConfig {
             postgres: None,
+            fleet: None,
             database: Some(d.join("s.db")),
             store_silent: false,
             open_only: false,

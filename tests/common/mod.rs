@@ -15,6 +15,7 @@
 #![allow(dead_code)] // each test binary uses its own part of this module
 
 pub mod delay;
+pub mod postgres;
 pub mod services;
 
 use std::collections::BTreeSet;
@@ -41,6 +42,8 @@ pub struct Lab {
     pub state_dir: std::path::PathBuf,
     _state: tempfile::TempDir,
     listeners: Vec<Acceptor>,
+    /// Scanner namespaces added to the lab (`add_scanner`).
+    scanners: Vec<String>,
 }
 
 /// Listening sockets whose connections are accepted and closed at once, as
@@ -168,6 +171,7 @@ impl Lab {
             state_dir: state.path().to_path_buf(),
             _state: state,
             listeners: Vec::new(),
+            scanners: Vec::new(),
         };
         let tif = format!("{p}1");
         let (s, t) = (lab.scan_ns.as_str(), lab.target_ns.as_str());
@@ -236,6 +240,26 @@ impl Lab {
         wait_until_up(s, &lab.scan_if);
         wait_until_up(t, &tif);
         lab
+    }
+
+    /// Adds scanner namespace `n` (1 to 254): a veth of its own to the
+    /// target, 10.200.n.1/24 on its end, the target's /16 routed through
+    /// it. Returns the namespace's name.
+    pub fn add_scanner(&mut self, n: u8) -> String {
+        let ns = format!("{}w{n}", self.scan_ns);
+        let (ifs, ift) = (format!("{ns}a"), format!("{ns}b"));
+        ip(&["netns", "add", &ns]);
+        self.scanners.push(ns.clone());
+        ip(&["link", "add", &ifs, "netns", &ns, "type", "veth", "peer", "name", &ift, "netns", &self.target_ns]);
+        ip(&["-n", &ns, "link", "set", "lo", "up"]);
+        ip(&["-n", &ns, "addr", "add", &format!("10.200.{n}.1/24"), "dev", &ifs]);
+        ip(&["-n", &self.target_ns, "addr", "add", &format!("10.200.{n}.2/24"), "dev", &ift]);
+        ip(&["-n", &ns, "link", "set", &ifs, "up"]);
+        ip(&["-n", &self.target_ns, "link", "set", &ift, "up"]);
+        ip(&["-n", &ns, "route", "add", "10.201.0.0/16", "via", &format!("10.200.{n}.2")]);
+        wait_until_up(&ns, &ifs);
+        wait_until_up(&self.target_ns, &ift);
+        ns
     }
 
     /// Opens listening sockets on `ports` in the target namespace, answering on
@@ -348,7 +372,7 @@ impl Lab {
 impl Drop for Lab {
     fn drop(&mut self) {
         self.listeners.clear();
-        for ns in [&self.scan_ns, &self.target_ns] {
+        for ns in [&self.scan_ns, &self.target_ns].into_iter().chain(&self.scanners) {
             let _ = Command::new("ip").args(["netns", "del", ns]).status();
         }
     }
@@ -360,6 +384,13 @@ pub fn prtip_in(ns: &str, state_dir: &std::path::Path, args: &[&str]) -> Command
     c.args(["netns", "exec", ns, env!("CARGO_BIN_EXE_prtip")]).args(args);
     c.env("XDG_STATE_HOME", state_dir);
     c
+}
+
+/// Runs `cmd`, which must succeed; its standard output.
+pub fn run_ok(cmd: &mut Command) -> String {
+    let out = cmd.output().unwrap();
+    assert!(out.status.success(), "{cmd:?}: {}", stderr_of(&out));
+    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 pub fn stderr_of(out: &Output) -> String {
@@ -564,6 +595,10 @@ impl Running {
     /// Whether prtip has ended.
     pub fn ended(&mut self) -> bool {
         self.child.try_wait().unwrap().is_some()
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
     }
 
     pub fn signal(&self, signal: i32) {

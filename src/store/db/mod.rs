@@ -8,7 +8,7 @@ mod services;
 mod write;
 
 pub use read::ScanRow;
-pub use services::service_json;
+pub use services::{service_json, service_of};
 pub use write::{STORE_ROWS, ScanEnd, ScanStart};
 
 use super::StoreError;

@@ -52,6 +52,25 @@ fn tls_json(t: &Tls) -> String {
     json!({"version": t.version, "chain": chain}).to_string()
 }
 
+/// A service as either database keeps it, its TLS chain and HTTP head as JSON.
+pub fn service_of(
+    status: &str,
+    name: Option<String>,
+    product: Option<String>,
+    banner: Vec<u8>,
+    tls: Option<&str>,
+    http: Option<&str>,
+) -> Service {
+    Service {
+        status: Status::parse(status).unwrap_or(Status::Grabbed),
+        name,
+        product,
+        banner,
+        tls: tls.and_then(tls_of),
+        http: http.and_then(http_of),
+    }
+}
+
 fn tls_of(text: &str) -> Option<Tls> {
     let v: Value = serde_json::from_str(text).ok()?;
     let version = match v["version"].as_str()? {
@@ -142,14 +161,14 @@ impl Db {
             let status: String = r.get(2).map_err(fail)?;
             let tls: Option<String> = r.get(6).map_err(fail)?;
             let http: Option<String> = r.get(7).map_err(fail)?;
-            let service = Service {
-                status: Status::parse(&status).unwrap_or(Status::Grabbed),
-                name: r.get(3).map_err(fail)?,
-                product: r.get(4).map_err(fail)?,
-                banner: r.get::<_, Option<Vec<u8>>>(5).map_err(fail)?.unwrap_or_default(),
-                tls: tls.as_deref().and_then(tls_of),
-                http: http.as_deref().and_then(http_of),
-            };
+            let service = service_of(
+                &status,
+                r.get(3).map_err(fail)?,
+                r.get(4).map_err(fail)?,
+                r.get::<_, Option<Vec<u8>>>(5).map_err(fail)?.unwrap_or_default(),
+                tls.as_deref(),
+                http.as_deref(),
+            );
             out.insert((ip, r.get(1).map_err(fail)?), service);
         }
         Ok(out)

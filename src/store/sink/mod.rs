@@ -4,7 +4,7 @@
 
 mod checkpoint_file;
 mod output_file;
-mod postgres;
+pub(super) mod postgres;
 mod sqlite;
 
 pub use postgres::{Recovered as PostgresRecovered, recover as recover_postgres};

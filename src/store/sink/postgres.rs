@@ -9,9 +9,10 @@
 
 use super::{Failure, Sink, SinkFuture};
 use crate::banner::Service;
+use crate::engine::plan::Cursor;
 use crate::result::ScanResult;
 use crate::store::uring_file::UringFile;
-use crate::store::{Finish, StoreConfig, StoreError, StoreReport, journal, lock, safe_open};
+use crate::store::{Finish, FleetShard, StoreConfig, StoreError, StoreReport, journal, lock, safe_open};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::PathBuf;
 use std::time::{Duration, UNIX_EPOCH};
@@ -21,10 +22,10 @@ use tokio_postgres::types::{ToSql, Type};
 use tokio_postgres::{Client, NoTls};
 
 /// The schema's version, kept in `prtip_schema`; a newer one is refused.
-const VERSION: i32 = 1;
+pub(in crate::store) const VERSION: i32 = 1;
 const SCHEMA: &str = r#"
-CREATE TABLE IF NOT EXISTS prtip_schema (version integer NOT NULL);
-CREATE TABLE IF NOT EXISTS scans (
+CREATE TABLE prtip_schema (version integer NOT NULL);
+CREATE TABLE scans (
     id             bigserial PRIMARY KEY,
     started_at     timestamptz NOT NULL,
     ended_at       timestamptz,
@@ -40,7 +41,29 @@ CREATE TABLE IF NOT EXISTS scans (
     filtered_count bigint NOT NULL DEFAULT 0,
     status         text NOT NULL CHECK (status IN ('running', 'completed', 'interrupted'))
 );
-CREATE TABLE IF NOT EXISTS scan_results (
+CREATE TABLE fleets (
+    id         bigserial PRIMARY KEY,
+    name       text UNIQUE,
+    created_at timestamptz NOT NULL DEFAULT now(),
+    arguments  text[] NOT NULL,
+    hosts      jsonb NOT NULL,
+    seed       bigint NOT NULL,
+    shards     integer NOT NULL,
+    probes     bigint NOT NULL,
+    lease_s    double precision NOT NULL
+);
+CREATE TABLE fleet_shards (
+    fleet_id    bigint NOT NULL REFERENCES fleets(id),
+    shard       integer NOT NULL,
+    status      text NOT NULL CHECK (status IN ('free', 'leased', 'done')),
+    worker      text,
+    lease_until timestamptz,
+    leases      integer NOT NULL DEFAULT 0,
+    scan_id     bigint REFERENCES scans(id),
+    checkpoint  jsonb,
+    PRIMARY KEY (fleet_id, shard)
+);
+CREATE TABLE scan_results (
     scan_id bigint NOT NULL REFERENCES scans(id),
     ip      inet NOT NULL,
     port    integer NOT NULL,
@@ -52,13 +75,22 @@ CREATE TABLE IF NOT EXISTS scan_results (
     time    timestamptz NOT NULL,
     PRIMARY KEY (scan_id, ip, port, proto)
 );
-CREATE TABLE IF NOT EXISTS scan_latency (
+CREATE TABLE scan_latency (
     scan_id   bigint NOT NULL REFERENCES scans(id),
     series    text NOT NULL,
     histogram bytea NOT NULL,
     PRIMARY KEY (scan_id, series)
 );
-CREATE TABLE IF NOT EXISTS scan_services (
+CREATE TABLE scan_flagged_hosts (
+    scan_id  bigint NOT NULL REFERENCES scans(id),
+    ip       inet NOT NULL,
+    flag     text NOT NULL,
+    open     bigint NOT NULL,
+    probed   bigint NOT NULL,
+    withheld bigint NOT NULL,
+    PRIMARY KEY (scan_id, ip)
+);
+CREATE TABLE scan_services (
     scan_id bigint NOT NULL REFERENCES scans(id),
     ip      inet NOT NULL,
     port    integer NOT NULL,
@@ -92,6 +124,11 @@ pub(in crate::store) struct PostgresSink {
     scan_id: i64,
     proto: i16,
     store_silent: bool,
+    /// `--open`: only open ports are kept; a fleet shard stores every
+    /// answer while it runs, which a worker taking it over counts, and
+    /// drops the others when it completes.
+    open_only: bool,
+    drop_closed_at_end: bool,
     journal: UringFile,
     unwritten: Vec<u8>,
     /// Journal bytes stored in PostgreSQL, and written to the file.
@@ -108,11 +145,18 @@ pub(in crate::store) struct PostgresSink {
     /// Times the connection was lost, and the last reason.
     lost: u64,
     why: Option<String>,
+    /// The fleet shard this scan is, whose lease each send renews.
+    fleet: Option<FleetShard>,
+    /// The newest checkpoint, and the journal's length when it came: it is
+    /// the shard's once that much is stored.
+    checkpoint: Option<(Cursor, u64, u64)>,
+    renewed: Instant,
+    lease_lost: bool,
 }
 
 /// The error with its cause: tokio-postgres says "error connecting to
 /// server" and keeps why in its source.
-fn db_error(e: tokio_postgres::Error) -> StoreError {
+pub(in crate::store) fn db_error(e: tokio_postgres::Error) -> StoreError {
     match std::error::Error::source(&e) {
         Some(cause) => StoreError::Postgres(format!("{e}: {cause}")),
         None => StoreError::Postgres(e.to_string()),
@@ -165,22 +209,76 @@ async fn copy(client: &mut Client, scan_id: i64, proto: i16, rows: &[ScanResult]
     tx.commit().await.map_err(db_error)
 }
 
-/// Connects and brings the schema up to date.
-async fn open_schema(url: &str) -> Result<Client, StoreError> {
-    let client = connect(url).await?;
-    client.batch_execute(SCHEMA).await.map_err(db_error)?;
-    let version: Option<i32> =
-        client.query_opt("SELECT max(version) FROM prtip_schema", &[]).await.map_err(db_error)?.and_then(|r| r.get(0));
-    match version {
-        Some(v) if v > VERSION => Err(StoreError::Postgres(format!(
-            "the database has prtip schema version {v}, newer than this prtip's {VERSION}"
-        ))),
-        Some(_) => Ok(client),
+/// The tables prtip makes, which a database without `prtip_schema` must not have.
+const TABLES: [&str; 8] = [
+    "prtip_schema",
+    "scans",
+    "fleets",
+    "fleet_shards",
+    "scan_results",
+    "scan_latency",
+    "scan_flagged_hosts",
+    "scan_services",
+];
+/// Serializes first uses of one database: concurrent `CREATE TABLE IF NOT
+/// EXISTS` of one table can fail on PostgreSQL's catalog.
+const SCHEMA_LOCK: i64 = 0x7072_7469_7073_6368;
+
+/// Connects and brings the schema up to date, or changes nothing: a
+/// database of a newer prtip, or one with tables of the same names that
+/// are not prtip's, is refused.
+pub(in crate::store) async fn open_schema(url: &str) -> Result<Client, StoreError> {
+    let mut client = connect(url).await?;
+    let tx = client.transaction().await.map_err(db_error)?;
+    tx.execute("SELECT pg_advisory_xact_lock($1)", &[&SCHEMA_LOCK]).await.map_err(db_error)?;
+    match schema_version(&tx).await? {
+        Some(v) if v > VERSION => {
+            return Err(StoreError::Postgres(format!(
+                "the database has prtip schema version {v}, newer than this prtip's {VERSION}"
+            )));
+        }
+        Some(_) => {}
         None => {
-            client.execute("INSERT INTO prtip_schema VALUES ($1)", &[&VERSION]).await.map_err(db_error)?;
-            Ok(client)
+            let foreign: Option<String> = tx
+                .query_one(
+                    "SELECT string_agg(c.relname, ', ' ORDER BY c.relname) FROM pg_class c \
+                     WHERE c.relnamespace = (SELECT oid FROM pg_namespace WHERE nspname = current_schema()) \
+                     AND c.relname = ANY($1)",
+                    &[&&TABLES[..]],
+                )
+                .await
+                .map_err(db_error)?
+                .get(0);
+            if let Some(tables) = foreign {
+                return Err(StoreError::Postgres(format!(
+                    "the database has tables named as prtip's ({tables}) but no prtip schema: give prtip a database of its own"
+                )));
+            }
+            tx.batch_execute(SCHEMA).await.map_err(db_error)?;
+            tx.execute("INSERT INTO prtip_schema VALUES ($1)", &[&VERSION]).await.map_err(db_error)?;
         }
     }
+    tx.commit().await.map_err(db_error)?;
+    Ok(client)
+}
+
+/// The schema version of prtip's tables, if the database has them.
+pub(in crate::store) async fn schema_version(
+    client: &impl tokio_postgres::GenericClient,
+) -> Result<Option<i32>, StoreError> {
+    let has: bool =
+        client.query_one("SELECT to_regclass('prtip_schema') IS NOT NULL", &[]).await.map_err(db_error)?.get(0);
+    if !has {
+        return Ok(None);
+    }
+    let version: Option<i32> =
+        client.query_one("SELECT max(version) FROM prtip_schema", &[]).await.map_err(db_error)?.get(0);
+    version.map(Some).ok_or_else(|| StoreError::Postgres("the database's prtip_schema holds no version".into()))
+}
+
+/// Where a shard's scan stands, as `fleet work` reads it back.
+fn checkpoint_json(c: Cursor, sent: u64) -> serde_json::Value {
+    serde_json::json!({ "pass": c.pass, "position": c.position, "sent": sent })
 }
 
 /// A scan's journal in the state directory: `postgres-ID-KEY.journal`.
@@ -270,15 +368,40 @@ impl PostgresSink {
         // Names the journal with the scan: one of another server's scan of
         // the same number is not this one's.
         let key = crate::random::u64() as i64;
-        let row = client
-            .query_one(
-                "INSERT INTO scans (started_at, command_line, config, transport, seed, proto, journal_key, status) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, 'running') RETURNING id",
-                &[&started, &s.command_line, &config_json, &s.transport, &(s.seed as i64), &proto, &key],
-            )
-            .await
-            .map_err(db_error)?;
-        let scan_id: i64 = row.get(0);
+        let fleet = config.fleet.clone();
+        let scan_id = match fleet.as_ref().and_then(|f| f.scan_id) {
+            // A shard taken over goes on in the scan its first worker began.
+            Some(id) => {
+                client
+                    .execute(
+                        "UPDATE scans SET status = 'running', ended_at = NULL, journal_key = $2 WHERE id = $1",
+                        &[&id, &key],
+                    )
+                    .await
+                    .map_err(db_error)?;
+                id
+            }
+            None => {
+                let row = client
+                    .query_one(
+                        "INSERT INTO scans (started_at, command_line, config, transport, seed, proto, journal_key, \
+                         status) VALUES ($1, $2, $3, $4, $5, $6, $7, 'running') RETURNING id",
+                        &[&started, &s.command_line, &config_json, &s.transport, &(s.seed as i64), &proto, &key],
+                    )
+                    .await
+                    .map_err(db_error)?;
+                row.get(0)
+            }
+        };
+        if let Some(f) = fleet.as_ref().filter(|f| f.scan_id.is_none()) {
+            client
+                .execute(
+                    "UPDATE fleet_shards SET scan_id = $3 WHERE fleet_id = $1 AND shard = $2",
+                    &[&f.fleet_id, &f.shard, &scan_id],
+                )
+                .await
+                .map_err(db_error)?;
+        }
         let dir = crate::store::checkpoint::dir();
         safe_open::state_dir(&dir).map_err(StoreError::journal(&dir))?;
         let path = dir.join(journal_name(scan_id, key));
@@ -291,6 +414,8 @@ impl PostgresSink {
             scan_id,
             proto,
             store_silent: config.store_silent,
+            open_only: config.open_only && config.fleet.is_none(),
+            drop_closed_at_end: config.open_only && config.fleet.is_some(),
             journal,
             unwritten: Vec::new(),
             stored_to: 0,
@@ -302,6 +427,10 @@ impl PostgresSink {
             last_sent: Instant::now(),
             lost: 0,
             why: None,
+            fleet,
+            checkpoint: None,
+            renewed: Instant::now(),
+            lease_lost: false,
         })
     }
 
@@ -315,14 +444,29 @@ impl PostgresSink {
     /// Writes the journal, then sends what waits if there is enough, or it
     /// has waited long enough.
     async fn flush_rows(&mut self) -> Result<(), StoreError> {
-        let bytes = std::mem::take(&mut self.unwritten);
-        self.written_to += bytes.len() as u64;
-        self.unwritten = self.journal.append(bytes).await.map_err(StoreError::journal(&self.journal.path))?;
-        let due = self.last_sent.elapsed() >= SEND_EVERY && (self.waiting > 0 || !self.services.is_empty());
-        if due || self.waiting >= SEND_AT {
+        self.write_journal().await?;
+        if self.due().is_some_and(|due| due <= Instant::now()) || self.waiting >= SEND_AT {
             self.send().await;
         }
         Ok(())
+    }
+
+    async fn write_journal(&mut self) -> Result<(), StoreError> {
+        if !self.unwritten.is_empty() {
+            let bytes = std::mem::take(&mut self.unwritten);
+            self.written_to += bytes.len() as u64;
+            self.unwritten = self.journal.append(bytes).await.map_err(StoreError::journal(&self.journal.path))?;
+        }
+        Ok(())
+    }
+
+    /// When results wait to be sent, or the lease to be renewed; after a
+    /// failure, not before the next attempt.
+    fn due(&self) -> Option<Instant> {
+        let rows = (self.waiting > 0 || !self.services.is_empty()).then(|| self.last_sent + SEND_EVERY);
+        let renew = self.fleet.as_ref().map(|f| self.renewed + f.lease / 3);
+        let due = rows.into_iter().chain(renew).min()?;
+        Some(self.retry_at.map_or(due, |at| at.max(due)))
     }
 
     /// Sends what the journal holds past what is stored, and the services;
@@ -367,6 +511,34 @@ impl PostgresSink {
             self.store_services().await?;
             self.services.clear();
         }
+        if self.fleet.is_some() {
+            self.renew().await?;
+        }
+        Ok(())
+    }
+
+    /// Renews the shard's lease, and stores its checkpoint once every
+    /// result before it is stored: a worker that takes the shard over
+    /// starts there.
+    async fn renew(&mut self) -> Result<(), StoreError> {
+        let (Some(f), Some(client)) = (&self.fleet, &self.client) else { return Ok(()) };
+        let checkpoint = self.checkpoint.filter(|c| c.2 <= self.stored_to).map(|(c, sent, _)| checkpoint_json(c, sent));
+        let renewed = client
+            .execute(
+                "UPDATE fleet_shards SET lease_until = now() + $4 * interval '1 second', \
+                 checkpoint = coalesce($5, checkpoint) \
+                 WHERE fleet_id = $1 AND shard = $2 AND worker = $3 AND status = 'leased'",
+                &[&f.fleet_id, &f.shard, &f.worker, &f.lease.as_secs_f64(), &checkpoint],
+            )
+            .await
+            .map_err(db_error)?;
+        if renewed == 0 && !self.lease_lost {
+            // Another worker took the shard over: both store the same
+            // results, which the key keeps single.
+            tracing::warn!(shard = f.shard, "PostgreSQL: the lease of this shard passed to another worker");
+            self.lease_lost = true;
+        }
+        self.renewed = Instant::now();
         Ok(())
     }
 
@@ -473,6 +645,33 @@ impl PostgresSink {
         )
         .await
         .map_err(db_error)?;
+        if let Some(f) = &self.fleet {
+            // Done, or free for the next worker from its last checkpoint.
+            let shard = if s.interrupted { "free" } else { "done" };
+            let checkpoint = self.checkpoint.map(|(c, sent, _)| checkpoint_json(c, sent));
+            tx.execute(
+                "UPDATE fleet_shards SET status = $4, lease_until = NULL, checkpoint = coalesce($5, checkpoint) \
+                 WHERE fleet_id = $1 AND shard = $2 AND worker = $3",
+                &[&f.fleet_id, &f.shard, &f.worker, &shard, &checkpoint],
+            )
+            .await
+            .map_err(db_error)?;
+        }
+        if self.drop_closed_at_end && !s.interrupted {
+            tx.execute("DELETE FROM scan_results WHERE scan_id = $1 AND state NOT IN ('open', 'up')", &[&scan_id])
+                .await
+                .map_err(db_error)?;
+        }
+        // A resumed scan's counts cover its earlier runs: its flags replace theirs.
+        tx.execute("DELETE FROM scan_flagged_hosts WHERE scan_id = $1", &[&scan_id]).await.map_err(db_error)?;
+        for h in &finish.run.flagged {
+            tx.execute(
+                "INSERT INTO scan_flagged_hosts (scan_id, ip, flag, open, probed, withheld) VALUES ($1, $2, $3, $4, $5, $6)",
+                &[&scan_id, &h.ip, &crate::open_hosts::FLAG, &count(h.open), &count(h.probed), &count(h.withheld)],
+            )
+            .await
+            .map_err(db_error)?;
+        }
         for (series, histogram) in finish.latency.encode() {
             tx.execute(
                 "INSERT INTO scan_latency (scan_id, series, histogram) VALUES ($1, $2, $3) \
@@ -492,7 +691,13 @@ impl Sink for PostgresSink {
     }
 
     fn add<'a>(&'a mut self, batch: &'a [ScanResult], answered: &'a [ScanResult]) -> SinkFuture<'a> {
-        self.add_rows(if self.store_silent { batch } else { answered });
+        let rows = if self.store_silent { batch } else { answered };
+        if self.open_only {
+            let open: Vec<ScanResult> = rows.iter().filter(|r| r.state.is_found()).copied().collect();
+            self.add_rows(&open);
+        } else {
+            self.add_rows(rows);
+        }
         super::done()
     }
 
@@ -501,8 +706,25 @@ impl Sink for PostgresSink {
         super::done()
     }
 
+    fn checkpoint(&mut self, cursor: Cursor, sent: u64) -> SinkFuture<'_> {
+        self.checkpoint = Some((cursor, sent, self.written_to + self.unwritten.len() as u64));
+        super::done()
+    }
+
     fn flush(&mut self) -> SinkFuture<'_> {
         Box::pin(self.flush_rows())
+    }
+
+    fn sync_due(&self) -> Option<Instant> {
+        self.due()
+    }
+
+    fn sync(&mut self) -> SinkFuture<'_> {
+        Box::pin(async {
+            self.write_journal().await?;
+            self.send().await;
+            Ok(())
+        })
     }
 
     fn finish<'a>(self: Box<Self>, finish: &'a Finish, report: &'a mut StoreReport) -> SinkFuture<'a> {
