@@ -150,7 +150,21 @@ fn run(cli: DbArgs) -> Result<(), DbCommandError> {
         DbCommand::Recover { postgres: Some(url) } => {
             let recovered = crate::store::recover_postgres(url)?;
             for r in &recovered {
-                writeln!(out, "scan {}: {} results restored from {}", r.scan_id, r.results, r.journal.display())?;
+                match r.fleet_shard {
+                    true => writeln!(
+                        out,
+                        "scan {}: {} removed: a fleet shard's, which its next worker scans again from its checkpoint",
+                        r.scan_id,
+                        r.journal.display()
+                    )?,
+                    false => writeln!(
+                        out,
+                        "scan {}: {} results restored from {}",
+                        r.scan_id,
+                        r.results,
+                        r.journal.display()
+                    )?,
+                }
             }
             writeln!(out, "PostgreSQL: {} journals of killed scans recovered", recovered.len())?;
         }

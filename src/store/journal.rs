@@ -101,6 +101,23 @@ pub fn intact_len(buf: &[u8]) -> usize {
     at
 }
 
+/// The bytes of `buf`'s leading whole records that hold at most `max_rows`
+/// rows together (one record at least, however many it holds): a piece
+/// of a journal to store at once. Checksums are checked when it is decoded.
+pub fn records_up_to(buf: &[u8], max_rows: usize) -> usize {
+    let (mut at, mut rows) = (0, 0);
+    while let Some(header) = buf.get(at..at + 20) {
+        let len = u32::from_le_bytes(header[0..4].try_into().expect("4 bytes")) as usize;
+        let count = u32::from_le_bytes(header[16..20].try_into().expect("4 bytes")) as usize;
+        if at + 8 + len > buf.len() || (at > 0 && rows + count > max_rows) {
+            break;
+        }
+        rows += count;
+        at += 8 + len;
+    }
+    at
+}
+
 /// What follows a journal's intact records: nothing, a last record a crash
 /// cut short, or a damaged record (its checksum fails where its bytes are
 /// all there), after which replay cannot trust what it reads.
@@ -265,5 +282,34 @@ mod tests {
             assert!(decode(&junk).next().is_none());
             assert_eq!(intact_len(&junk), 0);
         }
+    }
+
+    #[test]
+    fn pieces_of_a_journal_end_at_records() {
+        let rows = |n: u16| -> Vec<ScanResult> {
+            (0..n)
+                .map(|p| ScanResult {
+                    ip: Ipv4Addr::new(10, 0, 0, 1).into(),
+                    port: p,
+                    state: PortState::Closed,
+                    reason: Reason::Reset,
+                    ttl: None,
+                    rtt_us: None,
+                    time_us: 0,
+                })
+                .collect()
+        };
+        let mut buf = Vec::new();
+        for n in [3, 4, 5] {
+            encode(1, &rows(n), &mut buf);
+        }
+        let record = |n: usize| 8 + 12 + n * ROW_V4;
+        assert_eq!(records_up_to(&buf, 7), record(3) + record(4));
+        assert_eq!(records_up_to(&buf, 6), record(3));
+        // One record at least, and never a record cut short.
+        assert_eq!(records_up_to(&buf, 1), record(3));
+        assert_eq!(records_up_to(&buf[..record(3) + 5], 100), record(3));
+        assert_eq!(records_up_to(&buf, 100), buf.len());
+        assert_eq!(records_up_to(&[], 100), 0);
     }
 }

@@ -90,6 +90,10 @@ pub enum StoreError {
     },
     #[error("io_uring is not available ({0}): storage and output files need it (is kernel.io_uring_disabled set?)")]
     NoUring(#[source] std::io::Error),
+    #[error(
+        "PostgreSQL: shard {shard} of fleet {fleet} passed to another worker (this one missed its lease): its results are that worker's to store"
+    )]
+    LeaseLost { fleet: i64, shard: i32 },
     #[error("fleets are kept in PostgreSQL: read them with --postgres URL")]
     FleetsInPostgres,
     #[error("no fleet {0} in the database")]

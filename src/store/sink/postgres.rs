@@ -1,11 +1,13 @@
 //! The PostgreSQL sink (`--postgres URL`): a scan's row, its results, what
 //! banners saw and its round-trip histograms in a schema that mirrors the
 //! SQLite one. Results reach a journal of the sink's own first (io_uring,
-//! as every journal here), then PostgreSQL by binary COPY into a staging
-//! table and an insert that skips rows already there: a batch replayed
-//! after a lost connection never duplicates one. While the server cannot
-//! be reached the scan goes on; the journal holds what waits, and the sink
-//! connects again with a growing pause and sends it from where it stopped.
+//! as every journal here), then PostgreSQL by binary COPY straight into
+//! `scan_results`, in the transaction that moves the journal's mark in
+//! `scan_journals` (how far it is stored) from where the sink believes it
+//! is: a piece is stored once or not at all, and after a lost connection
+//! the mark says which. While the server cannot be reached the scan goes
+//! on; the journal holds what waits, and the sink connects again with a
+//! growing pause and sends it from where it stopped.
 
 use super::{Failure, Sink, SinkFuture};
 use crate::banner::Service;
@@ -34,7 +36,6 @@ CREATE TABLE scans (
     transport      text NOT NULL,
     seed           bigint NOT NULL,
     proto          smallint NOT NULL,
-    journal_key    bigint NOT NULL,
     probes_sent    bigint NOT NULL DEFAULT 0,
     open_count     bigint NOT NULL DEFAULT 0,
     closed_count   bigint NOT NULL DEFAULT 0,
@@ -63,8 +64,9 @@ CREATE TABLE fleet_shards (
     checkpoint  jsonb,
     PRIMARY KEY (fleet_id, shard)
 );
+-- No foreign key: its check per row would cost most of the ingest rate.
 CREATE TABLE scan_results (
-    scan_id bigint NOT NULL REFERENCES scans(id),
+    scan_id bigint NOT NULL,
     ip      inet NOT NULL,
     port    integer NOT NULL,
     proto   smallint NOT NULL,
@@ -72,8 +74,14 @@ CREATE TABLE scan_results (
     reason  text NOT NULL,
     ttl     smallint,
     rtt_us  bigint,
-    time    timestamptz NOT NULL,
-    PRIMARY KEY (scan_id, ip, port, proto)
+    time    timestamptz NOT NULL
+);
+CREATE INDEX scan_results_scan ON scan_results USING brin (scan_id);
+CREATE TABLE scan_journals (
+    scan_id     bigint NOT NULL REFERENCES scans(id),
+    journal_key bigint NOT NULL,
+    stored_to   bigint NOT NULL,
+    PRIMARY KEY (scan_id, journal_key)
 );
 CREATE TABLE scan_latency (
     scan_id   bigint NOT NULL REFERENCES scans(id),
@@ -105,8 +113,10 @@ CREATE TABLE scan_services (
 );
 "#;
 
-/// Rows sent in one COPY.
+/// Rows sent in one COPY, and the journal bytes read for them (an IPv6
+/// row takes 36 bytes, a record's header 20; a larger record is read whole).
 const COPY_ROWS: usize = 65_536;
+const PIECE_BYTES: u64 = 4 << 20;
 /// Rows waiting in the journal before they are sent, or the longest they wait.
 const SEND_AT: usize = 8192;
 const SEND_EVERY: Duration = Duration::from_secs(1);
@@ -123,6 +133,8 @@ pub(in crate::store) struct PostgresSink {
     client: Option<Client>,
     scan_id: i64,
     proto: i16,
+    /// Names the journal in `scan_journals`, where its mark is kept.
+    journal_key: i64,
     store_silent: bool,
     /// `--open`: only open ports are kept; a fleet shard stores every
     /// answer while it runs, which a worker taking it over counts, and
@@ -151,7 +163,6 @@ pub(in crate::store) struct PostgresSink {
     /// the shard's once that much is stored.
     checkpoint: Option<(Cursor, u64, u64)>,
     renewed: Instant,
-    lease_lost: bool,
 }
 
 /// The error with its cause: tokio-postgres says "error connecting to
@@ -168,54 +179,102 @@ async fn connect(url: &str) -> Result<Client, StoreError> {
     tokio_uring::spawn(async move {
         let _ = connection.await;
     });
-    client
-        .batch_execute(
-            "CREATE TEMP TABLE IF NOT EXISTS prtip_rows (ip inet, port integer, state text, reason text, \
-             ttl smallint, rtt_us bigint, time timestamptz) ON COMMIT DELETE ROWS",
-        )
-        .await
-        .map_err(db_error)?;
     Ok(client)
 }
 
-/// One batch in one transaction: COPY into the staging table, then into
-/// the results, skipping rows already stored.
-async fn copy(client: &mut Client, scan_id: i64, proto: i16, rows: &[ScanResult]) -> Result<(), StoreError> {
+/// A piece of a scan's journal: its rows, and the journal bytes they are.
+struct Piece<'a> {
+    scan_id: i64,
+    proto: i16,
+    journal_key: i64,
+    from: u64,
+    to: u64,
+    rows: &'a [ScanResult],
+}
+
+/// One piece of a journal in one transaction: the journal's mark moved
+/// from `from` to `to` (a mark elsewhere means the server holds another
+/// part than the sink believes, and nothing is written), a fleet shard's
+/// lease checked and renewed (only its worker stores its results), and
+/// the rows copied in.
+async fn copy(client: &mut Client, piece: &Piece<'_>, fleet: Option<&FleetShard>) -> Result<(), StoreError> {
     let tx = client.transaction().await.map_err(db_error)?;
-    let sink = tx
-        .copy_in("COPY prtip_rows (ip, port, state, reason, ttl, rtt_us, time) FROM STDIN BINARY")
+    let marked = tx
+        .execute(
+            "UPDATE scan_journals SET stored_to = $4 WHERE scan_id = $1 AND journal_key = $2 AND stored_to = $3",
+            &[&piece.scan_id, &piece.journal_key, &(piece.from as i64), &(piece.to as i64)],
+        )
         .await
         .map_err(db_error)?;
-    let types = [Type::INET, Type::INT4, Type::TEXT, Type::TEXT, Type::INT2, Type::INT8, Type::TIMESTAMPTZ];
+    if marked != 1 {
+        return Err(StoreError::Postgres(format!(
+            "scan {}: the database does not hold this journal up to byte {}, where its next piece starts",
+            piece.scan_id, piece.from
+        )));
+    }
+    if let Some(f) = fleet {
+        renew_lease(&tx, f, None).await?;
+    }
+    let sink = tx
+        .copy_in("COPY scan_results (scan_id, ip, port, proto, state, reason, ttl, rtt_us, time) FROM STDIN BINARY")
+        .await
+        .map_err(db_error)?;
+    let types = [
+        Type::INT8,
+        Type::INET,
+        Type::INT4,
+        Type::INT2,
+        Type::TEXT,
+        Type::TEXT,
+        Type::INT2,
+        Type::INT8,
+        Type::TIMESTAMPTZ,
+    ];
     let writer = BinaryCopyInWriter::new(sink, &types);
     let mut writer = std::pin::pin!(writer);
-    for r in rows {
+    for r in piece.rows {
         let port = i32::from(r.port);
         let ttl = r.ttl.map(i16::from);
         let rtt = r.rtt_us.map(|v| v.min(i64::MAX as u64) as i64);
         let time = UNIX_EPOCH + Duration::from_micros(r.time_us);
-        let row: [&(dyn ToSql + Sync); 7] = [&r.ip, &port, &r.state.as_str(), &r.reason.as_str(), &ttl, &rtt, &time];
+        let row: [&(dyn ToSql + Sync); 9] =
+            [&piece.scan_id, &r.ip, &port, &piece.proto, &r.state.as_str(), &r.reason.as_str(), &ttl, &rtt, &time];
         writer.as_mut().write(&row).await.map_err(db_error)?;
     }
     writer.finish().await.map_err(db_error)?;
-    tx.execute(
-        "INSERT INTO scan_results (scan_id, ip, port, proto, state, reason, ttl, rtt_us, time) \
-         SELECT $1, ip, port, $2, state, reason, ttl, rtt_us, time FROM prtip_rows \
-         ON CONFLICT DO NOTHING",
-        &[&scan_id, &proto],
-    )
-    .await
-    .map_err(db_error)?;
     tx.commit().await.map_err(db_error)
 }
 
+/// Renews a shard's lease, with its checkpoint if one is given; fails if
+/// the shard is no longer this worker's.
+async fn renew_lease(
+    client: &impl tokio_postgres::GenericClient,
+    f: &FleetShard,
+    checkpoint: Option<serde_json::Value>,
+) -> Result<(), StoreError> {
+    let renewed = client
+        .execute(
+            "UPDATE fleet_shards SET lease_until = now() + $4 * interval '1 second', \
+             checkpoint = coalesce($5, checkpoint) \
+             WHERE fleet_id = $1 AND shard = $2 AND worker = $3 AND status = 'leased'",
+            &[&f.fleet_id, &f.shard, &f.worker, &f.lease.as_secs_f64(), &checkpoint],
+        )
+        .await
+        .map_err(db_error)?;
+    match renewed {
+        0 => Err(StoreError::LeaseLost { fleet: f.fleet_id, shard: f.shard }),
+        _ => Ok(()),
+    }
+}
+
 /// The tables prtip makes, which a database without `prtip_schema` must not have.
-const TABLES: [&str; 8] = [
+const TABLES: [&str; 9] = [
     "prtip_schema",
     "scans",
     "fleets",
     "fleet_shards",
     "scan_results",
+    "scan_journals",
     "scan_latency",
     "scan_flagged_hosts",
     "scan_services",
@@ -295,13 +354,18 @@ fn parse_journal_name(name: &str) -> Option<(i64, i64)> {
 pub struct Recovered {
     pub journal: PathBuf,
     pub scan_id: i64,
-    /// Results it held (those already stored are not stored twice).
+    /// Results it held that were not stored yet, and now are.
     pub results: usize,
+    /// The scan is a fleet shard's: its journal is left to the worker that
+    /// takes the shard over, which scans again from its checkpoint.
+    pub fleet_shard: bool,
 }
 
 /// Stores what the journals of killed scans of the server at `url` still
-/// held, marks those scans interrupted and removes their journals; leaves
-/// journals of running scans, and of other servers, alone.
+/// held past their marks, marks those scans interrupted and removes their
+/// journals; removes those of killed fleet shards (their next worker
+/// scans again what they held); leaves journals of running scans, and of
+/// other servers, alone.
 pub async fn recover(url: &str) -> Result<Vec<Recovered>, StoreError> {
     let mut client = open_schema(url).await?;
     let dir = crate::store::checkpoint::dir();
@@ -318,11 +382,15 @@ pub async fn recover(url: &str) -> Result<Vec<Recovered>, StoreError> {
     let mut recovered = Vec::new();
     for (scan_id, key, path) in journals {
         let row = client
-            .query_opt("SELECT proto FROM scans WHERE id = $1 AND journal_key = $2", &[&scan_id, &key])
+            .query_opt(
+                "SELECT s.proto, j.stored_to, EXISTS (SELECT 1 FROM fleet_shards f WHERE f.scan_id = s.id) \
+                 FROM scan_journals j JOIN scans s ON s.id = j.scan_id WHERE j.scan_id = $1 AND j.journal_key = $2",
+                &[&scan_id, &key],
+            )
             .await
             .map_err(db_error)?;
         let Some(row) = row else { continue };
-        let proto: i16 = row.get(0);
+        let (proto, stored_to, fleet_shard): (i16, i64, bool) = (row.get(0), row.get(1), row.get(2));
         let file = std::fs::OpenOptions::new()
             .read(true)
             .custom_flags(libc::O_NOFOLLOW)
@@ -331,10 +399,22 @@ pub async fn recover(url: &str) -> Result<Vec<Recovered>, StoreError> {
         if !lock::try_lock(&file).map_err(StoreError::journal(&path))? {
             continue;
         }
+        if fleet_shard {
+            std::fs::remove_file(&path).map_err(StoreError::journal(&path))?;
+            recovered.push(Recovered { journal: path, scan_id, results: 0, fleet_shard });
+            continue;
+        }
         let bytes = read_all(&file).map_err(StoreError::journal(&path))?;
-        let rows: Vec<ScanResult> = journal::rows_of(&bytes[..journal::intact_len(&bytes)], scan_id).collect();
-        for chunk in rows.chunks(COPY_ROWS) {
-            copy(&mut client, scan_id, proto, chunk).await?;
+        let end = journal::intact_len(&bytes);
+        let mut at = usize::try_from(stored_to).unwrap_or(usize::MAX).min(end);
+        let mut results = 0;
+        while at < end {
+            let n = journal::records_up_to(&bytes[at..end], COPY_ROWS);
+            let rows: Vec<ScanResult> = journal::rows_of(&bytes[at..at + n], scan_id).collect();
+            let (from, to) = (at as u64, (at + n) as u64);
+            copy(&mut client, &Piece { scan_id, proto, journal_key: key, from, to, rows: &rows }, None).await?;
+            results += rows.len();
+            at += n;
         }
         client
             .execute(
@@ -345,7 +425,7 @@ pub async fn recover(url: &str) -> Result<Vec<Recovered>, StoreError> {
             .await
             .map_err(db_error)?;
         std::fs::remove_file(&path).map_err(StoreError::journal(&path))?;
-        recovered.push(Recovered { journal: path, scan_id, results: rows.len() });
+        recovered.push(Recovered { journal: path, scan_id, results, fleet_shard });
     }
     Ok(recovered)
 }
@@ -373,10 +453,7 @@ impl PostgresSink {
             // A shard taken over goes on in the scan its first worker began.
             Some(id) => {
                 client
-                    .execute(
-                        "UPDATE scans SET status = 'running', ended_at = NULL, journal_key = $2 WHERE id = $1",
-                        &[&id, &key],
-                    )
+                    .execute("UPDATE scans SET status = 'running', ended_at = NULL WHERE id = $1", &[&id])
                     .await
                     .map_err(db_error)?;
                 id
@@ -384,9 +461,9 @@ impl PostgresSink {
             None => {
                 let row = client
                     .query_one(
-                        "INSERT INTO scans (started_at, command_line, config, transport, seed, proto, journal_key, \
-                         status) VALUES ($1, $2, $3, $4, $5, $6, $7, 'running') RETURNING id",
-                        &[&started, &s.command_line, &config_json, &s.transport, &(s.seed as i64), &proto, &key],
+                        "INSERT INTO scans (started_at, command_line, config, transport, seed, proto, status) \
+                         VALUES ($1, $2, $3, $4, $5, $6, 'running') RETURNING id",
+                        &[&started, &s.command_line, &config_json, &s.transport, &(s.seed as i64), &proto],
                     )
                     .await
                     .map_err(db_error)?;
@@ -402,6 +479,13 @@ impl PostgresSink {
                 .await
                 .map_err(db_error)?;
         }
+        client
+            .execute(
+                "INSERT INTO scan_journals (scan_id, journal_key, stored_to) VALUES ($1, $2, 0)",
+                &[&scan_id, &key],
+            )
+            .await
+            .map_err(db_error)?;
         let dir = crate::store::checkpoint::dir();
         safe_open::state_dir(&dir).map_err(StoreError::journal(&dir))?;
         let path = dir.join(journal_name(scan_id, key));
@@ -413,6 +497,7 @@ impl PostgresSink {
             client: Some(client),
             scan_id,
             proto,
+            journal_key: key,
             store_silent: config.store_silent,
             open_only: config.open_only && config.fleet.is_none(),
             drop_closed_at_end: config.open_only && config.fleet.is_some(),
@@ -430,7 +515,6 @@ impl PostgresSink {
             fleet,
             checkpoint: None,
             renewed: Instant::now(),
-            lease_lost: false,
         })
     }
 
@@ -446,7 +530,7 @@ impl PostgresSink {
     async fn flush_rows(&mut self) -> Result<(), StoreError> {
         self.write_journal().await?;
         if self.due().is_some_and(|due| due <= Instant::now()) || self.waiting >= SEND_AT {
-            self.send().await;
+            self.send().await?;
         }
         Ok(())
     }
@@ -470,19 +554,21 @@ impl PostgresSink {
     }
 
     /// Sends what the journal holds past what is stored, and the services;
-    /// on failure, drops the connection and sets when to try again.
-    async fn send(&mut self) {
+    /// on failure, drops the connection and sets when to try again. Fails
+    /// only when this worker's fleet shard passed to another.
+    async fn send(&mut self) -> Result<(), StoreError> {
         let now = Instant::now();
         if self.retry_at.is_some_and(|at| now < at) {
-            return;
+            return Ok(());
         }
         self.last_sent = now;
-        let sent = self.try_send().await;
-        match sent {
+        match self.try_send().await {
             Ok(()) => {
                 self.retry_at = None;
                 self.pause = FIRST_PAUSE;
+                Ok(())
             }
+            Err(e @ StoreError::LeaseLost { .. }) => Err(e),
             Err(e) => {
                 tracing::warn!(error = %e, pause = ?self.pause, "PostgreSQL: storing failed, trying again later");
                 self.client = None;
@@ -490,23 +576,52 @@ impl PostgresSink {
                 self.why = Some(e.to_string());
                 self.retry_at = Some(now + self.pause);
                 self.pause = (self.pause * 2).min(LONGEST_PAUSE);
+                Ok(())
             }
         }
     }
 
     async fn try_send(&mut self) -> Result<(), StoreError> {
         if self.client.is_none() {
-            self.client = Some(connect(&self.url).await?);
+            let client = connect(&self.url).await?;
+            // The last piece sent before the connection was lost may have
+            // been stored: the mark says.
+            let row = client
+                .query_one(
+                    "SELECT stored_to FROM scan_journals WHERE scan_id = $1 AND journal_key = $2",
+                    &[&self.scan_id, &self.journal_key],
+                )
+                .await
+                .map_err(db_error)?;
+            self.stored_to = self.stored_to.max(row.get::<_, i64>(0).max(0) as u64);
+            self.client = Some(client);
         }
-        if self.stored_to < self.written_to {
-            let tail = self.unstored().map_err(StoreError::journal(&self.journal.path))?;
-            let rows: Vec<ScanResult> = journal::rows_of(&tail, self.scan_id).collect();
-            for chunk in rows.chunks(COPY_ROWS) {
-                self.copy(chunk).await?;
+        while self.stored_to < self.written_to {
+            let unstored = |bytes| self.unstored(bytes).map_err(StoreError::journal(&self.journal.path));
+            let mut tail = unstored(PIECE_BYTES)?;
+            let mut n = journal::records_up_to(&tail, COPY_ROWS);
+            if let (0, Some(len)) = (n, tail.get(0..4)) {
+                // One record larger than a piece: read it whole.
+                tail = unstored(8 + u64::from(u32::from_le_bytes(len.try_into().expect("4 bytes"))))?;
+                n = journal::records_up_to(&tail, COPY_ROWS);
             }
-            self.stored_to += tail.len() as u64;
-            self.waiting = 0;
+            if n == 0 {
+                return Err(StoreError::Postgres(format!("journal {} is cut short", self.journal.path.display())));
+            }
+            let rows: Vec<ScanResult> = journal::rows_of(&tail[..n], self.scan_id).collect();
+            let piece = Piece {
+                scan_id: self.scan_id,
+                proto: self.proto,
+                journal_key: self.journal_key,
+                from: self.stored_to,
+                to: self.stored_to + n as u64,
+                rows: &rows,
+            };
+            let client = self.client.as_mut().ok_or_else(|| StoreError::Postgres("not connected".into()))?;
+            copy(client, &piece, self.fleet.as_ref()).await?;
+            self.stored_to = piece.to;
         }
+        self.waiting = 0;
         if !self.services.is_empty() {
             self.store_services().await?;
             self.services.clear();
@@ -523,38 +638,19 @@ impl PostgresSink {
     async fn renew(&mut self) -> Result<(), StoreError> {
         let (Some(f), Some(client)) = (&self.fleet, &self.client) else { return Ok(()) };
         let checkpoint = self.checkpoint.filter(|c| c.2 <= self.stored_to).map(|(c, sent, _)| checkpoint_json(c, sent));
-        let renewed = client
-            .execute(
-                "UPDATE fleet_shards SET lease_until = now() + $4 * interval '1 second', \
-                 checkpoint = coalesce($5, checkpoint) \
-                 WHERE fleet_id = $1 AND shard = $2 AND worker = $3 AND status = 'leased'",
-                &[&f.fleet_id, &f.shard, &f.worker, &f.lease.as_secs_f64(), &checkpoint],
-            )
-            .await
-            .map_err(db_error)?;
-        if renewed == 0 && !self.lease_lost {
-            // Another worker took the shard over: both store the same
-            // results, which the key keeps single.
-            tracing::warn!(shard = f.shard, "PostgreSQL: the lease of this shard passed to another worker");
-            self.lease_lost = true;
-        }
+        renew_lease(client, f, checkpoint).await?;
         self.renewed = Instant::now();
         Ok(())
     }
 
-    /// The journal's records written and not yet stored.
-    fn unstored(&self) -> std::io::Result<Vec<u8>> {
+    /// Up to `bytes` of the journal's records written and not yet stored.
+    fn unstored(&self, bytes: u64) -> std::io::Result<Vec<u8>> {
         use std::io::{Read, Seek};
         let mut file = std::fs::File::open(&self.journal.path)?;
         file.seek(std::io::SeekFrom::Start(self.stored_to))?;
         let mut tail = Vec::new();
-        file.take(self.written_to - self.stored_to).read_to_end(&mut tail)?;
+        file.take((self.written_to - self.stored_to).min(bytes)).read_to_end(&mut tail)?;
         Ok(tail)
-    }
-
-    async fn copy(&mut self, rows: &[ScanResult]) -> Result<(), StoreError> {
-        let client = self.client.as_mut().ok_or_else(|| StoreError::Postgres("not connected".into()))?;
-        copy(client, self.scan_id, self.proto, rows).await
     }
 
     async fn store_services(&mut self) -> Result<(), StoreError> {
@@ -602,7 +698,7 @@ impl PostgresSink {
         let give_up = Instant::now() + LAST_TRIES;
         loop {
             self.retry_at = None;
-            self.send().await;
+            self.send().await?;
             let done = self.stored_to == self.written_to && self.services.is_empty();
             if done || Instant::now() >= give_up {
                 break;
@@ -722,8 +818,7 @@ impl Sink for PostgresSink {
     fn sync(&mut self) -> SinkFuture<'_> {
         Box::pin(async {
             self.write_journal().await?;
-            self.send().await;
-            Ok(())
+            self.send().await
         })
     }
 
