@@ -1,6 +1,12 @@
 //! Storage ingest: results per second through the whole storage task
-//! (channel, io_uring journal, SQLite inserts), from the first batch sent
-//! to the moment `finish` returns with everything committed.
+//! (channel, io_uring journal, SQLite inserts or PostgreSQL COPY), from the
+//! first batch sent to the moment `finish` returns with everything
+//! committed. The PostgreSQL part runs a throwaway cluster of its own (as
+//! the tests do: Debian's postgresql, root to run it as nobody).
+
+#[path = "../tests/common/postgres.rs"]
+#[allow(dead_code)]
+mod postgres;
 
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
 use prtip::output::RunInfo;
@@ -36,10 +42,11 @@ fn results() -> Vec<ScanResult> {
     rows
 }
 
-fn config(dir: &Path) -> StoreConfig {
+fn config(dir: &Path, postgres: Option<&str>) -> StoreConfig {
     StoreConfig {
-        database: Some(dir.join("bench.db")),
-        postgres: None,
+        database: postgres.is_none().then(|| dir.join("bench.db")),
+        postgres: postgres.map(str::to_string),
+        fleet: None,
         store_silent: false,
         open_only: false,
         max_open_per_host: None,
@@ -64,27 +71,45 @@ fn ingest(c: &mut Criterion) {
     g.throughput(Throughput::Elements(u64::from(ROWS)));
     g.sample_size(10);
     let base = std::env::temp_dir().join(format!("prtip-bench-{}", std::process::id()));
+    let cluster = tempfile::Builder::new().prefix("prtip-bench-pg-").tempdir().unwrap();
+    let pg = postgres::Postgres::start(cluster.path());
+    // The sink's journals go to the state directory: one of the bench's own.
+    // SAFETY: no other thread runs yet.
+    unsafe { std::env::set_var("XDG_STATE_HOME", base.join("state")) };
     let mut n = 0;
-    g.bench_function("ingest into SQLite through the storage task", |b| {
-        b.iter_batched(
-            || {
-                n += 1;
-                let dir = base.join(n.to_string());
-                std::fs::create_dir_all(&dir).unwrap();
-                (dir, all.chunks(1024).map(<[ScanResult]>::to_vec).collect::<Vec<_>>())
-            },
-            |(dir, batches)| {
-                let mut store = Store::start(config(&dir)).unwrap();
-                for batch in batches {
-                    store.send(batch);
-                }
-                let report = store.finish(Finish::default()).unwrap();
-                assert_eq!(report.rows_stored, u64::from(ROWS));
-                std::fs::remove_dir_all(&dir).unwrap();
-            },
-            BatchSize::PerIteration,
-        )
-    });
+    for (name, postgres) in [("SQLite", None), ("PostgreSQL", Some(pg.url.as_str()))] {
+        g.bench_function(format!("ingest into {name} through the storage task"), |b| {
+            b.iter_batched(
+                || {
+                    n += 1;
+                    let dir = base.join(n.to_string());
+                    std::fs::create_dir_all(&dir).unwrap();
+                    if postgres.is_some() {
+                        // Each sample into an empty table, as the first does.
+                        pg.query(
+                            "DO $$ BEGIN IF to_regclass('scan_results') IS NOT NULL \
+                             THEN TRUNCATE scan_results; END IF; END $$",
+                        );
+                    }
+                    (dir, all.chunks(1024).map(<[ScanResult]>::to_vec).collect::<Vec<_>>())
+                },
+                |(dir, batches)| {
+                    let mut store = Store::start(config(&dir, postgres)).unwrap();
+                    for batch in batches {
+                        store.send(batch);
+                    }
+                    let report = store.finish(Finish::default()).unwrap();
+                    match postgres {
+                        // Counted in the time: a conservative figure.
+                        Some(_) => assert_eq!(pg.query("SELECT count(*) FROM scan_results"), ROWS.to_string()),
+                        None => assert_eq!(report.rows_stored, u64::from(ROWS)),
+                    }
+                    std::fs::remove_dir_all(&dir).unwrap();
+                },
+                BatchSize::PerIteration,
+            )
+        });
+    }
     g.finish();
     let _ = std::fs::remove_dir_all(&base);
 }
