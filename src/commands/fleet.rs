@@ -300,7 +300,7 @@ fn scan_shard(
     worker: &str,
     stop: &'static StopSignal,
 ) -> Result<Outcome, FleetError> {
-    let Lease { fleet, shard, scan_id, checkpoint, prior } = lease;
+    let Lease { fleet, shard, lease_no, scan_id, checkpoint, prior } = lease;
     let mut arguments = fleet.arguments.clone();
     arguments.extend(options.iter().cloned());
     arguments.extend(["--shard".into(), format!("{shard}/{}", fleet.shards), "--seed".into(), fleet.seed.to_string()]);
@@ -318,6 +318,7 @@ fn scan_shard(
         scan_id,
         worker: worker.to_string(),
         lease: fleet.lease,
+        lease_no,
     });
     let (id, of) = (fleet.id, fleet.shards);
     match checkpoint {

@@ -32,6 +32,8 @@ pub struct Fleet {
 pub struct Lease {
     pub fleet: Fleet,
     pub shard: i32,
+    /// Which lease of the shard this is.
+    pub lease_no: i32,
     /// The scan an earlier worker began, where it got to, and what it stored.
     pub scan_id: Option<i64>,
     pub checkpoint: Option<(Cursor, u64)>,
@@ -121,20 +123,26 @@ pub fn lease(url: &str, only: Option<i64>, worker: &str) -> Result<Next, StoreEr
         let scan_id: Option<i64> = row.get(2);
         let checkpoint: Option<serde_json::Value> = row.get(3);
         let fleet = read_fleet(&tx, fleet_id).await?;
-        tx.execute(
-            "UPDATE fleet_shards SET status = 'leased', worker = $3, leases = leases + 1, \
-             lease_until = now() + $4 * interval '1 second' WHERE fleet_id = $1 AND shard = $2",
-            &[&fleet_id, &shard, &worker, &fleet.lease.as_secs_f64()],
-        )
-        .await
-        .map_err(db_error)?;
+        let lease_no: i32 = tx
+            .query_one(
+                "UPDATE fleet_shards SET status = 'leased', worker = $3, leases = leases + 1, \
+                 lease_until = now() + $4 * interval '1 second' WHERE fleet_id = $1 AND shard = $2 RETURNING leases",
+                &[&fleet_id, &shard, &worker, &fleet.lease.as_secs_f64()],
+            )
+            .await
+            .map_err(db_error)?
+            .get(0);
         tx.commit().await.map_err(db_error)?;
-        let checkpoint = checkpoint.as_ref().and_then(parse_checkpoint);
+        // A shard whose scan was begun goes on in it, from its checkpoint or
+        // (its first worker died before storing one) from its first probe,
+        // with what was stored taken over either way.
+        let begun = Cursor { pass: 0, position: 0 };
+        let checkpoint = checkpoint.as_ref().and_then(parse_checkpoint).or(scan_id.map(|_| (begun, 0)));
         let prior = match (scan_id, checkpoint) {
             (Some(id), Some(_)) => super::postgres_scans::results(&client, &[id], false).await?,
             _ => Vec::new(),
         };
-        Ok(Next::Leased(Box::new(Lease { fleet, shard, scan_id, checkpoint, prior })))
+        Ok(Next::Leased(Box::new(Lease { fleet, shard, lease_no, scan_id, checkpoint, prior })))
     })
 }
 

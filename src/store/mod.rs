@@ -43,6 +43,9 @@ pub struct FleetShard {
     /// without being renewed.
     pub worker: String,
     pub lease: std::time::Duration,
+    /// Which lease of the shard this is (`fleet_shards.leases`): only its
+    /// holder writes, whatever another worker's name.
+    pub lease_no: i32,
 }
 
 /// `prtip db recover --postgres`: stores what killed scans' journals still

@@ -169,12 +169,16 @@ impl StoredScans for PostgresScans {
                 .await
                 .map_err(db_error)?;
             let n = |v: i64| v.max(0) as u64;
-            let mut hosts: Vec<FlaggedHost> = rows
-                .iter()
-                .map(|r| FlaggedHost { ip: r.get(0), open: n(r.get(1)), probed: n(r.get(2)), withheld: n(r.get(3)) })
-                .collect();
-            hosts.sort_unstable_by_key(|h| h.ip);
-            Ok(hosts)
+            // A fleet's shards each saw part of a host's ports: its flags add up.
+            let mut hosts: std::collections::BTreeMap<IpAddr, FlaggedHost> = std::collections::BTreeMap::new();
+            for r in &rows {
+                let ip: IpAddr = r.get(0);
+                let h = hosts.entry(ip).or_insert(FlaggedHost { ip, open: 0, probed: 0, withheld: 0 });
+                h.open += n(r.get(1));
+                h.probed += n(r.get(2));
+                h.withheld += n(r.get(3));
+            }
+            Ok(hosts.into_values().collect())
         })
     }
 

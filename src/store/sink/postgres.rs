@@ -174,8 +174,18 @@ pub(in crate::store) fn db_error(e: tokio_postgres::Error) -> StoreError {
     }
 }
 
+/// How long connecting, and each send, may take before the server counts
+/// as lost (a partition would otherwise hold the storage task for minutes).
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+const SEND_TIMEOUT: Duration = Duration::from_secs(60);
+
 async fn connect(url: &str) -> Result<Client, StoreError> {
-    let (client, connection) = tokio_postgres::connect(url, NoTls).await.map_err(db_error)?;
+    let mut config: tokio_postgres::Config = url.parse().map_err(db_error)?;
+    if config.get_connect_timeout().is_none() {
+        config.connect_timeout(CONNECT_TIMEOUT);
+    }
+    config.keepalives_idle(Duration::from_secs(30));
+    let (client, connection) = config.connect(NoTls).await.map_err(db_error)?;
     tokio_uring::spawn(async move {
         let _ = connection.await;
     });
@@ -245,6 +255,12 @@ async fn copy(client: &mut Client, piece: &Piece<'_>, fleet: Option<&FleetShard>
     tx.commit().await.map_err(db_error)
 }
 
+/// `text` as PostgreSQL's text and jsonb take it: they refuse NUL, which a
+/// service may well send (its banner, a bytea, keeps the bytes as they came).
+fn without_nul(text: &str) -> String {
+    text.replace('\0', "\u{fffd}").replace("\\u0000", "\\ufffd")
+}
+
 /// Renews a shard's lease, with its checkpoint if one is given; fails if
 /// the shard is no longer this worker's.
 async fn renew_lease(
@@ -256,8 +272,8 @@ async fn renew_lease(
         .execute(
             "UPDATE fleet_shards SET lease_until = now() + $4 * interval '1 second', \
              checkpoint = coalesce($5, checkpoint) \
-             WHERE fleet_id = $1 AND shard = $2 AND worker = $3 AND status = 'leased'",
-            &[&f.fleet_id, &f.shard, &f.worker, &f.lease.as_secs_f64(), &checkpoint],
+             WHERE fleet_id = $1 AND shard = $2 AND leases = $3 AND status = 'leased'",
+            &[&f.fleet_id, &f.shard, &f.lease_no, &f.lease.as_secs_f64(), &checkpoint],
         )
         .await
         .map_err(db_error)?;
@@ -440,7 +456,7 @@ impl PostgresSink {
     /// Connects, brings the schema up to date, begins the scan's row and
     /// its journal: a server that cannot be reached fails the scan here.
     pub(in crate::store) async fn open(url: &str, config: &StoreConfig) -> Result<PostgresSink, StoreError> {
-        let client = open_schema(url).await?;
+        let mut client = open_schema(url).await?;
         let s = &config.start;
         let started = UNIX_EPOCH + Duration::from_micros(s.started_us);
         let config_json: serde_json::Value = serde_json::from_str(&s.config_json).unwrap_or_default();
@@ -449,17 +465,22 @@ impl PostgresSink {
         // the same number is not this one's.
         let key = crate::random::u64() as i64;
         let fleet = config.fleet.clone();
+        // The scan's row, its shard's link to it and its journal's mark, all
+        // or none; a shard's only while the lease is still this worker's.
+        let tx = client.transaction().await.map_err(db_error)?;
+        if let Some(f) = &fleet {
+            renew_lease(&tx, f, None).await?;
+        }
         let scan_id = match fleet.as_ref().and_then(|f| f.scan_id) {
             // A shard taken over goes on in the scan its first worker began.
             Some(id) => {
-                client
-                    .execute("UPDATE scans SET status = 'running', ended_at = NULL WHERE id = $1", &[&id])
+                tx.execute("UPDATE scans SET status = 'running', ended_at = NULL WHERE id = $1", &[&id])
                     .await
                     .map_err(db_error)?;
                 id
             }
             None => {
-                let row = client
+                let row = tx
                     .query_one(
                         "INSERT INTO scans (started_at, command_line, config, transport, seed, proto, status) \
                          VALUES ($1, $2, $3, $4, $5, $6, 'running') RETURNING id",
@@ -471,21 +492,17 @@ impl PostgresSink {
             }
         };
         if let Some(f) = fleet.as_ref().filter(|f| f.scan_id.is_none()) {
-            client
-                .execute(
-                    "UPDATE fleet_shards SET scan_id = $3 WHERE fleet_id = $1 AND shard = $2",
-                    &[&f.fleet_id, &f.shard, &scan_id],
-                )
-                .await
-                .map_err(db_error)?;
-        }
-        client
-            .execute(
-                "INSERT INTO scan_journals (scan_id, journal_key, stored_to) VALUES ($1, $2, 0)",
-                &[&scan_id, &key],
+            tx.execute(
+                "UPDATE fleet_shards SET scan_id = $3 WHERE fleet_id = $1 AND shard = $2",
+                &[&f.fleet_id, &f.shard, &scan_id],
             )
             .await
             .map_err(db_error)?;
+        }
+        tx.execute("INSERT INTO scan_journals (scan_id, journal_key, stored_to) VALUES ($1, $2, 0)", &[&scan_id, &key])
+            .await
+            .map_err(db_error)?;
+        tx.commit().await.map_err(db_error)?;
         let dir = crate::store::checkpoint::dir();
         safe_open::state_dir(&dir).map_err(StoreError::journal(&dir))?;
         let path = dir.join(journal_name(scan_id, key));
@@ -562,7 +579,11 @@ impl PostgresSink {
             return Ok(());
         }
         self.last_sent = now;
-        match self.try_send().await {
+        let sent = match tokio::time::timeout(SEND_TIMEOUT, self.try_send()).await {
+            Ok(sent) => sent,
+            Err(_) => Err(StoreError::Postgres(format!("no answer within {} s", SEND_TIMEOUT.as_secs()))),
+        };
+        match sent {
             Ok(()) => {
                 self.retry_at = None;
                 self.pause = FIRST_PAUSE;
@@ -593,7 +614,9 @@ impl PostgresSink {
                 )
                 .await
                 .map_err(db_error)?;
-            self.stored_to = self.stored_to.max(row.get::<_, i64>(0).max(0) as u64);
+            // The server's mark, also when it is behind (it lost commits):
+            // what it lacks is sent again.
+            self.stored_to = (row.get::<_, i64>(0).max(0) as u64).min(self.written_to);
             self.client = Some(client);
         }
         while self.stored_to < self.written_to {
@@ -607,6 +630,13 @@ impl PostgresSink {
             }
             if n == 0 {
                 return Err(StoreError::Postgres(format!("journal {} is cut short", self.journal.path.display())));
+            }
+            if journal::intact_len(&tail[..n]) != n {
+                return Err(StoreError::Postgres(format!(
+                    "journal {} is damaged at byte {}",
+                    self.journal.path.display(),
+                    self.stored_to
+                )));
             }
             let rows: Vec<ScanResult> = journal::rows_of(&tail[..n], self.scan_id).collect();
             let piece = Piece {
@@ -669,8 +699,10 @@ impl PostgresSink {
             .map_err(db_error)?;
         for (r, s) in &self.services {
             let (tls, http) = crate::store::db::service_json(s);
-            let tls: Option<serde_json::Value> = tls.and_then(|t| serde_json::from_str(&t).ok());
-            let http: Option<serde_json::Value> = http.and_then(|h| serde_json::from_str(&h).ok());
+            let tls: Option<serde_json::Value> = tls.and_then(|t| serde_json::from_str(&without_nul(&t)).ok());
+            let http: Option<serde_json::Value> = http.and_then(|h| serde_json::from_str(&without_nul(&h)).ok());
+            let name = s.name.as_deref().map(without_nul);
+            let product = s.product.as_deref().map(without_nul);
             let banner = (!s.banner.is_empty()).then_some(&s.banner);
             tx.execute(
                 &insert,
@@ -680,8 +712,8 @@ impl PostgresSink {
                     &i32::from(r.port),
                     &proto,
                     &s.status.as_str(),
-                    &s.name,
-                    &s.product,
+                    &name,
+                    &product,
                     &banner,
                     &tls,
                     &http,
@@ -696,32 +728,46 @@ impl PostgresSink {
     async fn close(mut self, finish: &Finish, report: &mut StoreReport) -> Result<(), StoreError> {
         self.flush_rows().await?;
         let give_up = Instant::now() + LAST_TRIES;
-        loop {
+        // Everything stored, then the scan's end; each tried again on failure.
+        let ended = loop {
             self.retry_at = None;
             self.send().await?;
-            let done = self.stored_to == self.written_to && self.services.is_empty();
-            if done || Instant::now() >= give_up {
-                break;
+            let stored = self.stored_to == self.written_to && self.services.is_empty();
+            let ended = match (stored, self.client.is_some()) {
+                (true, true) => self.end_scan(finish).await,
+                _ => Err(StoreError::Postgres(self.why.clone().unwrap_or_else(|| "not connected".into()))),
+            };
+            match ended {
+                Ok(()) => break Ok(()),
+                Err(e @ StoreError::LeaseLost { .. }) => return Err(e),
+                Err(e) if Instant::now() >= give_up => break Err(e),
+                Err(e) => {
+                    if stored {
+                        self.client = None;
+                        self.why = Some(e.to_string());
+                    }
+                    tokio::time::sleep(self.pause).await;
+                    self.pause = (self.pause * 2).min(LONGEST_PAUSE);
+                }
             }
-            tokio::time::sleep(self.pause).await;
-        }
-        let waiting = self.written_to - self.stored_to;
-        let ended = match self.client {
-            Some(_) => self.end_scan(finish).await,
-            None => Err(StoreError::Postgres(self.why.clone().unwrap_or_default())),
         };
         report.postgres_lost = self.lost;
-        match (waiting, ended) {
-            (0, Ok(())) => {
+        match ended {
+            Ok(()) => {
                 report.postgres_scan = Some(self.scan_id);
                 let _ = self.journal.file.close().await;
                 std::fs::remove_file(&self.journal.path).map_err(StoreError::journal(&self.journal.path))
             }
-            (_, ended) => Err(StoreError::Postgres(format!(
-                "{}; what was not stored is kept in {}",
-                ended.err().map_or_else(|| self.why.clone().unwrap_or_default(), |e| e.to_string()),
-                self.journal.path.display()
-            ))),
+            Err(e) => {
+                let why = match e {
+                    StoreError::Postgres(why) => why,
+                    e => e.to_string(),
+                };
+                Err(StoreError::Postgres(format!(
+                    "{why}; what was not stored is kept in {}",
+                    self.journal.path.display()
+                )))
+            }
         }
     }
 
@@ -730,6 +776,10 @@ impl PostgresSink {
         let scan_id = self.scan_id;
         let client = self.client.as_mut().ok_or_else(|| StoreError::Postgres("not connected".into()))?;
         let tx = client.transaction().await.map_err(db_error)?;
+        // A worker whose shard passed to another ends nothing of it.
+        if let Some(f) = &self.fleet {
+            renew_lease(&tx, f, None).await?;
+        }
         let s = &finish.scan;
         let ended = UNIX_EPOCH + Duration::from_micros(s.ended_us);
         let status = if s.interrupted { "interrupted" } else { "completed" };
@@ -747,8 +797,8 @@ impl PostgresSink {
             let checkpoint = self.checkpoint.map(|(c, sent, _)| checkpoint_json(c, sent));
             tx.execute(
                 "UPDATE fleet_shards SET status = $4, lease_until = NULL, checkpoint = coalesce($5, checkpoint) \
-                 WHERE fleet_id = $1 AND shard = $2 AND worker = $3",
-                &[&f.fleet_id, &f.shard, &f.worker, &shard, &checkpoint],
+                 WHERE fleet_id = $1 AND shard = $2 AND leases = $3",
+                &[&f.fleet_id, &f.shard, &f.lease_no, &shard, &checkpoint],
             )
             .await
             .map_err(db_error)?;
