@@ -278,8 +278,15 @@ fn work(url: &str, only: Option<&str>, options: &[String], stop: &'static StopSi
             }
             Next::Wait(until) => pause(until.clamp(Duration::from_millis(100), Duration::from_secs(1)), stop),
             Next::Leased(lease) => {
-                if scan_shard(url, *lease, options, &worker, stop)? == Outcome::Interrupted {
-                    return Ok(Outcome::Interrupted);
+                match scan_shard(url, *lease, options, &worker, stop) {
+                    Ok(Outcome::Completed) => {}
+                    Ok(Outcome::Interrupted) => return Ok(Outcome::Interrupted),
+                    // This worker was too slow for its lease: the shard is
+                    // another's now, and there are others to take.
+                    Err(FleetError::Scan(ScanError::Store(e @ StoreError::LeaseLost { .. }))) => {
+                        eprintln!("prtip: {e}; taking the next shard");
+                    }
+                    Err(e) => return Err(e),
                 }
             }
         }
