@@ -2,8 +2,9 @@
 //! its own joined to the target, share one scan of a /16 x 16 ports through
 //! a throwaway PostgreSQL cluster. The union of their shards is exactly the
 //! target's truth, also when a worker is killed mid-shard (another takes
-//! its shard over from its checkpoint once the lease runs out) and when
-//! PostgreSQL restarts mid-scan.
+//! its shard over from its checkpoint once the lease runs out, or from
+//! its first probe if it had stored none) and when PostgreSQL restarts
+//! mid-scan.
 
 mod common;
 
@@ -35,14 +36,14 @@ impl Workers {
     }
 
     fn start(&self, pg: &Postgres, fleet: &str, rate: &str) -> Vec<Running> {
-        (0..WORKERS as usize)
-            .map(|i| {
-                let args = ["fleet", "work", "--postgres", &pg.url, "--fleet", fleet, "--", "--transport", "raw"];
-                let mut cmd = prtip_in(&self.lab_scanners[i], self.states[i].path(), &args);
-                cmd.args(["--rate", rate, "-q"]);
-                Running::start(&mut cmd)
-            })
-            .collect()
+        (0..WORKERS as usize).map(|i| self.start_one(i, pg, fleet, rate)).collect()
+    }
+
+    fn start_one(&self, i: usize, pg: &Postgres, fleet: &str, rate: &str) -> Running {
+        let args = ["fleet", "work", "--postgres", &pg.url, "--fleet", fleet, "--", "--transport", "raw"];
+        let mut cmd = prtip_in(&self.lab_scanners[i], self.states[i].path(), &args);
+        cmd.args(["--rate", rate, "-q"]);
+        Running::start(&mut cmd)
     }
 }
 
@@ -190,4 +191,26 @@ fn four_workers_share_a_scan_exactly_through_a_killed_worker_and_a_database_rest
     pg.restart();
     all_finished(running);
     assert_truth(&pg, &fleet);
+
+    // A worker killed before its shard's first checkpoint: the next goes on
+    // in the scan it began, from the first probe, and stores nothing twice.
+    let scan = ["-p", "1-16", "10.201.0.0/24", "--retries", "2"];
+    let args = ["fleet", "create", "--postgres", &pg.url, "--shards", "1", "--name", "early", "--"];
+    let said = common::run_ok(&mut lab.prtip(&[&args[..], &scan[..]].concat()));
+    let fleet = said.strip_prefix("fleet ").and_then(|s| s.split(':').next()).unwrap_or_else(|| panic!("{said}"));
+    let first = workers.start_one(0, &pg, fleet, "500");
+    let of_fleet = format!("scan_results r JOIN fleet_shards s ON s.scan_id = r.scan_id WHERE s.fleet_id = {fleet}");
+    common::wait_until("results stored", || pg.query(&format!("SELECT count(*) FROM {of_fleet}")) != "0");
+    first.signal(libc::SIGKILL);
+    first.finish();
+    // As if it had died before storing a checkpoint, and its lease ran out.
+    pg.query(&format!("UPDATE fleet_shards SET checkpoint = NULL, lease_until = now() WHERE fleet_id = {fleet}"));
+    let errs = all_finished(vec![workers.start_one(1, &pg, fleet, "30000")]);
+    let resumed = format!("prtip: fleet {fleet}: resuming shard 1/1 at probe 0 of pass 0, after 0 probes and ");
+    assert!(errs[0].contains(&resumed), "{errs:?}");
+    let counts = format!(
+        "SELECT r.state, count(*), count(DISTINCT (r.ip, r.port)) FROM {of_fleet} GROUP BY r.state ORDER BY r.state"
+    );
+    // 256 hosts x 6 open ports, x 9 closed ones.
+    assert_eq!(pg.query(&counts), "closed|2304|2304\nopen|1536|1536");
 }
