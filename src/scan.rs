@@ -83,8 +83,6 @@ impl ScanError {
                 source.sqlite_error_code(),
                 Some(rusqlite::ErrorCode::NotADatabase | rusqlite::ErrorCode::CannotOpen)
             ),
-            // A server that cannot be reached at the start is named wrong, as a database file that cannot be opened.
-            ScanError::Store(StoreError::Postgres(_)) => true,
             ScanError::Store(e) => e.names_the_wrong_database(),
             ScanError::LatencyFile { source, .. } => unusable(source),
             ScanError::PortOverlap { .. } => true,

@@ -47,13 +47,17 @@ impl Workers {
     }
 }
 
-fn create(lab: &Lab, pg: &Postgres, lease: &str, name: &str) -> String {
-    let args = ["fleet", "create", "--postgres", &pg.url, "--shards", "4", "--lease", lease, "--name", name, "--"];
-    let out = lab.prtip(&[&args[..], &["-p", "1-16", "10.201.0.0/16", "--retries", "2"]].concat()).output().unwrap();
+/// The fleets' scan: the target's /16 x 16 ports.
+const SWEEP: [&str; 5] = ["-p", "1-16", "10.201.0.0/16", "--retries", "2"];
+
+/// Creates fleet `name` of `scan` in `shards`, which says it has `probes`; returns its id.
+fn create(lab: &Lab, pg: &Postgres, name: &str, shards: &str, lease: &str, scan: &[&str], probes: &str) -> String {
+    let args = ["fleet", "create", "--postgres", &pg.url, "--shards", shards, "--lease", lease, "--name", name, "--"];
+    let out = lab.prtip(&[&args[..], scan].concat()).output().unwrap();
     let said = String::from_utf8_lossy(&out.stdout).to_string();
     assert!(out.status.success(), "{said}{}", stderr_of(&out));
     let id = said.strip_prefix("fleet ").and_then(|s| s.split(':').next()).unwrap_or_else(|| panic!("{said}"));
-    assert!(said.contains(": 1048576 probes in 4 shards"), "{said}");
+    assert!(said.contains(&format!(": {probes} probes in {shards} shards")), "{said}");
     id.to_string()
 }
 
@@ -101,7 +105,7 @@ fn four_workers_share_a_scan_exactly_through_a_killed_worker_and_a_database_rest
     let pg = Postgres::start(dir.path());
 
     // Four workers, four shards.
-    let fleet = create(&lab, &pg, "60", "plain");
+    let fleet = create(&lab, &pg, "plain", "4", "60", &SWEEP, "1048576");
     let errs = all_finished(workers.start(&pg, &fleet, "30000"));
     assert_truth(&pg, &fleet);
     assert_eq!(errs.iter().filter(|e| e.contains(&format!("prtip: fleet {fleet}: scanning shard"))).count(), 4);
@@ -158,7 +162,7 @@ fn four_workers_share_a_scan_exactly_through_a_killed_worker_and_a_database_rest
 
     // A worker killed mid-shard: its shard is taken over once its lease runs
     // out, from its checkpoint, into the scan it began.
-    let fleet = create(&lab, &pg, "3", "killed");
+    let fleet = create(&lab, &pg, "killed", "4", "3", &SWEEP, "1048576");
     let mut running = workers.start(&pg, &fleet, "15000");
     let started = format!(
         "SELECT shard, worker FROM fleet_shards WHERE fleet_id = {fleet} AND status = 'leased' \
@@ -183,7 +187,7 @@ fn four_workers_share_a_scan_exactly_through_a_killed_worker_and_a_database_rest
     assert_eq!(leases, "2");
 
     // PostgreSQL restarts while every worker scans: nothing is lost.
-    let fleet = create(&lab, &pg, "60", "restarted");
+    let fleet = create(&lab, &pg, "restarted", "4", "60", &SWEEP, "1048576");
     let running = workers.start(&pg, &fleet, "30000");
     let checkpoints =
         format!("SELECT count(*) FROM fleet_shards WHERE fleet_id = {fleet} AND (checkpoint->>'position')::bigint > 0");
@@ -195,9 +199,7 @@ fn four_workers_share_a_scan_exactly_through_a_killed_worker_and_a_database_rest
     // A worker killed before its shard's first checkpoint: the next goes on
     // in the scan it began, from the first probe, and stores nothing twice.
     let scan = ["-p", "1-16", "10.201.0.0/24", "--retries", "2"];
-    let args = ["fleet", "create", "--postgres", &pg.url, "--shards", "1", "--name", "early", "--"];
-    let said = common::run_ok(&mut lab.prtip(&[&args[..], &scan[..]].concat()));
-    let fleet = said.strip_prefix("fleet ").and_then(|s| s.split(':').next()).unwrap_or_else(|| panic!("{said}"));
+    let fleet = &create(&lab, &pg, "early", "1", "60", &scan, "4096");
     let first = workers.start_one(0, &pg, fleet, "500");
     let of_fleet = format!("scan_results r JOIN fleet_shards s ON s.scan_id = r.scan_id WHERE s.fleet_id = {fleet}");
     common::wait_until("results stored", || pg.query(&format!("SELECT count(*) FROM {of_fleet}")) != "0");

@@ -4,8 +4,7 @@ use crate::output::time::parse_rfc3339_us;
 use crate::output::{self, Format, RunEnd, RunInfo};
 use crate::store::StoreError;
 use crate::store::db::{Db, ScanRow};
-use crate::store::postgres_scans::PostgresScans;
-use crate::store::stored::{ScanRef, StoredScans};
+use crate::store::stored::{self, ScanRef, StoredScans};
 use clap::{Args, Subcommand, ValueEnum};
 use std::io::{self, BufWriter, Write};
 use std::path::PathBuf;
@@ -98,7 +97,7 @@ pub fn main(args: DbArgs) -> ExitCode {
     super::exit_status(
         run(args),
         |e| match e {
-            DbCommandError::Store(e) => e.names_the_wrong_database() || matches!(e, StoreError::Postgres(_)),
+            DbCommandError::Store(e) => e.names_the_wrong_database(),
             DbCommandError::Merge(e) => e.is_bad_input(),
             DbCommandError::Output(_) => false,
         },
@@ -108,12 +107,7 @@ pub fn main(args: DbArgs) -> ExitCode {
 
 fn run(cli: DbArgs) -> Result<(), DbCommandError> {
     let mut out = BufWriter::new(io::stdout().lock());
-    let read = |postgres: &Option<String>| -> Result<Box<dyn StoredScans>, StoreError> {
-        Ok(match postgres {
-            Some(url) => Box::new(PostgresScans::open(url)?),
-            None => Box::new(Db::open_read_only(&cli.database)?),
-        })
-    };
+    let read = |postgres: &Option<String>| stored::open(&cli.database, postgres.as_deref());
     match &cli.command {
         DbCommand::List { postgres } => {
             let db = read(postgres)?;

@@ -150,7 +150,7 @@ enum FleetError {
 impl FleetError {
     fn is_bad_input(&self) -> bool {
         match self {
-            FleetError::Store(e) => matches!(e, StoreError::Postgres(_)) || e.names_the_wrong_database(),
+            FleetError::Store(e) => e.names_the_wrong_database(),
             FleetError::Scan(e) => e.is_bad_input(),
             FleetError::Hosts(_) | FleetError::Signals(_) => false,
             _ => true,

@@ -4,9 +4,7 @@
 use crate::latency::{self, GroupBy, Series};
 use crate::plot::{PlotSeries, percentile_svg};
 use crate::store::StoreError;
-use crate::store::db::Db;
-use crate::store::postgres_scans::PostgresScans;
-use crate::store::stored::{ScanRef, StoredScans};
+use crate::store::stored::{self, ScanRef};
 use clap::Args;
 use hdrhistogram::Histogram;
 use std::io::{self, BufWriter, Write};
@@ -64,7 +62,7 @@ enum ReportError {
 pub fn main(args: ReportArgs) -> ExitCode {
     super::exit_status(
         run(args),
-        |e| matches!(e, ReportError::Store(e) if e.names_the_wrong_database() || matches!(e, StoreError::Postgres(_))),
+        |e| matches!(e, ReportError::Store(e) if e.names_the_wrong_database()),
         |e| matches!(e, ReportError::Output(e) if e.kind() == io::ErrorKind::BrokenPipe),
     )
 }
@@ -81,10 +79,7 @@ impl Scan {
 }
 
 fn run(cli: ReportArgs) -> Result<(), ReportError> {
-    let db: Box<dyn StoredScans> = match &cli.postgres {
-        Some(url) => Box::new(PostgresScans::open(url)?),
-        None => Box::new(Db::open_read_only(&cli.database)?),
-    };
+    let db = stored::open(&cli.database, cli.postgres.as_deref())?;
     let mut scans = Vec::new();
     for id in &cli.scans {
         db.scan(id)?.ok_or_else(|| id.not_found())?;

@@ -133,6 +133,8 @@ impl StoreError {
                 | StoreError::NoScan(_)
                 | StoreError::NoFleet(_)
                 | StoreError::FleetsInPostgres
+                // A PostgreSQL that cannot be used, as a database file that cannot be opened.
+                | StoreError::Postgres(_)
                 | StoreError::ForeignSchema(_)
                 | StoreError::OlderSchema { .. }
                 | StoreError::NewerSchema { .. }

@@ -6,7 +6,7 @@
 use super::StoreError;
 use super::db::{ScanRow, service_of};
 use super::fleet::fleet_id;
-use super::sink::postgres::{VERSION, db_error, schema_version};
+use super::sink::postgres::{db_error, refuse_newer, schema_version};
 use super::stored::{ScanRef, StoredScans};
 use crate::banner::Service;
 use crate::latency::{self, Series};
@@ -88,10 +88,7 @@ impl PostgresScans {
             });
             match schema_version(&client).await? {
                 None => Err(StoreError::Postgres("the database holds no prtip scans".into())),
-                Some(v) if v > VERSION => Err(StoreError::Postgres(format!(
-                    "the database has prtip schema version {v}, newer than this prtip's {VERSION}"
-                ))),
-                Some(_) => Ok(client),
+                Some(v) => refuse_newer(v).map(|()| client),
             }
         })?;
         Ok(PostgresScans { runtime, client })
@@ -114,6 +111,14 @@ impl PostgresScans {
                 Ok(rows.iter().map(|r| r.get(0)).collect())
             }
         }
+    }
+
+    /// The rows `sql` selects of the scans `scan` stands for, given as `$1`.
+    fn rows_of(&self, scan: &ScanRef, sql: &str) -> Result<Vec<Row>, StoreError> {
+        self.runtime.block_on(async {
+            let ids = self.ids(scan).await?;
+            self.client.query(sql, &[&ids]).await.map_err(db_error)
+        })
     }
 }
 
@@ -149,68 +154,42 @@ impl StoredScans for PostgresScans {
     }
 
     fn config(&self, scan: &ScanRef) -> Result<Option<serde_json::Value>, StoreError> {
-        self.runtime.block_on(async {
-            let ids = self.ids(scan).await?;
-            let row = self
-                .client
-                .query_opt("SELECT config FROM scans WHERE id = ANY($1) ORDER BY id LIMIT 1", &[&ids])
-                .await
-                .map_err(db_error)?;
-            Ok(row.map(|r| r.get(0)))
-        })
+        let rows = self.rows_of(scan, "SELECT config FROM scans WHERE id = ANY($1) ORDER BY id LIMIT 1")?;
+        Ok(rows.first().map(|r| r.get(0)))
     }
 
     fn flagged(&self, scan: &ScanRef) -> Result<Vec<FlaggedHost>, StoreError> {
-        self.runtime.block_on(async {
-            let ids = self.ids(scan).await?;
-            let rows = self
-                .client
-                .query("SELECT ip, open, probed, withheld FROM scan_flagged_hosts WHERE scan_id = ANY($1)", &[&ids])
-                .await
-                .map_err(db_error)?;
-            let n = |v: i64| v.max(0) as u64;
-            // A fleet's shards each saw part of a host's ports: its flags add up.
-            let mut hosts: std::collections::BTreeMap<IpAddr, FlaggedHost> = std::collections::BTreeMap::new();
-            for r in &rows {
-                let ip: IpAddr = r.get(0);
-                let h = hosts.entry(ip).or_insert(FlaggedHost { ip, open: 0, probed: 0, withheld: 0 });
-                h.open += n(r.get(1));
-                h.probed += n(r.get(2));
-                h.withheld += n(r.get(3));
-            }
-            Ok(hosts.into_values().collect())
-        })
+        let rows =
+            self.rows_of(scan, "SELECT ip, open, probed, withheld FROM scan_flagged_hosts WHERE scan_id = ANY($1)")?;
+        let n = |v: i64| v.max(0) as u64;
+        // A fleet's shards each saw part of a host's ports: its flags add up.
+        let mut hosts: std::collections::BTreeMap<IpAddr, FlaggedHost> = std::collections::BTreeMap::new();
+        for r in &rows {
+            let ip: IpAddr = r.get(0);
+            let h = hosts.entry(ip).or_insert(FlaggedHost { ip, open: 0, probed: 0, withheld: 0 });
+            h.open += n(r.get(1));
+            h.probed += n(r.get(2));
+            h.withheld += n(r.get(3));
+        }
+        Ok(hosts.into_values().collect())
     }
 
     fn services(&self, scan: &ScanRef) -> Result<HashMap<(IpAddr, u16), Service>, StoreError> {
-        self.runtime.block_on(async {
-            let ids = self.ids(scan).await?;
-            let rows = self
-                .client
-                .query(
-                    "SELECT ip, port, status, name, product, banner, tls::text, http::text FROM scan_services \
-                     WHERE scan_id = ANY($1)",
-                    &[&ids],
-                )
-                .await
-                .map_err(db_error)?;
-            let mut out = HashMap::new();
-            for r in &rows {
-                let Ok(port) = u16::try_from(r.get::<_, i32>(1)) else { continue };
-                let (tls, http): (Option<String>, Option<String>) = (r.get(6), r.get(7));
-                let banner: Option<Vec<u8>> = r.get(5);
-                let service = service_of(
-                    r.get(2),
-                    r.get(3),
-                    r.get(4),
-                    banner.unwrap_or_default(),
-                    tls.as_deref(),
-                    http.as_deref(),
-                );
-                out.insert((r.get(0), port), service);
-            }
-            Ok(out)
-        })
+        let rows = self.rows_of(
+            scan,
+            "SELECT ip, port, status, name, product, banner, tls::text, http::text FROM scan_services \
+             WHERE scan_id = ANY($1)",
+        )?;
+        let mut out = HashMap::new();
+        for r in &rows {
+            let Ok(port) = u16::try_from(r.get::<_, i32>(1)) else { continue };
+            let (tls, http): (Option<String>, Option<String>) = (r.get(6), r.get(7));
+            let banner: Option<Vec<u8>> = r.get(5);
+            let service =
+                service_of(r.get(2), r.get(3), r.get(4), banner.unwrap_or_default(), tls.as_deref(), http.as_deref());
+            out.insert((r.get(0), port), service);
+        }
+        Ok(out)
     }
 
     fn results(&self, scan: &ScanRef, open_only: bool) -> Result<Vec<ScanResult>, StoreError> {
@@ -223,28 +202,21 @@ impl StoredScans for PostgresScans {
     }
 
     fn latency(&self, scan: &ScanRef) -> Result<Vec<(Series, Histogram<u64>)>, StoreError> {
-        self.runtime.block_on(async {
-            let ids = self.ids(scan).await?;
-            let rows = self
-                .client
-                .query("SELECT series, histogram FROM scan_latency WHERE scan_id = ANY($1)", &[&ids])
-                .await
-                .map_err(db_error)?;
-            let damaged = |e: latency::LatencyError| StoreError::Postgres(format!("a stored histogram: {e}"));
-            let mut out: Vec<(Series, Histogram<u64>)> = Vec::new();
-            for r in &rows {
-                let series = Series::parse(r.get(0)).map_err(damaged)?;
-                let histogram = latency::decode(series, r.get(1)).map_err(damaged)?;
-                match out.iter_mut().find(|(s, _)| *s == series) {
-                    Some((_, sum)) => sum
-                        .add(&histogram)
-                        .map_err(|e| StoreError::Postgres(format!("adding the shards' histograms: {e:?}")))?,
-                    None => out.push((series, histogram)),
-                }
+        let rows = self.rows_of(scan, "SELECT series, histogram FROM scan_latency WHERE scan_id = ANY($1)")?;
+        let damaged = |e: latency::LatencyError| StoreError::Postgres(format!("a stored histogram: {e}"));
+        let mut out: Vec<(Series, Histogram<u64>)> = Vec::new();
+        for r in &rows {
+            let series = Series::parse(r.get(0)).map_err(damaged)?;
+            let histogram = latency::decode(series, r.get(1)).map_err(damaged)?;
+            match out.iter_mut().find(|(s, _)| *s == series) {
+                Some((_, sum)) => sum
+                    .add(&histogram)
+                    .map_err(|e| StoreError::Postgres(format!("adding the shards' histograms: {e:?}")))?,
+                None => out.push((series, histogram)),
             }
-            out.sort_by_key(|(s, _)| *s);
-            Ok(out)
-        })
+        }
+        out.sort_by_key(|(s, _)| *s);
+        Ok(out)
     }
 }
 

@@ -3,6 +3,7 @@
 
 use super::StoreError;
 use super::db::{Db, ScanRow};
+use super::postgres_scans::PostgresScans;
 use crate::banner::Service;
 use crate::latency::Series;
 use crate::open_hosts::FlaggedHost;
@@ -11,6 +12,7 @@ use hdrhistogram::Histogram;
 use std::collections::HashMap;
 use std::fmt;
 use std::net::IpAddr;
+use std::path::Path;
 use std::str::FromStr;
 
 /// A stored scan as users name it: `7`, or `fleet:3` (`fleet:NAME`) for
@@ -67,6 +69,15 @@ pub trait StoredScans {
     fn results(&self, scan: &ScanRef, open_only: bool) -> Result<Vec<ScanResult>, StoreError>;
     /// Its round-trip histograms, in `Series::EVERY` order.
     fn latency(&self, scan: &ScanRef) -> Result<Vec<(Series, Histogram<u64>)>, StoreError>;
+}
+
+/// The scans of the PostgreSQL `postgres` names, or else of the SQLite
+/// file `database`, to read.
+pub fn open(database: &Path, postgres: Option<&str>) -> Result<Box<dyn StoredScans>, StoreError> {
+    Ok(match postgres {
+        Some(url) => Box::new(PostgresScans::open(url)?),
+        None => Box::new(Db::open_read_only(database)?),
+    })
 }
 
 /// A SQLite file holds scans, never fleets.

@@ -24,7 +24,7 @@ use tokio_postgres::types::{ToSql, Type};
 use tokio_postgres::{Client, NoTls};
 
 /// The schema's version, kept in `prtip_schema`; a newer one is refused.
-pub(in crate::store) const VERSION: i32 = 1;
+const VERSION: i32 = 1;
 const SCHEMA: &str = r#"
 CREATE TABLE prtip_schema (version integer NOT NULL);
 CREATE TABLE scans (
@@ -307,12 +307,7 @@ pub(in crate::store) async fn open_schema(url: &str) -> Result<Client, StoreErro
     let tx = client.transaction().await.map_err(db_error)?;
     tx.execute("SELECT pg_advisory_xact_lock($1)", &[&SCHEMA_LOCK]).await.map_err(db_error)?;
     match schema_version(&tx).await? {
-        Some(v) if v > VERSION => {
-            return Err(StoreError::Postgres(format!(
-                "the database has prtip schema version {v}, newer than this prtip's {VERSION}"
-            )));
-        }
-        Some(_) => {}
+        Some(v) => refuse_newer(v)?,
         None => {
             let foreign: Option<String> = tx
                 .query_one(
@@ -335,6 +330,17 @@ pub(in crate::store) async fn open_schema(url: &str) -> Result<Client, StoreErro
     }
     tx.commit().await.map_err(db_error)?;
     Ok(client)
+}
+
+/// A database of a newer prtip is only ever refused: its tables may mean
+/// something this version does not know.
+pub(in crate::store) fn refuse_newer(version: i32) -> Result<(), StoreError> {
+    match version {
+        v if v > VERSION => Err(StoreError::Postgres(format!(
+            "the database has prtip schema version {v}, newer than this prtip's {VERSION}"
+        ))),
+        _ => Ok(()),
+    }
 }
 
 /// The schema version of prtip's tables, if the database has them.
