@@ -15,6 +15,7 @@ fn abi_defines() -> Vec<String> {
     use abi::ProgramConfig as C;
     [
         ("PRTIP_MAX_QUEUES", abi::MAX_QUEUES as usize),
+        ("PRTIP_MAX_SOURCES", abi::MAX_SOURCES),
         ("PRTIP_CONFIG_SIZE", size_of::<C>()),
         ("PRTIP_CONFIG_SRC_IP", offset_of!(C, src_ip)),
         ("PRTIP_CONFIG_PORT_LO", offset_of!(C, port_lo)),
@@ -22,6 +23,7 @@ fn abi_defines() -> Vec<String> {
         ("PRTIP_CONFIG_SRC_IP6", offset_of!(C, src_ip6)),
         ("PRTIP_CONFIG_FAMILY", offset_of!(C, family)),
         ("PRTIP_CONFIG_PROTOCOL", offset_of!(C, protocol)),
+        ("PRTIP_CONFIG_SOURCES", offset_of!(C, sources)),
     ]
     .iter()
     .map(|(name, value)| format!("-D{name}={value}"))

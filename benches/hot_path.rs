@@ -7,12 +7,13 @@ use prtip::engine::plan::ScanPlan;
 use prtip::latency::Latency;
 use prtip::permute::Permutation;
 use prtip::probe::syn::{SYN_FRAME_LEN, SynProbe, SynTemplate};
-use prtip::probe::{Matcher, Module, Probe, ScanType};
+use prtip::probe::{Matcher, Probe, ScanType, Templates};
 use prtip::result::{PortState, Reason, ScanResult};
 use prtip::target::hosts::{Family, Hosts};
 use prtip::target::ranges::{Range, RangeSet};
 use prtip::target::space::TargetSpace;
 use prtip::wire::cookie::CookieKey;
+use prtip::wire::sources::Sources;
 use std::hint::black_box;
 use std::net::{IpAddr, Ipv4Addr};
 use std::time::Duration;
@@ -62,8 +63,8 @@ fn per_probe(c: &mut Criterion) {
     let plan = ScanPlan::new(space, 7, (61000, 61063), 0, 0, Duration::from_secs(1));
     // What a transmit lane does per probe, through the probe module as the engine calls it.
     for scan_type in [ScanType::Syn, ScanType::Icmp, ScanType::Udp] {
-        let module = Module::new(scan_type, [2; 6], [3; 6], ME, &[]).unwrap();
-        let mut frame = vec![0u8; module.max_frame_len()];
+        let templates = Templates::new(scan_type, [2; 6], [3; 6], Sources::one(ME), &[]).unwrap();
+        let mut frame = vec![0u8; templates.module().max_frame_len()];
         let name = format!("whole {} probe (order, target, cookie, frame)", scan_type.as_str());
         g.bench_function(name, |b| {
             let mut pos = 0u64;
@@ -71,7 +72,7 @@ fn per_probe(c: &mut Criterion) {
                 pos = (pos + 1) % plan.probe_count();
                 let (index, ip, port) = plan.target(pos);
                 let sport = plan.source_port(index, 0);
-                module.write(&key, ME, &Probe { dst: ip, sport, dport: port, send_us: pos }, &mut frame)
+                templates.write(&key, &Probe { dst: ip, sport, dport: port, send_us: pos }, &mut frame)
             })
         });
     }
@@ -83,8 +84,9 @@ fn per_reply(c: &mut Criterion) {
     g.throughput(Throughput::Elements(1));
     let key = CookieKey::new(1, 2);
     let target = TARGET;
-    let matcher = Matcher { src_ip: ME, src_ports: (61000, 61063), key };
-    let module = Module::new(ScanType::Syn, [2; 6], [3; 6], ME, &[]).unwrap();
+    let matcher = Matcher { sources: Sources::one(ME), src_ports: (61000, 61063), key };
+    let templates = Templates::new(ScanType::Syn, [2; 6], [3; 6], Sources::one(ME), &[]).unwrap();
+    let module = templates.module();
     let mut syn_ack = Vec::new();
     PacketBuilder::ethernet2([3; 6], [2; 6])
         .ipv4([10, 201, 0, 1], [10, 200, 0, 1], 64)

@@ -3,14 +3,15 @@
  * prtip's XDP program: steer replies to this scan into prtip's AF_XDP socket,
  * pass every other frame to the kernel untouched.
  *
- * A reply is IPv4 or IPv6 (whichever the scan uses) to the scanner's address,
+ * A reply is IPv4 or IPv6 (whichever the scan uses) to one of the scanner's
+ * addresses (up to PRTIP_MAX_SOURCES),
  * and answers the scan's probe type (its IP protocol in the configuration):
  * - TCP SYN: a SYN-ACK or an RST (its ACK bit set, as an answer to a SYN has)
  *   to one of the scan's source ports;
  * - UDP: a datagram to one of those ports;
  * - ICMP (ICMPv6) echo: an echo reply whose identifier is one of those ports;
  * - any: an ICMP (ICMPv6) destination-unreachable quoting a probe of that
- *   protocol from the scanner's address and one of those ports (an echo
+ *   protocol from that address and one of those ports (an echo
  *   request with one of them as its identifier).
  * Pings to this host, ARP, neighbour discovery, the host's own connections (a
  * SYN or an ACK to a local service on one of those ports too) and
@@ -54,19 +55,20 @@ struct icmp_head {
 };
 
 /* ProgramConfig in src/transport/xdp/abi.rs, whose layout build.rs passes in. */
-struct prtip_config {
-	__u32 src_ip;		/* network byte order */
-	__u16 port_lo;		/* host byte order */
-	__u16 port_hi;
-	__u32 src_ip6[4];	/* network byte order */
-	__u8 family;		/* 4 or 6: which of the two addresses the scan uses */
-	__u8 protocol;		/* the probes' IP protocol: TCP, UDP, ICMP or ICMPv6 */
-	__u8 pad[2];
-};
-
 #ifndef PRTIP_MAX_QUEUES
-#error "build.rs passes PRTIP_MAX_QUEUES and the PRTIP_CONFIG_* layout from src/transport/xdp/abi.rs"
+#error "build.rs passes PRTIP_MAX_QUEUES, PRTIP_MAX_SOURCES and the PRTIP_CONFIG_* layout from src/transport/xdp/abi.rs"
 #endif
+
+struct prtip_config {
+	__u32 src_ip[PRTIP_MAX_SOURCES];	/* network byte order */
+	__u16 port_lo;				/* host byte order */
+	__u16 port_hi;
+	__u32 src_ip6[PRTIP_MAX_SOURCES][4];	/* network byte order */
+	__u8 family;				/* 4 or 6: which of the two arrays the scan uses */
+	__u8 protocol;				/* the probes' IP protocol: TCP, UDP, ICMP or ICMPv6 */
+	__u8 sources;				/* how many addresses of that array are in use */
+	__u8 pad;
+};
 #define LAID_OUT_AS_IN_RUST(field, offset) \
 	_Static_assert(__builtin_offsetof(struct prtip_config, field) == (offset), \
 		       "struct prtip_config." #field " is not where ProgramConfig has it")
@@ -77,6 +79,7 @@ LAID_OUT_AS_IN_RUST(port_hi, PRTIP_CONFIG_PORT_HI);
 LAID_OUT_AS_IN_RUST(src_ip6, PRTIP_CONFIG_SRC_IP6);
 LAID_OUT_AS_IN_RUST(family, PRTIP_CONFIG_FAMILY);
 LAID_OUT_AS_IN_RUST(protocol, PRTIP_CONFIG_PROTOCOL);
+LAID_OUT_AS_IN_RUST(sources, PRTIP_CONFIG_SOURCES);
 
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
@@ -98,10 +101,28 @@ static int our_port(const struct prtip_config *cfg, __u16 port_be)
 	return port >= cfg->port_lo && port <= cfg->port_hi;
 }
 
+/* A bounded loop over the scan's addresses: the verifier sees its end. */
+static __attribute__((always_inline)) int our_ip4(const struct prtip_config *cfg, __u32 a)
+{
+	for (int i = 0; i < PRTIP_MAX_SOURCES && i < cfg->sources; i++)
+		if (a == cfg->src_ip[i])
+			return 1;
+	return 0;
+}
+
 static __attribute__((always_inline)) int our_ip6(const struct prtip_config *cfg, const struct in6_addr *a)
 {
-	return a->in6_u.u6_addr32[0] == cfg->src_ip6[0] && a->in6_u.u6_addr32[1] == cfg->src_ip6[1] &&
-	       a->in6_u.u6_addr32[2] == cfg->src_ip6[2] && a->in6_u.u6_addr32[3] == cfg->src_ip6[3];
+	for (int i = 0; i < PRTIP_MAX_SOURCES && i < cfg->sources; i++)
+		if (a->in6_u.u6_addr32[0] == cfg->src_ip6[i][0] && a->in6_u.u6_addr32[1] == cfg->src_ip6[i][1] &&
+		    a->in6_u.u6_addr32[2] == cfg->src_ip6[i][2] && a->in6_u.u6_addr32[3] == cfg->src_ip6[i][3])
+			return 1;
+	return 0;
+}
+
+static __attribute__((always_inline)) int same_ip6(const struct in6_addr *a, const struct in6_addr *b)
+{
+	return a->in6_u.u6_addr32[0] == b->in6_u.u6_addr32[0] && a->in6_u.u6_addr32[1] == b->in6_u.u6_addr32[1] &&
+	       a->in6_u.u6_addr32[2] == b->in6_u.u6_addr32[2] && a->in6_u.u6_addr32[3] == b->in6_u.u6_addr32[3];
 }
 
 /* What a SYN gets back: a SYN-ACK, or an RST acknowledging it. */
@@ -154,7 +175,7 @@ static __attribute__((always_inline)) int quotes_probe(const struct prtip_config
 
 static __attribute__((always_inline)) int steer_ip4(const struct prtip_config *cfg, struct iphdr *ip, void *end)
 {
-	if ((void *)(ip + 1) > end || ip->daddr != cfg->src_ip || ip->ihl < 5)
+	if ((void *)(ip + 1) > end || !our_ip4(cfg, ip->daddr) || ip->ihl < 5)
 		return 0;
 	if (ip->frag_off & htons(0x1fff))
 		return 0;
@@ -168,7 +189,7 @@ static __attribute__((always_inline)) int steer_ip4(const struct prtip_config *c
 	if ((void *)(icmp + 1) > end || icmp->type != ICMP_DEST_UNREACH)
 		return 0;
 	struct iphdr *quoted = (void *)(icmp + 1);
-	if ((void *)(quoted + 1) > end || quoted->saddr != cfg->src_ip || quoted->ihl != 5)
+	if ((void *)(quoted + 1) > end || quoted->saddr != ip->daddr || quoted->ihl != 5)
 		return 0;
 	return quotes_probe(cfg, quoted->protocol, quoted + 1, end);
 }
@@ -191,7 +212,7 @@ static __attribute__((always_inline)) int steer_ip6(const struct prtip_config *c
 	if ((void *)(icmp + 1) > end || icmp->type != ICMPV6_DEST_UNREACH)
 		return 0;
 	struct ipv6hdr *quoted = (void *)(icmp + 1);
-	if ((void *)(quoted + 1) > end || !our_ip6(cfg, &quoted->saddr))
+	if ((void *)(quoted + 1) > end || !same_ip6(&quoted->saddr, &ip->daddr))
 		return 0;
 	return quotes_probe(cfg, quoted->nexthdr, quoted + 1, end);
 }

@@ -19,6 +19,7 @@ use crate::target::ports::parse_ports;
 use crate::target::ranges::{Range, RangeSet};
 use crate::target::space::{TargetSpace, probes_within_bound};
 use crate::target::spec::{HostnameAddresses, TargetSpec, parse_list_file, parse_target, split_list, to_ranges};
+use crate::wire::sources::{MAX_SOURCES, Sources, SourcesError};
 use clap::{Parser, Subcommand, ValueEnum};
 use std::ffi::OsString;
 use std::net::{IpAddr, ToSocketAddrs};
@@ -99,8 +100,8 @@ pub struct Cli {
     #[arg(long, value_name = "N", help_heading = "Network")]
     pub queues: Option<u32>,
 
-    /// Source address [default: the route's preferred source]
-    #[arg(long, value_name = "ADDR", help_heading = "Network")]
+    /// Source address, or up to 16 as a range or list (10.0.0.1-10.0.0.8,10.0.0.20): each target host hears from one [default: the route's preferred source]
+    #[arg(long, value_name = "ADDRS", help_heading = "Network")]
     pub source_ip: Option<String>,
 
     /// Source port or range that replies come back to
@@ -645,16 +646,31 @@ fn same_file(a: &Path, b: &Path) -> bool {
     }
 }
 
-/// The one address `--source-ip` names, which must be of the targets' family.
-fn parse_source_ip(s: &str, family: Family) -> Result<IpAddr, ConfigError> {
-    let why = match parse_target(s)? {
-        TargetSpec::Range(r) if r.range.first == r.range.last && r.family == family => return Ok(r.first()),
-        TargetSpec::Range(r) if r.range.first == r.range.last => {
-            format!("the targets are {} addresses, so --source-ip must be one too", family.name())
+/// The addresses `--source-ip` names (comma-separated addresses, ranges
+/// and CIDR blocks), which must be of the targets' family.
+fn parse_source_ip(s: &str, family: Family) -> Result<Sources, ConfigError> {
+    let invalid = |why: String| ConfigError::SourceIp { given: s.to_string(), why };
+    let mut ranges = Vec::new();
+    for part in s.split(',') {
+        let spec = parse_target(part).map_err(|e| match e {
+            TargetError::Invalid { why, .. } => invalid(format!("'{part}': {why}")),
+            other => other.into(),
+        })?;
+        match spec {
+            TargetSpec::Range(r) if r.family == family => ranges.push(r),
+            TargetSpec::Range(_) => {
+                return Err(invalid(format!("the targets are {} addresses, so these must be too", family.name())));
+            }
+            TargetSpec::Hostname(_) => return Err(invalid("give addresses, not names".into())),
         }
-        _ => "--source-ip takes one address".into(),
-    };
-    Err(TargetError::Invalid { target: s.to_string(), why }.into())
+    }
+    let count = ranges.iter().fold(0u128, |n, r| n.saturating_add((r.range.last - r.range.first).saturating_add(1)));
+    if count > MAX_SOURCES as u128 {
+        return Err(invalid(SourcesError::TooMany(count).to_string()));
+    }
+    let addrs: Vec<IpAddr> =
+        ranges.iter().flat_map(|r| (r.range.first..=r.range.last).map(|v| r.family.addr(v))).collect();
+    Sources::new(&addrs).map_err(|e| invalid(e.to_string()))
 }
 
 /// The ranges `specs` name, hostnames resolved; each name's addresses go to `names`.
@@ -679,4 +695,38 @@ fn read_list(path: &Path, what: &'static str) -> Result<Vec<TargetSpec>, TargetE
 
 fn parse_all<'a>(exprs: impl Iterator<Item = &'a str>) -> Result<Vec<TargetSpec>, TargetError> {
     exprs.map(parse_target).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn source_ip_takes_addresses_ranges_and_lists_of_the_targets_family() {
+        let got = parse_source_ip("10.200.0.1-10.200.0.3,10.200.0.9,10.200.0.12/31", Family::V4).unwrap();
+        assert_eq!(got.to_string(), "10.200.0.1,10.200.0.2,10.200.0.3,10.200.0.9,10.200.0.12,10.200.0.13");
+        assert_eq!(parse_source_ip("fd00:200::1", Family::V6).unwrap().to_string(), "fd00:200::1");
+        let refused = |s: &str, family| parse_source_ip(s, family).unwrap_err().to_string();
+        assert_eq!(
+            refused("10.0.0.0/24", Family::V4),
+            "invalid --source-ip '10.0.0.0/24': 256 source addresses: prtip sends from at most 16"
+        );
+        assert_eq!(
+            refused("::/0", Family::V6),
+            format!("invalid --source-ip '::/0': {} source addresses: prtip sends from at most 16", u128::MAX)
+        );
+        assert_eq!(
+            refused("10.0.0.1,10.0.0.1", Family::V4),
+            "invalid --source-ip '10.0.0.1,10.0.0.1': source address 10.0.0.1 is given twice"
+        );
+        assert_eq!(
+            refused("fd00::1", Family::V4),
+            "invalid --source-ip 'fd00::1': the targets are IPv4 addresses, so these must be too"
+        );
+        assert_eq!(refused("10.0.0.1,", Family::V4), "invalid --source-ip '10.0.0.1,': '': empty target");
+        assert_eq!(
+            refused("10.0.0.1,localhost", Family::V4),
+            "invalid --source-ip '10.0.0.1,localhost': give addresses, not names"
+        );
+    }
 }

@@ -30,6 +30,8 @@ pub enum ConfigError {
     UdpPayload(String),
     #[error("--udp-payload is for UDP scans: add -s udp (-sU)")]
     UdpPayloadWithoutUdp,
+    #[error("invalid --source-ip '{given}': {why}")]
+    SourceIp { given: String, why: String },
     #[error("invalid source port '{0}': give a port or a range such as 61000-61063 (1-65535)")]
     SourcePort(String),
     #[error("invalid MAC address '{0}': expected six hex bytes such as 02:00:5e:10:00:01")]

@@ -12,7 +12,7 @@ use crate::latency::{self, Latency, Series};
 use crate::net::{self, NetError, Path};
 use crate::open_hosts::{FLAG, FlaggedHost, OpenHosts};
 use crate::output::{self, Format, ResultWriter, RunEnd, RunInfo, decimal};
-use crate::probe::{Module, ScanType};
+use crate::probe::{ScanType, Templates};
 use crate::progress;
 use crate::result::{PortState, Reason, ScanResult};
 use crate::store::checkpoint::{self, Checkpoint};
@@ -628,7 +628,7 @@ fn open_frames(cfg: &ScanConfig, notes: &mut Notes) -> Result<(Sender, &'static 
     let path = net::resolve_path(&route_samples(cfg.space.hosts()), &cfg.path)?;
     tracing::info!(
         ifname = %path.ifname,
-        src = %path.src_ip,
+        src = %path.sources,
         next_hop_mac = ?path.next_hop_mac,
         via_ip_stack = path.via_ip_stack,
         "path resolved"
@@ -665,11 +665,11 @@ fn open_frames(cfg: &ScanConfig, notes: &mut Notes) -> Result<(Sender, &'static 
         panic!("PRTIP_TEST_PANIC is set");
     }
     tracing::info!(transport = %opened.kind, "transport open");
-    let module = Module::new(cfg.scan_type, path.src_mac, path.next_hop_mac, path.src_ip, &cfg.udp_payloads)
+    let templates = Templates::new(cfg.scan_type, path.src_mac, path.next_hop_mac, path.sources, &cfg.udp_payloads)
         .expect("a scan type that sends frames has a probe module");
     let key = CookieKey::new(crate::random::u64(), crate::random::u64());
-    let wire = Wire { module, src_ip: path.src_ip, key };
-    let via = format!("from {} on {} ({})", path.src_ip, path.ifname, opened.kind);
+    let wire = Wire { templates, key };
+    let via = format!("from {} on {} ({})", path.sources, path.ifname, opened.kind);
     let name = opened.name;
     Ok((Sender::Frames { path: Box::new(path), opened, wire }, name, via))
 }
@@ -706,6 +706,7 @@ fn start_banners(cfg: &ScanConfig, options: BannerOptions, connections: u32) -> 
         answer_wait: (options.timeout / 2).min(ANSWER_WAIT),
         bytes: options.bytes,
         hostnames: std::sync::Arc::new(cfg.hostnames.clone()),
+        sources: cfg.path.source_ip,
     };
     tracing::info!(connections, "banner stage");
     BannerStage::start(streams, connections, config).map_err(ScanError::Uring)
@@ -751,8 +752,8 @@ struct Opened {
 }
 
 fn open_transport(cfg: &ScanConfig, path: &Path, notes: &mut Notes) -> Result<Opened, ScanError> {
-    let replies =
-        Replies { to: path.src_ip, ports: cfg.src_ports, protocol: cfg.scan_type.ip_protocol(path.src_ip.is_ipv6()) };
+    let protocol = cfg.scan_type.ip_protocol(!path.sources.is_ipv4());
+    let replies = Replies { to: path.sources, ports: cfg.src_ports, protocol };
     let raw = || -> Result<Opened, ScanError> {
         let resent = Resent::default();
         let (tx, rx) = raw::open(path.ifindex, path.next_hop_mac, path.via_ip_stack, replies, &resent)?;
@@ -790,7 +791,7 @@ fn open_transport(cfg: &ScanConfig, path: &Path, notes: &mut Notes) -> Result<Op
         let kind = format!("AF_XDP, {mode}, {queues} {}", if queues == 1 { "queue" } else { "queues" });
         let txs = txs.into_iter().map(|t| Box::new(t) as Box<dyn Transmit>).collect();
         let resets: Box<dyn Transmit> =
-            Box::new(raw::frame_sender(path.ifindex, path.next_hop_mac, path.src_ip, &resent)?);
+            Box::new(raw::frame_sender(path.ifindex, path.next_hop_mac, path.sources.first(), &resent)?);
         Ok(Opened {
             txs,
             rx: Box::new(rx),
@@ -1319,6 +1320,7 @@ fn details(path: &Path, s: &ScanStats, stored: Option<&StoreReport>) -> String {
 mod tests {
     use super::*;
     use crate::cli::Cli;
+    use crate::wire::sources::Sources;
     use clap::Parser;
 
     fn config(args: &[&str]) -> ScanConfig {
@@ -1334,7 +1336,7 @@ mod tests {
         Path {
             ifindex: 2,
             ifname: "eth0".into(),
-            src_ip: "10.200.0.1".parse().unwrap(),
+            sources: Sources::one("10.200.0.1".parse().unwrap()),
             src_mac: [2, 0, 0, 0, 0, 1],
             next_hop_mac: [2, 0, 0, 0, 0, 0xfe],
             via_ip_stack: false,

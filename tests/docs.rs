@@ -122,6 +122,10 @@ struct DocsLab {
 impl DocsLab {
     fn new() -> DocsLab {
         let mut lab = Lab::named("eth0", ROUTER_MAC);
+        // The addresses the examples of --source-ip spread their probes over.
+        for h in 11..=13 {
+            lab.add_scanner_address(&format!("10.200.0.{h}/24"));
+        }
         lab.listen(&ONE_HOST_OPEN);
         lab.listen(&[80]);
         lab.target_rules(

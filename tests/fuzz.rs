@@ -16,6 +16,7 @@ use etherparse::{IcmpEchoHeader, Icmpv4Type, Icmpv6Type, PacketBuilder, TcpOptio
 use prtip::net::netlink;
 use prtip::probe::{Matcher, Module, Probe, ScanType};
 use prtip::wire::cookie::CookieKey;
+use prtip::wire::sources::Sources;
 use prtip::wire::{arp, ndp};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
@@ -213,15 +214,16 @@ fn mutated_replies_and_kernel_answers_never_panic_a_parser() {
     let inputs = env_u64("PRTIP_FUZZ_INPUTS", 200_000);
     let mut rng = Rng(env_u64("PRTIP_FUZZ_SEED", 0x5eed_cafe_f00d_0001) | 1);
     let key = CookieKey::new(0x1234, 0x5678);
-    let v4 = Matcher { src_ip: ME4.into(), src_ports: (61000, 61063), key };
-    let v6 = Matcher { src_ip: ME6.into(), src_ports: (61000, 61063), key };
+    let v4 = Matcher { sources: Sources::one(ME4.into()), src_ports: (61000, 61063), key };
+    let v6 = Matcher { sources: Sources::one(ME6.into()), src_ports: (61000, 61063), key };
     let modules: Vec<(Matcher, Module)> = [ScanType::Syn, ScanType::Icmp, ScanType::Udp]
         .into_iter()
         .flat_map(|t| [(v4, module(t, ME4.into())), (v6, module(t, ME6.into()))])
         .collect();
     let seeds = seeds(&key);
     // The seeds themselves are what they say: our probes' replies are replies.
-    let classify = |i: usize, scan_type: ScanType, m: &Matcher| module(scan_type, m.src_ip).classify(m, &seeds[i]);
+    let classify =
+        |i: usize, scan_type: ScanType, m: &Matcher| module(scan_type, m.sources.first()).classify(m, &seeds[i]);
     assert!(classify(0, ScanType::Syn, &v4).is_ok() && classify(2, ScanType::Syn, &v4).is_ok());
     assert!(classify(3, ScanType::Syn, &v6).is_ok());
     assert!(classify(6, ScanType::Icmp, &v4).is_ok() && classify(7, ScanType::Udp, &v4).is_ok());

@@ -4,10 +4,12 @@
 mod common;
 
 use common::{
-    Lab, Running, SCANNER_IP, assert_one_host_truth, assert_sweep_truth, in_netns, one_host_target, path_in, ports_in,
-    rows, stderr_of, sweep_target, temp_dir, wait_until,
+    Lab, Running, SCANNER_IP, SCANNER_IP6, assert_one_host_truth, assert_sweep_truth, in_netns, one_host_target,
+    path_in, ports_in, rows, stderr_of, sweep_target, temp_dir, wait_until,
 };
+use prtip::wire::sources::Sources;
 use std::collections::BTreeSet;
+use std::net::IpAddr;
 use std::time::Duration;
 
 #[test]
@@ -280,6 +282,80 @@ fn scanner_address_is_used_as_source() {
         .unwrap();
     assert!(out.status.success(), "{}", stderr_of(&out));
     assert_eq!(ports_in(&rows(&out.stdout), "open"), [22]);
+}
+
+/// `--source-ip` as a list and a range: probes leave from every address,
+/// each target host hears from the one `Sources::pick` gives it, and the
+/// replies to all of them count, through AF_XDP (the XDP program's address
+/// loop, RSTs from the address each SYN-ACK came to) and raw sockets (the
+/// classic BPF filter), for both families; the banner stage's connections
+/// leave from the same address as the host's probes. The target counts the
+/// SYNs from each address.
+#[test]
+fn probes_spread_over_the_source_addresses_and_replies_to_each_count() {
+    let mut lab = Lab::new(true);
+    lab.listen(&[22, 80]);
+    let v4: Vec<String> = (11..=17).map(|h| format!("10.200.0.{h}")).collect();
+    let v6: Vec<String> = (0x11..=0x17).map(|h| format!("fd00:200::{h:x}")).collect();
+    let mut rules = Vec::new();
+    for (addrs, mine, prefix, family) in [(&v4, SCANNER_IP, 24, "ip"), (&v6, SCANNER_IP6, 64, "ip6")] {
+        for a in addrs.iter() {
+            lab.add_scanner_address(&format!("{a}/{prefix}"));
+        }
+        for a in std::iter::once(mine).chain(addrs.iter().map(String::as_str)) {
+            rules.push(format!("  {family} saddr {a} tcp flags & (syn | ack) == syn counter"));
+        }
+    }
+    lab.target_rules(&rules.join("\n"));
+    let (sources4, sources6) = ("10.200.0.1,10.200.0.11-10.200.0.17", "fd00:200::1,fd00:200::11-fd00:200::17");
+    let (mine4, mine6): (Vec<String>, Vec<String>) = (
+        [SCANNER_IP.to_string()].into_iter().chain(v4).collect(),
+        [SCANNER_IP6.to_string()].into_iter().chain(v6).collect(),
+    );
+    let cases = [
+        ("xdp", "10.201.0.0/24", sources4, &mine4, false),
+        ("raw", "10.201.0.0/24", sources4, &mine4, false),
+        ("xdp", "fd00:201::/120", sources6, &mine6, false),
+        ("raw", "fd00:201::/120", sources6, &mine6, false),
+        ("raw", "10.201.0.0/24", sources4, &mine4, true),
+    ];
+    let mut before = lab.target_counters();
+    for (transport, targets, sources, mine, banners) in cases {
+        let args = ["-p", "22,80,443", targets, "--source-ip", sources, "--transport", transport, "-o", "ndjson"];
+        let extra: &[&str] = if banners { &["--wait", "0.5", "-v", "--banners"] } else { &["--wait", "0.5", "-v"] };
+        let out = lab.prtip(&[&args[..], extra].concat()).output().unwrap();
+        let what = format!("{transport} {targets} banners {banners}");
+        assert!(out.status.success(), "{what}: {}", stderr_of(&out));
+        let rows = rows(&out.stdout);
+        let count = |state: &str, port: u16| rows.iter().filter(|r| r.state == state && r.port == port).count();
+        assert_eq!(
+            (rows.len(), count("open", 22), count("open", 80), count("closed", 443)),
+            (768, 256, 256, 256),
+            "{what}"
+        );
+        assert!(stderr_of(&out).contains(&format!("from {},{},", mine[0], mine[1])), "{what}: {}", stderr_of(&out));
+        // The hosts each address serves, as prtip picks them.
+        let addrs: Vec<IpAddr> = mine.iter().map(|a| a.parse().unwrap()).collect();
+        let picked = Sources::new(&addrs).unwrap();
+        let mut hosts = vec![0u64; 8];
+        for r in rows.iter().filter(|r| r.port == 22) {
+            hosts[picked.pick(r.ip.parse().unwrap())] += 1;
+        }
+        assert!(hosts.iter().all(|&n| n > 0), "{what}: every address serves some hosts: {hosts:?}");
+        let after = lab.target_counters();
+        let sent: Vec<u64> = mine.iter().map(|a| after[a] - before[a]).collect();
+        let total: u64 = sent.iter().sum();
+        // Every host drew the same SYNs (three probes, and the banner
+        // stage's connections to its open ports), all from its own address.
+        let per_host = if banners { total / 256 } else { 3 };
+        assert!(!banners || per_host >= 5, "{what}: a banner connection to each open port: {sent:?}");
+        let want: Vec<u64> = hosts.iter().map(|n| n * per_host).collect();
+        assert_eq!(sent, want, "{what}: SYNs from each address");
+        if transport == "xdp" {
+            assert_eq!(lab.half_open(), Vec::<String>::new(), "{what}: an RST left from another address");
+        }
+        before = after;
+    }
 }
 
 #[test]

@@ -31,16 +31,6 @@ fn full_port_scan_through_af_xdp_finds_exact_truth() {
     assert!(!xdp_attached(&lab), "XDP program left behind");
 }
 
-/// Connections the target's kernel holds half open (SYN-RECV), of either family.
-fn half_open(lab: &Lab) -> Vec<String> {
-    let out = Command::new("ip")
-        .args(["netns", "exec", &lab.target_ns, "ss", "-Htn", "state", "syn-recv"])
-        .output()
-        .expect("ss (iproute2) must be installed");
-    assert!(out.status.success(), "{}", stderr_of(&out));
-    String::from_utf8_lossy(&out.stdout).lines().map(str::to_string).collect()
-}
-
 /// This host's kernel never sees a SYN-ACK that AF_XDP took, so it sends no
 /// RST: prtip does, or every open port found would stay half open on the
 /// target for a minute of SYN-ACK retries, and a later scan reusing the
@@ -58,7 +48,7 @@ fn af_xdp_scans_reset_the_connections_open_ports_half_open() {
         let open = rows(&out.stdout).iter().filter(|r| r.state == "open").count();
         assert_eq!(open, 16, "{target}");
         assert!(stderr_of(&out).contains("; 16 RSTs sent"), "{}", stderr_of(&out));
-        assert_eq!(half_open(&lab), Vec::<String>::new(), "{target}: connections left half open");
+        assert_eq!(lab.half_open(), Vec::<String>::new(), "{target}: connections left half open");
     }
 }
 

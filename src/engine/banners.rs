@@ -8,6 +8,7 @@
 use crate::banner::{Grab, Service, Status, Step, Wait};
 use crate::result::ScanResult;
 use crate::transport::stream::{Conversations, Ended};
+use crate::wire::sources::Sources;
 use std::collections::HashMap;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
@@ -39,6 +40,15 @@ pub struct BannerConfig {
     pub bytes: usize,
     /// Names the targets were given by, for SNI and the Host header.
     pub hostnames: Arc<HashMap<IpAddr, String>>,
+    /// The scan's `--source-ip` addresses: a connection leaves from the one
+    /// its target's probes left from. Without them, the kernel picks.
+    pub sources: Option<Sources>,
+}
+
+impl BannerConfig {
+    fn source_for(&self, target: IpAddr) -> Option<IpAddr> {
+        self.sources.map(|s| s.get(s.pick(target)))
+    }
 }
 
 /// Counts of the stage's work, for the scan's summary.
@@ -189,6 +199,8 @@ struct Conversation {
     deadline: Instant,
     /// What is still to be sent of the last `Step::Send`.
     unsent: Vec<u8>,
+    /// The address its connections leave from, where the scan chose one.
+    from: Option<IpAddr>,
 }
 
 fn run<C: Conversations>(
@@ -219,14 +231,16 @@ fn run<C: Conversations>(
                     let hostname = config.hostnames.get(&result.ip).map(String::as_str);
                     let grab = Grab::new(result.ip, result.port, hostname, config.bytes);
                     let now = Instant::now();
-                    let c = Conversation { result, grab, deadline: now + config.timeout, unsent: Vec::new() };
+                    let from = config.source_for(result.ip);
+                    let deadline = now + config.timeout;
+                    let c = Conversation { result, grab, deadline, unsent: Vec::new(), from };
                     let adopted = socket.is_some();
                     let opened = match socket {
                         Some(socket) => {
                             held.fetch_sub(1, Ordering::Relaxed);
                             conns.adopt(socket)
                         }
-                        None => conns.open(SocketAddr::new(result.ip, result.port), config.timeout),
+                        None => conns.open(SocketAddr::new(result.ip, result.port), from, config.timeout),
                     };
                     match opened {
                         // Connected already: the conversation starts now.
@@ -386,7 +400,7 @@ fn take_step<C: Conversations>(
         Step::Read(w) => conns.receive(id, wait(w).min(left)).map_err(drop),
         Step::Reconnect => {
             conns.close(id);
-            return match conns.open(SocketAddr::new(c.result.ip, c.result.port), left) {
+            return match conns.open(SocketAddr::new(c.result.ip, c.result.port), c.from, left) {
                 Ok(id) => Some((id, c)),
                 Err(_) => {
                     end(c, stats, done);

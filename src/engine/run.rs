@@ -11,7 +11,7 @@ use super::state::{reply_timeout, retry_after};
 use super::time::Time;
 use super::window::{Lookup, Silent, Timeouts, Try, Verdict, Window};
 use crate::probe::syn::SYN_FRAME_LEN;
-use crate::probe::{Matcher, Module, Probe};
+use crate::probe::{Matcher, Probe, Templates};
 use crate::result::{PortState, Reason, ScanResult};
 use crate::transport::{Drops, Receive, Transmit, TransportError};
 use crate::wire::cookie::{CookieKey, echo_within, unwrap_rtt_us};
@@ -89,9 +89,8 @@ impl StopSignal {
 /// What the wire side needs to build and recognise probes.
 #[derive(Debug, Clone)]
 pub struct Wire {
-    /// The scan type's probe module, with its frame template.
-    pub module: Module,
-    pub src_ip: IpAddr,
+    /// The scan type's probe module, with a frame template per source address.
+    pub templates: Templates,
     pub key: CookieKey,
 }
 
@@ -544,7 +543,7 @@ fn transmit<T: Transmit>(
     tracing::debug!(lane = l, from = shared.window(l).trail(), "transmit lane");
     // Frames side by side, each as long as the module's longest: a SYN
     // scan's batch fits in a few kilobytes.
-    let stride = wire.module.max_frame_len();
+    let stride = wire.templates.module().max_frame_len();
     let mut frames = vec![0u8; TX_BATCH as usize * stride];
     let mut lens = [0usize; TX_BATCH as usize];
     let mut tries: Vec<Try> = Vec::with_capacity(TX_BATCH as usize);
@@ -556,7 +555,7 @@ fn transmit<T: Transmit>(
     let hand_over = |silent: &mut Vec<Silent>, trail: u64| {
         if !silent.is_empty() {
             let time_us = clock.wall_us(clock.now_ns());
-            let silent_state = wire.module.scan_type().silent_state();
+            let silent_state = wire.templates.module().scan_type().silent_state();
             let batch =
                 silent.drain(..).map(|s| silent_result(plan, lanes, l, s, silent_state, time_us, shared)).collect();
             // The receiver lives until every sender is gone, so the send cannot fail.
@@ -609,7 +608,7 @@ fn transmit<T: Transmit>(
                 let (index, ip, port) = plan.target(plan.position_of_rank(lanes.rank(l, t.seq)));
                 let sport = plan.source_port(index, t.attempt);
                 let probe = Probe { dst: ip, sport, dport: port, send_us };
-                *len = wire.module.write(&wire.key, wire.src_ip, &probe, frame);
+                *len = wire.templates.write(&wire.key, &probe, frame);
             }
             let mut batch: [&[u8]; TX_BATCH as usize] = [&[]; TX_BATCH as usize];
             for ((slot, frame), len) in batch.iter_mut().zip(frames.chunks_exact(stride)).zip(lens) {
@@ -704,7 +703,8 @@ fn receive<R: Receive>(
 ) -> Result<(), EngineError> {
     // Replies are timestamped when read: sleeps between reads must be short.
     crate::sys::reduce_timer_slack();
-    let matcher = Matcher { src_ip: wire.src_ip, src_ports: plan.src_ports, key: wire.key };
+    let matcher = Matcher { sources: *wire.templates.sources(), src_ports: plan.src_ports, key: wire.key };
+    let module = wire.templates.module();
     let mut batch = Vec::new();
     let mut rst_frames: Vec<ResetFrame> = Vec::new();
     let mut watch = LossWatch::new(plan, clock.now_ns());
@@ -715,7 +715,7 @@ fn receive<R: Receive>(
         let started = clock.now_ns();
         let wait = if ending { Duration::ZERO } else { RX_POLL };
         let caught_up = rx.receive(wait, &mut |frame, rx_wall_ns| {
-            let reply = match wire.module.classify(&matcher, frame) {
+            let reply = match module.classify(&matcher, frame) {
                 Ok(reply) => reply,
                 Err(why) => return rejected.count(why, shared),
             };
@@ -786,7 +786,7 @@ fn receive<R: Receive>(
             if let Some(us) = rtt {
                 shared.max_rtt_us.fetch_max(us.max(1), Relaxed);
             }
-            let (state, reason) = wire.module.state(&reply);
+            let (state, reason) = module.state(&reply);
             if reason == Reason::ZeroWindow {
                 shared.zero_window.fetch_add(1, Relaxed);
             }
@@ -850,7 +850,7 @@ fn receive<R: Receive>(
 fn reset(frames: &mut Vec<ResetFrame>, wire: &Wire, reply: &Reply, wanted: bool) {
     if wanted {
         let mut f = [0u8; SYN_FRAME_LEN];
-        if let Some(len) = wire.module.write_close(reply, &mut f) {
+        if let Some(len) = wire.templates.write_close(reply, &mut f) {
             frames.push((f, len));
         }
     }
@@ -996,10 +996,10 @@ impl LossWatch {
 mod tests {
     use super::*;
     use crate::probe::ScanType;
-    use crate::probe::syn::SynTemplate;
     use crate::target::hosts::{Family, Hosts};
     use crate::target::ranges::{Range, RangeSet};
     use crate::target::space::TargetSpace;
+    use crate::wire::sources::Sources;
     use etherparse::{PacketBuilder, SlicedPacket, TcpOptionElement, TransportSlice};
     use std::collections::{HashMap, VecDeque};
     use std::net::{Ipv4Addr, Ipv6Addr};
@@ -1084,9 +1084,11 @@ mod tests {
         /// Frames on their way, and when each arrives (ns on the test's clock).
         inbox: VecDeque<(u64, Vec<u8>)>,
         attempts: HashMap<(IpAddr, u16), u32>,
-        /// (target, port, our source port, ack) of every genuine SYN-ACK sent:
-        /// what an RST must match.
-        syn_acks: HashSet<(IpAddr, u16, u16, u32)>,
+        /// The addresses each target heard from.
+        heard_from: HashMap<IpAddr, HashSet<IpAddr>>,
+        /// (our address, target, port, our source port, ack) of every
+        /// genuine SYN-ACK sent: what an RST must match.
+        syn_acks: HashSet<(IpAddr, IpAddr, u16, u16, u32)>,
         /// Replies dropped on the scanning host, not yet reported.
         drops: u64,
     }
@@ -1118,18 +1120,31 @@ mod tests {
             let net = self.0.lock().unwrap();
             for f in frames {
                 let p = SlicedPacket::from_ethernet(f).unwrap();
-                let dst = match &p.net {
-                    Some(etherparse::NetSlice::Ipv4(ip)) => IpAddr::V4(ip.header().destination_addr()),
-                    Some(etherparse::NetSlice::Ipv6(ip)) => IpAddr::V6(ip.header().destination_addr()),
-                    _ => panic!("not IP"),
-                };
+                let (src, dst) = addresses(&p);
                 let Some(TransportSlice::Tcp(rst)) = p.transport else { panic!("not TCP") };
                 assert!(rst.rst() && !rst.syn() && !rst.ack());
-                let key = (dst, rst.destination_port(), rst.source_port(), rst.sequence_number());
+                let key = (src, dst, rst.destination_port(), rst.source_port(), rst.sequence_number());
                 assert!(net.syn_acks.contains(&key), "an RST for no SYN-ACK: {key:?}");
             }
             Ok(frames.len())
         }
+    }
+
+    /// A frame's source and destination addresses.
+    fn addresses(p: &SlicedPacket) -> (IpAddr, IpAddr) {
+        match &p.net {
+            Some(etherparse::NetSlice::Ipv4(ip)) => {
+                (ip.header().source_addr().into(), ip.header().destination_addr().into())
+            }
+            Some(etherparse::NetSlice::Ipv6(ip)) => {
+                (ip.header().source_addr().into(), ip.header().destination_addr().into())
+            }
+            _ => panic!("not IP"),
+        }
+    }
+
+    fn wire_from(scan_type: ScanType, sources: Sources) -> Wire {
+        Wire { templates: Templates::new(scan_type, [1; 6], [2; 6], sources, &[]).unwrap(), key: CookieKey::new(3, 4) }
     }
 
     impl Transmit for FakeTx {
@@ -1141,11 +1156,8 @@ mod tests {
                 // Whole frames and nothing after them: a raw IP socket sends every byte it is given.
                 let len = if matches!(p.net, Some(etherparse::NetSlice::Ipv4(_))) { 70 } else { 90 };
                 assert_eq!(f.len(), len, "frame length");
-                let dst = match &p.net {
-                    Some(etherparse::NetSlice::Ipv4(ip)) => IpAddr::V4(ip.header().destination_addr()),
-                    Some(etherparse::NetSlice::Ipv6(ip)) => IpAddr::V6(ip.header().destination_addr()),
-                    _ => panic!("not IP"),
-                };
+                let (me, dst) = addresses(&p);
+                net.heard_from.entry(dst).or_default().insert(me);
                 let Some(TransportSlice::Tcp(syn)) = p.transport else { panic!("not TCP") };
                 assert!(syn.syn() && !syn.ack());
                 let port = syn.destination_port();
@@ -1164,9 +1176,10 @@ mod tests {
                 });
                 let reply = |ack: u32, open: bool, echo: u32| {
                     let b = PacketBuilder::ethernet2([2; 6], [1; 6]);
-                    let b = match dst {
-                        IpAddr::V4(dst) => b.ipv4(dst.octets(), ME.octets(), 61),
-                        IpAddr::V6(dst) => b.ipv6(dst.octets(), ME6.octets(), 61),
+                    let b = match (dst, me) {
+                        (IpAddr::V4(dst), IpAddr::V4(me)) => b.ipv4(dst.octets(), me.octets(), 61),
+                        (IpAddr::V6(dst), IpAddr::V6(me)) => b.ipv6(dst.octets(), me.octets(), 61),
+                        _ => panic!("mixed families"),
                     };
                     let window = if self.1.zero_window.contains(&port) { 0 } else { 1024 };
                     let mut b = b.tcp(port, syn.source_port(), 777, window).ack(ack);
@@ -1182,10 +1195,6 @@ mod tests {
                     let sent_us = u64::from(tsval.wrapping_sub(key.tsval(0)));
                     // Later than sent: a probe sent early in the scan has no time before it 300 ms off.
                     for off in [sent_us + 300_000, sent_us + 700_000] {
-                        let me = match dst {
-                            IpAddr::V4(_) => IpAddr::V4(ME),
-                            IpAddr::V6(_) => IpAddr::V6(ME6),
-                        };
                         // A SYN-ACK with its echo, and an RST: each says the other state.
                         let ack = key.seq(me, dst, syn.source_port(), port, off).wrapping_add(1);
                         net.inbox.push_back((now, reply(ack, true, key.tsval(off))));
@@ -1204,7 +1213,7 @@ mod tests {
                 }
                 let open = self.1.open.contains(&port);
                 if open {
-                    net.syn_acks.insert((dst, port, syn.source_port(), good));
+                    net.syn_acks.insert((me, dst, port, syn.source_port(), good));
                 }
                 let frame = reply(good, open, tsval);
                 let due = now + self.1.slow.get(&port).map_or(0, |d| d.as_nanos() as u64);
@@ -1289,8 +1298,19 @@ mod tests {
             Family::V4 => IpAddr::V4(ME),
             Family::V6 => IpAddr::V6(ME6),
         };
-        let wire =
-            Wire { module: Module::Syn(SynTemplate::new([1; 6], [2; 6], me)), src_ip: me, key: CookieKey::new(3, 4) };
+        let (stats, results, net) = run_from(plan, truth, lanes, concluded_before, Sources::one(me));
+        (stats, results, net.attempts)
+    }
+
+    /// Runs `plan` over the fake network from `sources`; returns the network as the scan left it.
+    fn run_from(
+        plan: &ScanPlan,
+        truth: Truth,
+        lanes: usize,
+        concluded_before: impl Fn(u64) -> bool,
+        sources: Sources,
+    ) -> (ScanStats, Vec<ScanResult>, Net) {
+        let wire = wire_from(ScanType::Syn, sources);
         let net = Arc::new(Mutex::new(Net::default()));
         let truth = Arc::new(truth);
         let time = Arc::new(VirtualTime::new(lanes + 1));
@@ -1310,8 +1330,8 @@ mod tests {
         )
         .unwrap();
         assert!(seen.ticks <= 1 + stats.duration.as_millis() / 250, "progress at most four times a second");
-        let attempts = std::mem::take(&mut net.lock().unwrap().attempts);
-        (stats, seen.results, attempts)
+        let net = std::mem::take(&mut *net.lock().unwrap());
+        (stats, seen.results, net)
     }
 
     struct Seen {
@@ -1444,11 +1464,7 @@ mod tests {
         let ports = RangeSet::from_ranges(ports.iter().map(|&p| Range::new(p, p)).collect());
         let plan = ScanPlan::new(TargetSpace::new(hosts, ports).unwrap(), 9, (61000, 61003), 0, 0, WAIT);
         let me = IpAddr::V4(ME);
-        let wire = Wire {
-            module: Module::new(scan_type, [1; 6], [2; 6], me, &[]).unwrap(),
-            src_ip: me,
-            key: CookieKey::new(3, 4),
-        };
+        let wire = wire_from(scan_type, Sources::one(me));
         let net = Arc::new(Mutex::new(Net::default()));
         let time = Arc::new(VirtualTime::new(2));
         let forged = Arc::new(AtomicU64::new(0));
@@ -1614,6 +1630,31 @@ mod tests {
         // 4 and 7 three times (a free retry and the regular one).
         assert_eq!(stats.sent, 4 * (4 + 2 * 2 + 4 * 3));
         assert!(stats.rate_cuts >= 1, "the rate went down for the drops");
+    }
+
+    #[test]
+    fn probes_spread_over_the_sources_and_replies_count_at_whichever_they_reach() {
+        let hosts = Hosts::new(Family::V4, RangeSet::from_ranges(vec![Range::new(0x0a00_0101, 0x0a00_0140)]));
+        let space = TargetSpace::new(hosts, RangeSet::from_ranges(vec![Range::new(20, 25)])).unwrap();
+        let plan = ScanPlan::new(space, 9, (61000, 61003), 1, 0, WAIT);
+        let mine: Vec<IpAddr> = (100..103).map(|h| IpAddr::V4(Ipv4Addr::new(10, 0, 0, h))).collect();
+        let sources = Sources::new(&mine).unwrap();
+        let truth = Truth { open: set(&[22, 24]), noisy: set(&[22]), lossy: set(&[23]), ..Default::default() };
+        let (stats, results, net) = run_from(&plan, truth, 2, |_| false, sources);
+        assert_eq!(results.len() as u64, plan.probe_count(), "one result per probe");
+        assert_eq!(pairs(&results, PortState::Open).len(), 64 * 2);
+        assert_eq!((stats.open, stats.closed, stats.filtered), (64 * 2, 64 * 4, 0));
+        // The lossy port's first SYN went unanswered: its retry left from the same address.
+        assert_eq!(stats.sent, plan.probe_count() + 64);
+        assert_eq!(net.heard_from.len(), 64);
+        for (dst, heard) in &net.heard_from {
+            assert_eq!(heard.iter().copied().collect::<Vec<_>>(), [sources.get(sources.pick(*dst))], "{dst}");
+        }
+        let used: HashSet<IpAddr> = net.heard_from.values().flatten().copied().collect();
+        assert_eq!(used.len(), 3, "every source sent");
+        // Each SYN-ACK drew an RST from the address it came to (the fake network checks which).
+        assert_eq!(stats.resets, 64 * 3);
+        assert_eq!((stats.invalid, stats.duplicates), (0, 64));
     }
 
     #[test]
@@ -1834,11 +1875,7 @@ mod tests {
     fn a_panicking_transport_ends_the_scan_with_an_error_not_a_hang() {
         let space = crate::target::space::v4_space((1, 10), (80, 80));
         let plan = ScanPlan::new(space, 1, (61000, 61003), 0, 0, Duration::from_secs(30));
-        let wire = Wire {
-            module: Module::Syn(SynTemplate::new([1; 6], [2; 6], ME.into())),
-            src_ip: ME.into(),
-            key: CookieKey::new(3, 4),
-        };
+        let wire = wire_from(ScanType::Syn, Sources::one(ME.into()));
         let mut seen = Seen { results: Vec::new(), ticks: 0, ranks: plan.probe_count() };
         let time = Arc::new(VirtualTime::new(2));
         let started = Instant::now();

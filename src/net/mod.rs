@@ -6,6 +6,7 @@ pub mod local_ports;
 pub mod neighbour;
 pub mod netlink;
 
+use crate::wire::sources::Sources;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use thiserror::Error;
 
@@ -54,7 +55,8 @@ pub enum NetError {
 pub struct Path {
     pub ifindex: u32,
     pub ifname: String,
-    pub src_ip: IpAddr,
+    /// Where probes leave from: the route's preferred source unless `--source-ip` gives others.
+    pub sources: Sources,
     pub src_mac: [u8; 6],
     pub next_hop_mac: [u8; 6],
     /// Probes go through the kernel's IP stack, which picks each next hop:
@@ -66,7 +68,7 @@ pub struct Path {
 #[derive(Debug, Clone, Default)]
 pub struct PathOverrides {
     pub interface: Option<String>,
-    pub source_ip: Option<IpAddr>,
+    pub source_ip: Option<Sources>,
     pub gateway_mac: Option<[u8; 6]>,
 }
 
@@ -85,8 +87,8 @@ pub fn resolve_path(targets: &[IpAddr], overrides: &PathOverrides) -> Result<Pat
     if let Some(&b) = targets.iter().find(|t| t.is_ipv4() != first.is_ipv4()) {
         return Err(NetError::MixedFamilies { a: first, b });
     }
-    if let Some(source_ip) = overrides.source_ip.filter(|s| s.is_ipv4() != first.is_ipv4()) {
-        return Err(NetError::SourceFamily { source_ip, target: first });
+    if let Some(sources) = overrides.source_ip.filter(|s| s.is_ipv4() != first.is_ipv4()) {
+        return Err(NetError::SourceFamily { source_ip: sources.first(), target: first });
     }
     let oif = match &overrides.interface {
         Some(name) => Some(interface::index(name)?),
@@ -107,9 +109,9 @@ pub fn resolve_path(targets: &[IpAddr], overrides: &PathOverrides) -> Result<Pat
         on_link |= !r.local && r.gateway.is_none();
     }
     let ifname = interface::name(route.ifindex)?;
-    let src_ip = overrides
+    let sources = overrides
         .source_ip
-        .or(route.prefsrc)
+        .or(route.prefsrc.map(Sources::one))
         .ok_or_else(|| NetError::NoSourceAddress { ifname: ifname.clone(), target: first })?;
     let (link_type, src_mac) = interface::hardware_address(&ifname)?;
     if link_type != libc::ARPHRD_ETHER && link_type != libc::ARPHRD_LOOPBACK {
@@ -122,12 +124,12 @@ pub fn resolve_path(targets: &[IpAddr], overrides: &PathOverrides) -> Result<Pat
         (Some(mac), _) => mac,
         (None, Some(gateway)) if !via_ip_stack => match kernel_neighbour(route.ifindex, gateway)? {
             Some(mac) => mac,
-            None => neighbour::resolve(route.ifindex, &ifname, src_mac, src_ip, gateway)?,
+            None => neighbour::resolve(route.ifindex, &ifname, src_mac, sources.first(), gateway)?,
         },
         // The IP stack builds its own link header; this MAC is never used.
         (None, _) => [0; 6],
     };
-    Ok(Path { ifindex: route.ifindex, ifname, src_ip, src_mac, next_hop_mac, via_ip_stack })
+    Ok(Path { ifindex: route.ifindex, ifname, sources, src_mac, next_hop_mac, via_ip_stack })
 }
 
 /// The interface of the default route: where a scan of the internet would go.
@@ -166,7 +168,7 @@ mod tests {
     fn families_are_checked_before_asking_the_kernel() {
         let v6: IpAddr = "fd00:b::2".parse().unwrap();
         let v4: IpAddr = Ipv4Addr::new(10, 201, 0, 1).into();
-        let wrong_source = PathOverrides { source_ip: Some(v4), ..Default::default() };
+        let wrong_source = PathOverrides { source_ip: Some(Sources::one(v4)), ..Default::default() };
         let e = resolve_path(&[v6], &wrong_source).unwrap_err();
         assert!(matches!(e, NetError::SourceFamily { source_ip, target } if source_ip == v4 && target == v6));
         assert_eq!(

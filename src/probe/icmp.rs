@@ -112,6 +112,7 @@ impl EchoTemplate {
 /// if they are ours for `target`: its tick and its microseconds.
 fn check_echo(
     m: &Matcher,
+    me: IpAddr,
     target: IpAddr,
     id: u16,
     seq: u16,
@@ -123,7 +124,7 @@ fn check_echo(
     if seq != cookie as u16 {
         return Err(Rejection::BadCookie);
     }
-    let sent = m.key.check(m.src_ip, target, id, 0, cookie).ok_or(Rejection::BadCookie)?;
+    let sent = m.key.check(me, target, id, 0, cookie).ok_or(Rejection::BadCookie)?;
     let sent_us = m.key.echoed_send_us(tsval, sent).ok_or(Rejection::BadCookie)?;
     Ok((sent, sent_us))
 }
@@ -136,12 +137,12 @@ pub fn recognise(m: &Matcher, r: &Received) -> Result<Reply, Rejection> {
             if !m.ours(id) {
                 return Err(Rejection::NotOurs);
             }
-            (r.from, id, ReplyKind::EchoReply, check_echo(m, r.from, id, seq, payload)?)
+            (r.from, id, ReplyKind::EchoReply, check_echo(m, r.to, r.from, id, seq, payload)?)
         }
         Inbound::Unreachable { code, quoted } => {
-            let request = if m.src_ip.is_ipv4() { icmp::V4_ECHO_REQUEST } else { icmp::V6_ECHO_REQUEST };
-            let protocol = if m.src_ip.is_ipv4() { field::PROTOCOL_ICMP } else { field::PROTOCOL_ICMPV6 };
-            if quoted.src != m.src_ip || quoted.protocol != protocol || quoted.l4.first() != Some(&request) {
+            let request = if r.to.is_ipv4() { icmp::V4_ECHO_REQUEST } else { icmp::V6_ECHO_REQUEST };
+            let protocol = if r.to.is_ipv4() { field::PROTOCOL_ICMP } else { field::PROTOCOL_ICMPV6 };
+            if quoted.src != r.to || quoted.protocol != protocol || quoted.l4.first() != Some(&request) {
                 return Err(Rejection::NotOurs);
             }
             let head = quoted.l4.get(..icmp::HEADER_LEN).ok_or(Rejection::Malformed)?;
@@ -151,13 +152,14 @@ pub fn recognise(m: &Matcher, r: &Received) -> Result<Reply, Rejection> {
                 return Err(Rejection::NotOurs);
             }
             let payload = &quoted.l4[icmp::HEADER_LEN..];
-            (quoted.dst, id, ReplyKind::Unreachable { code }, check_echo(m, quoted.dst, id, seq, payload)?)
+            (quoted.dst, id, ReplyKind::Unreachable { code }, check_echo(m, r.to, quoted.dst, id, seq, payload)?)
         }
         _ => return Err(Rejection::NotOurs),
     };
     Ok(Reply {
         ip,
         port: 0,
+        from: r.to,
         from_port: id,
         kind,
         ttl: r.ttl,
@@ -182,6 +184,7 @@ mod tests {
     use super::*;
     use crate::wire::cookie::SendTick;
     use crate::wire::reply::parse;
+    use crate::wire::sources::Sources;
     use etherparse::{IcmpEchoHeader, Icmpv4Type, Icmpv6Type, NetSlice, PacketBuilder, SlicedPacket, TransportSlice};
     use proptest::prelude::*;
     use std::net::{Ipv4Addr, Ipv6Addr};
@@ -193,7 +196,7 @@ mod tests {
     const SENT_US: u64 = 3_000_042;
 
     fn matcher(me: IpAddr) -> Matcher {
-        Matcher { src_ip: me, src_ports: (61000, 61063), key: CookieKey::new(7, 11) }
+        Matcher { sources: Sources::one(me), src_ports: (61000, 61063), key: CookieKey::new(7, 11) }
     }
 
     fn request(me: IpAddr, target: IpAddr) -> Vec<u8> {
@@ -205,7 +208,7 @@ mod tests {
     }
 
     fn classify(m: &Matcher, frame: &[u8]) -> Result<Reply, Rejection> {
-        recognise(m, &parse(frame, m.src_ip)?)
+        recognise(m, &parse(frame, &m.sources)?)
     }
 
     /// What the target's kernel answers: the request's identifier, sequence and payload.
@@ -288,6 +291,7 @@ mod tests {
             let want = Reply {
                 ip: target,
                 port: 0,
+                from: me,
                 from_port: 61005,
                 kind: ReplyKind::EchoReply,
                 ttl: 61,

@@ -13,6 +13,7 @@ use crate::result::{PortState, Reason};
 use crate::wire::cookie::CookieKey;
 use crate::wire::field;
 use crate::wire::reply::{self, Rejection, Reply};
+use crate::wire::sources::Sources;
 use std::net::IpAddr;
 
 /// The probe a scan sends.
@@ -103,7 +104,8 @@ pub struct Probe {
 /// What a frame must match to be a reply to this scan.
 #[derive(Debug, Clone, Copy)]
 pub struct Matcher {
-    pub src_ip: IpAddr,
+    /// The addresses the probes left from.
+    pub sources: Sources,
     pub src_ports: (u16, u16),
     pub key: CookieKey,
 }
@@ -173,7 +175,7 @@ impl Module {
 
     /// The reply `frame` is, if it answers a probe of this module.
     pub fn classify(&self, m: &Matcher, frame: &[u8]) -> Result<Reply, Rejection> {
-        let received = reply::parse(frame, m.src_ip)?;
+        let received = reply::parse(frame, &m.sources)?;
         match self {
             Module::Syn(_) => syn::recognise(m, &received),
             Module::Icmp(_) => icmp::recognise(m, &received),
@@ -192,12 +194,62 @@ impl Module {
 
     /// Writes the frame that closes what `reply` opened, if anything must
     /// be closed (a SYN-ACK half opens a connection); returns its length.
-    pub fn write_close(&self, reply: &Reply, out: &mut [u8]) -> Option<usize> {
+    fn write_close(&self, reply: &Reply, out: &mut [u8]) -> Option<usize> {
         match self {
             Module::Syn(t) if reply.kind == reply::ReplyKind::SynAck => {
                 Some(t.write_reset(reply.ip, reply.from_port, reply.port, reply.ack, out))
             }
             _ => None,
         }
+    }
+}
+
+/// A scan's module with a frame template for each of its source addresses:
+/// a template's checksums are summed once, its address among them.
+#[derive(Debug, Clone)]
+pub struct Templates {
+    sources: Sources,
+    /// In the order of `sources`.
+    modules: Vec<Module>,
+}
+
+impl Templates {
+    /// The templates of `scan_type` for each of `sources`, over the link
+    /// from `src_mac` to `dst_mac`; None for a connect scan, which has no frames.
+    pub fn new(
+        scan_type: ScanType,
+        src_mac: [u8; 6],
+        dst_mac: [u8; 6],
+        sources: Sources,
+        udp_payloads: &[(u16, Vec<u8>)],
+    ) -> Option<Self> {
+        let modules = sources
+            .as_slice()
+            .iter()
+            .map(|&src| Module::new(scan_type, src_mac, dst_mac, src, udp_payloads))
+            .collect::<Option<Vec<_>>>()?;
+        Some(Templates { sources, modules })
+    }
+
+    pub fn sources(&self) -> &Sources {
+        &self.sources
+    }
+
+    /// The module itself: what every template has in common.
+    pub fn module(&self) -> &Module {
+        &self.modules[0]
+    }
+
+    /// Writes the frame of `probe` from the source its target hears from.
+    #[inline]
+    pub fn write(&self, key: &CookieKey, probe: &Probe, out: &mut [u8]) -> usize {
+        let i = self.sources.pick(probe.dst);
+        self.modules[i].write(key, self.sources.get(i), probe, out)
+    }
+
+    /// Writes the frame that closes what `reply` opened, from the address
+    /// the reply came to, if anything must be closed; returns its length.
+    pub fn write_close(&self, reply: &Reply, out: &mut [u8]) -> Option<usize> {
+        self.modules[self.sources.index_of(reply.from)?].write_close(reply, out)
     }
 }

@@ -205,7 +205,7 @@ pub fn recognise(m: &Matcher, r: &Received) -> Result<Reply, Rejection> {
                 return Err(NotOurs);
             }
             let seq = tcp.acknowledgment_number().wrapping_sub(1);
-            let sent = m.key.check(m.src_ip, r.from, sport, dport, seq).ok_or(BadCookie)?;
+            let sent = m.key.check(r.to, r.from, sport, dport, seq).ok_or(BadCookie)?;
             let (kind, sent_us) = if tcp.rst() {
                 (ReplyKind::Rst, None)
             } else if tcp.syn() {
@@ -224,6 +224,7 @@ pub fn recognise(m: &Matcher, r: &Received) -> Result<Reply, Rejection> {
             Ok(Reply {
                 ip: r.from,
                 port: dport,
+                from: r.to,
                 from_port: sport,
                 kind,
                 ttl: r.ttl,
@@ -234,7 +235,7 @@ pub fn recognise(m: &Matcher, r: &Received) -> Result<Reply, Rejection> {
             })
         }
         &Inbound::Unreachable { code, quoted } => {
-            if quoted.src != m.src_ip || quoted.protocol != field::PROTOCOL_TCP {
+            if quoted.src != r.to || quoted.protocol != field::PROTOCOL_TCP {
                 return Err(NotOurs);
             }
             // RFC 792 guarantees only the first 8 bytes of the TCP header: ports and sequence number.
@@ -245,10 +246,11 @@ pub fn recognise(m: &Matcher, r: &Received) -> Result<Reply, Rejection> {
             if !m.ours(sport) {
                 return Err(NotOurs);
             }
-            let sent = m.key.check(m.src_ip, quoted.dst, sport, dport, seq).ok_or(BadCookie)?;
+            let sent = m.key.check(r.to, quoted.dst, sport, dport, seq).ok_or(BadCookie)?;
             Ok(Reply {
                 ip: quoted.dst,
                 port: dport,
+                from: r.to,
                 from_port: sport,
                 kind: ReplyKind::Unreachable { code },
                 ttl: r.ttl,
@@ -444,6 +446,7 @@ mod replies {
         Rejection::{BadCookie, Malformed, NotOurs},
         parse,
     };
+    use crate::wire::sources::Sources;
     use etherparse::{Icmpv4Type, Icmpv6Type, PacketBuilder};
     use proptest::prelude::*;
     use std::net::{Ipv4Addr, Ipv6Addr};
@@ -456,7 +459,7 @@ mod replies {
 
     impl Classify for Matcher {
         fn classify(&self, frame: &[u8]) -> Result<Reply, Rejection> {
-            recognise(self, &parse(frame, self.src_ip)?)
+            recognise(self, &parse(frame, &self.sources)?)
         }
     }
 
@@ -464,7 +467,7 @@ mod replies {
     const TARGET: Ipv4Addr = Ipv4Addr::new(10, 201, 0, 9);
 
     fn matcher() -> ReplyMatcher {
-        ReplyMatcher { src_ip: ME.into(), src_ports: (61000, 61063), key: CookieKey::new(7, 11) }
+        ReplyMatcher { sources: Sources::one(ME.into()), src_ports: (61000, 61063), key: CookieKey::new(7, 11) }
     }
 
     fn tcp_reply(ack: u32, dport: u16, syn: bool, rst: bool, ts: Option<u32>) -> Vec<u8> {
@@ -507,6 +510,7 @@ mod replies {
         let want = Reply {
             ip: TARGET.into(),
             port: 443,
+            from: ME.into(),
             from_port: 61001,
             kind: ReplyKind::SynAck,
             ttl: 57,
@@ -556,8 +560,15 @@ mod replies {
         bare[14 + 20 + 13] = 0x02; // SYN only, ACK bit cleared
         assert_eq!(m.classify(&bare), Err(NotOurs));
         // addressed to someone else
-        let other = ReplyMatcher { src_ip: Ipv4Addr::new(10, 200, 0, 7).into(), ..m };
+        let seven = IpAddr::from(Ipv4Addr::new(10, 200, 0, 7));
+        let other = ReplyMatcher { sources: Sources::one(seven), ..m };
         assert_eq!(other.classify(&tcp_reply(good_ack(61001), 61001, true, false, None)), Err(NotOurs));
+        // to one of our addresses, with the cookie of a probe from another of them
+        let both = ReplyMatcher { sources: Sources::new(&[seven, ME.into()]).unwrap(), ..m };
+        let from_seven = m.key.seq(seven, TARGET.into(), 61001, 443, SENT_US).wrapping_add(1);
+        assert_eq!(both.classify(&tcp_reply(from_seven, 61001, true, false, None)), Err(BadCookie));
+        let reply = both.classify(&tcp_reply(good_ack(61001), 61001, true, false, None)).unwrap();
+        assert_eq!(reply.from, IpAddr::from(ME));
         // cut inside its IP header
         assert_eq!(m.classify(&tcp_reply(good_ack(61001), 61001, true, false, None)[..14 + 12]), Err(Malformed));
     }
@@ -594,7 +605,7 @@ mod replies {
     const TARGET6: Ipv6Addr = Ipv6Addr::new(0xfd00, 0x201, 0, 0, 0, 0, 1, 9);
 
     fn matcher6() -> ReplyMatcher {
-        ReplyMatcher { src_ip: ME6.into(), ..matcher() }
+        ReplyMatcher { sources: Sources::one(ME6.into()), ..matcher() }
     }
 
     fn tcp6_reply(m: &ReplyMatcher, sport: u16, syn: bool, rst: bool) -> Vec<u8> {
@@ -621,6 +632,7 @@ mod replies {
         let want = Reply {
             ip: TARGET6.into(),
             port: 443,
+            from: ME6.into(),
             from_port: 61001,
             kind: ReplyKind::SynAck,
             ttl: 58,
@@ -633,7 +645,7 @@ mod replies {
         let r = m.classify(&tcp6_reply(&m, 61001, false, true)).unwrap();
         assert_eq!((r.kind, r.ip), (ReplyKind::Rst, TARGET6.into()));
         // Addressed to another of our addresses, or checked by an IPv4 scan: nothing.
-        let other = ReplyMatcher { src_ip: Ipv6Addr::new(0xfd00, 0x200, 0, 0, 0, 0, 0, 2).into(), ..m };
+        let other = ReplyMatcher { sources: Sources::one(Ipv6Addr::new(0xfd00, 0x200, 0, 0, 0, 0, 0, 2).into()), ..m };
         assert_eq!(other.classify(&tcp6_reply(&m, 61001, true, false)), Err(NotOurs));
         assert_eq!(matcher().classify(&tcp6_reply(&m, 61001, true, false)), Err(NotOurs));
         // A right cookie for another port pair.

@@ -151,14 +151,14 @@ impl UdpTemplate {
                     return Err(Rejection::NotOurs);
                 }
                 if let Some(p) = self.payloads.of(sport)
-                    && !p.answers(m.key.tag(m.src_ip, r.from, dport, sport), payload)
+                    && !p.answers(m.key.tag(r.to, r.from, dport, sport), payload)
                 {
                     return Err(Rejection::BadCookie);
                 }
                 (r.from, sport, dport, ReplyKind::Datagram)
             }
             Inbound::Unreachable { code, quoted } => {
-                if quoted.src != m.src_ip || quoted.protocol != field::PROTOCOL_UDP {
+                if quoted.src != r.to || quoted.protocol != field::PROTOCOL_UDP {
                     return Err(Rejection::NotOurs);
                 }
                 // RFC 792 guarantees the 8 bytes of the UDP header.
@@ -173,7 +173,7 @@ impl UdpTemplate {
                     && let Some(id) = &p.id
                     && let Some(sent) = quoted.l4.get(udp::HEADER_LEN..).and_then(|d| d.get(id.clone()))
                 {
-                    let tag = m.key.tag(m.src_ip, quoted.dst, sport, dport).to_be_bytes();
+                    let tag = m.key.tag(r.to, quoted.dst, sport, dport).to_be_bytes();
                     if sent != &tag[8 - id.len()..] {
                         return Err(Rejection::BadCookie);
                     }
@@ -182,7 +182,7 @@ impl UdpTemplate {
             }
             _ => return Err(Rejection::NotOurs),
         };
-        Ok(Reply { ip, port, from_port, kind, ttl: r.ttl, sent: None, sent_us: None, ack: 0, window: 0 })
+        Ok(Reply { ip, port, from: r.to, from_port, kind, ttl: r.ttl, sent: None, sent_us: None, ack: 0, window: 0 })
     }
 }
 
@@ -202,6 +202,7 @@ pub fn state(reply: &Reply) -> (PortState, Reason) {
 mod tests {
     use super::*;
     use crate::wire::reply::parse;
+    use crate::wire::sources::Sources;
     use etherparse::{Icmpv4Type, Icmpv6Type, NetSlice, PacketBuilder, SlicedPacket, TransportSlice};
     use std::net::{Ipv4Addr, Ipv6Addr};
 
@@ -211,7 +212,7 @@ mod tests {
     const TARGET6: Ipv6Addr = Ipv6Addr::new(0xfd00, 0x201, 0, 0, 0, 0, 1, 9);
 
     fn matcher(me: IpAddr) -> Matcher {
-        Matcher { src_ip: me, src_ports: (61000, 61063), key: CookieKey::new(7, 11) }
+        Matcher { sources: Sources::one(me), src_ports: (61000, 61063), key: CookieKey::new(7, 11) }
     }
 
     fn template(me: IpAddr) -> UdpTemplate {
@@ -228,7 +229,7 @@ mod tests {
     }
 
     fn classify(me: IpAddr, frame: &[u8]) -> Result<Reply, Rejection> {
-        template(me).recognise(&matcher(me), &parse(frame, me)?)
+        template(me).recognise(&matcher(me), &parse(frame, &Sources::one(me))?)
     }
 
     /// The target's answer: `payload` from the probed port back to ours.

@@ -6,7 +6,7 @@ use super::{check, setsockopt};
 use io_uring::{IoUring, opcode, squeue, types};
 use std::io;
 use std::mem::size_of;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::os::fd::{AsFd, AsRawFd, IntoRawFd, OwnedFd};
 use std::time::Duration;
 
@@ -204,6 +204,27 @@ pub(super) unsafe fn push(ring: &mut IoUring, entries: &[squeue::Entry]) -> io::
         unsafe { sq.push(e).map_err(|_| io::Error::from_raw_os_error(libc::EBUSY))? };
     }
     Ok(())
+}
+
+/// Binds a socket about to connect to address `from`, its port left to
+/// the connect: a bind picks a port before it knows the destination, and
+/// would draw every connection from one address's ephemeral range alone.
+pub(super) fn bind_source(fd: &OwnedFd, from: IpAddr) -> io::Result<()> {
+    setsockopt(fd.as_fd(), libc::SOL_IP, libc::IP_BIND_ADDRESS_NO_PORT, &1i32)?;
+    match from {
+        IpAddr::V4(a) => {
+            let mut v4: libc::sockaddr_in = super::zeroed();
+            v4.sin_family = libc::AF_INET as libc::sa_family_t;
+            v4.sin_addr.s_addr = u32::from(a).to_be();
+            super::bind(fd.as_fd(), &v4)
+        }
+        IpAddr::V6(a) => {
+            let mut v6: libc::sockaddr_in6 = super::zeroed();
+            v6.sin6_family = libc::AF_INET6 as libc::sa_family_t;
+            v6.sin6_addr.s6_addr = a.octets();
+            super::bind(fd.as_fd(), &v6)
+        }
+    }
 }
 
 /// Writes `to` into `out` as the kernel's sockaddr; returns its length.

@@ -3,11 +3,11 @@
 //! that the kernel ends every step that waits too long, and a close with an
 //! RST. One step per connection is in flight at a time.
 
-use super::connect::{push, require, submit_and_reap, write_sockaddr};
+use super::connect::{bind_source, push, require, submit_and_reap, write_sockaddr};
 use super::setsockopt;
 use io_uring::{IoUring, opcode, squeue, types};
 use std::io;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::os::fd::{AsFd, AsRawFd, IntoRawFd, OwnedFd};
 use std::time::Duration;
 
@@ -90,12 +90,17 @@ impl Streams {
         self.free.len()
     }
 
-    /// Starts connecting to `to` from a fresh socket; returns the
-    /// connection's slot. Fails for want of a socket or of room.
-    pub fn open(&mut self, to: SocketAddr, timeout: Duration) -> io::Result<u32> {
+    /// Starts connecting to `to` from a fresh socket, from address `from`
+    /// (without it, the one the kernel picks); returns the connection's
+    /// slot. Fails for want of a socket or of room, or where `from` is not
+    /// this host's.
+    pub fn open(&mut self, to: SocketAddr, from: Option<IpAddr>, timeout: Duration) -> io::Result<u32> {
         let Some(&slot) = self.free.last() else { return Err(io::Error::from_raw_os_error(libc::EBUSY)) };
         let family = if to.is_ipv4() { libc::AF_INET } else { libc::AF_INET6 };
         let fd = super::socket(family, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0)?;
+        if let Some(from) = from {
+            bind_source(&fd, from)?;
+        }
         let s = &mut self.slots[slot as usize];
         let len = write_sockaddr(&mut s.addr, to);
         let connect = opcode::Connect::new(types::Fd(fd.as_raw_fd()), (&raw const s.addr).cast(), len).build();
@@ -265,7 +270,7 @@ mod tests {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let to = listener.local_addr().unwrap();
         let mut streams = Streams::new(1).unwrap();
-        let slot = streams.open(to, Duration::from_secs(5)).unwrap();
+        let slot = streams.open(to, None, Duration::from_secs(5)).unwrap();
         let seen = run(&mut streams, &|_| false);
         assert_eq!(seen.first(), Some(&(slot, "Connected(Ok(()))".to_string())));
         let (_peer, _) = listener.accept().unwrap();
@@ -278,9 +283,12 @@ mod tests {
         assert_eq!(streams.room(), 1, "the cancelled receive ended");
         assert!(seen.is_empty(), "{seen:?}");
 
-        let again = streams.open(to, Duration::from_secs(5)).unwrap();
+        // From another of this host's addresses this time: the peer sees it.
+        let from: IpAddr = "127.0.0.2".parse().unwrap();
+        let again = streams.open(to, Some(from), Duration::from_secs(5)).unwrap();
         assert_eq!(again, slot);
         let seen = run(&mut streams, &|_| false);
         assert_eq!(seen.first(), Some(&(slot, "Connected(Ok(()))".to_string())));
+        assert_eq!(listener.accept().unwrap().1.ip(), from);
     }
 }

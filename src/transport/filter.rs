@@ -1,6 +1,7 @@
 //! The classic BPF programs that let only possible replies reach a packet
-//! socket. IPv4: to our address, either ICMP or unfragmented TCP or UDP (the
-//! probes' protocol) to one of our source ports. IPv6: to our address,
+//! socket. IPv4: to one of our addresses, either ICMP or unfragmented TCP or
+//! UDP (the probes' protocol) to one of our source ports. IPv6: to one of our
+//! addresses,
 //! either ICMPv6 destination unreachable, an echo reply (echo scans only),
 //! or TCP or UDP (directly after the fixed header) to one of our source
 //! ports; neighbour discovery and the rest stay in the kernel. Everything
@@ -43,15 +44,20 @@ const fn abs(offset: usize) -> u32 {
 }
 
 /// The filter that takes `replies` (to probes of TCP, UDP, ICMP or ICMPv6).
-pub fn reply_filter(Replies { to: src_ip, ports, protocol }: Replies) -> Vec<Insn> {
+pub fn reply_filter(Replies { to, ports, protocol }: Replies) -> Vec<Insn> {
     // An echo's replies are ICMP alone: no TCP or UDP header is compared with it.
     let ported = match protocol {
         field::PROTOCOL_TCP | field::PROTOCOL_UDP => u32::from(protocol),
         _ => NO_PROTOCOL,
     };
-    match src_ip {
-        IpAddr::V4(ip) => reply_filter_v4(ip, ports, ported),
-        IpAddr::V6(ip) => reply_filter_v6(ip, ports, ported, protocol == field::PROTOCOL_ICMPV6),
+    let v4: Vec<Ipv4Addr> =
+        to.as_slice().iter().filter_map(|a| if let IpAddr::V4(a) = a { Some(*a) } else { None }).collect();
+    let v6: Vec<Ipv6Addr> =
+        to.as_slice().iter().filter_map(|a| if let IpAddr::V6(a) = a { Some(*a) } else { None }).collect();
+    if to.is_ipv4() {
+        reply_filter_v4(&v4, ports, ported)
+    } else {
+        reply_filter_v6(&v6, ports, ported, protocol == field::PROTOCOL_ICMPV6)
     }
 }
 
@@ -82,66 +88,85 @@ fn relative(mut prog: Vec<Insn>) -> Vec<Insn> {
 }
 
 /// `ported`: the protocol (TCP or UDP) whose destination port must be ours.
-fn reply_filter_v4(src_ip: Ipv4Addr, ports: (u16, u16), ported: u32) -> Vec<Insn> {
-    const ACCEPT: u8 = 13;
-    const DROP: u8 = 14;
-    relative(vec![
-        i(LDH_ABS, abs(ethernet::ETHERTYPE.start)),               // 0
-        j(JEQ, u32::from(ethernet::TYPE_IPV4), next(1), DROP),    // 1
-        i(LDW_ABS, abs(IP + ipv4::DESTINATION.start)),            // 2
-        j(JEQ, u32::from(src_ip), next(3), DROP),                 // 3
-        i(LDB_ABS, abs(IP + ipv4::PROTOCOL)),                     // 4
-        j(JEQ, u32::from(field::PROTOCOL_ICMP), ACCEPT, next(5)), // 5
-        j(JEQ, ported, next(6), DROP),                            // 6
-        i(LDH_ABS, abs(IP + ipv4::FLAGS_FRAGMENT.start)),         // 7
-        j(JSET, 0x1fff, DROP, next(8)),                           // 8: not a first fragment
-        i(LDX_MSH, abs(IP + ipv4::VERSION_IHL)),                  // 9: X = IPv4 header length
-        i(LDH_IND, abs(IP + tcp::DST_PORT.start)),                // 10: X + this (UDP's is there too)
-        j(JGE, u32::from(ports.0), next(11), DROP),               // 11
-        j(JGT, u32::from(ports.1), DROP, ACCEPT),                 // 12
-        i(RET, SNAP_LEN),                                         // 13: accept
-        i(RET, 0),                                                // 14: drop
-    ])
+/// Instruction numbers are those of a single address; each further one
+/// adds one comparison (`a`, the addresses after the first).
+fn reply_filter_v4(src_ips: &[Ipv4Addr], ports: (u16, u16), ported: u32) -> Vec<Insn> {
+    let a = src_ips.len() as u8 - 1;
+    let body = 4 + a;
+    let (accept, drop) = (13 + a, 14 + a);
+    let mut prog = vec![
+        i(LDH_ABS, abs(ethernet::ETHERTYPE.start)),            // 0
+        j(JEQ, u32::from(ethernet::TYPE_IPV4), next(1), drop), // 1
+        i(LDW_ABS, abs(IP + ipv4::DESTINATION.start)),         // 2
+    ];
+    for (n, ip) in src_ips.iter().enumerate() {
+        let pc = 3 + n as u8;
+        let miss = if pc + 1 == body { drop } else { next(pc) };
+        prog.push(j(JEQ, u32::from(*ip), body, miss)); // 3
+    }
+    prog.extend([
+        i(LDB_ABS, abs(IP + ipv4::PROTOCOL)),                            // 4
+        j(JEQ, u32::from(field::PROTOCOL_ICMP), accept, next(body + 1)), // 5
+        j(JEQ, ported, next(body + 2), drop),                            // 6
+        i(LDH_ABS, abs(IP + ipv4::FLAGS_FRAGMENT.start)),                // 7
+        j(JSET, 0x1fff, drop, next(body + 4)),                           // 8: not a first fragment
+        i(LDX_MSH, abs(IP + ipv4::VERSION_IHL)),                         // 9: X = IPv4 header length
+        i(LDH_IND, abs(IP + tcp::DST_PORT.start)),                       // 10: X + this (UDP's is there too)
+        j(JGE, u32::from(ports.0), next(body + 7), drop),                // 11
+        j(JGT, u32::from(ports.1), drop, accept),                        // 12
+        i(RET, SNAP_LEN),                                                // 13: accept
+        i(RET, 0),                                                       // 14: drop
+    ]);
+    relative(prog)
 }
 
 /// A reply whose TCP or UDP header sits behind extension headers is not
 /// ours: our probes carry none, and neither do the answers to them. Echo
-/// replies are taken only by an echo scan (`echo`).
-fn reply_filter_v6(src_ip: Ipv6Addr, ports: (u16, u16), ported: u32, echo: bool) -> Vec<Insn> {
-    const PORTS: u8 = 16;
-    const ACCEPT: u8 = 19;
-    const DROP: u8 = 20;
-    let echo_reply = if echo { ACCEPT } else { DROP };
-    let word = |n: usize| u32::from_be_bytes(src_ip.octets()[n * 4..n * 4 + 4].try_into().expect("4 bytes"));
+/// replies are taken only by an echo scan (`echo`). Instruction numbers are
+/// those of a single address; each further one adds eight (`a * 8`, `a`
+/// the addresses after the first).
+fn reply_filter_v6(src_ips: &[Ipv6Addr], ports: (u16, u16), ported: u32, echo: bool) -> Vec<Insn> {
+    let a = src_ips.len() as u8 - 1;
+    let body = 10 + a * 8;
+    let (ports_at, accept, drop) = (16 + a * 8, 19 + a * 8, 20 + a * 8);
+    let echo_reply = if echo { accept } else { drop };
     let dst_word = |n: usize| abs(IP + ipv6::DESTINATION.start + n * 4);
     const L4: usize = IP + ipv6::HEADER_LEN;
-    relative(vec![
-        i(LDH_ABS, abs(ethernet::ETHERTYPE.start)),                            // 0
-        j(JEQ, u32::from(ethernet::TYPE_IPV6), next(1), DROP),                 // 1
-        i(LDW_ABS, dst_word(0)),                                               // 2
-        j(JEQ, word(0), next(3), DROP),                                        // 3
-        i(LDW_ABS, dst_word(1)),                                               // 4
-        j(JEQ, word(1), next(5), DROP),                                        // 5
-        i(LDW_ABS, dst_word(2)),                                               // 6
-        j(JEQ, word(2), next(7), DROP),                                        // 7
-        i(LDW_ABS, dst_word(3)),                                               // 8
-        j(JEQ, word(3), next(9), DROP),                                        // 9
-        i(LDB_ABS, abs(IP + ipv6::NEXT_HEADER)),                               // 10
-        j(JEQ, ported, PORTS, next(11)),                                       // 11
-        j(JEQ, u32::from(field::PROTOCOL_ICMPV6), next(12), DROP),             // 12
-        i(LDB_ABS, abs(L4 + icmp::TYPE)),                                      // 13
-        j(JEQ, u32::from(icmp::V6_DESTINATION_UNREACHABLE), ACCEPT, next(14)), // 14
-        j(JEQ, u32::from(icmp::V6_ECHO_REPLY), echo_reply, DROP),              // 15
-        i(LDH_ABS, abs(L4 + tcp::DST_PORT.start)),                             // 16 (UDP's is there too)
-        j(JGE, u32::from(ports.0), next(17), DROP),                            // 17
-        j(JGT, u32::from(ports.1), DROP, ACCEPT),                              // 18
-        i(RET, SNAP_LEN),                                                      // 19: accept
-        i(RET, 0),                                                             // 20: drop
-    ])
+    let mut prog = vec![
+        i(LDH_ABS, abs(ethernet::ETHERTYPE.start)),            // 0
+        j(JEQ, u32::from(ethernet::TYPE_IPV6), next(1), drop), // 1
+    ];
+    // Each address compared a word at a time; a word that differs moves on to the next address.
+    for (n, ip) in src_ips.iter().enumerate() {
+        let start = 2 + n as u8 * 8;
+        let miss = if start + 8 == body { drop } else { start + 8 };
+        for w in 0..4 {
+            let word = u32::from_be_bytes(ip.octets()[w * 4..w * 4 + 4].try_into().expect("4 bytes"));
+            let pc = start + w as u8 * 2;
+            let hit = if w == 3 { body } else { next(pc + 1) };
+            prog.push(i(LDW_ABS, dst_word(w))); // 2, 4, 6, 8
+            prog.push(j(JEQ, word, hit, miss)); // 3, 5, 7, 9
+        }
+    }
+    prog.extend([
+        i(LDB_ABS, abs(IP + ipv6::NEXT_HEADER)),                                     // 10
+        j(JEQ, ported, ports_at, next(body + 1)),                                    // 11
+        j(JEQ, u32::from(field::PROTOCOL_ICMPV6), next(body + 2), drop),             // 12
+        i(LDB_ABS, abs(L4 + icmp::TYPE)),                                            // 13
+        j(JEQ, u32::from(icmp::V6_DESTINATION_UNREACHABLE), accept, next(body + 4)), // 14
+        j(JEQ, u32::from(icmp::V6_ECHO_REPLY), echo_reply, drop),                    // 15
+        i(LDH_ABS, abs(L4 + tcp::DST_PORT.start)),                                   // 16 (UDP's is there too)
+        j(JGE, u32::from(ports.0), next(ports_at + 1), drop),                        // 17
+        j(JGT, u32::from(ports.1), drop, accept),                                    // 18
+        i(RET, SNAP_LEN),                                                            // 19: accept
+        i(RET, 0),                                                                   // 20: drop
+    ]);
+    relative(prog)
 }
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::wire::sources::Sources;
     use etherparse::{PacketBuilder, TcpOptionElement};
 
     /// Just enough of the classic BPF machine to run `reply_filter`.
@@ -210,7 +235,11 @@ mod tests {
 
     #[test]
     fn accepts_tcp_to_our_ports_and_icmp_only() {
-        let prog = reply_filter(Replies { to: IpAddr::from(ME), ports: (61000, 61063), protocol: field::PROTOCOL_TCP });
+        let prog = reply_filter(Replies {
+            to: Sources::one(IpAddr::from(ME)),
+            ports: (61000, 61063),
+            protocol: field::PROTOCOL_TCP,
+        });
         assert_eq!(run(&prog, &tcp_to(ME, 61000)), SNAP_LEN);
         assert_eq!(run(&prog, &tcp_to(ME, 61063)), SNAP_LEN);
         assert_eq!(run(&prog, &tcp_to(ME, 60999)), 0);
@@ -289,8 +318,11 @@ mod tests {
 
     #[test]
     fn v6_accepts_tcp_to_our_address_and_ports() {
-        let prog =
-            reply_filter(Replies { to: IpAddr::from(ME6), ports: (61000, 61063), protocol: field::PROTOCOL_TCP });
+        let prog = reply_filter(Replies {
+            to: Sources::one(IpAddr::from(ME6)),
+            ports: (61000, 61063),
+            protocol: field::PROTOCOL_TCP,
+        });
         assert_eq!(run(&prog, &tcp6(PEER6, ME6, 80, 61000)), SNAP_LEN);
         assert_eq!(run(&prog, &tcp6(PEER6, ME6, 80, 61063)), SNAP_LEN);
         assert_eq!(run(&prog, &tcp6(PEER6, ME6, 80, 60999)), 0);
@@ -319,9 +351,49 @@ mod tests {
     }
 
     #[test]
+    fn takes_replies_to_each_of_several_addresses_and_no_other() {
+        let v4: Vec<IpAddr> = (1..=16).map(|h| IpAddr::from([10, 200, 0, h])).collect();
+        let prog = reply_filter(Replies { to: Sources::new(&v4).unwrap(), ports: (61000, 61063), protocol: 6 });
+        for h in 1..=16 {
+            assert_eq!(run(&prog, &tcp_to([10, 200, 0, h], 61000)), SNAP_LEN, "10.200.0.{h}");
+            assert_eq!(run(&prog, &tcp_to([10, 200, 0, h], 61064)), 0, "10.200.0.{h}, not our port");
+        }
+        assert_eq!(run(&prog, &tcp_to([10, 200, 0, 17], 61000)), 0);
+        assert_eq!(run(&prog, &tcp_to([10, 200, 0, 0], 61000)), 0);
+
+        let v6: Vec<IpAddr> = (1..=16u8)
+            .map(|h| {
+                let mut a = ME6;
+                a[15] = h;
+                IpAddr::from(a)
+            })
+            .collect();
+        let prog = reply_filter(Replies { to: Sources::new(&v6).unwrap(), ports: (61000, 61063), protocol: 6 });
+        for h in 1..=16u8 {
+            let mut to = ME6;
+            to[15] = h;
+            assert_eq!(run(&prog, &tcp6(PEER6, to, 80, 61000)), SNAP_LEN, "::{h}");
+            assert_eq!(run(&prog, &tcp6(PEER6, to, 80, 61064)), 0, "::{h}, not our port");
+            assert_eq!(run(&prog, &icmp6_to(to, 1, &our_syn6()[14..])), SNAP_LEN, "unreachable to ::{h}");
+            // Only the last word differs from an address of ours: each word is compared.
+            for byte in [0, 5, 10] {
+                let mut other = to;
+                other[byte] ^= 0x80;
+                assert_eq!(run(&prog, &tcp6(PEER6, other, 80, 61000)), 0, "::{h}, byte {byte}");
+            }
+        }
+        let mut stranger = ME6;
+        stranger[15] = 17;
+        assert_eq!(run(&prog, &tcp6(PEER6, stranger, 80, 61000)), 0);
+    }
+
+    #[test]
     fn v6_accepts_destination_unreachable_only_of_icmpv6() {
-        let prog =
-            reply_filter(Replies { to: IpAddr::from(ME6), ports: (61000, 61063), protocol: field::PROTOCOL_TCP });
+        let prog = reply_filter(Replies {
+            to: Sources::one(IpAddr::from(ME6)),
+            ports: (61000, 61063),
+            protocol: field::PROTOCOL_TCP,
+        });
         let syn = our_syn6();
         assert_eq!(syn.len(), 90);
         let unreachable = icmp6_to(ME6, 1, &syn[14..]);
@@ -339,8 +411,11 @@ mod tests {
 
     #[test]
     fn v6_drops_truncated_frames_and_ipv4_drops_ipv6() {
-        let prog =
-            reply_filter(Replies { to: IpAddr::from(ME6), ports: (61000, 61063), protocol: field::PROTOCOL_TCP });
+        let prog = reply_filter(Replies {
+            to: Sources::one(IpAddr::from(ME6)),
+            ports: (61000, 61063),
+            protocol: field::PROTOCOL_TCP,
+        });
         let tcp = tcp6(PEER6, ME6, 80, 61000);
         for len in 0..58 {
             assert_eq!(run(&prog, &tcp[..len]), 0, "TCP cut to {len}");
@@ -349,14 +424,22 @@ mod tests {
         for len in 0..55 {
             assert_eq!(run(&prog, &icmp[..len]), 0, "ICMPv6 cut to {len}");
         }
-        let v4 = reply_filter(Replies { to: IpAddr::from(ME), ports: (61000, 61063), protocol: field::PROTOCOL_TCP });
+        let v4 = reply_filter(Replies {
+            to: Sources::one(IpAddr::from(ME)),
+            ports: (61000, 61063),
+            protocol: field::PROTOCOL_TCP,
+        });
         assert_eq!(run(&v4, &tcp), 0);
         assert_eq!(run(&prog, &tcp_to(ME, 61000)), 0);
     }
 
     #[test]
     fn a_udp_scan_takes_udp_to_our_ports_and_icmp_errors_not_tcp() {
-        let prog = reply_filter(Replies { to: IpAddr::from(ME), ports: (61000, 61063), protocol: field::PROTOCOL_UDP });
+        let prog = reply_filter(Replies {
+            to: Sources::one(IpAddr::from(ME)),
+            ports: (61000, 61063),
+            protocol: field::PROTOCOL_UDP,
+        });
         let udp = |dport: u16| {
             let mut out = Vec::new();
             PacketBuilder::ethernet2([1; 6], [2; 6])
@@ -371,8 +454,11 @@ mod tests {
         assert!(udp(61000).len() as u32 <= SNAP_LEN);
         assert_eq!(run(&prog, &udp(61064)), 0);
         assert_eq!(run(&prog, &tcp_to(ME, 61000)), 0);
-        let prog6 =
-            reply_filter(Replies { to: IpAddr::from(ME6), ports: (61000, 61063), protocol: field::PROTOCOL_UDP });
+        let prog6 = reply_filter(Replies {
+            to: Sources::one(IpAddr::from(ME6)),
+            ports: (61000, 61063),
+            protocol: field::PROTOCOL_UDP,
+        });
         let mut udp6 = Vec::new();
         PacketBuilder::ethernet2([1; 6], [2; 6]).ipv6(PEER6, ME6, 64).udp(53, 61003).write(&mut udp6, &[]).unwrap();
         assert_eq!(run(&prog6, &udp6), SNAP_LEN);
@@ -382,8 +468,11 @@ mod tests {
 
     #[test]
     fn an_echo_scan_takes_icmp_only() {
-        let prog =
-            reply_filter(Replies { to: IpAddr::from(ME), ports: (61000, 61063), protocol: field::PROTOCOL_ICMP });
+        let prog = reply_filter(Replies {
+            to: Sources::one(IpAddr::from(ME)),
+            ports: (61000, 61063),
+            protocol: field::PROTOCOL_ICMP,
+        });
         assert_eq!(run(&prog, &tcp_to(ME, 61000)), 0);
         let mut reply = Vec::new();
         PacketBuilder::ethernet2([1; 6], [2; 6])
@@ -392,8 +481,11 @@ mod tests {
             .write(&mut reply, &[0; 8])
             .unwrap();
         assert_eq!(run(&prog, &reply), SNAP_LEN);
-        let prog6 =
-            reply_filter(Replies { to: IpAddr::from(ME6), ports: (61000, 61063), protocol: field::PROTOCOL_ICMPV6 });
+        let prog6 = reply_filter(Replies {
+            to: Sources::one(IpAddr::from(ME6)),
+            ports: (61000, 61063),
+            protocol: field::PROTOCOL_ICMPV6,
+        });
         assert_eq!(run(&prog6, &icmp6_to(ME6, 129, &[0; 8])), SNAP_LEN);
         assert_eq!(run(&prog6, &icmp6_to(ME6, 1, &our_syn6()[14..])), SNAP_LEN);
         for type_u8 in [128, 135, 136] {

@@ -8,7 +8,7 @@ pub mod stream;
 #[allow(unsafe_code)]
 pub mod xdp;
 
-use std::net::IpAddr;
+use crate::wire::sources::Sources;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::Duration;
@@ -42,17 +42,17 @@ impl TransportError {
     }
 }
 
-/// The sending half: puts whole Ethernet frames on the wire.
-/// The frames a transport's receiving half takes: those to `to`, that
+/// The frames a transport's receiving half takes: those to one of `to`, that
 /// answer probes of IP protocol `protocol` sent from `ports` (the rest are
 /// the kernel's, or dropped).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Replies {
-    pub to: IpAddr,
+    pub to: Sources,
     pub ports: (u16, u16),
     pub protocol: u8,
 }
 
+/// The sending half: puts whole Ethernet frames on the wire.
 pub trait Transmit: Send {
     /// Sends every frame, in order; returns once each was handed to the kernel
     /// or refused by it, with the number handed over.

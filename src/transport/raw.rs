@@ -68,7 +68,7 @@ pub fn open(
     replies: Replies,
     resent: &Resent,
 ) -> Result<(RawTx, RawRx), TransportError> {
-    let src_ip = replies.to;
+    let src_ip = replies.to.first();
     let family = match src_ip {
         IpAddr::V4(_) => Family::V4,
         IpAddr::V6(_) => Family::V6 { scope_id: ifindex },

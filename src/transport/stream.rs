@@ -4,7 +4,7 @@
 pub use crate::sys::stream::Ended;
 use crate::sys::stream::Streams;
 use std::io;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::os::fd::OwnedFd;
 use std::time::Duration;
 
@@ -13,8 +13,9 @@ use std::time::Duration;
 pub trait Conversations {
     /// Connections that may be opened now.
     fn room(&self) -> usize;
-    /// Starts connecting to `to`; returns the connection's number.
-    fn open(&mut self, to: SocketAddr, timeout: Duration) -> io::Result<u32>;
+    /// Starts connecting to `to`, from address `from` if given; returns the
+    /// connection's number.
+    fn open(&mut self, to: SocketAddr, from: Option<IpAddr>, timeout: Duration) -> io::Result<u32>;
     /// Takes in a socket already connected; returns the connection's number.
     fn adopt(&mut self, socket: OwnedFd) -> io::Result<u32>;
     fn send(&mut self, id: u32, data: &[u8], timeout: Duration) -> io::Result<()>;
@@ -30,8 +31,8 @@ impl Conversations for Streams {
         Streams::room(self)
     }
 
-    fn open(&mut self, to: SocketAddr, timeout: Duration) -> io::Result<u32> {
-        Streams::open(self, to, timeout)
+    fn open(&mut self, to: SocketAddr, from: Option<IpAddr>, timeout: Duration) -> io::Result<u32> {
+        Streams::open(self, to, from, timeout)
     }
 
     fn adopt(&mut self, socket: OwnedFd) -> io::Result<u32> {

@@ -22,7 +22,7 @@ pub use abi::MAX_QUEUES;
 
 use super::{Drops, Receive, Replies, Resent, Transmit, TransportError};
 use crate::sys;
-use abi::ProgramConfig;
+use abi::{MAX_SOURCES, ProgramConfig};
 use libbpf_rs::{Link, MapCore, MapFlags, Object, ObjectBuilder};
 use std::collections::VecDeque;
 use std::ffi::CString;
@@ -34,6 +34,9 @@ use xsk_rs::config::{FrameSize, Interface, LibxdpFlags, QueueSize, SocketConfig,
 use xsk_rs::{CompQueue, FillQueue, FrameDesc, RxQueue, Socket, TxQueue, Umem};
 
 static PROGRAM: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/prtip.bpf.o"));
+
+// abi.rs builds alone (build.rs reads it), so it states the number itself.
+const _: () = assert!(MAX_SOURCES == crate::wire::sources::MAX_SOURCES, "the XDP program holds every source address");
 
 /// Replies a sending socket can hold before prtip reads them.
 const RX_FRAMES: u32 = 16384;
@@ -190,7 +193,7 @@ pub struct Queues {
 
 /// Loads and attaches the XDP program on `ifindex` and binds an AF_XDP socket
 /// to every one of the interface's `queues.rx` receive queues, so that
-/// replies to `src_ip` on `src_ports` come to prtip whichever queue they
+/// replies to the scan's addresses and ports come to prtip whichever queue they
 /// arrive on; the first `tx_queues` sockets also send.
 pub fn open(
     ifname: &str,
@@ -293,15 +296,20 @@ fn load_and_attach(ifname: &str, ifindex: u32, config: ConfigBytes) -> Result<(O
 /// A `ProgramConfig` as the map takes it.
 type ConfigBytes = [u8; size_of::<ProgramConfig>()];
 
-/// The program's parameters: the scan's address in the field of its
-/// family, the other left zero, the family that says which is in use, and
+/// The program's parameters: the scan's addresses in the array of their
+/// family, the rest left zero, the family that says which is in use, and
 /// the probes' protocol.
 fn program_config(Replies { to, ports: (port_lo, port_hi), protocol }: Replies) -> ConfigBytes {
-    let (src_ip, src_ip6, family) = match to {
-        IpAddr::V4(ip) => (ip.octets(), [0; 16], 4),
-        IpAddr::V6(ip) => ([0; 4], ip.octets(), 6),
-    };
-    let config = ProgramConfig { src_ip, port_lo, port_hi, src_ip6, family, protocol, pad: [0; 2] };
+    let (mut src_ip, mut src_ip6) = ([[0; 4]; MAX_SOURCES], [[0; 16]; MAX_SOURCES]);
+    for (i, addr) in to.as_slice().iter().enumerate() {
+        match addr {
+            IpAddr::V4(ip) => src_ip[i] = ip.octets(),
+            IpAddr::V6(ip) => src_ip6[i] = ip.octets(),
+        }
+    }
+    let family = if to.is_ipv4() { 4 } else { 6 };
+    let sources = to.count() as u8;
+    let config = ProgramConfig { src_ip, port_lo, port_hi, src_ip6, family, protocol, sources, pad: 0 };
     // SAFETY: ProgramConfig has no padding (abi.rs asserts it), so each of its bytes is initialised.
     unsafe { std::mem::transmute::<ProgramConfig, ConfigBytes>(config) }
 }
@@ -538,6 +546,7 @@ impl Receive for XdpRx {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::wire::sources::Sources;
     use std::net::{Ipv4Addr, Ipv6Addr};
 
     /// The kernel's side of copy-mode kicks (net/xdp/xsk.c, __xsk_generic_xmit):
@@ -596,23 +605,25 @@ mod tests {
     }
 
     #[test]
-    fn program_config_fills_the_field_of_the_family_in_use() {
-        let to = IpAddr::V4(Ipv4Addr::new(10, 200, 0, 1));
+    fn program_config_fills_the_array_of_the_family_in_use() {
+        let two = [Ipv4Addr::new(10, 200, 0, 1), Ipv4Addr::new(10, 200, 0, 9)].map(IpAddr::V4);
+        let to = Sources::new(&two).unwrap();
         let v4 = program_config(Replies { to, ports: (61000, 61063), protocol: 6 });
-        let mut expected = [0u8; 28];
+        // 16 IPv4 addresses, the ports, 16 IPv6 addresses, then family, protocol, count and a pad byte.
+        let mut expected = [0u8; 328];
         expected[..4].copy_from_slice(&[10, 200, 0, 1]);
-        expected[4..6].copy_from_slice(&61000u16.to_ne_bytes());
-        expected[6..8].copy_from_slice(&61063u16.to_ne_bytes());
-        expected[24] = 4;
-        expected[25] = 6;
+        expected[4..8].copy_from_slice(&[10, 200, 0, 9]);
+        expected[64..66].copy_from_slice(&61000u16.to_ne_bytes());
+        expected[66..68].copy_from_slice(&61063u16.to_ne_bytes());
+        expected[324..327].copy_from_slice(&[4, 6, 2]);
         assert_eq!(v4, expected);
 
         let ip6: Ipv6Addr = "fd00:200::1".parse().unwrap();
-        let v6 = program_config(Replies { to: IpAddr::V6(ip6), ports: (61000, 61063), protocol: 17 });
-        expected[..4].fill(0);
-        expected[8..24].copy_from_slice(&ip6.octets());
-        expected[24] = 6;
-        expected[25] = 17;
+        let to = Sources::one(IpAddr::V6(ip6));
+        let v6 = program_config(Replies { to, ports: (61000, 61063), protocol: 17 });
+        expected[..8].fill(0);
+        expected[68..84].copy_from_slice(&ip6.octets());
+        expected[324..327].copy_from_slice(&[6, 17, 1]);
         assert_eq!(v6, expected);
     }
 }

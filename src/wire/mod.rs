@@ -6,6 +6,7 @@ pub mod cookie;
 pub mod field;
 pub mod ndp;
 pub mod reply;
+pub mod sources;
 
 use std::net::IpAddr;
 

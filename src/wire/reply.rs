@@ -9,6 +9,7 @@
 //! pseudo-header sum.
 
 use super::cookie::SendTick;
+use crate::wire::sources::Sources;
 use etherparse::{Icmpv4Type, Icmpv6Type, Ipv4HeaderSlice, Ipv6HeaderSlice, NetSlice, SlicedPacket, TransportSlice};
 use std::net::IpAddr;
 
@@ -34,7 +35,9 @@ pub struct Reply {
     /// destination; 0 for an echo, which has no port).
     pub ip: IpAddr,
     pub port: u16,
-    /// Our source port that the probe left from (an echo's identifier).
+    /// Our address and source port that the probe left from (the port is an
+    /// echo's identifier).
+    pub from: IpAddr,
     pub from_port: u16,
     pub kind: ReplyKind,
     /// TTL or hop limit of the reply.
@@ -115,17 +118,19 @@ pub struct Quoted<'a> {
     pub l4: &'a [u8],
 }
 
-/// A frame to our address, parsed.
+/// A frame to one of our addresses, parsed.
 #[derive(Debug, Clone)]
 pub struct Received<'a> {
     pub from: IpAddr,
+    /// Which of our addresses.
+    pub to: IpAddr,
     pub ttl: u8,
     pub inbound: Inbound<'a>,
 }
 
-/// Parses `frame` as far as any probe module needs; frames to other
-/// addresses are `NotOurs`.
-pub fn parse(frame: &[u8], me: IpAddr) -> Result<Received<'_>, Rejection> {
+/// Parses `frame` as far as any probe module needs; frames to addresses
+/// other than `ours` are `NotOurs`.
+pub fn parse<'a>(frame: &'a [u8], ours: &Sources) -> Result<Received<'a>, Rejection> {
     use Rejection::{Malformed, NotOurs};
     let packet = SlicedPacket::from_ethernet(frame).map_err(|_| Malformed)?;
     let (from, to, ttl) = match &packet.net {
@@ -139,7 +144,7 @@ pub fn parse(frame: &[u8], me: IpAddr) -> Result<Received<'_>, Rejection> {
         }
         _ => return Err(Malformed),
     };
-    if to != me {
+    if !ours.contains(to) {
         return Err(NotOurs);
     }
     let inbound = match packet.transport.ok_or(Malformed)? {
@@ -150,20 +155,20 @@ pub fn parse(frame: &[u8], me: IpAddr) -> Result<Received<'_>, Rejection> {
         TransportSlice::Icmpv4(icmp) => match icmp.icmp_type() {
             Icmpv4Type::EchoReply(echo) => Inbound::Echo { id: echo.id, seq: echo.seq, payload: icmp.payload() },
             Icmpv4Type::DestinationUnreachable(_) => {
-                Inbound::Unreachable { code: icmp.code_u8(), quoted: quoted(icmp.payload(), me)? }
+                Inbound::Unreachable { code: icmp.code_u8(), quoted: quoted(icmp.payload(), to)? }
             }
             _ => Inbound::Other,
         },
         TransportSlice::Icmpv6(icmp) => match icmp.icmp_type() {
             Icmpv6Type::EchoReply(echo) => Inbound::Echo { id: echo.id, seq: echo.seq, payload: icmp.payload() },
             Icmpv6Type::DestinationUnreachable(_) => {
-                Inbound::Unreachable { code: icmp_code_of_icmpv6(icmp.code_u8()), quoted: quoted(icmp.payload(), me)? }
+                Inbound::Unreachable { code: icmp_code_of_icmpv6(icmp.code_u8()), quoted: quoted(icmp.payload(), to)? }
             }
             _ => Inbound::Other,
         },
         _ => Inbound::Other,
     };
-    Ok(Received { from, ttl, inbound })
+    Ok(Received { from, to, ttl, inbound })
 }
 
 /// The packet an ICMP error quotes, of the family of `me`.

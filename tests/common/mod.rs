@@ -293,6 +293,35 @@ impl Lab {
         ip(&["-n", &self.target_ns, "addr", "add", addr, "dev", "lo"]);
     }
 
+    /// Gives the scanner's interface one more address (with its prefix).
+    pub fn add_scanner_address(&self, addr: &str) {
+        ip(&["-n", &self.scan_ns, "addr", "add", addr, "dev", &self.scan_if]);
+    }
+
+    /// Connections the target's kernel holds half open (SYN-RECV), of either family.
+    pub fn half_open(&self) -> Vec<String> {
+        let out = Command::new("ip")
+            .args(["netns", "exec", &self.target_ns, "ss", "-Htn", "state", "syn-recv"])
+            .output()
+            .expect("ss (iproute2) must be installed");
+        assert!(out.status.success(), "{}", stderr_of(&out));
+        String::from_utf8_lossy(&out.stdout).lines().map(str::to_string).collect()
+    }
+
+    /// The packet counter of each rule of `target_rules` that names a source
+    /// address (`saddr ADDR ... counter`), by that address.
+    pub fn target_counters(&self) -> std::collections::BTreeMap<String, u64> {
+        let out = Command::new("ip")
+            .args(["netns", "exec", &self.target_ns, "nft", "list", "table", "inet", "prtiptest"])
+            .output()
+            .expect("nft (package nftables) must be installed");
+        assert!(out.status.success(), "{}", stderr_of(&out));
+        let text = String::from_utf8_lossy(&out.stdout);
+        let after =
+            |line: &str, word: &str| line.split_whitespace().skip_while(|w| *w != word).nth(1).map(str::to_string);
+        text.lines().filter_map(|l| Some((after(l, "saddr")?, after(l, "packets")?.parse().ok()?))).collect()
+    }
+
     /// Loads nftables rules (the body of an `input` filter chain) into the target namespace.
     pub fn target_rules(&self, rules: &str) {
         self.target_ruleset(&format!(

@@ -19,12 +19,12 @@ use etherparse::{
 use prtip::engine::plan::ScanPlan;
 use prtip::engine::run::{Observer, ScanStats, StopSignal, Wire, run};
 use prtip::engine::time::SystemClocks;
-use prtip::probe::Module;
-use prtip::probe::syn::SynTemplate;
+use prtip::probe::{ScanType, Templates};
 use prtip::result::{PortState, Reason, ScanResult};
 use prtip::target::space::TargetSpace;
 use prtip::transport::{Drops, Receive, Transmit, TransportError};
 use prtip::wire::cookie::CookieKey;
+use prtip::wire::sources::Sources;
 use std::net::{IpAddr, Ipv4Addr};
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, OnceLock};
@@ -267,11 +267,9 @@ impl SimNet {
     /// transmit lane: what a sweep counted, and the results it gave.
     pub fn sweep(&self, plan: &ScanPlan) -> (ScanStats, Tally) {
         let me = Ipv4Addr::new(192, 0, 2, 1);
-        let wire = Wire {
-            module: Module::Syn(SynTemplate::new([2, 0, 0, 0, 0, 1], [2, 0, 0, 0, 0, 2], me.into())),
-            src_ip: me.into(),
-            key: CookieKey::new(1, 2),
-        };
+        let sources = Sources::one(me.into());
+        let templates = Templates::new(ScanType::Syn, [2, 0, 0, 0, 0, 1], [2, 0, 0, 0, 0, 2], sources, &[]);
+        let wire = Wire { templates: templates.expect("a SYN scan has frames"), key: CookieKey::new(1, 2) };
         let mut tally = Tally::default();
         let stop = StopSignal::new();
         let mut resets = self.resets();
