@@ -282,6 +282,7 @@ fn send(
         checkpoint_sent: prior_sent,
         prior_sent,
         store_failure_told: false,
+        stop,
         open_hosts: OpenHosts::new(ports_per_host(plan), cfg.max_open_per_host),
         banners,
         adopted: Default::default(),
@@ -450,6 +451,8 @@ struct Sinks<'a> {
     prior_sent: u64,
     /// Whether the user was told that storing failed.
     store_failure_told: bool,
+    /// Where a scan whose results can no longer be kept is stopped.
+    stop: &'a StopSignal,
     /// Open ports per host, where a host may be flagged or capped.
     open_hosts: Option<OpenHosts>,
     /// Where open ports are asked what answers there (`--banners`).
@@ -541,12 +544,19 @@ impl Observer for Sinks<'_> {
             self.write_services(ready);
         }
         if !self.store_failure_told
-            && let Some(why) = self.store.as_ref().and_then(Store::failure)
+            && let Some(failed) = self.store.as_ref().and_then(Store::failure)
         {
             self.store_failure_told = true;
-            self.reporter.warn(&format!(
-                "storing results failed ({why}); the scan goes on, and standard output still gets every result"
-            ));
+            if failed.shard_lost {
+                // Another worker scans this shard now: probing on would only double its traffic.
+                self.stop.abandon();
+                self.reporter.warn(&format!("{}: stopping", failed.why));
+            } else {
+                self.reporter.warn(&format!(
+                    "storing results failed ({}); the scan goes on, and standard output still gets every result",
+                    failed.why
+                ));
+            }
         }
         self.reporter.update(p, self.store.as_ref().map_or(0, Store::backpressure));
         if let Some(s) = &mut self.store

@@ -4,7 +4,7 @@
 //! target's truth, also when a worker is killed mid-shard (another takes
 //! its shard over from its checkpoint once the lease runs out, or from
 //! its first probe if it had stored none) and when PostgreSQL restarts
-//! mid-scan.
+//! mid-scan. A worker that finds its shard taken over stops probing it.
 
 mod common;
 
@@ -17,11 +17,17 @@ const DROPPED: u16 = 16;
 const WORKERS: u8 = 4;
 
 /// The target: ports 1-16 of 10.201.0.0/17 open on `OPEN`, dropped on
-/// `DROPPED`, closed elsewhere; the upper /17 silent.
+/// `DROPPED`, closed elsewhere; the upper /17 silent. It counts the SYNs of
+/// the first worker (`FIRST_WORKER`).
 fn target(lab: &mut Lab) {
     lab.listen(&OPEN);
-    lab.target_rules(&format!("tcp dport {DROPPED} drop"));
+    lab.target_rules(&format!(
+        "ip saddr {FIRST_WORKER} tcp flags & (syn | ack) == syn counter\ntcp dport {DROPPED} drop"
+    ));
 }
+
+/// The address of the first worker's namespace (`Lab::add_scanner(1)`).
+const FIRST_WORKER: &str = "10.200.1.1";
 
 /// One worker per scanner namespace, each with a state directory of its own, as machines have.
 struct Workers {
@@ -215,4 +221,31 @@ fn four_workers_share_a_scan_exactly_through_a_killed_worker_and_a_database_rest
     );
     // 256 hosts x 6 open ports, x 9 closed ones.
     assert_eq!(pg.query(&counts), "closed|2304|2304\nopen|1536|1536");
+
+    // A worker whose shard passed to another while it was stopped (its lease
+    // ran out) stops probing it as soon as it learns so, and stores nothing
+    // more: at its rate the whole shard, 4096 probes and the retries of the
+    // dropped port, would take it 23 s.
+    let fleet = &create(&lab, &pg, "overtaken", "1", "60", &scan, "4096");
+    let syns_before = lab.target_counters()[FIRST_WORKER];
+    let slow = workers.start_one(0, &pg, fleet, "200");
+    let checkpointed = format!("SELECT count(*) FROM fleet_shards WHERE fleet_id = {fleet} AND checkpoint IS NOT NULL");
+    common::wait_until("a checkpoint stored", || pg.query(&checkpointed) == "1");
+    slow.signal(libc::SIGSTOP);
+    pg.query(&format!("UPDATE fleet_shards SET lease_until = now() WHERE fleet_id = {fleet}"));
+    let fast = workers.start_one(1, &pg, fleet, "30000");
+    let leases = format!("SELECT leases FROM fleet_shards WHERE fleet_id = {fleet}");
+    common::wait_until("the shard taken over", || pg.query(&leases) == "2");
+    slow.signal(libc::SIGCONT);
+    let errs = all_finished(vec![slow, fast]);
+    let lost = "passed to another worker (this one missed its lease): its results are that worker's to store; taking the next shard";
+    assert!(errs[0].contains(lost), "{errs:?}");
+    assert!(errs[1].contains(&format!("prtip: fleet {fleet}: resuming shard 1/1 at probe ")), "{errs:?}");
+    let of_fleet = format!("scan_results r JOIN fleet_shards s ON s.scan_id = r.scan_id WHERE s.fleet_id = {fleet}");
+    let counts = format!(
+        "SELECT r.state, count(*), count(DISTINCT (r.ip, r.port)) FROM {of_fleet} GROUP BY r.state ORDER BY r.state"
+    );
+    assert_eq!(pg.query(&counts), "closed|2304|2304\nopen|1536|1536");
+    let probed = lab.target_counters()[FIRST_WORKER] - syns_before;
+    assert!(probed < 2048, "the overtaken worker sent {probed} SYNs");
 }

@@ -60,12 +60,24 @@ pub enum EngineError {
 
 /// Asks a running scan to stop: the first request stops transmission (replies
 /// in flight are still collected), the second also skips the wait for them.
+/// A scan whose results can no longer be kept is abandoned: it stops at
+/// once, and the next scan run with the signal is not stopped by it.
 #[derive(Debug, Default)]
-pub struct StopSignal(AtomicU32);
+pub struct StopSignal(AtomicU32, AtomicBool);
 
 impl StopSignal {
     pub const fn new() -> Self {
-        StopSignal(AtomicU32::new(0))
+        StopSignal(AtomicU32::new(0), AtomicBool::new(false))
+    }
+
+    /// Stops the running scan, sending and waiting alike.
+    pub fn abandon(&self) {
+        self.1.store(true, Relaxed);
+    }
+
+    /// Whether the scan that ended was abandoned; the next one is not.
+    pub fn take_abandoned(&self) -> bool {
+        self.1.swap(false, Relaxed)
     }
 
     /// Ctrl-C, SIGTERM or SIGHUP stops sending; a second one also stops waiting for replies.
@@ -78,11 +90,11 @@ impl StopSignal {
     }
 
     pub fn stop_sending(&self) -> bool {
-        self.0.load(Relaxed) >= 1
+        self.0.load(Relaxed) >= 1 || self.1.load(Relaxed)
     }
 
     pub fn stop_waiting(&self) -> bool {
-        self.0.load(Relaxed) >= 2
+        self.0.load(Relaxed) >= 2 || self.1.load(Relaxed)
     }
 }
 

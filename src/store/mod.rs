@@ -233,7 +233,16 @@ pub struct Store {
     thread: JoinHandle<Result<StoreReport, StoreError>>,
     backpressure: u64,
     /// The first failure of a sink that keeps results, as soon as it happens.
-    failed: Arc<OnceLock<String>>,
+    failed: Arc<OnceLock<Failed>>,
+}
+
+/// A sink's failure, as the scan's side learns of it while the scan runs.
+#[derive(Debug)]
+pub struct Failed {
+    pub why: String,
+    /// The fleet shard passed to another worker: nothing more this scan
+    /// finds is kept, and the other worker probes the same targets.
+    pub shard_lost: bool,
 }
 
 impl Store {
@@ -257,9 +266,9 @@ impl Store {
     }
 
     /// Why results stopped reaching the database or a file, once one failed
-    /// (a full disk): the scan goes on, and says so at once.
-    pub fn failure(&self) -> Option<&str> {
-        self.failed.get().map(String::as_str)
+    /// (a full disk, a fleet shard taken over).
+    pub fn failure(&self) -> Option<&Failed> {
+        self.failed.get()
     }
 
     /// Times `send` found the channel full so far.

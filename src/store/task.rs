@@ -7,7 +7,7 @@
 //! `recv_many()` itself and never takes a message away.
 
 use super::sink::{self, Failure, Sink};
-use super::{Finish, Msg, StoreConfig, StoreError, StoreReport};
+use super::{Failed, Finish, Msg, StoreConfig, StoreError, StoreReport};
 use crate::banner::Service;
 use crate::engine::plan::Cursor;
 use crate::result::{Reason, ScanResult};
@@ -28,7 +28,7 @@ struct Sinks {
     /// Reported at the end as the scan's error.
     error: Option<StoreError>,
     /// Told the engine's side as soon as `error` is set.
-    told: Arc<OnceLock<String>>,
+    told: Arc<OnceLock<Failed>>,
     /// Why the scan cannot be resumed: it goes on regardless.
     resume_lost: Option<StoreError>,
 }
@@ -74,7 +74,8 @@ impl Sinks {
     fn keep(&mut self, failure: Failure, e: StoreError) {
         match failure {
             Failure::Results => {
-                let _ = self.told.set(e.to_string());
+                let shard_lost = matches!(e, StoreError::LeaseLost { .. });
+                let _ = self.told.set(Failed { why: e.to_string(), shard_lost });
                 self.error.get_or_insert(e)
             }
             Failure::Resume => self.resume_lost.get_or_insert(e),
@@ -90,7 +91,7 @@ pub(super) async fn run(
     config: StoreConfig,
     mut rx: mpsc::Receiver<Msg>,
     ready: std::sync::mpsc::SyncSender<Result<(), StoreError>>,
-    told: Arc<OnceLock<String>>,
+    told: Arc<OnceLock<Failed>>,
 ) -> Result<StoreReport, StoreError> {
     let sink::Opened { sinks: live, resume_lost, scan_id } = match sink::open(&config).await {
         Ok(opened) => opened,
