@@ -231,7 +231,7 @@ pub fn prepare(cfg: &ScanConfig) -> Result<Scan<'_>, ScanError> {
         banners: cfg.banners.is_some(),
     };
     let banners = match cfg.banners {
-        Some(options) => Some(start_banners(cfg, options, banner_connections)?),
+        Some(options) => Some(start_banners(cfg, options, banner_connections, &mut notes)?),
         None => None,
     };
     let (store, checkpoint_file) = start_store(cfg, &plan, &info, transport, &mut notes)?;
@@ -708,15 +708,36 @@ fn banner_connections() -> io::Result<u32> {
 }
 
 /// Starts the banner stage: its connections are this host's own, whatever
-/// the scan's transport.
-fn start_banners(cfg: &ScanConfig, options: BannerOptions, connections: u32) -> Result<BannerStage, ScanError> {
+/// the scan's transport, from the `--source-ip` address of their target
+/// where that address is this host's.
+fn start_banners(
+    cfg: &ScanConfig,
+    options: BannerOptions,
+    connections: u32,
+    notes: &mut Notes,
+) -> Result<BannerStage, ScanError> {
     let streams = crate::sys::stream::Streams::new(connections).map_err(ScanError::Uring)?;
+    let sources = cfg.path.source_ip;
+    let not_local: Vec<IpAddr> = sources
+        .iter()
+        .flat_map(|s| s.as_slice())
+        .copied()
+        .filter(|&a| !crate::sys::connect::can_connect_from(a))
+        .collect();
+    if !not_local.is_empty() {
+        let list: Vec<String> = not_local.iter().map(IpAddr::to_string).collect();
+        notes.line(format!(
+            "notice: --banners connects from the address the kernel picks for the targets of {}: this host cannot connect from it",
+            list.join(", ")
+        ));
+    }
     let config = BannerConfig {
         timeout: options.timeout,
         answer_wait: (options.timeout / 2).min(ANSWER_WAIT),
         bytes: options.bytes,
         hostnames: std::sync::Arc::new(cfg.hostnames.clone()),
-        sources: cfg.path.source_ip,
+        sources,
+        not_local,
     };
     tracing::info!(connections, "banner stage");
     BannerStage::start(streams, connections, config).map_err(ScanError::Uring)

@@ -333,7 +333,7 @@ fn probes_spread_over_the_source_addresses_and_replies_to_each_count() {
             (768, 256, 256, 256),
             "{what}"
         );
-        assert!(stderr_of(&out).contains(&format!("from {},{},", mine[0], mine[1])), "{what}: {}", stderr_of(&out));
+        assert!(stderr_of(&out).contains(&format!("from {sources} on")), "{what}: {}", stderr_of(&out));
         // The hosts each address serves, as prtip picks them.
         let addrs: Vec<IpAddr> = mine.iter().map(|a| a.parse().unwrap()).collect();
         let picked = Sources::new(&addrs).unwrap();
@@ -344,13 +344,20 @@ fn probes_spread_over_the_source_addresses_and_replies_to_each_count() {
         assert!(hosts.iter().all(|&n| n > 0), "{what}: every address serves some hosts: {hosts:?}");
         let after = lab.target_counters();
         let sent: Vec<u64> = mine.iter().map(|a| after[a] - before[a]).collect();
-        let total: u64 = sent.iter().sum();
-        // Every host drew the same SYNs (three probes, and the banner
-        // stage's connections to its open ports), all from its own address.
-        let per_host = if banners { total / 256 } else { 3 };
-        assert!(!banners || per_host >= 5, "{what}: a banner connection to each open port: {sent:?}");
-        let want: Vec<u64> = hosts.iter().map(|n| n * per_host).collect();
-        assert_eq!(sent, want, "{what}: SYNs from each address");
+        // Three probes per host, all from its own address.
+        let probes: Vec<u64> = hosts.iter().map(|n| n * 3).collect();
+        if !banners {
+            assert_eq!(sent, probes, "{what}: SYNs from each address");
+        } else {
+            // And a connection to each of its two open ports, from the same
+            // address. A connection's SYN may be sent again (a listener's
+            // full backlog drops one), so a few more are allowed; a
+            // connection from another address would leave one address
+            // short and another far over.
+            for ((a, &got), n) in mine.iter().zip(&sent).zip(&hosts) {
+                assert!((n * 5..=n * 5 + 8).contains(&got), "{what}: {got} SYNs from {a}, which serves {n} hosts");
+            }
+        }
         if transport == "xdp" {
             assert_eq!(lab.half_open(), Vec::<String>::new(), "{what}: an RST left from another address");
         }

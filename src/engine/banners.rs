@@ -43,11 +43,14 @@ pub struct BannerConfig {
     /// The scan's `--source-ip` addresses: a connection leaves from the one
     /// its target's probes left from. Without them, the kernel picks.
     pub sources: Option<Sources>,
+    /// Those of `sources` that are not this host's (the network routes
+    /// their replies here): the kernel picks for their targets too.
+    pub not_local: Vec<IpAddr>,
 }
 
 impl BannerConfig {
     fn source_for(&self, target: IpAddr) -> Option<IpAddr> {
-        self.sources.map(|s| s.get(s.pick(target)))
+        self.sources.map(|s| s.get(s.pick(target))).filter(|a| !self.not_local.contains(a))
     }
 }
 

@@ -305,6 +305,22 @@ mod tests {
         }
     }
 
+    /// A request from one of our addresses whose cookie is another's: its
+    /// reply, to the first, is no reply.
+    #[test]
+    fn an_echo_reply_to_one_of_our_addresses_with_another_addresses_cookie_is_forged() {
+        let (me, seven) = (IpAddr::from(ME), IpAddr::from(Ipv4Addr::new(10, 200, 0, 7)));
+        let both = Matcher { sources: Sources::new(&[seven, me]).unwrap(), ..matcher(me) };
+        let t = EchoTemplate::new([3; 6], [2; 6], me);
+        let probe = Probe { dst: TARGET.into(), sport: 61005, dport: 0, send_us: SENT_US };
+        let mut ours = [0u8; FRAME_LEN];
+        let mut theirs = [0u8; FRAME_LEN];
+        let len = t.write(&both.key, me, &probe, &mut ours);
+        t.write(&both.key, seven, &probe, &mut theirs);
+        assert_eq!(classify(&both, &echo_reply(&ours[..len])).unwrap().from, me);
+        assert_eq!(classify(&both, &echo_reply(&theirs[..len])), Err(Rejection::BadCookie));
+    }
+
     #[test]
     fn forged_or_foreign_echo_replies_are_nothing() {
         let m = matcher(ME.into());

@@ -307,6 +307,27 @@ mod tests {
         assert_eq!(classify(ME.into(), &foreign), Err(Rejection::NotOurs));
     }
 
+    /// A probe from one of our addresses whose identifier is another's:
+    /// its answer, to the first, is no reply; nor is an ICMP error quoting it.
+    #[test]
+    fn a_reply_to_one_of_our_addresses_with_another_addresses_tag_is_forged() {
+        let (me, seven) = (IpAddr::from(ME), IpAddr::from(Ipv4Addr::new(10, 200, 0, 7)));
+        let both = Matcher { sources: Sources::new(&[seven, me]).unwrap(), ..matcher(me) };
+        let t = template(me);
+        let probe = Probe { dst: TARGET.into(), sport: 61005, dport: 53, send_us: 1_000 };
+        let mut ours = vec![0u8; t.max_frame_len()];
+        let mut theirs = ours.clone();
+        let len = t.write(&both.key, me, &probe, &mut ours);
+        t.write(&both.key, seven, &probe, &mut theirs);
+        ours.truncate(len);
+        theirs.truncate(len);
+        let of = |req: &[u8]| req[req.len() - payload::builtin(53).unwrap().bytes.len()..].to_vec();
+        let classify = |frame: &[u8]| t.recognise(&both, &parse(frame, &both.sources)?);
+        assert_eq!(classify(&answer(&ours, &of(&ours))).unwrap().from, me);
+        assert_eq!(classify(&answer(&theirs, &of(&theirs))), Err(Rejection::BadCookie));
+        assert_eq!(classify(&unreachable(&theirs, 3)), Err(Rejection::BadCookie));
+    }
+
     fn unreachable(request: &[u8], code: u8) -> Vec<u8> {
         let mut out = Vec::new();
         let b = PacketBuilder::ethernet2([2; 6], [3; 6]);

@@ -206,6 +206,12 @@ pub(super) unsafe fn push(ring: &mut IoUring, entries: &[squeue::Entry]) -> io::
     Ok(())
 }
 
+/// Whether a connection can leave from address `from`: whether it is this host's.
+pub fn can_connect_from(from: IpAddr) -> bool {
+    let family = if from.is_ipv4() { libc::AF_INET } else { libc::AF_INET6 };
+    super::socket(family, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0).is_ok_and(|fd| bind_source(&fd, from).is_ok())
+}
+
 /// Binds a socket about to connect to address `from`, its port left to
 /// the connect: a bind picks a port before it knows the destination, and
 /// would draw every connection from one address's ephemeral range alone.

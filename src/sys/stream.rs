@@ -262,6 +262,14 @@ mod tests {
         seen
     }
 
+    /// Binding sends nothing: no address outside this host is touched.
+    #[test]
+    fn only_this_hosts_addresses_can_be_connected_from() {
+        use super::super::connect::can_connect_from;
+        assert!(can_connect_from("127.0.0.2".parse().unwrap()));
+        assert!(!can_connect_from("192.0.2.1".parse().unwrap()), "a documentation address (RFC 5737)");
+    }
+
     /// A connection closed while its receive waits on a silent peer: the
     /// receive is cancelled, its end is not reported, and its slot (with
     /// the buffer the kernel was given) is free only after that end.

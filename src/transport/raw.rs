@@ -102,7 +102,7 @@ pub fn open(
     // Through the IP stack a probe may leave by another interface than the
     // route's (to this host's own address on a scanned subnet: by `lo`), so
     // replies are read from every interface; the filter still admits only
-    // those to our address and ports.
+    // those to our addresses and ports.
     let rx_ifindex = if via_ip_stack { 0 } else { ifindex };
     bind(&rx, &sys::link_address(rx_ifindex, ethertype(src_ip)))?;
 

@@ -27,12 +27,17 @@ pub struct Sources {
 pub enum SourcesError {
     #[error("no source address")]
     Empty,
-    #[error("{0} source addresses: prtip sends from at most {MAX_SOURCES}")]
+    #[error("{} source addresses: prtip sends from at most {MAX_SOURCES}", count_of(*.0))]
     TooMany(u128),
     #[error("source addresses {0} and {1} are of different address families")]
     MixedFamilies(IpAddr, IpAddr),
     #[error("source address {0} is given twice")]
     Repeated(IpAddr),
+}
+
+/// A count that saturated is all of IPv6: 2^128 does not fit a u128.
+fn count_of(n: u128) -> String {
+    if n == u128::MAX { "2^128".into() } else { n.to_string() }
 }
 
 impl Sources {
@@ -114,13 +119,29 @@ fn mix(mut z: u64) -> u64 {
     z ^ (z >> 31)
 }
 
+/// As `--source-ip` takes them: consecutive addresses as a range.
 impl fmt::Display for Sources {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        for (i, a) in self.as_slice().iter().enumerate() {
+        let value = |a: &IpAddr| match a {
+            IpAddr::V4(a) => u128::from(u32::from(*a)),
+            IpAddr::V6(a) => u128::from(*a),
+        };
+        let addrs = self.as_slice();
+        let mut i = 0;
+        while i < addrs.len() {
+            let mut last = i;
+            while last + 1 < addrs.len() && value(&addrs[last]).checked_add(1) == Some(value(&addrs[last + 1])) {
+                last += 1;
+            }
             if i > 0 {
                 f.write_str(",")?;
             }
-            write!(f, "{a}")?;
+            if last > i {
+                write!(f, "{}-{}", addrs[i], addrs[last])?;
+            } else {
+                write!(f, "{}", addrs[i])?;
+            }
+            i = last + 1;
         }
         Ok(())
     }
@@ -156,6 +177,10 @@ mod tests {
         let s = Sources::new(&[v4(1), v4(5), v4(3)]).unwrap();
         assert_eq!((s.index_of(v4(5)), s.index_of(v4(3)), s.index_of(v4(2))), (Some(1), Some(2), None));
         assert_eq!(s.to_string(), "10.200.0.1,10.200.0.5,10.200.0.3");
+        let runs = Sources::new(&[v4(1), v4(2), v4(3), v4(9), v4(4), v4(5)]).unwrap();
+        assert_eq!(runs.to_string(), "10.200.0.1-10.200.0.3,10.200.0.9,10.200.0.4-10.200.0.5");
+        let v6: Vec<IpAddr> = ["fd00::1", "fd00::2", "fd00::1:0"].iter().map(|a| a.parse().unwrap()).collect();
+        assert_eq!(Sources::new(&v6).unwrap().to_string(), "fd00::1-fd00::2,fd00::1:0");
         assert_eq!(s.first(), v4(1));
     }
 
