@@ -43,9 +43,12 @@ fn fastest_round_trips(lab: &DelayLab, transport: &str, delay: Duration) -> (u64
 
 /// The delay line adds a little of its own, so each delay is measured
 /// against a run through the same line with no delay: the fastest round trip
-/// must grow by the injected delay, within 5% or 50 us, for SYN-ACKs (timed by
-/// the TCP timestamp echo) and RSTs (timed by the tick in the sequence
-/// number), and no reply can have come back sooner than the delay.
+/// must grow by the injected delay, within 5% or 100 us, for SYN-ACKs (timed
+/// by the TCP timestamp echo) and RSTs (timed by the tick in the sequence
+/// number), and no reply can have come back sooner than the delay. With a
+/// delay set, the delay line's own cost (some 60 us) hides inside it, so a
+/// delayed run gains up to that much less than the delay: 100 us, not 50,
+/// at 1 ms.
 #[test]
 fn injected_delays_are_measured_for_syn_acks_and_resets_through_both_transports() {
     let _alone = ALONE.lock().unwrap_or_else(|e| e.into_inner());
@@ -54,7 +57,7 @@ fn injected_delays_are_measured_for_syn_acks_and_resets_through_both_transports(
         for delay_us in [1_000i64, 20_000] {
             let (open0, closed0) = fastest_round_trips(&lab, transport, Duration::ZERO);
             let (open, closed) = fastest_round_trips(&lab, transport, Duration::from_micros(delay_us as u64));
-            let tolerance = (delay_us / 20).max(50);
+            let tolerance = (delay_us / 20).max(100);
             for (kind, base, got) in [("SYN-ACK", open0, open), ("RST", closed0, closed)] {
                 let added = got as i64 - base as i64;
                 assert!(got as i64 >= delay_us, "{transport} {kind}: a reply in {got} us with {delay_us} us injected");
