@@ -284,7 +284,7 @@ fn work(url: &str, only: Option<&str>, options: &[String], stop: &'static StopSi
                     // This worker was too slow for its lease: the shard is
                     // another's now, and there are others to take.
                     Err(FleetError::Scan(ScanError::Store(e @ StoreError::LeaseLost { .. }))) => {
-                        stop.take_abandoned();
+                        stop.clear_abandoned();
                         eprintln!("prtip: {e}; taking the next shard");
                     }
                     Err(e) => return Err(e),

@@ -75,9 +75,9 @@ impl StopSignal {
         self.1.store(true, Relaxed);
     }
 
-    /// Whether the scan that ended was abandoned; the next one is not.
-    pub fn take_abandoned(&self) -> bool {
-        self.1.swap(false, Relaxed)
+    /// Lets the next scan run with the signal go on where the last was abandoned.
+    pub fn clear_abandoned(&self) {
+        self.1.store(false, Relaxed);
     }
 
     /// Ctrl-C, SIGTERM or SIGHUP stops sending; a second one also stops waiting for replies.

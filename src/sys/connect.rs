@@ -217,20 +217,10 @@ pub fn can_connect_from(from: IpAddr) -> bool {
 /// would draw every connection from one address's ephemeral range alone.
 pub(super) fn bind_source(fd: &OwnedFd, from: IpAddr) -> io::Result<()> {
     setsockopt(fd.as_fd(), libc::SOL_IP, libc::IP_BIND_ADDRESS_NO_PORT, &1i32)?;
-    match from {
-        IpAddr::V4(a) => {
-            let mut v4: libc::sockaddr_in = super::zeroed();
-            v4.sin_family = libc::AF_INET as libc::sa_family_t;
-            v4.sin_addr.s_addr = u32::from(a).to_be();
-            super::bind(fd.as_fd(), &v4)
-        }
-        IpAddr::V6(a) => {
-            let mut v6: libc::sockaddr_in6 = super::zeroed();
-            v6.sin6_family = libc::AF_INET6 as libc::sa_family_t;
-            v6.sin6_addr.s6_addr = a.octets();
-            super::bind(fd.as_fd(), &v6)
-        }
-    }
+    // An IPv4 address in the larger sockaddr_in6: bind takes any length from sockaddr_in's up.
+    let mut addr = super::zeroed();
+    write_sockaddr(&mut addr, SocketAddr::new(from, 0));
+    super::bind(fd.as_fd(), &addr)
 }
 
 /// Writes `to` into `out` as the kernel's sockaddr; returns its length.

@@ -50,13 +50,15 @@ pub fn reply_filter(Replies { to, ports, protocol }: Replies) -> Vec<Insn> {
         field::PROTOCOL_TCP | field::PROTOCOL_UDP => u32::from(protocol),
         _ => NO_PROTOCOL,
     };
-    let v4: Vec<Ipv4Addr> =
-        to.as_slice().iter().filter_map(|a| if let IpAddr::V4(a) = a { Some(*a) } else { None }).collect();
-    let v6: Vec<Ipv6Addr> =
-        to.as_slice().iter().filter_map(|a| if let IpAddr::V6(a) = a { Some(*a) } else { None }).collect();
+    // One family, as `Sources` guarantees.
+    let addrs = to.as_slice();
     if to.is_ipv4() {
+        let v4: Vec<Ipv4Addr> =
+            addrs.iter().filter_map(|a| if let IpAddr::V4(a) = a { Some(*a) } else { None }).collect();
         reply_filter_v4(&v4, ports, ported)
     } else {
+        let v6: Vec<Ipv6Addr> =
+            addrs.iter().filter_map(|a| if let IpAddr::V6(a) = a { Some(*a) } else { None }).collect();
         reply_filter_v6(&v6, ports, ported, protocol == field::PROTOCOL_ICMPV6)
     }
 }
