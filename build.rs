@@ -24,6 +24,7 @@ fn abi_defines() -> Vec<String> {
         ("PRTIP_CONFIG_FAMILY", offset_of!(C, family)),
         ("PRTIP_CONFIG_PROTOCOL", offset_of!(C, protocol)),
         ("PRTIP_CONFIG_SOURCES", offset_of!(C, sources)),
+        ("PRTIP_CONFIG_SEGMENTS", offset_of!(C, segments)),
     ]
     .iter()
     .map(|(name, value)| format!("-D{name}={value}"))

@@ -7,7 +7,9 @@
  * addresses (up to PRTIP_MAX_SOURCES),
  * and answers the scan's probe type (its IP protocol in the configuration):
  * - TCP SYN: a SYN-ACK or an RST (its ACK bit set, as an answer to a SYN has)
- *   to one of the scan's source ports;
+ *   to one of the scan's source ports; with `segments` set (banners over
+ *   AF_XDP, where prtip holds the connections itself), any TCP segment with
+ *   its ACK bit set to one of those ports;
  * - UDP: a datagram to one of those ports;
  * - ICMP (ICMPv6) echo: an echo reply whose identifier is one of those ports;
  * - any: an ICMP (ICMPv6) destination-unreachable quoting a probe of that
@@ -67,7 +69,7 @@ struct prtip_config {
 	__u8 family;				/* 4 or 6: which of the two arrays the scan uses */
 	__u8 protocol;				/* the probes' IP protocol: TCP, UDP, ICMP or ICMPv6 */
 	__u8 sources;				/* how many addresses of that array are in use */
-	__u8 pad;
+	__u8 segments;				/* 1: every ACK-bearing TCP segment to our ports is ours */
 };
 #define LAID_OUT_AS_IN_RUST(field, offset) \
 	_Static_assert(__builtin_offsetof(struct prtip_config, field) == (offset), \
@@ -80,6 +82,7 @@ LAID_OUT_AS_IN_RUST(src_ip6, PRTIP_CONFIG_SRC_IP6);
 LAID_OUT_AS_IN_RUST(family, PRTIP_CONFIG_FAMILY);
 LAID_OUT_AS_IN_RUST(protocol, PRTIP_CONFIG_PROTOCOL);
 LAID_OUT_AS_IN_RUST(sources, PRTIP_CONFIG_SOURCES);
+LAID_OUT_AS_IN_RUST(segments, PRTIP_CONFIG_SEGMENTS);
 
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
@@ -125,10 +128,14 @@ static __attribute__((always_inline)) int same_ip6(const struct in6_addr *a, con
 	       a->in6_u.u6_addr32[2] == b->in6_u.u6_addr32[2] && a->in6_u.u6_addr32[3] == b->in6_u.u6_addr32[3];
 }
 
-/* What a SYN gets back: a SYN-ACK, or an RST acknowledging it. */
-static __attribute__((always_inline)) int is_answer(const struct tcphdr *tcp)
+/*
+ * What a SYN gets back: a SYN-ACK, or an RST acknowledging it; and, where
+ * prtip completes handshakes itself, the rest of those connections (the
+ * kernel has no socket for them and would reset them).
+ */
+static __attribute__((always_inline)) int is_answer(const struct prtip_config *cfg, const struct tcphdr *tcp)
 {
-	return tcp->ack && (tcp->syn || tcp->rst);
+	return tcp->ack && (tcp->syn || tcp->rst || cfg->segments);
 }
 
 /*
@@ -143,7 +150,7 @@ static __attribute__((always_inline)) int answers(const struct prtip_config *cfg
 		return 0;
 	if (protocol == IPPROTO_TCP) {
 		struct tcphdr *tcp = l4;
-		return (void *)(tcp + 1) <= end && our_port(cfg, tcp->dest) && is_answer(tcp);
+		return (void *)(tcp + 1) <= end && our_port(cfg, tcp->dest) && is_answer(cfg, tcp);
 	}
 	if (protocol == IPPROTO_UDP) {
 		struct udphdr *udp = l4;

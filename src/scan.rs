@@ -19,6 +19,7 @@ use crate::store::checkpoint::{self, Checkpoint};
 use crate::store::db::{ScanEnd, ScanStart};
 use crate::store::{Finish, Store, StoreConfig, StoreError, StoreReport, safe_open};
 use crate::target::hosts::Hosts;
+use crate::transport::own_tcp::{self, Handed, OwnTcp};
 use crate::transport::xdp::{self, XdpAttachment};
 use crate::transport::{Receive, Replies, Resent, Transmit, TransportError, WithLinkDrops, raw};
 use crate::wire::cookie::CookieKey;
@@ -26,6 +27,7 @@ use std::collections::HashSet;
 use std::io::{self, BufWriter, Write};
 use std::net::IpAddr;
 use std::path::PathBuf;
+use std::sync::mpsc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use thiserror::Error;
 
@@ -212,7 +214,7 @@ pub fn prepare(cfg: &ScanConfig) -> Result<Scan<'_>, ScanError> {
         Some(_) => banner_connections().map_err(ScanError::Uring)?,
         None => 0,
     };
-    let (sender, transport, via) = match cfg.scan_type.sends_frames() {
+    let (mut sender, transport, via) = match cfg.scan_type.sends_frames() {
         true => open_frames(cfg, &mut notes)?,
         false => open_connect(banner_connections)?,
     };
@@ -230,8 +232,12 @@ pub fn prepare(cfg: &ScanConfig) -> Result<Scan<'_>, ScanError> {
         }),
         banners: cfg.banners.is_some(),
     };
+    let own_tcp = match &mut sender {
+        Sender::Frames { opened, .. } => opened.own_tcp.take(),
+        Sender::Connect { .. } => None,
+    };
     let banners = match cfg.banners {
-        Some(options) => Some(start_banners(cfg, options, banner_connections, &mut notes)?),
+        Some(options) => Some(start_banners(cfg, options, banner_connections, own_tcp, &mut notes)?),
         None => None,
     };
     let (store, checkpoint_file) = start_store(cfg, &plan, &info, transport, &mut notes)?;
@@ -288,20 +294,35 @@ fn send(
         adopted: Default::default(),
     };
     let (prior, concluded, taken_over) = take_over(cfg, plan, &mut sinks);
+    let mut banner_stats = None;
     let (outcome, path, _closing) = match sender {
         Sender::Frames { path, opened, wire } => {
-            let Opened { mut txs, mut rx, mut resets, _attachment: attachment, .. } = opened;
+            let Opened { mut txs, mut rx, mut resets, handover, _attachment: attachment, .. } = opened;
             let outcome = run::run(
                 plan,
                 &wire,
                 &mut txs,
                 &mut rx,
                 resets.as_mut().map(|r| r.as_mut() as _),
+                handover.clone(),
                 stop,
                 &concluded,
                 &mut sinks,
                 &SystemClocks::new(),
             );
+            // The conversations on connections of prtip's own outlive the
+            // probes: their segments are read, through the XDP program still
+            // attached, until the last one ends.
+            if let Some(handover) = handover {
+                let done = std::sync::atomic::AtomicBool::new(false);
+                banner_stats = std::thread::scope(|s| {
+                    let tail = s.spawn(|| run::hand_over_until(rx.as_mut(), &wire, plan, &handover, &done));
+                    let stats = finish_banners(&mut sinks, &outcome, stop);
+                    done.store(true, std::sync::atomic::Ordering::Relaxed);
+                    let _ = tail.join();
+                    stats
+                });
+            }
             (outcome, Some(path), Some(Closing::start(txs, rx, resets, attachment)))
         }
         Sender::Connect { mut backend, capacity } => {
@@ -313,13 +334,9 @@ fn send(
     };
     drop(concluded);
     sinks.reporter.finish();
-    let banner_stats = sinks.banners.take().map(|stage| {
-        let stopped = outcome.as_ref().map_or(true, |s| s.interrupted);
-        let mut held = Vec::new();
-        let stats = stage.finish(stopped, &|| stop.stop_sending(), &mut |r, s| held.push((r, s)));
-        sinks.write_services(held);
-        stats
-    });
+    if banner_stats.is_none() {
+        banner_stats = finish_banners(&mut sinks, &outcome, stop);
+    }
     let flagged = sinks.flagged();
     let Sinks { mut writer, output_error, store, latency, checkpoint, checkpoint_sent, .. } = sinks;
     let mut stats = match outcome {
@@ -510,7 +527,8 @@ impl Observer for Sinks<'_> {
         match self.banners.is_some() {
             true => {
                 for r in &batch {
-                    match (r.state == PortState::Open, &mut self.banners) {
+                    // A zero window takes no request: a SYN proxy's or a tarpit's, not a service's.
+                    match (r.state == PortState::Open && r.reason != Reason::ZeroWindow, &mut self.banners) {
                         (true, Some(stage)) => {
                             let socket = self.adopted.remove(&(r.ip, r.port));
                             refused.extend(stage.offer(*r, socket));
@@ -678,10 +696,27 @@ fn open_frames(cfg: &ScanConfig, notes: &mut Notes) -> Result<(Sender, &'static 
     let templates = Templates::new(cfg.scan_type, path.src_mac, path.next_hop_mac, path.sources, &cfg.udp_payloads)
         .expect("a scan type that sends frames has a probe module");
     let key = CookieKey::new(crate::random::u64(), crate::random::u64());
+    if holds_connections(cfg) && opened._attachment.is_some() {
+        let (handover, segments) = mpsc::sync_channel(own_tcp::SEGMENT_QUEUE);
+        let tx = Box::new(raw::frame_sender(path.ifindex, path.next_hop_mac, path.sources.first(), &opened.resent)?);
+        let wait = cfg.banners.map_or(Duration::ZERO, |b| b.timeout * 2);
+        opened.own_tcp = Some(Box::new(OwnTcp::new(segments, tx, templates.clone(), wait)));
+        opened.handover = Some(handover);
+    } else if holds_connections(cfg) {
+        notes.line(
+            "notice: --banners over raw sockets asks open ports in a stage of connections after their SYN-ACKs: this host's kernel sees the scan's replies and would reset a handshake prtip completed itself",
+        );
+    }
     let wire = Wire { templates, key };
     let via = format!("from {} on {} ({})", path.sources, path.ifname, opened.kind);
     let name = opened.name;
     Ok((Sender::Frames { path: Box::new(path), opened, wire }, name, via))
+}
+
+/// Whether open ports are asked what answers there on connections prtip
+/// holds itself, over AF_XDP where the kernel never sees them.
+fn holds_connections(cfg: &ScanConfig) -> bool {
+    cfg.banners.is_some() && cfg.scan_type == ScanType::Syn
 }
 
 /// Sets up a connect scan's attempts: as many at once as the descriptor
@@ -714,8 +749,21 @@ fn start_banners(
     cfg: &ScanConfig,
     options: BannerOptions,
     connections: u32,
+    own_tcp: Option<Box<OwnTcp>>,
     notes: &mut Notes,
 ) -> Result<BannerStage, ScanError> {
+    let config = BannerConfig {
+        timeout: options.timeout,
+        answer_wait: (options.timeout / 2).min(ANSWER_WAIT),
+        bytes: options.bytes,
+        hostnames: std::sync::Arc::new(cfg.hostnames.clone()),
+        sources: cfg.path.source_ip,
+        not_local: Vec::new(),
+    };
+    if let Some(own_tcp) = own_tcp {
+        tracing::info!(connections = own_tcp::MOST_HELD, "banner stage on connections of prtip's own");
+        return BannerStage::start(*own_tcp, own_tcp::MOST_HELD as u32, config).map_err(ScanError::Uring);
+    }
     let streams = crate::sys::stream::Streams::new(connections).map_err(ScanError::Uring)?;
     let sources = cfg.path.source_ip;
     let not_local: Vec<IpAddr> = sources
@@ -731,16 +779,24 @@ fn start_banners(
             list.join(", ")
         ));
     }
-    let config = BannerConfig {
-        timeout: options.timeout,
-        answer_wait: (options.timeout / 2).min(ANSWER_WAIT),
-        bytes: options.bytes,
-        hostnames: std::sync::Arc::new(cfg.hostnames.clone()),
-        sources,
-        not_local,
-    };
+    let config = BannerConfig { not_local, ..config };
     tracing::info!(connections, "banner stage");
     BannerStage::start(streams, connections, config).map_err(ScanError::Uring)
+}
+
+/// Waits for the banner stage's conversations, and writes every port it held.
+fn finish_banners(
+    sinks: &mut Sinks,
+    outcome: &Result<ScanStats, EngineError>,
+    stop: &StopSignal,
+) -> Option<io::Result<BannerStats>> {
+    sinks.banners.take().map(|stage| {
+        let stopped = outcome.as_ref().map_or(true, |s| s.interrupted);
+        let mut held = Vec::new();
+        let stats = stage.finish(stopped, &|| stop.stop_sending(), &mut |r, s| held.push((r, s)));
+        sinks.write_services(held);
+        stats
+    })
 }
 
 /// What the banner stage did, for the summary.
@@ -773,6 +829,10 @@ struct Opened {
     rx: Box<dyn Receive>,
     /// Where RSTs for SYN-ACKs go when this host's kernel never sees them.
     resets: Option<Box<dyn Transmit>>,
+    /// With banners over AF_XDP: where the receive thread hands the
+    /// segments of the connections prtip holds itself, and those connections.
+    handover: Option<mpsc::SyncSender<Handed>>,
+    own_tcp: Option<Box<OwnTcp>>,
     _attachment: Option<XdpAttachment>,
     /// What the database's `transport` column says: `af_xdp` or `raw`.
     name: &'static str,
@@ -791,7 +851,17 @@ fn open_transport(cfg: &ScanConfig, path: &Path, notes: &mut Notes) -> Result<Op
         // This host's kernel sees the SYN-ACKs too, and resets them itself.
         let resets = None;
         let kind = "raw sockets".into();
-        Ok(Opened { txs: vec![Box::new(tx)], rx: Box::new(rx), resets, _attachment: None, name: "raw", kind, resent })
+        Ok(Opened {
+            txs: vec![Box::new(tx)],
+            rx: Box::new(rx),
+            resets,
+            handover: None,
+            own_tcp: None,
+            _attachment: None,
+            name: "raw",
+            kind,
+            resent,
+        })
     };
     let xdp = || -> Result<Opened, TransportError> {
         if path.via_ip_stack {
@@ -817,7 +887,8 @@ fn open_transport(cfg: &ScanConfig, path: &Path, notes: &mut Notes) -> Result<Op
             queues = queues.min(u32::try_from(cfg.rate).unwrap_or(u32::MAX));
         }
         let resent = Resent::default();
-        let (txs, rx, attachment) = xdp::open(&path.ifname, path.ifindex, available, replies, queues, &resent)?;
+        let (txs, rx, attachment) =
+            xdp::open(&path.ifname, path.ifindex, available, replies, holds_connections(cfg), queues, &resent)?;
         let mode = if attachment.zero_copy { "zero-copy" } else { "copy mode" };
         let kind = format!("AF_XDP, {mode}, {queues} {}", if queues == 1 { "queue" } else { "queues" });
         let txs = txs.into_iter().map(|t| Box::new(t) as Box<dyn Transmit>).collect();
@@ -827,6 +898,8 @@ fn open_transport(cfg: &ScanConfig, path: &Path, notes: &mut Notes) -> Result<Op
             txs,
             rx: Box::new(rx),
             resets: Some(resets),
+            handover: None,
+            own_tcp: None,
             _attachment: Some(attachment),
             name: "af_xdp",
             kind,
@@ -1340,6 +1413,12 @@ fn details(path: &Path, s: &ScanStats, stored: Option<&StoreReport>) -> String {
     );
     if s.resets_skipped > 0 {
         line.push_str(&format!(" ({} skipped: the reset thread fell behind)", s.resets_skipped));
+    }
+    if s.handover_dropped > 0 {
+        line.push_str(&format!(
+            "; {} segments of banner connections dropped (the banner stage fell behind)",
+            s.handover_dropped
+        ));
     }
     if let Some(r) = stored {
         line.push_str(&format!("; storage backpressure {} times", r.backpressure));

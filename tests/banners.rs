@@ -82,10 +82,22 @@ fn every_real_service_is_identified_by_syn_and_connect_scans_and_by_an_unprivile
     }
     let scan = ["-p", PORTS, TARGET, "--banners", "-o", "ndjson"];
     for (what, kind) in [("-sS raw", ["-sS", "--transport", "raw"]), ("-sS xdp", ["-sS", "--transport", "xdp"])] {
+        let before = kernel_tcp(&lab.scan_ns);
         let out = lab.prtip(&[&scan[..], &kind].concat()).output().unwrap();
+        let after = kernel_tcp(&lab.scan_ns);
         assert!(out.status.success(), "{what}: {}", stderr_of(&out));
         assert!(stderr_of(&out).contains("banners: 6 of 6 open ports answered"), "{what}: {}", stderr_of(&out));
         assert_identified(what, &by_port(&out.stdout), &sha256);
+        let counted = |k: &str| after[k] - before[k];
+        if kind[2] == "xdp" {
+            // prtip held every connection itself, in the scan's pass: the
+            // scanner's kernel opened none, and reset none of prtip's.
+            assert_eq!((counted("ActiveOpens"), counted("OutRsts")), (0, 0), "{what}");
+        } else {
+            // The kernel sees raw sockets' replies: a stage of its own connections asks (9444 twice).
+            assert_eq!(counted("ActiveOpens"), 7, "{what}");
+            assert!(stderr_of(&out).contains("notice: --banners over raw sockets asks open ports"), "{what}");
+        }
     }
     let db = path_in(&dir, "scans.db");
     let out = lab.prtip(&[&scan[..], &["-sT", "--database", &db]].concat()).output().unwrap();
@@ -123,6 +135,20 @@ fn every_real_service_is_identified_by_syn_and_connect_scans_and_by_an_unprivile
     for server in [&mut sshd, &mut vsftpd, &mut nginx] {
         server.assert_running();
     }
+}
+
+/// The TCP counters of the kernel of namespace `ns` (/proc/net/snmp), by name.
+fn kernel_tcp(ns: &str) -> BTreeMap<String, i64> {
+    let snmp = Command::new("ip").args(["netns", "exec", ns, "cat", "/proc/net/snmp"]).output().unwrap();
+    let snmp = String::from_utf8(snmp.stdout).unwrap();
+    let mut tcp = snmp.lines().filter(|l| l.starts_with("Tcp:"));
+    let (names, values) = (tcp.next().unwrap(), tcp.next().unwrap());
+    names
+        .split_whitespace()
+        .zip(values.split_whitespace())
+        .skip(1)
+        .map(|(n, v)| (n.to_string(), v.parse().unwrap()))
+        .collect()
 }
 
 /// A server that accepts every connection and sends to each, forever, a

@@ -13,9 +13,11 @@ use super::window::{Lookup, Silent, Timeouts, Try, Verdict, Window};
 use crate::probe::syn::SYN_FRAME_LEN;
 use crate::probe::{Matcher, Probe, Templates};
 use crate::result::{PortState, Reason, ScanResult};
+use crate::transport::own_tcp::Handed;
 use crate::transport::{Drops, Receive, Transmit, TransportError};
 use crate::wire::cookie::{CookieKey, echo_within, unwrap_rtt_us};
-use crate::wire::reply::{Rejection, Reply};
+use crate::wire::reply::{self, Rejection, Reply, ReplyKind};
+use crate::wire::segment::Segment;
 use std::collections::HashSet;
 use std::net::IpAddr;
 use std::sync::atomic::{
@@ -167,6 +169,8 @@ pub struct ScanStats {
     pub resets: u64,
     /// RSTs not sent because the reset thread was that far behind.
     pub resets_skipped: u64,
+    /// Segments of connections prtip holds itself dropped on a full queue.
+    pub handover_dropped: u64,
     /// Frames that passed the kernel filter but were not valid replies.
     pub invalid: u64,
     /// Frames the kernel dropped before prtip read them, and probes the
@@ -263,6 +267,7 @@ struct Shared {
     late: AtomicU64,
     resets: AtomicU64,
     resets_skipped: AtomicU64,
+    handover_dropped: AtomicU64,
     invalid: AtomicU64,
     rx_drops: AtomicU64,
     /// The send rate every lane follows (0: no limit), and why it is so.
@@ -342,6 +347,7 @@ impl Shared {
             late: self.late.load(Relaxed),
             resets: self.resets.load(Relaxed),
             resets_skipped: self.resets_skipped.load(Relaxed),
+            handover_dropped: self.handover_dropped.load(Relaxed),
             invalid: self.invalid.load(Relaxed),
             rx_drops: self.rx_drops.load(Relaxed),
             rate_cuts: self.rate_cuts.load(Relaxed),
@@ -403,7 +409,10 @@ impl<'t> Clock<'t> {
 /// the space indices of probes that earlier runs of a resumed scan concluded:
 /// they are not sent again. `resets`, when given, sends an RST for every
 /// valid SYN-ACK: needed where this host's kernel never sees the replies
-/// (AF_XDP steals them). The transports are borrowed: closing them can take
+/// (AF_XDP steals them). `handover`, when given, takes instead every valid
+/// SYN-ACK that offers a window, and every other segment with its ACK bit
+/// set to the scan's ports: prtip holds those connections itself
+/// (`transport::own_tcp`). The transports are borrowed: closing them can take
 /// tens of milliseconds of RCU grace periods, which the caller may spend on
 /// something else. The lanes and the receive thread read the time and wait
 /// only through `time`.
@@ -414,6 +423,7 @@ pub fn run<T: Transmit, R: Receive>(
     txs: &mut [T],
     rx: &mut R,
     resets: Option<&mut dyn Transmit>,
+    handover: Option<mpsc::SyncSender<Handed>>,
     stop: &StopSignal,
     prior: &HashSet<u64>,
     observer: &mut impl Observer,
@@ -462,7 +472,8 @@ pub fn run<T: Transmit, R: Receive>(
         let resets = resets.map(|tx| spawn_resets(s, tx, &shared));
         let rx_thread = s.spawn(|| {
             let _done = EndGuard { shared: &shared, transmit: false, time };
-            let r = receive(plan, wire, lanes, rx, resets, &shared, &clock, stop, results_tx);
+            let closing = Closing { resets, handover };
+            let r = receive(plan, wire, lanes, rx, closing, &shared, &clock, stop, results_tx);
             shared.failed.fetch_or(r.is_err(), Relaxed);
             r
         });
@@ -707,7 +718,7 @@ fn receive<R: Receive>(
     wire: &Wire,
     lanes: Lanes,
     rx: &mut R,
-    resets: Option<mpsc::SyncSender<Vec<ResetFrame>>>,
+    closing: Closing,
     shared: &Shared,
     clock: &Clock<'_>,
     stop: &StopSignal,
@@ -729,6 +740,7 @@ fn receive<R: Receive>(
         let caught_up = rx.receive(wait, &mut |frame, rx_wall_ns| {
             let reply = match module.classify(&matcher, frame) {
                 Ok(reply) => reply,
+                Err(_) if closing.hand_over(frame, &matcher, plan, shared, false) => return,
                 Err(why) => return rejected.count(why, shared),
             };
             let Some((index, j)) = plan
@@ -759,7 +771,7 @@ fn receive<R: Receive>(
                             shared.max_rtt_us.fetch_max(rtt.max(1), Relaxed);
                         }
                     }
-                    reset(&mut rst_frames, wire, &reply, resets.is_some());
+                    reset(&mut rst_frames, wire, &reply, closing.resets.is_some());
                     return;
                 }
             };
@@ -774,8 +786,16 @@ fn receive<R: Receive>(
             };
             let verdict = window.answer(seq, started);
             drop(window);
-            // Duplicates too: a target repeats its SYN-ACK when an RST was lost.
-            reset(&mut rst_frames, wire, &reply, resets.is_some());
+            // Duplicates too: a target repeats its SYN-ACK when an RST (or our ACK) was lost.
+            // A held connection's RST acknowledges the cookie too: it is the connection's, not a new answer.
+            let held = match reply.kind {
+                ReplyKind::SynAck => reply.window > 0 && verdict != Verdict::Late,
+                ReplyKind::Rst => verdict == Verdict::Duplicate,
+                _ => false,
+            } && closing.hand_over(frame, &matcher, plan, shared, true);
+            if !held {
+                reset(&mut rst_frames, wire, &reply, closing.resets.is_some());
+            }
             let counter = match verdict {
                 Verdict::New => None,
                 Verdict::Duplicate => Some(&shared.duplicates),
@@ -819,7 +839,7 @@ fn receive<R: Receive>(
                 time_us: clock.wall_us(now),
             });
         })?;
-        if let Some(queue) = &resets
+        if let Some(queue) = &closing.resets
             && !rst_frames.is_empty()
         {
             let n = rst_frames.len() as u64;
@@ -854,6 +874,61 @@ fn receive<R: Receive>(
             watch.check(rx.take_drops(), rx.take_backlog(), clock.now_ns(), plan, shared);
             rejected.log();
             return Ok(());
+        }
+    }
+}
+
+/// Hands over, once the scan's probes are done, the segments of the
+/// connections prtip still holds itself, until `done`.
+pub fn hand_over_until(
+    rx: &mut dyn Receive,
+    wire: &Wire,
+    plan: &ScanPlan,
+    handover: &mpsc::SyncSender<Handed>,
+    done: &AtomicBool,
+) {
+    while !done.load(Relaxed) {
+        let read = rx.receive(RX_POLL, &mut |frame, _| {
+            let segment =
+                reply::parse(frame, wire.templates.sources()).ok().and_then(|r| Segment::of(&r, plan.src_ports));
+            if let Some(segment) = segment {
+                // A full queue drops it: the peer sends it again.
+                let _ = handover.try_send(Handed::Segment(segment));
+            }
+        });
+        if read.is_err() {
+            return;
+        }
+    }
+}
+
+/// What the receive thread does with the connections SYN-ACKs half open
+/// where this host's kernel never sees them.
+struct Closing {
+    /// Batches of RSTs to send.
+    resets: Option<mpsc::SyncSender<Vec<ResetFrame>>>,
+    /// Where the segments of the connections prtip holds itself go.
+    handover: Option<mpsc::SyncSender<Handed>>,
+}
+
+impl Closing {
+    /// Hands `frame` over where its TCP segment may be one of the
+    /// connections prtip holds itself (an `answer`, whose cookie was valid,
+    /// opens one); true if it was. A full queue drops it (the peer sends it
+    /// again, and a SYN-ACK is reset instead).
+    fn hand_over(&self, frame: &[u8], matcher: &Matcher, plan: &ScanPlan, shared: &Shared, answer: bool) -> bool {
+        let Some(queue) = &self.handover else { return false };
+        let Some(segment) = reply::parse(frame, &matcher.sources).ok().and_then(|r| Segment::of(&r, plan.src_ports))
+        else {
+            return false;
+        };
+        let handed = if answer { Handed::Answer(segment) } else { Handed::Segment(segment) };
+        match queue.try_send(handed) {
+            Ok(()) => true,
+            Err(_) => {
+                shared.handover_dropped.fetch_add(1, Relaxed);
+                false
+            }
         }
     }
 }
@@ -1335,6 +1410,7 @@ mod tests {
             &mut (0..lanes).map(|_| FakeTx(net.clone(), truth.clone(), time.clone())).collect::<Vec<_>>(),
             &mut FakeRx(net.clone(), time.clone()),
             Some(&mut FakeResets(net.clone())),
+            None,
             &StopSignal::new(),
             &prior,
             &mut seen,
@@ -1486,6 +1562,7 @@ mod tests {
             &wire,
             &mut [ProbeTx(net.clone(), time.clone(), forged.clone())],
             &mut FakeRx(net.clone(), time.clone()),
+            None,
             None,
             &StopSignal::new(),
             &HashSet::new(),
@@ -1896,6 +1973,7 @@ mod tests {
             &wire,
             &mut [PanickingTx],
             &mut FakeRx(Arc::default(), time.clone()),
+            None,
             None,
             &StopSignal::new(),
             &HashSet::new(),

@@ -252,4 +252,13 @@ impl Templates {
     pub fn write_close(&self, reply: &Reply, out: &mut [u8]) -> Option<usize> {
         self.modules[self.sources.index_of(reply.from)?].write_close(reply, out)
     }
+
+    /// Writes `segment` from our address `from` into `out`; returns its
+    /// length, or None where the scan sends no TCP or not from `from`.
+    pub fn write_segment(&self, from: IpAddr, segment: &syn::Outgoing, out: &mut [u8]) -> Option<usize> {
+        match &self.modules[self.sources.index_of(from)?] {
+            Module::Syn(t) => Some(t.write_segment(segment, out)),
+            _ => None,
+        }
+    }
 }

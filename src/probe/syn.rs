@@ -51,6 +51,19 @@ pub struct SynProbe {
     pub tsval: u32,
 }
 
+/// A segment of a connection prtip holds itself, to be written into a frame.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Outgoing<'a> {
+    pub dst: IpAddr,
+    pub sport: u16,
+    pub dport: u16,
+    pub seq: u32,
+    pub ack: u32,
+    pub flags: u8,
+    pub window: u16,
+    pub payload: &'a [u8],
+}
+
 #[derive(Debug, Clone)]
 pub struct SynTemplate {
     frame: [u8; SYN_FRAME_LEN],
@@ -121,30 +134,47 @@ impl SynTemplate {
     /// minute, as it would for a scanner whose kernel never sees the SYN-ACK
     /// (AF_XDP) and so sends no RST itself.
     pub fn write_reset(&self, dst: IpAddr, sport: u16, dport: u16, seq: u32, out: &mut [u8]) -> usize {
-        let (l4, len) = (self.tcp, self.tcp + RST_TCP_LEN);
+        let rst = Outgoing { dst, sport, dport, seq, ack: 0, flags: tcp::RST, window: 0, payload: &[] };
+        self.write_segment(&rst, out)
+    }
+
+    /// Bytes in the frame of a segment carrying `payload` bytes.
+    pub fn segment_len(&self, payload: usize) -> usize {
+        self.tcp + RST_TCP_LEN + payload
+    }
+
+    /// Writes `segment` (a header without options) from this template's
+    /// address into `out`, which must hold `segment_len` bytes of it;
+    /// returns its length. The segments of a connection prtip holds itself.
+    pub fn write_segment(&self, segment: &Outgoing, out: &mut [u8]) -> usize {
+        let (l4, len) = (self.tcp, self.segment_len(segment.payload.len()));
+        let ip_payload = RST_TCP_LEN + segment.payload.len();
         let out = &mut out[..len];
         out[..l4].copy_from_slice(&self.frame[..l4]);
-        let (bytes, n) = addr_bytes(dst);
+        let (bytes, n) = addr_bytes(segment.dst);
         let dst_bytes = &bytes[..n];
         out[self.dst.clone()].copy_from_slice(dst_bytes);
         if self.is_ipv4() {
-            out[at(IP, ipv4::TOTAL_LEN)].copy_from_slice(&((ipv4::HEADER_LEN + RST_TCP_LEN) as u16).to_be_bytes());
+            out[at(IP, ipv4::TOTAL_LEN)].copy_from_slice(&((ipv4::HEADER_LEN + ip_payload) as u16).to_be_bytes());
             out[at(IP, ipv4::CHECKSUM)].fill(0);
             let sum = checksum::finish(checksum::add(0, &out[IP..l4]));
             out[at(IP, ipv4::CHECKSUM)].copy_from_slice(&sum.to_be_bytes());
         } else {
-            out[at(IP, ipv6::PAYLOAD_LEN)].copy_from_slice(&(RST_TCP_LEN as u16).to_be_bytes());
+            out[at(IP, ipv6::PAYLOAD_LEN)].copy_from_slice(&(ip_payload as u16).to_be_bytes());
         }
         let t = &mut out[l4..];
-        t.fill(0);
-        t[tcp::SRC_PORT].copy_from_slice(&sport.to_be_bytes());
-        t[tcp::DST_PORT].copy_from_slice(&dport.to_be_bytes());
-        t[tcp::SEQ].copy_from_slice(&seq.to_be_bytes());
+        t[..RST_TCP_LEN].fill(0);
+        t[tcp::SRC_PORT].copy_from_slice(&segment.sport.to_be_bytes());
+        t[tcp::DST_PORT].copy_from_slice(&segment.dport.to_be_bytes());
+        t[tcp::SEQ].copy_from_slice(&segment.seq.to_be_bytes());
+        t[tcp::ACK_NUM].copy_from_slice(&segment.ack.to_be_bytes());
         t[tcp::DATA_OFFSET] = ((RST_TCP_LEN / 4) as u8) << 4;
-        t[tcp::FLAGS] = tcp::RST;
+        t[tcp::FLAGS] = segment.flags;
+        t[tcp::WINDOW].copy_from_slice(&segment.window.to_be_bytes());
+        t[RST_TCP_LEN..].copy_from_slice(segment.payload);
         let src = &self.frame[self.src.clone()];
         let pseudo =
-            checksum::add(checksum::add(0, src), dst_bytes) + u64::from(field::PROTOCOL_TCP) + RST_TCP_LEN as u64;
+            checksum::add(checksum::add(0, src), dst_bytes) + u64::from(field::PROTOCOL_TCP) + ip_payload as u64;
         let sum = checksum::finish(checksum::add(pseudo, t));
         t[tcp::CHECKSUM].copy_from_slice(&sum.to_be_bytes());
         len

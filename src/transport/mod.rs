@@ -3,6 +3,7 @@
 
 pub mod connect;
 pub mod filter;
+pub mod own_tcp;
 pub mod raw;
 pub mod stream;
 #[allow(unsafe_code)]

@@ -194,12 +194,15 @@ pub struct Queues {
 /// Loads and attaches the XDP program on `ifindex` and binds an AF_XDP socket
 /// to every one of the interface's `queues.rx` receive queues, so that
 /// replies to the scan's addresses and ports come to prtip whichever queue they
-/// arrive on; the first `tx_queues` sockets also send.
+/// arrive on; the first `tx_queues` sockets also send. With `segments`,
+/// every TCP segment with its ACK bit set to the scan's ports comes to
+/// prtip: it holds those connections itself (banners over AF_XDP).
 pub fn open(
     ifname: &str,
     ifindex: u32,
     queues: Queues,
     replies: Replies,
+    segments: bool,
     tx_queues: u32,
     resent: &Resent,
 ) -> Result<(Vec<XdpTx>, XdpRx, XdpAttachment), TransportError> {
@@ -233,7 +236,7 @@ pub fn open(
                 .map(|queue| open_queue(ifname, queue, queue < tx_queues, resent))
                 .collect::<Result<Vec<_>, _>>()
         });
-        let attached = load_and_attach(ifname, ifindex, program_config(replies));
+        let attached = load_and_attach(ifname, ifindex, program_config(replies, segments));
         (attached, sockets.join())
     });
     let (object, link) = attached?;
@@ -299,7 +302,7 @@ type ConfigBytes = [u8; size_of::<ProgramConfig>()];
 /// The program's parameters: the scan's addresses in the array of their
 /// family, the rest left zero, the family that says which is in use, and
 /// the probes' protocol.
-fn program_config(Replies { to, ports: (port_lo, port_hi), protocol }: Replies) -> ConfigBytes {
+fn program_config(Replies { to, ports: (port_lo, port_hi), protocol }: Replies, segments: bool) -> ConfigBytes {
     let (mut src_ip, mut src_ip6) = ([[0; 4]; MAX_SOURCES], [[0; 16]; MAX_SOURCES]);
     for (i, addr) in to.as_slice().iter().enumerate() {
         match addr {
@@ -309,7 +312,8 @@ fn program_config(Replies { to, ports: (port_lo, port_hi), protocol }: Replies) 
     }
     let family = if to.is_ipv4() { 4 } else { 6 };
     let sources = to.count() as u8;
-    let config = ProgramConfig { src_ip, port_lo, port_hi, src_ip6, family, protocol, sources, pad: 0 };
+    let config =
+        ProgramConfig { src_ip, port_lo, port_hi, src_ip6, family, protocol, sources, segments: u8::from(segments) };
     // SAFETY: ProgramConfig has no padding (abi.rs asserts it), so each of its bytes is initialised.
     unsafe { std::mem::transmute::<ProgramConfig, ConfigBytes>(config) }
 }
@@ -608,8 +612,8 @@ mod tests {
     fn program_config_fills_the_array_of_the_family_in_use() {
         let two = [Ipv4Addr::new(10, 200, 0, 1), Ipv4Addr::new(10, 200, 0, 9)].map(IpAddr::V4);
         let to = Sources::new(&two).unwrap();
-        let v4 = program_config(Replies { to, ports: (61000, 61063), protocol: 6 });
-        // 16 IPv4 addresses, the ports, 16 IPv6 addresses, then family, protocol, count and a pad byte.
+        let v4 = program_config(Replies { to, ports: (61000, 61063), protocol: 6 }, false);
+        // 16 IPv4 addresses, the ports, 16 IPv6 addresses, then family, protocol, count and the segments flag.
         let mut expected = [0u8; 328];
         expected[..4].copy_from_slice(&[10, 200, 0, 1]);
         expected[4..8].copy_from_slice(&[10, 200, 0, 9]);
@@ -620,10 +624,10 @@ mod tests {
 
         let ip6: Ipv6Addr = "fd00:200::1".parse().unwrap();
         let to = Sources::one(IpAddr::V6(ip6));
-        let v6 = program_config(Replies { to, ports: (61000, 61063), protocol: 17 });
+        let v6 = program_config(Replies { to, ports: (61000, 61063), protocol: 17 }, true);
         expected[..8].fill(0);
         expected[68..84].copy_from_slice(&ip6.octets());
-        expected[324..327].copy_from_slice(&[6, 17, 1]);
+        expected[324..328].copy_from_slice(&[6, 17, 1, 1]);
         assert_eq!(v6, expected);
     }
 }

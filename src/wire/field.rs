@@ -66,14 +66,18 @@ pub mod tcp {
     pub const SRC_PORT: Field = 0..2;
     pub const DST_PORT: Field = 2..4;
     pub const SEQ: Field = 4..8;
+    pub const ACK_NUM: Field = 8..12;
     /// The header's length in 32-bit words, in the high four bits.
     pub const DATA_OFFSET: usize = 12;
     pub const FLAGS: usize = 13;
     pub const WINDOW: Field = 14..16;
     pub const CHECKSUM: Field = 16..18;
     pub const HEADER_LEN: usize = 20;
+    pub const FIN: u8 = 0x01;
     pub const SYN: u8 = 0x02;
     pub const RST: u8 = 0x04;
+    pub const PSH: u8 = 0x08;
+    pub const ACK: u8 = 0x10;
 }
 
 /// UDP.

@@ -2,10 +2,12 @@
 
 pub mod arp;
 pub mod checksum;
+pub mod connection;
 pub mod cookie;
 pub mod field;
 pub mod ndp;
 pub mod reply;
+pub mod segment;
 pub mod sources;
 
 use std::net::IpAddr;

@@ -279,6 +279,7 @@ impl SimNet {
             &mut [self.transmitter()],
             &mut self.receiver(),
             Some(&mut *resets),
+            None,
             &stop,
             &Default::default(),
             &mut tally,

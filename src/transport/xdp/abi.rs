@@ -27,7 +27,10 @@ pub struct ProgramConfig {
     pub protocol: u8,
     /// How many addresses the scan sends from: 1 to `MAX_SOURCES`.
     pub sources: u8,
-    pub pad: u8,
+    /// 1 where prtip holds TCP connections itself (banners over AF_XDP):
+    /// every segment with its ACK bit set to the scan's ports is steered,
+    /// not only SYN-ACKs and RSTs.
+    pub segments: u8,
 }
 
 // The sum of its fields' sizes: no padding, so every byte of it is a field's.
