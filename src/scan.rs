@@ -761,8 +761,8 @@ fn start_banners(
         not_local: Vec::new(),
     };
     if let Some(own_tcp) = own_tcp {
-        tracing::info!(connections = own_tcp::MOST_HELD, "banner stage on connections of prtip's own");
-        return BannerStage::start(*own_tcp, own_tcp::MOST_HELD as u32, config).map_err(ScanError::Uring);
+        tracing::info!(connections = own_tcp::MOST_TAKEN, "banner stage on connections of prtip's own");
+        return BannerStage::start(*own_tcp, own_tcp::MOST_TAKEN as u32, config).map_err(ScanError::Uring);
     }
     let streams = crate::sys::stream::Streams::new(connections).map_err(ScanError::Uring)?;
     let sources = cfg.path.source_ip;

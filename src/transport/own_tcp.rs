@@ -20,16 +20,18 @@ use crate::probe::syn::Outgoing;
 use crate::wire::connection::{Connection, Header};
 use crate::wire::field::tcp;
 use crate::wire::segment::Segment;
-use std::collections::HashMap;
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap, HashSet};
 use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::os::fd::OwnedFd;
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::time::{Duration, Instant};
 
-/// Connections held at once, taken by the stage or not: some 40 MiB at
-/// most of unread bytes.
-pub const MOST_HELD: usize = 8192;
+/// Conversations at once: as many as the connect stage has.
+pub const MOST_TAKEN: usize = crate::engine::banners::MAX_CONNECTIONS as usize;
+/// Connections held at once, taken by the stage or waiting for it.
+const MOST_HELD: usize = 2 * MOST_TAKEN;
 /// Peers whose connection was closed, refused or let go that are
 /// remembered, with the address and port to open it again from: as many
 /// as the banner stage may have waiting.
@@ -101,7 +103,22 @@ pub struct OwnTcp {
     /// connection again (with a SYN of its own, once there is room).
     closed: HashMap<SocketAddr, SocketAddr>,
     closed_order: std::collections::VecDeque<SocketAddr>,
+    /// Taken connections whose step may have ended: only these are looked
+    /// at, so a step costs the same with 8192 connections as with one.
+    ready: HashSet<u32>,
+    timers: BinaryHeap<Reverse<(Instant, Timer)>>,
     frames: Vec<Vec<u8>>,
+}
+
+/// What is due at a time; checked against the connection when it comes,
+/// as the connection may have moved on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Timer {
+    /// A step of a taken connection ends (its receive's or connect's timeout).
+    Step(u32),
+    Retransmit(SocketAddr),
+    /// A connection the stage did not take is let go.
+    Expire(SocketAddr),
 }
 
 impl OwnTcp {
@@ -118,6 +135,8 @@ impl OwnTcp {
             next_id: 0,
             closed: HashMap::new(),
             closed_order: Default::default(),
+            ready: HashSet::new(),
+            timers: BinaryHeap::new(),
             frames: Vec::new(),
         }
     }
@@ -139,7 +158,11 @@ impl OwnTcp {
         }
         let limit = if h.id.is_some() { INBOX } else { INBOX / 2 };
         let connecting = h.conn.syn_sent;
-        if h.conn.on_segment(&s, limit) {
+        let answer = h.conn.on_segment(&s, limit);
+        if let Some(id) = h.id {
+            self.ready.insert(id);
+        }
+        if answer {
             if connecting && !h.conn.syn_sent {
                 h.step = Step::Connected;
             }
@@ -164,6 +187,7 @@ impl OwnTcp {
         let header = h.conn.ack(h.window());
         self.write(s.ours, s.peer, header, tcp::ACK, &[]);
         self.held.insert(s.peer, h);
+        self.timers.push(Reverse((now + self.wait, Timer::Expire(s.peer))));
     }
 
     fn take_queued(&mut self) {
@@ -218,60 +242,46 @@ impl OwnTcp {
     }
 
     /// Sends again what waits too long for its acknowledgement; lets go
-    /// of connections the stage never took.
+    /// of connections the stage never took; marks the steps whose time is up.
     fn on_time(&mut self, now: Instant) {
-        let mut due = Vec::new();
-        let mut expired = Vec::new();
-        for (peer, h) in &mut self.held {
-            if h.id.is_none() && now.duration_since(h.since) >= self.wait {
-                expired.push(*peer);
-            } else if !h.conn.unacked().is_empty() && now.duration_since(h.sent_at) >= RETRANSMIT {
-                h.sent_at = now;
-                due.push(*peer);
+        while let Some(&Reverse((at, timer))) = self.timers.peek() {
+            if at > now {
+                break;
+            }
+            self.timers.pop();
+            match timer {
+                Timer::Step(id) => {
+                    self.ready.insert(id);
+                }
+                Timer::Retransmit(peer) => {
+                    let Some(h) = self.held.get_mut(&peer) else { continue };
+                    // A later send set a timer of its own.
+                    if h.conn.unacked().is_empty() || h.sent_at + RETRANSMIT > now {
+                        continue;
+                    }
+                    h.sent_at = now;
+                    let (from, window, conn) = (h.conn.ours, h.window(), h.conn.clone());
+                    for (header, range) in conn.unacknowledged(MSS, window) {
+                        self.write(from, peer, header, tcp::ACK | tcp::PSH, &conn.unacked()[range]);
+                    }
+                    self.timers.push(Reverse((now + RETRANSMIT, Timer::Retransmit(peer))));
+                }
+                Timer::Expire(peer) => {
+                    if self.held.get(&peer).is_some_and(|h| h.id.is_none() && h.since + self.wait <= now)
+                        && let Some(h) = self.held.remove(&peer)
+                    {
+                        self.remember(h.conn.peer, h.conn.ours);
+                        self.reset(&h.conn);
+                    }
+                }
             }
         }
-        for peer in due {
-            let h = &self.held[&peer];
-            let (from, conn) = (h.conn.ours, h.conn.clone());
-            for (header, range) in conn.unacknowledged(MSS, h.window()) {
-                self.write(from, peer, header, tcp::ACK | tcp::PSH, &conn.unacked()[range]);
-            }
-        }
-        for peer in expired {
-            if let Some(h) = self.held.remove(&peer) {
-                self.remember(h.conn.peer, h.conn.ours);
-                self.reset(&h.conn);
-            }
-        }
-    }
-
-    /// The first step of a connection the stage took that has ended, if any.
-    fn ended(&self, now: Instant) -> bool {
-        self.ids.values().any(|peer| {
-            let h = &self.held[peer];
-            match h.step {
-                Step::Idle => false,
-                Step::Connecting { until } => h.conn.reset || now >= until,
-                Step::Connected | Step::Sent(_) => true,
-                Step::Receive { until } => h.conn.unread() > 0 || h.conn.fin || h.conn.reset || now >= until,
-            }
-        })
-    }
-
-    fn next_deadline(&self) -> Option<Instant> {
-        let receives = self.ids.values().filter_map(|p| match self.held[p].step {
-            Step::Receive { until } | Step::Connecting { until } => Some(until),
-            _ => None,
-        });
-        let retransmits = self.held.values().filter(|h| !h.conn.unacked().is_empty()).map(|h| h.sent_at + RETRANSMIT);
-        let expiries = self.held.values().filter(|h| h.id.is_none()).map(|h| h.since + self.wait);
-        receives.chain(retransmits).chain(expiries).min()
     }
 }
 
 impl Conversations for OwnTcp {
     fn room(&self) -> usize {
-        MOST_HELD - self.ids.len()
+        MOST_TAKEN.saturating_sub(self.ids.len())
     }
 
     /// Takes the connection to `to` that a SYN-ACK opened, or opens again
@@ -284,6 +294,7 @@ impl Conversations for OwnTcp {
             Some(h) if h.id.is_none() && !h.conn.reset => {
                 h.id = Some(id);
                 h.step = Step::Connected;
+                self.ready.insert(id);
                 Step::Connected
             }
             Some(_) => return Err(io::Error::from_raw_os_error(libc::ECONNABORTED)),
@@ -299,6 +310,7 @@ impl Conversations for OwnTcp {
                 let header = h.conn.syn();
                 self.write(ours, to, header, tcp::SYN, &[]);
                 self.held.insert(to, h);
+                self.timers.push(Reverse((now + timeout, Timer::Step(id))));
                 step
             }
         };
@@ -321,6 +333,8 @@ impl Conversations for OwnTcp {
         let pieces = h.conn.send(data, MSS, window);
         h.step = Step::Sent(data.len());
         h.sent_at = Instant::now();
+        self.ready.insert(id);
+        self.timers.push(Reverse((h.sent_at + RETRANSMIT, Timer::Retransmit(peer))));
         let (from, conn) = (h.conn.ours, h.conn.clone());
         for (header, range) in pieces {
             self.write(from, peer, header, tcp::ACK | tcp::PSH, &conn.unacked()[range]);
@@ -332,12 +346,17 @@ impl Conversations for OwnTcp {
     fn receive(&mut self, id: u32, timeout: Duration) -> io::Result<()> {
         let peer = *self.ids.get(&id).ok_or_else(|| io::Error::from_raw_os_error(libc::EBADF))?;
         let h = self.held.get_mut(&peer).expect("a taken connection is held");
-        h.step = Step::Receive { until: Instant::now() + timeout };
+        let until = Instant::now() + timeout;
+        h.step = Step::Receive { until };
+        // What came before the read was asked for ends it at once.
+        self.ready.insert(id);
+        self.timers.push(Reverse((until, Timer::Step(id))));
         Ok(())
     }
 
     /// Ends the connection with an RST, whatever state it is in.
     fn close(&mut self, id: u32) {
+        self.ready.remove(&id);
         if let Some(h) = self.ids.remove(&id).and_then(|peer| self.held.remove(&peer)) {
             self.remember(h.conn.peer, h.conn.ours);
             self.reset(&h.conn);
@@ -348,8 +367,9 @@ impl Conversations for OwnTcp {
     fn complete(&mut self, wait: Duration, on: &mut dyn FnMut(u32, Ended)) -> io::Result<()> {
         let now = Instant::now();
         self.take_queued();
-        if !self.ended(now) {
-            let until = self.next_deadline().map_or(now + wait, |d| d.min(now + wait));
+        if self.ready.is_empty() {
+            let next = self.timers.peek().map(|Reverse((at, _))| *at);
+            let until = next.map_or(now + wait, |at| at.min(now + wait));
             match self.segments.recv_timeout(until.saturating_duration_since(now)) {
                 Ok(s) => self.take_segment(s),
                 // The scan's receive thread ended: segments still held are read all the same.
@@ -359,9 +379,9 @@ impl Conversations for OwnTcp {
         }
         let now = Instant::now();
         self.on_time(now);
-        let ids: Vec<u32> = self.ids.keys().copied().collect();
-        for id in ids {
-            let peer = self.ids[&id];
+        let ready: Vec<u32> = self.ready.drain().collect();
+        for id in ready {
+            let Some(&peer) = self.ids.get(&id) else { continue };
             let h = self.held.get_mut(&peer).expect("a taken connection is held");
             let step = h.step;
             let ended = match step {
