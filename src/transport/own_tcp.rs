@@ -36,9 +36,10 @@ const MOST_HELD: usize = 2 * MOST_TAKEN;
 /// remembered, with the address and port to open it again from: as many
 /// as the banner stage may have waiting.
 const REMEMBERED: usize = crate::engine::banners::QUEUE;
-/// Segments the receive thread may queue for this backend; more are
-/// dropped there, and the peer sends them again.
-pub const SEGMENT_QUEUE: usize = 65_536;
+/// Segments the receive thread may queue for this backend (some 12 MiB
+/// of payloads at most, whoever sends them); more are dropped there, and
+/// the peer sends them again.
+pub const SEGMENT_QUEUE: usize = 8192;
 /// Unread bytes kept per connection: what the window we advertise offers.
 const INBOX: usize = 4096;
 /// The largest payload we send in one segment: fits any path of IPv6's
@@ -146,16 +147,21 @@ impl OwnTcp {
             Handed::Answer(s) => (s, true),
             Handed::Segment(s) => (s, false),
         };
-        let Some(h) = self.held.get_mut(&s.peer) else {
-            if answer && s.syn {
-                self.open_from(&s);
+        let held = self.held.get_mut(&s.peer).filter(|h| h.conn.ours == s.ours);
+        let Some(h) = held else {
+            match (answer && !self.held.contains_key(&s.peer), s.syn) {
+                (true, true) => self.open_from(&s),
+                // A SYN-ACK of no connection held (another try's port, or
+                // one that ended): reset, or the peer sends it for a minute.
+                (_, true) => {
+                    let header = Header { seq: s.ack, ack: 0, window: 0 };
+                    self.write(s.ours, s.peer, header, tcp::RST, &[]);
+                }
+                // A segment of a connection already ended: our RST ends it there too.
+                (_, false) => {}
             }
-            // Otherwise a segment of a connection already ended: our RST ends it there too.
             return;
         };
-        if h.conn.ours != s.ours {
-            return;
-        }
         let limit = if h.id.is_some() { INBOX } else { INBOX / 2 };
         let connecting = h.conn.syn_sent;
         let answer = h.conn.on_segment(&s, limit);
@@ -175,7 +181,8 @@ impl OwnTcp {
 
     /// A SYN-ACK that the receive thread validated: the handshake ends now.
     fn open_from(&mut self, s: &Segment) {
-        if self.held.len() >= MOST_HELD {
+        // Connections waiting for the stage leave room for those it takes.
+        if self.held.len() - self.ids.len() >= MOST_HELD - MOST_TAKEN {
             self.remember(s.peer, s.ours);
             let header = Header { seq: s.ack, ack: 0, window: 0 };
             self.write(s.ours, s.peer, header, tcp::RST, &[]);
