@@ -16,7 +16,7 @@ use crate::result::{PortState, Reason, ScanResult};
 use crate::transport::own_tcp::Handed;
 use crate::transport::{Drops, Receive, Transmit, TransportError};
 use crate::wire::cookie::{CookieKey, echo_within, unwrap_rtt_us};
-use crate::wire::reply::{self, Rejection, Reply, ReplyKind};
+use crate::wire::reply::{Rejection, Reply, ReplyKind};
 use crate::wire::segment::Segment;
 use std::collections::HashSet;
 use std::net::IpAddr;
@@ -889,9 +889,7 @@ pub fn hand_over_until(
 ) {
     while !done.load(Relaxed) {
         let read = rx.receive(RX_POLL, &mut |frame, _| {
-            let segment =
-                reply::parse(frame, wire.templates.sources()).ok().and_then(|r| Segment::of(&r, plan.src_ports));
-            if let Some(segment) = segment {
+            if let Some(segment) = Segment::in_frame(frame, wire.templates.sources(), plan.src_ports) {
                 // A full queue drops it: the peer sends it again.
                 let _ = handover.try_send(Handed::Segment(segment));
             }
@@ -918,10 +916,7 @@ impl Closing {
     /// again, and a SYN-ACK is reset instead).
     fn hand_over(&self, frame: &[u8], matcher: &Matcher, plan: &ScanPlan, shared: &Shared, answer: bool) -> bool {
         let Some(queue) = &self.handover else { return false };
-        let Some(segment) = reply::parse(frame, &matcher.sources).ok().and_then(|r| Segment::of(&r, plan.src_ports))
-        else {
-            return false;
-        };
+        let Some(segment) = Segment::in_frame(frame, &matcher.sources, plan.src_ports) else { return false };
         let handed = if answer { Handed::Answer(segment) } else { Handed::Segment(segment) };
         match queue.try_send(handed) {
             Ok(()) => true,

@@ -93,7 +93,6 @@ impl Held {
 pub struct OwnTcp {
     segments: Receiver<Handed>,
     tx: Box<dyn Transmit>,
-    templates: Templates,
     /// How long a connection waits for the stage to take it.
     wait: Duration,
     held: HashMap<SocketAddr, Held>,
@@ -108,7 +107,7 @@ pub struct OwnTcp {
     /// at, so a step costs the same with 8192 connections as with one.
     ready: HashSet<u32>,
     timers: BinaryHeap<Reverse<(Instant, Timer)>>,
-    frames: Vec<Vec<u8>>,
+    frames: Frames,
 }
 
 /// What is due at a time; checked against the connection when it comes,
@@ -122,6 +121,50 @@ enum Timer {
     Expire(SocketAddr),
 }
 
+/// The frames a step writes, sent at its end.
+struct Frames {
+    templates: Templates,
+    out: Vec<Vec<u8>>,
+}
+
+impl Frames {
+    fn write(&mut self, from: SocketAddr, to: SocketAddr, h: Header, flags: u8, payload: &[u8]) {
+        let segment = Outgoing {
+            dst: to.ip(),
+            sport: from.port(),
+            dport: to.port(),
+            seq: h.seq,
+            ack: h.ack,
+            flags,
+            window: h.window,
+            payload,
+        };
+        let mut frame = vec![0u8; 128 + payload.len()];
+        if let Some(len) = self.templates.write_segment(from.ip(), &segment, &mut frame) {
+            frame.truncate(len);
+            self.out.push(frame);
+        }
+    }
+
+    /// The segments of `pieces` of what `conn` sent and is not yet acknowledged.
+    fn data(&mut self, conn: &Connection, pieces: Vec<(Header, std::ops::Range<usize>)>) {
+        for (header, range) in pieces {
+            self.write(conn.ours, conn.peer, header, tcp::ACK | tcp::PSH, &conn.unacked()[range]);
+        }
+    }
+
+    /// The RST that refuses segment `s`'s SYN-ACK.
+    fn refuse(&mut self, s: &Segment) {
+        let header = Header { seq: s.ack, ack: 0, window: 0 };
+        self.write(s.ours, s.peer, header, tcp::RST, &[]);
+    }
+
+    fn reset(&mut self, conn: &Connection) {
+        let header = conn.ack(0);
+        self.write(conn.ours, conn.peer, header, tcp::RST | tcp::ACK, &[]);
+    }
+}
+
 impl OwnTcp {
     /// Connections from the segments the receive thread queues on
     /// `segments`, with frames written from `templates` and sent through `tx`.
@@ -129,7 +172,6 @@ impl OwnTcp {
         OwnTcp {
             segments,
             tx,
-            templates,
             wait,
             held: HashMap::new(),
             ids: HashMap::new(),
@@ -138,7 +180,7 @@ impl OwnTcp {
             closed_order: Default::default(),
             ready: HashSet::new(),
             timers: BinaryHeap::new(),
-            frames: Vec::new(),
+            frames: Frames { templates, out: Vec::new() },
         }
     }
 
@@ -153,10 +195,7 @@ impl OwnTcp {
                 (true, true) => self.open_from(&s),
                 // A SYN-ACK of no connection held (another try's port, or
                 // one that ended): reset, or the peer sends it for a minute.
-                (_, true) => {
-                    let header = Header { seq: s.ack, ack: 0, window: 0 };
-                    self.write(s.ours, s.peer, header, tcp::RST, &[]);
-                }
+                (_, true) => self.frames.refuse(&s),
                 // A segment of a connection already ended: our RST ends it there too.
                 (_, false) => {}
             }
@@ -174,8 +213,7 @@ impl OwnTcp {
             }
             let header = h.conn.ack(h.window());
             h.advertised = header.window;
-            let (from, to) = (h.conn.ours, h.conn.peer);
-            self.write(from, to, header, tcp::ACK, &[]);
+            self.frames.write(h.conn.ours, h.conn.peer, header, tcp::ACK, &[]);
         }
     }
 
@@ -184,15 +222,14 @@ impl OwnTcp {
         // Connections waiting for the stage leave room for those it takes.
         if self.held.len() - self.ids.len() >= MOST_HELD - MOST_TAKEN {
             self.remember(s.peer, s.ours);
-            let header = Header { seq: s.ack, ack: 0, window: 0 };
-            self.write(s.ours, s.peer, header, tcp::RST, &[]);
+            self.frames.refuse(s);
             return;
         }
         let conn = Connection::from_syn_ack(s);
         let now = Instant::now();
         let h = Held { conn, since: now, id: None, step: Step::Idle, sent_at: now, advertised: INBOX as u16 };
         let header = h.conn.ack(h.window());
-        self.write(s.ours, s.peer, header, tcp::ACK, &[]);
+        self.frames.write(s.ours, s.peer, header, tcp::ACK, &[]);
         self.held.insert(s.peer, h);
         self.timers.push(Reverse((now + self.wait, Timer::Expire(s.peer))));
     }
@@ -203,34 +240,15 @@ impl OwnTcp {
         }
     }
 
-    fn write(&mut self, from: SocketAddr, to: SocketAddr, h: Header, flags: u8, payload: &[u8]) {
-        let segment = Outgoing {
-            dst: to.ip(),
-            sport: from.port(),
-            dport: to.port(),
-            seq: h.seq,
-            ack: h.ack,
-            flags,
-            window: h.window,
-            payload,
-        };
-        let mut frame = vec![0u8; 128 + payload.len()];
-        if let Some(len) = self.templates.write_segment(from.ip(), &segment, &mut frame) {
-            frame.truncate(len);
-            self.frames.push(frame);
-        }
-    }
-
     fn flush(&mut self) {
-        if self.frames.is_empty() {
+        if self.frames.out.is_empty() {
             return;
         }
-        let frames: Vec<&[u8]> = self.frames.iter().map(Vec::as_slice).collect();
+        let frames: Vec<&[u8]> = self.frames.out.iter().map(Vec::as_slice).collect();
         // A frame the kernel refused is sent again, or ends by the conversation's timeout.
         let _ = self.tx.transmit(&frames);
-        self.frames.clear();
+        self.frames.out.clear();
     }
-
     /// Remembers where a connection to `peer` left from, for it to be opened again.
     fn remember(&mut self, peer: SocketAddr, ours: SocketAddr) {
         if self.closed.insert(peer, ours).is_none() {
@@ -241,11 +259,6 @@ impl OwnTcp {
                 self.closed.remove(&old);
             }
         }
-    }
-
-    fn reset(&mut self, conn: &Connection) {
-        let header = conn.ack(0);
-        self.write(conn.ours, conn.peer, header, tcp::RST | tcp::ACK, &[]);
     }
 
     /// Sends again what waits too long for its acknowledgement; lets go
@@ -267,10 +280,7 @@ impl OwnTcp {
                         continue;
                     }
                     h.sent_at = now;
-                    let (from, window, conn) = (h.conn.ours, h.window(), h.conn.clone());
-                    for (header, range) in conn.unacknowledged(MSS, window) {
-                        self.write(from, peer, header, tcp::ACK | tcp::PSH, &conn.unacked()[range]);
-                    }
+                    self.frames.data(&h.conn, h.conn.unacknowledged(MSS, h.window()));
                     self.timers.push(Reverse((now + RETRANSMIT, Timer::Retransmit(peer))));
                 }
                 Timer::Expire(peer) => {
@@ -278,7 +288,7 @@ impl OwnTcp {
                         && let Some(h) = self.held.remove(&peer)
                     {
                         self.remember(h.conn.peer, h.conn.ours);
-                        self.reset(&h.conn);
+                        self.frames.reset(&h.conn);
                     }
                 }
             }
@@ -315,7 +325,7 @@ impl Conversations for OwnTcp {
                 let step = Step::Connecting { until: now + timeout };
                 let h = Held { conn, since: now, id: Some(id), step, sent_at: now, advertised: INBOX as u16 };
                 let header = h.conn.syn();
-                self.write(ours, to, header, tcp::SYN, &[]);
+                self.frames.write(ours, to, header, tcp::SYN, &[]);
                 self.held.insert(to, h);
                 self.timers.push(Reverse((now + timeout, Timer::Step(id))));
                 step
@@ -342,10 +352,7 @@ impl Conversations for OwnTcp {
         h.sent_at = Instant::now();
         self.ready.insert(id);
         self.timers.push(Reverse((h.sent_at + RETRANSMIT, Timer::Retransmit(peer))));
-        let (from, conn) = (h.conn.ours, h.conn.clone());
-        for (header, range) in pieces {
-            self.write(from, peer, header, tcp::ACK | tcp::PSH, &conn.unacked()[range]);
-        }
+        self.frames.data(&h.conn, pieces);
         self.flush();
         Ok(())
     }
@@ -366,7 +373,7 @@ impl Conversations for OwnTcp {
         self.ready.remove(&id);
         if let Some(h) = self.ids.remove(&id).and_then(|peer| self.held.remove(&peer)) {
             self.remember(h.conn.peer, h.conn.ours);
-            self.reset(&h.conn);
+            self.frames.reset(&h.conn);
             self.flush();
         }
     }
@@ -405,8 +412,7 @@ impl Conversations for OwnTcp {
                     if usize::from(h.advertised) < INBOX / 2 {
                         let header = h.conn.ack(h.window());
                         h.advertised = header.window;
-                        let (from, to) = (h.conn.ours, h.conn.peer);
-                        self.write(from, to, header, tcp::ACK, &[]);
+                        self.frames.write(h.conn.ours, h.conn.peer, header, tcp::ACK, &[]);
                     }
                     on(id, Ended::Received(Ok(&bytes)));
                     continue;
@@ -427,9 +433,8 @@ impl Conversations for OwnTcp {
 impl Drop for OwnTcp {
     /// Connections still held end with an RST, not with a peer left waiting.
     fn drop(&mut self) {
-        let held: Vec<Connection> = self.held.drain().map(|(_, h)| h.conn).collect();
-        for conn in &held {
-            self.reset(conn);
+        for (_, h) in self.held.drain() {
+            self.frames.reset(&h.conn);
         }
         self.flush();
     }

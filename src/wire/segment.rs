@@ -2,7 +2,8 @@
 //! what the receive thread hands on to those connections, owned, so that it
 //! can cross to their thread.
 
-use super::reply::{Inbound, Received};
+use super::reply::{Inbound, Received, parse};
+use super::sources::Sources;
 use std::net::SocketAddr;
 
 /// A received segment with its ACK bit set (every segment of a connection
@@ -23,9 +24,15 @@ pub struct Segment {
 }
 
 impl Segment {
+    /// The segment `frame` carries, if it is TCP with its ACK bit set to one
+    /// of `ours` and one of `ports`.
+    pub fn in_frame(frame: &[u8], ours: &Sources, ports: (u16, u16)) -> Option<Segment> {
+        Segment::of(&parse(frame, ours).ok()?, ports)
+    }
+
     /// The segment `received` carries, if it is TCP with its ACK bit set to
     /// one of `ports`.
-    pub fn of(received: &Received, (lo, hi): (u16, u16)) -> Option<Segment> {
+    fn of(received: &Received, (lo, hi): (u16, u16)) -> Option<Segment> {
         let Inbound::Tcp(tcp) = &received.inbound else { return None };
         if !tcp.ack() || !(lo..=hi).contains(&tcp.destination_port()) {
             return None;
@@ -47,8 +54,6 @@ impl Segment {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::wire::reply::parse;
-    use crate::wire::sources::Sources;
     use std::net::{IpAddr, Ipv4Addr};
 
     fn frame(dport: u16, ack: bool, payload: &[u8]) -> Vec<u8> {
@@ -65,14 +70,14 @@ mod tests {
     fn takes_segments_with_their_ack_bit_set_to_our_ports_only() {
         let ours = Sources::one(IpAddr::V4(Ipv4Addr::new(10, 200, 0, 1)));
         let f = frame(61001, true, b"SSH-2.0-x\r\n");
-        let s = Segment::of(&parse(&f, &ours).unwrap(), (61000, 61063)).unwrap();
+        let s = Segment::in_frame(&f, &ours, (61000, 61063)).unwrap();
         assert_eq!(s.peer, "10.201.0.7:22".parse().unwrap());
         assert_eq!(s.ours, "10.200.0.1:61001".parse().unwrap());
         assert_eq!((s.seq, s.ack, s.syn, s.fin, s.rst, s.window), (1000, 77, false, false, false, 512));
         assert_eq!(s.payload, b"SSH-2.0-x\r\n");
         let other_port = frame(60999, true, b"");
-        assert_eq!(Segment::of(&parse(&other_port, &ours).unwrap(), (61000, 61063)), None);
+        assert_eq!(Segment::in_frame(&other_port, &ours, (61000, 61063)), None);
         let no_ack = frame(61001, false, b"");
-        assert_eq!(Segment::of(&parse(&no_ack, &ours).unwrap(), (61000, 61063)), None);
+        assert_eq!(Segment::in_frame(&no_ack, &ours, (61000, 61063)), None);
     }
 }
