@@ -298,7 +298,7 @@ fn send(
     let (outcome, path, _closing) = match sender {
         Sender::Frames { path, opened, wire } => {
             let Opened { mut txs, mut rx, mut resets, handover, _attachment: attachment, .. } = opened;
-            let outcome = run::run(
+            let mut outcome = run::run(
                 plan,
                 &wire,
                 &mut txs,
@@ -315,13 +315,19 @@ fn send(
             // attached, until the last one ends.
             if let Some(handover) = handover {
                 let done = std::sync::atomic::AtomicBool::new(false);
-                banner_stats = std::thread::scope(|s| {
+                let (stats, dropped) = std::thread::scope(|s| {
                     let tail = s.spawn(|| run::hand_over_until(rx.as_mut(), &wire, plan, &handover, &done));
-                    let stats = finish_banners(&mut sinks, &outcome, stop);
-                    done.store(true, std::sync::atomic::Ordering::Relaxed);
-                    let _ = tail.join();
-                    stats
+                    let stats = {
+                        // Set however the stage ends, a panic included: the scope waits for the reader.
+                        let _ending = SetOnDrop(&done);
+                        finish_banners(&mut sinks, &outcome, stop)
+                    };
+                    (stats, tail.join().unwrap_or(0))
                 });
+                banner_stats = stats;
+                if let Ok(outcome) = outcome.as_mut() {
+                    outcome.handover_dropped += dropped;
+                }
             }
             (outcome, Some(path), Some(Closing::start(txs, rx, resets, attachment)))
         }
@@ -799,8 +805,36 @@ fn finish_banners(
     })
 }
 
+/// Sets its flag when dropped.
+struct SetOnDrop<'a>(&'a std::sync::atomic::AtomicBool);
+
+impl Drop for SetOnDrop<'_> {
+    fn drop(&mut self) {
+        self.0.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
 /// What the banner stage did, for the summary.
 fn banner_note(stats: &io::Result<BannerStats>) -> String {
+    let mut note = banner_counts(stats);
+    if let Ok(s) = stats {
+        if s.acks_everything > 0 {
+            note += &format!(
+                "; {} peers acknowledged bytes never sent (grab \"acks-everything\"): middleboxes that answer for every port, not services",
+                s.acks_everything
+            );
+        }
+        if s.held_refused + s.held_expired > 0 {
+            note += &format!(
+                "; {} SYN-ACKs came past the connections prtip holds at most and {} connections waited past the stage, each reset and opened again when its turn came",
+                s.held_refused, s.held_expired
+            );
+        }
+    }
+    note
+}
+
+fn banner_counts(stats: &io::Result<BannerStats>) -> String {
     match stats {
         Ok(s) if s.refused > 0 => format!(
             "banners: {} of {} open ports answered; {} open ports were not asked, as the stage's queue was full (reported with grab \"queue-full\")",

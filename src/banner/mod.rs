@@ -56,6 +56,9 @@ pub enum Status {
     QueueFull,
     /// The scan was stopped before the conversation ended.
     Interrupted,
+    /// The peer acknowledged bytes never sent: a middlebox that answers
+    /// for every port, not a service (seen by prtip's own TCP only).
+    AcksEverything,
 }
 
 impl Status {
@@ -66,6 +69,7 @@ impl Status {
             Status::NoConnection(_) => "no-connection",
             Status::QueueFull => "queue-full",
             Status::Interrupted => "interrupted",
+            Status::AcksEverything => "acks-everything",
         }
     }
 
@@ -76,6 +80,7 @@ impl Status {
             "no-connection" => Some(Status::NoConnection(0)),
             "queue-full" => Some(Status::QueueFull),
             "interrupted" => Some(Status::Interrupted),
+            "acks-everything" => Some(Status::AcksEverything),
             _ => None,
         }
     }

@@ -67,6 +67,13 @@ pub struct BannerStats {
     pub capped: u64,
     /// Conversations, and ports not yet asked, that a stop ended.
     pub interrupted: u64,
+    /// Peers that acknowledged bytes never sent (`acks-everything`).
+    pub acks_everything: u64,
+    /// Over prtip's own TCP: SYN-ACKs reset as the most connections were
+    /// held, and connections let go as the stage did not take them in
+    /// time (both opened again when their turn came).
+    pub held_refused: u64,
+    pub held_expired: u64,
 }
 
 /// The scan's side of the stage.
@@ -221,6 +228,7 @@ fn run<C: Conversations>(
     loop {
         if stop.load(Ordering::Relaxed) {
             abandon(&mut conns, &mut live, jobs, done, &mut stats);
+            conns.count(&mut stats);
             return Ok(stats);
         }
         while !no_more && conns.room() > 0 {
@@ -271,6 +279,7 @@ fn run<C: Conversations>(
         }
         stats.peak = stats.peak.max(live.len() as u64);
         if no_more && live.is_empty() {
+            conns.count(&mut stats);
             return Ok(stats);
         }
         let wait = if live.is_empty() { Duration::ZERO } else { POLL };
@@ -289,6 +298,16 @@ fn run<C: Conversations>(
             let Some(mut c) = live.remove(&id) else { continue };
             let now = Instant::now();
             let step = match e {
+                Ending::Connected(Err(libc::EPROTO))
+                | Ending::Sent(Err(libc::EPROTO))
+                | Ending::Received(Err(libc::EPROTO)) => {
+                    conns.close(id);
+                    let mut service = c.grab.finish();
+                    service.status = Status::AcksEverything;
+                    stats.acks_everything += 1;
+                    let _ = done.send((c.result, service));
+                    continue;
+                }
                 Ending::Connected(Ok(())) => c.grab.start(),
                 Ending::Connected(Err(errno)) => {
                     conns.close(id);

@@ -771,7 +771,10 @@ fn receive<R: Receive>(
                             shared.max_rtt_us.fetch_max(rtt.max(1), Relaxed);
                         }
                     }
-                    reset(&mut rst_frames, wire, &reply, closing.resets.is_some());
+                    // A connection prtip holds may outlive its probe's place in the window.
+                    if !closing.hand_over_segment(frame, &reply, &matcher, plan, shared) {
+                        reset(&mut rst_frames, wire, &reply, closing.resets.is_some());
+                    }
                     return;
                 }
             };
@@ -782,17 +785,27 @@ fn receive<R: Receive>(
                 return rejected.count_unsent(shared);
             }
             let Some(span) = spans.find(|&span| plausible_send_time(&reply, span)) else {
+                // A held connection's SYN-ACK, repeated after a later try of its probe.
+                closing.hand_over_segment(frame, &reply, &matcher, plan, shared);
                 return rejected.count_wrong_time(shared);
             };
             let verdict = window.answer(seq, started);
             drop(window);
             // Duplicates too: a target repeats its SYN-ACK when an RST (or our ACK) was lost.
             // A held connection's RST acknowledges the cookie too: it is the connection's, not a new answer.
-            let held = match reply.kind {
+            let answer = match reply.kind {
                 ReplyKind::SynAck => reply.window > 0 && verdict != Verdict::Late,
                 ReplyKind::Rst => verdict == Verdict::Duplicate,
                 _ => false,
-            } && closing.hand_over(frame, &matcher, plan, shared, true);
+            };
+            let held = match answer {
+                true => closing.hand_over(frame, &matcher, plan, shared, true),
+                // Not a port's first RST: that is the port's answer, of no connection.
+                false if reply.kind == ReplyKind::SynAck || verdict != Verdict::New => {
+                    closing.hand_over_segment(frame, &reply, &matcher, plan, shared)
+                }
+                false => false,
+            };
             if !held {
                 reset(&mut rst_frames, wire, &reply, closing.resets.is_some());
             }
@@ -879,25 +892,27 @@ fn receive<R: Receive>(
 }
 
 /// Hands over, once the scan's probes are done, the segments of the
-/// connections prtip still holds itself, until `done`.
+/// connections prtip still holds itself, until `done`; returns how many a
+/// full queue dropped (their peers send them again).
 pub fn hand_over_until(
     rx: &mut dyn Receive,
     wire: &Wire,
     plan: &ScanPlan,
     handover: &mpsc::SyncSender<Handed>,
     done: &AtomicBool,
-) {
+) -> u64 {
+    let mut dropped = 0;
     while !done.load(Relaxed) {
         let read = rx.receive(RX_POLL, &mut |frame, _| {
             if let Some(segment) = Segment::in_frame(frame, wire.templates.sources(), plan.src_ports) {
-                // A full queue drops it: the peer sends it again.
-                let _ = handover.try_send(Handed::Segment(segment));
+                dropped += u64::from(handover.try_send(Handed::Segment(segment)).is_err());
             }
         });
         if read.is_err() {
-            return;
+            break;
         }
     }
+    dropped
 }
 
 /// What the receive thread does with the connections SYN-ACKs half open
@@ -925,6 +940,19 @@ impl Closing {
                 false
             }
         }
+    }
+
+    /// Hands over, as any other segment, a SYN-ACK or an RST that may be of
+    /// a connection prtip holds, which decides whether to reset it; true if it was.
+    fn hand_over_segment(
+        &self,
+        frame: &[u8],
+        reply: &Reply,
+        matcher: &Matcher,
+        plan: &ScanPlan,
+        shared: &Shared,
+    ) -> bool {
+        matches!(reply.kind, ReplyKind::SynAck | ReplyKind::Rst) && self.hand_over(frame, matcher, plan, shared, false)
     }
 }
 
@@ -1173,6 +1201,8 @@ mod tests {
         syn_acks: HashSet<(IpAddr, IpAddr, u16, u16, u32)>,
         /// Replies dropped on the scanning host, not yet reported.
         drops: u64,
+        /// RSTs the scan sent.
+        resets: u64,
     }
 
     #[derive(Default)]
@@ -1199,7 +1229,8 @@ mod tests {
 
     impl Transmit for FakeResets {
         fn transmit(&mut self, frames: &[&[u8]]) -> Result<usize, TransportError> {
-            let net = self.0.lock().unwrap();
+            let mut net = self.0.lock().unwrap();
+            net.resets += frames.len() as u64;
             for f in frames {
                 let p = SlicedPacket::from_ethernet(f).unwrap();
                 let (src, dst) = addresses(&p);
@@ -1380,7 +1411,7 @@ mod tests {
             Family::V4 => IpAddr::V4(ME),
             Family::V6 => IpAddr::V6(ME6),
         };
-        let (stats, results, net) = run_from(plan, truth, lanes, concluded_before, Sources::one(me));
+        let (stats, results, net) = run_from(plan, truth, lanes, concluded_before, Sources::one(me), None);
         (stats, results, net.attempts)
     }
 
@@ -1391,6 +1422,7 @@ mod tests {
         lanes: usize,
         concluded_before: impl Fn(u64) -> bool,
         sources: Sources,
+        handover: Option<mpsc::SyncSender<Handed>>,
     ) -> (ScanStats, Vec<ScanResult>, Net) {
         let wire = wire_from(ScanType::Syn, sources);
         let net = Arc::new(Mutex::new(Net::default()));
@@ -1405,7 +1437,7 @@ mod tests {
             &mut (0..lanes).map(|_| FakeTx(net.clone(), truth.clone(), time.clone())).collect::<Vec<_>>(),
             &mut FakeRx(net.clone(), time.clone()),
             Some(&mut FakeResets(net.clone())),
-            None,
+            handover,
             &StopSignal::new(),
             &prior,
             &mut seen,
@@ -1724,7 +1756,7 @@ mod tests {
         let mine: Vec<IpAddr> = (100..103).map(|h| IpAddr::V4(Ipv4Addr::new(10, 0, 0, h))).collect();
         let sources = Sources::new(&mine).unwrap();
         let truth = Truth { open: set(&[22, 24]), noisy: set(&[22]), lossy: set(&[23]), ..Default::default() };
-        let (stats, results, net) = run_from(&plan, truth, 2, |_| false, sources);
+        let (stats, results, net) = run_from(&plan, truth, 2, |_| false, sources, None);
         assert_eq!(results.len() as u64, plan.probe_count(), "one result per probe");
         assert_eq!(pairs(&results, PortState::Open).len(), 64 * 2);
         assert_eq!((stats.open, stats.closed, stats.filtered), (64 * 2, 64 * 4, 0));
@@ -1871,6 +1903,39 @@ mod tests {
         assert!((1..=4).contains(&stats.late), "{} late", stats.late);
         assert_eq!(stats.duplicates, 0);
         assert!(stats.max_rtt.is_some_and(|rtt| rtt > WAIT), "a late reply's round trip counts");
+    }
+
+    /// With connections of prtip's own (banners over AF_XDP), every SYN-ACK
+    /// goes to them, and the receive thread resets none: a valid one, and
+    /// its repeats, open one; one whose probe left the window, or that
+    /// offers no window, is theirs to reset or not.
+    #[test]
+    fn syn_acks_go_to_the_connections_prtip_holds_late_and_repeated_ones_included() {
+        let (noisy, slow, zero) = (2u16, 5u16, 7u16);
+        let truth = Truth {
+            open: set(&[noisy, slow, zero]),
+            noisy: set(&[noisy]),
+            zero_window: set(&[zero]),
+            slow: [(slow, WAIT + Duration::from_millis(50))].into(),
+            ..Default::default()
+        };
+        let space = crate::target::space::v4_space((0x0a00_0001, 0x0a00_0004), (1, 10));
+        let plan = ScanPlan::new(space, 9, (61000, 61003), 0, 20, WAIT).with_fixed_rate(true);
+        let (handover, handed) = mpsc::sync_channel(1024);
+        let (stats, results, net) = run_from(&plan, truth, 1, |_| false, Sources::one(IpAddr::V4(ME)), Some(handover));
+        assert_eq!(pairs(&results, PortState::Open).len(), 8, "the noisy and zero-window ports of 4 hosts");
+        assert_eq!(net.resets, 0);
+        let (mut answers, mut others) = (HashMap::<u16, u32>::new(), HashMap::<u16, u32>::new());
+        for h in handed.try_iter() {
+            let (Handed::Answer(s) | Handed::Segment(s)) = &h;
+            assert!(s.syn, "only SYN-ACKs: {h:?}");
+            let counts = if matches!(h, Handed::Answer(_)) { &mut answers } else { &mut others };
+            *counts.entry(s.peer.port()).or_default() += 1;
+        }
+        assert_eq!(answers, [(noisy, 8)].into(), "each noisy SYN-ACK and its repeat");
+        assert_eq!(others.get(&zero), Some(&4));
+        assert!((1..=4).contains(&others.get(&slow).copied().unwrap_or(0)), "{others:?}");
+        assert_eq!(stats.late, u64::from(others[&slow]));
     }
 
     #[test]

@@ -15,6 +15,7 @@
 
 use super::Transmit;
 use super::stream::{Conversations, Ended};
+use crate::engine::banners::BannerStats;
 use crate::probe::Templates;
 use crate::probe::syn::Outgoing;
 use crate::wire::connection::{Connection, Header};
@@ -98,16 +99,29 @@ pub struct OwnTcp {
     held: HashMap<SocketAddr, Held>,
     ids: HashMap<u32, SocketAddr>,
     next_id: u32,
-    /// Our address and port of the last `REMEMBERED` connections closed,
-    /// refused or let go, by peer: where a conversation opens its
-    /// connection again (with a SYN of its own, once there is room).
-    closed: HashMap<SocketAddr, SocketAddr>,
+    /// How the last `REMEMBERED` connections closed, refused, reset or let
+    /// go ended, by peer: where a conversation opens its connection again
+    /// (with a SYN of its own, once there is room), or learns it was reset.
+    closed: HashMap<SocketAddr, Gone>,
     closed_order: std::collections::VecDeque<SocketAddr>,
     /// Taken connections whose step may have ended: only these are looked
     /// at, so a step costs the same with 8192 connections as with one.
     ready: HashSet<u32>,
     timers: BinaryHeap<Reverse<(Instant, Timer)>>,
     frames: Frames,
+    /// SYN-ACKs reset as `MOST_HELD` connections were held, and
+    /// connections let go as the stage did not take them in time.
+    refused: u64,
+    expired: u64,
+}
+
+/// How a connection no longer held ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Gone {
+    /// We closed, refused or let it go: it opens again from this address and port.
+    From(SocketAddr),
+    /// The peer reset it before the stage took it.
+    Reset,
 }
 
 /// What is due at a time; checked against the connection when it comes,
@@ -159,6 +173,13 @@ impl Frames {
         self.write(s.ours, s.peer, header, tcp::RST, &[]);
     }
 
+    /// The ACK that ends `conn`'s handshake, and the byte past its window
+    /// that tells a peer which acknowledges everything from a TCP stack.
+    fn established(&mut self, conn: &Connection, window: u16) {
+        self.write(conn.ours, conn.peer, conn.ack(window), tcp::ACK, &[]);
+        self.write(conn.ours, conn.peer, conn.out_of_window(window), tcp::ACK, &[0]);
+    }
+
     fn reset(&mut self, conn: &Connection) {
         let header = conn.ack(0);
         self.write(conn.ours, conn.peer, header, tcp::RST | tcp::ACK, &[]);
@@ -181,6 +202,8 @@ impl OwnTcp {
             ready: HashSet::new(),
             timers: BinaryHeap::new(),
             frames: Frames { templates, out: Vec::new() },
+            refused: 0,
+            expired: 0,
         }
     }
 
@@ -204,16 +227,26 @@ impl OwnTcp {
         let limit = if h.id.is_some() { INBOX } else { INBOX / 2 };
         let connecting = h.conn.syn_sent;
         let answer = h.conn.on_segment(&s, limit);
-        if let Some(id) = h.id {
-            self.ready.insert(id);
+        match h.id {
+            Some(id) => {
+                self.ready.insert(id);
+            }
+            // Reset before the stage took it: it learns so when it comes.
+            None if h.conn.reset => {
+                self.held.remove(&s.peer);
+                self.forget(s.peer, Gone::Reset);
+                return;
+            }
+            None => {}
         }
         if answer {
+            h.advertised = h.window();
             if connecting && !h.conn.syn_sent {
                 h.step = Step::Connected;
+                self.frames.established(&h.conn, h.advertised);
+            } else {
+                self.frames.write(h.conn.ours, h.conn.peer, h.conn.ack(h.advertised), tcp::ACK, &[]);
             }
-            let header = h.conn.ack(h.window());
-            h.advertised = header.window;
-            self.frames.write(h.conn.ours, h.conn.peer, header, tcp::ACK, &[]);
         }
     }
 
@@ -221,15 +254,15 @@ impl OwnTcp {
     fn open_from(&mut self, s: &Segment) {
         // Connections waiting for the stage leave room for those it takes.
         if self.held.len() - self.ids.len() >= MOST_HELD - MOST_TAKEN {
-            self.remember(s.peer, s.ours);
+            self.refused += 1;
+            self.forget(s.peer, Gone::From(s.ours));
             self.frames.refuse(s);
             return;
         }
         let conn = Connection::from_syn_ack(s);
         let now = Instant::now();
         let h = Held { conn, since: now, id: None, step: Step::Idle, sent_at: now, advertised: INBOX as u16 };
-        let header = h.conn.ack(h.window());
-        self.frames.write(s.ours, s.peer, header, tcp::ACK, &[]);
+        self.frames.established(&h.conn, h.advertised);
         self.held.insert(s.peer, h);
         self.timers.push(Reverse((now + self.wait, Timer::Expire(s.peer))));
     }
@@ -249,9 +282,10 @@ impl OwnTcp {
         let _ = self.tx.transmit(&frames);
         self.frames.out.clear();
     }
-    /// Remembers where a connection to `peer` left from, for it to be opened again.
-    fn remember(&mut self, peer: SocketAddr, ours: SocketAddr) {
-        if self.closed.insert(peer, ours).is_none() {
+    /// Remembers how the connection to `peer` ended, for the stage to open
+    /// it again or learn it was reset.
+    fn forget(&mut self, peer: SocketAddr, gone: Gone) {
+        if self.closed.insert(peer, gone).is_none() {
             self.closed_order.push_back(peer);
             if self.closed_order.len() > REMEMBERED
                 && let Some(old) = self.closed_order.pop_front()
@@ -276,18 +310,23 @@ impl OwnTcp {
                 Timer::Retransmit(peer) => {
                     let Some(h) = self.held.get_mut(&peer) else { continue };
                     // A later send set a timer of its own.
-                    if h.conn.unacked().is_empty() || h.sent_at + RETRANSMIT > now {
+                    if !h.conn.syn_sent && h.conn.unacked().is_empty() || h.sent_at + RETRANSMIT > now {
                         continue;
                     }
                     h.sent_at = now;
-                    self.frames.data(&h.conn, h.conn.unacknowledged(MSS, h.window()));
+                    match h.conn.syn_sent {
+                        // Until the step's timeout ends the connect.
+                        true => self.frames.write(h.conn.ours, h.conn.peer, h.conn.syn(), tcp::SYN, &[]),
+                        false => self.frames.data(&h.conn, h.conn.unacknowledged(MSS, h.window())),
+                    }
                     self.timers.push(Reverse((now + RETRANSMIT, Timer::Retransmit(peer))));
                 }
                 Timer::Expire(peer) => {
                     if self.held.get(&peer).is_some_and(|h| h.id.is_none() && h.since + self.wait <= now)
                         && let Some(h) = self.held.remove(&peer)
                     {
-                        self.remember(h.conn.peer, h.conn.ours);
+                        self.expired += 1;
+                        self.forget(h.conn.peer, Gone::From(h.conn.ours));
                         self.frames.reset(&h.conn);
                     }
                 }
@@ -302,10 +341,12 @@ impl Conversations for OwnTcp {
     }
 
     /// Takes the connection to `to` that a SYN-ACK opened, or opens again
-    /// one closed, from the address and port it had (ECONNABORTED: there
-    /// was none, as it was refused or let go).
+    /// one closed, from the address and port it had (ECONNREFUSED: the peer
+    /// reset it; ECONNABORTED: there was none to remember).
     fn open(&mut self, to: SocketAddr, _from: Option<IpAddr>, timeout: Duration) -> io::Result<u32> {
         self.take_queued();
+        // What the queued segments asked for goes now, whether this opens or not.
+        self.flush();
         let id = self.next_id;
         let step = match self.held.get_mut(&to) {
             Some(h) if h.id.is_none() && !h.conn.reset => {
@@ -316,7 +357,11 @@ impl Conversations for OwnTcp {
             }
             Some(_) => return Err(io::Error::from_raw_os_error(libc::ECONNABORTED)),
             None => {
-                let ours = *self.closed.get(&to).ok_or_else(|| io::Error::from_raw_os_error(libc::ECONNABORTED))?;
+                let ours = match self.closed.get(&to) {
+                    Some(Gone::From(ours)) => *ours,
+                    Some(Gone::Reset) => return Err(io::Error::from_raw_os_error(libc::ECONNREFUSED)),
+                    None => return Err(io::Error::from_raw_os_error(libc::ECONNABORTED)),
+                };
                 if self.held.len() >= MOST_HELD {
                     return Err(io::Error::from_raw_os_error(libc::EAGAIN));
                 }
@@ -328,6 +373,7 @@ impl Conversations for OwnTcp {
                 self.frames.write(ours, to, header, tcp::SYN, &[]);
                 self.held.insert(to, h);
                 self.timers.push(Reverse((now + timeout, Timer::Step(id))));
+                self.timers.push(Reverse((now + RETRANSMIT, Timer::Retransmit(to))));
                 step
             }
         };
@@ -372,10 +418,15 @@ impl Conversations for OwnTcp {
     fn close(&mut self, id: u32) {
         self.ready.remove(&id);
         if let Some(h) = self.ids.remove(&id).and_then(|peer| self.held.remove(&peer)) {
-            self.remember(h.conn.peer, h.conn.ours);
+            self.forget(h.conn.peer, Gone::From(h.conn.ours));
             self.frames.reset(&h.conn);
             self.flush();
         }
+    }
+
+    fn count(&self, stats: &mut BannerStats) {
+        stats.held_refused = self.refused;
+        stats.held_expired = self.expired;
     }
 
     fn complete(&mut self, wait: Duration, on: &mut dyn FnMut(u32, Ended)) -> io::Result<()> {
@@ -400,6 +451,10 @@ impl Conversations for OwnTcp {
             let step = h.step;
             let ended = match step {
                 Step::Idle => continue,
+                // Not a service: whatever it said, the conversation ends here.
+                Step::Connected if h.conn.acks_unsent => Ended::Connected(Err(libc::EPROTO)),
+                Step::Sent(_) if h.conn.acks_unsent => Ended::Sent(Err(libc::EPROTO)),
+                Step::Receive { .. } if h.conn.acks_unsent => Ended::Received(Err(libc::EPROTO)),
                 Step::Connecting { .. } if h.conn.reset => Ended::Connected(Err(libc::ECONNREFUSED)),
                 Step::Connecting { until } if now >= until => Ended::Connected(Err(libc::ETIMEDOUT)),
                 Step::Connecting { .. } => continue,
@@ -437,5 +492,171 @@ impl Drop for OwnTcp {
             self.frames.reset(&h.conn);
         }
         self.flush();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::probe::ScanType;
+    use crate::transport::TransportError;
+    use crate::wire::sources::Sources;
+    use etherparse::{SlicedPacket, TransportSlice};
+    use std::sync::mpsc::{self, SyncSender};
+    use std::sync::{Arc, Mutex};
+
+    #[derive(Clone, Default)]
+    struct Sent(Arc<Mutex<Vec<Vec<u8>>>>);
+
+    impl Transmit for Sent {
+        fn transmit(&mut self, frames: &[&[u8]]) -> Result<usize, TransportError> {
+            self.0.lock().unwrap().extend(frames.iter().map(|f| f.to_vec()));
+            Ok(frames.len())
+        }
+    }
+
+    /// A segment sent: its flags as tcpdump spells them, sequence and
+    /// acknowledgement numbers, payload.
+    #[derive(Debug, PartialEq, Eq)]
+    struct Out(&'static str, u32, u32, Vec<u8>);
+
+    impl Sent {
+        /// The segments sent since the last call.
+        fn take(&self) -> Vec<Out> {
+            let frames = std::mem::take(&mut *self.0.lock().unwrap());
+            frames
+                .iter()
+                .map(|f| {
+                    let p = SlicedPacket::from_ethernet(f).unwrap();
+                    let Some(TransportSlice::Tcp(t)) = p.transport else { panic!("not TCP") };
+                    assert_eq!((t.source_port(), t.destination_port()), (61001, 22));
+                    let flags = match (t.syn(), t.rst(), t.ack(), t.psh()) {
+                        (true, false, false, false) => "S",
+                        (false, true, false, false) => "R",
+                        (false, true, true, false) => "R.",
+                        (false, false, true, false) => ".",
+                        (false, false, true, true) => "P.",
+                        other => panic!("unexpected flags {other:?}"),
+                    };
+                    Out(flags, t.sequence_number(), t.acknowledgment_number(), t.payload().to_vec())
+                })
+                .collect()
+        }
+    }
+
+    fn peer() -> SocketAddr {
+        "10.201.0.7:22".parse().unwrap()
+    }
+
+    fn seg(seq: u32, ack: u32) -> Segment {
+        Segment {
+            peer: peer(),
+            ours: "10.200.0.1:61001".parse().unwrap(),
+            seq,
+            ack,
+            syn: false,
+            fin: false,
+            rst: false,
+            window: 512,
+            payload: Vec::new(),
+        }
+    }
+
+    /// Our probe's cookie was 999: its SYN-ACK acknowledges 1000.
+    fn syn_ack() -> Segment {
+        Segment { syn: true, ..seg(4999, 1000) }
+    }
+
+    fn own_tcp() -> (OwnTcp, SyncSender<Handed>, Sent) {
+        let (handed, segments) = mpsc::sync_channel(64);
+        let sent = Sent::default();
+        let sources = Sources::one("10.200.0.1".parse().unwrap());
+        let templates = Templates::new(ScanType::Syn, [1; 6], [2; 6], sources, &[]).unwrap();
+        (OwnTcp::new(segments, Box::new(sent.clone()), templates, Duration::from_secs(5)), handed, sent)
+    }
+
+    /// The steps that end within `wait`, as the stage sees them.
+    fn ended(own: &mut OwnTcp, wait: Duration) -> Vec<(u32, String)> {
+        let mut ended = Vec::new();
+        own.complete(wait, &mut |id, e| ended.push((id, format!("{e:?}")))).unwrap();
+        ended
+    }
+
+    const PAST: u32 = 1000 + (1 << 30);
+
+    #[test]
+    fn a_syn_ack_is_acknowledged_with_a_byte_past_the_window_and_a_peer_acknowledging_it_is_no_service() {
+        let (mut own, handed, sent) = own_tcp();
+        handed.send(Handed::Answer(syn_ack())).unwrap();
+        let id = own.open(peer(), None, Duration::from_secs(1)).unwrap();
+        assert_eq!(sent.take(), [Out(".", 1000, 5000, vec![]), Out(".", PAST, 5000, vec![0])]);
+        assert_eq!(ended(&mut own, Duration::ZERO), [(id, "Connected(Ok(()))".to_string())]);
+        own.receive(id, Duration::from_secs(1)).unwrap();
+        // A TCP stack drops the byte and acknowledges what it has: nothing ends.
+        handed.send(Handed::Segment(seg(5000, 1000))).unwrap();
+        assert_eq!(ended(&mut own, Duration::ZERO), []);
+        handed.send(Handed::Segment(Segment { payload: b"SSH-2.0-x\r\n".to_vec(), ..seg(5000, PAST + 1) })).unwrap();
+        assert_eq!(ended(&mut own, Duration::ZERO), [(id, format!("Received(Err({}))", libc::EPROTO))]);
+    }
+
+    #[test]
+    fn a_connection_reset_before_the_stage_takes_it_is_let_go_and_refused_when_asked_for() {
+        let (mut own, handed, sent) = own_tcp();
+        handed.send(Handed::Answer(syn_ack())).unwrap();
+        handed.send(Handed::Segment(Segment { rst: true, ..seg(5000, 0) })).unwrap();
+        own.take_queued();
+        assert!(own.held.is_empty());
+        let refused = own.open(peer(), None, Duration::from_secs(1)).unwrap_err();
+        assert_eq!(refused.raw_os_error(), Some(libc::ECONNREFUSED));
+        // The handshake's ACK and probe byte only: an RST ends nothing twice.
+        assert_eq!(sent.take().len(), 2);
+    }
+
+    #[test]
+    fn our_syn_of_a_connection_opened_again_is_sent_again_until_its_syn_ack_comes() {
+        let (mut own, handed, sent) = own_tcp();
+        handed.send(Handed::Answer(syn_ack())).unwrap();
+        let first = own.open(peer(), None, Duration::from_secs(1)).unwrap();
+        own.close(first);
+        let id = own.open(peer(), None, Duration::from_secs(1)).unwrap();
+        let frames = sent.take();
+        let Out("S", iss, 0, _) = frames[frames.len() - 1] else { panic!("no SYN: {frames:?}") };
+        assert_eq!(frames[frames.len() - 2].0, "R.");
+        own.on_time(Instant::now() + RETRANSMIT);
+        own.flush();
+        assert_eq!(sent.take(), [Out("S", iss, 0, vec![])]);
+        // Only the SYN-ACK of that SYN opens it.
+        handed.send(Handed::Segment(Segment { syn: true, ..seg(700, iss.wrapping_add(2)) })).unwrap();
+        assert_eq!(ended(&mut own, Duration::ZERO), []);
+        handed.send(Handed::Segment(Segment { syn: true, ..seg(700, iss.wrapping_add(1)) })).unwrap();
+        assert_eq!(ended(&mut own, Duration::ZERO), [(id, "Connected(Ok(()))".to_string())]);
+        assert_eq!(
+            sent.take(),
+            [Out(".", iss.wrapping_add(1), 701, vec![]), Out(".", iss.wrapping_add(1 + (1 << 30)), 701, vec![0])]
+        );
+        own.on_time(Instant::now() + 2 * RETRANSMIT);
+        own.flush();
+        assert_eq!(sent.take(), []);
+    }
+
+    #[test]
+    fn syn_acks_past_the_connections_held_are_reset_counted_and_opened_again_later() {
+        let (mut own, handed, sent) = own_tcp();
+        let waiting = MOST_HELD - MOST_TAKEN;
+        for i in 0..=waiting {
+            let peer = SocketAddr::new(peer().ip(), 1000 + i as u16);
+            let s = Segment { peer, ..syn_ack() };
+            own.take_segment(Handed::Answer(s));
+        }
+        let _ = handed;
+        assert_eq!(own.held.len(), waiting);
+        let mut stats = BannerStats::default();
+        own.count(&mut stats);
+        assert_eq!((stats.held_refused, stats.held_expired), (1, 0));
+        let last = SocketAddr::new(peer().ip(), 1000 + waiting as u16);
+        assert_eq!(own.closed.get(&last), Some(&Gone::From("10.200.0.1:61001".parse().unwrap())));
+        own.flush();
+        let frames = std::mem::take(&mut *sent.0.lock().unwrap());
+        assert_eq!(frames.len(), 2 * waiting + 1);
     }
 }

@@ -1,6 +1,7 @@
 //! The banner stage's backend: short conversations with open ports, each
 //! step ended by the kernel at its timeout, through one io_uring.
 
+use crate::engine::banners::BannerStats;
 pub use crate::sys::stream::Ended;
 use crate::sys::stream::Streams;
 use std::io;
@@ -22,8 +23,12 @@ pub trait Conversations {
     fn receive(&mut self, id: u32, timeout: Duration) -> io::Result<()>;
     /// Ends a connection between steps; its number may be given out again.
     fn close(&mut self, id: u32);
-    /// Waits up to `wait` for steps to end, and hands each to `on`.
+    /// Waits up to `wait` for steps to end, and hands each to `on`. A step
+    /// ends with EPROTO where the peer is no TCP stack (it acknowledged
+    /// bytes never sent).
     fn complete(&mut self, wait: Duration, on: &mut dyn FnMut(u32, Ended)) -> io::Result<()>;
+    /// Adds what the backend counted itself to the stage's counts.
+    fn count(&self, _stats: &mut BannerStats) {}
 }
 
 impl Conversations for Streams {

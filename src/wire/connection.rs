@@ -38,7 +38,14 @@ pub struct Connection {
     pub reset: bool,
     /// Our SYN waits for its SYN-ACK.
     pub syn_sent: bool,
+    /// The peer acknowledged bytes never sent: no TCP stack does, a
+    /// middlebox that acknowledges everything (and answers on every port) does.
+    pub acks_unsent: bool,
 }
+
+/// How far past what we sent the byte `out_of_window` carries lies: outside
+/// any receive window, so a TCP stack drops it and acknowledges what it has.
+const OUT_OF_WINDOW: u32 = 1 << 30;
 
 impl Connection {
     /// The connection a valid SYN-ACK opened: our ACK's sequence number is
@@ -56,6 +63,7 @@ impl Connection {
             fin: false,
             reset: false,
             syn_sent: false,
+            acks_unsent: false,
         }
     }
 
@@ -74,12 +82,19 @@ impl Connection {
             fin: false,
             reset: false,
             syn_sent: true,
+            acks_unsent: false,
         }
     }
 
     /// Our SYN, to be sent.
     pub fn syn(&self) -> Header {
         Header { seq: self.snd_una, ack: 0, window: 0 }
+    }
+
+    /// A segment for one byte far past anything sent: a TCP stack drops it,
+    /// a peer that acknowledges everything acknowledges it, and is known so.
+    pub fn out_of_window(&self, window: u16) -> Header {
+        self.header_at(self.snd_nxt.wrapping_add(OUT_OF_WINDOW), window)
     }
 
     /// Takes in a segment of this connection, keeping at most `limit` bytes
@@ -111,6 +126,8 @@ impl Connection {
             return s.seq == self.their_syn;
         }
         if after(s.ack, self.snd_nxt) {
+            // Half way: the probe's acknowledgement, whatever was sent since it.
+            self.acks_unsent |= after(s.ack, self.snd_nxt.wrapping_add(OUT_OF_WINDOW / 2));
             return false;
         }
         if after(s.ack, self.snd_una) {
@@ -266,6 +283,24 @@ mod tests {
         let mut refused = Connection::connecting(peer, ours, 5);
         assert!(!refused.on_segment(&Segment { rst: true, ..seg(0, 6, b"") }, 64));
         assert!(refused.reset);
+    }
+
+    #[test]
+    fn a_peer_that_acknowledges_the_byte_past_its_window_is_known_so() {
+        let mut c = opened();
+        let probe = c.out_of_window(64);
+        assert_eq!(probe.seq, 1000 + (1 << 30));
+        // A TCP stack acknowledges what it has, however often: nothing is learnt.
+        assert!(!c.on_segment(&seg(5000, 1000, b""), 64));
+        assert!(!c.acks_unsent);
+        // An acknowledgement past what was sent, but short of the probe: not
+        // proof (a segment of another connection may have strayed here), and not taken.
+        assert!(!c.on_segment(&seg(5000, 1000 + 100, b""), 64));
+        assert!(!c.acks_unsent);
+        c.send(b"GET /", 8, 64);
+        assert!(!c.on_segment(&seg(5000, probe.seq + 1, b"any"), 64));
+        assert!(c.acks_unsent);
+        assert_eq!(c.unread(), 0);
     }
 
     #[test]
