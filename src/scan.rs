@@ -706,7 +706,7 @@ fn open_frames(cfg: &ScanConfig, notes: &mut Notes) -> Result<(Sender, &'static 
         let (handover, segments) = mpsc::sync_channel(own_tcp::SEGMENT_QUEUE);
         let tx = Box::new(raw::frame_sender(path.ifindex, path.next_hop_mac, path.sources.first(), &opened.resent)?);
         let wait = cfg.banners.map_or(Duration::ZERO, |b| b.timeout * 2);
-        opened.own_tcp = Some(Box::new(OwnTcp::new(segments, tx, templates.clone(), wait)));
+        opened.own_tcp = Some(Box::new(OwnTcp::new(segments, tx, templates.clone(), cfg.src_ports, wait)));
         opened.handover = Some(handover);
     } else if holds_connections(cfg) {
         notes.line(

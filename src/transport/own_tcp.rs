@@ -11,7 +11,8 @@
 //! `MOST_HELD` at once, each keeping at most `INBOX` unread bytes, so a
 //! peer that sends forever, or a /16 of them, holds memory to a fixed cap.
 //! A SYN-ACK past the cap is reset, and the stage opens that connection
-//! again with a SYN of its own when its turn comes.
+//! again with a SYN of its own when its turn comes, as it does any whose
+//! SYN-ACK never reached here (a full queue), from one of the scan's ports.
 
 use super::Transmit;
 use super::stream::{Conversations, Ended};
@@ -22,7 +23,7 @@ use crate::wire::connection::{Connection, Header};
 use crate::wire::field::tcp;
 use crate::wire::segment::Segment;
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap, HashSet};
+use std::collections::{BinaryHeap, HashMap, HashSet, VecDeque};
 use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::os::fd::OwnedFd;
@@ -31,11 +32,12 @@ use std::time::{Duration, Instant};
 
 /// Conversations at once: as many as the connect stage has.
 pub const MOST_TAKEN: usize = crate::engine::banners::MAX_CONNECTIONS as usize;
-/// Connections held at once, taken by the stage or waiting for it.
+/// Connections held at once, taken by the stage or waiting for it. Few
+/// wait: a server behind many addresses (as the lab's) has room for only
+/// so many connections that say nothing, as it has for a connect stage's.
 const MOST_HELD: usize = 2 * MOST_TAKEN;
-/// Peers whose connection was closed, refused or let go that are
-/// remembered, with the address and port to open it again from: as many
-/// as the banner stage may have waiting.
+/// Peers that reset their connection before the stage took it that are
+/// remembered: as many as the banner stage may have waiting.
 const REMEMBERED: usize = crate::engine::banners::QUEUE;
 /// Segments the receive thread may queue for this backend (some 12 MiB
 /// of payloads at most, whoever sends them); more are dropped there, and
@@ -43,6 +45,10 @@ const REMEMBERED: usize = crate::engine::banners::QUEUE;
 pub const SEGMENT_QUEUE: usize = 8192;
 /// Unread bytes kept per connection: what the window we advertise offers.
 const INBOX: usize = 4096;
+/// Unread bytes kept per connection the stage has not taken yet (a
+/// server's greeting fits): its window closes there, and a peer that
+/// sends forever waits for the stage like any other.
+const UNTAKEN_INBOX: usize = 1024;
 /// The largest payload we send in one segment: fits any path of IPv6's
 /// minimum MTU.
 const MSS: usize = 1200;
@@ -86,8 +92,18 @@ struct Held {
 }
 
 impl Held {
+    fn inbox(&self) -> usize {
+        if self.id.is_some() { INBOX } else { UNTAKEN_INBOX }
+    }
+
     fn window(&self) -> u16 {
-        (INBOX - self.conn.unread().min(INBOX)) as u16
+        (self.inbox() - self.conn.unread().min(self.inbox())) as u16
+    }
+
+    /// Whether the window opened enough since we last advertised it for
+    /// the peer to be told (RFC 1122 4.2.3.3).
+    fn window_opened(&self) -> bool {
+        usize::from(self.window().saturating_sub(self.advertised)) >= MSS.min(self.inbox() / 2)
     }
 }
 
@@ -99,11 +115,12 @@ pub struct OwnTcp {
     held: HashMap<SocketAddr, Held>,
     ids: HashMap<u32, SocketAddr>,
     next_id: u32,
-    /// How the last `REMEMBERED` connections closed, refused, reset or let
-    /// go ended, by peer: where a conversation opens its connection again
-    /// (with a SYN of its own, once there is room), or learns it was reset.
-    closed: HashMap<SocketAddr, Gone>,
-    closed_order: std::collections::VecDeque<SocketAddr>,
+    /// The scan's source ports: those the XDP program steers here.
+    ports: (u16, u16),
+    /// Peers that reset their connection before the stage took it: the
+    /// stage learns the port refused it. Any other connection not held
+    /// when the stage asks for it is opened with a SYN of our own.
+    reset: Recent,
     /// Taken connections whose step may have ended: only these are looked
     /// at, so a step costs the same with 8192 connections as with one.
     ready: HashSet<u32>,
@@ -115,13 +132,38 @@ pub struct OwnTcp {
     expired: u64,
 }
 
-/// How a connection no longer held ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Gone {
-    /// We closed, refused or let it go: it opens again from this address and port.
-    From(SocketAddr),
-    /// The peer reset it before the stage took it.
-    Reset,
+/// A set of the last `cap` peers put in; one taken out leaves room.
+struct Recent {
+    map: HashMap<SocketAddr, u64>,
+    /// Keys in the order put in, each with its number: one put in again
+    /// since is not taken out with its older number.
+    order: VecDeque<(SocketAddr, u64)>,
+    next: u64,
+    cap: usize,
+}
+
+impl Recent {
+    fn new(cap: usize) -> Self {
+        Recent { map: HashMap::new(), order: VecDeque::new(), next: 0, cap }
+    }
+
+    fn insert(&mut self, key: SocketAddr) {
+        self.map.insert(key, self.next);
+        self.order.push_back((key, self.next));
+        self.next += 1;
+        // Keys taken out since still have their place: the map never holds more than `cap`.
+        while self.order.len() > self.cap {
+            if let Some((old, n)) = self.order.pop_front()
+                && self.map.get(&old) == Some(&n)
+            {
+                self.map.remove(&old);
+            }
+        }
+    }
+
+    fn take(&mut self, key: &SocketAddr) -> bool {
+        self.map.remove(key).is_some()
+    }
 }
 
 /// What is due at a time; checked against the connection when it comes,
@@ -189,7 +231,14 @@ impl Frames {
 impl OwnTcp {
     /// Connections from the segments the receive thread queues on
     /// `segments`, with frames written from `templates` and sent through `tx`.
-    pub fn new(segments: Receiver<Handed>, tx: Box<dyn Transmit>, templates: Templates, wait: Duration) -> OwnTcp {
+    /// `ports` are the scan's source ports.
+    pub fn new(
+        segments: Receiver<Handed>,
+        tx: Box<dyn Transmit>,
+        templates: Templates,
+        ports: (u16, u16),
+        wait: Duration,
+    ) -> OwnTcp {
         OwnTcp {
             segments,
             tx,
@@ -197,8 +246,8 @@ impl OwnTcp {
             held: HashMap::new(),
             ids: HashMap::new(),
             next_id: 0,
-            closed: HashMap::new(),
-            closed_order: Default::default(),
+            ports,
+            reset: Recent::new(REMEMBERED),
             ready: HashSet::new(),
             timers: BinaryHeap::new(),
             frames: Frames { templates, out: Vec::new() },
@@ -224,9 +273,8 @@ impl OwnTcp {
             }
             return;
         };
-        let limit = if h.id.is_some() { INBOX } else { INBOX / 2 };
         let connecting = h.conn.syn_sent;
-        let answer = h.conn.on_segment(&s, limit);
+        let answer = h.conn.on_segment(&s, h.inbox());
         match h.id {
             Some(id) => {
                 self.ready.insert(id);
@@ -234,7 +282,7 @@ impl OwnTcp {
             // Reset before the stage took it: it learns so when it comes.
             None if h.conn.reset => {
                 self.held.remove(&s.peer);
-                self.forget(s.peer, Gone::Reset);
+                self.reset.insert(s.peer);
                 return;
             }
             None => {}
@@ -255,16 +303,26 @@ impl OwnTcp {
         // Connections waiting for the stage leave room for those it takes.
         if self.held.len() - self.ids.len() >= MOST_HELD - MOST_TAKEN {
             self.refused += 1;
-            self.forget(s.peer, Gone::From(s.ours));
             self.frames.refuse(s);
             return;
         }
         let conn = Connection::from_syn_ack(s);
         let now = Instant::now();
-        let h = Held { conn, since: now, id: None, step: Step::Idle, sent_at: now, advertised: INBOX as u16 };
+        let mut h = Held { conn, since: now, id: None, step: Step::Idle, sent_at: now, advertised: 0 };
+        h.advertised = h.window();
         self.frames.established(&h.conn, h.advertised);
         self.held.insert(s.peer, h);
         self.timers.push(Reverse((now + self.wait, Timer::Expire(s.peer))));
+    }
+
+    /// Where our own SYN to `peer` leaves from: the scan's address for it,
+    /// and one of its ports, at random (an RST to a connection that went
+    /// before on another port may have been lost).
+    fn source_for(&self, peer: SocketAddr) -> SocketAddr {
+        let sources = self.frames.templates.sources();
+        let (lo, hi) = self.ports;
+        let port = lo + (crate::random::u64() % u64::from(hi - lo + 1)) as u16;
+        SocketAddr::new(sources.get(sources.pick(peer.ip())), port)
     }
 
     fn take_queued(&mut self) {
@@ -282,19 +340,6 @@ impl OwnTcp {
         let _ = self.tx.transmit(&frames);
         self.frames.out.clear();
     }
-    /// Remembers how the connection to `peer` ended, for the stage to open
-    /// it again or learn it was reset.
-    fn forget(&mut self, peer: SocketAddr, gone: Gone) {
-        if self.closed.insert(peer, gone).is_none() {
-            self.closed_order.push_back(peer);
-            if self.closed_order.len() > REMEMBERED
-                && let Some(old) = self.closed_order.pop_front()
-            {
-                self.closed.remove(&old);
-            }
-        }
-    }
-
     /// Sends again what waits too long for its acknowledgement; lets go
     /// of connections the stage never took; marks the steps whose time is up.
     fn on_time(&mut self, now: Instant) {
@@ -326,7 +371,6 @@ impl OwnTcp {
                         && let Some(h) = self.held.remove(&peer)
                     {
                         self.expired += 1;
-                        self.forget(h.conn.peer, Gone::From(h.conn.ours));
                         self.frames.reset(&h.conn);
                     }
                 }
@@ -340,9 +384,9 @@ impl Conversations for OwnTcp {
         MOST_TAKEN.saturating_sub(self.ids.len())
     }
 
-    /// Takes the connection to `to` that a SYN-ACK opened, or opens again
-    /// one closed, from the address and port it had (ECONNREFUSED: the peer
-    /// reset it; ECONNABORTED: there was none to remember).
+    /// Takes the connection to `to` that a SYN-ACK opened, or opens one
+    /// with a SYN of our own where none is held (ECONNREFUSED: the peer
+    /// reset the one it had before the stage took it).
     fn open(&mut self, to: SocketAddr, _from: Option<IpAddr>, timeout: Duration) -> io::Result<u32> {
         self.take_queued();
         // What the queued segments asked for goes now, whether this opens or not.
@@ -357,14 +401,13 @@ impl Conversations for OwnTcp {
             }
             Some(_) => return Err(io::Error::from_raw_os_error(libc::ECONNABORTED)),
             None => {
-                let ours = match self.closed.get(&to) {
-                    Some(Gone::From(ours)) => *ours,
-                    Some(Gone::Reset) => return Err(io::Error::from_raw_os_error(libc::ECONNREFUSED)),
-                    None => return Err(io::Error::from_raw_os_error(libc::ECONNABORTED)),
-                };
+                if self.reset.take(&to) {
+                    return Err(io::Error::from_raw_os_error(libc::ECONNREFUSED));
+                }
                 if self.held.len() >= MOST_HELD {
                     return Err(io::Error::from_raw_os_error(libc::EAGAIN));
                 }
+                let ours = self.source_for(to);
                 let conn = Connection::connecting(to, ours, crate::random::u64() as u32);
                 let now = Instant::now();
                 let step = Step::Connecting { until: now + timeout };
@@ -393,6 +436,7 @@ impl Conversations for OwnTcp {
         let peer = *self.ids.get(&id).ok_or_else(|| io::Error::from_raw_os_error(libc::EBADF))?;
         let h = self.held.get_mut(&peer).expect("a taken connection is held");
         let window = h.window();
+        h.advertised = window;
         let pieces = h.conn.send(data, MSS, window);
         h.step = Step::Sent(data.len());
         h.sent_at = Instant::now();
@@ -408,6 +452,12 @@ impl Conversations for OwnTcp {
         let h = self.held.get_mut(&peer).expect("a taken connection is held");
         let until = Instant::now() + timeout;
         h.step = Step::Receive { until };
+        // Taken, it keeps more than it offered while it waited.
+        if h.window_opened() {
+            h.advertised = h.window();
+            self.frames.write(h.conn.ours, h.conn.peer, h.conn.ack(h.advertised), tcp::ACK, &[]);
+            self.flush();
+        }
         // What came before the read was asked for ends it at once.
         self.ready.insert(id);
         self.timers.push(Reverse((until, Timer::Step(id))));
@@ -418,7 +468,6 @@ impl Conversations for OwnTcp {
     fn close(&mut self, id: u32) {
         self.ready.remove(&id);
         if let Some(h) = self.ids.remove(&id).and_then(|peer| self.held.remove(&peer)) {
-            self.forget(h.conn.peer, Gone::From(h.conn.ours));
             self.frames.reset(&h.conn);
             self.flush();
         }
@@ -463,11 +512,9 @@ impl Conversations for OwnTcp {
                 Step::Receive { .. } if h.conn.unread() > 0 => {
                     let bytes = h.conn.read();
                     h.step = Step::Idle;
-                    // The window we offered had shrunk: the peer learns it is open again.
-                    if usize::from(h.advertised) < INBOX / 2 {
-                        let header = h.conn.ack(h.window());
-                        h.advertised = header.window;
-                        self.frames.write(h.conn.ours, h.conn.peer, header, tcp::ACK, &[]);
+                    if h.window_opened() {
+                        h.advertised = h.window();
+                        self.frames.write(h.conn.ours, h.conn.peer, h.conn.ack(h.advertised), tcp::ACK, &[]);
                     }
                     on(id, Ended::Received(Ok(&bytes)));
                     continue;
@@ -572,7 +619,8 @@ mod tests {
         let sent = Sent::default();
         let sources = Sources::one("10.200.0.1".parse().unwrap());
         let templates = Templates::new(ScanType::Syn, [1; 6], [2; 6], sources, &[]).unwrap();
-        (OwnTcp::new(segments, Box::new(sent.clone()), templates, Duration::from_secs(5)), handed, sent)
+        let ports = (61001, 61001);
+        (OwnTcp::new(segments, Box::new(sent.clone()), templates, ports, Duration::from_secs(5)), handed, sent)
     }
 
     /// The steps that end within `wait`, as the stage sees them.
@@ -653,10 +701,15 @@ mod tests {
         let mut stats = BannerStats::default();
         own.count(&mut stats);
         assert_eq!((stats.held_refused, stats.held_expired), (1, 0));
-        let last = SocketAddr::new(peer().ip(), 1000 + waiting as u16);
-        assert_eq!(own.closed.get(&last), Some(&Gone::From("10.200.0.1:61001".parse().unwrap())));
         own.flush();
         let frames = std::mem::take(&mut *sent.0.lock().unwrap());
-        assert_eq!(frames.len(), 2 * waiting + 1);
+        assert_eq!(frames.len(), 2 * waiting + 1, "an ACK and a byte past the window each, and one RST");
+        // Its turn come, it is opened with a SYN of our own.
+        let last = SocketAddr::new(peer().ip(), 1000 + waiting as u16);
+        own.open(last, None, Duration::from_secs(1)).unwrap();
+        let frames = std::mem::take(&mut *sent.0.lock().unwrap());
+        let p = SlicedPacket::from_ethernet(&frames[0]).unwrap();
+        let Some(TransportSlice::Tcp(syn)) = p.transport else { panic!("not TCP") };
+        assert_eq!((frames.len(), syn.syn(), syn.ack(), syn.destination_port()), (1, true, false, last.port()));
     }
 }
