@@ -19,7 +19,7 @@ use crate::store::checkpoint::{self, Checkpoint};
 use crate::store::db::{ScanEnd, ScanStart};
 use crate::store::{Finish, Store, StoreConfig, StoreError, StoreReport, safe_open};
 use crate::target::hosts::Hosts;
-use crate::transport::own_tcp::{self, Handed, OwnTcp};
+use crate::transport::own_tcp::{self, OwnTcp};
 use crate::transport::xdp::{self, XdpAttachment};
 use crate::transport::{Receive, Replies, Resent, Transmit, TransportError, WithLinkDrops, raw};
 use crate::wire::cookie::CookieKey;
@@ -27,7 +27,6 @@ use std::collections::HashSet;
 use std::io::{self, BufWriter, Write};
 use std::net::IpAddr;
 use std::path::PathBuf;
-use std::sync::mpsc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use thiserror::Error;
 
@@ -703,10 +702,9 @@ fn open_frames(cfg: &ScanConfig, notes: &mut Notes) -> Result<(Sender, &'static 
         .expect("a scan type that sends frames has a probe module");
     let key = CookieKey::new(crate::random::u64(), crate::random::u64());
     if holds_connections(cfg) && opened._attachment.is_some() {
-        let (handover, segments) = mpsc::sync_channel(own_tcp::SEGMENT_QUEUE);
+        let (handover, handed) = own_tcp::handover();
         let tx = Box::new(raw::frame_sender(path.ifindex, path.next_hop_mac, path.sources.first(), &opened.resent)?);
-        let wait = cfg.banners.map_or(Duration::ZERO, |b| b.timeout * 2);
-        opened.own_tcp = Some(Box::new(OwnTcp::new(segments, tx, templates.clone(), cfg.src_ports, wait)));
+        opened.own_tcp = Some(Box::new(OwnTcp::new(handed, tx, templates.clone(), cfg.src_ports)));
         opened.handover = Some(handover);
     } else if holds_connections(cfg) {
         notes.line(
@@ -824,10 +822,10 @@ fn banner_note(stats: &io::Result<BannerStats>) -> String {
                 s.acks_everything
             );
         }
-        if s.held_refused + s.held_expired > 0 {
+        if s.handshakes_expired > 0 {
             note += &format!(
-                "; {} SYN-ACKs came past the connections prtip holds at most and {} connections waited past the stage, each reset and opened again when its turn came",
-                s.held_refused, s.held_expired
+                "; {} handshakes waited for the stage too long and were reset, their ports opened again when their turn came",
+                s.handshakes_expired
             );
         }
     }
@@ -865,7 +863,7 @@ struct Opened {
     resets: Option<Box<dyn Transmit>>,
     /// With banners over AF_XDP: where the receive thread hands the
     /// segments of the connections prtip holds itself, and those connections.
-    handover: Option<mpsc::SyncSender<Handed>>,
+    handover: Option<own_tcp::Handover>,
     own_tcp: Option<Box<OwnTcp>>,
     _attachment: Option<XdpAttachment>,
     /// What the database's `transport` column says: `af_xdp` or `raw`.

@@ -69,11 +69,9 @@ pub struct BannerStats {
     pub interrupted: u64,
     /// Peers that acknowledged bytes never sent (`acks-everything`).
     pub acks_everything: u64,
-    /// Over prtip's own TCP: SYN-ACKs reset as the most connections were
-    /// held, and connections let go as the stage did not take them in
-    /// time (both opened again when their turn came).
-    pub held_refused: u64,
-    pub held_expired: u64,
+    /// Over prtip's own TCP: handshakes that waited for the stage too long,
+    /// reset (their ports opened again with a SYN when their turn came).
+    pub handshakes_expired: u64,
 }
 
 /// The scan's side of the stage.

@@ -13,7 +13,7 @@ use super::window::{Lookup, Silent, Timeouts, Try, Verdict, Window};
 use crate::probe::syn::SYN_FRAME_LEN;
 use crate::probe::{Matcher, Probe, Templates};
 use crate::result::{PortState, Reason, ScanResult};
-use crate::transport::own_tcp::Handed;
+use crate::transport::own_tcp::{Handed, Handover};
 use crate::transport::{Drops, Receive, Transmit, TransportError};
 use crate::wire::cookie::{CookieKey, echo_within, unwrap_rtt_us};
 use crate::wire::reply::{Rejection, Reply, ReplyKind};
@@ -288,6 +288,8 @@ struct Shared {
     tx_running: AtomicUsize,
     tx_done: AtomicBool,
     failed: AtomicBool,
+    /// The connections prtip holds itself, whose handshakes pace the lanes.
+    banners: Option<Handover>,
 }
 
 impl Shared {
@@ -423,7 +425,7 @@ pub fn run<T: Transmit, R: Receive>(
     txs: &mut [T],
     rx: &mut R,
     resets: Option<&mut dyn Transmit>,
-    handover: Option<mpsc::SyncSender<Handed>>,
+    handover: Option<Handover>,
     stop: &StopSignal,
     prior: &HashSet<u64>,
     observer: &mut impl Observer,
@@ -447,6 +449,7 @@ pub fn run<T: Transmit, R: Receive>(
             .collect(),
         tx_running: AtomicUsize::new(txs.len()),
         rate: AtomicU64::new(plan.rate),
+        banners: handover.clone(),
         ..Shared::default()
     };
     let planned = lanes.ranks - start;
@@ -601,7 +604,10 @@ fn transmit<T: Transmit>(
             following = rate;
             pacer = Pacer::new(share(rate), now);
         }
-        let grant = if stopping { 0 } else { pacer.grant(now, TX_BATCH) };
+        // As many handshakes wait as the banner stage has conversations:
+        // no probe more until it takes some, or their peers send their SYN-ACKs again.
+        let held_by_banners = shared.banners.as_ref().is_some_and(Handover::full);
+        let grant = if stopping || held_by_banners { 0 } else { pacer.grant(now, TX_BATCH) };
         let timeouts = shared.timeouts(plan);
         let send_us = clock.stamp_us();
         let (done, trail, due, last_send, fresh) = {
@@ -664,7 +670,8 @@ fn transmit<T: Transmit>(
         }
         if tries.is_empty() && !(fresh && grant > 0) {
             let now = clock.now_ns();
-            clock.pause(idle(grant == 0 && !stopping, pacer.wait_ns(now), due, now));
+            let held_by_rate = grant == 0 && !stopping && !held_by_banners;
+            clock.pause(idle(held_by_rate, pacer.wait_ns(now), due, now));
         }
     }
 }
@@ -898,14 +905,14 @@ pub fn hand_over_until(
     rx: &mut dyn Receive,
     wire: &Wire,
     plan: &ScanPlan,
-    handover: &mpsc::SyncSender<Handed>,
+    handover: &Handover,
     done: &AtomicBool,
 ) -> u64 {
     let mut dropped = 0;
     while !done.load(Relaxed) {
         let read = rx.receive(RX_POLL, &mut |frame, _| {
             if let Some(segment) = Segment::in_frame(frame, wire.templates.sources(), plan.src_ports) {
-                dropped += u64::from(handover.try_send(Handed::Segment(segment)).is_err());
+                dropped += u64::from(handover.queue.try_send(Handed::Segment(segment)).is_err());
             }
         });
         if read.is_err() {
@@ -921,7 +928,7 @@ struct Closing {
     /// Batches of RSTs to send.
     resets: Option<mpsc::SyncSender<Vec<ResetFrame>>>,
     /// Where the segments of the connections prtip holds itself go.
-    handover: Option<mpsc::SyncSender<Handed>>,
+    handover: Option<Handover>,
 }
 
 impl Closing {
@@ -930,7 +937,7 @@ impl Closing {
     /// opens one); true if it was. A full queue drops it (the peer sends it
     /// again, and a SYN-ACK is reset instead).
     fn hand_over(&self, frame: &[u8], matcher: &Matcher, plan: &ScanPlan, shared: &Shared, answer: bool) -> bool {
-        let Some(queue) = &self.handover else { return false };
+        let Some(Handover { queue, .. }) = &self.handover else { return false };
         let Some(segment) = Segment::in_frame(frame, &matcher.sources, plan.src_ports) else { return false };
         let handed = if answer { Handed::Answer(segment) } else { Handed::Segment(segment) };
         match queue.try_send(handed) {
@@ -1422,7 +1429,7 @@ mod tests {
         lanes: usize,
         concluded_before: impl Fn(u64) -> bool,
         sources: Sources,
-        handover: Option<mpsc::SyncSender<Handed>>,
+        handover: Option<Handover>,
     ) -> (ScanStats, Vec<ScanResult>, Net) {
         let wire = wire_from(ScanType::Syn, sources);
         let net = Arc::new(Mutex::new(Net::default()));
@@ -1921,12 +1928,12 @@ mod tests {
         };
         let space = crate::target::space::v4_space((0x0a00_0001, 0x0a00_0004), (1, 10));
         let plan = ScanPlan::new(space, 9, (61000, 61003), 0, 20, WAIT).with_fixed_rate(true);
-        let (handover, handed) = mpsc::sync_channel(1024);
+        let (handover, handed) = crate::transport::own_tcp::handover();
         let (stats, results, net) = run_from(&plan, truth, 1, |_| false, Sources::one(IpAddr::V4(ME)), Some(handover));
         assert_eq!(pairs(&results, PortState::Open).len(), 8, "the noisy and zero-window ports of 4 hosts");
         assert_eq!(net.resets, 0);
         let (mut answers, mut others) = (HashMap::<u16, u32>::new(), HashMap::<u16, u32>::new());
-        for h in handed.try_iter() {
+        for h in handed.drain() {
             let (Handed::Answer(s) | Handed::Segment(s)) = &h;
             assert!(s.syn, "only SYN-ACKs: {h:?}");
             let counts = if matches!(h, Handed::Answer(_)) { &mut answers } else { &mut others };

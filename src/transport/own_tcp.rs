@@ -2,17 +2,24 @@
 //! prtip holds itself. The XDP program keeps every segment to the scan's
 //! ports from the kernel, which has no socket for them and would reset
 //! them; the receive thread hands each on (a probe's SYN-ACK, validated by
-//! its cookie, then the rest), and this completes the handshake at once,
-//! in the scan's pass, with no connect of its own. Frames leave through a
-//! `Transmit` of their own.
+//! its cookie, then the rest), and this completes the handshake its probe
+//! began, with no connect of its own. Frames leave through a `Transmit`
+//! of their own.
 //!
-//! A connection is kept from its SYN-ACK until the stage has asked what
-//! answers there, or for `wait` where the stage does not take it; at most
-//! `MOST_HELD` at once, each keeping at most `INBOX` unread bytes, so a
-//! peer that sends forever, or a /16 of them, holds memory to a fixed cap.
-//! A SYN-ACK past the cap is reset, and the stage opens that connection
-//! again with a SYN of its own when its turn comes, as it does any whose
-//! SYN-ACK never reached here (a full queue), from one of the scan's ports.
+//! A SYN-ACK is not answered until the stage has room for its port's
+//! conversation: the handshake stays half open (the peer holds it, and
+//! sends its SYN-ACK again after a second), for `HALF_OPEN` at most, and
+//! ends with the ACK that carries the conversation's first request, or a
+//! bare one where the service speaks first. So the handshakes are paced
+//! by the stage, and no peer holds a connection nobody talks on. A
+//! handshake that waited too long is reset, and the stage opens that
+//! connection with a SYN of its own when its turn comes, as it does any
+//! whose SYN-ACK never reached here (a full queue), from one of the scan's
+//! ports.
+//!
+//! At most `MOST_TAKEN` connections and `MOST_HALF_OPEN` handshakes are
+//! held, each connection keeping at most `INBOX` unread bytes, so a peer
+//! that sends forever, or a /16 of them, holds memory to a fixed cap.
 
 use super::Transmit;
 use super::stream::{Conversations, Ended};
@@ -27,17 +34,22 @@ use std::collections::{BinaryHeap, HashMap, HashSet, VecDeque};
 use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::os::fd::OwnedFd;
-use std::sync::mpsc::{Receiver, RecvTimeoutError};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender};
 use std::time::{Duration, Instant};
 
 /// Conversations at once: as many as the connect stage has.
 pub const MOST_TAKEN: usize = crate::engine::banners::MAX_CONNECTIONS as usize;
-/// Connections held at once, taken by the stage or waiting for it. Few
-/// wait: a server behind many addresses (as the lab's) has room for only
-/// so many connections that say nothing, as it has for a connect stage's.
-const MOST_HELD: usize = 2 * MOST_TAKEN;
-/// Peers that reset their connection before the stage took it that are
-/// remembered: as many as the banner stage may have waiting.
+/// Handshakes left half open for the stage: as many as it may have
+/// waiting in its queue (some 100 bytes each).
+const MOST_HALF_OPEN: usize = crate::engine::banners::QUEUE;
+/// How long a handshake waits for the stage. Well within the time servers
+/// keep a half-open connection: Linux sends its SYN-ACK again for a
+/// minute, Windows for some 20 s.
+const HALF_OPEN: Duration = Duration::from_secs(5);
+/// Peers that reset their handshake before the stage took it that are
+/// remembered: as many as the stage may have waiting.
 const REMEMBERED: usize = crate::engine::banners::QUEUE;
 /// Segments the receive thread may queue for this backend (some 12 MiB
 /// of payloads at most, whoever sends them); more are dropped there, and
@@ -45,21 +57,54 @@ const REMEMBERED: usize = crate::engine::banners::QUEUE;
 pub const SEGMENT_QUEUE: usize = 8192;
 /// Unread bytes kept per connection: what the window we advertise offers.
 const INBOX: usize = 4096;
-/// Unread bytes kept per connection the stage has not taken yet (a
-/// server's greeting fits): its window closes there, and a peer that
-/// sends forever waits for the stage like any other.
-const UNTAKEN_INBOX: usize = 1024;
 /// The largest payload we send in one segment: fits any path of IPv6's
 /// minimum MTU.
 const MSS: usize = 1200;
 /// How long sent bytes wait for their acknowledgement before they are sent again.
 const RETRANSMIT: Duration = Duration::from_millis(250);
 
+/// The receive thread's side: where it hands segments over, and how far
+/// behind the stage is.
+#[derive(Clone)]
+pub struct Handover {
+    pub queue: SyncSender<Handed>,
+    waiting: Arc<AtomicUsize>,
+}
+
+impl Handover {
+    /// Whether as many handshakes wait for the stage as it has
+    /// conversations: the scan sends no probe more until it takes some, so
+    /// that handshakes wait for moments, not for their peers to give up.
+    pub fn full(&self) -> bool {
+        self.waiting.load(Ordering::Relaxed) >= MOST_TAKEN
+    }
+}
+
+/// OwnTcp's side of a `Handover`.
+pub struct HandedOver {
+    segments: Receiver<Handed>,
+    waiting: Arc<AtomicUsize>,
+}
+
+#[cfg(test)]
+impl HandedOver {
+    pub fn drain(&self) -> Vec<Handed> {
+        self.segments.try_iter().collect()
+    }
+}
+
+/// A queue of `SEGMENT_QUEUE` segments from the receive thread to an `OwnTcp`.
+pub fn handover() -> (Handover, HandedOver) {
+    let (queue, segments) = std::sync::mpsc::sync_channel(SEGMENT_QUEUE);
+    let waiting = Arc::new(AtomicUsize::new(0));
+    (Handover { queue, waiting: waiting.clone() }, HandedOver { segments, waiting })
+}
+
 /// What the receive thread hands over.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Handed {
     /// A SYN-ACK (or RST) whose cookie was valid: only such a SYN-ACK
-    /// opens a connection here.
+    /// begins a connection here.
     Answer(Segment),
     /// Any other segment to the scan's ports, checked by the connection it is for.
     Segment(Segment),
@@ -68,7 +113,7 @@ pub enum Handed {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Step {
     Idle,
-    /// Our SYN of a connection opened again waits until then.
+    /// Our SYN waits for its SYN-ACK until then.
     Connecting {
         until: Instant,
     },
@@ -79,62 +124,64 @@ enum Step {
     },
 }
 
+/// A connection the stage took.
 struct Held {
     conn: Connection,
-    since: Instant,
-    /// The stage's number for it, once the stage took it.
-    id: Option<u32>,
+    id: u32,
     step: Step,
-    /// When bytes not yet acknowledged were last sent.
+    /// When bytes not yet acknowledged (or our SYN) were last sent.
     sent_at: Instant,
     /// The window the last segment we sent advertised.
     advertised: u16,
+    /// Taken half open: our ACK goes with the first request, or before the first read.
+    ack_owed: bool,
 }
 
 impl Held {
-    fn inbox(&self) -> usize {
-        if self.id.is_some() { INBOX } else { UNTAKEN_INBOX }
-    }
-
     fn window(&self) -> u16 {
-        (self.inbox() - self.conn.unread().min(self.inbox())) as u16
+        (INBOX - self.conn.unread().min(INBOX)) as u16
     }
 
     /// Whether the window opened enough since we last advertised it for
     /// the peer to be told (RFC 1122 4.2.3.3).
     fn window_opened(&self) -> bool {
-        usize::from(self.window().saturating_sub(self.advertised)) >= MSS.min(self.inbox() / 2)
+        usize::from(self.window().saturating_sub(self.advertised)) >= MSS.min(INBOX / 2)
     }
+}
+
+/// A probe's SYN-ACK, not answered yet.
+struct HalfOpen {
+    syn_ack: Segment,
+    at: Instant,
 }
 
 pub struct OwnTcp {
     segments: Receiver<Handed>,
+    /// The handshakes half open, for the receive thread to see.
+    waiting: Arc<AtomicUsize>,
     tx: Box<dyn Transmit>,
-    /// How long a connection waits for the stage to take it.
-    wait: Duration,
+    /// Connections the stage took, by peer.
     held: HashMap<SocketAddr, Held>,
     ids: HashMap<u32, SocketAddr>,
     next_id: u32,
+    half_open: Recent<HalfOpen>,
     /// The scan's source ports: those the XDP program steers here.
     ports: (u16, u16),
-    /// Peers that reset their connection before the stage took it: the
-    /// stage learns the port refused it. Any other connection not held
-    /// when the stage asks for it is opened with a SYN of our own.
-    reset: Recent,
+    /// Peers that reset their handshake before the stage took it: the
+    /// stage learns the port refused it.
+    reset: Recent<()>,
     /// Taken connections whose step may have ended: only these are looked
-    /// at, so a step costs the same with 8192 connections as with one.
+    /// at, so a step costs the same with 1,024 connections as with one.
     ready: HashSet<u32>,
     timers: BinaryHeap<Reverse<(Instant, Timer)>>,
     frames: Frames,
-    /// SYN-ACKs reset as `MOST_HELD` connections were held, and
-    /// connections let go as the stage did not take them in time.
-    refused: u64,
+    /// Handshakes reset as they waited past `HALF_OPEN`, or past `MOST_HALF_OPEN`.
     expired: u64,
 }
 
-/// A set of the last `cap` peers put in; one taken out leaves room.
-struct Recent {
-    map: HashMap<SocketAddr, u64>,
+/// A map of the last `cap` entries put in; one taken out leaves room.
+struct Recent<V> {
+    map: HashMap<SocketAddr, (V, u64)>,
     /// Keys in the order put in, each with its number: one put in again
     /// since is not taken out with its older number.
     order: VecDeque<(SocketAddr, u64)>,
@@ -142,27 +189,44 @@ struct Recent {
     cap: usize,
 }
 
-impl Recent {
+impl<V> Recent<V> {
     fn new(cap: usize) -> Self {
         Recent { map: HashMap::new(), order: VecDeque::new(), next: 0, cap }
     }
 
-    fn insert(&mut self, key: SocketAddr) {
-        self.map.insert(key, self.next);
+    /// Puts `value` in; returns the entries pushed out.
+    fn insert(&mut self, key: SocketAddr, value: V) -> Vec<V> {
+        self.map.insert(key, (value, self.next));
         self.order.push_back((key, self.next));
         self.next += 1;
+        let mut out = Vec::new();
         // Keys taken out since still have their place: the map never holds more than `cap`.
         while self.order.len() > self.cap {
             if let Some((old, n)) = self.order.pop_front()
-                && self.map.get(&old) == Some(&n)
+                && self.map.get(&old).is_some_and(|&(_, m)| m == n)
+                && let Some((v, _)) = self.map.remove(&old)
             {
-                self.map.remove(&old);
+                out.push(v);
             }
         }
+        out
     }
 
-    fn take(&mut self, key: &SocketAddr) -> bool {
-        self.map.remove(key).is_some()
+    fn len(&self) -> usize {
+        self.map.len()
+    }
+
+    fn get(&self, key: &SocketAddr) -> Option<&V> {
+        self.map.get(key).map(|(v, _)| v)
+    }
+
+    fn take(&mut self, key: &SocketAddr) -> Option<V> {
+        self.map.remove(key).map(|(v, _)| v)
+    }
+
+    fn drain(&mut self) -> impl Iterator<Item = V> + '_ {
+        self.order.clear();
+        self.map.drain().map(|(_, (v, _))| v)
     }
 }
 
@@ -173,7 +237,7 @@ enum Timer {
     /// A step of a taken connection ends (its receive's or connect's timeout).
     Step(u32),
     Retransmit(SocketAddr),
-    /// A connection the stage did not take is let go.
+    /// A handshake the stage did not take in time is reset.
     Expire(SocketAddr),
 }
 
@@ -215,10 +279,9 @@ impl Frames {
         self.write(s.ours, s.peer, header, tcp::RST, &[]);
     }
 
-    /// The ACK that ends `conn`'s handshake, and the byte past its window
-    /// that tells a peer which acknowledges everything from a TCP stack.
-    fn established(&mut self, conn: &Connection, window: u16) {
-        self.write(conn.ours, conn.peer, conn.ack(window), tcp::ACK, &[]);
+    /// The byte past `conn`'s window that tells a peer which acknowledges
+    /// everything from a TCP stack: after the segment that ends the handshake.
+    fn past_window(&mut self, conn: &Connection, window: u16) {
         self.write(conn.ours, conn.peer, conn.out_of_window(window), tcp::ACK, &[0]);
     }
 
@@ -232,26 +295,20 @@ impl OwnTcp {
     /// Connections from the segments the receive thread queues on
     /// `segments`, with frames written from `templates` and sent through `tx`.
     /// `ports` are the scan's source ports.
-    pub fn new(
-        segments: Receiver<Handed>,
-        tx: Box<dyn Transmit>,
-        templates: Templates,
-        ports: (u16, u16),
-        wait: Duration,
-    ) -> OwnTcp {
+    pub fn new(handed: HandedOver, tx: Box<dyn Transmit>, templates: Templates, ports: (u16, u16)) -> OwnTcp {
         OwnTcp {
-            segments,
+            segments: handed.segments,
+            waiting: handed.waiting,
             tx,
-            wait,
             held: HashMap::new(),
             ids: HashMap::new(),
             next_id: 0,
+            half_open: Recent::new(MOST_HALF_OPEN),
             ports,
             reset: Recent::new(REMEMBERED),
             ready: HashSet::new(),
             timers: BinaryHeap::new(),
             frames: Frames { templates, out: Vec::new() },
-            refused: 0,
             expired: 0,
         }
     }
@@ -263,56 +320,46 @@ impl OwnTcp {
         };
         let held = self.held.get_mut(&s.peer).filter(|h| h.conn.ours == s.ours);
         let Some(h) = held else {
-            match (answer && !self.held.contains_key(&s.peer), s.syn) {
-                (true, true) => self.open_from(&s),
-                // A SYN-ACK of no connection held (another try's port, or
-                // one that ended): reset, or the peer sends it for a minute.
-                (_, true) => self.frames.refuse(&s),
+            let half_open = self.half_open.get(&s.peer).map(|h| (h.syn_ack.ours == s.ours, h.syn_ack.seq));
+            match (half_open, answer && !self.held.contains_key(&s.peer), s.syn, s.rst) {
+                // Its SYN-ACK again: answered when the stage takes it.
+                (Some((true, _)), _, true, _) => {}
+                // RFC 5961: only an RST at exactly the next byte ends it.
+                (Some((true, seq)), _, _, true) if s.seq == seq.wrapping_add(1) => {
+                    self.half_open.take(&s.peer);
+                    self.reset.insert(s.peer, ());
+                }
+                (None, true, true, _) => self.wait_for_stage(s),
+                // A SYN-ACK of no connection (another try's port, or one
+                // that ended): reset, or the peer sends it for a minute.
+                (_, _, true, _) => self.frames.refuse(&s),
                 // A segment of a connection already ended: our RST ends it there too.
-                (_, false) => {}
+                _ => {}
             }
             return;
         };
         let connecting = h.conn.syn_sent;
-        let answer = h.conn.on_segment(&s, h.inbox());
-        match h.id {
-            Some(id) => {
-                self.ready.insert(id);
-            }
-            // Reset before the stage took it: it learns so when it comes.
-            None if h.conn.reset => {
-                self.held.remove(&s.peer);
-                self.reset.insert(s.peer);
-                return;
-            }
-            None => {}
-        }
+        let answer = h.conn.on_segment(&s, INBOX);
+        self.ready.insert(h.id);
         if answer {
             h.advertised = h.window();
+            self.frames.write(h.conn.ours, h.conn.peer, h.conn.ack(h.advertised), tcp::ACK, &[]);
             if connecting && !h.conn.syn_sent {
                 h.step = Step::Connected;
-                self.frames.established(&h.conn, h.advertised);
-            } else {
-                self.frames.write(h.conn.ours, h.conn.peer, h.conn.ack(h.advertised), tcp::ACK, &[]);
+                self.frames.past_window(&h.conn, h.advertised);
             }
         }
     }
 
-    /// A SYN-ACK that the receive thread validated: the handshake ends now.
-    fn open_from(&mut self, s: &Segment) {
-        // Connections waiting for the stage leave room for those it takes.
-        if self.held.len() - self.ids.len() >= MOST_HELD - MOST_TAKEN {
-            self.refused += 1;
-            self.frames.refuse(s);
-            return;
+    /// A SYN-ACK that the receive thread validated: its handshake waits,
+    /// half open, for the stage to take it.
+    fn wait_for_stage(&mut self, syn_ack: Segment) {
+        let (peer, at) = (syn_ack.peer, Instant::now());
+        for pushed_out in self.half_open.insert(peer, HalfOpen { syn_ack, at }) {
+            self.expired += 1;
+            self.frames.refuse(&pushed_out.syn_ack);
         }
-        let conn = Connection::from_syn_ack(s);
-        let now = Instant::now();
-        let mut h = Held { conn, since: now, id: None, step: Step::Idle, sent_at: now, advertised: 0 };
-        h.advertised = h.window();
-        self.frames.established(&h.conn, h.advertised);
-        self.held.insert(s.peer, h);
-        self.timers.push(Reverse((now + self.wait, Timer::Expire(s.peer))));
+        self.timers.push(Reverse((at + HALF_OPEN, Timer::Expire(peer))));
     }
 
     /// Where our own SYN to `peer` leaves from: the scan's address for it,
@@ -329,6 +376,7 @@ impl OwnTcp {
         while let Ok(s) = self.segments.try_recv() {
             self.take_segment(s);
         }
+        self.waiting.store(self.half_open.len(), Ordering::Relaxed);
     }
 
     fn flush(&mut self) {
@@ -340,8 +388,9 @@ impl OwnTcp {
         let _ = self.tx.transmit(&frames);
         self.frames.out.clear();
     }
-    /// Sends again what waits too long for its acknowledgement; lets go
-    /// of connections the stage never took; marks the steps whose time is up.
+
+    /// Sends again what waits too long for its acknowledgement; resets the
+    /// handshakes the stage did not take in time; marks the steps whose time is up.
     fn on_time(&mut self, now: Instant) {
         while let Some(&Reverse((at, timer))) = self.timers.peek() {
             if at > now {
@@ -367,11 +416,11 @@ impl OwnTcp {
                     self.timers.push(Reverse((now + RETRANSMIT, Timer::Retransmit(peer))));
                 }
                 Timer::Expire(peer) => {
-                    if self.held.get(&peer).is_some_and(|h| h.id.is_none() && h.since + self.wait <= now)
-                        && let Some(h) = self.held.remove(&peer)
+                    if self.half_open.get(&peer).is_some_and(|h| h.at + HALF_OPEN <= now)
+                        && let Some(h) = self.half_open.take(&peer)
                     {
                         self.expired += 1;
-                        self.frames.reset(&h.conn);
+                        self.frames.refuse(&h.syn_ack);
                     }
                 }
             }
@@ -384,43 +433,42 @@ impl Conversations for OwnTcp {
         MOST_TAKEN.saturating_sub(self.ids.len())
     }
 
-    /// Takes the connection to `to` that a SYN-ACK opened, or opens one
-    /// with a SYN of our own where none is held (ECONNREFUSED: the peer
-    /// reset the one it had before the stage took it).
+    /// Takes the handshake a SYN-ACK began, or opens a connection with a
+    /// SYN of our own where there is none (ECONNREFUSED: the peer reset it
+    /// before the stage took it).
     fn open(&mut self, to: SocketAddr, _from: Option<IpAddr>, timeout: Duration) -> io::Result<u32> {
         self.take_queued();
         // What the queued segments asked for goes now, whether this opens or not.
         self.flush();
+        if self.held.contains_key(&to) {
+            return Err(io::Error::from_raw_os_error(libc::EALREADY));
+        }
+        if self.reset.take(&to).is_some() {
+            return Err(io::Error::from_raw_os_error(libc::ECONNREFUSED));
+        }
+        if self.ids.len() >= MOST_TAKEN {
+            return Err(io::Error::from_raw_os_error(libc::EAGAIN));
+        }
         let id = self.next_id;
-        let step = match self.held.get_mut(&to) {
-            Some(h) if h.id.is_none() && !h.conn.reset => {
-                h.id = Some(id);
-                h.step = Step::Connected;
+        let now = Instant::now();
+        let h = match self.half_open.take(&to) {
+            Some(half) => {
+                let conn = Connection::from_syn_ack(&half.syn_ack);
                 self.ready.insert(id);
-                Step::Connected
+                Held { conn, id, step: Step::Connected, sent_at: now, advertised: INBOX as u16, ack_owed: true }
             }
-            Some(_) => return Err(io::Error::from_raw_os_error(libc::ECONNABORTED)),
             None => {
-                if self.reset.take(&to) {
-                    return Err(io::Error::from_raw_os_error(libc::ECONNREFUSED));
-                }
-                if self.held.len() >= MOST_HELD {
-                    return Err(io::Error::from_raw_os_error(libc::EAGAIN));
-                }
                 let ours = self.source_for(to);
                 let conn = Connection::connecting(to, ours, crate::random::u64() as u32);
-                let now = Instant::now();
                 let step = Step::Connecting { until: now + timeout };
-                let h = Held { conn, since: now, id: Some(id), step, sent_at: now, advertised: INBOX as u16 };
-                let header = h.conn.syn();
-                self.frames.write(ours, to, header, tcp::SYN, &[]);
-                self.held.insert(to, h);
+                self.frames.write(ours, to, conn.syn(), tcp::SYN, &[]);
                 self.timers.push(Reverse((now + timeout, Timer::Step(id))));
                 self.timers.push(Reverse((now + RETRANSMIT, Timer::Retransmit(to))));
-                step
+                Held { conn, id, step, sent_at: now, advertised: INBOX as u16, ack_owed: false }
             }
         };
-        tracing::trace!(%to, ?step, "connection taken");
+        tracing::trace!(%to, step = ?h.step, "connection taken");
+        self.held.insert(to, h);
         self.next_id = self.next_id.wrapping_add(1);
         self.ids.insert(id, to);
         self.flush();
@@ -432,6 +480,8 @@ impl Conversations for OwnTcp {
         Err(io::Error::from_raw_os_error(libc::EOPNOTSUPP))
     }
 
+    /// Sends `data`; the first request of a handshake taken half open
+    /// carries the ACK that ends it.
     fn send(&mut self, id: u32, data: &[u8], _timeout: Duration) -> io::Result<()> {
         let peer = *self.ids.get(&id).ok_or_else(|| io::Error::from_raw_os_error(libc::EBADF))?;
         let h = self.held.get_mut(&peer).expect("a taken connection is held");
@@ -443,6 +493,9 @@ impl Conversations for OwnTcp {
         self.ready.insert(id);
         self.timers.push(Reverse((h.sent_at + RETRANSMIT, Timer::Retransmit(peer))));
         self.frames.data(&h.conn, pieces);
+        if std::mem::take(&mut h.ack_owed) {
+            self.frames.past_window(&h.conn, window);
+        }
         self.flush();
         Ok(())
     }
@@ -452,10 +505,11 @@ impl Conversations for OwnTcp {
         let h = self.held.get_mut(&peer).expect("a taken connection is held");
         let until = Instant::now() + timeout;
         h.step = Step::Receive { until };
-        // Taken, it keeps more than it offered while it waited.
-        if h.window_opened() {
+        // The service speaks first: the bare ACK lets it.
+        if std::mem::take(&mut h.ack_owed) {
             h.advertised = h.window();
             self.frames.write(h.conn.ours, h.conn.peer, h.conn.ack(h.advertised), tcp::ACK, &[]);
+            self.frames.past_window(&h.conn, h.advertised);
             self.flush();
         }
         // What came before the read was asked for ends it at once.
@@ -474,8 +528,7 @@ impl Conversations for OwnTcp {
     }
 
     fn count(&self, stats: &mut BannerStats) {
-        stats.held_refused = self.refused;
-        stats.held_expired = self.expired;
+        stats.handshakes_expired = self.expired;
     }
 
     fn complete(&mut self, wait: Duration, on: &mut dyn FnMut(u32, Ended)) -> io::Result<()> {
@@ -533,10 +586,14 @@ impl Conversations for OwnTcp {
 }
 
 impl Drop for OwnTcp {
-    /// Connections still held end with an RST, not with a peer left waiting.
+    /// Connections and handshakes still held end with an RST, not with a peer left waiting.
     fn drop(&mut self) {
         for (_, h) in self.held.drain() {
             self.frames.reset(&h.conn);
+        }
+        let half_open: Vec<HalfOpen> = self.half_open.drain().collect();
+        for h in half_open {
+            self.frames.refuse(&h.syn_ack);
         }
         self.flush();
     }
@@ -549,7 +606,6 @@ mod tests {
     use crate::transport::TransportError;
     use crate::wire::sources::Sources;
     use etherparse::{SlicedPacket, TransportSlice};
-    use std::sync::mpsc::{self, SyncSender};
     use std::sync::{Arc, Mutex};
 
     #[derive(Clone, Default)]
@@ -576,7 +632,7 @@ mod tests {
                 .map(|f| {
                     let p = SlicedPacket::from_ethernet(f).unwrap();
                     let Some(TransportSlice::Tcp(t)) = p.transport else { panic!("not TCP") };
-                    assert_eq!((t.source_port(), t.destination_port()), (61001, 22));
+                    assert_eq!(t.source_port(), 61001);
                     let flags = match (t.syn(), t.rst(), t.ack(), t.psh()) {
                         (true, false, false, false) => "S",
                         (false, true, false, false) => "R",
@@ -614,13 +670,12 @@ mod tests {
         Segment { syn: true, ..seg(4999, 1000) }
     }
 
-    fn own_tcp() -> (OwnTcp, SyncSender<Handed>, Sent) {
-        let (handed, segments) = mpsc::sync_channel(64);
+    fn own_tcp() -> (OwnTcp, Handover, Sent) {
+        let (handover, handed) = handover();
         let sent = Sent::default();
         let sources = Sources::one("10.200.0.1".parse().unwrap());
         let templates = Templates::new(ScanType::Syn, [1; 6], [2; 6], sources, &[]).unwrap();
-        let ports = (61001, 61001);
-        (OwnTcp::new(segments, Box::new(sent.clone()), templates, ports, Duration::from_secs(5)), handed, sent)
+        (OwnTcp::new(handed, Box::new(sent.clone()), templates, (61001, 61001)), handover, sent)
     }
 
     /// The steps that end within `wait`, as the stage sees them.
@@ -631,85 +686,104 @@ mod tests {
     }
 
     const PAST: u32 = 1000 + (1 << 30);
+    const GET: &[u8] = b"GET / HTTP/1.0\r\n\r\n";
 
     #[test]
-    fn a_syn_ack_is_acknowledged_with_a_byte_past_the_window_and_a_peer_acknowledging_it_is_no_service() {
-        let (mut own, handed, sent) = own_tcp();
-        handed.send(Handed::Answer(syn_ack())).unwrap();
+    fn a_handshake_waits_for_the_stage_and_its_ack_carries_the_first_request() {
+        let (mut own, handover, sent) = own_tcp();
+        handover.queue.send(Handed::Answer(syn_ack())).unwrap();
+        // Sent again while it waits: still not answered.
+        handover.queue.send(Handed::Answer(syn_ack())).unwrap();
         let id = own.open(peer(), None, Duration::from_secs(1)).unwrap();
-        assert_eq!(sent.take(), [Out(".", 1000, 5000, vec![]), Out(".", PAST, 5000, vec![0])]);
+        assert_eq!(sent.take(), []);
+        assert_eq!(ended(&mut own, Duration::ZERO), [(id, "Connected(Ok(()))".to_string())]);
+        own.send(id, GET, Duration::from_secs(1)).unwrap();
+        let past = PAST + GET.len() as u32;
+        assert_eq!(sent.take(), [Out("P.", 1000, 5000, GET.to_vec()), Out(".", past, 5000, vec![0])]);
+        // The peer's SYN-ACK crossed our request: it is acknowledged again.
+        handover.queue.send(Handed::Answer(syn_ack())).unwrap();
+        assert_eq!(ended(&mut own, Duration::ZERO), [(id, "Sent(Ok(18))".to_string())]);
+        assert_eq!(sent.take(), [Out(".", 1018, 5000, vec![])]);
+    }
+
+    #[test]
+    fn a_service_that_speaks_first_gets_a_bare_ack_and_a_peer_acknowledging_the_byte_past_its_window_is_no_service() {
+        let (mut own, handover, sent) = own_tcp();
+        handover.queue.send(Handed::Answer(syn_ack())).unwrap();
+        let id = own.open(peer(), None, Duration::from_secs(1)).unwrap();
         assert_eq!(ended(&mut own, Duration::ZERO), [(id, "Connected(Ok(()))".to_string())]);
         own.receive(id, Duration::from_secs(1)).unwrap();
+        assert_eq!(sent.take(), [Out(".", 1000, 5000, vec![]), Out(".", PAST, 5000, vec![0])]);
         // A TCP stack drops the byte and acknowledges what it has: nothing ends.
-        handed.send(Handed::Segment(seg(5000, 1000))).unwrap();
+        handover.queue.send(Handed::Segment(seg(5000, 1000))).unwrap();
         assert_eq!(ended(&mut own, Duration::ZERO), []);
-        handed.send(Handed::Segment(Segment { payload: b"SSH-2.0-x\r\n".to_vec(), ..seg(5000, PAST + 1) })).unwrap();
+        let banner = Segment { payload: b"SSH-2.0-x\r\n".to_vec(), ..seg(5000, PAST + 1) };
+        handover.queue.send(Handed::Segment(banner)).unwrap();
         assert_eq!(ended(&mut own, Duration::ZERO), [(id, format!("Received(Err({}))", libc::EPROTO))]);
     }
 
     #[test]
-    fn a_connection_reset_before_the_stage_takes_it_is_let_go_and_refused_when_asked_for() {
-        let (mut own, handed, sent) = own_tcp();
-        handed.send(Handed::Answer(syn_ack())).unwrap();
-        handed.send(Handed::Segment(Segment { rst: true, ..seg(5000, 0) })).unwrap();
+    fn a_handshake_reset_before_the_stage_takes_it_is_refused_when_asked_for() {
+        let (mut own, handover, sent) = own_tcp();
+        handover.queue.send(Handed::Answer(syn_ack())).unwrap();
+        // Not at the next byte: not this handshake's (RFC 5961).
+        handover.queue.send(Handed::Segment(Segment { rst: true, ..seg(4000, 0) })).unwrap();
+        handover.queue.send(Handed::Segment(Segment { rst: true, ..seg(5000, 0) })).unwrap();
         own.take_queued();
-        assert!(own.held.is_empty());
+        assert_eq!(own.half_open.len(), 0);
         let refused = own.open(peer(), None, Duration::from_secs(1)).unwrap_err();
         assert_eq!(refused.raw_os_error(), Some(libc::ECONNREFUSED));
-        // The handshake's ACK and probe byte only: an RST ends nothing twice.
-        assert_eq!(sent.take().len(), 2);
+        assert_eq!(sent.take(), []);
     }
 
     #[test]
     fn our_syn_of_a_connection_opened_again_is_sent_again_until_its_syn_ack_comes() {
-        let (mut own, handed, sent) = own_tcp();
-        handed.send(Handed::Answer(syn_ack())).unwrap();
+        let (mut own, handover, sent) = own_tcp();
+        handover.queue.send(Handed::Answer(syn_ack())).unwrap();
         let first = own.open(peer(), None, Duration::from_secs(1)).unwrap();
         own.close(first);
         let id = own.open(peer(), None, Duration::from_secs(1)).unwrap();
         let frames = sent.take();
-        let Out("S", iss, 0, _) = frames[frames.len() - 1] else { panic!("no SYN: {frames:?}") };
-        assert_eq!(frames[frames.len() - 2].0, "R.");
+        assert_eq!(frames[0], Out("R.", 1000, 5000, vec![]));
+        let Out("S", iss, 0, _) = frames[1] else { panic!("no SYN: {frames:?}") };
         own.on_time(Instant::now() + RETRANSMIT);
         own.flush();
         assert_eq!(sent.take(), [Out("S", iss, 0, vec![])]);
         // Only the SYN-ACK of that SYN opens it.
-        handed.send(Handed::Segment(Segment { syn: true, ..seg(700, iss.wrapping_add(2)) })).unwrap();
+        handover.queue.send(Handed::Segment(Segment { syn: true, ..seg(700, iss.wrapping_add(2)) })).unwrap();
         assert_eq!(ended(&mut own, Duration::ZERO), []);
-        handed.send(Handed::Segment(Segment { syn: true, ..seg(700, iss.wrapping_add(1)) })).unwrap();
+        handover.queue.send(Handed::Segment(Segment { syn: true, ..seg(700, iss.wrapping_add(1)) })).unwrap();
         assert_eq!(ended(&mut own, Duration::ZERO), [(id, "Connected(Ok(()))".to_string())]);
-        assert_eq!(
-            sent.take(),
-            [Out(".", iss.wrapping_add(1), 701, vec![]), Out(".", iss.wrapping_add(1 + (1 << 30)), 701, vec![0])]
-        );
+        let past = iss.wrapping_add(1 + (1 << 30));
+        assert_eq!(sent.take(), [Out(".", iss.wrapping_add(1), 701, vec![]), Out(".", past, 701, vec![0])]);
         own.on_time(Instant::now() + 2 * RETRANSMIT);
         own.flush();
         assert_eq!(sent.take(), []);
     }
 
     #[test]
-    fn syn_acks_past_the_connections_held_are_reset_counted_and_opened_again_later() {
-        let (mut own, handed, sent) = own_tcp();
-        let waiting = MOST_HELD - MOST_TAKEN;
-        for i in 0..=waiting {
-            let peer = SocketAddr::new(peer().ip(), 1000 + i as u16);
-            let s = Segment { peer, ..syn_ack() };
-            own.take_segment(Handed::Answer(s));
+    fn handshakes_pace_the_scan_and_one_that_waits_too_long_is_reset_and_opened_again_later() {
+        let (mut own, handover, sent) = own_tcp();
+        let peer_at = |i: usize| SocketAddr::new(peer().ip(), 1000 + i as u16);
+        for i in 0..MOST_TAKEN {
+            let full = handover.full();
+            own.take_segment(Handed::Answer(Segment { peer: peer_at(i), ..syn_ack() }));
+            own.take_queued();
+            assert!(!full, "full at {i}");
         }
-        let _ = handed;
-        assert_eq!(own.held.len(), waiting);
+        assert!(handover.full());
+        assert_eq!(sent.take(), []);
+        // Its peer keeps it longer than it waited: reset, counted, and opened anew.
+        own.on_time(Instant::now() + HALF_OPEN);
+        own.take_queued();
+        assert!(!handover.full());
+        own.flush();
+        assert_eq!(sent.take().len(), MOST_TAKEN);
         let mut stats = BannerStats::default();
         own.count(&mut stats);
-        assert_eq!((stats.held_refused, stats.held_expired), (1, 0));
-        own.flush();
-        let frames = std::mem::take(&mut *sent.0.lock().unwrap());
-        assert_eq!(frames.len(), 2 * waiting + 1, "an ACK and a byte past the window each, and one RST");
-        // Its turn come, it is opened with a SYN of our own.
-        let last = SocketAddr::new(peer().ip(), 1000 + waiting as u16);
-        own.open(last, None, Duration::from_secs(1)).unwrap();
-        let frames = std::mem::take(&mut *sent.0.lock().unwrap());
-        let p = SlicedPacket::from_ethernet(&frames[0]).unwrap();
-        let Some(TransportSlice::Tcp(syn)) = p.transport else { panic!("not TCP") };
-        assert_eq!((frames.len(), syn.syn(), syn.ack(), syn.destination_port()), (1, true, false, last.port()));
+        assert_eq!(stats.handshakes_expired, MOST_TAKEN as u64);
+        own.open(peer_at(7), None, Duration::from_secs(1)).unwrap();
+        let frames = sent.take();
+        assert!(matches!(frames[..], [Out("S", _, 0, _)]), "{frames:?}");
     }
 }
