@@ -29,6 +29,10 @@
 #            its documentation asks) and nmap -sV. Found: ports
 #            with a banner (prtip: grab "grabbed"; masscan: a
 #            banner line; nmap: a version). Kernel target only.
+#   banners16 what answers on port 8888 of 10.201.0.0/16, where  65536 banners
+#            nginx answers HTTP on every address: prtip as for
+#            banners, masscan --banners --hello=http (8888 is
+#            no port it asks HTTP on by itself). Kernel target only.
 #
 # For the run, the target namespace sends ICMP errors without its rate limit
 # (a closed UDP port answers, as an unfiltered host's would), and dnsmasq,
@@ -47,7 +51,7 @@
 # worst round's count of found hosts or open ports, expected, peak RSS.
 set -euo pipefail
 
-WL=${1:?usage: probes.sh icmp16|udp16|udphost|connhost|conn80|banners [ROUNDS]}
+WL=${1:?usage: probes.sh icmp16|udp16|udphost|connhost|conn80|banners|banners16 [ROUNDS]}
 ROUNDS=${2:-3}
 HERE=$(cd "$(dirname "$0")" && pwd)
 PRTIP=${PRTIP:-$HERE/../target/release/prtip}
@@ -67,6 +71,7 @@ case $WL in
   connhost) TGT=10.201.0.1;   PORTS=1-65535; PROBES=65535; EXPECT=15;    CAN="prtip-connect nmap"; RATE= ;;
   conn80)  TGT=10.201.0.0/16; PORTS=80;     PROBES=65536;  EXPECT=4096;  CAN="prtip-connect nmap"; RATE= ;;
   banners) TGT=10.201.0.0/24; PORTS=21,2222,8800,8443; PROBES=1024; EXPECT=1024; CAN="prtip-xdp prtip-connect masscan nmap"; RATE= ;;
+  banners16) TGT=10.201.0.0/16; PORTS=8888; PROBES=65536; EXPECT=65536; CAN="prtip-xdp prtip-connect masscan"; RATE= ;;
   *) echo "probes.sh: unknown workload $WL" >&2; exit 2 ;;
 esac
 
@@ -116,7 +121,7 @@ s.sendto(bytes.fromhex('$DNS_QUERY'),('10.201.0.1',53)); s.recv(512)" 2>/dev/nul
   done
 fi
 
-if [ "$WL" = banners ]; then
+if [ "${WL#banners}" != "$WL" ]; then
   mkdir -p "$out/empty"
   printf 'listen=YES\nlisten_port=21\nbackground=NO\nanonymous_enable=YES\nanon_root=%s\nlocal_enable=NO\nseccomp_sandbox=NO\nsecure_chroot_dir=%s\nrun_as_launching_user=YES\nmax_clients=2000\nmax_per_ip=2000\nidle_session_timeout=5\n' \
     "$out/empty" "$out/empty" >"$out/vsftpd.conf"
@@ -130,10 +135,11 @@ if [ "$WL" = banners ]; then
   openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj /CN=prtip.bench -keyout "$out/key.pem" -out "$out/cert.pem" 2>/dev/null
   cat >"$out/nginx.conf" <<NGINX
 user root; worker_processes 1; pid $out/nginx.pid; error_log $out/nginx.log;
-events { worker_connections 4096; }
+worker_rlimit_nofile 20000; events { worker_connections 16384; }
 http { access_log off; client_body_temp_path $out/b; proxy_temp_path $out/p; fastcgi_temp_path $out/f;
   uwsgi_temp_path $out/u; scgi_temp_path $out/s; default_type text/html;
   server { listen 8800; location / { return 200 '<title>prtip bench</title>'; } }
+  server { listen 8888 backlog=65535; location / { return 200 '<title>prtip bench</title>'; } }
   server { listen 8443 ssl; ssl_certificate $out/cert.pem; ssl_certificate_key $out/key.pem;
     location / { return 200 '<title>prtip bench</title>'; } } }
 NGINX
@@ -145,8 +151,8 @@ fi
 run_one() { # tool -> prints "wall_s maxrss_kb found"
   local t=$1 f=$out/res cmd
   case $t:$WL in
-    prtip-connect:banners) cmd="$PRTIP -sT -p $PORTS $TGT --banners -o ndjson --open" ;;
-    prtip-*:banners) cmd="$PRTIP -sS -p $PORTS $TGT --banners --transport ${t#prtip-} --interface $LAB_IF -o ndjson --open" ;;
+    prtip-connect:banners*) cmd="$PRTIP -sT -p $PORTS $TGT --banners -o ndjson --open" ;;
+    prtip-*:banners*) cmd="$PRTIP -sS -p $PORTS $TGT --banners --transport ${t#prtip-} --interface $LAB_IF -o ndjson --open" ;;
     prtip-connect:*) cmd="$PRTIP -sT -p $PORTS $TGT -o ndjson --open" ;;
     prtip-*:icmp16) cmd="$PRTIP -s icmp $TGT --transport ${t#prtip-} --interface $LAB_IF -o ndjson --open" ;;
     prtip-*:*)      cmd="$PRTIP -s udp -p $PORTS $TGT --transport ${t#prtip-} --interface $LAB_IF -o ndjson --open" ;;
@@ -154,6 +160,7 @@ run_one() { # tool -> prints "wall_s maxrss_kb found"
     zmap:udp16)     cmd="zmap -M udp -p 53 --probe-args=hex:$DNS_QUERY $TGT -i $LAB_IF -S $LAB_SRC_IP -G $LAB_GW_MAC -r 0 -b /dev/null --cooldown-time $WAIT -q -o -" ;;
     masscan:icmp16) cmd="masscan $TGT --ping" ;;
     masscan:banners) cmd="masscan $TGT -p$PORTS --banners" ;;
+    masscan:banners16) cmd="masscan $TGT -p$PORTS --banners --hello=http" ;;
     masscan:*)      cmd="masscan $TGT -pU:$PORTS" ;;
     nmap:icmp16)    cmd="nmap -sn -PE -n ${NMAP_FLAGS:--T4} $TGT -oG -" ;;
     nmap:conn*)     cmd="nmap -sT -n -Pn ${NMAP_FLAGS:--T4} -p $PORTS $TGT -oG -" ;;
@@ -167,7 +174,7 @@ run_one() { # tool -> prints "wall_s maxrss_kb found"
   esac
   # With --banners, masscan's own TCP stack needs an address this host's kernel does not reset from.
   local mip=$LAB_SRC_IP
-  [ "$WL" = banners ] && mip=10.200.0.99
+  [ "${WL#banners}" != "$WL" ] && mip=10.200.0.99
   [ "$t" = masscan ] && cmd="$cmd --rate ${RATE:-${MASSCAN_RATE:-500000}} --adapter $LAB_IF --adapter-ip $mip --adapter-mac $LAB_SRC_MAC --router-mac $LAB_GW_MAC --wait $WAIT -oL -"
   # masscan's receive loop blocks until a frame arrives: a trickle of pings ends its --wait.
   local keepalive=
@@ -181,12 +188,12 @@ run_one() { # tool -> prints "wall_s maxrss_kb found"
   # The servers drop what a tool left half-open (LoginGraceTime and
   # idle_session_timeout 5 s) before the next tool's turn: masscan's
   # connections otherwise fill their accept queues for the next scan.
-  [ "$WL" = banners ] && sleep 6
+  [ "${WL#banners}" != "$WL" ] && sleep 6
   local found
   case $t:$WL in
     prtip-*:icmp16) found=$(grep -c '"state":"up"' "$f" || true) ;;
-    prtip-*:banners) found=$(grep -c '"grab":"grabbed"' "$f" || true) ;;
-    masscan:banners) found=$(awk '$1 == "banner" { print $3, $4 }' "$f" | sort -u | wc -l) ;;
+    prtip-*:banners*) found=$(grep -c '"grab":"grabbed"' "$f" || true) ;;
+    masscan:banners*) found=$(awk '$1 == "banner" { print $3, $4 }' "$f" | sort -u | wc -l) ;;
     nmap:banners)   found=$(grep -oE '[0-9]+/open/tcp//[^/]*//[^/]+/' "$f" | wc -l) ;;
     prtip-*:*)      found=$(grep -c '"state":"open"' "$f" || true) ;;
     zmap:*)         found=$(grep -cE '^[0-9]' "$f" || true) ;;

@@ -135,6 +135,8 @@ struct Held {
     advertised: u16,
     /// Taken half open: our ACK goes with the first request, or before the first read.
     ack_owed: bool,
+    /// No step taken yet: a first read sends the byte past the window.
+    first: bool,
 }
 
 impl Held {
@@ -346,7 +348,6 @@ impl OwnTcp {
             self.frames.write(h.conn.ours, h.conn.peer, h.conn.ack(h.advertised), tcp::ACK, &[]);
             if connecting && !h.conn.syn_sent {
                 h.step = Step::Connected;
-                self.frames.past_window(&h.conn, h.advertised);
             }
         }
     }
@@ -455,7 +456,15 @@ impl Conversations for OwnTcp {
             Some(half) => {
                 let conn = Connection::from_syn_ack(&half.syn_ack);
                 self.ready.insert(id);
-                Held { conn, id, step: Step::Connected, sent_at: now, advertised: INBOX as u16, ack_owed: true }
+                Held {
+                    conn,
+                    id,
+                    step: Step::Connected,
+                    sent_at: now,
+                    advertised: INBOX as u16,
+                    ack_owed: true,
+                    first: true,
+                }
             }
             None => {
                 let ours = self.source_for(to);
@@ -464,7 +473,7 @@ impl Conversations for OwnTcp {
                 self.frames.write(ours, to, conn.syn(), tcp::SYN, &[]);
                 self.timers.push(Reverse((now + timeout, Timer::Step(id))));
                 self.timers.push(Reverse((now + RETRANSMIT, Timer::Retransmit(to))));
-                Held { conn, id, step, sent_at: now, advertised: INBOX as u16, ack_owed: false }
+                Held { conn, id, step, sent_at: now, advertised: INBOX as u16, ack_owed: false, first: true }
             }
         };
         tracing::trace!(%to, step = ?h.step, "connection taken");
@@ -493,9 +502,7 @@ impl Conversations for OwnTcp {
         self.ready.insert(id);
         self.timers.push(Reverse((h.sent_at + RETRANSMIT, Timer::Retransmit(peer))));
         self.frames.data(&h.conn, pieces);
-        if std::mem::take(&mut h.ack_owed) {
-            self.frames.past_window(&h.conn, window);
-        }
+        (h.ack_owed, h.first) = (false, false);
         self.flush();
         Ok(())
     }
@@ -505,10 +512,15 @@ impl Conversations for OwnTcp {
         let h = self.held.get_mut(&peer).expect("a taken connection is held");
         let until = Instant::now() + timeout;
         h.step = Step::Receive { until };
-        // The service speaks first: the bare ACK lets it.
-        if std::mem::take(&mut h.ack_owed) {
+        // The service speaks first: the bare ACK lets it. Where it stays
+        // quiet, only its answer to the byte past the window tells a TCP
+        // stack from a middlebox that acknowledges everything; a service
+        // asked first tells by its answer to the request.
+        if std::mem::take(&mut h.first) {
             h.advertised = h.window();
-            self.frames.write(h.conn.ours, h.conn.peer, h.conn.ack(h.advertised), tcp::ACK, &[]);
+            if std::mem::take(&mut h.ack_owed) {
+                self.frames.write(h.conn.ours, h.conn.peer, h.conn.ack(h.advertised), tcp::ACK, &[]);
+            }
             self.frames.past_window(&h.conn, h.advertised);
             self.flush();
         }
@@ -581,6 +593,7 @@ impl Conversations for OwnTcp {
             on(id, ended);
         }
         self.flush();
+        self.waiting.store(self.half_open.len(), Ordering::Relaxed);
         Ok(())
     }
 }
@@ -596,6 +609,8 @@ impl Drop for OwnTcp {
             self.frames.refuse(&h.syn_ack);
         }
         self.flush();
+        // A stage that failed holds the scan's probes back no longer.
+        self.waiting.store(0, Ordering::Relaxed);
     }
 }
 
@@ -698,8 +713,8 @@ mod tests {
         assert_eq!(sent.take(), []);
         assert_eq!(ended(&mut own, Duration::ZERO), [(id, "Connected(Ok(()))".to_string())]);
         own.send(id, GET, Duration::from_secs(1)).unwrap();
-        let past = PAST + GET.len() as u32;
-        assert_eq!(sent.take(), [Out("P.", 1000, 5000, GET.to_vec()), Out(".", past, 5000, vec![0])]);
+        // Its answer tells a service from a middlebox: no byte past the window.
+        assert_eq!(sent.take(), [Out("P.", 1000, 5000, GET.to_vec())]);
         // The peer's SYN-ACK crossed our request: it is acknowledged again.
         handover.queue.send(Handed::Answer(syn_ack())).unwrap();
         assert_eq!(ended(&mut own, Duration::ZERO), [(id, "Sent(Ok(18))".to_string())]);
@@ -754,8 +769,10 @@ mod tests {
         assert_eq!(ended(&mut own, Duration::ZERO), []);
         handover.queue.send(Handed::Segment(Segment { syn: true, ..seg(700, iss.wrapping_add(1)) })).unwrap();
         assert_eq!(ended(&mut own, Duration::ZERO), [(id, "Connected(Ok(()))".to_string())]);
-        let past = iss.wrapping_add(1 + (1 << 30));
-        assert_eq!(sent.take(), [Out(".", iss.wrapping_add(1), 701, vec![]), Out(".", past, 701, vec![0])]);
+        assert_eq!(sent.take(), [Out(".", iss.wrapping_add(1), 701, vec![])]);
+        assert_eq!(ended(&mut own, Duration::ZERO), []);
+        own.receive(id, Duration::from_secs(1)).unwrap();
+        assert_eq!(sent.take(), [Out(".", iss.wrapping_add(1 + (1 << 30)), 701, vec![0])]);
         own.on_time(Instant::now() + 2 * RETRANSMIT);
         own.flush();
         assert_eq!(sent.take(), []);
