@@ -51,6 +51,15 @@ impl Pacer {
         }
     }
 
+    /// Counts `n` packets another sender sent at `now_ns` against the rate:
+    /// the slots they took are not granted again.
+    pub fn charge(&mut self, now_ns: u64, n: u64) {
+        if let Some(interval) = self.interval_ps {
+            let earliest = (u128::from(now_ns) * PS_PER_NS).saturating_sub(interval * (self.burst - 1));
+            self.next_ps = self.next_ps.max(earliest) + interval * u128::from(n);
+        }
+    }
+
     /// Nanoseconds from `now_ns` until `grant` will allow at least one packet.
     pub fn wait_ns(&self, now_ns: u64) -> u64 {
         let now = u128::from(now_ns) * PS_PER_NS;
@@ -115,5 +124,29 @@ mod tests {
         let mut p = Pacer::new(0, 0);
         assert_eq!(p.grant(0, 64), 64);
         assert_eq!(p.wait_ns(0), 0);
+    }
+
+    #[test]
+    fn packets_another_sender_sent_count_against_the_rate() {
+        let mut now = 5_000_000_000u64;
+        let end = now + 1_000_000_000;
+        let mut p = Pacer::new(100_000, now);
+        let (mut sent, mut ours) = (0u64, 0u64);
+        while now < end {
+            let n = p.grant(now, 64);
+            sent += u64::from(n);
+            ours += u64::from(n);
+            // Another sender sends one packet for every four of ours.
+            if ours >= 4 {
+                p.charge(now, ours / 4);
+                ours %= 4;
+            }
+            now += p.wait_ns(now).max(1);
+        }
+        assert!((79_000..=81_000).contains(&sent), "{sent}");
+        // Unlimited, nothing is charged.
+        let mut free = Pacer::new(0, now);
+        free.charge(now, 1_000_000);
+        assert_eq!(free.grant(now, 64), 64);
     }
 }

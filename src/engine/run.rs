@@ -607,6 +607,10 @@ fn transmit<T: Transmit>(
         // As many handshakes wait as the banner stage has conversations:
         // no probe more until it takes some, or their peers send their SYN-ACKs again.
         let held_by_banners = shared.banners.as_ref().is_some_and(Handover::full);
+        // Their frames count against --rate too.
+        if let Some(n) = shared.banners.as_ref().map(Handover::take_sent).filter(|&n| n > 0) {
+            pacer.charge(now, n);
+        }
         let grant = if stopping || held_by_banners { 0 } else { pacer.grant(now, TX_BATCH) };
         let timeouts = shared.timeouts(plan);
         let send_us = clock.stamp_us();

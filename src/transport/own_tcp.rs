@@ -35,7 +35,7 @@ use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::os::fd::OwnedFd;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender};
 use std::time::{Duration, Instant};
 
@@ -69,6 +69,7 @@ const RETRANSMIT: Duration = Duration::from_millis(250);
 pub struct Handover {
     pub queue: SyncSender<Handed>,
     waiting: Arc<AtomicUsize>,
+    sent: Arc<AtomicU64>,
 }
 
 impl Handover {
@@ -78,12 +79,19 @@ impl Handover {
     pub fn full(&self) -> bool {
         self.waiting.load(Ordering::Relaxed) >= MOST_TAKEN
     }
+
+    /// The frames the connections sent since the last call, to be counted
+    /// against the scan's `--rate`.
+    pub fn take_sent(&self) -> u64 {
+        self.sent.swap(0, Ordering::Relaxed)
+    }
 }
 
 /// OwnTcp's side of a `Handover`.
 pub struct HandedOver {
     segments: Receiver<Handed>,
     waiting: Arc<AtomicUsize>,
+    sent: Arc<AtomicU64>,
 }
 
 #[cfg(test)]
@@ -96,8 +104,8 @@ impl HandedOver {
 /// A queue of `SEGMENT_QUEUE` segments from the receive thread to an `OwnTcp`.
 pub fn handover() -> (Handover, HandedOver) {
     let (queue, segments) = std::sync::mpsc::sync_channel(SEGMENT_QUEUE);
-    let waiting = Arc::new(AtomicUsize::new(0));
-    (Handover { queue, waiting: waiting.clone() }, HandedOver { segments, waiting })
+    let (waiting, sent) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicU64::new(0)));
+    (Handover { queue, waiting: waiting.clone(), sent: sent.clone() }, HandedOver { segments, waiting, sent })
 }
 
 /// What the receive thread hands over.
@@ -159,8 +167,9 @@ struct HalfOpen {
 
 pub struct OwnTcp {
     segments: Receiver<Handed>,
-    /// The handshakes half open, for the receive thread to see.
+    /// The handshakes half open, and the frames sent, for the scan's lanes to see.
     waiting: Arc<AtomicUsize>,
+    sent: Arc<AtomicU64>,
     tx: Box<dyn Transmit>,
     /// Connections the stage took, by peer.
     held: HashMap<SocketAddr, Held>,
@@ -301,6 +310,7 @@ impl OwnTcp {
         OwnTcp {
             segments: handed.segments,
             waiting: handed.waiting,
+            sent: handed.sent,
             tx,
             held: HashMap::new(),
             ids: HashMap::new(),
@@ -386,7 +396,8 @@ impl OwnTcp {
         }
         let frames: Vec<&[u8]> = self.frames.out.iter().map(Vec::as_slice).collect();
         // A frame the kernel refused is sent again, or ends by the conversation's timeout.
-        let _ = self.tx.transmit(&frames);
+        let sent = self.tx.transmit(&frames).unwrap_or(0);
+        self.sent.fetch_add(sent as u64, Ordering::Relaxed);
         self.frames.out.clear();
     }
 
