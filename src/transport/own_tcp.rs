@@ -143,11 +143,19 @@ struct Held {
     advertised: u16,
     /// Taken half open: our ACK goes with the first request, or before the first read.
     ack_owed: bool,
-    /// No step taken yet: a first read sends the byte past the window.
+    /// No step taken yet.
     first: bool,
+    /// Its first step was a read (the service may speak first), and the
+    /// byte past the window is still to be sent.
+    probe_owed: bool,
 }
 
 impl Held {
+    fn new(conn: Connection, id: u32, step: Step, now: Instant, ack_owed: bool) -> Held {
+        let advertised = INBOX as u16;
+        Held { conn, id, step, sent_at: now, advertised, ack_owed, first: true, probe_owed: false }
+    }
+
     fn window(&self) -> u16 {
         (INBOX - self.conn.unread().min(INBOX)) as u16
     }
@@ -467,15 +475,7 @@ impl Conversations for OwnTcp {
             Some(half) => {
                 let conn = Connection::from_syn_ack(&half.syn_ack);
                 self.ready.insert(id);
-                Held {
-                    conn,
-                    id,
-                    step: Step::Connected,
-                    sent_at: now,
-                    advertised: INBOX as u16,
-                    ack_owed: true,
-                    first: true,
-                }
+                Held::new(conn, id, Step::Connected, now, true)
             }
             None => {
                 let ours = self.source_for(to);
@@ -484,7 +484,7 @@ impl Conversations for OwnTcp {
                 self.frames.write(ours, to, conn.syn(), tcp::SYN, &[]);
                 self.timers.push(Reverse((now + timeout, Timer::Step(id))));
                 self.timers.push(Reverse((now + RETRANSMIT, Timer::Retransmit(to))));
-                Held { conn, id, step, sent_at: now, advertised: INBOX as u16, ack_owed: false, first: true }
+                Held::new(conn, id, step, now, false)
             }
         };
         tracing::trace!(%to, step = ?h.step, "connection taken");
@@ -514,6 +514,15 @@ impl Conversations for OwnTcp {
         self.timers.push(Reverse((h.sent_at + RETRANSMIT, Timer::Retransmit(peer))));
         self.frames.data(&h.conn, pieces);
         (h.ack_owed, h.first) = (false, false);
+        // A service that speaks first stayed quiet, and is asked: after the
+        // request (which completes the handshake where its ACK was lost, as
+        // a server sending SYN cookies with a full accept queue drops it, and
+        // answers anything else with an RST), the byte past the window tells
+        // a TCP stack from a middlebox that acknowledges everything. A
+        // service that speaks, or that prtip asks first, tells by what it says.
+        if std::mem::take(&mut h.probe_owed) && !h.conn.heard() {
+            self.frames.past_window(&h.conn, window);
+        }
         self.flush();
         Ok(())
     }
@@ -523,17 +532,14 @@ impl Conversations for OwnTcp {
         let h = self.held.get_mut(&peer).expect("a taken connection is held");
         let until = Instant::now() + timeout;
         h.step = Step::Receive { until };
-        // The service speaks first: the bare ACK lets it. Where it stays
-        // quiet, only its answer to the byte past the window tells a TCP
-        // stack from a middlebox that acknowledges everything; a service
-        // asked first tells by its answer to the request.
+        // The service may speak first: the bare ACK lets it.
         if std::mem::take(&mut h.first) {
-            h.advertised = h.window();
+            h.probe_owed = true;
             if std::mem::take(&mut h.ack_owed) {
+                h.advertised = h.window();
                 self.frames.write(h.conn.ours, h.conn.peer, h.conn.ack(h.advertised), tcp::ACK, &[]);
+                self.flush();
             }
-            self.frames.past_window(&h.conn, h.advertised);
-            self.flush();
         }
         // What came before the read was asked for ends it at once.
         self.ready.insert(id);
@@ -739,11 +745,17 @@ mod tests {
         let id = own.open(peer(), None, Duration::from_secs(1)).unwrap();
         assert_eq!(ended(&mut own, Duration::ZERO), [(id, "Connected(Ok(()))".to_string())]);
         own.receive(id, Duration::from_secs(1)).unwrap();
-        assert_eq!(sent.take(), [Out(".", 1000, 5000, vec![]), Out(".", PAST, 5000, vec![0])]);
+        assert_eq!(sent.take(), [Out(".", 1000, 5000, vec![])]);
+        // Quiet: asked, and the byte past the window follows the request.
+        own.send(id, GET, Duration::from_secs(1)).unwrap();
+        let past = PAST + GET.len() as u32;
+        assert_eq!(sent.take(), [Out("P.", 1000, 5000, GET.to_vec()), Out(".", past, 5000, vec![0])]);
+        assert_eq!(ended(&mut own, Duration::ZERO), [(id, "Sent(Ok(18))".to_string())]);
+        own.receive(id, Duration::from_secs(1)).unwrap();
         // A TCP stack drops the byte and acknowledges what it has: nothing ends.
-        handover.queue.send(Handed::Segment(seg(5000, 1000))).unwrap();
+        handover.queue.send(Handed::Segment(seg(5000, 1018))).unwrap();
         assert_eq!(ended(&mut own, Duration::ZERO), []);
-        let banner = Segment { payload: b"SSH-2.0-x\r\n".to_vec(), ..seg(5000, PAST + 1) };
+        let banner = Segment { payload: b"HTTP/1.1 200 OK\r\n".to_vec(), ..seg(5000, past + 1) };
         handover.queue.send(Handed::Segment(banner)).unwrap();
         assert_eq!(ended(&mut own, Duration::ZERO), [(id, format!("Received(Err({}))", libc::EPROTO))]);
     }
@@ -781,12 +793,22 @@ mod tests {
         handover.queue.send(Handed::Segment(Segment { syn: true, ..seg(700, iss.wrapping_add(1)) })).unwrap();
         assert_eq!(ended(&mut own, Duration::ZERO), [(id, "Connected(Ok(()))".to_string())]);
         assert_eq!(sent.take(), [Out(".", iss.wrapping_add(1), 701, vec![])]);
-        assert_eq!(ended(&mut own, Duration::ZERO), []);
-        own.receive(id, Duration::from_secs(1)).unwrap();
-        assert_eq!(sent.take(), [Out(".", iss.wrapping_add(1 + (1 << 30)), 701, vec![0])]);
         own.on_time(Instant::now() + 2 * RETRANSMIT);
         own.flush();
-        assert_eq!(sent.take(), []);
+        assert_eq!(sent.take(), [], "answered, the SYN is not sent again");
+        // It speaks: no byte past the window after what we send.
+        own.receive(id, Duration::from_secs(1)).unwrap();
+        handover
+            .queue
+            .send(Handed::Segment(Segment { payload: b"220 ftp\r\n".to_vec(), ..seg(701, iss.wrapping_add(1)) }))
+            .unwrap();
+        assert_eq!(
+            ended(&mut own, Duration::ZERO),
+            [(id, "Received(Ok([50, 50, 48, 32, 102, 116, 112, 13, 10]))".to_string())]
+        );
+        own.send(id, b"QUIT\r\n", Duration::from_secs(1)).unwrap();
+        let quit = Out("P.", iss.wrapping_add(1), 710, b"QUIT\r\n".to_vec());
+        assert_eq!(sent.take(), [Out(".", iss.wrapping_add(1), 710, vec![]), quit]);
     }
 
     #[test]

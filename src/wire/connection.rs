@@ -161,6 +161,11 @@ impl Connection {
         self.inbox.len()
     }
 
+    /// Whether the peer sent anything in order (bytes or its FIN).
+    pub fn heard(&self) -> bool {
+        !self.syn_sent && self.rcv_nxt != self.their_syn.wrapping_add(1)
+    }
+
     /// Queues `data` to be sent; returns the headers of its segments, at
     /// most `mss` bytes each, in the order of `data`.
     pub fn send(&mut self, data: &[u8], mss: usize, window: u16) -> Vec<(Header, std::ops::Range<usize>)> {
