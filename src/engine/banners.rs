@@ -7,7 +7,7 @@
 
 use crate::banner::{Grab, Service, Status, Step, Wait};
 use crate::result::ScanResult;
-use crate::transport::stream::{Conversations, Ended};
+use crate::transport::stream::{Conversations, Ended, NO_TCP_STACK};
 use crate::wire::sources::Sources;
 use std::collections::HashMap;
 use std::io;
@@ -296,9 +296,9 @@ fn run<C: Conversations>(
             let Some(mut c) = live.remove(&id) else { continue };
             let now = Instant::now();
             let step = match e {
-                Ending::Connected(Err(libc::EPROTO))
-                | Ending::Sent(Err(libc::EPROTO))
-                | Ending::Received(Err(libc::EPROTO)) => {
+                Ending::Connected(Err(NO_TCP_STACK))
+                | Ending::Sent(Err(NO_TCP_STACK))
+                | Ending::Received(Err(NO_TCP_STACK)) => {
                     conns.close(id);
                     let mut service = c.grab.finish();
                     service.status = Status::AcksEverything;

@@ -566,6 +566,8 @@ fn transmit<T: Transmit>(
     };
     let mut following = shared.rate.load(Relaxed);
     let mut pacer = Pacer::new(share(following), clock.now_ns());
+    // The frames of prtip's own connections counted so far.
+    let mut charged = 0;
     tracing::debug!(lane = l, from = shared.window(l).trail(), "transmit lane");
     // Frames side by side, each as long as the module's longest: a SYN
     // scan's batch fits in a few kilobytes.
@@ -607,9 +609,11 @@ fn transmit<T: Transmit>(
         // As many handshakes wait as the banner stage has conversations:
         // no probe more until it takes some, or their peers send their SYN-ACKs again.
         let held_by_banners = shared.banners.as_ref().is_some_and(Handover::full);
-        // Their frames count against --rate too.
-        if let Some(n) = shared.banners.as_ref().map(Handover::take_sent).filter(|&n| n > 0) {
-            pacer.charge(now, n);
+        // Their frames count against --rate too, each lane paying its share.
+        if let Some(sent) = shared.banners.as_ref().map(Handover::sent).filter(|&n| n > charged) {
+            let n = sent - charged;
+            charged = sent;
+            pacer.charge(now, n / lanes.count + u64::from((l as u64) < n % lanes.count));
         }
         let grant = if stopping || held_by_banners { 0 } else { pacer.grant(now, TX_BATCH) };
         let timeouts = shared.timeouts(plan);
@@ -782,8 +786,10 @@ fn receive<R: Receive>(
                             shared.max_rtt_us.fetch_max(rtt.max(1), Relaxed);
                         }
                     }
-                    // A connection prtip holds may outlive its probe's place in the window.
-                    if !closing.hand_over_segment(frame, &reply, &matcher, plan, shared) {
+                    // A connection prtip holds may outlive its probe's place in
+                    // the window: never reset here, even where the queue is full
+                    // (the peer sends it again).
+                    if !closing.hand_over_segment(frame, &reply, &matcher, plan, shared) && closing.handover.is_none() {
                         reset(&mut rst_frames, wire, &reply, closing.resets.is_some());
                     }
                     return;
@@ -802,14 +808,11 @@ fn receive<R: Receive>(
             };
             let verdict = window.answer(seq, started);
             drop(window);
-            // Duplicates too: a target repeats its SYN-ACK when an RST (or our ACK) was lost.
-            // A held connection's RST acknowledges the cookie too: it is the connection's, not a new answer.
-            let answer = match reply.kind {
-                ReplyKind::SynAck => reply.window > 0 && verdict != Verdict::Late,
-                ReplyKind::Rst => verdict == Verdict::Duplicate,
-                _ => false,
-            };
-            let held = match answer {
+            // Duplicates too: a target repeats its SYN-ACK when an RST (or our
+            // ACK) was lost. Only a port's first SYN-ACK begins a handshake of
+            // prtip's own: a repeat may come after its connection ended.
+            let first_syn_ack = reply.kind == ReplyKind::SynAck && verdict == Verdict::New;
+            let held = match first_syn_ack && reply.window > 0 {
                 true => closing.hand_over(frame, &matcher, plan, shared, true),
                 // Not a port's first RST: that is the port's answer, of no connection.
                 false if reply.kind == ReplyKind::SynAck || verdict != Verdict::New => {
@@ -817,7 +820,9 @@ fn receive<R: Receive>(
                 }
                 false => false,
             };
-            if !held {
+            // Where a full queue dropped it, only a first SYN-ACK is reset
+            // here: a repeat may be of a connection prtip holds.
+            if !held && (closing.handover.is_none() || first_syn_ack) {
                 reset(&mut rst_frames, wire, &reply, closing.resets.is_some());
             }
             let counter = match verdict {
@@ -1917,9 +1922,9 @@ mod tests {
     }
 
     /// With connections of prtip's own (banners over AF_XDP), every SYN-ACK
-    /// goes to them, and the receive thread resets none: a valid one, and
-    /// its repeats, open one; one whose probe left the window, or that
-    /// offers no window, is theirs to reset or not.
+    /// goes to them, and the receive thread resets none: a port's first
+    /// valid one begins a handshake; its repeats, one whose probe left the
+    /// window, or one that offers no window, are theirs to reset or not.
     #[test]
     fn syn_acks_go_to_the_connections_prtip_holds_late_and_repeated_ones_included() {
         let (noisy, slow, zero) = (2u16, 5u16, 7u16);
@@ -1943,8 +1948,8 @@ mod tests {
             let counts = if matches!(h, Handed::Answer(_)) { &mut answers } else { &mut others };
             *counts.entry(s.peer.port()).or_default() += 1;
         }
-        assert_eq!(answers, [(noisy, 8)].into(), "each noisy SYN-ACK and its repeat");
-        assert_eq!(others.get(&zero), Some(&4));
+        assert_eq!(answers, [(noisy, 4)].into(), "each noisy port's first SYN-ACK");
+        assert_eq!((others.get(&noisy), others.get(&zero)), (Some(&4), Some(&4)), "their repeats, and no window");
         assert!((1..=4).contains(&others.get(&slow).copied().unwrap_or(0)), "{others:?}");
         assert_eq!(stats.late, u64::from(others[&slow]));
     }

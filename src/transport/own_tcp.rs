@@ -22,7 +22,7 @@
 //! that sends forever, or a /16 of them, holds memory to a fixed cap.
 
 use super::Transmit;
-use super::stream::{Conversations, Ended};
+use super::stream::{Conversations, Ended, NO_TCP_STACK};
 use crate::engine::banners::BannerStats;
 use crate::probe::Templates;
 use crate::probe::syn::Outgoing;
@@ -80,10 +80,10 @@ impl Handover {
         self.waiting.load(Ordering::Relaxed) >= MOST_TAKEN
     }
 
-    /// The frames the connections sent since the last call, to be counted
-    /// against the scan's `--rate`.
-    pub fn take_sent(&self) -> u64 {
-        self.sent.swap(0, Ordering::Relaxed)
+    /// The frames the connections sent so far, to be counted against the
+    /// scan's `--rate`.
+    pub fn sent(&self) -> u64 {
+        self.sent.load(Ordering::Relaxed)
     }
 }
 
@@ -300,8 +300,9 @@ impl Frames {
 
     /// The byte past `conn`'s window that tells a peer which acknowledges
     /// everything from a TCP stack: after the segment that ends the handshake.
-    fn past_window(&mut self, conn: &Connection, window: u16) {
-        self.write(conn.ours, conn.peer, conn.out_of_window(window), tcp::ACK, &[0]);
+    fn past_window(&mut self, conn: &mut Connection, window: u16) {
+        let header = conn.out_of_window(window);
+        self.write(conn.ours, conn.peer, header, tcp::ACK, &[0]);
     }
 
     fn reset(&mut self, conn: &Connection) {
@@ -391,8 +392,11 @@ impl OwnTcp {
         SocketAddr::new(sources.get(sources.pick(peer.ip())), port)
     }
 
+    /// Takes the segments queued, as many as the queue holds at most: a
+    /// receive thread that fills it as fast leaves the stage its turn.
     fn take_queued(&mut self) {
-        while let Ok(s) = self.segments.try_recv() {
+        for _ in 0..SEGMENT_QUEUE {
+            let Ok(s) = self.segments.try_recv() else { break };
             self.take_segment(s);
         }
         self.waiting.store(self.half_open.len(), Ordering::Relaxed);
@@ -521,7 +525,7 @@ impl Conversations for OwnTcp {
         // a TCP stack from a middlebox that acknowledges everything. A
         // service that speaks, or that prtip asks first, tells by what it says.
         if std::mem::take(&mut h.probe_owed) && !h.conn.heard() {
-            self.frames.past_window(&h.conn, window);
+            self.frames.past_window(&mut h.conn, window);
         }
         self.flush();
         Ok(())
@@ -583,9 +587,9 @@ impl Conversations for OwnTcp {
             let ended = match step {
                 Step::Idle => continue,
                 // Not a service: whatever it said, the conversation ends here.
-                Step::Connected if h.conn.acks_unsent => Ended::Connected(Err(libc::EPROTO)),
-                Step::Sent(_) if h.conn.acks_unsent => Ended::Sent(Err(libc::EPROTO)),
-                Step::Receive { .. } if h.conn.acks_unsent => Ended::Received(Err(libc::EPROTO)),
+                Step::Connected if h.conn.acks_unsent => Ended::Connected(Err(NO_TCP_STACK)),
+                Step::Sent(_) if h.conn.acks_unsent => Ended::Sent(Err(NO_TCP_STACK)),
+                Step::Receive { .. } if h.conn.acks_unsent => Ended::Received(Err(NO_TCP_STACK)),
                 Step::Connecting { .. } if h.conn.reset => Ended::Connected(Err(libc::ECONNREFUSED)),
                 Step::Connecting { until } if now >= until => Ended::Connected(Err(libc::ETIMEDOUT)),
                 Step::Connecting { .. } => continue,
@@ -757,7 +761,7 @@ mod tests {
         assert_eq!(ended(&mut own, Duration::ZERO), []);
         let banner = Segment { payload: b"HTTP/1.1 200 OK\r\n".to_vec(), ..seg(5000, past + 1) };
         handover.queue.send(Handed::Segment(banner)).unwrap();
-        assert_eq!(ended(&mut own, Duration::ZERO), [(id, format!("Received(Err({}))", libc::EPROTO))]);
+        assert_eq!(ended(&mut own, Duration::ZERO), [(id, format!("Received(Err({NO_TCP_STACK}))"))]);
     }
 
     #[test]

@@ -2,6 +2,10 @@
 //! step ended by the kernel at its timeout, through one io_uring.
 
 use crate::engine::banners::BannerStats;
+
+/// A step's error that is no errno (the kernel's are positive): the peer
+/// acknowledged a byte it never had, as no TCP stack does.
+pub const NO_TCP_STACK: i32 = -1;
 pub use crate::sys::stream::Ended;
 use crate::sys::stream::Streams;
 use std::io;
@@ -24,7 +28,7 @@ pub trait Conversations {
     /// Ends a connection between steps; its number may be given out again.
     fn close(&mut self, id: u32);
     /// Waits up to `wait` for steps to end, and hands each to `on`. A step
-    /// ends with EPROTO where the peer is no TCP stack (it acknowledged
+    /// ends with `NO_TCP_STACK` where the peer is none (it acknowledged
     /// bytes never sent).
     fn complete(&mut self, wait: Duration, on: &mut dyn FnMut(u32, Ended)) -> io::Result<()>;
     /// Adds what the backend counted itself to the stage's counts.

@@ -38,9 +38,12 @@ pub struct Connection {
     pub reset: bool,
     /// Our SYN waits for its SYN-ACK.
     pub syn_sent: bool,
-    /// The peer acknowledged bytes never sent: no TCP stack does, a
-    /// middlebox that acknowledges everything (and answers on every port) does.
+    /// The peer acknowledged the byte `out_of_window` sent: no TCP stack
+    /// does, a middlebox that acknowledges everything (and answers on every
+    /// port) does.
     pub acks_unsent: bool,
+    /// The sequence number of that byte, once sent.
+    probe: Option<u32>,
 }
 
 /// How far past what we sent the byte `out_of_window` carries lies: outside
@@ -64,6 +67,7 @@ impl Connection {
             reset: false,
             syn_sent: false,
             acks_unsent: false,
+            probe: None,
         }
     }
 
@@ -83,6 +87,7 @@ impl Connection {
             reset: false,
             syn_sent: true,
             acks_unsent: false,
+            probe: None,
         }
     }
 
@@ -93,8 +98,10 @@ impl Connection {
 
     /// A segment for one byte far past anything sent: a TCP stack drops it,
     /// a peer that acknowledges everything acknowledges it, and is known so.
-    pub fn out_of_window(&self, window: u16) -> Header {
-        self.header_at(self.snd_nxt.wrapping_add(OUT_OF_WINDOW), window)
+    pub fn out_of_window(&mut self, window: u16) -> Header {
+        let seq = self.snd_nxt.wrapping_add(OUT_OF_WINDOW);
+        self.probe = Some(seq);
+        self.header_at(seq, window)
     }
 
     /// Takes in a segment of this connection, keeping at most `limit` bytes
@@ -126,8 +133,9 @@ impl Connection {
             return s.seq == self.their_syn;
         }
         if after(s.ack, self.snd_nxt) {
-            // Half way: the probe's acknowledgement, whatever was sent since it.
-            self.acks_unsent |= after(s.ack, self.snd_nxt.wrapping_add(OUT_OF_WINDOW / 2));
+            // Exactly the probe's acknowledgement, in its place in the peer's
+            // stream: nothing else marks a peer, however it strayed here.
+            self.acks_unsent |= self.probe.is_some_and(|p| s.ack == p.wrapping_add(1)) && s.seq == self.rcv_nxt;
             return false;
         }
         if after(s.ack, self.snd_una) {
@@ -293,6 +301,9 @@ mod tests {
     #[test]
     fn a_peer_that_acknowledges_the_byte_past_its_window_is_known_so() {
         let mut c = opened();
+        // Before the probe, an acknowledgement of it proves nothing.
+        assert!(!c.on_segment(&seg(5000, 1000 + (1 << 30) + 1, b""), 64));
+        assert!(!c.acks_unsent);
         let probe = c.out_of_window(64);
         assert_eq!(probe.seq, 1000 + (1 << 30));
         // A TCP stack acknowledges what it has, however often: nothing is learnt.
@@ -303,6 +314,9 @@ mod tests {
         assert!(!c.on_segment(&seg(5000, 1000 + 100, b""), 64));
         assert!(!c.acks_unsent);
         c.send(b"GET /", 8, 64);
+        // Out of place in the peer's stream: not its answer.
+        assert!(!c.on_segment(&seg(4000, probe.seq + 1, b""), 64));
+        assert!(!c.acks_unsent);
         assert!(!c.on_segment(&seg(5000, probe.seq + 1, b"any"), 64));
         assert!(c.acks_unsent);
         assert_eq!(c.unread(), 0);
