@@ -688,17 +688,7 @@ mod tests {
     }
 
     fn seg(seq: u32, ack: u32) -> Segment {
-        Segment {
-            peer: peer(),
-            ours: "10.200.0.1:61001".parse().unwrap(),
-            seq,
-            ack,
-            syn: false,
-            fin: false,
-            rst: false,
-            window: 512,
-            payload: Vec::new(),
-        }
+        Segment::for_test(seq, ack, b"")
     }
 
     /// Our probe's cookie was 999: its SYN-ACK acknowledges 1000.

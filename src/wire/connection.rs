@@ -217,17 +217,7 @@ mod tests {
     use super::*;
 
     fn seg(seq: u32, ack: u32, payload: &[u8]) -> Segment {
-        Segment {
-            peer: "10.201.0.7:22".parse().unwrap(),
-            ours: "10.200.0.1:61001".parse().unwrap(),
-            seq,
-            ack,
-            syn: false,
-            fin: false,
-            rst: false,
-            window: 512,
-            payload: payload.to_vec(),
-        }
+        Segment::for_test(seq, ack, payload)
     }
 
     fn opened() -> Connection {

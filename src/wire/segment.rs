@@ -52,6 +52,25 @@ impl Segment {
 }
 
 #[cfg(test)]
+impl Segment {
+    /// A segment from 10.201.0.7:22 to 10.200.0.1:61001 with its ACK bit
+    /// (and no other) set, for the tests of the connections that take it.
+    pub fn for_test(seq: u32, ack: u32, payload: &[u8]) -> Segment {
+        Segment {
+            peer: "10.201.0.7:22".parse().unwrap(),
+            ours: "10.200.0.1:61001".parse().unwrap(),
+            seq,
+            ack,
+            syn: false,
+            fin: false,
+            rst: false,
+            window: 512,
+            payload: payload.to_vec(),
+        }
+    }
+}
+
+#[cfg(test)]
 mod tests {
     use super::*;
     use std::net::{IpAddr, Ipv4Addr};
