@@ -111,8 +111,8 @@ pub fn handover() -> (Handover, HandedOver) {
 /// What the receive thread hands over.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Handed {
-    /// A SYN-ACK (or RST) whose cookie was valid: only such a SYN-ACK
-    /// begins a connection here.
+    /// A port's first SYN-ACK, its cookie valid: only such a SYN-ACK
+    /// begins a handshake here.
     Answer(Segment),
     /// Any other segment to the scan's ports, checked by the connection it is for.
     Segment(Segment),
@@ -292,6 +292,12 @@ impl Frames {
         }
     }
 
+    /// An ACK of everything `h` received in order, with the window it has now.
+    fn ack(&mut self, h: &mut Held) {
+        h.advertised = h.window();
+        self.write(h.conn.ours, h.conn.peer, h.conn.ack(h.advertised), tcp::ACK, &[]);
+    }
+
     /// The RST that refuses segment `s`'s SYN-ACK.
     fn refuse(&mut self, s: &Segment) {
         let header = Header { seq: s.ack, ack: 0, window: 0 };
@@ -299,7 +305,7 @@ impl Frames {
     }
 
     /// The byte past `conn`'s window that tells a peer which acknowledges
-    /// everything from a TCP stack: after the segment that ends the handshake.
+    /// everything from a TCP stack: after a request, once the handshake is done.
     fn past_window(&mut self, conn: &mut Connection, window: u16) {
         let header = conn.out_of_window(window);
         self.write(conn.ours, conn.peer, header, tcp::ACK, &[0]);
@@ -363,8 +369,7 @@ impl OwnTcp {
         let answer = h.conn.on_segment(&s, INBOX);
         self.ready.insert(h.id);
         if answer {
-            h.advertised = h.window();
-            self.frames.write(h.conn.ours, h.conn.peer, h.conn.ack(h.advertised), tcp::ACK, &[]);
+            self.frames.ack(h);
             if connecting && !h.conn.syn_sent {
                 h.step = Step::Connected;
             }
@@ -540,8 +545,7 @@ impl Conversations for OwnTcp {
         if std::mem::take(&mut h.first) {
             h.probe_owed = true;
             if std::mem::take(&mut h.ack_owed) {
-                h.advertised = h.window();
-                self.frames.write(h.conn.ours, h.conn.peer, h.conn.ack(h.advertised), tcp::ACK, &[]);
+                self.frames.ack(h);
                 self.flush();
             }
         }
@@ -599,8 +603,7 @@ impl Conversations for OwnTcp {
                     let bytes = h.conn.read();
                     h.step = Step::Idle;
                     if h.window_opened() {
-                        h.advertised = h.window();
-                        self.frames.write(h.conn.ours, h.conn.peer, h.conn.ack(h.advertised), tcp::ACK, &[]);
+                        self.frames.ack(h);
                     }
                     on(id, Ended::Received(Ok(&bytes)));
                     continue;

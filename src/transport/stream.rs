@@ -2,16 +2,16 @@
 //! step ended by the kernel at its timeout, through one io_uring.
 
 use crate::engine::banners::BannerStats;
-
-/// A step's error that is no errno (the kernel's are positive): the peer
-/// acknowledged a byte it never had, as no TCP stack does.
-pub const NO_TCP_STACK: i32 = -1;
 pub use crate::sys::stream::Ended;
 use crate::sys::stream::Streams;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::os::fd::OwnedFd;
 use std::time::Duration;
+
+/// A step's error that is no errno (the kernel's are positive): the peer
+/// acknowledged a byte it never had, as no TCP stack does.
+pub const NO_TCP_STACK: i32 = -1;
 
 /// Connections, each known by a number while it lasts; what the banner
 /// stage knows of the I/O. One step per connection at a time.
