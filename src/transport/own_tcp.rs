@@ -26,7 +26,7 @@ use super::stream::{Conversations, Ended, NO_TCP_STACK};
 use crate::engine::banners::BannerStats;
 use crate::probe::Templates;
 use crate::probe::syn::Outgoing;
-use crate::wire::connection::{Connection, Header};
+use crate::wire::connection::{Answer, Connection, Header};
 use crate::wire::field::tcp;
 use crate::wire::segment::Segment;
 use std::cmp::Reverse;
@@ -62,6 +62,11 @@ const INBOX: usize = 4096;
 const MSS: usize = 1200;
 /// How long sent bytes wait for their acknowledgement before they are sent again.
 const RETRANSMIT: Duration = Duration::from_millis(250);
+/// How long the acknowledgement of in-order bytes waits for a segment of
+/// ours to carry it (as Linux's delayed ACK): most conversations end with
+/// our RST before then, and a peer sends nothing again before its own
+/// retransmission timeout, 200 ms at the least.
+const DELAYED_ACK: Duration = Duration::from_millis(40);
 
 /// The receive thread's side: where it hands segments over, and how far
 /// behind the stage is.
@@ -148,12 +153,14 @@ struct Held {
     /// Its first step was a read (the service may speak first), and the
     /// byte past the window is still to be sent.
     probe_owed: bool,
+    /// Bytes received wait for their acknowledgement (`DELAYED_ACK`).
+    ack_due: bool,
 }
 
 impl Held {
     fn new(conn: Connection, id: u32, step: Step, now: Instant, ack_owed: bool) -> Held {
         let advertised = INBOX as u16;
-        Held { conn, id, step, sent_at: now, advertised, ack_owed, first: true, probe_owed: false }
+        Held { conn, id, step, sent_at: now, advertised, ack_owed, first: true, probe_owed: false, ack_due: false }
     }
 
     fn window(&self) -> u16 {
@@ -256,6 +263,8 @@ enum Timer {
     /// A step of a taken connection ends (its receive's or connect's timeout).
     Step(u32),
     Retransmit(SocketAddr),
+    /// In-order bytes received are acknowledged, where nothing of ours carried it.
+    Ack(SocketAddr),
     /// A handshake the stage did not take in time is reset.
     Expire(SocketAddr),
 }
@@ -285,15 +294,18 @@ impl Frames {
         }
     }
 
-    /// The segments of `pieces` of what `conn` sent and is not yet acknowledged.
-    fn data(&mut self, conn: &Connection, pieces: Vec<(Header, std::ops::Range<usize>)>) {
+    /// The segments of `pieces` of what `h` sent and is not yet
+    /// acknowledged; they acknowledge all it received.
+    fn data(&mut self, h: &mut Held, pieces: Vec<(Header, std::ops::Range<usize>)>) {
+        h.ack_due = false;
         for (header, range) in pieces {
-            self.write(conn.ours, conn.peer, header, tcp::ACK | tcp::PSH, &conn.unacked()[range]);
+            self.write(h.conn.ours, h.conn.peer, header, tcp::ACK | tcp::PSH, &h.conn.unacked()[range]);
         }
     }
 
     /// An ACK of everything `h` received in order, with the window it has now.
     fn ack(&mut self, h: &mut Held) {
+        h.ack_due = false;
         h.advertised = h.window();
         self.write(h.conn.ours, h.conn.peer, h.conn.ack(h.advertised), tcp::ACK, &[]);
     }
@@ -368,11 +380,18 @@ impl OwnTcp {
         let connecting = h.conn.syn_sent;
         let answer = h.conn.on_segment(&s, INBOX);
         self.ready.insert(h.id);
-        if answer {
-            self.frames.ack(h);
-            if connecting && !h.conn.syn_sent {
-                h.step = Step::Connected;
+        match answer {
+            Answer::Now => {
+                self.frames.ack(h);
+                if connecting && !h.conn.syn_sent {
+                    h.step = Step::Connected;
+                }
             }
+            Answer::Later if !h.ack_due => {
+                h.ack_due = true;
+                self.timers.push(Reverse((Instant::now() + DELAYED_ACK, Timer::Ack(s.peer))));
+            }
+            Answer::Later | Answer::Nothing => {}
         }
     }
 
@@ -440,9 +459,17 @@ impl OwnTcp {
                     match h.conn.syn_sent {
                         // Until the step's timeout ends the connect.
                         true => self.frames.write(h.conn.ours, h.conn.peer, h.conn.syn(), tcp::SYN, &[]),
-                        false => self.frames.data(&h.conn, h.conn.unacknowledged(MSS, h.window())),
+                        false => {
+                            let pieces = h.conn.unacknowledged(MSS, h.window());
+                            self.frames.data(h, pieces);
+                        }
                     }
                     self.timers.push(Reverse((now + RETRANSMIT, Timer::Retransmit(peer))));
+                }
+                Timer::Ack(peer) => {
+                    if let Some(h) = self.held.get_mut(&peer).filter(|h| h.ack_due) {
+                        self.frames.ack(h);
+                    }
                 }
                 Timer::Expire(peer) => {
                     if self.half_open.get(&peer).is_some_and(|h| h.at + HALF_OPEN <= now)
@@ -521,7 +548,7 @@ impl Conversations for OwnTcp {
         h.sent_at = Instant::now();
         self.ready.insert(id);
         self.timers.push(Reverse((h.sent_at + RETRANSMIT, Timer::Retransmit(peer))));
-        self.frames.data(&h.conn, pieces);
+        self.frames.data(h, pieces);
         (h.ack_owed, h.first) = (false, false);
         // A service that speaks first stayed quiet, and is asked: after the
         // request (which completes the handshake where its ACK was lost, as
@@ -804,8 +831,45 @@ mod tests {
             [(id, "Received(Ok([50, 50, 48, 32, 102, 116, 112, 13, 10]))".to_string())]
         );
         own.send(id, b"QUIT\r\n", Duration::from_secs(1)).unwrap();
-        let quit = Out("P.", iss.wrapping_add(1), 710, b"QUIT\r\n".to_vec());
-        assert_eq!(sent.take(), [Out(".", iss.wrapping_add(1), 710, vec![]), quit]);
+        // The greeting's acknowledgement went with what we sent next.
+        assert_eq!(sent.take(), [Out("P.", iss.wrapping_add(1), 710, b"QUIT\r\n".to_vec())]);
+        own.on_time(Instant::now() + DELAYED_ACK);
+        own.flush();
+        assert_eq!(sent.take(), [], "nothing more to acknowledge");
+    }
+
+    #[test]
+    fn bytes_in_order_are_acknowledged_after_a_while_where_nothing_of_ours_goes_and_again_at_once() {
+        let (mut own, handover, sent) = own_tcp();
+        handover.queue.send(Handed::Answer(syn_ack())).unwrap();
+        let id = own.open(peer(), None, Duration::from_secs(1)).unwrap();
+        assert_eq!(ended(&mut own, Duration::ZERO), [(id, "Connected(Ok(()))".to_string())]);
+        own.receive(id, Duration::from_secs(1)).unwrap();
+        assert_eq!(sent.take(), [Out(".", 1000, 5000, vec![])]);
+        let greeting = Segment { payload: b"220 ftp\r\n".to_vec(), ..seg(5000, 1000) };
+        handover.queue.send(Handed::Segment(greeting.clone())).unwrap();
+        assert_eq!(ended(&mut own, Duration::ZERO).len(), 1);
+        assert_eq!(sent.take(), []);
+        own.on_time(Instant::now() + DELAYED_ACK);
+        own.flush();
+        assert_eq!(sent.take(), [Out(".", 1000, 5009, vec![])]);
+        // Sent again (our acknowledgement was lost): acknowledged at once, and once.
+        handover.queue.send(Handed::Segment(greeting)).unwrap();
+        own.take_queued();
+        own.flush();
+        assert_eq!(sent.take(), [Out(".", 1000, 5009, vec![])]);
+        own.on_time(Instant::now() + 2 * DELAYED_ACK);
+        own.flush();
+        assert_eq!(sent.take(), []);
+        // The conversation ends before a FIN's acknowledgement is due: the RST alone goes.
+        handover.queue.send(Handed::Segment(Segment { fin: true, ..seg(5009, 1000) })).unwrap();
+        own.receive(id, Duration::from_secs(1)).unwrap();
+        assert_eq!(ended(&mut own, Duration::ZERO), [(id, "Received(Ok([]))".to_string())]);
+        own.close(id);
+        assert_eq!(sent.take(), [Out("R.", 1000, 5010, vec![])]);
+        own.on_time(Instant::now() + 2 * DELAYED_ACK);
+        own.flush();
+        assert_eq!(sent.take(), []);
     }
 
     #[test]

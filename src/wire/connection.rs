@@ -19,6 +19,19 @@ pub struct Header {
     pub window: u16,
 }
 
+/// How a segment taken in is to be acknowledged.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Answer {
+    /// Not at all: it brought nothing, or is not this connection's.
+    Nothing,
+    /// At once: a SYN-ACK, or bytes out of order, sent again or past the
+    /// limit, whose acknowledgement tells the peer what we have.
+    Now,
+    /// In-order bytes or FIN, all kept: the acknowledgement may wait for a
+    /// segment of ours to carry it.
+    Later,
+}
+
 #[derive(Debug, Clone)]
 pub struct Connection {
     pub peer: SocketAddr,
@@ -105,38 +118,38 @@ impl Connection {
     }
 
     /// Takes in a segment of this connection, keeping at most `limit` bytes
-    /// unread; true where it must be answered with an ACK. Bytes out of
+    /// unread; says how it is to be acknowledged. Bytes out of
     /// order are not kept (the ACK tells the peer what is missing), nor is
     /// anything that acknowledges bytes never sent: a peer that
     /// acknowledges everything gets nothing from it.
-    pub fn on_segment(&mut self, s: &Segment, limit: usize) -> bool {
+    pub fn on_segment(&mut self, s: &Segment, limit: usize) -> Answer {
         if self.syn_sent {
             // Only the answer to our SYN counts, which acknowledges it.
             if s.ack != self.snd_nxt {
-                return false;
+                return Answer::Nothing;
             }
             self.reset |= s.rst;
             if s.syn && !s.rst {
                 (self.syn_sent, self.their_syn, self.rcv_nxt, self.snd_una) =
                     (false, s.seq, s.seq.wrapping_add(1), s.ack);
-                return true;
+                return Answer::Now;
             }
-            return false;
+            return Answer::Nothing;
         }
         if s.rst {
             // RFC 5961: only an RST at exactly the next expected byte ends it.
             self.reset |= s.seq == self.rcv_nxt;
-            return false;
+            return Answer::Nothing;
         }
         if s.syn {
             // Its SYN-ACK again: our ACK was lost.
-            return s.seq == self.their_syn;
+            return if s.seq == self.their_syn { Answer::Now } else { Answer::Nothing };
         }
         if after(s.ack, self.snd_nxt) {
             // Exactly the probe's acknowledgement, in its place in the peer's
             // stream: nothing else marks a peer, however it strayed here.
             self.acks_unsent |= self.probe.is_some_and(|p| s.ack == p.wrapping_add(1)) && s.seq == self.rcv_nxt;
-            return false;
+            return Answer::Nothing;
         }
         if after(s.ack, self.snd_una) {
             let acked = s.ack.wrapping_sub(self.snd_una) as usize;
@@ -144,20 +157,27 @@ impl Connection {
             self.snd_una = s.ack;
         }
         if s.payload.is_empty() && !s.fin {
-            return false;
+            return Answer::Nothing;
         }
         let had = self.rcv_nxt.wrapping_sub(s.seq) as i32;
-        if had >= 0 && had as usize <= s.payload.len() {
-            let new = &s.payload[had as usize..];
-            let take = new.len().min(limit.saturating_sub(self.inbox.len()));
-            self.inbox.extend_from_slice(&new[..take]);
-            self.rcv_nxt = self.rcv_nxt.wrapping_add(take as u32);
-            if s.fin && take == new.len() && !self.fin {
-                self.fin = true;
-                self.rcv_nxt = self.rcv_nxt.wrapping_add(1);
-            }
+        if had < 0 || had as usize > s.payload.len() {
+            return Answer::Now;
         }
-        true
+        let new = &s.payload[had as usize..];
+        let take = new.len().min(limit.saturating_sub(self.inbox.len()));
+        self.inbox.extend_from_slice(&new[..take]);
+        self.rcv_nxt = self.rcv_nxt.wrapping_add(take as u32);
+        let mut ended = false;
+        if s.fin && take == new.len() && !self.fin {
+            (self.fin, ended) = (true, true);
+            self.rcv_nxt = self.rcv_nxt.wrapping_add(1);
+        }
+        // Only what is new, in order and kept whole may wait: a segment sent
+        // again means our acknowledgement was lost.
+        match had == 0 && take == new.len() && (take > 0 || ended) {
+            true => Answer::Later,
+            false => Answer::Now,
+        }
     }
 
     /// The bytes received and not yet read, handed over.
@@ -229,16 +249,16 @@ mod tests {
     fn keeps_in_order_bytes_once_and_acknowledges_them() {
         let mut c = opened();
         assert_eq!(c.ack(100), Header { seq: 1000, ack: 5000, window: 100 });
-        assert!(c.on_segment(&seg(5000, 1000, b"SSH-2.0"), 1024));
+        assert_eq!(c.on_segment(&seg(5000, 1000, b"SSH-2.0"), 1024), Answer::Later);
         // Sent again with more: only the new part is kept.
-        assert!(c.on_segment(&seg(5000, 1000, b"SSH-2.0-x\r\n"), 1024));
+        assert_eq!(c.on_segment(&seg(5000, 1000, b"SSH-2.0-x\r\n"), 1024), Answer::Now);
         // Ahead of what we have: nothing kept, but answered with what we have.
-        assert!(c.on_segment(&seg(5100, 1000, b"later"), 1024));
+        assert_eq!(c.on_segment(&seg(5100, 1000, b"later"), 1024), Answer::Now);
         assert_eq!(c.read(), b"SSH-2.0-x\r\n");
         assert_eq!(c.ack(100).ack, 5011);
         // A FIN after the bytes, sent twice: the stream ends once.
-        assert!(c.on_segment(&Segment { fin: true, ..seg(5011, 1000, b"") }, 1024));
-        assert!(c.on_segment(&Segment { fin: true, ..seg(5011, 1000, b"") }, 1024));
+        assert_eq!(c.on_segment(&Segment { fin: true, ..seg(5011, 1000, b"") }, 1024), Answer::Later);
+        assert_eq!(c.on_segment(&Segment { fin: true, ..seg(5011, 1000, b"") }, 1024), Answer::Now);
         assert!(c.fin);
         assert_eq!(c.ack(100).ack, 5012);
     }
@@ -246,7 +266,7 @@ mod tests {
     #[test]
     fn keeps_no_more_than_its_limit_and_no_fin_past_bytes_it_refused() {
         let mut c = opened();
-        assert!(c.on_segment(&Segment { fin: true, ..seg(5000, 1000, b"0123456789") }, 4));
+        assert_eq!(c.on_segment(&Segment { fin: true, ..seg(5000, 1000, b"0123456789") }, 4), Answer::Now);
         assert_eq!((c.unread(), c.fin, c.ack(0).ack), (4, false, 5004));
     }
 
@@ -256,7 +276,7 @@ mod tests {
         let sent = c.send(b"GET / HTTP/1.0\r\n\r\n", 8, 64);
         let seqs: Vec<(u32, std::ops::Range<usize>)> = sent.iter().map(|(h, r)| (h.seq, r.clone())).collect();
         assert_eq!(seqs, [(1000, 0..8), (1008, 8..16), (1016, 16..18)]);
-        assert!(!c.on_segment(&seg(5000, 1010, b""), 64));
+        assert_eq!(Answer::Nothing, c.on_segment(&seg(5000, 1010, b""), 64));
         assert_eq!(c.unacked(), b"/1.0\r\n\r\n");
         let again: Vec<u32> = c.unacknowledged(8, 64).iter().map(|(h, _)| h.seq).collect();
         assert_eq!(again, [1010]);
@@ -265,11 +285,11 @@ mod tests {
     #[test]
     fn ignores_acknowledgements_of_what_was_never_sent_and_resets_out_of_place() {
         let mut c = opened();
-        assert!(!c.on_segment(&seg(5000, 1001, b"data"), 64));
+        assert_eq!(Answer::Nothing, c.on_segment(&seg(5000, 1001, b"data"), 64));
         assert_eq!(c.unread(), 0);
-        assert!(!c.on_segment(&Segment { rst: true, ..seg(5001, 1000, b"") }, 64));
+        assert_eq!(Answer::Nothing, c.on_segment(&Segment { rst: true, ..seg(5001, 1000, b"") }, 64));
         assert!(!c.reset);
-        assert!(!c.on_segment(&Segment { rst: true, ..seg(5000, 1000, b"") }, 64));
+        assert_eq!(Answer::Nothing, c.on_segment(&Segment { rst: true, ..seg(5000, 1000, b"") }, 64));
         assert!(c.reset);
     }
 
@@ -278,13 +298,13 @@ mod tests {
         let (peer, ours) = ("10.201.0.7:22".parse().unwrap(), "10.200.0.1:61001".parse().unwrap());
         let mut c = Connection::connecting(peer, ours, 70_000);
         assert_eq!(c.syn().seq, 70_000);
-        assert!(!c.on_segment(&Segment { syn: true, ..seg(300, 1000, b"") }, 64));
+        assert_eq!(Answer::Nothing, c.on_segment(&Segment { syn: true, ..seg(300, 1000, b"") }, 64));
         assert!(c.syn_sent);
-        assert!(c.on_segment(&Segment { syn: true, ..seg(300, 70_001, b"") }, 64));
+        assert_eq!(c.on_segment(&Segment { syn: true, ..seg(300, 70_001, b"") }, 64), Answer::Now);
         assert!(!c.syn_sent);
         assert_eq!(c.ack(9), Header { seq: 70_001, ack: 301, window: 9 });
         let mut refused = Connection::connecting(peer, ours, 5);
-        assert!(!refused.on_segment(&Segment { rst: true, ..seg(0, 6, b"") }, 64));
+        assert_eq!(Answer::Nothing, refused.on_segment(&Segment { rst: true, ..seg(0, 6, b"") }, 64));
         assert!(refused.reset);
     }
 
@@ -292,22 +312,22 @@ mod tests {
     fn a_peer_that_acknowledges_the_byte_past_its_window_is_known_so() {
         let mut c = opened();
         // Before the probe, an acknowledgement of it proves nothing.
-        assert!(!c.on_segment(&seg(5000, 1000 + (1 << 30) + 1, b""), 64));
+        assert_eq!(Answer::Nothing, c.on_segment(&seg(5000, 1000 + (1 << 30) + 1, b""), 64));
         assert!(!c.acks_unsent);
         let probe = c.out_of_window(64);
         assert_eq!(probe.seq, 1000 + (1 << 30));
         // A TCP stack acknowledges what it has, however often: nothing is learnt.
-        assert!(!c.on_segment(&seg(5000, 1000, b""), 64));
+        assert_eq!(Answer::Nothing, c.on_segment(&seg(5000, 1000, b""), 64));
         assert!(!c.acks_unsent);
         // An acknowledgement past what was sent, but short of the probe: not
         // proof (a segment of another connection may have strayed here), and not taken.
-        assert!(!c.on_segment(&seg(5000, 1000 + 100, b""), 64));
+        assert_eq!(Answer::Nothing, c.on_segment(&seg(5000, 1000 + 100, b""), 64));
         assert!(!c.acks_unsent);
         c.send(b"GET /", 8, 64);
         // Out of place in the peer's stream: not its answer.
-        assert!(!c.on_segment(&seg(4000, probe.seq + 1, b""), 64));
+        assert_eq!(Answer::Nothing, c.on_segment(&seg(4000, probe.seq + 1, b""), 64));
         assert!(!c.acks_unsent);
-        assert!(!c.on_segment(&seg(5000, probe.seq + 1, b"any"), 64));
+        assert_eq!(Answer::Nothing, c.on_segment(&seg(5000, probe.seq + 1, b"any"), 64));
         assert!(c.acks_unsent);
         assert_eq!(c.unread(), 0);
     }
@@ -315,7 +335,7 @@ mod tests {
     #[test]
     fn answers_its_syn_ack_sent_again_and_only_its_own() {
         let mut c = opened();
-        assert!(c.on_segment(&Segment { syn: true, ..seg(4999, 1000, b"") }, 64));
-        assert!(!c.on_segment(&Segment { syn: true, ..seg(7, 1000, b"") }, 64));
+        assert_eq!(c.on_segment(&Segment { syn: true, ..seg(4999, 1000, b"") }, 64), Answer::Now);
+        assert_eq!(Answer::Nothing, c.on_segment(&Segment { syn: true, ..seg(7, 1000, b"") }, 64));
     }
 }
