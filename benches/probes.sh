@@ -145,6 +145,8 @@ http { access_log off; client_body_temp_path $out/b; proxy_temp_path $out/p; fas
 NGINX
   ip netns exec "$LAB_TGT" nginx -c "$out/nginx.conf" -g 'daemon off;' >/dev/null 2>&1 &
   servers+=($!)
+  # Nothing an earlier run left on the target (see run_one) is there for the first tool.
+  in_tgt ss -K state connected >/dev/null 2>&1 || true
   sleep 1
 fi
 
@@ -185,10 +187,18 @@ run_one() { # tool -> prints "wall_s maxrss_kb found"
   # shellcheck disable=SC2086
   /usr/bin/time -f "%e %M" -o "$out/time" timeout "$RUN_TIMEOUT" ip netns exec "$LAB_SCAN" $cmd >"$f" 2>"$out/err" || true
   [ -n "$keepalive" ] && { kill "$keepalive" 2>/dev/null; wait "$keepalive" 2>/dev/null || true; }
-  # The servers drop what a tool left half-open (LoginGraceTime and
-  # idle_session_timeout 5 s) before the next tool's turn: masscan's
-  # connections otherwise fill their accept queues for the next scan.
-  [ "${WL#banners}" != "$WL" ] && sleep 6
+  # What a tool left behind on the target goes before the next tool's
+  # turn. masscan leaves tens of thousands of connections from its spare
+  # address, which nobody answers once it exits: established ones that
+  # hold nginx's connections, half-open ones that fill the listeners'
+  # queues, and orphans that retransmit for minutes; the next scan then
+  # finds ports silent or filtered. They are destroyed (TIME-WAIT ones
+  # cannot be, and cost nothing), and the servers drop the sessions they
+  # held (LoginGraceTime, idle_session_timeout 5 s).
+  if [ "${WL#banners}" != "$WL" ]; then
+    in_tgt ss -K state connected >/dev/null 2>&1 || true
+    sleep 6
+  fi
   local found
   case $t:$WL in
     prtip-*:icmp16) found=$(grep -c '"state":"up"' "$f" || true) ;;
