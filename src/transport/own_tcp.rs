@@ -741,6 +741,17 @@ mod tests {
         ended
     }
 
+    /// A handshake the stage took, its first step a read: the bare ACK went.
+    fn listening() -> (OwnTcp, Handover, Sent, u32) {
+        let (mut own, handover, sent) = own_tcp();
+        handover.queue.send(Handed::Answer(syn_ack())).unwrap();
+        let id = own.open(peer(), None, Duration::from_secs(1)).unwrap();
+        assert_eq!(ended(&mut own, Duration::ZERO), [(id, "Connected(Ok(()))".to_string())]);
+        own.receive(id, Duration::from_secs(1)).unwrap();
+        assert_eq!(sent.take(), [Out(".", 1000, 5000, vec![])]);
+        (own, handover, sent, id)
+    }
+
     const PAST: u32 = 1000 + (1 << 30);
     const GET: &[u8] = b"GET / HTTP/1.0\r\n\r\n";
 
@@ -764,12 +775,7 @@ mod tests {
 
     #[test]
     fn a_service_that_speaks_first_gets_a_bare_ack_and_a_peer_acknowledging_the_byte_past_its_window_is_no_service() {
-        let (mut own, handover, sent) = own_tcp();
-        handover.queue.send(Handed::Answer(syn_ack())).unwrap();
-        let id = own.open(peer(), None, Duration::from_secs(1)).unwrap();
-        assert_eq!(ended(&mut own, Duration::ZERO), [(id, "Connected(Ok(()))".to_string())]);
-        own.receive(id, Duration::from_secs(1)).unwrap();
-        assert_eq!(sent.take(), [Out(".", 1000, 5000, vec![])]);
+        let (mut own, handover, sent, id) = listening();
         // Quiet: asked, and the byte past the window follows the request.
         own.send(id, GET, Duration::from_secs(1)).unwrap();
         let past = PAST + GET.len() as u32;
@@ -840,12 +846,7 @@ mod tests {
 
     #[test]
     fn bytes_in_order_are_acknowledged_after_a_while_where_nothing_of_ours_goes_and_again_at_once() {
-        let (mut own, handover, sent) = own_tcp();
-        handover.queue.send(Handed::Answer(syn_ack())).unwrap();
-        let id = own.open(peer(), None, Duration::from_secs(1)).unwrap();
-        assert_eq!(ended(&mut own, Duration::ZERO), [(id, "Connected(Ok(()))".to_string())]);
-        own.receive(id, Duration::from_secs(1)).unwrap();
-        assert_eq!(sent.take(), [Out(".", 1000, 5000, vec![])]);
+        let (mut own, handover, sent, id) = listening();
         let greeting = Segment { payload: b"220 ftp\r\n".to_vec(), ..seg(5000, 1000) };
         handover.queue.send(Handed::Segment(greeting.clone())).unwrap();
         assert_eq!(ended(&mut own, Duration::ZERO).len(), 1);
