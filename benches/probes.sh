@@ -87,6 +87,9 @@ done
 
 out=$(mktemp -d)
 in_tgt() { ip netns exec "$LAB_TGT" "$@"; }
+# Destroys every connection on the target but its listeners (TIME-WAIT ones
+# cannot be, and cost nothing): see run_one.
+clear_target() { in_tgt ss -K state connected >/dev/null 2>&1 || true; }
 SYSCTLS=(net.ipv4.icmp_ratelimit net.ipv4.icmp_msgs_per_sec net.ipv4.icmp_msgs_burst)
 declare -A saved
 for s in "${SYSCTLS[@]}"; do saved[$s]=$(in_tgt sysctl -n "$s"); done
@@ -145,8 +148,8 @@ http { access_log off; client_body_temp_path $out/b; proxy_temp_path $out/p; fas
 NGINX
   ip netns exec "$LAB_TGT" nginx -c "$out/nginx.conf" -g 'daemon off;' >/dev/null 2>&1 &
   servers+=($!)
-  # Nothing an earlier run left on the target (see run_one) is there for the first tool.
-  in_tgt ss -K state connected >/dev/null 2>&1 || true
+  # Nothing an earlier run left on the target is there for the first tool.
+  clear_target
   sleep 1
 fi
 
@@ -192,11 +195,10 @@ run_one() { # tool -> prints "wall_s maxrss_kb found"
   # address, which nobody answers once it exits: established ones that
   # hold nginx's connections, half-open ones that fill the listeners'
   # queues, and orphans that retransmit for minutes; the next scan then
-  # finds ports silent or filtered. They are destroyed (TIME-WAIT ones
-  # cannot be, and cost nothing), and the servers drop the sessions they
-  # held (LoginGraceTime, idle_session_timeout 5 s).
+  # finds ports silent or filtered. They are destroyed, and the servers
+  # let go of what they held (LoginGraceTime, idle_session_timeout 5 s).
   if [ "${WL#banners}" != "$WL" ]; then
-    in_tgt ss -K state connected >/dev/null 2>&1 || true
+    clear_target
     sleep 6
   fi
   local found

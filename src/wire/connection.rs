@@ -167,14 +167,14 @@ impl Connection {
         let take = new.len().min(limit.saturating_sub(self.inbox.len()));
         self.inbox.extend_from_slice(&new[..take]);
         self.rcv_nxt = self.rcv_nxt.wrapping_add(take as u32);
-        let mut ended = false;
-        if s.fin && take == new.len() && !self.fin {
-            (self.fin, ended) = (true, true);
+        let ends = s.fin && take == new.len() && !self.fin;
+        if ends {
+            self.fin = true;
             self.rcv_nxt = self.rcv_nxt.wrapping_add(1);
         }
         // Only what is new, in order and kept whole may wait: a segment sent
         // again means our acknowledgement was lost.
-        match had == 0 && take == new.len() && (take > 0 || ended) {
+        match had == 0 && take == new.len() && (take > 0 || ends) {
             true => Answer::Later,
             false => Answer::Now,
         }
@@ -276,7 +276,7 @@ mod tests {
         let sent = c.send(b"GET / HTTP/1.0\r\n\r\n", 8, 64);
         let seqs: Vec<(u32, std::ops::Range<usize>)> = sent.iter().map(|(h, r)| (h.seq, r.clone())).collect();
         assert_eq!(seqs, [(1000, 0..8), (1008, 8..16), (1016, 16..18)]);
-        assert_eq!(Answer::Nothing, c.on_segment(&seg(5000, 1010, b""), 64));
+        assert_eq!(c.on_segment(&seg(5000, 1010, b""), 64), Answer::Nothing);
         assert_eq!(c.unacked(), b"/1.0\r\n\r\n");
         let again: Vec<u32> = c.unacknowledged(8, 64).iter().map(|(h, _)| h.seq).collect();
         assert_eq!(again, [1010]);
@@ -285,11 +285,11 @@ mod tests {
     #[test]
     fn ignores_acknowledgements_of_what_was_never_sent_and_resets_out_of_place() {
         let mut c = opened();
-        assert_eq!(Answer::Nothing, c.on_segment(&seg(5000, 1001, b"data"), 64));
+        assert_eq!(c.on_segment(&seg(5000, 1001, b"data"), 64), Answer::Nothing);
         assert_eq!(c.unread(), 0);
-        assert_eq!(Answer::Nothing, c.on_segment(&Segment { rst: true, ..seg(5001, 1000, b"") }, 64));
+        assert_eq!(c.on_segment(&Segment { rst: true, ..seg(5001, 1000, b"") }, 64), Answer::Nothing);
         assert!(!c.reset);
-        assert_eq!(Answer::Nothing, c.on_segment(&Segment { rst: true, ..seg(5000, 1000, b"") }, 64));
+        assert_eq!(c.on_segment(&Segment { rst: true, ..seg(5000, 1000, b"") }, 64), Answer::Nothing);
         assert!(c.reset);
     }
 
@@ -298,13 +298,13 @@ mod tests {
         let (peer, ours) = ("10.201.0.7:22".parse().unwrap(), "10.200.0.1:61001".parse().unwrap());
         let mut c = Connection::connecting(peer, ours, 70_000);
         assert_eq!(c.syn().seq, 70_000);
-        assert_eq!(Answer::Nothing, c.on_segment(&Segment { syn: true, ..seg(300, 1000, b"") }, 64));
+        assert_eq!(c.on_segment(&Segment { syn: true, ..seg(300, 1000, b"") }, 64), Answer::Nothing);
         assert!(c.syn_sent);
         assert_eq!(c.on_segment(&Segment { syn: true, ..seg(300, 70_001, b"") }, 64), Answer::Now);
         assert!(!c.syn_sent);
         assert_eq!(c.ack(9), Header { seq: 70_001, ack: 301, window: 9 });
         let mut refused = Connection::connecting(peer, ours, 5);
-        assert_eq!(Answer::Nothing, refused.on_segment(&Segment { rst: true, ..seg(0, 6, b"") }, 64));
+        assert_eq!(refused.on_segment(&Segment { rst: true, ..seg(0, 6, b"") }, 64), Answer::Nothing);
         assert!(refused.reset);
     }
 
@@ -312,22 +312,22 @@ mod tests {
     fn a_peer_that_acknowledges_the_byte_past_its_window_is_known_so() {
         let mut c = opened();
         // Before the probe, an acknowledgement of it proves nothing.
-        assert_eq!(Answer::Nothing, c.on_segment(&seg(5000, 1000 + (1 << 30) + 1, b""), 64));
+        assert_eq!(c.on_segment(&seg(5000, 1000 + (1 << 30) + 1, b""), 64), Answer::Nothing);
         assert!(!c.acks_unsent);
         let probe = c.out_of_window(64);
         assert_eq!(probe.seq, 1000 + (1 << 30));
         // A TCP stack acknowledges what it has, however often: nothing is learnt.
-        assert_eq!(Answer::Nothing, c.on_segment(&seg(5000, 1000, b""), 64));
+        assert_eq!(c.on_segment(&seg(5000, 1000, b""), 64), Answer::Nothing);
         assert!(!c.acks_unsent);
         // An acknowledgement past what was sent, but short of the probe: not
         // proof (a segment of another connection may have strayed here), and not taken.
-        assert_eq!(Answer::Nothing, c.on_segment(&seg(5000, 1000 + 100, b""), 64));
+        assert_eq!(c.on_segment(&seg(5000, 1000 + 100, b""), 64), Answer::Nothing);
         assert!(!c.acks_unsent);
         c.send(b"GET /", 8, 64);
         // Out of place in the peer's stream: not its answer.
-        assert_eq!(Answer::Nothing, c.on_segment(&seg(4000, probe.seq + 1, b""), 64));
+        assert_eq!(c.on_segment(&seg(4000, probe.seq + 1, b""), 64), Answer::Nothing);
         assert!(!c.acks_unsent);
-        assert_eq!(Answer::Nothing, c.on_segment(&seg(5000, probe.seq + 1, b"any"), 64));
+        assert_eq!(c.on_segment(&seg(5000, probe.seq + 1, b"any"), 64), Answer::Nothing);
         assert!(c.acks_unsent);
         assert_eq!(c.unread(), 0);
     }
@@ -336,6 +336,6 @@ mod tests {
     fn answers_its_syn_ack_sent_again_and_only_its_own() {
         let mut c = opened();
         assert_eq!(c.on_segment(&Segment { syn: true, ..seg(4999, 1000, b"") }, 64), Answer::Now);
-        assert_eq!(Answer::Nothing, c.on_segment(&Segment { syn: true, ..seg(7, 1000, b"") }, 64));
+        assert_eq!(c.on_segment(&Segment { syn: true, ..seg(7, 1000, b"") }, 64), Answer::Nothing);
     }
 }
