@@ -9,19 +9,29 @@ pub(super) struct UringFile {
     pub(super) path: PathBuf,
     pub(super) file: File,
     offset: u64,
+    /// The descriptor that holds the file's lock, where it has one, apart
+    /// from the one io_uring writes through: a write or sync in flight when
+    /// the process is killed holds that one until the kernel tears the ring
+    /// down, after the process is gone, and a lock on it would outlive the
+    /// scan for that moment and hide its checkpoint from `--resume`.
+    _lock: Option<std::fs::File>,
 }
 
 impl UringFile {
     pub(super) async fn create(path: PathBuf) -> std::io::Result<UringFile> {
         let file =
             safe_open::uring_writing().create(true).truncate(true).open(&path).await.map_err(safe_open::explain)?;
-        Ok(UringFile { path, file, offset: 0 })
+        Ok(UringFile { path, file, offset: 0, _lock: None })
     }
 
-    /// Takes over a file opened (and locked) elsewhere, to append to it.
-    pub(super) fn from_std(path: PathBuf, file: std::fs::File) -> std::io::Result<UringFile> {
-        let offset = file.metadata()?.len();
-        Ok(UringFile { path, file: File::from_std(file), offset })
+    /// Takes over a file opened and locked elsewhere, to append to it
+    /// through an open of its own.
+    pub(super) fn from_std(path: PathBuf, locked: std::fs::File) -> std::io::Result<UringFile> {
+        use std::os::fd::AsRawFd;
+        let offset = locked.metadata()?.len();
+        // The same file whatever its path leads to now: /proc reopens the descriptor.
+        let writer = std::fs::OpenOptions::new().write(true).open(format!("/proc/self/fd/{}", locked.as_raw_fd()))?;
+        Ok(UringFile { path, file: File::from_std(writer), offset, _lock: Some(locked) })
     }
 
     /// Appends `rows` as one journal record.
