@@ -49,7 +49,7 @@ fn main() {
     let exact = net.exact(&truth, &tally, &plan.space, &stats);
     println!(
         "{prefix} x 1 port: {} probes, {} sent, {wall:.2} s, {:.2} M probes/s, peak RSS {:.1} MiB, \
-         most replies in flight {}, window peak {} probes ({:.1} MiB), late {}, exact: {}",
+         most replies in flight {}, window peak {} probes ({:.1} MiB), results waiting at most {}, late {}, exact: {}",
         plan.space.len(),
         stats.sent,
         stats.sent as f64 / wall / 1e6,
@@ -57,6 +57,7 @@ fn main() {
         net.most_in_flight(),
         stats.window_peak,
         stats.window_bytes as f64 / (1 << 20) as f64,
+        stats.backlog_peak,
         stats.late,
         if exact { "yes" } else { "NO" }
     );

@@ -1452,6 +1452,12 @@ fn details(path: &Path, s: &ScanStats, stored: Option<&StoreReport>) -> String {
             s.handover_dropped
         ));
     }
+    if s.output_holds > 0 {
+        line.push_str(&format!(
+            "; sending waited {} times for the output to take its results (up to {} waiting)",
+            s.output_holds, s.backlog_peak
+        ));
+    }
     if let Some(r) = stored {
         line.push_str(&format!("; storage backpressure {} times", r.backpressure));
     }

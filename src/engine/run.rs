@@ -49,6 +49,11 @@ const STOP_GRACE: Duration = Duration::from_secs(1);
 /// million probes a second, four seconds of them, far more than a reply
 /// timeout. Past it, fresh probes wait.
 const WINDOW_CAPACITY: usize = 1 << 22;
+/// Results that may wait for the caller's thread before the lanes stop
+/// sending (about 64 bytes each: 8 MiB), a third of a second at 400,000
+/// replies a second: an output slower than the scan (a pipe, a database)
+/// holds the scan back instead of filling memory.
+pub const RESULT_BACKLOG: u64 = 1 << 17;
 
 #[derive(Debug, Error)]
 pub enum EngineError {
@@ -114,6 +119,11 @@ pub trait Observer {
     /// concluded silent (`filtered` or `undecided`, reason `no-response` or
     /// `frames-dropped`).
     fn results(&mut self, batch: Vec<ScanResult>);
+    /// How many results may wait for this observer, handed over and not yet
+    /// taken, before the scan stops sending until it catches up.
+    fn backlog_limit(&self) -> u64 {
+        RESULT_BACKLOG
+    }
     /// The counters, a few times a second.
     fn progress(&mut self, _progress: &Progress) {}
     /// A connect scan's connection to an open port, handed over before the
@@ -183,6 +193,10 @@ pub struct ScanStats {
     /// The most probes the send windows held at once, and their bytes then.
     pub window_peak: u64,
     pub window_bytes: u64,
+    /// How often a lane stopped sending because the caller's thread had
+    /// `Observer::backlog_limit` results waiting, and the most that waited.
+    pub output_holds: u64,
+    pub backlog_peak: u64,
     pub duration: Duration,
     pub interrupted: bool,
     /// Where a resumed scan starts: the end when the scan completed,
@@ -278,6 +292,11 @@ struct Shared {
     max_rtt_us: AtomicU64,
     window_peak: AtomicU64,
     window_bytes: AtomicU64,
+    /// Results handed to the caller's thread and not yet taken, and the limit.
+    backlog: AtomicU64,
+    backlog_limit: u64,
+    backlog_peak: AtomicU64,
+    output_holds: AtomicU64,
     windows: Vec<Mutex<Window>>,
     /// Per lane, the rank below which it has concluded every probe, stored
     /// after the results of those probes were handed over.
@@ -293,6 +312,15 @@ struct Shared {
 }
 
 impl Shared {
+    /// Hands results to the caller's thread, where they count until taken.
+    fn hand_over(&self, results: &mpsc::Sender<Vec<ScanResult>>, batch: Vec<ScanResult>) {
+        let n = batch.len() as u64;
+        let waiting = self.backlog.fetch_add(n, Relaxed) + n;
+        self.backlog_peak.fetch_max(waiting, Relaxed);
+        // The receiver lives until every sender is gone, so the send cannot fail.
+        let _ = results.send(batch);
+    }
+
     fn window(&self, lane: usize) -> MutexGuard<'_, Window> {
         self.windows[lane].lock().expect("window lock")
     }
@@ -360,6 +388,8 @@ impl Shared {
             max_rtt: self.max_rtt(),
             window_peak: self.window_peak.load(Relaxed),
             window_bytes: self.window_bytes.load(Relaxed),
+            output_holds: self.output_holds.load(Relaxed),
+            backlog_peak: self.backlog_peak.load(Relaxed),
             duration,
             interrupted,
             cursor,
@@ -449,6 +479,7 @@ pub fn run<T: Transmit, R: Receive>(
             .collect(),
         tx_running: AtomicUsize::new(txs.len()),
         rate: AtomicU64::new(plan.rate),
+        backlog_limit: observer.backlog_limit(),
         banners: handover.clone(),
         ..Shared::default()
     };
@@ -484,7 +515,7 @@ pub fn run<T: Transmit, R: Receive>(
         let mut last_tick = clock.now_ns();
         loop {
             match results_rx.recv_timeout(PROGRESS_EVERY) {
-                Ok(batch) => observer.results(batch),
+                Ok(batch) => take(observer, &shared, batch),
                 Err(mpsc::RecvTimeoutError::Timeout) => {}
                 Err(mpsc::RecvTimeoutError::Disconnected) => break,
             }
@@ -493,7 +524,7 @@ pub fn run<T: Transmit, R: Receive>(
                 // The trail first: the results it counts on were handed over before it was stored.
                 let checkpoint = Cursor { pass: 0, position: shared.trail() };
                 while let Ok(batch) = results_rx.try_recv() {
-                    observer.results(batch);
+                    take(observer, &shared, batch);
                 }
                 observer.progress(&shared.progress(clock.now_ns(), planned, checkpoint));
             }
@@ -516,6 +547,13 @@ pub fn run<T: Transmit, R: Receive>(
     let interrupted = stop.stop_sending() && trail < lanes.ranks;
     let cursor = Cursor { pass: 0, position: if interrupted { trail } else { lanes.ranks } };
     Ok(shared.stats(Duration::from_nanos(clock.now_ns()), interrupted, cursor))
+}
+
+/// Gives the caller's thread's observer a batch, which stops counting as waiting once taken.
+fn take(observer: &mut impl Observer, shared: &Shared, batch: Vec<ScanResult>) {
+    let n = batch.len() as u64;
+    observer.results(batch);
+    shared.backlog.fetch_sub(n, Relaxed);
 }
 
 /// RSTs leave from a thread of their own: on a veth, sending one runs the
@@ -577,6 +615,7 @@ fn transmit<T: Transmit>(
     let mut tries: Vec<Try> = Vec::with_capacity(TX_BATCH as usize);
     let mut silent: Vec<Silent> = Vec::new();
     let mut retrying = false;
+    let mut output_held = false;
     let mut stopped_at = None;
     // The probes concluded silent go to the caller, and then the lane's trail,
     // which the caller's checkpoint reads, moves past them.
@@ -586,8 +625,7 @@ fn transmit<T: Transmit>(
             let silent_state = wire.templates.module().scan_type().silent_state();
             let batch =
                 silent.drain(..).map(|s| silent_result(plan, lanes, l, s, silent_state, time_us, shared)).collect();
-            // The receiver lives until every sender is gone, so the send cannot fail.
-            let _ = results.send(batch);
+            shared.hand_over(&results, batch);
         }
         shared.trails[l].store(lanes.trail_rank(l, trail), Release);
     };
@@ -609,13 +647,19 @@ fn transmit<T: Transmit>(
         // As many handshakes wait as the banner stage has conversations:
         // no probe more until it takes some, or their peers send their SYN-ACKs again.
         let held_by_banners = shared.banners.as_ref().is_some_and(Handover::full);
+        // Nor while the caller's thread has as many results to take as it lets wait.
+        let held_by_output = shared.backlog.load(Relaxed) >= shared.backlog_limit;
+        if held_by_output && !output_held {
+            shared.output_holds.fetch_add(1, Relaxed);
+        }
+        output_held = held_by_output;
         // Their frames count against --rate too, each lane paying its share.
         if let Some(sent) = shared.banners.as_ref().map(Handover::sent).filter(|&n| n > charged) {
             let n = sent - charged;
             charged = sent;
             pacer.charge(now, n / lanes.count + u64::from((l as u64) < n % lanes.count));
         }
-        let grant = if stopping || held_by_banners { 0 } else { pacer.grant(now, TX_BATCH) };
+        let grant = if stopping || held_by_banners || held_by_output { 0 } else { pacer.grant(now, TX_BATCH) };
         let timeouts = shared.timeouts(plan);
         let send_us = clock.stamp_us();
         let (done, trail, due, last_send, fresh) = {
@@ -678,7 +722,7 @@ fn transmit<T: Transmit>(
         }
         if tries.is_empty() && !(fresh && grant > 0) {
             let now = clock.now_ns();
-            let held_by_rate = grant == 0 && !stopping && !held_by_banners;
+            let held_by_rate = grant == 0 && !stopping && !held_by_banners && !held_by_output;
             clock.pause(idle(held_by_rate, pacer.wait_ns(now), due, now));
         }
     }
@@ -880,8 +924,7 @@ fn receive<R: Receive>(
         if !batch.is_empty() {
             // One hand-over per receive call, not per result: waking the
             // caller's thread for every reply costs more than handling it.
-            // The receiver lives until this thread ends, so the send cannot fail.
-            let _ = results.send(std::mem::take(&mut batch));
+            shared.hand_over(&results, std::mem::take(&mut batch));
         }
         let now = clock.now_ns();
         if now.saturating_sub(watch.checked_ns) >= LOSS_CHECK.as_nanos() as u64 {
@@ -2026,6 +2069,73 @@ mod tests {
         assert_eq!(stats.sent, plan.probe_count(), "no retry when all answered");
         // A scan that waited for silence would have taken the whole minute.
         assert!(stats.duration < wait / 2, "took {:?}", stats.duration);
+    }
+
+    /// Takes no result until the scan's clock reaches `until`, and notes
+    /// how many probes had gone out by then.
+    struct Stalled {
+        seen: Seen,
+        time: Arc<VirtualTime>,
+        net: Arc<Mutex<Net>>,
+        until: u64,
+        sent_by_then: Option<u32>,
+    }
+
+    impl Observer for Stalled {
+        fn results(&mut self, batch: Vec<ScanResult>) {
+            if self.sent_by_then.is_none() {
+                // Until then, or until the scan's threads have ended without it.
+                let waiting = || {
+                    let w = self.time.state.lock().unwrap();
+                    w.now < self.until && w.threads > 0
+                };
+                while waiting() {
+                    std::thread::yield_now();
+                }
+                self.sent_by_then = Some(self.net.lock().unwrap().attempts.values().sum());
+            }
+            self.seen.results(batch);
+        }
+
+        fn backlog_limit(&self) -> u64 {
+            16
+        }
+    }
+
+    /// An output slower than the scan (a full pipe, a busy database) holds
+    /// the sending back, rather than results piling up in memory for it.
+    #[test]
+    fn results_the_caller_has_not_taken_hold_the_sending_back() {
+        let truth = Truth { open: set(&[3, 30]), ..Default::default() };
+        // A thousand probes a second: all 256 would be out in a quarter of the second the caller stalls.
+        let space = crate::target::space::v4_space((0x0a00_0001, 0x0a00_0004), (1, 64));
+        let plan = ScanPlan::new(space, 9, (61000, 61003), 0, 1000, WAIT).with_fixed_rate(true);
+        let wire = wire_from(ScanType::Syn, Sources::one(ME.into()));
+        let (net, truth) = (Arc::new(Mutex::new(Net::default())), Arc::new(truth));
+        let time = Arc::new(VirtualTime::new(2));
+        let seen = Seen { results: Vec::new(), ticks: 0, ranks: plan.probe_count() };
+        let until = Duration::from_secs(1).as_nanos() as u64;
+        let mut stalled = Stalled { seen, time: time.clone(), net: net.clone(), until, sent_by_then: None };
+        let stats = run(
+            &plan,
+            &wire,
+            &mut [FakeTx(net.clone(), truth, time.clone())],
+            &mut FakeRx(net.clone(), time.clone()),
+            None,
+            None,
+            &StopSignal::new(),
+            &HashSet::new(),
+            &mut stalled,
+            &*time,
+        )
+        .unwrap();
+        let sent = stalled.sent_by_then.expect("results came");
+        assert!((16..32).contains(&sent), "{sent} probes sent while 16 results waited");
+        assert!(stats.output_holds >= 1 && (16..32).contains(&stats.backlog_peak), "{stats:?}");
+        let results = stalled.seen.results;
+        assert_eq!(results.len() as u64, plan.probe_count(), "one result per probe");
+        assert_eq!(pairs(&results, PortState::Open).len(), 8);
+        assert_eq!(stats.sent, plan.probe_count());
     }
 
     struct PanickingTx;
