@@ -50,7 +50,7 @@ const STOP_GRACE: Duration = Duration::from_secs(1);
 /// timeout. Past it, fresh probes wait.
 const WINDOW_CAPACITY: usize = 1 << 22;
 /// Results that may wait for the caller's thread before the lanes stop
-/// sending (about 64 bytes each: 8 MiB), a third of a second at 400,000
+/// sending (48 bytes each: 6 MiB), a third of a second at 400,000
 /// replies a second: an output slower than the scan (a pipe, a database)
 /// holds the scan back instead of filling memory.
 pub const RESULT_BACKLOG: u64 = 1 << 17;
@@ -193,7 +193,7 @@ pub struct ScanStats {
     /// The most probes the send windows held at once, and their bytes then.
     pub window_peak: u64,
     pub window_bytes: u64,
-    /// How often a lane stopped sending because the caller's thread had
+    /// How often sending stopped because the caller's thread had
     /// `Observer::backlog_limit` results waiting, and the most that waited.
     pub output_holds: u64,
     pub backlog_peak: u64,
@@ -227,6 +227,18 @@ impl Drop for EndGuard<'_> {
             self.shared.tx_done.store(true, Release);
         }
         self.time.leave();
+    }
+}
+
+/// Ends the scan's threads if the caller's thread panics: they would
+/// otherwise wait forever for it to take the results they hold back for.
+struct CallerGuard<'a>(&'a Shared);
+
+impl Drop for CallerGuard<'_> {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            self.0.failed.store(true, Relaxed);
+        }
     }
 }
 
@@ -296,6 +308,7 @@ struct Shared {
     backlog: AtomicU64,
     backlog_limit: u64,
     backlog_peak: AtomicU64,
+    output_held: AtomicBool,
     output_holds: AtomicU64,
     windows: Vec<Mutex<Window>>,
     /// Per lane, the rank below which it has concluded every probe, stored
@@ -479,7 +492,7 @@ pub fn run<T: Transmit, R: Receive>(
             .collect(),
         tx_running: AtomicUsize::new(txs.len()),
         rate: AtomicU64::new(plan.rate),
-        backlog_limit: observer.backlog_limit(),
+        backlog_limit: observer.backlog_limit().max(1),
         banners: handover.clone(),
         ..Shared::default()
     };
@@ -511,6 +524,7 @@ pub fn run<T: Transmit, R: Receive>(
             shared.failed.fetch_or(r.is_err(), Relaxed);
             r
         });
+        let _caller = CallerGuard(&shared);
         // The channel closes when the last thread holding a sender ends, so this loop cannot miss the end.
         let mut last_tick = clock.now_ns();
         loop {
@@ -615,7 +629,6 @@ fn transmit<T: Transmit>(
     let mut tries: Vec<Try> = Vec::with_capacity(TX_BATCH as usize);
     let mut silent: Vec<Silent> = Vec::new();
     let mut retrying = false;
-    let mut output_held = false;
     let mut stopped_at = None;
     // The probes concluded silent go to the caller, and then the lane's trail,
     // which the caller's checkpoint reads, moves past them.
@@ -649,10 +662,12 @@ fn transmit<T: Transmit>(
         let held_by_banners = shared.banners.as_ref().is_some_and(Handover::full);
         // Nor while the caller's thread has as many results to take as it lets wait.
         let held_by_output = shared.backlog.load(Relaxed) >= shared.backlog_limit;
-        if held_by_output && !output_held {
+        // Counted once however many lanes it holds, and only where it is what holds them.
+        if !held_by_output {
+            shared.output_held.store(false, Relaxed);
+        } else if !stopping && !held_by_banners && !shared.output_held.swap(true, Relaxed) {
             shared.output_holds.fetch_add(1, Relaxed);
         }
-        output_held = held_by_output;
         // Their frames count against --rate too, each lane paying its share.
         if let Some(sent) = shared.banners.as_ref().map(Handover::sent).filter(|&n| n > charged) {
             let n = sent - charged;
@@ -2097,6 +2112,10 @@ mod tests {
             self.seen.results(batch);
         }
 
+        fn progress(&mut self, p: &Progress) {
+            self.seen.progress(p);
+        }
+
         fn backlog_limit(&self) -> u64 {
             16
         }
@@ -2136,6 +2155,50 @@ mod tests {
         assert_eq!(results.len() as u64, plan.probe_count(), "one result per probe");
         assert_eq!(pairs(&results, PortState::Open).len(), 8);
         assert_eq!(stats.sent, plan.probe_count());
+        assert_eq!(size_of::<ScanResult>(), 48, "RESULT_BACKLOG's memory, as its comment states it");
+    }
+
+    /// Panics on the first results it is given.
+    struct PanickingCaller;
+
+    impl Observer for PanickingCaller {
+        fn results(&mut self, _batch: Vec<ScanResult>) {
+            panic!("output bug");
+        }
+
+        fn backlog_limit(&self) -> u64 {
+            1
+        }
+    }
+
+    /// The lanes hold back for results the caller's thread will never take
+    /// once it panicked: the scan must end, not wait for it.
+    #[test]
+    fn a_panicking_caller_ends_the_scan_not_a_hang() {
+        let (done, ended) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let space = crate::target::space::v4_space((0x0a00_0001, 0x0a00_0004), (1, 64));
+            let plan = ScanPlan::new(space, 9, (61000, 61003), 0, 1000, WAIT).with_fixed_rate(true);
+            let wire = wire_from(ScanType::Syn, Sources::one(ME.into()));
+            let (net, truth) = (Arc::new(Mutex::new(Net::default())), Arc::new(Truth::default()));
+            let time = Arc::new(VirtualTime::new(2));
+            let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                run(
+                    &plan,
+                    &wire,
+                    &mut [FakeTx(net.clone(), truth, time.clone())],
+                    &mut FakeRx(net.clone(), time.clone()),
+                    None,
+                    None,
+                    &StopSignal::new(),
+                    &HashSet::new(),
+                    &mut PanickingCaller,
+                    &*time,
+                )
+            }));
+            done.send(r.is_err()).unwrap();
+        });
+        assert_eq!(ended.recv_timeout(Duration::from_secs(30)), Ok(true), "the caller's panic, in time");
     }
 
     struct PanickingTx;
