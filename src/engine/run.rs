@@ -2121,33 +2121,44 @@ mod tests {
         }
     }
 
-    /// An output slower than the scan (a full pipe, a busy database) holds
-    /// the sending back, rather than results piling up in memory for it.
-    #[test]
-    fn results_the_caller_has_not_taken_hold_the_sending_back() {
-        let truth = Truth { open: set(&[3, 30]), ..Default::default() };
-        // A thousand probes a second: all 256 would be out in a quarter of the second the caller stalls.
+    /// A scan of 10.0.0.1-10.0.0.4, ports 1-64, at a thousand probes a
+    /// second over `net` on `time`, that reports to `observer`.
+    fn run_paced(
+        truth: Truth,
+        net: &Arc<Mutex<Net>>,
+        time: &Arc<VirtualTime>,
+        observer: &mut impl Observer,
+    ) -> (ScanPlan, Result<ScanStats, EngineError>) {
         let space = crate::target::space::v4_space((0x0a00_0001, 0x0a00_0004), (1, 64));
         let plan = ScanPlan::new(space, 9, (61000, 61003), 0, 1000, WAIT).with_fixed_rate(true);
         let wire = wire_from(ScanType::Syn, Sources::one(ME.into()));
-        let (net, truth) = (Arc::new(Mutex::new(Net::default())), Arc::new(truth));
-        let time = Arc::new(VirtualTime::new(2));
-        let seen = Seen { results: Vec::new(), ticks: 0, ranks: plan.probe_count() };
-        let until = Duration::from_secs(1).as_nanos() as u64;
-        let mut stalled = Stalled { seen, time: time.clone(), net: net.clone(), until, sent_by_then: None };
         let stats = run(
             &plan,
             &wire,
-            &mut [FakeTx(net.clone(), truth, time.clone())],
+            &mut [FakeTx(net.clone(), Arc::new(truth), time.clone())],
             &mut FakeRx(net.clone(), time.clone()),
             None,
             None,
             &StopSignal::new(),
             &HashSet::new(),
-            &mut stalled,
-            &*time,
-        )
-        .unwrap();
+            observer,
+            &**time,
+        );
+        (plan, stats)
+    }
+
+    /// An output slower than the scan (a full pipe, a busy database) holds
+    /// the sending back, rather than results piling up in memory for it.
+    #[test]
+    fn results_the_caller_has_not_taken_hold_the_sending_back() {
+        let truth = Truth { open: set(&[3, 30]), ..Default::default() };
+        let (net, time) = (Arc::new(Mutex::new(Net::default())), Arc::new(VirtualTime::new(2)));
+        // All 256 probes would be out in a quarter of the second the caller stalls.
+        let seen = Seen { results: Vec::new(), ticks: 0, ranks: 256 };
+        let until = Duration::from_secs(1).as_nanos() as u64;
+        let mut stalled = Stalled { seen, time: time.clone(), net: net.clone(), until, sent_by_then: None };
+        let (plan, stats) = run_paced(truth, &net, &time, &mut stalled);
+        let stats = stats.unwrap();
         let sent = stalled.sent_by_then.expect("results came");
         assert!((16..32).contains(&sent), "{sent} probes sent while 16 results waited");
         assert!(stats.output_holds >= 1 && (16..32).contains(&stats.backlog_peak), "{stats:?}");
@@ -2177,24 +2188,9 @@ mod tests {
     fn a_panicking_caller_ends_the_scan_not_a_hang() {
         let (done, ended) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
-            let space = crate::target::space::v4_space((0x0a00_0001, 0x0a00_0004), (1, 64));
-            let plan = ScanPlan::new(space, 9, (61000, 61003), 0, 1000, WAIT).with_fixed_rate(true);
-            let wire = wire_from(ScanType::Syn, Sources::one(ME.into()));
-            let (net, truth) = (Arc::new(Mutex::new(Net::default())), Arc::new(Truth::default()));
-            let time = Arc::new(VirtualTime::new(2));
+            let (net, time) = (Arc::new(Mutex::new(Net::default())), Arc::new(VirtualTime::new(2)));
             let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                run(
-                    &plan,
-                    &wire,
-                    &mut [FakeTx(net.clone(), truth, time.clone())],
-                    &mut FakeRx(net.clone(), time.clone()),
-                    None,
-                    None,
-                    &StopSignal::new(),
-                    &HashSet::new(),
-                    &mut PanickingCaller,
-                    &*time,
-                )
+                run_paced(Truth::default(), &net, &time, &mut PanickingCaller)
             }));
             done.send(r.is_err()).unwrap();
         });
