@@ -219,9 +219,7 @@ struct EndGuard<'a> {
 
 impl Drop for EndGuard<'_> {
     fn drop(&mut self) {
-        if std::thread::panicking() {
-            self.shared.failed.store(true, Relaxed);
-        }
+        self.shared.fail_if_panicking();
         // The last transmit lane to end ends transmission.
         if self.transmit && self.shared.tx_running.fetch_sub(1, AcqRel) == 1 {
             self.shared.tx_done.store(true, Release);
@@ -236,9 +234,7 @@ struct CallerGuard<'a>(&'a Shared);
 
 impl Drop for CallerGuard<'_> {
     fn drop(&mut self) {
-        if std::thread::panicking() {
-            self.0.failed.store(true, Relaxed);
-        }
+        self.0.fail_if_panicking();
     }
 }
 
@@ -325,8 +321,15 @@ struct Shared {
 }
 
 impl Shared {
+    /// A thread of the scan that unwinds ends the others.
+    fn fail_if_panicking(&self) {
+        if std::thread::panicking() {
+            self.failed.store(true, Relaxed);
+        }
+    }
+
     /// Hands results to the caller's thread, where they count until taken.
-    fn hand_over(&self, results: &mpsc::Sender<Vec<ScanResult>>, batch: Vec<ScanResult>) {
+    fn to_caller(&self, results: &mpsc::Sender<Vec<ScanResult>>, batch: Vec<ScanResult>) {
         let n = batch.len() as u64;
         let waiting = self.backlog.fetch_add(n, Relaxed) + n;
         self.backlog_peak.fetch_max(waiting, Relaxed);
@@ -638,7 +641,7 @@ fn transmit<T: Transmit>(
             let silent_state = wire.templates.module().scan_type().silent_state();
             let batch =
                 silent.drain(..).map(|s| silent_result(plan, lanes, l, s, silent_state, time_us, shared)).collect();
-            shared.hand_over(&results, batch);
+            shared.to_caller(&results, batch);
         }
         shared.trails[l].store(lanes.trail_rank(l, trail), Release);
     };
@@ -674,7 +677,8 @@ fn transmit<T: Transmit>(
             charged = sent;
             pacer.charge(now, n / lanes.count + u64::from((l as u64) < n % lanes.count));
         }
-        let grant = if stopping || held_by_banners || held_by_output { 0 } else { pacer.grant(now, TX_BATCH) };
+        let held = stopping || held_by_banners || held_by_output;
+        let grant = if held { 0 } else { pacer.grant(now, TX_BATCH) };
         let timeouts = shared.timeouts(plan);
         let send_us = clock.stamp_us();
         let (done, trail, due, last_send, fresh) = {
@@ -737,7 +741,7 @@ fn transmit<T: Transmit>(
         }
         if tries.is_empty() && !(fresh && grant > 0) {
             let now = clock.now_ns();
-            let held_by_rate = grant == 0 && !stopping && !held_by_banners && !held_by_output;
+            let held_by_rate = grant == 0 && !held;
             clock.pause(idle(held_by_rate, pacer.wait_ns(now), due, now));
         }
     }
@@ -939,7 +943,7 @@ fn receive<R: Receive>(
         if !batch.is_empty() {
             // One hand-over per receive call, not per result: waking the
             // caller's thread for every reply costs more than handling it.
-            shared.hand_over(&results, std::mem::take(&mut batch));
+            shared.to_caller(&results, std::mem::take(&mut batch));
         }
         let now = clock.now_ns();
         if now.saturating_sub(watch.checked_ns) >= LOSS_CHECK.as_nanos() as u64 {
