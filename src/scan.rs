@@ -214,7 +214,7 @@ pub fn prepare(cfg: &ScanConfig) -> Result<Scan<'_>, ScanError> {
         None => 0,
     };
     let (mut sender, transport, via) = match cfg.scan_type.sends_frames() {
-        true => open_frames(cfg, &mut notes)?,
+        true => open_frames(cfg, plan.probe_count(), &mut notes)?,
         false => open_connect(banner_connections)?,
     };
     tracing::info!(transport, probe_count = plan.probe_count(), seed = cfg.seed, "scan ready");
@@ -648,7 +648,8 @@ impl Drop for Closing {
 /// Resolves the path to the targets and opens the transport of a scan that
 /// sends frames; returns it, the database's name for the transport, and
 /// what the banner says of where the probes leave from.
-fn open_frames(cfg: &ScanConfig, notes: &mut Notes) -> Result<(Sender, &'static str, String), ScanError> {
+/// `probes` is the scan's count, which bounds the replies it can draw.
+fn open_frames(cfg: &ScanConfig, probes: u64, notes: &mut Notes) -> Result<(Sender, &'static str, String), ScanError> {
     if !cfg.allow_port_overlap
         && let Some(why) = net::local_ports::used().clash(cfg.src_ports)
     {
@@ -666,7 +667,7 @@ fn open_frames(cfg: &ScanConfig, notes: &mut Notes) -> Result<(Sender, &'static 
         via_ip_stack = path.via_ip_stack,
         "path resolved"
     );
-    let mut opened = open_transport(cfg, &path, notes)?;
+    let mut opened = open_transport(cfg, &path, probes, notes)?;
     if let Some(link) = net::interface::LinkDrops::open(&path.ifname, path.ifindex) {
         opened.rx = Box::new(WithLinkDrops::new(opened.rx, link, opened.resent.clone()));
     }
@@ -874,7 +875,7 @@ struct Opened {
     resent: Resent,
 }
 
-fn open_transport(cfg: &ScanConfig, path: &Path, notes: &mut Notes) -> Result<Opened, ScanError> {
+fn open_transport(cfg: &ScanConfig, path: &Path, probes: u64, notes: &mut Notes) -> Result<Opened, ScanError> {
     let protocol = cfg.scan_type.ip_protocol(!path.sources.is_ipv4());
     let replies = Replies { to: path.sources, ports: cfg.src_ports, protocol };
     let raw = || -> Result<Opened, ScanError> {
@@ -919,8 +920,11 @@ fn open_transport(cfg: &ScanConfig, path: &Path, notes: &mut Notes) -> Result<Op
             queues = queues.min(u32::try_from(cfg.rate).unwrap_or(u32::MAX));
         }
         let resent = Resent::default();
-        let (txs, rx, attachment) =
-            xdp::open(&path.ifname, path.ifindex, available, replies, holds_connections(cfg), queues, &resent)?;
+        let draw = match holds_connections(cfg) {
+            true => xdp::Draw::Segments,
+            false => xdp::Draw::Replies(probes.saturating_mul(u64::from(cfg.retries) + 1)),
+        };
+        let (txs, rx, attachment) = xdp::open(&path.ifname, path.ifindex, available, replies, draw, queues, &resent)?;
         let mode = if attachment.zero_copy { "zero-copy" } else { "copy mode" };
         let kind = format!("AF_XDP, {mode}, {queues} {}", if queues == 1 { "queue" } else { "queues" });
         let txs = txs.into_iter().map(|t| Box::new(t) as Box<dyn Transmit>).collect();

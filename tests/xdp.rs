@@ -99,6 +99,23 @@ fn sweep_of_a_16_through_af_xdp_finds_exact_truth() {
     assert_sweep_truth(&rows(&out.stdout));
 }
 
+/// The kernel lets go of a closed AF_XDP socket's queue a moment after
+/// the socket's process exits, and a small scan binds its own within
+/// milliseconds of starting: a scan right after another finds the queue
+/// still held (EBUSY), about every other time here, and waits for it.
+#[test]
+fn scans_one_after_another_each_bind_the_queue_the_last_let_go() {
+    let mut lab = Lab::new(false);
+    lab.listen(&[22]);
+    for run in 0..10 {
+        let out = lab.prtip(&["-p", "22", "10.201.0.1", "--transport", "xdp", "-o", "ndjson"]).output().unwrap();
+        assert!(out.status.success(), "run {run}: {}", stderr_of(&out));
+        let rows = rows(&out.stdout);
+        assert_eq!(rows.len(), 1, "run {run}");
+        assert_eq!(rows[0].state, "open", "run {run}");
+    }
+}
+
 /// A slow AF_XDP scan (about 16 s), started and seen attached.
 fn slow_scan(lab: &Lab) -> Running {
     slow_scan_with(lab, &[])

@@ -10,8 +10,9 @@
 //! One AF_XDP socket per receive queue of the interface, since a reply may
 //! arrive on any of them; the first `--queues` of them also send, one
 //! transmit thread each. Each socket has a UMEM of its own: a sending
-//! socket lends `RX_FRAMES` to the fill ring for replies and carries probes
-//! in `TX_FRAMES` more; a receive-only socket lends all of its
+//! socket lends up to `RX_FRAMES` to the fill ring for replies and carries
+//! probes in up to `TX_FRAMES` more (fewer for a scan that can draw fewer
+//! replies, see `sending_frames`); a receive-only socket lends all of its
 //! `RX_ONLY_FRAMES`. The fill ring holds all of its frames at once
 //! (xsk-rs produces all or nothing), so no reply is dropped for want of a
 //! frame while prtip keeps up.
@@ -45,10 +46,17 @@ const FRAME_SIZE: u32 = 2048;
 /// Probes in flight on a sending socket.
 const TX_FRAMES: u32 = 4096;
 const RX_ONLY_FRAMES: u32 = 1024;
+/// The fewest frames of either half of a sending socket's UMEM.
+const MIN_FRAMES: u32 = 512;
 const RX_BATCH: usize = 256;
+// A read takes up to a batch of the ring's frames.
+const _: () = assert!(MIN_FRAMES as usize >= RX_BATCH);
 /// How long a sender waits for a driver that had no room for a frame.
 const DRIVER_FULL_PAUSE: Duration = Duration::from_micros(20);
 const KICK_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long a bind waits for a queue that a closed socket still holds.
+const QUEUE_RELEASE_WAIT: Duration = Duration::from_secs(1);
+const QUEUE_RELEASE_POLL: Duration = Duration::from_millis(5);
 
 /// Keeps the XDP program attached; dropping it (or dying) detaches it.
 pub struct XdpAttachment {
@@ -79,6 +87,8 @@ pub struct XdpTx {
     completions: CompQueue,
     free: Vec<FrameDesc>,
     done: Vec<FrameDesc>,
+    /// The TX ring's size, which is also the number of frames for probes.
+    ring: u32,
     /// In zero-copy mode a kick only wakes the driver: EBUSY says nothing about a frame.
     zero_copy: bool,
     resent: Resent,
@@ -202,7 +212,7 @@ pub fn open(
     ifindex: u32,
     queues: Queues,
     replies: Replies,
-    segments: bool,
+    draw: Draw,
     tx_queues: u32,
     resent: &Resent,
 ) -> Result<(Vec<XdpTx>, XdpRx, XdpAttachment), TransportError> {
@@ -230,17 +240,39 @@ pub fn open(
     // side by side, a scan starts some 20 ms sooner. Binding a socket does
     // not touch another program that may own the interface; if one does, the
     // attachment's error is the one reported, and the sockets are closed.
+    let open_all = || {
+        (0..rx_count)
+            .map(|queue| open_queue(ifname, queue, queue < tx_queues, draw, resent))
+            .collect::<Result<Vec<_>, _>>()
+    };
     let (attached, sockets) = std::thread::scope(|s| {
-        let sockets = s.spawn(|| {
-            (0..rx_count)
-                .map(|queue| open_queue(ifname, queue, queue < tx_queues, resent))
-                .collect::<Result<Vec<_>, _>>()
-        });
-        let attached = load_and_attach(ifname, ifindex, program_config(replies, segments));
+        let sockets = s.spawn(open_all);
+        let attached = load_and_attach(ifname, ifindex, program_config(replies, draw == Draw::Segments));
         (attached, sockets.join())
     });
     let (object, link) = attached?;
-    let sockets = sockets.map_err(|_| fail("binding the AF_XDP sockets", "the thread binding them panicked"))??;
+    let mut sockets = sockets.map_err(|_| fail("binding the AF_XDP sockets", "the thread binding them panicked"))?;
+    // The program is ours, so no other scan has this interface: a queue
+    // held is one a socket closed a moment ago still holds (the kernel lets
+    // go of it in a work item after the socket's last reference goes).
+    let since = Instant::now();
+    let sockets = loop {
+        match sockets {
+            Ok(sockets) => break sockets,
+            Err(QueueError::Held(queue)) if since.elapsed() < QUEUE_RELEASE_WAIT => {
+                tracing::debug!(ifname, queue, "queue still held, binding again");
+                std::thread::sleep(QUEUE_RELEASE_POLL);
+                sockets = open_all();
+            }
+            Err(QueueError::Held(queue)) => {
+                return Err(fail(
+                    "binding the AF_XDP socket",
+                    format!("queue {queue} of {ifname} is held by another AF_XDP socket"),
+                ));
+            }
+            Err(QueueError::Failed(e)) => return Err(e),
+        }
+    };
     let map = |name: &str| object.maps().find(|m| m.name() == name);
     let xsks = map("prtip_xsks").ok_or_else(|| fail("configuring the XDP program", "no prtip_xsks map"))?;
     let mut txs = Vec::new();
@@ -318,17 +350,57 @@ fn program_config(Replies { to, ports: (port_lo, port_hi), protocol }: Replies, 
     unsafe { std::mem::transmute::<ProgramConfig, ConfigBytes>(config) }
 }
 
-/// Binds a socket with a UMEM of its own to `queue`; with `send`, half of
-/// its frames carry probes. Returns its halves and its descriptor.
-fn open_queue(
-    ifname: &str,
-    queue: u32,
-    send: bool,
-    resent: &Resent,
-) -> Result<(Option<XdpTx>, QueueRx, std::os::fd::RawFd), TransportError> {
+/// What a scan can draw into its sockets, which bounds what their rings
+/// need to hold.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Draw {
+    /// Replies to probes: at most this many over the whole scan, every try
+    /// of every probe answered once.
+    Replies(u64),
+    /// Every segment of the connections prtip holds itself (banners over
+    /// AF_XDP): as many as the peers send.
+    Segments,
+}
+
+/// A sending socket's frames for replies and for probes. A scan that can
+/// draw fewer replies than `RX_FRAMES` gets a ring that holds all of them
+/// at once, and as many frames for its probes, at most `TX_FRAMES`: the
+/// kernel zeroes and describes every frame of a UMEM before the socket is
+/// bound (40 MiB, the larger part of AF_XDP's start), and a small scan
+/// would never use most of them. Ring sizes are powers of two.
+fn sending_frames(draw: Draw) -> (u32, u32) {
+    match draw {
+        Draw::Segments => (RX_FRAMES, TX_FRAMES),
+        Draw::Replies(n) => {
+            let fit = |most: u32| u32::try_from(n).unwrap_or(u32::MAX).clamp(MIN_FRAMES, most).next_power_of_two();
+            (fit(RX_FRAMES), fit(TX_FRAMES))
+        }
+    }
+}
+
+type OpenedQueue = (Option<XdpTx>, QueueRx, std::os::fd::RawFd);
+
+/// Why a queue's socket was not bound.
+enum QueueError {
+    /// Another socket holds the queue (EBUSY).
+    Held(u32),
+    Failed(TransportError),
+}
+
+impl From<TransportError> for QueueError {
+    fn from(e: TransportError) -> Self {
+        QueueError::Failed(e)
+    }
+}
+
+/// Binds a socket with a UMEM of its own to `queue`; with `send`, part of
+/// its frames carry probes. Returns its halves and its descriptor. A UMEM
+/// whose bind failed is not bound again (libxdp makes a UMEM's first
+/// socket of the UMEM's own descriptor), so a try after `Held` opens anew.
+fn open_queue(ifname: &str, queue: u32, send: bool, draw: Draw, resent: &Resent) -> Result<OpenedQueue, QueueError> {
     // A receive-only socket never sends: its TX and completion rings stay small.
-    let (frames, rx_frames, tx_ring) =
-        if send { (RX_FRAMES + TX_FRAMES, RX_FRAMES, TX_FRAMES) } else { (RX_ONLY_FRAMES, RX_ONLY_FRAMES, 64) };
+    let (rx_frames, tx_ring) = if send { sending_frames(draw) } else { (RX_ONLY_FRAMES, 64) };
+    let frames = if send { rx_frames + tx_ring } else { rx_frames };
     let size = |n: u32| QueueSize::new(n).map_err(|e| fail("sizing the AF_XDP rings", e));
     let umem_config = UmemConfig::builder()
         .frame_size(FrameSize::new(FRAME_SIZE).map_err(|e| fail("sizing the UMEM frames", e))?)
@@ -346,14 +418,17 @@ fn open_queue(
         .build();
     let name = CString::new(ifname).map_err(|e| fail("naming the interface", e))?;
     // SAFETY: the UMEM is not shared with another socket on this interface and queue.
-    let (tx, rx, rings) = unsafe { Socket::new(socket_config, &umem, &Interface::new(name), queue) }
-        .map_err(|e| fail_chain("binding the AF_XDP socket", &e))?;
+    let (tx, rx, rings) = match unsafe { Socket::new(socket_config, &umem, &Interface::new(name), queue) } {
+        Ok(socket) => socket,
+        Err(e) if os_error(&e) == Some(libc::EBUSY) => return Err(QueueError::Held(queue)),
+        Err(e) => return Err(fail_chain("binding the AF_XDP socket", &e).into()),
+    };
     let (mut fill, completions) = rings.ok_or_else(|| fail("binding the AF_XDP socket", "no fill ring"))?;
     let fd = tx.fd().as_raw_fd();
     let (rx_descs, tx_descs) = descs.split_at(rx_frames as usize);
     // SAFETY: these frames belong to this UMEM and are in no other ring.
     if unsafe { fill.produce(rx_descs) } != rx_descs.len() {
-        return Err(fail("priming the fill ring", "the ring took fewer frames than it holds"));
+        return Err(fail("priming the fill ring", "the ring took fewer frames than it holds").into());
     }
     let sender = send.then(|| XdpTx {
         umem: umem.clone(),
@@ -361,10 +436,16 @@ fn open_queue(
         completions,
         free: tx_descs.to_vec(),
         done: tx_descs.to_vec(),
+        ring: tx_ring,
         zero_copy: false,
         resent: resent.clone(),
     });
     Ok((sender, QueueRx { umem, rx, fill, descs: rx_descs[..RX_BATCH].to_vec(), ring: rx_frames, lost: 0 }, fd))
+}
+
+/// The system error behind a crate's error, where it has one.
+fn os_error(e: &dyn std::error::Error) -> Option<i32> {
+    e.source()?.downcast_ref::<std::io::Error>()?.raw_os_error()
 }
 
 impl XdpTx {
@@ -402,7 +483,7 @@ impl XdpTx {
 
     /// Frames still on the TX ring, not yet taken by the kernel.
     fn in_ring(&mut self) -> usize {
-        TX_FRAMES.saturating_sub(self.tx.nb_free_exact()) as usize
+        self.ring.saturating_sub(self.tx.nb_free_exact()) as usize
     }
 }
 
@@ -552,6 +633,21 @@ mod tests {
     use super::*;
     use crate::wire::sources::Sources;
     use std::net::{Ipv4Addr, Ipv6Addr};
+
+    #[test]
+    fn a_scan_that_draws_few_replies_gets_rings_that_hold_them_all_and_no_more() {
+        // A single host's 1,000 ports, tried twice.
+        assert_eq!(sending_frames(Draw::Replies(2_000)), (2048, 2048));
+        assert_eq!(sending_frames(Draw::Replies(0)), (MIN_FRAMES, MIN_FRAMES));
+        assert_eq!(sending_frames(Draw::Replies(1)), (512, 512));
+        assert_eq!(sending_frames(Draw::Replies(4096)), (4096, 4096));
+        assert_eq!(sending_frames(Draw::Replies(4097)), (8192, TX_FRAMES));
+        assert_eq!(sending_frames(Draw::Replies(16_384)), (RX_FRAMES, TX_FRAMES));
+        // A /16 on one port, tried twice, and a sweep past u32.
+        assert_eq!(sending_frames(Draw::Replies(131_072)), (RX_FRAMES, TX_FRAMES));
+        assert_eq!(sending_frames(Draw::Replies(u64::MAX)), (RX_FRAMES, TX_FRAMES));
+        assert_eq!(sending_frames(Draw::Segments), (RX_FRAMES, TX_FRAMES));
+    }
 
     /// The kernel's side of copy-mode kicks (net/xdp/xsk.c, __xsk_generic_xmit):
     /// frames taken in ring order, the position published at the end of a
