@@ -4,11 +4,14 @@
 //! A scanner that sends faster than it can take the replies in loses them,
 //! and silence from a lost reply looks like a filtered port. So when the
 //! kernel reports frames dropped on this host, or the receive path falls
-//! behind (half of its buffer waiting: drops are near), the rate is
-//! halved (with no limit in force, from the fastest rate measured); while
-//! neither happens it grows again by a sixteenth every
-//! `STEP_NS`, up to the user's `--rate`, or back to no limit when there is
-//! none. A fixed rate never changes.
+//! behind (half of its buffer waiting: drops are near), the rate is cut to
+//! seven tenths of what it was (with no limit in force, of the fastest rate
+//! measured). While neither happens it grows every `STEP_NS`: by half its
+//! distance to the rate it was cut from, which is what this host kept up
+//! with until a moment ago, and past that rate by a sixteenth a step, up
+//! to the user's `--rate`, or back to no limit when there is none (as
+//! TCP's CUBIC returns to its last window fast and probes beyond it
+//! slowly). A fixed rate never changes.
 
 /// How long a lowered rate is kept before it may grow: replies already in
 /// flight at the old rate keep arriving, and dropping, for a while.
@@ -17,6 +20,10 @@ pub const HOLD_NS: u64 = 100_000_000;
 pub const STEP_NS: u64 = 100_000_000;
 /// The send rate is measured over at least this long.
 const MEASURE_NS: u64 = 10_000_000;
+/// What a cut keeps of the rate, in tenths (CUBIC's 0.7): a drop on this
+/// host costs a retry, not a result, so a scan gives up less speed for it
+/// than halving would.
+const KEEP_TENTHS: u64 = 7;
 /// Never below this many probes a second: a scan must end.
 pub const MIN_RATE: u64 = 1_000;
 /// The share of its receive buffer waiting to be read at which the receive
@@ -65,6 +72,8 @@ pub struct RateControl {
     window_sent: u64,
     /// The highest send rate measured over a `MEASURE_NS` window.
     peak: u64,
+    /// The rate the last cut was made from; 0 before any.
+    cut_from: u64,
 }
 
 impl RateControl {
@@ -79,6 +88,7 @@ impl RateControl {
             window_ns: now_ns,
             window_sent: sent,
             peak: 0,
+            cut_from: 0,
         }
     }
 
@@ -116,7 +126,8 @@ impl RateControl {
                 (0, peak) => peak,
                 (limit, _) => limit,
             };
-            let cut = (base / 2).max(MIN_RATE);
+            let cut = (base / 10 * KEEP_TENTHS).max(MIN_RATE);
+            self.cut_from = base;
             self.reason = if lost > 0 { RateReason::Dropped(lost) } else { RateReason::Behind };
             self.cut_ns = Some(now_ns);
             self.changed_ns = now_ns;
@@ -129,7 +140,8 @@ impl RateControl {
         {
             return None;
         }
-        let raised = self.current + (self.current / 16).max(MIN_RATE);
+        let regain = self.cut_from.saturating_sub(self.current) / 2;
+        let raised = self.current + regain.max(self.current / 16).max(MIN_RATE);
         self.current = match self.ceiling {
             0 if raised > self.peak + self.peak / 4 => 0,
             0 => raised,
@@ -172,16 +184,18 @@ mod tests {
     }
 
     #[test]
-    fn halves_on_drops_and_climbs_back_to_the_ceiling() {
+    fn cuts_on_drops_and_climbs_back_to_the_ceiling() {
         let mut sent = 0;
         let mut ctl = RateControl::new(800_000, true, 0, 0);
         // The receive path keeps up with 500k: the rate falls below it, then hovers around it.
         let rates = run(&mut ctl, 500_000, 0, 3_000, &mut sent);
-        assert_eq!(rates[0], 400_000, "halved from the 800k in force");
+        assert_eq!(rates[0], 560_000, "seven tenths of the 800k in force");
         assert!(rates.iter().all(|&r| (MIN_RATE..=800_000).contains(&r)));
-        assert!(rates.iter().skip(1).any(|&r| r > 400_000), "it grows again");
+        assert!(rates.iter().skip(1).any(|&r| r > 500_000), "it grows again");
         let cuts = rates.windows(2).filter(|w| w[1] < w[0]).count();
         assert!(cuts >= 2, "and is cut again where it drops: {rates:?}");
+        // Hovering, it sends most of what the receive path keeps up with.
+        assert!(sent > 500_000 * 3 * 80 / 100, "{sent} probes in 3 s: {rates:?}");
         // Once the receive path keeps up with anything, it returns to the ceiling.
         let rates = run(&mut ctl, 10_000_000, 3_000, 6_000, &mut sent);
         assert_eq!(rates.last(), Some(&800_000));
@@ -193,8 +207,8 @@ mod tests {
         let mut sent = 0;
         let mut ctl = RateControl::new(0, true, 0, 0);
         let rates = run(&mut ctl, 600_000, 0, 50, &mut sent);
-        // Unlimited, the sender does a million; the first loss halves that.
-        assert_eq!(rates, [500_000]);
+        // Unlimited, the sender does a million; the first loss cuts that.
+        assert_eq!(rates, [700_000]);
         assert_eq!(ctl.reason(), RateReason::Dropped(4_000));
         let rates = run(&mut ctl, 100_000_000, 50, 5_000, &mut sent);
         assert_eq!(rates.last(), Some(&0), "back to no limit: {rates:?}");
@@ -210,13 +224,24 @@ mod tests {
         for t in 6..=9 {
             assert_eq!(ctl.update(t * 10 * MS, 40_000, 0, 0.0), None);
         }
-        assert_eq!(ctl.update(100 * MS, 40_000, 2, 0.0), Some(400_000));
+        assert_eq!(ctl.update(100 * MS, 40_000, 2, 0.0), Some(560_000));
+    }
+
+    #[test]
+    fn regrows_fast_to_the_rate_it_was_cut_from_and_slowly_past_it() {
+        let mut ctl = RateControl::new(2_000_000, true, 0, 0);
+        assert_eq!(ctl.update(10 * MS, 20_000, 1, 0.0), Some(1_400_000));
+        assert_eq!(ctl.update(60 * MS, 20_000, 0, 0.0), None, "held after a cut");
+        // Half the way back each step, then a sixteenth a step.
+        let steps: Vec<_> = (1..=5).filter_map(|i| ctl.update((10 + 100 * i) * MS, 20_000, 0, 0.0)).collect();
+        assert_eq!(steps, [1_700_000, 1_850_000, 1_965_625, 2_000_000]);
+        assert_eq!(ctl.reason(), RateReason::Configured);
     }
 
     #[test]
     fn one_cut_per_hold_and_never_below_the_minimum() {
-        let mut ctl = RateControl::new(4_000, true, 0, 0);
-        assert_eq!(ctl.update(20 * MS, 80, 5, 0.0), Some(2_000));
+        let mut ctl = RateControl::new(2_000, true, 0, 0);
+        assert_eq!(ctl.update(20 * MS, 80, 5, 0.0), Some(1_400));
         assert_eq!(ctl.update(30 * MS, 100, 5, 0.0), None, "drops of frames already in flight");
         assert_eq!(ctl.update(130 * MS, 300, 5, 0.0), Some(MIN_RATE));
         assert_eq!(ctl.update(240 * MS, 400, 5, 0.0), None, "already at the minimum");
@@ -227,7 +252,7 @@ mod tests {
     fn a_receive_path_falling_behind_lowers_the_rate_before_anything_drops() {
         let mut ctl = RateControl::new(400_000, true, 0, 0);
         assert_eq!(ctl.update(10 * MS, 4_000, 0, BEHIND / 2.0), None, "a little waiting is normal");
-        assert_eq!(ctl.update(20 * MS, 8_000, 0, BEHIND), Some(200_000));
+        assert_eq!(ctl.update(20 * MS, 8_000, 0, BEHIND), Some(280_000));
         assert_eq!(ctl.reason(), RateReason::Behind);
     }
 
