@@ -102,7 +102,7 @@ fn sweep_of_a_16_through_af_xdp_finds_exact_truth() {
 /// The kernel lets go of a closed AF_XDP socket's queue a moment after
 /// the socket's process exits, and a small scan binds its own within
 /// milliseconds of starting: a scan right after another finds the queue
-/// still held (EBUSY), about every other time here, and waits for it.
+/// still held (EBUSY), about four times in ten here, and waits for it.
 #[test]
 fn scans_one_after_another_each_bind_the_queue_the_last_let_go() {
     let mut lab = Lab::new(false);

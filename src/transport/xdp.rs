@@ -240,29 +240,37 @@ pub fn open(
     // side by side, a scan starts some 20 ms sooner. Binding a socket does
     // not touch another program that may own the interface; if one does, the
     // attachment's error is the one reported, and the sockets are closed.
-    let open_all = || {
-        (0..rx_count)
-            .map(|queue| open_queue(ifname, queue, queue < tx_queues, draw, resent))
-            .collect::<Result<Vec<_>, _>>()
+    // Binds the queues not bound yet, in order, up to the first that fails.
+    let open_rest = |sockets: &mut Vec<OpenedQueue>| -> Result<(), QueueError> {
+        for queue in sockets.len() as u32..rx_count {
+            sockets.push(open_queue(ifname, queue, queue < tx_queues, draw, resent)?);
+        }
+        Ok(())
     };
     let (attached, sockets) = std::thread::scope(|s| {
-        let sockets = s.spawn(open_all);
+        let sockets = s.spawn(|| {
+            let mut sockets = Vec::new();
+            let bound = open_rest(&mut sockets);
+            (sockets, bound)
+        });
         let attached = load_and_attach(ifname, ifindex, program_config(replies, draw == Draw::Segments));
         (attached, sockets.join())
     });
     let (object, link) = attached?;
-    let mut sockets = sockets.map_err(|_| fail("binding the AF_XDP sockets", "the thread binding them panicked"))?;
+    let (mut sockets, mut bound) =
+        sockets.map_err(|_| fail("binding the AF_XDP sockets", "the thread binding them panicked"))?;
     // The program is ours, so no other scan has this interface: a queue
     // held is one a socket closed a moment ago still holds (the kernel lets
-    // go of it in a work item after the socket's last reference goes).
+    // go of it in a work item after the socket's last reference goes). The
+    // queues already bound stay bound: closed, they too would be held.
     let since = Instant::now();
-    let sockets = loop {
-        match sockets {
-            Ok(sockets) => break sockets,
+    loop {
+        match bound {
+            Ok(()) => break,
             Err(QueueError::Held(queue)) if since.elapsed() < QUEUE_RELEASE_WAIT => {
                 tracing::debug!(ifname, queue, "queue still held, binding again");
                 std::thread::sleep(QUEUE_RELEASE_POLL);
-                sockets = open_all();
+                bound = open_rest(&mut sockets);
             }
             Err(QueueError::Held(queue)) => {
                 return Err(fail(
@@ -272,7 +280,7 @@ pub fn open(
             }
             Err(QueueError::Failed(e)) => return Err(e),
         }
-    };
+    }
     let map = |name: &str| object.maps().find(|m| m.name() == name);
     let xsks = map("prtip_xsks").ok_or_else(|| fail("configuring the XDP program", "no prtip_xsks map"))?;
     let mut txs = Vec::new();
