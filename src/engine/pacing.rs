@@ -19,11 +19,19 @@ pub struct Pacer {
 impl Pacer {
     /// `rate` in packets per second, 0 for no limit. `now_ns` is the caller's clock.
     pub fn new(rate: u64, now_ns: u64) -> Self {
+        Pacer::share(rate, 1, now_ns)
+    }
+
+    /// One of `senders` that share `rate` evenly: each gets a fraction of a
+    /// packet a second where the rate is below their number, so that
+    /// together they never exceed it.
+    pub fn share(rate: u64, senders: u64, now_ns: u64) -> Self {
+        let senders = u128::from(senders.max(1));
         // At least 1 ps: a rate beyond 10^12 cannot divide by zero.
-        let interval_ps = (rate > 0).then(|| (1_000_000_000_000u128 / u128::from(rate)).max(1));
+        let interval_ps = (rate > 0).then(|| (1_000_000_000_000u128 * senders / u128::from(rate)).max(1));
         // About half a millisecond of packets, so that a batch can go in one call
         // without letting a stall turn into a flood.
-        let burst = (u128::from(rate) / 2000).clamp(4, 256);
+        let burst = (u128::from(rate) / senders / 2000).clamp(4, 256);
         Pacer { interval_ps, burst, next_ps: u128::from(now_ns) * PS_PER_NS }
     }
 
@@ -98,6 +106,23 @@ mod tests {
                 let err = (sent as f64 - rate as f64).abs() / rate as f64;
                 assert!(err <= 0.05, "rate {rate} overshoot {overshoot} cost {cost}: sent {sent}");
             }
+        }
+    }
+
+    /// Senders sharing a rate below their number: together, the rate.
+    #[test]
+    fn senders_sharing_a_rate_send_it_together() {
+        for (rate, senders) in [(2u64, 4u64), (3, 4), (10, 3), (1_000_000, 3)] {
+            let mut now = 5_000_000_000u64;
+            let end = now + 10_000_000_000;
+            let mut pacers: Vec<Pacer> = (0..senders).map(|_| Pacer::share(rate, senders, now)).collect();
+            let mut sent = 0u64;
+            while now < end {
+                sent += pacers.iter_mut().map(|p| u64::from(p.grant(now, 64))).sum::<u64>();
+                now += pacers.iter().map(|p| p.wait_ns(now)).min().unwrap().max(1);
+            }
+            // Each sender's first packet goes at once.
+            assert!(sent.abs_diff(rate * 10) <= senders + rate / 100, "{senders} sharing {rate}/s: {sent} in 10 s");
         }
     }
 

@@ -126,7 +126,8 @@ impl RateControl {
                 (0, peak) => peak,
                 (limit, _) => limit,
             };
-            let cut = (base / 10 * KEEP_TENTHS).max(MIN_RATE);
+            // Never above the rate in force: below MIN_RATE, a --rate stands.
+            let cut = (base / 10 * KEEP_TENTHS).max(MIN_RATE.min(base));
             self.cut_from = base;
             self.reason = if lost > 0 { RateReason::Dropped(lost) } else { RateReason::Behind };
             self.cut_ns = Some(now_ns);
@@ -246,6 +247,15 @@ mod tests {
         assert_eq!(ctl.update(130 * MS, 300, 5, 0.0), Some(MIN_RATE));
         assert_eq!(ctl.update(240 * MS, 400, 5, 0.0), None, "already at the minimum");
         assert_eq!(ctl.rate(), MIN_RATE);
+    }
+
+    /// A `--rate` below the minimum is never exceeded: drops leave it as it is.
+    #[test]
+    fn a_rate_below_the_minimum_stands() {
+        let mut sent = 0;
+        let mut ctl = RateControl::new(100, true, 0, 0);
+        assert!(run(&mut ctl, 0, 0, 2_000, &mut sent).is_empty(), "every frame dropped");
+        assert_eq!(ctl.rate(), 100);
     }
 
     #[test]

@@ -615,12 +615,8 @@ fn transmit<T: Transmit>(
     crate::sys::reduce_timer_slack();
     let Lane { index: l, lanes } = lane;
     // Each lane paces its share of the rate, which the receive thread may change.
-    let share = |rate: u64| match rate {
-        0 => 0,
-        r => (r / lanes.count + u64::from((l as u64) < r % lanes.count)).max(1),
-    };
     let mut following = shared.rate.load(Relaxed);
-    let mut pacer = Pacer::new(share(following), clock.now_ns());
+    let mut pacer = Pacer::share(following, lanes.count, clock.now_ns());
     // The frames of prtip's own connections counted so far.
     let mut charged = 0;
     tracing::debug!(lane = l, from = shared.window(l).trail(), "transmit lane");
@@ -658,7 +654,7 @@ fn transmit<T: Transmit>(
         let rate = shared.rate.load(Relaxed);
         if rate != following {
             following = rate;
-            pacer = Pacer::new(share(rate), now);
+            pacer = Pacer::share(rate, lanes.count, now);
         }
         // As many handshakes wait as the banner stage has conversations:
         // no probe more until it takes some, or their peers send their SYN-ACKs again.
