@@ -9,7 +9,7 @@ use super::plan::{Cursor, ScanPlan};
 use super::rate::{RateControl, RateReason};
 use super::state::{reply_timeout, retry_after};
 use super::time::Time;
-use super::window::{Lookup, Silent, Timeouts, Try, Verdict, Window};
+use super::window::{Lookup, Silent, Timeouts, Try, Verdict, Window, timed_out};
 use crate::probe::syn::SYN_FRAME_LEN;
 use crate::probe::{Matcher, Probe, Templates};
 use crate::result::{PortState, Reason, ScanResult};
@@ -679,7 +679,9 @@ fn transmit<T: Transmit>(
         let send_us = clock.stamp_us();
         let (done, trail, due, last_send, fresh) = {
             let mut window = shared.window(l);
-            window.settle(shared.caught_up.load(Acquire), timeouts, &mut silent);
+            // Silent probes wait in the window while the caller's thread has no room for them.
+            let room = shared.backlog_limit.saturating_sub(shared.backlog.load(Relaxed));
+            window.settle(shared.caught_up.load(Acquire), timeouts, &mut silent, room as usize);
             tries.clear();
             window.allow_skips();
             while tries.len() < grant as usize
@@ -722,13 +724,13 @@ fn transmit<T: Transmit>(
             // Replies to what was sent are still read; then what is due is
             // concluded, and what is left stays unconcluded for a resumed run.
             let stopped_at = *stopped_at.get_or_insert(now);
-            // The window counts whole milliseconds: a millisecond more, and what is due is concluded.
-            let waited = shared.caught_up.load(Acquire).saturating_sub(last_send);
-            let due = waited > timeouts.reply_timeout + 1_000_000 || shared.window(l).is_empty();
+            let caught_up = shared.caught_up.load(Acquire);
+            let due = timed_out(caught_up, last_send, timeouts.reply_timeout) || shared.window(l).is_empty();
             if due || gave_up(now, stopped_at, timeouts) {
                 let mut window = shared.window(l);
                 window.stop();
-                window.settle(shared.caught_up.load(Acquire), timeouts, &mut silent);
+                // Whatever waits: the lane ends here, and the caller takes it all.
+                window.settle(shared.caught_up.load(Acquire), timeouts, &mut silent, usize::MAX);
                 let trail = window.trail();
                 drop(window);
                 hand_over(&mut silent, trail);
@@ -2167,6 +2169,26 @@ mod tests {
         assert_eq!(pairs(&results, PortState::Open).len(), 8);
         assert_eq!(stats.sent, plan.probe_count());
         assert_eq!(size_of::<ScanResult>(), 48, "RESULT_BACKLOG's memory, as its comment states it");
+    }
+
+    /// Silent probes whose results the caller cannot take yet wait in the
+    /// window: the results waiting stay within the caller's limit however
+    /// many probes time out meanwhile.
+    #[test]
+    fn silent_probes_wait_in_the_window_for_a_caller_that_stalls() {
+        let truth = Truth { filtered: (1..=64).collect(), ..Default::default() };
+        let (net, time) = (Arc::new(Mutex::new(Net::default())), Arc::new(VirtualTime::new(2)));
+        // Every probe is out, and has timed out, long before the caller takes anything.
+        let seen = Seen { results: Vec::new(), ticks: 0, ranks: 256 };
+        let until = Duration::from_secs(3).as_nanos() as u64;
+        let mut stalled = Stalled { seen, time: time.clone(), net: net.clone(), until, sent_by_then: None };
+        let (plan, stats) = run_paced(truth, &net, &time, &mut stalled);
+        let stats = stats.unwrap();
+        assert_eq!(stalled.sent_by_then, Some(256), "silence holds nothing back");
+        assert!(stats.backlog_peak <= 16, "{stats:?}");
+        let results = stalled.seen.results;
+        assert_eq!(results.len() as u64, plan.probe_count(), "one result per probe");
+        assert!(results.iter().all(|r| r.state == PortState::Filtered), "{results:?}");
     }
 
     /// Panics on the first results it is given.
