@@ -81,7 +81,7 @@ pub fn config(given: Cli, argv: &[OsString]) -> Result<ScanConfig, ResumeError> 
     stored.quiet = given.quiet;
     stored.verbose = given.verbose;
     stored.status_json |= given.status_json;
-    let Checkpoint { arguments, seed, hosts, cursor, sent } = checkpoint;
+    let Checkpoint { arguments, seed, hosts, cursor, sent, .. } = checkpoint;
     for (list, what) in [(&stored.input_list, "target list"), (&stored.exclude_file, "exclude file")] {
         if list.as_deref() == Some(Path::new("-")) && std::io::IsTerminal::is_terminal(&std::io::stdin()) {
             return Err(ResumeError::StandardInput { what });

@@ -1141,6 +1141,7 @@ fn start_store(
             hosts: cfg.space.hosts().clone(),
             cursor: plan.start,
             sent: resume.map_or(0, |r| r.sent),
+            results: None,
         }),
         checkpoint_file: checkpoint_file.clone(),
         resume_scan: resume.and_then(|r| r.scan_id),

@@ -72,6 +72,14 @@ fn resumed_runs_without_a_database_add_up_to_one_uninterrupted_scan() {
     // after it must still be read back.
     let torn = |_: &Output| {
         let results = lab.checkpoints().into_iter().find(|p| p.to_string_lossy().ends_with(".results")).unwrap();
+        // A journal that lost results is refused, not resumed into filtered ports.
+        let kept = std::fs::read(&results).unwrap();
+        std::fs::write(&results, &kept[..kept.len() / 2]).unwrap();
+        let refused = lab.prtip(&["--resume", "-q"]).output().unwrap();
+        let err = stderr_of(&refused);
+        assert_eq!(refused.status.code(), Some(2), "{err}");
+        assert!(err.contains("results its checkpoint counts on") && err.lines().count() == 1, "{err}");
+        std::fs::write(&results, &kept).unwrap();
         let mut f = std::fs::OpenOptions::new().append(true).open(results).unwrap();
         std::io::Write::write_all(&mut f, &[40, 0, 0, 0, 1, 2]).unwrap();
     };

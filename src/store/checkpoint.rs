@@ -34,6 +34,11 @@ pub enum CheckpointError {
     NoneLeft(PathBuf),
     #[error("checkpoint {} belongs to a prtip that is still running", .0.display())]
     InUse(PathBuf),
+    #[error(
+        "{} holds {found} of the {expected} results its checkpoint counts on (missing or damaged): not resumed, as the rest would be reported filtered",
+        path.display()
+    )]
+    ResultsLost { path: PathBuf, found: u64, expected: u64 },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -46,6 +51,10 @@ pub struct Checkpoint {
     pub cursor: Cursor,
     /// Probes sent so far, retries included.
     pub sent: u64,
+    /// The answered results its journal held when it was written (a
+    /// checkpoint file's; a database holds its own): `None` in checkpoints
+    /// that did not count them.
+    pub results: Option<u64>,
 }
 
 impl Checkpoint {
@@ -58,6 +67,7 @@ impl Checkpoint {
             "pass": self.cursor.pass,
             "position": self.cursor.position,
             "sent": self.sent,
+            "results": self.results,
         })
         .to_string()
     }
@@ -86,6 +96,10 @@ impl Checkpoint {
                 position: number("position")?,
             },
             sent: number("sent")?,
+            results: match &v["results"] {
+                Value::Null => None,
+                r => Some(r.as_u64().ok_or("'results' is not a count")?),
+            },
         })
     }
 }
@@ -176,7 +190,12 @@ pub fn load(path: &Path) -> Result<(Checkpoint, Vec<ScanResult>), CheckpointErro
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
         Err(e) => return Err(CheckpointError::Read { path: rpath, source: e }),
     };
-    let results = journal::decode(&bytes).flat_map(|(_, rows)| rows).collect();
+    let results: Vec<ScanResult> = journal::decode(&bytes).flat_map(|(_, rows)| rows).collect();
+    // Silence is what a checkpoint does not record: a result the journal
+    // lost would come back from the resumed scan as a filtered port.
+    if let Some(expected) = checkpoint.results.filter(|&n| n > results.len() as u64) {
+        return Err(CheckpointError::ResultsLost { path: rpath, found: results.len() as u64, expected });
+    }
     Ok((checkpoint, results))
 }
 
@@ -195,6 +214,7 @@ mod tests {
             ),
             cursor: Cursor { pass: 2, position: 1 << 40 },
             sent: 12345,
+            results: Some(77),
         };
         assert_eq!(Checkpoint::from_json(&c.to_json()), Ok(c.clone()));
         // What earlier checkpoints held: IPv4 addresses as numbers.
@@ -207,6 +227,10 @@ mod tests {
         };
         assert_eq!(Checkpoint::from_json(&v6.to_json()), Ok(v6.clone()));
         assert!(v6.to_json().contains(r#"["8000::","8000::ffff"]"#), "{}", v6.to_json());
+        // Checkpoints that did not count their results.
+        let uncounted = c.to_json().replace(r#","results":77"#, "");
+        assert_ne!(uncounted, c.to_json());
+        assert_eq!(Checkpoint::from_json(&uncounted), Ok(Checkpoint { results: None, ..c.clone() }));
         for bad in [
             "",
             "{}",
@@ -220,9 +244,49 @@ mod tests {
             &c.to_json().replace(r#"["255.255.255.255","255.255.255.255"]"#, r#"["10.0.0.1","::2"]"#),
             &c.to_json().replace(r#"["255.255.255.255","255.255.255.255"]"#, r#"["10.0.0.300","10.0.0.301"]"#),
             &c.to_json().replace("\"-p\"", "7"),
+            &c.to_json().replace(r#""results":77"#, r#""results":-1"#),
         ] {
             assert!(Checkpoint::from_json(bad).is_err(), "{bad}");
         }
+    }
+
+    /// A journal that lost results its checkpoint counts on is refused:
+    /// resumed, the scan would report those ports filtered.
+    #[test]
+    fn a_journal_short_of_its_checkpoints_results_is_refused() {
+        let dir = tempfile::Builder::new().prefix("prtip-checkpoint-").tempdir().unwrap();
+        let path = dir.path().join("scan.json");
+        let c = Checkpoint {
+            arguments: vec!["-p".into(), "80".into(), "10.0.0.0/24".into()],
+            seed: 7,
+            hosts: Hosts::new(Family::V4, RangeSet::from_ranges(vec![Range::new(1, 5)])),
+            cursor: Cursor { pass: 0, position: 40 },
+            sent: 40,
+            results: Some(5),
+        };
+        std::fs::write(&path, c.to_json()).unwrap();
+        let mut journal = Vec::new();
+        journal::encode(0, &journal::tests::sample(3), &mut journal);
+        let whole = journal.len();
+        journal::encode(0, &journal::tests::sample(2), &mut journal);
+        let results = results_path(&path);
+        for (bytes, found) in
+            [(&[][..], 0), (&journal[..whole], 3), (&journal[..journal.len() - 1], 3), (&[0u8; 64][..], 0)]
+        {
+            std::fs::write(&results, bytes).unwrap();
+            match load(&path) {
+                Err(CheckpointError::ResultsLost { found: f, expected: 5, .. }) => assert_eq!(f, found),
+                other => panic!("{found} of 5 results: {other:?}"),
+            }
+        }
+        std::fs::remove_file(&results).unwrap();
+        assert!(matches!(load(&path), Err(CheckpointError::ResultsLost { found: 0, .. })), "no journal at all");
+        std::fs::write(&results, &journal).unwrap();
+        assert_eq!(load(&path).unwrap().1.len(), 5);
+        // A checkpoint that did not count its results takes what there is.
+        std::fs::write(&path, Checkpoint { results: None, ..c }.to_json()).unwrap();
+        std::fs::write(&results, &journal[..whole]).unwrap();
+        assert_eq!(load(&path).unwrap().1.len(), 3);
     }
 
     /// A checkpoint of a version that retried in passes: even at its first
@@ -236,6 +300,7 @@ mod tests {
             hosts: Hosts::new(Family::V4, RangeSet::from_ranges(vec![Range::new(1, 5)])),
             cursor: Cursor { pass: 0, position: 40 },
             sent: 40,
+            results: None,
         };
         let old = c.to_json().replace(r#""prtip_checkpoint":2"#, r#""prtip_checkpoint":1"#);
         assert_ne!(old, c.to_json());

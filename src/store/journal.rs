@@ -202,7 +202,7 @@ fn decode_row(row: &[u8]) -> Option<ScanResult> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     pub(crate) fn sample(n: u16) -> Vec<ScanResult> {

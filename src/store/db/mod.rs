@@ -197,6 +197,7 @@ mod tests {
             hosts: Hosts::new(Family::V4, RangeSet::from_ranges(vec![Range::new(0x0a00_0000, 0x0a00_00ff)])),
             cursor: Cursor { pass: 0, position: 40 },
             sent: 40,
+            results: None,
         };
         let (id, _journal) = db.begin_scan(&start(), Some(&checkpoint)).unwrap();
         db.save_cursor(id, checkpoint.cursor, 40).unwrap();

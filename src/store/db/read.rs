@@ -75,6 +75,7 @@ impl Db {
                 hosts,
                 cursor: Cursor { pass: u32::try_from(pass).unwrap_or(u32::MAX), position: position.max(0) as u64 },
                 sent: sent.max(0) as u64,
+                results: None,
             }),
             _ => Err(StoreError::NotResumable(id)),
         }

@@ -22,6 +22,9 @@ pub(super) struct CheckpointFile {
     path: PathBuf,
     checkpoint: Checkpoint,
     results: UringFile,
+    /// Results the journal holds: written into each checkpoint saved, so
+    /// that a resume can tell a journal that lost some.
+    journaled: u64,
     saved: Instant,
 }
 
@@ -33,20 +36,21 @@ impl CheckpointFile {
         let rpath = checkpoint::results_path(&path);
         let rfail = StoreError::checkpoint(&rpath);
         // A tail torn by a crash is cut off: appended after it, later records could not be read.
-        match std::fs::read(&rpath) {
+        let journaled = match std::fs::read(&rpath) {
             Ok(bytes) => {
                 let intact = journal::intact_len(&bytes);
                 if intact < bytes.len() {
                     safe_open::writing().open(&rpath).and_then(|f| f.set_len(intact as u64)).map_err(rfail)?;
                 }
+                journal::decode(&bytes[..intact]).map(|(_, rows)| rows.len() as u64).sum()
             }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => 0,
             Err(e) => return Err(rfail(e)),
-        }
+        };
         let results = safe_open::writing().create(true).open(&rpath).map_err(|e| rfail(safe_open::explain(e)))?;
         lock::lock(&results).map_err(rfail)?;
         let results = UringFile::from_std(rpath.clone(), results).map_err(rfail)?;
-        let mut file = CheckpointFile { path, checkpoint, results, saved: Instant::now() };
+        let mut file = CheckpointFile { path, checkpoint, results, journaled, saved: Instant::now() };
         file.save().await?;
         Ok(file)
     }
@@ -55,6 +59,7 @@ impl CheckpointFile {
     /// new one, once the results it counts on are on disk.
     async fn save(&mut self) -> Result<(), StoreError> {
         self.results.file.sync_data().await.map_err(StoreError::checkpoint(&self.results.path))?;
+        self.checkpoint.results = Some(self.journaled);
         let mut tmp = self.path.clone().into_os_string();
         tmp.push(".tmp");
         let fail = StoreError::checkpoint(&self.path);
@@ -106,7 +111,9 @@ impl Sink for CheckpointFile {
             if answered.is_empty() {
                 return Ok(());
             }
-            self.results.append_record(0, answered).await.map_err(StoreError::checkpoint(&self.results.path))
+            self.results.append_record(0, answered).await.map_err(StoreError::checkpoint(&self.results.path))?;
+            self.journaled += answered.len() as u64;
+            Ok(())
         })
     }
 
