@@ -172,6 +172,9 @@ struct Ready {
     /// `--latency-file`, created before the scan so that a bad path fails first.
     latency_file: Option<std::fs::File>,
     banners: Option<BannerStage>,
+    /// Output files that are FIFOs, held open from the first check to the
+    /// end: closed in between, they would end their readers' input.
+    fifos: Vec<std::fs::File>,
 }
 
 /// Resolves the path, opens the transport and starts the storage task: a
@@ -200,15 +203,12 @@ pub fn prepare(cfg: &ScanConfig) -> Result<Scan<'_>, ScanError> {
     // Files first: a path that cannot be written fails before the network is asked anything.
     let latency_file = match &cfg.latency_file {
         Some(path) => Some(
-            safe_open::writing()
-                .create(true)
-                .truncate(true)
-                .open(path)
-                .map_err(|e| ScanError::LatencyFile { path: path.clone(), source: safe_open::explain(e) })?,
+            safe_open::open_now(safe_open::writing().create(true).truncate(true), path)
+                .map_err(|e| ScanError::LatencyFile { path: path.clone(), source: e })?,
         ),
         None => None,
     };
-    can_write(cfg)?;
+    let fifos = can_write(cfg)?;
     let banner_connections = match cfg.banners {
         Some(_) => banner_connections().map_err(ScanError::Uring)?,
         None => 0,
@@ -249,7 +249,7 @@ pub fn prepare(cfg: &ScanConfig) -> Result<Scan<'_>, ScanError> {
     {
         notes.line(skipped_note(skipped.hosts().len()));
     }
-    let ready = Ready { sender, info, store, checkpoint_file, latency_file, banners };
+    let ready = Ready { sender, info, store, checkpoint_file, latency_file, banners, fifos };
     Ok(Scan { cfg, plan, out, ready: Some(ready), notes })
 }
 
@@ -272,7 +272,7 @@ fn send(
     ready: Ready,
     stop: &StopSignal,
 ) -> Result<ScanReport, ScanError> {
-    let Ready { sender, info, store, checkpoint_file, latency_file, banners } = ready;
+    let Ready { sender, info, store, checkpoint_file, latency_file, banners, fifos: _held } = ready;
     let start = plan.start;
     let prior_sent = cfg.resume.as_ref().map_or(0, |r| r.sent);
     let mut sinks = Sinks {
@@ -1061,17 +1061,22 @@ fn replay_silent(sinks: &mut Sinks, batch: Vec<ScanResult>) -> u64 {
 /// Checks that the output files and the database can be opened for
 /// writing, creating the ones that are not there (as nmap does), before
 /// the path and transport are set up; the storage task opens them again.
-fn can_write(cfg: &ScanConfig) -> Result<(), ScanError> {
+/// Returns the FIFOs among them, to be held open meanwhile.
+fn can_write(cfg: &ScanConfig) -> Result<Vec<std::fs::File>, ScanError> {
+    let mut fifos = Vec::new();
     for file in &cfg.files {
         let path = &file.path;
-        let opened = safe_open::writing().create(true).open(path);
-        opened.map_err(|e| StoreError::Output { path: path.clone(), source: safe_open::explain(e) })?;
+        let opened = safe_open::open_now(safe_open::writing().create(true), path);
+        let opened = opened.map_err(|e| StoreError::Output { path: path.clone(), source: e })?;
+        if opened.metadata().is_ok_and(|m| std::os::unix::fs::FileTypeExt::is_fifo(&m.file_type())) {
+            fifos.push(opened);
+        }
     }
     if let Some(db) = &cfg.database {
-        let opened = safe_open::writing().create(true).open(db);
-        opened.map_err(|e| StoreError::DatabaseFile { path: db.clone(), source: safe_open::explain(e) })?;
+        let opened = safe_open::open_now(safe_open::writing().create(true), db);
+        opened.map_err(|e| StoreError::DatabaseFile { path: db.clone(), source: e })?;
     }
-    Ok(())
+    Ok(fifos)
 }
 
 /// Starts the storage task, which also keeps the scan's checkpoint; returns

@@ -13,8 +13,9 @@ use std::process::{Command, Output};
 
 /// prtip in a fresh, empty network namespace, keeping checkpoints in `state`, out of the user's home.
 fn isolated(state: &std::path::Path) -> Command {
-    let mut c = Command::new("unshare");
-    c.args(["--net", "--", env!("CARGO_BIN_EXE_prtip")]);
+    // A case that hangs fails rather than holding the suite.
+    let mut c = Command::new("timeout");
+    c.args(["-s", "KILL", "60", "unshare", "--net", "--", env!("CARGO_BIN_EXE_prtip")]);
     c.env("XDG_STATE_HOME", state);
     c
 }
@@ -54,6 +55,9 @@ fn bad_input_gets_one_line_and_status_2() {
     // A file given by mistake as a target list: its lines must not be echoed.
     let secrets = temp_file(&dir, "passwd", "root:x:0:0:root:/root:/bin/bash\n");
     let (db, same) = (path_in(&dir, "scan.db"), path_in(&dir, "same"));
+    // A FIFO no process reads: opening it to write would wait for a reader.
+    let fifo = path_in(&dir, "fifo");
+    assert!(Command::new("mkfifo").arg(&fifo).status().unwrap().success());
     let cases: Vec<Vec<&str>> = vec![
         // targets
         vec!["10.0.0.256"],
@@ -148,6 +152,9 @@ fn bad_input_gets_one_line_and_status_2() {
         vec!["--with-db", "--database", &db, "-oN", &db, "10.0.0.1"],
         vec!["--with-db", "--database", &db, "--latency-file", &db, "10.0.0.1"],
         vec!["-oX", &same, "-oG", &same, "10.0.0.1"],
+        vec!["-oN", &fifo, "10.0.0.1"],
+        vec!["--latency-file", &fifo, "10.0.0.1"],
+        vec!["--with-db", "--database", &fifo, "10.0.0.1"],
         // the network named
         vec!["-i", "nosuchif", "10.0.0.1"],
         vec!["--gateway-mac", "ff:ff:ff:ff:ff:ff", "10.0.0.1"],

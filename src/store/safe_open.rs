@@ -21,11 +21,18 @@ pub fn writing() -> OpenOptions {
     o
 }
 
-/// The same, for a file written through io_uring.
-pub fn uring_writing() -> tokio_uring::fs::OpenOptions {
-    let mut o = tokio_uring::fs::OpenOptions::new();
-    o.write(true).mode(MODE).custom_flags(libc::O_NOFOLLOW);
-    o
+/// Opens a file for writing with `options` (from `writing`) as `open`
+/// would, but a FIFO no process reads is refused where `open` would wait
+/// for a reader, past Ctrl-C: a scan must not hang before it starts.
+pub fn open_now(options: &mut OpenOptions, path: &Path) -> io::Result<std::fs::File> {
+    use std::os::fd::AsFd;
+    let file =
+        options.custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK).open(path).map_err(|e| match e.raw_os_error() {
+            Some(libc::ENXIO) => io::Error::other("it is a FIFO that no process reads"),
+            _ => explain(e),
+        })?;
+    crate::sys::set_blocking(file.as_fd())?;
+    Ok(file)
 }
 
 /// Says what a refused symbolic link is, where the kernel says only ELOOP.

@@ -18,10 +18,9 @@ pub(super) struct UringFile {
 }
 
 impl UringFile {
-    pub(super) async fn create(path: PathBuf) -> std::io::Result<UringFile> {
-        let file =
-            safe_open::uring_writing().create(true).truncate(true).open(&path).await.map_err(safe_open::explain)?;
-        Ok(UringFile { path, file, offset: 0, _lock: None })
+    pub(super) fn create(path: PathBuf) -> std::io::Result<UringFile> {
+        let file = safe_open::open_now(safe_open::writing().create(true).truncate(true), &path)?;
+        Ok(UringFile { path, file: File::from_std(file), offset: 0, _lock: None })
     }
 
     /// Takes over a file opened and locked elsewhere, to append to it

@@ -218,6 +218,17 @@ pub fn try_lock_exclusive(fd: BorrowedFd) -> io::Result<bool> {
     if e.raw_os_error() == Some(libc::EWOULDBLOCK) { Ok(false) } else { Err(e) }
 }
 
+/// Makes the descriptor's reads and writes wait again (clears `O_NONBLOCK`).
+pub fn set_blocking(fd: BorrowedFd) -> io::Result<()> {
+    // SAFETY: fcntl on a descriptor the caller keeps open; it reads no memory.
+    let flags = unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_GETFL) };
+    // SAFETY: as above.
+    if flags < 0 || unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_SETFL, flags & !libc::O_NONBLOCK) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
 /// The user this process acts as.
 pub fn effective_uid() -> u32 {
     // SAFETY: geteuid has no preconditions and cannot fail.

@@ -44,7 +44,7 @@ pub(super) struct OutputFile {
 
 impl OutputFile {
     pub(super) async fn create(file: &output::OutputFile, config: &StoreConfig) -> Result<OutputFile, StoreError> {
-        let out = UringFile::create(file.path.clone()).await.map_err(StoreError::output(&file.path))?;
+        let out = UringFile::create(file.path.clone()).map_err(StoreError::output(&file.path))?;
         let spool = Spool::default();
         let writer = output::writer(file.format, spool.clone(), &config.info, true);
         let cap = config.max_open_per_host.map(OpenHosts::capped);
@@ -111,7 +111,11 @@ impl Sink for OutputFile {
                 Err(e) => Err(fail(e)),
             };
             let synced = match written {
-                Ok(()) => self.out.file.sync_data().await.map_err(fail),
+                // A pipe or a device (/dev/null) has nothing to make durable, and says EINVAL.
+                Ok(()) => match self.out.file.sync_data().await {
+                    Err(e) if e.raw_os_error() == Some(libc::EINVAL) => Ok(()),
+                    r => r.map_err(fail),
+                },
                 Err(e) => Err(e),
             };
             let OutputFile { out, .. } = *self;

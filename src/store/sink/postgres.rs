@@ -512,7 +512,7 @@ impl PostgresSink {
         let dir = crate::store::checkpoint::dir();
         safe_open::state_dir(&dir).map_err(StoreError::journal(&dir))?;
         let path = dir.join(journal_name(scan_id, key));
-        let journal = UringFile::create(path.clone()).await.map_err(StoreError::journal(&path))?;
+        let journal = UringFile::create(path.clone()).map_err(StoreError::journal(&path))?;
         let lock = std::fs::File::open(&path).and_then(|f| lock::lock(&f).map(|()| f));
         Ok(PostgresSink {
             _lock: lock.map_err(StoreError::journal(&path))?,
