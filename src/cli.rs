@@ -551,6 +551,10 @@ impl Cli {
     pub fn targets(&self) -> Result<Targets, ConfigError> {
         // Commas separate targets on the command line as in files (masscan's style).
         let mut targets = parse_all(self.targets.iter().flat_map(|t| split_list(t)))?;
+        let stdin = Some(Path::new("-"));
+        if self.input_list.as_deref() == stdin && self.exclude_file.as_deref() == stdin {
+            return Err(TargetError::BothStandardInput.into());
+        }
         if let Some(file) = &self.input_list {
             targets.extend(read_list(file, "target list")?);
         }
@@ -688,10 +692,13 @@ fn ranges_of(
 }
 
 fn read_list(path: &Path, what: &'static str) -> Result<Vec<TargetSpec>, TargetError> {
-    let result =
-        if path == Path::new("-") { std::io::read_to_string(std::io::stdin()) } else { std::fs::read_to_string(path) };
-    let text = result.map_err(|e| TargetError::File { what, path: path.display().to_string(), why: e.to_string() })?;
-    parse_list_file(&text, what, &path.display().to_string())
+    let shown = path.display().to_string();
+    if path == Path::new("-") {
+        return parse_list_file(std::io::stdin().lock(), what, &shown);
+    }
+    let file =
+        std::fs::File::open(path).map_err(|e| TargetError::File { what, path: shown.clone(), why: e.to_string() })?;
+    parse_list_file(std::io::BufReader::new(file), what, &shown)
 }
 
 fn parse_all<'a>(exprs: impl Iterator<Item = &'a str>) -> Result<Vec<TargetSpec>, TargetError> {

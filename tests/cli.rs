@@ -145,6 +145,10 @@ fn bad_input_gets_one_line_and_status_2() {
         vec!["-iL", &bad_targets],
         vec!["-iL", &secrets],
         vec!["--exclude-file", &secrets, "10.0.0.1"],
+        // files with no end of line, and two lists on one standard input
+        vec!["-iL", "/dev/zero"],
+        vec!["--exclude-file", "/dev/zero", "10.0.0.1"],
+        vec!["-iL", "-", "--exclude-file", "-", "10.0.0.1"],
         // files that cannot be written, or that two outputs would share
         vec!["-oN", "/nonexistent/prtip.nmap", "10.0.0.1"],
         vec!["--latency-file", "/nonexistent/prtip.hgrm", "10.0.0.1"],

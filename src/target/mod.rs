@@ -33,4 +33,6 @@ pub enum TargetError {
     NoTargets,
     #[error("every target is excluded: nothing left to scan")]
     AllExcluded,
+    #[error("-iL - and --exclude-file - cannot both read standard input: give one of them a file")]
+    BothStandardInput,
 }

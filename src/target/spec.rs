@@ -3,6 +3,7 @@
 use super::TargetError;
 use super::hosts::{AddrRange, Family, value};
 use super::ranges::Range;
+use std::io::Read;
 use std::net::{IpAddr, Ipv4Addr};
 
 /// One parsed target expression, before hostnames are resolved.
@@ -99,17 +100,35 @@ fn split_line(line: &str) -> impl Iterator<Item = &str> {
     line.split('#').next().unwrap_or("").split(|c: char| c.is_whitespace() || c == ',').filter(|t| !t.is_empty())
 }
 
-/// Parses the contents of a list file (`-iL`, `--exclude-file`). An error
+/// The longest line a list file may have: far more than a line of targets
+/// needs, and a file with none (`/dev/zero`) is refused, not read whole.
+pub const MAX_LIST_LINE: usize = 1 << 20;
+
+/// Parses a list file (`-iL`, `--exclude-file`) as it is read. An error
 /// names the line, and says what is wrong without repeating the line: a
 /// file given by mistake may hold anything, secrets included.
-pub fn parse_list_file(text: &str, what: &'static str, path: &str) -> Result<Vec<TargetSpec>, TargetError> {
+pub fn parse_list_file(
+    mut file: impl std::io::BufRead,
+    what: &'static str,
+    path: &str,
+) -> Result<Vec<TargetSpec>, TargetError> {
     let mut specs = Vec::new();
-    for (n, line) in text.lines().enumerate() {
+    let mut bytes = Vec::new();
+    for n in 0.. {
+        let in_file = |why: String| TargetError::InFile { what, path: path.to_string(), line: n + 1, why };
+        bytes.clear();
+        let read = std::io::BufRead::read_until(&mut (&mut file).take(MAX_LIST_LINE as u64 + 1), b'\n', &mut bytes);
+        read.map_err(|e| TargetError::File { what, path: path.to_string(), why: e.to_string() })?;
+        if bytes.is_empty() {
+            break;
+        }
+        if bytes.len() > MAX_LIST_LINE {
+            return Err(in_file(format!("longer than {MAX_LIST_LINE} bytes: not a list of targets")));
+        }
+        let line = std::str::from_utf8(&bytes).map_err(|_| in_file("not UTF-8 text".into()))?;
         for t in split_line(line) {
             let spec = parse_target(t).map_err(|e| match e {
-                TargetError::Invalid { why, .. } => {
-                    TargetError::InFile { what, path: path.to_string(), line: n + 1, why }
-                }
+                TargetError::Invalid { why, .. } => in_file(why),
                 other => other,
             })?;
             specs.push(spec);
