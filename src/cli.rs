@@ -297,11 +297,24 @@ pub fn parse_or_exit<T: Parser>(argv: impl IntoIterator<Item = OsString>) -> Res
     })
 }
 
-/// The one line that says what is wrong with a command line, without clap's "error: ".
+/// The one line that says what is wrong with a command line, without clap's
+/// "error: ": its first line and the indented lines right below it (the
+/// arguments missing, the values possible), joined.
 pub fn clap_error_line(e: &clap::Error) -> String {
+    if e.kind() == clap::error::ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand {
+        // clap's help, whose first line is the command's description.
+        let about = e.render().to_string();
+        return format!("a subcommand is required ({})", about.lines().next().unwrap_or("see --help").trim());
+    }
     let text = e.render().to_string();
-    let line = text.lines().next().unwrap_or("invalid arguments");
-    line.strip_prefix("error: ").unwrap_or(line).to_string()
+    let mut lines = text.lines();
+    let first = lines.next().unwrap_or("invalid arguments");
+    let mut line = first.strip_prefix("error: ").unwrap_or(first).to_string();
+    for more in lines.take_while(|l| l.starts_with(' ') && !l.trim().is_empty()) {
+        line.push(' ');
+        line.push_str(more.trim());
+    }
+    line
 }
 
 /// nmap's two-letter options, which clap cannot express, and their long forms.

@@ -287,6 +287,26 @@ fn hostnames_resolve_to_their_ipv4_addresses() {
     assert!(text.contains(r#""ip":"127.0.0.1","port":80"#), "{text}");
 }
 
+/// clap says what is missing or allowed on the lines below its first: the
+/// one line keeps them.
+#[test]
+fn the_one_line_names_what_is_missing_or_allowed() {
+    for (args, says) in [
+        (vec!["report"], "required arguments were not provided: <SCAN_ID>"),
+        (vec!["report", "1", "--top", "5"], "not provided: --by <GROUP>"),
+        (vec!["db", "export", "1"], "not provided: --output-format <FORMAT>"),
+        (vec!["--banner-timeout", "2", "10.0.0.1"], "not provided: --banners"),
+        (vec!["--transport", "foo", "10.0.0.1"], "[possible values: auto, xdp, raw]"),
+        (vec!["db"], "a subcommand is required (Read scans stored with --with-db: list,"),
+    ] {
+        let out = prtip(&args);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
+        assert_eq!(err.lines().count(), 1, "{args:?}: {err}");
+        assert!(err.contains(says), "{args:?}: {err}");
+    }
+}
+
 #[test]
 fn db_commands_refuse_what_is_not_there() {
     let dir = temp_dir();

@@ -120,7 +120,9 @@ fn fleet_name(text: &str) -> Result<String, String> {
         t if t.is_empty() || t.len() > 64 || !t.chars().all(ok) => {
             Err("a fleet's name is 1 to 64 letters, digits, '-', '_' or '.'".into())
         }
-        t if t.chars().all(|c| c.is_ascii_digit()) => Err("a fleet's name is not a number: ids are".into()),
+        t if t.chars().all(|c| c.is_ascii_digit()) => {
+            Err("a fleet's name is not all digits, which is how scan ids are written".into())
+        }
         t => Ok(t.to_string()),
     }
 }
