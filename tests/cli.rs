@@ -311,7 +311,17 @@ fn the_one_line_names_what_is_missing_or_allowed() {
 fn db_commands_refuse_what_is_not_there() {
     let dir = temp_dir();
     let missing = path_in(&dir, "missing.db");
-    for args in [vec!["db", "list", "--database", &missing], vec!["db", "frobnicate"], vec!["db", "show", "x"]] {
+    let elsewhere = "postgresql://nobody@127.0.0.1:1/x";
+    for args in [
+        vec!["db", "list", "--database", &missing],
+        vec!["db", "frobnicate"],
+        vec!["db", "show", "x"],
+        // Two places to read from: neither is silently preferred.
+        vec!["db", "list", "--database", &missing, "--postgres", elsewhere],
+        vec!["db", "recover", "--database", &missing, "--postgres", elsewhere],
+        vec!["report", "1", "--database", &missing, "--postgres", elsewhere],
+        vec!["db", "merge", "--database", &missing, "out.db", "in.db"],
+    ] {
         let out = prtip(&args);
         let err = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");

@@ -13,9 +13,9 @@ use std::process::ExitCode;
 /// `prtip db`: read scans stored with --with-db.
 #[derive(Debug, Args)]
 pub struct DbArgs {
-    /// The database file
-    #[arg(long, global = true, value_name = "PATH", default_value = super::DEFAULT_DATABASE)]
-    database: PathBuf,
+    /// The database file [default: ./prtip.db]
+    #[arg(long, global = true, value_name = "PATH")]
+    database: Option<PathBuf>,
 
     #[command(subcommand)]
     command: DbCommand,
@@ -90,6 +90,8 @@ enum DbCommandError {
     Output(#[from] io::Error),
     #[error(transparent)]
     Merge(#[from] super::merge::MergeError),
+    #[error("db merge writes to OUT from its INPUTS: --database names neither")]
+    MergeDatabase,
 }
 
 /// Runs `prtip db`.
@@ -99,6 +101,7 @@ pub fn main(args: DbArgs) -> ExitCode {
         |e| match e {
             DbCommandError::Store(e) => e.names_the_wrong_database(),
             DbCommandError::Merge(e) => e.is_bad_input(),
+            DbCommandError::MergeDatabase => true,
             DbCommandError::Output(_) => false,
         },
         |e| matches!(e, DbCommandError::Output(e) if e.kind() == io::ErrorKind::BrokenPipe),
@@ -107,7 +110,8 @@ pub fn main(args: DbArgs) -> ExitCode {
 
 fn run(cli: DbArgs) -> Result<(), DbCommandError> {
     let mut out = BufWriter::new(io::stdout().lock());
-    let read = |postgres: &Option<String>| stored::open(&cli.database, postgres.as_deref());
+    let read = |postgres: &Option<String>| stored::open(cli.database.as_deref(), postgres.as_deref());
+    let database = cli.database.clone().unwrap_or_else(|| PathBuf::from(super::DEFAULT_DATABASE));
     match &cli.command {
         DbCommand::List { postgres } => {
             let db = read(postgres)?;
@@ -141,6 +145,7 @@ fn run(cli: DbArgs) -> Result<(), DbCommandError> {
             };
             export(&*read(postgres)?, scan_id, format, *open, true, &mut out)?
         }
+        DbCommand::Recover { postgres: Some(_) } if cli.database.is_some() => return Err(StoreError::TwoStores.into()),
         DbCommand::Recover { postgres: Some(url) } => {
             let recovered = crate::store::recover_postgres(url)?;
             for r in &recovered {
@@ -163,12 +168,12 @@ fn run(cli: DbArgs) -> Result<(), DbCommandError> {
             writeln!(out, "PostgreSQL: {} journals of killed scans recovered", recovered.len())?;
         }
         DbCommand::Recover { postgres: None } => {
-            let db = Db::open_existing(&cli.database)?;
+            let db = Db::open_existing(&database)?;
             let ok = db.integrity_ok()?;
             writeln!(
                 out,
                 "{}: {} results restored for scans that never finished; integrity check {}",
-                cli.database.display(),
+                database.display(),
                 db.recovered(),
                 if ok { "ok" } else { "FAILED" }
             )?;
@@ -176,6 +181,7 @@ fn run(cli: DbArgs) -> Result<(), DbCommandError> {
                 writeln!(out, "{line}")?;
             }
         }
+        DbCommand::Merge { .. } if cli.database.is_some() => return Err(DbCommandError::MergeDatabase),
         DbCommand::Merge { out: merged, inputs } => {
             let (id, rows) = super::merge::merge(merged, inputs)?;
             writeln!(out, "{}: scan {id} merged from {} shards, {rows} results", merged.display(), inputs.len())?;

@@ -16,9 +16,9 @@ use std::process::ExitCode;
 #[command(after_help = "One scan: percentiles per state, then the percentile distribution (.hgrm) of --series.\n\
                   Several scans: their percentiles side by side.")]
 pub struct ReportArgs {
-    /// The database file
-    #[arg(long, value_name = "PATH", default_value = super::DEFAULT_DATABASE)]
-    database: PathBuf,
+    /// The database file [default: ./prtip.db]
+    #[arg(long, value_name = "PATH")]
+    database: Option<PathBuf>,
 
     /// Read a PostgreSQL's scans instead (also from PRTIP_POSTGRES)
     #[arg(long, value_name = "URL", env = "PRTIP_POSTGRES", hide_env_values = true)]
@@ -79,7 +79,7 @@ impl Scan {
 }
 
 fn run(cli: ReportArgs) -> Result<(), ReportError> {
-    let db = stored::open(&cli.database, cli.postgres.as_deref())?;
+    let db = stored::open(cli.database.as_deref(), cli.postgres.as_deref())?;
     let mut scans = Vec::new();
     for id in &cli.scans {
         db.scan(id)?.ok_or_else(|| id.not_found())?;

@@ -59,6 +59,8 @@ const CHANNEL_BATCHES: usize = 256;
 
 #[derive(Debug, Error)]
 pub enum StoreError {
+    #[error("--database and --postgres (or PRTIP_POSTGRES) name two places to read scans from: give one")]
+    TwoStores,
     #[error("database {}: {source}", path.display())]
     Database {
         path: PathBuf,
@@ -130,6 +132,7 @@ impl StoreError {
         matches!(
             self,
             StoreError::NoDatabase(_)
+                | StoreError::TwoStores
                 | StoreError::NoScan(_)
                 | StoreError::NoFleet(_)
                 | StoreError::FleetsInPostgres
