@@ -239,7 +239,7 @@ pub struct Cli {
     #[arg(long, value_name = "FILE", help_heading = "Output")]
     pub latency_file: Option<PathBuf>,
 
-    /// Progress as JSON lines on standard error, once a second
+    /// Progress as JSON lines on standard error, once a second (with -q, nothing else)
     #[arg(long, help_heading = "Output")]
     pub status_json: bool,
 
@@ -408,6 +408,18 @@ impl Cli {
         let files = self.output_files();
         if self.dry_run && (database.is_some() || !files.is_empty()) {
             return Err(ConfigError::DryRunWithStorage);
+        }
+        let acting_on_replies = [
+            ("--latency-file", self.latency_file.is_some()),
+            ("--latency", self.latency),
+            ("--status-json", self.status_json),
+            ("--open", self.open),
+            ("--max-open-per-host", self.max_open_per_host.is_some()),
+            ("--banners", self.banners),
+            ("--postgres (or PRTIP_POSTGRES)", self.postgres.is_some()),
+        ];
+        if let Some((flag, _)) = acting_on_replies.iter().find(|(_, given)| self.dry_run && *given) {
+            return Err(ConfigError::DryRunWith(flag));
         }
         one_file_each(&database, &files, &self.latency_file)?;
 

@@ -68,6 +68,8 @@ pub enum ConfigError {
         "--dry-run sends nothing, so there is nothing to store or write: drop --with-db, --database and -o FILE options"
     )]
     DryRunWithStorage,
+    #[error("--dry-run sends nothing, so {0} has nothing to act on: drop it")]
+    DryRunWith(&'static str),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

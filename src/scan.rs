@@ -594,10 +594,11 @@ impl Observer for Sinks<'_> {
 
 fn progress_mode(cfg: &ScanConfig) -> progress::Mode {
     use std::io::IsTerminal;
-    if cfg.verbosity == Verbosity::Quiet {
-        progress::Mode::Off
-    } else if cfg.status_json {
+    // -q --status-json: the JSON lines alone, for a program to read.
+    if cfg.status_json {
         progress::Mode::Json
+    } else if cfg.verbosity == Verbosity::Quiet {
+        progress::Mode::Off
     } else if io::stderr().is_terminal() {
         progress::Mode::Terminal
     } else {

@@ -132,6 +132,9 @@ fn bad_input_gets_one_line_and_status_2() {
         vec!["--store-silent", "10.0.0.1"],
         vec!["--dry-run", "--with-db", "10.0.0.1"],
         vec!["--dry-run", "-oX", "/tmp/prtip-never.xml", "10.0.0.1"],
+        vec!["--dry-run", "--latency-file", "/tmp/prtip-never.hgrm", "10.0.0.1"],
+        vec!["--dry-run", "--open", "10.0.0.1"],
+        vec!["--dry-run", "--postgres", "postgresql://nobody@127.0.0.1:1/x", "10.0.0.1"],
         // banners: TCP scans only, and their flags only with --banners
         vec!["-sU", "--banners", "10.0.0.1"],
         vec!["-sn", "--banners", "10.0.0.1"],

@@ -236,6 +236,20 @@ fn interrupt_stops_sending_and_keeps_what_was_received() {
     assert!(status.iter().all(|v| v["planned"] == 32768 && v["sent"].as_u64().unwrap() <= 32768));
 }
 
+/// `-q --status-json`: the JSON lines, and nothing else, on standard error.
+#[test]
+fn quiet_status_json_writes_the_json_lines_alone() {
+    let lab = Lab::new(true);
+    let out = lab.prtip(&["-p", "1-3000", "10.201.0.1", "--rate", "2000", "-q", "--status-json"]).output().unwrap();
+    let err = stderr_of(&out);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    assert!(err.lines().count() >= 1, "no status line: {err}");
+    for line in err.lines() {
+        let v: serde_json::Value = serde_json::from_str(line).unwrap_or_else(|_| panic!("not JSON: {line}"));
+        assert_eq!(v["planned"], 3000, "{line}");
+    }
+}
+
 /// The first Ctrl-C stops sending and waits for the replies still due; the
 /// second ends that wait at once.
 #[test]
