@@ -61,6 +61,8 @@ const CHANNEL_BATCHES: usize = 256;
 pub enum StoreError {
     #[error("--database and --postgres (or PRTIP_POSTGRES) name two places to read scans from: give one")]
     TwoStores,
+    #[error("scan {scan}: {rows} stored results are damaged (an address, state or reason prtip never writes): not read")]
+    DamagedRows { scan: i64, rows: u64 },
     #[error("database {}: {source}", path.display())]
     Database {
         path: PathBuf,

@@ -341,6 +341,25 @@ mod tests {
         assert_eq!(view(&path), text);
     }
 
+    /// A row prtip never wrote is not left out of what is read back: its
+    /// port would read as one that never answered.
+    #[test]
+    fn damaged_rows_are_an_error_not_a_gap() {
+        let (_dir, path) = temp_db("damaged");
+        let mut db = Db::open(&path).unwrap();
+        let (id, _journal) = db.begin_scan(&start(), None).unwrap();
+        db.insert(id, &mut every_kind()).unwrap();
+        drop(db);
+        let conn = rusqlite::Connection::open(&path).unwrap();
+        assert_eq!(conn.execute("UPDATE scan_result_rows SET state = 99 WHERE state IN (0, 1, 2)", []).unwrap(), 4);
+        drop(conn);
+        let db = Db::open_read_only(&path).unwrap();
+        match db.results(id, false) {
+            Err(StoreError::DamagedRows { scan, rows: 4 }) => assert_eq!(scan, id),
+            other => panic!("{other:?}"),
+        }
+    }
+
     #[test]
     fn a_version_3_database_keeps_its_rows() {
         let (_dir, path) = temp_db("v3");

@@ -203,7 +203,7 @@ impl Db {
                  WHERE scan_id = ?1 AND (?2 = 0 OR state IN (1, 5))",
             )
             .map_err(|e| self.fail(e))?;
-        let mut out = Vec::new();
+        let (mut out, mut damaged) = (Vec::new(), 0u64);
         let mut rows = stmt.query(params![id, open_only as i64]).map_err(|e| self.fail(e))?;
         while let Some(r) = rows.next().map_err(|e| self.fail(e))? {
             let row = || -> rusqlite::Result<Option<ScanResult>> {
@@ -222,7 +222,14 @@ impl Db {
                     time_us: r.get::<_, i64>(6)?.max(0) as u64,
                 }))
             };
-            out.extend(row().map_err(|e| self.fail(e))?);
+            match row().map_err(|e| self.fail(e))? {
+                Some(result) => out.push(result),
+                None => damaged += 1,
+            }
+        }
+        // Left out, a damaged row's port would read as never answered.
+        if damaged > 0 {
+            return Err(StoreError::DamagedRows { scan: id, rows: damaged });
         }
         out.sort_by_key(|r| (r.ip, r.port));
         Ok(out)
