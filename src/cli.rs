@@ -374,6 +374,14 @@ impl Cli {
         if !udp_payloads.is_empty() && scan_type != ScanType::Udp {
             return Err(ConfigError::UdpPayloadWithoutUdp);
         }
+        for (i, (port, _)) in udp_payloads.iter().enumerate() {
+            if udp_payloads[..i].iter().any(|(p, _)| p == port) {
+                return Err(ConfigError::UdpPayload(format!("--udp-payload {port}: given twice")));
+            }
+            if !ports.contains(u32::from(*port)) {
+                return Err(ConfigError::UdpPayload(format!("--udp-payload {port}: port {port} is not scanned (-p)")));
+            }
+        }
         if scan_type == ScanType::Connect {
             self.frames_only_flag().map_or(Ok(()), |flag| Err(ConfigError::NotForConnect(flag)))?;
         }
@@ -700,6 +708,10 @@ fn parse_source_ip(s: &str, family: Family) -> Result<Sources, ConfigError> {
     }
     let addrs: Vec<IpAddr> =
         ranges.iter().flat_map(|r| (r.range.first..=r.range.last).map(|v| r.family.addr(v))).collect();
+    let nowhere = |a: &IpAddr| a.is_unspecified() || a.is_multicast() || matches!(a, IpAddr::V4(v) if v.is_broadcast());
+    if let Some(a) = addrs.iter().find(|a| nowhere(a)) {
+        return Err(invalid(format!("{a} is no host's address: replies cannot come back to it")));
+    }
     Sources::new(&addrs).map_err(|e| invalid(e.to_string()))
 }
 

@@ -28,6 +28,8 @@ pub enum ResumeError {
     Store(#[from] StoreError),
     #[error("the checkpoint's arguments no longer parse: {0}")]
     Arguments(String),
+    #[error("the checkpoint's arguments hold --dry-run or --resume, which no scan that leaves a checkpoint runs with")]
+    NotAScansArguments,
     #[error("{option} {given} contradicts the interrupted scan's {stored}: leave it out to resume")]
     Contradicts { option: String, given: String, stored: String },
     #[error("{option} contradicts the interrupted scan, which ran without it: leave it out to resume")]
@@ -78,6 +80,10 @@ pub fn config(given: Cli, argv: &[OsString]) -> Result<ScanConfig, ResumeError> 
     refuse_contradictions(&given_matches, &stored_matches, database.is_some())?;
 
     let mut stored = Cli::from_arg_matches(&stored_matches).map_err(|e| ResumeError::Arguments(clap_error_line(&e)))?;
+    // No scan that leaves a checkpoint runs with these: the checkpoint was made by hand.
+    if stored.dry_run || stored.resume.is_some() {
+        return Err(ResumeError::NotAScansArguments);
+    }
     stored.quiet = given.quiet;
     stored.verbose = given.verbose;
     stored.status_json |= given.status_json;

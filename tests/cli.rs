@@ -52,6 +52,11 @@ fn bad_input_gets_one_line_and_status_2() {
         "stale.json",
         r#"{"prtip_checkpoint":1,"arguments":["-p","80","--bogus","10.0.0.1"],"seed":1,"hosts":[[1,1]],"pass":0,"position":0,"sent":0}"#,
     );
+    let forged = temp_file(
+        &dir,
+        "forged.json",
+        r#"{"prtip_checkpoint":2,"arguments":["-p","80","--dry-run","10.0.0.1"],"seed":1,"hosts":[["10.0.0.1","10.0.0.1"]],"pass":0,"position":0,"sent":0}"#,
+    );
     // A file given by mistake as a target list: its lines must not be echoed.
     let secrets = temp_file(&dir, "passwd", "root:x:0:0:root:/root:/bin/bash\n");
     let (db, same) = (path_in(&dir, "scan.db"), path_in(&dir, "same"));
@@ -100,6 +105,8 @@ fn bad_input_gets_one_line_and_status_2() {
         vec!["-sU", "--udp-payload", "0:00", "10.0.0.1"],
         vec!["-sU", "--udp-payload", "53", "10.0.0.1"],
         vec!["-sS", "--udp-payload", "53:00", "10.0.0.1"],
+        vec!["-sU", "-p", "53", "--udp-payload", "99:00", "10.0.0.1"],
+        vec!["-sU", "-p", "53", "--udp-payload", "53:00", "--udp-payload", "53:01", "10.0.0.1"],
         vec!["--top-ports", "0", "10.0.0.1"],
         vec!["--top-ports", "10", "-p", "80", "10.0.0.1"],
         vec!["--rate", "fast", "10.0.0.1"],
@@ -116,6 +123,10 @@ fn bad_input_gets_one_line_and_status_2() {
         vec!["--source-ip", "10.0.0.1,localhost", "10.0.0.1"],
         vec!["--source-ip", "10.0.0.1,", "10.0.0.1"],
         vec!["--source-ip", "::/0", "fd00::1"],
+        vec!["--source-ip", "0.0.0.0", "10.0.0.1"],
+        vec!["--source-ip", "255.255.255.255", "10.0.0.1"],
+        vec!["--source-ip", "10.0.0.2,224.0.0.1", "10.0.0.1"],
+        vec!["--source-ip", "ff02::1", "fd00::1"],
         vec!["--transport", "dpdk", "10.0.0.1"],
         vec!["--queues", "0", "10.0.0.1"],
         vec!["--queues", "65", "10.0.0.1"],
@@ -176,6 +187,7 @@ fn bad_input_gets_one_line_and_status_2() {
         vec!["--resume", &stale_checkpoint],
         vec!["--resume", &outside],
         vec!["--resume", &late],
+        vec!["--resume", &forged],
         vec!["--resume", "7", "--database", "/nonexistent/prtip.db"],
         vec!["--resume", "--dry-run"],
     ];

@@ -3,8 +3,8 @@
 
 use crate::latency::{self, GroupBy, Series};
 use crate::plot::{PlotSeries, percentile_svg};
-use crate::store::StoreError;
 use crate::store::stored::{self, ScanRef};
+use crate::store::{StoreError, safe_open};
 use clap::Args;
 use hdrhistogram::Histogram;
 use std::io::{self, BufWriter, Write};
@@ -42,7 +42,8 @@ pub struct ReportArgs {
     by: Option<GroupBy>,
 
     /// How many of the slowest to list with --by
-    #[arg(long, value_name = "N", default_value_t = 10, requires = "by")]
+    #[arg(long, value_name = "N", default_value_t = 10, requires = "by",
+          value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
     top: usize,
 }
 
@@ -89,6 +90,14 @@ fn run(cli: ReportArgs) -> Result<(), ReportError> {
         }
         scans.push(Scan { id: id.clone(), histograms });
     }
+    // A plot that cannot be written fails before the report is printed.
+    let plot_file = match &cli.plot {
+        Some(path) => Some(
+            safe_open::open_now(safe_open::writing().create(true).truncate(true), path)
+                .map_err(|source| ReportError::Plot { path: path.clone(), source })?,
+        ),
+        None => None,
+    };
     let mut out = BufWriter::new(io::stdout().lock());
     if let [scan] = &scans[..] {
         writeln!(out, "{}: round trip (us)", scan.id)?;
@@ -141,9 +150,9 @@ fn run(cli: ReportArgs) -> Result<(), ReportError> {
         }
     }
     out.flush()?;
-    if let Some(path) = &cli.plot {
+    if let (Some(path), Some(mut file)) = (&cli.plot, plot_file) {
         let svg = plot(&scans, cli.series);
-        std::fs::write(path, svg).map_err(|source| ReportError::Plot { path: path.clone(), source })?;
+        file.write_all(svg.as_bytes()).map_err(|source| ReportError::Plot { path: path.clone(), source })?;
     }
     Ok(())
 }

@@ -61,7 +61,11 @@ const CHANNEL_BATCHES: usize = 256;
 pub enum StoreError {
     #[error("--database and --postgres (or PRTIP_POSTGRES) name two places to read scans from: give one")]
     TwoStores,
-    #[error("scan {scan}: {rows} stored results are damaged (an address, state or reason prtip never writes): not read")]
+    #[error("scan {0} is interrupted, but what --resume needs of it (its arguments, targets or cursor) is damaged")]
+    DamagedCheckpoint(i64),
+    #[error(
+        "scan {scan}: {rows} stored results are damaged (an address, state or reason prtip never writes): not read"
+    )]
     DamagedRows { scan: i64, rows: u64 },
     #[error("database {}: {source}", path.display())]
     Database {
@@ -135,6 +139,7 @@ impl StoreError {
             self,
             StoreError::NoDatabase(_)
                 | StoreError::TwoStores
+                | StoreError::DamagedCheckpoint(_)
                 | StoreError::NoScan(_)
                 | StoreError::NoFleet(_)
                 | StoreError::FleetsInPostgres

@@ -69,14 +69,16 @@ impl Db {
             .and_then(|h| serde_json::from_str::<serde_json::Value>(&h).ok())
             .and_then(|v| checkpoint::hosts_from_json(&v).ok());
         match (status.as_str(), arguments, hosts) {
+            ("interrupted", ..) if position < 0 || pass < 0 || sent < 0 => Err(StoreError::DamagedCheckpoint(id)),
             ("interrupted", Some(arguments), Some(hosts)) => Ok(Checkpoint {
                 arguments,
                 seed: seed as u64,
                 hosts,
-                cursor: Cursor { pass: u32::try_from(pass).unwrap_or(u32::MAX), position: position.max(0) as u64 },
-                sent: sent.max(0) as u64,
+                cursor: Cursor { pass: u32::try_from(pass).unwrap_or(u32::MAX), position: position as u64 },
+                sent: sent as u64,
                 results: None,
             }),
+            ("interrupted", ..) => Err(StoreError::DamagedCheckpoint(id)),
             _ => Err(StoreError::NotResumable(id)),
         }
     }
