@@ -112,6 +112,12 @@ fn four_workers_share_a_scan_exactly_through_a_killed_worker_and_a_database_rest
 
     // Four workers, four shards.
     let fleet = create(&lab, &pg, "plain", "4", "60", &SWEEP, "1048576");
+    // A worker whose options do not fit fails, and holds no shard for its lease's 60 s.
+    let args = ["fleet", "work", "--postgres", &pg.url, "--fleet", &fleet, "--", "--transport", "raw", "--queues", "2"];
+    let out = prtip_in(&workers.lab_scanners[0], workers.states[0].path(), &args).output().unwrap();
+    assert_eq!(out.status.code(), Some(2), "{}", stderr_of(&out));
+    let held = format!("SELECT count(*) FROM fleet_shards WHERE fleet_id = {fleet} AND lease_until > now()");
+    assert_eq!(pg.query(&held), "0");
     let errs = all_finished(workers.start(&pg, &fleet, "30000"));
     assert_truth(&pg, &fleet);
     assert_eq!(errs.iter().filter(|e| e.contains(&format!("prtip: fleet {fleet}: scanning shard"))).count(), 4);

@@ -5,7 +5,7 @@
 //! left; `status` shows where each shard stands.
 
 use crate::cli::{Cli, clap_error_line, normalize_args};
-use crate::config::{ConfigError, Resume};
+use crate::config::{ConfigError, Resume, ScanConfig};
 use crate::engine::run::StopSignal;
 use crate::scan::{Outcome, ScanError};
 use crate::store::StoreError;
@@ -310,6 +310,25 @@ fn scan_shard(
     worker: &str,
     stop: &'static StopSignal,
 ) -> Result<Outcome, FleetError> {
+    let (fleet_id, shard_no, lease_no) = (lease.fleet.id, lease.shard, lease.lease_no);
+    // A shard this worker cannot scan (its options, its interface) is held
+    // by no one: the next worker takes it at once.
+    let release = |e: FleetError| {
+        if let Err(why) = fleet::release(url, fleet_id, shard_no, lease_no) {
+            eprintln!("prtip: fleet {fleet_id}: shard {shard_no} stays leased until its lease runs out: {why}");
+        }
+        e
+    };
+    let config = shard_scan(url, lease, options, worker).map_err(release)?;
+    let scan = crate::scan::prepare(&config).map_err(|e| release(e.into()))?;
+    scan.notes.print();
+    let report = scan.run(stop)?;
+    report.notes.print();
+    Ok(report.outcome)
+}
+
+/// The configuration that scans a leased shard with this worker's `options`.
+fn shard_scan(url: &str, lease: Lease, options: &[String], worker: &str) -> Result<ScanConfig, FleetError> {
     let Lease { fleet, shard, lease_no, scan_id, checkpoint, prior } = lease;
     let mut arguments = fleet.arguments.clone();
     arguments.extend(options.iter().cloned());
@@ -343,11 +362,7 @@ fn scan_shard(
         }
         None => eprintln!("prtip: fleet {id}: scanning shard {shard}/{of}"),
     }
-    let scan = crate::scan::prepare(&config)?;
-    scan.notes.print();
-    let report = scan.run(stop)?;
-    report.notes.print();
-    Ok(report.outcome)
+    Ok(config)
 }
 
 fn status(url: &str, only: Option<&str>) -> Result<(), FleetError> {

@@ -146,6 +146,24 @@ pub fn lease(url: &str, only: Option<i64>, worker: &str) -> Result<Next, StoreEr
     })
 }
 
+/// Gives up lease `lease_no` of a shard whose scan never began (this
+/// worker's options do not fit it): the next worker may take it at once
+/// rather than when the lease runs out.
+pub fn release(url: &str, fleet_id: i64, shard: i32, lease_no: i32) -> Result<(), StoreError> {
+    tokio_uring::start(async {
+        let client = open_schema(url).await?;
+        client
+            .execute(
+                "UPDATE fleet_shards SET lease_until = now() - interval '1 second' \
+                 WHERE fleet_id = $1 AND shard = $2 AND leases = $3 AND status = 'leased'",
+                &[&fleet_id, &shard, &lease_no],
+            )
+            .await
+            .map_err(db_error)?;
+        Ok(())
+    })
+}
+
 async fn waiting(client: &Client, only: Option<i64>) -> Result<Next, StoreError> {
     let row = client
         .query_one(
