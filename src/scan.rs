@@ -915,11 +915,7 @@ fn open_transport(cfg: &ScanConfig, path: &Path, probes: u64, notes: &mut Notes)
             ),
         })?;
         let available = xdp::Queues { rx, tx };
-        let mut queues = cfg.queues.unwrap_or_else(|| default_queues(available));
-        // Each sending queue paces at least one probe a second.
-        if cfg.rate > 0 {
-            queues = queues.min(u32::try_from(cfg.rate).unwrap_or(u32::MAX));
-        }
+        let queues = cfg.queues.unwrap_or_else(|| default_queues(available));
         let resent = Resent::default();
         let draw = match holds_connections(cfg) {
             true => xdp::Draw::Segments,

@@ -127,7 +127,8 @@ impl RateControl {
                 (limit, _) => limit,
             };
             // Never above the rate in force: below MIN_RATE, a --rate stands.
-            let cut = (base / 10 * KEEP_TENTHS).max(MIN_RATE.min(base));
+            let floor = if self.current > 0 { MIN_RATE.min(self.current) } else { MIN_RATE };
+            let cut = (base / 10 * KEEP_TENTHS).max(floor);
             self.cut_from = base;
             self.reason = if lost > 0 { RateReason::Dropped(lost) } else { RateReason::Behind };
             self.cut_ns = Some(now_ns);
@@ -256,6 +257,10 @@ mod tests {
         let mut ctl = RateControl::new(100, true, 0, 0);
         assert!(run(&mut ctl, 0, 0, 2_000, &mut sent).is_empty(), "every frame dropped");
         assert_eq!(ctl.rate(), 100);
+        // With no --rate, the minimum holds, however slow the sending measured.
+        let mut ctl = RateControl::new(0, true, 0, 0);
+        assert_eq!(ctl.update(20 * MS, 10, 0, 0.0), None, "500 probes a second");
+        assert_eq!(ctl.update(30 * MS, 15, 5, 0.0), Some(MIN_RATE));
     }
 
     #[test]

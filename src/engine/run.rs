@@ -679,8 +679,11 @@ fn transmit<T: Transmit>(
         let send_us = clock.stamp_us();
         let (done, trail, due, last_send, fresh) = {
             let mut window = shared.window(l);
-            // Silent probes wait in the window while the caller's thread has no room for them.
-            let room = shared.backlog_limit.saturating_sub(shared.backlog.load(Relaxed));
+            // Silent probes wait in the window while the caller's thread has no
+            // room for them; each lane takes its share of the room, and one
+            // result at least when nothing waits (a limit below the lanes).
+            let waiting = shared.backlog.load(Relaxed);
+            let room = (shared.backlog_limit.saturating_sub(waiting) / lanes.count).max(u64::from(waiting == 0));
             window.settle(shared.caught_up.load(Acquire), timeouts, &mut silent, room as usize);
             tries.clear();
             window.allow_skips();
