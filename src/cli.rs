@@ -297,6 +297,18 @@ pub fn parse_or_exit<T: Parser>(argv: impl IntoIterator<Item = OsString>) -> Res
     })
 }
 
+/// The PostgreSQL `--postgres` names where it was typed, or PRTIP_POSTGRES
+/// where `database` names no SQLite file: clap merges the two, and a file
+/// named on the command line wins over the environment, not over the flag.
+pub fn postgres_over(postgres: &Option<String>, database: Option<&Path>) -> Option<String> {
+    postgres.clone().filter(|_| database.is_none() || postgres_typed(postgres))
+}
+
+/// Whether `--postgres` was given on the command line, not only in PRTIP_POSTGRES.
+pub fn postgres_typed(postgres: &Option<String>) -> bool {
+    postgres.is_some() && std::env::var("PRTIP_POSTGRES").ok() != *postgres
+}
+
 /// The one line that says what is wrong with a command line, without clap's
 /// "error: ": its first line and the indented lines right below it (the
 /// arguments missing, the values possible), joined.
@@ -379,7 +391,9 @@ impl Cli {
                 return Err(ConfigError::UdpPayload(format!("--udp-payload {port}: given twice")));
             }
             if !ports.contains(u32::from(*port)) {
-                return Err(ConfigError::UdpPayload(format!("--udp-payload {port}: port {port} is not scanned (-p)")));
+                return Err(ConfigError::UdpPayload(format!(
+                    "--udp-payload {port}: port {port} is not among the ports scanned"
+                )));
             }
         }
         if scan_type == ScanType::Connect {
@@ -424,7 +438,14 @@ impl Cli {
             ("--open", self.open),
             ("--max-open-per-host", self.max_open_per_host.is_some()),
             ("--banners", self.banners),
-            ("--postgres (or PRTIP_POSTGRES)", self.postgres.is_some()),
+            ("--postgres", postgres_typed(&self.postgres)),
+            // The path and the transport: the probe list is the same whatever they are.
+            ("--interface", self.interface.is_some()),
+            ("--source-ip", self.source_ip.is_some()),
+            ("--gateway-mac", self.gateway_mac.is_some()),
+            ("--transport", self.transport != TransportArg::Auto),
+            ("--queues", self.queues.is_some()),
+            ("--fixed-rate", self.fixed_rate),
         ];
         if let Some((flag, _)) = acting_on_replies.iter().find(|(_, given)| self.dry_run && *given) {
             return Err(ConfigError::DryRunWith(flag));

@@ -67,7 +67,7 @@ impl ScanError {
         let unusable = |e: &io::Error| {
             matches!(e.kind(), io::ErrorKind::NotFound | io::ErrorKind::PermissionDenied | io::ErrorKind::IsADirectory)
                 || e.raw_os_error().is_none()
-                || e.raw_os_error() == Some(libc::ELOOP)
+                || matches!(e.raw_os_error(), Some(libc::ELOOP | libc::ENXIO))
         };
         match self {
             ScanError::Net(e) => matches!(

@@ -13,16 +13,20 @@ use std::process::{Command, Output};
 
 /// prtip in a fresh, empty network namespace, keeping checkpoints in `state`, out of the user's home.
 fn isolated(state: &std::path::Path) -> Command {
-    // A case that hangs fails rather than holding the suite.
-    let mut c = Command::new("timeout");
-    c.args(["-s", "KILL", "60", "unshare", "--net", "--", env!("CARGO_BIN_EXE_prtip")]);
+    let mut c = Command::new("unshare");
+    c.args(["--net", "--", env!("CARGO_BIN_EXE_prtip")]);
     c.env("XDG_STATE_HOME", state);
     c
 }
 
+/// Runs prtip to its end: one that hangs is killed after a minute, and fails its test.
 fn prtip(args: &[&str]) -> Output {
     let state = temp_dir();
-    isolated(state.path()).args(args).output().expect("unshare (util-linux) must be installed; the tests run as root")
+    let isolated = isolated(state.path());
+    let mut c = Command::new("timeout");
+    c.args(["-s", "KILL", "60"]).arg(isolated.get_program()).args(isolated.get_args()).args(args);
+    c.envs(isolated.get_envs().filter_map(|(k, v)| Some((k, v?))));
+    c.output().expect("unshare (util-linux) must be installed; the tests run as root")
 }
 
 /// A file `name` in `dir` holding `contents`, as an argument.
@@ -145,6 +149,7 @@ fn bad_input_gets_one_line_and_status_2() {
         vec!["--dry-run", "-oX", "/tmp/prtip-never.xml", "10.0.0.1"],
         vec!["--dry-run", "--latency-file", "/tmp/prtip-never.hgrm", "10.0.0.1"],
         vec!["--dry-run", "--open", "10.0.0.1"],
+        vec!["--dry-run", "--transport", "raw", "10.0.0.1"],
         vec!["--dry-run", "--postgres", "postgresql://nobody@127.0.0.1:1/x", "10.0.0.1"],
         // banners: TCP scans only, and their flags only with --banners
         vec!["-sU", "--banners", "10.0.0.1"],

@@ -110,7 +110,8 @@ pub fn main(args: DbArgs) -> ExitCode {
 
 fn run(cli: DbArgs) -> Result<(), DbCommandError> {
     let mut out = BufWriter::new(io::stdout().lock());
-    let read = |postgres: &Option<String>| stored::open(cli.database.as_deref(), postgres.as_deref());
+    let postgres_of = |postgres: &Option<String>| crate::cli::postgres_over(postgres, cli.database.as_deref());
+    let read = |postgres: &Option<String>| stored::open(cli.database.as_deref(), postgres_of(postgres).as_deref());
     let database = cli.database.clone().unwrap_or_else(|| PathBuf::from(super::DEFAULT_DATABASE));
     match &cli.command {
         DbCommand::List { postgres } => {
@@ -145,9 +146,11 @@ fn run(cli: DbArgs) -> Result<(), DbCommandError> {
             };
             export(&*read(postgres)?, scan_id, format, *open, true, &mut out)?
         }
-        DbCommand::Recover { postgres: Some(_) } if cli.database.is_some() => return Err(StoreError::TwoStores.into()),
-        DbCommand::Recover { postgres: Some(url) } => {
-            let recovered = crate::store::recover_postgres(url)?;
+        DbCommand::Recover { postgres } if cli.database.is_some() && crate::cli::postgres_typed(postgres) => {
+            return Err(StoreError::TwoStores.into());
+        }
+        DbCommand::Recover { postgres } if let Some(url) = postgres_of(postgres) => {
+            let recovered = crate::store::recover_postgres(&url)?;
             for r in &recovered {
                 match r.fleet_shard {
                     true => writeln!(
@@ -167,7 +170,7 @@ fn run(cli: DbArgs) -> Result<(), DbCommandError> {
             }
             writeln!(out, "PostgreSQL: {} journals of killed scans recovered", recovered.len())?;
         }
-        DbCommand::Recover { postgres: None } => {
+        DbCommand::Recover { .. } => {
             let db = Db::open_existing(&database)?;
             let ok = db.integrity_ok()?;
             writeln!(

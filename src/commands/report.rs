@@ -80,7 +80,8 @@ impl Scan {
 }
 
 fn run(cli: ReportArgs) -> Result<(), ReportError> {
-    let db = stored::open(cli.database.as_deref(), cli.postgres.as_deref())?;
+    let postgres = crate::cli::postgres_over(&cli.postgres, cli.database.as_deref());
+    let db = stored::open(cli.database.as_deref(), postgres.as_deref())?;
     let mut scans = Vec::new();
     for id in &cli.scans {
         db.scan(id)?.ok_or_else(|| id.not_found())?;
@@ -90,10 +91,11 @@ fn run(cli: ReportArgs) -> Result<(), ReportError> {
         }
         scans.push(Scan { id: id.clone(), histograms });
     }
-    // A plot that cannot be written fails before the report is printed.
+    // A plot that cannot be written fails before the report is printed; one
+    // there already is replaced only once the report is.
     let plot_file = match &cli.plot {
         Some(path) => Some(
-            safe_open::open_now(safe_open::writing().create(true).truncate(true), path)
+            safe_open::open_now(safe_open::writing().create(true), path)
                 .map_err(|source| ReportError::Plot { path: path.clone(), source })?,
         ),
         None => None,
@@ -152,7 +154,9 @@ fn run(cli: ReportArgs) -> Result<(), ReportError> {
     out.flush()?;
     if let (Some(path), Some(mut file)) = (&cli.plot, plot_file) {
         let svg = plot(&scans, cli.series);
-        file.write_all(svg.as_bytes()).map_err(|source| ReportError::Plot { path: path.clone(), source })?;
+        file.set_len(0)
+            .and_then(|()| file.write_all(svg.as_bytes()))
+            .map_err(|source| ReportError::Plot { path: path.clone(), source })?;
     }
     Ok(())
 }

@@ -59,7 +59,7 @@ const CHANNEL_BATCHES: usize = 256;
 
 #[derive(Debug, Error)]
 pub enum StoreError {
-    #[error("--database and --postgres (or PRTIP_POSTGRES) name two places to read scans from: give one")]
+    #[error("--database and --postgres name two places to read scans from: give one")]
     TwoStores,
     #[error("scan {0} is interrupted, but what --resume needs of it (its arguments, targets or cursor) is damaged")]
     DamagedCheckpoint(i64),

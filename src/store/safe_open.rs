@@ -6,7 +6,7 @@
 
 use std::fs::OpenOptions;
 use std::io;
-use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
+use std::os::unix::fs::{DirBuilderExt, FileTypeExt, MetadataExt, OpenOptionsExt};
 use std::path::Path;
 
 /// Files prtip creates are its user's alone.
@@ -26,9 +26,13 @@ pub fn writing() -> OpenOptions {
 /// for a reader, past Ctrl-C: a scan must not hang before it starts.
 pub fn open_now(options: &mut OpenOptions, path: &Path) -> io::Result<std::fs::File> {
     use std::os::fd::AsFd;
+    // ENXIO is also a socket's, or a device's that is not there.
+    let fifo = || std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_fifo());
     let file =
         options.custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK).open(path).map_err(|e| match e.raw_os_error() {
-            Some(libc::ENXIO) => io::Error::other("it is a FIFO that no process reads"),
+            Some(libc::ENXIO) if fifo() => {
+                io::Error::other("it is a FIFO that no process reads: start its reader first")
+            }
             _ => explain(e),
         })?;
     crate::sys::set_blocking(file.as_fd())?;

@@ -64,12 +64,17 @@ impl Db {
         let (status, arguments, seed, hosts, pass, position, sent, window) = row;
         // A cursor of retry passes reads as a later pass, which starts over (`Cursor`).
         let pass = pass.saturating_add(i64::from(!window));
+        // Scans stored before databases kept them have no arguments or hosts:
+        // not resumable. Ones that do not read back are damaged.
+        let kept = arguments.is_some() && hosts.is_some();
         let arguments: Option<Vec<String>> = arguments.and_then(|a| serde_json::from_str(&a).ok());
         let hosts = hosts
             .and_then(|h| serde_json::from_str::<serde_json::Value>(&h).ok())
             .and_then(|v| checkpoint::hosts_from_json(&v).ok());
         match (status.as_str(), arguments, hosts) {
-            ("interrupted", ..) if position < 0 || pass < 0 || sent < 0 => Err(StoreError::DamagedCheckpoint(id)),
+            ("interrupted", ..) if kept && (position < 0 || pass < 0 || sent < 0) => {
+                Err(StoreError::DamagedCheckpoint(id))
+            }
             ("interrupted", Some(arguments), Some(hosts)) => Ok(Checkpoint {
                 arguments,
                 seed: seed as u64,
@@ -78,7 +83,7 @@ impl Db {
                 sent: sent as u64,
                 results: None,
             }),
-            ("interrupted", ..) => Err(StoreError::DamagedCheckpoint(id)),
+            ("interrupted", ..) if kept => Err(StoreError::DamagedCheckpoint(id)),
             _ => Err(StoreError::NotResumable(id)),
         }
     }
