@@ -250,20 +250,25 @@ mod tests {
         }
     }
 
+    /// A checkpoint of a small scan, 40 probes in.
+    fn small() -> Checkpoint {
+        Checkpoint {
+            arguments: vec!["-p".into(), "80".into(), "10.0.0.0/24".into()],
+            seed: 7,
+            hosts: Hosts::new(Family::V4, RangeSet::from_ranges(vec![Range::new(1, 5)])),
+            cursor: Cursor { pass: 0, position: 40 },
+            sent: 40,
+            results: None,
+        }
+    }
+
     /// A journal that lost results its checkpoint counts on is refused:
     /// resumed, the scan would report those ports filtered.
     #[test]
     fn a_journal_short_of_its_checkpoints_results_is_refused() {
         let dir = tempfile::Builder::new().prefix("prtip-checkpoint-").tempdir().unwrap();
         let path = dir.path().join("scan.json");
-        let c = Checkpoint {
-            arguments: vec!["-p".into(), "80".into(), "10.0.0.0/24".into()],
-            seed: 7,
-            hosts: Hosts::new(Family::V4, RangeSet::from_ranges(vec![Range::new(1, 5)])),
-            cursor: Cursor { pass: 0, position: 40 },
-            sent: 40,
-            results: Some(5),
-        };
+        let c = Checkpoint { results: Some(5), ..small() };
         std::fs::write(&path, c.to_json()).unwrap();
         let mut journal = Vec::new();
         journal::encode(0, &journal::tests::sample(3), &mut journal);
@@ -294,14 +299,7 @@ mod tests {
     /// as a later pass, which starts the scan over.
     #[test]
     fn a_checkpoint_of_retry_passes_reads_as_one_past_the_first_pass() {
-        let c = Checkpoint {
-            arguments: vec!["-p".into(), "80".into(), "10.0.0.0/24".into()],
-            seed: 7,
-            hosts: Hosts::new(Family::V4, RangeSet::from_ranges(vec![Range::new(1, 5)])),
-            cursor: Cursor { pass: 0, position: 40 },
-            sent: 40,
-            results: None,
-        };
+        let c = small();
         let old = c.to_json().replace(r#""prtip_checkpoint":2"#, r#""prtip_checkpoint":1"#);
         assert_ne!(old, c.to_json());
         let read = Checkpoint::from_json(&old).unwrap();
