@@ -297,6 +297,11 @@ pub fn parse_or_exit<T: Parser>(argv: impl IntoIterator<Item = OsString>) -> Res
     })
 }
 
+/// The first of `flags` given.
+fn first_given(flags: impl IntoIterator<Item = (bool, &'static str)>) -> Option<&'static str> {
+    flags.into_iter().find_map(|(given, flag)| given.then_some(flag))
+}
+
 /// The PostgreSQL `--postgres` names where it was typed, or PRTIP_POSTGRES
 /// where `database` names no SQLite file: clap merges the two, and a file
 /// named on the command line wins over the environment, not over the flag.
@@ -352,20 +357,26 @@ pub fn normalize_args(args: impl IntoIterator<Item = OsString>) -> Vec<OsString>
 }
 
 impl Cli {
-    /// The first flag given that only a scan sending frames of its own uses.
-    fn frames_only_flag(&self) -> Option<&'static str> {
+    /// The flags that choose the path and the transport of the frames a
+    /// scan sends itself, each with whether it was given.
+    fn path_flags(&self) -> [(bool, &'static str); 6] {
         [
             (self.transport != TransportArg::Auto, "--transport"),
             (self.interface.is_some(), "--interface"),
             (self.queues.is_some(), "--queues"),
             (self.source_ip.is_some(), "--source-ip"),
-            (self.source_port != DEFAULT_SOURCE_PORTS, "--source-port"),
-            (self.allow_port_overlap, "--allow-port-overlap"),
             (self.gateway_mac.is_some(), "--gateway-mac"),
             (self.fixed_rate, "--fixed-rate"),
         ]
-        .into_iter()
-        .find_map(|(given, flag)| given.then_some(flag))
+    }
+
+    /// The first flag given that only a scan sending frames of its own uses.
+    fn frames_only_flag(&self) -> Option<&'static str> {
+        let ports = [
+            (self.source_port != DEFAULT_SOURCE_PORTS, "--source-port"),
+            (self.allow_port_overlap, "--allow-port-overlap"),
+        ];
+        first_given(self.path_flags().into_iter().chain(ports))
     }
 
     /// Checks everything and resolves hostnames; fails on the first bad input.
@@ -432,22 +443,18 @@ impl Cli {
             return Err(ConfigError::DryRunWithStorage);
         }
         let acting_on_replies = [
-            ("--latency-file", self.latency_file.is_some()),
-            ("--latency", self.latency),
-            ("--status-json", self.status_json),
-            ("--open", self.open),
-            ("--max-open-per-host", self.max_open_per_host.is_some()),
-            ("--banners", self.banners),
-            ("--postgres", postgres_typed(&self.postgres)),
-            // The path and the transport: the probe list is the same whatever they are.
-            ("--interface", self.interface.is_some()),
-            ("--source-ip", self.source_ip.is_some()),
-            ("--gateway-mac", self.gateway_mac.is_some()),
-            ("--transport", self.transport != TransportArg::Auto),
-            ("--queues", self.queues.is_some()),
-            ("--fixed-rate", self.fixed_rate),
+            (self.latency_file.is_some(), "--latency-file"),
+            (self.latency, "--latency"),
+            (self.status_json, "--status-json"),
+            (self.open, "--open"),
+            (self.max_open_per_host.is_some(), "--max-open-per-host"),
+            (self.banners, "--banners"),
+            (postgres_typed(&self.postgres), "--postgres"),
         ];
-        if let Some((flag, _)) = acting_on_replies.iter().find(|(_, given)| self.dry_run && *given) {
+        // Nor does the path or the transport: the probe list is the same whatever they are.
+        if self.dry_run
+            && let Some(flag) = first_given(acting_on_replies.into_iter().chain(self.path_flags()))
+        {
             return Err(ConfigError::DryRunWith(flag));
         }
         one_file_each(&database, &files, &self.latency_file)?;
