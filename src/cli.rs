@@ -302,11 +302,19 @@ fn first_given(flags: impl IntoIterator<Item = (bool, &'static str)>) -> Option<
     flags.into_iter().find_map(|(given, flag)| given.then_some(flag))
 }
 
-/// The PostgreSQL `--postgres` names where it was typed, or PRTIP_POSTGRES
-/// where `database` names no SQLite file: clap merges the two, and a file
-/// named on the command line wins over the environment, not over the flag.
-pub fn postgres_over(postgres: &Option<String>, database: Option<&Path>) -> Option<String> {
-    postgres.clone().filter(|_| database.is_none() || postgres_typed(postgres))
+/// Which PostgreSQL a command that reads scans reads, if any: the one
+/// `--postgres` names, or PRTIP_POSTGRES where `database` names no SQLite
+/// file (clap merges the two: a file named on the command line wins over
+/// the environment); both typed are refused.
+pub fn postgres_to_read(
+    postgres: &Option<String>,
+    database: Option<&Path>,
+) -> Result<Option<String>, crate::store::StoreError> {
+    match (database, postgres_typed(postgres)) {
+        (Some(_), true) => Err(crate::store::StoreError::TwoStores),
+        (Some(_), false) => Ok(None),
+        (None, _) => Ok(postgres.clone()),
+    }
 }
 
 /// Whether `--postgres` was given on the command line, not only in PRTIP_POSTGRES.

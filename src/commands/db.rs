@@ -110,12 +110,18 @@ pub fn main(args: DbArgs) -> ExitCode {
 
 fn run(cli: DbArgs) -> Result<(), DbCommandError> {
     let mut out = BufWriter::new(io::stdout().lock());
-    let postgres_of = |postgres: &Option<String>| crate::cli::postgres_over(postgres, cli.database.as_deref());
-    let read = |postgres: &Option<String>| stored::open(cli.database.as_deref(), postgres_of(postgres).as_deref());
+    let postgres = match &cli.command {
+        DbCommand::List { postgres }
+        | DbCommand::Show { postgres, .. }
+        | DbCommand::Export { postgres, .. }
+        | DbCommand::Recover { postgres } => crate::cli::postgres_to_read(postgres, cli.database.as_deref())?,
+        DbCommand::Merge { .. } => None,
+    };
+    let read = || stored::open(cli.database.as_deref(), postgres.as_deref());
     let database = cli.database.clone().unwrap_or_else(|| PathBuf::from(super::DEFAULT_DATABASE));
     match &cli.command {
-        DbCommand::List { postgres } => {
-            let db = read(postgres)?;
+        DbCommand::List { .. } => {
+            let db = read()?;
             writeln!(
                 out,
                 "{:>5}  {:<27}  {:<11}  {:>10}  {:>8}  {:>8}  {:>8}  COMMAND",
@@ -133,10 +139,8 @@ fn run(cli: DbArgs) -> Result<(), DbCommandError> {
                 )?;
             }
         }
-        DbCommand::Show { scan_id, open, postgres } => {
-            export(&*read(postgres)?, scan_id, Format::Text, *open, false, &mut out)?
-        }
-        DbCommand::Export { scan_id, format, open, postgres } => {
+        DbCommand::Show { scan_id, open, .. } => export(&*read()?, scan_id, Format::Text, *open, false, &mut out)?,
+        DbCommand::Export { scan_id, format, open, .. } => {
             let format = match format {
                 ExportFormat::Text => Format::Text,
                 ExportFormat::Ndjson => Format::Ndjson,
@@ -144,13 +148,10 @@ fn run(cli: DbArgs) -> Result<(), DbCommandError> {
                 ExportFormat::Grepable => Format::Grepable,
                 ExportFormat::Csv => Format::Csv,
             };
-            export(&*read(postgres)?, scan_id, format, *open, true, &mut out)?
+            export(&*read()?, scan_id, format, *open, true, &mut out)?
         }
-        DbCommand::Recover { postgres } if cli.database.is_some() && crate::cli::postgres_typed(postgres) => {
-            return Err(StoreError::TwoStores.into());
-        }
-        DbCommand::Recover { postgres } if let Some(url) = postgres_of(postgres) => {
-            let recovered = crate::store::recover_postgres(&url)?;
+        DbCommand::Recover { .. } if let Some(url) = &postgres => {
+            let recovered = crate::store::recover_postgres(url)?;
             for r in &recovered {
                 match r.fleet_shard {
                     true => writeln!(

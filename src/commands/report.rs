@@ -80,7 +80,7 @@ impl Scan {
 }
 
 fn run(cli: ReportArgs) -> Result<(), ReportError> {
-    let postgres = crate::cli::postgres_over(&cli.postgres, cli.database.as_deref());
+    let postgres = crate::cli::postgres_to_read(&cli.postgres, cli.database.as_deref())?;
     let db = stored::open(cli.database.as_deref(), postgres.as_deref())?;
     let mut scans = Vec::new();
     for id in &cli.scans {

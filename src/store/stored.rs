@@ -71,15 +71,12 @@ pub trait StoredScans {
     fn latency(&self, scan: &ScanRef) -> Result<Vec<(Series, Histogram<u64>)>, StoreError>;
 }
 
-/// The scans of the PostgreSQL `postgres` names, or else of the SQLite
-/// file `database` (`prtip.db` if none is named), to read.
+/// The scans of the PostgreSQL `postgres` names (`cli::postgres_to_read`),
+/// or else of the SQLite file `database` (`prtip.db` if none is named), to read.
 pub fn open(database: Option<&Path>, postgres: Option<&str>) -> Result<Box<dyn StoredScans>, StoreError> {
-    Ok(match (database, postgres) {
-        (Some(_), Some(_)) => return Err(StoreError::TwoStores),
-        (None, Some(url)) => Box::new(PostgresScans::open(url)?),
-        (database, None) => {
-            Box::new(Db::open_read_only(database.unwrap_or(Path::new(crate::commands::DEFAULT_DATABASE)))?)
-        }
+    Ok(match postgres {
+        Some(url) => Box::new(PostgresScans::open(url)?),
+        None => Box::new(Db::open_read_only(database.unwrap_or(Path::new(crate::commands::DEFAULT_DATABASE)))?),
     })
 }
 
