@@ -94,11 +94,17 @@ pub fn rows_of(buf: &[u8], scan_id: i64) -> impl Iterator<Item = ScanResult> + '
 /// How many leading bytes of a journal are intact records: what appending
 /// must start after, or a torn tail would hide everything appended later.
 pub fn intact_len(buf: &[u8]) -> usize {
-    let mut at = 0;
-    while let Some((_, used)) = next_record(&buf[at..]) {
+    intact(buf).0
+}
+
+/// The bytes of a journal's leading intact records, and the rows they hold.
+pub fn intact(buf: &[u8]) -> (usize, u64) {
+    let (mut at, mut rows) = (0, 0);
+    while let Some(((_, record), used)) = next_record(&buf[at..]) {
         at += used;
+        rows += record.len() as u64;
     }
-    at
+    (at, rows)
 }
 
 /// The bytes of `buf`'s leading whole records that hold at most `max_rows`

@@ -38,11 +38,11 @@ impl CheckpointFile {
         // A tail torn by a crash is cut off: appended after it, later records could not be read.
         let journaled = match std::fs::read(&rpath) {
             Ok(bytes) => {
-                let intact = journal::intact_len(&bytes);
+                let (intact, rows) = journal::intact(&bytes);
                 if intact < bytes.len() {
                     safe_open::writing().open(&rpath).and_then(|f| f.set_len(intact as u64)).map_err(rfail)?;
                 }
-                journal::decode(&bytes[..intact]).map(|(_, rows)| rows.len() as u64).sum()
+                rows
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => 0,
             Err(e) => return Err(rfail(e)),
