@@ -2152,18 +2152,24 @@ mod tests {
         (plan, stats)
     }
 
+    /// `run_paced` with a caller that takes nothing until `stall` has passed
+    /// on the scan's clock (and at most 16 results waiting).
+    fn run_stalled(truth: Truth, stall: Duration) -> (ScanPlan, ScanStats, Stalled) {
+        let (net, time) = (Arc::new(Mutex::new(Net::default())), Arc::new(VirtualTime::new(2)));
+        let seen = Seen { results: Vec::new(), ticks: 0, ranks: 256 };
+        let until = stall.as_nanos() as u64;
+        let mut stalled = Stalled { seen, time: time.clone(), net: net.clone(), until, sent_by_then: None };
+        let (plan, stats) = run_paced(truth, &net, &time, &mut stalled);
+        (plan, stats.unwrap(), stalled)
+    }
+
     /// An output slower than the scan (a full pipe, a busy database) holds
     /// the sending back, rather than results piling up in memory for it.
     #[test]
     fn results_the_caller_has_not_taken_hold_the_sending_back() {
         let truth = Truth { open: set(&[3, 30]), ..Default::default() };
-        let (net, time) = (Arc::new(Mutex::new(Net::default())), Arc::new(VirtualTime::new(2)));
         // All 256 probes would be out in a quarter of the second the caller stalls.
-        let seen = Seen { results: Vec::new(), ticks: 0, ranks: 256 };
-        let until = Duration::from_secs(1).as_nanos() as u64;
-        let mut stalled = Stalled { seen, time: time.clone(), net: net.clone(), until, sent_by_then: None };
-        let (plan, stats) = run_paced(truth, &net, &time, &mut stalled);
-        let stats = stats.unwrap();
+        let (plan, stats, stalled) = run_stalled(truth, Duration::from_secs(1));
         let sent = stalled.sent_by_then.expect("results came");
         assert!((16..32).contains(&sent), "{sent} probes sent while 16 results waited");
         assert!(stats.output_holds >= 1 && (16..32).contains(&stats.backlog_peak), "{stats:?}");
@@ -2180,13 +2186,8 @@ mod tests {
     #[test]
     fn silent_probes_wait_in_the_window_for_a_caller_that_stalls() {
         let truth = Truth { filtered: (1..=64).collect(), ..Default::default() };
-        let (net, time) = (Arc::new(Mutex::new(Net::default())), Arc::new(VirtualTime::new(2)));
         // Every probe is out, and has timed out, long before the caller takes anything.
-        let seen = Seen { results: Vec::new(), ticks: 0, ranks: 256 };
-        let until = Duration::from_secs(3).as_nanos() as u64;
-        let mut stalled = Stalled { seen, time: time.clone(), net: net.clone(), until, sent_by_then: None };
-        let (plan, stats) = run_paced(truth, &net, &time, &mut stalled);
-        let stats = stats.unwrap();
+        let (plan, stats, stalled) = run_stalled(truth, Duration::from_secs(3));
         assert_eq!(stalled.sent_by_then, Some(256), "silence holds nothing back");
         assert!(stats.backlog_peak <= 16, "{stats:?}");
         let results = stalled.seen.results;
