@@ -245,10 +245,11 @@ fn a_16_that_answers_every_connection_and_sends_forever_costs_bounded_memory_and
         assert!(counted(" ended at --banner-timeout") >= grabbed as u64 / 2, "{err}");
         assert_eq!(counted(" at --banner-bytes)"), 0, "{err}");
         // The documented cap (docs/ARCHITECTURE.md): 128 MiB, and a descriptor per
-        // attempt in flight (16,384), per conversation (1,024) and per connection
-        // waiting for one (as many), and the program's own.
+        // attempt in flight (16,384), per conversation (1,024), per connection
+        // waiting for one (as many) and per close queued on either io_uring
+        // until its next submit (256 entries each), and the program's own.
         assert!(peak < 128 * 1024, "peak RSS {peak} KiB");
-        assert!(most_fds < 16_384 + 2 * 1024 + 64, "{most_fds} descriptors");
+        assert!(most_fds < 16_384 + 2 * 1024 + 2 * 256 + 64, "{most_fds} descriptors");
     }
 
     // What fills the byte cap ends there.
